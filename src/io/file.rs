@@ -1,0 +1,88 @@
+//! Segment files: O_DIRECT (glommio DMA) writes of aligned buffers, reads, fdatasync, truncate.
+//!
+//! A write always starts on an alignment boundary and is padded with zeros to a whole number of
+//! blocks; the caller (the segment appender) keeps the partial tail block in memory and rewrites it,
+//! grown, on the next append. The file's logical length is tracked by the caller and set with
+//! [`SegmentFile::truncate`] when a segment is closed.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::io::{DmaFile, OpenOptions};
+
+use crate::config::limits::DMA_ALIGNMENT_BYTES;
+
+/// An open segment file. Owned by the core that owns the partition.
+#[derive(Clone)]
+pub struct SegmentFile {
+    file: Rc<DmaFile>,
+    path: PathBuf,
+}
+
+fn to_io(e: glommio::GlommioError<()>) -> io::Error {
+    io::Error::from(e)
+}
+
+impl SegmentFile {
+    /// Opens (creating if asked) a segment file for reading and writing with O_DIRECT.
+    pub async fn open(path: &Path, create: bool) -> io::Result<SegmentFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .dma_open(path)
+            .await
+            .map_err(to_io)?;
+        Ok(SegmentFile { file: Rc::new(file), path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's size on disk (may include zero padding past the logical end).
+    pub async fn size(&self) -> io::Result<u64> {
+        self.file.file_size().await.map_err(to_io)
+    }
+
+    /// Writes `data` at `pos` (a multiple of the alignment), zero-padding to whole blocks.
+    pub async fn write_aligned(&self, pos: u64, data: &[u8]) -> io::Result<()> {
+        assert_eq!(pos % DMA_ALIGNMENT_BYTES as u64, 0, "unaligned segment write position");
+        let padded = data.len().div_ceil(DMA_ALIGNMENT_BYTES) * DMA_ALIGNMENT_BYTES;
+        if padded == 0 {
+            return Ok(());
+        }
+        let mut buf = self.file.alloc_dma_buffer(padded);
+        let dst = buf.as_bytes_mut();
+        dst[..data.len()].copy_from_slice(data);
+        dst[data.len()..].fill(0);
+        let written = self.file.write_at(buf, pos).await.map_err(to_io)?;
+        if written != padded {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short O_DIRECT write to {}: {written} of {padded} bytes", self.path.display()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads up to `len` bytes at `pos` (fewer at the end of the file).
+    pub async fn read(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let r = self.file.read_at(pos, len).await.map_err(to_io)?;
+        Ok(Bytes::copy_from_slice(&r[..]))
+    }
+
+    /// fdatasync: every byte written so far, and the file size, are on stable storage.
+    pub async fn sync(&self) -> io::Result<()> {
+        self.file.fdatasync().await.map_err(to_io)
+    }
+
+    pub async fn truncate(&self, len: u64) -> io::Result<()> {
+        self.file.truncate(len).await.map_err(to_io)
+    }
+}

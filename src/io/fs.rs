@@ -1,0 +1,99 @@
+//! Small, rare, blocking file-system work (topic metadata, index files, directories), run on the
+//! executor's blocking helper thread so a core never stalls on it.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::rt::blocking;
+
+/// Reads a whole file; `None` when it does not exist.
+pub async fn read(path: PathBuf) -> io::Result<Option<Vec<u8>>> {
+    blocking(move || match std::fs::read(&path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    })
+    .await
+}
+
+/// Replaces `path` with `data` atomically and durably: temp file, fsync, rename, fsync directory.
+pub async fn write_atomic(path: PathBuf, data: Vec<u8>) -> io::Result<()> {
+    blocking(move || write_atomic_sync(&path, &data)).await
+}
+
+pub fn write_atomic_sync(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Creates a directory and its parents, then fsyncs the parent so the entry survives a crash.
+pub async fn create_dir_all(path: PathBuf) -> io::Result<()> {
+    blocking(move || {
+        std::fs::create_dir_all(&path)?;
+        if let Some(parent) = path.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Names of the entries in a directory (empty if it does not exist).
+pub async fn list_dir(path: PathBuf) -> io::Result<Vec<String>> {
+    blocking(move || {
+        let rd = match std::fs::read_dir(&path) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut names = Vec::new();
+        for e in rd {
+            names.push(e?.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    })
+    .await
+}
+
+/// Renames, then fsyncs the directory of the new name.
+pub async fn rename(from: PathBuf, to: PathBuf) -> io::Result<()> {
+    blocking(move || {
+        std::fs::rename(&from, &to)?;
+        if let Some(dir) = to.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+pub async fn remove_dir_all(path: PathBuf) -> io::Result<()> {
+    blocking(move || std::fs::remove_dir_all(&path)).await
+}
+
+pub async fn remove_file(path: PathBuf) -> io::Result<()> {
+    blocking(move || match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    })
+    .await
+}
+
+/// Creates the data directory if needed and checks that it is writable. Runs on the main thread
+/// before the executors start, so start-up problems are reported plainly.
+pub fn prepare_data_dir(path: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(path)?;
+    let probe = path.join(".spate-write-probe");
+    std::fs::write(&probe, b"probe")?;
+    std::fs::remove_file(&probe)
+}

@@ -1,0 +1,102 @@
+//! TCP: a per-core listener sharing the port through SO_REUSEPORT, and connections split into a
+//! reading and a writing half.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use socket2::{Domain, Protocol, Socket, Type};
+
+type Stream = glommio::net::TcpStream;
+
+/// Holds a port without listening on it, so every core can bind the same (possibly ephemeral)
+/// port with SO_REUSEPORT before any connection is accepted. Created on the main thread.
+pub struct PortReservation {
+    _socket: Socket,
+    pub addr: SocketAddr,
+}
+
+impl PortReservation {
+    pub fn new(addr: SocketAddr) -> io::Result<Self> {
+        let s = new_socket(addr)?;
+        s.bind(&addr.into())?;
+        let addr = s
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("bound address is not IP"))?;
+        Ok(PortReservation { _socket: s, addr })
+    }
+}
+
+fn new_socket(addr: SocketAddr) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    Ok(s)
+}
+
+/// One core's listening socket. Owned by that core.
+pub struct Listener(glommio::net::TcpListener);
+
+impl Listener {
+    pub fn bind(addr: SocketAddr) -> io::Result<Listener> {
+        let s = new_socket(addr)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        // SAFETY: the fd comes from a socket we own and hand over whole.
+        Ok(Listener(unsafe { glommio::net::TcpListener::from_raw_fd(s.into_raw_fd()) }))
+    }
+
+    pub async fn accept(&self) -> io::Result<(ConnReader, ConnWriter, SocketAddr)> {
+        let stream = self.0.accept().await.map_err(io::Error::from)?;
+        stream.set_nodelay(true).map_err(io::Error::from)?;
+        let peer = stream.peer_addr().map_err(io::Error::from)?;
+        let (r, w) = futures_lite::io::split(stream);
+        Ok((ConnReader(r), ConnWriter(w), peer))
+    }
+}
+
+/// The reading half of a client connection.
+pub struct ConnReader(ReadHalf<Stream>);
+
+/// How a read of an exact number of bytes ended.
+pub enum ReadExact {
+    Full,
+    /// The peer closed before the first byte: a clean close between frames.
+    Closed,
+    /// The peer closed after some bytes: a truncated frame.
+    Truncated(usize),
+}
+
+impl ConnReader {
+    /// Fills `buf` completely, telling a clean close from a torn one.
+    pub async fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<ReadExact> {
+        let mut got = 0;
+        while got < buf.len() {
+            let n = self.0.read(&mut buf[got..]).await?;
+            if n == 0 {
+                return Ok(if got == 0 { ReadExact::Closed } else { ReadExact::Truncated(got) });
+            }
+            got += n;
+        }
+        Ok(ReadExact::Full)
+    }
+}
+
+/// The writing half of a client connection.
+pub struct ConnWriter(WriteHalf<Stream>);
+
+impl ConnWriter {
+    pub async fn write_all(&mut self, bufs: &[&[u8]]) -> io::Result<()> {
+        for b in bufs {
+            self.0.write_all(b).await?;
+        }
+        self.0.flush().await
+    }
+
+    /// Closes the write side (the client sees end of stream and closes its end).
+    pub async fn close(&mut self) {
+        let _ = self.0.close().await;
+    }
+}

@@ -1,0 +1,18 @@
+//! Spate: a Kafka-compatible, thread-per-core event-streaming broker.
+//!
+//! Code map (the long version, with invariants, is `ARCHITECTURE.md`):
+//! - [`config`]: every setting and limit, its default and unit; file, env and flag layering.
+//! - [`io`]: the runtime edge. The only module that names glommio, opens files or sockets.
+//! - [`protocol`]: Kafka wire framing, record-batch parsing and error codes. Knows nothing of the
+//!   server or storage.
+//! - [`storage`]: a partition's log: segments, indexes, recovery, group commit. Uses `io` for files.
+//! - [`server`]: shards (one per core), the shard table, cross-core routing, connections, and one
+//!   handler file per Kafka API.
+//! - [`cli`]: the `spate` command line.
+
+pub mod cli;
+pub mod config;
+pub mod io;
+pub mod protocol;
+pub mod server;
+pub mod storage;

@@ -1,0 +1,351 @@
+//! Record batches (magic v2), read and patched in place, never re-encoded.
+//!
+//! Layout of the 61-byte header (big-endian):
+//! ```text
+//!  0 base_offset i64        8 batch_length i32      12 partition_leader_epoch i32
+//! 16 magic i8              17 crc u32 (CRC-32C of bytes 21..end)
+//! 21 attributes i16        23 last_offset_delta i32 27 base_timestamp i64
+//! 35 max_timestamp i64     43 producer_id i64       51 producer_epoch i16
+//! 53 base_sequence i32     57 records_count i32     61 records...
+//! ```
+//! The broker rewrites only base_offset and partition_leader_epoch (outside the CRC) and, for
+//! LogAppendTime topics, the timestamp-type bit and max_timestamp (then the CRC).
+
+use bytes::Bytes;
+
+pub const HEADER_LEN: usize = 61;
+/// Bytes before `batch_length` counts from: base_offset and batch_length themselves.
+pub const LOG_OVERHEAD: usize = 12;
+const CRC_START: usize = 21;
+const ATTR_TIMESTAMP_TYPE: i16 = 1 << 3;
+const ATTR_COMPRESSION_MASK: i16 = 0x07;
+
+/// The decoded fixed header of one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    pub batch_length: i32,
+    pub leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub records_count: i32,
+}
+
+impl BatchHeader {
+    /// Bytes the whole batch occupies.
+    pub fn total_len(&self) -> usize {
+        LOG_OVERHEAD + self.batch_length as usize
+    }
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + self.last_offset_delta as i64
+    }
+    pub fn compression(&self) -> i16 {
+        self.attributes & ATTR_COMPRESSION_MASK
+    }
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & ATTR_TIMESTAMP_TYPE != 0
+    }
+}
+
+/// Why bytes are not an acceptable batch. Each maps to a Kafka error code in the handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchError {
+    /// Length fields inconsistent with the bytes present, or a bad CRC: CORRUPT_MESSAGE.
+    Corrupt(String),
+    /// Magic other than 2: UNSUPPORTED_FOR_MESSAGE_FORMAT.
+    UnsupportedMagic(i8),
+}
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchError::Corrupt(s) => write!(f, "corrupt record batch: {s}"),
+            BatchError::UnsupportedMagic(m) => write!(f, "record batch magic {m} is not supported (only v2)"),
+        }
+    }
+}
+
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Decodes the fixed header; `None` if fewer than [`HEADER_LEN`] bytes are present.
+pub fn parse_header(b: &[u8]) -> Option<BatchHeader> {
+    if b.len() < HEADER_LEN {
+        return None;
+    }
+    Some(BatchHeader {
+        base_offset: be_i64(b, 0),
+        batch_length: be_i32(b, 8),
+        leader_epoch: be_i32(b, 12),
+        magic: b[16] as i8,
+        crc: u32::from_be_bytes(b[17..21].try_into().expect("4 bytes")),
+        attributes: be_i16(b, 21),
+        last_offset_delta: be_i32(b, 23),
+        base_timestamp: be_i64(b, 27),
+        max_timestamp: be_i64(b, 35),
+        producer_id: be_i64(b, 43),
+        producer_epoch: be_i16(b, 51),
+        base_sequence: be_i32(b, 53),
+        records_count: be_i32(b, 57),
+    })
+}
+
+/// Checks one complete batch (exactly `b`): sizes, magic, CRC-32C, codec, record count.
+pub fn validate(b: &[u8]) -> Result<BatchHeader, BatchError> {
+    let h = parse_header(b).ok_or_else(|| BatchError::Corrupt(format!("{} bytes is shorter than a batch header", b.len())))?;
+    if h.magic != 2 {
+        return Err(BatchError::UnsupportedMagic(h.magic));
+    }
+    if h.batch_length < (HEADER_LEN - LOG_OVERHEAD) as i32 || h.total_len() != b.len() {
+        return Err(BatchError::Corrupt(format!("batch length {} does not match {} bytes", h.batch_length, b.len())));
+    }
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    if crc != h.crc {
+        return Err(BatchError::Corrupt(format!("CRC mismatch: header {:#010x}, computed {crc:#010x}", h.crc)));
+    }
+    if h.compression() > 4 {
+        return Err(BatchError::Corrupt(format!("unknown compression codec {}", h.compression())));
+    }
+    if h.records_count < 0 || h.last_offset_delta < 0 || h.records_count as i64 > h.last_offset_delta as i64 + 1 {
+        return Err(BatchError::Corrupt(format!(
+            "records_count {} inconsistent with last_offset_delta {}",
+            h.records_count, h.last_offset_delta
+        )));
+    }
+    Ok(h)
+}
+
+/// Splits a produce request's record set into its batches, validating each.
+pub fn split(records: &Bytes) -> Result<Vec<(Bytes, BatchHeader)>, BatchError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < records.len() {
+        let rest = &records[at..];
+        if rest.len() < LOG_OVERHEAD {
+            return Err(BatchError::Corrupt(format!("{} trailing bytes after the last batch", rest.len())));
+        }
+        let len = be_i32(rest, 8);
+        if len < 0 || LOG_OVERHEAD + len as usize > rest.len() {
+            return Err(BatchError::Corrupt(format!("batch length {len} runs past the {} bytes sent", rest.len())));
+        }
+        let total = LOG_OVERHEAD + len as usize;
+        let h = validate(&rest[..total])?;
+        out.push((records.slice(at..at + total), h));
+        at += total;
+    }
+    if out.is_empty() {
+        return Err(BatchError::Corrupt("empty record set".into()));
+    }
+    Ok(out)
+}
+
+/// Rewrites the broker-owned fields of a batch in place. With `log_append_time`, also marks the
+/// batch LogAppendTime, sets max_timestamp and recomputes the CRC.
+pub fn patch(b: &mut [u8], base_offset: i64, leader_epoch: i32, log_append_time: Option<i64>) {
+    assert!(b.len() >= HEADER_LEN, "patching a batch shorter than its header");
+    b[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    b[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+    if let Some(ts) = log_append_time {
+        let attrs = be_i16(b, 21) | ATTR_TIMESTAMP_TYPE;
+        b[21..23].copy_from_slice(&attrs.to_be_bytes());
+        b[35..43].copy_from_slice(&ts.to_be_bytes());
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+}
+
+/// Outcome of scanning a byte range that should hold whole batches (a segment, on recovery).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanEnd {
+    /// Bytes from the start of the range covered by whole, valid batches.
+    pub valid_len: usize,
+    /// Why the scan stopped before the end, if it did: `None` for a clean end, or for a tail of
+    /// zero bytes (O_DIRECT padding, not damage).
+    pub problem: Option<String>,
+}
+
+/// Walks whole valid batches from the start of `b`, calling `f(position, header)` for each.
+pub fn scan(b: &[u8], mut f: impl FnMut(usize, &BatchHeader)) -> ScanEnd {
+    let mut at = 0;
+    while at < b.len() {
+        let rest = &b[at..];
+        if rest.iter().all(|&x| x == 0) {
+            return ScanEnd { valid_len: at, problem: None };
+        }
+        if rest.len() < HEADER_LEN {
+            return ScanEnd { valid_len: at, problem: Some(format!("{} bytes of partial batch header", rest.len())) };
+        }
+        let len = be_i32(rest, 8);
+        if len < (HEADER_LEN - LOG_OVERHEAD) as i32 || LOG_OVERHEAD + len as usize > rest.len() {
+            return ScanEnd {
+                valid_len: at,
+                problem: Some(format!("batch length {len} with {} bytes left", rest.len())),
+            };
+        }
+        match validate(&rest[..LOG_OVERHEAD + len as usize]) {
+            Ok(h) => {
+                f(at, &h);
+                at += h.total_len();
+            }
+            Err(e) => return ScanEnd { valid_len: at, problem: Some(e.to_string()) },
+        }
+    }
+    ScanEnd { valid_len: at, problem: None }
+}
+
+fn read_varint(b: &[u8], at: &mut usize) -> Option<i64> {
+    let mut v: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        v |= ((byte & 0x7f) as u64) << shift;
+        if byte & 0x80 == 0 {
+            return Some(((v >> 1) as i64) ^ -((v & 1) as i64));
+        }
+    }
+    None
+}
+
+/// For an uncompressed batch, each record's (offset, timestamp). `None` for compressed batches or
+/// malformed records (callers then fall back to the batch-level timestamps).
+pub fn record_timestamps(b: &[u8], h: &BatchHeader) -> Option<Vec<(i64, i64)>> {
+    if h.compression() != 0 || h.is_log_append_time() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(h.records_count.max(0) as usize);
+    let mut at = HEADER_LEN;
+    for _ in 0..h.records_count {
+        let len = read_varint(b, &mut at)?;
+        let start = at;
+        at += 1; // attributes
+        let ts_delta = read_varint(b, &mut at)?;
+        let off_delta = read_varint(b, &mut at)?;
+        out.push((h.base_offset + off_delta, h.base_timestamp + ts_delta));
+        at = start.checked_add(usize::try_from(len).ok()?)?;
+        if at > b.len() {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use bytes::{BufMut, BytesMut};
+
+    fn put_varint(buf: &mut BytesMut, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            buf.put_u8((z as u8 & 0x7f) | 0x80);
+            z >>= 7;
+        }
+        buf.put_u8(z as u8);
+    }
+
+    /// Builds a valid uncompressed batch of `n` records with 1 ms apart timestamps.
+    pub fn make_batch(n: i32, base_ts: i64) -> Bytes {
+        let mut recs = BytesMut::new();
+        for i in 0..n {
+            let mut r = BytesMut::new();
+            r.put_i8(0);
+            put_varint(&mut r, i as i64); // timestamp delta
+            put_varint(&mut r, i as i64); // offset delta
+            put_varint(&mut r, -1); // null key
+            put_varint(&mut r, 3);
+            r.put_slice(b"abc");
+            put_varint(&mut r, 0); // headers
+            put_varint(&mut recs, r.len() as i64);
+            recs.put_slice(&r);
+        }
+        let mut b = BytesMut::new();
+        b.put_i64(0);
+        b.put_i32((HEADER_LEN - LOG_OVERHEAD + recs.len()) as i32);
+        b.put_i32(-1);
+        b.put_i8(2);
+        b.put_u32(0);
+        b.put_i16(0);
+        b.put_i32(n - 1);
+        b.put_i64(base_ts);
+        b.put_i64(base_ts + n as i64 - 1);
+        b.put_i64(-1);
+        b.put_i16(-1);
+        b.put_i32(-1);
+        b.put_i32(n);
+        b.put_slice(&recs);
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b.freeze()
+    }
+
+    #[test]
+    fn valid_batch_round_trips_and_patches() {
+        let b = make_batch(3, 1000);
+        let h = validate(&b).unwrap();
+        assert_eq!((h.records_count, h.last_offset_delta, h.max_timestamp), (3, 2, 1002));
+        let mut m = b.to_vec();
+        patch(&mut m, 500, 7, None);
+        let h2 = validate(&m).unwrap();
+        assert_eq!((h2.base_offset, h2.leader_epoch, h2.last_offset()), (500, 7, 502));
+        patch(&mut m, 500, 7, Some(99_999));
+        let h3 = validate(&m).unwrap();
+        assert!(h3.is_log_append_time());
+        assert_eq!(h3.max_timestamp, 99_999);
+    }
+
+    #[test]
+    fn bad_crc_magic_and_lengths_are_refused() {
+        let b = make_batch(2, 0);
+        let mut m = b.to_vec();
+        let last = m.len() - 1;
+        m[last] ^= 1;
+        assert!(matches!(validate(&m), Err(BatchError::Corrupt(_))));
+        let mut m = b.to_vec();
+        m[16] = 1;
+        assert_eq!(validate(&m), Err(BatchError::UnsupportedMagic(1)));
+        let short = b.slice(0..b.len() - 1);
+        assert!(split(&short).is_err());
+        assert!(split(&Bytes::new()).is_err());
+        let mut two = BytesMut::new();
+        two.put_slice(&b);
+        two.put_slice(&b);
+        assert_eq!(split(&two.freeze()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn scan_stops_at_torn_tail_and_ignores_zero_padding() {
+        let b = make_batch(2, 0);
+        let mut seg = b.to_vec();
+        seg.extend_from_slice(&b);
+        let whole = seg.len();
+        seg.extend_from_slice(&[0u8; 100]);
+        let mut n = 0;
+        let end = scan(&seg, |_, _| n += 1);
+        assert_eq!((n, end.valid_len, end.problem.clone()), (2, whole, None));
+        let torn = &seg[..whole - 5];
+        let end = scan(torn, |_, _| {});
+        assert_eq!(end.valid_len, b.len());
+        assert!(end.problem.is_some());
+    }
+
+    #[test]
+    fn record_timestamps_of_uncompressed_batch() {
+        let b = make_batch(3, 50);
+        let h = validate(&b).unwrap();
+        assert_eq!(record_timestamps(&b, &h).unwrap(), vec![(0, 50), (1, 51), (2, 52)]);
+    }
+}

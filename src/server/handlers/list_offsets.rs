@@ -1,0 +1,87 @@
+//! ListOffsets (key 2): earliest (-2, and -4 earliest-local), latest (-1: the high watermark),
+//! max timestamp (-3), or the first offset whose timestamp is at least a given one.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::super::shard::{current, Shard};
+use super::{group_by_core, on_cores};
+use crate::protocol::ResponseError;
+
+pub const VERSIONS: (i16, i16) = (1, 10);
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+
+/// (error, offset, timestamp) for one partition.
+type Answer = (i16, i64, i64);
+
+pub async fn handle(shard: &Rc<Shard>, version: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let image = shard.image();
+    let mut answers: Vec<Answer> = Vec::new();
+    let mut work = Vec::new();
+    for t in &req.topics {
+        let meta = image.topic(t.name.0.as_str());
+        for p in &t.partitions {
+            let slot = answers.len();
+            answers.push((ResponseError::UnknownTopicOrPartition.code(), -1, -1));
+            if let Some(m) = meta.filter(|m| (0..m.partitions).contains(&p.partition_index)) {
+                work.push((shard.owner(&m.name, p.partition_index), (slot, m.name.clone(), p.partition_index, p.timestamp)));
+            }
+        }
+    }
+    let jobs = group_by_core(shard.cores, work)
+        .into_iter()
+        .map(|(core, items)| {
+            (core, move || async move {
+                let s = current();
+                let mut out = Vec::new();
+                for (_, (slot, name, partition, ts)) in items {
+                    let Some(log) = s.partition(&name, partition) else { continue };
+                    let o = log.offsets();
+                    let answer: Answer = match ts {
+                        LATEST => (0, o.high_watermark, -1),
+                        EARLIEST | EARLIEST_LOCAL => (0, o.log_start, -1),
+                        MAX_TIMESTAMP => {
+                            let (off, t) = log.max_timestamp();
+                            (0, off, t)
+                        }
+                        t if t >= 0 => match log.offset_for_timestamp(t).await {
+                            Ok(Some((off, found))) => (0, off, found),
+                            Ok(None) => (0, -1, -1),
+                            Err(_) => (ResponseError::KafkaStorageError.code(), -1, -1),
+                        },
+                        _ => (ResponseError::InvalidRequest.code(), -1, -1),
+                    };
+                    out.push((slot, answer));
+                }
+                out
+            })
+        })
+        .collect();
+    for (slot, a) in on_cores(shard, jobs).await.into_iter().flatten() {
+        answers[slot] = a;
+    }
+    let mut answers = answers.into_iter();
+    let mut resp = ListOffsetsResponse::default();
+    for t in req.topics {
+        let mut tr = ListOffsetsTopicResponse::default().with_name(t.name);
+        for p in t.partitions {
+            let (err, offset, timestamp) = answers.next().expect("one answer per partition");
+            tr.partitions.push(
+                ListOffsetsPartitionResponse::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(err)
+                    .with_offset(offset)
+                    .with_timestamp(timestamp)
+                    .with_leader_epoch(if err == 0 && version >= 4 { 0 } else { -1 }),
+            );
+        }
+        resp.topics.push(tr);
+    }
+    resp
+}

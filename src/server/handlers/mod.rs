@@ -1,0 +1,136 @@
+//! One file per Kafka API, and the one table ([`SUPPORTED`]) that both dispatches requests and
+//! generates the ApiVersions answer, so what is advertised is exactly what is implemented.
+//!
+//! Error split: bad input from a client (unknown topic, bad CRC, unsupported acks...) becomes a
+//! Kafka error code in the response; a request that cannot be decoded, or an API or version not
+//! in the table, closes the connection with a log line. Panics are kept for broken invariants.
+
+pub mod api_versions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_configs;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod offset_for_leader_epoch;
+pub mod produce;
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+
+use super::shard::Shard;
+use crate::protocol::frame;
+
+/// An implemented API and the versions of it Spate answers.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiSpec {
+    pub key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+}
+
+/// Every implemented API. ApiVersions is generated from this table.
+pub const SUPPORTED: &[ApiSpec] = &[
+    ApiSpec { key: ApiKey::Produce, min: produce::VERSIONS.0, max: produce::VERSIONS.1 },
+    ApiSpec { key: ApiKey::Fetch, min: fetch::VERSIONS.0, max: fetch::VERSIONS.1 },
+    ApiSpec { key: ApiKey::ListOffsets, min: list_offsets::VERSIONS.0, max: list_offsets::VERSIONS.1 },
+    ApiSpec { key: ApiKey::Metadata, min: metadata::VERSIONS.0, max: metadata::VERSIONS.1 },
+    ApiSpec { key: ApiKey::ApiVersions, min: api_versions::VERSIONS.0, max: api_versions::VERSIONS.1 },
+    ApiSpec { key: ApiKey::CreateTopics, min: create_topics::VERSIONS.0, max: create_topics::VERSIONS.1 },
+    ApiSpec { key: ApiKey::DeleteTopics, min: delete_topics::VERSIONS.0, max: delete_topics::VERSIONS.1 },
+    ApiSpec {
+        key: ApiKey::OffsetForLeaderEpoch,
+        min: offset_for_leader_epoch::VERSIONS.0,
+        max: offset_for_leader_epoch::VERSIONS.1,
+    },
+    ApiSpec { key: ApiKey::DescribeConfigs, min: describe_configs::VERSIONS.0, max: describe_configs::VERSIONS.1 },
+];
+
+pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
+    SUPPORTED.iter().find(|s| s.key == key)
+}
+
+/// Handles one request and encodes its response frame; `Ok(None)` when no response is owed
+/// (acks=0 produce); `Err` (a log line) when the connection must be closed.
+pub async fn respond(
+    shard: &Rc<Shard>,
+    key: ApiKey,
+    header: RequestHeader,
+    body: Bytes,
+) -> Result<Option<BytesMut>, String> {
+    let corr = header.correlation_id;
+    match dispatch(shard, key, &header, body).await? {
+        None => Ok(None),
+        Some((resp, version)) => frame::encode_response(key, version, corr, &resp)
+            .map(Some)
+            .map_err(|e| format!("encoding {key:?} v{version} response failed: {e}")),
+    }
+}
+
+async fn dispatch(
+    shard: &Rc<Shard>,
+    key: ApiKey,
+    header: &RequestHeader,
+    mut body: Bytes,
+) -> Result<Option<(ResponseKind, i16)>, String> {
+    let v = header.request_api_version;
+    if key == ApiKey::ApiVersions {
+        return Ok(Some(api_versions::handle(v, body)));
+    }
+    let client = header.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
+    let Some(s) = spec(key) else {
+        return Err(format!("client {client:?} sent {key:?} v{v}, which Spate does not implement"));
+    };
+    if v < s.min || v > s.max {
+        return Err(format!("client {client:?} sent {key:?} v{v}; supported versions are {}..={}", s.min, s.max));
+    }
+    let req = RequestKind::decode(key, &mut body, v).map_err(|e| format!("malformed {key:?} v{v} request: {e}"))?;
+    let resp = match req {
+        RequestKind::Produce(r) => produce::handle(shard, v, r).await.map(ResponseKind::Produce),
+        RequestKind::Fetch(r) => Some(ResponseKind::Fetch(fetch::handle(shard, v, r).await)),
+        RequestKind::ListOffsets(r) => Some(ResponseKind::ListOffsets(list_offsets::handle(shard, v, r).await)),
+        RequestKind::Metadata(r) => Some(ResponseKind::Metadata(metadata::handle(shard, v, r).await)),
+        RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(create_topics::handle(shard, v, r).await)),
+        RequestKind::DeleteTopics(r) => Some(ResponseKind::DeleteTopics(delete_topics::handle(shard, v, r).await)),
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            Some(ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(shard, v, r).await))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            Some(ResponseKind::DescribeConfigs(describe_configs::handle(shard, v, r).await))
+        }
+        other => unreachable!("{key:?} is in SUPPORTED but has no handler arm: {other:?}"),
+    };
+    Ok(resp.map(|r| (r, v)))
+}
+
+/// Runs `f` on each of `cores` concurrently and returns the results in the same order.
+pub async fn on_cores<R, F, Fut>(shard: &Rc<Shard>, jobs: Vec<(usize, F)>) -> Vec<R>
+where
+    R: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = R> + 'static,
+{
+    let tasks: Vec<_> = jobs
+        .into_iter()
+        .map(|(core, f)| {
+            let shard = shard.clone();
+            crate::io::rt::spawn(async move { shard.invoke_on(core, f).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await);
+    }
+    out
+}
+
+/// Groups items by the core that owns them, keeping each item's index in the original order.
+pub fn group_by_core<T>(cores: usize, items: impl IntoIterator<Item = (usize, T)>) -> Vec<(usize, Vec<(usize, T)>)> {
+    let mut groups: Vec<Vec<(usize, T)>> = (0..cores).map(|_| Vec::new()).collect();
+    for (i, (core, item)) in items.into_iter().enumerate() {
+        groups[core].push((i, item));
+    }
+    groups.into_iter().enumerate().filter(|(_, g)| !g.is_empty()).collect()
+}

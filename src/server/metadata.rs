@@ -1,0 +1,211 @@
+//! Topic metadata: the immutable image every core reads, how it is persisted, and the shard table
+//! that says which core owns each partition.
+//!
+//! Ownership: core 0 is the only writer. It serialises every change (create, delete), persists it
+//! under `<data_dir>/topics/<name>/topic.toml`, builds a new [`MetadataImage`] and sends it to every
+//! core, answering the client only when all cores have installed it. Other cores hold a read-only
+//! `Arc` of the image they were last sent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::{limits, Config, TopicConfig};
+
+/// One topic as every core sees it.
+#[derive(Debug, Clone)]
+pub struct TopicMeta {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+    /// The per-topic settings given at creation (Kafka names), as stored.
+    pub overrides: BTreeMap<String, String>,
+    /// Broker defaults with `overrides` applied.
+    pub config: TopicConfig,
+}
+
+/// The whole topic namespace at one moment. Immutable; replaced whole on change.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataImage {
+    pub topics: BTreeMap<String, Arc<TopicMeta>>,
+    pub by_id: HashMap<Uuid, String>,
+}
+
+impl MetadataImage {
+    pub fn new(topics: Vec<TopicMeta>) -> MetadataImage {
+        let mut img = MetadataImage::default();
+        for t in topics {
+            img.by_id.insert(t.id, t.name.clone());
+            img.topics.insert(t.name.clone(), Arc::new(t));
+        }
+        img
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<&Arc<TopicMeta>> {
+        self.by_id.get(id).and_then(|n| self.topics.get(n))
+    }
+
+    pub fn with_topic(&self, t: TopicMeta) -> MetadataImage {
+        let mut img = self.clone();
+        img.by_id.insert(t.id, t.name.clone());
+        img.topics.insert(t.name.clone(), Arc::new(t));
+        img
+    }
+
+    pub fn without_topic(&self, name: &str) -> MetadataImage {
+        let mut img = self.clone();
+        if let Some(t) = img.topics.remove(name) {
+            img.by_id.remove(&t.id);
+        }
+        img
+    }
+}
+
+/// The shard table: which core owns a partition. A pure function of the topic name, the partition
+/// and the core count, so every core computes the same answer with no shared state, and a topic's
+/// partitions are spread round-robin over the cores starting at a per-topic offset.
+pub fn owner_core(topic: &str, partition: i32, cores: usize) -> usize {
+    // FNV-1a: stable across builds and platforms (std's hasher is not).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in topic.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    ((h % cores as u64) as usize + partition as usize) % cores
+}
+
+/// Kafka's topic-name rule: 1..=249 of `[a-zA-Z0-9._-]`, and not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name {name:?} is not allowed"));
+    }
+    if name.len() > limits::TOPIC_NAME_MAX_LEN {
+        return Err(format!("topic name is longer than {} characters", limits::TOPIC_NAME_MAX_LEN));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("topic name {name:?} contains {c:?}; allowed are ASCII letters, digits, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
+/// The stored form of a topic (`topic.toml`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredTopic {
+    id: String,
+    partitions: i32,
+    #[serde(default)]
+    configs: BTreeMap<String, String>,
+}
+
+pub fn topics_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("topics")
+}
+
+pub fn topic_dir(data_dir: &Path, name: &str) -> PathBuf {
+    topics_dir(data_dir).join(name)
+}
+
+pub fn partition_dir(data_dir: &Path, name: &str, partition: i32) -> PathBuf {
+    topic_dir(data_dir, name).join(partition.to_string())
+}
+
+/// Serialised `topic.toml` for a topic.
+pub fn encode_topic(t: &TopicMeta) -> Vec<u8> {
+    let stored = StoredTopic { id: t.id.to_string(), partitions: t.partitions, configs: t.overrides.clone() };
+    toml::to_string(&stored).expect("a topic always serialises").into_bytes()
+}
+
+/// Reads every topic under the data directory (main thread, before the cores start) and removes
+/// what a crash during deletion left behind.
+pub fn load_topics(config: &Config) -> anyhow::Result<Vec<TopicMeta>> {
+    let dir = topics_dir(&config.data_dir);
+    std::fs::create_dir_all(&dir)?;
+    let mut topics = Vec::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".deleted-") {
+            tracing::info!(dir = %entry.path().display(), "finishing an interrupted topic deletion");
+            std::fs::remove_dir_all(entry.path())?;
+            continue;
+        }
+        let file = entry.path().join("topic.toml");
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(dir = %entry.path().display(), "directory without topic.toml ignored (interrupted creation?)");
+                continue;
+            }
+            Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", file.display())),
+        };
+        let stored: StoredTopic =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let id = Uuid::parse_str(&stored.id).map_err(|e| anyhow::anyhow!("{}: bad id: {e}", file.display()))?;
+        let topic_config = TopicConfig::resolve(&config.topic_defaults, &stored.configs)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        validate_topic_name(&name).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        topics.push(TopicMeta { name, id, partitions: stored.partitions, overrides: stored.configs, config: topic_config });
+    }
+    Ok(topics)
+}
+
+/// The cluster id, created on first start and kept in `<data_dir>/cluster.toml` (Kafka keeps it
+/// in meta.properties).
+pub fn load_or_create_cluster_id(data_dir: &Path) -> anyhow::Result<String> {
+    #[derive(Serialize, Deserialize)]
+    struct Cluster {
+        cluster_id: String,
+    }
+    let path = data_dir.join("cluster.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(toml::from_str::<Cluster>(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?.cluster_id),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = Uuid::new_v4().simple().to_string();
+            let text = toml::to_string(&Cluster { cluster_id: id.clone() })?;
+            crate::io::fs::write_atomic_sync(&path, text.as_bytes())?;
+            Ok(id)
+        }
+        Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_table_spreads_partitions_over_cores() {
+        for cores in 1..=8 {
+            let mut seen = vec![0; cores];
+            for p in 0..(cores as i32 * 3) {
+                let c = owner_core("orders", p, cores);
+                assert!(c < cores);
+                seen[c] += 1;
+            }
+            assert!(seen.iter().all(|&n| n == 3), "cores={cores} seen={seen:?}");
+        }
+        assert_eq!(owner_core("t", 0, 2), owner_core("t", 0, 2));
+        assert_ne!(owner_core("t", 0, 2), owner_core("t", 1, 2));
+    }
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_x-y").is_ok());
+        for bad in ["", ".", "..", "a b", "a/b", "ä"] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_topic_name(&"a".repeat(250)).is_err());
+        assert!(validate_topic_name(&"a".repeat(249)).is_ok());
+    }
+}

@@ -1,0 +1,108 @@
+//! The broker: start-up in order, one shard per core, client connections and the API handlers.
+//!
+//! Start-up order (each step finishes on every core before the next starts):
+//! 1. main thread: check the data directory, load topic metadata, reserve the port;
+//! 2. every core: join the cross-core mesh, install the metadata image (opening and recovering the
+//!    partitions it owns);
+//! 3. barrier: all cores recovered;
+//! 4. every core: serve cross-core jobs, then listen (SO_REUSEPORT) and accept.
+
+pub mod connection;
+pub mod handlers;
+pub mod metadata;
+pub mod shard;
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::io::mesh::{Mesh, MeshSeed};
+use crate::io::net::{Listener, PortReservation};
+use crate::io::{fs, rt};
+use metadata::MetadataImage;
+use shard::Shard;
+
+/// Runs the broker until the process is killed.
+pub fn serve(config: Config) -> anyhow::Result<()> {
+    fs::prepare_data_dir(&config.data_dir).map_err(|e| {
+        anyhow::anyhow!("data directory {} is not usable: {e}", config.data_dir.display())
+    })?;
+    let cluster_id: Arc<str> = metadata::load_or_create_cluster_id(&config.data_dir)?.into();
+    let topics = metadata::load_topics(&config)?;
+    let reservation = PortReservation::new(config.listen)
+        .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", config.listen))?;
+    let mut config = config;
+    if config.advertised_port == 0 {
+        config.advertised_port = reservation.addr.port();
+    }
+    config.listen = reservation.addr;
+    tracing::info!(
+        listen = %config.listen, cores = config.cores, data_dir = %config.data_dir.display(),
+        topics = topics.len(), "starting spate {}", env!("CARGO_PKG_VERSION")
+    );
+    let config = Arc::new(config);
+    let image = Arc::new(MetadataImage::new(topics));
+    let seed = MeshSeed::new(config.cores);
+    let barrier = Arc::new(Barrier::new(config.cores));
+    let result = rt::run_pinned(config.cores, move || {
+        let (config, image, seed, barrier, cluster_id) =
+            (config.clone(), image.clone(), seed.clone(), barrier.clone(), cluster_id.clone());
+        async move { run_shard(config, image, seed, barrier, cluster_id).await }
+    });
+    drop(reservation);
+    result
+}
+
+async fn run_shard(
+    config: Arc<Config>,
+    image: Arc<MetadataImage>,
+    seed: MeshSeed,
+    barrier: Arc<Barrier>,
+    cluster_id: Arc<str>,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::join(seed).await?;
+    let core = mesh.core();
+    let shard = Shard::install(core, config.clone(), cluster_id, mesh);
+    let recovered = shard.install_image(image).await;
+    // Every core reaches the barrier, even one whose recovery failed, so none waits forever.
+    rt::blocking({
+        let barrier = barrier.clone();
+        move || {
+            barrier.wait();
+        }
+    })
+    .await;
+    if let Err(e) = recovered {
+        anyhow::bail!("core {core}: {e}");
+    }
+    shard.mesh.serve();
+    let listener = Listener::bind(config.listen).map_err(|e| anyhow::anyhow!("core {core}: listening on {}: {e}", config.listen))?;
+    if core == 0 {
+        tracing::info!(listen = %config.listen, "spate ready: accepting Kafka clients");
+    }
+    rt::spawn(flush_ticker()).detach();
+    loop {
+        match listener.accept().await {
+            Ok((r, w, peer)) => {
+                tracing::debug!(%peer, core, "connection accepted");
+                rt::spawn(connection::run(shard.clone(), r, w, peer)).detach();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, core, "accept failed");
+                rt::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Applies the time part of the interval flush policy (`flush.ms`) on this core's partitions.
+async fn flush_ticker() {
+    loop {
+        rt::sleep(Duration::from_millis(100)).await;
+        for log in shard::current().partitions() {
+            if let Err(e) = log.flush_if_due().await {
+                tracing::error!(dir = %log.dir().display(), error = %e, "interval flush failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! A shard: everything one core owns. Its partition logs, its copy of the metadata image, and the
+//! cross-core plumbing to reach the others.
+//!
+//! Ownership: a `Shard` is created on its core and never leaves it (`Rc`, not `Arc`). Code running
+//! on a core reaches its shard with [`current`]; code that needs another core's partition sends a
+//! closure there with [`Shard::invoke_on`], which calls `current()` on arrival.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::metadata::{self, MetadataImage, TopicMeta};
+use crate::config::Config;
+use crate::io::mesh::Mesh;
+use crate::io::{fs, rt};
+use crate::protocol::ResponseError;
+use crate::storage::log::PartitionLog;
+use crate::storage::notify::Notify;
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Shard>>> = const { RefCell::new(None) };
+}
+
+/// This core's shard. Panics if called off a broker core (an internal invariant).
+pub fn current() -> Rc<Shard> {
+    CURRENT.with(|c| c.borrow().clone().expect("shard::current() called off a broker core"))
+}
+
+pub struct Shard {
+    pub core: usize,
+    pub cores: usize,
+    pub config: Arc<Config>,
+    pub cluster_id: Arc<str>,
+    pub mesh: Rc<Mesh>,
+    image: RefCell<Arc<MetadataImage>>,
+    partitions: RefCell<HashMap<(String, i32), (Uuid, Rc<PartitionLog>)>>,
+    /// Woken when any partition on this core gets new readable data.
+    pub data_arrived: Rc<Notify>,
+    /// Core 0 only: set while a metadata change is being made, so changes apply one at a time.
+    meta_busy: Cell<bool>,
+    meta_done: Notify,
+}
+
+/// A topic to create, already validated by the CreateTopics or Metadata handler.
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub overrides: std::collections::BTreeMap<String, String>,
+    pub config: crate::config::TopicConfig,
+}
+
+impl Shard {
+    pub fn install(core: usize, config: Arc<Config>, cluster_id: Arc<str>, mesh: Rc<Mesh>) -> Rc<Shard> {
+        let shard = Rc::new(Shard {
+            core,
+            cores: mesh.cores(),
+            config,
+            cluster_id,
+            mesh,
+            image: RefCell::new(Arc::new(MetadataImage::default())),
+            partitions: RefCell::new(HashMap::new()),
+            data_arrived: Rc::new(Notify::default()),
+            meta_busy: Cell::new(false),
+            meta_done: Notify::default(),
+        });
+        CURRENT.with(|c| *c.borrow_mut() = Some(shard.clone()));
+        shard
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.borrow().clone()
+    }
+
+    pub fn owner(&self, topic: &str, partition: i32) -> usize {
+        metadata::owner_core(topic, partition, self.cores)
+    }
+
+    /// The log of a partition this core owns, if it exists here.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<PartitionLog>> {
+        self.partitions.borrow().get(&(topic.to_string(), partition)).map(|(_, l)| l.clone())
+    }
+
+    pub fn partitions(&self) -> Vec<Rc<PartitionLog>> {
+        self.partitions.borrow().values().map(|(_, l)| l.clone()).collect()
+    }
+
+    /// Runs `f` on `core` (inline when it is this core) and returns its result.
+    pub async fn invoke_on<R, F, Fut>(&self, core: usize, f: F) -> R
+    where
+        R: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        self.mesh.invoke_on(core, f).await
+    }
+
+    /// Installs a new metadata image: drops partitions of topics that are gone, opens (and so
+    /// recovers or creates) the partitions this core owns that are new.
+    pub async fn install_image(&self, image: Arc<MetadataImage>) -> Result<(), String> {
+        *self.image.borrow_mut() = image.clone();
+        self.partitions.borrow_mut().retain(|(name, _), (id, _)| image.topic(name).is_some_and(|t| t.id == *id));
+        for t in image.topics.values() {
+            for p in 0..t.partitions {
+                if self.owner(&t.name, p) != self.core || self.partition(&t.name, p).is_some() {
+                    continue;
+                }
+                let dir = metadata::partition_dir(&self.config.data_dir, &t.name, p);
+                let log = PartitionLog::open(dir.clone(), t.config.clone(), self.data_arrived.clone())
+                    .await
+                    .map_err(|e| format!("opening partition {}-{p} in {}: {e}", t.name, dir.display()))?;
+                self.partitions.borrow_mut().insert((t.name.clone(), p), (t.id, log));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `image` to every core and waits until all have installed it.
+    async fn broadcast(&self, image: Arc<MetadataImage>) -> Result<(), String> {
+        let tasks: Vec<_> = (0..self.cores)
+            .map(|c| {
+                let img = image.clone();
+                let me = current();
+                rt::spawn(async move {
+                    me.invoke_on(c, move || async move { current().install_image(img).await }).await
+                })
+            })
+            .collect();
+        let mut first_err = Ok(());
+        for t in tasks {
+            if let Err(e) = t.await {
+                first_err = first_err.and(Err(e));
+            }
+        }
+        first_err
+    }
+
+    async fn lock_metadata(&self) {
+        assert_eq!(self.core, 0, "metadata changes run on core 0");
+        while self.meta_busy.get() {
+            self.meta_done.wait().await;
+        }
+        self.meta_busy.set(true);
+    }
+
+    fn unlock_metadata(&self) {
+        self.meta_busy.set(false);
+        self.meta_done.notify_all();
+    }
+
+    /// Core 0: creates topics one at a time, durably, then publishes them to every core.
+    /// Each result is the created topic, or the Kafka error and message for that topic.
+    pub async fn create_topics(&self, topics: Vec<NewTopic>) -> Vec<Result<Arc<TopicMeta>, (ResponseError, String)>> {
+        self.lock_metadata().await;
+        let mut results = Vec::new();
+        let mut image = (*self.image()).clone();
+        for t in topics {
+            if let Some(existing) = image.topic(&t.name) {
+                results.push(Err((ResponseError::TopicAlreadyExists, format!("topic {:?} already exists", existing.name))));
+                continue;
+            }
+            let meta = TopicMeta { name: t.name.clone(), id: Uuid::new_v4(), partitions: t.partitions, overrides: t.overrides, config: t.config };
+            let dir = metadata::topic_dir(&self.config.data_dir, &t.name);
+            let stored = async {
+                fs::create_dir_all(dir.clone()).await?;
+                fs::write_atomic(dir.join("topic.toml"), metadata::encode_topic(&meta)).await
+            };
+            if let Err(e) = stored.await {
+                tracing::error!(topic = %t.name, error = %e, "could not store new topic");
+                results.push(Err((ResponseError::KafkaStorageError, format!("storing topic {:?}: {e}", t.name))));
+                continue;
+            }
+            tracing::info!(topic = %meta.name, partitions = meta.partitions, id = %meta.id, "created topic");
+            image = image.with_topic(meta.clone());
+            results.push(Ok(Arc::new(meta)));
+        }
+        if let Err(e) = self.broadcast(Arc::new(image)).await {
+            tracing::error!(error = %e, "installing new topics failed");
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err((ResponseError::KafkaStorageError, e.clone()));
+            }
+        }
+        self.unlock_metadata();
+        results
+    }
+
+    /// Core 0: deletes topics by name. Each result is Ok or the Kafka error and message.
+    pub async fn delete_topics(&self, names: Vec<String>) -> Vec<Result<Uuid, (ResponseError, String)>> {
+        self.lock_metadata().await;
+        let mut image = (*self.image()).clone();
+        let mut results = Vec::new();
+        let mut doomed = Vec::new();
+        for n in names {
+            match image.topic(&n) {
+                Some(t) => {
+                    results.push(Ok(t.id));
+                    doomed.push((n.clone(), t.id));
+                    image = image.without_topic(&n);
+                }
+                None => results.push(Err((ResponseError::UnknownTopicOrPartition, format!("topic {n:?} does not exist")))),
+            }
+        }
+        if !doomed.is_empty() {
+            // Every core drops its logs first, then the files go.
+            if let Err(e) = self.broadcast(Arc::new(image)).await {
+                tracing::error!(error = %e, "installing metadata after deletion failed");
+            }
+            for (name, id) in doomed {
+                let dir = metadata::topic_dir(&self.config.data_dir, &name);
+                let grave = metadata::topics_dir(&self.config.data_dir).join(format!(".deleted-{name}-{id}"));
+                let r = async {
+                    fs::rename(dir, grave.clone()).await?;
+                    fs::remove_dir_all(grave).await
+                };
+                match r.await {
+                    Ok(()) => tracing::info!(topic = %name, "deleted topic"),
+                    Err(e) => tracing::error!(topic = %name, error = %e, "removing deleted topic's files failed"),
+                }
+            }
+        }
+        self.unlock_metadata();
+        results
+    }
+}

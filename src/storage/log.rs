@@ -1,0 +1,797 @@
+//! One partition's log: append with group-committed writes and fdatasync, reads for fetch,
+//! offset lookups, segment rolls and crash recovery.
+//!
+//! Write path: an append assigns offsets and patches each batch synchronously (no await, so the
+//! core's single thread orders appends), copies it into the active segment's `pending` bytes, then
+//! waits for a writer. Only one O_DIRECT write per partition is in flight; every append that
+//! arrives meanwhile rides on the next one. `pending` starts at the aligned position of the partial
+//! tail block, so each write rewrites that block grown. fdatasync is shared the same way: one in
+//! flight, all waiters whose data it covers are released by it (group commit).
+//!
+//! Offsets: `log_end` (LEO) is the next offset to assign; `high_watermark` is the end of what is
+//! written to the segment file (what fetches may see; a single node has no followers to wait
+//! for); `durable` is the end of what fdatasync has covered.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::index::SegmentIndex;
+use super::notify::Notify;
+use super::now_ms;
+use crate::config::limits::{DMA_ALIGNMENT_BYTES, PARTITION_CACHE_MAX_BYTES, SEGMENT_READ_MAX_BYTES};
+use crate::config::{TimestampType, TopicConfig};
+use crate::io::file::SegmentFile;
+use crate::io::fs;
+use crate::protocol::batch::{self, BatchHeader, LOG_OVERHEAD};
+
+/// Errors a log operation reports; the handlers map them to Kafka error codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogError {
+    /// OFFSET_OUT_OF_RANGE.
+    OffsetOutOfRange { log_start: i64, log_end: i64 },
+    /// KAFKA_STORAGE_ERROR: a write or fdatasync failed; the message says which file.
+    Storage(String),
+}
+
+impl std::fmt::Display for LogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogError::OffsetOutOfRange { log_start, log_end } => {
+                write!(f, "offset out of range [{log_start}, {log_end}]")
+            }
+            LogError::Storage(s) => write!(f, "storage error: {s}"),
+        }
+    }
+}
+
+/// What a successful append tells the producer.
+#[derive(Debug, Clone, Copy)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    /// The broker's append time for LogAppendTime topics, else -1.
+    pub log_append_time: i64,
+    pub log_start: i64,
+}
+
+/// What a read returns: whole batches starting at or before the asked offset, and the offsets.
+#[derive(Debug, Clone)]
+pub struct ReadInfo {
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start: i64,
+}
+
+/// A snapshot of the partition's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offsets {
+    pub log_start: i64,
+    pub high_watermark: i64,
+    pub log_end: i64,
+    pub durable: i64,
+}
+
+struct Segment {
+    base: i64,
+    file: SegmentFile,
+    /// Logical bytes appended (written or pending).
+    size: u64,
+    /// Bytes known to be in the file (written by a completed write or found on recovery).
+    written: u64,
+    /// Next offset after the last batch in this segment.
+    next_offset: i64,
+    index: SegmentIndex,
+    bytes_since_index: u64,
+    max_ts: i64,
+    offset_of_max_ts: i64,
+    created_ms: i64,
+}
+
+struct CachedBatch {
+    base: i64,
+    last: i64,
+    bytes: Bytes,
+}
+
+struct State {
+    segments: BTreeMap<i64, Segment>,
+    log_start: i64,
+    log_end: i64,
+    high_watermark: i64,
+    durable: i64,
+    leader_epoch: i32,
+    /// Bytes of the active segment from `pending_pos` (aligned) not yet fully written.
+    pending: Vec<u8>,
+    pending_pos: u64,
+    writing: bool,
+    syncing: bool,
+    rolling: bool,
+    /// Set when fdatasync failed: the partition refuses writes until restart (as Kafka does).
+    failure: Option<String>,
+    /// Bumped when a failed write rolls back appended-but-unwritten batches.
+    rollback_gen: u64,
+    unflushed_records: i64,
+    last_sync_ms: i64,
+    cache: VecDeque<CachedBatch>,
+    cache_bytes: usize,
+}
+
+impl State {
+    fn active(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("a log always has an active segment")
+    }
+}
+
+/// A partition's log. Owned by the core the shard table assigns the partition to (`!Send`).
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: RefCell<TopicConfig>,
+    st: RefCell<State>,
+    /// Woken whenever the high watermark moves (long-polling fetches wait on it). Shared by all
+    /// partitions of a core, so a fetch over many partitions waits on one signal.
+    data_arrived: Rc<Notify>,
+    /// Woken whenever a write, sync or roll finishes.
+    io_done: Notify,
+}
+
+fn segment_path(dir: &Path, base: i64, ext: &str) -> PathBuf {
+    dir.join(format!("{base:020}.{ext}"))
+}
+
+fn storage_err(what: &str, path: &Path, e: std::io::Error) -> LogError {
+    LogError::Storage(format!("{what} {}: {e}", path.display()))
+}
+
+impl PartitionLog {
+    /// Opens the partition in `dir`, creating it if new, recovering it if not.
+    pub async fn open(dir: PathBuf, config: TopicConfig, data_arrived: Rc<Notify>) -> std::io::Result<Rc<PartitionLog>> {
+        fs::create_dir_all(dir.clone()).await?;
+        let mut bases: Vec<i64> = fs::list_dir(dir.clone())
+            .await?
+            .iter()
+            .filter_map(|n| n.strip_suffix(".log")?.parse().ok())
+            .collect();
+        bases.sort();
+        let mut segments = BTreeMap::new();
+        let mut expected_base: Option<i64> = None;
+        let mut drop_rest = false;
+        for base in bases {
+            if drop_rest || expected_base.is_some_and(|e| e != base) {
+                tracing::warn!(
+                    dir = %dir.display(), base,
+                    "removing segment after a truncated or missing one: its offsets no longer follow on"
+                );
+                for ext in ["log", "index", "timeindex"] {
+                    fs::remove_file(segment_path(&dir, base, ext)).await?;
+                }
+                drop_rest = true;
+                continue;
+            }
+            let (seg, truncated) = recover_segment(&dir, base, config.index_interval_bytes).await?;
+            expected_base = Some(seg.next_offset);
+            drop_rest = truncated;
+            segments.insert(base, seg);
+        }
+        if segments.is_empty() {
+            let file = SegmentFile::open(&segment_path(&dir, 0, "log"), true).await?;
+            segments.insert(0, new_segment(0, file));
+        }
+        write_epoch_checkpoint(&dir).await?;
+        let (log_start, log_end) = {
+            let first = segments.values().next().expect("non-empty");
+            let last = segments.values().next_back().expect("non-empty");
+            (first.base, last.next_offset)
+        };
+        let active = segments.values_mut().next_back().expect("non-empty");
+        // Make what recovery kept durable, and load the partial tail block for the appender.
+        active.file.sync().await?;
+        let pending_pos = active.size / DMA_ALIGNMENT_BYTES as u64 * DMA_ALIGNMENT_BYTES as u64;
+        let pending = active.file.read(pending_pos, (active.size - pending_pos) as usize).await?.to_vec();
+        assert_eq!(pending.len() as u64, active.size - pending_pos, "tail block shorter than the file");
+        let st = State {
+            segments,
+            log_start,
+            log_end,
+            high_watermark: log_end,
+            durable: log_end,
+            leader_epoch: 0,
+            pending,
+            pending_pos,
+            writing: false,
+            syncing: false,
+            rolling: false,
+            failure: None,
+            rollback_gen: 0,
+            unflushed_records: 0,
+            last_sync_ms: now_ms(),
+            cache: VecDeque::new(),
+            cache_bytes: 0,
+        };
+        Ok(Rc::new(PartitionLog {
+            dir,
+            config: RefCell::new(config),
+            st: RefCell::new(st),
+            data_arrived,
+            io_done: Notify::default(),
+        }))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn offsets(&self) -> Offsets {
+        let st = self.st.borrow();
+        Offsets {
+            log_start: st.log_start,
+            high_watermark: st.high_watermark,
+            log_end: st.log_end,
+            durable: st.durable,
+        }
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.st.borrow().leader_epoch
+    }
+
+    pub fn set_config(&self, config: TopicConfig) {
+        *self.config.borrow_mut() = config;
+    }
+
+    /// Appends validated batches. Returns once they are written (and, with `wait_durable` and the
+    /// default flush policy, fdatasync'd). On a storage error nothing of this call is readable.
+    pub async fn append(&self, batches: &[(Bytes, BatchHeader)], wait_durable: bool) -> Result<AppendInfo, LogError> {
+        let incoming: usize = batches.iter().map(|(b, _)| b.len()).sum();
+        self.maybe_roll(incoming).await?;
+        let config = self.config.borrow().clone();
+        let (first, end, gen, append_time) = {
+            let mut st = self.st.borrow_mut();
+            if let Some(f) = &st.failure {
+                return Err(LogError::Storage(f.clone()));
+            }
+            let append_time = (config.timestamp_type == TimestampType::LogAppendTime).then(now_ms);
+            let first = st.log_end;
+            let epoch = st.leader_epoch;
+            for (b, h) in batches {
+                let base = st.log_end;
+                let mut m = BytesMut::from(&b[..]);
+                batch::patch(&mut m, base, epoch, append_time);
+                let bytes = m.freeze();
+                let max_ts = append_time.unwrap_or(h.max_timestamp);
+                let last = base + h.last_offset_delta as i64;
+                let seg = st.active();
+                let pos = seg.size;
+                if seg.created_ms == 0 {
+                    seg.created_ms = now_ms();
+                }
+                if max_ts > seg.max_ts {
+                    seg.max_ts = max_ts;
+                    seg.offset_of_max_ts = last;
+                }
+                if seg.bytes_since_index >= config.index_interval_bytes as u64 {
+                    let max_so_far = seg.max_ts;
+                    seg.index.add((base - seg.base) as u32, pos as u32, max_so_far);
+                    seg.bytes_since_index = 0;
+                }
+                seg.bytes_since_index += bytes.len() as u64;
+                seg.size += bytes.len() as u64;
+                seg.next_offset = last + 1;
+                st.pending.extend_from_slice(&bytes);
+                st.log_end = last + 1;
+                st.unflushed_records += h.records_count as i64;
+                st.cache_bytes += bytes.len();
+                st.cache.push_back(CachedBatch { base, last, bytes });
+                while st.cache_bytes > PARTITION_CACHE_MAX_BYTES && st.cache.len() > 1 {
+                    let old = st.cache.pop_front().expect("non-empty cache");
+                    st.cache_bytes -= old.bytes.len();
+                }
+            }
+            (first, st.log_end, st.rollback_gen, append_time)
+        };
+        self.write_through(end, gen).await?;
+        let sync_now = if config.sync_on_ack() {
+            wait_durable
+        } else {
+            self.st.borrow().unflushed_records >= config.flush_messages
+        };
+        if sync_now {
+            self.sync_through(end, gen).await?;
+        }
+        Ok(AppendInfo {
+            base_offset: first,
+            log_append_time: append_time.unwrap_or(-1),
+            log_start: self.st.borrow().log_start,
+        })
+    }
+
+    /// Waits until everything before `end` is in the segment file, writing it if no one is.
+    async fn write_through(&self, end: i64, gen: u64) -> Result<(), LogError> {
+        loop {
+            let job = {
+                let mut st = self.st.borrow_mut();
+                if st.rollback_gen != gen {
+                    return Err(LogError::Storage(format!("write to {} failed", self.dir.display())));
+                }
+                if st.high_watermark >= end {
+                    return Ok(());
+                }
+                if st.writing {
+                    None
+                } else {
+                    st.writing = true;
+                    let data = st.pending.clone();
+                    let pos = st.pending_pos;
+                    let new_end = st.log_end;
+                    let file = st.active().file.clone();
+                    Some((data, pos, new_end, file))
+                }
+            };
+            let Some((data, pos, new_end, file)) = job else {
+                self.io_done.wait().await;
+                continue;
+            };
+            let result = file.write_aligned(pos, &data).await;
+            {
+                let mut st = self.st.borrow_mut();
+                st.writing = false;
+                match &result {
+                    Ok(()) => {
+                        let full = data.len() / DMA_ALIGNMENT_BYTES * DMA_ALIGNMENT_BYTES;
+                        st.pending.drain(..full);
+                        st.pending_pos += full as u64;
+                        st.active().written = pos + data.len() as u64;
+                        assert!(new_end >= st.high_watermark, "high watermark would move back");
+                        st.high_watermark = new_end;
+                    }
+                    Err(e) => {
+                        tracing::error!(file = %file.path().display(), error = %e, "segment write failed; rolling back unwritten batches");
+                        let hw = st.high_watermark;
+                        let seg = st.active();
+                        let written = seg.written;
+                        seg.size = written;
+                        seg.next_offset = hw;
+                        seg.index.truncate_to_position(written as u32);
+                        let keep = (written - st.pending_pos) as usize;
+                        st.pending.truncate(keep);
+                        st.log_end = hw;
+                        while st.cache.back().is_some_and(|c| c.base >= hw) {
+                            let c = st.cache.pop_back().expect("checked");
+                            st.cache_bytes -= c.bytes.len();
+                        }
+                        st.rollback_gen += 1;
+                    }
+                }
+            }
+            self.io_done.notify_all();
+            if result.is_ok() {
+                self.data_arrived.notify_all();
+            }
+        }
+    }
+
+    /// Waits until everything before `end` is fdatasync'd, starting a sync if none is running.
+    async fn sync_through(&self, end: i64, gen: u64) -> Result<(), LogError> {
+        loop {
+            let job = {
+                let mut st = self.st.borrow_mut();
+                if st.rollback_gen != gen {
+                    return Err(LogError::Storage(format!("write to {} failed", self.dir.display())));
+                }
+                if st.durable >= end {
+                    return Ok(());
+                }
+                if let Some(f) = &st.failure {
+                    return Err(LogError::Storage(f.clone()));
+                }
+                if st.syncing {
+                    None
+                } else {
+                    st.syncing = true;
+                    Some((st.active().file.clone(), st.high_watermark))
+                }
+            };
+            let Some((file, target)) = job else {
+                self.io_done.wait().await;
+                continue;
+            };
+            let result = file.sync().await;
+            {
+                let mut st = self.st.borrow_mut();
+                st.syncing = false;
+                match &result {
+                    Ok(()) => {
+                        st.durable = st.durable.max(target);
+                        st.unflushed_records = 0;
+                        st.last_sync_ms = now_ms();
+                    }
+                    Err(e) => {
+                        let msg = format!("fdatasync of {} failed: {e}; partition offline for writes", file.path().display());
+                        tracing::error!("{msg}");
+                        st.failure = Some(msg);
+                    }
+                }
+            }
+            self.io_done.notify_all();
+            if let Err(e) = result {
+                return Err(storage_err("fdatasync", file.path(), e));
+            }
+        }
+    }
+
+    /// Rolls to a new segment if the active one is full or old enough for `incoming` more bytes.
+    async fn maybe_roll(&self, incoming: usize) -> Result<(), LogError> {
+        loop {
+            let (rolling, need, end, gen) = {
+                let mut st = self.st.borrow_mut();
+                let c = self.config.borrow();
+                let (rolling, end, gen) = (st.rolling, st.log_end, st.rollback_gen);
+                let seg = st.active();
+                let full = seg.size > 0 && seg.size + incoming as u64 > c.segment_bytes as u64;
+                let old = seg.size > 0 && seg.created_ms > 0 && now_ms() - seg.created_ms >= c.segment_ms;
+                (rolling, full || old, end, gen)
+            };
+            if rolling {
+                self.io_done.wait().await;
+                continue;
+            }
+            if !need {
+                return Ok(());
+            }
+            self.st.borrow_mut().rolling = true;
+            let result = self.roll(end, gen).await;
+            self.st.borrow_mut().rolling = false;
+            self.io_done.notify_all();
+            return result;
+        }
+    }
+
+    async fn roll(&self, end: i64, gen: u64) -> Result<(), LogError> {
+        self.write_through(end, gen).await?;
+        self.sync_through(end, gen).await?;
+        let (file, size, index) = {
+            let mut st = self.st.borrow_mut();
+            let seg = st.active();
+            (seg.file.clone(), seg.size, seg.index.clone())
+        };
+        close_segment_files(&self.dir, &file, size, &index).await.map_err(|e| storage_err("closing", file.path(), e))?;
+        let path = segment_path(&self.dir, end, "log");
+        let new_file = SegmentFile::open(&path, true).await.map_err(|e| storage_err("creating", &path, e))?;
+        let mut st = self.st.borrow_mut();
+        assert_eq!(st.log_end, end, "an append slipped in during a roll");
+        st.segments.insert(end, new_segment(end, new_file));
+        st.pending.clear();
+        st.pending_pos = 0;
+        tracing::debug!(dir = %self.dir.display(), base = end, "rolled to a new segment");
+        Ok(())
+    }
+
+    /// Reads whole batches from `offset` (the batch containing it first), up to `max_bytes` but
+    /// always at least one batch when any exists, and never past the high watermark.
+    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadInfo, LogError> {
+        let (file, pos, limit, seg_base) = {
+            let st = self.st.borrow();
+            let (hw, log_start) = (st.high_watermark, st.log_start);
+            if offset < st.log_start || offset > st.log_end {
+                return Err(LogError::OffsetOutOfRange { log_start: st.log_start, log_end: st.log_end });
+            }
+            let empty = ReadInfo { records: Bytes::new(), high_watermark: hw, log_start };
+            if offset >= hw {
+                return Ok(empty);
+            }
+            if st.cache.front().is_some_and(|c| c.base <= offset) {
+                let mut out = BytesMut::new();
+                for c in st.cache.iter().filter(|c| c.last >= offset && c.base < hw) {
+                    if !out.is_empty() && out.len() + c.bytes.len() > max_bytes {
+                        break;
+                    }
+                    out.extend_from_slice(&c.bytes);
+                }
+                return Ok(ReadInfo { records: out.freeze(), ..empty });
+            }
+            let Some((_, seg)) = st.segments.range(..=offset).next_back() else {
+                return Ok(empty);
+            };
+            let pos = seg.index.position_for((offset - seg.base) as u32) as u64;
+            (seg.file.clone(), pos, seg.written, seg.base)
+        };
+        let records = read_batches(&file, pos, limit, offset, max_bytes)
+            .await
+            .map_err(|e| storage_err("reading", file.path(), e))?;
+        let st = self.st.borrow();
+        tracing::trace!(seg_base, offset, bytes = records.len(), "read from segment file");
+        Ok(ReadInfo { records, high_watermark: st.high_watermark, log_start: st.log_start })
+    }
+
+    /// Waits until the high watermark passes `offset` or `deadline_ms` (wall clock) passes.
+    pub async fn wait_for_data(&self, offset: i64, deadline_ms: i64) {
+        loop {
+            if self.st.borrow().high_watermark > offset {
+                return;
+            }
+            let left = deadline_ms - now_ms();
+            if left <= 0 {
+                return;
+            }
+            let d = std::time::Duration::from_millis(left as u64);
+            if crate::io::rt::timeout(d, self.data_arrived.wait()).await.is_none() {
+                return;
+            }
+        }
+    }
+
+    /// The offset of the batch holding the largest timestamp, and that timestamp (ListOffsets -3).
+    pub fn max_timestamp(&self) -> (i64, i64) {
+        let st = self.st.borrow();
+        st.segments
+            .values()
+            .filter(|s| s.max_ts >= 0)
+            .max_by_key(|s| s.max_ts)
+            .map(|s| (s.offset_of_max_ts, s.max_ts))
+            .unwrap_or((-1, -1))
+    }
+
+    /// The first offset whose record timestamp is >= `ts`, with that timestamp; `None` if none.
+    /// Exact for uncompressed batches; for compressed ones the first batch whose max timestamp
+    /// reaches `ts`, at its base offset.
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let candidates: Vec<(SegmentFile, u64, u64, i64)> = {
+            let st = self.st.borrow();
+            st.segments
+                .values()
+                .filter(|s| s.max_ts >= ts)
+                .map(|s| {
+                    let rel = s.index.offset_for_time(ts);
+                    (s.file.clone(), s.index.position_for(rel) as u64, s.written, s.base + rel as i64)
+                })
+                .collect()
+        };
+        let hw = self.st.borrow().high_watermark;
+        for (file, mut pos, limit, _) in candidates {
+            while pos < limit {
+                let want = ((limit - pos) as usize).min(SEGMENT_READ_MAX_BYTES);
+                let chunk = file.read(pos, want).await.map_err(|e| storage_err("reading", file.path(), e))?;
+                let mut found = None;
+                let mut consumed = 0;
+                batch::scan(&chunk, |at, h| {
+                    consumed = at + h.total_len();
+                    if found.is_some() || h.base_offset >= hw {
+                        return;
+                    }
+                    let max = h.max_timestamp;
+                    if max >= ts {
+                        let b = &chunk[at..at + h.total_len()];
+                        found = match batch::record_timestamps(b, h) {
+                            Some(recs) => recs.into_iter().find(|&(_, t)| t >= ts),
+                            None => Some((h.base_offset, max)),
+                        };
+                    }
+                });
+                if found.is_some() {
+                    return Ok(found);
+                }
+                if consumed == 0 {
+                    break;
+                }
+                pos += consumed as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// fdatasync if the topic's interval flush policy says one is due (called periodically).
+    pub async fn flush_if_due(&self) -> Result<(), LogError> {
+        let (due, end, gen) = {
+            let st = self.st.borrow();
+            let c = self.config.borrow();
+            let due = !c.sync_on_ack()
+                && st.durable < st.high_watermark
+                && now_ms().saturating_sub(st.last_sync_ms) >= c.flush_ms;
+            (due, st.high_watermark, st.rollback_gen)
+        };
+        if due {
+            self.sync_through(end, gen).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes and syncs everything appended, trims O_DIRECT padding and writes the indexes, so the
+    /// next start finds a clean log. The log must not be appended to afterwards.
+    pub async fn close(&self) -> Result<(), LogError> {
+        let (end, gen) = {
+            let st = self.st.borrow();
+            (st.log_end, st.rollback_gen)
+        };
+        self.write_through(end, gen).await?;
+        self.sync_through(end, gen).await?;
+        let (file, size, index) = {
+            let mut st = self.st.borrow_mut();
+            let seg = st.active();
+            (seg.file.clone(), seg.size, seg.index.clone())
+        };
+        close_segment_files(&self.dir, &file, size, &index).await.map_err(|e| storage_err("closing", file.path(), e))
+    }
+}
+
+fn new_segment(base: i64, file: SegmentFile) -> Segment {
+    Segment {
+        base,
+        file,
+        size: 0,
+        written: 0,
+        next_offset: base,
+        index: SegmentIndex::default(),
+        bytes_since_index: 0,
+        max_ts: -1,
+        offset_of_max_ts: -1,
+        created_ms: 0,
+    }
+}
+
+/// Trims the file to its logical size, syncs it, and writes its index files.
+async fn close_segment_files(dir: &Path, file: &SegmentFile, size: u64, index: &SegmentIndex) -> std::io::Result<()> {
+    file.truncate(size).await?;
+    file.sync().await?;
+    let base: i64 = file
+        .path()
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .expect("segment files are named by base offset");
+    fs::write_atomic(segment_path(dir, base, "index"), index.encode_offsets()).await?;
+    fs::write_atomic(segment_path(dir, base, "timeindex"), index.encode_times()).await
+}
+
+async fn write_epoch_checkpoint(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join("leader-epoch-checkpoint");
+    if fs::read(path.clone()).await?.is_none() {
+        // Kafka's format: version, entry count, then "epoch start_offset" lines.
+        fs::write_atomic(path, b"0\n1\n0 0\n".to_vec()).await?;
+    }
+    Ok(())
+}
+
+/// Reads whole batches covering `offset` onwards from `pos`, up to `limit` bytes of file.
+async fn read_batches(file: &SegmentFile, mut pos: u64, limit: u64, offset: i64, max_bytes: usize) -> std::io::Result<Bytes> {
+    let mut want = max_bytes.clamp(64 * 1024, SEGMENT_READ_MAX_BYTES);
+    loop {
+        if pos >= limit {
+            return Ok(Bytes::new());
+        }
+        let len = ((limit - pos) as usize).min(want);
+        let chunk = file.read(pos, len).await?;
+        let mut start = None;
+        let mut end = 0;
+        let mut skipped = 0;
+        let mut first_len = 0;
+        let mut at = 0;
+        while at + batch::HEADER_LEN <= chunk.len() {
+            let Some(h) = batch::parse_header(&chunk[at..]) else { break };
+            let total = h.total_len();
+            if h.batch_length < 0 || total < batch::HEADER_LEN {
+                break;
+            }
+            if h.last_offset() < offset {
+                at += total;
+                skipped = at;
+                continue;
+            }
+            if start.is_none() {
+                start = Some(at);
+                first_len = total;
+            }
+            if at + total > chunk.len() {
+                break;
+            }
+            if end > 0 && end - start.unwrap_or(0) + total > max_bytes {
+                break;
+            }
+            at += total;
+            end = at;
+        }
+        match start {
+            Some(s) if end > s => return Ok(chunk.slice(s..end)),
+            Some(s) => {
+                // The first wanted batch does not fit in this chunk: read again sized for it,
+                // unless it runs past the written bytes (then there is nothing whole to serve).
+                if s as u64 + first_len as u64 > limit - pos {
+                    return Ok(Bytes::new());
+                }
+                pos += s as u64;
+                want = first_len.max(want);
+            }
+            None if skipped > 0 => pos += skipped as u64,
+            None => return Ok(Bytes::new()),
+        }
+    }
+}
+
+/// Opens and validates one segment: loads its index if consistent, scans the tail (or the whole
+/// file) by CRC, truncates a torn or corrupt tail with a log line. Returns the segment and
+/// whether bytes were cut because of damage.
+async fn recover_segment(dir: &Path, base: i64, index_interval: i64) -> std::io::Result<(Segment, bool)> {
+    let path = segment_path(dir, base, "log");
+    let file = SegmentFile::open(&path, false).await?;
+    let size = file.size().await?;
+    let loaded = match (fs::read(segment_path(dir, base, "index")).await?, fs::read(segment_path(dir, base, "timeindex")).await?) {
+        (Some(o), Some(t)) => SegmentIndex::decode(&o, &t),
+        _ => None,
+    };
+    let mut seg = new_segment(base, file.clone());
+    seg.created_ms = now_ms();
+    // Start the scan at the last index entry if that entry points at the batch it names.
+    let mut start = 0u64;
+    if let Some(idx) = loaded {
+        if let Some(&(rel, p)) = idx.offsets.last() {
+            let head = file.read(p as u64, batch::HEADER_LEN).await?;
+            let ok = batch::parse_header(&head).is_some_and(|h| h.base_offset == base + rel as i64);
+            if ok && (p as u64) < size {
+                start = p as u64;
+                seg.max_ts = idx.times.last().map(|&(t, _)| t).unwrap_or(-1);
+                seg.offset_of_max_ts = idx.times.last().map(|&(_, o)| base + o as i64).unwrap_or(-1);
+                seg.index = idx;
+            } else {
+                tracing::info!(segment = %path.display(), "index does not match the segment; rebuilding it");
+            }
+        } else {
+            seg.index = idx;
+        }
+    }
+    let mut pos = start;
+    let mut problem = None;
+    let mut need = 0usize;
+    while pos < size {
+        let want = ((size - pos) as usize).min(SEGMENT_READ_MAX_BYTES.max(need));
+        let chunk = file.read(pos, want).await?;
+        let end = batch::scan(&chunk, |at, h| {
+            let p = pos + at as u64;
+            let last = h.last_offset();
+            if seg.bytes_since_index >= index_interval as u64 {
+                seg.index.add((h.base_offset - base) as u32, p as u32, seg.max_ts.max(h.max_timestamp));
+                seg.bytes_since_index = 0;
+            }
+            seg.bytes_since_index += h.total_len() as u64;
+            if h.max_timestamp > seg.max_ts {
+                seg.max_ts = h.max_timestamp;
+                seg.offset_of_max_ts = last;
+            }
+            seg.next_offset = last + 1;
+        });
+        pos += end.valid_len as u64;
+        if end.valid_len == chunk.len() {
+            need = 0;
+            continue;
+        }
+        // A batch cut by the chunk's end is not damage if the file holds the rest of it: read
+        // again from its start, sized for it.
+        let rest = &chunk[end.valid_len..];
+        if end.problem.is_some() && rest.len() >= LOG_OVERHEAD {
+            let len = i32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
+            let total = LOG_OVERHEAD as u64 + len.max(0) as u64;
+            if len > 0 && total > rest.len() as u64 && pos + total <= size && (total as usize) > need {
+                need = total as usize;
+                continue;
+            }
+        }
+        problem = end.problem;
+        break;
+    }
+    seg.size = pos;
+    seg.written = pos;
+    let damaged = problem.is_some();
+    if pos < size {
+        match &problem {
+            Some(p) => tracing::warn!(
+                segment = %path.display(), kept_bytes = pos, dropped_bytes = size - pos, reason = %p,
+                "truncating torn or corrupt segment tail"
+            ),
+            None => tracing::debug!(segment = %path.display(), padding = size - pos, "trimming zero padding"),
+        }
+        seg.index.truncate_to_position(pos as u32);
+        file.truncate(pos).await?;
+        file.sync().await?;
+    }
+    Ok((seg, damaged))
+}
