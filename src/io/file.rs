@@ -26,6 +26,27 @@ fn to_io(e: glommio::GlommioError<()>) -> io::Error {
 }
 
 impl SegmentFile {
+    /// Makes glommio learn the truth about the data directory's device before any segment opens.
+    ///
+    /// glommio 0.9 decides whether a device supports io_uring IOPOLL by reading the first block of
+    /// the first DMA file it opens there, and caches the answer for the device. A read of an empty
+    /// file (a new segment) succeeds at EOF whatever the device supports, so the cache then says
+    /// "pollable" and every later read fails with EOPNOTSUPP on devices without polled I/O (virtio,
+    /// most SATA). Opening a one-block file first makes the probe real. Call on every core at
+    /// start, before opening segments.
+    pub async fn prime_device_probe(dir: &Path, core: usize) -> io::Result<()> {
+        let probe = dir.join(format!(".spate-dma-probe-{core}"));
+        let p = probe.clone();
+        super::rt::blocking(move || {
+            std::fs::write(&p, vec![0u8; DMA_ALIGNMENT_BYTES])?;
+            std::fs::File::open(&p)?.sync_all()
+        })
+        .await?;
+        let f = OpenOptions::new().read(true).dma_open(&probe).await.map_err(to_io);
+        let _ = std::fs::remove_file(&probe);
+        f?.close().await.map_err(to_io)
+    }
+
     /// Opens (creating if asked) a segment file for reading and writing with O_DIRECT.
     pub async fn open(path: &Path, create: bool) -> io::Result<SegmentFile> {
         let file = OpenOptions::new()

@@ -16,6 +16,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::io::file::SegmentFile;
 use crate::io::mesh::{Mesh, MeshSeed};
 use crate::io::net::{Listener, PortReservation};
 use crate::io::{fs, rt};
@@ -63,7 +64,10 @@ async fn run_shard(
     let mesh = Mesh::join(seed).await?;
     let core = mesh.core();
     let shard = Shard::install(core, config.clone(), cluster_id, mesh);
-    let recovered = shard.install_image(image).await;
+    let recovered = match SegmentFile::prime_device_probe(&config.data_dir, core).await {
+        Ok(()) => shard.install_image(image).await,
+        Err(e) => Err(format!("probing direct I/O in {}: {e}", config.data_dir.display())),
+    };
     // Every core reaches the barrier, even one whose recovery failed, so none waits forever.
     rt::blocking({
         let barrier = barrier.clone();

@@ -53,7 +53,10 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ListOffsetsRequest) ->
                         t if t >= 0 => match log.offset_for_timestamp(t).await {
                             Ok(Some((off, found))) => (0, off, found),
                             Ok(None) => (0, -1, -1),
-                            Err(_) => (ResponseError::KafkaStorageError.code(), -1, -1),
+                            Err(e) => {
+                                tracing::error!(topic = %name, partition, error = %e, "timestamp lookup failed");
+                                (ResponseError::KafkaStorageError.code(), -1, -1)
+                            }
                         },
                         _ => (ResponseError::InvalidRequest.code(), -1, -1),
                     };

@@ -1,0 +1,349 @@
+"""Shared pieces of the client-compatibility suite: the check registry, the broker process
+wrapper, and small helpers (unique topic names, bounded waits, raw Kafka frames).
+
+Nothing here knows about a particular client library; the check modules do.
+"""
+
+import itertools
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+import uuid
+
+# ---------------------------------------------------------------------------
+# Check registry
+# ---------------------------------------------------------------------------
+
+CHECKS = []  # (name, function) in registration order
+
+
+def check(name):
+    """Registers `fn(ctx)` as a check called `name`. A check passes by returning (optionally a
+    short note string) and fails by raising (AssertionError or anything else)."""
+
+    def deco(fn):
+        if any(n == name for n, _ in CHECKS):
+            raise RuntimeError(f"duplicate check name {name}")
+        CHECKS.append((name, fn))
+        return fn
+
+    return deco
+
+
+class Skip(Exception):
+    """Raised by a check that cannot run here (counted as a failure by the runner unless
+    --allow-skip is given, so a missing dependency is never mistaken for a pass)."""
+
+
+# ---------------------------------------------------------------------------
+# Broker process
+# ---------------------------------------------------------------------------
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    """One `spate serve` process on a free port with its own temporary data directory.
+
+    `start()` returns once a TCP connection to the port succeeds (bounded wait); `stop()` kills
+    the process and removes the directory and is safe to call more than once."""
+
+    def __init__(self, binary, extra_args=(), cores=2, ready_timeout=30.0, log_path=None):
+        self.binary = binary
+        self.extra_args = list(extra_args)
+        self.cores = cores
+        self.ready_timeout = ready_timeout
+        self.proc = None
+        self.port = None
+        self.tmp = None
+        self.log_path = log_path  # where stderr goes; inside the temp dir unless given
+        self._log_file = None
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.port}"
+
+    def start(self):
+        last_err = None
+        for _attempt in range(3):  # the free port can be taken between probe and bind
+            self.tmp = tempfile.mkdtemp(prefix="spate-clients-")
+            self.port = free_port()
+            data = os.path.join(self.tmp, "data")
+            log_path = self.log_path or os.path.join(self.tmp, "broker.log")
+            self._log_file = open(log_path, "ab")
+            self._log_name = log_path
+            cmd = [
+                self.binary, "serve",
+                "--listen", self.bootstrap,
+                "--data-dir", data,
+                "--cores", str(self.cores),
+            ] + self.extra_args
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=self._log_file,
+                start_new_session=True,
+            )
+            try:
+                self._wait_ready()
+                return self
+            except Exception as e:  # noqa: BLE001 - retried, then re-raised
+                last_err = e
+                tail = self.log_tail()
+                self.stop()
+                if "in use" not in tail.lower():
+                    raise RuntimeError(f"{e}; broker log tail:\n{tail}") from None
+        raise RuntimeError(f"broker did not start after 3 attempts: {last_err}")
+
+    def _wait_ready(self):
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"broker exited with code {self.proc.returncode} before accepting connections")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1.0):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"broker did not accept TCP connections within {self.ready_timeout:.0f}s")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines=30):
+        try:
+            self._log_file.flush()
+            with open(self._log_name, "rb") as f:
+                data = f.read()
+            return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+        except Exception:  # noqa: BLE001
+            return "(no broker log)"
+
+    def stop(self):
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+            self.proc = None
+        if self._log_file is not None:
+            try:
+                self._log_file.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self._log_file = None
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+
+# ---------------------------------------------------------------------------
+# Context handed to every check
+# ---------------------------------------------------------------------------
+
+_counter = itertools.count()
+
+
+class Context:
+    def __init__(self, broker, binary, verbose=False):
+        self.broker = broker
+        self.binary = binary
+        self.verbose = verbose
+        self.run_id = uuid.uuid4().hex[:8]
+        self.extra_brokers = []
+
+    @property
+    def bootstrap(self):
+        return self.broker.bootstrap
+
+    @property
+    def port(self):
+        return self.broker.port
+
+    def topic(self, label):
+        """A topic name unique to this run and check."""
+        return f"cc-{label}-{self.run_id}-{next(_counter)}"
+
+    def start_broker(self, extra_args):
+        """Starts another broker (own port and data dir); stopped by the runner at the end, or
+        earlier by the check calling `.stop()`."""
+        b = Broker(self.binary, extra_args=extra_args)
+        self.extra_brokers.append(b)
+        return b.start()
+
+    def log(self, msg):
+        if self.verbose:
+            print(f"    .. {msg}", flush=True)
+
+    def stop_extra_brokers(self):
+        for b in self.extra_brokers:
+            b.stop()
+        self.extra_brokers.clear()
+
+
+def wait_until(pred, timeout, interval=0.1, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def run_cmd(args, input_bytes=None, timeout=60):
+    """Runs a command; returns CompletedProcess (stdout/stderr bytes). Raises AssertionError on
+    timeout so a hung client fails its check instead of hanging the suite."""
+    try:
+        return subprocess.run(args, input=input_bytes, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              timeout=timeout, stdin=None if input_bytes is not None else subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"{args[0]} timed out after {timeout}s; stderr: {(e.stderr or b'')[-500:]!r}") from None
+
+
+# ---------------------------------------------------------------------------
+# Raw Kafka wire helpers
+# ---------------------------------------------------------------------------
+
+
+def kstring(s):
+    """Kafka (non-compact) nullable STRING."""
+    if s is None:
+        return struct.pack(">h", -1)
+    b = s.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+def uvarint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def compact_string(s):
+    b = s.encode()
+    return uvarint(len(b) + 1) + b
+
+
+def read_uvarint(buf, pos):
+    shift = 0
+    n = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return n, pos
+        shift += 7
+
+
+def request_frame(api_key, api_version, correlation_id, body, client_id="spate-client-tests", flexible_header=False):
+    """A length-prefixed request: header v1 (key, version, correlation id, client id), plus an
+    empty tagged-field section when `flexible_header` (header v2)."""
+    hdr = struct.pack(">hhi", api_key, api_version, correlation_id) + kstring(client_id)
+    if flexible_header:
+        hdr += uvarint(0)
+    payload = hdr + body
+    return struct.pack(">i", len(payload)) + payload
+
+
+def recv_exact(sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError(f"connection closed after {len(buf)} of {n} bytes")
+        buf.extend(chunk)
+    return bytes(buf)
+
+
+def recv_frame(sock):
+    (n,) = struct.unpack(">i", recv_exact(sock, 4))
+    return recv_exact(sock, n)
+
+
+def wait_closed(sock, timeout=10.0):
+    """True when the peer closes the connection (EOF or reset) within `timeout`, reading and
+    discarding anything it sends first; False if it stays open."""
+    sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            data = sock.recv(65536)
+            if not data:
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+    return False
+
+
+def parse_api_versions_v0(frame):
+    """Parses an ApiVersions response read at v0 (header v0). Returns
+    (correlation_id, error_code, {api_key: (min, max)})."""
+    corr, err, n = struct.unpack_from(">ihi", frame, 0)
+    pos = 10
+    apis = {}
+    for _ in range(max(n, 0)):
+        k, lo, hi = struct.unpack_from(">hhh", frame, pos)
+        pos += 6
+        apis[k] = (lo, hi)
+    if pos != len(frame):
+        raise AssertionError(f"ApiVersions v0 response has {len(frame) - pos} trailing bytes")
+    return corr, err, apis
+
+
+def parse_api_versions_v3(frame):
+    """Parses an ApiVersions v3+ response (header v0, flexible body). Returns
+    (correlation_id, error_code, {api_key: (min, max)}, throttle_ms)."""
+    corr, err = struct.unpack_from(">ih", frame, 0)
+    pos = 6
+    n, pos = read_uvarint(frame, pos)
+    apis = {}
+    for _ in range(max(n - 1, 0)):
+        k, lo, hi = struct.unpack_from(">hhh", frame, pos)
+        pos += 6
+        tags, pos = read_uvarint(frame, pos)
+        for _ in range(tags):
+            _tag, pos = read_uvarint(frame, pos)
+            size, pos = read_uvarint(frame, pos)
+            pos += size
+        apis[k] = (lo, hi)
+    (throttle,) = struct.unpack_from(">i", frame, pos)
+    pos += 4
+    tags, pos = read_uvarint(frame, pos)
+    for _ in range(tags):
+        _tag, pos = read_uvarint(frame, pos)
+        size, pos = read_uvarint(frame, pos)
+        pos += size
+    if pos != len(frame):
+        raise AssertionError(f"ApiVersions v3 response has {len(frame) - pos} trailing bytes")
+    return corr, err, apis, throttle
+
+
+def api_versions_v0_roundtrip(port, correlation_id=7, timeout=10.0):
+    """Sends a plain ApiVersions v0 on a fresh connection and returns the parsed answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.settimeout(timeout)
+        s.sendall(request_frame(18, 0, correlation_id, b""))
+        return parse_api_versions_v0(recv_frame(s))

@@ -1,0 +1,314 @@
+//! Test harness: a real `spate serve` process on a free loopback port with its own temp data
+//! directory, real librdkafka clients (the `rdkafka` crate), and a raw protocol client for the
+//! requests no well-behaved client sends.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+/// A broker process. Killed (SIGKILL) and its data directory removed on drop.
+pub struct Broker {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    starts: usize,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Broker {
+    /// Starts a broker with `--cores 2` (so cross-core routing is always exercised) plus `extra`.
+    pub fn start(extra: &[&str]) -> Broker {
+        let mut b = Broker {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            starts: 0,
+        };
+        b.launch();
+        b
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn log_path(&self, n: usize) -> PathBuf {
+        self.dir.path().join(format!("broker-{n}.log"))
+    }
+
+    /// The stderr log of the most recent start.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default()
+    }
+
+    fn launch(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path(self.starts)).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spate"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(self.bootstrap())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(if self.args.iter().any(|a| a == "--cores") { vec![] } else { vec!["--cores", "2"] })
+            .args(&self.args)
+            .env("RUST_LOG", std::env::var("SPATE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.child = Some(cmd.spawn().expect("spawning spate"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("spate exited during start-up ({status}); log:\n{}", self.log());
+            }
+            if self.log().contains("spate ready") && TcpStream::connect(self.bootstrap()).is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "spate did not become ready; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as a crash: nothing is flushed or closed.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+
+    /// kill -9, then start again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.launch();
+    }
+
+    /// Starts a process that must fail; returns its stderr.
+    pub fn run_failing(args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_spate")).args(args).output().unwrap();
+        assert!(!out.status.success(), "expected failure from {args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("--- spate log ---\n{}", self.log());
+        }
+    }
+}
+
+/// What librdkafka reported for each produced message.
+#[derive(Default)]
+pub struct Deliveries {
+    pub ok: Mutex<Vec<(i32, i64, Option<Vec<u8>>)>>,
+    pub failed: Mutex<Vec<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        match r {
+            Ok(m) => self.ok.lock().unwrap().push((m.partition(), m.offset(), m.key().map(|k| k.to_vec()))),
+            Err((e, _)) => self.failed.lock().unwrap().push(e.to_string()),
+        }
+    }
+}
+
+pub fn producer(bootstrap: &str, extra: &[(&str, &str)]) -> ThreadedProducer<Deliveries> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "false")
+        .set("message.timeout.ms", "60000")
+        .set("linger.ms", "5");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create_with_context(Deliveries::default()).expect("creating producer")
+}
+
+pub fn consumer(bootstrap: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "spate-test")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("creating consumer")
+}
+
+/// A consumed record, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rec {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub timestamp: Option<i64>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+pub fn to_rec(m: &BorrowedMessage<'_>) -> Rec {
+    let headers = m
+        .headers()
+        .map(|h| h.iter().map(|x| (x.key.to_string(), x.value.map(|v| v.to_vec()))).collect())
+        .unwrap_or_default();
+    Rec {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(|k| k.to_vec()),
+        value: m.payload().map(|v| v.to_vec()),
+        timestamp: m.timestamp().to_millis(),
+        headers,
+    }
+}
+
+/// Assigns `partitions` of `topic` at `offset` and reads until `want` records arrived. The
+/// deadline is a hang guard, not a speed check.
+pub fn consume(bootstrap: &str, topic: &str, partitions: &[i32], offset: Offset, want: usize) -> Vec<Rec> {
+    let c = consumer(bootstrap);
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition_offset(topic, *p, offset).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while out.len() < want {
+        assert!(Instant::now() < deadline, "consumed only {} of {want} records", out.len());
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(to_rec(&m)),
+            Some(Err(e)) => panic!("consumer error: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Waits for every message to be acknowledged (or failed) and returns the acknowledgements.
+pub fn flush(p: &ThreadedProducer<Deliveries>) {
+    use rdkafka::producer::Producer;
+    p.flush(Duration::from_secs(120)).expect("flushing producer");
+}
+
+/// A raw Kafka protocol client for requests real clients never send.
+pub struct Raw {
+    s: TcpStream,
+    corr: i32,
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Raw {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Raw { s, corr: 0 }
+    }
+
+    pub fn send_bytes(&mut self, b: &[u8]) {
+        self.s.write_all(b).unwrap();
+    }
+
+    /// Sends a request at `version` and decodes the response as `R` at `resp_version`.
+    pub fn call<Q: Encodable, R: Decodable>(&mut self, key: ApiKey, version: i16, req: &Q, resp_version: i16) -> R {
+        self.corr += 1;
+        let mut body = BytesMut::new();
+        let mut h = RequestHeader::default();
+        h.request_api_key = key as i16;
+        h.request_api_version = version;
+        h.correlation_id = self.corr;
+        h.client_id = Some(StrBytes::from_static_str("raw-test"));
+        let hv = if version > key.valid_versions().max { 2 } else { key.request_header_version(version) };
+        h.encode(&mut body, hv).unwrap();
+        req.encode(&mut body, version.min(key.valid_versions().max)).unwrap();
+        let mut frame = BytesMut::new();
+        frame.put_i32(body.len() as i32);
+        frame.put_slice(&body);
+        self.send_bytes(&frame);
+        let mut resp = self.read_frame().expect("connection closed instead of a response");
+        let rhv = if key == ApiKey::ApiVersions { 0 } else { key.response_header_version(resp_version) };
+        let rh = ResponseHeader::decode(&mut resp, rhv).unwrap();
+        assert_eq!(rh.correlation_id, self.corr);
+        let r = R::decode(&mut resp, resp_version).unwrap();
+        assert_eq!(resp.remaining(), 0, "trailing bytes in response");
+        r
+    }
+
+    /// Reads one response frame; `None` if the broker closed the connection.
+    pub fn read_frame(&mut self) -> Option<bytes::Bytes> {
+        let mut len = [0u8; 4];
+        self.s.read_exact(&mut len).ok()?;
+        let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
+        self.s.read_exact(&mut buf).ok()?;
+        Some(buf.into())
+    }
+
+    /// True once the broker has closed this connection.
+    pub fn closed_by_broker(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.s.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+/// Lists segment files (`*.log`) of a partition directory, sorted.
+pub fn segments(data_dir: &Path, topic: &str, partition: i32) -> Vec<PathBuf> {
+    let dir = data_dir.join("topics").join(topic).join(partition.to_string());
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// An uncompressed v2 record batch of `n` records with values `v0..v{n-1}`, as a producer sends it.
+pub fn batch(n: usize) -> bytes::Bytes {
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let recs: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder starts a new batch whenever offset - sequence changes.
+            sequence: i as i32,
+            timestamp: 1_000 + i as i64,
+            key: None,
+            value: Some(bytes::Bytes::from(format!("v{i}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &recs, &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
+    buf.freeze()
+}

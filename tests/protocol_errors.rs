@@ -1,0 +1,231 @@
+//! Bad input gets the right Kafka error code, or a closed connection with a log line; the broker
+//! and other clients go on. Requests are built with the kafka-protocol codec by hand, since real
+//! clients never send most of these.
+
+mod common;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use common::{batch, Broker, Raw};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn create(raw: &mut Raw, topics: Vec<CreatableTopic>, validate_only: bool) -> CreateTopicsResponse {
+    let req = CreateTopicsRequest::default().with_topics(topics).with_timeout_ms(5000).with_validate_only(validate_only);
+    raw.call(ApiKey::CreateTopics, 7, &req, 7)
+}
+
+fn topic(n: &str, partitions: i32, rf: i16) -> CreatableTopic {
+    CreatableTopic::default().with_name(name(n)).with_num_partitions(partitions).with_replication_factor(rf)
+}
+
+fn produce(raw: &mut Raw, t: &str, partition: i32, acks: i16, records: Bytes) -> i16 {
+    let req = ProduceRequest::default().with_acks(acks).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()
+        .with_name(name(t))
+        .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(records))])]);
+    let resp: ProduceResponse = raw.call(ApiKey::Produce, 9, &req, 9);
+    resp.responses[0].partition_responses[0].error_code
+}
+
+fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+#[test]
+fn api_versions_advertises_exactly_what_is_implemented() {
+    let broker = Broker::start(&[]);
+    let mut raw = Raw::connect(broker.port);
+    let r: ApiVersionsResponse = raw.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default(), 3);
+    assert_eq!(r.error_code, 0);
+    let keys: Vec<(i16, i16, i16)> = r.api_keys.iter().map(|k| (k.api_key, k.min_version, k.max_version)).collect();
+    assert_eq!(
+        keys,
+        vec![(0, 3, 13), (1, 4, 18), (2, 1, 10), (3, 0, 13), (18, 0, 4), (19, 2, 7), (20, 1, 6), (23, 2, 4), (32, 1, 4)]
+    );
+    // A newer ApiVersions than ours: v0 answer with UNSUPPORTED_VERSION and the list (KIP-511).
+    let r: ApiVersionsResponse = raw.call(ApiKey::ApiVersions, 99, &ApiVersionsRequest::default(), 0);
+    assert_eq!(r.error_code, code(ResponseError::UnsupportedVersion));
+    assert_eq!(r.api_keys.len(), keys.len());
+}
+
+#[test]
+fn produce_errors_clients_rely_on() {
+    let broker = Broker::start(&["--message-max-bytes", "2000"]);
+    let mut raw = Raw::connect(broker.port);
+    let r = create(&mut raw, vec![topic("p", 1, 1)], false);
+    assert_eq!(r.topics[0].error_code, 0);
+    assert_eq!(produce(&mut raw, "p", 0, 1, batch(3)), 0);
+    assert_eq!(produce(&mut raw, "p", 0, 2, batch(3)), code(ResponseError::InvalidRequiredAcks));
+    assert_eq!(produce(&mut raw, "nope", 0, 1, batch(3)), code(ResponseError::UnknownTopicOrPartition));
+    assert_eq!(produce(&mut raw, "p", 7, 1, batch(3)), code(ResponseError::UnknownTopicOrPartition));
+    let mut bad = batch(3).to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    assert_eq!(produce(&mut raw, "p", 0, -1, bad.into()), code(ResponseError::CorruptMessage));
+    let mut old = batch(3).to_vec();
+    old[16] = 1;
+    assert_eq!(produce(&mut raw, "p", 0, 1, old.into()), code(ResponseError::UnsupportedForMessageFormat));
+    let truncated = batch(3).slice(0..40);
+    assert_eq!(produce(&mut raw, "p", 0, 1, truncated), code(ResponseError::CorruptMessage));
+    assert_eq!(produce(&mut raw, "p", 0, 1, batch(400)), code(ResponseError::MessageTooLarge));
+    // Nothing refused was appended: the one good batch is all there is.
+    let req = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+        list_offsets_request::ListOffsetsTopic::default()
+            .with_name(name("p"))
+            .with_partitions(vec![list_offsets_request::ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-1)]),
+    ]);
+    let r: ListOffsetsResponse = raw.call(ApiKey::ListOffsets, 7, &req, 7);
+    assert_eq!(r.topics[0].partitions[0].offset, 3);
+}
+
+#[test]
+fn fetch_out_of_range_and_unknown_topic() {
+    let broker = Broker::start(&[]);
+    let mut raw = Raw::connect(broker.port);
+    create(&mut raw, vec![topic("f", 1, -1)], false);
+    assert_eq!(produce(&mut raw, "f", 0, -1, batch(5)), 0);
+    let fetch = |raw: &mut Raw, t: &str, offset: i64| -> i16 {
+        let req = FetchRequest::default().with_max_wait_ms(10).with_min_bytes(1).with_max_bytes(1 << 20).with_topics(vec![FetchTopic::default()
+            .with_topic(name(t))
+            .with_partitions(vec![FetchPartition::default().with_partition(0).with_fetch_offset(offset).with_partition_max_bytes(1 << 20)])]);
+        let r: FetchResponse = raw.call(ApiKey::Fetch, 11, &req, 11);
+        r.responses[0].partitions[0].error_code
+    };
+    assert_eq!(fetch(&mut raw, "f", 0), 0);
+    assert_eq!(fetch(&mut raw, "f", 5), 0);
+    assert_eq!(fetch(&mut raw, "f", 6), code(ResponseError::OffsetOutOfRange));
+    assert_eq!(fetch(&mut raw, "f", -1), code(ResponseError::OffsetOutOfRange));
+    assert_eq!(fetch(&mut raw, "missing", 0), code(ResponseError::UnknownTopicOrPartition));
+}
+
+#[test]
+fn create_topics_validation() {
+    let broker = Broker::start(&[]);
+    let mut raw = Raw::connect(broker.port);
+    let r = create(&mut raw, vec![topic("ok", 2, 1)], true);
+    assert_eq!((r.topics[0].error_code, r.topics[0].num_partitions), (0, 2));
+    let r = create(&mut raw, vec![topic("ok", 2, 1)], false);
+    assert_eq!(r.topics[0].error_code, 0, "validate_only must not have created it");
+    let cfg = |k: &str, v: &str| CreatableTopicConfig::default().with_name(StrBytes::from_string(k.into())).with_value(Some(StrBytes::from_string(v.into())));
+    let r = create(
+        &mut raw,
+        vec![
+            topic("ok", 1, 1),
+            topic("bad name!", 1, 1),
+            topic("rf3", 1, 3),
+            topic("zero", 0, 1),
+            topic("badcfg", 1, 1).with_configs(vec![cfg("segment.bytes", "lots")]),
+            topic("unknowncfg", 1, 1).with_configs(vec![cfg("no.such.config", "1")]),
+        ],
+        false,
+    );
+    let codes: Vec<i16> = r.topics.iter().map(|t| t.error_code).collect();
+    assert_eq!(
+        codes,
+        vec![
+            code(ResponseError::TopicAlreadyExists),
+            code(ResponseError::InvalidTopicException),
+            code(ResponseError::InvalidReplicationFactor),
+            code(ResponseError::InvalidPartitions),
+            code(ResponseError::InvalidConfig),
+            code(ResponseError::InvalidConfig),
+        ]
+    );
+    assert!(r.topics[4].error_message.as_ref().unwrap().contains("segment.bytes"));
+}
+
+#[test]
+fn malformed_frames_close_only_their_connection() {
+    let broker = Broker::start(&[]);
+    // A length prefix far over the request limit: refused before allocating.
+    let mut raw = Raw::connect(broker.port);
+    raw.send_bytes(&i32::MAX.to_be_bytes());
+    assert!(raw.closed_by_broker());
+    // A negative length.
+    let mut raw = Raw::connect(broker.port);
+    raw.send_bytes(&(-5i32).to_be_bytes());
+    assert!(raw.closed_by_broker());
+    // An unknown API key.
+    let mut raw = Raw::connect(broker.port);
+    let mut f = BytesMut::new();
+    f.put_i32(10);
+    f.put_i16(999);
+    f.put_i16(0);
+    f.put_i32(1);
+    f.put_i16(-1);
+    raw.send_bytes(&f);
+    assert!(raw.closed_by_broker());
+    // An API Spate does not implement (FindCoordinator), and a garbage body for one it does.
+    let mut raw = Raw::connect(broker.port);
+    let mut f = BytesMut::new();
+    f.put_i32(10);
+    f.put_i16(10);
+    f.put_i16(1);
+    f.put_i32(1);
+    f.put_i16(-1);
+    raw.send_bytes(&f);
+    assert!(raw.closed_by_broker());
+    let mut raw = Raw::connect(broker.port);
+    let mut f = BytesMut::new();
+    f.put_i32(14);
+    f.put_i16(0);
+    f.put_i16(9);
+    f.put_i32(1);
+    f.put_i16(-1);
+    f.put_u32(0xffff_ffff);
+    raw.send_bytes(&f);
+    assert!(raw.closed_by_broker());
+    // A frame cut short by the client going away.
+    let mut raw = Raw::connect(broker.port);
+    raw.send_bytes(&[0, 0, 0, 100, 0, 18]);
+    drop(raw);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // The broker is still serving.
+    let mut raw = Raw::connect(broker.port);
+    let r: ApiVersionsResponse = raw.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default(), 3);
+    assert_eq!(r.error_code, 0);
+    let log = broker.log();
+    for expected in ["request frame size refused", "unknown API key 999", "does not implement", "malformed Produce v9", "closed inside a request frame"] {
+        assert!(log.contains(expected), "log lacks {expected:?}:\n{log}");
+    }
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let broker = Broker::start(&["--num-partitions", "4"]);
+    let mut raw = Raw::connect(broker.port);
+    create(&mut raw, vec![topic("pipe", 4, 1)], false);
+    // Send 50 produce requests without reading, alternating partitions (so both cores answer),
+    // then read the 50 responses: correlation ids must come back in order.
+    let mut wire = BytesMut::new();
+    for i in 0..50 {
+        let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()
+            .with_name(name("pipe"))
+            .with_partition_data(vec![PartitionProduceData::default().with_index(i % 4).with_records(Some(batch(2)))])]);
+        let mut body = BytesMut::new();
+        let mut h = RequestHeader::default();
+        h.request_api_key = 0;
+        h.request_api_version = 9;
+        h.correlation_id = 1000 + i;
+        kafka_protocol::protocol::Encodable::encode(&h, &mut body, 2).unwrap();
+        kafka_protocol::protocol::Encodable::encode(&req, &mut body, 9).unwrap();
+        wire.put_i32(body.len() as i32);
+        wire.put_slice(&body);
+    }
+    raw.send_bytes(&wire);
+    for i in 0..50 {
+        let mut f = raw.read_frame().unwrap();
+        let h = <ResponseHeader as kafka_protocol::protocol::Decodable>::decode(&mut f, 1).unwrap();
+        assert_eq!(h.correlation_id, 1000 + i);
+        let r = <ProduceResponse as kafka_protocol::protocol::Decodable>::decode(&mut f, 9).unwrap();
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, (i / 4) as i64 * 2));
+    }
+}
