@@ -146,8 +146,9 @@ impl Config {
     pub fn from_args(args: &ServeArgs) -> anyhow::Result<Config> {
         let file: FileConfig = match &args.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("reading config file {}: {e}", path.display()))?;
+                let text = crate::io::fs::read_to_string_sync(path)
+                    .map_err(|e| anyhow::anyhow!("reading config file {}: {e}", path.display()))?
+                    .ok_or_else(|| anyhow::anyhow!("config file {} does not exist", path.display()))?;
                 toml::from_str(&text)
                     .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
             }

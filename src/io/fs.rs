@@ -97,3 +97,29 @@ pub fn prepare_data_dir(path: &Path) -> io::Result<()> {
     std::fs::write(&probe, b"probe")?;
     std::fs::remove_file(&probe)
 }
+
+/// Start-up only (main thread, before the cores run): a file's text, `None` if it does not exist.
+pub fn read_to_string_sync(path: &Path) -> io::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Start-up only: creates `dir` if needed and lists its entries as (name, path), sorted.
+pub fn list_dir_sync(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+    std::fs::create_dir_all(dir)?;
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        out.push((e.file_name().to_string_lossy().into_owned(), e.path()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Start-up only: removes a directory tree.
+pub fn remove_dir_all_sync(path: &Path) -> io::Result<()> {
+    std::fs::remove_dir_all(path)
+}

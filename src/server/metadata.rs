@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::{limits, Config, TopicConfig};
+use crate::io::fs;
 
 /// One topic as every core sees it.
 #[derive(Debug, Clone)]
@@ -129,25 +130,17 @@ pub fn encode_topic(t: &TopicMeta) -> Vec<u8> {
 /// Reads every topic under the data directory (main thread, before the cores start) and removes
 /// what a crash during deletion left behind.
 pub fn load_topics(config: &Config) -> anyhow::Result<Vec<TopicMeta>> {
-    let dir = topics_dir(&config.data_dir);
-    std::fs::create_dir_all(&dir)?;
     let mut topics = Vec::new();
-    for entry in std::fs::read_dir(&dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for (name, path) in fs::list_dir_sync(&topics_dir(&config.data_dir))? {
         if name.starts_with(".deleted-") {
-            tracing::info!(dir = %entry.path().display(), "finishing an interrupted topic deletion");
-            std::fs::remove_dir_all(entry.path())?;
+            tracing::info!(dir = %path.display(), "finishing an interrupted topic deletion");
+            fs::remove_dir_all_sync(&path)?;
             continue;
         }
-        let file = entry.path().join("topic.toml");
-        let text = match std::fs::read_to_string(&file) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::warn!(dir = %entry.path().display(), "directory without topic.toml ignored (interrupted creation?)");
-                continue;
-            }
-            Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", file.display())),
+        let file = path.join("topic.toml");
+        let Some(text) = fs::read_to_string_sync(&file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))? else {
+            tracing::warn!(dir = %path.display(), "directory without topic.toml ignored (interrupted creation?)");
+            continue;
         };
         let stored: StoredTopic =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
@@ -168,15 +161,14 @@ pub fn load_or_create_cluster_id(data_dir: &Path) -> anyhow::Result<String> {
         cluster_id: String,
     }
     let path = data_dir.join("cluster.toml");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(toml::from_str::<Cluster>(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?.cluster_id),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    match fs::read_to_string_sync(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))? {
+        Some(text) => Ok(toml::from_str::<Cluster>(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?.cluster_id),
+        None => {
             let id = Uuid::new_v4().simple().to_string();
             let text = toml::to_string(&Cluster { cluster_id: id.clone() })?;
-            crate::io::fs::write_atomic_sync(&path, text.as_bytes())?;
+            fs::write_atomic_sync(&path, text.as_bytes())?;
             Ok(id)
         }
-        Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
     }
 }
 

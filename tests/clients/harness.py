@@ -347,3 +347,70 @@ def api_versions_v0_roundtrip(port, correlation_id=7, timeout=10.0):
         s.settimeout(timeout)
         s.sendall(request_frame(18, 0, correlation_id, b""))
         return parse_api_versions_v0(recv_frame(s))
+
+
+# ---------------------------------------------------------------------------
+# Record batches (magic v2), built by hand for raw Produce requests
+# ---------------------------------------------------------------------------
+
+
+def _crc32c_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data):
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _CRC32C[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def zigzag_varint(n):
+    return uvarint((n << 1) ^ (n >> 63))
+
+
+def record_batch(records, base_ts):
+    """An uncompressed magic-2 batch of (key, value) records, all at `base_ts`."""
+    body = b""
+    for i, (k, v) in enumerate(records):
+        r = b"\x00" + zigzag_varint(0) + zigzag_varint(i)
+        r += zigzag_varint(-1) if k is None else zigzag_varint(len(k)) + k
+        r += zigzag_varint(-1) if v is None else zigzag_varint(len(v)) + v
+        r += zigzag_varint(0)  # no headers
+        body += zigzag_varint(len(r)) + r
+    after_crc = struct.pack(">hiqqqhii", 0, len(records) - 1, base_ts, base_ts, -1, -1, -1, len(records)) + body
+    crc = crc32c(after_crc)
+    tail = struct.pack(">ibI", -1, 2, crc) + after_crc  # leader epoch, magic, crc
+    return struct.pack(">qi", 0, len(tail)) + tail
+
+
+def produce_v3_body(topic, partition, records_bytes, acks=-1, timeout_ms=10000):
+    tb = topic.encode()
+    return (struct.pack(">hhi", -1, acks, timeout_ms) + struct.pack(">i", 1) + struct.pack(">h", len(tb)) + tb
+            + struct.pack(">i", 1) + struct.pack(">ii", partition, len(records_bytes)) + records_bytes)
+
+
+def parse_produce_v3(frame):
+    """Returns (correlation_id, [(topic, partition, error, base_offset)])."""
+    (corr, nt), pos = struct.unpack_from(">ii", frame, 0), 8
+    out = []
+    for _ in range(nt):
+        (ln,) = struct.unpack_from(">h", frame, pos)
+        name = frame[pos + 2:pos + 2 + ln].decode()
+        pos += 2 + ln
+        (np_,) = struct.unpack_from(">i", frame, pos)
+        pos += 4
+        for _ in range(np_):
+            idx, err, base, _lat = struct.unpack_from(">ihqq", frame, pos)
+            pos += 22
+            out.append((name, idx, err, base))
+    return corr, out

@@ -1,0 +1,517 @@
+"""Checks driven through confluent-kafka (Python binding of librdkafka 2.16)."""
+
+import os
+import time
+import zlib
+
+from harness import Skip, check, wait_until
+
+try:
+    from confluent_kafka import (OFFSET_BEGINNING, OFFSET_END, TIMESTAMP_CREATE_TIME, Consumer, KafkaError,
+                                 KafkaException, Producer, TopicPartition)
+    from confluent_kafka.admin import (AdminClient, ConfigResource, ConfigSource, NewTopic, OffsetSpec,
+                                       ResourceType)
+except ImportError as _e:  # pragma: no cover - reported per check
+    _IMPORT_ERROR = _e
+else:
+    _IMPORT_ERROR = None
+
+CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
+TIMEOUT = 20.0  # seconds for any single admin/produce/consume operation
+
+
+def _need():
+    if _IMPORT_ERROR is not None:
+        raise Skip(f"confluent-kafka not importable: {_IMPORT_ERROR}")
+
+
+def admin(ctx, bootstrap=None):
+    _need()
+    # log_level 4: hide librdkafka's informational "Purging unserved events" notice on close.
+    return AdminClient({"bootstrap.servers": bootstrap or ctx.bootstrap, "socket.timeout.ms": 10000, "log_level": 4})
+
+
+def producer(ctx, bootstrap=None, **conf):
+    _need()
+    c = {
+        "bootstrap.servers": bootstrap or ctx.bootstrap,
+        "enable.idempotence": False,
+        "acks": "all",
+        "linger.ms": 5,
+        "message.timeout.ms": 20000,
+    }
+    c.update(conf)
+    return Producer(c)
+
+
+def consumer(ctx, bootstrap=None, **conf):
+    """A consumer used with assign() only: group.id is required by the API, nothing is committed."""
+    _need()
+    c = {
+        "bootstrap.servers": bootstrap or ctx.bootstrap,
+        "group.id": f"unused-{ctx.run_id}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "error",
+        "enable.partition.eof": False,
+    }
+    c.update(conf)
+    return Consumer(c)
+
+
+def result(fut, what):
+    try:
+        return fut.result(timeout=TIMEOUT)
+    except KafkaException as e:
+        raise AssertionError(f"{what} failed: {e.args[0]}") from None
+    except TimeoutError:
+        raise AssertionError(f"{what} timed out after {TIMEOUT:.0f}s") from None
+
+
+def expect_error(fut, code, what):
+    """Asserts the future fails with KafkaError `code`; returns the KafkaError."""
+    try:
+        r = fut.result(timeout=TIMEOUT)
+    except KafkaException as e:
+        err = e.args[0]
+        assert err.code() == code, f"{what}: got {err.name()} ({err.code()}: {err.str()}), want {KafkaError(code).name()}"
+        return err
+    except TimeoutError:
+        raise AssertionError(f"{what} timed out after {TIMEOUT:.0f}s") from None
+    raise AssertionError(f"{what}: succeeded ({r!r}), want {KafkaError(code).name()}")
+
+
+def create_topic(ctx, name, partitions, config=None, bootstrap=None):
+    a = admin(ctx, bootstrap)
+    futs = a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})],
+                           operation_timeout=10, request_timeout=TIMEOUT)
+    result(futs[name], f"create_topics({name})")
+    return a
+
+
+def topic_names(a):
+    md = a.list_topics(timeout=TIMEOUT)  # all topics: no auto-creation
+    return md
+
+
+def flush(p, n_expected_done=None):
+    left = p.flush(TIMEOUT)
+    assert left == 0, f"{left} message(s) still undelivered after {TIMEOUT:.0f}s flush"
+
+
+def consume_all(c, n, timeout=30.0):
+    """Polls until n messages arrived (or timeout); returns them. Errors are assertion failures."""
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        for m in c.consume(num_messages=min(1000, n - len(got)), timeout=1.0):
+            if m.error():
+                raise AssertionError(f"consumer error: {m.error().name()} {m.error().str()}")
+            got.append(m)
+    assert len(got) == n, f"consumed {len(got)} of {n} messages within {timeout:.0f}s"
+    return got
+
+
+def assert_nothing_more(c, wait=1.0):
+    extra = [m for m in c.consume(num_messages=10, timeout=wait) if not m.error()]
+    assert not extra, f"{len(extra)} unexpected extra message(s), first at {extra[0].partition()}/{extra[0].offset()}"
+
+
+# ---------------------------------------------------------------------------
+# AdminClient
+# ---------------------------------------------------------------------------
+
+
+@check("ck_admin_create_describe_delete")
+def ck_admin_create_describe_delete(ctx):
+    name = ctx.topic("ck-admin")
+    overrides = {"segment.bytes": "1048576", "retention.ms": "3600000"}
+    a = create_topic(ctx, name, 6, overrides)
+
+    md = topic_names(a)
+    assert name in md.topics, f"{name} not in list_topics after create"
+    t = md.topics[name]
+    assert t.error is None, f"topic metadata error {t.error}"
+    assert sorted(t.partitions) == list(range(6)), f"partitions {sorted(t.partitions)}, want 0..5"
+    for p in t.partitions.values():
+        assert p.leader == 0 and p.replicas == [0] and p.isrs == [0], f"partition {p.id}: leader {p.leader} replicas {p.replicas} isrs {p.isrs}"
+
+    res = ConfigResource(ResourceType.TOPIC, name)
+    cfg = result(a.describe_configs([res])[res], "describe_configs(topic)")
+    for k, v in overrides.items():
+        assert k in cfg, f"{k} missing from describe_configs ({sorted(cfg)})"
+        e = cfg[k]
+        assert e.value == v, f"{k} = {e.value!r}, want {v!r}"
+        assert e.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value, f"{k} source {e.source}, want DYNAMIC_TOPIC_CONFIG"
+        assert not e.is_default, f"{k} reported as default"
+    other = cfg.get("cleanup.policy")
+    assert other is not None and other.value == "delete", f"cleanup.policy entry {other}"
+    assert other.source != ConfigSource.DYNAMIC_TOPIC_CONFIG.value, "cleanup.policy (not overridden) marked as a topic override"
+
+    # Only the asked-for keys are returned when some are named? librdkafka always asks for all;
+    # so instead check the describe of an unknown topic fails cleanly.
+    missing = ConfigResource(ResourceType.TOPIC, ctx.topic("ck-nosuch"))
+    expect_error(a.describe_configs([missing])[missing], KafkaError.UNKNOWN_TOPIC_OR_PART, "describe_configs(missing topic)")
+
+    result(a.delete_topics([name], operation_timeout=10, request_timeout=TIMEOUT)[name], f"delete_topics({name})")
+    wait_until(lambda: name not in topic_names(a).topics, 10, what=f"{name} to disappear from list_topics")
+    # Deleting it again: UNKNOWN_TOPIC_OR_PART.
+    expect_error(a.delete_topics([name], request_timeout=TIMEOUT)[name], KafkaError.UNKNOWN_TOPIC_OR_PART,
+                 "delete_topics(already deleted)")
+    # And the name can be reused.
+    create_topic(ctx, name, 2)
+    md = topic_names(a)
+    assert name in md.topics and len(md.topics[name].partitions) == 2, "re-created topic does not have 2 partitions"
+    return "create(6p, 2 overrides) / describe / delete / recreate"
+
+
+@check("ck_admin_create_existing_topic")
+def ck_admin_create_existing_topic(ctx):
+    name = ctx.topic("ck-exists")
+    a = create_topic(ctx, name, 3)
+    futs = a.create_topics([NewTopic(name, num_partitions=5, replication_factor=1)], request_timeout=TIMEOUT)
+    expect_error(futs[name], KafkaError.TOPIC_ALREADY_EXISTS, "second create_topics")
+    md = topic_names(a)
+    assert len(md.topics[name].partitions) == 3, "failed re-create changed the partition count"
+
+
+@check("ck_admin_invalid_topic_names")
+def ck_admin_invalid_topic_names(ctx):
+    a = admin(ctx)
+    bad = ["bad name!", "slash/name", "x" * 250, ".", ".."]
+    for name in bad:
+        futs = a.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)], request_timeout=TIMEOUT)
+        expect_error(futs[name], KafkaError.TOPIC_EXCEPTION, f"create_topics({name[:20]!r})")
+    names = topic_names(a).topics
+    leaked = [n for n in bad if n in names]
+    assert not leaked, f"invalid topics were created: {leaked}"
+    return f"{len(bad)} names refused with INVALID_TOPIC_EXCEPTION"
+
+
+@check("ck_admin_validate_only")
+def ck_admin_validate_only(ctx):
+    a = admin(ctx)
+    name = ctx.topic("ck-validate")
+    futs = a.create_topics([NewTopic(name, num_partitions=4, replication_factor=1, config={"retention.ms": "1000"})],
+                           validate_only=True, request_timeout=TIMEOUT)
+    result(futs[name], "create_topics(validate_only)")
+    assert name not in topic_names(a).topics, "validate_only create_topics created the topic"
+    # validate_only still validates: a bad config is refused.
+    futs = a.create_topics([NewTopic(name, num_partitions=1, replication_factor=1, config={"retention.ms": "soon"})],
+                           validate_only=True, request_timeout=TIMEOUT)
+    expect_error(futs[name], KafkaError.INVALID_CONFIG, "validate_only with bad config")
+    assert name not in topic_names(a).topics, "topic exists after validate_only calls"
+
+
+@check("ck_admin_bad_requests")
+def ck_admin_bad_requests(ctx):
+    a = admin(ctx)
+    cases = [
+        (NewTopic(ctx.topic("ck-rf"), num_partitions=1, replication_factor=3), KafkaError.INVALID_REPLICATION_FACTOR),
+        (NewTopic(ctx.topic("ck-cfg"), num_partitions=1, replication_factor=1, config={"no.such.config": "1"}),
+         KafkaError.INVALID_CONFIG),
+        (NewTopic(ctx.topic("ck-cfgval"), num_partitions=1, replication_factor=1, config={"segment.bytes": "abc"}),
+         KafkaError.INVALID_CONFIG),
+        (NewTopic(ctx.topic("ck-parts"), num_partitions=0, replication_factor=1), KafkaError.INVALID_PARTITIONS),
+    ]
+    for nt, code in cases:
+        futs = a.create_topics([nt], request_timeout=TIMEOUT)
+        expect_error(futs[nt.topic], code, f"create_topics({nt.topic})")
+    names = topic_names(a).topics
+    leaked = [nt.topic for nt, _ in cases if nt.topic in names]
+    assert not leaked, f"refused topics exist anyway: {leaked}"
+    missing = ctx.topic("ck-del-missing")
+    expect_error(a.delete_topics([missing], request_timeout=TIMEOUT)[missing], KafkaError.UNKNOWN_TOPIC_OR_PART,
+                 "delete_topics(never existed)")
+    return "rf=3, unknown config, bad value, 0 partitions, delete unknown"
+
+
+@check("ck_admin_describe_broker_config")
+def ck_admin_describe_broker_config(ctx):
+    a = admin(ctx)
+    res = ConfigResource(ResourceType.BROKER, "0")
+    cfg = result(a.describe_configs([res])[res], "describe_configs(broker 0)")
+    for k in ("message.max.bytes", "num.partitions", "auto.create.topics.enable"):
+        assert k in cfg, f"broker config lacks {k} ({sorted(cfg)[:10]}...)"
+    assert cfg["message.max.bytes"].value == "1048588", f"message.max.bytes {cfg['message.max.bytes'].value}"
+    assert cfg["num.partitions"].value == "1", f"num.partitions {cfg['num.partitions'].value}"
+
+
+# ---------------------------------------------------------------------------
+# Producer + Consumer round trip
+# ---------------------------------------------------------------------------
+
+PARTS = 6
+
+
+def _records(n, base_ts):
+    """(key, value, headers, timestamp) tuples exercising the awkward cases."""
+    recs = []
+    rnd = os.urandom(256 * 4)
+    for i in range(n):
+        key = None if i % 50 == 7 else f"key-{i % 97}".encode()  # repeated keys + a few null keys
+        if i % 37 == 3:
+            value = None  # tombstone
+        elif i % 41 == 5:
+            value = b""
+        elif i % 10 == 9:
+            value = rnd[(i % 4) * 256:(i % 4 + 1) * 256]  # binary, incompressible
+        else:
+            value = f"value-{i}-".encode() + b"payload " * (i % 30)
+        if i % 6 == 0:
+            headers = None
+        else:
+            headers = [("idx", str(i).encode()), ("h", b"\x00\xffbin"), ("dup", b"1"), ("dup", b"2")]
+            if i % 6 == 1:
+                headers.append(("nullv", None))
+            if i % 6 == 2:
+                headers.append(("empty", b""))
+        recs.append((key, value, headers, base_ts + i))
+    return recs
+
+
+def _roundtrip(ctx, codec):
+    topic = ctx.topic(f"ck-rt-{codec}")
+    create_topic(ctx, topic, PARTS)
+    n = 600
+    base_ts = int(time.time() * 1000) - 3_600_000
+    recs = _records(n, base_ts)
+    p = producer(ctx, **{"compression.type": codec, "batch.num.messages": 100})
+    delivered = {}  # index -> (partition, offset)
+    errors = []
+
+    def dr(idx):
+        def cb(err, msg):
+            if err is not None:
+                errors.append((idx, err))
+            else:
+                delivered[idx] = (msg.partition(), msg.offset())
+        return cb
+
+    for i, (k, v, h, ts) in enumerate(recs):
+        kw = {"key": k, "value": v, "timestamp": ts, "on_delivery": dr(i)}
+        if h is not None:
+            kw["headers"] = h
+        p.produce(topic, **kw)
+        p.poll(0)
+    flush(p)
+    assert not errors, f"{len(errors)} delivery errors, first: #{errors[0][0]} {errors[0][1].name()} {errors[0][1].str()}"
+    assert len(delivered) == n, f"{len(delivered)} delivery reports for {n} messages"
+    for i, (k, *_r) in enumerate(recs):
+        if k is not None:
+            want = zlib.crc32(k) % PARTS  # librdkafka's default consistent_random partitioner
+            assert delivered[i][0] == want, f"key {k!r} delivered to partition {delivered[i][0]}, partitioner says {want}"
+    # Offsets per partition are dense from 0 and follow produce order.
+    by_part = {}
+    for i in range(n):
+        part, off = delivered[i]
+        by_part.setdefault(part, []).append((off, i))
+    for part, lst in by_part.items():
+        offs = [o for o, _ in lst]
+        assert offs == list(range(len(lst))), f"partition {part}: delivered offsets {offs[:10]}... not 0..{len(lst) - 1} in produce order"
+
+    c = consumer(ctx)
+    try:
+        c.assign([TopicPartition(topic, q, OFFSET_BEGINNING) for q in range(PARTS)])
+        msgs = consume_all(c, n)
+        assert_nothing_more(c)
+    finally:
+        c.close()
+    seen = {}
+    for m in msgs:
+        seen.setdefault(m.partition(), []).append(m)
+    for part in range(PARTS):
+        got = seen.get(part, [])
+        want = by_part.get(part, [])
+        assert len(got) == len(want), f"partition {part}: consumed {len(got)}, delivered {len(want)}"
+        for m, (off, i) in zip(got, want):
+            k, v, h, ts = recs[i]
+            where = f"partition {part} offset {m.offset()} (record #{i})"
+            assert m.offset() == off, f"{where}: expected offset {off} (order broken)"
+            assert m.key() == k, f"{where}: key {m.key()!r}, want {k!r}"
+            assert m.value() == v, f"{where}: value {m.value()!r:.60}, want {v!r:.60}"
+            assert m.timestamp() == (TIMESTAMP_CREATE_TIME, ts), f"{where}: timestamp {m.timestamp()}, want (CreateTime, {ts})"
+            got_h = m.headers()
+            assert (got_h or None) == h, f"{where}: headers {got_h}, want {h}"
+    return f"{n} records over {len(by_part)} partitions, codec {codec}"
+
+
+for _c in CODECS:
+    check(f"ck_produce_consume_{_c}")(lambda ctx, _c=_c: _roundtrip(ctx, _c))
+
+
+@check("ck_acks_0_and_1")
+def ck_acks_0_and_1(ctx):
+    topic = ctx.topic("ck-acks")
+    create_topic(ctx, topic, 1)
+    for acks, start in (("0", 0), ("1", 50)):
+        p = producer(ctx, acks=acks)
+        errs = []
+        for i in range(start, start + 50):
+            p.produce(topic, key=b"k", value=f"acks{acks}-{i}".encode(),
+                      on_delivery=lambda e, m: errs.append(e) if e else None)
+        flush(p)
+        assert not errs, f"acks={acks}: delivery errors {errs[:3]}"
+    c = consumer(ctx)
+    try:
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        msgs = consume_all(c, 100)
+        assert_nothing_more(c, 0.5)
+    finally:
+        c.close()
+    vals = [m.value().decode() for m in msgs]
+    want = [f"acks0-{i}" for i in range(50)] + [f"acks1-{i}" for i in range(50, 100)]
+    assert vals == want, f"read back {vals[:3]}..., want {want[:3]}..."
+    assert [m.offset() for m in msgs] == list(range(100)), "offsets not 0..99"
+
+
+@check("ck_watermarks_and_offsets_for_times")
+def ck_watermarks_and_offsets_for_times(ctx):
+    topic = ctx.topic("ck-times")
+    create_topic(ctx, topic, 2)
+    n = 20
+    base = int(time.time() * 1000) - 600_000
+    p = producer(ctx)
+    for i in range(n):
+        p.produce(topic, partition=0, value=f"v{i}".encode(), timestamp=base + i * 1000)
+    flush(p)
+    c = consumer(ctx)
+    try:
+        lo, hi = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=TIMEOUT)
+        assert (lo, hi) == (0, n), f"partition 0 watermarks ({lo}, {hi}), want (0, {n})"
+        lo, hi = c.get_watermark_offsets(TopicPartition(topic, 1), timeout=TIMEOUT)
+        assert (lo, hi) == (0, 0), f"empty partition 1 watermarks ({lo}, {hi}), want (0, 0)"
+        cases = [
+            (base + 5000, 5),       # exact hit
+            (base + 4500, 5),       # first record at or after
+            (base - 99_999, 0),     # before everything
+            (base + n * 1000, OFFSET_END),  # after everything: -1
+        ]
+        for ts, want in cases:
+            [tp] = c.offsets_for_times([TopicPartition(topic, 0, ts)], timeout=TIMEOUT)
+            assert tp.error is None, f"offsets_for_times({ts - base:+}): {tp.error}"
+            assert tp.offset == want, f"offsets_for_times(base{ts - base:+}) = {tp.offset}, want {want}"
+        [tp] = c.offsets_for_times([TopicPartition(topic, 1, base)], timeout=TIMEOUT)
+        assert tp.offset == OFFSET_END, f"offsets_for_times on the empty partition = {tp.offset}, want -1"
+        # Consuming from the offset found gives the record with that timestamp.
+        [tp] = c.offsets_for_times([TopicPartition(topic, 0, base + 12_000)], timeout=TIMEOUT)
+        c.assign([tp])
+        [m] = consume_all(c, 1)
+        assert (m.offset(), m.value(), m.timestamp()[1]) == (12, b"v12", base + 12_000), \
+            f"record at the looked-up offset: {m.offset()} {m.value()} {m.timestamp()}"
+    finally:
+        c.close()
+
+    # The AdminClient flavour of ListOffsets (earliest / latest / max timestamp / for timestamp).
+    a = admin(ctx)
+    tp = TopicPartition(topic, 0)
+    for spec, want_off, want_ts in [
+        (OffsetSpec.earliest(), 0, None),
+        (OffsetSpec.latest(), n, None),
+        (OffsetSpec.max_timestamp(), n - 1, base + (n - 1) * 1000),
+        (OffsetSpec.for_timestamp(base + 3000), 3, base + 3000),
+    ]:
+        r = result(a.list_offsets({tp: spec})[tp], f"list_offsets({spec})")
+        assert r.offset == want_off, f"list_offsets {type(spec).__name__}: offset {r.offset}, want {want_off}"
+        if want_ts is not None:
+            assert r.timestamp == want_ts, f"list_offsets {type(spec).__name__}: timestamp {r.timestamp}, want {want_ts}"
+    return "watermarks, offsets_for_times x5, admin list_offsets x4"
+
+
+@check("ck_long_poll_tail")
+def ck_long_poll_tail(ctx):
+    """A consumer waiting at the end of the log receives records produced afterwards."""
+    topic = ctx.topic("ck-tail")
+    create_topic(ctx, topic, 1)
+    p = producer(ctx)
+    for i in range(3):
+        p.produce(topic, value=f"old{i}".encode())
+    flush(p)
+    c = consumer(ctx, **{"fetch.wait.max.ms": 3000})
+    try:
+        c.assign([TopicPartition(topic, 0, 3)])
+        assert not [m for m in c.consume(num_messages=10, timeout=1.5) if not m.error()], "data before producing"
+        for i in range(5):
+            p.produce(topic, value=f"new{i}".encode())
+        flush(p)
+        msgs = consume_all(c, 5, timeout=20)
+    finally:
+        c.close()
+    got = [(m.offset(), m.value()) for m in msgs]
+    assert got == [(3 + i, f"new{i}".encode()) for i in range(5)], f"tail consumer got {got}"
+
+
+@check("ck_large_messages")
+def ck_large_messages(ctx):
+    """Records larger than the consumer's fetch limits still come back (KIP-74), and ~900 KB
+    records (under the 1 MB default limits) pass end to end."""
+    topic = ctx.topic("ck-large")
+    create_topic(ctx, topic, 1)
+    p = producer(ctx, **{"compression.type": "none", "linger.ms": 0})
+    vals = [os.urandom(900_000)] + [os.urandom(200_000) for _ in range(5)]
+    for v in vals:
+        p.produce(topic, value=v)
+    flush(p)
+    c = consumer(ctx, **{"fetch.max.bytes": 100_000, "max.partition.fetch.bytes": 100_000,
+                         "message.max.bytes": 100_000, "receive.message.max.bytes": 2_000_000})
+    try:
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        msgs = consume_all(c, len(vals))
+    finally:
+        c.close()
+    for i, (m, v) in enumerate(zip(msgs, vals)):
+        assert m.offset() == i and m.value() == v, f"record {i}: offset {m.offset()}, {len(m.value() or b'')} bytes (want {len(v)})"
+
+
+@check("ck_message_too_large_topic_config")
+def ck_message_too_large_topic_config(ctx):
+    topic = ctx.topic("ck-toolarge")
+    a = create_topic(ctx, topic, 1, {"max.message.bytes": "1000"})
+    res = ConfigResource(ResourceType.TOPIC, topic)
+    cfg = result(a.describe_configs([res])[res], "describe_configs")
+    assert cfg["max.message.bytes"].value == "1000", f"max.message.bytes = {cfg['max.message.bytes'].value}"
+    p = producer(ctx, **{"compression.type": "none", "linger.ms": 0, "retries": 0})
+    outcome = []
+    p.produce(topic, value=b"x" * 5000, on_delivery=lambda e, m: outcome.append(("big", e)))
+    flush(p)
+    p.produce(topic, value=b"small", on_delivery=lambda e, m: outcome.append(("small", e)))
+    flush(p)
+    big = [e for what, e in outcome if what == "big"]
+    small = [e for what, e in outcome if what == "small"]
+    assert big and big[0] is not None, "5000-byte message was accepted by a topic with max.message.bytes=1000"
+    assert big[0].code() == KafkaError.MSG_SIZE_TOO_LARGE, f"big message failed with {big[0].name()} ({big[0].str()}), want MSG_SIZE_TOO_LARGE"
+    assert small == [None], f"small message after the refused one: {small}"
+    c = consumer(ctx)
+    try:
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        [m] = consume_all(c, 1)
+        assert_nothing_more(c, 0.5)
+    finally:
+        c.close()
+    assert (m.offset(), m.value()) == (0, b"small"), f"log holds {m.offset()}:{m.value()!r}, want 0:b'small'"
+    return "MSG_SIZE_TOO_LARGE, then a small record lands at offset 0"
+
+
+@check("ck_message_too_large_broker_flag")
+def ck_message_too_large_broker_flag(ctx):
+    """A second broker started with --message-max-bytes 2000 refuses a bigger batch."""
+    b = ctx.start_broker(["--message-max-bytes", "2000"])
+    a = admin(ctx, b.bootstrap)
+    res = ConfigResource(ResourceType.BROKER, "0")
+    cfg = result(a.describe_configs([res])[res], "describe_configs(broker)")
+    assert cfg["message.max.bytes"].value == "2000", f"broker message.max.bytes = {cfg['message.max.bytes'].value}"
+    topic = ctx.topic("ck-flag")
+    create_topic(ctx, topic, 1, bootstrap=b.bootstrap)
+    tcfg = ConfigResource(ResourceType.TOPIC, topic)
+    tc = result(a.describe_configs([tcfg])[tcfg], "describe_configs(topic)")
+    assert tc["max.message.bytes"].value == "2000", f"topic inherits max.message.bytes {tc['max.message.bytes'].value}"
+    p = producer(ctx, bootstrap=b.bootstrap, **{"compression.type": "none", "linger.ms": 0, "retries": 0})
+    out = []
+    p.produce(topic, value=b"y" * 10_000, on_delivery=lambda e, m: out.append(e))
+    flush(p)  # separately, so the two never share a batch
+    p.produce(topic, value=b"ok", on_delivery=lambda e, m: out.append(e))
+    flush(p)
+    assert len(out) == 2, f"{len(out)} delivery reports"
+    assert out[0] is not None and out[0].code() == KafkaError.MSG_SIZE_TOO_LARGE, \
+        f"10 KB message: {out[0].name() if out[0] else 'accepted'}, want MSG_SIZE_TOO_LARGE"
+    assert out[1] is None, f"small message failed: {out[1].name()}"
