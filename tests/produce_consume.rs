@@ -251,3 +251,30 @@ fn catching_up_consumer_reads_from_segment_files() {
     let mid = consume(&broker.bootstrap(), "big", &[0], Offset::Offset(1234), 3);
     assert_eq!(mid[0].offset, 1234);
 }
+
+#[test]
+fn log_append_time_topics_are_stamped_by_the_broker() {
+    let broker = Broker::start(&[]);
+    create_topic(&broker.bootstrap(), "stamped", 1, &[("message.timestamp.type", "LogAppendTime")]);
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let p = producer(&broker.bootstrap(), &[("acks", "all"), ("compression.codec", "lz4")]);
+    for i in 0..10 {
+        p.send(BaseRecord::<(), _>::to("stamped").payload(&format!("s{i}")).timestamp(1_000 + i)).unwrap();
+    }
+    flush(&p);
+    let after = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let c = common::consumer(&broker.bootstrap());
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("stamped", 0, Offset::Beginning).unwrap();
+    c.assign(&tpl).unwrap();
+    let mut n = 0;
+    while n < 10 {
+        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
+        let m = m.unwrap();
+        match rdkafka::message::Message::timestamp(&m) {
+            rdkafka::Timestamp::LogAppendTime(t) => assert!((before..=after).contains(&t), "{t} not in [{before}, {after}]"),
+            other => panic!("expected LogAppendTime, got {other:?}"),
+        }
+        n += 1;
+    }
+}

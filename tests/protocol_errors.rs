@@ -229,3 +229,50 @@ fn pipelined_requests_are_answered_in_order() {
         assert_eq!((p.error_code, p.base_offset), (0, (i / 4) as i64 * 2));
     }
 }
+
+#[test]
+fn offset_for_leader_epoch_and_topic_admin() {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+    let broker = Broker::start(&[]);
+    let mut raw = Raw::connect(broker.port);
+    create(&mut raw, vec![topic("e", 1, 1)], false);
+    assert_eq!(produce(&mut raw, "e", 0, -1, batch(7)), 0);
+    let ask = |raw: &mut Raw, current: i32, epoch: i32| {
+        let req = OffsetForLeaderEpochRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(name("e"))
+            .with_partitions(vec![OffsetForLeaderPartition::default().with_partition(0).with_current_leader_epoch(current).with_leader_epoch(epoch)])]);
+        let r: OffsetForLeaderEpochResponse = raw.call(ApiKey::OffsetForLeaderEpoch, 4, &req, 4);
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.leader_epoch, p.end_offset)
+    };
+    assert_eq!(ask(&mut raw, 0, 0), (0, 0, 7));
+    assert_eq!(ask(&mut raw, -1, 0), (0, 0, 7));
+    assert_eq!(ask(&mut raw, 0, 3), (0, -1, -1));
+    assert_eq!(ask(&mut raw, 2, 0).0, code(ResponseError::UnknownLeaderEpoch));
+
+    // DescribeConfigs shows the override as a topic config and the rest as defaults.
+    let cfg = CreatableTopicConfig::default().with_name(StrBytes::from_static_str("retention.ms")).with_value(Some(StrBytes::from_static_str("1000")));
+    create(&mut raw, vec![topic("c", 2, 1).with_configs(vec![cfg])], false);
+    let req = DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default().with_resource_type(2).with_resource_name(StrBytes::from_static_str("c")),
+        describe_configs_request::DescribeConfigsResource::default().with_resource_type(4).with_resource_name(StrBytes::from_static_str("0")),
+        describe_configs_request::DescribeConfigsResource::default().with_resource_type(2).with_resource_name(StrBytes::from_static_str("nope")),
+    ]);
+    let r: DescribeConfigsResponse = raw.call(ApiKey::DescribeConfigs, 4, &req, 4);
+    let get = |i: usize, k: &str| r.results[i].configs.iter().find(|c| c.name.as_str() == k).map(|c| (c.value.clone().unwrap().to_string(), c.config_source));
+    assert_eq!(get(0, "retention.ms"), Some(("1000".to_string(), 1)));
+    assert_eq!(get(0, "segment.bytes"), Some(("1073741824".to_string(), 5)));
+    assert_eq!(get(1, "num.partitions").unwrap().0, "1");
+    assert_eq!(r.results[2].error_code, code(ResponseError::UnknownTopicOrPartition));
+
+    // DeleteTopics: the topic goes, from metadata and from disk; a second delete is an error.
+    let req = DeleteTopicsRequest::default().with_topic_names(vec![name("c")]).with_timeout_ms(5000);
+    let r: DeleteTopicsResponse = raw.call(ApiKey::DeleteTopics, 5, &req, 5);
+    assert_eq!(r.responses[0].error_code, 0);
+    assert!(!broker.data_dir().join("topics").join("c").exists());
+    let r: DeleteTopicsResponse = raw.call(ApiKey::DeleteTopics, 5, &req, 5);
+    assert_eq!(r.responses[0].error_code, code(ResponseError::UnknownTopicOrPartition));
+    let md: MetadataResponse = raw.call(ApiKey::Metadata, 12, &MetadataRequest::default().with_topics(None), 12);
+    let names: Vec<String> = md.topics.iter().map(|t| t.name.clone().unwrap().0.to_string()).collect();
+    assert_eq!(names, vec!["e".to_string()]);
+}

@@ -65,3 +65,11 @@ pub async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static)
 pub async fn yield_now() {
     glommio::yield_if_needed().await;
 }
+
+/// Runs `fut` to completion on a fresh single executor on this thread (tests and tools).
+pub fn run_local<T: 'static>(fut: impl Future<Output = T> + 'static) -> T {
+    glommio::LocalExecutorBuilder::default()
+        .make()
+        .expect("creating a local executor")
+        .run(fut)
+}

@@ -515,3 +515,115 @@ def ck_message_too_large_broker_flag(ctx):
     assert out[0] is not None and out[0].code() == KafkaError.MSG_SIZE_TOO_LARGE, \
         f"10 KB message: {out[0].name() if out[0] else 'accepted'}, want MSG_SIZE_TOO_LARGE"
     assert out[1] is None, f"small message failed: {out[1].name()}"
+
+
+@check("ck_offset_validation_with_leader_epoch")
+def ck_offset_validation_with_leader_epoch(ctx):
+    """Assigning an offset together with its leader epoch makes librdkafka validate it with
+    OffsetForLeaderEpoch (KIP-320) before fetching; the broker's answer must let it proceed."""
+    import logging
+
+    topic = ctx.topic("ck-epoch")
+    create_topic(ctx, topic, 1)
+    p = producer(ctx)
+    for i in range(10):
+        p.produce(topic, value=f"e{i}".encode())
+    flush(p)
+
+    lines = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    log = logging.getLogger(f"rdkafka-{topic}")
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+    log.addHandler(Collect())
+    c = consumer(ctx, debug="protocol,fetch", logger=log)
+    try:
+        c.assign([TopicPartition(topic, 0, 5, leader_epoch=0)])
+        msgs = consume_all(c, 5)
+        assert_nothing_more(c, 0.5)
+    finally:
+        c.close()
+    got = [(m.offset(), m.value(), m.leader_epoch()) for m in msgs]
+    assert got == [(5 + i, f"e{5 + i}".encode(), 0) for i in range(5)], f"read {got}"
+    sent = [x for x in lines if "OffsetForLeaderEpoch" in x]
+    assert any("Received OffsetForLeaderEpochResponse" in x for x in sent), \
+        f"librdkafka never got an OffsetForLeaderEpoch answer ({len(sent)} related log lines)"
+    bad = [x for x in lines if "validation failed" in x.lower() or "truncat" in x.lower()]
+    assert not bad, f"librdkafka reported: {bad[0]}"
+    return "validated at offset 5 epoch 0, read 5..9"
+
+
+@check("ck_small_segments_random_reads")
+def ck_small_segments_random_reads(ctx):
+    """A topic with tiny segments (segment.bytes=16384) spreads records over many segment files;
+    reads starting at arbitrary offsets, and timestamp lookups, must land exactly."""
+    topic = ctx.topic("ck-segments")
+    create_topic(ctx, topic, 1, {"segment.bytes": "16384"})
+    n = 3000
+    base = int(time.time() * 1000) - 900_000
+    p = producer(ctx, **{"linger.ms": 2, "batch.num.messages": 20, "compression.type": "lz4"})
+    for i in range(n):
+        p.produce(topic, key=str(i).encode(), value=f"seg-{i}-".encode() + b"." * 80, timestamp=base + i * 10)
+        if i % 200 == 0:
+            p.poll(0)
+    flush(p)
+    c = consumer(ctx)
+    try:
+        lo, hi = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=TIMEOUT)
+        assert (lo, hi) == (0, n), f"watermarks ({lo}, {hi}), want (0, {n})"
+        for start in (0, 1, 777, 1500, 2999):
+            c.assign([TopicPartition(topic, 0, start)])
+            want = min(50, n - start)
+            msgs = consume_all(c, want)
+            got = [(m.offset(), m.key()) for m in msgs]
+            assert got == [(start + i, str(start + i).encode()) for i in range(want)], \
+                f"reading from {start}: got offsets {[o for o, _ in got[:5]]}..."
+            c.unassign()
+        for i in (0, 333, 2048, 2999):
+            [tp] = c.offsets_for_times([TopicPartition(topic, 0, base + i * 10 - 5)], timeout=TIMEOUT)
+            assert tp.offset == i, f"offsets_for_times(ts of #{i} - 5ms) = {tp.offset}, want {i}"
+        # Full sequential read across every segment boundary.
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        msgs = consume_all(c, n)
+        bad = [m.offset() for i, m in enumerate(msgs) if m.offset() != i or m.key() != str(i).encode()]
+        assert not bad, f"sequential read mismatches at offsets {bad[:5]}"
+    finally:
+        c.close()
+    return f"{n} records in ~{n * 110 // 16384} segments"
+
+
+@check("ck_log_append_time_topic")
+def ck_log_append_time_topic(ctx):
+    """message.timestamp.type=LogAppendTime: the broker stamps records; consumers see the
+    LogAppendTime type and the broker's time, not the producer's."""
+    from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
+
+    topic = ctx.topic("ck-lat")
+    create_topic(ctx, topic, 1, {"message.timestamp.type": "LogAppendTime"})
+    before = int(time.time() * 1000)
+    p = producer(ctx, **{"compression.type": "gzip"})
+    drs = []
+    for i in range(10):
+        p.produce(topic, value=f"lat{i}".encode(), timestamp=1_000_000_000_000 + i,
+                  on_delivery=lambda e, m: drs.append((e, m.timestamp())))
+    flush(p)
+    after = int(time.time() * 1000)
+    assert all(e is None for e, _ in drs), f"delivery errors {drs}"
+    for _e, (tstype, ts) in drs:
+        assert tstype == TIMESTAMP_LOG_APPEND_TIME and before - 1000 <= ts <= after + 1000, \
+            f"delivery report timestamp ({tstype}, {ts}), want LogAppendTime within [{before}, {after}]"
+    c = consumer(ctx)
+    try:
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        msgs = consume_all(c, 10)
+    finally:
+        c.close()
+    for m in msgs:
+        tstype, ts = m.timestamp()
+        assert tstype == TIMESTAMP_LOG_APPEND_TIME, f"offset {m.offset()}: timestamp type {tstype}, want LogAppendTime (2)"
+        assert before - 1000 <= ts <= after + 1000, f"offset {m.offset()}: timestamp {ts} is not the broker's append time"
+    assert [m.value() for m in msgs] == [f"lat{i}".encode() for i in range(10)]

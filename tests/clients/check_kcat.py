@@ -128,3 +128,57 @@ def kcat_json_timestamps_and_null_key(ctx):
     assert [(m["offset"], m["key"], m["payload"]) for m in recs] == [(0, None, "no-key-1"), (1, None, "no-key-2")], recs
     for m in recs:
         assert m["tstype"] == "create" and m["ts"] > 1_500_000_000_000, f"timestamp {m['tstype']} {m['ts']}"
+
+
+@check("kcat_broker_flags_num_partitions_and_auto_create")
+def kcat_broker_flags(ctx):
+    """--num-partitions sets the partition count of auto-created topics; with
+    --auto-create-topics false, Metadata for an unknown topic is UNKNOWN_TOPIC_OR_PARTITION and
+    nothing is created."""
+    import socket
+    import struct
+
+    from harness import recv_frame, request_frame
+
+    b = ctx.start_broker(["--num-partitions", "3"])
+    topic = ctx.topic("kcat-np")
+    r = run_cmd([kcat_bin(), "-b", b.bootstrap, "-P", "-t", topic, "-K:", "-X", "enable.idempotence=false"],
+                input_bytes=b"a:1\nb:2\nc:3\nd:4\n")
+    assert r.returncode == 0, f"kcat -P: {r.stderr.decode()[-300:]}"
+    r = run_cmd([kcat_bin(), "-b", b.bootstrap, "-L", "-J", "-t", topic])
+    md = json.loads(r.stdout)
+    [t] = md["topics"]
+    assert len(t["partitions"]) == 3, f"auto-created topic has {len(t['partitions'])} partitions, want 3"
+    r = run_cmd([kcat_bin(), "-b", b.bootstrap, "-C", "-t", topic, "-e", "-q", "-f", "%k:%s\\n"])
+    assert sorted(r.stdout.decode().split()) == ["a:1", "b:2", "c:3", "d:4"], f"read back {r.stdout!r}"
+    b.stop()
+
+    b = ctx.start_broker(["--auto-create-topics", "false"])
+    name = ctx.topic("kcat-noauto").encode()
+    with socket.create_connection(("127.0.0.1", b.port), timeout=10) as s:
+        s.settimeout(10)
+        # Metadata v4 for one topic, allow_auto_topic_creation=true (the broker flag must win).
+        s.sendall(request_frame(3, 4, 1, struct.pack(">ih", 1, len(name)) + name + b"\x01"))
+        f = recv_frame(s)
+    # v4 response: corr, throttle, brokers[...], cluster_id, controller_id, topics[...]
+    pos = 8
+    (nb,) = struct.unpack_from(">i", f, pos)
+    pos += 4
+    for _ in range(nb):
+        pos += 4
+        (hl,) = struct.unpack_from(">h", f, pos)
+        pos += 2 + hl + 4
+        (rl,) = struct.unpack_from(">h", f, pos)
+        pos += 2 + max(rl, 0)
+    (cl,) = struct.unpack_from(">h", f, pos)
+    pos += 2 + max(cl, 0) + 4
+    (nt,) = struct.unpack_from(">i", f, pos)
+    pos += 4
+    assert nt == 1, f"{nt} topics in the answer"
+    (err, tl) = struct.unpack_from(">hh", f, pos)
+    got_name = f[pos + 4:pos + 4 + tl]
+    assert got_name == name, f"answer names {got_name!r}"
+    assert err == 3, f"Metadata for an unknown topic with auto-create off: error {err}, want 3"
+    r = run_cmd([kcat_bin(), "-b", b.bootstrap, "-L", "-J"])
+    assert json.loads(r.stdout)["topics"] == [], "a topic was created with --auto-create-topics false"
+    return "num.partitions=3 honoured; auto-create off refused"

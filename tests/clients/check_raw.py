@@ -268,3 +268,43 @@ def raw_produce_bad_batches(ctx):
     want = [(o, k, v, ts) for o, (k, v) in enumerate([("k0", "v0"), (None, "v1"), ("k2", None)] * 2)]
     assert got == want, f"log holds {got}, want {want}"
     return "good, bad CRC, truncated, unknown partition, acks=2, good again at offset 3; read back"
+
+
+@check("raw_offset_for_leader_epoch")
+def raw_offset_for_leader_epoch(ctx):
+    """OffsetForLeaderEpoch v2 by hand: epoch 0 ends at the log end; a current epoch newer than
+    the leader's is UNKNOWN_LEADER_EPOCH (75); an unknown partition is error 3."""
+    from harness import produce_v3_body, record_batch
+
+    topic = ctx.topic("raw-ofle")
+    tb = topic.encode()
+    s = connect(ctx)
+    try:
+        s.sendall(request_frame(3, 4, 1, struct.pack(">ih", 1, len(tb)) + tb + b"\x01"))
+        recv_frame(s)
+        s.sendall(request_frame(0, 3, 2, produce_v3_body(topic, 0, record_batch([(None, b"a")] * 7, 1_700_000_000_000))))
+        recv_frame(s)
+        # v2: topics [name, partitions [partition, current_leader_epoch, leader_epoch]]
+        parts = [(0, -1, 0), (0, 0, 0), (0, 1, 0), (7, -1, 0)]
+        body = struct.pack(">ih", 1, len(tb)) + tb + struct.pack(">i", len(parts))
+        body += b"".join(struct.pack(">iii", *p) for p in parts)
+        s.sendall(request_frame(23, 2, 3, body))
+        f = recv_frame(s)
+    finally:
+        s.close()
+    corr, _throttle, nt = struct.unpack_from(">iii", f, 0)
+    assert (corr, nt) == (3, 1), f"correlation {corr}, {nt} topics"
+    (ln,) = struct.unpack_from(">h", f, 12)
+    pos = 14 + ln
+    (np_,) = struct.unpack_from(">i", f, pos)
+    pos += 4
+    got = []
+    for _ in range(np_):
+        err, part, epoch, end = struct.unpack_from(">hiiq", f, pos)
+        pos += 18
+        got.append((err, part, epoch, end))
+    assert pos == len(f), f"{len(f) - pos} trailing bytes"
+    assert got[0] == (0, 0, 0, 7), f"epoch 0, no current epoch: {got[0]}, want (0, 0, 0, 7)"
+    assert got[1] == (0, 0, 0, 7), f"epoch 0, current epoch 0: {got[1]}, want (0, 0, 0, 7)"
+    assert got[2][0] == 75, f"current epoch 1 (newer than the leader's): error {got[2][0]}, want 75 UNKNOWN_LEADER_EPOCH"
+    assert got[3][:2] == (3, 7), f"partition 7: {got[3]}, want error 3"

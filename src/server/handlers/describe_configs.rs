@@ -54,7 +54,10 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: DescribeConfigsRequest
         };
         match entries {
             Ok(list) => {
-                let wanted = |k: &str| res.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|w| w.as_str() == k));
+                // Null (or, leniently, empty) asks for every key.
+                let wanted = |k: &str| {
+                    res.configuration_keys.as_ref().is_none_or(|keys| keys.is_empty() || keys.iter().any(|w| w.as_str() == k))
+                };
                 out.configs = list
                     .into_iter()
                     .filter(|(k, ..)| wanted(k))
