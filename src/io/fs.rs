@@ -123,3 +123,8 @@ pub fn list_dir_sync(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
 pub fn remove_dir_all_sync(path: &Path) -> io::Result<()> {
     std::fs::remove_dir_all(path)
 }
+
+/// fsyncs a directory, making the entries created in it (new segment files) durable.
+pub async fn sync_dir(path: PathBuf) -> io::Result<()> {
+    blocking(move || std::fs::File::open(&path)?.sync_all()).await
+}

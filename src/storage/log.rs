@@ -186,6 +186,7 @@ impl PartitionLog {
         }
         if segments.is_empty() {
             let file = SegmentFile::open(&segment_path(&dir, 0, "log"), true).await?;
+            fs::sync_dir(dir.clone()).await?;
             segments.insert(0, new_segment(0, file));
         }
         write_epoch_checkpoint(&dir).await?;
@@ -476,6 +477,8 @@ impl PartitionLog {
         close_segment_files(&self.dir, &file, size, &index).await.map_err(|e| storage_err("closing", file.path(), e))?;
         let path = segment_path(&self.dir, end, "log");
         let new_file = SegmentFile::open(&path, true).await.map_err(|e| storage_err("creating", &path, e))?;
+        // The new file's directory entry must be durable before acks=all data in it is.
+        fs::sync_dir(self.dir.clone()).await.map_err(|e| storage_err("syncing directory", &self.dir, e))?;
         let mut st = self.st.borrow_mut();
         assert_eq!(st.log_end, end, "an append slipped in during a roll");
         st.segments.insert(end, new_segment(end, new_file));

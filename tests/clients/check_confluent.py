@@ -54,6 +54,7 @@ def consumer(ctx, bootstrap=None, **conf):
         "enable.auto.offset.store": False,
         "auto.offset.reset": "error",
         "enable.partition.eof": False,
+        "log_level": 3,  # the expected offset-reset notices are warnings (4); keep output readable
     }
     c.update(conf)
     return Consumer(c)
@@ -94,7 +95,7 @@ def topic_names(a):
     return md
 
 
-def flush(p, n_expected_done=None):
+def flush(p):
     left = p.flush(TIMEOUT)
     assert left == 0, f"{left} message(s) still undelivered after {TIMEOUT:.0f}s flush"
 
@@ -153,6 +154,13 @@ def ck_admin_create_describe_delete(ctx):
     missing = ConfigResource(ResourceType.TOPIC, ctx.topic("ck-nosuch"))
     expect_error(a.describe_configs([missing])[missing], KafkaError.UNKNOWN_TOPIC_OR_PART, "describe_configs(missing topic)")
 
+    # Some data, so the delete has files to remove.
+    p = producer(ctx)
+    for q in range(6):
+        p.produce(name, partition=q, value=b"old")
+    flush(p)
+    del p
+
     result(a.delete_topics([name], operation_timeout=10, request_timeout=TIMEOUT)[name], f"delete_topics({name})")
     wait_until(lambda: name not in topic_names(a).topics, 10, what=f"{name} to disappear from list_topics")
     # Deleting it again: UNKNOWN_TOPIC_OR_PART.
@@ -162,7 +170,25 @@ def ck_admin_create_describe_delete(ctx):
     create_topic(ctx, name, 2)
     md = topic_names(a)
     assert name in md.topics and len(md.topics[name].partitions) == 2, "re-created topic does not have 2 partitions"
-    return "create(6p, 2 overrides) / describe / delete / recreate"
+    cfg = result(a.describe_configs([res])[res], "describe_configs(re-created topic)")
+    assert cfg["segment.bytes"].value != "1048576" and cfg["segment.bytes"].source != ConfigSource.DYNAMIC_TOPIC_CONFIG.value, \
+        "re-created topic inherited the deleted topic's segment.bytes override"
+    # The new topic starts empty: nothing of the deleted one's data survives.
+    p = producer(ctx)
+    p.produce(name, partition=0, value=b"new")
+    flush(p)
+    c = consumer(ctx)
+    try:
+        for q, want in ((0, (0, 1)), (1, (0, 0))):
+            wm = c.get_watermark_offsets(TopicPartition(name, q), timeout=TIMEOUT)
+            assert wm == want, f"re-created topic partition {q} watermarks {wm}, want {want}"
+        c.assign([TopicPartition(name, 0, OFFSET_BEGINNING)])
+        [m] = consume_all(c, 1)
+        assert_nothing_more(c, 0.5)
+        assert (m.offset(), m.value()) == (0, b"new"), f"re-created topic holds {m.offset()}:{m.value()!r}"
+    finally:
+        c.close()
+    return "create(6p, 2 overrides) / describe / delete / recreate empty"
 
 
 @check("ck_admin_create_existing_topic")
@@ -515,6 +541,15 @@ def ck_message_too_large_broker_flag(ctx):
     assert out[0] is not None and out[0].code() == KafkaError.MSG_SIZE_TOO_LARGE, \
         f"10 KB message: {out[0].name() if out[0] else 'accepted'}, want MSG_SIZE_TOO_LARGE"
     assert out[1] is None, f"small message failed: {out[1].name()}"
+    # kcat (librdkafka 2.0) sees the same refusal and exits non-zero.
+    import shutil
+    import subprocess
+    if shutil.which("kcat"):
+        r = subprocess.run(["kcat", "-b", b.bootstrap, "-P", "-t", topic, "-X", "acks=-1", "-X", "enable.idempotence=false"],
+                           input=b"z" * 5000 + b"\n", capture_output=True, timeout=60)
+        err = r.stderr.decode("utf-8", "replace")
+        assert r.returncode != 0 and "size too large" in err.lower(), f"kcat 5000-byte produce: rc {r.returncode}, {err.strip()[-200:]!r}"
+    return "confluent-kafka and kcat both refused with MSG_SIZE_TOO_LARGE"
 
 
 @check("ck_offset_validation_with_leader_epoch")
@@ -557,20 +592,42 @@ def ck_offset_validation_with_leader_epoch(ctx):
     return "validated at offset 5 epoch 0, read 5..9"
 
 
+def _produce_numbered(ctx, topic, n, base_ts, **conf):
+    """Produces records keyed "0".."n-1" to partition 0; returns {key_index: offset} from the
+    delivery reports."""
+    c = {"linger.ms": 2, "batch.num.messages": 20, "retries": 0}
+    c.update(conf)
+    p = producer(ctx, **c)
+    offsets, errors = {}, []
+
+    def cb(err, msg):
+        if err is not None:
+            errors.append(err)
+        else:
+            offsets[int(msg.key())] = msg.offset()
+
+    for i in range(n):
+        p.produce(topic, partition=0, key=str(i).encode(), value=f"seg-{i}-".encode() + b"." * 80,
+                  timestamp=base_ts + i * 10, on_delivery=cb)
+        if i % 200 == 0:
+            p.poll(0)
+    flush(p)
+    assert not errors, f"{len(errors)} delivery errors, first {errors[0].name()}"
+    assert sorted(offsets.values()) == list(range(n)), "delivered offsets are not exactly 0..n-1"
+    return offsets
+
+
 @check("ck_small_segments_random_reads")
 def ck_small_segments_random_reads(ctx):
-    """A topic with tiny segments (segment.bytes=16384) spreads records over many segment files;
-    reads starting at arbitrary offsets, and timestamp lookups, must land exactly."""
+    """A topic with tiny segments (segment.bytes=16384) spreads records over ~20 segment files;
+    reads starting at arbitrary offsets, and timestamp lookups, land exactly where the delivery
+    reports said each record went. (Ordering is checked separately, by
+    ck_produce_order_across_segment_rolls.)"""
     topic = ctx.topic("ck-segments")
     create_topic(ctx, topic, 1, {"segment.bytes": "16384"})
     n = 3000
     base = int(time.time() * 1000) - 900_000
-    p = producer(ctx, **{"linger.ms": 2, "batch.num.messages": 20, "compression.type": "lz4"})
-    for i in range(n):
-        p.produce(topic, key=str(i).encode(), value=f"seg-{i}-".encode() + b"." * 80, timestamp=base + i * 10)
-        if i % 200 == 0:
-            p.poll(0)
-    flush(p)
+    key_at = {o: k for k, o in _produce_numbered(ctx, topic, n, base, **{"compression.type": "lz4"}).items()}
     c = consumer(ctx)
     try:
         lo, hi = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=TIMEOUT)
@@ -580,20 +637,49 @@ def ck_small_segments_random_reads(ctx):
             want = min(50, n - start)
             msgs = consume_all(c, want)
             got = [(m.offset(), m.key()) for m in msgs]
-            assert got == [(start + i, str(start + i).encode()) for i in range(want)], \
-                f"reading from {start}: got offsets {[o for o, _ in got[:5]]}..."
+            exp = [(start + i, str(key_at[start + i]).encode()) for i in range(want)]
+            bad = [(g, e) for g, e in zip(got, exp) if g != e]
+            assert not bad, f"reading from {start}: first mismatch got {bad[0][0]} want {bad[0][1]} ({len(bad)} bad)"
             c.unassign()
+        # Timestamp lookups: the first offset whose timestamp is >= the asked one.
+        ts_at = {o: base + k * 10 for o, k in key_at.items()}
         for i in (0, 333, 2048, 2999):
-            [tp] = c.offsets_for_times([TopicPartition(topic, 0, base + i * 10 - 5)], timeout=TIMEOUT)
-            assert tp.offset == i, f"offsets_for_times(ts of #{i} - 5ms) = {tp.offset}, want {i}"
+            ts = base + i * 10 - 5
+            want = min(o for o in range(n) if ts_at[o] >= ts)
+            [tp] = c.offsets_for_times([TopicPartition(topic, 0, ts)], timeout=TIMEOUT)
+            assert tp.offset == want, f"offsets_for_times(ts of #{i} - 5ms) = {tp.offset}, want {want}"
         # Full sequential read across every segment boundary.
         c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         msgs = consume_all(c, n)
-        bad = [m.offset() for i, m in enumerate(msgs) if m.offset() != i or m.key() != str(i).encode()]
+        bad = [m.offset() for i, m in enumerate(msgs) if m.offset() != i or m.key() != str(key_at[i]).encode()]
         assert not bad, f"sequential read mismatches at offsets {bad[:5]}"
     finally:
         c.close()
     return f"{n} records in ~{n * 110 // 16384} segments"
+
+
+@check("ck_produce_order_across_segment_rolls")
+def ck_produce_order_across_segment_rolls(ctx):
+    """Kafka appends the requests of one connection in the order they were sent, so a
+    non-idempotent producer with several requests in flight (max.in.flight=5, the Java default)
+    and no retries gets offsets in produce order. Segment rolls (segment.bytes=16384) must not
+    let a later request overtake an earlier one."""
+    rounds, n = 3, 3000
+    for r in range(rounds):
+        topic = ctx.topic(f"ck-order-{r}")
+        create_topic(ctx, topic, 1, {"segment.bytes": "16384"})
+        offsets = _produce_numbered(ctx, topic, n, int(time.time() * 1000), **{"max.in.flight": 5})
+        wrong = [k for k in range(n) if offsets[k] != k]
+        if wrong:
+            k = wrong[0]
+            runs, start = [], 0
+            for i in range(1, n + 1):  # compress key->offset into runs for the message
+                if i == n or offsets[i] != offsets[i - 1] + 1:
+                    runs.append(f"{start}-{i - 1}->{offsets[start]}-{offsets[i - 1]}")
+                    start = i
+            raise AssertionError(f"round {r}: record #{k} got offset {offsets[k]}; {len(wrong)} of {n} out of "
+                                 f"produce order; keys->offsets: {', '.join(runs[:6])}")
+    return f"{rounds} x {n} records in order"
 
 
 @check("ck_log_append_time_topic")
@@ -627,3 +713,68 @@ def ck_log_append_time_topic(ctx):
         assert tstype == TIMESTAMP_LOG_APPEND_TIME, f"offset {m.offset()}: timestamp type {tstype}, want LogAppendTime (2)"
         assert before - 1000 <= ts <= after + 1000, f"offset {m.offset()}: timestamp {ts} is not the broker's append time"
     assert [m.value() for m in msgs] == [f"lat{i}".encode() for i in range(10)]
+
+
+@check("ck_offset_out_of_range_reset")
+def ck_offset_out_of_range_reset(ctx):
+    """Fetching past the end is OFFSET_OUT_OF_RANGE: librdkafka resets per auto.offset.reset
+    (earliest -> offset 0) or reports it (error)."""
+    topic = ctx.topic("ck-oor")
+    create_topic(ctx, topic, 1)
+    p = producer(ctx)
+    for i in range(10):
+        p.produce(topic, value=f"r{i}".encode())
+    flush(p)
+    c = consumer(ctx, **{"auto.offset.reset": "earliest"})
+    try:
+        c.assign([TopicPartition(topic, 0, 100)])
+        msgs = consume_all(c, 10)
+        assert [m.offset() for m in msgs] == list(range(10)), f"after reset to earliest: {[m.offset() for m in msgs]}"
+    finally:
+        c.close()
+    c = consumer(ctx, **{"auto.offset.reset": "error"})
+    try:
+        c.assign([TopicPartition(topic, 0, 100)])
+        deadline = time.monotonic() + 15
+        err = None
+        while err is None and time.monotonic() < deadline:
+            for m in c.consume(num_messages=10, timeout=0.5):
+                if m.error():
+                    err = m.error()
+                else:
+                    raise AssertionError(f"got a record at offset {m.offset()} instead of an out-of-range error")
+        assert err is not None, "no error within 15s for a fetch at offset 100 of 10"
+        assert err.code() == KafkaError._AUTO_OFFSET_RESET, f"error {err.name()} ({err.str()}), want _AUTO_OFFSET_RESET"
+        assert "out of range" in err.str().lower(), f"error text {err.str()!r} does not mention the offset being out of range"
+    finally:
+        c.close()
+
+
+@check("ck_fetch_limits_many_partitions")
+def ck_fetch_limits_many_partitions(ctx):
+    """Fetches over 6 partitions whose records exceed both the per-partition and the response
+    byte limits still make progress on every partition and return everything exactly once."""
+    topic = ctx.topic("ck-fetchlim")
+    create_topic(ctx, topic, PARTS)
+    p = producer(ctx, **{"compression.type": "none", "linger.ms": 0})
+    want = {}
+    for q in range(PARTS):
+        want[q] = [os.urandom(150_000) for _ in range(4)]
+        for v in want[q]:
+            p.produce(topic, partition=q, value=v)
+    flush(p)
+    c = consumer(ctx, **{"fetch.max.bytes": 200_000, "max.partition.fetch.bytes": 50_000,
+                         "message.max.bytes": 50_000, "receive.message.max.bytes": 1_000_000})
+    try:
+        c.assign([TopicPartition(topic, q, OFFSET_BEGINNING) for q in range(PARTS)])
+        msgs = consume_all(c, 4 * PARTS)
+        assert_nothing_more(c, 0.5)
+    finally:
+        c.close()
+    got = {}
+    for m in msgs:
+        got.setdefault(m.partition(), []).append((m.offset(), m.value()))
+    for q in range(PARTS):
+        g = got.get(q, [])
+        assert [o for o, _ in g] == [0, 1, 2, 3], f"partition {q}: offsets {[o for o, _ in g]}"
+        assert [v for _, v in g] == want[q], f"partition {q}: values differ"

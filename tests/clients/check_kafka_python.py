@@ -7,7 +7,6 @@ import time
 from harness import Skip, check
 
 try:
-    import kafka
     import kafka.errors as kerrors
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
@@ -166,6 +165,13 @@ def kp_admin_create_delete(ctx):
         entry = cfg["topic"][name].get("retention.ms")
         assert entry and entry["value"] == "86400000" and entry["config_source"] == "DYNAMIC_TOPIC_CONFIG", \
             f"describe_configs retention.ms: {entry}"
+        # Asking for named keys returns exactly those keys (DescribeConfigs configuration_keys).
+        cfg = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name,
+                                                 configs={"segment.bytes": None, "retention.ms": None})],
+                                 config_filter="all")
+        entries = cfg["topic"][name]
+        assert sorted(entries) == ["retention.ms", "segment.bytes"], f"filtered describe returned {sorted(entries)}"
+        assert entries["segment.bytes"]["config_source"] == "DEFAULT_CONFIG", f"segment.bytes: {entries['segment.bytes']}"
         try:
             a.create_topics({name: {"num_partitions": 1, "replication_factor": 1}})
             raise AssertionError("creating an existing topic succeeded")

@@ -36,8 +36,8 @@ def check(name):
 
 
 class Skip(Exception):
-    """Raised by a check that cannot run here (counted as a failure by the runner unless
-    --allow-skip is given, so a missing dependency is never mistaken for a pass)."""
+    """Raised by a check that cannot run here (a missing client or codec library). The runner
+    counts it as a failure, so a missing dependency is never mistaken for a pass."""
 
 
 # ---------------------------------------------------------------------------
