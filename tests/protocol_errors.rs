@@ -276,3 +276,34 @@ fn offset_for_leader_epoch_and_topic_admin() {
     let names: Vec<String> = md.topics.iter().map(|t| t.name.clone().unwrap().0.to_string()).collect();
     assert_eq!(names, vec!["e".to_string()]);
 }
+
+#[test]
+fn huge_array_counts_are_refused_not_fatal() {
+    // A request whose array count claims far more elements than the bytes that follow used to
+    // abort the process inside the codec (allocation failure). It must only close the connection.
+    let broker = Broker::start(&[]);
+    for (key, version, flexible, count) in [
+        (3i16, 1i16, false, vec![0x7f, 0xff, 0xff, 0xff]),      // Metadata v1, INT32 count
+        (3, 12, true, vec![0xff, 0xff, 0xff, 0xff, 0x0f]),      // Metadata v12, compact count
+        (0, 3, false, vec![0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x13, 0x88, 0x7f, 0xff, 0xff, 0xff]), // Produce v3
+    ] {
+        let mut raw = Raw::connect(broker.port);
+        let mut body = BytesMut::new();
+        body.put_i16(key);
+        body.put_i16(version);
+        body.put_i32(7);
+        body.put_i16(-1); // null client id
+        if flexible {
+            body.put_u8(0); // no header tagged fields
+        }
+        body.put_slice(&count);
+        let mut f = BytesMut::new();
+        f.put_i32(body.len() as i32);
+        f.put_slice(&body);
+        raw.send_bytes(&f);
+        assert!(raw.closed_by_broker(), "key {key} v{version}");
+    }
+    let mut raw = Raw::connect(broker.port);
+    let r: ApiVersionsResponse = raw.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default(), 3);
+    assert_eq!(r.error_code, 0, "broker must still be serving");
+}

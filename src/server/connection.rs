@@ -6,6 +6,7 @@
 //! Anything malformed closes this connection with a log line; the broker and other clients go on.
 
 use std::net::SocketAddr;
+use std::cell::Cell;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -21,20 +22,30 @@ type Pending = rt::Task<Result<Option<bytes::BytesMut>, String>>;
 
 pub async fn run(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter, peer: SocketAddr) {
     let (tx, rx) = flume::bounded::<Pending>(CONNECTION_IN_FLIGHT_MAX);
-    let writer_task = rt::spawn(async move {
-        while let Ok(task) = rx.recv_async().await {
-            match task.await {
-                Ok(Some(frame)) => {
-                    if let Err(e) = writer.write_all(&[&frame]).await {
-                        tracing::debug!(%peer, error = %e, "writing a response failed; closing");
-                        return;
-                    }
+    let closing = Rc::new(Cell::new(false));
+    let writer_task = rt::spawn({
+        let closing = closing.clone();
+        async move {
+            // Every request task is awaited, even after the connection broke: dropping a task
+            // cancels it, and a produce must not be cut off half-way through its append.
+            while let Ok(task) = rx.recv_async().await {
+                let out = task.await;
+                if closing.get() {
+                    continue;
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(%peer, "{e}; closing connection");
-                    writer.close().await;
-                    return;
+                match out {
+                    Ok(Some(frame)) => {
+                        if let Err(e) = writer.write_all(&[&frame]).await {
+                            tracing::debug!(%peer, error = %e, "writing a response failed; closing");
+                            closing.set(true);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(%peer, "{e}; closing connection");
+                        writer.close().await;
+                        closing.set(true);
+                    }
                 }
             }
         }
@@ -55,6 +66,9 @@ pub async fn run(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWrite
                 tracing::debug!(%peer, error = %e, "connection read failed (reset?)");
                 break;
             }
+        }
+        if closing.get() {
+            break;
         }
         let n = i32::from_be_bytes(len);
         if n < 8 || n as usize > REQUEST_FRAME_MAX_BYTES {

@@ -13,7 +13,7 @@
 //! for); `durable` is the end of what fdatasync has covered.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -118,6 +118,12 @@ struct State {
     cache: VecDeque<CachedBatch>,
     cache_bytes: usize,
     stats: LogStats,
+    /// Appends are admitted strictly in arrival order: each takes a ticket before its first await
+    /// and waits until `serving` reaches it (see [`PartitionLog::take_turn`]).
+    next_ticket: u64,
+    serving: u64,
+    /// Tickets whose appends were dropped before their turn; skipped when `serving` reaches them.
+    abandoned: BTreeSet<u64>,
 }
 
 /// Counters of the I/O a log has done since it was opened.
@@ -144,6 +150,54 @@ pub struct PartitionLog {
     data_arrived: Rc<Notify>,
     /// Woken whenever a write, sync or roll finishes.
     io_done: Notify,
+    /// Woken whenever an append's turn ends.
+    turn_done: Notify,
+}
+
+/// An append's turn: held from offset assignment's wait (a roll) to the end of the synchronous
+/// part. Dropping it, even when the append is cancelled, passes the turn on.
+struct Turn<'a> {
+    log: &'a PartitionLog,
+    ticket: u64,
+    admitted: bool,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        {
+            let mut st = self.log.st.borrow_mut();
+            if self.admitted {
+                st.serving += 1;
+            } else {
+                st.abandoned.insert(self.ticket);
+            }
+            loop {
+                let next = st.serving;
+                if !st.abandoned.remove(&next) {
+                    break;
+                }
+                st.serving += 1;
+            }
+        }
+        self.log.turn_done.notify_all();
+    }
+}
+
+/// Clears an in-flight flag (`writing`, `syncing`, `rolling`) if the future that set it is dropped
+/// before it clears it itself, so a cancelled request cannot wedge the partition.
+struct FlagReset<'a> {
+    log: &'a PartitionLog,
+    flag: fn(&mut State) -> &mut bool,
+    armed: bool,
+}
+
+impl Drop for FlagReset<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            *(self.flag)(&mut self.log.st.borrow_mut()) = false;
+            self.log.io_done.notify_all();
+        }
+    }
 }
 
 fn segment_path(dir: &Path, base: i64, ext: &str) -> PathBuf {
@@ -220,6 +274,9 @@ impl PartitionLog {
             cache: VecDeque::new(),
             cache_bytes: 0,
             stats: LogStats::default(),
+            next_ticket: 0,
+            serving: 0,
+            abandoned: BTreeSet::new(),
         };
         Ok(Rc::new(PartitionLog {
             dir,
@@ -227,6 +284,7 @@ impl PartitionLog {
             st: RefCell::new(st),
             data_arrived,
             io_done: Notify::default(),
+            turn_done: Notify::default(),
         }))
     }
 
@@ -260,6 +318,8 @@ impl PartitionLog {
     /// default flush policy, fdatasync'd). On a storage error nothing of this call is readable.
     pub async fn append(&self, batches: &[(Bytes, BatchHeader)], wait_durable: bool) -> Result<AppendInfo, LogError> {
         let incoming: usize = batches.iter().map(|(b, _)| b.len()).sum();
+        // Offsets are assigned in arrival order even when a roll makes this append wait.
+        let turn = self.take_turn().await;
         self.maybe_roll(incoming).await?;
         let config = self.config.borrow().clone();
         let (first, end, gen, append_time) = {
@@ -307,6 +367,7 @@ impl PartitionLog {
             }
             (first, st.log_end, st.rollback_gen, append_time)
         };
+        drop(turn);
         self.write_through(end, gen).await?;
         let sync_now = if config.sync_on_ack() {
             wait_durable
@@ -321,6 +382,23 @@ impl PartitionLog {
             log_append_time: append_time.unwrap_or(-1),
             log_start: self.st.borrow().log_start,
         })
+    }
+
+    /// Takes the next ticket and waits for its turn. Call before the append's first await.
+    async fn take_turn(&self) -> Turn<'_> {
+        let ticket = {
+            let mut st = self.st.borrow_mut();
+            st.next_ticket += 1;
+            st.next_ticket - 1
+        };
+        let mut turn = Turn { log: self, ticket, admitted: false };
+        loop {
+            if self.st.borrow().serving == ticket {
+                turn.admitted = true;
+                return turn;
+            }
+            self.turn_done.wait().await;
+        }
     }
 
     /// Waits until everything before `end` is in the segment file, writing it if no one is.
@@ -350,7 +428,9 @@ impl PartitionLog {
                 self.io_done.wait().await;
                 continue;
             };
+            let mut reset = FlagReset { log: self, flag: |s| &mut s.writing, armed: true };
             let result = file.write_aligned(pos, &data).await;
+            reset.armed = false;
             {
                 let mut st = self.st.borrow_mut();
                 st.writing = false;
@@ -415,7 +495,9 @@ impl PartitionLog {
                 self.io_done.wait().await;
                 continue;
             };
+            let mut reset = FlagReset { log: self, flag: |s| &mut s.syncing, armed: true };
             let result = file.sync().await;
+            reset.armed = false;
             {
                 let mut st = self.st.borrow_mut();
                 st.syncing = false;
@@ -459,9 +541,9 @@ impl PartitionLog {
                 return Ok(());
             }
             self.st.borrow_mut().rolling = true;
+            let reset = FlagReset { log: self, flag: |s| &mut s.rolling, armed: true };
             let result = self.roll(end, gen).await;
-            self.st.borrow_mut().rolling = false;
-            self.io_done.notify_all();
+            drop(reset);
             return result;
         }
     }
@@ -892,6 +974,68 @@ mod tests {
             let r = log.read(497, 1).await.unwrap();
             assert_eq!(batch::parse_header(&r.records).unwrap().base_offset, 495);
             assert!(matches!(log.read(502, 1).await, Err(LogError::OffsetOutOfRange { .. })));
+        });
+    }
+
+    fn small_segments() -> TopicConfig {
+        let mut c = config();
+        c.segment_bytes = 1000;
+        c
+    }
+
+    #[test]
+    fn appends_keep_arrival_order_across_segment_rolls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        rt::run_local(async move {
+            io_probe(&path).await;
+            let log = PartitionLog::open(path.join("p"), small_segments(), Rc::new(Notify::default())).await.unwrap();
+            // ~130-byte batches into 1000-byte segments: a roll every few appends, while later
+            // appends are already waiting.
+            // Arrivals are staggered so that new appends come in while earlier ones wait out a
+            // roll's write and fdatasync, as pipelined produce requests do.
+            let mut tasks = Vec::new();
+            for _ in 0..200 {
+                let log = log.clone();
+                tasks.push(rt::spawn(async move { log.append(&[batch(10)], true).await.unwrap().base_offset }));
+                rt::sleep(std::time::Duration::from_micros(20)).await;
+            }
+            let mut bases = Vec::new();
+            for t in tasks {
+                bases.push(t.await);
+            }
+            assert_eq!(bases, (0..200).map(|i| i * 10).collect::<Vec<_>>(), "offsets out of arrival order");
+            assert!(log.st.borrow().segments.len() > 20);
+        });
+    }
+
+    #[test]
+    fn a_cancelled_append_does_not_wedge_the_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        rt::run_local(async move {
+            io_probe(&path).await;
+            let log = PartitionLog::open(path.join("p"), small_segments(), Rc::new(Notify::default())).await.unwrap();
+            for _ in 0..7 {
+                log.append(&[batch(10)], false).await.unwrap();
+            }
+            // The next append rolls; two more queue behind it; the middle one is cancelled while
+            // waiting for its turn, and the first is cancelled during its I/O.
+            let spawn = |log: Rc<PartitionLog>| rt::spawn(async move { log.append(&[batch(10)], true).await.map(|a| a.base_offset) });
+            let a = spawn(log.clone());
+            let b = spawn(log.clone());
+            let c = spawn(log.clone());
+            rt::sleep(std::time::Duration::from_micros(50)).await;
+            drop(b);
+            drop(a);
+            let c = c.await.unwrap();
+            let d = log.append(&[batch(10)], true).await.unwrap().base_offset;
+            assert_eq!(d, c + 10);
+            let o = log.offsets();
+            assert_eq!((o.log_end, o.high_watermark, o.durable), (d + 10, d + 10, d + 10));
+            let st = log.st.borrow();
+            assert!(!st.writing && !st.syncing && !st.rolling);
+            assert_eq!(st.serving, st.next_ticket);
         });
     }
 

@@ -368,18 +368,29 @@ for _c in CODECS:
 
 @check("ck_acks_0_and_1")
 def ck_acks_0_and_1(ctx):
+    """acks=0 (no response at all) and acks=1 produce; everything lands, in order."""
     topic = ctx.topic("ck-acks")
     create_topic(ctx, topic, 1)
-    for acks, start in (("0", 0), ("1", 50)):
-        p = producer(ctx, acks=acks)
-        errs = []
-        for i in range(start, start + 50):
-            p.produce(topic, key=b"k", value=f"acks{acks}-{i}".encode(),
-                      on_delivery=lambda e, m: errs.append(e) if e else None)
-        flush(p)
-        assert not errs, f"acks={acks}: delivery errors {errs[:3]}"
     c = consumer(ctx)
     try:
+        for acks, start in (("0", 0), ("1", 50)):
+            p = producer(ctx, acks=acks)
+            errs, offs = [], []
+
+            def cb(e, m, errs=errs, offs=offs):
+                errs.append(e) if e else offs.append(m.offset())
+
+            for i in range(start, start + 50):
+                p.produce(topic, key=b"k", value=f"acks{acks}-{i}".encode(), on_delivery=cb)
+            flush(p)
+            del p
+            assert not errs, f"acks={acks}: delivery errors {errs[:3]}"
+            if acks == "1":
+                assert offs == list(range(50, 100)), f"acks=1 delivery offsets {offs[:3]}..., want 50..99"
+            # acks=0 gets no answer: wait (bounded) until the broker has appended all of it before
+            # the next producer starts, so the expected order below is well defined.
+            wait_until(lambda: c.get_watermark_offsets(TopicPartition(topic, 0), timeout=TIMEOUT)[1] == start + 50,
+                       15, what=f"high watermark {start + 50} after acks={acks}")
         c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         msgs = consume_all(c, 100)
         assert_nothing_more(c, 0.5)

@@ -111,11 +111,12 @@ def raw_huge_array_count(ctx):
             time.sleep(0.025)
         if not b.alive():
             tail = [ln for ln in b.log_tail(1000).splitlines() if "memory allocation" in ln or "panicked" in ln]
-            crashed.append(f"{label} ({tail[0].strip() if tail else 'exit ' + str(b.proc.returncode)})")
+            crashed.append((label, tail[0].strip() if tail else f"exit {b.proc.returncode}"))
         elif not closed:
             stayed_open.append(label)
         b.stop()
-    assert not crashed, f"broker process died on {len(crashed)} of {len(_huge_count_requests())}: " + "; ".join(crashed)
+    assert not crashed, (f"broker process died on {len(crashed)} of {len(_huge_count_requests())} "
+                         f"({', '.join(lbl for lbl, _ in crashed)}); first: {crashed[0][1]!r}")
     assert not stayed_open, f"connection left open after: {stayed_open}"
     return f"{len(_huge_count_requests())} APIs refused the request, broker survived"
 
