@@ -51,7 +51,8 @@ done
         python3 - "$target" "$acks" "$json" <<'PY'
 import json, sys
 t, a, j = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-print(f"| {t} | {a} | {j['produce_rec_per_s']:.0f} | {j['produce_mb_per_s']:.1f} | {j['produce_latency_p50_ms']:.2f} | {j['produce_latency_p99_ms']:.2f} | {j['produce_latency_max_ms']:.2f} | {j['consume_rec_per_s']:.0f} | {j['consume_mb_per_s']:.1f} | {j['delivery_errors']} |")
+f = lambda k, d: "n/a" if j[k] is None else f"{j[k]:.{d}f}"
+print(f"| {t} | {a} | {f('produce_rec_per_s', 0)} | {f('produce_mb_per_s', 1)} | {f('produce_latency_p50_ms', 2)} | {f('produce_latency_p99_ms', 2)} | {f('produce_latency_max_ms', 2)} | {f('consume_rec_per_s', 0) if t != 'librdkafka mock' else 'n/a'} | {f('consume_mb_per_s', 1) if t != 'librdkafka mock' else 'n/a'} | {j['delivery_errors']} |")
 PY
     done
 } | tee "$out"
