@@ -24,7 +24,9 @@ pub mod limits {
     /// Depth of each cross-core channel (one per ordered pair of cores).
     pub const MESH_CHANNEL_DEPTH: usize = 1024;
     /// Bytes of the newest batches a partition keeps in memory to serve tailing consumers.
-    pub const PARTITION_CACHE_MAX_BYTES: usize = 4 * 1024 * 1024;
+    /// Not yet capped per core: a core with P partitions may hold P times this (issue #4 adds a
+    /// per-core budget).
+    pub const PARTITION_CACHE_MAX_BYTES: usize = 1024 * 1024;
     /// Longest a Fetch may wait for data, whatever `max.wait.ms` the client asks for.
     pub const FETCH_WAIT_MAX_MS: i32 = 60_000;
     /// O_DIRECT alignment of segment writes; the partial tail page is rewritten on the next append.

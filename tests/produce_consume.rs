@@ -227,7 +227,7 @@ fn list_offsets_and_watermarks() {
 
 #[test]
 fn catching_up_consumer_reads_from_segment_files() {
-    // More than the per-partition in-memory cache (4 MiB), read back in the same broker process,
+    // More than the per-partition in-memory cache (1 MiB), read back in the same broker process,
     // so the oldest batches come from the segment file.
     let broker = Broker::start(&[]);
     let p = producer(&broker.bootstrap(), &[("acks", "1"), ("compression.codec", "none")]);
