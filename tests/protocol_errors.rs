@@ -38,6 +38,24 @@ fn code(e: ResponseError) -> i16 {
     e.code()
 }
 
+/// A request frame built by hand: key, version, correlation id 1, null client id, an optional
+/// empty tag buffer (flexible header), then `body`.
+fn hand_frame(key: i16, version: i16, flexible: bool, body: &[u8]) -> BytesMut {
+    let mut b = BytesMut::new();
+    b.put_i16(key);
+    b.put_i16(version);
+    b.put_i32(1);
+    b.put_i16(-1);
+    if flexible {
+        b.put_u8(0);
+    }
+    b.put_slice(body);
+    let mut f = BytesMut::new();
+    f.put_i32(b.len() as i32);
+    f.put_slice(&b);
+    f
+}
+
 #[test]
 fn api_versions_advertises_exactly_what_is_implemented() {
     let broker = Broker::start(&[]);
@@ -152,36 +170,13 @@ fn malformed_frames_close_only_their_connection() {
     let mut raw = Raw::connect(broker.port);
     raw.send_bytes(&(-5i32).to_be_bytes());
     assert!(raw.closed_by_broker());
-    // An unknown API key.
-    let mut raw = Raw::connect(broker.port);
-    let mut f = BytesMut::new();
-    f.put_i32(10);
-    f.put_i16(999);
-    f.put_i16(0);
-    f.put_i32(1);
-    f.put_i16(-1);
-    raw.send_bytes(&f);
-    assert!(raw.closed_by_broker());
-    // An API Spate does not implement (FindCoordinator), and a garbage body for one it does.
-    let mut raw = Raw::connect(broker.port);
-    let mut f = BytesMut::new();
-    f.put_i32(10);
-    f.put_i16(10);
-    f.put_i16(1);
-    f.put_i32(1);
-    f.put_i16(-1);
-    raw.send_bytes(&f);
-    assert!(raw.closed_by_broker());
-    let mut raw = Raw::connect(broker.port);
-    let mut f = BytesMut::new();
-    f.put_i32(14);
-    f.put_i16(0);
-    f.put_i16(9);
-    f.put_i32(1);
-    f.put_i16(-1);
-    f.put_u32(0xffff_ffff);
-    raw.send_bytes(&f);
-    assert!(raw.closed_by_broker());
+    // An unknown API key, an API Spate does not implement (FindCoordinator), and a garbage body
+    // for one it does.
+    for f in [hand_frame(999, 0, false, &[]), hand_frame(10, 1, false, &[]), hand_frame(0, 9, false, &[0xff; 4])] {
+        let mut raw = Raw::connect(broker.port);
+        raw.send_bytes(&f);
+        assert!(raw.closed_by_broker());
+    }
     // A frame cut short by the client going away.
     let mut raw = Raw::connect(broker.port);
     raw.send_bytes(&[0, 0, 0, 100, 0, 18]);
@@ -288,19 +283,7 @@ fn huge_array_counts_are_refused_not_fatal() {
         (0, 3, false, vec![0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x13, 0x88, 0x7f, 0xff, 0xff, 0xff]), // Produce v3
     ] {
         let mut raw = Raw::connect(broker.port);
-        let mut body = BytesMut::new();
-        body.put_i16(key);
-        body.put_i16(version);
-        body.put_i32(7);
-        body.put_i16(-1); // null client id
-        if flexible {
-            body.put_u8(0); // no header tagged fields
-        }
-        body.put_slice(&count);
-        let mut f = BytesMut::new();
-        f.put_i32(body.len() as i32);
-        f.put_slice(&body);
-        raw.send_bytes(&f);
+        raw.send_bytes(&hand_frame(key, version, flexible, &count));
         assert!(raw.closed_by_broker(), "key {key} v{version}");
     }
     let mut raw = Raw::connect(broker.port);

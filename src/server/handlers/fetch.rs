@@ -13,7 +13,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 use super::super::shard::{current, Shard};
-use super::{group_by_core, on_cores};
+use super::{group_by_core, on_partitions, PartWork};
 use crate::config::limits::FETCH_WAIT_MAX_MS;
 use crate::io::rt;
 use crate::protocol::ResponseError;
@@ -102,39 +102,41 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
 
 /// Reads every wanted partition on its owning core; returns (slot, result) pairs.
 async fn read_all(shard: &Rc<Shard>, wants: &[(usize, Want)]) -> Vec<(usize, PartRead)> {
-    let jobs = group_by_core(shard.cores, wants.iter().cloned())
-        .into_iter()
-        .map(|(core, items)| {
-            (core, move || async move {
-                let s = current();
-                let mut out = Vec::with_capacity(items.len());
-                for (_, (slot, name, partition, offset, max_bytes)) in items {
-                    let r = match s.partition(&name, partition) {
-                        None => PartRead {
-                            error: ResponseError::UnknownTopicOrPartition.code(),
-                            high_watermark: -1,
-                            log_start: -1,
-                            records: Bytes::new(),
-                        },
-                        Some(log) => match log.read(offset, max_bytes).await {
-                            Ok(r) => PartRead { error: 0, high_watermark: r.high_watermark, log_start: r.log_start, records: r.records },
-                            Err(e) => {
-                                let o = log.offsets();
-                                let code = match e {
-                                    LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-                                    LogError::Storage(_) => ResponseError::KafkaStorageError,
-                                };
-                                PartRead { error: code.code(), high_watermark: o.high_watermark, log_start: o.log_start, records: Bytes::new() }
-                            }
-                        },
-                    };
-                    out.push((slot, r));
-                }
-                out
-            })
+    let work = wants
+        .iter()
+        .map(|(_, (slot, topic, partition, offset, max_bytes))| PartWork {
+            slot: *slot,
+            topic: topic.clone(),
+            partition: *partition,
+            data: (*offset, *max_bytes),
         })
         .collect();
-    on_cores(shard, jobs).await.into_iter().flatten().collect()
+    let results = on_partitions(shard, work, |log, (offset, max_bytes): (i64, usize)| async move {
+        match log.read(offset, max_bytes).await {
+            Ok(r) => PartRead { error: 0, high_watermark: r.high_watermark, log_start: r.log_start, records: r.records },
+            Err(e) => {
+                let o = log.offsets();
+                let code = match e {
+                    LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+                    LogError::Storage(_) => ResponseError::KafkaStorageError,
+                };
+                PartRead { error: code.code(), high_watermark: o.high_watermark, log_start: o.log_start, records: Bytes::new() }
+            }
+        }
+    })
+    .await;
+    results
+        .into_iter()
+        .map(|(slot, r)| {
+            let missing = || PartRead {
+                error: ResponseError::UnknownTopicOrPartition.code(),
+                high_watermark: -1,
+                log_start: -1,
+                records: Bytes::new(),
+            };
+            (slot, r.unwrap_or_else(missing))
+        })
+        .collect()
 }
 
 /// Returns when any wanted partition (on any core) has data past its fetch offset, or at the

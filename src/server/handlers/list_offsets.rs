@@ -6,8 +6,8 @@ use std::rc::Rc;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::super::shard::{current, Shard};
-use super::{group_by_core, on_cores};
+use super::super::shard::Shard;
+use super::{on_partitions, PartWork};
 use crate::protocol::ResponseError;
 
 pub const VERSIONS: (i16, i16) = (1, 10);
@@ -30,44 +30,36 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ListOffsetsRequest) ->
             let slot = answers.len();
             answers.push((ResponseError::UnknownTopicOrPartition.code(), -1, -1));
             if let Some(m) = meta.filter(|m| (0..m.partitions).contains(&p.partition_index)) {
-                work.push((shard.owner(&m.name, p.partition_index), (slot, m.name.clone(), p.partition_index, p.timestamp)));
+                work.push(PartWork { slot, topic: m.name.clone(), partition: p.partition_index, data: p.timestamp });
             }
         }
     }
-    let jobs = group_by_core(shard.cores, work)
-        .into_iter()
-        .map(|(core, items)| {
-            (core, move || async move {
-                let s = current();
-                let mut out = Vec::new();
-                for (_, (slot, name, partition, ts)) in items {
-                    let Some(log) = s.partition(&name, partition) else { continue };
-                    let o = log.offsets();
-                    let answer: Answer = match ts {
-                        LATEST => (0, o.high_watermark, -1),
-                        EARLIEST | EARLIEST_LOCAL => (0, o.log_start, -1),
-                        MAX_TIMESTAMP => {
-                            let (off, t) = log.max_timestamp();
-                            (0, off, t)
-                        }
-                        t if t >= 0 => match log.offset_for_timestamp(t).await {
-                            Ok(Some((off, found))) => (0, off, found),
-                            Ok(None) => (0, -1, -1),
-                            Err(e) => {
-                                tracing::error!(topic = %name, partition, error = %e, "timestamp lookup failed");
-                                (ResponseError::KafkaStorageError.code(), -1, -1)
-                            }
-                        },
-                        _ => (ResponseError::InvalidRequest.code(), -1, -1),
-                    };
-                    out.push((slot, answer));
+    let results = on_partitions(shard, work, |log, ts: i64| async move {
+        let o = log.offsets();
+        let answer: Answer = match ts {
+            LATEST => (0, o.high_watermark, -1),
+            EARLIEST | EARLIEST_LOCAL => (0, o.log_start, -1),
+            MAX_TIMESTAMP => {
+                let (off, t) = log.max_timestamp();
+                (0, off, t)
+            }
+            t if t >= 0 => match log.offset_for_timestamp(t).await {
+                Ok(Some((off, found))) => (0, off, found),
+                Ok(None) => (0, -1, -1),
+                Err(e) => {
+                    tracing::error!(dir = %log.dir().display(), error = %e, "timestamp lookup failed");
+                    (ResponseError::KafkaStorageError.code(), -1, -1)
                 }
-                out
-            })
-        })
-        .collect();
-    for (slot, a) in on_cores(shard, jobs).await.into_iter().flatten() {
-        answers[slot] = a;
+            },
+            _ => (ResponseError::InvalidRequest.code(), -1, -1),
+        };
+        answer
+    })
+    .await;
+    for (slot, a) in results {
+        if let Some(a) = a {
+            answers[slot] = a;
+        }
     }
     let mut answers = answers.into_iter();
     let mut resp = ListOffsetsResponse::default();

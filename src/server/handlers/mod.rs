@@ -20,7 +20,8 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 
-use super::shard::Shard;
+use super::shard::{current, Shard};
+use crate::storage::log::PartitionLog;
 use crate::protocol::frame;
 
 /// An implemented API and the versions of it Spate answers.
@@ -133,4 +134,56 @@ pub fn group_by_core<T>(cores: usize, items: impl IntoIterator<Item = (usize, T)
         groups[core].push((i, item));
     }
     groups.into_iter().enumerate().filter(|(_, g)| !g.is_empty()).collect()
+}
+
+/// Work for one partition of a request: its slot in the response, the partition, and the data
+/// the per-partition function needs.
+pub struct PartWork<T> {
+    pub slot: usize,
+    pub topic: String,
+    pub partition: i32,
+    pub data: T,
+}
+
+/// Runs `f(log, data)` on the core that owns each partition, every partition concurrently, and
+/// returns each result with its slot (in no particular order). `None` when the partition is not
+/// on its owner (the topic was deleted meanwhile). Items for one partition start in the order
+/// given, which is what keeps pipelined appends in order.
+pub async fn on_partitions<T, R, F, Fut>(shard: &Rc<Shard>, work: Vec<PartWork<T>>, f: F) -> Vec<(usize, Option<R>)>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(Rc<PartitionLog>, T) -> Fut + Send + Clone + 'static,
+    Fut: std::future::Future<Output = R> + 'static,
+{
+    let owned = work.into_iter().map(|w| (shard.owner(&w.topic, w.partition), w));
+    let jobs = group_by_core(shard.cores, owned)
+        .into_iter()
+        .map(|(core, items)| {
+            let f = f.clone();
+            (core, move || async move {
+                let s = current();
+                let tasks: Vec<_> = items
+                    .into_iter()
+                    .map(|(_, w)| {
+                        let log = s.partition(&w.topic, w.partition);
+                        let f = f.clone();
+                        crate::io::rt::spawn(async move {
+                            let r = match log {
+                                Some(log) => Some(f(log, w.data).await),
+                                None => None,
+                            };
+                            (w.slot, r)
+                        })
+                    })
+                    .collect();
+                let mut out = Vec::with_capacity(tasks.len());
+                for t in tasks {
+                    out.push(t.await);
+                }
+                out
+            })
+        })
+        .collect();
+    on_cores(shard, jobs).await.into_iter().flatten().collect()
 }

@@ -6,8 +6,8 @@ use std::rc::Rc;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use super::super::shard::{current, Shard};
-use super::{group_by_core, on_cores};
+use super::super::shard::Shard;
+use super::{on_partitions, PartWork};
 use crate::protocol::ResponseError;
 
 pub const VERSIONS: (i16, i16) = (2, 4);
@@ -26,43 +26,37 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, req: OffsetForLeaderEpochR
                     .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
             );
             if let Some(m) = meta.filter(|m| (0..m.partitions).contains(&p.partition)) {
-                work.push((
-                    shard.owner(&m.name, p.partition),
-                    (slot, m.name.clone(), p.partition, p.current_leader_epoch, p.leader_epoch),
-                ));
+                work.push(PartWork {
+                    slot,
+                    topic: m.name.clone(),
+                    partition: p.partition,
+                    data: (p.current_leader_epoch, p.leader_epoch),
+                });
             }
         }
     }
-    let jobs = group_by_core(shard.cores, work)
-        .into_iter()
-        .map(|(core, items)| {
-            (core, move || async move {
-                let s = current();
-                let mut out = Vec::new();
-                for (_, (slot, name, partition, current_epoch, asked_epoch)) in items {
-                    let Some(log) = s.partition(&name, partition) else { continue };
-                    let epoch = log.leader_epoch();
-                    let mut e = EpochEndOffset::default().with_partition(partition);
-                    if current_epoch >= 0 && current_epoch > epoch {
-                        e.error_code = ResponseError::UnknownLeaderEpoch.code();
-                    } else if current_epoch >= 0 && current_epoch < epoch {
-                        e.error_code = ResponseError::FencedLeaderEpoch.code();
-                    } else if asked_epoch >= 0 && asked_epoch <= epoch {
-                        // Epoch 0 is the only epoch, so it ends at the log end.
-                        e.leader_epoch = epoch;
-                        e.end_offset = log.offsets().log_end;
-                    } else {
-                        e.leader_epoch = -1;
-                        e.end_offset = -1;
-                    }
-                    out.push((slot, e));
-                }
-                out
-            })
-        })
-        .collect();
-    for (slot, e) in on_cores(shard, jobs).await.into_iter().flatten() {
-        answers[slot] = e;
+    let results = on_partitions(shard, work, |log, (current_epoch, asked_epoch): (i32, i32)| async move {
+        let epoch = log.leader_epoch();
+        let mut e = EpochEndOffset::default();
+        if current_epoch >= 0 && current_epoch > epoch {
+            e.error_code = ResponseError::UnknownLeaderEpoch.code();
+        } else if current_epoch >= 0 && current_epoch < epoch {
+            e.error_code = ResponseError::FencedLeaderEpoch.code();
+        } else if asked_epoch >= 0 && asked_epoch <= epoch {
+            // Epoch 0 is the only epoch, so it ends at the log end.
+            e.leader_epoch = epoch;
+            e.end_offset = log.offsets().log_end;
+        } else {
+            e.leader_epoch = -1;
+            e.end_offset = -1;
+        }
+        e
+    })
+    .await;
+    for (slot, e) in results {
+        if let Some(e) = e {
+            answers[slot] = e.with_partition(answers[slot].partition);
+        }
     }
     let mut answers = answers.into_iter();
     let mut resp = OffsetForLeaderEpochResponse::default();

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use super::super::shard::{current, Shard};
-use super::{group_by_core, on_cores};
+use super::super::shard::Shard;
+use super::{on_partitions, PartWork};
 use crate::protocol::batch::{self, BatchError, BatchHeader};
 use crate::protocol::{ResponseError, StrBytes};
 use crate::storage::log::{AppendInfo, LogError};
@@ -54,7 +54,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> Opt
                 Ok((meta.name.clone(), batches))
             })();
             match checked {
-                Ok((name, batches)) => work.push((shard.owner(&name, p.index), (slot, name, p.index, batches))),
+                Ok((topic, data)) => work.push(PartWork { slot, topic, partition: p.index, data }),
                 Err(e) => {
                     tracing::debug!(topic = %t.name.0.as_str(), partition = p.index, code = ?e.0, "produce refused: {}", e.1);
                     outcomes[slot] = Some(Err(e));
@@ -63,39 +63,15 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> Opt
         }
     }
     let wait_durable = acks == -1;
-    let jobs = group_by_core(shard.cores, work)
-        .into_iter()
-        .map(|(core, items)| {
-            (core, move || async move {
-                let s = current();
-                let tasks: Vec<_> = items
-                    .into_iter()
-                    .map(|(_, (slot, name, partition, batches))| {
-                        let log = s.partition(&name, partition);
-                        crate::io::rt::spawn(async move {
-                            let r = match log {
-                                Some(log) => log.append(&batches, wait_durable).await.map_err(|e| match e {
-                                    LogError::Storage(m) => (ResponseError::KafkaStorageError, m),
-                                    other => (ResponseError::UnknownServerError, other.to_string()),
-                                }),
-                                None => Err((ResponseError::UnknownTopicOrPartition, "partition not on this core".to_string())),
-                            };
-                            (slot, r)
-                        })
-                    })
-                    .collect();
-                let mut out = Vec::new();
-                for t in tasks {
-                    out.push(t.await);
-                }
-                out
-            })
+    let results = on_partitions(shard, work, move |log, batches: Vec<(Bytes, BatchHeader)>| async move {
+        log.append(&batches, wait_durable).await.map_err(|e| match e {
+            LogError::Storage(m) => (ResponseError::KafkaStorageError, m),
+            other => (ResponseError::UnknownServerError, other.to_string()),
         })
-        .collect();
-    for results in on_cores(shard, jobs).await {
-        for (slot, r) in results {
-            outcomes[slot] = Some(r);
-        }
+    })
+    .await;
+    for (slot, r) in results {
+        outcomes[slot] = Some(r.unwrap_or_else(|| Err((ResponseError::UnknownTopicOrPartition, "topic deleted".to_string()))));
     }
     if acks == 0 {
         return None;
