@@ -1,0 +1,820 @@
+//! One consumer group under the classic protocol (JoinGroup, SyncGroup, Heartbeat, LeaveGroup),
+//! as a state machine: [`Group::handle`] takes an event and the current time and returns the
+//! replies to send. It keeps no clock and does no I/O; the owning shard calls it with
+//! [`Event::Tick`] at [`Group::next_deadline`].
+//!
+//! States follow Kafka's coordinator:
+//! - `Empty`: no members (offsets may still be committed).
+//! - `PreparingRebalance`: waiting for every member to (re)join, up to the rebalance timeout (or,
+//!   for a group that was empty, for the initial rebalance delay so that more members can arrive).
+//! - `CompletingRebalance`: joins answered (the leader got the member list); waiting for the
+//!   leader's SyncGroup with the assignment.
+//! - `Stable`: assignment handed out; members heartbeat.
+//!
+//! JoinGroup and SyncGroup are long polls: a request may be answered later, by another event.
+//! Requests are identified by a [`Token`] the caller chooses; every reply names its token.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::protocol::ResponseError;
+
+/// Identifies one waiting request; chosen by the caller, echoed in its reply.
+pub type Token = u64;
+
+/// Kafka's "no error"; other codes are `ResponseError::X.code()`.
+pub const NONE: i16 = 0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+/// Broker-wide group settings (Kafka's `group.*` keys).
+#[derive(Debug, Clone, Copy)]
+pub struct GroupConfig {
+    /// `group.initial.rebalance.delay.ms`: how long an empty group waits for more members.
+    pub initial_rebalance_delay_ms: i64,
+    /// `group.min.session.timeout.ms` and `group.max.session.timeout.ms`.
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig { initial_rebalance_delay_ms: 3000, min_session_timeout_ms: 6000, max_session_timeout_ms: 1_800_000 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub token: Token,
+    /// Empty for a member joining for the first time.
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub protocol_type: String,
+    /// (protocol name, metadata) in the member's order of preference.
+    pub protocols: Vec<(String, Bytes)>,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    /// JoinGroup v4+: a new member first gets MEMBER_ID_REQUIRED and its id (KIP-394).
+    pub require_known_member_id: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    Join(JoinRequest),
+    Sync { token: Token, member_id: String, generation: i32, assignments: Vec<(String, Bytes)> },
+    Heartbeat { token: Token, member_id: String, generation: i32 },
+    Leave { token: Token, member_ids: Vec<String> },
+    /// Time passed: expire sessions, finish rebalances whose wait is over.
+    Tick,
+}
+
+/// A member as the leader sees it in its JoinGroup response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinedMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub metadata: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Join {
+        error: i16,
+        generation: i32,
+        protocol_type: Option<String>,
+        protocol_name: Option<String>,
+        leader: String,
+        member_id: String,
+        /// The whole group, for the leader only; empty for everyone else.
+        members: Vec<JoinedMember>,
+    },
+    Sync { error: i16, protocol_type: Option<String>, protocol_name: Option<String>, assignment: Bytes },
+    Heartbeat { error: i16 },
+    /// One result per member id asked to leave.
+    Leave { results: Vec<(String, i16)> },
+}
+
+/// The only action: answer the waiting request `token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    pub token: Token,
+    pub reply: Reply,
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    session_timeout_ms: i32,
+    rebalance_timeout_ms: i32,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    last_heartbeat_ms: i64,
+    /// Order of first join: the earliest remaining member leads when the leader is gone.
+    joined_seq: u64,
+    join_token: Option<Token>,
+    sync_token: Option<Token>,
+}
+
+/// One group's membership. Owned by the core that coordinates the group.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub id: String,
+    config: GroupConfig,
+    state: GroupState,
+    generation: i32,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    /// Ids handed out with MEMBER_ID_REQUIRED, valid until the deadline.
+    pending_members: BTreeMap<String, i64>,
+    /// In PreparingRebalance: when to stop waiting, and whether this is an empty group's first
+    /// rebalance (which waits the full initial delay for more members).
+    rebalance_deadline_ms: i64,
+    initial_rebalance: bool,
+    next_seq: u64,
+}
+
+fn join_error(token: Token, error: i16, member_id: &str) -> Action {
+    Action {
+        token,
+        reply: Reply::Join {
+            error,
+            generation: -1,
+            protocol_type: None,
+            protocol_name: None,
+            leader: String::new(),
+            member_id: member_id.to_string(),
+            members: Vec::new(),
+        },
+    }
+}
+
+fn sync_error(token: Token, error: i16) -> Action {
+    Action { token, reply: Reply::Sync { error, protocol_type: None, protocol_name: None, assignment: Bytes::new() } }
+}
+
+impl Group {
+    pub fn new(id: String, config: GroupConfig) -> Group {
+        Group {
+            id,
+            config,
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            pending_members: BTreeMap::new(),
+            rebalance_deadline_ms: 0,
+            initial_rebalance: false,
+            next_seq: 0,
+        }
+    }
+
+    pub fn state(&self) -> GroupState {
+        self.state
+    }
+    pub fn generation(&self) -> i32 {
+        self.generation
+    }
+    pub fn leader(&self) -> Option<&str> {
+        self.leader.as_deref()
+    }
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+    pub fn member_ids(&self) -> Vec<String> {
+        self.members.keys().cloned().collect()
+    }
+    pub fn is_member(&self, member_id: &str, generation: i32) -> bool {
+        self.members.contains_key(member_id) && generation == self.generation
+    }
+
+    /// The earliest time at which a [`Event::Tick`] can change something.
+    pub fn next_deadline(&self) -> Option<i64> {
+        let sessions = self
+            .members
+            .values()
+            .filter(|m| m.join_token.is_none())
+            .map(|m| m.last_heartbeat_ms + m.session_timeout_ms as i64);
+        let pending = self.pending_members.values().copied();
+        let rebalance = (self.state == GroupState::PreparingRebalance).then_some(self.rebalance_deadline_ms);
+        sessions.chain(pending).chain(rebalance).min()
+    }
+
+    pub fn handle(&mut self, event: Event, now: i64) -> Vec<Action> {
+        let mut out = Vec::new();
+        match event {
+            Event::Join(j) => self.join(j, now, &mut out),
+            Event::Sync { token, member_id, generation, assignments } => {
+                self.sync(token, &member_id, generation, assignments, now, &mut out)
+            }
+            Event::Heartbeat { token, member_id, generation } => {
+                let error = self.heartbeat(&member_id, generation, now);
+                out.push(Action { token, reply: Reply::Heartbeat { error } });
+            }
+            Event::Leave { token, member_ids } => self.leave(token, member_ids, now, &mut out),
+            Event::Tick => self.expire(now, &mut out),
+        }
+        self.try_complete_join(now, &mut out);
+        out
+    }
+
+    fn join(&mut self, j: JoinRequest, now: i64, out: &mut Vec<Action>) {
+        let c = self.config;
+        if j.session_timeout_ms < c.min_session_timeout_ms || j.session_timeout_ms > c.max_session_timeout_ms {
+            return out.push(join_error(j.token, ResponseError::InvalidSessionTimeout.code(), &j.member_id));
+        }
+        if j.protocol_type.is_empty() || j.protocols.is_empty() {
+            return out.push(join_error(j.token, ResponseError::InconsistentGroupProtocol.code(), &j.member_id));
+        }
+        let others: Vec<&Member> = self.members.iter().filter(|(id, _)| **id != j.member_id).map(|(_, m)| m).collect();
+        if !others.is_empty() {
+            let same_type = self.protocol_type.as_deref() == Some(j.protocol_type.as_str());
+            let shared = j.protocols.iter().any(|(p, _)| others.iter().all(|m| m.protocols.iter().any(|(q, _)| q == p)));
+            if !same_type || !shared {
+                return out.push(join_error(j.token, ResponseError::InconsistentGroupProtocol.code(), &j.member_id));
+            }
+        }
+        let member_id = if j.member_id.is_empty() {
+            // A static member rejoining under a new id replaces (fences) its old incarnation.
+            let old = j.instance_id.as_ref().and_then(|inst| {
+                self.members.iter().find(|(_, m)| m.instance_id.as_ref() == Some(inst)).map(|(id, _)| id.clone())
+            });
+            let new_id = format!("{}-{}", if j.client_id.is_empty() { "member" } else { &j.client_id }, self.fresh_suffix());
+            if let Some(old_id) = old {
+                self.remove_member(&old_id, ResponseError::FencedInstanceId.code(), out);
+            } else if j.require_known_member_id {
+                self.pending_members.insert(new_id.clone(), now + j.session_timeout_ms as i64);
+                return out.push(join_error(j.token, ResponseError::MemberIdRequired.code(), &new_id));
+            }
+            new_id
+        } else if self.members.contains_key(&j.member_id) || self.pending_members.remove(&j.member_id).is_some() {
+            j.member_id.clone()
+        } else {
+            return out.push(join_error(j.token, ResponseError::UnknownMemberId.code(), &j.member_id));
+        };
+        let seq = self.fresh_seq();
+        let member = self.members.entry(member_id.clone()).or_insert_with(|| Member {
+            instance_id: j.instance_id.clone(),
+            client_id: j.client_id.clone(),
+            client_host: j.client_host.clone(),
+            session_timeout_ms: j.session_timeout_ms,
+            rebalance_timeout_ms: j.rebalance_timeout_ms,
+            protocols: Vec::new(),
+            assignment: Bytes::new(),
+            last_heartbeat_ms: now,
+            joined_seq: seq,
+            join_token: None,
+            sync_token: None,
+        });
+        member.protocols = j.protocols;
+        member.session_timeout_ms = j.session_timeout_ms;
+        member.rebalance_timeout_ms = j.rebalance_timeout_ms;
+        member.last_heartbeat_ms = now;
+        if let Some(old) = member.join_token.replace(j.token) {
+            out.push(join_error(old, ResponseError::RebalanceInProgress.code(), &member_id));
+        }
+        if self.protocol_type.is_none() {
+            self.protocol_type = Some(j.protocol_type);
+        }
+        if self.state != GroupState::PreparingRebalance {
+            self.prepare_rebalance(now, out);
+        }
+    }
+
+    fn sync(&mut self, token: Token, member_id: &str, generation: i32, assignments: Vec<(String, Bytes)>, now: i64, out: &mut Vec<Action>) {
+        let Some(m) = self.members.get_mut(member_id) else {
+            return out.push(sync_error(token, ResponseError::UnknownMemberId.code()));
+        };
+        if generation != self.generation {
+            return out.push(sync_error(token, ResponseError::IllegalGeneration.code()));
+        }
+        match self.state {
+            GroupState::Empty => out.push(sync_error(token, ResponseError::UnknownMemberId.code())),
+            GroupState::PreparingRebalance => out.push(sync_error(token, ResponseError::RebalanceInProgress.code())),
+            GroupState::Stable => {
+                m.last_heartbeat_ms = now;
+                let assignment = m.assignment.clone();
+                out.push(self.sync_ok(token, assignment));
+            }
+            GroupState::CompletingRebalance => {
+                m.last_heartbeat_ms = now;
+                if let Some(old) = m.sync_token.replace(token) {
+                    out.push(sync_error(old, ResponseError::RebalanceInProgress.code()));
+                }
+                if self.leader.as_deref() == Some(member_id) {
+                    let mut given: BTreeMap<String, Bytes> = assignments.into_iter().collect();
+                    for (id, m) in self.members.iter_mut() {
+                        m.assignment = given.remove(id).unwrap_or_default();
+                    }
+                    self.state = GroupState::Stable;
+                    let waiting: Vec<(Token, Bytes)> = self
+                        .members
+                        .values_mut()
+                        .filter_map(|m| m.sync_token.take().map(|t| (t, m.assignment.clone())))
+                        .collect();
+                    for (t, a) in waiting {
+                        out.push(self.sync_ok(t, a));
+                    }
+                }
+            }
+        }
+    }
+
+    fn sync_ok(&self, token: Token, assignment: Bytes) -> Action {
+        Action {
+            token,
+            reply: Reply::Sync {
+                error: NONE,
+                protocol_type: self.protocol_type.clone(),
+                protocol_name: self.protocol.clone(),
+                assignment,
+            },
+        }
+    }
+
+    fn heartbeat(&mut self, member_id: &str, generation: i32, now: i64) -> i16 {
+        let state = self.state;
+        let Some(m) = self.members.get_mut(member_id) else {
+            return ResponseError::UnknownMemberId.code();
+        };
+        if generation != self.generation {
+            return ResponseError::IllegalGeneration.code();
+        }
+        m.last_heartbeat_ms = now;
+        match state {
+            GroupState::Empty => ResponseError::UnknownMemberId.code(),
+            GroupState::PreparingRebalance => ResponseError::RebalanceInProgress.code(),
+            GroupState::CompletingRebalance | GroupState::Stable => NONE,
+        }
+    }
+
+    fn leave(&mut self, token: Token, member_ids: Vec<String>, now: i64, out: &mut Vec<Action>) {
+        let mut results = Vec::new();
+        let mut removed = false;
+        for id in member_ids {
+            if self.members.contains_key(&id) {
+                self.remove_member(&id, ResponseError::UnknownMemberId.code(), out);
+                removed = true;
+                results.push((id, NONE));
+            } else {
+                results.push((id, ResponseError::UnknownMemberId.code()));
+            }
+        }
+        out.push(Action { token, reply: Reply::Leave { results } });
+        if removed {
+            self.after_removal(now, out);
+        }
+    }
+
+    /// Drops members whose session expired and pending member ids never used.
+    fn expire(&mut self, now: i64, out: &mut Vec<Action>) {
+        self.pending_members.retain(|_, deadline| *deadline > now);
+        let expired: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.join_token.is_none() && m.last_heartbeat_ms + m.session_timeout_ms as i64 <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            tracing::info!(group = %self.id, member = %id, "member session expired");
+            self.remove_member(id, ResponseError::UnknownMemberId.code(), out);
+        }
+        if !expired.is_empty() {
+            self.after_removal(now, out);
+        }
+    }
+
+    /// Removes a member, answering its waiting requests with `error`.
+    fn remove_member(&mut self, id: &str, error: i16, out: &mut Vec<Action>) {
+        if let Some(m) = self.members.remove(id) {
+            if let Some(t) = m.join_token {
+                out.push(join_error(t, error, id));
+            }
+            if let Some(t) = m.sync_token {
+                out.push(sync_error(t, error));
+            }
+        }
+        if self.leader.as_deref() == Some(id) {
+            self.leader = None;
+        }
+    }
+
+    fn after_removal(&mut self, now: i64, out: &mut Vec<Action>) {
+        if self.members.is_empty() {
+            self.to_empty();
+        } else if self.state != GroupState::PreparingRebalance {
+            self.prepare_rebalance(now, out);
+        }
+    }
+
+    fn to_empty(&mut self) {
+        self.state = GroupState::Empty;
+        self.generation += 1;
+        self.protocol = None;
+        self.protocol_type = None;
+        self.leader = None;
+    }
+
+    fn prepare_rebalance(&mut self, now: i64, out: &mut Vec<Action>) {
+        // Members waiting for their assignment must rejoin instead.
+        for m in self.members.values_mut() {
+            if let Some(t) = m.sync_token.take() {
+                out.push(sync_error(t, ResponseError::RebalanceInProgress.code()));
+            }
+        }
+        self.initial_rebalance = self.state == GroupState::Empty;
+        self.rebalance_deadline_ms = if self.initial_rebalance {
+            now + self.config.initial_rebalance_delay_ms
+        } else {
+            now + self.members.values().map(|m| m.rebalance_timeout_ms as i64).max().unwrap_or(0)
+        };
+        self.state = GroupState::PreparingRebalance;
+    }
+
+    fn try_complete_join(&mut self, now: i64, out: &mut Vec<Action>) {
+        if self.state != GroupState::PreparingRebalance {
+            return;
+        }
+        let all_joined = self.members.values().all(|m| m.join_token.is_some());
+        let waited = now >= self.rebalance_deadline_ms;
+        if !(waited || (all_joined && !self.initial_rebalance)) {
+            return;
+        }
+        // Members that did not rejoin in time are out.
+        let missing: Vec<String> = self.members.iter().filter(|(_, m)| m.join_token.is_none()).map(|(id, _)| id.clone()).collect();
+        for id in missing {
+            tracing::info!(group = %self.id, member = %id, "member did not rejoin in time");
+            self.remove_member(&id, ResponseError::UnknownMemberId.code(), out);
+        }
+        if self.members.is_empty() {
+            return self.to_empty();
+        }
+        self.generation += 1;
+        self.protocol = Some(self.select_protocol());
+        if self.leader.as_ref().is_none_or(|l| !self.members.contains_key(l)) {
+            self.leader = self.members.iter().min_by_key(|(_, m)| m.joined_seq).map(|(id, _)| id.clone());
+        }
+        self.state = GroupState::CompletingRebalance;
+        let protocol = self.protocol.clone().expect("just selected");
+        let leader = self.leader.clone().expect("a non-empty group has a leader");
+        let everyone: Vec<JoinedMember> = self
+            .members
+            .iter()
+            .map(|(id, m)| JoinedMember {
+                member_id: id.clone(),
+                instance_id: m.instance_id.clone(),
+                metadata: m.protocols.iter().find(|(p, _)| *p == protocol).map(|(_, md)| md.clone()).unwrap_or_default(),
+            })
+            .collect();
+        for (id, m) in self.members.iter_mut() {
+            let token = m.join_token.take().expect("every remaining member rejoined");
+            m.last_heartbeat_ms = now;
+            out.push(Action {
+                token,
+                reply: Reply::Join {
+                    error: NONE,
+                    generation: self.generation,
+                    protocol_type: self.protocol_type.clone(),
+                    protocol_name: Some(protocol.clone()),
+                    leader: leader.clone(),
+                    member_id: id.clone(),
+                    members: if *id == leader { everyone.clone() } else { Vec::new() },
+                },
+            });
+        }
+    }
+
+    /// The protocol every member supports that most members prefer (Kafka's vote).
+    fn select_protocol(&self) -> String {
+        let first = self.members.values().next().expect("non-empty group");
+        let candidates: Vec<&String> = first
+            .protocols
+            .iter()
+            .map(|(p, _)| p)
+            .filter(|p| self.members.values().all(|m| m.protocols.iter().any(|(q, _)| q == *p)))
+            .collect();
+        let mut votes: BTreeMap<&String, usize> = BTreeMap::new();
+        for m in self.members.values() {
+            if let Some((p, _)) = m.protocols.iter().find(|(p, _)| candidates.contains(&p)) {
+                *votes.entry(p).or_default() += 1;
+            }
+        }
+        candidates
+            .iter()
+            .max_by_key(|p| (votes.get(*p).copied().unwrap_or(0), std::cmp::Reverse(candidates.iter().position(|c| c == *p))))
+            .map(|p| (*p).clone())
+            .expect("joins are refused unless a protocol is shared")
+    }
+
+    fn fresh_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    fn fresh_suffix(&mut self) -> String {
+        format!("{:016x}", self.fresh_seq().wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+
+    /// For DescribeGroups: (member id, instance id, client id, host, metadata, assignment).
+    pub fn describe_members(&self) -> Vec<(String, Option<String>, String, String, Bytes, Bytes)> {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        self.members
+            .iter()
+            .map(|(id, m)| {
+                let md = m.protocols.iter().find(|(p, _)| *p == protocol).map(|(_, b)| b.clone()).unwrap_or_default();
+                (id.clone(), m.instance_id.clone(), m.client_id.clone(), m.client_host.clone(), md, m.assignment.clone())
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RIP: i16 = 27; // REBALANCE_IN_PROGRESS
+    const UNKNOWN: i16 = 25; // UNKNOWN_MEMBER_ID
+    const ILLEGAL_GEN: i16 = 22; // ILLEGAL_GENERATION
+
+    fn group() -> Group {
+        let c = GroupConfig { initial_rebalance_delay_ms: 100, min_session_timeout_ms: 10, max_session_timeout_ms: 100_000 };
+        Group::new("g".into(), c)
+    }
+
+    fn join_req(token: Token, member_id: &str, protocols: &[&str]) -> JoinRequest {
+        JoinRequest {
+            token,
+            member_id: member_id.into(),
+            instance_id: None,
+            client_id: "client".into(),
+            client_host: "/127.0.0.1".into(),
+            protocol_type: "consumer".into(),
+            protocols: protocols.iter().map(|p| (p.to_string(), Bytes::from(format!("md-{p}")))).collect(),
+            session_timeout_ms: 1000,
+            rebalance_timeout_ms: 5000,
+            require_known_member_id: false,
+        }
+    }
+
+    fn join(token: Token, member_id: &str) -> Event {
+        Event::Join(join_req(token, member_id, &["range"]))
+    }
+
+    fn sync(token: Token, member_id: &str, generation: i32, assignments: &[(&str, &str)]) -> Event {
+        Event::Sync {
+            token,
+            member_id: member_id.into(),
+            generation,
+            assignments: assignments.iter().map(|(m, a)| (m.to_string(), Bytes::from(a.to_string()))).collect(),
+        }
+    }
+
+    fn hb(token: Token, member_id: &str, generation: i32) -> Event {
+        Event::Heartbeat { token, member_id: member_id.into(), generation }
+    }
+
+    fn reply(actions: &[Action], token: Token) -> Reply {
+        let found: Vec<&Action> = actions.iter().filter(|a| a.token == token).collect();
+        assert_eq!(found.len(), 1, "expected one reply for token {token} in {actions:?}");
+        found[0].reply.clone()
+    }
+
+    /// (error, generation, member id, leader, number of members listed)
+    fn join_reply(actions: &[Action], token: Token) -> (i16, i32, String, String, usize) {
+        match reply(actions, token) {
+            Reply::Join { error, generation, member_id, leader, members, .. } => (error, generation, member_id, leader, members.len()),
+            other => panic!("not a join reply: {other:?}"),
+        }
+    }
+
+    fn sync_reply(actions: &[Action], token: Token) -> (i16, Bytes) {
+        match reply(actions, token) {
+            Reply::Sync { error, assignment, .. } => (error, assignment),
+            other => panic!("not a sync reply: {other:?}"),
+        }
+    }
+
+    fn hb_error(actions: &[Action], token: Token) -> i16 {
+        match reply(actions, token) {
+            Reply::Heartbeat { error } => error,
+            other => panic!("not a heartbeat reply: {other:?}"),
+        }
+    }
+
+    /// A stable group of `ids` (the first is the leader) at generation 1, time 100.
+    fn stable(ids: &[&str]) -> Group {
+        let mut g = group();
+        let mut t = 0;
+        for id in ids {
+            g.pending_members.insert(id.to_string(), 10_000);
+            assert!(g.handle(join(t, id), 0).is_empty());
+            t += 1;
+        }
+        let acts = g.handle(Event::Tick, 100);
+        assert_eq!(acts.len(), ids.len());
+        let assignments: Vec<(&str, &str)> = ids.iter().map(|id| (*id, *id)).collect();
+        let acts = g.handle(sync(99, ids[0], 1, &assignments), 100);
+        assert_eq!(sync_reply(&acts, 99), (NONE, Bytes::from(ids[0].to_string())));
+        for (i, id) in ids.iter().enumerate().skip(1) {
+            let acts = g.handle(sync(100 + i as u64, id, 1, &[]), 100);
+            assert_eq!(sync_reply(&acts, 100 + i as u64), (NONE, Bytes::from(id.to_string())));
+        }
+        assert_eq!(g.state(), GroupState::Stable);
+        g
+    }
+
+    #[test]
+    fn new_member_gets_an_id_then_joins_after_the_initial_delay() {
+        let mut g = group();
+        let mut first = join_req(1, "", &["range"]);
+        first.require_known_member_id = true;
+        let acts = g.handle(Event::Join(first), 0);
+        let (err, _, id, _, _) = join_reply(&acts, 1);
+        assert_eq!(err, 79); // MEMBER_ID_REQUIRED
+        assert!(id.starts_with("client-"));
+        assert!(g.handle(join(2, &id), 10).is_empty(), "an empty group waits the initial delay");
+        assert!(g.handle(Event::Tick, 60).is_empty());
+        assert_eq!(g.next_deadline(), Some(110));
+        let acts = g.handle(Event::Tick, 110);
+        assert_eq!(join_reply(&acts, 2), (NONE, 1, id.clone(), id.clone(), 1));
+        assert_eq!(g.state(), GroupState::CompletingRebalance);
+        assert_eq!(g.protocol(), Some("range"));
+        let acts = g.handle(sync(3, &id, 1, &[(&id, "p0,p1")]), 120);
+        assert_eq!(sync_reply(&acts, 3), (NONE, Bytes::from("p0,p1")));
+        assert_eq!(g.state(), GroupState::Stable);
+    }
+
+    #[test]
+    fn members_share_one_rebalance_and_each_gets_its_assignment() {
+        let mut g = group();
+        for (t, id) in ["a", "b", "c"].iter().enumerate() {
+            g.pending_members.insert(id.to_string(), 10_000);
+            g.handle(join(t as u64, id), 0);
+        }
+        let acts = g.handle(Event::Tick, 100);
+        assert_eq!(join_reply(&acts, 0), (NONE, 1, "a".into(), "a".into(), 3), "the first to join leads and sees everyone");
+        assert_eq!(join_reply(&acts, 1), (NONE, 1, "b".into(), "a".into(), 0));
+        assert_eq!(join_reply(&acts, 2), (NONE, 1, "c".into(), "a".into(), 0));
+        // Followers sync first and wait for the leader.
+        assert!(g.handle(sync(10, "b", 1, &[]), 101).is_empty());
+        assert!(g.handle(sync(11, "c", 1, &[]), 101).is_empty());
+        let acts = g.handle(sync(12, "a", 1, &[("a", "A"), ("b", "B"), ("c", "C")]), 102);
+        assert_eq!(acts.len(), 3);
+        assert_eq!(sync_reply(&acts, 10).1, Bytes::from("B"));
+        assert_eq!(sync_reply(&acts, 11).1, Bytes::from("C"));
+        assert_eq!(sync_reply(&acts, 12).1, Bytes::from("A"));
+    }
+
+    #[test]
+    fn join_during_sync_restarts_the_rebalance() {
+        let mut g = group();
+        for (t, id) in ["a", "b"].iter().enumerate() {
+            g.pending_members.insert(id.to_string(), 10_000);
+            g.handle(join(t as u64, id), 0);
+        }
+        g.handle(Event::Tick, 100);
+        assert!(g.handle(sync(10, "b", 1, &[]), 101).is_empty());
+        // A new member arrives before the leader synced: b's sync is answered with
+        // REBALANCE_IN_PROGRESS and everyone must rejoin.
+        let acts = g.handle(Event::Join(join_req(20, "", &["range"])), 102);
+        assert_eq!(sync_reply(&acts, 10).0, RIP);
+        assert_eq!(g.state(), GroupState::PreparingRebalance);
+        assert_eq!(hb_error(&g.handle(hb(21, "a", 1), 103), 21), RIP);
+        g.handle(join(22, "a"), 104);
+        let acts = g.handle(join(23, "b"), 105);
+        assert_eq!(acts.len(), 3, "all three rejoined, so the rebalance completes at once: {acts:?}");
+        assert_eq!(join_reply(&acts, 22).1, 2);
+        assert_eq!(join_reply(&acts, 22).4, 3);
+    }
+
+    #[test]
+    fn a_silent_member_expires_during_a_rebalance_too() {
+        let mut g = stable(&["a", "b"]);
+        g.handle(Event::Join(join_req(1, "", &["range"])), 200);
+        g.handle(join(2, "a"), 300);
+        assert_eq!(g.next_deadline(), Some(1100), "b's session ends before the rebalance timeout");
+        let acts = g.handle(Event::Tick, 1100);
+        assert_eq!(join_reply(&acts, 2), (NONE, 2, "a".into(), "a".into(), 2));
+    }
+
+    #[test]
+    fn late_heartbeat_expires_the_member_and_rebalances() {
+        let mut g = stable(&["a", "b"]);
+        assert_eq!(hb_error(&g.handle(hb(1, "a", 1), 900), 1), NONE);
+        assert_eq!(g.next_deadline(), Some(1100), "b's session (last seen at 100) ends first");
+        let acts = g.handle(Event::Tick, 1100);
+        assert!(acts.is_empty());
+        assert_eq!(g.member_ids(), vec!["a".to_string()]);
+        assert_eq!(g.state(), GroupState::PreparingRebalance);
+        assert_eq!(hb_error(&g.handle(hb(2, "a", 1), 1101), 2), RIP);
+        let acts = g.handle(join(3, "a"), 1102);
+        assert_eq!(join_reply(&acts, 3), (NONE, 2, "a".into(), "a".into(), 1));
+        // The expired member is unknown now.
+        assert_eq!(hb_error(&g.handle(hb(4, "b", 1), 1103), 4), UNKNOWN);
+    }
+
+    #[test]
+    fn generation_mismatch_is_illegal_generation() {
+        let mut g = stable(&["a", "b"]);
+        assert_eq!(hb_error(&g.handle(hb(1, "a", 0), 200), 1), ILLEGAL_GEN);
+        assert_eq!(sync_reply(&g.handle(sync(2, "b", 7, &[]), 200), 2).0, ILLEGAL_GEN);
+        assert_eq!(hb_error(&g.handle(hb(3, "a", 1), 200), 3), NONE);
+    }
+
+    #[test]
+    fn unknown_members_are_refused() {
+        let mut g = stable(&["a"]);
+        assert_eq!(join_reply(&g.handle(join(1, "ghost"), 200), 1).0, UNKNOWN);
+        assert_eq!(sync_reply(&g.handle(sync(2, "ghost", 1, &[]), 200), 2).0, UNKNOWN);
+        assert_eq!(hb_error(&g.handle(hb(3, "ghost", 1), 200), 3), UNKNOWN);
+        let acts = g.handle(Event::Leave { token: 4, member_ids: vec!["ghost".into()] }, 200);
+        assert_eq!(reply(&acts, 4), Reply::Leave { results: vec![("ghost".into(), UNKNOWN)] });
+        assert_eq!(g.state(), GroupState::Stable, "refused requests change nothing");
+    }
+
+    #[test]
+    fn leave_rebalances_and_the_last_leave_empties_the_group() {
+        let mut g = stable(&["a", "b"]);
+        let acts = g.handle(Event::Leave { token: 1, member_ids: vec!["a".into()] }, 200);
+        assert_eq!(reply(&acts, 1), Reply::Leave { results: vec![("a".into(), NONE)] });
+        assert_eq!(g.state(), GroupState::PreparingRebalance);
+        let acts = g.handle(join(2, "b"), 201);
+        assert_eq!(join_reply(&acts, 2), (NONE, 2, "b".into(), "b".into(), 1), "b leads once a left");
+        let acts = g.handle(Event::Leave { token: 3, member_ids: vec!["b".into()] }, 202);
+        assert_eq!(reply(&acts, 3), Reply::Leave { results: vec![("b".into(), NONE)] });
+        assert_eq!(g.state(), GroupState::Empty);
+        assert_eq!(g.next_deadline(), None);
+    }
+
+    #[test]
+    fn member_that_does_not_rejoin_in_time_is_dropped() {
+        let mut g = stable(&["a", "b"]);
+        g.handle(Event::Join(join_req(1, "", &["range"])), 200);
+        assert!(g.handle(join(3, "a"), 300).is_empty(), "b has not rejoined yet");
+        // b stays alive (heartbeats are answered REBALANCE_IN_PROGRESS) but never rejoins.
+        for t in [300, 1200, 2100, 3000, 3900, 4800] {
+            assert_eq!(hb_error(&g.handle(hb(t as u64, "b", 1), t), t as u64), RIP);
+        }
+        assert_eq!(g.next_deadline(), Some(5200), "the rebalance waits the members' rebalance timeout");
+        let acts = g.handle(Event::Tick, 5200);
+        assert_eq!(acts.len(), 2);
+        assert_eq!(join_reply(&acts, 3).1, 2);
+        assert_eq!(join_reply(&acts, 3).4, 2, "a and the newcomer; b is gone");
+        assert!(!g.member_ids().contains(&"b".to_string()));
+    }
+
+    #[test]
+    fn protocols_must_be_shared_and_the_most_preferred_wins() {
+        let mut g = group();
+        g.handle(Event::Join(join_req(1, "", &["range", "roundrobin"])), 0);
+        let acts = g.handle(Event::Join(join_req(2, "", &["sticky"])), 0);
+        assert_eq!(join_reply(&acts, 2).0, 23); // INCONSISTENT_GROUP_PROTOCOL
+        g.handle(Event::Join(join_req(3, "", &["roundrobin", "range"])), 0);
+        g.handle(Event::Join(join_req(4, "", &["roundrobin"])), 0);
+        let acts = g.handle(Event::Tick, 100);
+        assert_eq!(acts.len(), 2 + 1, "three members answered");
+        assert_eq!(g.protocol(), Some("roundrobin"));
+        let mut other_type = join_req(5, "", &["roundrobin"]);
+        other_type.protocol_type = "connect".into();
+        assert_eq!(join_reply(&g.handle(Event::Join(other_type), 101), 5).0, 23);
+    }
+
+    #[test]
+    fn session_timeout_outside_the_broker_bounds_is_refused() {
+        let mut g = group();
+        let mut j = join_req(1, "", &["range"]);
+        j.session_timeout_ms = 5;
+        assert_eq!(join_reply(&g.handle(Event::Join(j), 0), 1).0, 26); // INVALID_SESSION_TIMEOUT
+        assert_eq!(g.state(), GroupState::Empty);
+    }
+
+    #[test]
+    fn a_static_member_rejoining_fences_its_old_incarnation() {
+        let mut g = group();
+        let mut j = join_req(1, "", &["range"]);
+        j.instance_id = Some("host-1".into());
+        g.handle(Event::Join(j.clone()), 0);
+        let acts = g.handle(Event::Tick, 100);
+        let old_id = join_reply(&acts, 1).2;
+        g.handle(sync(2, &old_id, 1, &[(&old_id, "x")]), 100);
+        j.token = 3;
+        g.handle(Event::Join(j), 200);
+        assert_eq!(g.member_ids().len(), 1);
+        assert_ne!(g.member_ids()[0], old_id);
+        assert_eq!(hb_error(&g.handle(hb(4, &old_id, 1), 201), 4), UNKNOWN);
+    }
+}
