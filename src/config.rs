@@ -62,6 +62,8 @@ pub struct Config {
     pub num_partitions: i32,
     /// Broker-wide defaults of the topic-level settings.
     pub topic_defaults: TopicDefaults,
+    /// Consumer-group settings (Kafka's `group.*` keys).
+    pub groups: crate::coordinator::group::GroupConfig,
 }
 
 /// Broker-wide defaults for topic-level settings (Kafka's `log.*` broker keys).
@@ -123,6 +125,18 @@ pub struct ServeArgs {
     /// [default: 9223372036854775807, i.e. never by time].
     #[arg(long, env = "SPATE_FLUSH_MS")]
     pub flush_ms: Option<i64>,
+    /// How long an empty consumer group waits for more members before its first rebalance, ms
+    /// (Kafka `group.initial.rebalance.delay.ms`) [default: 3000].
+    #[arg(long, env = "SPATE_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<i64>,
+    /// Smallest session timeout a consumer may ask for, ms (`group.min.session.timeout.ms`)
+    /// [default: 6000].
+    #[arg(long, env = "SPATE_GROUP_MIN_SESSION_TIMEOUT_MS")]
+    pub group_min_session_timeout_ms: Option<i32>,
+    /// Largest session timeout a consumer may ask for, ms (`group.max.session.timeout.ms`)
+    /// [default: 1800000].
+    #[arg(long, env = "SPATE_GROUP_MAX_SESSION_TIMEOUT_MS")]
+    pub group_max_session_timeout_ms: Option<i32>,
 }
 
 /// The same settings as [`ServeArgs`], as read from the TOML file. Unknown keys are refused.
@@ -141,6 +155,9 @@ struct FileConfig {
     segment_ms: Option<i64>,
     flush_messages: Option<i64>,
     flush_ms: Option<i64>,
+    group_initial_rebalance_delay_ms: Option<i64>,
+    group_min_session_timeout_ms: Option<i32>,
+    group_max_session_timeout_ms: Option<i32>,
 }
 
 impl Config {
@@ -190,7 +207,24 @@ impl Config {
         // Validate the defaults with the same rules as per-topic overrides.
         TopicConfig::resolve(&topic_defaults, &BTreeMap::new())
             .map_err(|e| anyhow::anyhow!("broker topic defaults: {e}"))?;
+        let groups = crate::coordinator::group::GroupConfig {
+            initial_rebalance_delay_ms: args
+                .group_initial_rebalance_delay_ms
+                .or(file.group_initial_rebalance_delay_ms)
+                .unwrap_or(3000),
+            min_session_timeout_ms: args.group_min_session_timeout_ms.or(file.group_min_session_timeout_ms).unwrap_or(6000),
+            max_session_timeout_ms: args
+                .group_max_session_timeout_ms
+                .or(file.group_max_session_timeout_ms)
+                .unwrap_or(1_800_000),
+        };
+        anyhow::ensure!(groups.initial_rebalance_delay_ms >= 0, "group_initial_rebalance_delay_ms: must be >= 0");
+        anyhow::ensure!(
+            0 < groups.min_session_timeout_ms && groups.min_session_timeout_ms <= groups.max_session_timeout_ms,
+            "group_min_session_timeout_ms must be positive and at most group_max_session_timeout_ms"
+        );
         Ok(Config {
+            groups,
             listen,
             advertised_host,
             advertised_port,
@@ -226,6 +260,9 @@ impl Config {
             ("log.message.timestamp.type", d.message_timestamp_type.clone()),
             ("log.cleanup.policy", d.cleanup_policy.clone()),
             ("socket.request.max.bytes", limits::REQUEST_FRAME_MAX_BYTES.to_string()),
+            ("group.initial.rebalance.delay.ms", self.groups.initial_rebalance_delay_ms.to_string()),
+            ("group.min.session.timeout.ms", self.groups.min_session_timeout_ms.to_string()),
+            ("group.max.session.timeout.ms", self.groups.max_session_timeout_ms.to_string()),
         ]
     }
 }

@@ -5,7 +5,7 @@
 //! - [`io`]: the runtime edge. The only module that names glommio, opens files or sockets.
 //! - [`protocol`]: Kafka wire framing, record-batch parsing and error codes. Knows nothing of the
 //!   server or storage.
-//! - [`coordinator`]: consumer-group state machines, pure (no I/O); not yet wired to the network.
+//! - [`coordinator`]: consumer-group state machines, pure (no I/O), driven by `server::groups`.
 //! - [`storage`]: a partition's log: segments, indexes, recovery, group commit. Uses `io` for files.
 //! - [`server`]: shards (one per core), the shard table, cross-core routing, connections, and one
 //!   handler file per Kafka API.

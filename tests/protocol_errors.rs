@@ -65,7 +65,24 @@ fn api_versions_advertises_exactly_what_is_implemented() {
     let keys: Vec<(i16, i16, i16)> = r.api_keys.iter().map(|k| (k.api_key, k.min_version, k.max_version)).collect();
     assert_eq!(
         keys,
-        vec![(0, 3, 13), (1, 4, 18), (2, 1, 10), (3, 0, 13), (18, 0, 4), (19, 2, 7), (20, 1, 6), (23, 2, 4), (32, 1, 4)]
+        vec![
+            (0, 3, 13),
+            (1, 4, 18),
+            (2, 1, 10),
+            (3, 0, 13),
+            (8, 2, 9),
+            (9, 1, 9),
+            (10, 0, 6),
+            (11, 0, 9),
+            (12, 0, 4),
+            (13, 0, 5),
+            (14, 0, 5),
+            (18, 0, 4),
+            (19, 2, 7),
+            (20, 1, 6),
+            (23, 2, 4),
+            (32, 1, 4)
+        ]
     );
     // A newer ApiVersions than ours: v0 answer with UNSUPPORTED_VERSION and the list (KIP-511).
     let r: ApiVersionsResponse = raw.call(ApiKey::ApiVersions, 99, &ApiVersionsRequest::default(), 0);
@@ -170,9 +187,10 @@ fn malformed_frames_close_only_their_connection() {
     let mut raw = Raw::connect(broker.port);
     raw.send_bytes(&(-5i32).to_be_bytes());
     assert!(raw.closed_by_broker());
-    // An unknown API key, an API Spate does not implement (FindCoordinator), and a garbage body
+    // An unknown API key, an API Spate does not implement (InitProducerId), and a garbage body
     // for one it does.
-    for f in [hand_frame(999, 0, false, &[]), hand_frame(10, 1, false, &[]), hand_frame(0, 9, false, &[0xff; 4])] {
+    let init_producer_id = [0xff, 0xff, 0, 0, 0xea, 0x60];
+    for f in [hand_frame(999, 0, false, &[]), hand_frame(22, 0, false, &init_producer_id), hand_frame(0, 9, false, &[0xff; 4])] {
         let mut raw = Raw::connect(broker.port);
         raw.send_bytes(&f);
         assert!(raw.closed_by_broker());

@@ -198,6 +198,7 @@ impl Group {
     pub fn member_ids(&self) -> Vec<String> {
         self.members.keys().cloned().collect()
     }
+    /// Whether `member_id` belongs to the current generation.
     pub fn is_member(&self, member_id: &str, generation: i32) -> bool {
         self.members.contains_key(member_id) && generation == self.generation
     }

@@ -8,6 +8,7 @@
 //! 4. every core: serve cross-core jobs, then listen (SO_REUSEPORT) and accept.
 
 pub mod connection;
+pub mod groups;
 pub mod handlers;
 pub mod metadata;
 pub mod shard;
@@ -84,7 +85,7 @@ async fn run_shard(
     if core == 0 {
         tracing::info!(listen = %config.listen, "spate ready: accepting Kafka clients");
     }
-    rt::spawn(flush_ticker()).detach();
+    rt::spawn(housekeeping()).detach();
     loop {
         match listener.accept().await {
             Ok((r, w, peer)) => {
@@ -99,10 +100,12 @@ async fn run_shard(
     }
 }
 
-/// Applies the time part of the interval flush policy (`flush.ms`) on this core's partitions.
-async fn flush_ticker() {
+/// Every 100 ms: expire group sessions and finish rebalances, and apply the time part of the
+/// interval flush policy (`flush.ms`) on this core's partitions.
+async fn housekeeping() {
     loop {
         rt::sleep(Duration::from_millis(100)).await;
+        shard::current().groups.tick();
         for log in shard::current().partitions() {
             if let Err(e) = log.flush_if_due().await {
                 tracing::error!(dir = %log.dir().display(), error = %e, "interval flush failed");

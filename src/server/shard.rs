@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::groups::Groups;
 use super::metadata::{self, MetadataImage, TopicMeta};
 use crate::config::Config;
 use crate::io::mesh::Mesh;
@@ -40,6 +41,8 @@ pub struct Shard {
     partitions: RefCell<HashMap<(String, i32), (Uuid, Rc<PartitionLog>)>>,
     /// Woken when any partition on this core gets new readable data.
     pub data_arrived: Rc<Notify>,
+    /// The consumer groups this core coordinates.
+    pub groups: Groups,
     /// Core 0 only: set while a metadata change is being made, so changes apply one at a time.
     meta_busy: Cell<bool>,
     meta_done: Notify,
@@ -56,6 +59,7 @@ pub struct NewTopic {
 
 impl Shard {
     pub fn install(core: usize, config: Arc<Config>, cluster_id: Arc<str>, mesh: Rc<Mesh>) -> Rc<Shard> {
+        let groups = config.groups;
         let shard = Rc::new(Shard {
             core,
             cores: mesh.cores(),
@@ -65,6 +69,7 @@ impl Shard {
             image: RefCell::new(Arc::new(MetadataImage::default())),
             partitions: RefCell::new(HashMap::new()),
             data_arrived: Rc::new(Notify::default()),
+            groups: Groups::new(groups),
             meta_busy: Cell::new(false),
             meta_done: Notify::default(),
         });

@@ -10,8 +10,10 @@ from harness import (api_versions_v0_roundtrip, check, compact_string, parse_api
 
 UNSUPPORTED_VERSION = 35
 API_VERSIONS = 18
-CORE_APIS = {0: "Produce", 1: "Fetch", 2: "ListOffsets", 3: "Metadata", 18: "ApiVersions", 19: "CreateTopics",
-             20: "DeleteTopics", 23: "OffsetForLeaderEpoch", 32: "DescribeConfigs"}
+CORE_APIS = {0: "Produce", 1: "Fetch", 2: "ListOffsets", 3: "Metadata", 8: "OffsetCommit", 9: "OffsetFetch",
+             10: "FindCoordinator", 11: "JoinGroup", 12: "Heartbeat", 13: "LeaveGroup", 14: "SyncGroup",
+             18: "ApiVersions", 19: "CreateTopics", 20: "DeleteTopics", 23: "OffsetForLeaderEpoch",
+             32: "DescribeConfigs"}
 
 
 def connect(ctx, timeout=10.0):
@@ -160,12 +162,12 @@ def raw_truncated_frames(ctx):
 
 @check("raw_unimplemented_api_closes")
 def raw_unimplemented_api_closes(ctx):
-    """FindCoordinator is not advertised; a client that sends it anyway is disconnected (as Kafka
+    """InitProducerId is not advertised; a client that sends it anyway is disconnected (as Kafka
     does for APIs it does not know), and other connections are unaffected."""
     bystander = connect(ctx)
     try:
-        body = struct.pack(">h", 5) + b"group"  # FindCoordinator v0: key
-        _expect_closed(ctx, request_frame(10, 0, 77, body), "FindCoordinator v0")
+        body = struct.pack(">hi", -1, 60000)  # InitProducerId v0: null transactional id, timeout
+        _expect_closed(ctx, request_frame(22, 0, 77, body), "InitProducerId v0")
         # Also an implemented API at a version outside the advertised range (Produce v0).
         _expect_closed(ctx, request_frame(0, 0, 78, struct.pack(">hii", 1, 1000, 0)), "Produce v0")
         bystander.sendall(request_frame(API_VERSIONS, 0, 79, b""))

@@ -10,10 +10,17 @@ pub mod create_topics;
 pub mod delete_topics;
 pub mod describe_configs;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
+pub mod join_group;
+pub mod leave_group;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sync_group;
 
 use std::rc::Rc;
 
@@ -38,6 +45,13 @@ pub const SUPPORTED: &[ApiSpec] = &[
     ApiSpec { key: ApiKey::Fetch, min: fetch::VERSIONS.0, max: fetch::VERSIONS.1 },
     ApiSpec { key: ApiKey::ListOffsets, min: list_offsets::VERSIONS.0, max: list_offsets::VERSIONS.1 },
     ApiSpec { key: ApiKey::Metadata, min: metadata::VERSIONS.0, max: metadata::VERSIONS.1 },
+    ApiSpec { key: ApiKey::OffsetCommit, min: offset_commit::VERSIONS.0, max: offset_commit::VERSIONS.1 },
+    ApiSpec { key: ApiKey::OffsetFetch, min: offset_fetch::VERSIONS.0, max: offset_fetch::VERSIONS.1 },
+    ApiSpec { key: ApiKey::FindCoordinator, min: find_coordinator::VERSIONS.0, max: find_coordinator::VERSIONS.1 },
+    ApiSpec { key: ApiKey::JoinGroup, min: join_group::VERSIONS.0, max: join_group::VERSIONS.1 },
+    ApiSpec { key: ApiKey::Heartbeat, min: heartbeat::VERSIONS.0, max: heartbeat::VERSIONS.1 },
+    ApiSpec { key: ApiKey::LeaveGroup, min: leave_group::VERSIONS.0, max: leave_group::VERSIONS.1 },
+    ApiSpec { key: ApiKey::SyncGroup, min: sync_group::VERSIONS.0, max: sync_group::VERSIONS.1 },
     ApiSpec { key: ApiKey::ApiVersions, min: api_versions::VERSIONS.0, max: api_versions::VERSIONS.1 },
     ApiSpec { key: ApiKey::CreateTopics, min: create_topics::VERSIONS.0, max: create_topics::VERSIONS.1 },
     ApiSpec { key: ApiKey::DeleteTopics, min: delete_topics::VERSIONS.0, max: delete_topics::VERSIONS.1 },
@@ -101,6 +115,17 @@ async fn dispatch(
         RequestKind::DescribeConfigs(r) => {
             Some(ResponseKind::DescribeConfigs(describe_configs::handle(shard, v, r).await))
         }
+        RequestKind::OffsetCommit(r) => Some(ResponseKind::OffsetCommit(offset_commit::handle(shard, v, r).await)),
+        RequestKind::OffsetFetch(r) => Some(ResponseKind::OffsetFetch(offset_fetch::handle(shard, v, r).await)),
+        RequestKind::FindCoordinator(r) => {
+            Some(ResponseKind::FindCoordinator(find_coordinator::handle(shard, v, r).await))
+        }
+        RequestKind::JoinGroup(r) => {
+            Some(ResponseKind::JoinGroup(join_group::handle(shard, v, r, client.to_string()).await))
+        }
+        RequestKind::Heartbeat(r) => Some(ResponseKind::Heartbeat(heartbeat::handle(shard, v, r).await)),
+        RequestKind::LeaveGroup(r) => Some(ResponseKind::LeaveGroup(leave_group::handle(shard, v, r).await)),
+        RequestKind::SyncGroup(r) => Some(ResponseKind::SyncGroup(sync_group::handle(shard, v, r).await)),
         other => unreachable!("{key:?} is in SUPPORTED but has no handler arm: {other:?}"),
     };
     Ok(resp.map(|r| (r, v)))

@@ -1,0 +1,177 @@
+//! The groups a core coordinates: each group's state machine ([`crate::coordinator::group`]),
+//! the requests waiting for its replies, and its committed offsets.
+//!
+//! Ownership: a group lives on the core that owns its `__consumer_offsets` partition
+//! ([`group_core`]); every request for it is sent there. Committed offsets are kept in memory
+//! only for now (issue #3: persistence in `__consumer_offsets` is next), so they are lost on
+//! restart.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+
+use crate::coordinator::group::{Event, Group, GroupConfig, GroupState, Reply, Token};
+use crate::protocol::ResponseError;
+use crate::storage::now_ms;
+
+/// Partitions of `__consumer_offsets`, as Kafka's `offsets.topic.num.partitions` default.
+pub const OFFSETS_PARTITIONS: i32 = 50;
+
+/// The `__consumer_offsets` partition of a group: Kafka's `abs(groupId.hashCode) % partitions`,
+/// with Java's String.hashCode (UTF-16 code units), so groups land where Kafka would put them.
+pub fn offsets_partition(group_id: &str) -> i32 {
+    let mut h: i32 = 0;
+    for unit in group_id.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(unit as i32);
+    }
+    // Kafka's Utils.abs maps i32::MIN to 0.
+    (if h == i32::MIN { 0 } else { h.abs() }) % OFFSETS_PARTITIONS
+}
+
+/// The core that coordinates a group: the owner of its `__consumer_offsets` partition.
+pub fn group_core(group_id: &str, cores: usize) -> usize {
+    super::metadata::owner_core("__consumer_offsets", offsets_partition(group_id), cores)
+}
+
+/// A committed offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_ms: i64,
+}
+
+struct Entry {
+    group: Group,
+    waiting: HashMap<Token, flume::Sender<Reply>>,
+    offsets: BTreeMap<(String, i32), Committed>,
+}
+
+/// Who may commit offsets for a group (OffsetCommit's generation and member id).
+pub enum Committer {
+    /// generation -1 and no member id: a consumer using assign(), allowed while the group has no
+    /// members.
+    Simple,
+    Member { member_id: String, generation: i32 },
+}
+
+/// This core's groups. Owned by one core.
+pub struct Groups {
+    config: GroupConfig,
+    entries: RefCell<HashMap<String, Entry>>,
+    next_token: Cell<Token>,
+}
+
+impl Groups {
+    pub fn new(config: GroupConfig) -> Groups {
+        Groups { config, entries: RefCell::new(HashMap::new()), next_token: Cell::new(1) }
+    }
+
+    fn entry<'a>(&self, entries: &'a mut HashMap<String, Entry>, id: &str) -> &'a mut Entry {
+        entries.entry(id.to_string()).or_insert_with(|| Entry {
+            group: Group::new(id.to_string(), self.config),
+            waiting: HashMap::new(),
+            offsets: BTreeMap::new(),
+        })
+    }
+
+    /// Feeds the group an event built around a fresh token and waits for that token's reply,
+    /// which may come from a later event (JoinGroup and SyncGroup are long polls).
+    pub async fn call(&self, group_id: &str, make: impl FnOnce(Token) -> Event) -> Reply {
+        let token = self.next_token.get();
+        self.next_token.set(token + 1);
+        let (tx, rx) = flume::bounded(1);
+        {
+            let mut entries = self.entries.borrow_mut();
+            let e = self.entry(&mut entries, group_id);
+            e.waiting.insert(token, tx);
+            let actions = e.group.handle(make(token), now_ms());
+            deliver(e, actions);
+        }
+        rx.recv_async().await.expect("a group dropped a waiting request without replying")
+    }
+
+    /// Time passed: expire sessions and finish rebalances on every group.
+    pub fn tick(&self) {
+        let now = now_ms();
+        for e in self.entries.borrow_mut().values_mut() {
+            if e.group.next_deadline().is_some_and(|d| d <= now) {
+                let actions = e.group.handle(Event::Tick, now);
+                deliver(e, actions);
+            }
+        }
+    }
+
+    /// Stores offsets if `who` may commit for the group; the error code otherwise.
+    pub fn commit(&self, group_id: &str, who: &Committer, offsets: Vec<((String, i32), Committed)>) -> i16 {
+        let mut entries = self.entries.borrow_mut();
+        let e = self.entry(&mut entries, group_id);
+        let allowed = match who {
+            Committer::Simple => {
+                if e.group.state() == GroupState::Empty {
+                    Ok(())
+                } else {
+                    Err(ResponseError::UnknownMemberId)
+                }
+            }
+            Committer::Member { member_id, generation } => {
+                if !e.group.member_ids().iter().any(|m| m == member_id) {
+                    Err(ResponseError::UnknownMemberId)
+                } else if !e.group.is_member(member_id, *generation) {
+                    Err(ResponseError::IllegalGeneration)
+                } else if e.group.state() == GroupState::CompletingRebalance {
+                    Err(ResponseError::RebalanceInProgress)
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        match allowed {
+            Ok(()) => {
+                e.offsets.extend(offsets);
+                0
+            }
+            Err(code) => code.code(),
+        }
+    }
+
+    /// Committed offsets of a group: those asked for, or all when `wanted` is `None`.
+    pub fn fetch(&self, group_id: &str, wanted: Option<Vec<(String, i32)>>) -> Vec<((String, i32), Option<Committed>)> {
+        let entries = self.entries.borrow();
+        let offsets = entries.get(group_id).map(|e| &e.offsets);
+        match wanted {
+            Some(list) => list
+                .into_iter()
+                .map(|k| {
+                    let c = offsets.and_then(|o| o.get(&k).cloned());
+                    (k, c)
+                })
+                .collect(),
+            None => offsets
+                .map(|o| o.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+fn deliver(e: &mut Entry, actions: Vec<crate::coordinator::group::Action>) {
+    for a in actions {
+        if let Some(tx) = e.waiting.remove(&a.token) {
+            let _ = tx.send(a.reply);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_land_on_kafkas_offsets_partition() {
+        let java_hash = |s: &str| s.encode_utf16().fold(0i32, |h, u| h.wrapping_mul(31).wrapping_add(u as i32));
+        assert_eq!(java_hash("abc"), 96354);
+        assert_eq!(offsets_partition("abc"), 96354 % 50);
+        assert!((0..50).contains(&offsets_partition("a group with a long name and ünïcödé")));
+        assert_eq!(group_core("g", 1), 0);
+    }
+}

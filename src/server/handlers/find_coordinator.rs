@@ -1,0 +1,44 @@
+//! FindCoordinator (key 10): every group is coordinated by this node (on the core that owns its
+//! `__consumer_offsets` partition, which is Spate's business, not the client's). Transaction
+//! coordinators do not exist yet: COORDINATOR_NOT_AVAILABLE.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+
+use super::super::shard::Shard;
+use crate::protocol::{ResponseError, StrBytes};
+
+pub const VERSIONS: (i16, i16) = (0, 6);
+
+const KEY_TYPE_GROUP: i8 = 0;
+
+pub async fn handle(shard: &Rc<Shard>, version: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let (node, host, port) = (BrokerId(shard.config.node_id), shard.config.advertised_host.clone(), shard.config.advertised_port as i32);
+    let error = if req.key_type == KEY_TYPE_GROUP { 0 } else { ResponseError::CoordinatorNotAvailable.code() };
+    let mut resp = FindCoordinatorResponse::default();
+    if version >= 4 {
+        resp.coordinators = req
+            .coordinator_keys
+            .into_iter()
+            .map(|key| {
+                let c = Coordinator::default().with_key(key).with_error_code(error);
+                if error == 0 {
+                    c.with_node_id(node).with_host(StrBytes::from_string(host.clone())).with_port(port)
+                } else {
+                    c.with_node_id(BrokerId(-1)).with_port(-1)
+                }
+            })
+            .collect();
+    } else if error == 0 {
+        resp.node_id = node;
+        resp.host = StrBytes::from_string(host);
+        resp.port = port;
+    } else {
+        resp.error_code = error;
+        resp.node_id = BrokerId(-1);
+        resp.port = -1;
+    }
+    resp
+}

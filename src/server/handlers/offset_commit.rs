@@ -1,0 +1,65 @@
+//! OffsetCommit (key 8): stores a group's consumed positions on the group's coordinating core,
+//! if the committer is a member of the current generation (or, for assign()-only consumers,
+//! while the group has no members). Offsets for topics that do not exist are refused.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+
+use super::super::groups::{group_core, Committed, Committer};
+use super::super::shard::{current, Shard};
+use crate::protocol::ResponseError;
+use crate::storage::now_ms;
+
+pub const VERSIONS: (i16, i16) = (2, 9);
+
+pub async fn handle(shard: &Rc<Shard>, version: i16, req: OffsetCommitRequest) -> OffsetCommitResponse {
+    let image = shard.image();
+    let group_id = req.group_id.0.to_string();
+    let who = if req.generation_id_or_member_epoch < 0 && req.member_id.is_empty() {
+        Committer::Simple
+    } else {
+        Committer::Member { member_id: req.member_id.to_string(), generation: req.generation_id_or_member_epoch }
+    };
+    let now = now_ms();
+    let mut offsets = Vec::new();
+    let mut unknown = Vec::new();
+    for t in &req.topics {
+        let meta = image.topic(t.name.0.as_str());
+        for p in &t.partitions {
+            match meta {
+                Some(m) if (0..m.partitions).contains(&p.partition_index) => offsets.push((
+                    (m.name.clone(), p.partition_index),
+                    Committed {
+                        offset: p.committed_offset,
+                        leader_epoch: if version >= 6 { p.committed_leader_epoch } else { -1 },
+                        metadata: p.committed_metadata.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+                        commit_ms: now,
+                    },
+                )),
+                _ => unknown.push((t.name.0.to_string(), p.partition_index)),
+            }
+        }
+    }
+    let code = if group_id.is_empty() {
+        ResponseError::InvalidGroupId.code()
+    } else {
+        let core = group_core(&group_id, shard.cores);
+        shard.invoke_on(core, move || async move { current().groups.commit(&group_id, &who, offsets) }).await
+    };
+    let mut resp = OffsetCommitResponse::default();
+    for t in req.topics {
+        let parts = t
+            .partitions
+            .iter()
+            .map(|p| {
+                let known = !unknown.contains(&(t.name.0.to_string(), p.partition_index));
+                let error = if known { code } else { ResponseError::UnknownTopicOrPartition.code() };
+                OffsetCommitResponsePartition::default().with_partition_index(p.partition_index).with_error_code(error)
+            })
+            .collect();
+        resp.topics.push(OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(parts));
+    }
+    resp
+}

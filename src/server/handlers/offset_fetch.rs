@@ -1,0 +1,89 @@
+//! OffsetFetch (key 9): a group's committed offsets, for the partitions asked or (null topics)
+//! all of them; -1 where nothing was committed. One group per request before v8, several after.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
+
+use super::super::groups::{group_core, Committed};
+use super::super::shard::{current, Shard};
+use crate::protocol::StrBytes;
+
+pub const VERSIONS: (i16, i16) = (1, 9);
+
+type Found = Vec<((String, i32), Option<Committed>)>;
+
+async fn fetch(shard: &Rc<Shard>, group_id: String, wanted: Option<Vec<(String, i32)>>) -> Found {
+    let core = group_core(&group_id, shard.cores);
+    shard.invoke_on(core, move || async move { current().groups.fetch(&group_id, wanted) }).await
+}
+
+/// Groups the answers by topic, in first-seen order.
+fn by_topic(found: Found) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
+    let mut out: Vec<(String, Vec<(i32, Option<Committed>)>)> = Vec::new();
+    for ((topic, partition), c) in found {
+        match out.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, parts)) => parts.push((partition, c)),
+            None => out.push((topic, vec![(partition, c)])),
+        }
+    }
+    out
+}
+
+fn name(s: String) -> TopicName {
+    TopicName(StrBytes::from_string(s))
+}
+
+pub async fn handle(shard: &Rc<Shard>, version: i16, req: OffsetFetchRequest) -> OffsetFetchResponse {
+    let mut resp = OffsetFetchResponse::default();
+    if version < 8 {
+        let wanted = req
+            .topics
+            .map(|ts| ts.into_iter().flat_map(|t| t.partition_indexes.into_iter().map(move |p| (t.name.0.to_string(), p))).collect());
+        let found = fetch(shard, req.group_id.0.to_string(), wanted).await;
+        for (topic, parts) in by_topic(found) {
+            let partitions = parts
+                .into_iter()
+                .map(|(p, c)| {
+                    let c = c.unwrap_or(Committed { offset: -1, leader_epoch: -1, metadata: String::new(), commit_ms: -1 });
+                    OffsetFetchResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_committed_offset(c.offset)
+                        .with_committed_leader_epoch(if version >= 5 { c.leader_epoch } else { -1 })
+                        .with_metadata(Some(StrBytes::from_string(c.metadata)))
+                })
+                .collect();
+            resp.topics.push(OffsetFetchResponseTopic::default().with_name(name(topic)).with_partitions(partitions));
+        }
+        return resp;
+    }
+    for g in req.groups {
+        let wanted = g
+            .topics
+            .map(|ts| ts.into_iter().flat_map(|t| t.partition_indexes.into_iter().map(move |p| (t.name.0.to_string(), p))).collect());
+        let found = fetch(shard, g.group_id.0.to_string(), wanted).await;
+        let topics = by_topic(found)
+            .into_iter()
+            .map(|(topic, parts)| {
+                let partitions = parts
+                    .into_iter()
+                    .map(|(p, c)| {
+                        let c = c.unwrap_or(Committed { offset: -1, leader_epoch: -1, metadata: String::new(), commit_ms: -1 });
+                        OffsetFetchResponsePartitions::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(c.offset)
+                            .with_committed_leader_epoch(c.leader_epoch)
+                            .with_metadata(Some(StrBytes::from_string(c.metadata)))
+                    })
+                    .collect();
+                OffsetFetchResponseTopics::default().with_name(name(topic)).with_partitions(partitions)
+            })
+            .collect();
+        resp.groups.push(OffsetFetchResponseGroup::default().with_group_id(GroupId(g.group_id.0)).with_topics(topics));
+    }
+    resp
+}

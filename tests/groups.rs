@@ -1,0 +1,202 @@
+//! Consumer groups with real librdkafka consumers using `subscribe()`: partitions shared among
+//! members, each record read once, rebalances when members come, leave or die, and committed
+//! offsets that a new member resumes from.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{flush, producer, Broker};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, Producer};
+
+const GROUP_FLAGS: &[&str] = &["--group-initial-rebalance-delay-ms", "300", "--num-partitions", "6"];
+
+fn group_consumer(bootstrap: &str, group: &str, extra: &[(&str, &str)]) -> BaseConsumer {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("enable.auto.commit", "false");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create().expect("creating consumer")
+}
+
+fn produce_numbered(bootstrap: &str, topic: &str, n: usize) {
+    let p = producer(bootstrap, &[("acks", "all")]);
+    for i in 0..n {
+        let k = format!("k{i}");
+        let v = format!("{i}");
+        p.send(BaseRecord::to(topic).key(&k).payload(&v)).unwrap();
+    }
+    flush(&p);
+    assert_eq!(p.context().ok.lock().unwrap().len(), n);
+}
+
+fn assigned(c: &BaseConsumer) -> BTreeSet<i32> {
+    c.assignment().unwrap().elements().iter().map(|e| e.partition()).collect()
+}
+
+/// Polls every consumer until `done` says the shared state is complete (a hang guard of 90 s).
+fn poll_all(consumers: &[BaseConsumer], seen: &mut Vec<Vec<i64>>, mut done: impl FnMut(&[BaseConsumer], &[Vec<i64>]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !done(consumers, seen) {
+        assert!(Instant::now() < deadline, "group did not settle: {:?}", consumers.iter().map(assigned).collect::<Vec<_>>());
+        for (i, c) in consumers.iter().enumerate() {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+                seen[i].push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap().parse().unwrap());
+            }
+        }
+    }
+}
+
+#[test]
+fn three_members_share_six_partitions_and_read_every_record_once() {
+    let broker = Broker::start(GROUP_FLAGS);
+    produce_numbered(&broker.bootstrap(), "shared", 3000);
+    let consumers: Vec<BaseConsumer> = (0..3).map(|_| group_consumer(&broker.bootstrap(), "g-share", &[])).collect();
+    for c in &consumers {
+        c.subscribe(&["shared"]).unwrap();
+    }
+    let mut seen = vec![Vec::new(); 3];
+    poll_all(&consumers, &mut seen, |cs, seen| {
+        seen.iter().map(Vec::len).sum::<usize>() >= 3000 && cs.iter().all(|c| assigned(c).len() == 2)
+    });
+    let mut all: Vec<i64> = seen.concat();
+    all.sort();
+    assert_eq!(all, (0..3000).collect::<Vec<_>>(), "every record exactly once");
+    let parts: BTreeSet<i32> = consumers.iter().flat_map(assigned).collect();
+    assert_eq!(parts, (0..6).collect());
+}
+
+#[test]
+fn a_new_member_resumes_from_committed_offsets() {
+    let broker = Broker::start(GROUP_FLAGS);
+    produce_numbered(&broker.bootstrap(), "resume", 600);
+    let c = group_consumer(&broker.bootstrap(), "g-resume", &[]);
+    c.subscribe(&["resume"]).unwrap();
+    let mut seen = vec![Vec::new()];
+    poll_all(std::slice::from_ref(&c), &mut seen, |_, s| s[0].len() >= 300);
+    c.commit_consumer_state(CommitMode::Sync).unwrap();
+    let first: BTreeSet<i64> = seen[0].iter().copied().collect();
+    drop(c); // close(): LeaveGroup
+    let c = group_consumer(&broker.bootstrap(), "g-resume", &[]);
+    c.subscribe(&["resume"]).unwrap();
+    let mut rest = vec![Vec::new()];
+    poll_all(std::slice::from_ref(&c), &mut rest, |_, s| first.len() + s[0].len() >= 600);
+    let again: BTreeSet<i64> = rest[0].iter().copied().collect();
+    assert!(first.is_disjoint(&again), "records before the committed offsets were read again");
+    let all: BTreeSet<i64> = first.union(&again).copied().collect();
+    assert_eq!(all, (0..600).collect());
+    // The committed offsets are visible to any client of the group.
+    let committed = c.committed(Duration::from_secs(10)).unwrap();
+    let total: i64 = committed.elements().iter().map(|e| e.offset().to_raw().unwrap().max(0)).sum();
+    assert_eq!(total, first.len() as i64);
+}
+
+#[test]
+fn two_groups_read_the_same_topic_independently() {
+    let broker = Broker::start(GROUP_FLAGS);
+    produce_numbered(&broker.bootstrap(), "twice", 500);
+    let consumers = vec![
+        group_consumer(&broker.bootstrap(), "g-one", &[]),
+        group_consumer(&broker.bootstrap(), "g-two", &[]),
+    ];
+    for c in &consumers {
+        c.subscribe(&["twice"]).unwrap();
+    }
+    let mut seen = vec![Vec::new(); 2];
+    poll_all(&consumers, &mut seen, |_, s| s.iter().all(|v| v.len() >= 500));
+    for v in &mut seen {
+        v.sort();
+        assert_eq!(*v, (0..500).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn cooperative_sticky_members_split_the_partitions() {
+    let broker = Broker::start(GROUP_FLAGS);
+    produce_numbered(&broker.bootstrap(), "sticky", 60);
+    let extra = [("partition.assignment.strategy", "cooperative-sticky")];
+    let a = group_consumer(&broker.bootstrap(), "g-sticky", &extra);
+    a.subscribe(&["sticky"]).unwrap();
+    let mut seen = vec![Vec::new()];
+    poll_all(std::slice::from_ref(&a), &mut seen, |cs, _| assigned(&cs[0]).len() == 6);
+    let b = group_consumer(&broker.bootstrap(), "g-sticky", &extra);
+    b.subscribe(&["sticky"]).unwrap();
+    let consumers = [a, b];
+    let mut seen = vec![Vec::new(); 2];
+    poll_all(&consumers, &mut seen, |cs, _| assigned(&cs[0]).len() == 3 && assigned(&cs[1]).len() == 3);
+    // The first member gave up three partitions and kept three; nothing overlaps. (That kept
+    // partitions were never revoked is not checked here yet.)
+    assert!(assigned(&consumers[0]).is_disjoint(&assigned(&consumers[1])));
+}
+
+/// Run as a child process by `a_killed_member_loses_its_partitions_after_the_session_timeout`:
+/// joins the group, prints its assignment, and polls until killed.
+#[test]
+#[ignore = "child process of another test"]
+fn child_group_member() {
+    let Ok(bootstrap) = std::env::var("SPATE_CHILD_BOOTSTRAP") else { return };
+    let c = group_consumer(&bootstrap, "g-kill", &[]);
+    c.subscribe(&["killed"]).unwrap();
+    let mut last = BTreeSet::new();
+    loop {
+        let _ = c.poll(Duration::from_millis(100));
+        let now = assigned(&c);
+        if now != last {
+            println!("assigned {}", now.len());
+            last = now;
+        }
+    }
+}
+
+#[test]
+fn a_killed_member_loses_its_partitions_after_the_session_timeout() {
+    let broker = Broker::start(GROUP_FLAGS);
+    produce_numbered(&broker.bootstrap(), "killed", 600);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "child_group_member", "--nocapture"])
+        .env("SPATE_CHILD_BOOTSTRAP", broker.bootstrap())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    {
+        let lines = lines.clone();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(l);
+            }
+        });
+    }
+    let survivor = group_consumer(&broker.bootstrap(), "g-kill", &[]);
+    survivor.subscribe(&["killed"]).unwrap();
+    let mut seen = vec![Vec::new()];
+    poll_all(std::slice::from_ref(&survivor), &mut seen, |cs, _| {
+        assigned(&cs[0]).len() == 3 && lines.lock().unwrap().iter().any(|l| l == "assigned 3")
+    });
+    // kill -9: no LeaveGroup. The group notices through the missing heartbeats.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed_at = Instant::now();
+    // Without commits, the survivor rereads its own partitions after the rebalance too: count
+    // distinct records.
+    poll_all(std::slice::from_ref(&survivor), &mut seen, |cs, s| {
+        assigned(&cs[0]).len() == 6 && s[0].iter().collect::<BTreeSet<_>>().len() >= 600
+    });
+    assert!(killed_at.elapsed() >= Duration::from_secs(3), "partitions moved before the session could have expired");
+    let distinct: BTreeSet<i64> = seen[0].iter().copied().collect();
+    assert_eq!(distinct, (0..600).collect(), "no record skipped");
+}
