@@ -200,3 +200,25 @@ fn a_killed_member_loses_its_partitions_after_the_session_timeout() {
     let distinct: BTreeSet<i64> = seen[0].iter().copied().collect();
     assert_eq!(distinct, (0..600).collect(), "no record skipped");
 }
+
+#[test]
+fn committed_offsets_survive_a_broker_crash() {
+    let mut broker = Broker::start(GROUP_FLAGS);
+    produce_numbered(&broker.bootstrap(), "durable-commits", 600);
+    let c = group_consumer(&broker.bootstrap(), "g-durable", &[]);
+    c.subscribe(&["durable-commits"]).unwrap();
+    let mut seen = vec![Vec::new()];
+    poll_all(std::slice::from_ref(&c), &mut seen, |_, s| s[0].len() >= 250);
+    c.commit_consumer_state(CommitMode::Sync).unwrap();
+    let first: BTreeSet<i64> = seen[0].iter().copied().collect();
+    drop(c);
+    broker.restart(); // kill -9, then start on the same data directory
+    assert!(broker.log().contains("reloaded committed offsets"), "{}", broker.log());
+    let c = group_consumer(&broker.bootstrap(), "g-durable", &[]);
+    c.subscribe(&["durable-commits"]).unwrap();
+    let mut rest = vec![Vec::new()];
+    poll_all(std::slice::from_ref(&c), &mut rest, |_, s| first.len() + s[0].len() >= 600);
+    let again: BTreeSet<i64> = rest[0].iter().copied().collect();
+    assert!(first.is_disjoint(&again), "records before the committed offsets were read again after a crash");
+    assert_eq!(first.union(&again).copied().collect::<BTreeSet<_>>(), (0..600).collect());
+}

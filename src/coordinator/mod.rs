@@ -6,3 +6,4 @@
 //! that coordinates each group (`server::groups`). Committed offsets are kept there, in memory.
 
 pub mod group;
+pub mod offsets;

@@ -220,6 +220,96 @@ fn read_varint(b: &[u8], at: &mut usize) -> Option<i64> {
     None
 }
 
+fn put_varint(b: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        b.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    b.push(z as u8);
+}
+
+fn put_bytes_field(b: &mut Vec<u8>, v: Option<&[u8]>) {
+    match v {
+        None => put_varint(b, -1),
+        Some(v) => {
+            put_varint(b, v.len() as i64);
+            b.extend_from_slice(v);
+        }
+    }
+}
+
+/// Builds one uncompressed batch (base offset 0, no producer id) of key/value records, all
+/// stamped `timestamp`, for records the broker writes itself (`__consumer_offsets`).
+pub fn build(records: &[(Option<Bytes>, Option<Bytes>)], timestamp: i64) -> Bytes {
+    assert!(!records.is_empty(), "a batch holds at least one record");
+    let mut body = Vec::new();
+    for (i, (k, v)) in records.iter().enumerate() {
+        let mut r = vec![0u8]; // attributes
+        put_varint(&mut r, 0); // timestamp delta
+        put_varint(&mut r, i as i64); // offset delta
+        put_bytes_field(&mut r, k.as_deref());
+        put_bytes_field(&mut r, v.as_deref());
+        put_varint(&mut r, 0); // headers
+        put_varint(&mut body, r.len() as i64);
+        body.extend_from_slice(&r);
+    }
+    let n = records.len() as i32;
+    let mut b = Vec::with_capacity(HEADER_LEN + body.len());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + body.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(n - 1).to_be_bytes());
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&n.to_be_bytes());
+    b.extend_from_slice(&body);
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+fn get_bytes_field(b: &[u8], at: &mut usize) -> Option<Option<Bytes>> {
+    let len = read_varint(b, at)?;
+    if len < 0 {
+        return Some(None);
+    }
+    let end = at.checked_add(usize::try_from(len).ok()?)?;
+    let v = Bytes::copy_from_slice(b.get(*at..end)?);
+    *at = end;
+    Some(Some(v))
+}
+
+/// Key and value of each record of an uncompressed batch; `None` for compressed or malformed ones.
+pub fn key_values(b: &[u8], h: &BatchHeader) -> Option<Vec<(Option<Bytes>, Option<Bytes>)>> {
+    if h.compression() != 0 {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut at = HEADER_LEN;
+    for _ in 0..h.records_count {
+        let len = read_varint(b, &mut at)?;
+        let end = at.checked_add(usize::try_from(len).ok()?)?;
+        at += 1; // attributes
+        read_varint(b, &mut at)?; // timestamp delta
+        read_varint(b, &mut at)?; // offset delta
+        let k = get_bytes_field(b, &mut at)?;
+        let v = get_bytes_field(b, &mut at)?;
+        out.push((k, v));
+        if end > b.len() {
+            return None;
+        }
+        at = end;
+    }
+    Some(out)
+}
+
 /// For an uncompressed batch, each record's (offset, timestamp). `None` for compressed batches or
 /// malformed records (callers then fall back to the batch-level timestamps).
 pub fn record_timestamps(b: &[u8], h: &BatchHeader) -> Option<Vec<(i64, i64)>> {
@@ -340,6 +430,15 @@ pub mod tests {
         let end = scan(torn, |_, _| {});
         assert_eq!(end.valid_len, b.len());
         assert!(end.problem.is_some());
+    }
+
+    #[test]
+    fn built_batches_validate_and_read_back() {
+        let recs = vec![(Some(Bytes::from("k1")), Some(Bytes::from("v1"))), (Some(Bytes::from("k2")), None)];
+        let b = build(&recs, 123);
+        let h = validate(&b).unwrap();
+        assert_eq!((h.records_count, h.last_offset_delta, h.max_timestamp), (2, 1, 123));
+        assert_eq!(key_values(&b, &h).unwrap(), recs);
     }
 
     #[test]

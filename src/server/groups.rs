@@ -2,16 +2,23 @@
 //! the requests waiting for its replies, and its committed offsets.
 //!
 //! Ownership: a group lives on the core that owns its `__consumer_offsets` partition
-//! ([`group_core`]); every request for it is sent there. Committed offsets are kept in memory
-//! only for now (issue #3: persistence in `__consumer_offsets` is next), so they are lost on
-//! restart.
+//! ([`group_core`]); every request for it is sent there. A commit is appended to that partition
+//! (and fdatasync'd) before it is acknowledged, and the offsets are reloaded from it on start. The
+//! topic is created on the first commit (50 partitions, `cleanup.policy=compact`; compaction
+//! itself does not run yet, so it grows with every commit).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 
+use super::shard::{current, NewTopic, Shard};
+pub use crate::coordinator::offsets::Committed;
 use crate::coordinator::group::{Event, Group, GroupConfig, GroupState, Reply, Token};
-use crate::protocol::ResponseError;
+use crate::coordinator::offsets;
+use crate::protocol::{batch, ResponseError};
 use crate::storage::now_ms;
+
+/// The internal topic holding committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// Partitions of `__consumer_offsets`, as Kafka's `offsets.topic.num.partitions` default.
 pub const OFFSETS_PARTITIONS: i32 = 50;
@@ -30,15 +37,6 @@ pub fn offsets_partition(group_id: &str) -> i32 {
 /// The core that coordinates a group: the owner of its `__consumer_offsets` partition.
 pub fn group_core(group_id: &str, cores: usize) -> usize {
     super::metadata::owner_core("__consumer_offsets", offsets_partition(group_id), cores)
-}
-
-/// A committed offset.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Committed {
-    pub offset: i64,
-    pub leader_epoch: i32,
-    pub metadata: String,
-    pub commit_ms: i64,
 }
 
 struct Entry {
@@ -102,8 +100,35 @@ impl Groups {
         }
     }
 
-    /// Stores offsets if `who` may commit for the group; the error code otherwise.
-    pub fn commit(&self, group_id: &str, who: &Committer, offsets: Vec<((String, i32), Committed)>) -> i16 {
+    /// Stores offsets durably if `who` may commit for the group; the error code otherwise.
+    pub async fn commit(&self, group_id: &str, who: &Committer, offsets: Vec<((String, i32), Committed)>) -> i16 {
+        let code = self.may_commit(group_id, who);
+        if code != 0 || offsets.is_empty() {
+            return code;
+        }
+        let shard = current();
+        if let Err(code) = ensure_offsets_topic(&shard).await {
+            return code;
+        }
+        let Some(log) = shard.partition(OFFSETS_TOPIC, offsets_partition(group_id)) else {
+            return ResponseError::CoordinatorNotAvailable.code();
+        };
+        let records: Vec<_> = offsets
+            .iter()
+            .map(|((topic, p), c)| (Some(offsets::encode_key(group_id, topic, *p)), Some(offsets::encode_value(c))))
+            .collect();
+        let b = batch::build(&records, now_ms());
+        let h = batch::validate(&b).expect("a batch the broker built is valid");
+        if let Err(e) = log.append(&[(b, h)], true).await {
+            tracing::error!(group = %group_id, error = %e, "storing committed offsets failed");
+            return ResponseError::KafkaStorageError.code();
+        }
+        let mut entries = self.entries.borrow_mut();
+        self.entry(&mut entries, group_id).offsets.extend(offsets);
+        0
+    }
+
+    fn may_commit(&self, group_id: &str, who: &Committer) -> i16 {
         let mut entries = self.entries.borrow_mut();
         let e = self.entry(&mut entries, group_id);
         let allowed = match who {
@@ -127,12 +152,46 @@ impl Groups {
             }
         };
         match allowed {
-            Ok(()) => {
-                e.offsets.extend(offsets);
-                0
-            }
+            Ok(()) => 0,
             Err(code) => code.code(),
         }
+    }
+
+    /// Reloads committed offsets from the `__consumer_offsets` partitions this core owns (start-up,
+    /// before clients are served). Returns how many offset records were applied.
+    pub async fn load(&self, shard: &Shard) -> Result<usize, String> {
+        let mut applied = 0;
+        for p in 0..OFFSETS_PARTITIONS {
+            let Some(log) = shard.partition(OFFSETS_TOPIC, p) else { continue };
+            let mut at = log.offsets().log_start;
+            loop {
+                let r = log.read(at, 1 << 20).await.map_err(|e| format!("reading {OFFSETS_TOPIC}-{p}: {e}"))?;
+                if r.records.is_empty() {
+                    break;
+                }
+                let mut next = at;
+                let mut entries = self.entries.borrow_mut();
+                batch::scan(&r.records, |pos, h| {
+                    next = h.last_offset() + 1;
+                    let Some(kvs) = batch::key_values(&r.records[pos..pos + h.total_len()], h) else { return };
+                    for (k, v) in kvs {
+                        let Some(key) = k else { continue };
+                        let Some((group, topic, partition, committed)) = offsets::decode(&key, v.as_deref()) else { continue };
+                        let offsets = &mut self.entry(&mut entries, &group).offsets;
+                        match committed {
+                            Some(c) => offsets.insert((topic, partition), c),
+                            None => offsets.remove(&(topic, partition)),
+                        };
+                        applied += 1;
+                    }
+                });
+                if next <= at {
+                    return Err(format!("{OFFSETS_TOPIC}-{p}: no progress reading at offset {at}"));
+                }
+                at = next;
+            }
+        }
+        Ok(applied)
     }
 
     /// Committed offsets of a group: those asked for, or all when `wanted` is `None`.
@@ -150,6 +209,28 @@ impl Groups {
             None => offsets
                 .map(|o| o.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect())
                 .unwrap_or_default(),
+        }
+    }
+}
+
+/// Creates `__consumer_offsets` on first use (core 0 does it; every core has installed it when
+/// this returns).
+async fn ensure_offsets_topic(shard: &Shard) -> Result<(), i16> {
+    if shard.image().topic(OFFSETS_TOPIC).is_some() {
+        return Ok(());
+    }
+    let mut overrides = BTreeMap::new();
+    overrides.insert("cleanup.policy".to_string(), "compact".to_string());
+    overrides.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
+    let config = crate::config::TopicConfig::resolve(&shard.config.topic_defaults, &overrides)
+        .expect("the offsets topic's settings are valid");
+    let spec = NewTopic { name: OFFSETS_TOPIC.to_string(), partitions: OFFSETS_PARTITIONS, overrides, config };
+    let r = shard.invoke_on(0, move || async move { current().create_topics(vec![spec]).await }).await;
+    match r.into_iter().next().expect("one result per topic") {
+        Ok(_) | Err((ResponseError::TopicAlreadyExists, _)) => Ok(()),
+        Err((code, msg)) => {
+            tracing::error!("creating {OFFSETS_TOPIC} failed: {msg}");
+            Err(code.code())
         }
     }
 }

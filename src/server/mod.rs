@@ -69,6 +69,14 @@ async fn run_shard(
         Ok(()) => shard.install_image(image).await,
         Err(e) => Err(format!("probing direct I/O in {}: {e}", config.data_dir.display())),
     };
+    let recovered = match recovered {
+        Ok(()) => shard.groups.load(&shard).await.map(|n| {
+            if n > 0 {
+                tracing::info!(core, records = n, "reloaded committed offsets");
+            }
+        }),
+        Err(e) => Err(e),
+    };
     // Every core reaches the barrier, even one whose recovery failed, so none waits forever.
     rt::blocking({
         let barrier = barrier.clone();

@@ -115,6 +115,7 @@ fn topic_entry(t: &Arc<TopicMeta>, node: BrokerId, version: i16) -> MetadataResp
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
         .with_topic_id(if version >= 10 { t.id } else { Uuid::nil() })
+        .with_is_internal(version >= 1 && t.name == super::super::groups::OFFSETS_TOPIC)
         .with_partitions(
             (0..t.partitions)
                 .map(|p| {

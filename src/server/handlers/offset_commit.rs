@@ -46,7 +46,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: OffsetCommitRequest) -
         ResponseError::InvalidGroupId.code()
     } else {
         let core = group_core(&group_id, shard.cores);
-        shard.invoke_on(core, move || async move { current().groups.commit(&group_id, &who, offsets) }).await
+        shard.invoke_on(core, move || async move { current().groups.commit(&group_id, &who, offsets).await }).await
     };
     let mut resp = OffsetCommitResponse::default();
     for t in req.topics {
