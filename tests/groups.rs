@@ -222,3 +222,51 @@ fn committed_offsets_survive_a_broker_crash() {
     assert!(first.is_disjoint(&again), "records before the committed offsets were read again after a crash");
     assert_eq!(first.union(&again).copied().collect::<BTreeSet<_>>(), (0..600).collect());
 }
+
+#[test]
+fn groups_are_listed_described_and_deleted() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+    let mut broker = Broker::start(GROUP_FLAGS);
+    produce_numbered(&broker.bootstrap(), "admin-t", 120);
+    let consumers: Vec<BaseConsumer> = (0..2).map(|_| group_consumer(&broker.bootstrap(), "g-admin", &[])).collect();
+    for c in &consumers {
+        c.subscribe(&["admin-t"]).unwrap();
+    }
+    let mut seen = vec![Vec::new(); 2];
+    poll_all(&consumers, &mut seen, |cs, s| {
+        cs.iter().all(|c| assigned(c).len() == 3) && s.iter().map(Vec::len).sum::<usize>() >= 120
+    });
+    for c in &consumers {
+        c.commit_consumer_state(CommitMode::Sync).unwrap();
+    }
+    // ListGroups + DescribeGroups, as librdkafka's group list does them.
+    let list = consumers[0].fetch_group_list(Some("g-admin"), Duration::from_secs(10)).unwrap();
+    let g = &list.groups()[0];
+    assert_eq!((g.name(), g.state(), g.protocol_type()), ("g-admin", "Stable", "consumer"));
+    assert_eq!(g.members().len(), 2);
+    assert!(g.members().iter().all(|m| m.assignment().is_some_and(|a| !a.is_empty())));
+    let all = consumers[0].fetch_group_list(None, Duration::from_secs(10)).unwrap();
+    assert!(all.groups().iter().any(|g| g.name() == "g-admin"));
+
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", broker.bootstrap()).create().unwrap();
+    let delete = |admin: &AdminClient<DefaultClientContext>| {
+        futures_lite::future::block_on(admin.delete_groups(&["g-admin"], &AdminOptions::new())).unwrap().remove(0)
+    };
+    assert_eq!(delete(&admin).unwrap_err().1, RDKafkaErrorCode::NonEmptyGroup);
+    drop(consumers); // LeaveGroup from both
+    assert_eq!(delete(&admin), Ok("g-admin".to_string()));
+    assert_eq!(delete(&admin).unwrap_err().1, RDKafkaErrorCode::GroupIdNotFound);
+    // The deletion is durable: after a crash the group's offsets do not come back.
+    drop(admin);
+    broker.restart();
+    let c = group_consumer(&broker.bootstrap(), "g-admin", &[]);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..6 {
+        tpl.add_partition("admin-t", p);
+    }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    assert!(committed.elements().iter().all(|e| e.offset() == rdkafka::Offset::Invalid), "{committed:?}");
+}

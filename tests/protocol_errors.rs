@@ -77,11 +77,14 @@ fn api_versions_advertises_exactly_what_is_implemented() {
             (12, 0, 4),
             (13, 0, 5),
             (14, 0, 5),
+            (15, 0, 6),
+            (16, 0, 5),
             (18, 0, 4),
             (19, 2, 7),
             (20, 1, 6),
             (23, 2, 4),
-            (32, 1, 4)
+            (32, 1, 4),
+            (42, 0, 2)
         ]
     );
     // A newer ApiVersions than ours: v0 answer with UNSUPPORTED_VERSION and the list (KIP-511).

@@ -195,6 +195,18 @@ impl Group {
     pub fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
     }
+    pub fn protocol_type(&self) -> Option<&str> {
+        self.protocol_type.as_deref()
+    }
+    /// The state as Kafka names it in ListGroups and DescribeGroups.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+        }
+    }
     pub fn member_ids(&self) -> Vec<String> {
         self.members.keys().cloned().collect()
     }

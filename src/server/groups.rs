@@ -45,6 +45,15 @@ struct Entry {
     offsets: BTreeMap<(String, i32), Committed>,
 }
 
+/// A group as DescribeGroups shows it. Members: (id, instance id, client id, host, metadata,
+/// assignment).
+pub struct Described {
+    pub state: String,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<(String, Option<String>, String, String, bytes::Bytes, bytes::Bytes)>,
+}
+
 /// Who may commit offsets for a group (OffsetCommit's generation and member id).
 pub enum Committer {
     /// generation -1 and no member id: a consumer using assign(), allowed while the group has no
@@ -192,6 +201,64 @@ impl Groups {
             }
         }
         Ok(applied)
+    }
+
+    /// Every group this core knows that has members or committed offsets:
+    /// (group id, protocol type, state).
+    pub fn list(&self) -> Vec<(String, String, String)> {
+        let entries = self.entries.borrow();
+        let mut out: Vec<_> = entries
+            .iter()
+            .filter(|(_, e)| !e.group.member_ids().is_empty() || !e.offsets.is_empty())
+            .map(|(id, e)| {
+                (id.clone(), e.group.protocol_type().unwrap_or("consumer").to_string(), e.group.state_name().to_string())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A group's state, protocol and members; `None` if this core does not know it.
+    pub fn describe(&self, group_id: &str) -> Option<Described> {
+        let entries = self.entries.borrow();
+        let e = entries.get(group_id).filter(|e| !e.group.member_ids().is_empty() || !e.offsets.is_empty())?;
+        Some(Described {
+            state: e.group.state_name().to_string(),
+            protocol_type: e.group.protocol_type().unwrap_or("").to_string(),
+            protocol: e.group.protocol().unwrap_or("").to_string(),
+            members: e.group.describe_members(),
+        })
+    }
+
+    /// Deletes an empty group and its committed offsets (tombstones in `__consumer_offsets`,
+    /// durable before the answer). GROUP_ID_NOT_FOUND or NON_EMPTY_GROUP otherwise.
+    pub async fn delete(&self, group_id: &str) -> i16 {
+        let keys: Vec<(String, i32)> = {
+            let entries = self.entries.borrow();
+            match entries.get(group_id) {
+                None => return ResponseError::GroupIdNotFound.code(),
+                Some(e) if !e.group.member_ids().is_empty() => return ResponseError::NonEmptyGroup.code(),
+                Some(e) if e.offsets.is_empty() => return ResponseError::GroupIdNotFound.code(),
+                Some(e) => e.offsets.keys().cloned().collect(),
+            }
+        };
+        let shard = current();
+        let Some(log) = shard.partition(OFFSETS_TOPIC, offsets_partition(group_id)) else {
+            return ResponseError::CoordinatorNotAvailable.code();
+        };
+        let tombstones: Vec<_> = keys.iter().map(|(t, p)| (Some(offsets::encode_key(group_id, t, *p)), None)).collect();
+        let b = batch::build(&tombstones, now_ms());
+        let h = batch::validate(&b).expect("a batch the broker built is valid");
+        if let Err(e) = log.append(&[(b, h)], true).await {
+            tracing::error!(group = %group_id, error = %e, "writing group deletion failed");
+            return ResponseError::KafkaStorageError.code();
+        }
+        let mut entries = self.entries.borrow_mut();
+        if entries.get(group_id).is_some_and(|e| e.group.member_ids().is_empty()) {
+            entries.remove(group_id);
+        }
+        tracing::info!(group = %group_id, "deleted group");
+        0
     }
 
     /// Committed offsets of a group: those asked for, or all when `wanted` is `None`.

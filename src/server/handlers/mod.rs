@@ -7,13 +7,16 @@
 
 pub mod api_versions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
+pub mod describe_groups;
 pub mod describe_configs;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
 pub mod join_group;
 pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;
@@ -52,6 +55,8 @@ pub const SUPPORTED: &[ApiSpec] = &[
     ApiSpec { key: ApiKey::Heartbeat, min: heartbeat::VERSIONS.0, max: heartbeat::VERSIONS.1 },
     ApiSpec { key: ApiKey::LeaveGroup, min: leave_group::VERSIONS.0, max: leave_group::VERSIONS.1 },
     ApiSpec { key: ApiKey::SyncGroup, min: sync_group::VERSIONS.0, max: sync_group::VERSIONS.1 },
+    ApiSpec { key: ApiKey::DescribeGroups, min: describe_groups::VERSIONS.0, max: describe_groups::VERSIONS.1 },
+    ApiSpec { key: ApiKey::ListGroups, min: list_groups::VERSIONS.0, max: list_groups::VERSIONS.1 },
     ApiSpec { key: ApiKey::ApiVersions, min: api_versions::VERSIONS.0, max: api_versions::VERSIONS.1 },
     ApiSpec { key: ApiKey::CreateTopics, min: create_topics::VERSIONS.0, max: create_topics::VERSIONS.1 },
     ApiSpec { key: ApiKey::DeleteTopics, min: delete_topics::VERSIONS.0, max: delete_topics::VERSIONS.1 },
@@ -61,6 +66,7 @@ pub const SUPPORTED: &[ApiSpec] = &[
         max: offset_for_leader_epoch::VERSIONS.1,
     },
     ApiSpec { key: ApiKey::DescribeConfigs, min: describe_configs::VERSIONS.0, max: describe_configs::VERSIONS.1 },
+    ApiSpec { key: ApiKey::DeleteGroups, min: delete_groups::VERSIONS.0, max: delete_groups::VERSIONS.1 },
 ];
 
 pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -126,6 +132,9 @@ async fn dispatch(
         RequestKind::Heartbeat(r) => Some(ResponseKind::Heartbeat(heartbeat::handle(shard, v, r).await)),
         RequestKind::LeaveGroup(r) => Some(ResponseKind::LeaveGroup(leave_group::handle(shard, v, r).await)),
         RequestKind::SyncGroup(r) => Some(ResponseKind::SyncGroup(sync_group::handle(shard, v, r).await)),
+        RequestKind::DescribeGroups(r) => Some(ResponseKind::DescribeGroups(describe_groups::handle(shard, v, r).await)),
+        RequestKind::ListGroups(r) => Some(ResponseKind::ListGroups(list_groups::handle(shard, v, r).await)),
+        RequestKind::DeleteGroups(r) => Some(ResponseKind::DeleteGroups(delete_groups::handle(shard, v, r).await)),
         other => unreachable!("{key:?} is in SUPPORTED but has no handler arm: {other:?}"),
     };
     Ok(resp.map(|r| (r, v)))
