@@ -123,23 +123,66 @@ fn two_groups_read_the_same_topic_independently() {
     }
 }
 
+/// Records every partition revoked from a consumer, as librdkafka reports it.
+#[derive(Default)]
+struct Revocations(Mutex<Vec<i32>>);
+
+impl rdkafka::ClientContext for Revocations {}
+
+impl rdkafka::consumer::ConsumerContext for Revocations {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, r: &rdkafka::consumer::Rebalance<'_>) {
+        if let rdkafka::consumer::Rebalance::Revoke(tpl) = r {
+            self.0.lock().unwrap().extend(tpl.elements().iter().map(|e| e.partition()));
+        }
+    }
+}
+
 #[test]
-fn cooperative_sticky_members_split_the_partitions() {
+fn cooperative_sticky_rebalance_keeps_partitions_that_stay() {
     let broker = Broker::start(GROUP_FLAGS);
     produce_numbered(&broker.bootstrap(), "sticky", 60);
-    let extra = [("partition.assignment.strategy", "cooperative-sticky")];
-    let a = group_consumer(&broker.bootstrap(), "g-sticky", &extra);
+    let make = || -> BaseConsumer<Revocations> {
+        ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("group.id", "g-sticky")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500")
+            .set("enable.auto.commit", "false")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .create_with_context(Revocations::default())
+            .unwrap()
+    };
+    let owned = |c: &BaseConsumer<Revocations>| -> BTreeSet<i32> {
+        c.assignment().unwrap().elements().iter().map(|e| e.partition()).collect()
+    };
+    let settle = |cs: &[&BaseConsumer<Revocations>], want: usize| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !cs.iter().all(|c| owned(c).len() == want) {
+            assert!(Instant::now() < deadline, "group did not settle at {want} partitions each");
+            for c in cs {
+                let _ = c.poll(Duration::from_millis(50));
+            }
+        }
+    };
+    let a = make();
     a.subscribe(&["sticky"]).unwrap();
-    let mut seen = vec![Vec::new()];
-    poll_all(std::slice::from_ref(&a), &mut seen, |cs, _| assigned(&cs[0]).len() == 6);
-    let b = group_consumer(&broker.bootstrap(), "g-sticky", &extra);
+    settle(&[&a], 6);
+    let b = make();
     b.subscribe(&["sticky"]).unwrap();
-    let consumers = [a, b];
-    let mut seen = vec![Vec::new(); 2];
-    poll_all(&consumers, &mut seen, |cs, _| assigned(&cs[0]).len() == 3 && assigned(&cs[1]).len() == 3);
-    // The first member gave up three partitions and kept three; nothing overlaps. (That kept
-    // partitions were never revoked is not checked here yet.)
-    assert!(assigned(&consumers[0]).is_disjoint(&assigned(&consumers[1])));
+    settle(&[&a, &b], 3);
+    let c = make();
+    c.subscribe(&["sticky"]).unwrap();
+    settle(&[&a, &b, &c], 2);
+    // Incremental rebalancing: a member is only ever asked to give up partitions that move; what
+    // it still owns at the end was never revoked from it.
+    for m in [&a, &b, &c] {
+        let revoked: BTreeSet<i32> = m.context().0.lock().unwrap().iter().copied().collect();
+        assert!(revoked.is_disjoint(&owned(m)), "kept partitions {:?} were revoked: {revoked:?}", owned(m));
+    }
+    assert_eq!(a.context().0.lock().unwrap().len(), 4, "a gave up 3 to b, then 1 to c");
+    let all: BTreeSet<i32> = [&a, &b, &c].iter().flat_map(|m| owned(m)).collect();
+    assert_eq!(all, (0..6).collect());
 }
 
 /// Run as a child process by `a_killed_member_loses_its_partitions_after_the_session_timeout`:
