@@ -19,6 +19,11 @@ use rdkafka::producer::{BaseRecord, Producer};
 const GROUP_FLAGS: &[&str] = &["--group-initial-rebalance-delay-ms", "300", "--num-partitions", "6"];
 
 fn group_consumer(bootstrap: &str, group: &str, extra: &[(&str, &str)]) -> BaseConsumer {
+    group_config(bootstrap, group, extra).create().expect("creating consumer")
+}
+
+/// A group member's settings: short session so failures show quickly, no auto-commit.
+fn group_config(bootstrap: &str, group: &str, extra: &[(&str, &str)]) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
         .set("group.id", group)
@@ -29,7 +34,7 @@ fn group_consumer(bootstrap: &str, group: &str, extra: &[(&str, &str)]) -> BaseC
     for (k, v) in extra {
         c.set(*k, *v);
     }
-    c.create().expect("creating consumer")
+    c
 }
 
 fn produce_numbered(bootstrap: &str, topic: &str, n: usize) {
@@ -142,14 +147,7 @@ fn cooperative_sticky_rebalance_keeps_partitions_that_stay() {
     let broker = Broker::start(GROUP_FLAGS);
     produce_numbered(&broker.bootstrap(), "sticky", 60);
     let make = || -> BaseConsumer<Revocations> {
-        ClientConfig::new()
-            .set("bootstrap.servers", broker.bootstrap())
-            .set("group.id", "g-sticky")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500")
-            .set("enable.auto.commit", "false")
-            .set("partition.assignment.strategy", "cooperative-sticky")
+        group_config(&broker.bootstrap(), "g-sticky", &[("partition.assignment.strategy", "cooperative-sticky")])
             .create_with_context(Revocations::default())
             .unwrap()
     };

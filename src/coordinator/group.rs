@@ -210,6 +210,12 @@ impl Group {
     pub fn member_ids(&self) -> Vec<String> {
         self.members.keys().cloned().collect()
     }
+    pub fn has_members(&self) -> bool {
+        !self.members.is_empty()
+    }
+    pub fn has_member(&self, member_id: &str) -> bool {
+        self.members.contains_key(member_id)
+    }
     /// Whether `member_id` belongs to the current generation.
     pub fn is_member(&self, member_id: &str, generation: i32) -> bool {
         self.members.contains_key(member_id) && generation == self.generation

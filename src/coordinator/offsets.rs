@@ -14,6 +14,13 @@ pub struct Committed {
     pub commit_ms: i64,
 }
 
+impl Committed {
+    /// What OffsetFetch reports where nothing is committed.
+    pub fn none() -> Committed {
+        Committed { offset: -1, leader_epoch: -1, metadata: String::new(), commit_ms: -1 }
+    }
+}
+
 const KEY_VERSION: i16 = 1;
 const VALUE_VERSION: i16 = 3;
 

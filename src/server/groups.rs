@@ -115,22 +115,15 @@ impl Groups {
         if code != 0 || offsets.is_empty() {
             return code;
         }
-        let shard = current();
-        if let Err(code) = ensure_offsets_topic(&shard).await {
+        if let Err(code) = ensure_offsets_topic(&current()).await {
             return code;
         }
-        let Some(log) = shard.partition(OFFSETS_TOPIC, offsets_partition(group_id)) else {
-            return ResponseError::CoordinatorNotAvailable.code();
-        };
         let records: Vec<_> = offsets
             .iter()
             .map(|((topic, p), c)| (Some(offsets::encode_key(group_id, topic, *p)), Some(offsets::encode_value(c))))
             .collect();
-        let b = batch::build(&records, now_ms());
-        let h = batch::validate(&b).expect("a batch the broker built is valid");
-        if let Err(e) = log.append(&[(b, h)], true).await {
-            tracing::error!(group = %group_id, error = %e, "storing committed offsets failed");
-            return ResponseError::KafkaStorageError.code();
+        if let Err(code) = append_offset_records(group_id, &records).await {
+            return code;
         }
         let mut entries = self.entries.borrow_mut();
         self.entry(&mut entries, group_id).offsets.extend(offsets);
@@ -149,7 +142,7 @@ impl Groups {
                 }
             }
             Committer::Member { member_id, generation } => {
-                if !e.group.member_ids().iter().any(|m| m == member_id) {
+                if !e.group.has_member(member_id) {
                     Err(ResponseError::UnknownMemberId)
                 } else if !e.group.is_member(member_id, *generation) {
                     Err(ResponseError::IllegalGeneration)
@@ -209,7 +202,7 @@ impl Groups {
         let entries = self.entries.borrow();
         let mut out: Vec<_> = entries
             .iter()
-            .filter(|(_, e)| !e.group.member_ids().is_empty() || !e.offsets.is_empty())
+            .filter(|(_, e)| e.group.has_members() || !e.offsets.is_empty())
             .map(|(id, e)| {
                 (id.clone(), e.group.protocol_type().unwrap_or("consumer").to_string(), e.group.state_name().to_string())
             })
@@ -221,7 +214,7 @@ impl Groups {
     /// A group's state, protocol and members; `None` if this core does not know it.
     pub fn describe(&self, group_id: &str) -> Option<Described> {
         let entries = self.entries.borrow();
-        let e = entries.get(group_id).filter(|e| !e.group.member_ids().is_empty() || !e.offsets.is_empty())?;
+        let e = entries.get(group_id).filter(|e| e.group.has_members() || !e.offsets.is_empty())?;
         Some(Described {
             state: e.group.state_name().to_string(),
             protocol_type: e.group.protocol_type().unwrap_or("").to_string(),
@@ -237,24 +230,17 @@ impl Groups {
             let entries = self.entries.borrow();
             match entries.get(group_id) {
                 None => return ResponseError::GroupIdNotFound.code(),
-                Some(e) if !e.group.member_ids().is_empty() => return ResponseError::NonEmptyGroup.code(),
+                Some(e) if e.group.has_members() => return ResponseError::NonEmptyGroup.code(),
                 Some(e) if e.offsets.is_empty() => return ResponseError::GroupIdNotFound.code(),
                 Some(e) => e.offsets.keys().cloned().collect(),
             }
         };
-        let shard = current();
-        let Some(log) = shard.partition(OFFSETS_TOPIC, offsets_partition(group_id)) else {
-            return ResponseError::CoordinatorNotAvailable.code();
-        };
         let tombstones: Vec<_> = keys.iter().map(|(t, p)| (Some(offsets::encode_key(group_id, t, *p)), None)).collect();
-        let b = batch::build(&tombstones, now_ms());
-        let h = batch::validate(&b).expect("a batch the broker built is valid");
-        if let Err(e) = log.append(&[(b, h)], true).await {
-            tracing::error!(group = %group_id, error = %e, "writing group deletion failed");
-            return ResponseError::KafkaStorageError.code();
+        if let Err(code) = append_offset_records(group_id, &tombstones).await {
+            return code;
         }
         let mut entries = self.entries.borrow_mut();
-        if entries.get(group_id).is_some_and(|e| e.group.member_ids().is_empty()) {
+        if entries.get(group_id).is_some_and(|e| !e.group.has_members()) {
             entries.remove(group_id);
         }
         tracing::info!(group = %group_id, "deleted group");
@@ -278,6 +264,20 @@ impl Groups {
                 .unwrap_or_default(),
         }
     }
+}
+
+/// Appends `records` to the group's `__consumer_offsets` partition (on this core) and waits for
+/// fdatasync; the Kafka error code on failure.
+async fn append_offset_records(group_id: &str, records: &[(Option<bytes::Bytes>, Option<bytes::Bytes>)]) -> Result<(), i16> {
+    let Some(log) = current().partition(OFFSETS_TOPIC, offsets_partition(group_id)) else {
+        return Err(ResponseError::CoordinatorNotAvailable.code());
+    };
+    let b = batch::build(records, now_ms());
+    let h = batch::validate(&b).expect("a batch the broker built is valid");
+    log.append(&[(b, h)], true).await.map(|_| ()).map_err(|e| {
+        tracing::error!(group = %group_id, error = %e, "writing to {OFFSETS_TOPIC} failed");
+        ResponseError::KafkaStorageError.code()
+    })
 }
 
 /// Creates `__consumer_offsets` on first use (core 0 does it; every core has installed it when

@@ -22,8 +22,8 @@ use crate::storage::now_ms;
 
 pub const VERSIONS: (i16, i16) = (4, 18);
 
-/// One partition to read: (slot in the response, topic, partition, offset, max bytes).
-type Want = (usize, String, i32, i64, usize);
+/// One partition to read, with (fetch offset, partition max bytes).
+type Want = PartWork<(i64, usize)>;
 
 #[derive(Debug, Clone)]
 struct PartRead {
@@ -33,26 +33,34 @@ struct PartRead {
     records: Bytes,
 }
 
+impl PartRead {
+    /// No records and no offsets, with error `code` (0 until the partition is read).
+    fn error(code: i16) -> PartRead {
+        PartRead { error: code, high_watermark: -1, log_start: -1, records: Bytes::new() }
+    }
+}
+
 pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> FetchResponse {
     let image = shard.image();
     let mut results: Vec<PartRead> = Vec::new();
-    let mut wants: Vec<(usize, Want)> = Vec::new();
+    let mut wants: Vec<Want> = Vec::new();
     for t in &req.topics {
         let meta = if version >= 13 { image.topic_by_id(&t.topic_id) } else { image.topic(t.topic.0.as_str()) };
         for p in &t.partitions {
             let slot = results.len();
-            let unknown = |e: ResponseError| PartRead { error: e.code(), high_watermark: -1, log_start: -1, records: Bytes::new() };
-            results.push(PartRead { error: 0, high_watermark: -1, log_start: -1, records: Bytes::new() });
+            results.push(PartRead::error(0));
             match meta {
-                None if version >= 13 => results[slot] = unknown(ResponseError::UnknownTopicId),
-                None => results[slot] = unknown(ResponseError::UnknownTopicOrPartition),
+                None if version >= 13 => results[slot] = PartRead::error(ResponseError::UnknownTopicId.code()),
+                None => results[slot] = PartRead::error(ResponseError::UnknownTopicOrPartition.code()),
                 Some(m) if p.partition < 0 || p.partition >= m.partitions => {
-                    results[slot] = unknown(ResponseError::UnknownTopicOrPartition)
+                    results[slot] = PartRead::error(ResponseError::UnknownTopicOrPartition.code())
                 }
-                Some(m) => wants.push((
-                    shard.owner(&m.name, p.partition),
-                    (slot, m.name.clone(), p.partition, p.fetch_offset, p.partition_max_bytes.max(0) as usize),
-                )),
+                Some(m) => wants.push(PartWork {
+                    slot,
+                    topic: m.name.clone(),
+                    partition: p.partition,
+                    data: (p.fetch_offset, p.partition_max_bytes.max(0) as usize),
+                }),
             }
         }
     }
@@ -101,17 +109,8 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
 }
 
 /// Reads every wanted partition on its owning core; returns (slot, result) pairs.
-async fn read_all(shard: &Rc<Shard>, wants: &[(usize, Want)]) -> Vec<(usize, PartRead)> {
-    let work = wants
-        .iter()
-        .map(|(_, (slot, topic, partition, offset, max_bytes))| PartWork {
-            slot: *slot,
-            topic: topic.clone(),
-            partition: *partition,
-            data: (*offset, *max_bytes),
-        })
-        .collect();
-    let results = on_partitions(shard, work, |log, (offset, max_bytes): (i64, usize)| async move {
+async fn read_all(shard: &Rc<Shard>, wants: &[Want]) -> Vec<(usize, PartRead)> {
+    let results = on_partitions(shard, wants.to_vec(), |log, (offset, max_bytes): (i64, usize)| async move {
         match log.read(offset, max_bytes).await {
             Ok(r) => PartRead { error: 0, high_watermark: r.high_watermark, log_start: r.log_start, records: r.records },
             Err(e) => {
@@ -127,27 +126,20 @@ async fn read_all(shard: &Rc<Shard>, wants: &[(usize, Want)]) -> Vec<(usize, Par
     .await;
     results
         .into_iter()
-        .map(|(slot, r)| {
-            let missing = || PartRead {
-                error: ResponseError::UnknownTopicOrPartition.code(),
-                high_watermark: -1,
-                log_start: -1,
-                records: Bytes::new(),
-            };
-            (slot, r.unwrap_or_else(missing))
-        })
+        .map(|(slot, r)| (slot, r.unwrap_or_else(|| PartRead::error(ResponseError::UnknownTopicOrPartition.code()))))
         .collect()
 }
 
 /// Returns when any wanted partition (on any core) has data past its fetch offset, or at the
 /// deadline. Each owning core waits on its own append signal; the first to answer wins.
-async fn wait_any(shard: &Rc<Shard>, wants: &[(usize, Want)], deadline: i64) {
+async fn wait_any(shard: &Rc<Shard>, wants: &[Want], deadline: i64) {
     let (tx, rx) = flume::bounded::<()>(shard.cores);
     let mut tasks = Vec::new();
-    for (core, items) in group_by_core(shard.cores, wants.iter().cloned()) {
+    let owned = wants.iter().map(|w| (shard.owner(&w.topic, w.partition), (w.topic.clone(), w.partition, w.data.0)));
+    for (core, items) in group_by_core(shard.cores, owned) {
         let shard = shard.clone();
         let tx = tx.clone();
-        let parts: Vec<(String, i32, i64)> = items.into_iter().map(|(_, (_, n, p, o, _))| (n, p, o)).collect();
+        let parts: Vec<(String, i32, i64)> = items.into_iter().map(|(_, part)| part).collect();
         tasks.push(rt::spawn(async move {
             shard.invoke_on(core, move || async move { wait_on_core(parts, deadline).await }).await;
             let _ = tx.try_send(());

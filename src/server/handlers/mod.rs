@@ -172,6 +172,7 @@ pub fn group_by_core<T>(cores: usize, items: impl IntoIterator<Item = (usize, T)
 
 /// Work for one partition of a request: its slot in the response, the partition, and the data
 /// the per-partition function needs.
+#[derive(Clone)]
 pub struct PartWork<T> {
     pub slot: usize,
     pub topic: String,

@@ -49,7 +49,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: OffsetFetchRequest) ->
             let partitions = parts
                 .into_iter()
                 .map(|(p, c)| {
-                    let c = c.unwrap_or(Committed { offset: -1, leader_epoch: -1, metadata: String::new(), commit_ms: -1 });
+                    let c = c.unwrap_or_else(Committed::none);
                     OffsetFetchResponsePartition::default()
                         .with_partition_index(p)
                         .with_committed_offset(c.offset)
@@ -72,7 +72,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: OffsetFetchRequest) ->
                 let partitions = parts
                     .into_iter()
                     .map(|(p, c)| {
-                        let c = c.unwrap_or(Committed { offset: -1, leader_epoch: -1, metadata: String::new(), commit_ms: -1 });
+                        let c = c.unwrap_or_else(Committed::none);
                         OffsetFetchResponsePartitions::default()
                             .with_partition_index(p)
                             .with_committed_offset(c.offset)
