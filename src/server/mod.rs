@@ -3,7 +3,7 @@
 //! Start-up order (each step finishes on every core before the next starts):
 //! 1. main thread: check the data directory, load topic metadata, reserve the port;
 //! 2. every core: join the cross-core mesh, install the metadata image (opening and recovering the
-//!    partitions it owns);
+//!    partitions it owns), then replay the committed offsets in its `__consumer_offsets` partitions;
 //! 3. barrier: all cores recovered;
 //! 4. every core: serve cross-core jobs, then listen (SO_REUSEPORT) and accept.
 
