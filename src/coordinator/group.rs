@@ -124,6 +124,8 @@ struct Member {
     joined_seq: u64,
     join_token: Option<Token>,
     sync_token: Option<Token>,
+    /// Joined the current generation but has not sent its SyncGroup yet.
+    awaiting_sync: bool,
 }
 
 /// One group's membership. Owned by the core that coordinates the group.
@@ -143,6 +145,10 @@ pub struct Group {
     /// rebalance (which waits the full initial delay for more members).
     rebalance_deadline_ms: i64,
     initial_rebalance: bool,
+    /// After a rebalance: members that have not sent SyncGroup by then are removed (Kafka's
+    /// pending-sync timeout, the rebalance timeout), so a leader that never syncs cannot leave
+    /// the group stuck in CompletingRebalance.
+    sync_deadline_ms: Option<i64>,
     next_seq: u64,
 }
 
@@ -179,6 +185,7 @@ impl Group {
             pending_members: BTreeMap::new(),
             rebalance_deadline_ms: 0,
             initial_rebalance: false,
+            sync_deadline_ms: None,
             next_seq: 0,
         }
     }
@@ -226,11 +233,11 @@ impl Group {
         let sessions = self
             .members
             .values()
-            .filter(|m| m.join_token.is_none())
+            .filter(|m| m.join_token.is_none() && m.sync_token.is_none())
             .map(|m| m.last_heartbeat_ms + m.session_timeout_ms as i64);
         let pending = self.pending_members.values().copied();
         let rebalance = (self.state == GroupState::PreparingRebalance).then_some(self.rebalance_deadline_ms);
-        sessions.chain(pending).chain(rebalance).min()
+        sessions.chain(pending).chain(rebalance).chain(self.sync_deadline_ms).min()
     }
 
     pub fn handle(&mut self, event: Event, now: i64) -> Vec<Action> {
@@ -246,6 +253,9 @@ impl Group {
             }
             Event::Leave { token, member_ids } => self.leave(token, member_ids, now, &mut out),
             Event::Tick => self.expire(now, &mut out),
+        }
+        if self.sync_deadline_ms.is_some() && !self.members.values().any(|m| m.awaiting_sync) {
+            self.sync_deadline_ms = None;
         }
         self.try_complete_join(now, &mut out);
         out
@@ -298,6 +308,7 @@ impl Group {
             joined_seq: seq,
             join_token: None,
             sync_token: None,
+            awaiting_sync: false,
         });
         member.protocols = j.protocols;
         member.session_timeout_ms = j.session_timeout_ms;
@@ -320,6 +331,9 @@ impl Group {
         };
         if generation != self.generation {
             return out.push(sync_error(token, ResponseError::IllegalGeneration.code()));
+        }
+        if matches!(self.state, GroupState::CompletingRebalance | GroupState::Stable) {
+            m.awaiting_sync = false;
         }
         match self.state {
             GroupState::Empty => out.push(sync_error(token, ResponseError::UnknownMemberId.code())),
@@ -399,18 +413,31 @@ impl Group {
         }
     }
 
-    /// Drops members whose session expired and pending member ids never used.
+    /// Drops members whose session expired (members waiting in JoinGroup or SyncGroup are kept
+    /// alive by the wait, as in Kafka), pending member ids never used, and members that did not
+    /// sync in time.
     fn expire(&mut self, now: i64, out: &mut Vec<Action>) {
         self.pending_members.retain(|_, deadline| *deadline > now);
-        let expired: Vec<String> = self
+        let mut expired: Vec<String> = self
             .members
             .iter()
-            .filter(|(_, m)| m.join_token.is_none() && m.last_heartbeat_ms + m.session_timeout_ms as i64 <= now)
+            .filter(|(_, m)| m.join_token.is_none() && m.sync_token.is_none())
+            .filter(|(_, m)| m.last_heartbeat_ms + m.session_timeout_ms as i64 <= now)
             .map(|(id, _)| id.clone())
             .collect();
         for id in &expired {
             tracing::info!(group = %self.id, member = %id, "member session expired");
             self.remove_member(id, ResponseError::UnknownMemberId.code(), out);
+        }
+        if self.sync_deadline_ms.is_some_and(|d| d <= now) {
+            self.sync_deadline_ms = None;
+            let unsynced: Vec<String> =
+                self.members.iter().filter(|(_, m)| m.awaiting_sync).map(|(id, _)| id.clone()).collect();
+            for id in unsynced {
+                tracing::info!(group = %self.id, member = %id, "member did not sync in time");
+                self.remove_member(&id, ResponseError::UnknownMemberId.code(), out);
+                expired.push(id);
+            }
         }
         if !expired.is_empty() {
             self.after_removal(now, out);
@@ -441,6 +468,7 @@ impl Group {
     }
 
     fn to_empty(&mut self) {
+        self.sync_deadline_ms = None;
         self.state = GroupState::Empty;
         self.generation += 1;
         self.protocol = None;
@@ -455,6 +483,7 @@ impl Group {
                 out.push(sync_error(t, ResponseError::RebalanceInProgress.code()));
             }
         }
+        self.sync_deadline_ms = None;
         self.initial_rebalance = self.state == GroupState::Empty;
         self.rebalance_deadline_ms = if self.initial_rebalance {
             now + self.config.initial_rebalance_delay_ms
@@ -499,9 +528,12 @@ impl Group {
                 metadata: m.protocols.iter().find(|(p, _)| *p == protocol).map(|(_, md)| md.clone()).unwrap_or_default(),
             })
             .collect();
+        let longest = self.members.values().map(|m| m.rebalance_timeout_ms as i64).max().unwrap_or(0);
+        self.sync_deadline_ms = Some(now + longest);
         for (id, m) in self.members.iter_mut() {
             let token = m.join_token.take().expect("every remaining member rejoined");
             m.last_heartbeat_ms = now;
+            m.awaiting_sync = true;
             out.push(Action {
                 token,
                 reply: Reply::Join {
@@ -744,6 +776,37 @@ mod tests {
         assert_eq!(join_reply(&acts, 3), (NONE, 2, "a".into(), "a".into(), 1));
         // The expired member is unknown now.
         assert_eq!(hb_error(&g.handle(hb(4, "b", 1), 1103), 4), UNKNOWN);
+    }
+
+    #[test]
+    fn a_leader_that_never_syncs_is_removed_after_the_rebalance_timeout() {
+        let mut g = group();
+        for (t, id) in ["a", "b"].iter().enumerate() {
+            g.pending_members.insert(id.to_string(), 10_000);
+            g.handle(join(t as u64, id), 0);
+        }
+        g.handle(Event::Tick, 100);
+        assert_eq!(g.state(), GroupState::CompletingRebalance);
+        assert!(g.handle(sync(10, "b", 1, &[]), 200).is_empty(), "b waits for the leader's assignment");
+        // The leader keeps heartbeating but never sends SyncGroup.
+        // b's session does not run out while it waits in SyncGroup (Kafka keeps it alive too).
+        for t in [1000, 2000, 3000, 4000, 4900] {
+            let acts = g.handle(hb(20 + t as u64, "a", 1), t);
+            assert_eq!(hb_error(&acts, 20 + t as u64), NONE);
+        }
+        assert_eq!(g.next_deadline(), Some(100 + 5000), "the sync deadline is the rebalance timeout");
+        let acts = g.handle(Event::Tick, 5100);
+        assert_eq!(sync_reply(&acts, 10).0, RIP, "the waiting follower is told to rejoin");
+        assert!(!g.has_member("a"));
+        assert_eq!(g.state(), GroupState::PreparingRebalance);
+        let acts = g.handle(join(11, "b"), 5101);
+        assert_eq!(join_reply(&acts, 11), (NONE, 2, "b".into(), "b".into(), 1), "b now leads generation 2");
+    }
+
+    #[test]
+    fn a_synced_group_has_no_sync_deadline() {
+        let g = stable(&["a", "b"]);
+        assert_eq!(g.next_deadline(), Some(100 + 1000), "only the session timeouts remain");
     }
 
     #[test]

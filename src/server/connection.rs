@@ -95,7 +95,7 @@ pub async fn run(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWrite
             }
         };
         let shard = shard.clone();
-        let task = rt::spawn(async move { handlers::respond(&shard, api_key, header, body).await });
+        let task = rt::spawn(async move { handlers::respond(&shard, api_key, header, body, peer).await });
         if tx.send_async(task).await.is_err() {
             break;
         }

@@ -13,7 +13,7 @@ use crate::protocol::{ResponseError, StrBytes};
 
 pub const VERSIONS: (i16, i16) = (0, 9);
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, req: JoinGroupRequest, client_id: String) -> JoinGroupResponse {
+pub async fn handle(shard: &Rc<Shard>, version: i16, req: JoinGroupRequest, client_id: String, client_host: String) -> JoinGroupResponse {
     let group_id = req.group_id.0.to_string();
     let mut resp = JoinGroupResponse::default();
     if group_id.is_empty() {
@@ -25,7 +25,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: JoinGroupRequest, clie
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.map(|s| s.to_string()),
         client_id,
-        client_host: String::new(),
+        client_host,
         protocol_type: req.protocol_type.to_string(),
         protocols: req.protocols.into_iter().map(|p| (p.name.to_string(), p.metadata)).collect(),
         session_timeout_ms: req.session_timeout_ms,

@@ -80,9 +80,10 @@ pub async fn respond(
     key: ApiKey,
     header: RequestHeader,
     body: Bytes,
+    peer: std::net::SocketAddr,
 ) -> Result<Option<BytesMut>, String> {
     let corr = header.correlation_id;
-    match dispatch(shard, key, &header, body).await? {
+    match dispatch(shard, key, &header, body, peer).await? {
         None => Ok(None),
         Some((resp, version)) => frame::encode_response(key, version, corr, &resp)
             .map(Some)
@@ -95,6 +96,7 @@ async fn dispatch(
     key: ApiKey,
     header: &RequestHeader,
     mut body: Bytes,
+    peer: std::net::SocketAddr,
 ) -> Result<Option<(ResponseKind, i16)>, String> {
     let v = header.request_api_version;
     if key == ApiKey::ApiVersions {
@@ -127,7 +129,7 @@ async fn dispatch(
             Some(ResponseKind::FindCoordinator(find_coordinator::handle(shard, v, r).await))
         }
         RequestKind::JoinGroup(r) => {
-            Some(ResponseKind::JoinGroup(join_group::handle(shard, v, r, client.to_string()).await))
+            Some(ResponseKind::JoinGroup(join_group::handle(shard, v, r, client.to_string(), client_host(peer)).await))
         }
         RequestKind::Heartbeat(r) => Some(ResponseKind::Heartbeat(heartbeat::handle(shard, v, r).await)),
         RequestKind::LeaveGroup(r) => Some(ResponseKind::LeaveGroup(leave_group::handle(shard, v, r).await)),
@@ -138,6 +140,11 @@ async fn dispatch(
         other => unreachable!("{key:?} is in SUPPORTED but has no handler arm: {other:?}"),
     };
     Ok(resp.map(|r| (r, v)))
+}
+
+/// A client's host as Kafka reports it in DescribeGroups: `/` and the address.
+pub fn client_host(peer: std::net::SocketAddr) -> String {
+    format!("/{}", peer.ip())
 }
 
 /// Runs `f` on each of `cores` concurrently and returns the results in the same order.
