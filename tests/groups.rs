@@ -183,6 +183,89 @@ fn cooperative_sticky_rebalance_keeps_partitions_that_stay() {
     assert_eq!(all, (0..6).collect());
 }
 
+#[test]
+fn a_fourth_member_moves_only_what_it_must() {
+    let broker = Broker::start(GROUP_FLAGS);
+    produce_numbered(&broker.bootstrap(), "fourth", 60);
+    let make = || -> BaseConsumer<Revocations> {
+        group_config(&broker.bootstrap(), "g-fourth", &[("partition.assignment.strategy", "cooperative-sticky")])
+            .create_with_context(Revocations::default())
+            .unwrap()
+    };
+    let owned = |c: &BaseConsumer<Revocations>| -> BTreeSet<i32> {
+        c.assignment().unwrap().elements().iter().map(|e| e.partition()).collect()
+    };
+    let poll_until = |cs: &[&BaseConsumer<Revocations>], done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !done() {
+            assert!(Instant::now() < deadline, "group did not settle: {:?}", cs.iter().map(|c| owned(c)).collect::<Vec<_>>());
+            for c in cs {
+                let _ = c.poll(Duration::from_millis(50));
+            }
+        }
+    };
+    let three: Vec<BaseConsumer<Revocations>> = (0..3).map(|_| make()).collect();
+    for c in &three {
+        c.subscribe(&["fourth"]).unwrap();
+    }
+    let refs: Vec<&BaseConsumer<Revocations>> = three.iter().collect();
+    poll_until(&refs, &|| three.iter().all(|c| owned(c).len() == 2));
+    let before: Vec<BTreeSet<i32>> = three.iter().map(owned).collect();
+    for c in &three {
+        c.context().0.lock().unwrap().clear();
+    }
+    let fourth = make();
+    fourth.subscribe(&["fourth"]).unwrap();
+    let mut all = refs.clone();
+    all.push(&fourth);
+    poll_until(&all, &|| {
+        let counts: Vec<usize> = all.iter().map(|c| owned(c).len()).collect();
+        counts.iter().sum::<usize>() == 6 && counts.iter().all(|n| (1..=2).contains(n))
+    });
+    // 6 partitions over 4 members: 2, 2, 1, 1. The newcomer takes one partition, and that one
+    // partition is the only one revoked from anybody; everyone else keeps what they had.
+    let revoked: BTreeSet<i32> = three.iter().flat_map(|c| c.context().0.lock().unwrap().clone()).collect();
+    assert_eq!(owned(&fourth).len(), 1, "{:?}", all.iter().map(|c| owned(c)).collect::<Vec<_>>());
+    assert_eq!(revoked, owned(&fourth), "only the partition that moved to the newcomer was revoked");
+    for (c, had) in three.iter().zip(&before) {
+        assert!(owned(c).is_subset(had), "a member gained or swapped partitions: {had:?} -> {:?}", owned(c));
+    }
+}
+
+#[test]
+fn membership_survives_a_broker_restart_without_a_rebalance() {
+    let mut broker = Broker::start(GROUP_FLAGS);
+    produce_numbered(&broker.bootstrap(), "kept", 60);
+    let c: BaseConsumer<Revocations> =
+        group_config(&broker.bootstrap(), "g-kept", &[]).create_with_context(Revocations::default()).unwrap();
+    c.subscribe(&["kept"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.assignment().unwrap().count() != 6 {
+        assert!(Instant::now() < deadline, "never assigned");
+        let _ = c.poll(Duration::from_millis(50));
+    }
+    // The group's snapshot is written in the background once it is Stable; give it a moment.
+    let wait = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < wait {
+        let _ = c.poll(Duration::from_millis(50));
+    }
+    broker.restart(); // kill -9, then start on the same data directory
+    // Before the member could have rejoined, the group is back, Stable, with its member.
+    let other = group_consumer(&broker.bootstrap(), "g-observer", &[]);
+    let list = other.fetch_group_list(Some("g-kept"), Duration::from_secs(10)).unwrap();
+    let g = &list.groups()[0];
+    assert_eq!((g.state(), g.members().len()), ("Stable", 1), "{}", broker.log());
+    assert!(g.members()[0].assignment().is_some_and(|a| !a.is_empty()));
+    assert_eq!(g.members()[0].client_host(), "/127.0.0.1");
+    // The member heartbeats through the restart and is never asked to give up its partitions.
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        let _ = c.poll(Duration::from_millis(50));
+    }
+    assert!(c.context().0.lock().unwrap().is_empty(), "the restart caused a rebalance");
+    assert_eq!(c.assignment().unwrap().count(), 6);
+}
+
 /// Run as a child process by `a_killed_member_loses_its_partitions_after_the_session_timeout`:
 /// joins the group, prints its assignment, and polls until killed.
 #[test]

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use super::offsets::{GroupSnapshot, MemberSnapshot};
 use crate::protocol::ResponseError;
 
 /// Identifies one waiting request; chosen by the caller, echoed in its reply.
@@ -580,6 +581,83 @@ impl Group {
         format!("{:016x}", self.fresh_seq().wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 
+    /// What to persist once the group settles: `Some` in Stable (after the leader's assignment)
+    /// and Empty, `None` while a rebalance is under way. The marker `(generation, state)` tells
+    /// the owner whether it changed since the last write.
+    pub fn snapshot(&self, now: i64) -> Option<((i32, GroupState), GroupSnapshot)> {
+        if !matches!(self.state, GroupState::Stable | GroupState::Empty) {
+            return None;
+        }
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let members = self
+            .members
+            .iter()
+            .map(|(id, m)| MemberSnapshot {
+                member_id: id.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                session_timeout_ms: m.session_timeout_ms,
+                subscription: m.protocols.iter().find(|(p, _)| *p == protocol).map(|(_, md)| md.clone()).unwrap_or_default(),
+                assignment: m.assignment.clone(),
+            })
+            .collect();
+        let snap = GroupSnapshot {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+            state_ms: now,
+            members,
+        };
+        Some(((self.generation, self.state), snap))
+    }
+
+    /// The marker of a group that was never persisted.
+    pub fn initial_marker() -> (i32, GroupState) {
+        (0, GroupState::Empty)
+    }
+
+    /// A group as it was persisted: Stable with its members (their sessions start now, so the
+    /// ones that are gone expire after their session timeout) or Empty.
+    pub fn restore(id: String, config: GroupConfig, snap: GroupSnapshot, now: i64) -> Group {
+        let mut g = Group::new(id, config);
+        g.generation = snap.generation;
+        if snap.members.is_empty() {
+            return g;
+        }
+        g.state = GroupState::Stable;
+        g.protocol_type = Some(snap.protocol_type);
+        let protocol = snap.protocol.unwrap_or_default();
+        for m in snap.members {
+            let seq = g.fresh_seq();
+            g.members.insert(
+                m.member_id,
+                Member {
+                    instance_id: m.instance_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    session_timeout_ms: m.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    protocols: vec![(protocol.clone(), m.subscription)],
+                    assignment: m.assignment,
+                    last_heartbeat_ms: now,
+                    joined_seq: seq,
+                    join_token: None,
+                    sync_token: None,
+                    awaiting_sync: false,
+                },
+            );
+        }
+        g.protocol = Some(protocol);
+        g.leader = snap.leader.filter(|l| g.members.contains_key(l));
+        if g.leader.is_none() {
+            g.leader = g.members.keys().next().cloned();
+        }
+        g
+    }
+
     /// For DescribeGroups: (member id, instance id, client id, host, metadata, assignment).
     pub fn describe_members(&self) -> Vec<(String, Option<String>, String, String, Bytes, Bytes)> {
         let protocol = self.protocol.clone().unwrap_or_default();
@@ -807,6 +885,27 @@ mod tests {
     fn a_synced_group_has_no_sync_deadline() {
         let g = stable(&["a", "b"]);
         assert_eq!(g.next_deadline(), Some(100 + 1000), "only the session timeouts remain");
+    }
+
+    #[test]
+    fn a_restored_group_keeps_its_members_until_their_sessions_lapse() {
+        let g = stable(&["a", "b"]);
+        assert!(group().snapshot(0).is_some_and(|(m, _)| m == Group::initial_marker()));
+        let (marker, snap) = g.snapshot(500).expect("a stable group has a snapshot");
+        assert_eq!(marker, (1, GroupState::Stable));
+        let mut r = Group::restore("g".into(), g.config, snap, 10_000);
+        assert_eq!((r.state(), r.generation(), r.leader()), (GroupState::Stable, 1, Some("a")));
+        assert_eq!(r.describe_members(), g.describe_members(), "same members, metadata and assignments");
+        let acts = r.handle(hb(1, "a", 1), 10_500);
+        assert_eq!(hb_error(&acts, 1), NONE, "a member heartbeating through the restart stays in");
+        let acts = r.handle(sync(2, "a", 1, &[]), 10_600);
+        assert_eq!(sync_reply(&acts, 2), (NONE, Bytes::from("a")), "and still gets its assignment");
+        r.handle(Event::Tick, 11_000);
+        assert!(!r.has_member("b"), "b never came back; its session ran out");
+        assert_eq!(r.state(), GroupState::PreparingRebalance);
+        let mut rebalancing = stable(&["a"]);
+        rebalancing.handle(join(5, "a"), 200);
+        assert!(rebalancing.snapshot(200).is_none(), "nothing to persist mid-rebalance");
     }
 
     #[test]

@@ -1,7 +1,11 @@
-//! Committed offsets as records of `__consumer_offsets`, in Kafka's own layout, so the bytes on
-//! disk are what Kafka would write: key `OffsetCommitKey` v1 (group, topic, partition), value
-//! `OffsetCommitValue` v3 (offset, leader epoch, metadata, commit time). A null value is a
-//! tombstone (offset deleted). Pure: no I/O.
+//! The records of `__consumer_offsets`, in Kafka's own layout, so the bytes on disk are what
+//! Kafka would write:
+//! - committed offsets: key `OffsetCommitKey` v1 (group, topic, partition), value
+//!   `OffsetCommitValue` v3 (offset, leader epoch, metadata, commit time);
+//! - group metadata: key `GroupMetadataKey` v2 (group), value `GroupMetadataValue` v3 (protocol,
+//!   generation, leader, members with their subscription and assignment).
+//!
+//! A null value is a tombstone (offset or group deleted). Pure: no I/O.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -23,11 +27,83 @@ impl Committed {
 
 const KEY_VERSION: i16 = 1;
 const VALUE_VERSION: i16 = 3;
+const GROUP_KEY_VERSION: i16 = 2;
+const GROUP_VALUE_VERSION: i16 = 3;
+
+/// A group's membership as of its last completed rebalance (or its emptying).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSnapshot {
+    pub protocol_type: String,
+    pub generation: i32,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    pub state_ms: i64,
+    pub members: Vec<MemberSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberSnapshot {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+    /// The member's metadata for the group's protocol.
+    pub subscription: Bytes,
+    pub assignment: Bytes,
+}
+
+/// One decoded record of `__consumer_offsets`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A committed offset, or `None` for its tombstone.
+    Offset { group: String, topic: String, partition: i32, committed: Option<Committed> },
+    /// A group's membership, or `None` for its tombstone (group deleted).
+    Group { group: String, snapshot: Option<GroupSnapshot> },
+}
 
 fn put_str(b: &mut BytesMut, s: &str) {
     let s = &s.as_bytes()[..s.len().min(i16::MAX as usize)];
     b.put_i16(s.len() as i16);
     b.put_slice(s);
+}
+
+fn put_nullable_str(b: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => put_str(b, s),
+        None => b.put_i16(-1),
+    }
+}
+
+fn put_bytes(b: &mut BytesMut, x: &[u8]) {
+    b.put_i32(x.len() as i32);
+    b.put_slice(x);
+}
+
+fn get_nullable_str(b: &mut &[u8]) -> Option<Option<String>> {
+    if b.remaining() >= 2 && i16::from_be_bytes([b[0], b[1]]) == -1 {
+        b.advance(2);
+        return Some(None);
+    }
+    get_str(b).map(Some)
+}
+
+fn get_bytes(b: &mut &[u8]) -> Option<Bytes> {
+    if b.remaining() < 4 {
+        return None;
+    }
+    let n = usize::try_from(b.get_i32()).ok()?;
+    if b.remaining() < n {
+        return None;
+    }
+    let x = Bytes::copy_from_slice(&b[..n]);
+    b.advance(n);
+    Some(x)
+}
+
+fn get_i32(b: &mut &[u8]) -> Option<i32> {
+    (b.remaining() >= 4).then(|| b.get_i32())
 }
 
 fn get_str(b: &mut &[u8]) -> Option<String> {
@@ -63,13 +139,90 @@ pub fn encode_value(c: &Committed) -> Bytes {
     b.freeze()
 }
 
-/// Decodes an offset record: (group, topic, partition, committed or `None` for a tombstone).
-/// `None` for records of other kinds (group metadata) or bytes it does not understand.
-pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<(String, String, i32, Option<Committed>)> {
+pub fn encode_group_key(group: &str) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(GROUP_KEY_VERSION);
+    put_str(&mut b, group);
+    b.freeze()
+}
+
+pub fn encode_group_value(g: &GroupSnapshot) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(GROUP_VALUE_VERSION);
+    put_str(&mut b, &g.protocol_type);
+    b.put_i32(g.generation);
+    put_nullable_str(&mut b, g.protocol.as_deref());
+    put_nullable_str(&mut b, g.leader.as_deref());
+    b.put_i64(g.state_ms);
+    b.put_i32(g.members.len() as i32);
+    for m in &g.members {
+        put_str(&mut b, &m.member_id);
+        put_nullable_str(&mut b, m.instance_id.as_deref());
+        put_str(&mut b, &m.client_id);
+        put_str(&mut b, &m.client_host);
+        b.put_i32(m.rebalance_timeout_ms);
+        b.put_i32(m.session_timeout_ms);
+        put_bytes(&mut b, &m.subscription);
+        put_bytes(&mut b, &m.assignment);
+    }
+    b.freeze()
+}
+
+/// Decodes a record of `__consumer_offsets`; `None` for bytes it does not understand (a newer
+/// layout, or junk), which the caller skips.
+pub fn decode_record(key: &[u8], value: Option<&[u8]>) -> Option<Record> {
     let mut k = key;
-    if k.remaining() < 2 || k.get_i16() > KEY_VERSION {
+    if k.remaining() < 2 {
         return None;
     }
+    match k.get_i16() {
+        0 | 1 => {
+            let (group, topic, partition, committed) = decode_offset(k, value)?;
+            Some(Record::Offset { group, topic, partition, committed })
+        }
+        GROUP_KEY_VERSION => {
+            let group = get_str(&mut k)?;
+            let snapshot = match value {
+                None => None,
+                Some(v) => Some(decode_group_value(v)?),
+            };
+            Some(Record::Group { group, snapshot })
+        }
+        _ => None,
+    }
+}
+
+fn decode_group_value(mut v: &[u8]) -> Option<GroupSnapshot> {
+    if v.remaining() < 2 || v.get_i16() != GROUP_VALUE_VERSION {
+        return None;
+    }
+    let protocol_type = get_str(&mut v)?;
+    let generation = get_i32(&mut v)?;
+    let protocol = get_nullable_str(&mut v)?;
+    let leader = get_nullable_str(&mut v)?;
+    if v.remaining() < 8 {
+        return None;
+    }
+    let state_ms = v.get_i64();
+    let n = usize::try_from(get_i32(&mut v)?).ok()?;
+    let mut members = Vec::new();
+    for _ in 0..n {
+        members.push(MemberSnapshot {
+            member_id: get_str(&mut v)?,
+            instance_id: get_nullable_str(&mut v)?,
+            client_id: get_str(&mut v)?,
+            client_host: get_str(&mut v)?,
+            rebalance_timeout_ms: get_i32(&mut v)?,
+            session_timeout_ms: get_i32(&mut v)?,
+            subscription: get_bytes(&mut v)?,
+            assignment: get_bytes(&mut v)?,
+        });
+    }
+    Some(GroupSnapshot { protocol_type, generation, protocol, leader, state_ms, members })
+}
+
+/// An offset record's key (after its version) and value.
+fn decode_offset(mut k: &[u8], value: Option<&[u8]>) -> Option<(String, String, i32, Option<Committed>)> {
     let group = get_str(&mut k)?;
     let topic = get_str(&mut k)?;
     if k.remaining() < 4 {
@@ -99,10 +252,53 @@ mod tests {
         let c = Committed { offset: 42, leader_epoch: 0, metadata: "m".into(), commit_ms: 7 };
         let k = encode_key("g", "t", 3);
         let v = encode_value(&c);
-        assert_eq!(decode(&k, Some(&v)), Some(("g".into(), "t".into(), 3, Some(c))));
-        assert_eq!(decode(&k, None), Some(("g".into(), "t".into(), 3, None)));
-        assert_eq!(decode(&[0, 2, 0, 1, b'g'], Some(&v)), None, "group metadata keys (v2) are not offsets");
-        assert_eq!(decode(&k[..k.len() - 1], Some(&v)), None);
-        assert_eq!(decode(&k, Some(&v[..5])), None);
+        let offset = |committed| Some(Record::Offset { group: "g".into(), topic: "t".into(), partition: 3, committed });
+        assert_eq!(decode_record(&k, Some(&v)), offset(Some(c)));
+        assert_eq!(decode_record(&k, None), offset(None));
+        assert_eq!(decode_record(&[0, 2, 0, 1, b'g'], Some(&v)), None, "an offset value under a group key is junk");
+        assert_eq!(decode_record(&[0, 9, 0, 1, b'g'], None), None, "unknown key versions are skipped");
+        assert_eq!(decode_record(&k[..k.len() - 1], Some(&v)), None);
+        assert_eq!(decode_record(&k, Some(&v[..5])), None);
+    }
+
+    #[test]
+    fn group_records_round_trip_and_truncations_are_refused() {
+        let g = GroupSnapshot {
+            protocol_type: "consumer".into(),
+            generation: 7,
+            protocol: Some("range".into()),
+            leader: Some("m1".into()),
+            state_ms: 1234,
+            members: vec![
+                MemberSnapshot {
+                    member_id: "m1".into(),
+                    instance_id: None,
+                    client_id: "c".into(),
+                    client_host: "/127.0.0.1".into(),
+                    rebalance_timeout_ms: 300_000,
+                    session_timeout_ms: 45_000,
+                    subscription: Bytes::from_static(b"sub"),
+                    assignment: Bytes::from_static(b"asg"),
+                },
+                MemberSnapshot {
+                    member_id: "m2".into(),
+                    instance_id: Some("i2".into()),
+                    client_id: "c".into(),
+                    client_host: "/127.0.0.2".into(),
+                    rebalance_timeout_ms: 1,
+                    session_timeout_ms: 2,
+                    subscription: Bytes::new(),
+                    assignment: Bytes::new(),
+                },
+            ],
+        };
+        let k = encode_group_key("grp");
+        assert_eq!(&k[..2], &[0, 2], "GroupMetadataKey is version 2");
+        let v = encode_group_value(&g);
+        assert_eq!(decode_record(&k, Some(&v)), Some(Record::Group { group: "grp".into(), snapshot: Some(g) }));
+        assert_eq!(decode_record(&k, None), Some(Record::Group { group: "grp".into(), snapshot: None }));
+        for cut in 0..v.len() {
+            assert_eq!(decode_record(&k, Some(&v[..cut])), None, "a value cut at {cut} bytes is refused");
+        }
     }
 }

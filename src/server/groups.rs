@@ -3,9 +3,16 @@
 //!
 //! Ownership: a group lives on the core that owns its `__consumer_offsets` partition
 //! ([`group_core`]); every request for it is sent there. A commit is appended to that partition
-//! (and fdatasync'd) before it is acknowledged, and the offsets are reloaded from it on start. The
-//! topic is created on the first commit (50 partitions, `cleanup.policy=compact`; compaction
-//! itself does not run yet, so it grows with every commit).
+//! (and fdatasync'd) before it is acknowledged, and the offsets are reloaded from it on start.
+//!
+//! Membership is persisted there too: whenever a group settles (Stable after a rebalance, or
+//! Empty) its snapshot is queued for this core's metadata writer, which appends the latest
+//! snapshot of each changed group in order. On start the last snapshot is restored, so members
+//! that heartbeat through a broker restart keep their assignment without a rebalance. Losing the
+//! newest snapshot in a crash only costs a rebalance (members get ILLEGAL_GENERATION and
+//! rejoin); offsets are never written this way.
+//!
+//! The topic is created on first use (50 partitions, `cleanup.policy=compact`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -13,6 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::shard::{current, NewTopic, Shard};
 pub use crate::coordinator::offsets::Committed;
 use crate::coordinator::group::{Event, Group, GroupConfig, GroupState, Reply, Token};
+use crate::coordinator::offsets::Record;
 use crate::coordinator::offsets;
 use crate::protocol::{batch, ResponseError};
 use crate::storage::now_ms;
@@ -43,6 +51,8 @@ struct Entry {
     group: Group,
     waiting: HashMap<Token, flume::Sender<Reply>>,
     offsets: BTreeMap<(String, i32), Committed>,
+    /// (generation, state) of the last snapshot queued for writing.
+    persisted: (i32, GroupState),
 }
 
 /// A group as DescribeGroups shows it. Members: (id, instance id, client id, host, metadata,
@@ -67,11 +77,21 @@ pub struct Groups {
     config: GroupConfig,
     entries: RefCell<HashMap<String, Entry>>,
     next_token: Cell<Token>,
+    /// Group snapshots waiting for the metadata writer: the latest value per group (`None`, a
+    /// tombstone, is never queued: deletes write their own). Bounded by the number of groups.
+    dirty: RefCell<BTreeMap<String, bytes::Bytes>>,
+    wake_writer: (flume::Sender<()>, flume::Receiver<()>),
 }
 
 impl Groups {
     pub fn new(config: GroupConfig) -> Groups {
-        Groups { config, entries: RefCell::new(HashMap::new()), next_token: Cell::new(1) }
+        Groups {
+            config,
+            entries: RefCell::new(HashMap::new()),
+            next_token: Cell::new(1),
+            dirty: RefCell::new(BTreeMap::new()),
+            wake_writer: flume::bounded(1),
+        }
     }
 
     fn entry<'a>(&self, entries: &'a mut HashMap<String, Entry>, id: &str) -> &'a mut Entry {
@@ -79,7 +99,35 @@ impl Groups {
             group: Group::new(id.to_string(), self.config),
             waiting: HashMap::new(),
             offsets: BTreeMap::new(),
+            persisted: Group::initial_marker(),
         })
+    }
+
+    /// Queues the group's snapshot for the metadata writer if it settled in a new shape.
+    fn note_settled(&self, group_id: &str, e: &mut Entry, now: i64) {
+        let Some((marker, snap)) = e.group.snapshot(now) else { return };
+        if marker == e.persisted {
+            return;
+        }
+        e.persisted = marker;
+        self.dirty.borrow_mut().insert(group_id.to_string(), offsets::encode_group_value(&snap));
+        let _ = self.wake_writer.0.try_send(());
+    }
+
+    /// The metadata writer: appends queued group snapshots to `__consumer_offsets`, one at a
+    /// time in queue order. Runs for the life of the core.
+    pub async fn write_metadata(&self) {
+        while self.wake_writer.1.recv_async().await.is_ok() {
+            loop {
+                let Some((group_id, value)) = self.dirty.borrow_mut().pop_first() else { break };
+                if ensure_offsets_topic(&current()).await.is_err() {
+                    continue;
+                }
+                let record = [(Some(offsets::encode_group_key(&group_id)), Some(value))];
+                // Errors are logged by the append; the group goes on from memory.
+                let _ = append_offset_records(&group_id, &record).await;
+            }
+        }
     }
 
     /// Feeds the group an event built around a fresh token and waits for that token's reply,
@@ -92,8 +140,10 @@ impl Groups {
             let mut entries = self.entries.borrow_mut();
             let e = self.entry(&mut entries, group_id);
             e.waiting.insert(token, tx);
-            let actions = e.group.handle(make(token), now_ms());
+            let now = now_ms();
+            let actions = e.group.handle(make(token), now);
             deliver(e, actions);
+            self.note_settled(group_id, e, now);
         }
         rx.recv_async().await.expect("a group dropped a waiting request without replying")
     }
@@ -101,10 +151,11 @@ impl Groups {
     /// Time passed: expire sessions and finish rebalances on every group.
     pub fn tick(&self) {
         let now = now_ms();
-        for e in self.entries.borrow_mut().values_mut() {
+        for (id, e) in self.entries.borrow_mut().iter_mut() {
             if e.group.next_deadline().is_some_and(|d| d <= now) {
                 let actions = e.group.handle(Event::Tick, now);
                 deliver(e, actions);
+                self.note_settled(id, e, now);
             }
         }
     }
@@ -159,8 +210,9 @@ impl Groups {
         }
     }
 
-    /// Reloads committed offsets from the `__consumer_offsets` partitions this core owns (start-up,
-    /// before clients are served). Returns how many offset records were applied.
+    /// Reloads committed offsets and group membership from the `__consumer_offsets` partitions
+    /// this core owns (start-up, before clients are served). Returns how many records were
+    /// applied.
     pub async fn load(&self, shard: &Shard) -> Result<usize, String> {
         let mut applied = 0;
         for p in 0..OFFSETS_PARTITIONS {
@@ -178,12 +230,27 @@ impl Groups {
                     let Some(kvs) = batch::key_values(&r.records[pos..pos + h.total_len()], h) else { return };
                     for (k, v) in kvs {
                         let Some(key) = k else { continue };
-                        let Some((group, topic, partition, committed)) = offsets::decode(&key, v.as_deref()) else { continue };
-                        let offsets = &mut self.entry(&mut entries, &group).offsets;
-                        match committed {
-                            Some(c) => offsets.insert((topic, partition), c),
-                            None => offsets.remove(&(topic, partition)),
-                        };
+                        match offsets::decode_record(&key, v.as_deref()) {
+                            Some(Record::Offset { group, topic, partition, committed }) => {
+                                let offsets = &mut self.entry(&mut entries, &group).offsets;
+                                match committed {
+                                    Some(c) => offsets.insert((topic, partition), c),
+                                    None => offsets.remove(&(topic, partition)),
+                                };
+                            }
+                            Some(Record::Group { group, snapshot }) => {
+                                let e = self.entry(&mut entries, &group);
+                                (e.group, e.persisted) = match snapshot {
+                                    Some(snap) => {
+                                        let g = Group::restore(group, self.config, snap, now_ms());
+                                        let marker = (g.generation(), g.state());
+                                        (g, marker)
+                                    }
+                                    None => (Group::new(group, self.config), Group::initial_marker()),
+                                };
+                            }
+                            None => continue,
+                        }
                         applied += 1;
                     }
                 });
@@ -235,7 +302,10 @@ impl Groups {
                 Some(e) => e.offsets.keys().cloned().collect(),
             }
         };
-        let tombstones: Vec<_> = keys.iter().map(|(t, p)| (Some(offsets::encode_key(group_id, t, *p)), None)).collect();
+        let mut tombstones: Vec<_> =
+            keys.iter().map(|(t, p)| (Some(offsets::encode_key(group_id, t, *p)), None)).collect();
+        tombstones.push((Some(offsets::encode_group_key(group_id)), None));
+        self.dirty.borrow_mut().remove(group_id);
         if let Err(code) = append_offset_records(group_id, &tombstones).await {
             return code;
         }

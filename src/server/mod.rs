@@ -72,7 +72,7 @@ async fn run_shard(
     let recovered = match recovered {
         Ok(()) => shard.groups.load(&shard).await.map(|n| {
             if n > 0 {
-                tracing::info!(core, records = n, "reloaded committed offsets");
+                tracing::info!(core, records = n, "reloaded committed offsets and groups");
             }
         }),
         Err(e) => Err(e),
@@ -94,6 +94,7 @@ async fn run_shard(
         tracing::info!(listen = %config.listen, "spate ready: accepting Kafka clients");
     }
     rt::spawn(housekeeping()).detach();
+    rt::spawn(async { shard::current().groups.write_metadata().await }).detach();
     loop {
         match listener.accept().await {
             Ok((r, w, peer)) => {
