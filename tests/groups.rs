@@ -394,3 +394,48 @@ fn groups_are_listed_described_and_deleted() {
     let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
     assert!(committed.elements().iter().all(|e| e.offset() == rdkafka::Offset::Invalid), "{committed:?}");
 }
+
+#[test]
+fn offset_delete_spares_subscribed_topics_until_the_group_is_empty() {
+    use kafka_protocol::messages::offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
+    use kafka_protocol::messages::{ApiKey, GroupId, OffsetDeleteRequest, OffsetDeleteResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let broker = Broker::start(GROUP_FLAGS);
+    produce_numbered(&broker.bootstrap(), "od-sub", 30);
+    produce_numbered(&broker.bootstrap(), "od-other", 30);
+    let c = group_consumer(&broker.bootstrap(), "g-od", &[]);
+    c.subscribe(&["od-sub"]).unwrap();
+    let mut seen = vec![Vec::new()];
+    poll_all(std::slice::from_ref(&c), &mut seen, |_, s| s[0].len() >= 30);
+    c.commit_consumer_state(CommitMode::Sync).unwrap();
+    // Offsets for a topic the member does not subscribe to (allowed: commit() takes any list).
+    let mut other = rdkafka::TopicPartitionList::new();
+    other.add_partition_offset("od-other", 0, rdkafka::Offset::Offset(3)).unwrap();
+    c.commit(&other, CommitMode::Sync).unwrap();
+    let request = |group: &str, topic: &str| {
+        let req = OffsetDeleteRequest::default().with_group_id(GroupId(StrBytes::from_string(group.into()))).with_topics(vec![
+            OffsetDeleteRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(vec![OffsetDeleteRequestPartition::default().with_partition_index(0)]),
+        ]);
+        let r: OffsetDeleteResponse = common::Raw::connect(broker.port).call(ApiKey::OffsetDelete, 0, &req, 0);
+        (r.error_code, r.topics.first().map(|t| t.partitions[0].error_code))
+    };
+    let committed = |topic: &str| {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition(topic, 0);
+        c.committed_offsets(tpl, Duration::from_secs(10)).unwrap().elements()[0].offset()
+    };
+    assert_eq!(request("g-od", "od-sub"), (0, Some(86)), "GROUP_SUBSCRIBED_TO_TOPIC while a member reads it");
+    assert_eq!(request("g-od", "od-other"), (0, Some(0)));
+    assert_eq!(committed("od-other"), rdkafka::Offset::Invalid, "deleted");
+    assert_ne!(committed("od-sub"), rdkafka::Offset::Invalid, "kept");
+    assert_eq!(request("no-such-group", "od-sub"), (69, None), "GROUP_ID_NOT_FOUND");
+    c.unsubscribe();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while request("g-od", "od-sub") != (0, Some(0)) {
+        assert!(Instant::now() < deadline, "offsets of an empty group could not be deleted");
+        let _ = c.poll(Duration::from_millis(100));
+    }
+    assert_eq!(committed("od-sub"), rdkafka::Offset::Invalid);
+}

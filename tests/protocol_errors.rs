@@ -84,7 +84,8 @@ fn api_versions_advertises_exactly_what_is_implemented() {
             (20, 1, 6),
             (23, 2, 4),
             (32, 1, 4),
-            (42, 0, 2)
+            (42, 0, 2),
+            (47, 0, 0)
         ]
     );
     // A newer ApiVersions than ours: v0 answer with UNSUPPORTED_VERSION and the list (KIP-511).

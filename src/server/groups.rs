@@ -15,7 +15,7 @@
 //! The topic is created on first use (50 partitions, `cleanup.policy=compact`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::shard::{current, NewTopic, Shard};
 pub use crate::coordinator::offsets::Committed;
@@ -317,6 +317,52 @@ impl Groups {
         0
     }
 
+    /// OffsetDelete: removes committed offsets (tombstones, durable before the answer). An
+    /// empty group may lose any; a consumer group with members only those of topics none of its
+    /// members subscribes to (GROUP_SUBSCRIBED_TO_TOPIC for the others), and a group of another
+    /// protocol none while it has members (NON_EMPTY_GROUP). Returns per-partition codes, or the
+    /// group-level error.
+    pub async fn delete_offsets(&self, group_id: &str, wanted: Vec<(String, i32)>) -> Result<Vec<((String, i32), i16)>, i16> {
+        let (results, tombstones) = {
+            let entries = self.entries.borrow();
+            let Some(e) = entries.get(group_id).filter(|e| e.group.has_members() || !e.offsets.is_empty()) else {
+                return Err(ResponseError::GroupIdNotFound.code());
+            };
+            let subscribed: Option<BTreeSet<String>> = if !e.group.has_members() {
+                None
+            } else if e.group.protocol_type() == Some("consumer") {
+                Some(e.group.describe_members().iter().flat_map(|m| subscribed_topics(&m.4)).collect())
+            } else {
+                return Err(ResponseError::NonEmptyGroup.code());
+            };
+            let mut results = Vec::new();
+            let mut tombstones = Vec::new();
+            for (topic, p) in wanted {
+                if subscribed.as_ref().is_some_and(|s| s.contains(&topic)) {
+                    results.push(((topic, p), ResponseError::GroupSubscribedToTopic.code()));
+                    continue;
+                }
+                if e.offsets.contains_key(&(topic.clone(), p)) {
+                    tombstones.push((Some(offsets::encode_key(group_id, &topic, p)), None));
+                }
+                results.push(((topic, p), 0));
+            }
+            (results, tombstones)
+        };
+        if !tombstones.is_empty() {
+            append_offset_records(group_id, &tombstones).await?;
+            let mut entries = self.entries.borrow_mut();
+            if let Some(e) = entries.get_mut(group_id) {
+                for ((t, p), code) in &results {
+                    if *code == 0 {
+                        e.offsets.remove(&(t.clone(), *p));
+                    }
+                }
+            }
+        }
+        Ok(results)
+    }
+
     /// Committed offsets of a group: those asked for, or all when `wanted` is `None`.
     pub fn fetch(&self, group_id: &str, wanted: Option<Vec<(String, i32)>>) -> Vec<((String, i32), Option<Committed>)> {
         let entries = self.entries.borrow();
@@ -333,6 +379,23 @@ impl Groups {
                 .map(|o| o.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect())
                 .unwrap_or_default(),
         }
+    }
+}
+
+/// The topics a consumer-protocol member subscribes to (its JoinGroup metadata, Kafka's
+/// ConsumerProtocolSubscription). Newer versions only add fields, so they are read as v3.
+fn subscribed_topics(metadata: &bytes::Bytes) -> Vec<String> {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    let mut b = metadata.clone();
+    if b.len() < 2 {
+        return Vec::new();
+    }
+    let version = i16::from_be_bytes([b[0], b[1]]).clamp(0, 3);
+    bytes::Buf::advance(&mut b, 2);
+    match ConsumerProtocolSubscription::decode(&mut b, version) {
+        Ok(sub) => sub.topics.into_iter().map(|t| t.to_string()).collect(),
+        Err(_) => Vec::new(),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;
+pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
@@ -67,6 +68,7 @@ pub const SUPPORTED: &[ApiSpec] = &[
     },
     ApiSpec { key: ApiKey::DescribeConfigs, min: describe_configs::VERSIONS.0, max: describe_configs::VERSIONS.1 },
     ApiSpec { key: ApiKey::DeleteGroups, min: delete_groups::VERSIONS.0, max: delete_groups::VERSIONS.1 },
+    ApiSpec { key: ApiKey::OffsetDelete, min: offset_delete::VERSIONS.0, max: offset_delete::VERSIONS.1 },
 ];
 
 pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -137,6 +139,7 @@ async fn dispatch(
         RequestKind::DescribeGroups(r) => Some(ResponseKind::DescribeGroups(describe_groups::handle(shard, v, r).await)),
         RequestKind::ListGroups(r) => Some(ResponseKind::ListGroups(list_groups::handle(shard, v, r).await)),
         RequestKind::DeleteGroups(r) => Some(ResponseKind::DeleteGroups(delete_groups::handle(shard, v, r).await)),
+        RequestKind::OffsetDelete(r) => Some(ResponseKind::OffsetDelete(offset_delete::handle(shard, v, r).await)),
         other => unreachable!("{key:?} is in SUPPORTED but has no handler arm: {other:?}"),
     };
     Ok(resp.map(|r| (r, v)))
