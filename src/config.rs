@@ -137,6 +137,14 @@ pub struct ServeArgs {
     /// [default: 1800000].
     #[arg(long, env = "SPATE_GROUP_MAX_SESSION_TIMEOUT_MS")]
     pub group_max_session_timeout_ms: Option<i32>,
+    /// How long committed offsets outlive an empty group, minutes (Kafka
+    /// `offsets.retention.minutes`) [default: 10080, 7 days].
+    #[arg(long, env = "SPATE_OFFSETS_RETENTION_MINUTES")]
+    pub offsets_retention_minutes: Option<i64>,
+    /// How often expired committed offsets are looked for, ms (Kafka
+    /// `offsets.retention.check.interval.ms`) [default: 600000].
+    #[arg(long, env = "SPATE_OFFSETS_RETENTION_CHECK_INTERVAL_MS")]
+    pub offsets_retention_check_interval_ms: Option<i64>,
 }
 
 /// The same settings as [`ServeArgs`], as read from the TOML file. Unknown keys are refused.
@@ -158,6 +166,8 @@ struct FileConfig {
     group_initial_rebalance_delay_ms: Option<i64>,
     group_min_session_timeout_ms: Option<i32>,
     group_max_session_timeout_ms: Option<i32>,
+    offsets_retention_minutes: Option<i64>,
+    offsets_retention_check_interval_ms: Option<i64>,
 }
 
 impl Config {
@@ -217,7 +227,21 @@ impl Config {
                 .group_max_session_timeout_ms
                 .or(file.group_max_session_timeout_ms)
                 .unwrap_or(1_800_000),
+            offsets_retention_ms: args
+                .offsets_retention_minutes
+                .or(file.offsets_retention_minutes)
+                .unwrap_or(10080)
+                .saturating_mul(60_000),
+            offsets_retention_check_interval_ms: args
+                .offsets_retention_check_interval_ms
+                .or(file.offsets_retention_check_interval_ms)
+                .unwrap_or(600_000),
         };
+        anyhow::ensure!(groups.offsets_retention_ms >= 60_000, "offsets_retention_minutes: must be at least 1");
+        anyhow::ensure!(
+            groups.offsets_retention_check_interval_ms >= 1,
+            "offsets_retention_check_interval_ms: must be at least 1"
+        );
         anyhow::ensure!(groups.initial_rebalance_delay_ms >= 0, "group_initial_rebalance_delay_ms: must be >= 0");
         anyhow::ensure!(
             0 < groups.min_session_timeout_ms && groups.min_session_timeout_ms <= groups.max_session_timeout_ms,
@@ -263,6 +287,9 @@ impl Config {
             ("group.initial.rebalance.delay.ms", self.groups.initial_rebalance_delay_ms.to_string()),
             ("group.min.session.timeout.ms", self.groups.min_session_timeout_ms.to_string()),
             ("group.max.session.timeout.ms", self.groups.max_session_timeout_ms.to_string()),
+            ("offsets.retention.minutes", (self.groups.offsets_retention_ms / 60_000).to_string()),
+            ("offsets.retention.check.interval.ms", self.groups.offsets_retention_check_interval_ms.to_string()),
+            ("offsets.topic.num.partitions", "50".into()),
         ]
     }
 }

@@ -439,3 +439,32 @@ fn offset_delete_spares_subscribed_topics_until_the_group_is_empty() {
     }
     assert_eq!(committed("od-sub"), rdkafka::Offset::Invalid);
 }
+
+#[test]
+fn abandoned_offsets_expire_after_the_retention() {
+    // The shortest retention Kafka allows is one minute, so this test takes one.
+    let mut broker = Broker::start(&["--offsets-retention-minutes", "1", "--offsets-retention-check-interval-ms", "500"]);
+    produce_numbered(&broker.bootstrap(), "expiring", 10);
+    let committed = |bootstrap: &str| {
+        let c = group_consumer(bootstrap, "g-expire", &[]);
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition("expiring", 0);
+        c.committed_offsets(tpl, Duration::from_secs(10)).unwrap().elements()[0].offset()
+    };
+    let c = group_consumer(&broker.bootstrap(), "g-expire", &[]);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("expiring", 0, rdkafka::Offset::Offset(7)).unwrap();
+    c.commit(&tpl, CommitMode::Sync).unwrap(); // assign()-style commit: the group never had members
+    drop(c);
+    let committed_at = Instant::now();
+    std::thread::sleep(Duration::from_secs(40));
+    assert_eq!(committed(&broker.bootstrap()), rdkafka::Offset::Offset(7), "expired before the retention");
+    while committed(&broker.bootstrap()) != rdkafka::Offset::Invalid {
+        assert!(committed_at.elapsed() < Duration::from_secs(120), "never expired");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(committed_at.elapsed() >= Duration::from_secs(59));
+    assert!(broker.log().contains("committed offsets expired"), "{}", broker.log());
+    broker.restart();
+    assert_eq!(committed(&broker.bootstrap()), rdkafka::Offset::Invalid, "the expiry is durable");
+}

@@ -43,11 +43,22 @@ pub struct GroupConfig {
     /// `group.min.session.timeout.ms` and `group.max.session.timeout.ms`.
     pub min_session_timeout_ms: i32,
     pub max_session_timeout_ms: i32,
+    /// `offsets.retention.minutes`, in ms: how long committed offsets outlive an empty group
+    /// (or, in a group with members, a topic no member subscribes to any more).
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
+    pub offsets_retention_check_interval_ms: i64,
 }
 
 impl Default for GroupConfig {
     fn default() -> Self {
-        GroupConfig { initial_rebalance_delay_ms: 3000, min_session_timeout_ms: 6000, max_session_timeout_ms: 1_800_000 }
+        GroupConfig {
+            initial_rebalance_delay_ms: 3000,
+            min_session_timeout_ms: 6000,
+            max_session_timeout_ms: 1_800_000,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            offsets_retention_check_interval_ms: 600_000,
+        }
     }
 }
 
@@ -680,7 +691,12 @@ mod tests {
     const ILLEGAL_GEN: i16 = 22; // ILLEGAL_GENERATION
 
     fn group() -> Group {
-        let c = GroupConfig { initial_rebalance_delay_ms: 100, min_session_timeout_ms: 10, max_session_timeout_ms: 100_000 };
+        let c = GroupConfig {
+            initial_rebalance_delay_ms: 100,
+            min_session_timeout_ms: 10,
+            max_session_timeout_ms: 100_000,
+            ..GroupConfig::default()
+        };
         Group::new("g".into(), c)
     }
 

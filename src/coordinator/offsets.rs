@@ -243,6 +243,32 @@ fn decode_offset(mut k: &[u8], value: Option<&[u8]>) -> Option<(String, String, 
     Some((group, topic, partition, Some(Committed { offset, leader_epoch, metadata, commit_ms })))
 }
 
+/// The committed offsets that `offsets.retention` has expired (Kafka's rule since KIP-211):
+/// - an empty group (`subscribed` is `None`) loses an offset `retention_ms` after the later of
+///   its commit and the moment the group became empty (`empty_since`);
+/// - a group with members keeps every offset of a topic some member subscribes to, and loses the
+///   others `retention_ms` after their commit.
+pub fn expired<'a>(
+    offsets: impl IntoIterator<Item = (&'a (String, i32), &'a Committed)>,
+    empty_since: Option<i64>,
+    subscribed: Option<&std::collections::BTreeSet<String>>,
+    retention_ms: i64,
+    now: i64,
+) -> Vec<(String, i32)> {
+    offsets
+        .into_iter()
+        .filter(|((topic, _), c)| {
+            let since = match subscribed {
+                Some(topics) if topics.contains(topic) => return false,
+                Some(_) => c.commit_ms,
+                None => c.commit_ms.max(empty_since.unwrap_or(i64::MIN)),
+            };
+            since.saturating_add(retention_ms) <= now
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,5 +326,23 @@ mod tests {
         for cut in 0..v.len() {
             assert_eq!(decode_record(&k, Some(&v[..cut])), None, "a value cut at {cut} bytes is refused");
         }
+    }
+
+    #[test]
+    fn retention_expires_offsets_of_empty_groups_and_unsubscribed_topics() {
+        let at = |commit_ms| Committed { offset: 1, leader_epoch: -1, metadata: String::new(), commit_ms };
+        let offsets: std::collections::BTreeMap<(String, i32), Committed> =
+            [(("a".to_string(), 0), at(100)), (("b".to_string(), 0), at(500))].into_iter().collect();
+        let keys = |v: Vec<(String, i32)>| v.into_iter().map(|(t, _)| t).collect::<Vec<_>>();
+        // Empty group, emptied at 300: "a" counts from 300, "b" from its commit at 500.
+        assert!(expired(&offsets, Some(300), None, 1000, 1299).is_empty());
+        assert_eq!(keys(expired(&offsets, Some(300), None, 1000, 1300)), ["a"]);
+        assert_eq!(keys(expired(&offsets, Some(300), None, 1000, 1500)), ["a", "b"]);
+        // Never had members (assign() consumers): the commit time alone.
+        assert_eq!(keys(expired(&offsets, None, None, 1000, 1100)), ["a"]);
+        // Members subscribe to "a": it never expires; "b" does, from its commit.
+        let subscribed: std::collections::BTreeSet<String> = ["a".to_string()].into_iter().collect();
+        assert_eq!(keys(expired(&offsets, None, Some(&subscribed), 1000, 1_000_000)), ["b"]);
+        assert!(expired(&offsets, None, Some(&subscribed), 1000, 1499).is_empty());
     }
 }

@@ -53,6 +53,8 @@ struct Entry {
     offsets: BTreeMap<(String, i32), Committed>,
     /// (generation, state) of the last snapshot queued for writing.
     persisted: (i32, GroupState),
+    /// When the group last became empty, for offsets retention.
+    empty_since: Option<i64>,
 }
 
 /// A group as DescribeGroups shows it. Members: (id, instance id, client id, host, metadata,
@@ -100,6 +102,7 @@ impl Groups {
             waiting: HashMap::new(),
             offsets: BTreeMap::new(),
             persisted: Group::initial_marker(),
+            empty_since: None,
         })
     }
 
@@ -110,6 +113,7 @@ impl Groups {
             return;
         }
         e.persisted = marker;
+        e.empty_since = (marker.1 == GroupState::Empty).then_some(now);
         self.dirty.borrow_mut().insert(group_id.to_string(), offsets::encode_group_value(&snap));
         let _ = self.wake_writer.0.try_send(());
     }
@@ -240,13 +244,14 @@ impl Groups {
                             }
                             Some(Record::Group { group, snapshot }) => {
                                 let e = self.entry(&mut entries, &group);
-                                (e.group, e.persisted) = match snapshot {
+                                (e.group, e.persisted, e.empty_since) = match snapshot {
                                     Some(snap) => {
+                                        let since = snap.members.is_empty().then_some(snap.state_ms);
                                         let g = Group::restore(group, self.config, snap, now_ms());
                                         let marker = (g.generation(), g.state());
-                                        (g, marker)
+                                        (g, marker, since)
                                     }
-                                    None => (Group::new(group, self.config), Group::initial_marker()),
+                                    None => (Group::new(group, self.config), Group::initial_marker(), None),
                                 };
                             }
                             None => continue,
@@ -361,6 +366,52 @@ impl Groups {
             }
         }
         Ok(results)
+    }
+
+    /// Deletes the committed offsets that `offsets.retention.minutes` has expired (see
+    /// [`offsets::expired`]), and forgets empty groups left with none. Tombstones first, then
+    /// memory, as for DeleteGroups.
+    pub async fn expire_offsets(&self, now: i64) {
+        let retention = self.config.offsets_retention_ms;
+        let mut work = Vec::new();
+        for (id, e) in self.entries.borrow().iter() {
+            if e.offsets.is_empty() {
+                continue;
+            }
+            let subscribed: Option<BTreeSet<String>> = match (e.group.has_members(), e.group.protocol_type()) {
+                (false, _) => None,
+                (true, Some("consumer")) => {
+                    Some(e.group.describe_members().iter().flat_map(|m| subscribed_topics(&m.4)).collect())
+                }
+                // Members of another protocol: nothing says which topics they use; keep all.
+                (true, _) => continue,
+            };
+            let gone = offsets::expired(&e.offsets, e.empty_since, subscribed.as_ref(), retention, now);
+            if !gone.is_empty() {
+                let forget_group = !e.group.has_members() && gone.len() == e.offsets.len();
+                work.push((id.clone(), gone, forget_group));
+            }
+        }
+        for (id, gone, forget_group) in work {
+            let mut records: Vec<_> = gone.iter().map(|(t, p)| (Some(offsets::encode_key(&id, t, *p)), None)).collect();
+            if forget_group {
+                records.push((Some(offsets::encode_group_key(&id)), None));
+                self.dirty.borrow_mut().remove(&id);
+            }
+            if append_offset_records(&id, &records).await.is_err() {
+                continue;
+            }
+            let mut entries = self.entries.borrow_mut();
+            if let Some(e) = entries.get_mut(&id) {
+                for k in &gone {
+                    e.offsets.remove(k);
+                }
+                if forget_group && !e.group.has_members() && e.offsets.is_empty() && e.waiting.is_empty() {
+                    entries.remove(&id);
+                }
+            }
+            tracing::info!(group = %id, partitions = gone.len(), "committed offsets expired (offsets.retention.minutes)");
+        }
     }
 
     /// Committed offsets of a group: those asked for, or all when `wanted` is `None`.

@@ -110,11 +110,19 @@ async fn run_shard(
 }
 
 /// Every 100 ms: expire group sessions and finish rebalances, and apply the time part of the
-/// interval flush policy (`flush.ms`) on this core's partitions.
+/// interval flush policy (`flush.ms`) on this core's partitions. Every
+/// `offsets.retention.check.interval.ms`: expire committed offsets.
 async fn housekeeping() {
+    let interval = shard::current().config.groups.offsets_retention_check_interval_ms;
+    let mut next_expiry = crate::storage::now_ms() + interval;
     loop {
         rt::sleep(Duration::from_millis(100)).await;
         shard::current().groups.tick();
+        let now = crate::storage::now_ms();
+        if now >= next_expiry {
+            next_expiry = now + interval;
+            shard::current().groups.expire_offsets(now).await;
+        }
         for log in shard::current().partitions() {
             if let Err(e) = log.flush_if_due().await {
                 tracing::error!(dir = %log.dir().display(), error = %e, "interval flush failed");
