@@ -64,6 +64,8 @@ pub struct Config {
     pub topic_defaults: TopicDefaults,
     /// Consumer-group settings (Kafka's `group.*` keys).
     pub groups: crate::coordinator::group::GroupConfig,
+    /// Kafka's `log.cleaner.backoff.ms`: how often compacted topics are looked at.
+    pub log_cleaner_backoff_ms: i64,
 }
 
 /// Broker-wide defaults for topic-level settings (Kafka's `log.*` broker keys).
@@ -79,6 +81,7 @@ pub struct TopicDefaults {
     pub index_interval_bytes: i64,
     pub message_timestamp_type: String,
     pub cleanup_policy: String,
+    pub delete_retention_ms: i64,
 }
 
 /// The flags of `spate serve`. Each is also read from `SPATE_<NAME>` and from the TOML file.
@@ -145,6 +148,10 @@ pub struct ServeArgs {
     /// `offsets.retention.check.interval.ms`) [default: 600000].
     #[arg(long, env = "SPATE_OFFSETS_RETENTION_CHECK_INTERVAL_MS")]
     pub offsets_retention_check_interval_ms: Option<i64>,
+    /// How often compacted topics (`cleanup.policy=compact`) are looked at for closed segments to
+    /// clean, ms (Kafka `log.cleaner.backoff.ms`) [default: 15000].
+    #[arg(long, env = "SPATE_LOG_CLEANER_BACKOFF_MS")]
+    pub log_cleaner_backoff_ms: Option<i64>,
 }
 
 /// The same settings as [`ServeArgs`], as read from the TOML file. Unknown keys are refused.
@@ -168,6 +175,7 @@ struct FileConfig {
     group_max_session_timeout_ms: Option<i32>,
     offsets_retention_minutes: Option<i64>,
     offsets_retention_check_interval_ms: Option<i64>,
+    log_cleaner_backoff_ms: Option<i64>,
 }
 
 impl Config {
@@ -213,6 +221,7 @@ impl Config {
             index_interval_bytes: 4096,
             message_timestamp_type: "CreateTime".into(),
             cleanup_policy: "delete".into(),
+            delete_retention_ms: 24 * 3600 * 1000,
         };
         // Validate the defaults with the same rules as per-topic overrides.
         TopicConfig::resolve(&topic_defaults, &BTreeMap::new())
@@ -247,8 +256,11 @@ impl Config {
             0 < groups.min_session_timeout_ms && groups.min_session_timeout_ms <= groups.max_session_timeout_ms,
             "group_min_session_timeout_ms must be positive and at most group_max_session_timeout_ms"
         );
+        let log_cleaner_backoff_ms = args.log_cleaner_backoff_ms.or(file.log_cleaner_backoff_ms).unwrap_or(15_000);
+        anyhow::ensure!(log_cleaner_backoff_ms >= 1, "log_cleaner_backoff_ms: must be at least 1");
         Ok(Config {
             groups,
+            log_cleaner_backoff_ms,
             listen,
             advertised_host,
             advertised_port,
@@ -283,6 +295,8 @@ impl Config {
             ("log.index.interval.bytes", d.index_interval_bytes.to_string()),
             ("log.message.timestamp.type", d.message_timestamp_type.clone()),
             ("log.cleanup.policy", d.cleanup_policy.clone()),
+            ("log.cleaner.delete.retention.ms", d.delete_retention_ms.to_string()),
+            ("log.cleaner.backoff.ms", self.log_cleaner_backoff_ms.to_string()),
             ("socket.request.max.bytes", limits::REQUEST_FRAME_MAX_BYTES.to_string()),
             ("group.initial.rebalance.delay.ms", self.groups.initial_rebalance_delay_ms.to_string()),
             ("group.min.session.timeout.ms", self.groups.min_session_timeout_ms.to_string()),
@@ -325,11 +339,14 @@ pub struct TopicConfig {
     pub index_interval_bytes: i64,
     pub timestamp_type: TimestampType,
     pub cleanup_policy: String,
+    /// `delete.retention.ms`: how long compaction keeps tombstones.
+    pub delete_retention_ms: i64,
 }
 
 /// The topic-level keys Spate knows, as Kafka names them. Any other key is INVALID_CONFIG.
 pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "cleanup.policy",
+    "delete.retention.ms",
     "flush.messages",
     "flush.ms",
     "index.interval.bytes",
@@ -356,6 +373,7 @@ impl TopicConfig {
             index_interval_bytes: d.index_interval_bytes,
             timestamp_type: parse_timestamp_type(&d.message_timestamp_type)?,
             cleanup_policy: d.cleanup_policy.clone(),
+            delete_retention_ms: d.delete_retention_ms,
         };
         for (k, v) in overrides {
             let int = |min: i64| -> Result<i64, String> {
@@ -374,6 +392,7 @@ impl TopicConfig {
                     }
                     c.cleanup_policy = v.clone();
                 }
+                "delete.retention.ms" => c.delete_retention_ms = int(0)?,
                 "flush.messages" => c.flush_messages = int(1)?,
                 "flush.ms" => c.flush_ms = int(0)?,
                 "index.interval.bytes" => c.index_interval_bytes = int(0)?,
@@ -396,6 +415,7 @@ impl TopicConfig {
     pub fn entries(&self) -> Vec<(&'static str, String)> {
         vec![
             ("cleanup.policy", self.cleanup_policy.clone()),
+            ("delete.retention.ms", self.delete_retention_ms.to_string()),
             ("flush.messages", self.flush_messages.to_string()),
             ("flush.ms", self.flush_ms.to_string()),
             ("index.interval.bytes", self.index_interval_bytes.to_string()),

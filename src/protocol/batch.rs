@@ -310,6 +310,74 @@ pub fn key_values(b: &[u8], h: &BatchHeader) -> Option<Vec<(Option<Bytes>, Optio
     Some(out)
 }
 
+/// A record as compaction sees it.
+pub struct RecordView<'a> {
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    /// A null value: a tombstone.
+    pub tombstone: bool,
+}
+
+/// Compaction's filter: the batch `b` with only the records `keep` accepts, their bytes and the
+/// batch's base offset, last offset delta and timestamps unchanged (so offsets and the
+/// segment's end stay where they were), the count and CRC redone. `Some(None)` when no record
+/// is kept; `None` for a compressed or malformed batch, which the caller keeps whole.
+pub fn retain(b: &[u8], h: &BatchHeader, mut keep: impl FnMut(&RecordView<'_>) -> bool) -> Option<Option<Bytes>> {
+    let mut body = Vec::new();
+    let mut kept = 0i32;
+    visit(b, h, |r, bytes| {
+        if keep(r) {
+            body.extend_from_slice(bytes);
+            kept += 1;
+        }
+    })?;
+    if kept == 0 {
+        return Some(None);
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(&b[..HEADER_LEN]);
+    out.extend_from_slice(&body);
+    let batch_length = (out.len() - LOG_OVERHEAD) as i32;
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    out[57..61].copy_from_slice(&kept.to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Some(Some(Bytes::from(out)))
+}
+
+/// Calls `f` with each record of an uncompressed batch and the record's bytes; `None` (having
+/// called `f` for some records, perhaps) for a compressed or malformed batch.
+pub fn visit(b: &[u8], h: &BatchHeader, mut f: impl FnMut(&RecordView<'_>, &[u8])) -> Option<()> {
+    if h.compression() != 0 || b.len() != h.total_len() {
+        return None;
+    }
+    let mut at = HEADER_LEN;
+    for _ in 0..h.records_count {
+        let start = at;
+        let len = read_varint(b, &mut at)?;
+        let end = at.checked_add(usize::try_from(len).ok()?)?;
+        if end > b.len() {
+            return None;
+        }
+        let mut c = at + 1; // attributes
+        read_varint(b, &mut c)?; // timestamp delta
+        let offset = h.base_offset + read_varint(b, &mut c)?;
+        let key_len = read_varint(b, &mut c)?;
+        let key = if key_len < 0 {
+            None
+        } else {
+            let k_end = c.checked_add(usize::try_from(key_len).ok()?)?;
+            let k = b.get(c..k_end)?;
+            c = k_end;
+            Some(k)
+        };
+        let tombstone = read_varint(b, &mut c)? < 0;
+        f(&RecordView { offset, key, tombstone }, &b[start..end]);
+        at = end;
+    }
+    (at == b.len()).then_some(())
+}
+
 /// For an uncompressed batch, each record's (offset, timestamp). `None` for compressed batches or
 /// malformed records (callers then fall back to the batch-level timestamps).
 pub fn record_timestamps(b: &[u8], h: &BatchHeader) -> Option<Vec<(i64, i64)>> {
@@ -446,5 +514,34 @@ pub mod tests {
         let b = make_batch(3, 50);
         let h = validate(&b).unwrap();
         assert_eq!(record_timestamps(&b, &h).unwrap(), vec![(0, 50), (1, 51), (2, 52)]);
+    }
+
+    #[test]
+    fn retain_keeps_chosen_records_with_their_offsets() {
+        let k = |s: &str| Some(Bytes::from(s.to_string()));
+        let mut raw = BytesMut::from(&build(&[(k("a"), k("1")), (k("b"), None), (k("a"), k("2")), (None, k("x"))], 5)[..]);
+        patch(&mut raw, 100, 0, None);
+        let raw = raw.freeze();
+        let h = validate(&raw).unwrap();
+        let mut seen = Vec::new();
+        let out = retain(&raw, &h, |r| {
+            seen.push((r.offset, r.key.map(|k| k.to_vec()), r.tombstone));
+            r.offset != 100 && !r.tombstone
+        });
+        assert_eq!(
+            seen,
+            vec![(100, Some(b"a".to_vec()), false), (101, Some(b"b".to_vec()), true), (102, Some(b"a".to_vec()), false), (103, None, false)]
+        );
+        let out = out.unwrap().unwrap();
+        let h2 = validate(&out).expect("a valid batch, CRC redone");
+        assert_eq!((h2.base_offset, h2.last_offset(), h2.records_count), (100, 103, 2), "offsets unchanged, two records");
+        assert_eq!(key_values(&out, &h2).unwrap(), vec![(k("a"), k("2")), (None, k("x"))]);
+        let ts = record_timestamps(&out, &h2).unwrap();
+        assert_eq!(ts.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![102, 103]);
+        assert_eq!(retain(&raw, &h, |_| false), Some(None));
+        let mut compressed = raw.to_vec();
+        compressed[22] |= 1;
+        let hc = parse_header(&compressed).unwrap();
+        assert_eq!(retain(&compressed, &hc, |_| true), None, "compressed batches are kept whole by the caller");
     }
 }

@@ -111,10 +111,13 @@ async fn run_shard(
 
 /// Every 100 ms: expire group sessions and finish rebalances, and apply the time part of the
 /// interval flush policy (`flush.ms`) on this core's partitions. Every
-/// `offsets.retention.check.interval.ms`: expire committed offsets.
+/// `offsets.retention.check.interval.ms`: expire committed offsets. Every
+/// `log.cleaner.backoff.ms`: compact the compacted topics.
 async fn housekeeping() {
     let interval = shard::current().config.groups.offsets_retention_check_interval_ms;
+    let cleaner_backoff = shard::current().config.log_cleaner_backoff_ms;
     let mut next_expiry = crate::storage::now_ms() + interval;
+    let mut next_clean = crate::storage::now_ms() + cleaner_backoff;
     loop {
         rt::sleep(Duration::from_millis(100)).await;
         shard::current().groups.tick();
@@ -122,6 +125,17 @@ async fn housekeeping() {
         if now >= next_expiry {
             next_expiry = now + interval;
             shard::current().groups.expire_offsets(now).await;
+        }
+        if now >= next_clean {
+            next_clean = now + cleaner_backoff;
+            for log in shard::current().partitions() {
+                if !log.config().cleanup_policy.contains("compact") {
+                    continue;
+                }
+                if let Err(e) = log.compact(now).await {
+                    tracing::error!(dir = %log.dir().display(), error = %e, "compaction failed; the segment is left as it was");
+                }
+            }
         }
         for log in shard::current().partitions() {
             if let Err(e) = log.flush_if_due().await {

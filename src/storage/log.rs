@@ -19,6 +19,7 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 
+use super::compact;
 use super::index::SegmentIndex;
 use super::notify::Notify;
 use super::now_ms;
@@ -124,6 +125,9 @@ struct State {
     serving: u64,
     /// Tickets whose appends were dropped before their turn; skipped when `serving` reaches them.
     abandoned: BTreeSet<u64>,
+    /// Compaction: the end of the closed segments at the last pass (a pass runs again only once
+    /// another segment has closed).
+    cleaned_through: i64,
 }
 
 /// Counters of the I/O a log has done since it was opened.
@@ -212,20 +216,23 @@ impl PartitionLog {
     /// Opens the partition in `dir`, creating it if new, recovering it if not.
     pub async fn open(dir: PathBuf, config: TopicConfig, data_arrived: Rc<Notify>) -> std::io::Result<Rc<PartitionLog>> {
         fs::create_dir_all(dir.clone()).await?;
-        let mut bases: Vec<i64> = fs::list_dir(dir.clone())
-            .await?
-            .iter()
-            .filter_map(|n| n.strip_suffix(".log")?.parse().ok())
-            .collect();
+        let names = fs::list_dir(dir.clone()).await?;
+        for stray in names.iter().filter(|n| n.ends_with(compact::CLEANED_SUFFIX)) {
+            tracing::info!(dir = %dir.display(), file = %stray, "removing an unfinished compaction copy");
+            fs::remove_file(dir.join(stray)).await?;
+        }
+        let mut bases: Vec<i64> = names.iter().filter_map(|n| n.strip_suffix(".log")?.parse().ok()).collect();
         bases.sort();
         let mut segments = BTreeMap::new();
         let mut expected_base: Option<i64> = None;
         let mut drop_rest = false;
         for base in bases {
-            if drop_rest || expected_base.is_some_and(|e| e != base) {
+            // Compaction can leave a gap between segments; an overlap, or anything after a
+            // segment recovery had to truncate, is damage.
+            if drop_rest || expected_base.is_some_and(|e| base < e) {
                 tracing::warn!(
                     dir = %dir.display(), base,
-                    "removing segment after a truncated or missing one: its offsets no longer follow on"
+                    "removing segment after a truncated or overlapping one: its offsets no longer follow on"
                 );
                 for ext in ["log", "index", "timeindex"] {
                     fs::remove_file(segment_path(&dir, base, ext)).await?;
@@ -277,6 +284,7 @@ impl PartitionLog {
             next_ticket: 0,
             serving: 0,
             abandoned: BTreeSet::new(),
+            cleaned_through: 0,
         };
         Ok(Rc::new(PartitionLog {
             dir,
@@ -308,6 +316,10 @@ impl PartitionLog {
 
     pub fn leader_epoch(&self) -> i32 {
         self.st.borrow().leader_epoch
+    }
+
+    pub fn config(&self) -> TopicConfig {
+        self.config.borrow().clone()
     }
 
     pub fn set_config(&self, config: TopicConfig) {
@@ -570,6 +582,59 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// One compaction pass (see [`compact`]) over the closed segments, if one has closed since
+    /// the last pass. Returns (segments rewritten, records dropped). Appends and reads go on
+    /// meanwhile: only closed segments are rewritten, and each is swapped in whole.
+    pub async fn compact(&self, now: i64) -> Result<(usize, u64), LogError> {
+        let (closed, active, closed_end) = {
+            let st = self.st.borrow();
+            let all: Vec<(i64, SegmentFile, u64, i64)> =
+                st.segments.values().map(|s| (s.base, s.file.clone(), s.written, s.next_offset)).collect();
+            let (active, closed) = all.split_last().expect("a log always has an active segment");
+            let closed_end = closed.last().map(|c| c.3).unwrap_or(0);
+            if closed.is_empty() || closed_end <= st.cleaned_through {
+                return Ok((0, 0));
+            }
+            (closed.to_vec(), active.clone(), closed_end)
+        };
+        let (index_interval, delete_retention_ms) = {
+            let c = self.config.borrow();
+            (c.index_interval_bytes, c.delete_retention_ms)
+        };
+        let mut latest = std::collections::HashMap::new();
+        for (_, file, size, _) in closed.iter().chain(std::iter::once(&active)) {
+            compact::note_latest(file, *size, &mut latest).await.map_err(|e| storage_err("compacting", file.path(), e))?;
+        }
+        let (mut rewritten, mut dropped) = (0, 0);
+        for (base, file, size, next_offset) in closed {
+            let log_path = segment_path(&self.dir, base, "log");
+            let cleaned = compact::clean_segment(&self.dir, &log_path, &file, size, &latest, now.saturating_sub(delete_retention_ms))
+                .await
+                .map_err(|e| storage_err("compacting", &log_path, e))?;
+            let Some(c) = cleaned else { continue };
+            let (seg, damaged) =
+                recover_segment(&self.dir, base, index_interval).await.map_err(|e| storage_err("reopening", &log_path, e))?;
+            assert!(!damaged && seg.next_offset <= next_offset, "a cleaned segment must not grow: {}", log_path.display());
+            self.st.borrow_mut().segments.insert(base, seg);
+            tracing::info!(
+                segment = %log_path.display(), records_dropped = c.records_dropped, bytes_before = c.bytes_before,
+                bytes_after = c.bytes_after, "compacted segment"
+            );
+            rewritten += 1;
+            dropped += c.records_dropped;
+        }
+        let mut st = self.st.borrow_mut();
+        st.cleaned_through = closed_end;
+        // Recent batches of the cleaned segments would still serve the old records: drop them.
+        if rewritten > 0 {
+            while st.cache.front().is_some_and(|c| c.base < closed_end) {
+                let c = st.cache.pop_front().expect("checked");
+                st.cache_bytes -= c.bytes.len();
+            }
+        }
+        Ok((rewritten, dropped))
+    }
+
     /// Reads whole batches from `offset` (the batch containing it first), up to `max_bytes` but
     /// always at least one batch when any exists, and never past the high watermark.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadInfo, LogError> {
@@ -593,10 +658,15 @@ impl PartitionLog {
                 }
                 return Ok(ReadInfo { records: out.freeze(), ..empty });
             }
-            let Some((_, seg)) = st.segments.range(..=offset).next_back() else {
+            let Some((&first, _)) = st.segments.range(..=offset).next_back() else {
                 return Ok(empty);
             };
-            let pos = seg.index.position_for((offset - seg.base) as u32) as u64;
+            // Compaction may leave a segment ending before the next begins, or empty: read from
+            // the first segment that holds something at or after the offset.
+            let Some(seg) = st.segments.range(first..).map(|(_, s)| s).find(|s| s.written > 0 && s.next_offset > offset) else {
+                return Ok(empty);
+            };
+            let pos = if offset >= seg.base { seg.index.position_for((offset - seg.base) as u32) as u64 } else { 0 };
             (seg.file.clone(), pos, seg.written, seg.base)
         };
         let records = read_batches(&file, pos, limit, offset, max_bytes)
@@ -1006,6 +1076,102 @@ mod tests {
             }
             assert_eq!(bases, (0..200).map(|i| i * 10).collect::<Vec<_>>(), "offsets out of arrival order");
             assert!(log.st.borrow().segments.len() > 20);
+        });
+    }
+
+    /// Every record from offset 0: (offset, key, value).
+    async fn read_all(log: &PartitionLog) -> Vec<(i64, Option<Bytes>, Option<Bytes>)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < log.offsets().high_watermark {
+            let r = log.read(at, 1 << 20).await.unwrap();
+            assert!(!r.records.is_empty(), "no progress at offset {at}");
+            batch::scan(&r.records, |pos, h| {
+                let b = &r.records[pos..pos + h.total_len()];
+                let mut offsets = Vec::new();
+                batch::visit(b, h, |rec, _| offsets.push(rec.offset)).unwrap();
+                for (o, (k, v)) in offsets.into_iter().zip(batch::key_values(b, h).unwrap()) {
+                    if o >= at {
+                        out.push((o, k, v));
+                    }
+                }
+                at = at.max(h.last_offset() + 1);
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn compaction_keeps_each_keys_latest_record_at_its_offset_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        rt::run_local(async move {
+            io_probe(&path).await;
+            let mut c = small_segments();
+            c.cleanup_policy = "compact".into();
+            c.delete_retention_ms = 60_000;
+            let p = path.join("p");
+            let log = PartitionLog::open(p.clone(), c.clone(), Rc::new(Notify::default())).await.unwrap();
+            let now = now_ms();
+            let key = |i: usize| Some(Bytes::from(format!("k{i}")));
+            // (key, value or tombstone, timestamp)
+            let mut writes: Vec<(Option<Bytes>, Option<Bytes>, i64)> = Vec::new();
+            for i in 0..60 {
+                writes.push((key(i % 6), Some(Bytes::from(format!("v{i}"))), now));
+            }
+            writes.push((key(0), None, 1_000)); // a tombstone older than delete.retention.ms
+            writes.push((key(1), None, now)); // a fresh one
+            writes.push((None, Some(Bytes::from("unkeyed")), now));
+            for i in 60..90 {
+                writes.push((key(i % 4 + 2), Some(Bytes::from(format!("v{i}"))), now));
+            }
+            for (k, v, ts) in &writes {
+                let b = batch::build(&[(k.clone(), v.clone())], *ts);
+                let h = batch::validate(&b).unwrap();
+                log.append(&[(b, h)], false).await.unwrap();
+            }
+            let end = log.offsets().log_end;
+            assert_eq!(end, writes.len() as i64);
+            assert!(log.st.borrow().segments.len() > 5);
+            let before = read_all(&log).await;
+            assert_eq!(before.len(), writes.len());
+
+            let (rewritten, dropped) = log.compact(now).await.unwrap();
+            assert!(rewritten > 0 && dropped > 0, "{rewritten} {dropped}");
+            assert_eq!(log.compact(now).await.unwrap(), (0, 0), "nothing new to clean");
+            let after = read_all(&log).await;
+            // Every surviving record is one of the originals, at its own offset.
+            for (o, k, v) in &after {
+                assert_eq!((k, v), (&writes[*o as usize].0, &writes[*o as usize].1), "offset {o} changed");
+            }
+            assert!(after.windows(2).all(|w| w[0].0 < w[1].0));
+            // Replaying what is left gives the same table as replaying everything.
+            let table = |recs: &[(i64, Option<Bytes>, Option<Bytes>)]| {
+                let mut t = BTreeMap::new();
+                for (_, k, v) in recs {
+                    match (k, v) {
+                        (Some(k), Some(v)) => t.insert(k.clone(), v.clone()),
+                        (Some(k), None) => t.remove(k),
+                        (None, _) => None,
+                    };
+                }
+                t
+            };
+            assert_eq!(table(&after), table(&before));
+            let keys: Vec<&Option<Bytes>> = after.iter().map(|(_, k, _)| k).collect();
+            assert!(!keys.contains(&&key(0)), "the old tombstone and everything it deleted are gone: {after:?}");
+            assert!(after.iter().any(|(_, k, v)| *k == key(1) && v.is_none()), "the fresh tombstone stays");
+            assert!(after.iter().any(|(_, k, _)| k.is_none()), "records without a key stay");
+            assert!(after.len() < 25, "{} records left of {}", after.len(), writes.len());
+            assert_eq!(log.offsets().log_end, end);
+            drop(log);
+
+            let log = PartitionLog::open(p, c, Rc::new(Notify::default())).await.unwrap();
+            assert_eq!(log.offsets().log_end, end, "recovery keeps every segment despite the gaps");
+            let reopened = read_all(&log).await;
+            assert_eq!(reopened, after);
+            let next = log.append(&[batch(1)], true).await.unwrap().base_offset;
+            assert_eq!(next, end);
         });
     }
 

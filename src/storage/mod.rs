@@ -8,6 +8,7 @@
 //! - Bytes from disk are checked (CRC) before they are trusted; damage is truncated with a log line,
 //!   never a panic.
 
+pub mod compact;
 pub mod index;
 pub mod log;
 pub mod notify;
