@@ -4,6 +4,9 @@
 //!
 //! Status: the classic group protocol's membership state machine ([`group`]), driven by the shard
 //! that coordinates each group (`server::groups`). Committed offsets are kept there, in memory.
+//! The KIP-848 consumer protocol's group ([`consumer_group`]: ConsumerGroupHeartbeat with
+//! server-side assignment) is written and tested but not yet wired to handlers.
 
+pub mod consumer_group;
 pub mod group;
 pub mod offsets;
