@@ -152,6 +152,14 @@ pub struct ServeArgs {
     /// clean, ms (Kafka `log.cleaner.backoff.ms`) [default: 15000].
     #[arg(long, env = "SPATE_LOG_CLEANER_BACKOFF_MS")]
     pub log_cleaner_backoff_ms: Option<i64>,
+    /// Session timeout of members using the KIP-848 consumer protocol, ms (Kafka
+    /// `group.consumer.session.timeout.ms`) [default: 45000].
+    #[arg(long, env = "SPATE_GROUP_CONSUMER_SESSION_TIMEOUT_MS")]
+    pub group_consumer_session_timeout_ms: Option<i32>,
+    /// Heartbeat interval told to KIP-848 consumer-protocol members, ms (Kafka
+    /// `group.consumer.heartbeat.interval.ms`) [default: 5000].
+    #[arg(long, env = "SPATE_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS")]
+    pub group_consumer_heartbeat_interval_ms: Option<i32>,
 }
 
 /// The same settings as [`ServeArgs`], as read from the TOML file. Unknown keys are refused.
@@ -176,6 +184,8 @@ struct FileConfig {
     offsets_retention_minutes: Option<i64>,
     offsets_retention_check_interval_ms: Option<i64>,
     log_cleaner_backoff_ms: Option<i64>,
+    group_consumer_session_timeout_ms: Option<i32>,
+    group_consumer_heartbeat_interval_ms: Option<i32>,
 }
 
 impl Config {
@@ -245,7 +255,19 @@ impl Config {
                 .offsets_retention_check_interval_ms
                 .or(file.offsets_retention_check_interval_ms)
                 .unwrap_or(600_000),
+            consumer_session_timeout_ms: args
+                .group_consumer_session_timeout_ms
+                .or(file.group_consumer_session_timeout_ms)
+                .unwrap_or(45_000),
+            consumer_heartbeat_interval_ms: args
+                .group_consumer_heartbeat_interval_ms
+                .or(file.group_consumer_heartbeat_interval_ms)
+                .unwrap_or(5_000),
         };
+        anyhow::ensure!(
+            0 < groups.consumer_heartbeat_interval_ms && groups.consumer_heartbeat_interval_ms < groups.consumer_session_timeout_ms,
+            "group_consumer_heartbeat_interval_ms must be positive and below group_consumer_session_timeout_ms"
+        );
         anyhow::ensure!(groups.offsets_retention_ms >= 60_000, "offsets_retention_minutes: must be at least 1");
         anyhow::ensure!(
             groups.offsets_retention_check_interval_ms >= 1,
@@ -304,6 +326,9 @@ impl Config {
             ("offsets.retention.minutes", (self.groups.offsets_retention_ms / 60_000).to_string()),
             ("offsets.retention.check.interval.ms", self.groups.offsets_retention_check_interval_ms.to_string()),
             ("offsets.topic.num.partitions", "50".into()),
+            ("group.consumer.session.timeout.ms", self.groups.consumer_session_timeout_ms.to_string()),
+            ("group.consumer.heartbeat.interval.ms", self.groups.consumer_heartbeat_interval_ms.to_string()),
+            ("group.coordinator.rebalance.protocols", "classic,consumer".into()),
         ]
     }
 }

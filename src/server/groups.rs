@@ -20,7 +20,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::shard::{current, NewTopic, Shard};
 pub use crate::coordinator::offsets::Committed;
 use crate::coordinator::group::{Event, Group, GroupConfig, GroupState, Reply, Token};
+use crate::coordinator::consumer_group::{self, ConsumerGroup, ConsumerGroupConfig, TopicLookup};
 use crate::coordinator::offsets::Record;
+use super::metadata::MetadataImage;
 use crate::coordinator::offsets;
 use crate::protocol::{batch, ResponseError};
 use crate::storage::now_ms;
@@ -48,7 +50,11 @@ pub fn group_core(group_id: &str, cores: usize) -> usize {
 }
 
 struct Entry {
+    /// The classic-protocol group (JoinGroup/SyncGroup...).
     group: Group,
+    /// The KIP-848 consumer-protocol group, once a ConsumerGroupHeartbeat names this id. A group
+    /// id holds members of one protocol at a time: each refuses members while the other has some.
+    consumer: Option<ConsumerGroup>,
     waiting: HashMap<Token, flume::Sender<Reply>>,
     offsets: BTreeMap<(String, i32), Committed>,
     /// (generation, state) of the last snapshot queued for writing.
@@ -77,6 +83,7 @@ pub enum Committer {
 /// This core's groups. Owned by one core.
 pub struct Groups {
     config: GroupConfig,
+    consumer_config: ConsumerGroupConfig,
     entries: RefCell<HashMap<String, Entry>>,
     next_token: Cell<Token>,
     /// Group snapshots waiting for the metadata writer: the latest value per group (`None`, a
@@ -87,8 +94,14 @@ pub struct Groups {
 
 impl Groups {
     pub fn new(config: GroupConfig) -> Groups {
+        let consumer_config = ConsumerGroupConfig {
+            session_timeout_ms: config.consumer_session_timeout_ms,
+            heartbeat_interval_ms: config.consumer_heartbeat_interval_ms,
+            ..ConsumerGroupConfig::default()
+        };
         Groups {
             config,
+            consumer_config,
             entries: RefCell::new(HashMap::new()),
             next_token: Cell::new(1),
             dirty: RefCell::new(BTreeMap::new()),
@@ -99,6 +112,7 @@ impl Groups {
     fn entry<'a>(&self, entries: &'a mut HashMap<String, Entry>, id: &str) -> &'a mut Entry {
         entries.entry(id.to_string()).or_insert_with(|| Entry {
             group: Group::new(id.to_string(), self.config),
+            consumer: None,
             waiting: HashMap::new(),
             offsets: BTreeMap::new(),
             persisted: Group::initial_marker(),
@@ -143,9 +157,21 @@ impl Groups {
         {
             let mut entries = self.entries.borrow_mut();
             let e = self.entry(&mut entries, group_id);
+            let event = make(token);
+            if matches!(event, Event::Join(_)) && e.consumer.as_ref().is_some_and(|c| c.has_members()) {
+                return Reply::Join {
+                    error: ResponseError::InconsistentGroupProtocol.code(),
+                    generation: -1,
+                    protocol_type: None,
+                    protocol_name: None,
+                    leader: String::new(),
+                    member_id: String::new(),
+                    members: Vec::new(),
+                };
+            }
             e.waiting.insert(token, tx);
             let now = now_ms();
-            let actions = e.group.handle(make(token), now);
+            let actions = e.group.handle(event, now);
             deliver(e, actions);
             self.note_settled(group_id, e, now);
         }
@@ -160,6 +186,11 @@ impl Groups {
                 let actions = e.group.handle(Event::Tick, now);
                 deliver(e, actions);
                 self.note_settled(id, e, now);
+            }
+            if let Some(c) = e.consumer.as_mut().filter(|c| c.next_deadline().is_some_and(|d| d <= now)) {
+                for member in c.tick(now) {
+                    tracing::info!(group = %id, %member, "consumer-protocol member removed (session or rebalance timeout)");
+                }
             }
         }
     }
@@ -188,6 +219,13 @@ impl Groups {
     fn may_commit(&self, group_id: &str, who: &Committer) -> i16 {
         let mut entries = self.entries.borrow_mut();
         let e = self.entry(&mut entries, group_id);
+        if let Some(c) = e.consumer.as_ref().filter(|c| c.has_members()) {
+            // Consumer protocol: the "generation" is the member epoch.
+            return match who {
+                Committer::Simple => ResponseError::UnknownMemberId.code(),
+                Committer::Member { member_id, generation } => c.is_member(member_id, *generation).err().unwrap_or(0),
+            };
+        }
         let allowed = match who {
             Committer::Simple => {
                 if e.group.state() == GroupState::Empty {
@@ -269,14 +307,19 @@ impl Groups {
     }
 
     /// Every group this core knows that has members or committed offsets:
-    /// (group id, protocol type, state).
-    pub fn list(&self) -> Vec<(String, String, String)> {
+    /// (group id, protocol type, state, group type: "classic" or "consumer").
+    pub fn list(&self) -> Vec<(String, String, String, &'static str)> {
         let entries = self.entries.borrow();
         let mut out: Vec<_> = entries
             .iter()
-            .filter(|(_, e)| e.group.has_members() || !e.offsets.is_empty())
-            .map(|(id, e)| {
-                (id.clone(), e.group.protocol_type().unwrap_or("consumer").to_string(), e.group.state_name().to_string())
+            .filter_map(|(id, e)| {
+                if let Some(c) = e.consumer.as_ref().filter(|c| c.has_members()) {
+                    return Some((id.clone(), "consumer".to_string(), c.state_name().to_string(), "consumer"));
+                }
+                (e.group.has_members() || !e.offsets.is_empty()).then(|| {
+                    let protocol_type = e.group.protocol_type().unwrap_or("consumer").to_string();
+                    (id.clone(), protocol_type, e.group.state_name().to_string(), "classic")
+                })
             })
             .collect();
         out.sort();
@@ -287,6 +330,9 @@ impl Groups {
     pub fn describe(&self, group_id: &str) -> Option<Described> {
         let entries = self.entries.borrow();
         let e = entries.get(group_id).filter(|e| e.group.has_members() || !e.offsets.is_empty())?;
+        if e.consumer.as_ref().is_some_and(|c| c.has_members()) {
+            return None; // not a classic group: ConsumerGroupDescribe describes it
+        }
         Some(Described {
             state: e.group.state_name().to_string(),
             protocol_type: e.group.protocol_type().unwrap_or("").to_string(),
@@ -302,7 +348,9 @@ impl Groups {
             let entries = self.entries.borrow();
             match entries.get(group_id) {
                 None => return ResponseError::GroupIdNotFound.code(),
-                Some(e) if e.group.has_members() => return ResponseError::NonEmptyGroup.code(),
+                Some(e) if e.group.has_members() || e.consumer.as_ref().is_some_and(|c| c.has_members()) => {
+                    return ResponseError::NonEmptyGroup.code()
+                }
                 Some(e) if e.offsets.is_empty() => return ResponseError::GroupIdNotFound.code(),
                 Some(e) => e.offsets.keys().cloned().collect(),
             }
@@ -315,7 +363,7 @@ impl Groups {
             return code;
         }
         let mut entries = self.entries.borrow_mut();
-        if entries.get(group_id).is_some_and(|e| !e.group.has_members()) {
+        if entries.get(group_id).is_some_and(|e| !e.group.has_members() && !e.consumer.as_ref().is_some_and(|c| c.has_members())) {
             entries.remove(group_id);
         }
         tracing::info!(group = %group_id, "deleted group");
@@ -333,7 +381,9 @@ impl Groups {
             let Some(e) = entries.get(group_id).filter(|e| e.group.has_members() || !e.offsets.is_empty()) else {
                 return Err(ResponseError::GroupIdNotFound.code());
             };
-            let subscribed: Option<BTreeSet<String>> = if !e.group.has_members() {
+            let subscribed: Option<BTreeSet<String>> = if let Some(topics) = consumer_subscriptions(e) {
+                Some(topics)
+            } else if !e.group.has_members() {
                 None
             } else if e.group.protocol_type() == Some("consumer") {
                 Some(e.group.describe_members().iter().flat_map(|m| subscribed_topics(&m.4)).collect())
@@ -379,6 +429,7 @@ impl Groups {
                 continue;
             }
             let subscribed: Option<BTreeSet<String>> = match (e.group.has_members(), e.group.protocol_type()) {
+                _ if consumer_subscriptions(e).is_some() => consumer_subscriptions(e),
                 (false, _) => None,
                 (true, Some("consumer")) => {
                     Some(e.group.describe_members().iter().flat_map(|m| subscribed_topics(&m.4)).collect())
@@ -414,6 +465,40 @@ impl Groups {
         }
     }
 
+    /// ConsumerGroupHeartbeat: one step of the group's KIP-848 state machine. Refused with
+    /// GROUP_ID_NOT_FOUND while the id is a classic group with members (as Kafka does without
+    /// online migration).
+    pub fn consumer_heartbeat(&self, group_id: &str, req: consumer_group::Heartbeat, topics: &MetadataImage) -> consumer_group::HeartbeatReply {
+        let mut entries = self.entries.borrow_mut();
+        let e = self.entry(&mut entries, group_id);
+        if e.group.has_members() {
+            return consumer_group::HeartbeatReply {
+                error_code: ResponseError::GroupIdNotFound.code(),
+                error_message: Some(format!("Group {group_id} is not a consumer group.")),
+                member_id: None,
+                member_epoch: 0,
+                heartbeat_interval_ms: 0,
+                assignment: None,
+            };
+        }
+        let config = self.consumer_config.clone();
+        let c = e.consumer.get_or_insert_with(|| ConsumerGroup::new(group_id.to_string(), config));
+        c.heartbeat(req, topics, now_ms())
+    }
+
+    /// ConsumerGroupDescribe of one group: `Err` with GROUP_ID_NOT_FOUND (and why) when the id
+    /// is unknown or a classic group.
+    pub fn consumer_describe(&self, group_id: &str) -> Result<consumer_group::GroupDescription, (i16, String)> {
+        let entries = self.entries.borrow();
+        let not_found = |why: String| Err((ResponseError::GroupIdNotFound.code(), why));
+        match entries.get(group_id) {
+            Some(e) if e.group.has_members() => not_found(format!("Group {group_id} is not a consumer group.")),
+            Some(Entry { consumer: Some(c), .. }) => Ok(c.describe()),
+            Some(e) if !e.offsets.is_empty() => Ok(ConsumerGroup::new(group_id.to_string(), self.consumer_config.clone()).describe()),
+            _ => not_found(format!("Group {group_id} not found.")),
+        }
+    }
+
     /// Committed offsets of a group: those asked for, or all when `wanted` is `None`.
     pub fn fetch(&self, group_id: &str, wanted: Option<Vec<(String, i32)>>) -> Vec<((String, i32), Option<Committed>)> {
         let entries = self.entries.borrow();
@@ -430,6 +515,21 @@ impl Groups {
                 .map(|o| o.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect())
                 .unwrap_or_default(),
         }
+    }
+}
+
+/// The topics a KIP-848 group's members subscribe to, if it has members.
+fn consumer_subscriptions(e: &Entry) -> Option<BTreeSet<String>> {
+    let c = e.consumer.as_ref().filter(|c| c.has_members())?;
+    Some(c.describe().members.into_iter().flat_map(|m| m.subscribed_topic_names).collect())
+}
+
+impl TopicLookup for MetadataImage {
+    fn topic(&self, name: &str) -> Option<(uuid::Uuid, i32)> {
+        MetadataImage::topic(self, name).map(|t| (t.id, t.partitions))
+    }
+    fn topic_name(&self, id: uuid::Uuid) -> Option<&str> {
+        self.by_id.get(&id).map(String::as_str)
     }
 }
 

@@ -14,16 +14,15 @@ pub const VERSIONS: (i16, i16) = (0, 5);
 
 pub async fn handle(shard: &Rc<Shard>, version: i16, req: ListGroupsRequest) -> ListGroupsResponse {
     let jobs = (0..shard.cores).map(|core| (core, || async { current().groups.list() })).collect();
-    let mut all: Vec<(String, String, String)> = on_cores(shard, jobs).await.into_iter().flatten().collect();
+    let mut all: Vec<(String, String, String, &str)> = on_cores(shard, jobs).await.into_iter().flatten().collect();
     all.sort();
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let mut resp = ListGroupsResponse::default();
-    for (id, protocol_type, state) in all {
+    for (id, protocol_type, state, group_type) in all {
         if !states.is_empty() && !states.contains(&state.to_lowercase()) {
             continue;
         }
-        // Every group here is a classic group.
-        if version >= 5 && !req.types_filter.is_empty() && !req.types_filter.iter().any(|t| t.eq_ignore_ascii_case("classic")) {
+        if version >= 5 && !req.types_filter.is_empty() && !req.types_filter.iter().any(|t| t.eq_ignore_ascii_case(group_type)) {
             continue;
         }
         let mut g = ListedGroup::default()
@@ -33,7 +32,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ListGroupsRequest) -> 
             g.group_state = StrBytes::from_string(state);
         }
         if version >= 5 {
-            g.group_type = StrBytes::from_static_str("classic");
+            g.group_type = StrBytes::from_static_str(group_type);
         }
         resp.groups.push(g);
     }

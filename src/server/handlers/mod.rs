@@ -6,6 +6,8 @@
 //! in the table, closes the connection with a log line. Panics are kept for broken invariants.
 
 pub mod api_versions;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_topics;
@@ -69,6 +71,16 @@ pub const SUPPORTED: &[ApiSpec] = &[
     ApiSpec { key: ApiKey::DescribeConfigs, min: describe_configs::VERSIONS.0, max: describe_configs::VERSIONS.1 },
     ApiSpec { key: ApiKey::DeleteGroups, min: delete_groups::VERSIONS.0, max: delete_groups::VERSIONS.1 },
     ApiSpec { key: ApiKey::OffsetDelete, min: offset_delete::VERSIONS.0, max: offset_delete::VERSIONS.1 },
+    ApiSpec {
+        key: ApiKey::ConsumerGroupHeartbeat,
+        min: consumer_group_heartbeat::VERSIONS.0,
+        max: consumer_group_heartbeat::VERSIONS.1,
+    },
+    ApiSpec {
+        key: ApiKey::ConsumerGroupDescribe,
+        min: consumer_group_describe::VERSIONS.0,
+        max: consumer_group_describe::VERSIONS.1,
+    },
 ];
 
 pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -140,6 +152,12 @@ async fn dispatch(
         RequestKind::ListGroups(r) => Some(ResponseKind::ListGroups(list_groups::handle(shard, v, r).await)),
         RequestKind::DeleteGroups(r) => Some(ResponseKind::DeleteGroups(delete_groups::handle(shard, v, r).await)),
         RequestKind::OffsetDelete(r) => Some(ResponseKind::OffsetDelete(offset_delete::handle(shard, v, r).await)),
+        RequestKind::ConsumerGroupHeartbeat(r) => Some(ResponseKind::ConsumerGroupHeartbeat(
+            consumer_group_heartbeat::handle(shard, v, r, client.to_string(), client_host(peer)).await,
+        )),
+        RequestKind::ConsumerGroupDescribe(r) => {
+            Some(ResponseKind::ConsumerGroupDescribe(consumer_group_describe::handle(shard, v, r).await))
+        }
         other => unreachable!("{key:?} is in SUPPORTED but has no handler arm: {other:?}"),
     };
     Ok(resp.map(|r| (r, v)))
