@@ -1,4 +1,5 @@
-//! The `spate` command line.
+//! The `spate` command line: `spate serve` runs the broker, `spate group ...` administers
+//! consumer groups on any Kafka-compatible broker (see [`crate::admin`]).
 
 use std::process::ExitCode;
 
@@ -17,13 +18,16 @@ struct Cli {
 enum Command {
     /// Run the broker (defaults: 127.0.0.1:9092, ./spate-data, all cores).
     Serve(ServeArgs),
+    /// Consumer groups on any Kafka-compatible broker: list, describe, delete, reset-offsets.
+    Group(crate::admin::GroupArgs),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     match cli.command {
+        Command::Group(args) => crate::admin::run(args),
         Command::Serve(args) => {
+            init_logging();
             let result = Config::from_args(&args).and_then(crate::server::serve);
             match result {
                 Ok(()) => ExitCode::SUCCESS,

@@ -37,6 +37,13 @@ pub mod limits {
     pub const TOPIC_NAME_MAX_LEN: usize = 249;
     /// Most partitions one topic may have.
     pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
+    /// The `spate group` client: longest wait for a TCP connection to a broker.
+    pub const CLIENT_CONNECT_TIMEOUT_MS: u64 = 10_000;
+    /// The `spate group` client: longest wait for a request to be sent or its response to arrive.
+    pub const CLIENT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+    /// The `spate group` client: largest response frame accepted from a broker; a frame announcing
+    /// more is refused before anything is allocated for it.
+    pub const CLIENT_RESPONSE_FRAME_MAX_BYTES: usize = 100 * 1024 * 1024;
 
     const _: () = assert!(SEGMENT_READ_MAX_BYTES % DMA_ALIGNMENT_BYTES == 0);
     const _: () = assert!(PARTITION_CACHE_MAX_BYTES <= REQUEST_FRAME_MAX_BYTES);

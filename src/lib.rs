@@ -9,8 +9,11 @@
 //! - [`storage`]: a partition's log: segments, indexes, recovery, group commit. Uses `io` for files.
 //! - [`server`]: shards (one per core), the shard table, cross-core routing, connections, and one
 //!   handler file per Kafka API.
+//! - [`admin`]: `spate group ...`, consumer-group administration over the Kafka protocol (a
+//!   blocking client in `io::client`); works against any Kafka-compatible broker.
 //! - [`cli`]: the `spate` command line.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod coordinator;

@@ -1,5 +1,6 @@
 //! Style and documentation checks, run as ordinary tests: the README's API table matches what
-//! ApiVersions advertises, every source file opens with a `//!` doc, and no debugging leftovers.
+//! ApiVersions advertises, every source file opens with a `//!` doc, no debugging leftovers, and
+//! the module boundaries ARCHITECTURE.md states.
 
 use std::path::Path;
 
@@ -80,6 +81,19 @@ fn protocol_module_knows_nothing_of_the_server() {
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         for banned in ["crate::server", "crate::storage", "crate::io", "crate::config"] {
+            assert!(!text.contains(banned), "{} uses {banned}", f.display());
+        }
+    }
+}
+
+#[test]
+fn admin_commands_know_the_broker_only_through_the_wire() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/admin");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for banned in ["crate::server", "crate::storage", "crate::coordinator"] {
             assert!(!text.contains(banned), "{} uses {banned}", f.display());
         }
     }

@@ -4,7 +4,11 @@
 //! Everything above it sees small types of ours ([`net::Listener`], [`file::SegmentFile`],
 //! [`mesh::Mesh`]) so that the network path, or the whole runtime, can be swapped here alone.
 //! glommio is unmaintained upstream; see DESIGN.md for why the swap is expected.
+//!
+//! [`client`] is the exception to "runtime": a blocking std-socket Kafka client for the `spate
+//! group` command line, which runs no executor.
 
+pub mod client;
 pub mod file;
 pub mod fs;
 pub mod mesh;

@@ -1,0 +1,441 @@
+//! The cluster as the admin commands see it: a bootstrap connection, the brokers Metadata names,
+//! each group's coordinator (FindCoordinator), and each partition's leader. Requests go where a
+//! Kafka cluster wants them (group requests to the coordinator, ListOffsets to the leader,
+//! ListGroups to every broker), so the commands work against Kafka as well as Spate.
+//!
+//! Answers come back as plain Rust values; Kafka error codes stay numbers, named with
+//! [`super::error_name`] when shown.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use kafka_protocol::messages::consumer_protocol_assignment::ConsumerProtocolAssignment;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+use kafka_protocol::messages::{
+    BrokerId, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, ListGroupsRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+
+use super::{error_name, kafka_error};
+use crate::io::client::Connection;
+
+/// A topic and partition.
+pub type Tp = (String, i32);
+
+/// ListOffsets' special timestamps.
+pub const LATEST: i64 = -1;
+pub const EARLIEST: i64 = -2;
+
+/// How many times a retriable coordinator error (still loading, not available yet) is retried,
+/// and how long to wait between tries.
+const COORDINATOR_TRIES: usize = 20;
+const COORDINATOR_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Kafka error codes the admin commands react to.
+pub mod codes {
+    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const NOT_COORDINATOR: i16 = 16;
+    pub const ILLEGAL_GENERATION: i16 = 22;
+    pub const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub const NON_EMPTY_GROUP: i16 = 68;
+    pub const GROUP_ID_NOT_FOUND: i16 = 69;
+}
+
+/// A group as ListGroups shows it.
+pub struct Listed {
+    pub group: String,
+    pub state: String,
+    pub protocol_type: String,
+}
+
+/// A group as DescribeGroups shows it; `None` from [`Cluster::describe_group`] if it does not exist.
+pub struct Described {
+    pub state: String,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<Member>,
+}
+
+pub struct Member {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub host: String,
+    /// The partitions the member owns, decoded from its consumer-protocol assignment (empty for
+    /// groups of another protocol type, or a member not yet assigned).
+    pub assignment: Vec<Tp>,
+}
+
+/// A topic as Metadata shows it.
+pub struct Topic {
+    pub error: i16,
+    /// Partition index to leader's node id.
+    pub partitions: BTreeMap<i32, i32>,
+}
+
+/// Connections to the cluster. Lives on the command's thread.
+pub struct Cluster {
+    bootstrap: String,
+    conns: HashMap<String, Connection>,
+    coordinators: HashMap<String, String>,
+}
+
+impl Cluster {
+    /// Connects to the first of the comma-separated `bootstrap` addresses that answers.
+    pub fn connect(bootstrap: &str) -> Result<Cluster> {
+        let mut errors = Vec::new();
+        for addr in bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            match Connection::open(addr) {
+                Ok(c) => {
+                    let mut conns = HashMap::new();
+                    conns.insert(addr.to_string(), c);
+                    return Ok(Cluster { bootstrap: addr.to_string(), conns, coordinators: HashMap::new() });
+                }
+                Err(e) => errors.push(format!("{e:#}")),
+            }
+        }
+        if errors.is_empty() {
+            bail!("no bootstrap server given");
+        }
+        bail!("no bootstrap server answered: {}", errors.join("; "))
+    }
+
+    fn conn(&mut self, addr: &str) -> Result<&mut Connection> {
+        if !self.conns.contains_key(addr) {
+            let c = Connection::open(addr)?;
+            self.conns.insert(addr.to_string(), c);
+        }
+        Ok(self.conns.get_mut(addr).expect("inserted above"))
+    }
+
+    /// Brokers (node id to host:port) and, for `topics` (none: no topics), their partitions.
+    /// Never creates topics (v4+; older brokers may auto-create them).
+    pub fn metadata(&mut self, topics: &[String]) -> Result<(BTreeMap<i32, String>, BTreeMap<String, Topic>)> {
+        let bootstrap = self.bootstrap.clone();
+        let (_, resp) = self.conn(&bootstrap)?.call(|v| {
+            let mut r = MetadataRequest::default().with_allow_auto_topic_creation(v < 4);
+            r.topics = Some(
+                topics
+                    .iter()
+                    .map(|t| MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(t.clone())))))
+                    .collect(),
+            );
+            r
+        })?;
+        let brokers = resp.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port))).collect();
+        let topics = resp
+            .topics
+            .into_iter()
+            .filter_map(|t| {
+                let name = t.name?.0.to_string();
+                let partitions = t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
+                Some((name, Topic { error: t.error_code, partitions }))
+            })
+            .collect();
+        Ok((brokers, topics))
+    }
+
+    /// The host:port of `group`'s coordinator, retrying while the cluster is still electing one.
+    pub fn coordinator(&mut self, group: &str) -> Result<String> {
+        if let Some(a) = self.coordinators.get(group) {
+            return Ok(a.clone());
+        }
+        let bootstrap = self.bootstrap.clone();
+        for attempt in 1..=COORDINATOR_TRIES {
+            let key = StrBytes::from_string(group.to_string());
+            let (v, resp) = self.conn(&bootstrap)?.call(|v| {
+                if v >= 4 {
+                    FindCoordinatorRequest::default().with_coordinator_keys(vec![key])
+                } else {
+                    FindCoordinatorRequest::default().with_key(key)
+                }
+            })?;
+            let (error, message, host, port) = if v >= 4 {
+                let c = resp.coordinators.into_iter().next().ok_or_else(|| anyhow!("FindCoordinator gave no answer"))?;
+                (c.error_code, c.error_message, c.host, c.port)
+            } else {
+                (resp.error_code, resp.error_message, resp.host, resp.port)
+            };
+            match error {
+                0 => {
+                    let addr = format!("{host}:{port}");
+                    self.coordinators.insert(group.to_string(), addr.clone());
+                    return Ok(addr);
+                }
+                codes::COORDINATOR_NOT_AVAILABLE | codes::COORDINATOR_LOAD_IN_PROGRESS | codes::NOT_COORDINATOR
+                    if attempt < COORDINATOR_TRIES =>
+                {
+                    std::thread::sleep(COORDINATOR_BACKOFF)
+                }
+                code => return Err(kafka_error(code, message.as_deref(), &format!("finding the coordinator of group '{group}'"))),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// Every group of every broker (ListGroups goes to each broker Metadata names, as Kafka's
+    /// admin client does), sorted by name; `states` filters (v4+ brokers filter themselves).
+    pub fn list_groups(&mut self, states: &[String]) -> Result<Vec<Listed>> {
+        let (brokers, _) = self.metadata(&[])?;
+        let mut out = Vec::new();
+        for addr in brokers.values() {
+            let (_, resp) = self.conn(addr)?.call(|v| {
+                let filter = if v >= 4 { states.iter().map(|s| StrBytes::from_string(s.clone())).collect() } else { vec![] };
+                ListGroupsRequest::default().with_states_filter(filter)
+            })?;
+            if resp.error_code != 0 {
+                return Err(kafka_error(resp.error_code, None, &format!("listing the groups of {addr}")));
+            }
+            out.extend(resp.groups.into_iter().map(|g| Listed {
+                group: g.group_id.0.to_string(),
+                state: g.group_state.to_string(),
+                protocol_type: g.protocol_type.to_string(),
+            }));
+        }
+        // A v0-3 broker has no state filter and no state (empty): filter here too.
+        out.retain(|g| states.is_empty() || states.iter().any(|s| s.eq_ignore_ascii_case(&g.state)));
+        out.sort_by(|a, b| a.group.cmp(&b.group));
+        out.dedup_by(|a, b| a.group == b.group);
+        Ok(out)
+    }
+
+    /// A group's state and members; `None` if the coordinator does not know it.
+    pub fn describe_group(&mut self, group: &str) -> Result<Option<Described>> {
+        let addr = self.coordinator(group)?;
+        let (_, resp) = self
+            .conn(&addr)?
+            .call(|_| DescribeGroupsRequest::default().with_groups(vec![GroupId(StrBytes::from_string(group.to_string()))]))?;
+        let g = resp.groups.into_iter().next().ok_or_else(|| anyhow!("DescribeGroups gave no answer"))?;
+        match g.error_code {
+            0 if g.group_state.as_str() == "Dead" => return Ok(None),
+            0 => {}
+            codes::GROUP_ID_NOT_FOUND => return Ok(None),
+            code => return Err(kafka_error(code, g.error_message.as_deref(), &format!("describing group '{group}'"))),
+        }
+        let consumer = g.protocol_type.as_str() == "consumer";
+        let members = g
+            .members
+            .into_iter()
+            .map(|m| Member {
+                member_id: m.member_id.to_string(),
+                instance_id: m.group_instance_id.map(|s| s.to_string()),
+                client_id: m.client_id.to_string(),
+                host: m.client_host.to_string(),
+                assignment: if consumer { decode_assignment(m.member_assignment) } else { Vec::new() },
+            })
+            .collect();
+        Ok(Some(Described {
+            state: g.group_state.to_string(),
+            protocol_type: g.protocol_type.to_string(),
+            protocol: g.protocol_data.to_string(),
+            members,
+        }))
+    }
+
+    /// Deletes `group`; `Ok(None)` if deleted, `Ok(Some(code))` with the broker's error otherwise.
+    pub fn delete_group(&mut self, group: &str) -> Result<Option<i16>> {
+        let addr = self.coordinator(group)?;
+        let (_, resp) = self
+            .conn(&addr)?
+            .call(|_| DeleteGroupsRequest::default().with_groups_names(vec![GroupId(StrBytes::from_string(group.to_string()))]))?;
+        let r = resp.results.into_iter().next().ok_or_else(|| anyhow!("DeleteGroups gave no answer"))?;
+        Ok(if r.error_code == 0 { None } else { Some(r.error_code) })
+    }
+
+    /// Every committed offset of `group` (partitions with none left out).
+    pub fn committed(&mut self, group: &str) -> Result<BTreeMap<Tp, i64>> {
+        let addr = self.coordinator(group)?;
+        let gid = GroupId(StrBytes::from_string(group.to_string()));
+        let conn = self.conn(&addr)?;
+        if conn.version::<OffsetFetchRequest>()? < 2 {
+            bail!("the broker at {addr} is too old: OffsetFetch v2 or later is needed to list a group's offsets");
+        }
+        let (v, resp) = conn.call(|v| {
+            if v >= 8 {
+                OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default().with_group_id(gid).with_topics(None)])
+            } else {
+                OffsetFetchRequest::default().with_group_id(gid).with_topics(None)
+            }
+        })?;
+        let what = format!("fetching the committed offsets of group '{group}'");
+        let mut out = BTreeMap::new();
+        let mut add = |topic: &TopicName, partition: i32, offset: i64, error: i16| -> Result<()> {
+            if error != 0 {
+                return Err(kafka_error(error, None, &format!("{what} ({topic}-{partition})", topic = topic.0)));
+            }
+            if offset >= 0 {
+                out.insert((topic.0.to_string(), partition), offset);
+            }
+            Ok(())
+        };
+        if v >= 8 {
+            let g = resp.groups.into_iter().next().ok_or_else(|| anyhow!("OffsetFetch gave no answer"))?;
+            if g.error_code != 0 {
+                return Err(kafka_error(g.error_code, None, &what));
+            }
+            for t in &g.topics {
+                for p in &t.partitions {
+                    add(&t.name, p.partition_index, p.committed_offset, p.error_code)?;
+                }
+            }
+        } else {
+            if resp.error_code != 0 {
+                return Err(kafka_error(resp.error_code, None, &what));
+            }
+            for t in &resp.topics {
+                for p in &t.partitions {
+                    add(&t.name, p.partition_index, p.committed_offset, p.error_code)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commits `offsets` for `group` as an admin does (generation -1, no member id), which a
+    /// coordinator accepts only while the group has no members. Returns each partition's error
+    /// code (0 for success).
+    pub fn commit(&mut self, group: &str, offsets: &BTreeMap<Tp, i64>) -> Result<Vec<(Tp, i16)>> {
+        let addr = self.coordinator(group)?;
+        let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
+        for ((t, p), o) in offsets {
+            topics
+                .entry(t.as_str())
+                .or_default()
+                .push(OffsetCommitRequestPartition::default().with_partition_index(*p).with_committed_offset(*o));
+        }
+        let (_, resp) = self.conn(&addr)?.call(|_| {
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+                .with_generation_id_or_member_epoch(-1)
+                .with_member_id(StrBytes::from_static_str(""))
+                .with_topics(
+                    topics
+                        .into_iter()
+                        .map(|(t, ps)| {
+                            OffsetCommitRequestTopic::default()
+                                .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                                .with_partitions(ps)
+                        })
+                        .collect(),
+                )
+        })?;
+        Ok(resp
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(move |p| ((t.name.0.to_string(), p.partition_index), p.error_code)))
+            .collect())
+    }
+
+    /// ListOffsets at `timestamp` ([`LATEST`], [`EARLIEST`] or milliseconds) for `partitions`,
+    /// asked of each partition's leader. Each answer is the offset (-1 if no record is that
+    /// recent) or the Kafka error name.
+    pub fn list_offsets(&mut self, partitions: &[Tp], timestamp: i64) -> Result<BTreeMap<Tp, std::result::Result<i64, String>>> {
+        let mut names: Vec<String> = partitions.iter().map(|(t, _)| t.clone()).collect();
+        names.sort();
+        names.dedup();
+        let (brokers, topics) = self.metadata(&names)?;
+        let mut out = BTreeMap::new();
+        let mut by_leader: BTreeMap<i32, BTreeMap<String, Vec<i32>>> = BTreeMap::new();
+        for (t, p) in partitions {
+            let leader = match topics.get(t) {
+                Some(m) if m.error != 0 => Err(error_name(m.error)),
+                Some(m) => match m.partitions.get(p) {
+                    Some(&l) if l >= 0 => Ok(l),
+                    Some(_) => Err("LEADER_NOT_AVAILABLE".to_string()),
+                    None => Err(error_name(3)),
+                },
+                None => Err(error_name(3)),
+            };
+            match leader {
+                Ok(l) => by_leader.entry(l).or_default().entry(t.clone()).or_default().push(*p),
+                Err(e) => {
+                    out.insert((t.clone(), *p), Err(e));
+                }
+            }
+        }
+        for (leader, wanted) in by_leader {
+            let addr = brokers.get(&leader).ok_or_else(|| anyhow!("Metadata names leader {leader} but not its address"))?.clone();
+            let (_, resp) = self.conn(&addr).with_context(|| format!("connecting to leader {leader}"))?.call(|v| {
+                let mut r = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(
+                    wanted
+                        .iter()
+                        .map(|(t, ps)| {
+                            ListOffsetsTopic::default().with_name(TopicName(StrBytes::from_string(t.clone()))).with_partitions(
+                                ps.iter()
+                                    .map(|p| ListOffsetsPartition::default().with_partition_index(*p).with_timestamp(timestamp))
+                                    .collect(),
+                            )
+                        })
+                        .collect(),
+                );
+                if v >= 10 {
+                    r.timeout_ms = crate::config::limits::CLIENT_REQUEST_TIMEOUT_MS as i32;
+                }
+                r
+            })?;
+            for t in resp.topics {
+                for p in t.partitions {
+                    let r = if p.error_code == 0 { Ok(p.offset) } else { Err(error_name(p.error_code)) };
+                    out.insert((t.name.0.to_string(), p.partition_index), r);
+                }
+            }
+        }
+        for tp in partitions {
+            out.entry(tp.clone()).or_insert_with(|| Err("no answer".to_string()));
+        }
+        Ok(out)
+    }
+}
+
+/// The partitions in a consumer-protocol assignment (a version, then the versioned struct);
+/// empty if there are none or the bytes are not one.
+pub fn decode_assignment(mut bytes: bytes::Bytes) -> Vec<Tp> {
+    if bytes.len() < 2 {
+        return Vec::new();
+    }
+    let version = i16::from_be_bytes([bytes[0], bytes[1]]);
+    bytes::Buf::advance(&mut bytes, 2);
+    // Newer versions only add fields at the end: read them as the newest this crate knows.
+    let version = version.min(3);
+    match ConsumerProtocolAssignment::decode(&mut bytes, version) {
+        Ok(a) => a
+            .assigned_partitions
+            .into_iter()
+            .flat_map(|tp| {
+                let t = tp.topic.0.to_string();
+                tp.partitions.into_iter().map(move |p| (t.clone(), p))
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+    use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
+    use kafka_protocol::protocol::Encodable;
+
+    #[test]
+    fn assignments_decode_at_their_version() {
+        let a = ConsumerProtocolAssignment::default().with_assigned_partitions(vec![
+            TopicPartition::default().with_topic(TopicName(StrBytes::from_static_str("t"))).with_partitions(vec![2, 0]),
+        ]);
+        for version in [0i16, 1, 3] {
+            let mut b = bytes::BytesMut::new();
+            b.put_i16(version);
+            a.encode(&mut b, version).unwrap();
+            assert_eq!(decode_assignment(b.freeze()), vec![("t".to_string(), 2), ("t".to_string(), 0)]);
+        }
+        assert!(decode_assignment(bytes::Bytes::new()).is_empty());
+        assert!(decode_assignment(bytes::Bytes::from_static(&[0, 0, 0])).is_empty());
+    }
+}
