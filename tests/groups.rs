@@ -468,3 +468,92 @@ fn abandoned_offsets_expire_after_the_retention() {
     broker.restart();
     assert_eq!(committed(&broker.bootstrap()), rdkafka::Offset::Invalid, "the expiry is durable");
 }
+
+#[test]
+fn consumer_protocol_members_share_partitions_and_rebalance_incrementally() {
+    // KIP-848: librdkafka with group.protocol=consumer; the broker computes the assignment.
+    let broker = Broker::start(GROUP_FLAGS);
+    produce_numbered(&broker.bootstrap(), "kip848", 6); // creates the topic (6 partitions)
+    let make = |name: &str| -> BaseConsumer<Revocations> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", broker.bootstrap())
+            .set("group.id", "g-848")
+            .set("group.protocol", "consumer")
+            .set("client.id", name)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false");
+        c.create_with_context(Revocations::default()).unwrap()
+    };
+    let owned = |c: &BaseConsumer<Revocations>| -> BTreeSet<i32> {
+        c.assignment().unwrap().elements().iter().map(|e| e.partition()).collect()
+    };
+    let mut seen: Vec<Vec<i64>> = vec![Vec::new(); 4];
+    let poll_until = |cs: &[&BaseConsumer<Revocations>], seen: &mut Vec<Vec<i64>>, done: &dyn Fn(&[Vec<i64>]) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !done(seen) {
+            assert!(Instant::now() < deadline, "group did not settle: {:?}", cs.iter().map(|c| owned(c)).collect::<Vec<_>>());
+            for (i, c) in cs.iter().enumerate() {
+                if let Some(Ok(m)) = c.poll(Duration::from_millis(20)) {
+                    seen[i].push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap().parse().unwrap());
+                }
+            }
+        }
+    };
+    let three: Vec<BaseConsumer<Revocations>> = ["a", "b", "c"].iter().map(|n| make(n)).collect();
+    for c in &three {
+        c.subscribe(&["kip848"]).unwrap();
+    }
+    let refs: Vec<&BaseConsumer<Revocations>> = three.iter().collect();
+    // Without commits, a partition that moves while the group forms is read again from the
+    // start by its new owner: wait for all six early records, however often they came.
+    poll_until(&refs, &mut seen, &|s| {
+        three.iter().all(|c| owned(c).len() == 2) && s.iter().flatten().collect::<BTreeSet<_>>().len() == 6
+    });
+    let all: BTreeSet<i32> = three.iter().flat_map(owned).collect();
+    assert_eq!(all, (0..6).collect(), "each partition has exactly one owner");
+    // `spate group describe` shows it through ConsumerGroupDescribe (DescribeGroups does not).
+    let out = Command::new(env!("CARGO_BIN_EXE_spate"))
+        .args(["group", "-b", &broker.bootstrap(), "describe", "g-848", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let members = json[0]["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{json}");
+    assert!(members.iter().all(|m| m["assignment"].as_array().unwrap().len() == 2), "{json}");
+    assert_eq!(json[0]["protocol"], "uniform");
+    // With the assignment settled, new records are each read exactly once.
+    seen.iter_mut().for_each(Vec::clear);
+    produce_numbered(&broker.bootstrap(), "kip848", 600);
+    poll_until(&refs, &mut seen, &|s| s.iter().map(Vec::len).sum::<usize>() >= 600);
+    let linger = Instant::now() + Duration::from_millis(500);
+    poll_until(&refs, &mut seen, &|_| Instant::now() >= linger);
+    let mut later: Vec<i64> = seen.iter().flat_map(|v| v.iter().copied()).collect();
+    later.sort();
+    assert_eq!(later, (0..600).collect::<Vec<_>>(), "every record exactly once");
+    for c in &three {
+        c.commit_consumer_state(CommitMode::Sync).unwrap(); // OffsetCommit with the member epoch
+        c.context().0.lock().unwrap().clear();
+    }
+    // A fourth member: only what must move moves (6 over 4 is 2, 2, 1, 1).
+    let fourth = make("d");
+    fourth.subscribe(&["kip848"]).unwrap();
+    let mut all_refs = refs.clone();
+    all_refs.push(&fourth);
+    let before: Vec<BTreeSet<i32>> = three.iter().map(owned).collect();
+    poll_until(&all_refs, &mut seen, &|_| {
+        let n: Vec<usize> = all_refs.iter().map(|c| owned(c).len()).collect();
+        n.iter().sum::<usize>() == 6 && n.iter().all(|x| (1..=2).contains(x))
+    });
+    let revoked: BTreeSet<i32> = three.iter().flat_map(|c| c.context().0.lock().unwrap().clone()).collect();
+    assert_eq!(revoked, owned(&fourth), "only the newcomer's partitions were revoked from anyone");
+    for (c, had) in three.iter().zip(&before) {
+        assert!(owned(c).is_subset(had));
+    }
+    // The group as ConsumerGroupDescribe shows it, through the CLI's view of ListGroups.
+    let list = fourth.fetch_group_list(None, Duration::from_secs(10)).unwrap();
+    assert!(list.groups().iter().any(|g| g.name() == "g-848"));
+    // Leaving members hand their partitions to the rest.
+    drop(three);
+    poll_until(&[&fourth], &mut seen, &|_| owned(&fourth).len() == 6);
+}

@@ -85,7 +85,9 @@ fn api_versions_advertises_exactly_what_is_implemented() {
             (23, 2, 4),
             (32, 1, 4),
             (42, 0, 2),
-            (47, 0, 0)
+            (47, 0, 0),
+            (68, 0, 1),
+            (69, 0, 1)
         ]
     );
     // A newer ApiVersions than ours: v0 answer with UNSUPPORTED_VERSION and the list (KIP-511).

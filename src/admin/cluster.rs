@@ -16,7 +16,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
-    BrokerId, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, ListGroupsRequest,
+    BrokerId, ConsumerGroupDescribeRequest, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, ListGroupsRequest,
     ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
@@ -214,9 +214,9 @@ impl Cluster {
             .call(|_| DescribeGroupsRequest::default().with_groups(vec![GroupId(StrBytes::from_string(group.to_string()))]))?;
         let g = resp.groups.into_iter().next().ok_or_else(|| anyhow!("DescribeGroups gave no answer"))?;
         match g.error_code {
-            0 if g.group_state.as_str() == "Dead" => return Ok(None),
+            0 if g.group_state.as_str() == "Dead" => return self.describe_consumer_group(group),
             0 => {}
-            codes::GROUP_ID_NOT_FOUND => return Ok(None),
+            codes::GROUP_ID_NOT_FOUND => return self.describe_consumer_group(group),
             code => return Err(kafka_error(code, g.error_message.as_deref(), &format!("describing group '{group}'"))),
         }
         let consumer = g.protocol_type.as_str() == "consumer";
@@ -235,6 +235,50 @@ impl Cluster {
             state: g.group_state.to_string(),
             protocol_type: g.protocol_type.to_string(),
             protocol: g.protocol_data.to_string(),
+            members,
+        }))
+    }
+
+    /// A KIP-848 (`group.protocol=consumer`) group through ConsumerGroupDescribe, which
+    /// DescribeGroups does not show; `None` if the broker lacks the API or does not know the group.
+    fn describe_consumer_group(&mut self, group: &str) -> Result<Option<Described>> {
+        let addr = self.coordinator(group)?;
+        let conn = self.conn(&addr)?;
+        if conn.version::<ConsumerGroupDescribeRequest>().is_err() {
+            return Ok(None);
+        }
+        let (_, resp) = conn.call(|_| {
+            ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(StrBytes::from_string(group.to_string()))])
+        })?;
+        let g = resp.groups.into_iter().next().ok_or_else(|| anyhow!("ConsumerGroupDescribe gave no answer"))?;
+        match g.error_code {
+            0 if g.group_state.as_str() != "Dead" => {}
+            0 | codes::GROUP_ID_NOT_FOUND => return Ok(None),
+            code => return Err(kafka_error(code, g.error_message.as_deref(), &format!("describing group '{group}'"))),
+        }
+        let members = g
+            .members
+            .into_iter()
+            .map(|m| Member {
+                member_id: m.member_id.to_string(),
+                instance_id: m.instance_id.map(|s| s.to_string()),
+                client_id: m.client_id.to_string(),
+                host: m.client_host.to_string(),
+                assignment: m
+                    .assignment
+                    .topic_partitions
+                    .into_iter()
+                    .flat_map(|t| {
+                        let name = t.topic_name.0.to_string();
+                        t.partitions.into_iter().map(move |p| (name.clone(), p))
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Some(Described {
+            state: g.group_state.to_string(),
+            protocol_type: "consumer".to_string(),
+            protocol: g.assignor_name.to_string(),
             members,
         }))
     }
