@@ -82,6 +82,7 @@ fn api_versions_advertises_exactly_what_is_implemented() {
             (18, 0, 4),
             (19, 2, 7),
             (20, 1, 6),
+            (22, 0, 5),
             (23, 2, 4),
             (32, 1, 4),
             (42, 0, 2),

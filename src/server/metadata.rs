@@ -155,6 +155,21 @@ pub fn load_topics(config: &Config) -> anyhow::Result<Vec<TopicMeta>> {
 
 /// The cluster id, created on first start and kept in `<data_dir>/cluster.toml` (Kafka keeps it
 /// in meta.properties).
+/// Reserves this start's block of producer ids: reads the last block from
+/// `<data_dir>/producer-id-block`, writes the next one durably, and returns it. Ids of earlier
+/// starts are therefore never handed out again, even after a crash.
+pub fn reserve_producer_id_block(data_dir: &Path) -> anyhow::Result<i64> {
+    let path = data_dir.join("producer-id-block");
+    let last: i64 = match fs::read_to_string_sync(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))? {
+        Some(text) => text.trim().parse().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        None => -1,
+    };
+    let block = last + 1;
+    anyhow::ensure!(block < (1 << 31), "{}: producer id blocks exhausted", path.display());
+    fs::write_atomic_sync(&path, format!("{block}\n").as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(block)
+}
+
 pub fn load_or_create_cluster_id(data_dir: &Path) -> anyhow::Result<String> {
     #[derive(Serialize, Deserialize)]
     struct Cluster {

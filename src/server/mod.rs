@@ -31,6 +31,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     })?;
     let cluster_id: Arc<str> = metadata::load_or_create_cluster_id(&config.data_dir)?.into();
     let topics = metadata::load_topics(&config)?;
+    handlers::init_producer_id::set_block(metadata::reserve_producer_id_block(&config.data_dir)?);
     let reservation = PortReservation::new(config.listen)
         .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", config.listen))?;
     let mut config = config;

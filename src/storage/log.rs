@@ -21,6 +21,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::compact;
 use super::index::SegmentIndex;
+use super::producers::{ProducerStates, Verdict};
 use super::notify::Notify;
 use super::now_ms;
 use crate::config::limits::{DMA_ALIGNMENT_BYTES, PARTITION_CACHE_MAX_BYTES, SEGMENT_READ_MAX_BYTES};
@@ -36,6 +37,12 @@ pub enum LogError {
     OffsetOutOfRange { log_start: i64, log_end: i64 },
     /// KAFKA_STORAGE_ERROR: a write or fdatasync failed; the message says which file.
     Storage(String),
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER: an idempotent batch skips sequence numbers.
+    OutOfOrderSequence(String),
+    /// INVALID_PRODUCER_EPOCH: an idempotent batch from an older producer epoch.
+    InvalidProducerEpoch(String),
+    /// INVALID_RECORD: an idempotent produce with more than one batch for the partition.
+    InvalidRecord(String),
 }
 
 impl std::fmt::Display for LogError {
@@ -45,6 +52,7 @@ impl std::fmt::Display for LogError {
                 write!(f, "offset out of range [{log_start}, {log_end}]")
             }
             LogError::Storage(s) => write!(f, "storage error: {s}"),
+            LogError::OutOfOrderSequence(s) | LogError::InvalidProducerEpoch(s) | LogError::InvalidRecord(s) => f.write_str(s),
         }
     }
 }
@@ -128,6 +136,8 @@ struct State {
     /// Compaction: the end of the closed segments at the last pass (a pass runs again only once
     /// another segment has closed).
     cleaned_through: i64,
+    /// Idempotent producers' recent batches (see [`super::producers`]).
+    producers: ProducerStates,
 }
 
 /// Counters of the I/O a log has done since it was opened.
@@ -256,6 +266,7 @@ impl PartitionLog {
             let last = segments.values().next_back().expect("non-empty");
             (first.base, last.next_offset)
         };
+        let producers = load_producer_state(&dir, &names, &segments, log_end).await?;
         let active = segments.values_mut().next_back().expect("non-empty");
         // Make what recovery kept durable, and load the partial tail block for the appender.
         active.file.sync().await?;
@@ -285,6 +296,7 @@ impl PartitionLog {
             serving: 0,
             abandoned: BTreeSet::new(),
             cleaned_through: 0,
+            producers,
         };
         Ok(Rc::new(PartitionLog {
             dir,
@@ -339,6 +351,44 @@ impl PartitionLog {
             if let Some(f) = &st.failure {
                 return Err(LogError::Storage(f.clone()));
             }
+            let idempotent = batches.iter().any(|(_, h)| h.producer_id >= 0);
+            if idempotent && batches.len() != 1 {
+                return Err(LogError::InvalidRecord(
+                    "an idempotent produce request must carry exactly one batch per partition".into(),
+                ));
+            }
+            if idempotent {
+                let h = &batches[0].1;
+                match st.producers.check(h) {
+                    Verdict::Append => {}
+                    Verdict::Duplicate(m) => {
+                        // A retry of a batch already appended: answer with its offsets once it is
+                        // as far along as this request asks, without writing it again.
+                        let gen = st.rollback_gen;
+                        drop(st);
+                        drop(turn);
+                        let end = m.last_offset + 1;
+                        self.write_through(end, gen).await?;
+                        if wait_durable && config.sync_on_ack() {
+                            self.sync_through(end, gen).await?;
+                        }
+                        tracing::debug!(producer = h.producer_id, seq = h.base_sequence, offset = m.first_offset, "duplicate batch");
+                        return Ok(AppendInfo { base_offset: m.first_offset, log_append_time: -1, log_start: self.st.borrow().log_start });
+                    }
+                    Verdict::OutOfOrder { expected } => {
+                        return Err(LogError::OutOfOrderSequence(format!(
+                            "producer {} epoch {}: sequence {} where {expected} was expected",
+                            h.producer_id, h.producer_epoch, h.base_sequence
+                        )))
+                    }
+                    Verdict::StaleEpoch { current } => {
+                        return Err(LogError::InvalidProducerEpoch(format!(
+                            "producer {} epoch {} is older than its current epoch {current}",
+                            h.producer_id, h.producer_epoch
+                        )))
+                    }
+                }
+            }
             let append_time = (config.timestamp_type == TimestampType::LogAppendTime).then(now_ms);
             st.stats.appends += 1;
             let first = st.log_end;
@@ -369,6 +419,9 @@ impl PartitionLog {
                 seg.next_offset = last + 1;
                 st.pending.extend_from_slice(&bytes);
                 st.log_end = last + 1;
+                if h.producer_id >= 0 {
+                    st.producers.record(h, base, now_ms());
+                }
                 st.unflushed_records += h.records_count as i64;
                 st.cache_bytes += bytes.len();
                 st.cache.push_back(CachedBatch { base, last, bytes });
@@ -466,6 +519,7 @@ impl PartitionLog {
                         let keep = (written - st.pending_pos) as usize;
                         st.pending.truncate(keep);
                         st.log_end = hw;
+                        st.producers.truncate(hw);
                         while st.cache.back().is_some_and(|c| c.base >= hw) {
                             let c = st.cache.pop_back().expect("checked");
                             st.cache_bytes -= c.bytes.len();
@@ -573,6 +627,9 @@ impl PartitionLog {
         let new_file = SegmentFile::open(&path, true).await.map_err(|e| storage_err("creating", &path, e))?;
         // The new file's directory entry must be durable before acks=all data in it is.
         fs::sync_dir(self.dir.clone()).await.map_err(|e| storage_err("syncing directory", &self.dir, e))?;
+        // Producer state as of the roll, so recovery replays at most the new segment.
+        let snapshot = self.st.borrow().producers.encode();
+        write_producer_snapshot(&self.dir, end, snapshot).await.map_err(|e| storage_err("writing producer state in", &self.dir, e))?;
         let mut st = self.st.borrow_mut();
         assert_eq!(st.log_end, end, "an append slipped in during a roll");
         st.segments.insert(end, new_segment(end, new_file));
@@ -814,6 +871,73 @@ async fn close_segment_files(dir: &Path, file: &SegmentFile, size: u64, index: &
         .expect("segment files are named by base offset");
     fs::write_atomic(segment_path(dir, base, "index"), index.encode_offsets()).await?;
     fs::write_atomic(segment_path(dir, base, "timeindex"), index.encode_times()).await
+}
+
+const PRODUCER_SNAPSHOT_EXT: &str = "producers";
+
+fn producer_snapshots(names: &[String]) -> Vec<i64> {
+    let mut v: Vec<i64> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(&format!(".{PRODUCER_SNAPSHOT_EXT}"))?.parse().ok())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Writes `<offset>.producers` atomically and removes all but the newest two snapshots.
+async fn write_producer_snapshot(dir: &Path, offset: i64, bytes: Vec<u8>) -> std::io::Result<()> {
+    fs::write_atomic(segment_path(dir, offset, PRODUCER_SNAPSHOT_EXT), bytes).await?;
+    let names = fs::list_dir(dir.to_path_buf()).await?;
+    let all = producer_snapshots(&names);
+    for old in all.iter().take(all.len().saturating_sub(2)) {
+        fs::remove_file(segment_path(dir, *old, PRODUCER_SNAPSHOT_EXT)).await?;
+    }
+    Ok(())
+}
+
+/// Rebuilds the producer state on open: the newest intact snapshot at or before the log end,
+/// then every batch written after it. Snapshots past the end (the tail was truncated) are
+/// removed. A fresh snapshot at the log end is written so the next open replays nothing.
+async fn load_producer_state(
+    dir: &Path,
+    names: &[String],
+    segments: &BTreeMap<i64, Segment>,
+    log_end: i64,
+) -> std::io::Result<ProducerStates> {
+    let mut state = ProducerStates::default();
+    let mut from = segments.values().next().map(|s| s.base).unwrap_or(0);
+    for offset in producer_snapshots(names).into_iter().rev() {
+        let path = segment_path(dir, offset, PRODUCER_SNAPSHOT_EXT);
+        if offset > log_end {
+            fs::remove_file(path).await?;
+            continue;
+        }
+        match fs::read(path.clone()).await?.as_deref().and_then(ProducerStates::decode) {
+            Some(s) => {
+                state = s;
+                from = offset;
+                break;
+            }
+            None => tracing::warn!(snapshot = %path.display(), "damaged producer-state snapshot ignored"),
+        }
+    }
+    let mut replayed = 0u64;
+    for seg in segments.values().filter(|s| s.next_offset > from && s.written > 0) {
+        let mut reader = compact::BatchReader::new(&seg.file, seg.written);
+        while let Some(batches) = reader.next().await? {
+            for (_, h) in batches.iter().filter(|(_, h)| h.base_offset >= from && h.producer_id >= 0) {
+                state.record(h, h.base_offset, now_ms());
+                replayed += 1;
+            }
+        }
+    }
+    if replayed > 0 || !state.is_empty() {
+        tracing::debug!(dir = %dir.display(), from, replayed, producers = state.len(), "rebuilt producer state");
+    }
+    if from < log_end {
+        write_producer_snapshot(dir, log_end, state.encode()).await?;
+    }
+    Ok(state)
 }
 
 async fn write_epoch_checkpoint(dir: &Path) -> std::io::Result<()> {
@@ -1172,6 +1296,62 @@ mod tests {
             assert_eq!(reopened, after);
             let next = log.append(&[batch(1)], true).await.unwrap().base_offset;
             assert_eq!(next, end);
+        });
+    }
+
+    /// An idempotent batch of `n` records from producer `pid`, epoch `epoch`, first sequence `seq`.
+    fn idem(pid: i64, epoch: i16, seq: i32, n: usize) -> (Bytes, BatchHeader) {
+        let recs: Vec<_> = (0..n).map(|i| (None, Some(Bytes::from(format!("r{}", seq as usize + i))))).collect();
+        let mut b = batch::build(&recs, 1_000).to_vec();
+        b[43..51].copy_from_slice(&pid.to_be_bytes());
+        b[51..53].copy_from_slice(&epoch.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        let b = Bytes::from(b);
+        let h = batch::validate(&b).unwrap();
+        (b, h)
+    }
+
+    #[test]
+    fn idempotent_retries_get_their_first_offsets_even_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        rt::run_local(async move {
+            io_probe(&path).await;
+            let p = path.join("p");
+            let log = PartitionLog::open(p.clone(), small_segments(), Rc::new(Notify::default())).await.unwrap();
+            let mut firsts = Vec::new();
+            for i in 0..30 {
+                firsts.push(log.append(&[idem(5, 0, i * 3, 3)], true).await.unwrap().base_offset);
+                log.append(&[batch(2)], true).await.unwrap(); // a non-idempotent producer in between
+            }
+            let end = log.offsets().log_end;
+            assert!(log.st.borrow().segments.len() > 3, "rolls wrote producer snapshots");
+            // The last five batches are recognised; the log does not grow.
+            for i in 25..30 {
+                let again = log.append(&[idem(5, 0, i * 3, 3)], true).await.unwrap();
+                assert_eq!(again.base_offset, firsts[i as usize]);
+            }
+            assert_eq!(log.offsets().log_end, end);
+            let gap = log.append(&[idem(5, 0, 95, 1)], true).await;
+            assert!(matches!(gap, Err(LogError::OutOfOrderSequence(_))), "{gap:?}");
+            let two = log.append(&[idem(6, 0, 0, 1), idem(6, 0, 1, 1)], true).await;
+            assert!(matches!(two, Err(LogError::InvalidRecord(_))), "{two:?}");
+            drop(log);
+            for reopen in 0..2 {
+                // Once from the roll snapshot plus a replay, then from the snapshot open wrote.
+                let log = PartitionLog::open(p.clone(), small_segments(), Rc::new(Notify::default())).await.unwrap();
+                let again = log.append(&[idem(5, 0, 87, 3)], true).await.unwrap();
+                assert_eq!(again.base_offset, firsts[29], "reopen {reopen}: the retry is still a duplicate");
+                assert_eq!(log.offsets().log_end, end);
+                drop(log);
+            }
+            let log = PartitionLog::open(p, small_segments(), Rc::new(Notify::default())).await.unwrap();
+            assert_eq!(log.append(&[idem(5, 0, 90, 1)], true).await.unwrap().base_offset, end, "the sequence goes on");
+            assert_eq!(log.append(&[idem(5, 1, 0, 1)], true).await.unwrap().base_offset, end + 1, "a new epoch starts at 0");
+            let stale = log.append(&[idem(5, 0, 91, 1)], true).await;
+            assert!(matches!(stale, Err(LogError::InvalidProducerEpoch(_))), "{stale:?}");
         });
     }
 

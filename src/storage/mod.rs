@@ -12,6 +12,7 @@ pub mod compact;
 pub mod index;
 pub mod log;
 pub mod notify;
+pub mod producers;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -13,8 +13,8 @@ API_VERSIONS = 18
 CORE_APIS = {0: "Produce", 1: "Fetch", 2: "ListOffsets", 3: "Metadata", 8: "OffsetCommit", 9: "OffsetFetch",
              10: "FindCoordinator", 11: "JoinGroup", 12: "Heartbeat", 13: "LeaveGroup", 14: "SyncGroup",
              15: "DescribeGroups", 16: "ListGroups", 18: "ApiVersions", 19: "CreateTopics",
-             20: "DeleteTopics", 23: "OffsetForLeaderEpoch", 32: "DescribeConfigs", 42: "DeleteGroups",
-             47: "OffsetDelete"}
+             20: "DeleteTopics", 22: "InitProducerId", 23: "OffsetForLeaderEpoch", 32: "DescribeConfigs", 42: "DeleteGroups",
+             47: "OffsetDelete", 68: "ConsumerGroupHeartbeat", 69: "ConsumerGroupDescribe"}
 
 
 def connect(ctx, timeout=10.0):
@@ -163,12 +163,13 @@ def raw_truncated_frames(ctx):
 
 @check("raw_unimplemented_api_closes")
 def raw_unimplemented_api_closes(ctx):
-    """InitProducerId is not advertised; a client that sends it anyway is disconnected (as Kafka
-    does for APIs it does not know), and other connections are unaffected."""
+    """AddPartitionsToTxn (transactions) is not advertised; a client that sends it anyway is
+    disconnected (as Kafka does for APIs it does not know), and other connections are unaffected."""
     bystander = connect(ctx)
     try:
-        body = struct.pack(">hi", -1, 60000)  # InitProducerId v0: null transactional id, timeout
-        _expect_closed(ctx, request_frame(22, 0, 77, body), "InitProducerId v0")
+        # AddPartitionsToTxn v0: transactional id "t", producer id 1, epoch 0, no topics.
+        body = struct.pack(">h", 1) + b"t" + struct.pack(">qhi", 1, 0, 0)
+        _expect_closed(ctx, request_frame(24, 0, 77, body), "AddPartitionsToTxn v0")
         # Also an implemented API at a version outside the advertised range (Produce v0).
         _expect_closed(ctx, request_frame(0, 0, 78, struct.pack(">hii", 1, 1000, 0)), "Produce v0")
         bystander.sendall(request_frame(API_VERSIONS, 0, 79, b""))

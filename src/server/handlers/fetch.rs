@@ -17,7 +17,6 @@ use super::{group_by_core, on_partitions, PartWork};
 use crate::config::limits::FETCH_WAIT_MAX_MS;
 use crate::io::rt;
 use crate::protocol::ResponseError;
-use crate::storage::log::LogError;
 use crate::storage::now_ms;
 
 pub const VERSIONS: (i16, i16) = (4, 18);
@@ -115,10 +114,7 @@ async fn read_all(shard: &Rc<Shard>, wants: &[Want]) -> Vec<(usize, PartRead)> {
             Ok(r) => PartRead { error: 0, high_watermark: r.high_watermark, log_start: r.log_start, records: r.records },
             Err(e) => {
                 let o = log.offsets();
-                let code = match e {
-                    LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-                    LogError::Storage(_) => ResponseError::KafkaStorageError,
-                };
+                let code = super::log_error_code(&e);
                 PartRead { error: code.code(), high_watermark: o.high_watermark, log_start: o.log_start, records: Bytes::new() }
             }
         }

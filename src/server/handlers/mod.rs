@@ -16,6 +16,7 @@ pub mod describe_configs;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
@@ -63,6 +64,7 @@ pub const SUPPORTED: &[ApiSpec] = &[
     ApiSpec { key: ApiKey::ApiVersions, min: api_versions::VERSIONS.0, max: api_versions::VERSIONS.1 },
     ApiSpec { key: ApiKey::CreateTopics, min: create_topics::VERSIONS.0, max: create_topics::VERSIONS.1 },
     ApiSpec { key: ApiKey::DeleteTopics, min: delete_topics::VERSIONS.0, max: delete_topics::VERSIONS.1 },
+    ApiSpec { key: ApiKey::InitProducerId, min: init_producer_id::VERSIONS.0, max: init_producer_id::VERSIONS.1 },
     ApiSpec {
         key: ApiKey::OffsetForLeaderEpoch,
         min: offset_for_leader_epoch::VERSIONS.0,
@@ -150,6 +152,9 @@ async fn dispatch(
         RequestKind::SyncGroup(r) => Some(ResponseKind::SyncGroup(sync_group::handle(shard, v, r).await)),
         RequestKind::DescribeGroups(r) => Some(ResponseKind::DescribeGroups(describe_groups::handle(shard, v, r).await)),
         RequestKind::ListGroups(r) => Some(ResponseKind::ListGroups(list_groups::handle(shard, v, r).await)),
+        RequestKind::InitProducerId(r) => {
+            Some(ResponseKind::InitProducerId(init_producer_id::handle(shard, v, r).await))
+        }
         RequestKind::DeleteGroups(r) => Some(ResponseKind::DeleteGroups(delete_groups::handle(shard, v, r).await)),
         RequestKind::OffsetDelete(r) => Some(ResponseKind::OffsetDelete(offset_delete::handle(shard, v, r).await)),
         RequestKind::ConsumerGroupHeartbeat(r) => Some(ResponseKind::ConsumerGroupHeartbeat(
@@ -161,6 +166,19 @@ async fn dispatch(
         other => unreachable!("{key:?} is in SUPPORTED but has no handler arm: {other:?}"),
     };
     Ok(resp.map(|r| (r, v)))
+}
+
+/// The Kafka error code for a log error.
+pub fn log_error_code(e: &crate::storage::log::LogError) -> crate::protocol::ResponseError {
+    use crate::protocol::ResponseError as R;
+    use crate::storage::log::LogError as E;
+    match e {
+        E::OffsetOutOfRange { .. } => R::OffsetOutOfRange,
+        E::Storage(_) => R::KafkaStorageError,
+        E::OutOfOrderSequence(_) => R::OutOfOrderSequenceNumber,
+        E::InvalidProducerEpoch(_) => R::InvalidProducerEpoch,
+        E::InvalidRecord(_) => R::InvalidRecord,
+    }
 }
 
 /// A client's host as Kafka reports it in DescribeGroups: `/` and the address.

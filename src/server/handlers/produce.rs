@@ -13,7 +13,7 @@ use super::super::shard::Shard;
 use super::{on_partitions, PartWork};
 use crate::protocol::batch::{self, BatchError, BatchHeader};
 use crate::protocol::{ResponseError, StrBytes};
-use crate::storage::log::{AppendInfo, LogError};
+use crate::storage::log::AppendInfo;
 
 pub const VERSIONS: (i16, i16) = (3, 13);
 
@@ -64,10 +64,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> Opt
     }
     let wait_durable = acks == -1;
     let results = on_partitions(shard, work, move |log, batches: Vec<(Bytes, BatchHeader)>| async move {
-        log.append(&batches, wait_durable).await.map_err(|e| match e {
-            LogError::Storage(m) => (ResponseError::KafkaStorageError, m),
-            other => (ResponseError::UnknownServerError, other.to_string()),
-        })
+        log.append(&batches, wait_durable).await.map_err(|e| (super::log_error_code(&e), e.to_string()))
     })
     .await;
     for (slot, r) in results {

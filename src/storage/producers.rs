@@ -1,0 +1,290 @@
+//! Idempotent-producer state of one partition: for each producer id, its epoch and the last five
+//! batches it wrote (sequence range and offsets), as Kafka keeps them. An append checks each
+//! batch against it before assigning offsets: a retried batch is found and answered with its
+//! original offsets instead of being written twice, a gap in the sequence is refused
+//! (OUT_OF_ORDER_SEQUENCE_NUMBER) and a stale epoch is fenced (INVALID_PRODUCER_EPOCH).
+//!
+//! Pure: no I/O. The log snapshots it beside the segments when one rolls
+//! ([`ProducerStates::encode`]) and rebuilds it on open from the newest snapshot plus the
+//! batches written after it.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::protocol::batch::BatchHeader;
+
+/// Batches remembered per producer (Kafka's `ProducerStateEntry.NUM_BATCHES_TO_RETAIN`; the
+/// client keeps at most five requests in flight per partition with idempotence).
+pub const BATCHES_PER_PRODUCER: usize = 5;
+
+/// Producers remembered per partition. The oldest (by last write) is forgotten beyond it; a
+/// forgotten producer is treated as new, as Kafka treats an expired one.
+pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
+
+/// One batch a producer wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMeta {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    epoch: i16,
+    batches: VecDeque<BatchMeta>,
+    last_write_ms: i64,
+}
+
+/// What to do with an idempotent batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Write it.
+    Append,
+    /// Already written: answer with these offsets.
+    Duplicate(BatchMeta),
+    /// A sequence gap (or a new epoch not starting at 0): OUT_OF_ORDER_SEQUENCE_NUMBER.
+    OutOfOrder { expected: i32 },
+    /// An epoch older than the producer's current one: INVALID_PRODUCER_EPOCH.
+    StaleEpoch { current: i16 },
+}
+
+/// The producer state of one partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerStates {
+    entries: HashMap<i64, Entry>,
+}
+
+/// Kafka's `inSequence`: the next sequence, wrapping at i32::MAX.
+fn follows(last: i32, next: i32) -> bool {
+    next == last.wrapping_add(1) || (last == i32::MAX && next == 0)
+}
+
+fn last_seq(h: &BatchHeader) -> i32 {
+    // Sequences wrap: a batch may start near i32::MAX and end past 0.
+    (h.base_sequence as i64 + h.last_offset_delta as i64).rem_euclid(i32::MAX as i64 + 1) as i32
+}
+
+impl ProducerStates {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Checks an idempotent batch (`producer_id >= 0`) against the state.
+    pub fn check(&self, h: &BatchHeader) -> Verdict {
+        let Some(e) = self.entries.get(&h.producer_id) else {
+            // Unknown producer (new, or its state expired): any sequence starts it, as in Kafka
+            // since KIP-360.
+            return Verdict::Append;
+        };
+        if h.producer_epoch < e.epoch {
+            return Verdict::StaleEpoch { current: e.epoch };
+        }
+        if h.producer_epoch > e.epoch {
+            return if h.base_sequence == 0 { Verdict::Append } else { Verdict::OutOfOrder { expected: 0 } };
+        }
+        let last = last_seq(h);
+        if let Some(b) = e.batches.iter().find(|b| b.first_seq == h.base_sequence && b.last_seq == last) {
+            return Verdict::Duplicate(*b);
+        }
+        match e.batches.back() {
+            Some(b) if !follows(b.last_seq, h.base_sequence) => Verdict::OutOfOrder { expected: b.last_seq.wrapping_add(1) },
+            _ => Verdict::Append,
+        }
+    }
+
+    /// Records a batch written at `first_offset`.
+    pub fn record(&mut self, h: &BatchHeader, first_offset: i64, now_ms: i64) {
+        let meta = BatchMeta {
+            first_seq: h.base_sequence,
+            last_seq: last_seq(h),
+            first_offset,
+            last_offset: first_offset + h.last_offset_delta as i64,
+        };
+        let e = self.entries.entry(h.producer_id).or_insert_with(|| Entry {
+            epoch: h.producer_epoch,
+            batches: VecDeque::new(),
+            last_write_ms: now_ms,
+        });
+        if h.producer_epoch != e.epoch {
+            e.epoch = h.producer_epoch;
+            e.batches.clear();
+        }
+        e.batches.push_back(meta);
+        while e.batches.len() > BATCHES_PER_PRODUCER {
+            e.batches.pop_front();
+        }
+        e.last_write_ms = now_ms;
+        if self.entries.len() > PRODUCERS_PER_PARTITION_MAX {
+            let oldest = self.entries.iter().min_by_key(|(_, e)| e.last_write_ms).map(|(pid, _)| *pid);
+            if let Some(pid) = oldest {
+                self.entries.remove(&pid);
+            }
+        }
+    }
+
+    /// Forgets batches at or past `end` (a failed write rolled them back), so a retry of them is
+    /// written again instead of being answered as a duplicate of bytes that are gone.
+    pub fn truncate(&mut self, end: i64) {
+        self.entries.retain(|_, e| {
+            while e.batches.back().is_some_and(|b| b.last_offset >= end) {
+                e.batches.pop_back();
+            }
+            !e.batches.is_empty()
+        });
+    }
+
+    /// Snapshot bytes: version, entry count, each producer with its batches, CRC-32C last.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&1u16.to_be_bytes());
+        b.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
+        let mut pids: Vec<&i64> = self.entries.keys().collect();
+        pids.sort();
+        for pid in pids {
+            let e = &self.entries[pid];
+            b.extend_from_slice(&pid.to_be_bytes());
+            b.extend_from_slice(&e.epoch.to_be_bytes());
+            b.extend_from_slice(&e.last_write_ms.to_be_bytes());
+            b.push(e.batches.len() as u8);
+            for m in &e.batches {
+                b.extend_from_slice(&m.first_seq.to_be_bytes());
+                b.extend_from_slice(&m.last_seq.to_be_bytes());
+                b.extend_from_slice(&m.first_offset.to_be_bytes());
+                b.extend_from_slice(&m.last_offset.to_be_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    /// Reads a snapshot; `None` if it is damaged or of another version (the caller then rebuilds
+    /// from the log).
+    pub fn decode(b: &[u8]) -> Option<ProducerStates> {
+        let (body, crc) = b.split_at_checked(b.len().checked_sub(4)?)?;
+        if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?) {
+            return None;
+        }
+        let mut r = body;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let (x, rest) = r.split_at_checked(n)?;
+            r = rest;
+            Some(x)
+        };
+        if u16::from_be_bytes(take(2)?.try_into().ok()?) != 1 {
+            return None;
+        }
+        let n = u32::from_be_bytes(take(4)?.try_into().ok()?);
+        let mut entries = HashMap::new();
+        for _ in 0..n {
+            let pid = i64::from_be_bytes(take(8)?.try_into().ok()?);
+            let epoch = i16::from_be_bytes(take(2)?.try_into().ok()?);
+            let last_write_ms = i64::from_be_bytes(take(8)?.try_into().ok()?);
+            let count = take(1)?[0] as usize;
+            if count > BATCHES_PER_PRODUCER {
+                return None;
+            }
+            let mut batches = VecDeque::new();
+            for _ in 0..count {
+                batches.push_back(BatchMeta {
+                    first_seq: i32::from_be_bytes(take(4)?.try_into().ok()?),
+                    last_seq: i32::from_be_bytes(take(4)?.try_into().ok()?),
+                    first_offset: i64::from_be_bytes(take(8)?.try_into().ok()?),
+                    last_offset: i64::from_be_bytes(take(8)?.try_into().ok()?),
+                });
+            }
+            entries.insert(pid, Entry { epoch, batches, last_write_ms });
+        }
+        r.is_empty().then_some(ProducerStates { entries })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pid: i64, epoch: i16, seq: i32, records: i32) -> BatchHeader {
+        BatchHeader {
+            base_offset: 0,
+            batch_length: 0,
+            leader_epoch: 0,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: records - 1,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            records_count: records,
+        }
+    }
+
+    #[test]
+    fn retries_are_found_and_gaps_and_stale_epochs_refused() {
+        let mut s = ProducerStates::default();
+        assert_eq!(s.check(&h(7, 0, 0, 3)), Verdict::Append);
+        s.record(&h(7, 0, 0, 3), 100, 1);
+        assert_eq!(s.check(&h(7, 0, 3, 2)), Verdict::Append);
+        s.record(&h(7, 0, 3, 2), 110, 2);
+        let first = BatchMeta { first_seq: 0, last_seq: 2, first_offset: 100, last_offset: 102 };
+        assert_eq!(s.check(&h(7, 0, 0, 3)), Verdict::Duplicate(first), "a retry of the first batch");
+        assert_eq!(s.check(&h(7, 0, 6, 1)), Verdict::OutOfOrder { expected: 5 }, "sequence 5 was skipped");
+        assert_eq!(s.check(&h(7, 0, 1, 1)), Verdict::OutOfOrder { expected: 5 }, "not a batch we wrote");
+        assert_eq!(s.check(&h(7, 1, 0, 1)), Verdict::Append, "a new epoch starts at 0");
+        assert_eq!(s.check(&h(7, 1, 4, 1)), Verdict::OutOfOrder { expected: 0 });
+        s.record(&h(7, 1, 0, 1), 120, 3);
+        assert_eq!(s.check(&h(7, 0, 5, 1)), Verdict::StaleEpoch { current: 1 });
+        assert_eq!(s.check(&h(8, 0, 42, 1)), Verdict::Append, "an unknown producer may start anywhere");
+    }
+
+    #[test]
+    fn only_five_batches_are_remembered_and_sequences_wrap() {
+        let mut s = ProducerStates::default();
+        for i in 0..7 {
+            s.record(&h(1, 0, i, 1), i as i64, 0);
+        }
+        assert!(matches!(s.check(&h(1, 0, 6, 1)), Verdict::Duplicate(_)));
+        assert!(matches!(s.check(&h(1, 0, 2, 1)), Verdict::Duplicate(_)));
+        assert_eq!(s.check(&h(1, 0, 1, 1)), Verdict::OutOfOrder { expected: 7 }, "too old to be recognised");
+        let mut w = ProducerStates::default();
+        w.record(&h(2, 0, i32::MAX - 1, 2), 0, 0);
+        assert_eq!(w.check(&h(2, 0, 0, 1)), Verdict::Append, "after i32::MAX comes 0");
+    }
+
+    #[test]
+    fn rollback_forgets_unwritten_batches() {
+        let mut s = ProducerStates::default();
+        s.record(&h(1, 0, 0, 2), 10, 0);
+        s.record(&h(1, 0, 2, 2), 12, 0);
+        s.record(&h(3, 0, 0, 1), 14, 0);
+        s.truncate(12);
+        assert_eq!(s.check(&h(1, 0, 2, 2)), Verdict::Append, "the rolled-back batch is written again on retry");
+        assert_eq!(s.check(&h(3, 0, 5, 1)), Verdict::Append, "producer 3 is forgotten entirely");
+        assert!(matches!(s.check(&h(1, 0, 0, 2)), Verdict::Duplicate(_)));
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_damage_is_refused() {
+        let mut s = ProducerStates::default();
+        for pid in 0..20 {
+            for i in 0..(pid % 7) {
+                s.record(&h(pid, (pid % 3) as i16, i as i32 * 2, 2), pid * 100 + i * 2, pid);
+            }
+        }
+        let b = s.encode();
+        assert_eq!(ProducerStates::decode(&b), Some(s));
+        for i in 0..b.len() {
+            let mut bad = b.clone();
+            bad[i] ^= 0x40;
+            assert_eq!(ProducerStates::decode(&bad), None, "flipped byte {i}");
+        }
+        assert_eq!(ProducerStates::decode(&b[..b.len() - 1]), None);
+        assert_eq!(ProducerStates::decode(&[]), None);
+    }
+}
