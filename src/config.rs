@@ -21,6 +21,15 @@ pub mod limits {
     /// Requests a single connection may have in flight (decoded, not yet answered). The reader stops
     /// reading the socket at this depth, so a pipelining client is slowed by TCP backpressure.
     pub const CONNECTION_IN_FLIGHT_MAX: usize = 128;
+    /// Bytes one connection may hold in requests read but not yet answered plus responses not
+    /// yet written (a Fetch counts as [`FETCH_RESPONSE_MAX_BYTES`] from the moment it is read).
+    /// The reader stops reading at this budget, so a client that never reads its responses
+    /// holds at most this much broker memory (one oversized item may exceed it when nothing else
+    /// is in flight).
+    pub const CONNECTION_BUFFER_MAX_BYTES: usize = 128 * 1024 * 1024;
+    /// Largest Fetch response (Kafka's broker `fetch.max.bytes` default, 55 MiB), plus one batch
+    /// per partition since a read always returns a whole batch.
+    pub const FETCH_RESPONSE_MAX_BYTES: usize = 55 * 1024 * 1024;
     /// Depth of each cross-core channel (one per ordered pair of cores).
     pub const MESH_CHANNEL_DEPTH: usize = 1024;
     /// Bytes of the newest batches a partition keeps in memory to serve tailing consumers.
@@ -46,6 +55,8 @@ pub mod limits {
     pub const CLIENT_RESPONSE_FRAME_MAX_BYTES: usize = 100 * 1024 * 1024;
 
     const _: () = assert!(SEGMENT_READ_MAX_BYTES % DMA_ALIGNMENT_BYTES == 0);
+    const _: () = assert!(REQUEST_FRAME_MAX_BYTES <= CONNECTION_BUFFER_MAX_BYTES);
+    const _: () = assert!(FETCH_RESPONSE_MAX_BYTES <= CONNECTION_BUFFER_MAX_BYTES);
     const _: () = assert!(PARTITION_CACHE_MAX_BYTES <= REQUEST_FRAME_MAX_BYTES);
 }
 
@@ -73,6 +84,10 @@ pub struct Config {
     pub groups: crate::coordinator::group::GroupConfig,
     /// Kafka's `log.cleaner.backoff.ms`: how often compacted topics are looked at.
     pub log_cleaner_backoff_ms: i64,
+    /// Kafka's `max.connections`: open client connections allowed, all cores together.
+    pub max_connections: usize,
+    /// Kafka's `connections.max.idle.ms`.
+    pub connections_max_idle_ms: i64,
 }
 
 /// Broker-wide defaults for topic-level settings (Kafka's `log.*` broker keys).
@@ -167,6 +182,14 @@ pub struct ServeArgs {
     /// `group.consumer.heartbeat.interval.ms`) [default: 5000].
     #[arg(long, env = "SPATE_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS")]
     pub group_consumer_heartbeat_interval_ms: Option<i32>,
+    /// Open client connections allowed, all cores together; beyond it new connections are closed
+    /// at once (Kafka `max.connections`) [default: 10000].
+    #[arg(long, env = "SPATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// A connection with no request in flight that sends nothing for this long is closed, ms
+    /// (Kafka `connections.max.idle.ms`) [default: 600000].
+    #[arg(long, env = "SPATE_CONNECTIONS_MAX_IDLE_MS")]
+    pub connections_max_idle_ms: Option<i64>,
 }
 
 /// The same settings as [`ServeArgs`], as read from the TOML file. Unknown keys are refused.
@@ -193,6 +216,8 @@ struct FileConfig {
     log_cleaner_backoff_ms: Option<i64>,
     group_consumer_session_timeout_ms: Option<i32>,
     group_consumer_heartbeat_interval_ms: Option<i32>,
+    max_connections: Option<usize>,
+    connections_max_idle_ms: Option<i64>,
 }
 
 impl Config {
@@ -287,9 +312,15 @@ impl Config {
         );
         let log_cleaner_backoff_ms = args.log_cleaner_backoff_ms.or(file.log_cleaner_backoff_ms).unwrap_or(15_000);
         anyhow::ensure!(log_cleaner_backoff_ms >= 1, "log_cleaner_backoff_ms: must be at least 1");
+        let max_connections = args.max_connections.or(file.max_connections).unwrap_or(10_000);
+        anyhow::ensure!(max_connections >= 1, "max_connections: must be at least 1");
+        let connections_max_idle_ms = args.connections_max_idle_ms.or(file.connections_max_idle_ms).unwrap_or(600_000);
+        anyhow::ensure!(connections_max_idle_ms >= 1, "connections_max_idle_ms: must be at least 1");
         Ok(Config {
             groups,
             log_cleaner_backoff_ms,
+            max_connections,
+            connections_max_idle_ms,
             listen,
             advertised_host,
             advertised_port,
@@ -327,6 +358,9 @@ impl Config {
             ("log.cleaner.delete.retention.ms", d.delete_retention_ms.to_string()),
             ("log.cleaner.backoff.ms", self.log_cleaner_backoff_ms.to_string()),
             ("socket.request.max.bytes", limits::REQUEST_FRAME_MAX_BYTES.to_string()),
+            ("max.connections", self.max_connections.to_string()),
+            ("connections.max.idle.ms", self.connections_max_idle_ms.to_string()),
+            ("fetch.max.bytes", limits::FETCH_RESPONSE_MAX_BYTES.to_string()),
             ("group.initial.rebalance.delay.ms", self.groups.initial_rebalance_delay_ms.to_string()),
             ("group.min.session.timeout.ms", self.groups.min_session_timeout_ms.to_string()),
             ("group.max.session.timeout.ms", self.groups.max_session_timeout_ms.to_string()),

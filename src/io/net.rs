@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -52,13 +52,28 @@ impl Listener {
         let stream = self.0.accept().await.map_err(io::Error::from)?;
         stream.set_nodelay(true).map_err(io::Error::from)?;
         let peer = stream.peer_addr().map_err(io::Error::from)?;
+        let fd = stream.as_raw_fd();
         let (r, w) = futures_lite::io::split(stream);
-        Ok((ConnReader(r), ConnWriter(w), peer))
+        Ok((ConnReader(r, fd), ConnWriter(w), peer))
     }
 }
 
 /// The reading half of a client connection.
-pub struct ConnReader(ReadHalf<Stream>);
+pub struct ConnReader(ReadHalf<Stream>, RawFd);
+
+/// Ends a connection from outside its reader and writer (an idle timeout): both halves' pending
+/// and later operations see the connection closed. Valid while the connection's reader lives.
+#[derive(Clone, Copy)]
+pub struct ConnCloser(RawFd);
+
+impl ConnCloser {
+    pub fn shutdown(&self) {
+        // SAFETY: shutdown(2) on a descriptor the connection still owns; it frees nothing.
+        unsafe {
+            libc::shutdown(self.0, libc::SHUT_RDWR);
+        }
+    }
+}
 
 /// How a read of an exact number of bytes ended.
 pub enum ReadExact {
@@ -71,6 +86,11 @@ pub enum ReadExact {
 
 impl ConnReader {
     /// Fills `buf` completely, telling a clean close from a torn one.
+    /// A handle that can shut the connection down from another task.
+    pub fn closer(&self) -> ConnCloser {
+        ConnCloser(self.1)
+    }
+
     pub async fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<ReadExact> {
         let mut got = 0;
         while got < buf.len() {

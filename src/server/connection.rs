@@ -2,34 +2,109 @@
 //! request order (Kafka clients pipeline and match responses by order as well as id).
 //!
 //! Bounds: a frame larger than `REQUEST_FRAME_MAX_BYTES` is refused before allocating; at most
-//! `CONNECTION_IN_FLIGHT_MAX` requests are in flight, after which the socket is not read.
-//! Anything malformed closes this connection with a log line; the broker and other clients go on.
+//! `CONNECTION_IN_FLIGHT_MAX` requests are in flight, and at most `CONNECTION_BUFFER_MAX_BYTES`
+//! of requests and (reserved) responses are held, after which the socket is not read, so a
+//! client that never reads its responses is slowed by TCP backpressure instead of growing the
+//! broker's memory. A connection with nothing in flight that sends nothing for
+//! `connections_max_idle_ms` is closed (this also ends slowloris-style partial frames); beyond
+//! `max_connections` open connections, new ones are closed at once. Anything malformed closes
+//! this connection with a log line; the broker and other clients go on.
 
-use std::net::SocketAddr;
 use std::cell::Cell;
+use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::handlers;
 use super::shard::Shard;
-use crate::config::limits::{CONNECTION_IN_FLIGHT_MAX, REQUEST_FRAME_MAX_BYTES};
+use crate::config::limits::{
+    CONNECTION_BUFFER_MAX_BYTES, CONNECTION_IN_FLIGHT_MAX, FETCH_RESPONSE_MAX_BYTES, REQUEST_FRAME_MAX_BYTES,
+};
 use crate::io::net::{ConnReader, ConnWriter, ReadExact};
 use crate::io::rt;
 use crate::protocol::frame;
+use crate::storage::notify::Notify;
+use crate::storage::now_ms;
 
-type Pending = rt::Task<Result<Option<bytes::BytesMut>, String>>;
+/// A request task and the bytes of the connection's budget it holds until answered.
+type Pending = (rt::Task<Result<Option<bytes::BytesMut>, String>>, usize);
+
+/// Open client connections, on all cores.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+struct Counted;
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The connection's memory budget: bytes of requests and reserved responses not yet answered.
+struct Budget {
+    used: Cell<usize>,
+    freed: Notify,
+}
+
+impl Budget {
+    /// Waits until `n` more bytes fit (anything fits when nothing else is held), then takes them.
+    async fn take(&self, n: usize) {
+        while self.used.get() > 0 && self.used.get() + n > CONNECTION_BUFFER_MAX_BYTES {
+            self.freed.wait().await;
+        }
+        self.used.set(self.used.get() + n);
+    }
+    fn give(&self, n: usize) {
+        self.used.set(self.used.get() - n);
+        self.freed.notify_all();
+    }
+}
 
 pub async fn run(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter, peer: SocketAddr) {
+    let open = OPEN.fetch_add(1, Ordering::Relaxed) + 1;
+    let _counted = Counted;
+    if open > shard.config.max_connections {
+        tracing::warn!(%peer, open, limit = shard.config.max_connections, "too many connections (max_connections); closing the new one");
+        return;
+    }
     let (tx, rx) = flume::bounded::<Pending>(CONNECTION_IN_FLIGHT_MAX);
     let closing = Rc::new(Cell::new(false));
+    let budget = Rc::new(Budget { used: Cell::new(0), freed: Notify::default() });
+    let in_flight = Rc::new(Cell::new(0usize));
+    let last_activity = Rc::new(Cell::new(now_ms()));
+    // The idle watchdog: shuts the socket (waking the reader) once nothing is in flight and
+    // nothing has been read or written for connections_max_idle_ms.
+    let idle_ms = shard.config.connections_max_idle_ms;
+    let watchdog = rt::spawn({
+        let (closer, in_flight, last_activity, closing) = (reader.closer(), in_flight.clone(), last_activity.clone(), closing.clone());
+        async move {
+            let tick = Duration::from_millis((idle_ms as u64 / 4).clamp(10, 1000));
+            loop {
+                rt::sleep(tick).await;
+                if closing.get() {
+                    return;
+                }
+                if in_flight.get() == 0 && now_ms() - last_activity.get() >= idle_ms {
+                    tracing::info!(%peer, idle_ms, "closing idle connection (connections_max_idle_ms)");
+                    closing.set(true);
+                    closer.shutdown();
+                    return;
+                }
+            }
+        }
+    });
     let writer_task = rt::spawn({
-        let closing = closing.clone();
+        let (closing, budget, in_flight, last_activity) = (closing.clone(), budget.clone(), in_flight.clone(), last_activity.clone());
         async move {
             // Every request task is awaited, even after the connection broke: dropping a task
             // cancels it, and a produce must not be cut off half-way through its append.
-            while let Ok(task) = rx.recv_async().await {
+            while let Ok((task, held)) = rx.recv_async().await {
                 let out = task.await;
+                let _release = Release { budget: &budget, held, in_flight: &in_flight };
+                last_activity.set(now_ms());
                 if closing.get() {
                     continue;
                 }
@@ -52,7 +127,9 @@ pub async fn run(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWrite
     });
     let mut len = [0u8; 4];
     loop {
-        match reader.read_exact(&mut len).await {
+        let read = reader.read_exact(&mut len).await;
+        last_activity.set(now_ms());
+        match read {
             Ok(ReadExact::Full) => {}
             Ok(ReadExact::Closed) => {
                 tracing::debug!(%peer, "client closed the connection");
@@ -75,8 +152,12 @@ pub async fn run(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWrite
             tracing::warn!(%peer, frame_bytes = n, limit = REQUEST_FRAME_MAX_BYTES, "request frame size refused; closing connection");
             break;
         }
+        budget.take(n as usize).await;
+        let mut held = n as usize;
         let mut buf = vec![0u8; n as usize];
-        match reader.read_exact(&mut buf).await {
+        let read = reader.read_exact(&mut buf).await;
+        last_activity.set(now_ms());
+        match read {
             Ok(ReadExact::Full) => {}
             Ok(ReadExact::Closed) | Ok(ReadExact::Truncated(_)) => {
                 tracing::warn!(%peer, frame_bytes = n, "connection closed inside a request frame; dropping it");
@@ -90,16 +171,39 @@ pub async fn run(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWrite
         let (api_key, header, body) = match frame::decode_request(Bytes::from(buf)) {
             Ok(x) => x,
             Err(e) => {
+                budget.give(held);
                 tracing::warn!(%peer, "{e}; closing connection");
                 break;
             }
         };
+        if api_key == kafka_protocol::messages::ApiKey::Fetch {
+            // A fetch answer may be large: reserve it before running the request.
+            budget.take(FETCH_RESPONSE_MAX_BYTES).await;
+            held += FETCH_RESPONSE_MAX_BYTES;
+        }
+        in_flight.set(in_flight.get() + 1);
         let shard = shard.clone();
         let task = rt::spawn(async move { handlers::respond(&shard, api_key, header, body, peer).await });
-        if tx.send_async(task).await.is_err() {
+        if tx.send_async((task, held)).await.is_err() {
             break;
         }
     }
     drop(tx);
     writer_task.await;
+    closing.set(true);
+    drop(watchdog);
+}
+
+/// Gives a request's budget back once its response is written (or dropped).
+struct Release<'a> {
+    budget: &'a Budget,
+    held: usize,
+    in_flight: &'a Cell<usize>,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.budget.give(self.held);
+        self.in_flight.set(self.in_flight.get() - 1);
+    }
 }

@@ -91,6 +91,22 @@ impl Broker {
         }
     }
 
+    /// The broker process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("broker running").id()
+    }
+
+    /// The broker's resident memory, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/pid/status");
+        kb * 1024
+    }
+
     /// SIGKILL, as a crash: nothing is flushed or closed.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -232,6 +248,23 @@ impl Raw {
 
     pub fn send_bytes(&mut self, b: &[u8]) {
         self.s.write_all(b).unwrap();
+    }
+
+    /// Sends a request without waiting for its response.
+    pub fn send<Q: Encodable>(&mut self, key: ApiKey, version: i16, req: &Q) {
+        self.corr += 1;
+        let mut body = BytesMut::new();
+        let mut h = RequestHeader::default();
+        h.request_api_key = key as i16;
+        h.request_api_version = version;
+        h.correlation_id = self.corr;
+        h.client_id = Some(StrBytes::from_static_str("raw-test"));
+        h.encode(&mut body, key.request_header_version(version)).unwrap();
+        req.encode(&mut body, version).unwrap();
+        let mut frame = BytesMut::new();
+        frame.put_i32(body.len() as i32);
+        frame.put_slice(&body);
+        self.send_bytes(&frame);
     }
 
     /// Sends a request at `version` and decodes the response as `R` at `resp_version`.

@@ -14,7 +14,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 use super::super::shard::{current, Shard};
 use super::{group_by_core, on_partitions, PartWork};
-use crate::config::limits::FETCH_WAIT_MAX_MS;
+use crate::config::limits::{FETCH_RESPONSE_MAX_BYTES, FETCH_WAIT_MAX_MS};
 use crate::io::rt;
 use crate::protocol::ResponseError;
 use crate::storage::now_ms;
@@ -63,6 +63,14 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
             }
         }
     }
+    // Memory bound: partitions are read concurrently, so each may read at most its share of the
+    // response's limit (itself capped by FETCH_RESPONSE_MAX_BYTES). A read still returns at least
+    // one whole batch, so the response holds at most the limit plus one batch per partition.
+    let max_bytes = (req.max_bytes.max(0) as usize).min(FETCH_RESPONSE_MAX_BYTES);
+    let share = (max_bytes / wants.len().max(1)).max(1);
+    for w in &mut wants {
+        w.data.1 = w.data.1.min(share);
+    }
     let wait_ms = req.max_wait_ms.clamp(0, FETCH_WAIT_MAX_MS) as i64;
     let deadline = now_ms() + wait_ms;
     let min_bytes = req.min_bytes.max(0) as usize;
@@ -81,7 +89,6 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
     }
     // Assemble in request order, honouring the response-wide max_bytes (the first non-empty
     // partition is always included whole, as Kafka does, so a large batch cannot stall a consumer).
-    let max_bytes = req.max_bytes.max(0) as usize;
     let mut sent = 0usize;
     let mut results = results.into_iter();
     let mut resp = FetchResponse::default();
