@@ -790,3 +790,263 @@ def ck_fetch_limits_many_partitions(ctx):
         g = got.get(q, [])
         assert [o for o, _ in g] == [0, 1, 2, 3], f"partition {q}: offsets {[o for o, _ in g]}"
         assert [v for _, v in g] == want[q], f"partition {q}: values differ"
+
+
+# ---------------------------------------------------------------------------
+# Consumer groups: KIP-848 (group.protocol=consumer) and classic cooperative-sticky
+# ---------------------------------------------------------------------------
+
+
+def group_consumer(ctx, group, client_id, **conf):
+    """A subscribing consumer: offsets are stored as messages are delivered (commit() commits
+    the positions), nothing is committed automatically."""
+    _need()
+    c = {
+        "bootstrap.servers": ctx.bootstrap,
+        "group.id": group,
+        "client.id": client_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+        "log_level": 3,
+    }
+    c.update(conf)
+    return Consumer(c)
+
+
+class Rebalances:
+    """Follows one member's incremental on_assign / on_revoke / on_lost callbacks: `events` in
+    order, `owned` as the callbacks say, and `bad` for any callback that assigns a partition
+    already owned or revokes one not owned (so not incremental)."""
+
+    def __init__(self, name):
+        self.name = name
+        self.events = []
+        self.owned = set()
+        self.bad = []
+
+    def on_assign(self, _c, parts):
+        ps = sorted(p.partition for p in parts)
+        self.events.append(("assign", ps))
+        again = self.owned & set(ps)
+        if again:
+            self.bad.append(f"{self.name}: on_assign {ps} re-assigns owned {sorted(again)}")
+        self.owned |= set(ps)
+
+    def on_revoke(self, _c, parts):
+        ps = sorted(p.partition for p in parts)
+        self.events.append(("revoke", ps))
+        unknown = set(ps) - self.owned
+        if unknown:
+            self.bad.append(f"{self.name}: on_revoke {ps} names partitions not owned {sorted(unknown)}")
+        self.owned -= set(ps)
+
+    def on_lost(self, _c, parts):
+        ps = sorted(p.partition for p in parts)
+        self.events.append(("lost", ps))
+        self.bad.append(f"{self.name}: partitions lost {ps}")
+        self.owned -= set(ps)
+
+    def kwargs(self):
+        return {"on_assign": self.on_assign, "on_revoke": self.on_revoke, "on_lost": self.on_lost}
+
+
+def assignment_of(c):
+    return {tp.partition for tp in c.assignment()}
+
+
+def pump(consumers, got, until, timeout, what):
+    """Polls every consumer in turn (librdkafka runs the protocol in its own threads) until
+    `until()` is true; messages go to `got[i]`. Errors and the deadline are failures."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for i, c in enumerate(consumers):
+            for m in c.consume(num_messages=500, timeout=0.1):
+                if m.error():
+                    raise AssertionError(f"consumer {i}: {m.error().name()} {m.error().str()}")
+                got[i].append((m.partition(), m.offset(), m.value()))
+        if until():
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def drain(consumers, got, seconds):
+    """Keeps polling for `seconds` more, collecting anything that still arrives."""
+    end = time.monotonic() + seconds
+    pump(consumers, got, lambda: time.monotonic() >= end, seconds + 10, "drain")
+
+
+def split_done(consumers, parts, share):
+    sets = [assignment_of(c) for c in consumers]
+    return (all(len(s) == share for s in sets) and len(set().union(*sets)) == parts
+            and sum(len(s) for s in sets) == parts)
+
+
+def produce_values(ctx, topic, parts, per, prefix):
+    p = producer(ctx)
+    for q in range(parts):
+        for i in range(per):
+            p.produce(topic, partition=q, value=f"{prefix}{q}-{i}".encode())
+    flush(p)
+
+
+def check_reads(got, sets, parts, per, prefix):
+    for i, rows in enumerate(got):
+        wrong = {p for p, _o, _v in rows} - sets[i]
+        assert not wrong, f"member {i} (assigned {sorted(sets[i])}) read partitions {sorted(wrong)}"
+    rows = [r for g in got for r in g]
+    want = {(q, i, f"{prefix}{q}-{i}".encode()) for q in range(parts) for i in range(per)}
+    assert len(rows) == len(set(rows)), f"{len(rows) - len(set(rows))} record(s) read twice"
+    assert set(rows) == want, f"read {len(set(rows))} distinct records, want {len(want)}"
+
+
+def describe_group(a, group):
+    return result(a.describe_consumer_groups([group], request_timeout=TIMEOUT)[group], f"describe_consumer_groups({group})")
+
+
+def described_members(desc, topic):
+    out = {}
+    for m in desc.members:
+        tps = m.assignment.topic_partitions if m.assignment else []
+        assert all(tp.topic == topic for tp in tps), f"member {m.client_id} assigned {tps}"
+        out[m.client_id] = sorted(tp.partition for tp in tps)
+    return out
+
+
+@check("ck_group_kip848_two_members_then_classic")
+def ck_group_kip848_two_members_then_classic(ctx):
+    """group.protocol=consumer (KIP-848: ConsumerGroupHeartbeat, server-side assignor): two
+    members share a 6-partition topic 3 and 3 through incremental callbacks, read every record
+    once and commit; describe_consumer_groups (ConsumerGroupDescribe) shows a STABLE CONSUMER
+    group with both members, list_consumer_group_offsets the commits. Once they left, a classic
+    consumer (JoinGroup) takes over the empty group and resumes from the committed offsets."""
+    from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, ConsumerGroupType
+
+    topic = ctx.topic("ck-k848")
+    group = f"{topic}-g"
+    parts, per = 6, 20
+    a = create_topic(ctx, topic, parts)
+    trackers = [Rebalances(f"m{i}") for i in range(2)]
+    cs = [group_consumer(ctx, group, f"ck-m{i}", **{"group.protocol": "consumer"}) for i in range(2)]
+    got = [[], []]
+    try:
+        for c, t in zip(cs, trackers):
+            c.subscribe([topic], **t.kwargs())
+        pump(cs, got, lambda: split_done(cs, parts, 3), 40, "a 3/3 split of 6 partitions")
+        sets = [assignment_of(c) for c in cs]
+        bad = trackers[0].bad + trackers[1].bad
+        assert not bad, f"non-incremental callbacks: {bad}; events {[t.events for t in trackers]}"
+        for c, t in zip(cs, trackers):
+            assert t.owned == assignment_of(c), f"{t.name}: callbacks say {sorted(t.owned)}, assignment() {sorted(assignment_of(c))}"
+        assert got == [[], []], "records read before any were produced"
+
+        produce_values(ctx, topic, parts, per, "v-")
+        pump(cs, got, lambda: sum(map(len, got)) >= parts * per, 30, f"{parts * per} records")
+        drain(cs, got, 0.5)  # a duplicate delivered late would show up here
+        check_reads(got, sets, parts, per, "v-")
+        for c in cs:
+            committed = c.commit(asynchronous=False)
+            errs = [tp for tp in committed if tp.error is not None]
+            assert not errs, f"commit errors: {errs}"
+
+        d = describe_group(a, group)
+        assert d.type == ConsumerGroupType.CONSUMER, f"group type {d.type}, want CONSUMER"
+        assert d.state == ConsumerGroupState.STABLE, f"group state {d.state}, want STABLE"
+        assert d.partition_assignor == "uniform", f"assignor {d.partition_assignor!r}, want the default 'uniform'"
+        mem = described_members(d, topic)
+        want = {f"ck-m{i}": sorted(sets[i]) for i in range(2)}
+        assert mem == want, f"described members {mem}, consumers hold {want}"
+        r = result(a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=TIMEOUT)[group],
+                   "list_consumer_group_offsets")
+        offs = {tp.partition: tp.offset for tp in r.topic_partitions if tp.topic == topic}
+        assert offs == {q: per for q in range(parts)}, f"committed offsets {offs}, want {per} everywhere"
+
+        for c in cs:
+            c.close()
+        cs = []
+        d = describe_group(a, group)
+        assert d.state == ConsumerGroupState.EMPTY and not d.members, f"after close: {d.state}, {len(d.members)} members"
+
+        produce_values(ctx, topic, parts, 1, "new-")
+        c3 = group_consumer(ctx, group, "ck-classic", **{"group.protocol": "classic"})
+        cs = [c3]
+        got3 = [[]]
+        c3.subscribe([topic])
+        pump(cs, got3, lambda: len(got3[0]) >= parts, 30, f"the classic consumer to read {parts} new records")
+        drain(cs, got3, 0.5)
+        want_rows = sorted((q, per, f"new-{q}-0".encode()) for q in range(parts))
+        assert sorted(got3[0]) == want_rows, f"classic consumer read {sorted(got3[0])[:8]}, want only offset {per} of each partition"
+        d = describe_group(a, group)
+        assert (d.type, d.state) == (ConsumerGroupType.CLASSIC, ConsumerGroupState.STABLE), \
+            f"with a classic member: {d.type} {d.state}, want CLASSIC STABLE"
+        assert described_members(d, topic) == {"ck-classic": list(range(parts))}, f"members {described_members(d, topic)}"
+    finally:
+        for c in cs:
+            c.close()
+    return f"split {sorted(sets[0])} / {sorted(sets[1])}; classic member resumed at {per}"
+
+
+@check("ck_group_cooperative_sticky_incremental")
+def ck_group_cooperative_sticky_incremental(ctx):
+    """Classic protocol with partition.assignment.strategy=cooperative-sticky (KIP-429): a
+    member owning all 6 partitions gives exactly 3 up when a second joins, through incremental
+    on_revoke/on_assign callbacks, never revoking one it keeps; when the second leaves, the
+    first gets them back without a revoke. Each member reads only its own partitions."""
+    from confluent_kafka import ConsumerGroupState, ConsumerGroupType
+
+    topic = ctx.topic("ck-coop")
+    group = f"{topic}-g"
+    parts, per = 6, 10
+    a = create_topic(ctx, topic, parts)
+    conf = {"group.protocol": "classic", "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": 10000, "heartbeat.interval.ms": 1000}
+    t1, t2 = Rebalances("m1"), Rebalances("m2")
+    c1 = group_consumer(ctx, group, "ck-coop-1", **conf)
+    cs = [c1]
+    got = [[], []]
+    try:
+        c1.subscribe([topic], **t1.kwargs())
+        pump([c1], got, lambda: len(assignment_of(c1)) == parts, 30, "the first member to own all 6 partitions")
+        assert t1.events == [("assign", list(range(parts)))], f"first member's callbacks {t1.events}"
+        first_events = len(t1.events)
+
+        c2 = group_consumer(ctx, group, "ck-coop-2", **conf)
+        cs.append(c2)
+        c2.subscribe([topic], **t2.kwargs())
+        pump(cs, got, lambda: split_done(cs, parts, 3), 40, "a 3/3 split after the second member joined")
+        sets = [assignment_of(c) for c in cs]
+        bad = t1.bad + t2.bad
+        assert not bad, f"non-incremental callbacks: {bad}; m1 {t1.events}, m2 {t2.events}"
+        moved = [ps for kind, ps in t1.events[first_events:] if kind == "revoke"]
+        revoked = {p for ps in moved for p in ps}
+        assert revoked == sets[1], f"m1 revoked {sorted(revoked)} (callbacks {t1.events}); m2 got {sorted(sets[1])}"
+        assert not any(kind == "assign" and ps for kind, ps in t1.events[first_events:]), \
+            f"m1 was assigned partitions again while giving some up: {t1.events}"
+        assert not any(kind == "revoke" and ps for kind, ps in t2.events), f"m2 had partitions revoked: {t2.events}"
+        for c, t in zip(cs, (t1, t2)):
+            assert t.owned == assignment_of(c), f"{t.name}: callbacks say {sorted(t.owned)}, assignment() {sorted(assignment_of(c))}"
+
+        d = describe_group(a, group)
+        assert (d.type, d.state) == (ConsumerGroupType.CLASSIC, ConsumerGroupState.STABLE), f"group {d.type} {d.state}"
+        assert d.partition_assignor == "cooperative-sticky", f"protocol {d.partition_assignor!r}"
+        mem = described_members(d, topic)
+        assert mem == {"ck-coop-1": sorted(sets[0]), "ck-coop-2": sorted(sets[1])}, f"described {mem}, hold {[sorted(s) for s in sets]}"
+
+        produce_values(ctx, topic, parts, per, "c-")
+        pump(cs, got, lambda: sum(map(len, got)) >= parts * per, 30, f"{parts * per} records")
+        drain(cs, got, 0.5)
+        check_reads(got, sets, parts, per, "c-")
+
+        before = len(t1.events)
+        c2.close()
+        cs.remove(c2)
+        pump([c1], got, lambda: len(assignment_of(c1)) == parts, 30, "m1 to get all 6 partitions back")
+        later = t1.events[before:]
+        assert not any(kind != "assign" and ps for kind, ps in later), f"m1 lost or gave up partitions when m2 left: {later}"
+        assert {p for _k, ps in later for p in ps} == sets[1], f"m1 got back {later}, want {sorted(sets[1])}"
+        assert not t1.bad, f"non-incremental callbacks: {t1.bad}"
+    finally:
+        for c in cs:
+            c.close()
+    return f"m1 kept {sorted(sets[0])}, handed over {sorted(sets[1])} and got them back"

@@ -215,3 +215,176 @@ def kp_message_too_large(ctx):
         assert (md.partition, md.offset) == (0, 0), f"small record after the refused one at {md.partition}/{md.offset}"
     finally:
         p.close(timeout=5)
+
+
+# ---------------------------------------------------------------------------
+# Consumer groups (classic protocol: JoinGroup/SyncGroup/Heartbeat/LeaveGroup, OffsetCommit,
+# OffsetFetch, ListGroups, DescribeGroups, DeleteGroups)
+# ---------------------------------------------------------------------------
+
+
+def group_consumer(ctx, group, client_id):
+    return consumer(ctx, group_id=group, client_id=client_id, auto_offset_reset="earliest",
+                    enable_auto_commit=False, session_timeout_ms=10000, heartbeat_interval_ms=1000)
+
+
+class _Member:
+    """A subscribed KafkaConsumer polled by its own thread.
+
+    kafka-python 3.0.12 loses a JoinGroup/SyncGroup round that completes between two poll()
+    calls of one thread (it starts a new join instead of taking the finished one's assignment),
+    so two consumers polled alternately from one thread can rebalance forever. A thread per
+    consumer with long polls, as applications run them, avoids that."""
+
+    def __init__(self, ctx, group, topic, client_id):
+        import threading
+
+        self.c = group_consumer(ctx, group, client_id)
+        self.c.subscribe([topic])
+        self.records = []
+        self.assigned = set()
+        self.error = None
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, name=f"kp-{client_id}", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            while not self.stop:
+                for _tp, recs in self.c.poll(timeout_ms=2000, max_records=500).items():
+                    self.records.extend(recs)
+                self.assigned = {tp.partition for tp in self.c.assignment()}
+        except Exception as e:  # noqa: BLE001 - reported by the check
+            self.error = e
+
+    def halt(self):
+        self.stop = True
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive(), "consumer thread did not stop within 10s"
+        if self.error is not None:
+            raise AssertionError(f"consumer {self.c.config['client_id']} failed: {self.error!r}")
+
+
+def _errors_by_group(result):
+    """delete_groups answers {group: error name} (3.0) or [(group, error)] (older releases)."""
+    if isinstance(result, dict):
+        return {g: (e if isinstance(e, str) else type(e).__name__) for g, e in result.items()}
+    return {g: (type(e).__name__ if e is not None else "OK") for g, e in result}
+
+
+@check("kp_group_two_consumers_commit_resume_admin")
+def kp_group_two_consumers_commit_resume_admin(ctx):
+    """Two subscribed KafkaConsumers (range assignor) share a 4-partition topic, each record is
+    read once by the pair, commit() stores their positions, a third consumer in the group
+    resumes after them; KafkaAdminClient lists, describes and fetches the group's offsets, and
+    deletes it only once its consumers have left."""
+    _need()
+    topic = ctx.topic("kp-grp")
+    group = f"{topic}-g"
+    parts, per = 4, 25
+    a = admin(ctx)
+    members = []
+    try:
+        a.create_topics({topic: {"num_partitions": parts, "replication_factor": 1}})
+        members = [_Member(ctx, group, topic, f"kp-m{i}") for i in range(2)]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            sets = [m.assigned for m in members]
+            if all(sets) and not sets[0] & sets[1] and sets[0] | sets[1] == set(range(parts)):
+                break
+            errs = [m.error for m in members if m.error is not None]
+            assert not errs, f"consumer failed while joining: {errs[0]!r}"
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"no stable split of {parts} partitions within 30s: assignments {[sorted(s) for s in sets]}")
+        split = [sorted(s) for s in sets]
+
+        # Produced after the group settled, so no rebalance can hand a partition over mid-read.
+        p = producer(ctx)
+        try:
+            for q in range(parts):
+                for i in range(per):
+                    p.send(topic, partition=q, value=f"v-{q}-{i}".encode())
+            p.flush(timeout=TIMEOUT)
+        finally:
+            p.close(timeout=5)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sum(len(m.records) for m in members) < parts * per:
+            time.sleep(0.1)
+        time.sleep(0.5)  # a duplicate delivered late would show up here
+        for m in members:
+            m.halt()
+        for i, m in enumerate(members):
+            wrong = {r.partition for r in m.records} - set(split[i])
+            assert not wrong, f"consumer {i} (assigned {split[i]}) read partitions {sorted(wrong)}"
+        got = [(r.partition, r.offset, r.value) for m in members for r in m.records]
+        want = {(q, i, f"v-{q}-{i}".encode()) for q in range(parts) for i in range(per)}
+        assert len(got) == len(set(got)), f"{len(got) - len(set(got))} record(s) read twice"
+        assert set(got) == want, f"the pair read {len(set(got))} distinct records, want {len(want)}"
+
+        for m in members:
+            m.c.commit()
+        listed = {g["group_id"]: g for g in a.list_groups()}
+        assert group in listed, f"list_groups lacks {group}: {sorted(listed)[:10]}"
+        assert listed[group]["group_state"] == "Stable", f"list_groups: {listed[group]}"
+        assert listed[group]["protocol_type"] == "consumer", f"list_groups: {listed[group]}"
+        d = a.describe_groups([group])[group]
+        assert d["error"] is None and d["group_state"] == "Stable", f"describe_groups: state {d['group_state']}, error {d['error']}"
+        assert d["protocol_type"] == "consumer" and d["protocol_data"] == "range", \
+            f"describe_groups: protocol {d['protocol_type']}/{d['protocol_data']}, want consumer/range"
+        described = {}
+        for mem in d["members"]:
+            assert mem["member_metadata"]["topics"] == [topic], f"member subscription {mem['member_metadata']}"
+            [ta] = mem["member_assignment"]["assigned_partitions"]
+            assert ta["topic"] == topic, f"member assignment {mem['member_assignment']}"
+            described[mem["client_id"]] = sorted(ta["partitions"])
+        assert described == {f"kp-m{i}": split[i] for i in range(2)}, f"describe_groups assignments {described}, consumers hold {split}"
+        offs = a.list_group_offsets({group: None})[group]
+        got_offs = {tp.partition: om.offset for tp, om in offs.items() if tp.topic == topic}
+        assert got_offs == {q: per for q in range(parts)}, f"list_group_offsets {got_offs}, want {per} for each partition"
+        res = _errors_by_group(a.delete_groups([group]))
+        assert res.get(group) == "NonEmptyGroupError", f"delete_groups of a group with 2 members: {res}"
+
+        for m in members:
+            m.c.close()
+        members = []
+        d = a.describe_groups([group])[group]
+        assert d["group_state"] == "Empty" and d["members"] == [], f"after close: state {d['group_state']}, {len(d['members'])} members"
+
+        # A new member resumes after the committed offsets.
+        p = producer(ctx)
+        try:
+            for q in range(parts):
+                p.send(topic, partition=q, value=f"new-{q}".encode())
+            p.flush(timeout=TIMEOUT)
+        finally:
+            p.close(timeout=5)
+        c = group_consumer(ctx, group, "kp-m3")
+        try:
+            c.subscribe([topic])
+            got = []
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and len(got) < parts:
+                for _tp, recs in c.poll(timeout_ms=5000).items():
+                    got.extend((r.partition, r.offset, r.value) for r in recs)
+            for _tp, recs in c.poll(timeout_ms=500).items():
+                got.extend((r.partition, r.offset, r.value) for r in recs)
+            want = [(q, per, f"new-{q}".encode()) for q in range(parts)]
+            assert sorted(got) == want, f"new member read {sorted(got)[:6]}, want only the {parts} records after the commits"
+            c.commit()
+        finally:
+            c.close()
+
+        res = _errors_by_group(a.delete_groups([group]))
+        assert res.get(group) == "OK", f"delete_groups after the consumers left: {res}"
+        assert group not in {g["group_id"] for g in a.list_groups()}, "deleted group still listed"
+        offs = a.list_group_offsets({group: None})[group]
+        assert not offs, f"deleted group still has offsets {offs}"
+    finally:
+        for m in members:
+            m.stop = True
+        for m in members:
+            m.thread.join(timeout=10)
+            m.c.close()
+        a.close()
+    return f"split {split[0]} / {split[1]}, resume at {per}, delete refused then done"

@@ -182,3 +182,180 @@ def kcat_broker_flags(ctx):
     r = run_cmd([kcat_bin(), "-b", b.bootstrap, "-L", "-J"])
     assert json.loads(r.stdout)["topics"] == [], "a topic was created with --auto-create-topics false"
     return "num.partitions=3 honoured; auto-create off refused"
+
+
+# ---------------------------------------------------------------------------
+# Consumer groups: kcat -G (librdkafka 2.0 balanced consumer, classic protocol, range assignor)
+# ---------------------------------------------------------------------------
+
+GROUP_FMT = "%p %o %s\\n"
+
+
+def create_topic_raw(ctx, name, partitions):
+    """CreateTopics v2 over a raw socket (kcat cannot create a topic with several partitions)."""
+    import socket
+    import struct
+
+    from harness import kstring, recv_frame, request_frame
+
+    body = (struct.pack(">i", 1) + kstring(name) + struct.pack(">ihii", partitions, 1, 0, 0)
+            + struct.pack(">i", 10000) + b"\x00")  # timeout_ms, validate_only=false
+    with socket.create_connection(("127.0.0.1", ctx.port), timeout=15) as s:
+        s.settimeout(15)
+        s.sendall(request_frame(19, 2, 1, body))
+        f = recv_frame(s)
+    # corr id, throttle_time_ms, [name, error_code, error_message]
+    (n,) = struct.unpack_from(">i", f, 8)
+    (ln,) = struct.unpack_from(">h", f, 12)
+    got = f[14:14 + ln].decode()
+    (err,) = struct.unpack_from(">h", f, 14 + ln)
+    assert n == 1 and got == name, f"CreateTopics answer names {got!r}"
+    assert err == 0, f"CreateTopics({name}, {partitions} partitions): error {err}"
+
+
+def produce_per_partition(ctx, topic, partitions, per_partition, prefix):
+    """`per_partition` records `<prefix><p>-<i>` into each partition (kcat -p)."""
+    for q in range(partitions):
+        lines = [f"k:{prefix}{q}-{i}" for i in range(per_partition)]
+        produce(ctx, topic, lines, "-p", str(q))
+
+
+def parse_group_output(out):
+    """[(partition, offset, value)] from `-f '%p %o %s\\n'` output."""
+    rows = []
+    for line in out.splitlines():
+        p, o, v = line.split(" ", 2)
+        rows.append((int(p), int(o), v))
+    return rows
+
+
+def group_consumers(ctx, group, topic, count, timeout=45.0, expect_records=None):
+    """Runs `count` `kcat -G group topic -e` processes at once (auto.offset.reset=earliest,
+    auto commit on). kcat 1.7 exits by itself once every assigned partition is at its end; a
+    process still running `timeout` seconds after the start (or 10 s after `expect_records`
+    records were read by all of them together) gets SIGTERM, on which kcat also closes the
+    consumer cleanly (final commit, LeaveGroup). Returns [(rows, stderr, exited_by_itself)]."""
+    import os
+    import signal
+    import subprocess
+    import tempfile
+    import time
+
+    tmp = tempfile.mkdtemp(prefix="spate-kcat-g-")
+    procs = []
+    try:
+        for i in range(count):
+            out = open(os.path.join(tmp, f"out{i}"), "wb")
+            err = open(os.path.join(tmp, f"err{i}"), "wb")
+            cmd = [kcat_bin(), "-b", ctx.bootstrap, "-G", group, "-X", "auto.offset.reset=earliest",
+                   "-X", "session.timeout.ms=10000", "-e", "-f", GROUP_FMT, topic]
+            ctx.log(" ".join(cmd))
+            procs.append((subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err), out, err, i))
+        start = time.monotonic()
+        deadline = start + timeout
+        seen_all_at = None
+
+        def lines_read():
+            n = 0
+            for i in range(count):
+                with open(os.path.join(tmp, f"out{i}"), "rb") as f:
+                    n += f.read().count(b"\n")
+            return n
+
+        while time.monotonic() < deadline and any(p.poll() is None for p, *_ in procs):
+            if expect_records is not None and seen_all_at is None and lines_read() >= expect_records:
+                seen_all_at = time.monotonic()
+            if seen_all_at is not None and time.monotonic() > seen_all_at + 10:
+                break
+            time.sleep(0.1)
+        results = []
+        for p, out, err, i in procs:
+            by_itself = p.poll() is not None
+            if not by_itself:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(timeout=5)
+            out.close()
+            err.close()
+            with open(os.path.join(tmp, f"out{i}"), "rb") as f:
+                rows = parse_group_output(f.read().decode("utf-8", "replace"))
+            with open(os.path.join(tmp, f"err{i}"), "rb") as f:
+                stderr = f.read().decode("utf-8", "replace")
+            if by_itself:
+                assert p.returncode == 0, f"kcat -G #{i} exited {p.returncode}: {stderr.strip()[-400:]}"
+            assert "ERROR" not in stderr, f"kcat -G #{i} reported: {stderr.strip()[-400:]}"
+            results.append((rows, stderr, by_itself))
+        ctx.log(f"kcat -G x{count} took {time.monotonic() - start:.1f}s")
+        return results
+    finally:
+        for p, out, err, _i in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=5)
+            out.close()
+            err.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def assigned_lines(stderr):
+    return [ln.strip() for ln in stderr.splitlines() if "rebalanced" in ln]
+
+
+@check("kcat_group_consume_and_resume")
+def kcat_group_consume_and_resume(ctx):
+    """kcat -G (JoinGroup/SyncGroup/OffsetFetch, auto commit) reads every record of a
+    4-partition topic produced beforehand; the offsets it commits when it exits make the next
+    run in the same group read only what was produced since, and a third run read nothing."""
+    topic = ctx.topic("kcat-grp")
+    group = f"{topic}-g"
+    parts, per = 4, 25
+    create_topic_raw(ctx, topic, parts)
+    produce_per_partition(ctx, topic, parts, per, "old-")
+
+    [(rows, err, by_itself)] = group_consumers(ctx, group, topic, 1, expect_records=parts * per)
+    want = {(q, i, f"old-{q}-{i}") for q in range(parts) for i in range(per)}
+    assert len(rows) == len(set(rows)), f"first run read {len(rows) - len(set(rows))} record(s) twice"
+    assert set(rows) == want, (f"first run read {len(rows)} records, want {len(want)}; missing e.g. "
+                               f"{sorted(want - set(rows))[:3]}, unexpected {sorted(set(rows) - want)[:3]}; "
+                               f"{assigned_lines(err)}")
+    exited = [by_itself]
+
+    produce_per_partition(ctx, topic, parts, 1, "new-")
+    [(rows, err, by_itself)] = group_consumers(ctx, group, topic, 1, expect_records=parts)
+    want = {(q, per, f"new-{q}-0") for q in range(parts)}
+    assert sorted(rows) == sorted(want), (f"second run in the same group read {sorted(rows)[:8]}, want only the "
+                                          f"{parts} new records at offset {per} (committed offsets not resumed); "
+                                          f"{assigned_lines(err)}")
+    exited.append(by_itself)
+
+    [(rows, err, by_itself)] = group_consumers(ctx, group, topic, 1, timeout=30)
+    assert rows == [], f"third run read {len(rows)} record(s), want none: first {rows[:3]}"
+    exited.append(by_itself)
+    how = "exited at EOF (-e)" if all(exited) else f"exited by itself: {exited}, else SIGTERM"
+    return f"{parts * per} records, then {parts} new, then 0; kcat {how}"
+
+
+@check("kcat_group_two_members_split")
+def kcat_group_two_members_split(ctx):
+    """Two kcat -G processes started together in one group split a 4-partition topic (range
+    assignor, one generation thanks to the initial rebalance delay): each reads a disjoint,
+    non-empty set of partitions, together every record exactly once."""
+    topic = ctx.topic("kcat-grp2")
+    group = f"{topic}-g"
+    parts, per = 4, 25
+    create_topic_raw(ctx, topic, parts)
+    produce_per_partition(ctx, topic, parts, per, "v-")
+    res = group_consumers(ctx, group, topic, 2, expect_records=parts * per)
+    sets = [{p for p, _o, _v in rows} for rows, _e, _b in res]
+    diag = "; ".join(f"#{i}: {assigned_lines(e)}" for i, (_r, e, _b) in enumerate(res))
+    assert all(sets), f"a member read nothing: partitions read {sets}; {diag}"
+    assert not sets[0] & sets[1], f"both members read partitions {sorted(sets[0] & sets[1])}; {diag}"
+    rows = res[0][0] + res[1][0]
+    want = {(q, i, f"v-{q}-{i}") for q in range(parts) for i in range(per)}
+    assert len(rows) == len(set(rows)), f"{len(rows) - len(set(rows))} record(s) read twice; {diag}"
+    assert set(rows) == want, f"read {len(set(rows))} distinct records, want {len(want)}; {diag}"
+    how = "both exited at EOF" if all(b for *_x, b in res) else "stopped with SIGTERM"
+    return f"partitions {sorted(sets[0])} / {sorted(sets[1])}, {len(rows)} records; {how}"
