@@ -335,7 +335,8 @@ impl Group {
         if let Some(old) = member.join_token.replace(j.token) {
             out.push(join_error(old, ResponseError::RebalanceInProgress.code(), &member_id));
         }
-        if self.protocol_type.is_none() {
+        if self.members.len() == 1 {
+            // The first member (of a new or emptied group) sets the type; it outlives emptying.
             self.protocol_type = Some(j.protocol_type);
         }
         if self.state != GroupState::PreparingRebalance {
@@ -490,7 +491,6 @@ impl Group {
         self.state = GroupState::Empty;
         self.generation += 1;
         self.protocol = None;
-        self.protocol_type = None;
         self.leader = None;
     }
 
@@ -641,11 +641,13 @@ impl Group {
     pub fn restore(id: String, config: GroupConfig, snap: GroupSnapshot, now: i64) -> Group {
         let mut g = Group::new(id, config);
         g.generation = snap.generation;
+        if !snap.protocol_type.is_empty() {
+            g.protocol_type = Some(snap.protocol_type);
+        }
         if snap.members.is_empty() {
             return g;
         }
         g.state = GroupState::Stable;
-        g.protocol_type = Some(snap.protocol_type);
         let protocol = snap.protocol.unwrap_or_default();
         for m in snap.members {
             let seq = g.fresh_seq();

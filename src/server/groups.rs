@@ -494,7 +494,11 @@ impl Groups {
         match entries.get(group_id) {
             Some(e) if e.group.has_members() => not_found(format!("Group {group_id} is not a consumer group.")),
             Some(Entry { consumer: Some(c), .. }) => Ok(c.describe()),
-            Some(e) if !e.offsets.is_empty() => Ok(ConsumerGroup::new(group_id.to_string(), self.consumer_config.clone()).describe()),
+            // A group that never had consumer-protocol members is a classic group, even when
+            // empty: Kafka says so, and clients then fall back to DescribeGroups.
+            Some(e) if !e.offsets.is_empty() || e.group.protocol_type().is_some() => {
+                not_found(format!("Group {group_id} is not a consumer group."))
+            }
             _ => not_found(format!("Group {group_id} not found.")),
         }
     }
