@@ -19,7 +19,7 @@ out=perf/results/$(date -u +%Y-%m-%d)-${commit}.md
 mkdir -p perf/results
 data=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-target/release/spate serve --listen 127.0.0.1:$port --data-dir "$data" --cores 1 2>"$data.log" &
+target/release/spate serve --listen 127.0.0.1:$port --admin-listen 127.0.0.1:0 --data-dir "$data" --cores 1 2>"$data.log" &
 broker=$!
 trap 'rc=$?; kill $broker 2>/dev/null; wait $broker 2>/dev/null || true; rm -rf "$data" "$data.log"; exit $rc' EXIT
 for _ in $(seq 100); do grep -q "spate ready" "$data.log" && break; sleep 0.1; done

@@ -88,6 +88,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Kafka's `connections.max.idle.ms`.
     pub connections_max_idle_ms: i64,
+    /// The admin HTTP listener (`/metrics`, `/v1/...`).
+    pub admin_listen: SocketAddr,
 }
 
 /// Broker-wide defaults for topic-level settings (Kafka's `log.*` broker keys).
@@ -190,6 +192,10 @@ pub struct ServeArgs {
     /// (Kafka `connections.max.idle.ms`) [default: 600000].
     #[arg(long, env = "SPATE_CONNECTIONS_MAX_IDLE_MS")]
     pub connections_max_idle_ms: Option<i64>,
+    /// Address of the admin HTTP listener: /metrics (Prometheus), /v1/health, /v1/ready,
+    /// /v1/status, /v1/config [default: 127.0.0.1:9644].
+    #[arg(long, env = "SPATE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// The same settings as [`ServeArgs`], as read from the TOML file. Unknown keys are refused.
@@ -218,6 +224,7 @@ struct FileConfig {
     group_consumer_heartbeat_interval_ms: Option<i32>,
     max_connections: Option<usize>,
     connections_max_idle_ms: Option<i64>,
+    admin_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -321,6 +328,10 @@ impl Config {
             log_cleaner_backoff_ms,
             max_connections,
             connections_max_idle_ms,
+            admin_listen: args
+                .admin_listen
+                .or(file.admin_listen)
+                .unwrap_or_else(|| "127.0.0.1:9644".parse().expect("literal address")),
             listen,
             advertised_host,
             advertised_port,

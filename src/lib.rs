@@ -11,6 +11,7 @@
 //!   handler file per Kafka API.
 //! - [`admin`]: `spate group ...`, consumer-group administration over the Kafka protocol (a
 //!   blocking client in `io::client`); works against any Kafka-compatible broker.
+//! - [`metrics`]: Prometheus metrics and the admin HTTP endpoints (`/metrics`, `/v1/...`).
 //! - [`cli`]: the `spate` command line.
 
 pub mod admin;
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod coordinator;
 pub mod io;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod storage;

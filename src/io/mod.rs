@@ -6,11 +6,13 @@
 //! glommio is unmaintained upstream; see DESIGN.md for why the swap is expected.
 //!
 //! [`client`] is the exception to "runtime": a blocking std-socket Kafka client for the `spate
-//! group` command line, which runs no executor.
+//! group` command line, which runs no executor. [`http`] is the admin HTTP listener, a plain thread
+//! beside the executors.
 
 pub mod client;
 pub mod file;
 pub mod fs;
+pub mod http;
 pub mod mesh;
 pub mod net;
 pub mod rt;

@@ -39,7 +39,8 @@ struct Counted;
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        OPEN.fetch_sub(1, Ordering::Relaxed);
+        let open = OPEN.fetch_sub(1, Ordering::Relaxed) - 1;
+        crate::metrics::set_open_connections(open);
     }
 }
 
@@ -66,7 +67,10 @@ impl Budget {
 pub async fn run(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter, peer: SocketAddr) {
     let open = OPEN.fetch_add(1, Ordering::Relaxed) + 1;
     let _counted = Counted;
+    crate::metrics::set_open_connections(open);
+    crate::metrics::connection_opened();
     if open > shard.config.max_connections {
+        crate::metrics::connection_refused();
         tracing::warn!(%peer, open, limit = shard.config.max_connections, "too many connections (max_connections); closing the new one");
         return;
     }

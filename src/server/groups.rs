@@ -503,6 +503,22 @@ impl Groups {
         }
     }
 
+    /// For metrics: every committed offset (group, topic, partition, offset) and the number of
+    /// groups with members or offsets.
+    pub fn metrics_snapshot(&self) -> (Vec<(String, String, i32, i64)>, usize) {
+        let entries = self.entries.borrow();
+        let mut committed = Vec::new();
+        let mut groups = 0;
+        for (id, e) in entries.iter() {
+            let members = e.group.has_members() || e.consumer.as_ref().is_some_and(|c| c.has_members());
+            if members || !e.offsets.is_empty() {
+                groups += 1;
+            }
+            committed.extend(e.offsets.iter().map(|((t, p), c)| (id.clone(), t.clone(), *p, c.offset)));
+        }
+        (committed, groups)
+    }
+
     /// Committed offsets of a group: those asked for, or all when `wanted` is `None`.
     pub fn fetch(&self, group_id: &str, wanted: Option<Vec<(String, i32)>>) -> Vec<((String, i32), Option<Committed>)> {
         let entries = self.entries.borrow();

@@ -43,6 +43,16 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         listen = %config.listen, cores = config.cores, data_dir = %config.data_dir.display(),
         topics = topics.len(), "starting spate {}", env!("CARGO_PKG_VERSION")
     );
+    crate::metrics::init(crate::metrics::StatusInfo {
+        node_id: config.node_id,
+        cores: config.cores,
+        listen: config.listen.to_string(),
+        data_dir: config.data_dir.display().to_string(),
+        config: config.broker_entries(),
+    });
+    let admin = crate::io::http::serve(config.admin_listen, crate::metrics::route)
+        .map_err(|e| anyhow::anyhow!("cannot bind the admin listener {} (--admin-listen): {e}", config.admin_listen))?;
+    tracing::info!(admin = %admin, "admin HTTP listening: /metrics /v1/health /v1/ready /v1/status /v1/config");
     let config = Arc::new(config);
     let image = Arc::new(MetadataImage::new(topics));
     let seed = MeshSeed::new(config.cores);
@@ -65,6 +75,7 @@ async fn run_shard(
 ) -> anyhow::Result<()> {
     let mesh = Mesh::join(seed).await?;
     let core = mesh.core();
+    crate::metrics::set_core(core);
     let shard = Shard::install(core, config.clone(), cluster_id, mesh);
     let recovered = match SegmentFile::prime_device_probe(&config.data_dir, core).await {
         Ok(()) => shard.install_image(image).await,
@@ -92,6 +103,7 @@ async fn run_shard(
     shard.mesh.serve();
     let listener = Listener::bind(config.listen).map_err(|e| anyhow::anyhow!("core {core}: listening on {}: {e}", config.listen))?;
     if core == 0 {
+        crate::metrics::set_ready();
         tracing::info!(listen = %config.listen, "spate ready: accepting Kafka clients");
     }
     rt::spawn(housekeeping()).detach();
@@ -119,6 +131,7 @@ async fn housekeeping() {
     let cleaner_backoff = shard::current().config.log_cleaner_backoff_ms;
     let mut next_expiry = crate::storage::now_ms() + interval;
     let mut next_clean = crate::storage::now_ms() + cleaner_backoff;
+    let mut next_publish = 0;
     loop {
         rt::sleep(Duration::from_millis(100)).await;
         shard::current().groups.tick();
@@ -126,6 +139,10 @@ async fn housekeeping() {
         if now >= next_expiry {
             next_expiry = now + interval;
             shard::current().groups.expire_offsets(now).await;
+        }
+        if now >= next_publish {
+            next_publish = now + 1000;
+            publish_metrics();
         }
         if now >= next_clean {
             next_clean = now + cleaner_backoff;
@@ -144,4 +161,29 @@ async fn housekeeping() {
             }
         }
     }
+}
+
+/// This core's partitions and groups, for the metrics gauges (see [`crate::metrics`]).
+fn publish_metrics() {
+    let shard = shard::current();
+    let partitions = shard
+        .partitions_named()
+        .into_iter()
+        .map(|((topic, partition), log)| {
+            let o = log.offsets();
+            let d = log.disk_stats();
+            crate::metrics::PartitionStat {
+                topic,
+                partition,
+                log_start: o.log_start,
+                high_watermark: o.high_watermark,
+                log_end: o.log_end,
+                segments: d.segments,
+                disk_bytes: d.bytes,
+                cache_bytes: d.cache_bytes,
+            }
+        })
+        .collect();
+    let (committed, groups) = shard.groups.metrics_snapshot();
+    crate::metrics::publish_core(shard.core, crate::metrics::CoreSnapshot { partitions, committed, groups });
 }

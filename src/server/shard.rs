@@ -94,6 +94,11 @@ impl Shard {
         self.partitions.borrow().values().map(|(_, l)| l.clone()).collect()
     }
 
+    /// This core's partitions with their names.
+    pub fn partitions_named(&self) -> Vec<((String, i32), Rc<PartitionLog>)> {
+        self.partitions.borrow().iter().map(|(k, (_, l))| (k.clone(), l.clone())).collect()
+    }
+
     /// Runs `f` on `core` (inline when it is this core) and returns its result.
     pub async fn invoke_on<R, F, Fut>(&self, core: usize, f: F) -> R
     where
@@ -101,6 +106,9 @@ impl Shard {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = R> + 'static,
     {
+        if core != self.core {
+            crate::metrics::cross_core();
+        }
         self.mesh.invoke_on(core, f).await
     }
 

@@ -140,6 +140,14 @@ struct State {
     producers: ProducerStates,
 }
 
+/// A partition's footprint, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct DiskStats {
+    pub segments: usize,
+    pub bytes: u64,
+    pub cache_bytes: u64,
+}
+
 /// Counters of the I/O a log has done since it was opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogStats {
@@ -319,6 +327,16 @@ impl PartitionLog {
             high_watermark: st.high_watermark,
             log_end: st.log_end,
             durable: st.durable,
+        }
+    }
+
+    /// Segment files, their bytes, and bytes of recent batches kept in memory.
+    pub fn disk_stats(&self) -> DiskStats {
+        let st = self.st.borrow();
+        DiskStats {
+            segments: st.segments.len(),
+            bytes: st.segments.values().map(|s| s.size).sum(),
+            cache_bytes: st.cache_bytes as u64,
         }
     }
 
@@ -562,8 +580,10 @@ impl PartitionLog {
                 continue;
             };
             let mut reset = FlagReset { log: self, flag: |s| &mut s.syncing, armed: true };
+            let (started, covered) = (std::time::Instant::now(), target - self.st.borrow().durable);
             let result = file.sync().await;
             reset.armed = false;
+            crate::metrics::fsync(started.elapsed().as_secs_f64(), covered.max(0) as u64);
             {
                 let mut st = self.st.borrow_mut();
                 st.syncing = false;

@@ -86,6 +86,7 @@ class Broker:
                 "--listen", self.bootstrap,
                 "--data-dir", data,
                 "--cores", str(self.cores),
+                "--admin-listen", "127.0.0.1:0",
             ] + self.extra_args
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=self._log_file,

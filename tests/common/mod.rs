@@ -23,6 +23,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 pub struct Broker {
     child: Option<Child>,
     pub port: u16,
+    /// The admin HTTP port (`/metrics`, `/v1/...`).
+    pub admin_port: u16,
     dir: tempfile::TempDir,
     args: Vec<String>,
     starts: usize,
@@ -38,6 +40,7 @@ impl Broker {
         let mut b = Broker {
             child: None,
             port: free_port(),
+            admin_port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             args: extra.iter().map(|s| s.to_string()).collect(),
             starts: 0,
@@ -73,6 +76,11 @@ impl Broker {
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(if self.args.iter().any(|a| a == "--cores") { vec![] } else { vec!["--cores", "2"] })
+            .args(if self.args.iter().any(|a| a == "--admin-listen") {
+                vec![]
+            } else {
+                vec!["--admin-listen".to_string(), format!("127.0.0.1:{}", self.admin_port)]
+            })
             .args(&self.args)
             .env("RUST_LOG", std::env::var("SPATE_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())

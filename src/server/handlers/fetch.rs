@@ -93,11 +93,19 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
     let mut results = results.into_iter();
     let mut resp = FetchResponse::default();
     for t in req.topics {
+        let name = if version >= 13 { image.topic_by_id(&t.topic_id).map(|m| m.name.clone()) } else { Some(t.topic.0.to_string()) };
         let mut tr = FetchableTopicResponse::default().with_topic(t.topic).with_topic_id(t.topic_id);
         for p in t.partitions {
             let r = results.next().expect("one result per partition");
             let records = if sent > 0 && sent + r.records.len() > max_bytes { Bytes::new() } else { r.records };
             sent += records.len();
+            if let Some(name) = &name {
+                crate::metrics::fetched(name, records.len() as u64);
+            }
+            if r.error != 0 {
+                let name = crate::protocol::ResponseError::try_from_code(r.error).map(|e| format!("{e:?}"));
+                crate::metrics::error("Fetch", name.as_deref().unwrap_or("Unknown"));
+            }
             tr.partitions.push(
                 PartitionData::default()
                     .with_partition_index(p.partition)

@@ -99,7 +99,13 @@ pub async fn respond(
     peer: std::net::SocketAddr,
 ) -> Result<Option<BytesMut>, String> {
     let corr = header.correlation_id;
-    match dispatch(shard, key, &header, body, peer).await? {
+    let started = std::time::Instant::now();
+    let answer = dispatch(shard, key, &header, body, peer).await;
+    crate::metrics::request(key as i16, api_name(key), started.elapsed().as_secs_f64());
+    if answer.is_err() {
+        crate::metrics::error(api_name(key), "CONNECTION_CLOSED");
+    }
+    match answer? {
         None => Ok(None),
         Some((resp, version)) => frame::encode_response(key, version, corr, &resp)
             .map(Some)
@@ -166,6 +172,36 @@ async fn dispatch(
         other => unreachable!("{key:?} is in SUPPORTED but has no handler arm: {other:?}"),
     };
     Ok(resp.map(|r| (r, v)))
+}
+
+/// The API's name as Kafka spells it ("Produce", "Fetch", ...), for metrics labels.
+pub fn api_name(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
+        ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
+        _ => "Other",
+    }
 }
 
 /// The Kafka error code for a log error.

@@ -63,8 +63,18 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> Opt
         }
     }
     let wait_durable = acks == -1;
-    let results = on_partitions(shard, work, move |log, batches: Vec<(Bytes, BatchHeader)>| async move {
-        log.append(&batches, wait_durable).await.map_err(|e| (super::log_error_code(&e), e.to_string()))
+    let work: Vec<_> = work
+        .into_iter()
+        .map(|w| PartWork { slot: w.slot, partition: w.partition, data: (w.topic.clone(), w.data), topic: w.topic })
+        .collect();
+    let results = on_partitions(shard, work, move |log, (topic, batches): (String, Vec<(Bytes, BatchHeader)>)| async move {
+        let r = log.append(&batches, wait_durable).await.map_err(|e| (super::log_error_code(&e), e.to_string()));
+        if r.is_ok() {
+            let bytes = batches.iter().map(|(b, _)| b.len() as u64).sum();
+            let records = batches.iter().map(|(_, h)| h.records_count.max(0) as u64).sum();
+            crate::metrics::produced(&topic, bytes, records);
+        }
+        r
     })
     .await;
     for (slot, r) in results {
@@ -88,6 +98,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> Opt
                     }
                 }
                 Err((code, msg)) => {
+                    crate::metrics::error("Produce", &format!("{code:?}"));
                     pr.error_code = code.code();
                     pr.base_offset = -1;
                     if version >= 8 {

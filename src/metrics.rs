@@ -1,0 +1,478 @@
+//! Prometheus metrics (prometheus-client) and the admin HTTP endpoints that serve them.
+//!
+//! Two kinds of metric:
+//! - counters and histograms updated on the hot path: each core keeps its own handle per label
+//!   set (a `core` label), cached in a thread-local, so an update is an atomic add on a value no
+//!   other core writes: no lock, no allocation, no shared cache line;
+//! - gauges of state (offsets, segments, bytes on disk, group lag, partitions per core): every
+//!   core publishes a snapshot of its partitions and groups once a second
+//!   ([`publish_core`]); a scrape reads the snapshots on the admin thread and never touches a
+//!   core, so scrapes cannot slow clients down. Gauges are at most a second old.
+//!
+//! Endpoints (see [`route`]): `/metrics` (Prometheus text format 0.0.4), `/v1/health`,
+//! `/v1/ready`, `/v1/status`, `/v1/config`.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex, OnceLock};
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::io::http::Response;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiCore {
+    api: String,
+    core: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CoreLabel {
+    core: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicCore {
+    topic: String,
+    core: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiCode {
+    api: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Partition {
+    topic: String,
+    partition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupPartition {
+    group: String,
+    topic: String,
+    partition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Version {
+    version: String,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    // 10 us .. ~42 s
+    exponential_buckets(0.000_01, 2.0, 23)
+}
+
+struct Long {
+    registry: Registry,
+    requests: Family<ApiCore, Counter>,
+    request_seconds: Family<ApiCore, Histogram, fn() -> Histogram>,
+    errors: Family<ApiCode, Counter>,
+    bytes_in: Family<TopicCore, Counter>,
+    records_in: Family<TopicCore, Counter>,
+    bytes_out: Family<TopicCore, Counter>,
+    fsync_seconds: Family<CoreLabel, Histogram, fn() -> Histogram>,
+    fsync_bytes: Family<CoreLabel, Histogram, fn() -> Histogram>,
+    cross_core: Family<CoreLabel, Counter>,
+    connections_opened: Counter,
+    connections_refused: Counter,
+}
+
+static LONG: LazyLock<Long> = LazyLock::new(|| {
+    let mut registry = Registry::default();
+    let requests = Family::<ApiCore, Counter>::default();
+    let request_seconds: Family<ApiCore, Histogram, fn() -> Histogram> =
+        Family::new_with_constructor(|| Histogram::new(latency_buckets()));
+    let errors = Family::<ApiCode, Counter>::default();
+    let bytes_in = Family::<TopicCore, Counter>::default();
+    let records_in = Family::<TopicCore, Counter>::default();
+    let bytes_out = Family::<TopicCore, Counter>::default();
+    let fsync_seconds: Family<CoreLabel, Histogram, fn() -> Histogram> =
+        Family::new_with_constructor(|| Histogram::new(latency_buckets()));
+    let fsync_bytes: Family<CoreLabel, Histogram, fn() -> Histogram> =
+        Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 4.0, 12)));
+    let cross_core = Family::<CoreLabel, Counter>::default();
+    let connections_opened = Counter::default();
+    let connections_refused = Counter::default();
+    registry.register("spate_requests", "Kafka requests handled, by API and core", requests.clone());
+    registry.register(
+        "spate_request_duration_seconds",
+        "Time from a request's decode to its encoded response, by API and core",
+        request_seconds.clone(),
+    );
+    registry.register("spate_errors", "Error codes answered, by API and Kafka error name", errors.clone());
+    registry.register("spate_produced_bytes", "Record batch bytes appended, by topic and core", bytes_in.clone());
+    registry.register("spate_produced_records", "Records appended, by topic and core", records_in.clone());
+    registry.register("spate_fetched_bytes", "Record bytes returned to fetches, by topic and core", bytes_out.clone());
+    registry.register("spate_fsync_duration_seconds", "fdatasync latency of segment files, by core", fsync_seconds.clone());
+    registry.register("spate_fsync_covered_records", "Records made durable by one fdatasync (group commit), by core", fsync_bytes.clone());
+    registry.register("spate_cross_core_requests", "Jobs sent to another core, by sending core", cross_core.clone());
+    registry.register("spate_connections_opened", "Client connections accepted", connections_opened.clone());
+    registry.register("spate_connections_refused", "Client connections closed at once (max_connections)", connections_refused.clone());
+    Long {
+        registry,
+        requests,
+        request_seconds,
+        errors,
+        bytes_in,
+        records_in,
+        bytes_out,
+        fsync_seconds,
+        fsync_bytes,
+        cross_core,
+        connections_opened,
+        connections_refused,
+    }
+});
+
+thread_local! {
+    /// This core's handles, by API key.
+    static API: RefCell<HashMap<i16, (Counter, Histogram)>> = RefCell::new(HashMap::new());
+    static CORE: RefCell<Option<(u32, Histogram, Histogram, Counter)>> = const { RefCell::new(None) };
+    static TOPIC: RefCell<HashMap<String, (Counter, Counter, Counter)>> = RefCell::new(HashMap::new());
+}
+
+fn core_id() -> u32 {
+    CURRENT_CORE.with(|c| c.get())
+}
+
+thread_local! {
+    static CURRENT_CORE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Called once on each core's thread at start.
+pub fn set_core(core: usize) {
+    CURRENT_CORE.with(|c| c.set(core as u32));
+}
+
+/// One request handled: its API (key and name) and how long it took.
+pub fn request(api_key: i16, api_name: &str, seconds: f64) {
+    API.with(|m| {
+        let mut m = m.borrow_mut();
+        let (c, h) = m.entry(api_key).or_insert_with(|| {
+            let l = ApiCore { api: api_name.to_string(), core: core_id() };
+            (LONG.requests.get_or_create(&l).clone(), LONG.request_seconds.get_or_create(&l).clone())
+        });
+        c.inc();
+        h.observe(seconds);
+    });
+}
+
+/// An error code answered (not the common "none").
+pub fn error(api_name: &str, code_name: &str) {
+    LONG.errors.get_or_create(&ApiCode { api: api_name.to_string(), code: code_name.to_string() }).inc();
+}
+
+fn topic_handles<R>(topic: &str, f: impl FnOnce(&(Counter, Counter, Counter)) -> R) -> R {
+    TOPIC.with(|m| {
+        let mut m = m.borrow_mut();
+        if !m.contains_key(topic) {
+            let l = TopicCore { topic: topic.to_string(), core: core_id() };
+            let h = (
+                LONG.bytes_in.get_or_create(&l).clone(),
+                LONG.records_in.get_or_create(&l).clone(),
+                LONG.bytes_out.get_or_create(&l).clone(),
+            );
+            m.insert(topic.to_string(), h);
+        }
+        f(&m[topic])
+    })
+}
+
+pub fn produced(topic: &str, bytes: u64, records: u64) {
+    topic_handles(topic, |(b, r, _)| {
+        b.inc_by(bytes);
+        r.inc_by(records);
+    });
+}
+
+pub fn fetched(topic: &str, bytes: u64) {
+    if bytes > 0 {
+        topic_handles(topic, |(_, _, o)| {
+            o.inc_by(bytes);
+        });
+    }
+}
+
+fn core_handles<R>(f: impl FnOnce(&(u32, Histogram, Histogram, Counter)) -> R) -> R {
+    CORE.with(|c| {
+        let mut c = c.borrow_mut();
+        let h = c.get_or_insert_with(|| {
+            let l = CoreLabel { core: core_id() };
+            (
+                l.core,
+                LONG.fsync_seconds.get_or_create(&l).clone(),
+                LONG.fsync_bytes.get_or_create(&l).clone(),
+                LONG.cross_core.get_or_create(&l).clone(),
+            )
+        });
+        f(h)
+    })
+}
+
+/// One fdatasync: how long it took and how many records it made durable.
+pub fn fsync(seconds: f64, records: u64) {
+    core_handles(|(_, s, b, _)| {
+        s.observe(seconds);
+        b.observe(records as f64);
+    });
+}
+
+pub fn cross_core() {
+    core_handles(|(_, _, _, c)| {
+        c.inc();
+    });
+}
+
+pub fn connection_opened() {
+    LONG.connections_opened.inc();
+}
+
+pub fn connection_refused() {
+    LONG.connections_refused.inc();
+}
+
+/// One partition as its core last published it.
+#[derive(Debug, Clone)]
+pub struct PartitionStat {
+    pub topic: String,
+    pub partition: i32,
+    pub log_start: i64,
+    pub high_watermark: i64,
+    pub log_end: i64,
+    pub segments: usize,
+    pub disk_bytes: u64,
+    pub cache_bytes: u64,
+}
+
+/// What one core publishes each second.
+#[derive(Debug, Clone, Default)]
+pub struct CoreSnapshot {
+    pub partitions: Vec<PartitionStat>,
+    /// (group, topic, partition, committed offset) of the groups this core coordinates.
+    pub committed: Vec<(String, String, i32, i64)>,
+    pub groups: usize,
+}
+
+struct State {
+    started: Instant,
+    ready: AtomicBool,
+    open_connections: AtomicU64,
+    cores: OnceLock<Vec<Mutex<CoreSnapshot>>>,
+    status: OnceLock<StatusInfo>,
+}
+
+/// Fixed facts for `/v1/status` and `/v1/config`.
+pub struct StatusInfo {
+    pub node_id: i32,
+    pub cores: usize,
+    pub listen: String,
+    pub data_dir: String,
+    pub config: Vec<(&'static str, String)>,
+}
+
+static STATE: LazyLock<State> = LazyLock::new(|| State {
+    started: Instant::now(),
+    ready: AtomicBool::new(false),
+    open_connections: AtomicU64::new(0),
+    cores: OnceLock::new(),
+    status: OnceLock::new(),
+});
+
+/// Called once at start, before the cores run.
+pub fn init(info: StatusInfo) {
+    let _ = STATE.cores.set((0..info.cores).map(|_| Mutex::new(CoreSnapshot::default())).collect());
+    let _ = STATE.status.set(info);
+    LazyLock::force(&LONG);
+}
+
+/// Every core has recovered and the listeners accept clients.
+pub fn set_ready() {
+    STATE.ready.store(true, Ordering::Release);
+}
+
+pub fn set_open_connections(n: usize) {
+    STATE.open_connections.store(n as u64, Ordering::Relaxed);
+}
+
+pub fn publish_core(core: usize, snap: CoreSnapshot) {
+    if let Some(slot) = STATE.cores.get().and_then(|c| c.get(core)) {
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = snap;
+    }
+}
+
+fn snapshots() -> Vec<CoreSnapshot> {
+    STATE
+        .cores
+        .get()
+        .map(|c| c.iter().map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect())
+        .unwrap_or_default()
+}
+
+/// The Prometheus text exposition (OpenMetrics): long-lived families plus gauges built now.
+pub fn render() -> String {
+    let mut reg = Registry::default();
+    let snaps = snapshots();
+    let p = |s: &PartitionStat| Partition { topic: s.topic.clone(), partition: s.partition.to_string() };
+    let gauge_family = || Family::<Partition, Gauge>::default();
+    let (leo, hw, start, segs, disk) = (gauge_family(), gauge_family(), gauge_family(), gauge_family(), gauge_family());
+    let per_core_parts = Family::<CoreLabel, Gauge>::default();
+    let per_core_cache = Family::<CoreLabel, Gauge>::default();
+    let per_core_groups = Family::<CoreLabel, Gauge>::default();
+    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for (core, snap) in snaps.iter().enumerate() {
+        let cl = CoreLabel { core: core as u32 };
+        per_core_parts.get_or_create(&cl).set(snap.partitions.len() as i64);
+        per_core_cache.get_or_create(&cl).set(snap.partitions.iter().map(|s| s.cache_bytes).sum::<u64>() as i64);
+        per_core_groups.get_or_create(&cl).set(snap.groups as i64);
+        for s in &snap.partitions {
+            leo.get_or_create(&p(s)).set(s.log_end);
+            hw.get_or_create(&p(s)).set(s.high_watermark);
+            start.get_or_create(&p(s)).set(s.log_start);
+            segs.get_or_create(&p(s)).set(s.segments as i64);
+            disk.get_or_create(&p(s)).set(s.disk_bytes as i64);
+            ends.insert((s.topic.clone(), s.partition), s.high_watermark);
+        }
+    }
+    let lag = Family::<GroupPartition, Gauge>::default();
+    let committed = Family::<GroupPartition, Gauge>::default();
+    for snap in &snaps {
+        for (g, t, part, off) in &snap.committed {
+            let l = GroupPartition { group: g.clone(), topic: t.clone(), partition: part.to_string() };
+            committed.get_or_create(&l).set(*off);
+            if let Some(end) = ends.get(&(t.clone(), *part)) {
+                lag.get_or_create(&l).set((end - off).max(0));
+            }
+        }
+    }
+    let connections = Gauge::<i64>::default();
+    connections.set(STATE.open_connections.load(Ordering::Relaxed) as i64);
+    let uptime = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    uptime.set(STATE.started.elapsed().as_secs_f64());
+    let ready = Gauge::<i64>::default();
+    ready.set(STATE.ready.load(Ordering::Acquire) as i64);
+    let build = Family::<Version, Gauge>::default();
+    build.get_or_create(&Version { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
+    reg.register("spate_partition_log_end_offset", "Next offset to be assigned", leo);
+    reg.register("spate_partition_high_watermark", "End of what consumers may read", hw);
+    reg.register("spate_partition_log_start_offset", "First offset in the log", start);
+    reg.register("spate_partition_segments", "Segment files", segs);
+    reg.register("spate_partition_disk_bytes", "Bytes of segment files", disk);
+    reg.register("spate_core_partitions", "Partitions owned, by core", per_core_parts);
+    reg.register("spate_core_cache_bytes", "Bytes of recent batches kept in memory, by core", per_core_cache);
+    reg.register("spate_core_groups", "Consumer groups coordinated, by core", per_core_groups);
+    reg.register("spate_group_committed_offset", "Committed offset, by group and partition", committed);
+    reg.register("spate_group_lag", "High watermark minus committed offset, by group and partition", lag);
+    reg.register("spate_connections", "Open client connections", connections);
+    reg.register("spate_uptime_seconds", "Seconds since the process started", uptime);
+    reg.register("spate_ready", "1 once every core recovered and clients are served", ready);
+    reg.register("spate_build_info", "Version of the running broker", build);
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode_registry(&mut out, &LONG.registry).expect("writing to a String");
+    prometheus_client::encoding::text::encode_registry(&mut out, &reg).expect("writing to a String");
+    prometheus_client::encoding::text::encode_eof(&mut out).expect("writing to a String");
+    to_prometheus_text(&out)
+}
+
+/// OpenMetrics text (what prometheus-client writes) to the Prometheus text format 0.0.4, which
+/// every scraper and `promtool check metrics` read: counters' HELP and TYPE name the `_total`
+/// series, and the `# EOF` and `# UNIT` lines go.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+fn json_escape(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// The admin endpoints.
+pub fn route(path: &str) -> Response {
+    let ready = STATE.ready.load(Ordering::Acquire);
+    let text = |status, body: &str| Response { status, content_type: "text/plain; charset=utf-8", body: body.to_string() };
+    match path {
+        "/metrics" => Response {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: render(),
+        },
+        "/v1/health" => text(200, "ok\n"),
+        "/v1/ready" if ready => text(200, "ready\n"),
+        "/v1/ready" => text(503, "recovering\n"),
+        "/v1/status" => {
+            let snaps = snapshots();
+            let info = STATE.status.get();
+            let topics: std::collections::BTreeSet<&str> =
+                snaps.iter().flat_map(|s| s.partitions.iter().map(|p| p.topic.as_str())).collect();
+            let body = serde_json::json!({
+                "node_id": info.map(|i| i.node_id),
+                "version": env!("CARGO_PKG_VERSION"),
+                "ready": ready,
+                "uptime_seconds": STATE.started.elapsed().as_secs_f64(),
+                "cores": info.map(|i| i.cores),
+                "listen": info.map(|i| i.listen.clone()),
+                "data_dir": info.map(|i| i.data_dir.clone()),
+                "partitions_per_core": snaps.iter().map(|s| s.partitions.len()).collect::<Vec<_>>(),
+                "topics": topics,
+                "connections": STATE.open_connections.load(Ordering::Relaxed),
+            });
+            Response { status: 200, content_type: "application/json", body: format!("{body:#}\n") }
+        }
+        "/v1/config" => {
+            let entries: Vec<String> = STATE
+                .status
+                .get()
+                .map(|i| i.config.iter().map(|(k, v)| format!("  {}: {}", json_escape(k), json_escape(v))).collect())
+                .unwrap_or_default();
+            Response { status: 200, content_type: "application/json", body: format!("{{\n{}\n}}\n", entries.join(",\n")) }
+        }
+        _ => text(404, "not found: try /metrics, /v1/health, /v1/ready, /v1/status, /v1/config\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_flips_and_the_exposition_is_prometheus_text() {
+        assert_eq!(route("/v1/ready").status, 503, "not ready before every core recovered");
+        assert_eq!(route("/v1/health").status, 200, "alive all the same");
+        set_core(3);
+        request(0, "Produce", 0.002);
+        produced("t", 100, 2);
+        set_ready();
+        assert_eq!(route("/v1/ready").status, 200);
+        let m = route("/metrics").body;
+        assert!(m.contains("# TYPE spate_requests_total counter\n"), "{m}");
+        assert!(m.contains("spate_requests_total{api=\"Produce\",core=\"3\"} 1\n"), "{m}");
+        assert!(m.contains("spate_produced_records_total{topic=\"t\",core=\"3\"} 2\n"), "{m}");
+        assert!(!m.contains("# EOF") && !m.contains("# UNIT"), "{m}");
+    }
+}

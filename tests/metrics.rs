@@ -1,0 +1,125 @@
+//! The admin HTTP endpoints: `/metrics` is valid Prometheus exposition (checked with Debian's
+//! `promtool` when it is installed) and its counters move with traffic; health, readiness,
+//! status and config answer.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{consume, flush, producer, Broker};
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::Offset;
+
+/// GET `path` from the admin port: (status, body).
+fn get(broker: &Broker, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", broker.admin_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the first sample line starting with `prefix` (name and labels).
+fn sample(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn metrics_move_with_traffic_and_pass_promtool() {
+    let broker = Broker::start(&[]);
+    assert_eq!(get(&broker, "/v1/health"), (200, "ok\n".to_string()));
+    assert_eq!(get(&broker, "/v1/ready"), (200, "ready\n".to_string()));
+    let p = producer(&broker.bootstrap(), &[("acks", "all")]);
+    for i in 0..500 {
+        p.send(BaseRecord::to("measured").key("k").payload(&format!("value-{i}"))).unwrap();
+    }
+    flush(&p);
+    assert_eq!(p.context().ok.lock().unwrap().len(), 500);
+    assert_eq!(consume(&broker.bootstrap(), "measured", &[0], Offset::Beginning, 500).len(), 500);
+    // Gauges are published once a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let (status, m) = get(&broker, "/metrics");
+        assert_eq!(status, 200);
+        if sample(&m, "spate_partition_log_end_offset{topic=\"measured\",partition=\"0\"}") == Some(500.0) {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "log end offset never reached 500:\n{m}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let produced: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("spate_produced_records_total{") && l.contains("topic=\"measured\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(produced, 500.0, "{m}");
+    assert!(m.lines().any(|l| l.starts_with("spate_requests_total{api=\"Produce\"")), "{m}");
+    assert!(m.lines().any(|l| l.starts_with("spate_fetched_bytes_total{topic=\"measured\"")), "{m}");
+    let fsyncs: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("spate_fsync_duration_seconds_count{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(fsyncs > 0.0, "acks=all fsyncs: {m}");
+    // promtool (Debian package prometheus) parses the exposition; scripts/test installs it.
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut child) => {
+            child.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success(), "promtool check metrics failed:\n{text}");
+        }
+        Err(_) if std::env::var("CI").is_err() => eprintln!("promtool not installed; exposition not checked by it"),
+        Err(e) => panic!("promtool is required under CI: {e}"),
+    }
+    let (status, body) = get(&broker, "/v1/status");
+    assert_eq!(status, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["cores"], 2);
+    assert_eq!(status["ready"], true);
+    assert!(status["topics"].as_array().unwrap().iter().any(|t| t == "measured"), "{body}");
+    let (status, body) = get(&broker, "/v1/config");
+    assert_eq!(status, 200);
+    let config: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(config["log.flush.interval.messages"], "1");
+    assert_eq!(get(&broker, "/nope").0, 404);
+}
+
+#[test]
+fn the_grafana_dashboard_only_uses_metrics_the_broker_exports() {
+    let broker = Broker::start(&[]);
+    let p = producer(&broker.bootstrap(), &[("acks", "all")]);
+    p.send(BaseRecord::to("dash").key("k").payload("v")).unwrap();
+    flush(&p);
+    std::thread::sleep(Duration::from_millis(1200)); // gauges are published every second
+    let (_, m) = get(&broker, "/metrics");
+    let families: std::collections::BTreeSet<&str> =
+        m.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/ops/grafana/spate-dashboard.json")).unwrap())
+            .unwrap();
+    let mut checked = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("spate_") {
+                let name: String = expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let family = ["_bucket", "_sum", "_count"].iter().fold(name.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));
+                assert!(families.contains(family), "panel {:?} uses {name}, which /metrics does not export", panel["title"]);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 20);
+}
