@@ -1050,3 +1050,42 @@ def ck_group_cooperative_sticky_incremental(ctx):
         for c in cs:
             c.close()
     return f"m1 kept {sorted(sets[0])}, handed over {sorted(sets[1])} and got them back"
+
+
+@check("ck_idempotent_producer")
+def ck_idempotent_producer(ctx):
+    """enable.idempotence=true: InitProducerId, sequenced batches with five in flight; every record
+    delivered once at dense offsets and read back in order."""
+    topic = ctx.topic("ck-idem")
+    create_topic(ctx, topic, 3)
+    n = 3000
+    p = producer(ctx, **{"enable.idempotence": True, "compression.type": "lz4", "linger.ms": 2,
+                         "max.in.flight.requests.per.connection": 5})
+    delivered, errors = {}, []
+
+    def cb(err, msg):
+        if err is not None:
+            errors.append(err)
+        else:
+            delivered[int(msg.value())] = (msg.partition(), msg.offset())
+
+    for i in range(n):
+        p.produce(topic, key=f"k{i % 11}".encode(), value=str(i).encode(), on_delivery=cb)
+        p.poll(0)
+    flush(p)
+    assert not errors, f"{len(errors)} delivery errors, first: {errors[0].name()} {errors[0].str()}"
+    assert len(delivered) == n
+    by_part = {}
+    for i in range(n):
+        by_part.setdefault(delivered[i][0], []).append(delivered[i][1])
+    for part, offs in by_part.items():
+        assert offs == list(range(len(offs))), f"partition {part}: offsets not dense and in send order"
+    c = consumer(ctx)
+    try:
+        c.assign([TopicPartition(topic, q, OFFSET_BEGINNING) for q in range(3)])
+        msgs = consume_all(c, n)
+        assert_nothing_more(c)
+    finally:
+        c.close()
+    assert sorted(int(m.value()) for m in msgs) == list(range(n)), "a record is missing or duplicated"
+    return f"{n} idempotent records over {len(by_part)} partitions"

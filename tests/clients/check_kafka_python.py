@@ -388,3 +388,36 @@ def kp_group_two_consumers_commit_resume_admin(ctx):
             m.c.close()
         a.close()
     return f"split {split[0]} / {split[1]}, resume at {per}, delete refused then done"
+
+
+@check("kp_idempotent_producer")
+def kp_idempotent_producer(ctx):
+    """kafka-python with enable_idempotence=True: a producer id, sequenced batches, every record
+    once at the offset it was acknowledged with."""
+    _need(None)
+    topic = ctx.topic("kp-idem")
+    a = admin(ctx)
+    try:
+        a.create_topics({topic: {"num_partitions": 2, "replication_factor": 1}})
+    finally:
+        a.close()
+    n = 500
+    p = producer(ctx, enable_idempotence=True, retries=5, max_in_flight_requests_per_connection=5)
+    try:
+        futs = [p.send(topic, key=f"k{i % 7}".encode(), value=str(i).encode()) for i in range(n)]
+        p.flush(timeout=TIMEOUT)
+        meta = [f.get(timeout=TIMEOUT) for f in futs]
+    finally:
+        p.close(timeout=5)
+    at = {(m.partition, m.offset): i for i, m in enumerate(meta)}
+    assert len(at) == n, "two records acknowledged at the same offset"
+    c = consumer(ctx)
+    try:
+        c.assign([TopicPartition(topic, q) for q in range(2)])
+        c.seek_to_beginning()
+        got = poll_all(c, n)
+    finally:
+        c.close()
+    for r in got:
+        assert at.get((r.partition, r.offset)) == int(r.value), f"{r.partition}/{r.offset} holds {r.value!r}"
+    return f"{n} idempotent records"

@@ -359,3 +359,15 @@ def kcat_group_two_members_split(ctx):
     assert set(rows) == want, f"read {len(set(rows))} distinct records, want {len(want)}; {diag}"
     how = "both exited at EOF" if all(b for *_x, b in res) else "stopped with SIGTERM"
     return f"partitions {sorted(sets[0])} / {sorted(sets[1])}, {len(rows)} records; {how}"
+
+
+@check("kcat_idempotent_produce")
+def kcat_idempotent_produce(ctx):
+    """kcat (librdkafka 2.0.2) with enable.idempotence=true: InitProducerId and sequenced batches."""
+    topic = ctx.topic("kcat-idem")
+    lines = [f"k{i}:v{i}" for i in range(200)]
+    produce(ctx, topic, lines, "-X", "enable.idempotence=true")
+    got = parse(consume(ctx, topic))
+    assert len(got) == 200, f"read {len(got)} of 200 records"
+    assert sorted(r[3] for r in got) == sorted(f"v{i}" for i in range(200)), "records differ"
+    return "200 records"
