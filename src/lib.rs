@@ -11,9 +11,12 @@
 //!   handler file per Kafka API.
 //! - [`admin`]: `spate group ...`, consumer-group administration over the Kafka protocol (a
 //!   blocking client in `io::client`); works against any Kafka-compatible broker.
+//! - [`bench`]: `spate bench ...`, produce/consume/end-to-end benchmarks and linger/batch sweeps
+//!   through librdkafka; works against any Kafka-compatible broker.
 //! - [`cli`]: the `spate` command line.
 
 pub mod admin;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod coordinator;

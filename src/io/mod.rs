@@ -6,11 +6,13 @@
 //! glommio is unmaintained upstream; see DESIGN.md for why the swap is expected.
 //!
 //! [`client`] is the exception to "runtime": a blocking std-socket Kafka client for the `spate
-//! group` command line, which runs no executor.
+//! group` command line, which runs no executor. [`report`] is the other: plain blocking writes of
+//! the report files `spate bench sweep` produces, and the host's name and kernel.
 
 pub mod client;
 pub mod file;
 pub mod fs;
 pub mod mesh;
 pub mod net;
+pub mod report;
 pub mod rt;
