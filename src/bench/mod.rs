@@ -214,7 +214,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
 
 fn single(mode: Mode, a: &RunArgs) -> Result<ExitCode> {
     let s = a.common.settings(mode, &a.knobs);
-    let r = workload::run(mode, &s, false)?;
+    let r = workload::run(mode, &s)?;
     if a.common.json {
         println!("{}", serde_json::to_string_pretty(&r).expect("plain data serializes"));
     } else {

@@ -452,7 +452,7 @@ pub fn markdown(mode: SweepMode, ctx: &RunInfo<'_>, outcomes: &[Outcome], plots:
         "- Broker: {}, topic `{}`{}\n",
         s.bootstrap,
         s.topic,
-        ctx.partitions.map_or(String::new(), |p| format!(" ({p} partitions)"))
+        ctx.partitions.map_or(String::new(), |p| format!(" ({p} partition{})", if p == 1 { "" } else { "s" }))
     ));
     out.push_str(&format!("- Client: librdkafka {}{}\n", ctx.librdkafka, properties_note(s)));
     let length = match (s.messages, s.duration_s) {
@@ -542,7 +542,7 @@ pub fn run(a: &SweepArgs) -> Result<ExitCode> {
             compression: cell.compression.clone(),
             ..base.clone()
         };
-        let outcome = match workload::run(mode, &s, false) {
+        let outcome = match workload::run(mode, &s) {
             Ok(r) => Outcome { cell, report: Some(r), error: None },
             Err(e) => Outcome { cell, report: None, error: Some(format!("{e:#}")) },
         };

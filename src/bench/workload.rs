@@ -47,7 +47,8 @@ const QUEUE_FULL_BACKOFF_US: u64 = 100;
 const FLUSH_TIMEOUT_S: u64 = 600;
 /// One consumer poll waits at most this long, ms.
 const CONSUMER_POLL_MS: u64 = 100;
-/// consume: stop after this long without a message while short of the target, ms.
+/// consume (--messages, or up to the end offsets): a consumer stops after this long without a
+/// message, ms.
 const CONSUME_IDLE_MS: u64 = 10_000;
 /// e2e: once the producers are done, consumers stop after this long without a message, ms.
 const E2E_DRAIN_IDLE_MS: u64 = 5_000;
@@ -320,11 +321,12 @@ fn consumer_config(s: &Settings) -> ClientConfig {
     )
 }
 
-/// The topic's partition count, or `None` if the cluster does not have it.
-fn partition_count<C: ClientContext>(client: &Client<C>, topic: &str) -> Result<Option<(i32, bool)>> {
+/// The topic's partition count and whether every partition has a leader, or `None` if the
+/// cluster does not have the topic.
+fn partition_count<C: ClientContext>(client: &Client<C>, bootstrap: &str, topic: &str) -> Result<Option<(i32, bool)>> {
     let md = client
         .fetch_metadata(None, Duration::from_millis(ADMIN_TIMEOUT_MS))
-        .context("fetching metadata from the bootstrap servers")?;
+        .with_context(|| format!("fetching metadata from {}", bootstrap))?;
     Ok(md.topics().iter().find(|t| t.name() == topic && t.error().is_none()).map(|t| {
         let led = !t.partitions().is_empty() && t.partitions().iter().all(|p| p.leader() >= 0);
         (t.partitions().len() as i32, led)
@@ -335,7 +337,7 @@ fn partition_count<C: ClientContext>(client: &Client<C>, topic: &str) -> Result<
 /// returns its partition count once every partition has a leader.
 pub fn ensure_topic(s: &Settings) -> Result<i32> {
     let admin: AdminClient<DefaultClientContext> = client_config(s, &[]).create().context("creating the admin client")?;
-    let existing = partition_count(admin.inner(), &s.topic)?;
+    let existing = partition_count(admin.inner(), &s.bootstrap, &s.topic)?;
     if existing.is_none() {
         let t = NewTopic::new(&s.topic, s.partitions, TopicReplication::Fixed(s.replication_factor));
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_millis(ADMIN_TIMEOUT_MS)));
@@ -350,7 +352,7 @@ pub fn ensure_topic(s: &Settings) -> Result<i32> {
     }
     let deadline = Instant::now() + Duration::from_millis(TOPIC_READY_TIMEOUT_MS);
     loop {
-        if let Some((n, true)) = partition_count(admin.inner(), &s.topic)? {
+        if let Some((n, true)) = partition_count(admin.inner(), &s.bootstrap, &s.topic)? {
             return Ok(n);
         }
         if Instant::now() > deadline {
@@ -482,8 +484,13 @@ fn read_loop(mut r: Reader, run: &Run, until: ReadUntil) {
                             > E2E_DRAIN_IDLE_MS * 1_000_000)
             }
         };
-        let idle = !e2e && now.saturating_sub(last_message_ns) > CONSUME_IDLE_MS * 1_000_000;
-        if done || idle {
+        // A guard, not a stop condition: a duration is waited out, data or not.
+        let may_idle = matches!(until, ReadUntil::Messages(_) | ReadUntil::CaughtUp);
+        if may_idle && now.saturating_sub(last_message_ns) > CONSUME_IDLE_MS * 1_000_000 {
+            eprintln!("note: a consumer stops: nothing to read for {} s", CONSUME_IDLE_MS / 1000);
+            return;
+        }
+        if done {
             return;
         }
         match r.consumer.poll(Duration::from_millis(CONSUMER_POLL_MS)) {
@@ -524,8 +531,8 @@ fn read_loop(mut r: Reader, run: &Run, until: ReadUntil) {
     }
 }
 
-/// Runs one workload and returns its report. Progress goes to stderr every second unless `quiet`.
-pub fn run(mode: Mode, s: &Settings, quiet: bool) -> Result<Report> {
+/// Runs one workload and returns its report. A progress line goes to stderr every second.
+pub fn run(mode: Mode, s: &Settings) -> Result<Report> {
     s.check(mode)?;
     let partitions = ensure_topic(s)?;
     if partitions != s.partitions {
@@ -589,9 +596,7 @@ pub fn run(mode: Mode, s: &Settings, quiet: bool) -> Result<Report> {
             break;
         }
         if run.t0.elapsed() >= next_tick {
-            if !quiet {
-                eprintln!("{}", progress.line(&run));
-            }
+            eprintln!("{}", progress.line(&run));
             next_tick += Duration::from_secs(1);
         }
         std::thread::sleep(Duration::from_millis(20));
