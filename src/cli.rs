@@ -1,5 +1,6 @@
 //! The `spate` command line: `spate serve` runs the broker, `spate group ...` administers
-//! consumer groups on any Kafka-compatible broker (see [`crate::admin`]).
+//! consumer groups on any Kafka-compatible broker (see [`crate::admin`]), `spate bench ...`
+//! measures any Kafka-compatible broker (see [`crate::bench`]).
 
 use std::process::ExitCode;
 
@@ -20,12 +21,15 @@ enum Command {
     Serve(ServeArgs),
     /// Consumer groups on any Kafka-compatible broker: list, describe, delete, reset-offsets.
     Group(crate::admin::GroupArgs),
+    /// Benchmarks against any Kafka-compatible broker: produce, consume, e2e, sweep.
+    Bench(crate::bench::BenchArgs),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Group(args) => crate::admin::run(args),
+        Command::Bench(args) => crate::bench::run(args),
         Command::Serve(args) => {
             init_logging();
             let result = Config::from_args(&args).and_then(crate::server::serve);

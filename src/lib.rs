@@ -12,9 +12,12 @@
 //! - [`admin`]: `spate group ...`, consumer-group administration over the Kafka protocol (a
 //!   blocking client in `io::client`); works against any Kafka-compatible broker.
 //! - [`metrics`]: Prometheus metrics and the admin HTTP endpoints (`/metrics`, `/v1/...`).
+//! - [`bench`]: `spate bench ...`, produce/consume/end-to-end benchmarks and linger/batch sweeps
+//!   through librdkafka; works against any Kafka-compatible broker.
 //! - [`cli`]: the `spate` command line.
 
 pub mod admin;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod coordinator;

@@ -98,3 +98,19 @@ fn admin_commands_know_the_broker_only_through_the_wire() {
         }
     }
 }
+
+#[test]
+fn bench_commands_know_the_broker_only_through_the_wire() {
+    // `spate bench` is a Kafka client program like `spate group`: it works against any broker, so
+    // it must not reach into ours. It writes its report files through `io::report`.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bench");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    assert!(!files.is_empty(), "src/bench has no Rust files");
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for banned in ["crate::server", "crate::storage", "crate::coordinator"] {
+            assert!(!text.contains(banned), "{} uses {banned}", f.display());
+        }
+    }
+}

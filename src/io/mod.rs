@@ -6,8 +6,9 @@
 //! glommio is unmaintained upstream; see DESIGN.md for why the swap is expected.
 //!
 //! [`client`] is the exception to "runtime": a blocking std-socket Kafka client for the `spate
-//! group` command line, which runs no executor. [`http`] is the admin HTTP listener, a plain thread
-//! beside the executors.
+//! group` command line, which runs no executor. [`report`] is another: plain blocking writes of
+//! the report files `spate bench sweep` produces, and the host's name and kernel. [`http`] is the
+//! admin HTTP listener, a plain thread beside the executors.
 
 pub mod client;
 pub mod file;
@@ -15,4 +16,5 @@ pub mod fs;
 pub mod http;
 pub mod mesh;
 pub mod net;
+pub mod report;
 pub mod rt;
