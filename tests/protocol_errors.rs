@@ -194,10 +194,10 @@ fn malformed_frames_close_only_their_connection() {
     let mut raw = Raw::connect(broker.port);
     raw.send_bytes(&(-5i32).to_be_bytes());
     assert!(raw.closed_by_broker());
-    // An unknown API key, an API Spate does not implement (InitProducerId), and a garbage body
-    // for one it does.
-    let init_producer_id = [0xff, 0xff, 0, 0, 0xea, 0x60];
-    for f in [hand_frame(999, 0, false, &[]), hand_frame(22, 0, false, &init_producer_id), hand_frame(0, 9, false, &[0xff; 4])] {
+    // An unknown API key, an API Spate does not implement (AddPartitionsToTxn: transactional id
+    // "t", producer id 1, epoch 0, no topics), and a garbage body for one it does.
+    let add_partitions_to_txn = [0, 1, b't', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for f in [hand_frame(999, 0, false, &[]), hand_frame(24, 0, false, &add_partitions_to_txn), hand_frame(0, 9, false, &[0xff; 4])] {
         let mut raw = Raw::connect(broker.port);
         raw.send_bytes(&f);
         assert!(raw.closed_by_broker());
