@@ -66,7 +66,7 @@ fn only_io_touches_files_sockets_and_the_runtime() {
             if code.starts_with("//") {
                 continue;
             }
-            for banned in ["std::fs", "glommio", "std::net::Tcp", "std::net::Udp", "socket2", "libc::"] {
+            for banned in ["std::fs", "glommio", "std::net::Tcp", "std::net::Udp", "socket2", "libc::", "nix::"] {
                 assert!(!code.contains(banned), "{}:{}: `{banned}` outside src/io: {line}", f.display(), n + 1);
             }
         }
