@@ -1,10 +1,11 @@
 //! The `spate` command line: `spate serve` runs the broker, `spate group ...` administers
 //! consumer groups on any Kafka-compatible broker (see [`crate::admin`]), `spate bench ...`
-//! measures any Kafka-compatible broker (see [`crate::bench`]).
+//! measures any Kafka-compatible broker (see [`crate::bench`]), `spate config print-defaults`
+//! prints every setting of `spate serve` (see [`crate::config::SETTINGS`]).
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, ServeArgs};
 
@@ -23,6 +24,30 @@ enum Command {
     Group(crate::admin::GroupArgs),
     /// Benchmarks against any Kafka-compatible broker: produce, consume, e2e, sweep.
     Bench(crate::bench::BenchArgs),
+    /// The settings of `spate serve`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print every setting of `spate serve` with its flag, variable, default, unit and meaning.
+    PrintDefaults {
+        /// text: for reading; toml: a commented file `spate serve --config` accepts; markdown:
+        /// the README's configuration table.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Same as `--format markdown` (regenerates the README's configuration table).
+        #[arg(long, conflicts_with = "format")]
+        markdown: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Toml,
+    Markdown,
 }
 
 pub fn main() -> ExitCode {
@@ -30,6 +55,15 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Group(args) => crate::admin::run(args),
         Command::Bench(args) => crate::bench::run(args),
+        Command::Config(ConfigCommand::PrintDefaults { format, markdown }) => {
+            let text = match (format, markdown) {
+                (_, true) | (Format::Markdown, _) => crate::config::render_markdown(),
+                (Format::Toml, false) => crate::config::render_toml(),
+                (Format::Text, false) => crate::config::render_text(),
+            };
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
         Command::Serve(args) => {
             init_logging();
             let result = Config::from_args(&args).and_then(crate::server::serve);

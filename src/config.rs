@@ -9,8 +9,9 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 /// Fixed bounds. Changing one is a code change, reviewed with the memory sums it affects.
@@ -54,6 +55,16 @@ pub mod limits {
     /// more is refused before anything is allocated for it.
     pub const CLIENT_RESPONSE_FRAME_MAX_BYTES: usize = 100 * 1024 * 1024;
 
+    /// Smallest soft RLIMIT_MEMLOCK glommio 0.9 starts an executor with (`Reactor::new` in its
+    /// `sys/uring.rs` refuses less); checked at start so the message can say what to do.
+    pub const GLOMMIO_MEMLOCK_MIN_BYTES: u64 = 512 * 1024;
+    /// A port found in use at start is probed again for this long before start-up gives up: the
+    /// listening sockets of a broker just killed outlive it by some milliseconds, until the kernel
+    /// has torn down its io_uring instances (kernel-notes/io-uring-sockets-outlive-killed-process.md).
+    pub const PORT_IN_USE_WAIT_MS: u64 = 2_000;
+    /// After the shutdown grace period, how long a core waits for the connections it cut to go.
+    pub const SHUTDOWN_CUT_WAIT_MS: u64 = 1_000;
+
     const _: () = assert!(SEGMENT_READ_MAX_BYTES % DMA_ALIGNMENT_BYTES == 0);
     const _: () = assert!(REQUEST_FRAME_MAX_BYTES <= CONNECTION_BUFFER_MAX_BYTES);
     const _: () = assert!(FETCH_RESPONSE_MAX_BYTES <= CONNECTION_BUFFER_MAX_BYTES);
@@ -90,6 +101,8 @@ pub struct Config {
     pub connections_max_idle_ms: i64,
     /// The admin HTTP listener (`/metrics`, `/v1/...`).
     pub admin_listen: SocketAddr,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take before their connections close.
+    pub shutdown_grace_ms: i64,
 }
 
 /// Broker-wide defaults for topic-level settings (Kafka's `log.*` broker keys).
@@ -108,163 +121,299 @@ pub struct TopicDefaults {
     pub delete_retention_ms: i64,
 }
 
-/// The flags of `spate serve`. Each is also read from `SPATE_<NAME>` and from the TOML file.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ServeArgs {
-    /// TOML file with any of the settings below (snake_case keys).
-    #[arg(long, env = "SPATE_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Address to listen on for Kafka clients [default: 127.0.0.1:9092].
-    #[arg(long, env = "SPATE_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// host:port advertised to clients in Metadata [default: the listen address].
-    #[arg(long, env = "SPATE_ADVERTISED_LISTENER")]
-    pub advertised_listener: Option<String>,
-    /// Data directory [default: ./spate-data].
-    #[arg(long, env = "SPATE_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Number of cores (shards) to run on [default: all online cores].
-    #[arg(long, env = "SPATE_CORES")]
-    pub cores: Option<usize>,
-    /// Node id reported in Metadata [default: 0].
-    #[arg(long, env = "SPATE_NODE_ID")]
-    pub node_id: Option<i32>,
-    /// Create a topic when a client asks for metadata of one that does not exist [default: true].
-    #[arg(long, env = "SPATE_AUTO_CREATE_TOPICS")]
-    pub auto_create_topics: Option<bool>,
-    /// Partitions of auto-created topics [default: 1].
-    #[arg(long, env = "SPATE_NUM_PARTITIONS")]
-    pub num_partitions: Option<i32>,
-    /// Largest record batch accepted, bytes (Kafka `message.max.bytes`) [default: 1048588].
-    #[arg(long, env = "SPATE_MESSAGE_MAX_BYTES")]
-    pub message_max_bytes: Option<i64>,
-    /// Segment size before a roll, bytes (Kafka `log.segment.bytes`) [default: 1073741824].
-    #[arg(long, env = "SPATE_SEGMENT_BYTES")]
-    pub segment_bytes: Option<i64>,
-    /// Segment age before a roll, ms (Kafka `log.roll.ms`) [default: 604800000].
-    #[arg(long, env = "SPATE_SEGMENT_MS")]
-    pub segment_ms: Option<i64>,
-    /// fdatasync after this many records; 1 means acks=all waits for fdatasync (Kafka
-    /// `log.flush.interval.messages`) [default: 1].
-    #[arg(long, env = "SPATE_FLUSH_MESSAGES")]
-    pub flush_messages: Option<i64>,
-    /// fdatasync at least this often when flush_messages > 1, ms (Kafka `log.flush.interval.ms`)
-    /// [default: 9223372036854775807, i.e. never by time].
-    #[arg(long, env = "SPATE_FLUSH_MS")]
-    pub flush_ms: Option<i64>,
-    /// How long an empty consumer group waits for more members before its first rebalance, ms
-    /// (Kafka `group.initial.rebalance.delay.ms`) [default: 3000].
-    #[arg(long, env = "SPATE_GROUP_INITIAL_REBALANCE_DELAY_MS")]
-    pub group_initial_rebalance_delay_ms: Option<i64>,
-    /// Smallest session timeout a consumer may ask for, ms (`group.min.session.timeout.ms`)
-    /// [default: 6000].
-    #[arg(long, env = "SPATE_GROUP_MIN_SESSION_TIMEOUT_MS")]
-    pub group_min_session_timeout_ms: Option<i32>,
-    /// Largest session timeout a consumer may ask for, ms (`group.max.session.timeout.ms`)
-    /// [default: 1800000].
-    #[arg(long, env = "SPATE_GROUP_MAX_SESSION_TIMEOUT_MS")]
-    pub group_max_session_timeout_ms: Option<i32>,
-    /// How long committed offsets outlive an empty group, minutes (Kafka
-    /// `offsets.retention.minutes`) [default: 10080, 7 days].
-    #[arg(long, env = "SPATE_OFFSETS_RETENTION_MINUTES")]
-    pub offsets_retention_minutes: Option<i64>,
-    /// How often expired committed offsets are looked for, ms (Kafka
-    /// `offsets.retention.check.interval.ms`) [default: 600000].
-    #[arg(long, env = "SPATE_OFFSETS_RETENTION_CHECK_INTERVAL_MS")]
-    pub offsets_retention_check_interval_ms: Option<i64>,
-    /// How often compacted topics (`cleanup.policy=compact`) are looked at for closed segments to
-    /// clean, ms (Kafka `log.cleaner.backoff.ms`) [default: 15000].
-    #[arg(long, env = "SPATE_LOG_CLEANER_BACKOFF_MS")]
-    pub log_cleaner_backoff_ms: Option<i64>,
-    /// Session timeout of members using the KIP-848 consumer protocol, ms (Kafka
-    /// `group.consumer.session.timeout.ms`) [default: 45000].
-    #[arg(long, env = "SPATE_GROUP_CONSUMER_SESSION_TIMEOUT_MS")]
-    pub group_consumer_session_timeout_ms: Option<i32>,
-    /// Heartbeat interval told to KIP-848 consumer-protocol members, ms (Kafka
-    /// `group.consumer.heartbeat.interval.ms`) [default: 5000].
-    #[arg(long, env = "SPATE_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS")]
-    pub group_consumer_heartbeat_interval_ms: Option<i32>,
-    /// Open client connections allowed, all cores together; beyond it new connections are closed
-    /// at once (Kafka `max.connections`) [default: 10000].
-    #[arg(long, env = "SPATE_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    /// A connection with no request in flight that sends nothing for this long is closed, ms
-    /// (Kafka `connections.max.idle.ms`) [default: 600000].
-    #[arg(long, env = "SPATE_CONNECTIONS_MAX_IDLE_MS")]
-    pub connections_max_idle_ms: Option<i64>,
-    /// Address of the admin HTTP listener: /metrics (Prometheus), /v1/health, /v1/ready,
-    /// /v1/status, /v1/config [default: 127.0.0.1:9644].
-    #[arg(long, env = "SPATE_ADMIN_LISTEN")]
-    pub admin_listen: Option<SocketAddr>,
+/// How a setting's default is given in [`SETTINGS`].
+#[derive(Debug, Clone, Copy)]
+pub enum DefaultValue {
+    /// A fixed default, as a TOML literal (`"127.0.0.1:9092"`, `1048588`, `true`). The broker
+    /// reads its default from this same text, so what `spate config print-defaults` shows is what
+    /// runs.
+    Toml(&'static str),
+    /// A default computed at start (`shown` says how), with an example TOML literal.
+    Computed { shown: &'static str, example: &'static str },
 }
 
-/// The same settings as [`ServeArgs`], as read from the TOML file. Unknown keys are refused.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<SocketAddr>,
-    advertised_listener: Option<String>,
-    data_dir: Option<PathBuf>,
-    cores: Option<usize>,
-    node_id: Option<i32>,
-    auto_create_topics: Option<bool>,
-    num_partitions: Option<i32>,
-    message_max_bytes: Option<i64>,
-    segment_bytes: Option<i64>,
-    segment_ms: Option<i64>,
-    flush_messages: Option<i64>,
-    flush_ms: Option<i64>,
-    group_initial_rebalance_delay_ms: Option<i64>,
-    group_min_session_timeout_ms: Option<i32>,
-    group_max_session_timeout_ms: Option<i32>,
-    offsets_retention_minutes: Option<i64>,
-    offsets_retention_check_interval_ms: Option<i64>,
-    log_cleaner_backoff_ms: Option<i64>,
-    group_consumer_session_timeout_ms: Option<i32>,
-    group_consumer_heartbeat_interval_ms: Option<i32>,
-    max_connections: Option<usize>,
-    connections_max_idle_ms: Option<i64>,
-    admin_listen: Option<SocketAddr>,
+/// One setting of `spate serve`. The flag is `--` and the key with dashes, the environment
+/// variable `env`, the TOML key `key`.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub key: &'static str,
+    pub env: &'static str,
+    pub default: DefaultValue,
+    /// Unit of the value ("ms", "bytes", ...), or what kind of value it is ("host:port").
+    pub unit: &'static str,
+    /// Inclusive bounds of an integer setting; a value outside is refused at start.
+    pub range: Option<(i64, i64)>,
+    pub about: &'static str,
 }
+
+impl Setting {
+    /// `--segment-bytes` for `segment_bytes`.
+    pub fn flag(&self) -> String {
+        format!("--{}", self.key.replace('_', "-"))
+    }
+
+    /// The allowed values of an integer setting, as a person reads them.
+    pub fn range_text(&self) -> Option<String> {
+        let (lo, hi) = self.range?;
+        Some(if hi == i64::MAX { format!("at least {lo}") } else { format!("{lo} to {hi}") })
+    }
+
+    /// The default as a person reads it: the literal without TOML quotes, or how it is computed.
+    pub fn shown_default(&self) -> String {
+        match self.default {
+            DefaultValue::Toml(t) => t.trim_matches('"').to_string(),
+            DefaultValue::Computed { shown, .. } => shown.to_string(),
+        }
+    }
+}
+
+/// The `--config` flag itself: named by flag and environment only, not a TOML key.
+pub const CONFIG_FLAG: (&str, &str, &str) =
+    ("--config", "SPATE_CONFIG", "TOML file with any of the keys below (snake_case)");
+
+/// Declares every setting of `spate serve` once. From this one list come the clap flags
+/// ([`ServeArgs`], help text included), the TOML file's keys ([`FileConfig`], unknown keys
+/// refused), the table [`SETTINGS`] (defaults, units, ranges) that `spate config print-defaults`
+/// and the README's configuration table are generated from, and the range checks.
+macro_rules! settings {
+    ($( $key:ident: $ty:ident, $env:literal, $default:expr, $unit:literal, $range:expr, $about:literal; )*) => {
+        /// The flags of `spate serve`, generated from [`SETTINGS`]. Each is also read from its
+        /// `SPATE_*` variable and, as a snake_case key, from the TOML file.
+        #[derive(Debug, Clone, Default, clap::Args)]
+        pub struct ServeArgs {
+            #[arg(long, env = "SPATE_CONFIG", help = CONFIG_FLAG.2)]
+            pub config: Option<PathBuf>,
+            $(
+                #[arg(long, env = $env, help = flag_help(stringify!($key)), allow_negative_numbers = true)]
+                pub $key: Option<$ty>,
+            )*
+        }
+
+        /// The same settings as read from the TOML file. Unknown keys are refused.
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct FileConfig {
+            $( $key: Option<$ty>, )*
+        }
+
+        /// Every setting of `spate serve`, in the order the README and `print-defaults` list them.
+        pub const SETTINGS: &[Setting] = &[
+            $( Setting { key: stringify!($key), env: $env, default: $default, unit: $unit, range: $range, about: $about }, )*
+        ];
+
+        /// Each setting as given, flag or variable first, then the file; defaults not applied.
+        struct Given {
+            $( $key: Value<$ty>, )*
+        }
+
+        impl Given {
+            fn merge(args: &ServeArgs, file: FileConfig, path: Option<&Path>) -> Given {
+                Given {
+                    $( $key: Value::merge(stringify!($key), args.$key.clone(), file.$key, path), )*
+                }
+            }
+
+            /// Refuses integer values outside their setting's range, naming the key and where
+            /// the value came from.
+            fn check_ranges(&self) -> anyhow::Result<()> {
+                $( self.$key.check_range()?; )*
+                Ok(())
+            }
+        }
+    };
+}
+
+use DefaultValue::{Computed, Toml};
+
+const MAX: i64 = i64::MAX;
+const I32_MAX: i64 = i32::MAX as i64;
+
+settings! {
+    listen: SocketAddr, "SPATE_LISTEN", Toml("\"127.0.0.1:9092\""), "host:port", None,
+        "address every core listens on for Kafka clients (SO_REUSEPORT)";
+    advertised_listener: String, "SPATE_ADVERTISED_LISTENER",
+        Computed { shown: "the listen address", example: "\"broker1.example.com:9092\"" }, "host:port", None,
+        "address given to clients in Metadata";
+    data_dir: PathBuf, "SPATE_DATA_DIR", Toml("\"./spate-data\""), "path", None,
+        "topics, segments, indexes and cluster id; one broker at a time (`<data_dir>/.lock`)";
+    cores: usize, "SPATE_CORES", Computed { shown: "all online cores", example: "4" }, "cores", Some((1, MAX)),
+        "shards, one pinned executor each";
+    node_id: i32, "SPATE_NODE_ID", Toml("0"), "id", Some((0, I32_MAX)),
+        "broker id in Metadata";
+    auto_create_topics: bool, "SPATE_AUTO_CREATE_TOPICS", Toml("true"), "bool", None,
+        "create a topic when a client asks for metadata of one that does not exist (Kafka `auto.create.topics.enable`)";
+    num_partitions: i32, "SPATE_NUM_PARTITIONS", Toml("1"), "partitions", Some((1, limits::TOPIC_PARTITIONS_MAX as i64)),
+        "partitions of auto-created topics (Kafka `num.partitions`)";
+    message_max_bytes: i64, "SPATE_MESSAGE_MAX_BYTES", Toml("1048588"), "bytes", Some((0, I32_MAX)),
+        "largest record batch accepted (Kafka `message.max.bytes`)";
+    segment_bytes: i64, "SPATE_SEGMENT_BYTES", Toml("1073741824"), "bytes", Some((14, u32::MAX as i64)),
+        "segment size before a roll (Kafka `log.segment.bytes`)";
+    segment_ms: i64, "SPATE_SEGMENT_MS", Toml("604800000"), "ms", Some((1, MAX)),
+        "segment age before a roll (Kafka `log.roll.ms`)";
+    flush_messages: i64, "SPATE_FLUSH_MESSAGES", Toml("1"), "records", Some((1, MAX)),
+        "`1`: acks=all waits for fdatasync; N > 1: fdatasync every N records (Kafka `log.flush.interval.messages`)";
+    flush_ms: i64, "SPATE_FLUSH_MS", Toml("9223372036854775807"), "ms", Some((0, MAX)),
+        "with flush_messages > 1, also fdatasync this often; the default never does (Kafka `log.flush.interval.ms`)";
+    group_initial_rebalance_delay_ms: i64, "SPATE_GROUP_INITIAL_REBALANCE_DELAY_MS", Toml("3000"), "ms", Some((0, MAX)),
+        "an empty group waits this long for more members before its first rebalance (Kafka `group.initial.rebalance.delay.ms`)";
+    group_min_session_timeout_ms: i32, "SPATE_GROUP_MIN_SESSION_TIMEOUT_MS", Toml("6000"), "ms", Some((1, I32_MAX)),
+        "smallest `session.timeout.ms` a consumer may ask for (Kafka `group.min.session.timeout.ms`)";
+    group_max_session_timeout_ms: i32, "SPATE_GROUP_MAX_SESSION_TIMEOUT_MS", Toml("1800000"), "ms", Some((1, I32_MAX)),
+        "largest `session.timeout.ms` a consumer may ask for (Kafka `group.max.session.timeout.ms`)";
+    offsets_retention_minutes: i64, "SPATE_OFFSETS_RETENTION_MINUTES", Toml("10080"), "minutes", Some((1, MAX / 60_000)),
+        "committed offsets outlive an empty group (or a topic its members no longer subscribe to) this long (Kafka `offsets.retention.minutes`)";
+    offsets_retention_check_interval_ms: i64, "SPATE_OFFSETS_RETENTION_CHECK_INTERVAL_MS", Toml("600000"), "ms", Some((1, MAX)),
+        "how often expired offsets are looked for (Kafka `offsets.retention.check.interval.ms`)";
+    group_consumer_session_timeout_ms: i32, "SPATE_GROUP_CONSUMER_SESSION_TIMEOUT_MS", Toml("45000"), "ms", Some((1, I32_MAX)),
+        "KIP-848 members silent this long are removed (Kafka `group.consumer.session.timeout.ms`)";
+    group_consumer_heartbeat_interval_ms: i32, "SPATE_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS", Toml("5000"), "ms", Some((1, I32_MAX)),
+        "heartbeat interval told to KIP-848 members (Kafka `group.consumer.heartbeat.interval.ms`)";
+    log_cleaner_backoff_ms: i64, "SPATE_LOG_CLEANER_BACKOFF_MS", Toml("15000"), "ms", Some((1, MAX)),
+        "how often compacted topics are looked at for newly closed segments (Kafka `log.cleaner.backoff.ms`)";
+    max_connections: i64, "SPATE_MAX_CONNECTIONS", Toml("10000"), "connections", Some((1, I32_MAX)),
+        "open client connections allowed, all cores together; new ones beyond it are closed at once (Kafka `max.connections`)";
+    connections_max_idle_ms: i64, "SPATE_CONNECTIONS_MAX_IDLE_MS", Toml("600000"), "ms", Some((1, MAX)),
+        "a connection with nothing in flight that sends nothing this long is closed (Kafka `connections.max.idle.ms`)";
+    admin_listen: SocketAddr, "SPATE_ADMIN_LISTEN", Toml("\"127.0.0.1:9644\""), "host:port", None,
+        "admin HTTP listener: /metrics (Prometheus), /v1/health, /v1/ready, /v1/status, /v1/config";
+    shutdown_grace_ms: i64, "SPATE_SHUTDOWN_GRACE_MS", Toml("10000"), "ms", Some((0, MAX)),
+        "on SIGTERM or SIGINT, how long in-flight requests may take to finish before their connections are closed";
+}
+
+/// The help text of a setting's flag: its meaning, unit and default, from [`SETTINGS`].
+fn flag_help(key: &str) -> String {
+    let s = setting(key).expect("every flag is in SETTINGS");
+    format!("{} ({}) [default: {}]", s.about, s.unit, s.shown_default())
+}
+
+/// The setting named `key` in [`SETTINGS`].
+pub fn setting(key: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.key == key)
+}
+
+/// Where a setting's value came from, for error messages.
+#[derive(Debug, Clone)]
+enum Source {
+    FlagOrEnv,
+    File(PathBuf),
+}
+
+/// One setting as given: its value and where it came from, if it was given at all.
+struct Value<T> {
+    key: &'static str,
+    given: Option<(T, Source)>,
+}
+
+impl<T: DeserializeOwned + Clone + IntegerValue> Value<T> {
+    fn merge(key: &'static str, flag: Option<T>, file: Option<T>, path: Option<&Path>) -> Value<T> {
+        let given = match (flag, file, path) {
+            (Some(v), _, _) => Some((v, Source::FlagOrEnv)),
+            (None, Some(v), Some(p)) => Some((v, Source::File(p.to_path_buf()))),
+            _ => None,
+        };
+        Value { key, given }
+    }
+
+    /// The value as given, if it was.
+    fn get(&self) -> Option<T> {
+        self.given.as_ref().map(|(v, _)| v.clone())
+    }
+
+    /// The value as given, else the setting's fixed default.
+    fn or_default(&self) -> T {
+        self.get().unwrap_or_else(|| default_of(self.key))
+    }
+
+    fn check_range(&self) -> anyhow::Result<()> {
+        let Some((value, source)) = &self.given else { return Ok(()) };
+        let s = setting(self.key).expect("every setting is in SETTINGS");
+        let (Some(n), Some((lo, hi))) = (value.as_i64(), s.range) else { return Ok(()) };
+        if n < lo || n > hi {
+            let from = match source {
+                Source::FlagOrEnv => format!("from {} or {}", s.flag(), s.env),
+                Source::File(p) => format!("in config file {}", p.display()),
+            };
+            let allowed = s.range_text().expect("checked above");
+            anyhow::bail!("{} = {n} ({from}) is out of range: it must be {allowed} ({})", self.key, s.unit);
+        }
+        Ok(())
+    }
+}
+
+/// The fixed default of `key`, parsed from its TOML literal in [`SETTINGS`]. Panics for a
+/// computed default or a literal that does not parse: both are bugs in the table, caught by the
+/// unit tests.
+fn default_of<T: DeserializeOwned>(key: &str) -> T {
+    #[derive(Deserialize)]
+    struct One<T> {
+        v: T,
+    }
+    let s = setting(key).expect("every setting is in SETTINGS");
+    let DefaultValue::Toml(literal) = s.default else { panic!("setting {key} has no fixed default") };
+    toml::from_str::<One<T>>(&format!("v = {literal}"))
+        .unwrap_or_else(|e| panic!("default of {key} ({literal}) does not parse: {e}"))
+        .v
+}
+
+/// Integer settings report their value for the range check; others have no range.
+trait IntegerValue {
+    fn as_i64(&self) -> Option<i64> {
+        None
+    }
+}
+
+impl IntegerValue for i32 {
+    fn as_i64(&self) -> Option<i64> {
+        Some(*self as i64)
+    }
+}
+
+impl IntegerValue for i64 {
+    fn as_i64(&self) -> Option<i64> {
+        Some(*self)
+    }
+}
+
+impl IntegerValue for usize {
+    fn as_i64(&self) -> Option<i64> {
+        Some(i64::try_from(*self).unwrap_or(i64::MAX))
+    }
+}
+
+impl IntegerValue for bool {}
+impl IntegerValue for String {}
+impl IntegerValue for SocketAddr {}
+impl IntegerValue for PathBuf {}
 
 impl Config {
     /// Merges defaults, the TOML file named by `--config`, and flags/env, then checks the values.
+    /// Every refusal names the setting and where its value came from.
     pub fn from_args(args: &ServeArgs) -> anyhow::Result<Config> {
         let file: FileConfig = match &args.config {
             Some(path) => {
                 let text = crate::io::fs::read_to_string_sync(path)
                     .map_err(|e| anyhow::anyhow!("reading config file {}: {e}", path.display()))?
                     .ok_or_else(|| anyhow::anyhow!("config file {} does not exist", path.display()))?;
-                toml::from_str(&text)
-                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
             }
             None => FileConfig::default(),
         };
-        let listen = args
-            .listen
-            .or(file.listen)
-            .unwrap_or_else(|| "127.0.0.1:9092".parse().expect("literal address"));
-        let advertised = args.advertised_listener.clone().or(file.advertised_listener);
-        let (advertised_host, advertised_port) = match advertised {
+        let g = Given::merge(args, file, args.config.as_deref());
+        g.check_ranges()?;
+        let listen = g.listen.or_default();
+        let (advertised_host, advertised_port) = match g.advertised_listener.get() {
             Some(s) => parse_host_port(&s)?,
             None => (listen.ip().to_string(), listen.port()),
         };
         let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let cores = args.cores.or(file.cores).unwrap_or(online);
-        anyhow::ensure!(cores >= 1, "cores: must be at least 1");
-        anyhow::ensure!(cores <= online, "cores: {cores} asked for but only {online} online");
-        let num_partitions = args.num_partitions.or(file.num_partitions).unwrap_or(1);
-        anyhow::ensure!(
-            (1..=limits::TOPIC_PARTITIONS_MAX).contains(&num_partitions),
-            "num_partitions: must be 1..={}",
-            limits::TOPIC_PARTITIONS_MAX
-        );
+        let cores = g.cores.get().unwrap_or(online);
+        anyhow::ensure!(cores <= online, "cores = {cores} asked for but only {online} are online");
         let topic_defaults = TopicDefaults {
-            message_max_bytes: args.message_max_bytes.or(file.message_max_bytes).unwrap_or(1_048_588),
-            segment_bytes: args.segment_bytes.or(file.segment_bytes).unwrap_or(1 << 30),
-            segment_ms: args.segment_ms.or(file.segment_ms).unwrap_or(7 * 24 * 3600 * 1000),
-            flush_messages: args.flush_messages.or(file.flush_messages).unwrap_or(1),
-            flush_ms: args.flush_ms.or(file.flush_ms).unwrap_or(i64::MAX),
+            message_max_bytes: g.message_max_bytes.or_default(),
+            segment_bytes: g.segment_bytes.or_default(),
+            segment_ms: g.segment_ms.or_default(),
+            flush_messages: g.flush_messages.or_default(),
+            flush_ms: g.flush_ms.or_default(),
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: -1,
             index_interval_bytes: 4096,
@@ -276,71 +425,42 @@ impl Config {
         TopicConfig::resolve(&topic_defaults, &BTreeMap::new())
             .map_err(|e| anyhow::anyhow!("broker topic defaults: {e}"))?;
         let groups = crate::coordinator::group::GroupConfig {
-            initial_rebalance_delay_ms: args
-                .group_initial_rebalance_delay_ms
-                .or(file.group_initial_rebalance_delay_ms)
-                .unwrap_or(3000),
-            min_session_timeout_ms: args.group_min_session_timeout_ms.or(file.group_min_session_timeout_ms).unwrap_or(6000),
-            max_session_timeout_ms: args
-                .group_max_session_timeout_ms
-                .or(file.group_max_session_timeout_ms)
-                .unwrap_or(1_800_000),
-            offsets_retention_ms: args
-                .offsets_retention_minutes
-                .or(file.offsets_retention_minutes)
-                .unwrap_or(10080)
-                .saturating_mul(60_000),
-            offsets_retention_check_interval_ms: args
-                .offsets_retention_check_interval_ms
-                .or(file.offsets_retention_check_interval_ms)
-                .unwrap_or(600_000),
-            consumer_session_timeout_ms: args
-                .group_consumer_session_timeout_ms
-                .or(file.group_consumer_session_timeout_ms)
-                .unwrap_or(45_000),
-            consumer_heartbeat_interval_ms: args
-                .group_consumer_heartbeat_interval_ms
-                .or(file.group_consumer_heartbeat_interval_ms)
-                .unwrap_or(5_000),
+            initial_rebalance_delay_ms: g.group_initial_rebalance_delay_ms.or_default(),
+            min_session_timeout_ms: g.group_min_session_timeout_ms.or_default(),
+            max_session_timeout_ms: g.group_max_session_timeout_ms.or_default(),
+            offsets_retention_ms: g.offsets_retention_minutes.or_default().saturating_mul(60_000),
+            offsets_retention_check_interval_ms: g.offsets_retention_check_interval_ms.or_default(),
+            consumer_session_timeout_ms: g.group_consumer_session_timeout_ms.or_default(),
+            consumer_heartbeat_interval_ms: g.group_consumer_heartbeat_interval_ms.or_default(),
         };
         anyhow::ensure!(
-            0 < groups.consumer_heartbeat_interval_ms && groups.consumer_heartbeat_interval_ms < groups.consumer_session_timeout_ms,
-            "group_consumer_heartbeat_interval_ms must be positive and below group_consumer_session_timeout_ms"
+            groups.consumer_heartbeat_interval_ms < groups.consumer_session_timeout_ms,
+            "group_consumer_heartbeat_interval_ms ({}) must be below group_consumer_session_timeout_ms ({})",
+            groups.consumer_heartbeat_interval_ms,
+            groups.consumer_session_timeout_ms
         );
-        anyhow::ensure!(groups.offsets_retention_ms >= 60_000, "offsets_retention_minutes: must be at least 1");
         anyhow::ensure!(
-            groups.offsets_retention_check_interval_ms >= 1,
-            "offsets_retention_check_interval_ms: must be at least 1"
+            groups.min_session_timeout_ms <= groups.max_session_timeout_ms,
+            "group_min_session_timeout_ms ({}) must be at most group_max_session_timeout_ms ({})",
+            groups.min_session_timeout_ms,
+            groups.max_session_timeout_ms
         );
-        anyhow::ensure!(groups.initial_rebalance_delay_ms >= 0, "group_initial_rebalance_delay_ms: must be >= 0");
-        anyhow::ensure!(
-            0 < groups.min_session_timeout_ms && groups.min_session_timeout_ms <= groups.max_session_timeout_ms,
-            "group_min_session_timeout_ms must be positive and at most group_max_session_timeout_ms"
-        );
-        let log_cleaner_backoff_ms = args.log_cleaner_backoff_ms.or(file.log_cleaner_backoff_ms).unwrap_or(15_000);
-        anyhow::ensure!(log_cleaner_backoff_ms >= 1, "log_cleaner_backoff_ms: must be at least 1");
-        let max_connections = args.max_connections.or(file.max_connections).unwrap_or(10_000);
-        anyhow::ensure!(max_connections >= 1, "max_connections: must be at least 1");
-        let connections_max_idle_ms = args.connections_max_idle_ms.or(file.connections_max_idle_ms).unwrap_or(600_000);
-        anyhow::ensure!(connections_max_idle_ms >= 1, "connections_max_idle_ms: must be at least 1");
         Ok(Config {
             groups,
-            log_cleaner_backoff_ms,
-            max_connections,
-            connections_max_idle_ms,
-            admin_listen: args
-                .admin_listen
-                .or(file.admin_listen)
-                .unwrap_or_else(|| "127.0.0.1:9644".parse().expect("literal address")),
+            log_cleaner_backoff_ms: g.log_cleaner_backoff_ms.or_default(),
+            max_connections: g.max_connections.or_default() as usize,
+            connections_max_idle_ms: g.connections_max_idle_ms.or_default(),
+            admin_listen: g.admin_listen.or_default(),
             listen,
             advertised_host,
             advertised_port,
-            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| "spate-data".into()),
+            data_dir: g.data_dir.or_default(),
             cores,
-            node_id: args.node_id.or(file.node_id).unwrap_or(0),
-            auto_create_topics: args.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
-            num_partitions,
+            node_id: g.node_id.or_default(),
+            auto_create_topics: g.auto_create_topics.or_default(),
+            num_partitions: g.num_partitions.or_default(),
             topic_defaults,
+            shutdown_grace_ms: g.shutdown_grace_ms.or_default(),
         })
     }
 
@@ -382,6 +502,80 @@ impl Config {
             ("group.consumer.heartbeat.interval.ms", self.groups.consumer_heartbeat_interval_ms.to_string()),
             ("group.coordinator.rebalance.protocols", "classic,consumer".into()),
         ]
+    }
+}
+
+/// `spate config print-defaults`: every setting of `spate serve` with its flag, variable,
+/// default, unit and meaning, for a person.
+pub fn render_text() -> String {
+    let mut out = String::from(
+        "Settings of `spate serve`. Each is a flag, a SPATE_* environment variable and a TOML key\n\
+         (in the file named by --config); flags and variables win over the file.\n\n",
+    );
+    let (flag, env, about) = CONFIG_FLAG;
+    out += &format!("{flag}  {env}\n    {about}\n");
+    for s in SETTINGS {
+        out += &format!(
+            "\n{}  {}  {}\n    default: {} ({})\n    {}\n",
+            s.key,
+            s.flag(),
+            s.env,
+            s.shown_default(),
+            s.unit,
+            s.about
+        );
+        if let Some(r) = s.range_text() {
+            out += &format!("    allowed: {r}\n");
+        }
+    }
+    out
+}
+
+/// `spate config print-defaults --format toml`: a commented TOML file holding every default,
+/// which `spate serve --config` accepts as it is. Settings whose default is computed at start are
+/// left commented out, with an example.
+pub fn render_toml() -> String {
+    let mut out = String::from(
+        "# Spate broker configuration: every `spate serve` setting with its default.\n\
+         # Use with `spate serve --config FILE`; flags and SPATE_* variables win over this file.\n",
+    );
+    for s in SETTINGS {
+        out += &format!("\n# {}.\n# Unit: {}", capitalized(s.about), s.unit);
+        if let Some(r) = s.range_text() {
+            out += &format!(", {r}");
+        }
+        out += &format!(". Flag {}, variable {}.\n", s.flag(), s.env);
+        match s.default {
+            DefaultValue::Toml(literal) => out += &format!("{} = {literal}\n", s.key),
+            DefaultValue::Computed { shown, example } => {
+                out += &format!("# Default: {shown}. Uncomment to set, for example:\n# {} = {example}\n", s.key)
+            }
+        }
+    }
+    out
+}
+
+/// `spate config print-defaults --markdown`: the README's configuration table (between its
+/// `config-table` markers; `tests/tidy.rs` checks that they agree).
+pub fn render_markdown() -> String {
+    let mut out = String::from("| flag | env | TOML key | default | unit | meaning |\n|---|---|---|---|---|---|\n");
+    let (flag, env, about) = CONFIG_FLAG;
+    out += &format!("| `{flag}` | `{env}` | | | path | {about} |\n");
+    for s in SETTINGS {
+        let default = match s.default {
+            DefaultValue::Toml(_) => format!("`{}`", s.shown_default()),
+            DefaultValue::Computed { shown, .. } => shown.to_string(),
+        };
+        out += &format!("| `{}` | `{}` | `{}` | {default} | {} | {} |\n", s.flag(), s.env, s.key, s.unit, s.about);
+    }
+    out
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
     }
 }
 
@@ -553,6 +747,81 @@ mod tests {
     fn toml_file_refuses_unknown_keys() {
         let err = toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err();
         assert!(err.to_string().contains("bogus"));
+    }
+
+    /// Writes `text` as a config file in a temp dir and merges it with `args`.
+    fn from_file(text: &str, args: ServeArgs) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spate.toml");
+        crate::io::fs::write_atomic_sync(&path, text.as_bytes()).unwrap();
+        Config::from_args(&ServeArgs { config: Some(path), cores: Some(1), ..args })
+    }
+
+    #[test]
+    fn every_fixed_default_parses_and_lies_in_its_range() {
+        for s in SETTINGS {
+            let DefaultValue::Toml(literal) = s.default else { continue };
+            let v: toml::Value = default_of(s.key);
+            if let (Some((lo, hi)), Some(n)) = (s.range, v.as_integer()) {
+                assert!(lo <= n && n <= hi, "default {literal} of {} outside {lo}..={hi}", s.key);
+            }
+            assert!(!s.about.is_empty() && !s.unit.is_empty(), "{} needs a meaning and a unit", s.key);
+        }
+        let c = Config::from_args(&ServeArgs { cores: Some(1), ..Default::default() }).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(c.topic_defaults.segment_bytes, 1 << 30);
+        assert_eq!(c.shutdown_grace_ms, 10_000);
+    }
+
+    #[test]
+    fn printed_toml_defaults_are_accepted_and_change_nothing() {
+        let text = render_toml();
+        let from_file = from_file(&text, ServeArgs::default()).unwrap();
+        let built_in = Config::from_args(&ServeArgs { cores: Some(1), ..Default::default() }).unwrap();
+        assert_eq!(format!("{from_file:?}"), format!("{built_in:?}"));
+        // Every setting appears, set or commented out with an example that parses.
+        for s in SETTINGS {
+            let line = text.lines().find(|l| l.trim_start_matches("# ").starts_with(&format!("{} = ", s.key)));
+            let line = line.unwrap_or_else(|| panic!("{} missing from the TOML defaults", s.key));
+            toml::from_str::<FileConfig>(line.trim_start_matches("# ")).unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_where_they_came_from() {
+        let e = from_file("segment_bytes = -1\n", ServeArgs::default()).unwrap_err().to_string();
+        assert!(e.contains("segment_bytes = -1") && e.contains("config file") && e.contains("14 to 4294967295"), "{e}");
+        let e = Config::from_args(&ServeArgs { cores: Some(1), segment_bytes: Some(-5), ..Default::default() })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("segment_bytes = -5") && e.contains("--segment-bytes or SPATE_SEGMENT_BYTES"), "{e}");
+        let e = from_file("num_partitions = 0\n", ServeArgs::default()).unwrap_err().to_string();
+        assert!(e.contains("num_partitions = 0"), "{e}");
+        // A value of the wrong type: toml's message points at the key.
+        let e = from_file("flush_ms = \"soon\"\n", ServeArgs::default()).unwrap_err().to_string();
+        assert!(e.contains("flush_ms"), "{e}");
+        // A flag wins over the file, and is what gets checked.
+        let c = from_file("segment_bytes = -1\n", ServeArgs { segment_bytes: Some(4096), ..Default::default() }).unwrap();
+        assert_eq!(c.topic_defaults.segment_bytes, 4096);
+    }
+
+    #[test]
+    fn clap_flags_and_variables_come_from_the_settings_table() {
+        use clap::Args;
+        let cmd = ServeArgs::augment_args(clap::Command::new("serve"));
+        for s in SETTINGS {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(&s.flag()[2..]))
+                .unwrap_or_else(|| panic!("no flag {}", s.flag()));
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(s.env));
+            assert_eq!(s.env, format!("SPATE_{}", s.key.to_uppercase()));
+            let help = arg.get_help().unwrap().to_string();
+            assert!(help.contains(s.about) && help.contains(&s.shown_default()), "{help}");
+        }
+        assert_eq!(cmd.get_arguments().count(), SETTINGS.len() + 1, "one flag per setting, plus --config");
+        assert!(render_markdown().lines().count() == SETTINGS.len() + 3);
+        assert!(render_text().contains("--shutdown-grace-ms"));
     }
 
     #[test]

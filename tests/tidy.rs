@@ -1,6 +1,7 @@
 //! Style and documentation checks, run as ordinary tests: the README's API table matches what
-//! ApiVersions advertises, every source file opens with a `//!` doc, no debugging leftovers, and
-//! the module boundaries ARCHITECTURE.md states.
+//! ApiVersions advertises, its configuration table matches the settings table in the code, every
+//! source file opens with a `//!` doc, no debugging leftovers, and the module boundaries
+//! ARCHITECTURE.md states.
 
 use std::path::Path;
 
@@ -35,6 +36,20 @@ fn readme_api_table_matches_api_versions() {
 }
 
 #[test]
+fn readme_configuration_table_matches_the_settings() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let begin = "<!-- config-table:begin -->\n";
+    let start = readme.find(begin).expect("config table start marker") + begin.len();
+    let end = readme.find("<!-- config-table:end -->").expect("config table end marker");
+    assert_eq!(
+        &readme[start..end],
+        spate::config::render_markdown(),
+        "README's configuration table disagrees with config::SETTINGS; regenerate it with \
+         `cargo run -- config print-defaults --markdown` and paste it between the markers"
+    );
+}
+
+#[test]
 fn every_source_file_is_documented_and_clean() {
     let mut files = Vec::new();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -66,7 +81,7 @@ fn only_io_touches_files_sockets_and_the_runtime() {
             if code.starts_with("//") {
                 continue;
             }
-            for banned in ["std::fs", "glommio", "std::net::Tcp", "std::net::Udp", "socket2", "libc::"] {
+            for banned in ["std::fs", "glommio", "std::net::Tcp", "std::net::Udp", "socket2", "libc::", "nix::"] {
                 assert!(!code.contains(banned), "{}:{}: `{banned}` outside src/io: {line}", f.display(), n + 1);
             }
         }

@@ -47,6 +47,30 @@ impl SegmentFile {
         f?.close().await.map_err(to_io)
     }
 
+    /// Start-up only (main thread): checks that files in `dir` accept O_DIRECT, by creating a
+    /// probe file with it, writing one aligned block and fdatasyncing it. Fails with the open's
+    /// error (EINVAL) on filesystems without direct I/O, such as ramfs or tmpfs before Linux 6.6.
+    pub fn check_direct_io(dir: &Path) -> io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let probe = dir.join(".spate-direct-io-probe");
+        let result = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&probe)?;
+            // O_DIRECT needs an aligned buffer: take an aligned block out of a larger one.
+            let buf = vec![0u8; 2 * DMA_ALIGNMENT_BYTES];
+            let at = buf.as_ptr().align_offset(DMA_ALIGNMENT_BYTES);
+            f.write_all(&buf[at..at + DMA_ALIGNMENT_BYTES])?;
+            f.sync_data()
+        })();
+        let _ = std::fs::remove_file(&probe);
+        result
+    }
+
     /// Opens (creating if asked) a segment file for reading and writing with O_DIRECT.
     pub async fn open(path: &Path, create: bool) -> io::Result<SegmentFile> {
         let file = OpenOptions::new()

@@ -90,12 +90,78 @@ pub async fn remove_file(path: PathBuf) -> io::Result<()> {
 }
 
 /// Creates the data directory if needed and checks that it is writable. Runs on the main thread
-/// before the executors start, so start-up problems are reported plainly.
+/// before the executors start, so start-up problems are reported plainly. A file where the
+/// directory should be is `NotADirectory`.
 pub fn prepare_data_dir(path: &Path) -> io::Result<()> {
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_dir()) {
+        return Err(io::Error::new(io::ErrorKind::NotADirectory, "it exists and is not a directory"));
+    }
     std::fs::create_dir_all(path)?;
     let probe = path.join(".spate-write-probe");
     std::fs::write(&probe, b"probe")?;
     std::fs::remove_file(&probe)
+}
+
+/// An exclusive `flock` on a lock file that holds the owner's pid. The kernel releases it when
+/// the process ends in any way (kill -9 included), so a stale file whose lock is free is harmless
+/// and is simply taken over. Held by the main thread for the life of the broker.
+pub struct FileLock {
+    _file: std::fs::File,
+}
+
+/// Why a [`FileLock`] was not taken.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another process holds it; what it wrote there (its pid), if readable.
+    Held { holder: String },
+    Io(io::Error),
+}
+
+impl FileLock {
+    /// Start-up only: takes the lock without waiting and writes this process's pid into the file.
+    pub fn acquire(path: &Path) -> Result<FileLock, LockError> {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(LockError::Io)?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(LockError::Io(e));
+            }
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            return Err(LockError::Held { holder: holder.trim().to_string() });
+        }
+        f.set_len(0).map_err(LockError::Io)?;
+        f.write_all(format!("{}\n", std::process::id()).as_bytes()).map_err(LockError::Io)?;
+        Ok(FileLock { _file: f })
+    }
+}
+
+/// Start-up only: whether `path` exists.
+pub fn exists_sync(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+/// Start-up only: removes `path` if it exists, durably (the directory is fsynced). Returns
+/// whether it existed.
+pub fn take_file_sync(path: &Path) -> io::Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(true)
 }
 
 /// Start-up only (main thread, before the cores run): a file's text, `None` if it does not exist.

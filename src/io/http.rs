@@ -16,7 +16,17 @@ pub struct Response {
 /// Binds `addr` now (so a port in use is reported at start) and serves `route(path)` on a
 /// background thread for the life of the process. Returns the bound address.
 pub fn serve(addr: SocketAddr, route: impl Fn(&str) -> Response + Send + 'static) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
+    // A broker just killed with SIGKILL keeps its sockets for a few milliseconds while the
+    // kernel tears its io_uring down (see kernel-notes/): retry "in use" briefly.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let listener = loop {
+        match TcpListener::bind(addr) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => break other?,
+        }
+    };
     let bound = listener.local_addr()?;
     std::thread::Builder::new().name("spate-admin-http".into()).spawn(move || {
         for stream in listener.incoming() {

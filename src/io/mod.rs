@@ -1,6 +1,7 @@
 //! The runtime edge: executors, tasks, timers, cross-core channels, sockets and files.
 //!
-//! Architecture invariant: this is the only module that names `glommio`, opens a socket or a file.
+//! Architecture invariant: this is the only module that names `glommio`, opens a socket or a file,
+//! or handles signals ([`signal`]).
 //! Everything above it sees small types of ours ([`net::Listener`], [`file::SegmentFile`],
 //! [`mesh::Mesh`]) so that the network path, or the whole runtime, can be swapped here alone.
 //! glommio is unmaintained upstream; see DESIGN.md for why the swap is expected.
@@ -18,3 +19,4 @@ pub mod mesh;
 pub mod net;
 pub mod report;
 pub mod rt;
+pub mod signal;

@@ -29,6 +29,19 @@ impl PortReservation {
     }
 }
 
+/// Start-up only: fails with `AddrInUse` when any socket listens on `addr`'s port, another
+/// Spate included. The probe binds without SO_REUSEPORT, which every socket of ours sets, so
+/// a second broker cannot silently share the port with the first; it keeps SO_REUSEADDR, so
+/// connections of a previous run left in TIME_WAIT do not count. Port 0 always passes.
+pub fn check_port_free(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())
+}
+
 fn new_socket(addr: SocketAddr) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;

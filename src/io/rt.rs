@@ -1,4 +1,5 @@
-//! Executors pinned one per core, local tasks, timers and the blocking pool.
+//! Executors pinned one per core, local tasks, timers and the blocking pool, and the checks that
+//! the host can run them (io_uring allowed, enough locked memory), made before they start.
 
 use std::future::Future;
 use std::time::Duration;
@@ -72,4 +73,37 @@ pub fn run_local<T: 'static>(fut: impl Future<Output = T> + 'static) -> T {
         .make()
         .expect("creating a local executor")
         .run(fut)
+}
+
+/// The soft RLIMIT_MEMLOCK in bytes; `None` when unlimited.
+pub fn memlock_limit_bytes() -> std::io::Result<Option<u64>> {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit through a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur))
+}
+
+/// The value of `kernel.io_uring_disabled` (0 allowed, 1 only for `kernel.io_uring_group` and
+/// CAP_SYS_ADMIN, 2 never), `None` on kernels without the setting.
+pub fn io_uring_disabled_sysctl() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok().map(|s| s.trim().to_string())
+}
+
+/// Sets up (and closes) a one-entry io_uring, as every executor will: fails as they would when
+/// the kernel has no io_uring (ENOSYS), forbids it (EPERM: the sysctl above, or a seccomp
+/// profile), or is short of memory for it.
+pub fn probe_io_uring() -> std::io::Result<()> {
+    // struct io_uring_params is 120 bytes of u32 and u64 fields; zeroed asks for defaults.
+    let mut params = [0u64; 15];
+    // SAFETY: io_uring_setup reads and writes the params struct through a valid pointer of the
+    // right size, and returns a file descriptor we own (closed below) or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is the ring io_uring_setup just returned, closed once.
+    unsafe { libc::close(fd as i32) };
+    Ok(())
 }

@@ -9,6 +9,11 @@
 //! `connections_max_idle_ms` is closed (this also ends slowloris-style partial frames); beyond
 //! `max_connections` open connections, new ones are closed at once. Anything malformed closes
 //! this connection with a log line; the broker and other clients go on.
+//!
+//! Shutdown: once the core is stopping the reader stops reading (between frames or inside one),
+//! the requests already read are answered, and the connection closes. If the grace period ends
+//! first, the connection is dropped (its socket closes); the requests it started run on,
+//! detached, to their end (see [`Pending`]).
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -29,8 +34,29 @@ use crate::protocol::frame;
 use crate::storage::notify::Notify;
 use crate::storage::now_ms;
 
-/// A request task and the bytes of the connection's budget it holds until answered.
-type Pending = (rt::Task<Result<Option<bytes::BytesMut>, String>>, usize);
+type Outcome = Result<Option<bytes::BytesMut>, String>;
+
+/// A request's task, awaited by the connection's writer. Dropped unfinished (the connection was
+/// cut at shutdown) it is detached, not cancelled: an append cancelled during its O_DIRECT write
+/// could have that write land after a later one and undo it. Detached, it runs to its end and the
+/// partition's close waits for its I/O.
+struct Pending(Option<rt::Task<Outcome>>);
+
+impl std::future::Future for Pending {
+    type Output = Outcome;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Outcome> {
+        let task = self.0.as_mut().expect("a request task is awaited once");
+        std::pin::Pin::new(task).poll(cx)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.detach();
+        }
+    }
+}
 
 /// Open client connections, on all cores.
 static OPEN: AtomicUsize = AtomicUsize::new(0);
@@ -64,7 +90,15 @@ impl Budget {
     }
 }
 
-pub async fn run(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter, peer: SocketAddr) {
+/// What the reader, the writer and the idle watchdog of one connection share.
+struct Shared {
+    closing: Cell<bool>,
+    budget: Budget,
+    in_flight: Cell<usize>,
+    last_activity: Cell<i64>,
+}
+
+pub async fn run(shard: Rc<Shard>, reader: ConnReader, writer: ConnWriter, peer: SocketAddr) {
     let open = OPEN.fetch_add(1, Ordering::Relaxed) + 1;
     let _counted = Counted;
     crate::metrics::set_open_connections(open);
@@ -74,26 +108,47 @@ pub async fn run(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWrite
         tracing::warn!(%peer, open, limit = shard.config.max_connections, "too many connections (max_connections); closing the new one");
         return;
     }
-    let (tx, rx) = flume::bounded::<Pending>(CONNECTION_IN_FLIGHT_MAX);
-    let closing = Rc::new(Cell::new(false));
-    let budget = Rc::new(Budget { used: Cell::new(0), freed: Notify::default() });
-    let in_flight = Rc::new(Cell::new(0usize));
-    let last_activity = Rc::new(Cell::new(now_ms()));
+    let life = &shard.lifecycle;
+    let _open = life.connection_opened();
+    futures_lite::future::or(serve(shard.clone(), reader, writer, peer), async {
+        life.cut().await;
+        tracing::debug!(%peer, "shutdown grace period over; dropping the connection");
+    })
+    .await;
+}
+
+/// Reads `buf` full, unless the core starts stopping first (`None`).
+async fn read_unless_stopping(shard: &Shard, reader: &mut ConnReader, buf: &mut [u8]) -> Option<std::io::Result<ReadExact>> {
+    futures_lite::future::or(async { Some(reader.read_exact(buf).await) }, async {
+        shard.lifecycle.stopping().await;
+        None
+    })
+    .await
+}
+
+async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter, peer: SocketAddr) {
+    let (tx, rx) = flume::bounded::<(Pending, usize)>(CONNECTION_IN_FLIGHT_MAX);
+    let shared = Rc::new(Shared {
+        closing: Cell::new(false),
+        budget: Budget { used: Cell::new(0), freed: Notify::default() },
+        in_flight: Cell::new(0),
+        last_activity: Cell::new(now_ms()),
+    });
     // The idle watchdog: shuts the socket (waking the reader) once nothing is in flight and
     // nothing has been read or written for connections_max_idle_ms.
     let idle_ms = shard.config.connections_max_idle_ms;
     let watchdog = rt::spawn({
-        let (closer, in_flight, last_activity, closing) = (reader.closer(), in_flight.clone(), last_activity.clone(), closing.clone());
+        let (closer, shared) = (reader.closer(), shared.clone());
         async move {
             let tick = Duration::from_millis((idle_ms as u64 / 4).clamp(10, 1000));
             loop {
                 rt::sleep(tick).await;
-                if closing.get() {
+                if shared.closing.get() {
                     return;
                 }
-                if in_flight.get() == 0 && now_ms() - last_activity.get() >= idle_ms {
+                if shared.in_flight.get() == 0 && now_ms() - shared.last_activity.get() >= idle_ms {
                     tracing::info!(%peer, idle_ms, "closing idle connection (connections_max_idle_ms)");
-                    closing.set(true);
+                    shared.closing.set(true);
                     closer.shutdown();
                     return;
                 }
@@ -101,29 +156,29 @@ pub async fn run(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWrite
         }
     });
     let writer_task = rt::spawn({
-        let (closing, budget, in_flight, last_activity) = (closing.clone(), budget.clone(), in_flight.clone(), last_activity.clone());
+        let shared = shared.clone();
         async move {
             // Every request task is awaited, even after the connection broke: dropping a task
             // cancels it, and a produce must not be cut off half-way through its append.
             while let Ok((task, held)) = rx.recv_async().await {
                 let out = task.await;
-                let _release = Release { budget: &budget, held, in_flight: &in_flight };
-                last_activity.set(now_ms());
-                if closing.get() {
+                let _release = Release { shared: &shared, held };
+                shared.last_activity.set(now_ms());
+                if shared.closing.get() {
                     continue;
                 }
                 match out {
                     Ok(Some(frame)) => {
                         if let Err(e) = writer.write_all(&[&frame]).await {
                             tracing::debug!(%peer, error = %e, "writing a response failed; closing");
-                            closing.set(true);
+                            shared.closing.set(true);
                         }
                     }
                     Ok(None) => {}
                     Err(e) => {
                         tracing::warn!(%peer, "{e}; closing connection");
                         writer.close().await;
-                        closing.set(true);
+                        shared.closing.set(true);
                     }
                 }
             }
@@ -131,8 +186,11 @@ pub async fn run(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWrite
     });
     let mut len = [0u8; 4];
     loop {
-        let read = reader.read_exact(&mut len).await;
-        last_activity.set(now_ms());
+        let Some(read) = read_unless_stopping(&shard, &mut reader, &mut len).await else {
+            tracing::debug!(%peer, "shutting down: answering the requests read, then closing");
+            break;
+        };
+        shared.last_activity.set(now_ms());
         match read {
             Ok(ReadExact::Full) => {}
             Ok(ReadExact::Closed) => {
@@ -148,7 +206,7 @@ pub async fn run(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWrite
                 break;
             }
         }
-        if closing.get() {
+        if shared.closing.get() {
             break;
         }
         let n = i32::from_be_bytes(len);
@@ -156,11 +214,14 @@ pub async fn run(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWrite
             tracing::warn!(%peer, frame_bytes = n, limit = REQUEST_FRAME_MAX_BYTES, "request frame size refused; closing connection");
             break;
         }
-        budget.take(n as usize).await;
+        shared.budget.take(n as usize).await;
         let mut held = n as usize;
         let mut buf = vec![0u8; n as usize];
-        let read = reader.read_exact(&mut buf).await;
-        last_activity.set(now_ms());
+        let Some(read) = read_unless_stopping(&shard, &mut reader, &mut buf).await else {
+            tracing::debug!(%peer, "shutting down inside a request frame: dropping it, then closing");
+            break;
+        };
+        shared.last_activity.set(now_ms());
         match read {
             Ok(ReadExact::Full) => {}
             Ok(ReadExact::Closed) | Ok(ReadExact::Truncated(_)) => {
@@ -175,39 +236,38 @@ pub async fn run(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWrite
         let (api_key, header, body) = match frame::decode_request(Bytes::from(buf)) {
             Ok(x) => x,
             Err(e) => {
-                budget.give(held);
+                shared.budget.give(held);
                 tracing::warn!(%peer, "{e}; closing connection");
                 break;
             }
         };
         if api_key == kafka_protocol::messages::ApiKey::Fetch {
             // A fetch answer may be large: reserve it before running the request.
-            budget.take(FETCH_RESPONSE_MAX_BYTES).await;
+            shared.budget.take(FETCH_RESPONSE_MAX_BYTES).await;
             held += FETCH_RESPONSE_MAX_BYTES;
         }
-        in_flight.set(in_flight.get() + 1);
+        shared.in_flight.set(shared.in_flight.get() + 1);
         let shard = shard.clone();
         let task = rt::spawn(async move { handlers::respond(&shard, api_key, header, body, peer).await });
-        if tx.send_async((task, held)).await.is_err() {
+        if tx.send_async((Pending(Some(task)), held)).await.is_err() {
             break;
         }
     }
     drop(tx);
     writer_task.await;
-    closing.set(true);
+    shared.closing.set(true);
     drop(watchdog);
 }
 
 /// Gives a request's budget back once its response is written (or dropped).
 struct Release<'a> {
-    budget: &'a Budget,
+    shared: &'a Shared,
     held: usize,
-    in_flight: &'a Cell<usize>,
 }
 
 impl Drop for Release<'_> {
     fn drop(&mut self) {
-        self.budget.give(self.held);
-        self.in_flight.set(self.in_flight.get() - 1);
+        self.shared.budget.give(self.held);
+        self.shared.in_flight.set(self.shared.in_flight.get() - 1);
     }
 }

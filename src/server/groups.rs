@@ -90,6 +90,8 @@ pub struct Groups {
     /// tombstone, is never queued: deletes write their own). Bounded by the number of groups.
     dirty: RefCell<BTreeMap<String, bytes::Bytes>>,
     wake_writer: (flume::Sender<()>, flume::Receiver<()>),
+    /// Set at shutdown: the writer ends once the queue is empty.
+    writer_stopping: Cell<bool>,
 }
 
 impl Groups {
@@ -106,6 +108,7 @@ impl Groups {
             next_token: Cell::new(1),
             dirty: RefCell::new(BTreeMap::new()),
             wake_writer: flume::bounded(1),
+            writer_stopping: Cell::new(false),
         }
     }
 
@@ -133,7 +136,7 @@ impl Groups {
     }
 
     /// The metadata writer: appends queued group snapshots to `__consumer_offsets`, one at a
-    /// time in queue order. Runs for the life of the core.
+    /// time in queue order. Runs until [`Groups::stop_writer`], after writing what is queued.
     pub async fn write_metadata(&self) {
         while self.wake_writer.1.recv_async().await.is_ok() {
             loop {
@@ -145,7 +148,16 @@ impl Groups {
                 // Errors are logged by the append; the group goes on from memory.
                 let _ = append_offset_records(&group_id, &record).await;
             }
+            if self.writer_stopping.get() {
+                return;
+            }
         }
+    }
+
+    /// Shutdown: the metadata writer writes what is queued, then ends.
+    pub fn stop_writer(&self) {
+        self.writer_stopping.set(true);
+        let _ = self.wake_writer.0.try_send(());
     }
 
     /// Feeds the group an event built around a fresh token and waits for that token's reply,

@@ -1,44 +1,62 @@
-//! The broker: start-up in order, one shard per core, client connections and the API handlers.
+//! The broker: start-up in order, one shard per core, client connections, the API handlers, and
+//! shutdown in reverse order.
 //!
 //! Start-up order (each step finishes on every core before the next starts):
-//! 1. main thread: check the data directory, load topic metadata, reserve the port;
+//! 1. main thread: block SIGTERM/SIGINT and start the thread that takes them (`io::signal`), run
+//!    the start-up checks and take the data directory's lock and the port (`startup`), read and
+//!    remove the clean-shutdown marker, load topic metadata;
 //! 2. every core: join the cross-core mesh, install the metadata image (opening and recovering the
-//!    partitions it owns), then replay the committed offsets in its `__consumer_offsets` partitions;
-//! 3. barrier: all cores recovered;
-//! 4. every core: serve cross-core jobs, then listen (SO_REUSEPORT) and accept.
+//!    partitions it owns), replay the committed offsets in its `__consumer_offsets` partitions,
+//!    bind its listener (SO_REUSEPORT);
+//! 3. barrier: all cores recovered (if any failed, all stop);
+//! 4. every core: serve cross-core jobs, start housekeeping and the group metadata writer, accept.
+//!
+//! Shutdown (`shutdown`), on the first SIGTERM or SIGINT: every core stops accepting and finishes
+//! its in-flight requests, then stops its background work, then closes its partitions, with a
+//! barrier of all cores between those phases; the main thread then writes the clean-shutdown
+//! marker and logs "shutdown complete". A second signal exits at once.
 
 pub mod connection;
 pub mod groups;
 pub mod handlers;
 pub mod metadata;
 pub mod shard;
+pub mod shutdown;
+pub mod startup;
 
-use std::sync::{Arc, Barrier};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
 use crate::io::file::SegmentFile;
 use crate::io::mesh::{Mesh, MeshSeed};
-use crate::io::net::{Listener, PortReservation};
-use crate::io::{fs, rt};
+use crate::io::net::Listener;
+use crate::io::signal::{self, Shutdown};
+use crate::io::rt;
 use metadata::MetadataImage;
 use shard::Shard;
 
-/// Runs the broker until the process is killed.
+/// Runs the broker until a shutdown signal; returns once every partition is closed.
 pub fn serve(config: Config) -> anyhow::Result<()> {
-    fs::prepare_data_dir(&config.data_dir).map_err(|e| {
-        anyhow::anyhow!("data directory {} is not usable: {e}", config.data_dir.display())
-    })?;
+    // First, before any other thread exists, so that every thread inherits the blocked signals.
+    let shutdown = signal::install().map_err(|e| anyhow::anyhow!("installing the signal handler: {e}"))?;
+    let checked = startup::check(&config)?;
+    match startup::take_clean_shutdown_marker(&config.data_dir)? {
+        startup::Previous::Clean => tracing::info!("previous shutdown was clean"),
+        startup::Previous::Crashed => tracing::warn!(
+            "previous run did not shut down cleanly: recovering after a crash (segment tails are checked, missing indexes rebuilt)"
+        ),
+        startup::Previous::New => tracing::info!(data_dir = %config.data_dir.display(), "new data directory"),
+    }
     let cluster_id: Arc<str> = metadata::load_or_create_cluster_id(&config.data_dir)?.into();
     let topics = metadata::load_topics(&config)?;
     handlers::init_producer_id::set_block(metadata::reserve_producer_id_block(&config.data_dir)?);
-    let reservation = PortReservation::new(config.listen)
-        .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", config.listen))?;
     let mut config = config;
     if config.advertised_port == 0 {
-        config.advertised_port = reservation.addr.port();
+        config.advertised_port = checked.reservation.addr.port();
     }
-    config.listen = reservation.addr;
+    config.listen = checked.reservation.addr;
     tracing::info!(
         listen = %config.listen, cores = config.cores, data_dir = %config.data_dir.display(),
         topics = topics.len(), "starting spate {}", env!("CARGO_PKG_VERSION")
@@ -53,86 +71,144 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let admin = crate::io::http::serve(config.admin_listen, crate::metrics::route)
         .map_err(|e| anyhow::anyhow!("cannot bind the admin listener {} (--admin-listen): {e}", config.admin_listen))?;
     tracing::info!(admin = %admin, "admin HTTP listening: /metrics /v1/health /v1/ready /v1/status /v1/config");
+    let data_dir = config.data_dir.clone();
     let config = Arc::new(config);
     let image = Arc::new(MetadataImage::new(topics));
     let seed = MeshSeed::new(config.cores);
-    let barrier = Arc::new(Barrier::new(config.cores));
+    let all = Arc::new(AllCores::new(config.cores));
     let result = rt::run_pinned(config.cores, move || {
-        let (config, image, seed, barrier, cluster_id) =
-            (config.clone(), image.clone(), seed.clone(), barrier.clone(), cluster_id.clone());
-        async move { run_shard(config, image, seed, barrier, cluster_id).await }
+        let (config, image, seed, all, cluster_id, shutdown) =
+            (config.clone(), image.clone(), seed.clone(), all.clone(), cluster_id.clone(), shutdown.clone());
+        async move { run_shard(config, image, seed, all, cluster_id, shutdown).await }
     });
-    drop(reservation);
-    result
+    drop(checked.reservation);
+    result?;
+    startup::mark_clean_shutdown(&data_dir)?;
+    tracing::info!("shutdown complete");
+    drop(checked.lock);
+    Ok(())
+}
+
+/// The barriers every core passes, in order.
+#[derive(Debug, Clone, Copy)]
+pub enum Round {
+    /// Every core recovered its partitions (or failed to) and bound its listener.
+    Started = 1,
+    /// Shutdown phase 1 done: no client request runs any more.
+    Drained = 2,
+    /// Shutdown phase 2 done: no background task appends any more.
+    Quiet = 3,
+}
+
+/// A barrier of all cores that waits on the core's timer rather than a thread, so the core's other
+/// tasks (cross-core jobs, file work on its helper thread) go on while it waits. Every core passes
+/// the rounds in order. Shared by all cores (atomics only).
+pub struct AllCores {
+    cores: usize,
+    arrived: AtomicUsize,
+    failed: AtomicBool,
+}
+
+impl AllCores {
+    pub fn new(cores: usize) -> AllCores {
+        AllCores { cores, arrived: AtomicUsize::new(0), failed: AtomicBool::new(false) }
+    }
+
+    pub async fn wait(&self, round: Round) {
+        self.arrived.fetch_add(1, Ordering::AcqRel);
+        while self.arrived.load(Ordering::Acquire) < round as usize * self.cores {
+            rt::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Marks start-up as failed on some core; every core stops after [`Round::Started`].
+    pub fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
 }
 
 async fn run_shard(
     config: Arc<Config>,
     image: Arc<MetadataImage>,
     seed: MeshSeed,
-    barrier: Arc<Barrier>,
+    all: Arc<AllCores>,
     cluster_id: Arc<str>,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let mesh = Mesh::join(seed).await?;
     let core = mesh.core();
     crate::metrics::set_core(core);
     let shard = Shard::install(core, config.clone(), cluster_id, mesh);
-    let recovered = match SegmentFile::prime_device_probe(&config.data_dir, core).await {
-        Ok(()) => shard.install_image(image).await,
-        Err(e) => Err(format!("probing direct I/O in {}: {e}", config.data_dir.display())),
-    };
-    let recovered = match recovered {
-        Ok(()) => shard.groups.load(&shard).await.map(|n| {
-            if n > 0 {
-                tracing::info!(core, records = n, "reloaded committed offsets and groups");
-            }
-        }),
-        Err(e) => Err(e),
-    };
-    // Every core reaches the barrier, even one whose recovery failed, so none waits forever.
-    rt::blocking({
-        let barrier = barrier.clone();
-        move || {
-            barrier.wait();
-        }
-    })
-    .await;
-    if let Err(e) = recovered {
-        anyhow::bail!("core {core}: {e}");
+    let started = recover_and_bind(&shard, image).await;
+    if started.is_err() {
+        all.fail();
     }
+    // Every core reaches the barrier, even one whose start failed, so none waits forever.
+    all.wait(Round::Started).await;
+    let listener = match started {
+        Err(e) => anyhow::bail!("core {core}: {e}"),
+        Ok(_) if all.failed() => return Ok(()),
+        Ok(listener) => listener,
+    };
     shard.mesh.serve();
-    let listener = Listener::bind(config.listen).map_err(|e| anyhow::anyhow!("core {core}: listening on {}: {e}", config.listen))?;
     if core == 0 {
         crate::metrics::set_ready();
         tracing::info!(listen = %config.listen, "spate ready: accepting Kafka clients");
     }
-    rt::spawn(housekeeping()).detach();
-    rt::spawn(async { shard::current().groups.write_metadata().await }).detach();
+    let housekeeping = rt::spawn(housekeeping());
+    let group_writer = rt::spawn(async { shard::current().groups.write_metadata().await });
     loop {
-        match listener.accept().await {
-            Ok((r, w, peer)) => {
+        let next = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shutdown.requested().await;
+            None
+        })
+        .await;
+        match next {
+            None => break,
+            Some(Ok((r, w, peer))) => {
                 tracing::debug!(%peer, core, "connection accepted");
                 rt::spawn(connection::run(shard.clone(), r, w, peer)).detach();
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(error = %e, core, "accept failed");
                 rt::sleep(Duration::from_millis(10)).await;
             }
         }
     }
+    drop(listener);
+    shutdown::run_core(&shard, &all, housekeeping, group_writer).await
+}
+
+/// Opens and recovers this core's partitions, reloads its groups, and binds its listener.
+async fn recover_and_bind(shard: &Shard, image: Arc<MetadataImage>) -> Result<Listener, String> {
+    let (core, config) = (shard.core, &shard.config);
+    SegmentFile::prime_device_probe(&config.data_dir, core)
+        .await
+        .map_err(|e| format!("probing direct I/O in {}: {e}", config.data_dir.display()))?;
+    shard.install_image(image).await?;
+    let n = shard.groups.load(shard).await?;
+    if n > 0 {
+        tracing::info!(core, records = n, "reloaded committed offsets and groups");
+    }
+    Listener::bind(config.listen).map_err(|e| format!("listening on {}: {e}", config.listen))
 }
 
 /// Every 100 ms: expire group sessions and finish rebalances, and apply the time part of the
 /// interval flush policy (`flush.ms`) on this core's partitions. Every
 /// `offsets.retention.check.interval.ms`: expire committed offsets. Every
-/// `log.cleaner.backoff.ms`: compact the compacted topics.
+/// `log.cleaner.backoff.ms`: compact the compacted topics. Ends at its next turn once shutdown
+/// stops background work (a compaction pass in progress finishes first).
 async fn housekeeping() {
     let interval = shard::current().config.groups.offsets_retention_check_interval_ms;
     let cleaner_backoff = shard::current().config.log_cleaner_backoff_ms;
     let mut next_expiry = crate::storage::now_ms() + interval;
     let mut next_clean = crate::storage::now_ms() + cleaner_backoff;
     let mut next_publish = 0;
-    loop {
+    while !shard::current().lifecycle.is_background_stopping() {
         rt::sleep(Duration::from_millis(100)).await;
         shard::current().groups.tick();
         let now = crate::storage::now_ms();
@@ -147,6 +223,9 @@ async fn housekeeping() {
         if now >= next_clean {
             next_clean = now + cleaner_backoff;
             for log in shard::current().partitions() {
+                if shard::current().lifecycle.is_background_stopping() {
+                    break;
+                }
                 if !log.config().cleanup_policy.contains("compact") {
                     continue;
                 }

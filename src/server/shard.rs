@@ -14,6 +14,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::groups::Groups;
+use super::shutdown::Lifecycle;
 use super::metadata::{self, MetadataImage, TopicMeta};
 use crate::config::Config;
 use crate::io::mesh::Mesh;
@@ -43,6 +44,8 @@ pub struct Shard {
     pub data_arrived: Rc<Notify>,
     /// The consumer groups this core coordinates.
     pub groups: Groups,
+    /// Serving, shutting down or closed (see `server::shutdown`).
+    pub lifecycle: Lifecycle,
     /// Core 0 only: set while a metadata change is being made, so changes apply one at a time.
     meta_busy: Cell<bool>,
     meta_done: Notify,
@@ -70,6 +73,7 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             data_arrived: Rc::new(Notify::default()),
             groups: Groups::new(groups),
+            lifecycle: Lifecycle::default(),
             meta_busy: Cell::new(false),
             meta_done: Notify::default(),
         });
@@ -113,8 +117,12 @@ impl Shard {
     }
 
     /// Installs a new metadata image: drops partitions of topics that are gone, opens (and so
-    /// recovers or creates) the partitions this core owns that are new.
+    /// recovers or creates) the partitions this core owns that are new. Refused once shutdown
+    /// closed the partitions (a straggling metadata change must not open new ones).
     pub async fn install_image(&self, image: Arc<MetadataImage>) -> Result<(), String> {
+        if self.lifecycle.is_closed() {
+            return Err(format!("core {} is shutting down", self.core));
+        }
         *self.image.borrow_mut() = image.clone();
         self.partitions.borrow_mut().retain(|(name, _), (id, _)| image.topic(name).is_some_and(|t| t.id == *id));
         for t in image.topics.values() {

@@ -93,6 +93,9 @@ struct Segment {
     /// Next offset after the last batch in this segment.
     next_offset: i64,
     index: SegmentIndex,
+    /// Whether the index files on disk hold `index` (loaded at recovery, or written at a roll or
+    /// a close). A clean close writes every index that is not.
+    index_saved: bool,
     bytes_since_index: u64,
     max_ts: i64,
     offset_of_max_ts: i64,
@@ -120,6 +123,8 @@ struct State {
     rolling: bool,
     /// Set when fdatasync failed: the partition refuses writes until restart (as Kafka does).
     failure: Option<String>,
+    /// Set by [`PartitionLog::close`]: appends not yet admitted are refused, rolls no longer start.
+    closing: bool,
     /// Bumped when a failed write rolls back appended-but-unwritten batches.
     rollback_gen: u64,
     unflushed_records: i64,
@@ -258,7 +263,7 @@ impl PartitionLog {
                 drop_rest = true;
                 continue;
             }
-            let (seg, truncated) = recover_segment(&dir, base, config.index_interval_bytes).await?;
+            let (seg, truncated) = recover_segment(&dir, base, config.index_interval_bytes, true).await?;
             expected_base = Some(seg.next_offset);
             drop_rest = truncated;
             segments.insert(base, seg);
@@ -294,6 +299,7 @@ impl PartitionLog {
             syncing: false,
             rolling: false,
             failure: None,
+            closing: false,
             rollback_gen: 0,
             unflushed_records: 0,
             last_sync_ms: now_ms(),
@@ -362,6 +368,9 @@ impl PartitionLog {
         let incoming: usize = batches.iter().map(|(b, _)| b.len()).sum();
         // Offsets are assigned in arrival order even when a roll makes this append wait.
         let turn = self.take_turn().await;
+        if self.st.borrow().closing {
+            return Err(LogError::Storage(format!("{} is closed for shutdown", self.dir.display())));
+        }
         self.maybe_roll(incoming).await?;
         let config = self.config.borrow().clone();
         let (first, end, gen, append_time) = {
@@ -643,6 +652,7 @@ impl PartitionLog {
             (seg.file.clone(), seg.size, seg.index.clone())
         };
         close_segment_files(&self.dir, &file, size, &index).await.map_err(|e| storage_err("closing", file.path(), e))?;
+        self.st.borrow_mut().active().index_saved = true;
         let path = segment_path(&self.dir, end, "log");
         let new_file = SegmentFile::open(&path, true).await.map_err(|e| storage_err("creating", &path, e))?;
         // The new file's directory entry must be durable before acks=all data in it is.
@@ -690,7 +700,7 @@ impl PartitionLog {
                 .map_err(|e| storage_err("compacting", &log_path, e))?;
             let Some(c) = cleaned else { continue };
             let (seg, damaged) =
-                recover_segment(&self.dir, base, index_interval).await.map_err(|e| storage_err("reopening", &log_path, e))?;
+                recover_segment(&self.dir, base, index_interval, false).await.map_err(|e| storage_err("reopening", &log_path, e))?;
             assert!(!damaged && seg.next_offset <= next_offset, "a cleaned segment must not grow: {}", log_path.display());
             self.st.borrow_mut().segments.insert(base, seg);
             tracing::info!(
@@ -846,21 +856,44 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Writes and syncs everything appended, trims O_DIRECT padding and writes the indexes, so the
-    /// next start finds a clean log. The log must not be appended to afterwards.
+    /// Closes the log for a clean shutdown: refuses appends from now on, waits for a roll in
+    /// progress, writes and fdatasyncs everything appended, trims the active segment's O_DIRECT
+    /// padding and writes every index file that is not on disk yet (the active segment's, and
+    /// those rebuilt by recovery or compaction), so the next start needs no rebuild and no tail
+    /// repair. Appends already admitted are completed (and acknowledged) by it.
     pub async fn close(&self) -> Result<(), LogError> {
+        self.st.borrow_mut().closing = true;
+        while self.st.borrow().rolling {
+            self.io_done.wait().await;
+        }
         let (end, gen) = {
             let st = self.st.borrow();
             (st.log_end, st.rollback_gen)
         };
         self.write_through(end, gen).await?;
         self.sync_through(end, gen).await?;
-        let (file, size, index) = {
-            let mut st = self.st.borrow_mut();
-            let seg = st.active();
-            (seg.file.clone(), seg.size, seg.index.clone())
+        let (unsaved, active_base) = {
+            let st = self.st.borrow();
+            let unsaved: Vec<(i64, SegmentFile, u64, SegmentIndex)> = st
+                .segments
+                .values()
+                .filter(|s| !s.index_saved)
+                .map(|s| (s.base, s.file.clone(), s.size, s.index.clone()))
+                .collect();
+            (unsaved, *st.segments.keys().next_back().expect("a log always has an active segment"))
         };
-        close_segment_files(&self.dir, &file, size, &index).await.map_err(|e| storage_err("closing", file.path(), e))
+        for (base, file, size, index) in unsaved {
+            let saved = if base == active_base {
+                close_segment_files(&self.dir, &file, size, &index).await
+            } else {
+                write_index_files(&self.dir, base, &index).await
+            };
+            saved.map_err(|e| storage_err("closing", file.path(), e))?;
+            if let Some(s) = self.st.borrow_mut().segments.get_mut(&base) {
+                s.index_saved = true;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -872,6 +905,7 @@ fn new_segment(base: i64, file: SegmentFile) -> Segment {
         written: 0,
         next_offset: base,
         index: SegmentIndex::default(),
+        index_saved: false,
         bytes_since_index: 0,
         max_ts: -1,
         offset_of_max_ts: -1,
@@ -889,6 +923,11 @@ async fn close_segment_files(dir: &Path, file: &SegmentFile, size: u64, index: &
         .and_then(|s| s.to_str())
         .and_then(|s| s.parse().ok())
         .expect("segment files are named by base offset");
+    write_index_files(dir, base, index).await
+}
+
+/// Writes a segment's offset and time index files, each atomically and durably.
+async fn write_index_files(dir: &Path, base: i64, index: &SegmentIndex) -> std::io::Result<()> {
     fs::write_atomic(segment_path(dir, base, "index"), index.encode_offsets()).await?;
     fs::write_atomic(segment_path(dir, base, "timeindex"), index.encode_times()).await
 }
@@ -1026,8 +1065,10 @@ async fn read_batches(file: &SegmentFile, mut pos: u64, limit: u64, offset: i64,
 
 /// Opens and validates one segment: loads its index if consistent, scans the tail (or the whole
 /// file) by CRC, truncates a torn or corrupt tail with a log line. Returns the segment and
-/// whether bytes were cut because of damage.
-async fn recover_segment(dir: &Path, base: i64, index_interval: i64) -> std::io::Result<(Segment, bool)> {
+/// whether bytes were cut because of damage. With `log_rebuild`, a segment without usable index
+/// files (one that was not closed cleanly) is reported as it is scanned whole; compaction, which
+/// removes a rewritten segment's index files on purpose, passes false.
+async fn recover_segment(dir: &Path, base: i64, index_interval: i64, log_rebuild: bool) -> std::io::Result<(Segment, bool)> {
     let path = segment_path(dir, base, "log");
     let file = SegmentFile::open(&path, false).await?;
     let size = file.size().await?;
@@ -1035,6 +1076,12 @@ async fn recover_segment(dir: &Path, base: i64, index_interval: i64) -> std::io:
         (Some(o), Some(t)) => SegmentIndex::decode(&o, &t),
         _ => None,
     };
+    if loaded.is_none() && log_rebuild && size > 0 {
+        tracing::info!(
+            segment = %path.display(),
+            "no usable index files (segment not closed cleanly): rebuilding its index by scanning it whole"
+        );
+    }
     let mut seg = new_segment(base, file.clone());
     seg.created_ms = now_ms();
     // Start the scan at the last index entry if that entry points at the batch it names.
@@ -1045,6 +1092,7 @@ async fn recover_segment(dir: &Path, base: i64, index_interval: i64) -> std::io:
             let ok = batch::parse_header(&head).is_some_and(|h| h.base_offset == base + rel as i64);
             if ok && (p as u64) < size {
                 start = p as u64;
+                seg.index_saved = true;
                 seg.max_ts = idx.times.last().map(|&(t, _)| t).unwrap_or(-1);
                 seg.offset_of_max_ts = idx.times.last().map(|&(_, o)| base + o as i64).unwrap_or(-1);
                 seg.index = idx;
@@ -1053,6 +1101,7 @@ async fn recover_segment(dir: &Path, base: i64, index_interval: i64) -> std::io:
             }
         } else {
             seg.index = idx;
+            seg.index_saved = true;
         }
     }
     let mut pos = start;
@@ -1106,6 +1155,7 @@ async fn recover_segment(dir: &Path, base: i64, index_interval: i64) -> std::io:
             None => tracing::debug!(segment = %path.display(), padding = size - pos, "trimming zero padding"),
         }
         seg.index.truncate_to_position(pos as u32);
+        seg.index_saved = false;
         file.truncate(pos).await?;
         file.sync().await?;
     }
@@ -1402,6 +1452,62 @@ mod tests {
             let st = log.st.borrow();
             assert!(!st.writing && !st.syncing && !st.rolling);
             assert_eq!(st.serving, st.next_ticket);
+        });
+    }
+
+    #[test]
+    fn close_leaves_every_index_on_disk_and_refuses_later_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        rt::run_local(async move {
+            io_probe(&path).await;
+            let p = path.join("p");
+            let mut c = small_segments();
+            c.index_interval_bytes = 200;
+            let log = PartitionLog::open(p.clone(), c.clone(), Rc::new(Notify::default())).await.unwrap();
+            for _ in 0..30 {
+                log.append(&[batch(4)], false).await.unwrap();
+            }
+            // Appends in flight when the close starts are completed by it; later ones are refused.
+            let tasks: Vec<_> = (0..40)
+                .map(|_| {
+                    let log = log.clone();
+                    rt::spawn(async move { log.append(&[batch(4)], false).await.map(|a| a.base_offset) })
+                })
+                .collect();
+            rt::sleep(std::time::Duration::from_micros(50)).await;
+            log.close().await.unwrap();
+            let mut done = 30;
+            for t in tasks {
+                if t.await.is_ok() {
+                    done += 1;
+                }
+            }
+            let end = log.offsets().log_end;
+            assert_eq!(end, done * 4);
+            assert_eq!(log.offsets().durable, end);
+            assert!(matches!(log.append(&[batch(1)], true).await, Err(LogError::Storage(_))));
+            let (segments, active_size) = {
+                let st = log.st.borrow();
+                assert!(st.segments.values().all(|s| s.index_saved));
+                (st.segments.keys().copied().collect::<Vec<_>>(), st.segments.values().next_back().unwrap().size)
+            };
+            assert!(segments.len() > 1, "{segments:?}");
+            drop(log);
+            let names = fs::list_dir(p.clone()).await.unwrap();
+            for base in &segments {
+                for ext in ["index", "timeindex"] {
+                    assert!(names.contains(&format!("{base:020}.{ext}")), "{base}.{ext} missing: {names:?}");
+                }
+            }
+            let last = SegmentFile::open(&segment_path(&p, *segments.last().unwrap(), "log"), false).await.unwrap();
+            assert_eq!(last.size().await.unwrap(), active_size, "O_DIRECT padding trimmed");
+
+            let log = PartitionLog::open(p, c, Rc::new(Notify::default())).await.unwrap();
+            assert_eq!(log.offsets().log_end, end);
+            assert!(log.st.borrow().segments.values().all(|s| s.index_saved), "nothing rebuilt");
+            assert_eq!(log.append(&[batch(1)], true).await.unwrap().base_offset, end);
+            assert_eq!(read_all(&log).await.len() as i64, end + 1);
         });
     }
 

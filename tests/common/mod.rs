@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -123,10 +123,48 @@ impl Broker {
         }
     }
 
-    /// kill -9, then start again on the same port and data directory.
+    /// kill -9, then start again on the same port and data directory. After [`Broker::terminate`]
+    /// this just starts it again.
     pub fn restart(&mut self) {
         self.kill9();
         self.launch();
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("broker running").id()
+    }
+
+    /// Sends `signal` (`libc::SIGTERM`, ...) to the broker without waiting.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let r = unsafe { libc::kill(self.pid() as i32, signal) };
+        assert_eq!(r, 0, "kill({}, {signal}) failed", self.pid());
+    }
+
+    /// Waits up to `limit` for the broker to exit; its exit status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.as_mut().expect("broker running").try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, as an operator or a service manager stops the broker, then waits for it to exit
+    /// (hang guard: 60 s). Returns its exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        match self.wait_exit(Duration::from_secs(60)) {
+            Some(status) => status,
+            None => panic!("spate did not exit within 60 s of SIGTERM; log:\n{}", self.log()),
+        }
     }
 
     /// Starts a process that must fail; returns its stderr.
@@ -134,6 +172,33 @@ impl Broker {
         let out = Command::new(env!("CARGO_BIN_EXE_spate")).args(args).output().unwrap();
         assert!(!out.status.success(), "expected failure from {args:?}");
         String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Runs `spate` with `args`, after `setup` adjusted the command (environment, limits); it must
+    /// exit with a failure. Returns its stderr. A hang guard kills it after 60 s (a broker that
+    /// started instead of failing) and fails the test.
+    pub fn run_failing_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let err_path = dir.path().join("stderr");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spate"));
+        cmd.args(args).stdout(Stdio::null()).stderr(std::fs::File::create(&err_path).unwrap());
+        setup(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                child.kill().ok();
+                child.wait().ok();
+                panic!("spate {args:?} did not fail; stderr:\n{}", std::fs::read_to_string(&err_path).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+        assert!(!status.success(), "expected failure from {args:?}; stderr:\n{stderr}");
+        stderr
     }
 }
 
@@ -277,6 +342,12 @@ impl Raw {
 
     /// Sends a request at `version` and decodes the response as `R` at `resp_version`.
     pub fn call<Q: Encodable, R: Decodable>(&mut self, key: ApiKey, version: i16, req: &Q, resp_version: i16) -> R {
+        self.send(key, version, req);
+        self.receive(key, resp_version)
+    }
+
+    /// Sends a request at `version` without waiting for its response (see [`Raw::receive`]).
+    pub fn send<Q: Encodable>(&mut self, key: ApiKey, version: i16, req: &Q) {
         self.corr += 1;
         let mut body = BytesMut::new();
         let mut h = RequestHeader::default();
@@ -291,6 +362,10 @@ impl Raw {
         frame.put_i32(body.len() as i32);
         frame.put_slice(&body);
         self.send_bytes(&frame);
+    }
+
+    /// Reads and decodes the response to the last request sent.
+    pub fn receive<R: Decodable>(&mut self, key: ApiKey, resp_version: i16) -> R {
         let mut resp = self.read_frame().expect("connection closed instead of a response");
         let rhv = if key == ApiKey::ApiVersions { 0 } else { key.response_header_version(resp_version) };
         let rh = ResponseHeader::decode(&mut resp, rhv).unwrap();

@@ -82,7 +82,8 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
             any_error |= r.error != 0;
             results[slot] = r;
         }
-        if wants.is_empty() || total >= min_bytes || any_error || now_ms() >= deadline {
+        let stopping = shard.lifecycle.is_stopping();
+        if wants.is_empty() || total >= min_bytes || any_error || now_ms() >= deadline || stopping {
             break;
         }
         wait_any(shard, &wants, deadline).await;
@@ -176,7 +177,8 @@ async fn wait_on_core(parts: Vec<(String, i32, i64)>, deadline: i64) {
             }
         });
         let left = deadline - now_ms();
-        if ready || left <= 0 {
+        // At shutdown every core wakes its waiters; the fetch answers with what it has.
+        if ready || left <= 0 || s.lifecycle.is_stopping() {
             return;
         }
         if rt::timeout(Duration::from_millis(left as u64), s.data_arrived.wait()).await.is_none() {
