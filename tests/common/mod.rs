@@ -99,11 +99,6 @@ impl Broker {
         }
     }
 
-    /// The broker process's id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("broker running").id()
-    }
-
     /// The broker's resident memory, from /proc.
     pub fn rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
@@ -321,23 +316,6 @@ impl Raw {
 
     pub fn send_bytes(&mut self, b: &[u8]) {
         self.s.write_all(b).unwrap();
-    }
-
-    /// Sends a request without waiting for its response.
-    pub fn send<Q: Encodable>(&mut self, key: ApiKey, version: i16, req: &Q) {
-        self.corr += 1;
-        let mut body = BytesMut::new();
-        let mut h = RequestHeader::default();
-        h.request_api_key = key as i16;
-        h.request_api_version = version;
-        h.correlation_id = self.corr;
-        h.client_id = Some(StrBytes::from_static_str("raw-test"));
-        h.encode(&mut body, key.request_header_version(version)).unwrap();
-        req.encode(&mut body, version).unwrap();
-        let mut frame = BytesMut::new();
-        frame.put_i32(body.len() as i32);
-        frame.put_slice(&body);
-        self.send_bytes(&frame);
     }
 
     /// Sends a request at `version` and decodes the response as `R` at `resp_version`.
