@@ -1,5 +1,6 @@
-//! The `spate` command line: `spate serve` runs the broker, `spate group ...` administers
-//! consumer groups on any Kafka-compatible broker (see [`crate::admin`]).
+//! The `spate` command line: `spate serve` runs the broker; `spate group ...`, `spate produce`,
+//! `spate consume` and `spate cluster info` are clients for any Kafka-compatible broker (see
+//! [`crate::admin`]).
 
 use std::process::ExitCode;
 
@@ -20,12 +21,21 @@ enum Command {
     Serve(ServeArgs),
     /// Consumer groups on any Kafka-compatible broker: list, describe, delete, reset-offsets.
     Group(crate::admin::GroupArgs),
+    /// Write records read from stdin (or --file), one per line, to a topic.
+    Produce(crate::admin::produce::ProduceArgs),
+    /// Print a topic's records, one per line; stop at the end, or --follow.
+    Consume(crate::admin::consume::ConsumeArgs),
+    /// The cluster: brokers, controller, topics, API versions.
+    Cluster(crate::admin::ClusterArgs),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Group(args) => crate::admin::run(args),
+        Command::Produce(args) => crate::admin::produce::run(args),
+        Command::Consume(args) => crate::admin::consume::run(args),
+        Command::Cluster(args) => crate::admin::run_cluster(args),
         Command::Serve(args) => {
             init_logging();
             let result = Config::from_args(&args).and_then(crate::server::serve);
