@@ -1,7 +1,8 @@
-//! The `spate` command line: `spate serve` runs the broker, `spate group ...` administers
-//! consumer groups on any Kafka-compatible broker (see [`crate::admin`]), `spate bench ...`
-//! measures any Kafka-compatible broker (see [`crate::bench`]), `spate config print-defaults`
-//! prints every setting of `spate serve` (see [`crate::config::SETTINGS`]).
+//! The `spate` command line: `spate serve` runs the broker; `spate group ...`, `spate produce`,
+//! `spate consume` and `spate cluster info` are clients for any Kafka-compatible broker (see
+//! [`crate::admin`]); `spate bench ...` measures any Kafka-compatible broker (see
+//! [`crate::bench`]); `spate config print-defaults` prints every setting of `spate serve` (see
+//! [`crate::config::SETTINGS`]).
 
 use std::process::ExitCode;
 
@@ -22,6 +23,12 @@ enum Command {
     Serve(ServeArgs),
     /// Consumer groups on any Kafka-compatible broker: list, describe, delete, reset-offsets.
     Group(crate::admin::GroupArgs),
+    /// Write records read from stdin (or --file), one per line, to a topic.
+    Produce(crate::admin::produce::ProduceArgs),
+    /// Print a topic's records, one per line; stop at the end, or --follow.
+    Consume(crate::admin::consume::ConsumeArgs),
+    /// The cluster: brokers, controller, topics, API versions.
+    Cluster(crate::admin::ClusterArgs),
     /// Benchmarks against any Kafka-compatible broker: produce, consume, e2e, sweep.
     Bench(crate::bench::BenchArgs),
     /// The settings of `spate serve`.
@@ -54,6 +61,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Group(args) => crate::admin::run(args),
+        Command::Produce(args) => crate::admin::produce::run(args),
+        Command::Consume(args) => crate::admin::consume::run(args),
+        Command::Cluster(args) => crate::admin::run_cluster(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Config(ConfigCommand::PrintDefaults { format, markdown }) => {
             let text = match (format, markdown) {

@@ -80,6 +80,30 @@ pub struct Topic {
     pub partitions: BTreeMap<i32, i32>,
 }
 
+/// The cluster as a Metadata request for every topic shows it.
+pub struct ClusterMetadata {
+    pub cluster_id: Option<String>,
+    /// `None` if the broker names no controller (-1).
+    pub controller: Option<i32>,
+    pub brokers: Vec<BrokerSummary>,
+    /// Sorted by name.
+    pub topics: Vec<TopicSummary>,
+}
+
+pub struct BrokerSummary {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+pub struct TopicSummary {
+    pub name: String,
+    pub partitions: usize,
+    pub internal: bool,
+    pub error: i16,
+}
+
 /// Connections to the cluster. Lives on the command's thread.
 pub struct Cluster {
     bootstrap: String,
@@ -140,6 +164,42 @@ impl Cluster {
             })
             .collect();
         Ok((brokers, topics))
+    }
+
+    /// The whole cluster as Metadata describes it: every broker and every topic.
+    pub fn describe_cluster(&mut self) -> Result<ClusterMetadata> {
+        let bootstrap = self.bootstrap.clone();
+        let (_, resp) = self.conn(&bootstrap)?.call(|v| {
+            // v0 asks for every topic with an empty list, later versions with none.
+            let all = if v == 0 { Some(Vec::new()) } else { None };
+            MetadataRequest::default().with_topics(all).with_allow_auto_topic_creation(false)
+        })?;
+        if resp.error_code != 0 {
+            return Err(kafka_error(resp.error_code, None, "asking for the cluster's metadata"));
+        }
+        let mut topics: Vec<TopicSummary> = resp
+            .topics
+            .into_iter()
+            .filter_map(|t| {
+                Some(TopicSummary { name: t.name?.0.to_string(), partitions: t.partitions.len(), internal: t.is_internal, error: t.error_code })
+            })
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(ClusterMetadata {
+            cluster_id: resp.cluster_id.map(|c| c.to_string()),
+            controller: Some(resp.controller_id.0).filter(|c| *c >= 0),
+            brokers: resp
+                .brokers
+                .into_iter()
+                .map(|b| BrokerSummary { id: b.node_id.0, host: b.host.to_string(), port: b.port, rack: b.rack.map(|r| r.to_string()) })
+                .collect(),
+            topics,
+        })
+    }
+
+    /// The APIs the broker at `addr` supports: (key, min version, max version).
+    pub fn api_versions(&mut self, addr: &str) -> Result<Vec<(i16, i16, i16)>> {
+        Ok(self.conn(addr)?.api_versions().to_vec())
     }
 
     /// The host:port of `group`'s coordinator, retrying while the cluster is still electing one.

@@ -1,16 +1,25 @@
-//! `spate group ...`: consumer-group administration against any Kafka-compatible broker
-//! (Spate or Kafka), like Kafka's `kafka-consumer-groups.sh`.
+//! The `spate` client commands, for any Kafka-compatible broker (Spate or Kafka):
+//! - `spate group ...`: consumer-group administration, like Kafka's `kafka-consumer-groups.sh`
+//!   ([`group`] for list, describe and delete; [`reset`] for reset-offsets);
+//! - `spate produce` and `spate consume` ([`produce`], [`consume`]): records from stdin and to
+//!   stdout, one per line, through librdkafka ([`librdkafka`], [`record`]);
+//! - `spate cluster info` ([`cluster_info`]): brokers, controller, topics and API versions.
 //!
-//! The commands ([`group`] for list, describe and delete; [`reset`] for reset-offsets) ask the
-//! cluster through [`cluster::Cluster`], which speaks the Kafka protocol over the blocking
-//! `io::client`. Output is an aligned table, or JSON with `--json`; errors go to stderr with
-//! Kafka's error name, and the exit code is 1 if anything failed (2 for usage errors, from clap).
+//! The group and cluster commands ask the cluster through [`cluster::Cluster`], which speaks the
+//! Kafka protocol over the blocking `io::client`. Output is for people by default (aligned
+//! tables), JSON with `--json`; errors go to stderr with Kafka's error name, and the exit code is
+//! 1 if anything failed (2 for usage errors).
 //!
 //! Architecture invariant: no broker code here; this module knows the server only through the
 //! wire.
 
 pub mod cluster;
+pub mod cluster_info;
+pub mod consume;
 pub mod group;
+pub mod librdkafka;
+pub mod produce;
+pub mod record;
 pub mod reset;
 
 use std::process::ExitCode;
@@ -20,6 +29,55 @@ use serde::Serialize;
 
 use crate::protocol::ResponseError;
 use cluster::Cluster;
+
+/// The broker to talk to, for the commands that need nothing else in common.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Broker(s) to bootstrap from: host:port, comma-separated; any Kafka-compatible broker.
+    #[arg(
+        short = 'b',
+        long = "bootstrap-server",
+        global = true,
+        env = "SPATE_BOOTSTRAP_SERVER",
+        default_value = "127.0.0.1:9092",
+        value_name = "HOST:PORT"
+    )]
+    pub bootstrap_server: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Brokers, controller, cluster id, topics and their partition counts, and the API versions
+    /// each broker supports.
+    Info,
+}
+
+/// Runs `spate cluster info`: 0 if every broker answered, 1 otherwise.
+pub fn run_cluster(args: ClusterArgs) -> ExitCode {
+    let out = Output { json: args.json };
+    let result = Cluster::connect(&args.client.bootstrap_server).and_then(|mut c| match args.command {
+        ClusterCommand::Info => cluster_info::info(&mut c, &out),
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            report(&format!("{e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct GroupArgs {
@@ -123,6 +181,12 @@ impl Output {
 /// An error line on stderr.
 pub fn report(message: &str) {
     eprintln!("spate: error: {message}");
+}
+
+/// A usage error clap cannot see (options that do not go together): reported, exit 2.
+pub fn usage_error(message: &str) -> ExitCode {
+    report(message);
+    ExitCode::from(2)
 }
 
 /// `rows` under `header`, each column as wide as its widest cell plus two spaces.

@@ -6,9 +6,15 @@
 //! sends every request at the highest version both the broker and the `kafka-protocol` crate
 //! know, as real clients do; an API the broker lacks is refused with a message naming it. Requests
 //! and responses are the `kafka-protocol` crate's types. Talks to any Kafka-compatible broker.
+//!
+//! Also the little else the command line needs from the operating system: opening an input file
+//! ([`open_input`], `spate produce --file`) and turning Ctrl-C into a flag ([`catch_interrupts`],
+//! `spate consume --follow`).
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -48,6 +54,11 @@ impl Connection {
 
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The APIs the broker advertised in ApiVersions: (API key, min version, max version).
+    pub fn api_versions(&self) -> &[(i16, i16, i16)] {
+        &self.versions
     }
 
     /// The highest version of `Q` both sides support, or an error naming the API.
@@ -178,9 +189,39 @@ fn io_error(e: std::io::Error, doing: &str) -> anyhow::Error {
 }
 
 /// The API's name as Kafka spells it (`OffsetCommit`), or its key.
-fn api_name(key: i16) -> String {
+pub fn api_name(key: i16) -> String {
     match ApiKey::try_from(key) {
         Ok(k) => format!("{k:?}"),
         Err(_) => format!("key {key}"),
     }
+}
+
+/// Opens `path` for reading, with the path in the error.
+pub fn open_input(path: &Path) -> Result<Box<dyn Read>> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(Box::new(f))
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// From now on SIGINT (Ctrl-C) and SIGTERM set a flag, read by [`interrupted`], instead of
+/// ending the process, so a command can finish cleanly (print, commit) and exit 0.
+pub fn catch_interrupts() -> Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(SigHandler::Handler(on_interrupt), SaFlags::SA_RESTART, SigSet::empty());
+    for s in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { sigaction(s, &action) }.with_context(|| format!("installing a {s} handler"))?;
+    }
+    Ok(())
+}
+
+/// True once SIGINT or SIGTERM arrived after [`catch_interrupts`].
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
 }
