@@ -12,11 +12,14 @@
 //! - [`admin`]: `spate group ...`, consumer-group administration over the Kafka protocol (a
 //!   blocking client in `io::client`); works against any Kafka-compatible broker.
 //! - [`cli`]: the `spate` command line.
+//! - `fuzzing` (hidden): entry points for the fuzz targets in `fuzz/` and `tests/fuzz_corpus.rs`.
 
 pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod coordinator;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod io;
 pub mod protocol;
 pub mod server;

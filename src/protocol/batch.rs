@@ -180,6 +180,15 @@ pub struct ScanEnd {
 
 /// Walks whole valid batches from the start of `b`, calling `f(position, header)` for each.
 pub fn scan(b: &[u8], mut f: impl FnMut(usize, &BatchHeader)) -> ScanEnd {
+    scan_while(b, |at, h| {
+        f(at, h);
+        Ok(())
+    })
+}
+
+/// [`scan`], where `f` may also refuse a valid batch (its offsets do not belong there, say): the
+/// scan then stops before it, with `f`'s reason as the problem.
+pub fn scan_while(b: &[u8], mut f: impl FnMut(usize, &BatchHeader) -> Result<(), String>) -> ScanEnd {
     let mut at = 0;
     while at < b.len() {
         let rest = &b[at..];
@@ -198,7 +207,9 @@ pub fn scan(b: &[u8], mut f: impl FnMut(usize, &BatchHeader)) -> ScanEnd {
         }
         match validate(&rest[..LOG_OVERHEAD + len as usize]) {
             Ok(h) => {
-                f(at, &h);
+                if let Err(problem) = f(at, &h) {
+                    return ScanEnd { valid_len: at, problem: Some(problem) };
+                }
                 at += h.total_len();
             }
             Err(e) => return ScanEnd { valid_len: at, problem: Some(e.to_string()) },

@@ -880,6 +880,42 @@ async fn read_batches(file: &SegmentFile, mut pos: u64, limit: u64, offset: i64,
     }
 }
 
+/// Whether the batch header read at the last offset-index entry's position (`head`) is the batch
+/// that entry names, so recovery may trust the index up to there.
+pub(crate) fn index_entry_matches(base: i64, rel: u32, head: &[u8]) -> bool {
+    batch::parse_header(head).is_some_and(|h| h.base_offset == base + rel as i64)
+}
+
+/// What recovery learns from a segment's valid batches as it walks them: the sparse index, the
+/// largest timestamp and the next offset. Pure, so it runs on any bytes (see `crate::fuzzing`).
+pub(crate) struct SegmentScan {
+    pub base: i64,
+    pub index_interval: i64,
+    pub index: SegmentIndex,
+    pub bytes_since_index: u64,
+    pub max_ts: i64,
+    pub offset_of_max_ts: i64,
+    pub next_offset: i64,
+}
+
+impl SegmentScan {
+    /// Accounts for the CRC-valid batch `h` found at file position `pos`.
+    pub fn batch(&mut self, pos: u64, h: &BatchHeader) -> Result<(), String> {
+        let last = h.last_offset();
+        if self.bytes_since_index >= self.index_interval as u64 {
+            self.index.add((h.base_offset - self.base) as u32, pos as u32, self.max_ts.max(h.max_timestamp));
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += h.total_len() as u64;
+        if h.max_timestamp > self.max_ts {
+            self.max_ts = h.max_timestamp;
+            self.offset_of_max_ts = last;
+        }
+        self.next_offset = last + 1;
+        Ok(())
+    }
+}
+
 /// Opens and validates one segment: loads its index if consistent, scans the tail (or the whole
 /// file) by CRC, truncates a torn or corrupt tail with a log line. Returns the segment and
 /// whether bytes were cut because of damage.
@@ -898,7 +934,7 @@ async fn recover_segment(dir: &Path, base: i64, index_interval: i64) -> std::io:
     if let Some(idx) = loaded {
         if let Some(&(rel, p)) = idx.offsets.last() {
             let head = file.read(p as u64, batch::HEADER_LEN).await?;
-            let ok = batch::parse_header(&head).is_some_and(|h| h.base_offset == base + rel as i64);
+            let ok = index_entry_matches(base, rel, &head);
             if ok && (p as u64) < size {
                 start = p as u64;
                 seg.max_ts = idx.times.last().map(|&(t, _)| t).unwrap_or(-1);
@@ -914,23 +950,19 @@ async fn recover_segment(dir: &Path, base: i64, index_interval: i64) -> std::io:
     let mut pos = start;
     let mut problem = None;
     let mut need = 0usize;
+    let mut walk = SegmentScan {
+        base,
+        index_interval,
+        index: std::mem::take(&mut seg.index),
+        bytes_since_index: 0,
+        max_ts: seg.max_ts,
+        offset_of_max_ts: seg.offset_of_max_ts,
+        next_offset: base,
+    };
     while pos < size {
         let want = ((size - pos) as usize).min(SEGMENT_READ_MAX_BYTES.max(need));
         let chunk = file.read(pos, want).await?;
-        let end = batch::scan(&chunk, |at, h| {
-            let p = pos + at as u64;
-            let last = h.last_offset();
-            if seg.bytes_since_index >= index_interval as u64 {
-                seg.index.add((h.base_offset - base) as u32, p as u32, seg.max_ts.max(h.max_timestamp));
-                seg.bytes_since_index = 0;
-            }
-            seg.bytes_since_index += h.total_len() as u64;
-            if h.max_timestamp > seg.max_ts {
-                seg.max_ts = h.max_timestamp;
-                seg.offset_of_max_ts = last;
-            }
-            seg.next_offset = last + 1;
-        });
+        let end = batch::scan_while(&chunk, |at, h| walk.batch(pos + at as u64, h));
         pos += end.valid_len as u64;
         if end.valid_len == chunk.len() {
             need = 0;
@@ -950,6 +982,11 @@ async fn recover_segment(dir: &Path, base: i64, index_interval: i64) -> std::io:
         problem = end.problem;
         break;
     }
+    seg.index = walk.index;
+    seg.bytes_since_index = walk.bytes_since_index;
+    seg.max_ts = walk.max_ts;
+    seg.offset_of_max_ts = walk.offset_of_max_ts;
+    seg.next_offset = walk.next_offset;
     seg.size = pos;
     seg.written = pos;
     let damaged = problem.is_some();
