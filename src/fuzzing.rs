@@ -318,7 +318,7 @@ pub fn segment(data: &[u8]) {
             if index_entry_matches(base, rel, head) && p < log.len() {
                 start = p;
                 walk.max_ts = idx.times.last().map(|&(t, _)| t).unwrap_or(-1);
-                walk.offset_of_max_ts = idx.times.last().map(|&(_, o)| base + o as i64).unwrap_or(-1);
+                walk.offset_of_max_ts = idx.times.last().map(|&(_, o)| base.saturating_add(o as i64)).unwrap_or(-1);
                 walk.index = idx;
             }
         } else {

@@ -361,7 +361,11 @@ impl PartitionLog {
                 }
                 if seg.bytes_since_index >= config.index_interval_bytes as u64 {
                     let max_so_far = seg.max_ts;
-                    seg.index.add((base - seg.base) as u32, pos as u32, max_so_far);
+                    // Producers choose last_offset_delta: an offset too far from the base for
+                    // the index's 32 bits stays out of it rather than wrapping.
+                    if let Ok(rel) = u32::try_from(base - seg.base) {
+                        seg.index.add(rel, pos as u32, max_so_far);
+                    }
                     seg.bytes_since_index = 0;
                 }
                 seg.bytes_since_index += bytes.len() as u64;
@@ -883,7 +887,7 @@ async fn read_batches(file: &SegmentFile, mut pos: u64, limit: u64, offset: i64,
 /// Whether the batch header read at the last offset-index entry's position (`head`) is the batch
 /// that entry names, so recovery may trust the index up to there.
 pub(crate) fn index_entry_matches(base: i64, rel: u32, head: &[u8]) -> bool {
-    batch::parse_header(head).is_some_and(|h| h.base_offset == base + rel as i64)
+    batch::parse_header(head).is_some_and(|h| base.checked_add(rel as i64) == Some(h.base_offset))
 }
 
 /// What recovery learns from a segment's valid batches as it walks them: the sparse index, the
@@ -899,11 +903,21 @@ pub(crate) struct SegmentScan {
 }
 
 impl SegmentScan {
-    /// Accounts for the CRC-valid batch `h` found at file position `pos`.
+    /// Accounts for the CRC-valid batch `h` found at file position `pos`; `Err` (damage: the
+    /// scan stops before it) when its offsets cannot follow the batches before it in this
+    /// segment. The CRC does not cover the base offset, so a flipped bit there passes it.
     pub fn batch(&mut self, pos: u64, h: &BatchHeader) -> Result<(), String> {
-        let last = h.last_offset();
+        if h.base_offset < self.next_offset {
+            return Err(format!("batch at offset {} where offset {} or later was due", h.base_offset, self.next_offset));
+        }
+        let Some(last) = h.base_offset.checked_add(h.last_offset_delta as i64).filter(|&l| l < i64::MAX) else {
+            return Err(format!("batch at offset {} with last offset delta {} overflows", h.base_offset, h.last_offset_delta));
+        };
         if self.bytes_since_index >= self.index_interval as u64 {
-            self.index.add((h.base_offset - self.base) as u32, pos as u32, self.max_ts.max(h.max_timestamp));
+            // An offset too far from the base for the index's 32 bits stays out of it.
+            if let Ok(rel) = u32::try_from(h.base_offset - self.base) {
+                self.index.add(rel, pos as u32, self.max_ts.max(h.max_timestamp));
+            }
             self.bytes_since_index = 0;
         }
         self.bytes_since_index += h.total_len() as u64;
@@ -938,7 +952,7 @@ async fn recover_segment(dir: &Path, base: i64, index_interval: i64) -> std::io:
             if ok && (p as u64) < size {
                 start = p as u64;
                 seg.max_ts = idx.times.last().map(|&(t, _)| t).unwrap_or(-1);
-                seg.offset_of_max_ts = idx.times.last().map(|&(_, o)| base + o as i64).unwrap_or(-1);
+                seg.offset_of_max_ts = idx.times.last().map(|&(_, o)| base.saturating_add(o as i64)).unwrap_or(-1);
                 seg.index = idx;
             } else {
                 tracing::info!(segment = %path.display(), "index does not match the segment; rebuilding it");
@@ -1021,6 +1035,35 @@ mod tests {
         let b = crate::protocol::batch::tests::make_batch(n, 1_000);
         let h = batch::validate(&b).unwrap();
         (b, h)
+    }
+
+    /// Found by fuzzing: recovery trusted base offsets, which the CRC does not cover, so one
+    /// flipped bit could move a segment's end backwards. Such a batch is now damage.
+    #[test]
+    fn recovery_refuses_batches_whose_offsets_go_back_or_overflow() {
+        let mut walk = SegmentScan {
+            base: 100,
+            index_interval: 0,
+            index: SegmentIndex::default(),
+            bytes_since_index: 0,
+            max_ts: -1,
+            offset_of_max_ts: -1,
+            next_offset: 100,
+        };
+        let at = |base: i64| {
+            let mut m = crate::protocol::batch::tests::make_batch(3, 1_000).to_vec();
+            batch::patch(&mut m, base, 0, None);
+            batch::validate(&m).unwrap()
+        };
+        assert!(walk.batch(0, &at(99)).is_err(), "before the segment's base");
+        walk.batch(0, &at(100)).unwrap();
+        assert_eq!(walk.next_offset, 103);
+        assert!(walk.batch(200, &at(101)).is_err(), "overlaps the batch before");
+        walk.batch(200, &at(110)).unwrap();
+        assert_eq!(walk.next_offset, 113, "a gap (compaction) is fine");
+        assert!(walk.batch(400, &at(i64::MAX - 1)).is_err(), "last offset overflows");
+        walk.batch(400, &at(100 + (1 << 33))).unwrap();
+        assert_eq!(walk.index.offsets, vec![(0, 0), (10, 200)], "too far for a 32-bit relative offset: not indexed");
     }
 
     #[test]
