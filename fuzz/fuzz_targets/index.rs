@@ -1,5 +1,5 @@
-//! Fuzz target `index`: a segment's .index, .timeindex and .log bytes, through index decoding and the recovery
-//! walk (`spate::fuzzing::segment`).
+//! Fuzz target `index`: a segment's .index, .timeindex and .log bytes, through index decoding and the
+//! recovery walk (`spate::fuzzing::segment`).
 
 #![no_main]
 

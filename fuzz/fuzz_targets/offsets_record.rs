@@ -1,5 +1,5 @@
-//! Fuzz target `offsets_record`: a __consumer_offsets key and value, through decode_record, its re-encoding and
-//! the consumer-protocol decoders (`spate::fuzzing::offsets_record`).
+//! Fuzz target `offsets_record`: a `__consumer_offsets` key and value, through decode_record, its
+//! re-encoding and the consumer-protocol decoders (`spate::fuzzing::offsets_record`).
 
 #![no_main]
 

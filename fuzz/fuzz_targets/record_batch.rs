@@ -1,5 +1,5 @@
-//! Fuzz target `record_batch`: a flags byte and a record set, through split, scan and every record reader
-//! (`spate::fuzzing::record_batch`).
+//! Fuzz target `record_batch`: a flags byte and a record set, through split, scan, patch and every record
+//! reader, checking they agree (`spate::fuzzing::record_batch`).
 
 #![no_main]
 

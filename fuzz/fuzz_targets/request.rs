@@ -1,5 +1,5 @@
-//! Fuzz target `request`: any request frame (the bytes after the length prefix), through everything the broker
-//! runs on it before a handler touches state (`spate::fuzzing::request`).
+//! Fuzz target `request`: any request frame (the bytes after the length prefix), through everything the
+//! broker runs on it before a handler touches state (`spate::fuzzing::request`).
 
 #![no_main]
 

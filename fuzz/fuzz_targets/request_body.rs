@@ -1,5 +1,5 @@
-//! Fuzz target `request_body`: structure-aware: an implemented API and version picked by two bytes, the rest a
-//! request body behind a well-formed header (`spate::fuzzing::request_body`).
+//! Fuzz target `request_body`: structure-aware: two bytes pick an implemented API and a version in its
+//! range, the rest is a request body behind a well-formed header (`spate::fuzzing::request_body`).
 
 #![no_main]
 
