@@ -16,12 +16,15 @@
 //! - [`bench`]: `spate bench ...`, produce/consume/end-to-end benchmarks and linger/batch sweeps
 //!   through librdkafka; works against any Kafka-compatible broker.
 //! - [`cli`]: the `spate` command line.
+//! - `fuzzing` (hidden): entry points for the fuzz targets in `fuzz/` and `tests/fuzz_corpus.rs`.
 
 pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod coordinator;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod io;
 pub mod metrics;
 pub mod protocol;

@@ -180,6 +180,15 @@ pub struct ScanEnd {
 
 /// Walks whole valid batches from the start of `b`, calling `f(position, header)` for each.
 pub fn scan(b: &[u8], mut f: impl FnMut(usize, &BatchHeader)) -> ScanEnd {
+    scan_while(b, |at, h| {
+        f(at, h);
+        Ok(())
+    })
+}
+
+/// [`scan`], where `f` may also refuse a valid batch (its offsets do not belong there, say): the
+/// scan then stops before it, with `f`'s reason as the problem.
+pub fn scan_while(b: &[u8], mut f: impl FnMut(usize, &BatchHeader) -> Result<(), String>) -> ScanEnd {
     let mut at = 0;
     while at < b.len() {
         let rest = &b[at..];
@@ -198,7 +207,9 @@ pub fn scan(b: &[u8], mut f: impl FnMut(usize, &BatchHeader)) -> ScanEnd {
         }
         match validate(&rest[..LOG_OVERHEAD + len as usize]) {
             Ok(h) => {
-                f(at, &h);
+                if let Err(problem) = f(at, &h) {
+                    return ScanEnd { valid_len: at, problem: Some(problem) };
+                }
                 at += h.total_len();
             }
             Err(e) => return ScanEnd { valid_len: at, problem: Some(e.to_string()) },
@@ -275,38 +286,58 @@ pub fn build(records: &[(Option<Bytes>, Option<Bytes>)], timestamp: i64) -> Byte
     Bytes::from(b)
 }
 
-fn get_bytes_field(b: &[u8], at: &mut usize) -> Option<Option<Bytes>> {
-    let len = read_varint(b, at)?;
+/// One record of an uncompressed batch, as the readers below see it.
+struct RawRecord<'a> {
+    offset: i64,
+    timestamp: i64,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    /// The whole record, its length prefix included.
+    bytes: &'a [u8],
+}
+
+/// A length-prefixed bytes field (-1: null) inside `r`.
+fn get_bytes_field<'a>(r: &'a [u8], at: &mut usize) -> Option<Option<&'a [u8]>> {
+    let len = read_varint(r, at)?;
     if len < 0 {
         return Some(None);
     }
     let end = at.checked_add(usize::try_from(len).ok()?)?;
-    let v = Bytes::copy_from_slice(b.get(*at..end)?);
+    let v = r.get(*at..end)?;
     *at = end;
     Some(Some(v))
 }
 
-/// Key and value of each record of an uncompressed batch; `None` for compressed or malformed ones.
-pub fn key_values(b: &[u8], h: &BatchHeader) -> Option<Vec<(Option<Bytes>, Option<Bytes>)>> {
-    if h.compression() != 0 {
+/// Calls `f` with each record of an uncompressed batch `b` (exactly the batch `h` heads), in
+/// order. `None`, perhaps after some calls, for a compressed batch or a malformed one: a record
+/// whose fields run past its own length, an offset or timestamp that overflows, fewer records
+/// than `records_count`, or bytes left after the last one. Every reader below goes through this,
+/// so they agree on what a well-formed batch is.
+fn each_record<'a>(b: &'a [u8], h: &BatchHeader, mut f: impl FnMut(RawRecord<'a>)) -> Option<()> {
+    if h.compression() != 0 || b.len() != h.total_len() {
         return None;
     }
-    let mut out = Vec::new();
     let mut at = HEADER_LEN;
     for _ in 0..h.records_count {
+        let start = at;
         let len = read_varint(b, &mut at)?;
         let end = at.checked_add(usize::try_from(len).ok()?)?;
-        at += 1; // attributes
-        read_varint(b, &mut at)?; // timestamp delta
-        read_varint(b, &mut at)?; // offset delta
-        let k = get_bytes_field(b, &mut at)?;
-        let v = get_bytes_field(b, &mut at)?;
-        out.push((k, v));
-        if end > b.len() {
-            return None;
-        }
+        let r = b.get(..end)?;
+        let mut c = at + 1; // attributes
+        let timestamp = h.base_timestamp.checked_add(read_varint(r, &mut c)?)?;
+        let offset = h.base_offset.checked_add(read_varint(r, &mut c)?)?;
+        let key = get_bytes_field(r, &mut c)?;
+        let value = get_bytes_field(r, &mut c)?;
+        f(RawRecord { offset, timestamp, key, value, bytes: &b[start..end] });
         at = end;
     }
+    (at == b.len()).then_some(())
+}
+
+/// Key and value of each record of an uncompressed batch; `None` for compressed or malformed ones.
+pub fn key_values(b: &[u8], h: &BatchHeader) -> Option<Vec<(Option<Bytes>, Option<Bytes>)>> {
+    let mut out = Vec::new();
+    each_record(b, h, |r| out.push((r.key.map(Bytes::copy_from_slice), r.value.map(Bytes::copy_from_slice))))?;
     Some(out)
 }
 
@@ -348,56 +379,17 @@ pub fn retain(b: &[u8], h: &BatchHeader, mut keep: impl FnMut(&RecordView<'_>) -
 /// Calls `f` with each record of an uncompressed batch and the record's bytes; `None` (having
 /// called `f` for some records, perhaps) for a compressed or malformed batch.
 pub fn visit(b: &[u8], h: &BatchHeader, mut f: impl FnMut(&RecordView<'_>, &[u8])) -> Option<()> {
-    if h.compression() != 0 || b.len() != h.total_len() {
-        return None;
-    }
-    let mut at = HEADER_LEN;
-    for _ in 0..h.records_count {
-        let start = at;
-        let len = read_varint(b, &mut at)?;
-        let end = at.checked_add(usize::try_from(len).ok()?)?;
-        if end > b.len() {
-            return None;
-        }
-        let mut c = at + 1; // attributes
-        read_varint(b, &mut c)?; // timestamp delta
-        let offset = h.base_offset + read_varint(b, &mut c)?;
-        let key_len = read_varint(b, &mut c)?;
-        let key = if key_len < 0 {
-            None
-        } else {
-            let k_end = c.checked_add(usize::try_from(key_len).ok()?)?;
-            let k = b.get(c..k_end)?;
-            c = k_end;
-            Some(k)
-        };
-        let tombstone = read_varint(b, &mut c)? < 0;
-        f(&RecordView { offset, key, tombstone }, &b[start..end]);
-        at = end;
-    }
-    (at == b.len()).then_some(())
+    each_record(b, h, |r| f(&RecordView { offset: r.offset, key: r.key, tombstone: r.value.is_none() }, r.bytes))
 }
 
 /// For an uncompressed batch, each record's (offset, timestamp). `None` for compressed batches or
 /// malformed records (callers then fall back to the batch-level timestamps).
 pub fn record_timestamps(b: &[u8], h: &BatchHeader) -> Option<Vec<(i64, i64)>> {
-    if h.compression() != 0 || h.is_log_append_time() {
+    if h.is_log_append_time() {
         return None;
     }
-    let mut out = Vec::with_capacity(h.records_count.max(0) as usize);
-    let mut at = HEADER_LEN;
-    for _ in 0..h.records_count {
-        let len = read_varint(b, &mut at)?;
-        let start = at;
-        at += 1; // attributes
-        let ts_delta = read_varint(b, &mut at)?;
-        let off_delta = read_varint(b, &mut at)?;
-        out.push((h.base_offset + off_delta, h.base_timestamp + ts_delta));
-        at = start.checked_add(usize::try_from(len).ok()?)?;
-        if at > b.len() {
-            return None;
-        }
-    }
+    let mut out = Vec::new();
+    each_record(b, h, |r| out.push((r.offset, r.timestamp)))?;
     Some(out)
 }
 
@@ -514,6 +506,37 @@ pub mod tests {
         let b = make_batch(3, 50);
         let h = validate(&b).unwrap();
         assert_eq!(record_timestamps(&b, &h).unwrap(), vec![(0, 50), (1, 51), (2, 52)]);
+    }
+
+    /// Found by fuzzing: `visit` accepted a record whose value ran past the record's own length
+    /// while `key_values` refused it, so compaction and the offsets replay disagreed. Every
+    /// reader now refuses it, and refuses offsets that overflow.
+    #[test]
+    fn readers_agree_on_malformed_records() {
+        let good = make_batch(1, 0);
+        let h = validate(&good).unwrap();
+        assert!(visit(&good, &h, |_, _| {}).is_some() && key_values(&good, &h).is_some());
+        // The one record: length, attributes, ts delta, offset delta, key -1, value 3 "abc",
+        // headers 0. Shorten its declared length by one so the value runs past it, and let a
+        // trailing byte keep the batch length.
+        let mut m = good.to_vec();
+        m[HEADER_LEN] -= 2; // zigzag: length - 1
+        m.push(0);
+        let len = (m.len() - LOG_OVERHEAD) as i32;
+        m[8..12].copy_from_slice(&len.to_be_bytes());
+        let crc = crc32c::crc32c(&m[CRC_START..]);
+        m[17..21].copy_from_slice(&crc.to_be_bytes());
+        let h = validate(&m).unwrap();
+        assert!(visit(&m, &h, |_, _| {}).is_none());
+        assert!(key_values(&m, &h).is_none());
+        assert!(record_timestamps(&m, &h).is_none());
+        assert_eq!(retain(&m, &h, |_| true), None);
+        // A base offset near i64::MAX (outside the CRC, so a flipped bit passes it).
+        let mut m = make_batch(2, 0).to_vec();
+        patch(&mut m, i64::MAX, 0, None);
+        let h = validate(&m).unwrap();
+        assert!(visit(&m, &h, |_, _| {}).is_none());
+        assert!(record_timestamps(&m, &h).is_none());
     }
 
     #[test]

@@ -567,7 +567,7 @@ impl TopicLookup for MetadataImage {
 
 /// The topics a consumer-protocol member subscribes to (its JoinGroup metadata, Kafka's
 /// ConsumerProtocolSubscription). Newer versions only add fields, so they are read as v3.
-fn subscribed_topics(metadata: &bytes::Bytes) -> Vec<String> {
+pub(crate) fn subscribed_topics(metadata: &bytes::Bytes) -> Vec<String> {
     use kafka_protocol::messages::ConsumerProtocolSubscription;
     use kafka_protocol::protocol::Decodable;
     let mut b = metadata.clone();

@@ -438,7 +438,11 @@ impl PartitionLog {
                 }
                 if seg.bytes_since_index >= config.index_interval_bytes as u64 {
                     let max_so_far = seg.max_ts;
-                    seg.index.add((base - seg.base) as u32, pos as u32, max_so_far);
+                    // Producers choose last_offset_delta: an offset too far from the base for
+                    // the index's 32 bits stays out of it rather than wrapping.
+                    if let Ok(rel) = u32::try_from(base - seg.base) {
+                        seg.index.add(rel, pos as u32, max_so_far);
+                    }
                     seg.bytes_since_index = 0;
                 }
                 seg.bytes_since_index += bytes.len() as u64;
@@ -1063,6 +1067,52 @@ async fn read_batches(file: &SegmentFile, mut pos: u64, limit: u64, offset: i64,
     }
 }
 
+/// Whether the batch header read at the last offset-index entry's position (`head`) is the batch
+/// that entry names, so recovery may trust the index up to there.
+pub(crate) fn index_entry_matches(base: i64, rel: u32, head: &[u8]) -> bool {
+    batch::parse_header(head).is_some_and(|h| base.checked_add(rel as i64) == Some(h.base_offset))
+}
+
+/// What recovery learns from a segment's valid batches as it walks them: the sparse index, the
+/// largest timestamp and the next offset. Pure, so it runs on any bytes (see `crate::fuzzing`).
+pub(crate) struct SegmentScan {
+    pub base: i64,
+    pub index_interval: i64,
+    pub index: SegmentIndex,
+    pub bytes_since_index: u64,
+    pub max_ts: i64,
+    pub offset_of_max_ts: i64,
+    pub next_offset: i64,
+}
+
+impl SegmentScan {
+    /// Accounts for the CRC-valid batch `h` found at file position `pos`; `Err` (damage: the
+    /// scan stops before it) when its offsets cannot follow the batches before it in this
+    /// segment. The CRC does not cover the base offset, so a flipped bit there passes it.
+    pub fn batch(&mut self, pos: u64, h: &BatchHeader) -> Result<(), String> {
+        if h.base_offset < self.next_offset {
+            return Err(format!("batch at offset {} where offset {} or later was due", h.base_offset, self.next_offset));
+        }
+        let Some(last) = h.base_offset.checked_add(h.last_offset_delta as i64).filter(|&l| l < i64::MAX) else {
+            return Err(format!("batch at offset {} with last offset delta {} overflows", h.base_offset, h.last_offset_delta));
+        };
+        if self.bytes_since_index >= self.index_interval as u64 {
+            // An offset too far from the base for the index's 32 bits stays out of it.
+            if let Ok(rel) = u32::try_from(h.base_offset - self.base) {
+                self.index.add(rel, pos as u32, self.max_ts.max(h.max_timestamp));
+            }
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += h.total_len() as u64;
+        if h.max_timestamp > self.max_ts {
+            self.max_ts = h.max_timestamp;
+            self.offset_of_max_ts = last;
+        }
+        self.next_offset = last + 1;
+        Ok(())
+    }
+}
+
 /// Opens and validates one segment: loads its index if consistent, scans the tail (or the whole
 /// file) by CRC, truncates a torn or corrupt tail with a log line. Returns the segment and
 /// whether bytes were cut because of damage. With `log_rebuild`, a segment without usable index
@@ -1089,12 +1139,12 @@ async fn recover_segment(dir: &Path, base: i64, index_interval: i64, log_rebuild
     if let Some(idx) = loaded {
         if let Some(&(rel, p)) = idx.offsets.last() {
             let head = file.read(p as u64, batch::HEADER_LEN).await?;
-            let ok = batch::parse_header(&head).is_some_and(|h| h.base_offset == base + rel as i64);
+            let ok = index_entry_matches(base, rel, &head);
             if ok && (p as u64) < size {
                 start = p as u64;
                 seg.index_saved = true;
                 seg.max_ts = idx.times.last().map(|&(t, _)| t).unwrap_or(-1);
-                seg.offset_of_max_ts = idx.times.last().map(|&(_, o)| base + o as i64).unwrap_or(-1);
+                seg.offset_of_max_ts = idx.times.last().map(|&(_, o)| base.saturating_add(o as i64)).unwrap_or(-1);
                 seg.index = idx;
             } else {
                 tracing::info!(segment = %path.display(), "index does not match the segment; rebuilding it");
@@ -1107,23 +1157,19 @@ async fn recover_segment(dir: &Path, base: i64, index_interval: i64, log_rebuild
     let mut pos = start;
     let mut problem = None;
     let mut need = 0usize;
+    let mut walk = SegmentScan {
+        base,
+        index_interval,
+        index: std::mem::take(&mut seg.index),
+        bytes_since_index: 0,
+        max_ts: seg.max_ts,
+        offset_of_max_ts: seg.offset_of_max_ts,
+        next_offset: base,
+    };
     while pos < size {
         let want = ((size - pos) as usize).min(SEGMENT_READ_MAX_BYTES.max(need));
         let chunk = file.read(pos, want).await?;
-        let end = batch::scan(&chunk, |at, h| {
-            let p = pos + at as u64;
-            let last = h.last_offset();
-            if seg.bytes_since_index >= index_interval as u64 {
-                seg.index.add((h.base_offset - base) as u32, p as u32, seg.max_ts.max(h.max_timestamp));
-                seg.bytes_since_index = 0;
-            }
-            seg.bytes_since_index += h.total_len() as u64;
-            if h.max_timestamp > seg.max_ts {
-                seg.max_ts = h.max_timestamp;
-                seg.offset_of_max_ts = last;
-            }
-            seg.next_offset = last + 1;
-        });
+        let end = batch::scan_while(&chunk, |at, h| walk.batch(pos + at as u64, h));
         pos += end.valid_len as u64;
         if end.valid_len == chunk.len() {
             need = 0;
@@ -1143,6 +1189,11 @@ async fn recover_segment(dir: &Path, base: i64, index_interval: i64, log_rebuild
         problem = end.problem;
         break;
     }
+    seg.index = walk.index;
+    seg.bytes_since_index = walk.bytes_since_index;
+    seg.max_ts = walk.max_ts;
+    seg.offset_of_max_ts = walk.offset_of_max_ts;
+    seg.next_offset = walk.next_offset;
     seg.size = pos;
     seg.written = pos;
     let damaged = problem.is_some();
@@ -1178,6 +1229,35 @@ mod tests {
         let b = crate::protocol::batch::tests::make_batch(n, 1_000);
         let h = batch::validate(&b).unwrap();
         (b, h)
+    }
+
+    /// Found by fuzzing: recovery trusted base offsets, which the CRC does not cover, so one
+    /// flipped bit could move a segment's end backwards. Such a batch is now damage.
+    #[test]
+    fn recovery_refuses_batches_whose_offsets_go_back_or_overflow() {
+        let mut walk = SegmentScan {
+            base: 100,
+            index_interval: 0,
+            index: SegmentIndex::default(),
+            bytes_since_index: 0,
+            max_ts: -1,
+            offset_of_max_ts: -1,
+            next_offset: 100,
+        };
+        let at = |base: i64| {
+            let mut m = crate::protocol::batch::tests::make_batch(3, 1_000).to_vec();
+            batch::patch(&mut m, base, 0, None);
+            batch::validate(&m).unwrap()
+        };
+        assert!(walk.batch(0, &at(99)).is_err(), "before the segment's base");
+        walk.batch(0, &at(100)).unwrap();
+        assert_eq!(walk.next_offset, 103);
+        assert!(walk.batch(200, &at(101)).is_err(), "overlaps the batch before");
+        walk.batch(200, &at(110)).unwrap();
+        assert_eq!(walk.next_offset, 113, "a gap (compaction) is fine");
+        assert!(walk.batch(400, &at(i64::MAX - 1)).is_err(), "last offset overflows");
+        walk.batch(400, &at(100 + (1 << 33))).unwrap();
+        assert_eq!(walk.index.offsets, vec![(0, 0), (10, 200)], "too far for a 32-bit relative offset: not indexed");
     }
 
     #[test]

@@ -243,7 +243,12 @@ pub(crate) fn write_unknown_tagged_fields<B: ByteBufMut, R: RangeBounds<i32>>(
     range: R,
     unknown_tagged_fields: &BTreeMap<i32, Bytes>,
 ) -> Result<()> {
-    for (&k, v) in unknown_tagged_fields.range(range) {
+    // SPATE PATCH: decoders store a tag read as u32 under `tag as i32`, so tags of 2^31 and up
+    // are negative keys, which a `n..` range skipped although the field count included them (the
+    // encoding then did not decode). They come last in unsigned order: write them after the rest.
+    let to_the_end = matches!(range.end_bound(), std::ops::Bound::Unbounded);
+    let high = unknown_tagged_fields.range(..0).filter(|_| to_the_end);
+    for (&k, v) in unknown_tagged_fields.range(range).chain(high) {
         if v.len() > u32::MAX as usize {
             bail!("Tagged field is too long to encode ({} bytes)", v.len());
         }

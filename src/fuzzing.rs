@@ -1,0 +1,366 @@
+//! Entry points for the fuzz targets in `fuzz/` and for replaying their corpora on stable Rust
+//! (`tests/fuzz_corpus.rs`). Not part of Spate's API.
+//!
+//! Each function takes arbitrary bytes, runs exactly the code the broker runs on bytes it does
+//! not trust (a request frame, a record batch, a segment and its index files, a
+//! `__consumer_offsets` record), and asserts what that code promises beyond "no panic": round
+//! trips, and that whatever it accepts is well formed. A panic here is a bug in Spate (or in the
+//! vendored `kafka-protocol`), never in the input.
+//!
+//! Some targets take a leading flags byte so the fuzzer can reach the code behind a CRC: with
+//! [`FIX_CRC`] set, the CRC-32C of every batch whose length fits is recomputed before the bytes
+//! are used.
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
+use kafka_protocol::protocol::Encodable;
+
+use crate::admin::cluster::decode_assignment;
+use crate::config::limits::REQUEST_FRAME_MAX_BYTES;
+use crate::coordinator::offsets::{self, Record};
+use crate::protocol::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
+use crate::protocol::frame;
+use crate::server::groups::subscribed_topics;
+use crate::server::handlers::{self, api_versions};
+use crate::storage::index::SegmentIndex;
+use crate::storage::log::{index_entry_matches, SegmentScan};
+
+/// Flags-byte bit: recompute each batch's CRC-32C before use.
+pub const FIX_CRC: u8 = 1;
+
+/// How the broker treats one request frame (the bytes after the length prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// Refused by its size before decoding: the connection is closed.
+    SizeRefused,
+    /// The header did not decode (too short, unknown API key, bad header): closed.
+    BadFrame,
+    /// ApiVersions: answered from the handler table whatever the body holds.
+    ApiVersions,
+    /// An API or version Spate does not implement: closed.
+    Unsupported,
+    /// The body did not decode: closed.
+    Malformed,
+    /// Decoded: the handler would run.
+    Decoded(ApiKey),
+}
+
+/// One request frame, as `server::connection` and `server::handlers` take it up to the handler:
+/// the size check, `frame::decode_request`, the ApiVersions answer (encoded), the version check
+/// and `RequestKind::decode`; then the byte-level work the handlers do before touching any state
+/// (produce's `batch::split`, the consumer-protocol metadata of JoinGroup and SyncGroup).
+/// Asserts that a decoded request encodes and decodes back to itself.
+pub fn request(frame_bytes: &[u8]) -> RequestOutcome {
+    if frame_bytes.len() < 8 || frame_bytes.len() > REQUEST_FRAME_MAX_BYTES {
+        return RequestOutcome::SizeRefused;
+    }
+    let Ok((key, header, mut body)) = frame::decode_request(Bytes::copy_from_slice(frame_bytes)) else {
+        return RequestOutcome::BadFrame;
+    };
+    let v = header.request_api_version;
+    if key == ApiKey::ApiVersions {
+        let (resp, version) = api_versions::handle(v, body);
+        frame::encode_response(key, version, header.correlation_id, &resp)
+            .expect("the ApiVersions answer encodes at the version handle() picked");
+        return RequestOutcome::ApiVersions;
+    }
+    let Some(spec) = handlers::spec(key) else { return RequestOutcome::Unsupported };
+    if v < spec.min || v > spec.max {
+        return RequestOutcome::Unsupported;
+    }
+    let Ok(req) = RequestKind::decode(key, &mut body, v) else { return RequestOutcome::Malformed };
+    inner_bytes(&req);
+    let mut buf = BytesMut::new();
+    req.encode(&mut buf, v).unwrap_or_else(|e| panic!("decoded {key:?} v{v} does not encode back: {e}"));
+    let again = RequestKind::decode(key, &mut buf.freeze(), v)
+        .unwrap_or_else(|e| panic!("re-encoded {key:?} v{v} does not decode: {e}"));
+    assert_eq!(again, req, "{key:?} v{v} changed in an encode/decode round trip");
+    RequestOutcome::Decoded(key)
+}
+
+/// A request frame for an implemented API built from `data`: its first byte picks the API (an
+/// index into `handlers::SUPPORTED`), the second a version in its range, the rest is the body
+/// behind a well-formed header. Lets the fuzzer spend its time in body decoding.
+pub fn request_body(data: &[u8]) -> RequestOutcome {
+    let [api, version, body @ ..] = data else { return RequestOutcome::SizeRefused };
+    let spec = &handlers::SUPPORTED[*api as usize % handlers::SUPPORTED.len()];
+    let v = spec.min + (*version as i16 % (spec.max - spec.min + 1));
+    let mut header = RequestHeader::default();
+    header.request_api_key = spec.key as i16;
+    header.request_api_version = v;
+    header.correlation_id = 1;
+    let mut buf = BytesMut::new();
+    header.encode(&mut buf, spec.key.request_header_version(v)).expect("a default header encodes");
+    buf.extend_from_slice(body);
+    request(&buf)
+}
+
+/// What handlers read out of a decoded request's opaque byte fields.
+fn inner_bytes(req: &RequestKind) {
+    match req {
+        RequestKind::Produce(r) => {
+            for p in r.topic_data.iter().flat_map(|t| &t.partition_data) {
+                if let Some(records) = &p.records {
+                    split_and_check(records);
+                }
+            }
+        }
+        RequestKind::JoinGroup(r) => {
+            for p in &r.protocols {
+                subscribed_topics(&p.metadata);
+            }
+        }
+        RequestKind::SyncGroup(r) => {
+            for a in &r.assignments {
+                decode_assignment(a.assignment.clone());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Recomputes the CRC-32C of each batch from the start of `b` whose length field fits.
+fn fix_crcs(b: &mut [u8]) {
+    let mut at = 0;
+    while at + HEADER_LEN <= b.len() {
+        let len = i32::from_be_bytes(b[at + 8..at + 12].try_into().expect("4 bytes"));
+        let Ok(len) = usize::try_from(len) else { return };
+        let end = at + LOG_OVERHEAD + len;
+        if len < HEADER_LEN - LOG_OVERHEAD || end > b.len() {
+            return;
+        }
+        let crc = crc32c::crc32c(&b[at + 21..end]);
+        b[at + 17..at + 21].copy_from_slice(&crc.to_be_bytes());
+        at = end;
+    }
+}
+
+/// A flags byte, then a record set (a produce request's records, or a stretch of a segment): runs
+/// `split`, `scan` and, on every batch they accept, every function that reads records
+/// ([`check_batch`]), plus `patch` as produce applies it and `__consumer_offsets` decoding as
+/// the offsets replay applies it.
+pub fn record_batch(data: &[u8]) {
+    let Some((&flags, rest)) = data.split_first() else { return };
+    let mut bytes = rest.to_vec();
+    if flags & FIX_CRC != 0 {
+        fix_crcs(&mut bytes);
+    }
+    let records = Bytes::from(bytes);
+    split_and_check(&records);
+    let end = batch::scan(&records, |at, h| check_batch(&records[at..at + h.total_len()], h));
+    assert!(end.valid_len <= records.len());
+    if end.valid_len == records.len() {
+        assert!(end.problem.is_none(), "a scan that covered everything reports no problem");
+    }
+}
+
+fn split_and_check(records: &Bytes) {
+    let Ok(batches) = batch::split(records) else { return };
+    assert_eq!(batches.iter().map(|(b, _)| b.len()).sum::<usize>(), records.len(), "split covers every byte");
+    for (b, h) in &batches {
+        check_batch(b, h);
+        // What produce does with it: patch in the broker-owned fields.
+        for lat in [None, Some(h.base_timestamp ^ 0x5a5a)] {
+            let mut m = b.to_vec();
+            batch::patch(&mut m, 1 << 40, 7, lat);
+            let p = batch::validate(&m).expect("a patched valid batch stays valid");
+            assert_eq!((p.base_offset, p.leader_epoch, p.records_count), (1 << 40, 7, h.records_count));
+            if let Some(ts) = lat {
+                assert!(p.is_log_append_time());
+                assert_eq!(p.max_timestamp, ts);
+            }
+        }
+    }
+}
+
+/// Every reader of a batch `b` that `validate` accepted with header `h`, and how they agree.
+pub fn check_batch(b: &[u8], h: &BatchHeader) {
+    assert_eq!(batch::validate(b).as_ref(), Ok(h), "validate is a function of the bytes");
+    assert_eq!(h.total_len(), b.len());
+    let kvs = batch::key_values(b, h);
+    let times = batch::record_timestamps(b, h);
+    let mut seen = Vec::new();
+    let visited = batch::visit(b, h, |r, bytes| {
+        assert!(!bytes.is_empty());
+        seen.push((r.offset, r.key.map(<[u8]>::to_vec), r.tombstone));
+    });
+    if let Some(kvs) = &kvs {
+        for (k, v) in kvs {
+            if let Some(k) = k {
+                // The offsets replay decodes every keyed record of `__consumer_offsets`.
+                offsets_decode_checked(k, v.as_deref());
+            }
+        }
+    }
+    if visited.is_none() {
+        return;
+    }
+    // visit read every record, exactly up to the end: the other readers agree with it.
+    assert_eq!(seen.len(), h.records_count as usize);
+    let kvs = kvs.expect("key_values reads a batch visit reads");
+    assert_eq!(kvs.len(), seen.len());
+    for ((k, v), (_, sk, tomb)) in kvs.iter().zip(&seen) {
+        assert_eq!(k.as_deref(), sk.as_deref(), "key_values and visit disagree on a key");
+        assert_eq!(v.is_none(), *tomb, "key_values and visit disagree on a tombstone");
+    }
+    if !h.is_log_append_time() {
+        let times = times.expect("record_timestamps reads a batch visit reads");
+        let offs: Vec<i64> = times.iter().map(|&(o, _)| o).collect();
+        assert_eq!(offs, seen.iter().map(|s| s.0).collect::<Vec<_>>(), "record_timestamps and visit disagree on offsets");
+    }
+    // Compaction keeping every record writes back the same bytes.
+    let all = batch::retain(b, h, |_| true).expect("retain reads a batch visit reads");
+    match all {
+        None => assert_eq!(h.records_count, 0, "retain(keep all) dropped records"),
+        Some(out) => assert_eq!(&out[..], b, "retain(keep all) changed the batch"),
+    }
+    // Keeping some: a valid batch with the same offsets and timestamps, and the kept records.
+    let mut i = 0;
+    let mut kept = Vec::new();
+    let some = batch::retain(b, h, |r| {
+        i += 1;
+        let keep = i % 2 == 1 || r.tombstone;
+        if keep {
+            kept.push(r.offset);
+        }
+        keep
+    })
+    .expect("retain reads a batch visit reads");
+    let Some(out) = some else {
+        assert!(kept.is_empty());
+        return;
+    };
+    let h2 = batch::validate(&out).expect("retain produced an invalid batch");
+    assert_eq!(
+        (h2.base_offset, h2.last_offset_delta, h2.base_timestamp, h2.max_timestamp, h2.attributes),
+        (h.base_offset, h.last_offset_delta, h.base_timestamp, h.max_timestamp, h.attributes),
+        "retain changed the batch header"
+    );
+    assert_eq!(h2.records_count as usize, kept.len());
+    let mut again = Vec::new();
+    batch::visit(&out, &h2, |r, _| again.push(r.offset)).expect("a retained batch reads back");
+    assert_eq!(again, kept, "retain kept other records than asked");
+}
+
+/// A `__consumer_offsets` record: a flags byte (bit 0: a null value, a tombstone), a u16 key
+/// length, the key, the value. Runs `offsets::decode_record` as the offsets replay does and, on
+/// a group record, the consumer-protocol decoding of each member's subscription and assignment;
+/// asserts that what decodes encodes back to the same record. The raw value also goes through
+/// the consumer-protocol decoders, which meet such bytes in JoinGroup and SyncGroup.
+pub fn offsets_record(data: &[u8]) {
+    let [flags, k0, k1, rest @ ..] = data else { return };
+    let key_len = (u16::from_be_bytes([*k0, *k1]) as usize).min(rest.len());
+    let (key, value) = rest.split_at(key_len);
+    let value = (flags & 1 == 0).then_some(value);
+    offsets_decode_checked(key, value);
+    if let Some(v) = value {
+        subscribed_topics(&Bytes::copy_from_slice(v));
+        decode_assignment(Bytes::copy_from_slice(v));
+    }
+}
+
+fn offsets_decode_checked(key: &[u8], value: Option<&[u8]>) {
+    let Some(record) = offsets::decode_record(key, value) else { return };
+    let (k, v) = match &record {
+        Record::Offset { group, topic, partition, committed } => {
+            (offsets::encode_key(group, topic, *partition), committed.as_ref().map(offsets::encode_value))
+        }
+        Record::Group { group, snapshot } => {
+            for m in snapshot.iter().flat_map(|s| &s.members) {
+                subscribed_topics(&m.subscription);
+                decode_assignment(m.assignment.clone());
+            }
+            (offsets::encode_group_key(group), snapshot.as_ref().map(offsets::encode_group_value))
+        }
+    };
+    assert_eq!(offsets::decode_record(&k, v.as_deref()).as_ref(), Some(&record), "record changed in an encode/decode round trip");
+}
+
+/// A segment as recovery finds it on disk: a flags byte ([`FIX_CRC`]; bits 1-2 pick
+/// `index.interval.bytes`; bit 3 a base offset near `i64::MAX`), a u32 base offset, u16 lengths
+/// of the `.index` and `.timeindex` files, those files, then the `.log` bytes. Runs
+/// `SegmentIndex::decode` and the recovery walk (`storage::log::SegmentScan`) from where
+/// recovery would start, and asserts the index round-trips and that offsets never go back.
+pub fn segment(data: &[u8]) {
+    let [flags, b0, b1, b2, b3, o0, o1, t0, t1, rest @ ..] = data else { return };
+    let mut base = u32::from_be_bytes([*b0, *b1, *b2, *b3]) as i64;
+    if flags & 8 != 0 {
+        base = i64::MAX - base;
+    }
+    let index_interval = [0, 1, 4096, 1 << 20][(flags >> 1 & 3) as usize];
+    let off_len = (u16::from_be_bytes([*o0, *o1]) as usize).min(rest.len());
+    let (off_file, rest) = rest.split_at(off_len);
+    let time_len = (u16::from_be_bytes([*t0, *t1]) as usize).min(rest.len());
+    let (time_file, log) = rest.split_at(time_len);
+    let mut log = log.to_vec();
+    if flags & FIX_CRC != 0 {
+        fix_crcs(&mut log);
+    }
+    let loaded = SegmentIndex::decode(off_file, time_file);
+    if let Some(idx) = &loaded {
+        check_index(idx, off_file, time_file);
+    }
+    let mut walk = SegmentScan {
+        base,
+        index_interval,
+        index: SegmentIndex::default(),
+        bytes_since_index: 0,
+        max_ts: -1,
+        offset_of_max_ts: -1,
+        next_offset: base,
+    };
+    // Where recovery starts: at the last offset-index entry if it names the batch found there.
+    let mut start = 0usize;
+    if let Some(idx) = loaded {
+        if let Some(&(rel, p)) = idx.offsets.last() {
+            let p = p as usize;
+            let head = log.get(p..).map(|h| &h[..h.len().min(HEADER_LEN)]).unwrap_or(&[]);
+            if index_entry_matches(base, rel, head) && p < log.len() {
+                start = p;
+                walk.max_ts = idx.times.last().map(|&(t, _)| t).unwrap_or(-1);
+                walk.offset_of_max_ts = idx.times.last().map(|&(_, o)| base.saturating_add(o as i64)).unwrap_or(-1);
+                walk.index = idx;
+            }
+        } else {
+            walk.index = idx;
+        }
+    }
+    let mut last_next = walk.next_offset;
+    let end = batch::scan_while(&log[start..], |at, h| {
+        walk.batch((start + at) as u64, h)?;
+        assert!(h.base_offset >= last_next, "recovery accepted a batch at {} before offset {last_next}", h.base_offset);
+        assert!(walk.next_offset > h.base_offset, "recovery's next offset did not pass the batch");
+        last_next = walk.next_offset;
+        Ok(())
+    });
+    let kept = start + end.valid_len;
+    assert!(walk.next_offset >= base, "recovery moved the segment's end before its base");
+    assert!(walk.index.offsets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
+    assert!(walk.index.times.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
+    walk.index.truncate_to_position(kept as u32);
+    assert!(walk.index.offsets.iter().all(|&(_, p)| (p as usize) < kept.max(1)));
+}
+
+/// What `SegmentIndex` promises about a decoded index, and its lookups on it.
+fn check_index(idx: &SegmentIndex, off_file: &[u8], time_file: &[u8]) {
+    assert_eq!(idx.encode_offsets(), off_file, "offset index does not round-trip");
+    assert_eq!(idx.encode_times(), time_file, "time index does not round-trip");
+    let probes = idx.offsets.iter().flat_map(|&(o, p)| [o, o.wrapping_sub(1), o.wrapping_add(1), p]);
+    for q in probes.chain([0, u32::MAX]) {
+        let p = idx.position_for(q);
+        assert!(p == 0 || idx.offsets.iter().any(|&(o, pos)| pos == p && o <= q));
+    }
+    for &(t, _) in &idx.times {
+        for ts in [t, t.wrapping_sub(1), t.wrapping_add(1), i64::MIN, i64::MAX] {
+            let o = idx.offset_for_time(ts);
+            assert!(o == 0 || idx.times.iter().any(|&(tt, oo)| oo == o && tt < ts));
+        }
+    }
+    for &(_, p) in idx.offsets.iter().take(4) {
+        let mut t = idx.clone();
+        t.truncate_to_position(p);
+        assert!(t.offsets.iter().all(|&(_, pp)| pp < p));
+        let last = t.offsets.last().map(|&(o, _)| o);
+        assert!(t.times.iter().all(|&(_, o)| last.is_some_and(|l| o <= l)));
+    }
+}
