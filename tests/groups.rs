@@ -567,3 +567,27 @@ fn consumer_protocol_members_share_partitions_and_rebalance_incrementally() {
     drop(three);
     poll_until(&[&fourth], &mut seen, &|_| owned(&fourth).len() == 6);
 }
+
+#[test]
+fn commit_metadata_over_4096_bytes_is_refused() {
+    use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use kafka_protocol::messages::{ApiKey, GroupId, OffsetCommitRequest, OffsetCommitResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let broker = Broker::start(GROUP_FLAGS);
+    produce_numbered(&broker.bootstrap(), "meta", 10);
+    let commit = |metadata: String| {
+        let req = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g-meta")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("meta")))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(5)
+                    .with_committed_metadata(Some(StrBytes::from_string(metadata)))])]);
+        let r: OffsetCommitResponse = common::Raw::connect(broker.port).call(ApiKey::OffsetCommit, 8, &req, 8);
+        r.topics[0].partitions[0].error_code
+    };
+    assert_eq!(commit("é".repeat(2049)), 12, "OFFSET_METADATA_TOO_LARGE for 4098 bytes");
+    assert_eq!(commit("m".repeat(4096)), 0, "4096 bytes is allowed");
+}

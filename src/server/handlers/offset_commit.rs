@@ -1,6 +1,7 @@
 //! OffsetCommit (key 8): stores a group's consumed positions on the group's coordinating core,
 //! if the committer is a member of the current generation (or, for assign()-only consumers,
-//! while the group has no members). Offsets for topics that do not exist are refused.
+//! while the group has no members). Offsets for topics that do not exist are refused, and so is
+//! metadata over 4096 bytes (OFFSET_METADATA_TOO_LARGE, as Kafka).
 
 use std::rc::Rc;
 
@@ -14,6 +15,10 @@ use crate::storage::now_ms;
 
 pub const VERSIONS: (i16, i16) = (2, 9);
 
+/// Kafka's `offset.metadata.max.bytes`: longer commit metadata gets OFFSET_METADATA_TOO_LARGE
+/// (and `__consumer_offsets` strings stay far below their 32767-byte limit).
+pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+
 pub async fn handle(shard: &Rc<Shard>, version: i16, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let image = shard.image();
     let group_id = req.group_id.0.to_string();
@@ -25,9 +30,14 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: OffsetCommitRequest) -
     let now = now_ms();
     let mut offsets = Vec::new();
     let mut unknown = Vec::new();
+    let mut too_large = Vec::new();
     for t in &req.topics {
         let meta = image.topic(t.name.0.as_str());
         for p in &t.partitions {
+            if p.committed_metadata.as_ref().is_some_and(|m| m.len() > OFFSET_METADATA_MAX_BYTES) {
+                too_large.push((t.name.0.to_string(), p.partition_index));
+                continue;
+            }
             match meta {
                 Some(m) if (0..m.partitions).contains(&p.partition_index) => offsets.push((
                     (m.name.clone(), p.partition_index),
@@ -54,8 +64,14 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: OffsetCommitRequest) -
             .partitions
             .iter()
             .map(|p| {
-                let known = !unknown.contains(&(t.name.0.to_string(), p.partition_index));
-                let error = if known { code } else { ResponseError::UnknownTopicOrPartition.code() };
+                let key = (t.name.0.to_string(), p.partition_index);
+                let error = if too_large.contains(&key) {
+                    ResponseError::OffsetMetadataTooLarge.code()
+                } else if unknown.contains(&key) {
+                    ResponseError::UnknownTopicOrPartition.code()
+                } else {
+                    code
+                };
                 OffsetCommitResponsePartition::default().with_partition_index(p.partition_index).with_error_code(error)
             })
             .collect();
