@@ -16,3 +16,5 @@ pub mod http;
 pub mod mesh;
 pub mod net;
 pub mod rt;
+#[cfg(test)]
+pub mod sim_disk;
