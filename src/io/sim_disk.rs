@@ -355,6 +355,14 @@ impl SimDisk {
         out
     }
 
+    /// The files directly in `dir` and what reads of them see, without drawing on the
+    /// generator (so looking does not change the run).
+    pub fn files_in(&self, dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let d = self.st.borrow();
+        let in_dir = d.names.iter().filter(|(p, _)| p.parent() == Some(dir));
+        in_dir.filter_map(|(p, ino)| Some((p.file_name()?.to_string_lossy().into_owned(), d.inodes[ino].data.clone()))).collect()
+    }
+
     /// The process dies (kill -9): written bytes and names survive, synced or not.
     pub fn kill(&self) {
         let mut d = self.st.borrow_mut();

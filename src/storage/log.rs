@@ -1124,7 +1124,15 @@ async fn recover_segment(dir: &Path, base: i64, index_interval: i64) -> std::io:
     while pos < size {
         let want = ((size - pos) as usize).min(SEGMENT_READ_MAX_BYTES.max(need));
         let chunk = file.read(pos, want).await?;
+        // The base offset is outside the CRC: a power loss that keeps a later block but not the
+        // earlier one holding a batch's first bytes leaves a valid batch with a stale offset.
+        // Offsets only grow within a segment; one that does not is damage.
+        let mut out_of_order = None;
         let end = batch::scan(&chunk, |at, h| {
+            if out_of_order.is_some() || h.base_offset < seg.next_offset {
+                out_of_order.get_or_insert((at, h.base_offset));
+                return;
+            }
             let p = pos + at as u64;
             let last = h.last_offset();
             if seg.bytes_since_index >= index_interval as u64 {
@@ -1138,6 +1146,13 @@ async fn recover_segment(dir: &Path, base: i64, index_interval: i64) -> std::io:
             }
             seg.next_offset = last + 1;
         });
+        let end = match out_of_order {
+            Some((at, offset)) => batch::ScanEnd {
+                valid_len: at,
+                problem: Some(format!("batch at byte {} has base offset {offset}, below {}", pos + at as u64, seg.next_offset)),
+            },
+            None => end,
+        };
         pos += end.valid_len as u64;
         if end.valid_len == chunk.len() {
             need = 0;
@@ -1626,6 +1641,32 @@ mod tests {
             disk.power_loss();
             let log = open_sim(c).await;
             assert_eq!(log.offsets().log_end, 70, "an acknowledged acks=all batch was lost");
+        });
+    }
+
+    #[test]
+    fn recovery_cuts_a_batch_whose_base_offset_does_not_follow() {
+        on_sim_disk(FaultPlan::default(), |disk| async move {
+            let log = open_sim(config()).await;
+            for _ in 0..3 {
+                log.append(&[batch(1)], true).await.unwrap();
+            }
+            drop(log);
+            disk.kill();
+            // What a power loss leaves when the block holding the last batch's first bytes is
+            // lost and the next block is not: its base offset (outside the CRC) reads as zeros.
+            let file = SegmentFile::open(Path::new("/sim/p/00000000000000000000.log"), false).await.unwrap();
+            let len = file.size().await.unwrap();
+            let mut bytes = file.read(0, len as usize).await.unwrap().to_vec();
+            let mut last = 0;
+            batch::scan(&bytes, |pos, _| last = pos);
+            bytes[last..last + 8].fill(0);
+            file.write_aligned(0, &bytes).await.unwrap();
+            file.truncate(len).await.unwrap();
+            disk.kill();
+            let log = open_sim(config()).await;
+            assert_eq!(log.offsets().log_end, 2, "the batch claiming offset 0 after offset 1 is damage");
+            assert_eq!(read_all(&log).await.iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 1]);
         });
     }
 

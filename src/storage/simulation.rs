@@ -630,6 +630,9 @@ impl Sim {
             }
         }
         self.say(|| format!("disk before recovery:{}", self.disk.describe()));
+        if self.verbose {
+            self.dump_segments();
+        }
         self.open().await;
         let log = self.log();
         let o = log.offsets();
@@ -657,6 +660,15 @@ impl Sim {
                 let superseded = key.as_ref().is_some_and(|k| newest.get(k).is_some_and(|n| n > off));
                 check!(self, there || superseded, "record {off} of batch {} (below {keep}) was lost in the crash", b.id);
             }
+        }
+    }
+
+    /// Prints every batch header of every segment file as it is on the disk (verbose mode).
+    fn dump_segments(&self) {
+        for (name, bytes) in self.disk.files_in(&self.dir).iter().filter(|f| f.0.ends_with(".log")) {
+            let mut out = Vec::new();
+            let end = batch::scan(&bytes, |pos, h| out.push(format!("{pos}:{}..={}", h.base_offset, h.last_offset())));
+            eprintln!("  {name}: {} [{end:?}]", out.join(" "));
         }
     }
 
@@ -868,6 +880,7 @@ fn regression_seeds() {
         (107, "an empty segment left by a failed roll made recovery drop the segments after it"),
         (252, "compaction dropped a durable record for a newer one that a power loss took"),
         (1_002_101, "a segment created by a roll cut short took writes before its name was durable"),
+        (1_000_088, "recovery took a batch whose base offset a reordered power loss had torn"),
     ] {
         let (s, _) = rt::run_local(run_seed(seed, false));
         assert_eq!(s.seeds, 1, "seed {seed} ({bug})");
