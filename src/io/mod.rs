@@ -8,6 +8,9 @@
 //! [`client`] is the exception to "runtime": a blocking std-socket Kafka client for the `spate
 //! group` command line, which runs no executor. [`http`] is the admin HTTP listener, a plain thread
 //! beside the executors.
+//!
+//! `sim_disk` (tests only) stands in for [`file`] and [`fs`] when a test installs it: an
+//! in-memory disk with a volatile write cache that injects faults from one seed.
 
 pub mod client;
 pub mod file;

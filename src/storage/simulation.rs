@@ -836,10 +836,14 @@ fn run_seeds(seeds: std::ops::Range<u64>) -> Summary {
     let (total, failed) = rt::run_local(async move {
         let mut total = Summary::default();
         let mut failed = Vec::new();
+        let (started, long) = (std::time::Instant::now(), seeds.end - seeds.start > 1000);
         for seed in seeds {
             match std::panic::AssertUnwindSafe(run_seed(seed, verbose)).catch_unwind().await {
                 Ok((s, _)) => total.add(&s),
                 Err(_) => failed.push(seed),
+            }
+            if long && (seed + 1) % 1000 == 0 {
+                eprintln!("{} seeds, up to {seed}, in {:?}; failed: {failed:?}", total.seeds + failed.len() as u64, started.elapsed());
             }
         }
         (total, failed)
