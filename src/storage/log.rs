@@ -209,8 +209,9 @@ impl Drop for Turn<'_> {
     }
 }
 
-/// Clears an in-flight flag (`writing`, `syncing`, `rolling`, `compacting`) if the future that set it is dropped
-/// before it clears it itself, so a cancelled request cannot wedge the partition.
+/// Clears an in-flight flag (`writing`, `syncing`, `rolling`, `compacting`) if the future that
+/// set it is dropped before it clears it itself, so a cancelled request cannot wedge the
+/// partition.
 struct FlagReset<'a> {
     log: &'a PartitionLog,
     flag: fn(&mut State) -> &mut bool,
@@ -709,9 +710,9 @@ impl PartitionLog {
 
     /// One compaction pass (see [`compact`]) over the closed segments, if one has closed since
     /// the last pass. Returns (segments rewritten, records dropped). Appends and reads go on
-    /// meanwhile: only closed segments are rewritten, and each is swapped in whole.
-    /// One pass at a time: a second call while one runs returns at once, having done nothing
-    /// (two passes would write the same `.cleaned` file).
+    /// meanwhile: only closed segments are rewritten, and each is swapped in whole. One pass at
+    /// a time: a call while another runs returns at once, having done nothing (two passes would
+    /// write the same `.cleaned` file).
     pub async fn compact(&self, now: i64) -> Result<(usize, u64), LogError> {
         if std::mem::replace(&mut self.st.borrow_mut().compacting, true) {
             return Ok((0, 0));
