@@ -3,7 +3,7 @@
 //! Code map (the long version, with invariants, is `ARCHITECTURE.md`):
 //! - [`config`]: every setting and limit, its default and unit; file, env and flag layering.
 //! - [`io`]: the runtime edge. The only module that names glommio, opens files or sockets, or
-//!   handles signals.
+//!   handles signals. In tests, `io::sim_disk` is its fault-injecting twin for storage.
 //! - [`protocol`]: Kafka wire framing, record-batch parsing and error codes. Knows nothing of the
 //!   server or storage.
 //! - [`coordinator`]: consumer-group state machines, pure (no I/O), driven by `server::groups`.

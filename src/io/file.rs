@@ -4,6 +4,9 @@
 //! blocks; the caller (the segment appender) keeps the partial tail block in memory and rewrites it,
 //! grown, on the next append. The file's logical length is tracked by the caller and set with
 //! [`SegmentFile::truncate`] when a segment is closed.
+//!
+//! In tests, a thread may install [`super::sim_disk::SimDisk`]; segment files opened on it then
+//! live there (with its injected faults) instead of on the real disk.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -17,8 +20,18 @@ use crate::config::limits::DMA_ALIGNMENT_BYTES;
 /// An open segment file. Owned by the core that owns the partition.
 #[derive(Clone)]
 pub struct SegmentFile {
-    file: Rc<DmaFile>,
+    file: Backend,
     path: PathBuf,
+}
+
+/// Where a segment file's bytes live: a real O_DIRECT file, or, in tests that install one, the
+/// fault-injecting [`super::sim_disk`]. Outside `cfg(test)` the enum has one variant, so every
+/// `match` below is a plain call.
+#[derive(Clone)]
+enum Backend {
+    Dma(Rc<DmaFile>),
+    #[cfg(test)]
+    Sim(super::sim_disk::SimFile),
 }
 
 fn to_io(e: glommio::GlommioError<()>) -> io::Error {
@@ -73,6 +86,11 @@ impl SegmentFile {
 
     /// Opens (creating if asked) a segment file for reading and writing with O_DIRECT.
     pub async fn open(path: &Path, create: bool) -> io::Result<SegmentFile> {
+        #[cfg(test)]
+        if let Some(disk) = super::sim_disk::current() {
+            let file = disk.open(path, create).await?;
+            return Ok(SegmentFile { file: Backend::Sim(file), path: path.to_path_buf() });
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -80,7 +98,7 @@ impl SegmentFile {
             .dma_open(path)
             .await
             .map_err(to_io)?;
-        Ok(SegmentFile { file: Rc::new(file), path: path.to_path_buf() })
+        Ok(SegmentFile { file: Backend::Dma(Rc::new(file)), path: path.to_path_buf() })
     }
 
     pub fn path(&self) -> &Path {
@@ -89,7 +107,11 @@ impl SegmentFile {
 
     /// The file's size on disk (may include zero padding past the logical end).
     pub async fn size(&self) -> io::Result<u64> {
-        self.file.file_size().await.map_err(to_io)
+        match &self.file {
+            Backend::Dma(f) => f.file_size().await.map_err(to_io),
+            #[cfg(test)]
+            Backend::Sim(f) => f.size().await,
+        }
     }
 
     /// Writes `data` at `pos` (a multiple of the alignment), zero-padding to whole blocks.
@@ -99,11 +121,16 @@ impl SegmentFile {
         if padded == 0 {
             return Ok(());
         }
-        let mut buf = self.file.alloc_dma_buffer(padded);
+        let file = match &self.file {
+            Backend::Dma(f) => f,
+            #[cfg(test)]
+            Backend::Sim(f) => return f.write_aligned(pos, data).await,
+        };
+        let mut buf = file.alloc_dma_buffer(padded);
         let dst = buf.as_bytes_mut();
         dst[..data.len()].copy_from_slice(data);
         dst[data.len()..].fill(0);
-        let written = self.file.write_at(buf, pos).await.map_err(to_io)?;
+        let written = file.write_at(buf, pos).await.map_err(to_io)?;
         if written != padded {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
@@ -118,16 +145,30 @@ impl SegmentFile {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        let r = self.file.read_at(pos, len).await.map_err(to_io)?;
-        Ok(Bytes::copy_from_slice(&r[..]))
+        match &self.file {
+            Backend::Dma(f) => {
+                let r = f.read_at(pos, len).await.map_err(to_io)?;
+                Ok(Bytes::copy_from_slice(&r[..]))
+            }
+            #[cfg(test)]
+            Backend::Sim(f) => f.read(pos, len).await,
+        }
     }
 
     /// fdatasync: every byte written so far, and the file size, are on stable storage.
     pub async fn sync(&self) -> io::Result<()> {
-        self.file.fdatasync().await.map_err(to_io)
+        match &self.file {
+            Backend::Dma(f) => f.fdatasync().await.map_err(to_io),
+            #[cfg(test)]
+            Backend::Sim(f) => f.sync().await,
+        }
     }
 
     pub async fn truncate(&self, len: u64) -> io::Result<()> {
-        self.file.truncate(len).await.map_err(to_io)
+        match &self.file {
+            Backend::Dma(f) => f.truncate(len).await.map_err(to_io),
+            #[cfg(test)]
+            Backend::Sim(f) => f.truncate(len).await,
+        }
     }
 }

@@ -1,5 +1,8 @@
 //! Small, rare, blocking file-system work (topic metadata, index files, directories), run on the
 //! executor's blocking helper thread so a core never stalls on it.
+//!
+//! In tests, the async calls a partition's log makes go to [`super::sim_disk::SimDisk`] instead
+//! when one is installed on the thread.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -8,6 +11,10 @@ use super::rt::blocking;
 
 /// Reads a whole file; `None` when it does not exist.
 pub async fn read(path: PathBuf) -> io::Result<Option<Vec<u8>>> {
+    #[cfg(test)]
+    if let Some(disk) = super::sim_disk::current() {
+        return disk.read(&path).await;
+    }
     blocking(move || match std::fs::read(&path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -18,6 +25,10 @@ pub async fn read(path: PathBuf) -> io::Result<Option<Vec<u8>>> {
 
 /// Replaces `path` with `data` atomically and durably: temp file, fsync, rename, fsync directory.
 pub async fn write_atomic(path: PathBuf, data: Vec<u8>) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some(disk) = super::sim_disk::current() {
+        return disk.write_atomic(&path, data).await;
+    }
     blocking(move || write_atomic_sync(&path, &data)).await
 }
 
@@ -37,6 +48,10 @@ pub fn write_atomic_sync(path: &Path, data: &[u8]) -> io::Result<()> {
 
 /// Creates a directory and its parents, then fsyncs the parent so the entry survives a crash.
 pub async fn create_dir_all(path: PathBuf) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some(disk) = super::sim_disk::current() {
+        return disk.create_dir_all(&path).await;
+    }
     blocking(move || {
         std::fs::create_dir_all(&path)?;
         if let Some(parent) = path.parent() {
@@ -49,6 +64,10 @@ pub async fn create_dir_all(path: PathBuf) -> io::Result<()> {
 
 /// Names of the entries in a directory (empty if it does not exist).
 pub async fn list_dir(path: PathBuf) -> io::Result<Vec<String>> {
+    #[cfg(test)]
+    if let Some(disk) = super::sim_disk::current() {
+        return disk.list_dir(&path).await;
+    }
     blocking(move || {
         let rd = match std::fs::read_dir(&path) {
             Ok(rd) => rd,
@@ -67,6 +86,10 @@ pub async fn list_dir(path: PathBuf) -> io::Result<Vec<String>> {
 
 /// Renames, then fsyncs the directory of the new name.
 pub async fn rename(from: PathBuf, to: PathBuf) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some(disk) = super::sim_disk::current() {
+        return disk.rename(&from, &to).await;
+    }
     blocking(move || {
         std::fs::rename(&from, &to)?;
         if let Some(dir) = to.parent() {
@@ -82,6 +105,10 @@ pub async fn remove_dir_all(path: PathBuf) -> io::Result<()> {
 }
 
 pub async fn remove_file(path: PathBuf) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some(disk) = super::sim_disk::current() {
+        return disk.remove_file(&path).await;
+    }
     blocking(move || match std::fs::remove_file(&path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
@@ -192,5 +219,9 @@ pub fn remove_dir_all_sync(path: &Path) -> io::Result<()> {
 
 /// fsyncs a directory, making the entries created in it (new segment files) durable.
 pub async fn sync_dir(path: PathBuf) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some(disk) = super::sim_disk::current() {
+        return disk.sync_dir(&path).await;
+    }
     blocking(move || std::fs::File::open(&path)?.sync_all()).await
 }

@@ -10,6 +10,9 @@
 //! group` command line, which runs no executor. [`report`] is another: plain blocking writes of
 //! the report files `spate bench sweep` produces, and the host's name and kernel. [`http`] is the
 //! admin HTTP listener, a plain thread beside the executors.
+//!
+//! `sim_disk` (tests only) stands in for [`file`] and [`fs`] when a test installs it: an
+//! in-memory disk with a volatile write cache that injects faults from one seed.
 
 pub mod client;
 pub mod file;
@@ -20,3 +23,5 @@ pub mod net;
 pub mod report;
 pub mod rt;
 pub mod signal;
+#[cfg(test)]
+pub mod sim_disk;

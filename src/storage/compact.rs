@@ -2,8 +2,10 @@
 //! latest record of each key, drop the older ones, and drop tombstones once they are older than
 //! `delete.retention.ms`.
 //!
-//! Only closed segments are rewritten; the active one is only read, for the newest offset of each
-//! key. A cleaned batch keeps its base offset, last offset delta and timestamps, so every kept
+//! Only closed segments are read and rewritten. The active one is left alone: it may hold
+//! records that are not yet fdatasync'd, and dropping a durable record because of a newer one
+//! that a power loss then takes would lose the key's value (found by the storage simulation).
+//! A cleaned batch keeps its base offset, last offset delta and timestamps, so every kept
 //! record keeps its offset; consumers see gaps in the offsets, as with Kafka, and a segment may
 //! now end before the next one begins (recovery and reads allow for that). A segment may end up
 //! empty; its file stays, so the log start offset does not move. Records without a key, and

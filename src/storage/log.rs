@@ -121,12 +121,16 @@ struct State {
     writing: bool,
     syncing: bool,
     rolling: bool,
+    compacting: bool,
     /// Set when fdatasync failed: the partition refuses writes until restart (as Kafka does).
     failure: Option<String>,
     /// Set by [`PartitionLog::close`]: appends not yet admitted are refused, rolls no longer start.
     closing: bool,
     /// Bumped when a failed write rolls back appended-but-unwritten batches.
     rollback_gen: u64,
+    /// For each unwritten batch that raised the active segment's largest timestamp: its base
+    /// offset and the (timestamp, offset) it replaced, so a rollback can put them back.
+    max_ts_undo: Vec<(i64, i64, i64)>,
     unflushed_records: i64,
     last_sync_ms: i64,
     cache: VecDeque<CachedBatch>,
@@ -210,8 +214,9 @@ impl Drop for Turn<'_> {
     }
 }
 
-/// Clears an in-flight flag (`writing`, `syncing`, `rolling`) if the future that set it is dropped
-/// before it clears it itself, so a cancelled request cannot wedge the partition.
+/// Clears an in-flight flag (`writing`, `syncing`, `rolling`, `compacting`) if the future that
+/// set it is dropped before it clears it itself, so a cancelled request cannot wedge the
+/// partition.
 struct FlagReset<'a> {
     log: &'a PartitionLog,
     flag: fn(&mut State) -> &mut bool,
@@ -252,7 +257,18 @@ impl PartitionLog {
         for base in bases {
             // Compaction can leave a gap between segments; an overlap, or anything after a
             // segment recovery had to truncate, is damage.
-            if drop_rest || expected_base.is_some_and(|e| base < e) {
+            let overlaps = expected_base.is_some_and(|e| base < e);
+            if overlaps && !drop_rest && SegmentFile::open(&segment_path(&dir, base, "log"), false).await?.size().await? == 0 {
+                // A roll that failed after creating the next segment's file (a full disk when
+                // writing the producer snapshot, say) leaves it empty while appends go on in
+                // the previous segment: a leftover, not damage, and no reason to drop the rest.
+                tracing::info!(dir = %dir.display(), base, "removing an empty segment left by a failed roll");
+                for ext in ["log", "index", "timeindex"] {
+                    fs::remove_file(segment_path(&dir, base, ext)).await?;
+                }
+                continue;
+            }
+            if drop_rest || overlaps {
                 tracing::warn!(
                     dir = %dir.display(), base,
                     "removing segment after a truncated or overlapping one: its offsets no longer follow on"
@@ -270,9 +286,11 @@ impl PartitionLog {
         }
         if segments.is_empty() {
             let file = SegmentFile::open(&segment_path(&dir, 0, "log"), true).await?;
-            fs::sync_dir(dir.clone()).await?;
             segments.insert(0, new_segment(0, file));
         }
+        // Every name kept must be durable before anything written under it is acknowledged: a
+        // roll cut short by a crash can leave the active segment's entry not yet fsync'd.
+        fs::sync_dir(dir.clone()).await?;
         write_epoch_checkpoint(&dir).await?;
         let (log_start, log_end) = {
             let first = segments.values().next().expect("non-empty");
@@ -298,9 +316,11 @@ impl PartitionLog {
             writing: false,
             syncing: false,
             rolling: false,
+            compacting: false,
             failure: None,
             closing: false,
             rollback_gen: 0,
+            max_ts_undo: Vec::new(),
             unflushed_records: 0,
             last_sync_ms: now_ms(),
             cache: VecDeque::new(),
@@ -432,6 +452,7 @@ impl PartitionLog {
                 if seg.created_ms == 0 {
                     seg.created_ms = now_ms();
                 }
+                let replaced = (max_ts > seg.max_ts).then_some((base, seg.max_ts, seg.offset_of_max_ts));
                 if max_ts > seg.max_ts {
                     seg.max_ts = max_ts;
                     seg.offset_of_max_ts = last;
@@ -448,6 +469,7 @@ impl PartitionLog {
                 seg.bytes_since_index += bytes.len() as u64;
                 seg.size += bytes.len() as u64;
                 seg.next_offset = last + 1;
+                st.max_ts_undo.extend(replaced);
                 st.pending.extend_from_slice(&bytes);
                 st.log_end = last + 1;
                 if h.producer_id >= 0 {
@@ -505,6 +527,11 @@ impl PartitionLog {
                 if st.rollback_gen != gen {
                     return Err(LogError::Storage(format!("write to {} failed", self.dir.display())));
                 }
+                // Offline after a failed fdatasync: nothing not yet durable is acknowledged, and
+                // nothing more is written.
+                if let Some(f) = st.failure.as_ref().filter(|_| st.durable < end) {
+                    return Err(LogError::Storage(f.clone()));
+                }
                 if st.high_watermark >= end {
                     return Ok(());
                 }
@@ -538,6 +565,7 @@ impl PartitionLog {
                         st.active().written = pos + data.len() as u64;
                         assert!(new_end >= st.high_watermark, "high watermark would move back");
                         st.high_watermark = new_end;
+                        st.max_ts_undo.retain(|&(base, _, _)| base >= new_end);
                     }
                     Err(e) => {
                         tracing::error!(file = %file.path().display(), error = %e, "segment write failed; rolling back unwritten batches");
@@ -547,6 +575,13 @@ impl PartitionLog {
                         seg.size = written;
                         seg.next_offset = hw;
                         seg.index.truncate_to_position(written as u32);
+                        // The largest timestamp must not name a batch that is gone.
+                        if let Some(&(_, ts, offset)) = st.max_ts_undo.iter().find(|u| u.0 >= hw) {
+                            let seg = st.active();
+                            seg.max_ts = ts;
+                            seg.offset_of_max_ts = offset;
+                        }
+                        st.max_ts_undo.clear();
                         let keep = (written - st.pending_pos) as usize;
                         st.pending.truncate(keep);
                         st.log_end = hw;
@@ -600,24 +635,39 @@ impl PartitionLog {
             {
                 let mut st = self.st.borrow_mut();
                 st.syncing = false;
-                match &result {
-                    Ok(()) => {
-                        st.durable = st.durable.max(target);
-                        st.unflushed_records = 0;
-                        st.last_sync_ms = now_ms();
-                    }
-                    Err(e) => {
-                        let msg = format!("fdatasync of {} failed: {e}; partition offline for writes", file.path().display());
-                        tracing::error!("{msg}");
-                        st.failure = Some(msg);
-                    }
+                if result.is_ok() {
+                    st.durable = st.durable.max(target);
+                    st.unflushed_records = 0;
+                    st.last_sync_ms = now_ms();
                 }
             }
-            self.io_done.notify_all();
             if let Err(e) = result {
-                return Err(storage_err("fdatasync", file.path(), e));
+                return Err(self.go_offline(&file, e));
             }
+            self.io_done.notify_all();
         }
+    }
+
+    /// Takes the partition offline for writes after a failed fdatasync of one of its segments,
+    /// as Kafka and Redpanda do: what the sync should have covered may not be on disk, and a
+    /// later fdatasync that succeeds would not prove it is. Until the log is reopened, appends
+    /// are refused and nothing not already durable is acknowledged.
+    fn go_offline(&self, file: &SegmentFile, e: std::io::Error) -> LogError {
+        let msg = format!("fdatasync of {} failed: {e}; partition offline for writes", file.path().display());
+        tracing::error!("{msg}");
+        self.st.borrow_mut().failure = Some(msg);
+        self.io_done.notify_all();
+        storage_err("fdatasync", file.path(), e)
+    }
+
+    /// Closes a segment's file: trims the O_DIRECT padding, fdatasyncs (a failure takes the
+    /// partition offline), and writes its index files.
+    async fn close_segment(&self, file: &SegmentFile, size: u64, index: &SegmentIndex) -> Result<(), LogError> {
+        file.truncate(size).await.map_err(|e| storage_err("trimming", file.path(), e))?;
+        file.sync().await.map_err(|e| self.go_offline(file, e))?;
+        write_index_files(&self.dir, segment_base(file), index)
+            .await
+            .map_err(|e| storage_err("writing the index of", file.path(), e))
     }
 
     /// Rolls to a new segment if the active one is full or old enough for `incoming` more bytes.
@@ -655,7 +705,7 @@ impl PartitionLog {
             let seg = st.active();
             (seg.file.clone(), seg.size, seg.index.clone())
         };
-        close_segment_files(&self.dir, &file, size, &index).await.map_err(|e| storage_err("closing", file.path(), e))?;
+        self.close_segment(&file, size, &index).await?;
         self.st.borrow_mut().active().index_saved = true;
         let path = segment_path(&self.dir, end, "log");
         let new_file = SegmentFile::open(&path, true).await.map_err(|e| storage_err("creating", &path, e))?;
@@ -667,6 +717,7 @@ impl PartitionLog {
         let mut st = self.st.borrow_mut();
         assert_eq!(st.log_end, end, "an append slipped in during a roll");
         st.segments.insert(end, new_segment(end, new_file));
+        assert!(st.max_ts_undo.is_empty(), "a roll follows a complete write");
         st.pending.clear();
         st.pending_pos = 0;
         tracing::debug!(dir = %self.dir.display(), base = end, "rolled to a new segment");
@@ -675,25 +726,38 @@ impl PartitionLog {
 
     /// One compaction pass (see [`compact`]) over the closed segments, if one has closed since
     /// the last pass. Returns (segments rewritten, records dropped). Appends and reads go on
-    /// meanwhile: only closed segments are rewritten, and each is swapped in whole.
+    /// meanwhile: only closed segments are rewritten, and each is swapped in whole. One pass at
+    /// a time: a call while another runs returns at once, having done nothing (two passes would
+    /// write the same `.cleaned` file).
     pub async fn compact(&self, now: i64) -> Result<(usize, u64), LogError> {
-        let (closed, active, closed_end) = {
+        if std::mem::replace(&mut self.st.borrow_mut().compacting, true) {
+            return Ok((0, 0));
+        }
+        let _reset = FlagReset { log: self, flag: |s| &mut s.compacting, armed: true };
+        self.compact_pass(now).await
+    }
+
+    async fn compact_pass(&self, now: i64) -> Result<(usize, u64), LogError> {
+        let (closed, closed_end) = {
             let st = self.st.borrow();
             let all: Vec<(i64, SegmentFile, u64, i64)> =
                 st.segments.values().map(|s| (s.base, s.file.clone(), s.written, s.next_offset)).collect();
-            let (active, closed) = all.split_last().expect("a log always has an active segment");
+            let (_active, closed) = all.split_last().expect("a log always has an active segment");
             let closed_end = closed.last().map(|c| c.3).unwrap_or(0);
             if closed.is_empty() || closed_end <= st.cleaned_through {
                 return Ok((0, 0));
             }
-            (closed.to_vec(), active.clone(), closed_end)
+            (closed.to_vec(), closed_end)
         };
         let (index_interval, delete_retention_ms) = {
             let c = self.config.borrow();
             (c.index_interval_bytes, c.delete_retention_ms)
         };
+        // Newest offsets from the closed segments only: they are fdatasync'd, while the active
+        // one may hold records a power loss can still take, and a record superseded only by
+        // those must stay (as Kafka's cleaner never reads the active segment).
         let mut latest = std::collections::HashMap::new();
-        for (_, file, size, _) in closed.iter().chain(std::iter::once(&active)) {
+        for (_, file, size, _) in &closed {
             compact::note_latest(file, *size, &mut latest).await.map_err(|e| storage_err("compacting", file.path(), e))?;
         }
         let (mut rewritten, mut dropped) = (0, 0);
@@ -887,12 +951,13 @@ impl PartitionLog {
             (unsaved, *st.segments.keys().next_back().expect("a log always has an active segment"))
         };
         for (base, file, size, index) in unsaved {
-            let saved = if base == active_base {
-                close_segment_files(&self.dir, &file, size, &index).await
+            if base == active_base {
+                self.close_segment(&file, size, &index).await?;
             } else {
-                write_index_files(&self.dir, base, &index).await
-            };
-            saved.map_err(|e| storage_err("closing", file.path(), e))?;
+                write_index_files(&self.dir, base, &index)
+                    .await
+                    .map_err(|e| storage_err("writing the index of", file.path(), e))?;
+            }
             if let Some(s) = self.st.borrow_mut().segments.get_mut(&base) {
                 s.index_saved = true;
             }
@@ -917,17 +982,14 @@ fn new_segment(base: i64, file: SegmentFile) -> Segment {
     }
 }
 
-/// Trims the file to its logical size, syncs it, and writes its index files.
-async fn close_segment_files(dir: &Path, file: &SegmentFile, size: u64, index: &SegmentIndex) -> std::io::Result<()> {
-    file.truncate(size).await?;
-    file.sync().await?;
-    let base: i64 = file
-        .path()
+/// Writes a closed segment's offset and time index files.
+/// A segment file's base offset, from its name.
+fn segment_base(file: &SegmentFile) -> i64 {
+    file.path()
         .file_stem()
         .and_then(|s| s.to_str())
         .and_then(|s| s.parse().ok())
-        .expect("segment files are named by base offset");
-    write_index_files(dir, base, index).await
+        .expect("segment files are named by base offset")
 }
 
 /// Writes a segment's offset and time index files, each atomically and durably.
@@ -960,7 +1022,8 @@ async fn write_producer_snapshot(dir: &Path, offset: i64, bytes: Vec<u8>) -> std
 
 /// Rebuilds the producer state on open: the newest intact snapshot at or before the log end,
 /// then every batch written after it. Snapshots past the end (the tail was truncated) are
-/// removed. A fresh snapshot at the log end is written so the next open replays nothing.
+/// removed. A fresh snapshot at the log end is written, if the disk takes it, so the next open
+/// replays nothing.
 async fn load_producer_state(
     dir: &Path,
     names: &[String],
@@ -998,7 +1061,10 @@ async fn load_producer_state(
         tracing::debug!(dir = %dir.display(), from, replayed, producers = state.len(), "rebuilt producer state");
     }
     if from < log_end {
-        write_producer_snapshot(dir, log_end, state.encode()).await?;
+        // Only saves the next open a replay: a full disk must not keep the partition closed.
+        if let Err(e) = write_producer_snapshot(dir, log_end, state.encode()).await {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not write the producer-state snapshot; the next open replays more");
+        }
     }
     Ok(state)
 }
@@ -1218,6 +1284,7 @@ mod tests {
     use super::*;
     use crate::config::{Config, ServeArgs};
     use crate::io::rt;
+    use crate::io::sim_disk::{FaultPlan, OpKind, SimDisk};
 
     fn config() -> TopicConfig {
         let c = Config::from_args(&ServeArgs { cores: Some(1), ..Default::default() }).unwrap();
@@ -1593,5 +1660,230 @@ mod tests {
 
     async fn io_probe(dir: &Path) {
         SegmentFile::prime_device_probe(dir, 0).await.unwrap();
+    }
+
+    // Regression tests for what the storage simulation (`super::super::simulation`) found, each
+    // on the simulated disk with one targeted fault.
+
+    /// Runs `f` with a simulated disk installed on this thread.
+    fn on_sim_disk<Fut: std::future::Future<Output = ()> + 'static>(plan: FaultPlan, f: impl FnOnce(Rc<SimDisk>) -> Fut) {
+        let disk = SimDisk::new(1, plan);
+        let _installed = disk.install();
+        rt::run_local(f(disk));
+    }
+
+    async fn open_sim(c: TopicConfig) -> Rc<PartitionLog> {
+        PartitionLog::open(PathBuf::from("/sim/p"), c, Rc::new(Notify::default())).await.unwrap()
+    }
+
+    fn segments_of(bytes: i64) -> TopicConfig {
+        let mut c = config();
+        c.segment_bytes = bytes;
+        c
+    }
+
+    fn record(key: &str, value: &str, ts: i64) -> (Bytes, BatchHeader) {
+        let b = batch::build(&[(Some(Bytes::from(key.to_string())), Some(Bytes::from(value.to_string())))], ts);
+        let h = batch::validate(&b).unwrap();
+        (b, h)
+    }
+
+    fn is_storage_error<T: std::fmt::Debug>(r: &Result<T, LogError>) -> bool {
+        matches!(r, Err(LogError::Storage(_)))
+    }
+
+    #[test]
+    fn a_rolled_back_append_is_not_left_as_the_largest_timestamp() {
+        on_sim_disk(FaultPlan::default(), |disk| async move {
+            let log = open_sim(config()).await;
+            log.append(&[record("a", "1", 5_000)], true).await.unwrap();
+            disk.fail_after(OpKind::Write, 0);
+            assert!(is_storage_error(&log.append(&[record("a", "2", 9_000)], true).await));
+            assert_eq!(log.max_timestamp(), (0, 5_000), "offset 1 was rolled back");
+            assert_eq!(log.append(&[record("a", "3", 7_000)], true).await.unwrap().base_offset, 1);
+            assert_eq!(log.max_timestamp(), (1, 7_000));
+        });
+    }
+
+    #[test]
+    fn after_a_failed_fdatasync_an_acks_1_append_already_in_flight_is_refused() {
+        // Every I/O takes two yields: the acks=1 append's write completes after the fdatasync of
+        // the acks=all append before it has failed.
+        let plan = FaultPlan { delay_yields_min: 2, delay_yields_max: 2, ..FaultPlan::default() };
+        on_sim_disk(plan, |disk| async move {
+            let log = open_sim(config()).await;
+            disk.fail_after(OpKind::Sync, 0);
+            let (l1, l2) = (log.clone(), log.clone());
+            let all = rt::spawn(async move { l1.append(&[batch(1)], true).await });
+            let one = rt::spawn(async move { l2.append(&[batch(1)], false).await });
+            assert!(is_storage_error(&all.await));
+            let one = one.await;
+            assert!(is_storage_error(&one), "acknowledged after a failed fdatasync: {one:?}");
+            assert!(is_storage_error(&log.append(&[batch(1)], false).await), "offline until reopened");
+            assert_eq!(log.offsets().durable, 0);
+        });
+    }
+
+    #[test]
+    fn a_failed_fdatasync_while_closing_a_segment_takes_the_partition_offline() {
+        on_sim_disk(FaultPlan::default(), |disk| async move {
+            let log = open_sim(segments_of(1000)).await;
+            for _ in 0..6 {
+                log.append(&[batch(10)], false).await.unwrap();
+            }
+            // The next append rolls: the roll's own fdatasync passes, the one closing the
+            // segment (after trimming its padding) fails.
+            disk.fail_after(OpKind::Sync, 1);
+            assert!(is_storage_error(&log.append(&[batch(10)], true).await));
+            let again = log.append(&[batch(10)], true).await;
+            assert!(is_storage_error(&again), "acknowledged after a failed fdatasync: {again:?}");
+        });
+    }
+
+    #[test]
+    fn a_roll_that_fails_after_creating_the_next_segment_loses_nothing_on_reopen() {
+        on_sim_disk(FaultPlan::default(), |disk| async move {
+            let c = segments_of(1100);
+            let log = open_sim(c.clone()).await;
+            for _ in 0..6 {
+                log.append(&[batch(10)], true).await.unwrap();
+            }
+            // The roll writes the two index files, creates the next segment (at offset 60),
+            // then fails writing the producer snapshot.
+            disk.fail_after(OpKind::WriteAtomic, 2);
+            assert!(is_storage_error(&log.append(&[batch(10)], true).await));
+            // A smaller batch still fits in the old segment: offset 60 now lives there.
+            assert_eq!(log.append(&[batch(1)], true).await.unwrap().base_offset, 60);
+            assert_eq!(log.st.borrow().segments.len(), 1);
+            for _ in 0..20 {
+                log.append(&[batch(10)], true).await.unwrap();
+            }
+            let end = log.offsets().log_end;
+            assert!(log.st.borrow().segments.len() > 2);
+            drop(log);
+            disk.kill();
+            let log = open_sim(c).await;
+            assert_eq!(log.offsets().log_end, end, "recovery dropped the segments after the empty one");
+            assert_eq!(read_all(&log).await.len() as i64, end);
+        });
+    }
+
+    #[test]
+    fn compaction_never_drops_a_durable_record_for_one_a_power_loss_can_take() {
+        on_sim_disk(FaultPlan::default(), |disk| async move {
+            let mut c = segments_of(1000);
+            c.cleanup_policy = "compact".into();
+            let log = open_sim(c.clone()).await;
+            log.append(&[record("k", "durable", 1_000)], true).await.unwrap();
+            while log.st.borrow().segments.len() < 2 {
+                log.append(&[record("other", "x", 1_000)], true).await.unwrap();
+            }
+            // A newer value of k, written but not fdatasync'd (acks=1), in the active segment.
+            log.append(&[record("k", "volatile", 1_000)], false).await.unwrap();
+            let (rewritten, _) = log.compact(now_ms()).await.unwrap();
+            assert_eq!(rewritten, 1, "the closed segment's older `other` records go");
+            drop(log);
+            disk.power_loss();
+            let log = open_sim(c).await;
+            let k: Vec<_> = read_all(&log).await.into_iter().filter(|r| r.1.as_deref() == Some(&b"k"[..])).collect();
+            assert_eq!(k.first().map(|r| r.2.clone()), Some(Some(Bytes::from("durable"))), "{k:?}");
+        });
+    }
+
+    #[test]
+    fn a_segment_left_by_a_roll_cut_short_is_made_durable_before_it_takes_writes() {
+        on_sim_disk(FaultPlan::default(), |disk| async move {
+            let c = segments_of(1000);
+            let log = open_sim(c.clone()).await;
+            for _ in 0..6 {
+                log.append(&[batch(10)], true).await.unwrap();
+            }
+            drop(log);
+            disk.kill();
+            // This open leaves a producer snapshot at 60, so the next one writes none (whose
+            // directory fsync would hide the bug).
+            let log = open_sim(c.clone()).await;
+            // The roll creates the next segment's file; the directory fsync after it fails.
+            disk.fail_after(OpKind::SyncDir, 0);
+            assert!(is_storage_error(&log.append(&[batch(10)], true).await));
+            drop(log);
+            disk.kill();
+            let log = open_sim(c.clone()).await;
+            assert_eq!(log.st.borrow().segments.len(), 2, "the empty new segment is the active one");
+            assert_eq!(log.append(&[batch(10)], true).await.unwrap().base_offset, 60);
+            drop(log);
+            disk.power_loss();
+            let log = open_sim(c).await;
+            assert_eq!(log.offsets().log_end, 70, "an acknowledged acks=all batch was lost");
+        });
+    }
+
+    #[test]
+    fn recovery_cuts_a_batch_whose_base_offset_does_not_follow() {
+        on_sim_disk(FaultPlan::default(), |disk| async move {
+            let log = open_sim(config()).await;
+            for _ in 0..3 {
+                log.append(&[batch(1)], true).await.unwrap();
+            }
+            drop(log);
+            disk.kill();
+            // What a power loss leaves when the block holding the last batch's first bytes is
+            // lost and the next block is not: its base offset (outside the CRC) reads as zeros.
+            let file = SegmentFile::open(Path::new("/sim/p/00000000000000000000.log"), false).await.unwrap();
+            let len = file.size().await.unwrap();
+            let mut bytes = file.read(0, len as usize).await.unwrap().to_vec();
+            let mut last = 0;
+            batch::scan(&bytes, |pos, _| last = pos);
+            bytes[last..last + 8].fill(0);
+            file.write_aligned(0, &bytes).await.unwrap();
+            file.truncate(len).await.unwrap();
+            disk.kill();
+            let log = open_sim(config()).await;
+            assert_eq!(log.offsets().log_end, 2, "the batch claiming offset 0 after offset 1 is damage");
+            assert_eq!(read_all(&log).await.iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 1]);
+        });
+    }
+
+    #[test]
+    fn a_partition_opens_on_a_full_disk_and_takes_writes_again_once_there_is_room() {
+        on_sim_disk(FaultPlan::default(), |disk| async move {
+            let log = open_sim(config()).await;
+            for seq in 0..3 {
+                log.append(&[idem(9, 0, seq, 1)], true).await.unwrap();
+            }
+            drop(log);
+            disk.kill();
+            disk.set_full(true);
+            // Recovery wants to write a producer snapshot; without room it does without.
+            let log = open_sim(config()).await;
+            assert_eq!(log.offsets().log_end, 3);
+            assert!(is_storage_error(&log.append(&[batch(1)], true).await));
+            assert_eq!(log.append(&[idem(9, 0, 2, 1)], true).await.unwrap().base_offset, 2, "a retry needs no room");
+            disk.set_full(false);
+            assert_eq!(log.append(&[batch(1)], true).await.unwrap().base_offset, 3);
+            assert_eq!(log.append(&[idem(9, 0, 3, 1)], true).await.unwrap().base_offset, 4);
+        });
+    }
+
+    #[test]
+    fn two_compaction_passes_at_once_do_not_share_the_cleaned_file() {
+        let plan = FaultPlan { delay_yields_min: 1, delay_yields_max: 1, ..FaultPlan::default() };
+        on_sim_disk(plan, |disk| async move {
+            let mut c = segments_of(1000);
+            c.cleanup_policy = "compact".into();
+            let log = open_sim(c.clone()).await;
+            for i in 0..40 {
+                log.append(&[record(&format!("k{}", i % 3), &format!("v{i}"), 1_000)], true).await.unwrap();
+            }
+            let (a, b) = futures_lite::future::zip(log.compact(now_ms()), log.compact(now_ms())).await;
+            let (a, b) = (a.unwrap(), b.unwrap());
+            assert!(a.0 > 0 && b == (0, 0), "one pass ran, the other found one running: {a:?} {b:?}");
+            let after = read_all(&log).await;
+            drop(log);
+            disk.kill();
+            let log = open_sim(c).await;
+            assert_eq!(log.offsets().log_end, 40);
+            assert_eq!(read_all(&log).await, after);
+        });
     }
 }

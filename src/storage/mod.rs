@@ -13,6 +13,8 @@ pub mod index;
 pub mod log;
 pub mod notify;
 pub mod producers;
+#[cfg(test)]
+mod simulation;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
