@@ -45,20 +45,7 @@ fn every_acknowledged_record_survives_kill_9_during_acks_all_produce() {
     let mut broker = Broker::start(&["--num-partitions", "4"]);
     let p = Arc::new(producer(&broker.bootstrap(), &[("acks", "all"), ("linger.ms", "1"), ("message.timeout.ms", "5000")]));
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (p, stop) = (p.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let v = format!("n{i}");
-                if p.send(BaseRecord::<(), _>::to("crash").payload(&v).partition((i % 4) as i32)).is_ok() {
-                    i += 1;
-                } else {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        })
-    };
+    let writer = common::spawn_numbered_writer(p.clone(), "crash", 4, stop.clone());
     // Let acknowledgements accumulate, then crash the broker mid-stream.
     while p.context().ok.lock().unwrap().len() < 20_000 {
         std::thread::sleep(Duration::from_millis(10));

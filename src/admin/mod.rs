@@ -81,16 +81,8 @@ pub fn run_cluster(args: ClusterArgs) -> ExitCode {
 
 #[derive(Debug, Args)]
 pub struct GroupArgs {
-    /// Broker(s) to bootstrap from: host:port, comma-separated; any Kafka-compatible broker.
-    #[arg(
-        short = 'b',
-        long = "bootstrap-server",
-        global = true,
-        env = "SPATE_BOOTSTRAP_SERVER",
-        default_value = "127.0.0.1:9092",
-        value_name = "HOST:PORT"
-    )]
-    pub bootstrap_server: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -151,7 +143,7 @@ fn parse_state(s: &str) -> Result<String, String> {
 /// Runs a `spate group` command: 0 if everything succeeded, 1 otherwise.
 pub fn run(args: GroupArgs) -> ExitCode {
     let out = Output { json: args.json };
-    let result = Cluster::connect(&args.bootstrap_server).and_then(|mut c| match args.command {
+    let result = Cluster::connect(&args.client.bootstrap_server).and_then(|mut c| match args.command {
         GroupCommand::List { states } => group::list(&mut c, &out, &states),
         GroupCommand::Describe { groups, members } => group::describe(&mut c, &out, &groups, members),
         GroupCommand::Delete { groups } => group::delete(&mut c, &out, &groups),

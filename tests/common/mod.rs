@@ -406,3 +406,25 @@ pub fn batch(n: usize) -> bytes::Bytes {
     RecordBatchEncoder::encode(&mut buf, &recs, &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
     buf.freeze()
 }
+
+/// A thread that sends `n0`, `n1`, ... to `topic`, round-robin over `partitions`, until `stop`;
+/// a full queue makes it wait a millisecond. For load while a test crashes or stops the broker.
+#[allow(dead_code)]
+pub fn spawn_numbered_writer(
+    p: std::sync::Arc<ThreadedProducer<Deliveries>>,
+    topic: &'static str,
+    partitions: i32,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let v = format!("n{i}");
+            if p.send(rdkafka::producer::BaseRecord::<(), _>::to(topic).payload(&v).partition((i % partitions as u64) as i32)).is_ok() {
+                i += 1;
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    })
+}
