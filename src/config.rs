@@ -99,6 +99,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Kafka's `connections.max.idle.ms`.
     pub connections_max_idle_ms: i64,
+    /// Kafka's `queued.max.request.bytes`: request and response bytes held by all connections
+    /// together, split evenly between the cores (see `server::memory`).
+    pub queued_max_request_bytes: usize,
     /// The admin HTTP listener (`/metrics`, `/v1/...`).
     pub admin_listen: SocketAddr,
     /// On SIGTERM/SIGINT, how long in-flight requests may take before their connections close.
@@ -273,7 +276,9 @@ settings! {
     max_connections: i64, "SPATE_MAX_CONNECTIONS", Toml("10000"), "connections", Some((1, I32_MAX)),
         "open client connections allowed, all cores together; new ones beyond it are closed at once (Kafka `max.connections`)";
     connections_max_idle_ms: i64, "SPATE_CONNECTIONS_MAX_IDLE_MS", Toml("600000"), "ms", Some((1, MAX)),
-        "a connection with nothing in flight that sends nothing this long is closed (Kafka `connections.max.idle.ms`)";
+        "a connection with nothing in flight that sends nothing this long, or whose responses go unread this long, is closed (Kafka `connections.max.idle.ms`)";
+    queued_max_request_bytes: i64, "SPATE_QUEUED_MAX_REQUEST_BYTES", Toml("1073741824"), "bytes", Some((1_048_576, MAX)),
+        "request and response bytes all connections together may hold, split evenly between the cores; past it sockets are not read and fetches return less (Kafka `queued.max.request.bytes`)";
     admin_listen: SocketAddr, "SPATE_ADMIN_LISTEN", Toml("\"127.0.0.1:9644\""), "host:port", None,
         "admin HTTP listener: /metrics (Prometheus), /v1/health, /v1/ready, /v1/status, /v1/config";
     shutdown_grace_ms: i64, "SPATE_SHUTDOWN_GRACE_MS", Toml("10000"), "ms", Some((0, MAX)),
@@ -450,6 +455,7 @@ impl Config {
             log_cleaner_backoff_ms: g.log_cleaner_backoff_ms.or_default(),
             max_connections: g.max_connections.or_default() as usize,
             connections_max_idle_ms: g.connections_max_idle_ms.or_default(),
+            queued_max_request_bytes: g.queued_max_request_bytes.or_default() as usize,
             admin_listen: g.admin_listen.or_default(),
             listen,
             advertised_host,
@@ -491,6 +497,7 @@ impl Config {
             ("socket.request.max.bytes", limits::REQUEST_FRAME_MAX_BYTES.to_string()),
             ("max.connections", self.max_connections.to_string()),
             ("connections.max.idle.ms", self.connections_max_idle_ms.to_string()),
+            ("queued.max.request.bytes", self.queued_max_request_bytes.to_string()),
             ("fetch.max.bytes", limits::FETCH_RESPONSE_MAX_BYTES.to_string()),
             ("group.initial.rebalance.delay.ms", self.groups.initial_rebalance_delay_ms.to_string()),
             ("group.min.session.timeout.ms", self.groups.min_session_timeout_ms.to_string()),

@@ -39,6 +39,12 @@ struct CoreLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CorePool {
+    core: u32,
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TopicCore {
     topic: String,
     core: u32,
@@ -86,6 +92,8 @@ struct Long {
     cross_core: Family<CoreLabel, Counter>,
     connections_opened: Counter,
     connections_refused: Counter,
+    memory_waits: Family<CoreLabel, Counter>,
+    fetch_trimmed: Family<CoreLabel, Counter>,
 }
 
 static LONG: LazyLock<Long> = LazyLock::new(|| {
@@ -104,6 +112,8 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
     let cross_core = Family::<CoreLabel, Counter>::default();
     let connections_opened = Counter::default();
     let connections_refused = Counter::default();
+    let memory_waits = Family::<CoreLabel, Counter>::default();
+    let fetch_trimmed = Family::<CoreLabel, Counter>::default();
     registry.register("spate_requests", "Kafka requests handled, by API and core", requests.clone());
     registry.register(
         "spate_request_duration_seconds",
@@ -119,6 +129,16 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
     registry.register("spate_cross_core_requests", "Jobs sent to another core, by sending core", cross_core.clone());
     registry.register("spate_connections_opened", "Client connections accepted", connections_opened.clone());
     registry.register("spate_connections_refused", "Client connections closed at once (max_connections)", connections_refused.clone());
+    registry.register(
+        "spate_memory_waits",
+        "Request frames that waited for the core's share of queued_max_request_bytes, by core",
+        memory_waits.clone(),
+    );
+    registry.register(
+        "spate_fetch_trimmed",
+        "Fetch reads cut below the asked size because the core's memory budget was short, by core",
+        fetch_trimmed.clone(),
+    );
     Long {
         registry,
         requests,
@@ -132,6 +152,8 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
         cross_core,
         connections_opened,
         connections_refused,
+        memory_waits,
+        fetch_trimmed,
     }
 });
 
@@ -242,6 +264,14 @@ pub fn connection_refused() {
     LONG.connections_refused.inc();
 }
 
+pub fn memory_waited() {
+    LONG.memory_waits.get_or_create(&CoreLabel { core: core_id() }).inc();
+}
+
+pub fn fetch_trimmed() {
+    LONG.fetch_trimmed.get_or_create(&CoreLabel { core: core_id() }).inc();
+}
+
 /// One partition as its core last published it.
 #[derive(Debug, Clone)]
 pub struct PartitionStat {
@@ -262,6 +292,14 @@ pub struct CoreSnapshot {
     /// (group, topic, partition, committed offset) of the groups this core coordinates.
     pub committed: Vec<(String, String, i32, i64)>,
     pub groups: usize,
+    /// Bytes the core's connections hold in requests and responses, now and at most since the
+    /// last snapshot (`server::memory`).
+    pub request_bytes: u64,
+    pub request_bytes_peak: u64,
+    /// File operations submitted to the core's io_uring rings and not yet completed, now and at
+    /// most since the last snapshot.
+    pub io_in_flight: u64,
+    pub io_in_flight_peak: u64,
 }
 
 struct State {
@@ -329,12 +367,23 @@ pub fn render() -> String {
     let per_core_parts = Family::<CoreLabel, Gauge>::default();
     let per_core_cache = Family::<CoreLabel, Gauge>::default();
     let per_core_groups = Family::<CoreLabel, Gauge>::default();
+    let memory = Family::<CorePool, Gauge>::default();
+    let memory_peak = Family::<CorePool, Gauge>::default();
+    let io_now = Family::<CoreLabel, Gauge>::default();
+    let io_peak = Family::<CoreLabel, Gauge>::default();
     let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for (core, snap) in snaps.iter().enumerate() {
         let cl = CoreLabel { core: core as u32 };
         per_core_parts.get_or_create(&cl).set(snap.partitions.len() as i64);
         per_core_cache.get_or_create(&cl).set(snap.partitions.iter().map(|s| s.cache_bytes).sum::<u64>() as i64);
         per_core_groups.get_or_create(&cl).set(snap.groups as i64);
+        let pool = |pool: &str| CorePool { core: core as u32, pool: pool.to_string() };
+        let cache = snap.partitions.iter().map(|s| s.cache_bytes).sum::<u64>() as i64;
+        memory.get_or_create(&pool("cache")).set(cache);
+        memory.get_or_create(&pool("requests")).set(snap.request_bytes as i64);
+        memory_peak.get_or_create(&pool("requests")).set(snap.request_bytes_peak as i64);
+        io_now.get_or_create(&cl).set(snap.io_in_flight as i64);
+        io_peak.get_or_create(&cl).set(snap.io_in_flight_peak as i64);
         for s in &snap.partitions {
             leo.get_or_create(&p(s)).set(s.log_end);
             hw.get_or_create(&p(s)).set(s.high_watermark);
@@ -371,6 +420,21 @@ pub fn render() -> String {
     reg.register("spate_core_partitions", "Partitions owned, by core", per_core_parts);
     reg.register("spate_core_cache_bytes", "Bytes of recent batches kept in memory, by core", per_core_cache);
     reg.register("spate_core_groups", "Consumer groups coordinated, by core", per_core_groups);
+    reg.register(
+        "spate_core_memory_bytes",
+        "Bytes held, by core and pool: cache (recent batches kept for tailing consumers), requests (request frames and responses held by connections)",
+        memory,
+    );
+    reg.register("spate_core_memory_peak_bytes", "Most bytes held at once in the last second, by core and pool", memory_peak);
+    reg.register(
+        "spate_core_io_in_flight",
+        "File reads, writes and fdatasyncs submitted to the core's io_uring rings and not yet completed (the rings' queue depth)",
+        io_now,
+    );
+    reg.register("spate_core_io_in_flight_peak", "Most file operations in flight at once in the last second, by core", io_peak);
+    let rss = Gauge::<i64>::default();
+    rss.set(crate::io::fs::resident_bytes().unwrap_or(0) as i64);
+    reg.register("spate_process_resident_memory_bytes", "Resident memory of the whole process (all pools, code, allocator slack)", rss);
     reg.register("spate_group_committed_offset", "Committed offset, by group and partition", committed);
     reg.register("spate_group_lag", "High watermark minus committed offset, by group and partition", lag);
     reg.register("spate_connections", "Open client connections", connections);

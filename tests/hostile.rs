@@ -144,3 +144,63 @@ fn a_client_that_never_reads_its_fetches_holds_bounded_memory() {
     assert!(grown < 400 * 1024 * 1024, "broker memory grew by {} MiB", grown >> 20);
     drop(hog);
 }
+
+/// A counter or gauge from the admin endpoint, summed over its label sets.
+fn metric_sum(broker: &Broker, name: &str) -> f64 {
+    let mut s = TcpStream::connect(("127.0.0.1", broker.admin_port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn many_clients_that_never_read_their_fetches_are_bounded_broker_wide() {
+    // One core with a 32 MiB share. Each connection alone may hold 128 MiB (its own budget), so
+    // 20 of them could hold 2.5 GiB without the broker-wide bound.
+    let broker = Broker::start(&["--cores", "1", "--queued-max-request-bytes", "33554432", "--connections-max-idle-ms", "4000"]);
+    let p = producer(&broker.bootstrap(), &[("acks", "1"), ("batch.size", "1000000"), ("linger.ms", "20")]);
+    let value = vec![b'x'; 64 * 1024];
+    for _ in 0..640 {
+        p.send(BaseRecord::to("big").key("k").payload(&value[..])).unwrap();
+    }
+    flush(&p);
+    let before = broker.rss_bytes();
+    let fetch = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_max_bytes(i32::MAX)
+        .with_topics(vec![FetchTopic::default().with_topic(TopicName(StrBytes::from_static_str("big"))).with_partitions(vec![
+            FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(i32::MAX),
+        ])]);
+    let mut hogs: Vec<Raw> = (0..20).map(|_| Raw::connect(broker.port)).collect();
+    for hog in &mut hogs {
+        for _ in 0..50 {
+            hog.send(ApiKey::Fetch, 11, &fetch);
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let during = broker.rss_bytes();
+    let grown = during.saturating_sub(before);
+    eprintln!("broker RSS grew by {} MiB with 20 connections of unread fetches", grown >> 20);
+    // The share is 32 MiB, plus one batch (~1 MiB) per fetch in flight; without the bound this
+    // grew by 326 MiB in the same two seconds (and kept growing).
+    assert!(grown < 160 * 1024 * 1024, "broker memory grew by {} MiB", grown >> 20);
+    assert!(metric_sum(&broker, "spate_fetch_trimmed_total") > 0.0, "no fetch was trimmed to the core's budget");
+    // The hogs' unread responses hold the budget until the watchdog closes them (4 s without a
+    // byte written); a well-behaved client is served, at the latest once they are gone.
+    round_trip(&broker, "polite", 50);
+    for hog in &mut hogs {
+        assert!(closed_within(hog.stream(), Duration::from_secs(30)), "a connection that never reads was left open");
+    }
+    assert!(broker.log().contains("has not read its responses"), "{}", broker.log());
+    // Every byte comes back (the gauge is published once a second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric_sum(&broker, "spate_core_memory_bytes{core=\"0\",pool=\"requests\"}") != 0.0 {
+        assert!(Instant::now() < deadline, "request memory still held after every hog was closed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -38,6 +38,44 @@ fn to_io(e: glommio::GlommioError<()>) -> io::Error {
     io::Error::from(e)
 }
 
+thread_local! {
+    /// This core's segment-file operations submitted and not yet completed, and the most at once
+    /// since [`ops_in_flight`] was last called.
+    static IN_FLIGHT: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// (now, most since the last call) of this core's file operations in flight: io_uring's queue
+/// depth as Spate sees it (glommio 0.9 does not report its rings' own).
+pub fn ops_in_flight() -> (usize, usize) {
+    IN_FLIGHT.with(|c| {
+        let (now, peak) = c.get();
+        c.set((now, now));
+        (now, peak)
+    })
+}
+
+/// Counts one operation in flight for as long as it lives.
+struct Op;
+
+impl Op {
+    fn start() -> Op {
+        IN_FLIGHT.with(|c| {
+            let (now, peak) = c.get();
+            c.set((now + 1, peak.max(now + 1)));
+        });
+        Op
+    }
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        IN_FLIGHT.with(|c| {
+            let (now, peak) = c.get();
+            c.set((now - 1, peak));
+        });
+    }
+}
+
 impl SegmentFile {
     /// Makes glommio learn the truth about the data directory's device before any segment opens.
     ///
@@ -130,7 +168,9 @@ impl SegmentFile {
         let dst = buf.as_bytes_mut();
         dst[..data.len()].copy_from_slice(data);
         dst[data.len()..].fill(0);
+        let op = Op::start();
         let written = file.write_at(buf, pos).await.map_err(to_io)?;
+        drop(op);
         if written != padded {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
@@ -147,7 +187,9 @@ impl SegmentFile {
         }
         match &self.file {
             Backend::Dma(f) => {
+                let op = Op::start();
                 let r = f.read_at(pos, len).await.map_err(to_io)?;
+                drop(op);
                 Ok(Bytes::copy_from_slice(&r[..]))
             }
             #[cfg(test)]
@@ -158,7 +200,10 @@ impl SegmentFile {
     /// fdatasync: every byte written so far, and the file size, are on stable storage.
     pub async fn sync(&self) -> io::Result<()> {
         match &self.file {
-            Backend::Dma(f) => f.fdatasync().await.map_err(to_io),
+            Backend::Dma(f) => {
+                let _op = Op::start();
+                f.fdatasync().await.map_err(to_io)
+            }
             #[cfg(test)]
             Backend::Sim(f) => f.sync().await,
         }

@@ -9,6 +9,15 @@ use std::path::{Path, PathBuf};
 
 use super::rt::blocking;
 
+/// The process's resident memory (Linux `/proc/self/statm`), for the metrics.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok().filter(|p| *p > 0)?)
+}
+
 /// Reads a whole file; `None` when it does not exist.
 pub async fn read(path: PathBuf) -> io::Result<Option<Vec<u8>>> {
     #[cfg(test)]

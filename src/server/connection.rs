@@ -5,8 +5,11 @@
 //! `CONNECTION_IN_FLIGHT_MAX` requests are in flight, and at most `CONNECTION_BUFFER_MAX_BYTES`
 //! of requests and (reserved) responses are held, after which the socket is not read, so a
 //! client that never reads its responses is slowed by TCP backpressure instead of growing the
-//! broker's memory. A connection with nothing in flight that sends nothing for
-//! `connections_max_idle_ms` is closed (this also ends slowloris-style partial frames); beyond
+//! broker's memory. The same bytes also count against the core's share of the broker-wide
+//! `queued_max_request_bytes` (see `server::memory`), so many connections together are bounded
+//! too. A connection with nothing in flight that sends nothing for `connections_max_idle_ms` is
+//! closed (this also ends slowloris-style partial frames), and so is one whose responses go
+//! unwritten that long because the client reads none of them (which frees its memory); beyond
 //! `max_connections` open connections, new ones are closed at once. Anything malformed closes
 //! this connection with a log line; the broker and other clients go on.
 //!
@@ -36,15 +39,18 @@ use crate::storage::now_ms;
 
 type Outcome = Result<Option<bytes::BytesMut>, String>;
 
+/// A request's outcome, with the bytes of its response charged to the core's memory budget.
+type Answer = (Outcome, usize);
+
 /// A request's task, awaited by the connection's writer. Dropped unfinished (the connection was
 /// cut at shutdown) it is detached, not cancelled: an append cancelled during its O_DIRECT write
 /// could have that write land after a later one and undo it. Detached, it runs to its end and the
 /// partition's close waits for its I/O.
-struct Pending(Option<rt::Task<Outcome>>);
+struct Pending(Option<rt::Task<Answer>>);
 
 impl std::future::Future for Pending {
-    type Output = Outcome;
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Outcome> {
+    type Output = Answer;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Answer> {
         let task = self.0.as_mut().expect("a request task is awaited once");
         std::pin::Pin::new(task).poll(cx)
     }
@@ -96,6 +102,8 @@ struct Shared {
     budget: Budget,
     in_flight: Cell<usize>,
     last_activity: Cell<i64>,
+    /// When the response being written started to be written, while one is.
+    writing_since: Cell<Option<i64>>,
 }
 
 pub async fn run(shard: Rc<Shard>, reader: ConnReader, writer: ConnWriter, peer: SocketAddr) {
@@ -127,15 +135,17 @@ async fn read_unless_stopping(shard: &Shard, reader: &mut ConnReader, buf: &mut 
 }
 
 async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter, peer: SocketAddr) {
-    let (tx, rx) = flume::bounded::<(Pending, usize)>(CONNECTION_IN_FLIGHT_MAX);
+    let (tx, rx) = flume::bounded::<(Pending, Holds)>(CONNECTION_IN_FLIGHT_MAX);
     let shared = Rc::new(Shared {
         closing: Cell::new(false),
         budget: Budget { used: Cell::new(0), freed: Notify::default() },
         in_flight: Cell::new(0),
         last_activity: Cell::new(now_ms()),
+        writing_since: Cell::new(None),
     });
     // The idle watchdog: shuts the socket (waking the reader) once nothing is in flight and
-    // nothing has been read or written for connections_max_idle_ms.
+    // nothing has been read or written for connections_max_idle_ms, or once one response has
+    // been waiting that long for the client to read it (which also wakes the writer).
     let idle_ms = shard.config.connections_max_idle_ms;
     let watchdog = rt::spawn({
         let (closer, shared) = (reader.closer(), shared.clone());
@@ -146,8 +156,15 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
                 if shared.closing.get() {
                     return;
                 }
-                if shared.in_flight.get() == 0 && now_ms() - shared.last_activity.get() >= idle_ms {
+                let now = now_ms();
+                if shared.in_flight.get() == 0 && now - shared.last_activity.get() >= idle_ms {
                     tracing::info!(%peer, idle_ms, "closing idle connection (connections_max_idle_ms)");
+                    shared.closing.set(true);
+                    closer.shutdown();
+                    return;
+                }
+                if shared.writing_since.get().is_some_and(|t| now - t >= idle_ms) {
+                    tracing::warn!(%peer, idle_ms, "closing a connection that has not read its responses (connections_max_idle_ms)");
                     shared.closing.set(true);
                     closer.shutdown();
                     return;
@@ -156,20 +173,23 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
         }
     });
     let writer_task = rt::spawn({
-        let shared = shared.clone();
+        let (shared, shard) = (shared.clone(), shard.clone());
         async move {
             // Every request task is awaited, even after the connection broke: dropping a task
             // cancels it, and a produce must not be cut off half-way through its append.
             while let Ok((task, held)) = rx.recv_async().await {
-                let out = task.await;
-                let _release = Release { shared: &shared, held };
+                let (out, charged) = task.await;
+                let _release = Release { shared: &shared, memory: &shard.memory, held, core_held: held.request + charged };
                 shared.last_activity.set(now_ms());
                 if shared.closing.get() {
                     continue;
                 }
                 match out {
                     Ok(Some(frame)) => {
-                        if let Err(e) = writer.write_all(&[&frame]).await {
+                        shared.writing_since.set(Some(now_ms()));
+                        let written = writer.write_all(&[&frame]).await;
+                        shared.writing_since.set(None);
+                        if let Err(e) = written {
                             tracing::debug!(%peer, error = %e, "writing a response failed; closing");
                             shared.closing.set(true);
                         }
@@ -215,9 +235,11 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
             break;
         }
         shared.budget.take(n as usize).await;
-        let mut held = n as usize;
+        shard.memory.take(n as usize).await;
+        let mut held = Holds { request: n as usize, connection: n as usize };
         let mut buf = vec![0u8; n as usize];
         let Some(read) = read_unless_stopping(&shard, &mut reader, &mut buf).await else {
+            held.give_back(&shared, &shard);
             tracing::debug!(%peer, "shutting down inside a request frame: dropping it, then closing");
             break;
         };
@@ -225,10 +247,12 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
         match read {
             Ok(ReadExact::Full) => {}
             Ok(ReadExact::Closed) | Ok(ReadExact::Truncated(_)) => {
+                held.give_back(&shared, &shard);
                 tracing::warn!(%peer, frame_bytes = n, "connection closed inside a request frame; dropping it");
                 break;
             }
             Err(e) => {
+                held.give_back(&shared, &shard);
                 tracing::debug!(%peer, error = %e, "connection read failed inside a frame");
                 break;
             }
@@ -236,7 +260,7 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
         let (api_key, header, body) = match frame::decode_request(Bytes::from(buf)) {
             Ok(x) => x,
             Err(e) => {
-                shared.budget.give(held);
+                held.give_back(&shared, &shard);
                 tracing::warn!(%peer, "{e}; closing connection");
                 break;
             }
@@ -244,12 +268,32 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
         if api_key == kafka_protocol::messages::ApiKey::Fetch {
             // A fetch answer may be large: reserve it before running the request.
             shared.budget.take(FETCH_RESPONSE_MAX_BYTES).await;
-            held += FETCH_RESPONSE_MAX_BYTES;
+            held.connection += FETCH_RESPONSE_MAX_BYTES;
         }
         shared.in_flight.set(shared.in_flight.get() + 1);
-        let shard = shard.clone();
-        let task = rt::spawn(async move { handlers::respond(&shard, api_key, header, body, peer).await });
-        if tx.send_async((Pending(Some(task)), held)).await.is_err() {
+        let task_shard = shard.clone();
+        let task = rt::spawn(async move {
+            let shard = task_shard;
+            let out = handlers::respond(&shard, api_key, header, body, peer).await;
+            // Charged here, before anything else runs on this core: a fetch gives back its own
+            // hold on the records as it returns, and the response now holds them.
+            let charged = match &out {
+                Ok(Some(frame)) => frame.len(),
+                _ => 0,
+            };
+            shard.memory.charge(charged);
+            (out, charged)
+        });
+        if let Err(e) = tx.send_async((Pending(Some(task)), held)).await {
+            // The writer is gone (it only ends once this sender is dropped, so this is not
+            // expected): the request runs on, and gives its memory back when it ends.
+            let (pending, held) = e.into_inner();
+            let shard = shard.clone();
+            rt::spawn(async move {
+                let (_, charged) = pending.await;
+                shard.memory.give(held.request + charged);
+            })
+            .detach();
             break;
         }
     }
@@ -259,15 +303,34 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
     drop(watchdog);
 }
 
-/// Gives a request's budget back once its response is written (or dropped).
+/// What a request holds from the connection's budget and (for its frame) the core's.
+#[derive(Clone, Copy)]
+struct Holds {
+    connection: usize,
+    request: usize,
+}
+
+impl Holds {
+    /// For a request dropped before it became a task.
+    fn give_back(&self, shared: &Shared, shard: &Shard) {
+        shared.budget.give(self.connection);
+        shard.memory.give(self.request);
+    }
+}
+
+/// Gives a request's budgets back once its response is written (or dropped).
 struct Release<'a> {
     shared: &'a Shared,
-    held: usize,
+    memory: &'a super::memory::CoreMemory,
+    held: Holds,
+    /// The request frame and the response, in the core's budget.
+    core_held: usize,
 }
 
 impl Drop for Release<'_> {
     fn drop(&mut self) {
-        self.shared.budget.give(self.held);
+        self.shared.budget.give(self.held.connection);
+        self.memory.give(self.core_held);
         self.shared.in_flight.set(self.shared.in_flight.get() - 1);
     }
 }

@@ -19,6 +19,7 @@
 pub mod connection;
 pub mod groups;
 pub mod handlers;
+pub mod memory;
 pub mod metadata;
 pub mod shard;
 pub mod shutdown;
@@ -264,5 +265,17 @@ fn publish_metrics() {
         })
         .collect();
     let (committed, groups) = shard.groups.metrics_snapshot();
-    crate::metrics::publish_core(shard.core, crate::metrics::CoreSnapshot { partitions, committed, groups });
+    let (io_in_flight, io_in_flight_peak) = crate::io::file::ops_in_flight();
+    crate::metrics::publish_core(
+        shard.core,
+        crate::metrics::CoreSnapshot {
+            partitions,
+            committed,
+            groups,
+            request_bytes: shard.memory.used() as u64,
+            request_bytes_peak: shard.memory.take_peak() as u64,
+            io_in_flight: io_in_flight as u64,
+            io_in_flight_peak: io_in_flight_peak as u64,
+        },
+    );
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::groups::Groups;
+use super::memory::CoreMemory;
 use super::shutdown::Lifecycle;
 use super::metadata::{self, MetadataImage, TopicMeta};
 use crate::config::Config;
@@ -46,6 +47,8 @@ pub struct Shard {
     pub groups: Groups,
     /// Serving, shutting down or closed (see `server::shutdown`).
     pub lifecycle: Lifecycle,
+    /// Bytes this core's connections hold in requests and responses (see `server::memory`).
+    pub memory: CoreMemory,
     /// Core 0 only: set while a metadata change is being made, so changes apply one at a time.
     meta_busy: Cell<bool>,
     meta_done: Notify,
@@ -63,6 +66,7 @@ pub struct NewTopic {
 impl Shard {
     pub fn install(core: usize, config: Arc<Config>, cluster_id: Arc<str>, mesh: Rc<Mesh>) -> Rc<Shard> {
         let groups = config.groups;
+        let memory = CoreMemory::new(config.queued_max_request_bytes / mesh.cores().max(1));
         let shard = Rc::new(Shard {
             core,
             cores: mesh.cores(),
@@ -74,6 +78,7 @@ impl Shard {
             data_arrived: Rc::new(Notify::default()),
             groups: Groups::new(groups),
             lifecycle: Lifecycle::default(),
+            memory,
             meta_busy: Cell::new(false),
             meta_done: Notify::default(),
         });

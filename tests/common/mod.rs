@@ -308,6 +308,12 @@ pub struct Raw {
 }
 
 impl Raw {
+    /// The socket itself, for tests that read or close it by hand.
+    #[allow(dead_code)]
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.s
+    }
+
     pub fn connect(port: u16) -> Raw {
         let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();

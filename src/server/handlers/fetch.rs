@@ -12,6 +12,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
+use super::super::memory::Held;
 use super::super::shard::{current, Shard};
 use super::{group_by_core, on_partitions, PartWork};
 use crate::config::limits::{FETCH_RESPONSE_MAX_BYTES, FETCH_WAIT_MAX_MS};
@@ -64,17 +65,28 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
         }
     }
     // Memory bound: partitions are read concurrently, so each may read at most its share of the
-    // response's limit (itself capped by FETCH_RESPONSE_MAX_BYTES). A read still returns at least
-    // one whole batch, so the response holds at most the limit plus one batch per partition.
-    let max_bytes = (req.max_bytes.max(0) as usize).min(FETCH_RESPONSE_MAX_BYTES);
-    let share = (max_bytes / wants.len().max(1)).max(1);
-    for w in &mut wants {
-        w.data.1 = w.data.1.min(share);
-    }
+    // response's limit (itself capped by FETCH_RESPONSE_MAX_BYTES, and by what is left of the
+    // core's memory budget when the read starts). A read still returns at least one whole batch,
+    // so the response holds at most the limit plus one batch per partition. What was read is
+    // held in the core's budget until the connection charges the response (`server::memory`).
+    let asked_max = (req.max_bytes.max(0) as usize).min(FETCH_RESPONSE_MAX_BYTES);
+    let mut max_bytes;
+    let asked: Vec<usize> = wants.iter().map(|w| w.data.1).collect();
     let wait_ms = req.max_wait_ms.clamp(0, FETCH_WAIT_MAX_MS) as i64;
     let deadline = now_ms() + wait_ms;
     let min_bytes = req.min_bytes.max(0) as usize;
+    let mut held = Held::charge(&shard.memory, 0);
     loop {
+        drop(held);
+        max_bytes = asked_max.min(shard.memory.room());
+        if max_bytes < asked_max {
+            crate::metrics::fetch_trimmed();
+        }
+        let share = (max_bytes / wants.len().max(1)).max(1);
+        for (w, asked) in wants.iter_mut().zip(&asked) {
+            w.data.1 = (*asked).min(share);
+        }
+        held = Held::charge(&shard.memory, max_bytes);
         let mut total = 0;
         let mut any_error = false;
         for (slot, r) in read_all(shard, &wants).await {
@@ -82,6 +94,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
             any_error |= r.error != 0;
             results[slot] = r;
         }
+        held.resize_to(total);
         let stopping = shard.lifecycle.is_stopping();
         if wants.is_empty() || total >= min_bytes || any_error || now_ms() >= deadline || stopping {
             break;
