@@ -8,7 +8,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{consume, flush, producer, Broker};
+use common::{consume, flush, producer, Broker, Raw};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::Offset;
 
@@ -41,6 +44,13 @@ fn metrics_move_with_traffic_and_pass_promtool() {
     flush(&p);
     assert_eq!(p.context().ok.lock().unwrap().len(), 500);
     assert_eq!(consume(&broker.bootstrap(), "measured", &[0], Offset::Beginning, 500).len(), 500);
+    // An error answered by an API other than Produce and Fetch is counted by its Kafka name.
+    let again = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("measured")))
+        .with_num_partitions(1)
+        .with_replication_factor(1)]);
+    let r: CreateTopicsResponse = Raw::connect(broker.port).call(ApiKey::CreateTopics, 7, &again, 7);
+    assert_eq!(r.topics[0].error_code, 36, "TOPIC_ALREADY_EXISTS");
     // Gauges are published once a second.
     let deadline = Instant::now() + Duration::from_secs(10);
     let m = loop {
@@ -66,6 +76,16 @@ fn metrics_move_with_traffic_and_pass_promtool() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert!(fsyncs > 0.0, "acks=all fsyncs: {m}");
+    assert_eq!(sample(&m, "spate_errors_total{api=\"CreateTopics\",code=\"TOPIC_ALREADY_EXISTS\"}"), Some(1.0), "{m}");
+    // Memory by pool and the rings' queue depth, on every core.
+    for core in 0..2 {
+        for pool in ["cache", "requests"] {
+            let line = format!("spate_core_memory_bytes{{core=\"{core}\",pool=\"{pool}\"}}");
+            assert!(sample(&m, &line).is_some(), "{line} missing: {m}");
+        }
+        assert!(sample(&m, &format!("spate_core_io_in_flight_peak{{core=\"{core}\"}}")).is_some(), "{m}");
+    }
+    assert!(sample(&m, "spate_process_resident_memory_bytes").unwrap_or(0.0) > 1e6, "{m}");
     // promtool (Debian package prometheus) parses the exposition; scripts/test installs it.
     match std::process::Command::new("promtool")
         .args(["check", "metrics"])

@@ -116,10 +116,6 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
             if let Some(name) = &name {
                 crate::metrics::fetched(name, records.len() as u64);
             }
-            if r.error != 0 {
-                let name = crate::protocol::ResponseError::try_from_code(r.error).map(|e| format!("{e:?}"));
-                crate::metrics::error("Fetch", name.as_deref().unwrap_or("Unknown"));
-            }
             tr.partitions.push(
                 PartitionData::default()
                     .with_partition_index(p.partition)

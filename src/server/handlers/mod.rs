@@ -13,6 +13,7 @@ pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_groups;
 pub mod describe_configs;
+pub mod errors;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -102,8 +103,10 @@ pub async fn respond(
     let started = std::time::Instant::now();
     let answer = dispatch(shard, key, &header, body, peer).await;
     crate::metrics::request(key as i16, api_name(key), started.elapsed().as_secs_f64());
-    if answer.is_err() {
-        crate::metrics::error(api_name(key), "CONNECTION_CLOSED");
+    match &answer {
+        Err(_) => crate::metrics::error(api_name(key), "CONNECTION_CLOSED"),
+        Ok(Some((resp, _))) => errors::each_code(resp, |code| crate::metrics::error(api_name(key), &errors::code_name(code))),
+        Ok(None) => {}
     }
     match answer? {
         None => Ok(None),

@@ -98,7 +98,6 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> Opt
                     }
                 }
                 Err((code, msg)) => {
-                    crate::metrics::error("Produce", &format!("{code:?}"));
                     pr.error_code = code.code();
                     pr.base_offset = -1;
                     if version >= 8 {
