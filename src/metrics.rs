@@ -305,6 +305,7 @@ pub struct CoreSnapshot {
 struct State {
     started: Instant,
     ready: AtomicBool,
+    stopping: AtomicBool,
     open_connections: AtomicU64,
     cores: OnceLock<Vec<Mutex<CoreSnapshot>>>,
     status: OnceLock<StatusInfo>,
@@ -322,6 +323,7 @@ pub struct StatusInfo {
 static STATE: LazyLock<State> = LazyLock::new(|| State {
     started: Instant::now(),
     ready: AtomicBool::new(false),
+    stopping: AtomicBool::new(false),
     open_connections: AtomicU64::new(0),
     cores: OnceLock::new(),
     status: OnceLock::new(),
@@ -337,6 +339,11 @@ pub fn init(info: StatusInfo) {
 /// Every core has recovered and the listeners accept clients.
 pub fn set_ready() {
     STATE.ready.store(true, Ordering::Release);
+}
+
+/// Shutdown began: not ready any more (so a load balancer or orchestrator stops sending clients).
+pub fn set_stopping() {
+    STATE.stopping.store(true, Ordering::Release);
 }
 
 pub fn set_open_connections(n: usize) {
@@ -478,7 +485,8 @@ fn json_escape(s: &str) -> String {
 
 /// The admin endpoints.
 pub fn route(path: &str) -> Response {
-    let ready = STATE.ready.load(Ordering::Acquire);
+    let stopping = STATE.stopping.load(Ordering::Acquire);
+    let ready = STATE.ready.load(Ordering::Acquire) && !stopping;
     let text = |status, body: &str| Response { status, content_type: "text/plain; charset=utf-8", body: body.to_string() };
     match path {
         "/metrics" => Response {
@@ -488,6 +496,7 @@ pub fn route(path: &str) -> Response {
         },
         "/v1/health" => text(200, "ok\n"),
         "/v1/ready" if ready => text(200, "ready\n"),
+        "/v1/ready" if stopping => text(503, "shutting down\n"),
         "/v1/ready" => text(503, "recovering\n"),
         "/v1/status" => {
             let snaps = snapshots();
@@ -538,5 +547,9 @@ mod tests {
         assert!(m.contains("spate_requests_total{api=\"Produce\",core=\"3\"} 1\n"), "{m}");
         assert!(m.contains("spate_produced_records_total{topic=\"t\",core=\"3\"} 2\n"), "{m}");
         assert!(!m.contains("# EOF") && !m.contains("# UNIT"), "{m}");
+        set_stopping();
+        let r = route("/v1/ready");
+        assert_eq!((r.status, r.body.as_str()), (503, "shutting down\n"), "not ready once shutdown began");
+        assert_eq!(route("/v1/health").status, 200);
     }
 }

@@ -143,3 +143,60 @@ fn the_grafana_dashboard_only_uses_metrics_the_broker_exports() {
     }
     assert!(checked > 20);
 }
+
+/// GET `path`: its status, or `None` while nothing listens on the admin port.
+fn try_status(broker: &Broker, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", broker.admin_port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn ready_is_503_while_recovering_after_a_crash_and_200_once_clients_are_served() {
+    let mut broker = Broker::start(&[]);
+    // Enough partitions that recovering them after a crash takes a while to watch.
+    let mut raw = Raw::connect(broker.port);
+    for t in 0..4 {
+        let create = CreateTopicsRequest::default().with_timeout_ms(60_000).with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(format!("many-{t}"))))
+            .with_num_partitions(500)
+            .with_replication_factor(1)]);
+        let r: CreateTopicsResponse = raw.call(ApiKey::CreateTopics, 7, &create, 7);
+        assert_eq!(r.topics[0].error_code, 0);
+    }
+    let p = producer(&broker.bootstrap(), &[("acks", "all")]);
+    for i in 0..2000 {
+        p.send(BaseRecord::to("many-0").partition(i % 500).key("k").payload("v")).unwrap();
+    }
+    flush(&p);
+    drop(p);
+    broker.restart_without_waiting();
+    // Watch health and readiness from the first moment the admin port answers.
+    let started = Instant::now();
+    let mut seen: Vec<(u16, u16)> = Vec::new();
+    loop {
+        let (Some(health), Some(ready)) = (try_status(&broker, "/v1/health"), try_status(&broker, "/v1/ready")) else {
+            assert!(started.elapsed() < Duration::from_secs(60), "the admin port never answered");
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        };
+        if seen.last() != Some(&(health, ready)) {
+            seen.push((health, ready));
+        }
+        if ready == 200 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "never ready: {seen:?}\n{}", broker.log());
+    }
+    eprintln!("health/ready during recovery: {seen:?}, ready after {:?}", started.elapsed());
+    assert_eq!(seen.first(), Some(&(200, 503)), "live but not ready while recovering: {seen:?}");
+    assert_eq!(seen.last(), Some(&(200, 200)));
+    assert!(broker.log().contains("recovering after a crash"), "{}", broker.log());
+    // Ready means served: the records are all there.
+    broker.wait_ready();
+    let got = consume(&broker.bootstrap(), "many-0", &(0..500).collect::<Vec<_>>(), Offset::Beginning, 2000);
+    assert_eq!(got.len(), 2000);
+}

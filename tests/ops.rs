@@ -253,6 +253,53 @@ fn a_memlock_limit_too_low_for_glommio_is_refused() {
     assert!(err.contains("ulimit -l 512"), "{err}");
 }
 
+/// Makes `io_uring_setup` fail with EPERM in this process from now on, as Docker's default
+/// seccomp profile (and many hardened hosts) do, with a seccomp filter. Runs in the child between
+/// fork and exec: only prctl calls on data prepared on the stack.
+fn block_io_uring_with_seccomp() -> std::io::Result<()> {
+    #[cfg(target_arch = "x86_64")]
+    const ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
+    #[cfg(target_arch = "aarch64")]
+    const ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
+    let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
+    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter { code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16, jt, jf, k };
+    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let ret = libc::BPF_RET | libc::BPF_K;
+    let mut filter = [
+        stmt(load, 4), // seccomp_data.arch
+        jeq(ARCH, 1, 0),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+        stmt(load, 0), // seccomp_data.nr
+        jeq(libc::SYS_io_uring_setup as u32, 0, 1),
+        stmt(ret, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_mut_ptr() };
+    // SAFETY: prctl with a filter that lives until the call returns (the kernel copies it).
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn io_uring_blocked_by_seccomp_is_refused_with_what_to_allow() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = serve_failing(&tmp.path().join("data"), &[], |cmd| {
+        // SAFETY: the hook only calls prctl (see block_io_uring_with_seccomp).
+        unsafe {
+            cmd.pre_exec(block_io_uring_with_seccomp);
+        }
+    });
+    assert!(err.contains("io_uring is not permitted") && err.contains("seccomp"), "{err}");
+    assert!(err.contains("io_uring_setup, io_uring_enter and io_uring_register"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 #[test]
 fn a_port_in_use_is_refused_even_by_another_spate() {
     let tmp = tempfile::tempdir().unwrap();

@@ -169,7 +169,10 @@ async fn run_shard(
         })
         .await;
         match next {
-            None => break,
+            None => {
+                crate::metrics::set_stopping();
+                break;
+            }
             Some(Ok((r, w, peer))) => {
                 tracing::debug!(%peer, core, "connection accepted");
                 rt::spawn(connection::run(shard.clone(), r, w, peer)).detach();

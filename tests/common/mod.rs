@@ -67,6 +67,17 @@ impl Broker {
     }
 
     fn launch(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// kill -9, then start again without waiting for it to become ready (see [`Broker::wait_ready`]).
+    pub fn restart_without_waiting(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
         self.starts += 1;
         let log = std::fs::File::create(self.log_path(self.starts)).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_spate"));
@@ -86,6 +97,10 @@ impl Broker {
             .stdout(Stdio::null())
             .stderr(log);
         self.child = Some(cmd.spawn().expect("spawning spate"));
+    }
+
+    /// Waits until the broker says it is ready and its Kafka port accepts connections.
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
