@@ -42,8 +42,8 @@ pub enum BenchCommand {
     /// Stops after --messages, after --duration, or (neither given) at the end offsets the
     /// partitions had when it started.
     Consume(RunArgs),
-    /// Produce at --rate while consuming: end-to-end latency from each record's CreateTime to the
-    /// moment a consumer sees it (same host clock, 1 ms resolution).
+    /// Produce at --rate while consuming: end-to-end latency from each record's send time (a
+    /// microsecond header the producer writes) to the moment a consumer sees it (same host clock).
     E2e(RunArgs),
     /// The produce (or e2e) workload for every combination of the given knobs; writes
     /// results.csv, report.md and SVG plots to --out.

@@ -86,7 +86,7 @@ pub struct LatencySummary {
 
 /// What the latency of a side measures.
 pub const DELIVERY_LATENCY: &str = "send -> delivery report";
-pub const E2E_LATENCY: &str = "end-to-end: record CreateTime -> consumer";
+pub const E2E_LATENCY: &str = "end-to-end: send time in the record -> consumer";
 
 /// One side of a run (what the producers sent, or what the consumers read) over the measured
 /// window: after the warm-up, until the last measured message was acknowledged or read.

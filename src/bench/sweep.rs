@@ -256,7 +256,7 @@ fn mode_name(mode: SweepMode) -> &'static str {
 fn latency_name(mode: SweepMode) -> &'static str {
     match mode {
         SweepMode::Produce => "send -> delivery report",
-        SweepMode::E2e => "end-to-end (CreateTime -> consumer)",
+        SweepMode::E2e => "end-to-end (send time in the record -> consumer)",
     }
 }
 

@@ -11,9 +11,11 @@
 //! - produce: per message, from the `produce()` call librdkafka accepted to its delivery report
 //!   (so linger.ms and batching are included); throughput over the measured window.
 //! - consume: messages and payload bytes read per second; no latency.
-//! - e2e: per message, from the record's timestamp (CreateTime, set by the producer to the wall
-//!   clock when it sends) to the wall clock when a consumer gets it from `poll()`: same host clock,
-//!   millisecond resolution (the timestamp's), so each value is up to 1 ms above the true one.
+//! - e2e: per message, from the time the producer sent it, written in the record (header
+//!   [`SENT_US_HEADER`]: microseconds by the wall clock, 8 bytes big-endian), to the wall clock when
+//!   a consumer gets it from `poll()`: same host clock, microsecond resolution. A record without
+//!   the header (another writer's) falls back to its timestamp (CreateTime, milliseconds, so up to
+//!   1 ms high).
 //!
 //! A warm-up (`--warmup`) runs first and is left out of every figure; messages sent during it are
 //! delivered (and read) but not measured.
@@ -30,7 +32,7 @@ use rdkafka::client::{Client, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Serialize;
@@ -145,6 +147,9 @@ impl Settings {
 }
 
 /// Milliseconds since the Unix epoch, by the wall clock.
+/// e2e: the record header holding the send time, microseconds since the Unix epoch (i64 BE).
+pub const SENT_US_HEADER: &str = "spate-bench-sent-us";
+
 fn unix_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -257,6 +262,12 @@ impl ProducerContext for DeliveryCtx {
             Err((e, _)) => run.fail(format!("delivery failed: {e}")),
         }
     }
+}
+
+/// The send time a bench producer wrote into the record, microseconds since the epoch.
+fn sent_us(m: &BorrowedMessage<'_>) -> Option<i64> {
+    let h = m.headers()?.iter().find(|h| h.key == SENT_US_HEADER)?;
+    Some(i64::from_be_bytes(h.value?.try_into().ok()?))
 }
 
 /// Message payloads: random capital letters (compressible about as much as text, like Kafka's
@@ -378,7 +389,7 @@ enum Quota {
 
 /// Sends until the quota is met, at `rate` messages per second (0: as fast as librdkafka takes
 /// them), then waits for every delivery report.
-fn send_loop(p: &ThreadedProducer<DeliveryCtx>, run: &Run, topic: &str, quota: Quota, rate: f64, payload: &Payload) {
+fn send_loop(p: &ThreadedProducer<DeliveryCtx>, run: &Run, topic: &str, quota: Quota, rate: f64, payload: &Payload, stamp: bool) {
     let mut measured_sent = 0u64;
     let mut i = 0u64;
     loop {
@@ -402,6 +413,10 @@ fn send_loop(p: &ThreadedProducer<DeliveryCtx>, run: &Run, topic: &str, quota: Q
             let sent_ns = run.now_ns();
             rec.delivery_opaque = sent_ns as usize;
             rec.timestamp = Some(unix_ms());
+            if stamp {
+                let sent_us = unix_us().to_be_bytes();
+                rec.headers = Some(OwnedHeaders::new_with_capacity(1).insert(Header { key: SENT_US_HEADER, value: Some(&sent_us[..]) }));
+            }
             match p.send(rec) {
                 Ok(()) => break sent_ns,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
@@ -513,7 +528,8 @@ fn read_loop(mut r: Reader, run: &Run, until: ReadUntil) {
                     run.consumed.fetch_add(1, Ordering::Relaxed);
                     run.consumed_bytes.fetch_add(bytes, Ordering::Relaxed);
                     if ts >= run.warmup_end_unix_ms {
-                        let latency_us = (unix_us() - ts * 1000).max(0) as u64;
+                        let sent_us = sent_us(&m).unwrap_or(ts * 1000);
+                        let latency_us = (unix_us() - sent_us).max(0) as u64;
                         run.e2e.lock().expect("histogram lock").record_us(latency_us);
                         run.measured_consumed.fetch_add(1, Ordering::Relaxed);
                         run.measured_consumed_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -573,7 +589,8 @@ pub fn run(mode: Mode, s: &Settings) -> Result<Report> {
         };
         let (run, payload, topic) = (run.clone(), payload.clone(), s.topic.clone());
         let rate = s.rate as f64 / count as f64;
-        producer_threads.push(std::thread::spawn(move || send_loop(&p, &run, &topic, quota, rate, &payload)));
+        let stamp = matches!(mode, Mode::E2e);
+        producer_threads.push(std::thread::spawn(move || send_loop(&p, &run, &topic, quota, rate, &payload, stamp)));
     }
     let until = match (mode, s.messages, end_ns) {
         (Mode::E2e, _, _) => ReadUntil::Drained,
