@@ -33,9 +33,8 @@ pub mod limits {
     pub const FETCH_RESPONSE_MAX_BYTES: usize = 55 * 1024 * 1024;
     /// Depth of each cross-core channel (one per ordered pair of cores).
     pub const MESH_CHANNEL_DEPTH: usize = 1024;
-    /// Bytes of the newest batches a partition keeps in memory to serve tailing consumers.
-    /// Not yet capped per core: a core with P partitions may hold P times this (issue #4 adds a
-    /// per-core budget).
+    /// Most bytes of the newest batches a partition keeps in memory to serve tailing consumers
+    /// (less when the core's share of `batch_cache_max_bytes` spread over its partitions is less).
     pub const PARTITION_CACHE_MAX_BYTES: usize = 1024 * 1024;
     /// Longest a Fetch may wait for data, whatever `max.wait.ms` the client asks for.
     pub const FETCH_WAIT_MAX_MS: i32 = 60_000;
@@ -102,6 +101,9 @@ pub struct Config {
     /// Kafka's `queued.max.request.bytes`: request and response bytes held by all connections
     /// together, split evenly between the cores (see `server::memory`).
     pub queued_max_request_bytes: usize,
+    /// Recent batches kept in memory for tailing consumers, all partitions together, split
+    /// evenly between the cores and then between each core's partitions (at most 1 MiB each).
+    pub batch_cache_max_bytes: usize,
     /// The admin HTTP listener (`/metrics`, `/v1/...`).
     pub admin_listen: SocketAddr,
     /// On SIGTERM/SIGINT, how long in-flight requests may take before their connections close.
@@ -279,6 +281,8 @@ settings! {
         "a connection with nothing in flight that sends nothing this long, or whose responses go unread this long, is closed (Kafka `connections.max.idle.ms`)";
     queued_max_request_bytes: i64, "SPATE_QUEUED_MAX_REQUEST_BYTES", Toml("1073741824"), "bytes", Some((1_048_576, MAX)),
         "request and response bytes all connections together may hold, split evenly between the cores; past it sockets are not read and fetches return less (Kafka `queued.max.request.bytes`)";
+    batch_cache_max_bytes: i64, "SPATE_BATCH_CACHE_MAX_BYTES", Toml("536870912"), "bytes", Some((0, MAX)),
+        "recent batches kept in memory for tailing consumers, all partitions together: split evenly between the cores, then between each core's partitions, at most 1 MiB and at least one batch each";
     admin_listen: SocketAddr, "SPATE_ADMIN_LISTEN", Toml("\"127.0.0.1:9644\""), "host:port", None,
         "admin HTTP listener: /metrics (Prometheus), /v1/health, /v1/ready, /v1/status, /v1/config";
     shutdown_grace_ms: i64, "SPATE_SHUTDOWN_GRACE_MS", Toml("10000"), "ms", Some((0, MAX)),
@@ -456,6 +460,7 @@ impl Config {
             max_connections: g.max_connections.or_default() as usize,
             connections_max_idle_ms: g.connections_max_idle_ms.or_default(),
             queued_max_request_bytes: g.queued_max_request_bytes.or_default() as usize,
+            batch_cache_max_bytes: g.batch_cache_max_bytes.or_default() as usize,
             admin_listen: g.admin_listen.or_default(),
             listen,
             advertised_host,

@@ -142,6 +142,12 @@ impl Shard {
                 self.partitions.borrow_mut().insert((t.name.clone(), p), (t.id, log));
             }
         }
+        // The core's batch-cache budget, shared evenly among the partitions it now owns.
+        let logs = self.partitions();
+        let share = self.config.batch_cache_max_bytes / self.cores.max(1) / logs.len().max(1);
+        for log in logs {
+            log.set_cache_cap(share);
+        }
         Ok(())
     }
 

@@ -12,7 +12,7 @@
 //! written to the segment file (what fetches may see; a single node has no followers to wait
 //! for); `durable` is the end of what fdatasync has covered.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -179,6 +179,9 @@ pub struct PartitionLog {
     /// Woken whenever the high watermark moves (long-polling fetches wait on it). Shared by all
     /// partitions of a core, so a fetch over many partitions waits on one signal.
     data_arrived: Rc<Notify>,
+    /// Most bytes of recent batches kept in memory (at least one batch is kept): the core's
+    /// cache budget shared among its partitions (`Shard::install_image` sets it).
+    cache_cap: Cell<usize>,
     /// Woken whenever a write, sync or roll finishes.
     io_done: Notify,
     /// Woken whenever an append's turn ends.
@@ -337,6 +340,7 @@ impl PartitionLog {
             config: RefCell::new(config),
             st: RefCell::new(st),
             data_arrived,
+            cache_cap: Cell::new(PARTITION_CACHE_MAX_BYTES),
             io_done: Notify::default(),
             turn_done: Notify::default(),
         }))
@@ -344,6 +348,12 @@ impl PartitionLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Caps the recent batches kept in memory at `bytes` (never below one batch); at most
+    /// `PARTITION_CACHE_MAX_BYTES`. Takes effect from the next append.
+    pub fn set_cache_cap(&self, bytes: usize) {
+        self.cache_cap.set(bytes.min(PARTITION_CACHE_MAX_BYTES));
     }
 
     pub fn offsets(&self) -> Offsets {
@@ -478,7 +488,7 @@ impl PartitionLog {
                 st.unflushed_records += h.records_count as i64;
                 st.cache_bytes += bytes.len();
                 st.cache.push_back(CachedBatch { base, last, bytes });
-                while st.cache_bytes > PARTITION_CACHE_MAX_BYTES && st.cache.len() > 1 {
+                while st.cache_bytes > self.cache_cap.get() && st.cache.len() > 1 {
                     let old = st.cache.pop_front().expect("non-empty cache");
                     st.cache_bytes -= old.bytes.len();
                 }
@@ -1325,6 +1335,33 @@ mod tests {
         assert!(walk.batch(400, &at(i64::MAX - 1)).is_err(), "last offset overflows");
         walk.batch(400, &at(100 + (1 << 33))).unwrap();
         assert_eq!(walk.index.offsets, vec![(0, 0), (10, 200)], "too far for a 32-bit relative offset: not indexed");
+    }
+
+    #[test]
+    fn the_batch_cache_keeps_to_its_cap_and_serves_the_newest_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        rt::run_local(async move {
+            io_probe(&path).await;
+            let log = PartitionLog::open(path.join("p"), config(), Rc::new(Notify::default())).await.unwrap();
+            let one = batch(10);
+            let size = one.0.len();
+            log.set_cache_cap(5 * size);
+            for _ in 0..50 {
+                log.append(std::slice::from_ref(&one), false).await.unwrap();
+            }
+            assert_eq!(log.disk_stats().cache_bytes, 5 * size as u64, "the cap holds");
+            // The newest batches come from memory, older ones from the segment: both the same.
+            let newest = log.read(490, usize::MAX).await.unwrap();
+            let oldest = log.read(0, size).await.unwrap();
+            assert_eq!(newest.records.len(), size);
+            assert_eq!(oldest.records.len(), size);
+            assert_eq!(&newest.records[12..], &oldest.records[12..], "same records after the base offset");
+            log.set_cache_cap(0);
+            log.append(std::slice::from_ref(&one), false).await.unwrap();
+            assert_eq!(log.disk_stats().cache_bytes, size as u64, "at least one batch is kept");
+            log.close().await.unwrap();
+        });
     }
 
     #[test]
