@@ -143,6 +143,17 @@ impl SegmentFile {
         &self.path
     }
 
+    /// Whether `other` is this very open file (a compacted segment's replacement is not).
+    pub fn same_file(&self, other: &SegmentFile) -> bool {
+        match (&self.file, &other.file) {
+            (Backend::Dma(a), Backend::Dma(b)) => Rc::ptr_eq(a, b),
+            #[cfg(test)]
+            (Backend::Sim(a), Backend::Sim(b)) => a.same_file(b),
+            #[cfg(test)]
+            _ => false,
+        }
+    }
+
     /// The file's size on disk (may include zero padding past the logical end).
     pub async fn size(&self) -> io::Result<u64> {
         match &self.file {

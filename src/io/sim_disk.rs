@@ -519,6 +519,11 @@ pub struct SimFile {
 }
 
 impl SimFile {
+    /// The same open file of the same disk (inode and incarnation).
+    pub fn same_file(&self, other: &SimFile) -> bool {
+        Rc::ptr_eq(&self.disk, &other.disk) && self.ino == other.ino && self.incarnation == other.incarnation
+    }
+
     pub(super) async fn size(&self) -> io::Result<u64> {
         self.disk.delay().await;
         let mut d = self.disk.st.borrow_mut();

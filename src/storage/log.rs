@@ -24,7 +24,12 @@ use super::index::SegmentIndex;
 use super::producers::{ProducerStates, Verdict};
 use super::notify::Notify;
 use super::now_ms;
-use crate::config::limits::{DMA_ALIGNMENT_BYTES, PARTITION_CACHE_MAX_BYTES, SEGMENT_READ_MAX_BYTES};
+use crate::config::limits::{
+    DMA_ALIGNMENT_BYTES, PARTITION_CACHE_MAX_BYTES, READ_AHEAD_CORE_MAX_BYTES, SEGMENT_READ_MAX_BYTES,
+};
+
+/// Smallest read of a segment when serving a fetch.
+const READ_MIN_BYTES: usize = 64 * 1024;
 use crate::config::{TimestampType, TopicConfig};
 use crate::io::file::SegmentFile;
 use crate::io::fs;
@@ -108,6 +113,37 @@ struct CachedBatch {
     bytes: Bytes,
 }
 
+/// The next chunk of a segment, read ahead of a consumer that is reading the log from disk in
+/// order, so its next fetch finds the bytes read (or on the way) instead of waiting for the device
+/// after its request arrives. O_DIRECT bypasses the page cache and its read-ahead; this is that
+/// read-ahead, one chunk deep, per partition.
+struct ReadAhead {
+    file: SegmentFile,
+    /// Where the chunk starts in the file; the batch there starts at `next_offset`.
+    pos: u64,
+    next_offset: i64,
+    slot: Rc<ReadSlot>,
+    /// Counted in this core's [`READ_AHEAD_BYTES`] until dropped.
+    len: usize,
+}
+
+#[derive(Default)]
+struct ReadSlot {
+    result: RefCell<Option<std::io::Result<Bytes>>>,
+    done: Notify,
+}
+
+thread_local! {
+    /// Bytes of read-ahead chunks this core holds or is reading, all partitions together.
+    static READ_AHEAD_BYTES: Cell<usize> = const { Cell::new(0) };
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        READ_AHEAD_BYTES.with(|b| b.set(b.get() - self.len));
+    }
+}
+
 struct State {
     segments: BTreeMap<i64, Segment>,
     log_start: i64,
@@ -135,6 +171,7 @@ struct State {
     last_sync_ms: i64,
     cache: VecDeque<CachedBatch>,
     cache_bytes: usize,
+    read_ahead: Option<ReadAhead>,
     stats: LogStats,
     /// Appends are admitted strictly in arrival order: each takes a ticket before its first await
     /// and waits until `serving` reaches it (see [`PartitionLog::take_turn`]).
@@ -328,6 +365,7 @@ impl PartitionLog {
             last_sync_ms: now_ms(),
             cache: VecDeque::new(),
             cache_bytes: 0,
+            read_ahead: None,
             stats: LogStats::default(),
             next_ticket: 0,
             serving: 0,
@@ -803,8 +841,8 @@ impl PartitionLog {
     /// Reads whole batches from `offset` (the batch containing it first), up to `max_bytes` but
     /// always at least one batch when any exists, and never past the high watermark.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadInfo, LogError> {
-        let (file, pos, limit, seg_base) = {
-            let st = self.st.borrow();
+        let (file, pos, limit, seg_base, ahead) = {
+            let mut st = self.st.borrow_mut();
             let (hw, log_start) = (st.high_watermark, st.log_start);
             if offset < st.log_start || offset > st.log_end {
                 return Err(LogError::OffsetOutOfRange { log_start: st.log_start, log_end: st.log_end });
@@ -832,14 +870,64 @@ impl PartitionLog {
                 return Ok(empty);
             };
             let pos = if offset >= seg.base { seg.index.position_for((offset - seg.base) as u32) as u64 } else { 0 };
-            (seg.file.clone(), pos, seg.written, seg.base)
+            // The chunk read ahead serves this read when it is of this segment file and starts
+            // at or before the wanted offset's batch (every batch before it ends before it).
+            let (file, limit, seg_base) = (seg.file.clone(), seg.written, seg.base);
+            let ahead = st
+                .read_ahead
+                .take()
+                .filter(|ra| ra.file.same_file(&file) && offset >= ra.next_offset && ra.pos >= pos && ra.pos < limit);
+            (file, pos, limit, seg_base, ahead)
         };
-        let records = read_batches(&file, pos, limit, offset, max_bytes)
+        let (first, pos) = match ahead {
+            Some(ra) => {
+                while ra.slot.result.borrow().is_none() {
+                    ra.slot.done.wait().await;
+                }
+                match ra.slot.result.borrow_mut().take() {
+                    Some(Ok(chunk)) => (Some(chunk), ra.pos),
+                    _ => (None, pos), // it failed: read as if there were none
+                }
+            }
+            None => (None, pos),
+        };
+        let want = max_bytes.clamp(READ_MIN_BYTES, SEGMENT_READ_MAX_BYTES);
+        let (records, end, next_offset) = read_batches(&file, pos, limit, offset, max_bytes, first)
             .await
             .map_err(|e| storage_err("reading", file.path(), e))?;
+        if !records.is_empty() && end < limit {
+            self.read_ahead(file.clone(), end, ((limit - end) as usize).min(want), next_offset);
+        }
         let st = self.st.borrow();
         tracing::trace!(seg_base, offset, bytes = records.len(), "read from segment file");
         Ok(ReadInfo { records, high_watermark: st.high_watermark, log_start: st.log_start })
+    }
+
+    /// Starts reading `len` bytes of `file` at `pos` (the batch there starts at `next_offset`) for
+    /// the next read from disk, unless this core already holds `READ_AHEAD_CORE_MAX_BYTES` of
+    /// read-ahead. Replaces the partition's previous read-ahead.
+    fn read_ahead(&self, file: SegmentFile, pos: u64, len: usize, next_offset: i64) {
+        let room = READ_AHEAD_BYTES.with(|b| {
+            let ok = b.get() + len <= READ_AHEAD_CORE_MAX_BYTES;
+            if ok {
+                b.set(b.get() + len);
+            }
+            ok
+        });
+        if !room {
+            return;
+        }
+        let slot = Rc::new(ReadSlot::default());
+        let task = {
+            let (file, slot) = (file.clone(), slot.clone());
+            async move {
+                let r = file.read(pos, len).await;
+                *slot.result.borrow_mut() = Some(r);
+                slot.done.notify_all();
+            }
+        };
+        crate::io::rt::spawn(task).detach();
+        self.st.borrow_mut().read_ahead = Some(ReadAhead { file, pos, next_offset, slot, len });
     }
 
     /// Waits until the high watermark passes `offset` or `deadline_ms` (wall clock) passes.
@@ -1089,14 +1177,26 @@ async fn write_epoch_checkpoint(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Reads whole batches covering `offset` onwards from `pos`, up to `limit` bytes of file.
-async fn read_batches(file: &SegmentFile, mut pos: u64, limit: u64, offset: i64, max_bytes: usize) -> std::io::Result<Bytes> {
-    let mut want = max_bytes.clamp(64 * 1024, SEGMENT_READ_MAX_BYTES);
+async fn read_batches(
+    file: &SegmentFile,
+    mut pos: u64,
+    limit: u64,
+    offset: i64,
+    max_bytes: usize,
+    mut first: Option<Bytes>,
+) -> std::io::Result<(Bytes, u64, i64)> {
+    let mut want = max_bytes.clamp(READ_MIN_BYTES, SEGMENT_READ_MAX_BYTES);
+    let nothing = (Bytes::new(), pos, offset);
     loop {
         if pos >= limit {
-            return Ok(Bytes::new());
+            return Ok(nothing);
         }
         let len = ((limit - pos) as usize).min(want);
-        let chunk = file.read(pos, len).await?;
+        let chunk = match first.take() {
+            Some(chunk) => chunk,
+            None => file.read(pos, len).await?,
+        };
+        let mut next_offset = offset;
         let mut start = None;
         let mut end = 0;
         let mut skipped = 0;
@@ -1125,20 +1225,21 @@ async fn read_batches(file: &SegmentFile, mut pos: u64, limit: u64, offset: i64,
             }
             at += total;
             end = at;
+            next_offset = h.last_offset() + 1;
         }
         match start {
-            Some(s) if end > s => return Ok(chunk.slice(s..end)),
+            Some(s) if end > s => return Ok((chunk.slice(s..end), pos + end as u64, next_offset)),
             Some(s) => {
                 // The first wanted batch does not fit in this chunk: read again sized for it,
                 // unless it runs past the written bytes (then there is nothing whole to serve).
                 if s as u64 + first_len as u64 > limit - pos {
-                    return Ok(Bytes::new());
+                    return Ok(nothing);
                 }
                 pos += s as u64;
                 want = first_len.max(want);
             }
             None if skipped > 0 => pos += skipped as u64,
-            None => return Ok(Bytes::new()),
+            None => return Ok(nothing),
         }
     }
 }
@@ -1360,6 +1461,41 @@ mod tests {
             log.set_cache_cap(0);
             log.append(std::slice::from_ref(&one), false).await.unwrap();
             assert_eq!(log.disk_stats().cache_bytes, size as u64, "at least one batch is kept");
+            log.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_consumer_reading_from_disk_in_order_is_served_by_read_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        rt::run_local(async move {
+            io_probe(&path).await;
+            let log = PartitionLog::open(path.join("p"), config(), Rc::new(Notify::default())).await.unwrap();
+            log.set_cache_cap(0); // every read but the newest batch's goes to the segment file
+            let one = batch(10);
+            for _ in 0..400 {
+                log.append(std::slice::from_ref(&one), false).await.unwrap();
+            }
+            let (mut offset, mut served_ahead) = (0i64, 0);
+            while offset < 3990 {
+                let ahead_before = log.st.borrow().read_ahead.as_ref().map(|ra| ra.next_offset);
+                let r = log.read(offset, 2048).await.unwrap();
+                let mut next = offset;
+                batch::scan(&r.records, |_, h| {
+                    assert_eq!(h.base_offset, next, "batches follow each other from the asked offset");
+                    next = h.last_offset() + 1;
+                });
+                assert!(next > offset, "a read returns something");
+                if ahead_before == Some(offset) {
+                    served_ahead += 1;
+                }
+                offset = next;
+            }
+            assert!(served_ahead >= 5, "only {served_ahead} reads found a read-ahead waiting");
+            // A read elsewhere ignores the read-ahead and still reads the right batch.
+            let r = log.read(15, 1).await.unwrap();
+            assert_eq!(batch::parse_header(&r.records).unwrap().base_offset, 10);
             log.close().await.unwrap();
         });
     }
