@@ -7,7 +7,8 @@
 //!   and patching the offsets into a batch header;
 //! - `append/*`: `PartitionLog::append` of one batch on a real O_DIRECT segment file in the
 //!   current directory's filesystem (acks=1: the write, no fdatasync);
-//! - `fetch/encode_response`: building and encoding a Fetch response around record bytes;
+//! - `fetch/encode_shared` and `fetch/encode_copying`: building and encoding a Fetch response
+//!   around record bytes, as the broker does (records by reference) and into one buffer;
 //! - `index/position_for`: the offset index lookup of a fetch from disk;
 //! - `mesh/hop`: one cross-core `invoke_on` round trip between two pinned executors.
 
@@ -116,22 +117,28 @@ fn fetch(c: &mut Criterion) {
     for partitions in [1usize, 6] {
         let data = records(1000, 1024); // ~1 MiB per partition
         g.throughput(Throughput::Bytes((data.len() * partitions) as u64));
-        g.bench_function(format!("encode_response/{partitions}x1MiB"), |b| {
-            b.iter(|| {
-                let mut resp = FetchResponse::default();
-                let mut t = FetchableTopicResponse::default().with_topic(TopicName(StrBytes::from_static_str("bench")));
-                for p in 0..partitions as i32 {
-                    t.partitions.push(
-                        PartitionData::default()
-                            .with_partition_index(p)
-                            .with_high_watermark(1000)
-                            .with_last_stable_offset(1000)
-                            .with_records(Some(data.clone())),
-                    );
-                }
-                resp.responses.push(t);
-                frame::encode_response(ApiKey::Fetch, 11, 7, &ResponseKind::Fetch(resp)).unwrap()
-            })
+        let response = || {
+            let mut resp = FetchResponse::default();
+            let mut t = FetchableTopicResponse::default().with_topic(TopicName(StrBytes::from_static_str("bench")));
+            for p in 0..partitions as i32 {
+                t.partitions.push(
+                    PartitionData::default()
+                        .with_partition_index(p)
+                        .with_high_watermark(1000)
+                        .with_last_stable_offset(1000)
+                        .with_records(Some(data.clone())),
+                );
+            }
+            resp.responses.push(t);
+            resp
+        };
+        // What the broker sends: records by reference.
+        g.bench_function(format!("encode_shared/{partitions}x1MiB"), |b| {
+            b.iter(|| frame::encode_fetch_response(11, 7, &response()).unwrap())
+        });
+        // The same response encoded into one buffer (records copied), as before.
+        g.bench_function(format!("encode_copying/{partitions}x1MiB"), |b| {
+            b.iter(|| frame::encode_response(ApiKey::Fetch, 11, 7, &ResponseKind::Fetch(response())).unwrap())
         });
     }
     g.finish();

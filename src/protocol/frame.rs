@@ -5,7 +5,8 @@
 //! table, which knows which versions it implements.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader, ResponseKind};
+use kafka_protocol::messages::{ApiKey, FetchResponse, RequestHeader, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 /// Why a frame could not be turned into a request.
@@ -91,10 +92,155 @@ pub fn encode_response(
     Ok(buf)
 }
 
+/// An encoded response frame, as chunks to write in order.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub chunks: Vec<Bytes>,
+}
+
+impl Frame {
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(|c| c.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The frame's bytes in one buffer (tests).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.chunks.concat()
+    }
+}
+
+impl From<BytesMut> for Frame {
+    fn from(b: BytesMut) -> Frame {
+        Frame { chunks: vec![b.freeze()] }
+    }
+}
+
+/// Record sets at least this large go out by reference; smaller ones are copied into the frame
+/// (one more send costs more than copying a few KiB).
+pub const SHARED_RECORDS_MIN_BYTES: usize = 16 * 1024;
+
+/// Encodes a Fetch response frame without copying its record bytes: kafka-protocol encodes the
+/// length prefix, header and every field, and each partition's records of at least
+/// [`SHARED_RECORDS_MIN_BYTES`] become a chunk of their own that shares the fetched bytes (from
+/// the batch cache or a segment read), so record data is never re-encoded or copied before the
+/// socket.
+pub fn encode_fetch_response(version: i16, correlation_id: i32, body: &FetchResponse) -> anyhow::Result<Frame> {
+    let shared: Vec<Bytes> = body
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.records.clone())
+        .filter(|r| r.len() >= SHARED_RECORDS_MIN_BYTES)
+        .collect();
+    let header_version = ApiKey::Fetch.response_header_version(version);
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    let size = header.compute_size(header_version)? + body.compute_size(version)?;
+    let mut buf = Chunked { done: Vec::new(), sealed: 0, cur: BytesMut::with_capacity(256), shared: &shared };
+    buf.put_i32(i32::try_from(size).map_err(|_| anyhow::anyhow!("fetch response of {size} bytes"))?);
+    header.encode(&mut buf, header_version)?;
+    body.encode(&mut buf, version)?;
+    let mut chunks = buf.done;
+    if !buf.cur.is_empty() {
+        chunks.push(buf.cur.freeze());
+    }
+    let frame = Frame { chunks };
+    anyhow::ensure!(frame.len() == size + 4, "fetch response encoded to {} bytes, computed {}", frame.len(), size + 4);
+    Ok(frame)
+}
+
+/// A `BufMut` that writes into `cur`, except that a slice which is exactly one of `shared` is
+/// taken by reference: `cur` is sealed into `done` and the shared `Bytes` follows it. The
+/// encoder writes a byte field with one `put_slice` of the whole value, which is what is matched
+/// (by address and length).
+struct Chunked<'a> {
+    done: Vec<Bytes>,
+    /// Bytes in `done`.
+    sealed: usize,
+    cur: BytesMut,
+    shared: &'a [Bytes],
+}
+
+// SAFETY: every method forwards to `cur`, a BytesMut, which upholds BufMut's contract.
+unsafe impl BufMut for Chunked<'_> {
+    fn remaining_mut(&self) -> usize {
+        self.cur.remaining_mut()
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        // SAFETY: the caller initialised `cnt` bytes of `cur`'s chunk_mut, as BufMut requires.
+        unsafe { self.cur.advance_mut(cnt) }
+    }
+
+    fn chunk_mut(&mut self) -> &mut bytes::buf::UninitSlice {
+        self.cur.chunk_mut()
+    }
+
+    fn put_slice(&mut self, src: &[u8]) {
+        if src.len() >= SHARED_RECORDS_MIN_BYTES {
+            if let Some(b) = self.shared.iter().find(|b| b.as_ptr() == src.as_ptr() && b.len() == src.len()) {
+                if !self.cur.is_empty() {
+                    self.sealed += self.cur.len();
+                    self.done.push(self.cur.split().freeze());
+                }
+                self.sealed += b.len();
+                self.done.push(b.clone());
+                return;
+            }
+        }
+        self.cur.extend_from_slice(src);
+    }
+}
+
+// Message encoding never seeks back (only record-batch compression does, which this buffer
+// never sees); offsets inside the current chunk still work.
+impl ByteBufMut for Chunked<'_> {
+    fn offset(&self) -> usize {
+        self.sealed + self.cur.len()
+    }
+
+    fn seek(&mut self, offset: usize) {
+        let at = offset.checked_sub(self.sealed).expect("Chunked: seek into a sealed chunk");
+        self.cur.resize(at, 0);
+    }
+
+    fn range(&mut self, r: std::ops::Range<usize>) -> &mut [u8] {
+        let start = r.start.checked_sub(self.sealed).expect("Chunked: range in a sealed chunk");
+        &mut self.cur[start..r.end - self.sealed]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use kafka_protocol::messages::ApiVersionsRequest;
+
+    /// The chunked Fetch encoding is byte for byte the copying one, at every version, with
+    /// large record sets shared and small ones copied.
+    #[test]
+    fn fetch_frames_share_large_record_sets_and_match_the_copying_encoding() {
+        use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+        use kafka_protocol::messages::TopicName;
+        use kafka_protocol::protocol::StrBytes;
+        let big = Bytes::from(vec![7u8; 100_000]);
+        let small = Bytes::from(vec![9u8; 100]);
+        let mut t = FetchableTopicResponse::default().with_topic(TopicName(StrBytes::from_static_str("t")));
+        for (i, r) in [Some(big.clone()), Some(small), None, Some(big.slice(..50_000))].into_iter().enumerate() {
+            t.partitions.push(PartitionData::default().with_partition_index(i as i32).with_high_watermark(5).with_records(r));
+        }
+        let resp = FetchResponse::default().with_responses(vec![t]);
+        for version in 4..=18 {
+            let copied = encode_response(ApiKey::Fetch, version, 42, &ResponseKind::Fetch(resp.clone())).unwrap();
+            let frame = encode_fetch_response(version, 42, &resp).unwrap();
+            assert_eq!(frame.to_vec(), copied.to_vec(), "v{version}");
+            let shared = frame.chunks.iter().filter(|c| c.as_ptr() == big.as_ptr()).count();
+            assert_eq!(shared, 2, "v{version}: both slices of the big record set are shared, not copied");
+        }
+    }
 
     fn request_bytes(key: i16, version: i16, corr: i32, body: &impl Encodable) -> Bytes {
         let mut buf = BytesMut::new();

@@ -37,7 +37,7 @@ use crate::protocol::frame;
 use crate::storage::notify::Notify;
 use crate::storage::now_ms;
 
-type Outcome = Result<Option<bytes::BytesMut>, String>;
+type Outcome = Result<Option<frame::Frame>, String>;
 
 /// A request's outcome, with the bytes of its response charged to the core's memory budget.
 type Answer = (Outcome, usize);
@@ -187,7 +187,8 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
                 match out {
                     Ok(Some(frame)) => {
                         shared.writing_since.set(Some(now_ms()));
-                        let written = writer.write_all(&[&frame]).await;
+                        let chunks: Vec<&[u8]> = frame.chunks.iter().map(|c| &c[..]).collect();
+                        let written = writer.write_all(&chunks).await;
                         shared.writing_since.set(None);
                         if let Err(e) = written {
                             tracing::debug!(%peer, error = %e, "writing a response failed; closing");

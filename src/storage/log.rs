@@ -852,14 +852,26 @@ impl PartitionLog {
                 return Ok(empty);
             }
             if st.cache.front().is_some_and(|c| c.base <= offset) {
-                let mut out = BytesMut::new();
+                // One batch goes out by reference; several are joined into one buffer.
+                let mut taken: Vec<&Bytes> = Vec::new();
+                let mut len = 0;
                 for c in st.cache.iter().filter(|c| c.last >= offset && c.base < hw) {
-                    if !out.is_empty() && out.len() + c.bytes.len() > max_bytes {
+                    if len > 0 && len + c.bytes.len() > max_bytes {
                         break;
                     }
-                    out.extend_from_slice(&c.bytes);
+                    len += c.bytes.len();
+                    taken.push(&c.bytes);
                 }
-                return Ok(ReadInfo { records: out.freeze(), ..empty });
+                let records = match taken[..] {
+                    [] => Bytes::new(),
+                    [one] => one.clone(),
+                    _ => {
+                        let mut out = BytesMut::with_capacity(len);
+                        taken.iter().for_each(|b| out.extend_from_slice(b));
+                        out.freeze()
+                    }
+                };
+                return Ok(ReadInfo { records, ..empty });
             }
             let Some((&first, _)) = st.segments.range(..=offset).next_back() else {
                 return Ok(empty);

@@ -32,7 +32,7 @@ pub mod sync_group;
 
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 
 use super::shard::{current, Shard};
@@ -98,7 +98,7 @@ pub async fn respond(
     header: RequestHeader,
     body: Bytes,
     peer: std::net::SocketAddr,
-) -> Result<Option<BytesMut>, String> {
+) -> Result<Option<frame::Frame>, String> {
     let corr = header.correlation_id;
     let started = std::time::Instant::now();
     let answer = dispatch(shard, key, &header, body, peer).await;
@@ -110,8 +110,12 @@ pub async fn respond(
     }
     match answer? {
         None => Ok(None),
-        Some((resp, version)) => frame::encode_response(key, version, corr, &resp)
+        // Fetch record bytes go out by reference; everything else is encoded into one buffer.
+        Some((ResponseKind::Fetch(resp), version)) => frame::encode_fetch_response(version, corr, &resp)
             .map(Some)
+            .map_err(|e| format!("encoding {key:?} v{version} response failed: {e}")),
+        Some((resp, version)) => frame::encode_response(key, version, corr, &resp)
+            .map(|b| Some(b.into()))
             .map_err(|e| format!("encoding {key:?} v{version} response failed: {e}")),
     }
 }
