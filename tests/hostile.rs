@@ -112,25 +112,29 @@ fn thousands_of_open_connections_do_not_stop_a_real_client() {
     round_trip(&broker, "crowded", 100);
 }
 
-#[test]
-fn a_client_that_never_reads_its_fetches_holds_bounded_memory() {
-    let broker = Broker::start(&["--cores", "1"]);
-    // 40 MiB of data in one partition, in batches of ~1 MiB.
+/// Writes 40 MiB to one partition of topic `big` (batches of ~1 MiB); returns a Fetch of all of it.
+fn big_topic_and_a_fetch_of_all_of_it(broker: &Broker) -> FetchRequest {
     let p = producer(&broker.bootstrap(), &[("acks", "1"), ("batch.size", "1000000"), ("linger.ms", "20")]);
     let value = vec![b'x'; 64 * 1024];
     for _ in 0..640 {
         p.send(BaseRecord::to("big").key("k").payload(&value[..])).unwrap();
     }
     flush(&p);
-    let before = broker.rss_bytes();
-    // 500 pipelined fetches of everything, never read: answered in full they would be ~20 GB.
-    let fetch = FetchRequest::default()
+    FetchRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(0)
         .with_max_bytes(i32::MAX)
         .with_topics(vec![FetchTopic::default().with_topic(TopicName(StrBytes::from_static_str("big"))).with_partitions(vec![
             FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(i32::MAX),
-        ])]);
+        ])])
+}
+
+#[test]
+fn a_client_that_never_reads_its_fetches_holds_bounded_memory() {
+    let broker = Broker::start(&["--cores", "1"]);
+    let fetch = big_topic_and_a_fetch_of_all_of_it(&broker);
+    let before = broker.rss_bytes();
+    // 500 pipelined fetches of everything, never read: answered in full they would be ~20 GB.
     let mut hog = Raw::connect(broker.port);
     for _ in 0..500 {
         hog.send(ApiKey::Fetch, 11, &fetch); // small requests: they fit in the socket buffers
@@ -162,20 +166,8 @@ fn many_clients_that_never_read_their_fetches_are_bounded_broker_wide() {
     // One core with a 32 MiB share. Each connection alone may hold 128 MiB (its own budget), so
     // 20 of them could hold 2.5 GiB without the broker-wide bound.
     let broker = Broker::start(&["--cores", "1", "--queued-max-request-bytes", "33554432", "--connections-max-idle-ms", "4000"]);
-    let p = producer(&broker.bootstrap(), &[("acks", "1"), ("batch.size", "1000000"), ("linger.ms", "20")]);
-    let value = vec![b'x'; 64 * 1024];
-    for _ in 0..640 {
-        p.send(BaseRecord::to("big").key("k").payload(&value[..])).unwrap();
-    }
-    flush(&p);
+    let fetch = big_topic_and_a_fetch_of_all_of_it(&broker);
     let before = broker.rss_bytes();
-    let fetch = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(0)
-        .with_max_bytes(i32::MAX)
-        .with_topics(vec![FetchTopic::default().with_topic(TopicName(StrBytes::from_static_str("big"))).with_partitions(vec![
-            FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(i32::MAX),
-        ])]);
     let mut hogs: Vec<Raw> = (0..20).map(|_| Raw::connect(broker.port)).collect();
     for hog in &mut hogs {
         for _ in 0..50 {
