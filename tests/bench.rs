@@ -92,7 +92,7 @@ fn failed_deliveries_are_counted_and_fail_the_command() {
 }
 
 #[test]
-fn e2e_measures_latency_from_create_time_to_the_consumer() {
+fn e2e_measures_latency_from_the_send_time_in_each_record() {
     let broker = Broker::start(&[]);
     let out = bench(&[
         "e2e", "-b", &broker.bootstrap(), "--topic", "e2e", "--partitions", "2", "--rate", "200", "--duration", "2",
@@ -108,7 +108,16 @@ fn e2e_measures_latency_from_create_time_to_the_consumer() {
     // About 400 at 200 msg/s for 2 s; the pacing is not what this checks.
     assert!(produced > 0, "{r}");
     assert!(consumed > 0, "{r}");
-    assert_eq!(r["consumed"]["latency_kind"], "end-to-end: record CreateTime -> consumer");
+    assert_eq!(r["consumed"]["latency_kind"], "end-to-end: send time in the record -> consumer");
+    // Each record carries its send time in microseconds (the CreateTime has only milliseconds).
+    let recs = common::consume(&broker.bootstrap(), "e2e", &[0, 1], rdkafka::Offset::Beginning, 10);
+    let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64;
+    for rec in &recs {
+        let sent = rec.headers.iter().find(|(k, _)| k == "spate-bench-sent-us").and_then(|(_, v)| v.clone());
+        let sent = i64::from_be_bytes(sent.expect("the send-time header").try_into().expect("8 bytes"));
+        let create_ms = rec.timestamp.expect("a timestamp");
+        assert!(sent <= now_us && (sent / 1000 - create_ms).abs() <= 1, "sent {sent} us, CreateTime {create_ms} ms");
+    }
     assert_ordered_percentiles(&r["consumed"]["latency"], consumed);
     assert_ordered_percentiles(&r["produced"]["latency"], produced);
     let stderr = String::from_utf8_lossy(&out.stderr);
