@@ -165,20 +165,31 @@ impl SegmentFile {
 
     /// Writes `data` at `pos` (a multiple of the alignment), zero-padding to whole blocks.
     pub async fn write_aligned(&self, pos: u64, data: &[u8]) -> io::Result<()> {
+        self.write_aligned_parts(pos, &[data]).await
+    }
+
+    /// Writes the concatenation of `parts` at `pos` (a multiple of the alignment), zero-padding
+    /// to whole blocks. The parts are copied once, into the DMA buffer.
+    pub async fn write_aligned_parts(&self, pos: u64, parts: &[&[u8]]) -> io::Result<()> {
         assert_eq!(pos % DMA_ALIGNMENT_BYTES as u64, 0, "unaligned segment write position");
-        let padded = data.len().div_ceil(DMA_ALIGNMENT_BYTES) * DMA_ALIGNMENT_BYTES;
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let padded = len.div_ceil(DMA_ALIGNMENT_BYTES) * DMA_ALIGNMENT_BYTES;
         if padded == 0 {
             return Ok(());
         }
         let file = match &self.file {
             Backend::Dma(f) => f,
             #[cfg(test)]
-            Backend::Sim(f) => return f.write_aligned(pos, data).await,
+            Backend::Sim(f) => return f.write_aligned(pos, &parts.concat()).await,
         };
         let mut buf = file.alloc_dma_buffer(padded);
         let dst = buf.as_bytes_mut();
-        dst[..data.len()].copy_from_slice(data);
-        dst[data.len()..].fill(0);
+        let mut at = 0;
+        for p in parts {
+            dst[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        dst[len..].fill(0);
         let op = Op::start();
         let written = file.write_at(buf, pos).await.map_err(to_io)?;
         drop(op);

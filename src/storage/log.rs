@@ -2,10 +2,12 @@
 //! offset lookups, segment rolls and crash recovery.
 //!
 //! Write path: an append assigns offsets and patches each batch synchronously (no await, so the
-//! core's single thread orders appends), copies it into the active segment's `pending` bytes, then
-//! waits for a writer. Only one O_DIRECT write per partition is in flight; every append that
-//! arrives meanwhile rides on the next one. `pending` starts at the aligned position of the partial
-//! tail block, so each write rewrites that block grown. fdatasync is shared the same way: one in
+//! core's single thread orders appends), queues it (by reference, the same bytes the batch cache
+//! holds) in the active segment's `pending` batches, then waits for a writer. Only one O_DIRECT
+//! write per partition is in flight; every append that arrives meanwhile rides on the next one. A
+//! write covers `tail` (the partial block already on disk, from the aligned `pending_pos`) and
+//! then the pending batches, copied once into the DMA buffer, so each write rewrites that block
+//! grown. fdatasync is shared the same way: one in
 //! flight, all waiters whose data it covers are released by it (group commit).
 //!
 //! Offsets: `log_end` (LEO) is the next offset to assign; `high_watermark` is the end of what is
@@ -151,8 +153,11 @@ struct State {
     high_watermark: i64,
     durable: i64,
     leader_epoch: i32,
-    /// Bytes of the active segment from `pending_pos` (aligned) not yet fully written.
-    pending: Vec<u8>,
+    /// The active segment from `pending_pos` (aligned) on: `tail`, the partial block already
+    /// written that the next write rewrites, then the `pending` batches not yet written (or being
+    /// written: a write takes them out and puts back only what failed).
+    tail: Vec<u8>,
+    pending: Vec<Bytes>,
     pending_pos: u64,
     writing: bool,
     syncing: bool,
@@ -272,6 +277,23 @@ impl Drop for FlagReset<'_> {
     }
 }
 
+/// Puts the batches a write took out of `pending` back in front of it if the write's future is
+/// dropped before it finished, so the next write still covers them.
+struct PutBack<'a> {
+    log: &'a PartitionLog,
+    batches: Option<Vec<Bytes>>,
+}
+
+impl Drop for PutBack<'_> {
+    fn drop(&mut self) {
+        if let Some(mut batches) = self.batches.take() {
+            let mut st = self.log.st.borrow_mut();
+            batches.append(&mut st.pending);
+            st.pending = batches;
+        }
+    }
+}
+
 fn segment_path(dir: &Path, base: i64, ext: &str) -> PathBuf {
     dir.join(format!("{base:020}.{ext}"))
 }
@@ -342,8 +364,8 @@ impl PartitionLog {
         // Make what recovery kept durable, and load the partial tail block for the appender.
         active.file.sync().await?;
         let pending_pos = active.size / DMA_ALIGNMENT_BYTES as u64 * DMA_ALIGNMENT_BYTES as u64;
-        let pending = active.file.read(pending_pos, (active.size - pending_pos) as usize).await?.to_vec();
-        assert_eq!(pending.len() as u64, active.size - pending_pos, "tail block shorter than the file");
+        let tail = active.file.read(pending_pos, (active.size - pending_pos) as usize).await?.to_vec();
+        assert_eq!(tail.len() as u64, active.size - pending_pos, "tail block shorter than the file");
         let st = State {
             segments,
             log_start,
@@ -351,7 +373,8 @@ impl PartitionLog {
             high_watermark: log_end,
             durable: log_end,
             leader_epoch: 0,
-            pending,
+            tail,
+            pending: Vec::new(),
             pending_pos,
             writing: false,
             syncing: false,
@@ -518,7 +541,7 @@ impl PartitionLog {
                 seg.size += bytes.len() as u64;
                 seg.next_offset = last + 1;
                 st.max_ts_undo.extend(replaced);
-                st.pending.extend_from_slice(&bytes);
+                st.pending.push(bytes.clone());
                 st.log_end = last + 1;
                 if h.producer_id >= 0 {
                     st.producers.record(h, base, now_ms());
@@ -588,29 +611,37 @@ impl PartitionLog {
                 } else {
                     st.writing = true;
                     st.stats.writes += 1;
-                    let data = st.pending.clone();
+                    let batches = std::mem::take(&mut st.pending);
                     let pos = st.pending_pos;
                     let new_end = st.log_end;
                     let file = st.active().file.clone();
-                    Some((data, pos, new_end, file))
+                    Some((st.tail.clone(), batches, pos, new_end, file))
                 }
             };
-            let Some((data, pos, new_end, file)) = job else {
+            let Some((tail, batches, pos, new_end, file)) = job else {
                 self.io_done.wait().await;
                 continue;
             };
             let mut reset = FlagReset { log: self, flag: |s| &mut s.writing, armed: true };
-            let result = file.write_aligned(pos, &data).await;
+            let mut put_back = PutBack { log: self, batches: Some(batches) };
+            let taken = put_back.batches.as_ref().expect("just put there");
+            let parts: Vec<&[u8]> = std::iter::once(&tail[..]).chain(taken.iter().map(|b| &b[..])).collect();
+            let len: usize = parts.iter().map(|p| p.len()).sum();
+            let result = file.write_aligned_parts(pos, &parts).await;
+            let new_tail = last_bytes(&parts, len - len / DMA_ALIGNMENT_BYTES * DMA_ALIGNMENT_BYTES);
+            drop(parts);
+            put_back.batches = None;
             reset.armed = false;
             {
                 let mut st = self.st.borrow_mut();
                 st.writing = false;
                 match &result {
                     Ok(()) => {
-                        let full = data.len() / DMA_ALIGNMENT_BYTES * DMA_ALIGNMENT_BYTES;
-                        st.pending.drain(..full);
+                        // The new tail: what this write left of its last, partial block.
+                        let full = len / DMA_ALIGNMENT_BYTES * DMA_ALIGNMENT_BYTES;
+                        st.tail = new_tail;
                         st.pending_pos += full as u64;
-                        st.active().written = pos + data.len() as u64;
+                        st.active().written = pos + len as u64;
                         assert!(new_end >= st.high_watermark, "high watermark would move back");
                         st.high_watermark = new_end;
                         st.max_ts_undo.retain(|&(base, _, _)| base >= new_end);
@@ -630,8 +661,10 @@ impl PartitionLog {
                             seg.offset_of_max_ts = offset;
                         }
                         st.max_ts_undo.clear();
-                        let keep = (written - st.pending_pos) as usize;
-                        st.pending.truncate(keep);
+                        // Everything past what is on disk goes: the batches this write took out
+                        // and those appended while it ran. The tail is still what is on disk.
+                        debug_assert_eq!(written - st.pending_pos, st.tail.len() as u64);
+                        st.pending.clear();
                         st.log_end = hw;
                         st.producers.truncate(hw);
                         while st.cache.back().is_some_and(|c| c.base >= hw) {
@@ -767,6 +800,7 @@ impl PartitionLog {
         st.segments.insert(end, new_segment(end, new_file));
         assert!(st.max_ts_undo.is_empty(), "a roll follows a complete write");
         st.pending.clear();
+        st.tail.clear();
         st.pending_pos = 0;
         tracing::debug!(dir = %self.dir.display(), base = end, "rolled to a new segment");
         Ok(())
@@ -1254,6 +1288,21 @@ async fn read_batches(
             None => return Ok(nothing),
         }
     }
+}
+
+/// The last `n` bytes of the concatenation of `parts`.
+fn last_bytes(parts: &[&[u8]], n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n);
+    let mut skip = parts.iter().map(|p| p.len()).sum::<usize>() - n;
+    for p in parts {
+        if skip >= p.len() {
+            skip -= p.len();
+            continue;
+        }
+        out.extend_from_slice(&p[skip..]);
+        skip = 0;
+    }
+    out
 }
 
 /// Whether the batch header read at the last offset-index entry's position (`head`) is the batch
