@@ -102,8 +102,9 @@ class Broker:
         self.kind = kind
         self.proc = None
         self.port = free_port()
+        self.data = None
         if kind == "spate":
-            data = tempfile.mkdtemp(dir=tmpdir)
+            data = self.data = tempfile.mkdtemp(dir=tmpdir)
             self.proc = subprocess.Popen([SPATE, "serve", "--listen", f"127.0.0.1:{self.port}",
                                           "--admin-listen", "127.0.0.1:0", "--data-dir", data, "--cores", "1"],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -124,6 +125,8 @@ class Broker:
         if self.proc:
             self.proc.kill()
             self.proc.wait()
+        if self.data:
+            shutil.rmtree(self.data, ignore_errors=True)
 
 
 def bench(broker, mode, topic, extra):
@@ -140,6 +143,40 @@ def fig(rep, side, key):
     if key.startswith("p"):
         return ((s.get("latency") or {}).get(key))
     return s.get(key)
+
+
+def run_cell(b, kind, size, acks, parts, prods, args, rows):
+    """One cell of the matrix against broker `b`: produce, then (1 partition, 1 producer) consume
+    from the start and end-to-end at half the produce rate."""
+    topic = f"cmp-{size}-{acks}-{parts}-{prods}"
+    print(f"{kind}: produce {size} B acks={acks} partitions={parts} producers={prods}",
+          file=sys.stderr)
+    rep = bench(b, "produce", topic, ["--message-size", str(size), "--acks", acks,
+                                     "--partitions", str(parts), "--producers", str(prods),
+                                     "--duration", str(args.seconds), "--warmup", "1"])
+    row = dict(target=kind, workload="produce", size=size, acks=acks, partitions=parts,
+               producers=prods, msg_s=fig(rep, "produced", "msg_per_s"),
+               mb_s=fig(rep, "produced", "mb_per_s"), p50=fig(rep, "produced", "p50_ms"),
+               p99=fig(rep, "produced", "p99_ms"), error=rep.get("error"))
+    rows.append(row)
+    if kind != "mock" and parts == 1 and prods == 1:
+        # Read back what was just written (from disk for Spate: O_DIRECT).
+        crep = bench(b, "consume", topic, ["--message-size", str(size)])
+        rows.append(dict(target=kind, workload="consume", size=size, acks=acks, partitions=1,
+                         producers=1, msg_s=fig(crep, "consumed", "msg_per_s"),
+                         mb_s=fig(crep, "consumed", "mb_per_s"), p50=None, p99=None,
+                         error=crep.get("error")))
+    # The mock cluster is private to each client: no consumer can see it.
+    if kind != "mock" and parts == 1 and prods == 1 and row["msg_s"]:
+        rate = int(row["msg_s"] / 2)
+        erep = bench(b, "e2e", topic + "-e2e", ["--message-size", str(size), "--acks", acks,
+                                                "--rate", str(rate), "--duration",
+                                                str(max(5, args.seconds // 2))])
+        rows.append(dict(target=kind, workload=f"e2e @ {rate}/s", size=size, acks=acks,
+                         partitions=1, producers=1, msg_s=fig(erep, "consumed", "msg_per_s"),
+                         mb_s=fig(erep, "consumed", "mb_per_s"),
+                         p50=fig(erep, "consumed", "p50_ms"), p99=fig(erep, "consumed", "p99_ms"),
+                         error=erep.get("error")))
 
 
 def main():
@@ -163,45 +200,17 @@ def main():
         print("machine limits (fio, iperf3)", file=sys.stderr)
         limits = machine_limits(tmpdir, min(args.seconds, 10))
         for kind in targets:
-            b = Broker(kind, tansu, tmpdir)
-            try:
-                n = 0
-                for size in sizes:
-                    for acks in ("1", "all"):
-                        for parts in (1, 6):
-                            for prods in producers:
-                                n += 1
-                                topic = f"cmp-{size}-{acks}-{parts}-{prods}"
-                                print(f"{kind}: produce {size} B acks={acks} partitions={parts} producers={prods}",
-                                      file=sys.stderr)
-                                rep = bench(b, "produce", topic, ["--message-size", str(size), "--acks", acks,
-                                                                 "--partitions", str(parts), "--producers", str(prods),
-                                                                 "--duration", str(args.seconds), "--warmup", "1"])
-                                row = dict(target=kind, workload="produce", size=size, acks=acks, partitions=parts,
-                                           producers=prods, msg_s=fig(rep, "produced", "msg_per_s"),
-                                           mb_s=fig(rep, "produced", "mb_per_s"), p50=fig(rep, "produced", "p50_ms"),
-                                           p99=fig(rep, "produced", "p99_ms"), error=rep.get("error"))
-                                rows.append(row)
-                                if kind != "mock" and parts == 1 and prods == 1:
-                                    # Read back what was just written (from disk for Spate: O_DIRECT).
-                                    crep = bench(b, "consume", topic, ["--message-size", str(size)])
-                                    rows.append(dict(target=kind, workload="consume", size=size, acks=acks, partitions=1,
-                                                     producers=1, msg_s=fig(crep, "consumed", "msg_per_s"),
-                                                     mb_s=fig(crep, "consumed", "mb_per_s"), p50=None, p99=None,
-                                                     error=crep.get("error")))
-                                # The mock cluster is private to each client: no consumer can see it.
-                                if kind != "mock" and parts == 1 and prods == 1 and row["msg_s"]:
-                                    rate = int(row["msg_s"] / 2)
-                                    erep = bench(b, "e2e", topic + "-e2e", ["--message-size", str(size), "--acks", acks,
-                                                                            "--rate", str(rate), "--duration",
-                                                                            str(max(5, args.seconds // 2))])
-                                    rows.append(dict(target=kind, workload=f"e2e @ {rate}/s", size=size, acks=acks,
-                                                     partitions=1, producers=1, msg_s=fig(erep, "consumed", "msg_per_s"),
-                                                     mb_s=fig(erep, "consumed", "mb_per_s"),
-                                                     p50=fig(erep, "consumed", "p50_ms"), p99=fig(erep, "consumed", "p99_ms"),
-                                                     error=erep.get("error")))
-            finally:
-                b.stop()
+            for size in sizes:
+                for acks in ("1", "all"):
+                    for parts in (1, 6):
+                        for prods in producers:
+                            # A fresh broker (and data directory) per cell: a full matrix
+                            # writes more than the disk (or Tansu's memory) holds.
+                            b = Broker(kind, tansu, tmpdir)
+                            try:
+                                run_cell(b, kind, size, acks, parts, prods, args, rows)
+                            finally:
+                                b.stop()
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     write_report(out, rows, limits, commit, args)
