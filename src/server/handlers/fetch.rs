@@ -69,9 +69,11 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
     // core's memory budget when the read starts). A read still returns at least one whole batch,
     // so the response holds at most the limit plus one batch per partition. What was read is
     // held in the core's budget until the connection charges the response (`server::memory`).
-    let asked_max = (req.max_bytes.max(0) as usize).min(FETCH_RESPONSE_MAX_BYTES);
-    let mut max_bytes;
     let asked: Vec<usize> = wants.iter().map(|w| w.data.1).collect();
+    let asked_max = (req.max_bytes.max(0) as usize).min(FETCH_RESPONSE_MAX_BYTES);
+    // The most this fetch can return: the response limit, or all partitions' limits together.
+    let can_return = asked_max.min(asked.iter().sum());
+    let mut max_bytes;
     let wait_ms = req.max_wait_ms.clamp(0, FETCH_WAIT_MAX_MS) as i64;
     let deadline = now_ms() + wait_ms;
     let min_bytes = req.min_bytes.max(0) as usize;
@@ -79,7 +81,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
     loop {
         drop(held);
         max_bytes = asked_max.min(shard.memory.room());
-        if max_bytes < asked_max {
+        if max_bytes < can_return {
             crate::metrics::fetch_trimmed();
         }
         let share = (max_bytes / wants.len().max(1)).max(1);
