@@ -160,7 +160,7 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
 thread_local! {
     /// This core's handles, by API key.
     static API: RefCell<HashMap<i16, (Counter, Histogram)>> = RefCell::new(HashMap::new());
-    static CORE: RefCell<Option<(u32, Histogram, Histogram, Counter)>> = const { RefCell::new(None) };
+    static CORE: RefCell<Option<CoreHandles>> = const { RefCell::new(None) };
     static TOPIC: RefCell<HashMap<String, (Counter, Counter, Counter)>> = RefCell::new(HashMap::new());
 }
 
@@ -226,17 +226,27 @@ pub fn fetched(topic: &str, bytes: u64) {
     }
 }
 
-fn core_handles<R>(f: impl FnOnce(&(u32, Histogram, Histogram, Counter)) -> R) -> R {
+/// This core's handles of the per-core families.
+struct CoreHandles {
+    fsync_seconds: Histogram,
+    fsync_records: Histogram,
+    cross_core: Counter,
+    memory_waits: Counter,
+    fetch_trimmed: Counter,
+}
+
+fn core_handles<R>(f: impl FnOnce(&CoreHandles) -> R) -> R {
     CORE.with(|c| {
         let mut c = c.borrow_mut();
         let h = c.get_or_insert_with(|| {
             let l = CoreLabel { core: core_id() };
-            (
-                l.core,
-                LONG.fsync_seconds.get_or_create(&l).clone(),
-                LONG.fsync_bytes.get_or_create(&l).clone(),
-                LONG.cross_core.get_or_create(&l).clone(),
-            )
+            CoreHandles {
+                fsync_seconds: LONG.fsync_seconds.get_or_create(&l).clone(),
+                fsync_records: LONG.fsync_bytes.get_or_create(&l).clone(),
+                cross_core: LONG.cross_core.get_or_create(&l).clone(),
+                memory_waits: LONG.memory_waits.get_or_create(&l).clone(),
+                fetch_trimmed: LONG.fetch_trimmed.get_or_create(&l).clone(),
+            }
         });
         f(h)
     })
@@ -244,15 +254,15 @@ fn core_handles<R>(f: impl FnOnce(&(u32, Histogram, Histogram, Counter)) -> R) -
 
 /// One fdatasync: how long it took and how many records it made durable.
 pub fn fsync(seconds: f64, records: u64) {
-    core_handles(|(_, s, b, _)| {
-        s.observe(seconds);
-        b.observe(records as f64);
+    core_handles(|h| {
+        h.fsync_seconds.observe(seconds);
+        h.fsync_records.observe(records as f64);
     });
 }
 
 pub fn cross_core() {
-    core_handles(|(_, _, _, c)| {
-        c.inc();
+    core_handles(|h| {
+        h.cross_core.inc();
     });
 }
 
@@ -265,11 +275,15 @@ pub fn connection_refused() {
 }
 
 pub fn memory_waited() {
-    LONG.memory_waits.get_or_create(&CoreLabel { core: core_id() }).inc();
+    core_handles(|h| {
+        h.memory_waits.inc();
+    });
 }
 
 pub fn fetch_trimmed() {
-    LONG.fetch_trimmed.get_or_create(&CoreLabel { core: core_id() }).inc();
+    core_handles(|h| {
+        h.fetch_trimmed.inc();
+    });
 }
 
 /// One partition as its core last published it.

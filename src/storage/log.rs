@@ -32,6 +32,11 @@ use crate::config::limits::{
 
 /// Smallest read of a segment when serving a fetch.
 const READ_MIN_BYTES: usize = 64 * 1024;
+
+/// How much of a segment a read for `max_bytes` asks the disk for (and its read-ahead after it).
+fn read_len(max_bytes: usize) -> usize {
+    max_bytes.clamp(READ_MIN_BYTES, SEGMENT_READ_MAX_BYTES)
+}
 use crate::config::{TimestampType, TopicConfig};
 use crate::io::file::SegmentFile;
 use crate::io::fs;
@@ -627,8 +632,10 @@ impl PartitionLog {
             let taken = put_back.batches.as_ref().expect("just put there");
             let parts: Vec<&[u8]> = std::iter::once(&tail[..]).chain(taken.iter().map(|b| &b[..])).collect();
             let len: usize = parts.iter().map(|p| p.len()).sum();
+            let full = len / DMA_ALIGNMENT_BYTES * DMA_ALIGNMENT_BYTES;
             let result = file.write_aligned_parts(pos, &parts).await;
-            let new_tail = last_bytes(&parts, len - len / DMA_ALIGNMENT_BYTES * DMA_ALIGNMENT_BYTES);
+            // What this write leaves of its last, partial block: the next write's tail.
+            let new_tail = last_bytes(&parts, len - full);
             drop(parts);
             put_back.batches = None;
             reset.armed = false;
@@ -637,8 +644,6 @@ impl PartitionLog {
                 st.writing = false;
                 match &result {
                     Ok(()) => {
-                        // The new tail: what this write left of its last, partial block.
-                        let full = len / DMA_ALIGNMENT_BYTES * DMA_ALIGNMENT_BYTES;
                         st.tail = new_tail;
                         st.pending_pos += full as u64;
                         st.active().written = pos + len as u64;
@@ -937,7 +942,7 @@ impl PartitionLog {
             }
             None => (None, pos),
         };
-        let want = max_bytes.clamp(READ_MIN_BYTES, SEGMENT_READ_MAX_BYTES);
+        let want = read_len(max_bytes);
         let (records, end, next_offset) = read_batches(&file, pos, limit, offset, max_bytes, first)
             .await
             .map_err(|e| storage_err("reading", file.path(), e))?;
@@ -1231,7 +1236,7 @@ async fn read_batches(
     max_bytes: usize,
     mut first: Option<Bytes>,
 ) -> std::io::Result<(Bytes, u64, i64)> {
-    let mut want = max_bytes.clamp(READ_MIN_BYTES, SEGMENT_READ_MAX_BYTES);
+    let mut want = read_len(max_bytes);
     let nothing = (Bytes::new(), pos, offset);
     loop {
         if pos >= limit {

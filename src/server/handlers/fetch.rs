@@ -79,7 +79,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
     let min_bytes = req.min_bytes.max(0) as usize;
     let mut held = Held::charge(&shard.memory, 0);
     loop {
-        drop(held);
+        held.resize_to(0);
         max_bytes = asked_max.min(shard.memory.room());
         if max_bytes < can_return {
             crate::metrics::fetch_trimmed();
@@ -88,7 +88,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
         for (w, asked) in wants.iter_mut().zip(&asked) {
             w.data.1 = (*asked).min(share);
         }
-        held = Held::charge(&shard.memory, max_bytes);
+        held.resize_to(max_bytes);
         let mut total = 0;
         let mut any_error = false;
         for (slot, r) in read_all(shard, &wants).await {
