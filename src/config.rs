@@ -101,6 +101,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Kafka's `connections.max.idle.ms`.
     pub connections_max_idle_ms: i64,
+    /// How long a connection whose client answers quickly is polled for its next request
+    /// before its core waits on the ring (0: never polled). See `server::connection`.
+    pub connection_busy_poll_us: u64,
     /// Kafka's `queued.max.request.bytes`: request and response bytes held by all connections
     /// together, split evenly between the cores (see `server::memory`).
     pub queued_max_request_bytes: usize,
@@ -282,6 +285,8 @@ settings! {
         "open client connections allowed, all cores together; new ones beyond it are closed at once (Kafka `max.connections`)";
     connections_max_idle_ms: i64, "SPATE_CONNECTIONS_MAX_IDLE_MS", Toml("600000"), "ms", Some((1, MAX)),
         "a connection with nothing in flight that sends nothing this long, or whose responses go unread this long, is closed (Kafka `connections.max.idle.ms`)";
+    connection_busy_poll_us: i64, "SPATE_CONNECTION_BUSY_POLL_US", Toml("0"), "us", Some((0, 10_000)),
+        "busy poll: once a connection's requests are all answered, its socket is polled this long for the next one before the core sleeps, if its client came back this quickly last time and does not pipeline; 0 turns it off. Request/response clients gain most (kernel-notes/connection-busy-poll.md)";
     queued_max_request_bytes: i64, "SPATE_QUEUED_MAX_REQUEST_BYTES", Toml("1073741824"), "bytes", Some((1_048_576, MAX)),
         "request and response bytes all connections together may hold, split evenly between the cores; past it sockets are not read and fetches return less (Kafka `queued.max.request.bytes`)";
     batch_cache_max_bytes: i64, "SPATE_BATCH_CACHE_MAX_BYTES", Toml("536870912"), "bytes", Some((0, MAX)),
@@ -462,6 +467,7 @@ impl Config {
             log_cleaner_backoff_ms: g.log_cleaner_backoff_ms.or_default(),
             max_connections: g.max_connections.or_default() as usize,
             connections_max_idle_ms: g.connections_max_idle_ms.or_default(),
+            connection_busy_poll_us: g.connection_busy_poll_us.or_default() as u64,
             queued_max_request_bytes: g.queued_max_request_bytes.or_default() as usize,
             batch_cache_max_bytes: g.batch_cache_max_bytes.or_default() as usize,
             admin_listen: g.admin_listen.or_default(),

@@ -94,6 +94,8 @@ struct Long {
     connections_refused: Counter,
     memory_waits: Family<CoreLabel, Counter>,
     fetch_trimmed: Family<CoreLabel, Counter>,
+    busy_poll_found: Family<CoreLabel, Counter>,
+    busy_poll_missed: Family<CoreLabel, Counter>,
 }
 
 static LONG: LazyLock<Long> = LazyLock::new(|| {
@@ -114,6 +116,8 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
     let connections_refused = Counter::default();
     let memory_waits = Family::<CoreLabel, Counter>::default();
     let fetch_trimmed = Family::<CoreLabel, Counter>::default();
+    let busy_poll_found = Family::<CoreLabel, Counter>::default();
+    let busy_poll_missed = Family::<CoreLabel, Counter>::default();
     registry.register("spate_requests", "Kafka requests handled, by API and core", requests.clone());
     registry.register(
         "spate_request_duration_seconds",
@@ -139,6 +143,16 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
         "Fetch reads cut below the asked size because the core's memory budget was short, by core",
         fetch_trimmed.clone(),
     );
+    registry.register(
+        "spate_busy_poll_found",
+        "Requests found by busy polling a connection (connection_busy_poll_us), by core",
+        busy_poll_found.clone(),
+    );
+    registry.register(
+        "spate_busy_poll_missed",
+        "Busy polls of a connection that ran out of time before a request came, by core",
+        busy_poll_missed.clone(),
+    );
     Long {
         registry,
         requests,
@@ -154,6 +168,8 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
         connections_refused,
         memory_waits,
         fetch_trimmed,
+        busy_poll_found,
+        busy_poll_missed,
     }
 });
 
@@ -233,6 +249,8 @@ struct CoreHandles {
     cross_core: Counter,
     memory_waits: Counter,
     fetch_trimmed: Counter,
+    busy_poll_found: Counter,
+    busy_poll_missed: Counter,
 }
 
 fn core_handles<R>(f: impl FnOnce(&CoreHandles) -> R) -> R {
@@ -246,6 +264,8 @@ fn core_handles<R>(f: impl FnOnce(&CoreHandles) -> R) -> R {
                 cross_core: LONG.cross_core.get_or_create(&l).clone(),
                 memory_waits: LONG.memory_waits.get_or_create(&l).clone(),
                 fetch_trimmed: LONG.fetch_trimmed.get_or_create(&l).clone(),
+                busy_poll_found: LONG.busy_poll_found.get_or_create(&l).clone(),
+                busy_poll_missed: LONG.busy_poll_missed.get_or_create(&l).clone(),
             }
         });
         f(h)
@@ -283,6 +303,17 @@ pub fn memory_waited() {
 pub fn fetch_trimmed() {
     core_handles(|h| {
         h.fetch_trimmed.inc();
+    });
+}
+
+/// A busy poll of a connection ended: a request came (`found`) or the window ran out.
+pub fn busy_poll(found: bool) {
+    core_handles(|h| {
+        if found {
+            h.busy_poll_found.inc();
+        } else {
+            h.busy_poll_missed.inc();
+        }
     });
 }
 

@@ -42,18 +42,9 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
     false
 }
 
-/// The admin endpoint's `/metrics` text.
-fn metrics(broker: &Broker) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", broker.admin_port)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 /// `spate_connections` from the admin endpoint.
 fn open_connections(broker: &Broker) -> u64 {
-    metrics(broker)
+    broker.metrics()
         .lines()
         .find_map(|l| l.strip_prefix("spate_connections "))
         .and_then(|v| v.trim().parse().ok())
@@ -157,7 +148,7 @@ fn a_client_that_never_reads_its_fetches_holds_bounded_memory() {
 
 /// A counter or gauge from the admin endpoint, summed over its label sets.
 fn metric_sum(broker: &Broker, name: &str) -> f64 {
-    metrics(broker)
+    broker.metrics()
         .lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use bytes::{BufMut, Bytes, BytesMut};
 use common::{batch, Broker, Raw};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -217,17 +219,14 @@ fn malformed_frames_close_only_their_connection() {
     }
 }
 
-#[test]
-fn pipelined_requests_are_answered_in_order() {
-    let broker = Broker::start(&["--num-partitions", "4"]);
-    let mut raw = Raw::connect(broker.port);
-    create(&mut raw, vec![topic("pipe", 4, 1)], false);
-    // Send 50 produce requests without reading, alternating partitions (so both cores answer),
-    // then read the 50 responses: correlation ids must come back in order.
+/// Sends 50 produce requests to `topic` without reading, alternating over its 4 partitions (so
+/// both cores answer), then reads the 50 responses: correlation ids must come back in order and
+/// the offsets follow `round` earlier such rounds.
+fn pipeline_produces(raw: &mut Raw, topic: &str, round: i64) {
     let mut wire = BytesMut::new();
     for i in 0..50 {
         let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()
-            .with_name(name("pipe"))
+            .with_name(name(topic))
             .with_partition_data(vec![PartitionProduceData::default().with_index(i % 4).with_records(Some(batch(2)))])]);
         let mut body = BytesMut::new();
         let mut h = RequestHeader::default();
@@ -246,8 +245,65 @@ fn pipelined_requests_are_answered_in_order() {
         assert_eq!(h.correlation_id, 1000 + i);
         let r = <ProduceResponse as kafka_protocol::protocol::Decodable>::decode(&mut f, 9).unwrap();
         let p = &r.responses[0].partition_responses[0];
-        assert_eq!((p.error_code, p.base_offset), (0, (i / 4) as i64 * 2));
+        let per_round = if i % 4 < 2 { 26 } else { 24 }; // 13 or 12 requests of 2 records
+        assert_eq!((p.error_code, p.base_offset), (0, round * per_round + (i / 4) as i64 * 2));
     }
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let broker = Broker::start(&["--num-partitions", "4"]);
+    let mut raw = Raw::connect(broker.port);
+    create(&mut raw, vec![topic("pipe", 4, 1)], false);
+    pipeline_produces(&mut raw, "pipe", 0);
+}
+
+/// Busy poll on: a client that waits for each answer is served by polling, one that pipelines
+/// still has its requests answered in order, one that pauses or long-polls is served from the
+/// ring, and a connection closed while it is polled ends cleanly.
+#[test]
+fn busy_poll_serves_quick_pausing_and_pipelining_clients() {
+    // A generous window, so that even a slow test machine's client counts as quick.
+    let broker = Broker::start(&["--num-partitions", "4", "--connection-busy-poll-us", "2000"]);
+    let mut raw = Raw::connect(broker.port);
+    create(&mut raw, vec![topic("bp", 4, 1)], false);
+    for _ in 0..200 {
+        let r: ApiVersionsResponse = raw.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default(), 3);
+        assert_eq!(r.error_code, 0);
+    }
+    let found = broker.metric_sum("spate_busy_poll_found_total");
+    assert!(found > 0.0, "no request was found by busy polling in 200 round trips");
+    // The client starts pipelining: all answered, in order.
+    pipeline_produces(&mut raw, "bp", 0);
+    // Quick again once it stops pipelining; then it pauses longer than the window: the poll runs
+    // out (counted as missed) and the request is served from the ring.
+    std::thread::sleep(Duration::from_millis(20));
+    for pause in [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 20, 20, 20] {
+        std::thread::sleep(Duration::from_millis(pause));
+        let r: ApiVersionsResponse = raw.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default(), 3);
+        assert_eq!(r.error_code, 0);
+    }
+    assert!(broker.metric_sum("spate_busy_poll_missed_total") > 0.0, "no busy poll ran out of time: {}", broker.metrics().lines().filter(|l| l.contains("busy_poll")).collect::<Vec<_>>().join("\n"));
+    // A long poll on an empty partition is answered when its wait ends, then requests go on.
+    let fetch = FetchRequest::default().with_max_wait_ms(300).with_min_bytes(1).with_max_bytes(1 << 20).with_topics(vec![
+        FetchTopic::default().with_topic(name("bp")).with_partitions(vec![FetchPartition::default()
+            .with_partition(0)
+            .with_fetch_offset(26)
+            .with_partition_max_bytes(1 << 20)]),
+    ]);
+    let t = Instant::now();
+    let r: FetchResponse = raw.call(ApiKey::Fetch, 12, &fetch, 12);
+    assert_eq!(r.responses[0].partitions[0].error_code, 0);
+    assert!(t.elapsed() >= Duration::from_millis(250), "the long poll returned early: {:?}", t.elapsed());
+    pipeline_produces(&mut raw, "bp", 1);
+    // Closed while (possibly) being polled: the broker goes on serving others.
+    for _ in 0..20 {
+        let mut c = Raw::connect(broker.port);
+        let _: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default(), 3);
+        drop(c);
+    }
+    let r: ApiVersionsResponse = raw.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default(), 3);
+    assert_eq!(r.error_code, 0);
 }
 
 #[test]

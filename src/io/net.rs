@@ -88,6 +88,21 @@ impl ConnCloser {
     }
 }
 
+/// Looks for unread bytes from the peer without reading them. Valid while the connection's
+/// reader lives.
+#[derive(Clone, Copy)]
+pub struct ConnPeeker(RawFd);
+
+impl ConnPeeker {
+    /// Whether the peer has sent bytes not yet read (a nonblocking one-byte MSG_PEEK).
+    pub fn has_unread(&self) -> bool {
+        let mut b = 0u8;
+        // SAFETY: recv(2) with MSG_PEEK writes at most one byte into a local, on a descriptor
+        // the connection still owns.
+        unsafe { libc::recv(self.0, (&mut b as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) > 0 }
+    }
+}
+
 /// How a read of an exact number of bytes ended.
 pub enum ReadExact {
     Full,
@@ -102,6 +117,29 @@ impl ConnReader {
     /// A handle that can shut the connection down from another task.
     pub fn closer(&self) -> ConnCloser {
         ConnCloser(self.1)
+    }
+
+    /// Reads what has arrived, without waiting: `None` when nothing has, `Some(Ok(0))` when the
+    /// peer has closed. A plain nonblocking recv(2), no ring.
+    pub fn try_read(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        loop {
+            // SAFETY: recv(2) writes at most buf.len() bytes into a buffer we borrow mutably.
+            let r = unsafe { libc::recv(self.1, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            if r >= 0 {
+                return Some(Ok(r as usize));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return None,
+                _ => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// A handle that tells whether the peer has sent bytes not yet read, from another task.
+    pub fn peeker(&self) -> ConnPeeker {
+        ConnPeeker(self.1)
     }
 
     pub async fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<ReadExact> {

@@ -67,6 +67,12 @@ pub async fn yield_now() {
     glommio::yield_if_needed().await;
 }
 
+/// Lets every other task on this core run and the rings be polled before this task goes on
+/// (for a task that polls something itself).
+pub async fn yield_to_io() {
+    glommio::executor().yield_task_queue_now().await;
+}
+
 /// Runs `fut` to completion on a fresh single executor on this thread (tests and tools).
 pub fn run_local<T: 'static>(fut: impl Future<Output = T> + 'static) -> T {
     glommio::LocalExecutorBuilder::default()

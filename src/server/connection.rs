@@ -19,10 +19,11 @@
 //! detached, to their end (see [`Pending`]).
 
 use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -104,6 +105,15 @@ struct Shared {
     last_activity: Cell<i64>,
     /// When the response being written started to be written, while one is.
     writing_since: Cell<Option<i64>>,
+    /// Notified when the last request in flight has been answered.
+    answered: Notify,
+    /// When that last happened (or the connection opened).
+    answered_at: Cell<Instant>,
+    /// Whether the client sent its last request within `connection_busy_poll_us` of being
+    /// answered: then its socket is polled for the next one (see [`read_frame_len`]).
+    quick: Cell<bool>,
+    /// When the client last sent a request before the ones in flight were answered.
+    pipelined_at: Cell<Option<Instant>>,
 }
 
 pub async fn run(shard: Rc<Shard>, reader: ConnReader, writer: ConnWriter, peer: SocketAddr) {
@@ -125,13 +135,98 @@ pub async fn run(shard: Rc<Shard>, reader: ConnReader, writer: ConnWriter, peer:
     .await;
 }
 
-/// Reads `buf` full, unless the core starts stopping first (`None`).
-async fn read_unless_stopping(shard: &Shard, reader: &mut ConnReader, buf: &mut [u8]) -> Option<std::io::Result<ReadExact>> {
-    futures_lite::future::or(async { Some(reader.read_exact(buf).await) }, async {
+/// How long a connection that pipelined is not treated as quick (see [`read_frame_len`]).
+const PIPELINING_REMEMBERED: Duration = Duration::from_millis(10);
+
+/// Bytes from the client found within this time of starting to write its last answer were sent
+/// before it had the answer (see [`read_frame_len`]).
+const PIPELINING_SEEN_WITHIN: Duration = Duration::from_micros(20);
+
+/// Runs a read to its end, unless the core starts stopping first (`None`).
+async fn unless_stopping(shard: &Shard, read: impl Future<Output = std::io::Result<ReadExact>>) -> Option<std::io::Result<ReadExact>> {
+    futures_lite::future::or(async { Some(read.await) }, async {
         shard.lifecycle.stopping().await;
         None
     })
     .await
+}
+
+/// Reads the 4-byte length that starts the next request frame.
+///
+/// Busy poll (`connection_busy_poll_us`): on this kind of host, waking a sleeping core for each
+/// request costs more than serving a small request (kernel-notes/connection-busy-poll.md). A
+/// connection is *quick* when its client sent its last request within the window of being
+/// answered. For a quick connection:
+/// - while its requests are in flight its socket is not read at all (the client is waiting for
+///   the answers; Kafka itself reads nothing more from a connection until it has answered);
+/// - once all are answered, the socket is polled with plain nonblocking reads for up to the
+///   window, letting the core's other tasks and I/O run between polls, and only then does the
+///   read wait on the ring (and the core sleep when it has nothing else to do).
+///
+/// A client found to send before its answers are written pipelines: a request arrived while
+/// others were in flight or, on a quick connection, bytes were already waiting right after its
+/// last answer was written (within [`PIPELINING_SEEN_WITHIN`] of starting to write it: a slower
+/// write, as when the client shares the CPU or on a VM where waking it makes the send slow, may
+/// have let it answer meanwhile). It is not quick for [`PIPELINING_REMEMBERED`] after, so its
+/// requests are read as they come and run side by side; a pipelining client keeps being found
+/// out, and one that stops becomes quick again. A quick client that pipelines and is not found
+/// out (large answers) has its requests run one at a time, as Kafka runs every connection's.
+///
+/// A client that takes longer than the window to come back stops being quick too, so a quiet
+/// connection is never polled; coming back within the window makes it quick again. With a
+/// window of 0 every read waits on the ring.
+async fn read_frame_len(shard: &Shard, shared: &Shared, reader: &mut ConnReader, len: &mut [u8; 4]) -> std::io::Result<ReadExact> {
+    let window = Duration::from_micros(shard.config.connection_busy_poll_us);
+    if window.is_zero() {
+        return reader.read_exact(len).await;
+    }
+    if !shared.quick.get() {
+        let read = reader.read_exact(len).await;
+        if matches!(read, Ok(ReadExact::Full)) {
+            if shared.in_flight.get() > 0 {
+                shared.pipelined_at.set(Some(Instant::now()));
+            } else {
+                let pipelined = shared.pipelined_at.get().is_some_and(|t| t.elapsed() < PIPELINING_REMEMBERED);
+                shared.quick.set(!pipelined && shared.answered_at.get().elapsed() < window);
+            }
+        }
+        return read;
+    }
+    // A quick client waits for its answers before it sends again, so its socket is not read
+    // (nor the ring armed for it) until they are written.
+    while shared.in_flight.get() > 0 {
+        shared.answered.wait().await;
+    }
+    let mut got = 0;
+    if shared.quick.get() {
+        let since = shared.answered_at.get();
+        loop {
+            match reader.try_read(&mut len[..]) {
+                Some(Ok(0)) => return Ok(ReadExact::Closed),
+                Some(Ok(n)) => {
+                    crate::metrics::busy_poll(true);
+                    got = n;
+                    break;
+                }
+                Some(Err(e)) => return Err(e),
+                None if since.elapsed() >= window => {
+                    crate::metrics::busy_poll(false);
+                    shared.quick.set(false);
+                    break;
+                }
+                None => rt::yield_to_io().await,
+            }
+        }
+    }
+    if got == 0 {
+        // Not back within the window (or found pipelining as its last answer was written).
+        return reader.read_exact(len).await;
+    }
+    Ok(match reader.read_exact(&mut len[got..]).await? {
+        ReadExact::Full => ReadExact::Full,
+        ReadExact::Closed => ReadExact::Truncated(got),
+        ReadExact::Truncated(n) => ReadExact::Truncated(got + n),
+    })
 }
 
 async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter, peer: SocketAddr) {
@@ -142,6 +237,10 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
         in_flight: Cell::new(0),
         last_activity: Cell::new(now_ms()),
         writing_since: Cell::new(None),
+        answered: Notify::default(),
+        answered_at: Cell::new(Instant::now()),
+        quick: Cell::new(false),
+        pipelined_at: Cell::new(None),
     });
     // The idle watchdog: shuts the socket (waking the reader) once nothing is in flight and
     // nothing has been read or written for connections_max_idle_ms, or once one response has
@@ -173,7 +272,7 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
         }
     });
     let writer_task = rt::spawn({
-        let (shared, shard) = (shared.clone(), shard.clone());
+        let (shared, shard, peeker) = (shared.clone(), shard.clone(), reader.peeker());
         async move {
             // Every request task is awaited, even after the connection broke: dropping a task
             // cancels it, and a produce must not be cut off half-way through its append.
@@ -188,8 +287,21 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
                     Ok(Some(frame)) => {
                         shared.writing_since.set(Some(now_ms()));
                         let chunks: Vec<&[u8]> = frame.chunks.iter().map(|c| &c[..]).collect();
+                        let started = Instant::now();
                         let written = writer.write_all(&chunks).await;
                         shared.writing_since.set(None);
+                        if shared.quick.get()
+                            && shared.in_flight.get() == 1
+                            && peeker.has_unread()
+                            && started.elapsed() < PIPELINING_SEEN_WITHIN
+                        {
+                            // The client sent again before this, its last answer, was written:
+                            // it pipelines (see read_frame_len). A write that took longer says
+                            // nothing: the client may have had the answer and sent again
+                            // meanwhile (sharing this CPU, or woken by a slow send on a VM).
+                            shared.quick.set(false);
+                            shared.pipelined_at.set(Some(Instant::now()));
+                        }
                         if let Err(e) = written {
                             tracing::debug!(%peer, error = %e, "writing a response failed; closing");
                             shared.closing.set(true);
@@ -207,7 +319,7 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
     });
     let mut len = [0u8; 4];
     loop {
-        let Some(read) = read_unless_stopping(&shard, &mut reader, &mut len).await else {
+        let Some(read) = unless_stopping(&shard, read_frame_len(&shard, &shared, &mut reader, &mut len)).await else {
             tracing::debug!(%peer, "shutting down: answering the requests read, then closing");
             break;
         };
@@ -239,7 +351,7 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
         shard.memory.take(n as usize).await;
         let mut held = Holds { request: n as usize, connection: n as usize };
         let mut buf = vec![0u8; n as usize];
-        let Some(read) = read_unless_stopping(&shard, &mut reader, &mut buf).await else {
+        let Some(read) = unless_stopping(&shard, reader.read_exact(&mut buf)).await else {
             held.give_back(&shared, &shard);
             tracing::debug!(%peer, "shutting down inside a request frame: dropping it, then closing");
             break;
@@ -332,6 +444,11 @@ impl Drop for Release<'_> {
     fn drop(&mut self) {
         self.shared.budget.give(self.held.connection);
         self.memory.give(self.core_held);
-        self.shared.in_flight.set(self.shared.in_flight.get() - 1);
+        let in_flight = self.shared.in_flight.get() - 1;
+        self.shared.in_flight.set(in_flight);
+        if in_flight == 0 {
+            self.shared.answered_at.set(Instant::now());
+            self.shared.answered.notify_all();
+        }
     }
 }

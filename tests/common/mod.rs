@@ -57,6 +57,26 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The admin endpoint's `/metrics` text.
+    #[allow(dead_code)]
+    pub fn metrics(&self) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.admin_port)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// The sum over all label sets of the metric `name` in `/metrics` (0 when absent).
+    #[allow(dead_code)]
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     fn log_path(&self, n: usize) -> PathBuf {
         self.dir.path().join(format!("broker-{n}.log"))
     }
