@@ -186,38 +186,23 @@ fn main() {
         (Some(a), Some(b)) => Some((b - a) as f64 / hz * 1e6 / args.count as f64),
         _ => None,
     };
-    let q = |p: f64| h.value_at_quantile(p);
+    let (p50, p90, p99, p999) = (h.value_at_quantile(0.5), h.value_at_quantile(0.9), h.value_at_quantile(0.99), h.value_at_quantile(0.999));
+    let rate = args.count as f64 / wall;
     if args.json {
-        println!(
-            "{{\"label\":\"{}\",\"request\":\"{}\",\"count\":{},\"gap_us\":{},\"mean_us\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"round_trips_per_s\":{:.0},\"client_cpu_us\":{:.2},\"broker_cpu_us\":{}}}",
-            args.label,
-            args.request,
-            args.count,
-            args.gap_us,
-            h.mean(),
-            q(0.5),
-            q(0.9),
-            q(0.99),
-            q(0.999),
-            h.max(),
-            args.count as f64 / wall,
-            client_us,
-            broker_us.map_or("null".into(), |u| format!("{u:.2}"))
-        );
+        let r = serde_json::json!({
+            "label": args.label, "request": args.request, "count": args.count, "gap_us": args.gap_us,
+            "mean_us": h.mean(), "p50_us": p50, "p90_us": p90, "p99_us": p99, "p999_us": p999, "max_us": h.max(),
+            "round_trips_per_s": rate, "client_cpu_us": client_us, "broker_cpu_us": broker_us,
+        });
+        println!("{r}");
     } else {
+        let broker = broker_us.map_or("n/a".into(), |u| format!("{u:.1} us"));
         println!(
-            "{:<14} {:<12} mean {:>6.1} us  p50 {:>5} p90 {:>5} p99 {:>5} p99.9 {:>6} max {:>7} us  {:>7.0} round trips/s  CPU per round trip: client {:.1} us, broker {}",
+            "{:<14} {:<12} mean {:>6.1} us  p50 {p50:>5} p90 {p90:>5} p99 {p99:>5} p99.9 {p999:>6} max {:>7} us  {rate:>7.0} round trips/s  CPU per round trip: client {client_us:.1} us, broker {broker}",
             args.label,
             args.request,
             h.mean(),
-            q(0.5),
-            q(0.9),
-            q(0.99),
-            q(0.999),
             h.max(),
-            args.count as f64 / wall,
-            client_us,
-            broker_us.map_or("n/a".into(), |u| format!("{u:.1} us"))
         );
     }
 }
