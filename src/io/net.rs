@@ -142,6 +142,47 @@ impl ConnReader {
         ConnPeeker(self.1)
     }
 
+    /// Reads exactly `n` bytes into `v` (emptied first), without zeroing its memory first (a
+    /// request frame of a produce can be megabytes): what has arrived is received straight into
+    /// the vector's spare capacity, and only when nothing has does the read wait on the ring,
+    /// taking what comes then through a small buffer.
+    pub async fn read_exact_into(&mut self, v: &mut Vec<u8>, n: usize) -> io::Result<ReadExact> {
+        const WAIT_BYTES: usize = 512;
+        v.clear();
+        v.reserve_exact(n);
+        let ended = |got: usize| if got == 0 { ReadExact::Closed } else { ReadExact::Truncated(got) };
+        while v.len() < n {
+            let missing = n - v.len();
+            let spare = &mut v.spare_capacity_mut()[..missing];
+            // SAFETY: recv(2) writes at most spare.len() bytes into the vector's reserved,
+            // unused capacity; exactly the r bytes it reports are then counted in.
+            let r = unsafe { libc::recv(self.1, spare.as_mut_ptr().cast(), spare.len(), libc::MSG_DONTWAIT) };
+            if r > 0 {
+                // SAFETY: the r bytes after len were just written by recv, and len + r <= n <= capacity.
+                unsafe { v.set_len(v.len() + r as usize) };
+                continue;
+            }
+            if r == 0 {
+                return Ok(ended(v.len()));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => {
+                    let mut small = [0u8; WAIT_BYTES];
+                    let want = missing.min(WAIT_BYTES);
+                    let got = self.0.read(&mut small[..want]).await?;
+                    if got == 0 {
+                        return Ok(ended(v.len()));
+                    }
+                    v.extend_from_slice(&small[..got]);
+                }
+                _ => return Err(e),
+            }
+        }
+        Ok(ReadExact::Full)
+    }
+
     pub async fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<ReadExact> {
         let mut got = 0;
         while got < buf.len() {

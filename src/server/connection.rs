@@ -350,8 +350,8 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
         shared.budget.take(n as usize).await;
         shard.memory.take(n as usize).await;
         let mut held = Holds { request: n as usize, connection: n as usize };
-        let mut buf = vec![0u8; n as usize];
-        let Some(read) = unless_stopping(&shard, reader.read_exact(&mut buf)).await else {
+        let mut buf = Vec::new();
+        let Some(read) = unless_stopping(&shard, reader.read_exact_into(&mut buf, n as usize)).await else {
             held.give_back(&shared, &shard);
             tracing::debug!(%peer, "shutting down inside a request frame: dropping it, then closing");
             break;

@@ -67,15 +67,6 @@ impl Broker {
         out
     }
 
-    /// The sum over all label sets of the metric `name` in `/metrics` (0 when absent).
-    #[allow(dead_code)]
-    pub fn metric_sum(&self, name: &str) -> f64 {
-        self.metrics()
-            .lines()
-            .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
 
     fn log_path(&self, n: usize) -> PathBuf {
         self.dir.path().join(format!("broker-{n}.log"))
@@ -239,6 +230,16 @@ impl Drop for Broker {
             eprintln!("--- spate log ---\n{}", self.log());
         }
     }
+}
+
+/// The sum over all label sets of the metric `name` in a `/metrics` text (0 when absent).
+#[allow(dead_code)]
+pub fn metric_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// What librdkafka reported for each produced message.
