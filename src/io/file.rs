@@ -44,6 +44,11 @@ thread_local! {
     static IN_FLIGHT: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
 }
 
+/// This core's file operations in flight now.
+pub fn ops_pending() -> usize {
+    IN_FLIGHT.with(|c| c.get().0)
+}
+
 /// (now, most since the last call) of this core's file operations in flight: io_uring's queue
 /// depth as Spate sees it (glommio 0.9 does not report its rings' own).
 pub fn ops_in_flight() -> (usize, usize) {

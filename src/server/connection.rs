@@ -161,7 +161,8 @@ async fn unless_stopping(shard: &Shard, read: impl Future<Output = std::io::Resu
 ///   the answers; Kafka itself reads nothing more from a connection until it has answered);
 /// - once all are answered, the socket is polled with plain nonblocking reads for up to the
 ///   window, letting the core's other tasks and I/O run between polls, and only then does the
-///   read wait on the ring (and the core sleep when it has nothing else to do).
+///   read wait on the ring (and the core sleep when it has nothing else to do). It is not polled
+///   while the core has file I/O in flight: polling holds back those completions.
 ///
 /// A client found to send before its answers are written pipelines: a request arrived while
 /// others were in flight or, on a quick connection, bytes were already waiting right after its
@@ -214,6 +215,10 @@ async fn read_frame_len(shard: &Shard, shared: &Shared, reader: &mut ConnReader,
                     shared.quick.set(false);
                     break;
                 }
+                // While this core has file I/O in flight, polling would hold back its
+                // completion (the request waiting on it took about the window longer, see
+                // kernel-notes/connection-busy-poll.md): wait on the ring instead.
+                None if crate::io::file::ops_pending() > 0 => break,
                 None => rt::yield_to_io().await,
             }
         }
