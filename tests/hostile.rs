@@ -146,15 +146,6 @@ fn a_client_that_never_reads_its_fetches_holds_bounded_memory() {
     drop(hog);
 }
 
-/// A counter or gauge from the admin endpoint, summed over its label sets.
-fn metric_sum(broker: &Broker, name: &str) -> f64 {
-    broker.metrics()
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn many_clients_that_never_read_their_fetches_are_bounded_broker_wide() {
     // One core with a 32 MiB share. Each connection alone may hold 128 MiB (its own budget), so
@@ -175,7 +166,7 @@ fn many_clients_that_never_read_their_fetches_are_bounded_broker_wide() {
     // The share is 32 MiB, plus one batch (~1 MiB) per fetch in flight; without the bound this
     // grew by 326 MiB in the same two seconds (and kept growing).
     assert!(grown < 160 * 1024 * 1024, "broker memory grew by {} MiB", grown >> 20);
-    assert!(metric_sum(&broker, "spate_fetch_trimmed_total") > 0.0, "no fetch was trimmed to the core's budget");
+    assert!(common::metric_sum(&broker.metrics(), "spate_fetch_trimmed_total") > 0.0, "no fetch was trimmed to the core's budget");
     // The hogs' unread responses hold the budget until the watchdog closes them (4 s without a
     // byte written); a well-behaved client is served, at the latest once they are gone.
     round_trip(&broker, "polite", 50);
@@ -185,7 +176,7 @@ fn many_clients_that_never_read_their_fetches_are_bounded_broker_wide() {
     assert!(broker.log().contains("has not read its responses"), "{}", broker.log());
     // Every byte comes back (the gauge is published once a second).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric_sum(&broker, "spate_core_memory_bytes{core=\"0\",pool=\"requests\"}") != 0.0 {
+    while common::metric_sum(&broker.metrics(), "spate_core_memory_bytes{core=\"0\",pool=\"requests\"}") != 0.0 {
         assert!(Instant::now() < deadline, "request memory still held after every hog was closed");
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -112,8 +112,28 @@ pub enum ReadExact {
     Truncated(usize),
 }
 
+/// One nonblocking recv(2) of at most `len` bytes into `ptr`, retried when a signal interrupts
+/// it: `None` when nothing has arrived, `Some(Ok(0))` when the peer has closed.
+///
+/// # Safety
+/// `ptr` must be valid for writes of `len` bytes.
+unsafe fn recv_now(fd: RawFd, ptr: *mut u8, len: usize) -> Option<io::Result<usize>> {
+    loop {
+        // SAFETY: the caller vouches for ptr and len; recv(2) writes at most len bytes there.
+        let r = unsafe { libc::recv(fd, ptr.cast(), len, libc::MSG_DONTWAIT) };
+        if r >= 0 {
+            return Some(Ok(r as usize));
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return None,
+            _ => return Some(Err(e)),
+        }
+    }
+}
+
 impl ConnReader {
-    /// Fills `buf` completely, telling a clean close from a torn one.
     /// A handle that can shut the connection down from another task.
     pub fn closer(&self) -> ConnCloser {
         ConnCloser(self.1)
@@ -122,19 +142,8 @@ impl ConnReader {
     /// Reads what has arrived, without waiting: `None` when nothing has, `Some(Ok(0))` when the
     /// peer has closed. A plain nonblocking recv(2), no ring.
     pub fn try_read(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
-        loop {
-            // SAFETY: recv(2) writes at most buf.len() bytes into a buffer we borrow mutably.
-            let r = unsafe { libc::recv(self.1, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-            if r >= 0 {
-                return Some(Ok(r as usize));
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return None,
-                _ => return Some(Err(e)),
-            }
-        }
+        // SAFETY: buf is valid for writes of buf.len() bytes.
+        unsafe { recv_now(self.1, buf.as_mut_ptr(), buf.len()) }
     }
 
     /// A handle that tells whether the peer has sent bytes not yet read, from another task.
@@ -154,21 +163,14 @@ impl ConnReader {
         while v.len() < n {
             let missing = n - v.len();
             let spare = &mut v.spare_capacity_mut()[..missing];
-            // SAFETY: recv(2) writes at most spare.len() bytes into the vector's reserved,
-            // unused capacity; exactly the r bytes it reports are then counted in.
-            let r = unsafe { libc::recv(self.1, spare.as_mut_ptr().cast(), spare.len(), libc::MSG_DONTWAIT) };
-            if r > 0 {
+            // SAFETY: spare is the vector's reserved, unused capacity, valid for writes of
+            // `missing` bytes; exactly the bytes recv reports are then counted in.
+            match unsafe { recv_now(self.1, spare.as_mut_ptr().cast(), missing) } {
+                Some(Ok(0)) => return Ok(ended(v.len())),
                 // SAFETY: the r bytes after len were just written by recv, and len + r <= n <= capacity.
-                unsafe { v.set_len(v.len() + r as usize) };
-                continue;
-            }
-            if r == 0 {
-                return Ok(ended(v.len()));
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => {}
-                io::ErrorKind::WouldBlock => {
+                Some(Ok(r)) => unsafe { v.set_len(v.len() + r) },
+                Some(Err(e)) => return Err(e),
+                None => {
                     let mut small = [0u8; WAIT_BYTES];
                     let want = missing.min(WAIT_BYTES);
                     let got = self.0.read(&mut small[..want]).await?;
@@ -177,12 +179,12 @@ impl ConnReader {
                     }
                     v.extend_from_slice(&small[..got]);
                 }
-                _ => return Err(e),
             }
         }
         Ok(ReadExact::Full)
     }
 
+    /// Fills `buf` completely, telling a clean close from a torn one.
     pub async fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<ReadExact> {
         let mut got = 0;
         while got < buf.len() {

@@ -224,7 +224,8 @@ async fn read_frame_len(shard: &Shard, shared: &Shared, reader: &mut ConnReader,
         }
     }
     if got == 0 {
-        // Not back within the window (or found pipelining as its last answer was written).
+        // Not back within the window, found pipelining as its last answer was written, or the
+        // core has file I/O in flight.
         return reader.read_exact(len).await;
     }
     Ok(match reader.read_exact(&mut len[got..]).await? {

@@ -29,6 +29,10 @@ use super::now_ms;
 use crate::config::limits::{
     DMA_ALIGNMENT_BYTES, PARTITION_CACHE_MAX_BYTES, READ_AHEAD_CORE_MAX_BYTES, SEGMENT_READ_MAX_BYTES,
 };
+use crate::config::{TimestampType, TopicConfig};
+use crate::io::file::SegmentFile;
+use crate::io::fs;
+use crate::protocol::batch::{self, BatchHeader, LOG_OVERHEAD};
 
 /// Smallest read of a segment when serving a fetch.
 const READ_MIN_BYTES: usize = 64 * 1024;
@@ -37,10 +41,6 @@ const READ_MIN_BYTES: usize = 64 * 1024;
 fn read_len(max_bytes: usize) -> usize {
     max_bytes.clamp(READ_MIN_BYTES, SEGMENT_READ_MAX_BYTES)
 }
-use crate::config::{TimestampType, TopicConfig};
-use crate::io::file::SegmentFile;
-use crate::io::fs;
-use crate::protocol::batch::{self, BatchHeader, LOG_OVERHEAD};
 
 /// Errors a log operation reports; the handlers map them to Kafka error codes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -67,7 +67,6 @@ impl Broker {
         out
     }
 
-
     fn log_path(&self, n: usize) -> PathBuf {
         self.dir.path().join(format!("broker-{n}.log"))
     }
