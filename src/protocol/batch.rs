@@ -11,7 +11,7 @@
 //! The broker rewrites only base_offset and partition_leader_epoch (outside the CRC) and, for
 //! LogAppendTime topics, the timestamp-type bit and max_timestamp (then the CRC).
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 
 pub const HEADER_LEN: usize = 61;
 /// Bytes before `batch_length` counts from: base_offset and batch_length themselves.
@@ -166,6 +166,54 @@ pub fn patch(b: &mut [u8], base_offset: i64, leader_epoch: i32, log_append_time:
         let crc = crc32c::crc32c(&b[CRC_START..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
     }
+}
+
+/// Gives each batch of a request (`parts`: per partition, slices of `frame` in frame order) a
+/// buffer of its own that [`patch`] can rewrite, without copying when it can: once nothing else
+/// refers to `frame` (the caller has let go of the decoded request's other slices of it), the
+/// batches are carved out of the frame's own allocation. A batch smaller than half the frame is
+/// copied anyway, so a batch kept (in the batch cache, say) never keeps alive more than twice its
+/// own size. When the frame is still shared, every batch is copied.
+pub fn own_batches(frame: Bytes, parts: Vec<Vec<(Bytes, BatchHeader)>>) -> Vec<Vec<(BytesMut, BatchHeader)>> {
+    let base = frame.as_ptr() as usize;
+    let mut ranges = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    let mut at = 0;
+    for (b, _) in parts.iter().flatten() {
+        let start = (b.as_ptr() as usize).wrapping_sub(base);
+        if start < at || start > frame.len() || b.len() > frame.len() - start {
+            // Not slices of the frame in order (never the case for a decoded request): copy.
+            return parts.into_iter().map(|p| p.into_iter().map(|(b, h)| (BytesMut::from(&b[..]), h)).collect()).collect();
+        }
+        at = start + b.len();
+        ranges.push(start..at);
+    }
+    let headers: Vec<Vec<BatchHeader>> = parts.iter().map(|p| p.iter().map(|(_, h)| *h).collect()).collect();
+    drop(parts);
+    let whole = frame.len();
+    let mut ranges = ranges.into_iter();
+    let mut out = Vec::with_capacity(headers.len());
+    match frame.try_into_mut() {
+        Ok(mut rest) => {
+            let mut at = 0;
+            for hs in headers {
+                let mut batches = Vec::with_capacity(hs.len());
+                for h in hs {
+                    let r = ranges.next().expect("one range per batch");
+                    rest.advance(r.start - at);
+                    at = r.end;
+                    let own = rest.split_to(r.len());
+                    batches.push((if own.len() * 2 < whole { BytesMut::from(&own[..]) } else { own }, h));
+                }
+                out.push(batches);
+            }
+        }
+        Err(frame) => {
+            for hs in headers {
+                out.push(hs.into_iter().map(|h| (BytesMut::from(&frame[ranges.next().expect("one range per batch")]), h)).collect());
+            }
+        }
+    }
+    out
 }
 
 /// Outcome of scanning a byte range that should hold whole batches (a segment, on recovery).
@@ -455,6 +503,52 @@ pub mod tests {
         let h3 = validate(&m).unwrap();
         assert!(h3.is_log_append_time());
         assert_eq!(h3.max_timestamp, 99_999);
+    }
+
+    #[test]
+    fn request_batches_are_carved_out_of_an_unshared_frame_and_copied_otherwise() {
+        let (big, small) = (make_batch(200, 0), make_batch(1, 0));
+        let (big_at, small_at) = (10, 10 + big.len() + 5);
+        let frame = || {
+            let mut f = BytesMut::new();
+            f.put_slice(b"header....");
+            f.put_slice(&big);
+            f.put_slice(b"names");
+            f.put_slice(&small);
+            f.freeze()
+        };
+        let parts = |frame: &Bytes| {
+            let b = frame.slice(big_at..big_at + big.len());
+            let s = frame.slice(small_at..small_at + small.len());
+            vec![vec![split(&b).unwrap().remove(0)], vec![split(&s).unwrap().remove(0)]]
+        };
+        let check = |out: &Vec<Vec<(BytesMut, BatchHeader)>>| {
+            assert_eq!(out.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1]);
+            assert_eq!((&out[0][0].0[..], &out[1][0].0[..]), (&big[..], &small[..]));
+            assert_eq!((out[0][0].1.records_count, out[1][0].1.records_count), (200, 1));
+        };
+
+        // Nothing else holds the frame: the big batch keeps its bytes, the small one (under half
+        // the frame) is copied.
+        let f = frame();
+        let addr = f.as_ptr() as usize;
+        let p = parts(&f);
+        let mut out = own_batches(f, p);
+        check(&out);
+        assert_eq!(out[0][0].0.as_ptr() as usize, addr + big_at, "the big batch is not copied");
+        assert_ne!(out[1][0].0.as_ptr() as usize, addr + small_at, "the small batch is copied");
+        patch(&mut out[0][0].0, 77, 3, None);
+        assert_eq!(validate(&out[0][0].0).unwrap().base_offset, 77);
+
+        // Someone else still holds the frame: every batch is copied and the frame is untouched.
+        let f = frame();
+        let keep = f.clone();
+        let p = parts(&f);
+        let mut out = own_batches(f, p);
+        check(&out);
+        assert!(out.iter().flatten().all(|(b, _)| !keep.as_ptr_range().contains(&b.as_ptr())));
+        patch(&mut out[0][0].0, 77, 3, None);
+        assert_eq!(&keep[big_at..big_at + big.len()], &big[..]);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, FetchResponse, RequestHeader, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::buf::ByteBufMut;
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 /// Why a frame could not be turned into a request.
 #[derive(Debug)]
@@ -59,12 +59,18 @@ pub fn decode_request(mut frame: Bytes) -> Result<(ApiKey, RequestHeader, Bytes)
     let api_key = ApiKey::try_from(p.api_key)
         .map_err(|_| FrameError::UnknownApiKey { api_key: p.api_key, correlation_id: p.correlation_id })?;
     let header_version = api_key.request_header_version(p.api_version);
-    let header = RequestHeader::decode(&mut frame, header_version).map_err(|e| FrameError::BadHeader {
+    let mut header = RequestHeader::decode(&mut frame, header_version).map_err(|e| FrameError::BadHeader {
         api_key,
         api_version: p.api_version,
         correlation_id: p.correlation_id,
         reason: e.to_string(),
     })?;
+    if api_key == ApiKey::Produce {
+        // A produce request's batches are appended in the frame's own bytes, which needs every
+        // other reference to the frame gone: the header keeps copies, not slices.
+        header.client_id = header.client_id.map(|c| StrBytes::from_string(c.to_string()));
+        header.unknown_tagged_fields.clear();
+    }
     Ok((api_key, header, frame))
 }
 

@@ -1,9 +1,10 @@
 //! One partition's log: append with group-committed writes and fdatasync, reads for fetch,
 //! offset lookups, segment rolls and crash recovery.
 //!
-//! Write path: an append assigns offsets and patches each batch synchronously (no await, so the
-//! core's single thread orders appends), queues it (by reference, the same bytes the batch cache
-//! holds) in the active segment's `pending` batches, then waits for a writer. Only one O_DIRECT
+//! Write path: an append assigns offsets and patches each batch in place, synchronously (no
+//! await, so the core's single thread orders appends); the bytes are usually the produce request's
+//! own (see `server::handlers::produce`). It queues them (by reference, the same bytes the batch
+//! cache holds) in the active segment's `pending` batches, then waits for a writer. Only one O_DIRECT
 //! write per partition is in flight; every append that arrives meanwhile rides on the next one. A
 //! write covers `tail` (the partial block already on disk, from the aligned `pending_pos`) and
 //! then the pending batches, copied once into the DMA buffer, so each write rewrites that block
@@ -458,9 +459,16 @@ impl PartitionLog {
         *self.config.borrow_mut() = config;
     }
 
-    /// Appends validated batches. Returns once they are written (and, with `wait_durable` and the
-    /// default flush policy, fdatasync'd). On a storage error nothing of this call is readable.
+    /// [`append_owned`](Self::append_owned) of a copy of each batch, for callers that keep theirs.
     pub async fn append(&self, batches: &[(Bytes, BatchHeader)], wait_durable: bool) -> Result<AppendInfo, LogError> {
+        self.append_owned(batches.iter().map(|(b, h)| (BytesMut::from(&b[..]), *h)).collect(), wait_durable).await
+    }
+
+    /// Appends validated batches, patching each in place (base offset, leader epoch, and for
+    /// LogAppendTime topics the timestamp and CRC) and then keeping the same bytes for the write
+    /// and the batch cache. Returns once they are written (and, with `wait_durable` and the
+    /// default flush policy, fdatasync'd). On a storage error nothing of this call is readable.
+    pub async fn append_owned(&self, batches: Vec<(BytesMut, BatchHeader)>, wait_durable: bool) -> Result<AppendInfo, LogError> {
         let incoming: usize = batches.iter().map(|(b, _)| b.len()).sum();
         // Offsets are assigned in arrival order even when a roll makes this append wait.
         let turn = self.take_turn().await;
@@ -516,9 +524,8 @@ impl PartitionLog {
             st.stats.appends += 1;
             let first = st.log_end;
             let epoch = st.leader_epoch;
-            for (b, h) in batches {
+            for (mut m, h) in batches {
                 let base = st.log_end;
-                let mut m = BytesMut::from(&b[..]);
                 batch::patch(&mut m, base, epoch, append_time);
                 let bytes = m.freeze();
                 let max_ts = append_time.unwrap_or(h.max_timestamp);
@@ -549,7 +556,7 @@ impl PartitionLog {
                 st.pending.push(bytes.clone());
                 st.log_end = last + 1;
                 if h.producer_id >= 0 {
-                    st.producers.record(h, base, now_ms());
+                    st.producers.record(&h, base, now_ms());
                 }
                 st.unflushed_records += h.records_count as i64;
                 st.cache_bytes += bytes.len();

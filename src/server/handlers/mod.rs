@@ -33,7 +33,8 @@ pub mod sync_group;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::protocol::Decodable;
 
 use super::shard::{current, Shard};
 use crate::storage::log::PartitionLog;
@@ -138,9 +139,17 @@ async fn dispatch(
     if v < s.min || v > s.max {
         return Err(format!("client {client:?} sent {key:?} v{v}; supported versions are {}..={}", s.min, s.max));
     }
-    let req = RequestKind::decode(key, &mut body, v).map_err(|e| format!("malformed {key:?} v{v} request: {e}"))?;
+    let malformed = |e: anyhow::Error| format!("malformed {key:?} v{v} request: {e}");
+    if key == ApiKey::Produce {
+        // The handler gets the body too, to append the batches in its bytes once the decoded
+        // request has let go of them.
+        let frame = body.clone();
+        let req = ProduceRequest::decode(&mut body, v).map_err(malformed)?;
+        drop(body);
+        return Ok(produce::handle(shard, v, req, frame).await.map(|r| (ResponseKind::Produce(r), v)));
+    }
+    let req = RequestKind::decode(key, &mut body, v).map_err(malformed)?;
     let resp = match req {
-        RequestKind::Produce(r) => produce::handle(shard, v, r).await.map(ResponseKind::Produce),
         RequestKind::Fetch(r) => Some(ResponseKind::Fetch(fetch::handle(shard, v, r).await)),
         RequestKind::ListOffsets(r) => Some(ResponseKind::ListOffsets(list_offsets::handle(shard, v, r).await)),
         RequestKind::Metadata(r) => Some(ResponseKind::Metadata(metadata::handle(shard, v, r).await)),

@@ -5,9 +5,9 @@
 
 use std::rc::Rc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 
 use super::super::shard::Shard;
 use super::{on_partitions, PartWork};
@@ -19,7 +19,9 @@ pub const VERSIONS: (i16, i16) = (3, 13);
 
 type Outcome = Result<AppendInfo, (ResponseError, String)>;
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> Option<ProduceResponse> {
+/// `frame` is the request body `req` was decoded from: once `req` lets go of its slices of it,
+/// the batches are appended in the frame's own bytes ([`batch::own_batches`]).
+pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, frame: Bytes) -> Option<ProduceResponse> {
     let acks = req.acks;
     let image = shard.image();
     let acks_ok = matches!(acks, -1..=1);
@@ -62,16 +64,20 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> Opt
             }
         }
     }
+    let_go_of_frame(&mut req);
+    let (heads, batches): (Vec<_>, Vec<_>) = work.into_iter().map(|w| ((w.slot, w.topic, w.partition), w.data)).unzip();
+    let owned = batch::own_batches(frame, batches);
     let wait_durable = acks == -1;
-    let work: Vec<_> = work
+    let work: Vec<_> = heads
         .into_iter()
-        .map(|w| PartWork { slot: w.slot, partition: w.partition, data: (w.topic.clone(), w.data), topic: w.topic })
+        .zip(owned)
+        .map(|((slot, topic, partition), data)| PartWork { slot, partition, data: (topic.clone(), data), topic })
         .collect();
-    let results = on_partitions(shard, work, move |log, (topic, batches): (String, Vec<(Bytes, BatchHeader)>)| async move {
-        let r = log.append(&batches, wait_durable).await.map_err(|e| (super::log_error_code(&e), e.to_string()));
+    let results = on_partitions(shard, work, move |log, (topic, batches): (String, Vec<(BytesMut, BatchHeader)>)| async move {
+        let bytes = batches.iter().map(|(b, _)| b.len() as u64).sum();
+        let records = batches.iter().map(|(_, h)| h.records_count.max(0) as u64).sum();
+        let r = log.append_owned(batches, wait_durable).await.map_err(|e| (super::log_error_code(&e), e.to_string()));
         if r.is_ok() {
-            let bytes = batches.iter().map(|(b, _)| b.len() as u64).sum();
-            let records = batches.iter().map(|(_, h)| h.records_count.max(0) as u64).sum();
             crate::metrics::produced(&topic, bytes, records);
         }
         r
@@ -110,4 +116,69 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> Opt
         resp.responses.push(tr);
     }
     Some(resp)
+}
+
+/// Drops every slice of the request frame `req` holds (the names it answers with become
+/// copies), so that the batches, taken out already, can be patched where they arrived.
+fn let_go_of_frame(req: &mut ProduceRequest) {
+    req.transactional_id = None;
+    req.unknown_tagged_fields.clear();
+    for t in &mut req.topic_data {
+        t.name = TopicName(StrBytes::from_string(t.name.0.to_string()));
+        t.unknown_tagged_fields.clear();
+        for p in &mut t.partition_data {
+            p.records = None;
+            p.unknown_tagged_fields.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, RequestHeader, TransactionalId};
+    use kafka_protocol::protocol::{Decodable, Encodable};
+
+    use super::*;
+    use crate::protocol::batch::tests::make_batch;
+    use crate::protocol::frame;
+
+    /// The path dispatch takes: once the header and the decoded request let go of the frame, a
+    /// batch that fills most of it is appended in the bytes it arrived in.
+    #[test]
+    fn a_decoded_produce_request_lets_go_of_its_frame() {
+        let batch = make_batch(300, 0);
+        for version in [3, 8, 9, 13] {
+            let req = ProduceRequest::default()
+                .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx"))))
+                .with_acks(-1)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("topic")))
+                    .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch.clone()))])]);
+            let header = RequestHeader::default()
+                .with_request_api_key(ApiKey::Produce as i16)
+                .with_request_api_version(version)
+                .with_client_id(Some(StrBytes::from_static_str("client")));
+            let mut buf = BytesMut::new();
+            header.encode(&mut buf, ApiKey::Produce.request_header_version(version)).unwrap();
+            req.encode(&mut buf, version).unwrap();
+            let frame = buf.freeze();
+            let span = frame.as_ptr_range();
+
+            let (_, header, mut body) = frame::decode_request(frame).unwrap();
+            let whole = body.clone();
+            let mut req = ProduceRequest::decode(&mut body, version).unwrap();
+            drop(body);
+            let records = req.topic_data[0].partition_data[0].records.clone().unwrap();
+            let batches = batch::split(&records).unwrap();
+            drop(records);
+            let_go_of_frame(&mut req);
+            let owned = batch::own_batches(whole, vec![batches]);
+            assert_eq!(&owned[0][0].0[..], &batch[..], "v{version}");
+            assert!(span.contains(&owned[0][0].0.as_ptr()), "v{version}: the batch was copied");
+            let name = if version < 13 { "topic" } else { "" }; // v13 names topics by id
+            assert_eq!((header.client_id.unwrap().as_str(), req.topic_data[0].name.0.as_str()), ("client", name));
+        }
+    }
 }
