@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # A/B of catch-up consume (reading a topic from disk from its start) between two spate binaries,
 # alternating runs against the same data so machine noise falls on both:
-#   perf/ab-consume.sh OLD_BINARY NEW_BINARY [rounds]
-# Writes 1 GiB of 1 KiB and 16 KiB records once (with NEW), then for each round starts each binary
+#   perf/ab-consume.sh OLD_BINARY NEW_BINARY [rounds] [GiB]
+# Writes GiB (default 1) of 1 KiB and of 16 KiB records once (with NEW), then for each round starts each binary
 # in turn on that data directory (--cores 1) and reads each topic back with `spate bench consume`
 # (librdkafka, one consumer). Prints one line per run and the median per binary and topic.
 set -euo pipefail
-old=$1 new=$2 rounds=${3:-3}
+old=$1 new=$2 rounds=${3:-3} gib=${4:-1}
 dir=$(mktemp -d -p "${SPATE_PERF_DIR:-$PWD}" spate-ab-XXXX)
-trap 'pkill -f "spate serve --cores 1 --data-dir $dir" || true; rm -rf "$dir"' EXIT
+trap 'pkill -f -- "--data-dir $dir/data" || true; rm -rf "$dir"' EXIT
 port=$((20000 + RANDOM % 20000))
 serve() { "$1" serve --cores 1 --data-dir "$dir/data" --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$((port + 1)) >"$dir/broker.log" 2>&1 &
+          pid=$!
           for _ in $(seq 100); do "$1" cluster info -b 127.0.0.1:$port >/dev/null 2>&1 && return; sleep 0.1; done; echo "broker did not start" >&2; exit 1; }
-stop() { pkill -f "spate serve --cores 1 --data-dir $dir" || true; sleep 0.5; }
+# By pid: the binaries need not be called spate.
+stop() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
 serve "$new"
-"$new" bench produce -b 127.0.0.1:$port --topic t1k --message-size 1024 --messages 1000000 --acks 1 >/dev/null
-"$new" bench produce -b 127.0.0.1:$port --topic t16k --message-size 16384 --messages 65536 --acks 1 >/dev/null
+"$new" bench produce -b 127.0.0.1:$port --topic t1k --message-size 1024 --messages $((gib * 1048576)) --acks 1 >/dev/null
+"$new" bench produce -b 127.0.0.1:$port --topic t16k --message-size 16384 --messages $((gib * 65536)) --acks 1 >/dev/null
 stop
 echo "binary topic MB/s"
 for r in $(seq "$rounds"); do

@@ -17,6 +17,26 @@ use glommio::io::{DmaFile, OpenOptions};
 
 use crate::config::limits::DMA_ALIGNMENT_BYTES;
 
+/// Bytes read from a segment file, still in the buffer the read filled (a DMA buffer of this
+/// core's; not `Send`).
+pub struct ReadChunk(Raw);
+
+enum Raw {
+    Dma(glommio::io::ReadResult),
+    Bytes(Bytes),
+}
+
+impl std::ops::Deref for ReadChunk {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Raw::Dma(r) => r,
+            Raw::Bytes(b) => b,
+        }
+    }
+}
+
 /// An open segment file. Owned by the core that owns the partition.
 #[derive(Clone)]
 pub struct SegmentFile {
@@ -209,18 +229,27 @@ impl SegmentFile {
 
     /// Reads up to `len` bytes at `pos` (fewer at the end of the file).
     pub async fn read(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        Ok(match self.read_raw(pos, len).await?.0 {
+            Raw::Dma(r) => Bytes::copy_from_slice(&r[..]),
+            Raw::Bytes(b) => b,
+        })
+    }
+
+    /// [`read`](Self::read), leaving the bytes in the buffer they were read into: a
+    /// [`ReadChunk`] stays on this core, and whoever needs the bytes elsewhere copies them once.
+    pub async fn read_raw(&self, pos: u64, len: usize) -> io::Result<ReadChunk> {
         if len == 0 {
-            return Ok(Bytes::new());
+            return Ok(ReadChunk(Raw::Bytes(Bytes::new())));
         }
         match &self.file {
             Backend::Dma(f) => {
                 let op = Op::start();
                 let r = f.read_at(pos, len).await.map_err(to_io)?;
                 drop(op);
-                Ok(Bytes::copy_from_slice(&r[..]))
+                Ok(ReadChunk(Raw::Dma(r)))
             }
             #[cfg(test)]
-            Backend::Sim(f) => f.read(pos, len).await,
+            Backend::Sim(f) => f.read(pos, len).await.map(|b| ReadChunk(Raw::Bytes(b))),
         }
     }
 

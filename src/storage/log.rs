@@ -31,7 +31,7 @@ use crate::config::limits::{
     DMA_ALIGNMENT_BYTES, PARTITION_CACHE_MAX_BYTES, READ_AHEAD_CORE_MAX_BYTES, SEGMENT_READ_MAX_BYTES,
 };
 use crate::config::{TimestampType, TopicConfig};
-use crate::io::file::SegmentFile;
+use crate::io::file::{ReadChunk, SegmentFile};
 use crate::io::fs;
 use crate::protocol::batch::{self, BatchHeader, LOG_OVERHEAD};
 
@@ -121,24 +121,104 @@ struct CachedBatch {
     bytes: Bytes,
 }
 
-/// The next chunk of a segment, read ahead of a consumer that is reading the log from disk in
-/// order, so its next fetch finds the bytes read (or on the way) instead of waiting for the device
-/// after its request arrives. O_DIRECT bypasses the page cache and its read-ahead; this is that
-/// read-ahead, one chunk deep, per partition.
+/// Segment bytes read ahead of a consumer that is reading the log from disk in order, so its next
+/// fetches find their bytes read (or on the way) instead of waiting for the device after each
+/// request arrives. O_DIRECT bypasses the page cache and its read-ahead; this is that read-ahead:
+/// up to [`READ_AHEAD_CHUNKS`] reads of the consumer's read size, back to back, so the device is
+/// busy while the last fetch's answer travels to the consumer.
 struct ReadAhead {
     file: SegmentFile,
-    /// Where the chunk starts in the file; the batch there starts at `next_offset`.
+    /// The next byte a fetch in order wants: where the batch starting at `next_offset` begins.
     pos: u64,
     next_offset: i64,
-    slot: Rc<ReadSlot>,
+    /// Back to back; the first holds `pos`.
+    chunks: VecDeque<AheadChunk>,
+}
+
+/// Reads in flight or done ahead of one consumer.
+const READ_AHEAD_CHUNKS: usize = 4;
+
+struct AheadChunk {
+    pos: u64,
     /// Counted in this core's [`READ_AHEAD_BYTES`] until dropped.
     len: usize,
+    slot: Rc<ReadSlot>,
 }
 
 #[derive(Default)]
 struct ReadSlot {
-    result: RefCell<Option<std::io::Result<Bytes>>>,
+    result: RefCell<Option<std::io::Result<ReadChunk>>>,
     done: Notify,
+}
+
+impl ReadAhead {
+    /// Up to `want` bytes from `pos`, copied out of the chunks in one buffer (waiting for those
+    /// still being read), and whether every chunk read whole. `None` when nothing is there.
+    async fn gather(&self, want: usize) -> (Option<Bytes>, bool) {
+        let mut out = BytesMut::with_capacity(want);
+        for c in &self.chunks {
+            if out.len() >= want {
+                break;
+            }
+            while c.slot.result.borrow().is_none() {
+                c.slot.done.wait().await;
+            }
+            let result = c.slot.result.borrow();
+            let Some(Ok(chunk)) = result.as_ref() else { return (None, false) };
+            let Some(from) = (self.pos + out.len() as u64).checked_sub(c.pos).map(|f| f as usize) else { break };
+            if from < chunk.len() {
+                let take = (chunk.len() - from).min(want - out.len());
+                out.extend_from_slice(&chunk[from..from + take]);
+            }
+            if chunk.len() < c.len {
+                return ((!out.is_empty()).then(|| out.freeze()), false); // read short: nothing follows on
+            }
+        }
+        ((!out.is_empty()).then(|| out.freeze()), true)
+    }
+
+    /// Moves on to `pos` (where the batch at `next_offset` starts), dropping the chunks before it.
+    fn advance(&mut self, pos: u64, next_offset: i64) {
+        while self.chunks.front().is_some_and(|c| c.pos + c.len as u64 <= pos) {
+            self.chunks.pop_front();
+        }
+        if self.chunks.front().is_some_and(|c| c.pos > pos) {
+            self.chunks.clear();
+        }
+        (self.pos, self.next_offset) = (pos, next_offset);
+    }
+
+    /// Starts reads of up to `want` bytes after the last chunk until [`READ_AHEAD_CHUNKS`] are
+    /// held, none past `limit` (the bytes written), while this core holds less than
+    /// `READ_AHEAD_CORE_MAX_BYTES` of read-ahead.
+    fn top_up(&mut self, limit: u64, want: usize) {
+        let mut next = self.chunks.back().map_or(self.pos, |c| c.pos + c.len as u64);
+        while self.chunks.len() < READ_AHEAD_CHUNKS && next < limit {
+            let len = ((limit - next) as usize).min(want);
+            let room = READ_AHEAD_BYTES.with(|b| {
+                let ok = b.get() + len <= READ_AHEAD_CORE_MAX_BYTES;
+                if ok {
+                    b.set(b.get() + len);
+                }
+                ok
+            });
+            if !room {
+                return;
+            }
+            let slot = Rc::new(ReadSlot::default());
+            let task = {
+                let (file, slot) = (self.file.clone(), slot.clone());
+                async move {
+                    let r = file.read_raw(next, len).await;
+                    *slot.result.borrow_mut() = Some(r);
+                    slot.done.notify_all();
+                }
+            };
+            crate::io::rt::spawn(task).detach();
+            self.chunks.push_back(AheadChunk { pos: next, len, slot });
+            next += len as u64;
+        }
+    }
 }
 
 thread_local! {
@@ -146,7 +226,7 @@ thread_local! {
     static READ_AHEAD_BYTES: Cell<usize> = const { Cell::new(0) };
 }
 
-impl Drop for ReadAhead {
+impl Drop for AheadChunk {
     fn drop(&mut self) {
         READ_AHEAD_BYTES.with(|b| b.set(b.get() - self.len));
     }
@@ -928,8 +1008,8 @@ impl PartitionLog {
                 return Ok(empty);
             };
             let pos = if offset >= seg.base { seg.index.position_for((offset - seg.base) as u32) as u64 } else { 0 };
-            // The chunk read ahead serves this read when it is of this segment file and starts
-            // at or before the wanted offset's batch (every batch before it ends before it).
+            // The read-ahead serves this read when it is of this segment file and starts at or
+            // before the wanted offset's batch (every batch before it ends before it).
             let (file, limit, seg_base) = (seg.file.clone(), seg.written, seg.base);
             let ahead = st
                 .read_ahead
@@ -937,55 +1017,26 @@ impl PartitionLog {
                 .filter(|ra| ra.file.same_file(&file) && offset >= ra.next_offset && ra.pos >= pos && ra.pos < limit);
             (file, pos, limit, seg_base, ahead)
         };
-        let (first, pos) = match ahead {
-            Some(ra) => {
-                while ra.slot.result.borrow().is_none() {
-                    ra.slot.done.wait().await;
-                }
-                match ra.slot.result.borrow_mut().take() {
-                    Some(Ok(chunk)) => (Some(chunk), ra.pos),
-                    _ => (None, pos), // it failed: read as if there were none
-                }
-            }
-            None => (None, pos),
-        };
         let want = read_len(max_bytes);
+        let (first, pos, ahead) = match ahead {
+            Some(ra) => match ra.gather(want).await {
+                (Some(bytes), whole) => (Some(bytes), ra.pos, whole.then_some(ra)),
+                (None, _) => (None, pos, None), // it failed: read as if there were none
+            },
+            None => (None, pos, None),
+        };
         let (records, end, next_offset) = read_batches(&file, pos, limit, offset, max_bytes, first)
             .await
             .map_err(|e| storage_err("reading", file.path(), e))?;
         if !records.is_empty() && end < limit {
-            self.read_ahead(file.clone(), end, ((limit - end) as usize).min(want), next_offset);
+            let mut ra = ahead.unwrap_or_else(|| ReadAhead { file: file.clone(), pos: end, next_offset, chunks: VecDeque::new() });
+            ra.advance(end, next_offset);
+            ra.top_up(limit, want);
+            self.st.borrow_mut().read_ahead = Some(ra);
         }
         let st = self.st.borrow();
         tracing::trace!(seg_base, offset, bytes = records.len(), "read from segment file");
         Ok(ReadInfo { records, high_watermark: st.high_watermark, log_start: st.log_start })
-    }
-
-    /// Starts reading `len` bytes of `file` at `pos` (the batch there starts at `next_offset`) for
-    /// the next read from disk, unless this core already holds `READ_AHEAD_CORE_MAX_BYTES` of
-    /// read-ahead. Replaces the partition's previous read-ahead.
-    fn read_ahead(&self, file: SegmentFile, pos: u64, len: usize, next_offset: i64) {
-        let room = READ_AHEAD_BYTES.with(|b| {
-            let ok = b.get() + len <= READ_AHEAD_CORE_MAX_BYTES;
-            if ok {
-                b.set(b.get() + len);
-            }
-            ok
-        });
-        if !room {
-            return;
-        }
-        let slot = Rc::new(ReadSlot::default());
-        let task = {
-            let (file, slot) = (file.clone(), slot.clone());
-            async move {
-                let r = file.read(pos, len).await;
-                *slot.result.borrow_mut() = Some(r);
-                slot.done.notify_all();
-            }
-        };
-        crate::io::rt::spawn(task).detach();
-        self.st.borrow_mut().read_ahead = Some(ReadAhead { file, pos, next_offset, slot, len });
     }
 
     /// Waits until the high watermark passes `offset` or `deadline_ms` (wall clock) passes.
@@ -1546,13 +1597,15 @@ mod tests {
             io_probe(&path).await;
             let log = PartitionLog::open(path.join("p"), config(), Rc::new(Notify::default())).await.unwrap();
             log.set_cache_cap(0); // every read but the newest batch's goes to the segment file
-            let one = batch(10);
+            // 400 batches of about 2.5 KiB: room for every read ahead (64 KiB each) to be in flight.
+            let one = batch(100);
             for _ in 0..400 {
                 log.append(std::slice::from_ref(&one), false).await.unwrap();
             }
-            let (mut offset, mut served_ahead) = (0i64, 0);
-            while offset < 3990 {
+            let (mut offset, mut served_ahead, mut deepest) = (0i64, 0, 0);
+            while offset < 39_900 {
                 let ahead_before = log.st.borrow().read_ahead.as_ref().map(|ra| ra.next_offset);
+                deepest = deepest.max(log.st.borrow().read_ahead.as_ref().map_or(0, |ra| ra.chunks.len()));
                 let r = log.read(offset, 2048).await.unwrap();
                 let mut next = offset;
                 batch::scan(&r.records, |_, h| {
@@ -1566,9 +1619,12 @@ mod tests {
                 offset = next;
             }
             assert!(served_ahead >= 5, "only {served_ahead} reads found a read-ahead waiting");
+            assert_eq!(deepest, READ_AHEAD_CHUNKS, "reads ahead are issued back to back");
             // A read elsewhere ignores the read-ahead and still reads the right batch.
-            let r = log.read(15, 1).await.unwrap();
-            assert_eq!(batch::parse_header(&r.records).unwrap().base_offset, 10);
+            let r = log.read(115, 1).await.unwrap();
+            assert_eq!(batch::parse_header(&r.records).unwrap().base_offset, 100);
+            drop(log.st.borrow_mut().read_ahead.take());
+            assert_eq!(READ_AHEAD_BYTES.with(Cell::get), 0, "dropped chunks give their bytes back");
             log.close().await.unwrap();
         });
     }
