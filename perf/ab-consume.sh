@@ -35,7 +35,7 @@ done | tee "$dir/runs"
 python3 - "$dir/runs" <<'PY'
 import statistics, sys, collections
 runs = collections.defaultdict(list)
-for line in open(sys.argv[1]).read().split("\n")[1:]:
+for line in open(sys.argv[1]).read().split("\n"):
     if line.strip():
         b, t, mb = line.split(); runs[(b, t)].append(float(mb))
 for (b, t), v in sorted(runs.items()):
