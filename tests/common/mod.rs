@@ -45,8 +45,19 @@ impl Broker {
             args: extra.iter().map(|s| s.to_string()).collect(),
             starts: 0,
         };
-        b.launch();
-        b
+        // Another test may take a port between free_port() and the broker's bind: then start
+        // again on fresh ones.
+        for _ in 0..5 {
+            b.spawn();
+            match b.ready_or_exit() {
+                Ok(()) => return b,
+                Err(log) if log.contains("already in use") => {
+                    (b.port, b.admin_port) = (free_port(), free_port());
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("spate found its ports taken five times; log:\n{}", b.log());
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -111,13 +122,21 @@ impl Broker {
 
     /// Waits until the broker says it is ready and its Kafka port accepts connections.
     pub fn wait_ready(&mut self) {
+        if let Err(e) = self.ready_or_exit() {
+            panic!("{e}");
+        }
+    }
+
+    /// [`Broker::wait_ready`], telling an exit during start-up (with its log) to the caller.
+    fn ready_or_exit(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("spate exited during start-up ({status}); log:\n{}", self.log());
+                self.child = None;
+                return Err(format!("spate exited during start-up ({status}); log:\n{}", self.log()));
             }
             if self.log().contains("spate ready") && TcpStream::connect(self.bootstrap()).is_ok() {
-                return;
+                return Ok(());
             }
             assert!(Instant::now() < deadline, "spate did not become ready; log:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(20));
