@@ -4,6 +4,7 @@
 //!
 //! - `produce/*`: what the connection's core does with a Produce request before the append:
 //!   frame and body decode, splitting the record set into batches with their CRC-32C checked,
+//!   the same plus carving the batches out of the frame (`decode_check_own`, the handler's path),
 //!   and patching the offsets into a batch header;
 //! - `append/*`: `PartitionLog::append` of one batch on a real O_DIRECT segment file in the
 //!   current directory's filesystem (acks=1: the write, no fdatasync);
@@ -21,7 +22,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use spate::config::{Config, ServeArgs, TopicConfig};
 use spate::io::mesh::{Mesh, MeshSeed};
@@ -69,6 +70,23 @@ fn produce(c: &mut Criterion) {
                 let records = req.topic_data[0].partition_data[0].records.as_ref().unwrap();
                 batch::split(records).unwrap()
             })
+        });
+        g.bench_function(format!("decode_check_own/{n}x{size}B"), |b| {
+            b.iter_batched(
+                // A frame of its own each time, as the connection reads it.
+                || Bytes::copy_from_slice(&frame),
+                |frame| {
+                    let (_, header, mut body) = frame::decode_request(frame).unwrap();
+                    let whole = body.clone();
+                    let mut req = ProduceRequest::decode(&mut body, header.request_api_version).unwrap();
+                    drop(body);
+                    let records = req.topic_data[0].partition_data[0].records.take().unwrap();
+                    let batches = batch::split(&records).unwrap();
+                    drop((records, req));
+                    batch::own_batches(whole, vec![batches])
+                },
+                BatchSize::SmallInput,
+            )
         });
         g.bench_function(format!("patch_header/{n}x{size}B"), |b| {
             b.iter_batched_ref(
