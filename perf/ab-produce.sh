@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # A/B of produce between two spate binaries, alternating runs so machine noise falls on both:
-#   perf/ab-produce.sh OLD_BINARY NEW_BINARY [rounds] [seconds] [record bytes]
+#   perf/ab-produce.sh OLD_BINARY NEW_BINARY [rounds] [seconds] [record bytes] [producers]
 # Each run starts the binary on a fresh data directory (--cores 1) and produces records (1 KiB unless told) as
-# fast as one librdkafka producer goes (`spate bench produce`, linger.ms 5, batch.size 1 MB), once
+# fast as one librdkafka producer (or [producers]) goes (`spate bench produce`, linger.ms 5, batch.size 1 MB), once
 # with acks=all and once with acks=1. Reports msg/s and the broker's CPU time per GB produced
 # (utime + stime from /proc, so what the broker spends, whoever is the bottleneck).
 set -euo pipefail
-old=$1 new=$2 rounds=${3:-3} secs=${4:-5} size=${5:-1024}
+old=$1 new=$2 rounds=${3:-3} secs=${4:-5} size=${5:-1024} producers=${6:-1}
 base=$(mktemp -d -p "${SPATE_PERF_DIR:-$PWD}" spate-ab-XXXX)
 trap 'pkill -f "spate serve --cores 1 --data-dir $base" || true; rm -rf "$base"' EXIT
 port=$((20000 + RANDOM % 20000))
@@ -21,7 +21,7 @@ for r in $(seq "$rounds"); do
     for _ in $(seq 100); do "$new" cluster info -b 127.0.0.1:$port >/dev/null 2>&1 && break; sleep 0.1; done
     for acks in all 1; do
       before=$(awk '{print $14 + $15}' /proc/$pid/stat)
-      json=$("$new" bench produce -b 127.0.0.1:$port --topic "p-$acks" --acks $acks --message-size "$size" --duration "$secs" --json 2>/dev/null)
+      json=$("$new" bench produce -b 127.0.0.1:$port --topic "p-$acks" --acks $acks --message-size "$size" --producers "$producers" --duration "$secs" --json 2>/dev/null)
       after=$(awk '{print $14 + $15}' /proc/$pid/stat)
       python3 -c 'import json,sys; j=json.loads(sys.argv[1])["produced"]; cpu=(int(sys.argv[3])-int(sys.argv[2]))/int(sys.argv[4]); gb=j["messages"]*int(sys.argv[7])/1e9; print(sys.argv[5], sys.argv[6], round(j["msg_per_s"]), round(cpu/gb, 2))' "$json" "$before" "$after" "$tick" "$which" "$acks" "$size"
     done

@@ -40,6 +40,9 @@ pub mod limits {
     pub const FETCH_WAIT_MAX_MS: i32 = 60_000;
     /// O_DIRECT alignment of segment writes; the partial tail page is rewritten on the next append.
     pub const DMA_ALIGNMENT_BYTES: usize = 4096;
+    /// Most batch bytes one segment write takes (it takes at least one batch, whatever its size):
+    /// a partition with more waiting writes it in turns instead of in one huge buffer.
+    pub const SEGMENT_WRITE_MAX_BYTES: usize = 8 * 1024 * 1024;
     /// Largest single read from a segment file when serving a fetch.
     pub const SEGMENT_READ_MAX_BYTES: usize = 8 * 1024 * 1024;
     /// Most bytes of segment read-ahead (the next chunks for a consumer reading from disk, one

@@ -5,9 +5,10 @@
 //! await, so the core's single thread orders appends); the bytes are usually the produce request's
 //! own (see `server::handlers::produce`). It queues them (by reference, the same bytes the batch
 //! cache holds) in the active segment's `pending` batches, then waits for a writer. Only one O_DIRECT
-//! write per partition is in flight; every append that arrives meanwhile rides on the next one. A
-//! write covers `tail` (the partial block already on disk, from the aligned `pending_pos`) and
-//! then the pending batches, copied once into the DMA buffer, so each write rewrites that block
+//! write per partition is in flight; every append that arrives meanwhile rides on the next one
+//! (up to `SEGMENT_WRITE_MAX_BYTES` of batches per write; the rest on the one after). A write
+//! covers `tail` (the partial block already on disk, from the aligned `pending_pos`) and then the
+//! pending batches it takes, copied once into the DMA buffer, so each write rewrites that block
 //! grown. fdatasync is shared the same way: one in
 //! flight, all waiters whose data it covers are released by it (group commit).
 //!
@@ -29,6 +30,7 @@ use super::notify::Notify;
 use super::now_ms;
 use crate::config::limits::{
     DMA_ALIGNMENT_BYTES, PARTITION_CACHE_MAX_BYTES, READ_AHEAD_CORE_MAX_BYTES, SEGMENT_READ_MAX_BYTES,
+    SEGMENT_WRITE_MAX_BYTES,
 };
 use crate::config::{TimestampType, TopicConfig};
 use crate::io::file::{ReadChunk, SegmentFile};
@@ -310,6 +312,8 @@ pub struct PartitionLog {
     /// Most bytes of recent batches kept in memory (at least one batch is kept): the core's
     /// cache budget shared among its partitions (`Shard::install_image` sets it).
     cache_cap: Cell<usize>,
+    /// Most batch bytes one segment write takes: `SEGMENT_WRITE_MAX_BYTES` (tests set less).
+    write_max: Cell<usize>,
     /// Woken whenever a write, sync or roll finishes.
     io_done: Notify,
     /// Woken whenever an append's turn ends.
@@ -488,6 +492,7 @@ impl PartitionLog {
             st: RefCell::new(st),
             data_arrived,
             cache_cap: Cell::new(PARTITION_CACHE_MAX_BYTES),
+            write_max: Cell::new(SEGMENT_WRITE_MAX_BYTES),
             io_done: Notify::default(),
             turn_done: Notify::default(),
         }))
@@ -495,6 +500,13 @@ impl PartitionLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Caps the batch bytes of one segment write below `SEGMENT_WRITE_MAX_BYTES`, so tests can
+    /// reach the split writes with small batches.
+    #[cfg(test)]
+    pub(crate) fn set_write_max(&self, bytes: usize) {
+        self.write_max.set(bytes.min(SEGMENT_WRITE_MAX_BYTES));
     }
 
     /// Caps the recent batches kept in memory at `bytes` (never below one batch); at most
@@ -703,9 +715,24 @@ impl PartitionLog {
                 } else {
                     st.writing = true;
                     st.stats.writes += 1;
-                    let batches = std::mem::take(&mut st.pending);
+                    // At most `write_max` bytes of batches (but at least one batch) per write:
+                    // what is left waits for the next. One huge buffer per write (tens of MB
+                    // with several producers on one partition) cost more than it saved.
+                    let mut take = 0;
+                    let mut bytes = 0;
+                    while take < st.pending.len() && (take == 0 || bytes + st.pending[take].len() <= self.write_max.get()) {
+                        bytes += st.pending[take].len();
+                        take += 1;
+                    }
+                    let new_end = if take == st.pending.len() {
+                        st.log_end
+                    } else {
+                        let last = batch::parse_header(&st.pending[take - 1]).expect("a pending batch has a header");
+                        last.last_offset() + 1
+                    };
+                    let rest = st.pending.split_off(take);
+                    let batches = std::mem::replace(&mut st.pending, rest);
                     let pos = st.pending_pos;
-                    let new_end = st.log_end;
                     let file = st.active().file.clone();
                     Some((st.tail.clone(), batches, pos, new_end, file))
                 }
@@ -1625,6 +1652,48 @@ mod tests {
             assert_eq!(batch::parse_header(&r.records).unwrap().base_offset, 100);
             drop(log.st.borrow_mut().read_ahead.take());
             assert_eq!(READ_AHEAD_BYTES.with(Cell::get), 0, "dropped chunks give their bytes back");
+            log.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn appends_beyond_the_write_cap_are_written_in_turns_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        rt::run_local(async move {
+            io_probe(&path).await;
+            let log = PartitionLog::open(path.join("p"), config(), Rc::new(Notify::default())).await.unwrap();
+            let one = batch(3).0.len();
+            log.set_write_max(2 * one); // two batches per write
+            let tasks: Vec<_> = (0..40)
+                .map(|i| {
+                    let log = log.clone();
+                    rt::spawn(async move { log.append(&[batch(3)], i % 2 == 0).await.unwrap().base_offset })
+                })
+                .collect();
+            let mut bases = Vec::new();
+            for t in tasks {
+                bases.push(t.await);
+            }
+            assert_eq!(bases, (0..40).map(|i| i * 3).collect::<Vec<_>>(), "offsets in append order");
+            let o = log.offsets();
+            assert_eq!((o.log_end, o.high_watermark), (120, 120));
+            let writes = log.stats().writes;
+            assert!(writes >= 20, "40 batches, at most two per write, in {writes} writes");
+            // Everything reads back in order, from the segment file too.
+            log.set_cache_cap(0);
+            let (mut next, mut offset) = (0, 0);
+            while offset < 120 {
+                let r = log.read(offset, 1 << 20).await.unwrap();
+                batch::scan(&r.records, |_, h| {
+                    assert_eq!(h.base_offset, next);
+                    next = h.last_offset() + 1;
+                });
+                offset = next;
+            }
+            log.close().await.unwrap();
+            let log = PartitionLog::open(path.join("p"), config(), Rc::new(Notify::default())).await.unwrap();
+            assert_eq!(log.offsets().log_end, 120, "all of it is in the segment after a reopen");
             log.close().await.unwrap();
         });
     }

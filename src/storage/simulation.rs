@@ -586,6 +586,12 @@ impl Sim {
         };
         let o = log.offsets();
         check!(self, o.durable == o.log_end && o.high_watermark == o.log_end, "a reopened log is not all durable: {o:?}");
+        // Half the seeds write in small turns (a few batches, or one, per segment write), so
+        // appends that arrive during a write are split over several. Drawn from the seed, not
+        // the generator, to leave every seed's other choices as they were.
+        if self.seed % 2 == 0 {
+            log.set_write_max([1, 2_000, 20_000][(self.seed / 2 % 3) as usize]);
+        }
         self.log = Some(log);
         self.last = o;
         self.segment_sync_errors_at_open = self.disk.stats().segment_sync_errors;
