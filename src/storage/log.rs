@@ -1624,7 +1624,7 @@ mod tests {
             io_probe(&path).await;
             let log = PartitionLog::open(path.join("p"), config(), Rc::new(Notify::default())).await.unwrap();
             log.set_cache_cap(0); // every read but the newest batch's goes to the segment file
-            // 400 batches of about 2.5 KiB: room for every read ahead (64 KiB each) to be in flight.
+            // 400 batches of about 1.2 KiB: room for every read ahead (64 KiB each) to be in flight.
             let one = batch(100);
             for _ in 0..400 {
                 log.append(std::slice::from_ref(&one), false).await.unwrap();
