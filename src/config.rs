@@ -43,6 +43,11 @@ pub mod limits {
     /// Most batch bytes one segment write takes (it takes at least one batch, whatever its size):
     /// a partition with more waiting writes it in turns instead of in one huge buffer.
     pub const SEGMENT_WRITE_MAX_BYTES: usize = 8 * 1024 * 1024;
+    /// Largest segment write issued so that ext4 takes it from the core's own thread (into
+    /// preallocated blocks, its first block apart): a small write then saves a kernel worker's
+    /// wake-up and two context switches; a larger one is left to the worker, which may run on
+    /// another CPU while the core goes on (kernel-notes/segment-preallocation.md).
+    pub const SEGMENT_INLINE_WRITE_MAX_BYTES: usize = 256 * 1024;
     /// Largest single read from a segment file when serving a fetch.
     pub const SEGMENT_READ_MAX_BYTES: usize = 8 * 1024 * 1024;
     /// Most bytes of segment read-ahead (the next chunks for a consumer reading from disk, one
@@ -113,6 +118,9 @@ pub struct Config {
     /// Recent batches kept in memory for tailing consumers, all partitions together, split
     /// evenly between the cores and then between each core's partitions (at most 1 MiB each).
     pub batch_cache_max_bytes: usize,
+    /// How far ahead of its writes the active segment's file is grown (0: not at all); see
+    /// `io::file::SegmentFile::preallocate`.
+    pub segment_preallocate_bytes: u64,
     /// The admin HTTP listener (`/metrics`, `/v1/...`).
     pub admin_listen: SocketAddr,
     /// On SIGTERM/SIGINT, how long in-flight requests may take before their connections close.
@@ -262,6 +270,8 @@ settings! {
         "largest record batch accepted (Kafka `message.max.bytes`)";
     segment_bytes: i64, "SPATE_SEGMENT_BYTES", Toml("1073741824"), "bytes", Some((14, u32::MAX as i64)),
         "segment size before a roll (Kafka `log.segment.bytes`)";
+    segment_preallocate_bytes: i64, "SPATE_SEGMENT_PREALLOCATE_BYTES", Toml("16777216"), "bytes", Some((0, 1_073_741_824)),
+        "the active segment's file is grown (fallocate) this far ahead of its writes, so ext4 takes them without a kernel worker thread; trimmed when the segment closes, so each partition holds up to this much more disk; 0 turns it off (Redpanda `segment_fallocation_step`)";
     segment_ms: i64, "SPATE_SEGMENT_MS", Toml("604800000"), "ms", Some((1, MAX)),
         "segment age before a roll (Kafka `log.roll.ms`)";
     flush_messages: i64, "SPATE_FLUSH_MESSAGES", Toml("1"), "records", Some((1, MAX)),
@@ -473,6 +483,7 @@ impl Config {
             connection_busy_poll_us: g.connection_busy_poll_us.or_default() as u64,
             queued_max_request_bytes: g.queued_max_request_bytes.or_default() as usize,
             batch_cache_max_bytes: g.batch_cache_max_bytes.or_default() as usize,
+            segment_preallocate_bytes: g.segment_preallocate_bytes.or_default() as u64,
             admin_listen: g.admin_listen.or_default(),
             listen,
             advertised_host,

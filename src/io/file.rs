@@ -2,7 +2,8 @@
 //!
 //! A write always starts on an alignment boundary and is padded with zeros to a whole number of
 //! blocks; the caller (the segment appender) keeps the partial tail block in memory and rewrites it,
-//! grown, on the next append. The file's logical length is tracked by the caller and set with
+//! grown, on the next append. The file may also be grown ahead of the writes with
+//! [`SegmentFile::preallocate`]. The file's logical length is tracked by the caller and set with
 //! [`SegmentFile::truncate`] when a segment is closed.
 //!
 //! In tests, a thread may install [`super::sim_disk::SimDisk`]; segment files opened on it then
@@ -190,12 +191,17 @@ impl SegmentFile {
 
     /// Writes `data` at `pos` (a multiple of the alignment), zero-padding to whole blocks.
     pub async fn write_aligned(&self, pos: u64, data: &[u8]) -> io::Result<()> {
-        self.write_aligned_parts(pos, &[data]).await
+        self.write_aligned_parts(pos, &[data], false).await
     }
 
     /// Writes the concatenation of `parts` at `pos` (a multiple of the alignment), zero-padding
-    /// to whole blocks. The parts are copied once, into the DMA buffer.
-    pub async fn write_aligned_parts(&self, pos: u64, parts: &[&[u8]]) -> io::Result<()> {
+    /// to whole blocks. The parts are copied once, into the DMA buffers.
+    ///
+    /// With `first_block_apart`, the first block and the rest go as two writes issued together:
+    /// when the first block is already written and the rest lies in preallocated blocks inside
+    /// the file's size, each write is then an overwrite of one kind of extent, which ext4 takes
+    /// without blocking; one write across both kinds it would not (see [`Self::preallocate`]).
+    pub async fn write_aligned_parts(&self, pos: u64, parts: &[&[u8]], first_block_apart: bool) -> io::Result<()> {
         assert_eq!(pos % DMA_ALIGNMENT_BYTES as u64, 0, "unaligned segment write position");
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let padded = len.div_ceil(DMA_ALIGNMENT_BYTES) * DMA_ALIGNMENT_BYTES;
@@ -207,16 +213,36 @@ impl SegmentFile {
             #[cfg(test)]
             Backend::Sim(f) => return f.write_aligned(pos, &parts.concat()).await,
         };
-        let mut buf = file.alloc_dma_buffer(padded);
-        let dst = buf.as_bytes_mut();
-        let mut at = 0;
-        for p in parts {
-            dst[at..at + p.len()].copy_from_slice(p);
-            at += p.len();
+        let first = if first_block_apart && padded > DMA_ALIGNMENT_BYTES { DMA_ALIGNMENT_BYTES } else { padded };
+        let mut head = file.alloc_dma_buffer(first);
+        let mut rest = (first < padded).then(|| file.alloc_dma_buffer(padded - first));
+        {
+            // Copy the parts into head, then rest, as one stream of bytes, then the zero padding.
+            let mut dsts: Vec<&mut [u8]> = std::iter::once(head.as_bytes_mut()).chain(rest.as_mut().map(|b| b.as_bytes_mut())).collect();
+            let (mut d, mut at) = (0, 0);
+            for p in parts {
+                let mut p = &p[..];
+                while !p.is_empty() {
+                    if at == dsts[d].len() {
+                        (d, at) = (d + 1, 0);
+                    }
+                    let n = p.len().min(dsts[d].len() - at);
+                    dsts[d][at..at + n].copy_from_slice(&p[..n]);
+                    (p, at) = (&p[n..], at + n);
+                }
+            }
+            for (i, dst) in dsts.iter_mut().enumerate().skip(d) {
+                dst[if i == d { at } else { 0 }..].fill(0);
+            }
         }
-        dst[len..].fill(0);
         let op = Op::start();
-        let written = file.write_at(buf, pos).await.map_err(to_io)?;
+        let written = match rest {
+            None => file.write_at(head, pos).await.map_err(to_io)?,
+            Some(rest) => {
+                let (a, b) = futures_lite::future::zip(file.write_at(head, pos), file.write_at(rest, pos + first as u64)).await;
+                a.map_err(to_io)? + b.map_err(to_io)?
+            }
+        };
         drop(op);
         if written != padded {
             return Err(io::Error::new(
@@ -262,6 +288,24 @@ impl SegmentFile {
             }
             #[cfg(test)]
             Backend::Sim(f) => f.sync().await,
+        }
+    }
+
+    /// Grows the file to at least `len` bytes with allocated, zero-reading blocks (fallocate,
+    /// mode 0: the size grows too; blocks already there are left as they are).
+    ///
+    /// Why: ext4 cannot take an O_DIRECT write that grows the file, or needs blocks allocated,
+    /// without blocking, so io_uring hands every such write to an io-wq worker thread (a wake-up
+    /// and two context switches on the core's CPU per write). A write into preallocated blocks
+    /// inside the file's size is issued from the core's own thread (kernel-notes/segment-preallocation.md).
+    pub async fn preallocate(&self, len: u64) -> io::Result<()> {
+        match &self.file {
+            Backend::Dma(f) => {
+                let _op = Op::start();
+                f.pre_allocate(len, false).await.map_err(to_io)
+            }
+            #[cfg(test)]
+            Backend::Sim(f) => f.allocate(len).await,
         }
     }
 

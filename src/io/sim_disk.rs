@@ -21,8 +21,9 @@
 //!   volatile and readable, as O_DIRECT writes sitting in a device's write cache do; Linux's
 //!   buffered-I/O "fsyncgate", where a later fdatasync silently skips the lost pages, is not
 //!   modelled: segments never go through the page cache);
-//! - **full disk** ([`SimDisk::set_full`]): every write that would grow a file, and every
-//!   `write_atomic`, fails with ENOSPC and writes nothing; overwriting allocated blocks works;
+//! - **full disk** ([`SimDisk::set_full`]): every write or preallocation that would grow a file,
+//!   and every `write_atomic`, fails with ENOSPC and writes nothing; writing into allocated
+//!   blocks (overwrites, or what a preallocation grew the file by) works;
 //! - **slow I/O**: every operation yields to other tasks a random number of times before it
 //!   takes effect and again before it returns, so concurrent appends interleave with it.
 //!
@@ -609,6 +610,32 @@ impl SimFile {
             return Err(errno(libc::EIO));
         }
         Ok(())
+    }
+
+    /// fallocate (mode 0): grows the file to `len` with zeros if it is shorter, like a
+    /// truncation that grows it (volatile until an fdatasync). On a full disk it fails with
+    /// ENOSPC and changes nothing; writes inside what it allocated then still succeed.
+    pub(super) async fn allocate(&self, len: u64) -> io::Result<()> {
+        self.disk.delay().await;
+        let result = {
+            let mut d = self.disk.st.borrow_mut();
+            d.alive(self.incarnation)?;
+            d.note(&[10, len]);
+            let size = d.inode(self.ino).data.len() as u64;
+            if len <= size {
+                Ok(())
+            } else if d.full {
+                d.stats.enospc += 1;
+                Err(errno(libc::ENOSPC))
+            } else {
+                let inode = d.inode(self.ino);
+                apply(&mut inode.data, &Op::Truncate(len));
+                inode.unsynced.push(Op::Truncate(len));
+                Ok(())
+            }
+        };
+        self.disk.delay().await;
+        result
     }
 
     pub(super) async fn truncate(&self, len: u64) -> io::Result<()> {

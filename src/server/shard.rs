@@ -147,6 +147,7 @@ impl Shard {
         let share = self.config.batch_cache_max_bytes / self.cores.max(1) / logs.len().max(1);
         for log in logs {
             log.set_cache_cap(share);
+            log.set_preallocate_step(self.config.segment_preallocate_bytes);
         }
         Ok(())
     }

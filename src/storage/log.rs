@@ -10,7 +10,12 @@
 //! covers `tail` (the partial block already on disk, from the aligned `pending_pos`) and then the
 //! pending batches it takes, copied once into the DMA buffer, so each write rewrites that block
 //! grown. fdatasync is shared the same way: one in
-//! flight, all waiters whose data it covers are released by it (group commit).
+//! flight, all waiters whose data it covers are released by it (group commit). Before a write
+//! that would end past what the active segment's file has allocated, the file is grown
+//! `segment_preallocate_bytes` ahead (fallocate), so ext4 takes the writes without handing them to
+//! a kernel worker thread; closing the segment (a roll, a clean shutdown) trims the file to its
+//! data, and recovery after a crash trims the zeros past the last batch as it always trimmed the
+//! last block's padding.
 //!
 //! Offsets: `log_end` (LEO) is the next offset to assign; `high_watermark` is the end of what is
 //! written to the segment file (what fetches may see; a single node has no followers to wait
@@ -29,8 +34,8 @@ use super::producers::{ProducerStates, Verdict};
 use super::notify::Notify;
 use super::now_ms;
 use crate::config::limits::{
-    DMA_ALIGNMENT_BYTES, PARTITION_CACHE_MAX_BYTES, READ_AHEAD_CORE_MAX_BYTES, SEGMENT_READ_MAX_BYTES,
-    SEGMENT_WRITE_MAX_BYTES,
+    DMA_ALIGNMENT_BYTES, PARTITION_CACHE_MAX_BYTES, READ_AHEAD_CORE_MAX_BYTES, SEGMENT_INLINE_WRITE_MAX_BYTES,
+    SEGMENT_READ_MAX_BYTES, SEGMENT_WRITE_MAX_BYTES,
 };
 use crate::config::{TimestampType, TopicConfig};
 use crate::io::file::{ReadChunk, SegmentFile};
@@ -105,6 +110,9 @@ struct Segment {
     size: u64,
     /// Bytes known to be in the file (written by a completed write or found on recovery).
     written: u64,
+    /// How far the file is known to be allocated (preallocated, or found on recovery); a
+    /// preallocation that failed sets it to `u64::MAX` so this segment does not try again.
+    allocated: u64,
     /// Next offset after the last batch in this segment.
     next_offset: i64,
     index: SegmentIndex,
@@ -314,6 +322,9 @@ pub struct PartitionLog {
     cache_cap: Cell<usize>,
     /// Most batch bytes one segment write takes: `SEGMENT_WRITE_MAX_BYTES` (tests set less).
     write_max: Cell<usize>,
+    /// How far ahead of a write the active segment's file is grown (`segment_preallocate_bytes`;
+    /// 0: never). `Shard::install_image` sets it.
+    preallocate_step: Cell<u64>,
     /// Woken whenever a write, sync or roll finishes.
     io_done: Notify,
     /// Woken whenever an append's turn ends.
@@ -493,6 +504,7 @@ impl PartitionLog {
             data_arrived,
             cache_cap: Cell::new(PARTITION_CACHE_MAX_BYTES),
             write_max: Cell::new(SEGMENT_WRITE_MAX_BYTES),
+            preallocate_step: Cell::new(0),
             io_done: Notify::default(),
             turn_done: Notify::default(),
         }))
@@ -507,6 +519,12 @@ impl PartitionLog {
     #[cfg(test)]
     pub(crate) fn set_write_max(&self, bytes: usize) {
         self.write_max.set(bytes.min(SEGMENT_WRITE_MAX_BYTES));
+    }
+
+    /// Grows the active segment's file `bytes` ahead of the writes from the next write on (0:
+    /// not at all); see [`SegmentFile::preallocate`].
+    pub fn set_preallocate_step(&self, bytes: u64) {
+        self.preallocate_step.set(bytes);
     }
 
     /// Caps the recent batches kept in memory at `bytes` (never below one batch); at most
@@ -747,7 +765,11 @@ impl PartitionLog {
             let parts: Vec<&[u8]> = std::iter::once(&tail[..]).chain(taken.iter().map(|b| &b[..])).collect();
             let len: usize = parts.iter().map(|p| p.len()).sum();
             let full = len / DMA_ALIGNMENT_BYTES * DMA_ALIGNMENT_BYTES;
-            let result = file.write_aligned_parts(pos, &parts).await;
+            let inside = self.preallocate(&file, pos + len.next_multiple_of(DMA_ALIGNMENT_BYTES) as u64).await;
+            // The tail block is written, what follows it only allocated: as two writes, one
+            // each, ext4 takes a small write without a kernel worker thread.
+            let apart = inside && !tail.is_empty() && len <= SEGMENT_INLINE_WRITE_MAX_BYTES;
+            let result = file.write_aligned_parts(pos, &parts, apart).await;
             // What this write leaves of its last, partial block: the next write's tail.
             let new_tail = last_bytes(&parts, len - full);
             drop(parts);
@@ -797,6 +819,51 @@ impl PartitionLog {
             self.io_done.notify_all();
             if result.is_ok() {
                 self.data_arrived.notify_all();
+            }
+        }
+    }
+
+    /// Grows the active segment's file `preallocate_step` past `end` (no further than the roll
+    /// size) before a write that ends at `end` and would otherwise grow it. Best effort: if the
+    /// filesystem refuses (no space, no fallocate), that is logged and the segment's writes grow
+    /// the file themselves, as they do with preallocation off. Returns whether the write lies in
+    /// blocks it preallocated.
+    async fn preallocate(&self, file: &SegmentFile, end: u64) -> bool {
+        let step = self.preallocate_step.get();
+        let target = {
+            let mut st = self.st.borrow_mut();
+            let roll_at = self.config.borrow().segment_bytes.max(0) as u64;
+            let seg = st.active();
+            if step == 0 || seg.allocated == u64::MAX || !seg.file.same_file(file) {
+                return false;
+            }
+            if end <= seg.allocated {
+                return true;
+            }
+            let target = end.saturating_add(step).min(roll_at).next_multiple_of(DMA_ALIGNMENT_BYTES as u64);
+            if target <= end {
+                return false;
+            }
+            target
+        };
+        let result = file.preallocate(target).await;
+        let mut st = self.st.borrow_mut();
+        let seg = st.active();
+        if !seg.file.same_file(file) {
+            return false;
+        }
+        match result {
+            Ok(()) => {
+                seg.allocated = seg.allocated.max(target);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
+                    file = %file.path().display(), bytes = target, error = %e,
+                    "could not preallocate the segment; its writes grow the file instead"
+                );
+                seg.allocated = u64::MAX;
+                false
             }
         }
     }
@@ -1206,6 +1273,7 @@ fn new_segment(base: i64, file: SegmentFile) -> Segment {
         file,
         size: 0,
         written: 0,
+        allocated: 0,
         next_offset: base,
         index: SegmentIndex::default(),
         index_saved: false,
@@ -1524,6 +1592,7 @@ async fn recover_segment(dir: &Path, base: i64, index_interval: i64, log_rebuild
     seg.next_offset = walk.next_offset;
     seg.size = pos;
     seg.written = pos;
+    seg.allocated = pos;
     let damaged = problem.is_some();
     if pos < size {
         match &problem {
@@ -1695,6 +1764,51 @@ mod tests {
             let log = PartitionLog::open(path.join("p"), config(), Rc::new(Notify::default())).await.unwrap();
             assert_eq!(log.offsets().log_end, 120, "all of it is in the segment after a reopen");
             log.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_preallocated_segment_is_trimmed_at_close_and_by_recovery_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        rt::run_local(async move {
+            io_probe(&path).await;
+            let seg_path = segment_path(&path.join("p"), 0, "log");
+            let log = PartitionLog::open(path.join("p"), config(), Rc::new(Notify::default())).await.unwrap();
+            log.set_preallocate_step(1 << 20);
+            let one = batch(300).0.len() as u64;
+            // One batch (about 3.4 KiB) per write, so most writes rewrite a tail block and
+            // cross into the next: they go as two, the tail block apart.
+            for i in 0..50 {
+                log.append(&[batch(300)], i % 5 == 0).await.unwrap();
+            }
+            let on_disk = SegmentFile::open(&seg_path, false).await.unwrap().size().await.unwrap();
+            assert!(on_disk >= 1 << 20 && on_disk > 50 * one, "grown ahead of the data: {on_disk} bytes for {}", 50 * one);
+            // A crash: no close, so the zeros past the data stay in the file.
+            drop(log);
+            let log = PartitionLog::open(path.join("p"), config(), Rc::new(Notify::default())).await.unwrap();
+            assert_eq!(log.offsets().log_end, 15_000, "every batch is found again");
+            let on_disk = SegmentFile::open(&seg_path, false).await.unwrap().size().await.unwrap();
+            assert_eq!(on_disk, 50 * one, "recovery trims the preallocated zeros");
+            log.set_preallocate_step(1 << 20);
+            for _ in 0..30 {
+                log.append(&[batch(300)], false).await.unwrap();
+            }
+            // Everything reads back in order from the segment file.
+            log.set_cache_cap(0);
+            let (mut next, mut offset) = (0, 0);
+            while offset < 24_000 {
+                let r = log.read(offset, 1 << 20).await.unwrap();
+                batch::scan(&r.records, |_, h| {
+                    assert_eq!(h.base_offset, next);
+                    next = h.last_offset() + 1;
+                });
+                assert!(next > offset, "a read at {offset} found nothing");
+                offset = next;
+            }
+            log.close().await.unwrap();
+            let on_disk = SegmentFile::open(&seg_path, false).await.unwrap().size().await.unwrap();
+            assert_eq!(on_disk, 80 * one, "a clean close trims the file to its data");
         });
     }
 
