@@ -7,14 +7,7 @@
 # (librdkafka, one consumer). Prints one line per run and the median per binary and topic.
 set -euo pipefail
 old=$1 new=$2 rounds=${3:-3} gib=${4:-1}
-dir=$(mktemp -d -p "${SPATE_PERF_DIR:-$PWD}" spate-ab-XXXX)
-trap 'pkill -f -- "--data-dir $dir/data" || true; rm -rf "$dir"' EXIT
-port=$((20000 + RANDOM % 20000))
-serve() { "$1" serve --cores 1 --data-dir "$dir/data" --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$((port + 1)) >"$dir/broker.log" 2>&1 &
-          pid=$!
-          for _ in $(seq 100); do "$1" cluster info -b 127.0.0.1:$port >/dev/null 2>&1 && return; sleep 0.1; done; echo "broker did not start" >&2; exit 1; }
-# By pid: the binaries need not be called spate.
-stop() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+source "$(dirname "$0")/ab-lib.sh"
 serve "$new"
 "$new" bench produce -b 127.0.0.1:$port --topic t1k --message-size 1024 --messages $((gib * 1048576)) --acks 1 >/dev/null
 "$new" bench produce -b 127.0.0.1:$port --topic t16k --message-size 16384 --messages $((gib * 65536)) --acks 1 >/dev/null

@@ -7,28 +7,22 @@
 # (utime + stime of all its threads, kernel workers included, from /proc).
 set -euo pipefail
 old=$1 new=$2 rounds=${3:-3} rate=${4:-50000} linger=${5:-0} acks=${6:-1} secs=${7:-8} size=${8:-1024}
-base=$(mktemp -d -p "${SPATE_PERF_DIR:-$PWD}" spate-ab-XXXX)
-pid=
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$base"' EXIT
-port=$((20000 + RANDOM % 20000))
-tick=$(getconf CLK_TCK)
+source "$(dirname "$0")/ab-lib.sh"
 echo "binary p50_ms p99_ms p999_ms broker_cpu_ms_per_1000_msgs"
 for r in $(seq "$rounds"); do
   for which in old new; do
     bin=$old; [ $which = new ] && bin=$new
-    rm -rf "$base/data"
-    "$bin" serve --cores 1 --data-dir "$base/data" --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$((port + 1)) >"$base/broker.log" 2>&1 &
-    pid=$!
-    for _ in $(seq 100); do "$new" cluster info -b 127.0.0.1:$port >/dev/null 2>&1 && break; sleep 0.1; done
-    before=$(awk '{print $14 + $15}' /proc/$pid/stat)
+    rm -rf "$dir/data"
+    serve "$bin"
+    before=$(cpu_ticks)
     json=$("$new" bench e2e -b 127.0.0.1:$port --topic e2e --acks "$acks" --rate "$rate" --linger-ms "$linger" \
       --message-size "$size" --duration "$secs" --warmup 2 --json 2>/dev/null)
-    after=$(awk '{print $14 + $15}' /proc/$pid/stat)
+    after=$(cpu_ticks)
     python3 -c 'import json,sys; j=json.loads(sys.argv[1]); c=j["consumed"]; l=c["latency"]; cpu=(int(sys.argv[3])-int(sys.argv[2]))/int(sys.argv[4]); n=j["produced"]["messages"]; print(sys.argv[5], l["p50_ms"], l["p99_ms"], l["p999_ms"], round(cpu*1e6/n, 3))' "$json" "$before" "$after" "$tick" "$which"
-    kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+    stop
   done
-done | tee "$base/runs"
-python3 - "$base/runs" <<'PY'
+done | tee "$dir/runs"
+python3 - "$dir/runs" <<'PY'
 import statistics, sys, collections
 runs = collections.defaultdict(list)
 for line in open(sys.argv[1]).read().split("\n"):

@@ -7,28 +7,23 @@
 # (utime + stime from /proc, so what the broker spends, whoever is the bottleneck).
 set -euo pipefail
 old=$1 new=$2 rounds=${3:-3} secs=${4:-5} size=${5:-1024} producers=${6:-1}
-base=$(mktemp -d -p "${SPATE_PERF_DIR:-$PWD}" spate-ab-XXXX)
-trap 'pkill -f "spate serve --cores 1 --data-dir $base" || true; rm -rf "$base"' EXIT
-port=$((20000 + RANDOM % 20000))
-tick=$(getconf CLK_TCK)
+source "$(dirname "$0")/ab-lib.sh"
 echo "binary acks msg/s broker_cpu_s_per_GB"
 for r in $(seq "$rounds"); do
   for which in old new; do
     bin=$old; [ $which = new ] && bin=$new
-    rm -rf "$base/data"
-    "$bin" serve --cores 1 --data-dir "$base/data" --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$((port + 1)) >"$base/broker.log" 2>&1 &
-    pid=$!
-    for _ in $(seq 100); do "$new" cluster info -b 127.0.0.1:$port >/dev/null 2>&1 && break; sleep 0.1; done
+    rm -rf "$dir/data"
+    serve "$bin"
     for acks in all 1; do
-      before=$(awk '{print $14 + $15}' /proc/$pid/stat)
+      before=$(cpu_ticks)
       json=$("$new" bench produce -b 127.0.0.1:$port --topic "p-$acks" --acks $acks --message-size "$size" --producers "$producers" --duration "$secs" --json 2>/dev/null)
-      after=$(awk '{print $14 + $15}' /proc/$pid/stat)
+      after=$(cpu_ticks)
       python3 -c 'import json,sys; j=json.loads(sys.argv[1])["produced"]; cpu=(int(sys.argv[3])-int(sys.argv[2]))/int(sys.argv[4]); gb=j["messages"]*int(sys.argv[7])/1e9; print(sys.argv[5], sys.argv[6], round(j["msg_per_s"]), round(cpu/gb, 2))' "$json" "$before" "$after" "$tick" "$which" "$acks" "$size"
     done
-    kill "$pid"; wait "$pid" 2>/dev/null || true
+    stop
   done
-done | tee "$base/runs"
-python3 - "$base/runs" <<'PY'
+done | tee "$dir/runs"
+python3 - "$dir/runs" <<'PY'
 import statistics, sys, collections
 runs = collections.defaultdict(list)
 for line in open(sys.argv[1]).read().split("\n"):

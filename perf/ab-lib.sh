@@ -1,0 +1,22 @@
+# Sourced by perf/ab-*.sh: a scratch directory under $SPATE_PERF_DIR (or the current one), a free-ish
+# port, and starting and stopping one broker binary at a time on them (--cores 1). Sets `dir`,
+# `port`, `pid` and `tick`; removes the directory and stops the broker on exit.
+dir=$(mktemp -d -p "${SPATE_PERF_DIR:-$PWD}" spate-ab-XXXX)
+port=$((20000 + RANDOM % 20000))
+tick=$(getconf CLK_TCK)
+pid=
+# By pid: the binaries need not be called spate.
+stop() { [ -n "$pid" ] || return 0; kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=; }
+# The runs loop is usually piped into tee, a subshell whose `pid` this shell never sees: on exit,
+# also stop anything still serving this directory (matched by it, whatever the binary's name).
+trap 'stop; pkill -f -- "--data-dir $dir/data" || true; rm -rf "$dir"' EXIT
+# serve BINARY: starts it on $dir/data and waits until it answers.
+serve() {
+  "$1" serve --cores 1 --data-dir "$dir/data" --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$((port + 1)) >"$dir/broker.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do "$1" cluster info -b 127.0.0.1:$port >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "broker $1 did not start: $(tail -3 "$dir/broker.log")" >&2
+  exit 1
+}
+# The broker's CPU time so far (utime + stime of all its threads), in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' /proc/$pid/stat; }
