@@ -12,7 +12,8 @@ serve "$new"
 "$new" bench produce -b 127.0.0.1:$port --topic t1k --message-size 1024 --messages $((gib * 1048576)) --acks 1 >/dev/null
 "$new" bench produce -b 127.0.0.1:$port --topic t16k --message-size 16384 --messages $((gib * 65536)) --acks 1 >/dev/null
 stop
-echo "binary topic MB/s"
+header="binary topic MB/s"
+echo "$header"
 for r in $(seq "$rounds"); do
   for which in old new; do
     bin=$old; [ $which = new ] && bin=$new
@@ -25,12 +26,4 @@ for r in $(seq "$rounds"); do
     stop
   done
 done | tee "$dir/runs"
-python3 - "$dir/runs" <<'PY'
-import statistics, sys, collections
-runs = collections.defaultdict(list)
-for line in open(sys.argv[1]).read().split("\n"):
-    if line.strip():
-        b, t, mb = line.split(); runs[(b, t)].append(float(mb))
-for (b, t), v in sorted(runs.items()):
-    print(f"median {b} {t}: {statistics.median(v):.0f} MB/s over {len(v)} runs {v}")
-PY
+medians 2 "$header"

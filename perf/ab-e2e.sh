@@ -8,7 +8,8 @@
 set -euo pipefail
 old=$1 new=$2 rounds=${3:-3} rate=${4:-50000} linger=${5:-0} acks=${6:-1} secs=${7:-8} size=${8:-1024}
 source "$(dirname "$0")/ab-lib.sh"
-echo "binary p50_ms p99_ms p999_ms broker_cpu_ms_per_1000_msgs"
+header="binary p50_ms p99_ms p999_ms broker_cpu_ms_per_1000_msgs"
+echo "$header"
 for r in $(seq "$rounds"); do
   for which in old new; do
     bin=$old; [ $which = new ] && bin=$new
@@ -22,14 +23,4 @@ for r in $(seq "$rounds"); do
     stop
   done
 done | tee "$dir/runs"
-python3 - "$dir/runs" <<'PY'
-import statistics, sys, collections
-runs = collections.defaultdict(list)
-for line in open(sys.argv[1]).read().split("\n"):
-    if line.strip():
-        b, *v = line.split(); runs[b].append(tuple(float(x) for x in v))
-for b, v in sorted(runs.items()):
-    med = [statistics.median(x[i] for x in v) for i in range(4)]
-    print(f"median {b}: p50 {med[0]:.3f} ms, p99 {med[1]:.3f} ms, p99.9 {med[2]:.3f} ms, "
-          f"broker CPU {med[3]:.3f} ms per 1,000 messages over {len(v)} runs")
-PY
+medians 1 "$header"

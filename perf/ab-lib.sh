@@ -20,3 +20,20 @@ serve() {
 }
 # The broker's CPU time so far (utime + stime of all its threads), in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' /proc/$pid/stat; }
+# medians NKEYS "HEADER": reads $dir/runs (one line per run: NKEYS key fields, then numbers) and
+# prints, for each key, the median of each number (named by HEADER's fields) and the runs.
+medians() {
+  python3 - "$1" "$2" "$dir/runs" <<'PY'
+import statistics, sys, collections
+nkeys, names, path = int(sys.argv[1]), sys.argv[2].split()[int(sys.argv[1]):], sys.argv[3]
+runs = collections.defaultdict(list)
+for line in open(path):
+    f = line.split()
+    if f:
+        runs[tuple(f[:nkeys])].append([float(x) for x in f[nkeys:]])
+num = lambda x: f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+for key, v in sorted(runs.items()):
+    meds = ", ".join(f"{n} {num(statistics.median(r[i] for r in v))}" for i, n in enumerate(names))
+    print(f"median {' '.join(key)}: {meds} over {len(v)} runs: {'; '.join(' '.join(num(x) for x in r) for r in v)}")
+PY
+}

@@ -8,7 +8,8 @@
 set -euo pipefail
 old=$1 new=$2 rounds=${3:-3} secs=${4:-5} size=${5:-1024} producers=${6:-1}
 source "$(dirname "$0")/ab-lib.sh"
-echo "binary acks msg/s broker_cpu_s_per_GB"
+header="binary acks msg/s broker_cpu_s_per_GB"
+echo "$header"
 for r in $(seq "$rounds"); do
   for which in old new; do
     bin=$old; [ $which = new ] && bin=$new
@@ -23,13 +24,4 @@ for r in $(seq "$rounds"); do
     stop
   done
 done | tee "$dir/runs"
-python3 - "$dir/runs" <<'PY'
-import statistics, sys, collections
-runs = collections.defaultdict(list)
-for line in open(sys.argv[1]).read().split("\n"):
-    if line.strip():
-        b, acks, msgs, cpu = line.split(); runs[(b, acks)].append((float(msgs), float(cpu)))
-for (b, acks), v in sorted(runs.items()):
-    print(f"median {b} acks={acks}: {statistics.median(m for m, _ in v):,.0f} msg/s, "
-          f"{statistics.median(c for _, c in v):.2f} broker CPU s/GB over {len(v)} runs {v}")
-PY
+medians 2 "$header"
