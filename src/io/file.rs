@@ -38,6 +38,25 @@ impl std::ops::Deref for ReadChunk {
     }
 }
 
+/// Copies the bytes of `parts`, taken as one stream, from byte `from` on into `dst`, and fills
+/// what is left of `dst` past their end with zeros.
+pub fn copy_from_parts(parts: &[&[u8]], mut from: usize, dst: &mut [u8]) {
+    let mut at = 0;
+    for p in parts {
+        if from >= p.len() {
+            from -= p.len();
+            continue;
+        }
+        let n = (p.len() - from).min(dst.len() - at);
+        dst[at..at + n].copy_from_slice(&p[from..from + n]);
+        (at, from) = (at + n, 0);
+        if at == dst.len() {
+            return;
+        }
+    }
+    dst[at..].fill(0);
+}
+
 /// An open segment file. Owned by the core that owns the partition.
 #[derive(Clone)]
 pub struct SegmentFile {
@@ -215,26 +234,12 @@ impl SegmentFile {
         };
         let first = if first_block_apart && padded > DMA_ALIGNMENT_BYTES { DMA_ALIGNMENT_BYTES } else { padded };
         let mut head = file.alloc_dma_buffer(first);
-        let mut rest = (first < padded).then(|| file.alloc_dma_buffer(padded - first));
-        {
-            // Copy the parts into head, then rest, as one stream of bytes, then the zero padding.
-            let mut dsts: Vec<&mut [u8]> = std::iter::once(head.as_bytes_mut()).chain(rest.as_mut().map(|b| b.as_bytes_mut())).collect();
-            let (mut d, mut at) = (0, 0);
-            for p in parts {
-                let mut p = &p[..];
-                while !p.is_empty() {
-                    if at == dsts[d].len() {
-                        (d, at) = (d + 1, 0);
-                    }
-                    let n = p.len().min(dsts[d].len() - at);
-                    dsts[d][at..at + n].copy_from_slice(&p[..n]);
-                    (p, at) = (&p[n..], at + n);
-                }
-            }
-            for (i, dst) in dsts.iter_mut().enumerate().skip(d) {
-                dst[if i == d { at } else { 0 }..].fill(0);
-            }
-        }
+        copy_from_parts(parts, 0, head.as_bytes_mut());
+        let rest = (first < padded).then(|| {
+            let mut rest = file.alloc_dma_buffer(padded - first);
+            copy_from_parts(parts, first, rest.as_bytes_mut());
+            rest
+        });
         let op = Op::start();
         let written = match rest {
             None => file.write_at(head, pos).await.map_err(to_io)?,

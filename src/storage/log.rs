@@ -38,7 +38,7 @@ use crate::config::limits::{
     SEGMENT_READ_MAX_BYTES, SEGMENT_WRITE_MAX_BYTES,
 };
 use crate::config::{TimestampType, TopicConfig};
-use crate::io::file::{ReadChunk, SegmentFile};
+use crate::io::file::{copy_from_parts, ReadChunk, SegmentFile};
 use crate::io::fs;
 use crate::protocol::batch::{self, BatchHeader, LOG_OVERHEAD};
 
@@ -1450,16 +1450,9 @@ async fn read_batches(
 
 /// The last `n` bytes of the concatenation of `parts`.
 fn last_bytes(parts: &[&[u8]], n: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(n);
-    let mut skip = parts.iter().map(|p| p.len()).sum::<usize>() - n;
-    for p in parts {
-        if skip >= p.len() {
-            skip -= p.len();
-            continue;
-        }
-        out.extend_from_slice(&p[skip..]);
-        skip = 0;
-    }
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = vec![0; n];
+    copy_from_parts(parts, total - n, &mut out);
     out
 }
 
@@ -1725,6 +1718,22 @@ mod tests {
         });
     }
 
+    /// Reads the log from offset 0 to `end` from the segment file (the cache turned off),
+    /// checking that every batch follows the one before.
+    async fn read_back_in_order(log: &PartitionLog, end: i64) {
+        log.set_cache_cap(0);
+        let (mut next, mut offset) = (0, 0);
+        while offset < end {
+            let r = log.read(offset, 1 << 20).await.unwrap();
+            batch::scan(&r.records, |_, h| {
+                assert_eq!(h.base_offset, next);
+                next = h.last_offset() + 1;
+            });
+            assert!(next > offset, "a read at {offset} found nothing");
+            offset = next;
+        }
+    }
+
     #[test]
     fn appends_beyond_the_write_cap_are_written_in_turns_and_in_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -1750,16 +1759,7 @@ mod tests {
             let writes = log.stats().writes;
             assert!(writes >= 20, "40 batches, at most two per write, in {writes} writes");
             // Everything reads back in order, from the segment file too.
-            log.set_cache_cap(0);
-            let (mut next, mut offset) = (0, 0);
-            while offset < 120 {
-                let r = log.read(offset, 1 << 20).await.unwrap();
-                batch::scan(&r.records, |_, h| {
-                    assert_eq!(h.base_offset, next);
-                    next = h.last_offset() + 1;
-                });
-                offset = next;
-            }
+            read_back_in_order(&log, 120).await;
             log.close().await.unwrap();
             let log = PartitionLog::open(path.join("p"), config(), Rc::new(Notify::default())).await.unwrap();
             assert_eq!(log.offsets().log_end, 120, "all of it is in the segment after a reopen");
@@ -1795,17 +1795,7 @@ mod tests {
                 log.append(&[batch(300)], false).await.unwrap();
             }
             // Everything reads back in order from the segment file.
-            log.set_cache_cap(0);
-            let (mut next, mut offset) = (0, 0);
-            while offset < 24_000 {
-                let r = log.read(offset, 1 << 20).await.unwrap();
-                batch::scan(&r.records, |_, h| {
-                    assert_eq!(h.base_offset, next);
-                    next = h.last_offset() + 1;
-                });
-                assert!(next > offset, "a read at {offset} found nothing");
-                offset = next;
-            }
+            read_back_in_order(&log, 24_000).await;
             log.close().await.unwrap();
             let on_disk = SegmentFile::open(&seg_path, false).await.unwrap().size().await.unwrap();
             assert_eq!(on_disk, 80 * one, "a clean close trims the file to its data");
