@@ -1,58 +1,112 @@
-//! Cross-core calls over glommio's channel mesh: `invoke_on(core, f)` runs `f` on `core` and
-//! returns its result, the way Seastar's `invoke_on` does.
+//! Cross-core calls: `invoke_on(core, f)` runs `f` on `core` and returns its result, the way
+//! Seastar's `invoke_on` does.
 //!
-//! Each ordered pair of cores has a bounded lock-free channel carrying boxed jobs; each core runs
-//! one receiving task per peer that starts every job as a local task. Replies travel on a
-//! one-shot channel whose waker is safe to wake from a foreign thread. A job aimed at the calling
-//! core runs inline, with no hop.
+//! Each ordered pair of cores has a bounded lock-free channel (glommio's `shared_channel`)
+//! carrying boxed jobs; each core runs one receiving task per peer that starts every job as a
+//! local task. Replies travel on a one-shot channel whose waker is safe to wake from a foreign
+//! thread. A job aimed at the calling core runs inline, with no hop.
+//!
+//! Every channel is made on the main thread, and each core is handed its own ends whole: an end
+//! moves to one thread once and is never cloned. glommio's `MeshBuilder` is not used because it
+//! is not safe to share: it is `Send` and `Clone` but counts its clones with an `Rc`, so cores
+//! cloning or dropping their copies at the same moment corrupt the count (AddressSanitizer caught
+//! a use after free there, and a broker once aborted with "double free detected" at start-up).
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::Mutex;
 
-use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
+use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
 
 use crate::config::limits;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The mesh as built on the main thread, before the executors join it.
-#[derive(Clone)]
-pub struct MeshSeed(MeshBuilder<Job, Full>);
+/// One core's unconnected ends: a sender to every other core, a receiver from every other core.
+struct Ends {
+    core: usize,
+    to: Vec<Option<SharedSender<Job>>>,
+    from: Vec<SharedReceiver<Job>>,
+}
+
+/// The mesh as built on the main thread, before the executors join it; shared by them (in an
+/// `Arc`), each taking one core's ends.
+pub struct MeshSeed {
+    cores: usize,
+    unclaimed: Mutex<Vec<Ends>>,
+}
 
 impl MeshSeed {
     pub fn new(cores: usize) -> MeshSeed {
-        MeshSeed(MeshBuilder::full(cores, limits::MESH_CHANNEL_DEPTH))
+        let mut to: Vec<Vec<Option<SharedSender<Job>>>> = (0..cores).map(|_| (0..cores).map(|_| None).collect()).collect();
+        let mut from: Vec<Vec<SharedReceiver<Job>>> = (0..cores).map(|_| Vec::new()).collect();
+        for (a, to_a) in to.iter_mut().enumerate() {
+            for (b, slot) in to_a.iter_mut().enumerate() {
+                if a != b {
+                    let (tx, rx) = shared_channel::new_bounded(limits::MESH_CHANNEL_DEPTH);
+                    *slot = Some(tx);
+                    from[b].push(rx);
+                }
+            }
+        }
+        let mut unclaimed: Vec<Ends> =
+            to.into_iter().zip(from).enumerate().map(|(core, (to, from))| Ends { core, to, from }).collect();
+        // Claimed by popping: core 0 first.
+        unclaimed.reverse();
+        MeshSeed { cores, unclaimed: Mutex::new(unclaimed) }
     }
 }
 
 /// One core's end of the mesh. Owned by that core (not `Send`).
 pub struct Mesh {
-    senders: Senders<Job>,
-    receivers: RefCell<Option<Receivers<Job>>>,
+    core: usize,
+    /// `None` at this core's own index.
+    senders: Vec<Option<ConnectedSender<Job>>>,
+    receivers: RefCell<Option<Vec<ConnectedReceiver<Job>>>>,
 }
 
 impl Mesh {
-    /// Joins the mesh; returns this core's end. The shard index is `Mesh::core()`.
-    pub async fn join(seed: MeshSeed) -> anyhow::Result<Rc<Mesh>> {
-        let (senders, receivers) =
-            seed.0.join().await.map_err(|_| anyhow::anyhow!("joining the cross-core mesh failed"))?;
-        Ok(Rc::new(Mesh { senders, receivers: RefCell::new(Some(receivers)) }))
+    /// Joins the mesh: claims the ends of a core no executor has claimed yet, and connects them.
+    /// Returns this core's end; the shard index is `Mesh::core()`. Call once per executor.
+    pub async fn join(seed: &MeshSeed) -> anyhow::Result<Rc<Mesh>> {
+        let ends = seed
+            .unclaimed
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the cross-core mesh's lock was poisoned"))?
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("more executors than the {} cores of the mesh", seed.cores))?;
+        // A sender's connect waits for its receiver's, and the other way round: every end is
+        // connected in a task of its own, all at once, or two cores would wait on each other.
+        let sending: Vec<_> = ends.to.into_iter().map(|tx| tx.map(|tx| glommio::spawn_local(tx.connect()))).collect();
+        let receiving: Vec<_> = ends.from.into_iter().map(|rx| glommio::spawn_local(rx.connect())).collect();
+        let mut senders = Vec::with_capacity(sending.len());
+        for task in sending {
+            senders.push(match task {
+                Some(task) => Some(task.await),
+                None => None,
+            });
+        }
+        let mut receivers = Vec::with_capacity(receiving.len());
+        for task in receiving {
+            receivers.push(task.await);
+        }
+        Ok(Rc::new(Mesh { core: ends.core, senders, receivers: RefCell::new(Some(receivers)) }))
     }
 
     /// This core's shard index, 0..cores.
     pub fn core(&self) -> usize {
-        self.senders.peer_id()
+        self.core
     }
 
     pub fn cores(&self) -> usize {
-        self.senders.nr_consumers()
+        self.senders.len()
     }
 
     /// Starts the tasks that run jobs sent here by other cores. Call once.
     pub fn serve(&self) {
-        let mut receivers = self.receivers.borrow_mut().take().expect("Mesh::serve called twice");
-        for (_peer, rx) in receivers.streams() {
+        let receivers = self.receivers.borrow_mut().take().expect("Mesh::serve called twice");
+        for rx in receivers {
             glommio::spawn_local(async move {
                 while let Some(job) = rx.recv().await {
                     job();
@@ -80,7 +134,8 @@ impl Mesh {
             })
             .detach();
         });
-        if self.senders.send_to(core, job).await.is_err() {
+        let tx = self.senders[core].as_ref().expect("invoke_on another core has a sender to it");
+        if tx.send(job).await.is_err() {
             panic!("cross-core channel to core {core} closed while the broker runs");
         }
         rx.recv_async().await.expect("a core dropped a cross-core reply")
@@ -88,6 +143,58 @@ impl Mesh {
 
     /// Closes this core's senders (at shutdown).
     pub fn close(&self) {
-        self.senders.close();
+        for tx in self.senders.iter().flatten() {
+            tx.close();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Every core claims a distinct index, and a job sent to each other core runs there and
+    /// answers. Run a few times: the cores join at the same moment, which is where sharing one
+    /// builder between them once corrupted its reference count.
+    #[test]
+    fn every_core_claims_its_own_index_and_reaches_every_other() {
+        for _ in 0..5 {
+            let cores = 2;
+            let seed = Arc::new(MeshSeed::new(cores));
+            let claimed = Arc::new(Mutex::new(Vec::new()));
+            let done = Arc::new(AtomicUsize::new(0));
+            crate::io::rt::run_pinned(cores, {
+                let (seed, claimed, done) = (seed.clone(), claimed.clone(), done.clone());
+                move || {
+                    let (seed, claimed, done) = (seed.clone(), claimed.clone(), done.clone());
+                    async move {
+                        let mesh = Mesh::join(&seed).await?;
+                        claimed.lock().unwrap().push(mesh.core());
+                        mesh.serve();
+                        for other in 0..mesh.cores() {
+                            let ran_on = mesh.invoke_on(other, move || async move { other }).await;
+                            assert_eq!(ran_on, other);
+                        }
+                        // Stay until every core has had its answers: a core that has ended runs
+                        // no more jobs.
+                        done.fetch_add(1, Ordering::AcqRel);
+                        while done.load(Ordering::Acquire) < cores {
+                            crate::io::rt::sleep(Duration::from_millis(1)).await;
+                        }
+                        mesh.close();
+                        Ok(())
+                    }
+                }
+            })
+            .unwrap();
+            let mut claimed = claimed.lock().unwrap().clone();
+            claimed.sort();
+            assert_eq!(claimed, vec![0, 1]);
+            assert!(seed.unclaimed.lock().unwrap().is_empty());
+        }
     }
 }

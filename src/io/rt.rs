@@ -12,6 +12,9 @@ pub type Task<T> = glommio::Task<T>;
 
 /// Runs `f(())` on `cores` executors, each pinned to its own CPU, and waits for all of them.
 /// Each executor learns its shard index from the cross-core mesh (see [`super::mesh`]).
+///
+/// `f` is cloned on the executors' threads, all at once: what it captures must be safe to clone
+/// and drop from several threads together (an `Arc`, not a `Send` type that counts with an `Rc`).
 pub fn run_pinned<F, Fut>(cores: usize, f: F) -> anyhow::Result<()>
 where
     F: Fn() -> Fut + Send + Clone + 'static,

@@ -75,7 +75,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let config = Arc::new(config);
     let image = Arc::new(MetadataImage::new(topics));
-    let seed = MeshSeed::new(config.cores);
+    let seed = Arc::new(MeshSeed::new(config.cores));
     let all = Arc::new(AllCores::new(config.cores));
     let result = rt::run_pinned(config.cores, move || {
         let (config, image, seed, all, cluster_id, shutdown) =
@@ -135,12 +135,13 @@ impl AllCores {
 async fn run_shard(
     config: Arc<Config>,
     image: Arc<MetadataImage>,
-    seed: MeshSeed,
+    seed: Arc<MeshSeed>,
     all: Arc<AllCores>,
     cluster_id: Arc<str>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let mesh = Mesh::join(seed).await?;
+    let mesh = Mesh::join(&seed).await?;
+    drop(seed);
     let core = mesh.core();
     crate::metrics::set_core(core);
     let shard = Shard::install(core, config.clone(), cluster_id, mesh);
