@@ -187,13 +187,13 @@ fn mesh(c: &mut Criterion) {
     g.bench_function("hop/round_trip", |b| {
         b.iter_custom(|iters| {
             let took = Arc::new(Mutex::new(Duration::ZERO));
-            let seed = MeshSeed::new(2);
+            let seed = Arc::new(MeshSeed::new(2));
             let out = took.clone();
             let (stop_tx, stop_rx) = flume::bounded::<()>(1);
             rt::run_pinned(2, move || {
                 let (seed, out, stop_tx, stop_rx) = (seed.clone(), out.clone(), stop_tx.clone(), stop_rx.clone());
                 async move {
-                    let mesh = Mesh::join(seed).await?;
+                    let mesh = Mesh::join(&seed).await?;
                     mesh.serve();
                     if mesh.core() == 0 {
                         let started = Instant::now();
