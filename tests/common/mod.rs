@@ -19,6 +19,12 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+/// The `spate` binary the harness runs: cargo's build of it, or the one `SPATE_TEST_BIN` names
+/// (scripts/asan points it at a build with AddressSanitizer).
+pub fn spate_bin() -> PathBuf {
+    std::env::var_os("SPATE_TEST_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_spate")))
+}
+
 /// A broker process. Killed (SIGKILL) and its data directory removed on drop.
 pub struct Broker {
     child: Option<Child>,
@@ -101,7 +107,7 @@ impl Broker {
     fn spawn(&mut self) {
         self.starts += 1;
         let log = std::fs::File::create(self.log_path(self.starts)).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spate"));
+        let mut cmd = Command::new(spate_bin());
         cmd.arg("serve")
             .arg("--listen")
             .arg(self.bootstrap())
@@ -208,7 +214,7 @@ impl Broker {
 
     /// Starts a process that must fail; returns its stderr.
     pub fn run_failing(args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_spate")).args(args).output().unwrap();
+        let out = Command::new(spate_bin()).args(args).output().unwrap();
         assert!(!out.status.success(), "expected failure from {args:?}");
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
@@ -219,7 +225,7 @@ impl Broker {
     pub fn run_failing_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> String {
         let dir = tempfile::tempdir().unwrap();
         let err_path = dir.path().join("stderr");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spate"));
+        let mut cmd = Command::new(spate_bin());
         cmd.args(args).stdout(Stdio::null()).stderr(std::fs::File::create(&err_path).unwrap());
         setup(&mut cmd);
         let mut child = cmd.spawn().unwrap();
