@@ -10,7 +10,7 @@
 //! moves to one thread once and is never cloned. glommio's `MeshBuilder` is not used because it
 //! is not safe to share: it is `Send` and `Clone` but counts its clones with an `Rc`, so cores
 //! cloning or dropping their copies at the same moment corrupt the count (AddressSanitizer caught
-//! a use after free there, and a broker once aborted with "double free detected" at start-up).
+//! a use after free there, and a broker in CI once aborted with "double free detected").
 
 use std::cell::RefCell;
 use std::future::Future;
