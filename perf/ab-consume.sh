@@ -14,16 +14,13 @@ serve "$new"
 stop
 header="binary topic MB/s"
 echo "$header"
-for r in $(seq "$rounds"); do
-  for which in old new; do
-    bin=$old; [ $which = new ] && bin=$new
-    serve "$bin"
-    for t in t1k t16k; do
-      size=1024; [ $t = t16k ] && size=16384
-      mb=$("$new" bench consume -b 127.0.0.1:$port --topic $t --message-size $size --json 2>/dev/null | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["consumed"]["mb_per_s"]))')
-      echo "$which $t $mb"
-    done
-    stop
+run() {
+  local t size mb
+  for t in t1k t16k; do
+    size=1024; [ $t = t16k ] && size=16384
+    mb=$("$new" bench consume -b 127.0.0.1:$port --topic $t --message-size $size --json 2>/dev/null | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["consumed"]["mb_per_s"]))')
+    echo "$1 $t $mb"
   done
-done | tee "$dir/runs"
+}
+alternate "$rounds" run | tee "$dir/runs"
 medians 2 "$header"

@@ -18,6 +18,20 @@ serve() {
   echo "broker $1 did not start: $(tail -3 "$dir/broker.log")" >&2
   exit 1
 }
+# alternate ROUNDS FUNC [fresh]: ROUNDS times, the old binary then the new ($old, $new): starts it
+# (on an emptied data directory with `fresh`), runs FUNC with `old` or `new` as its argument while
+# it serves, and stops it. Pipe it into tee "$dir/runs" for `medians`.
+alternate() {
+  local r which
+  for r in $(seq "$1"); do
+    for which in old new; do
+      [ "${3:-}" = fresh ] && rm -rf "$dir/data"
+      if [ $which = new ]; then serve "$new"; else serve "$old"; fi
+      "$2" $which
+      stop
+    done
+  done
+}
 # The broker's CPU time so far (utime + stime of all its threads), in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' /proc/$pid/stat; }
 # medians NKEYS "HEADER": reads $dir/runs (one line per run: NKEYS key fields, then numbers) and

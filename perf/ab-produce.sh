@@ -10,18 +10,14 @@ old=$1 new=$2 rounds=${3:-3} secs=${4:-5} size=${5:-1024} producers=${6:-1}
 source "$(dirname "$0")/ab-lib.sh"
 header="binary acks msg/s broker_cpu_s_per_GB"
 echo "$header"
-for r in $(seq "$rounds"); do
-  for which in old new; do
-    bin=$old; [ $which = new ] && bin=$new
-    rm -rf "$dir/data"
-    serve "$bin"
-    for acks in all 1; do
-      before=$(cpu_ticks)
-      json=$("$new" bench produce -b 127.0.0.1:$port --topic "p-$acks" --acks $acks --message-size "$size" --producers "$producers" --duration "$secs" --json 2>/dev/null)
-      after=$(cpu_ticks)
-      python3 -c 'import json,sys; j=json.loads(sys.argv[1])["produced"]; cpu=(int(sys.argv[3])-int(sys.argv[2]))/int(sys.argv[4]); gb=j["messages"]*int(sys.argv[7])/1e9; print(sys.argv[5], sys.argv[6], round(j["msg_per_s"]), round(cpu/gb, 2))' "$json" "$before" "$after" "$tick" "$which" "$acks" "$size"
-    done
-    stop
+run() {
+  local acks before after json
+  for acks in all 1; do
+    before=$(cpu_ticks)
+    json=$("$new" bench produce -b 127.0.0.1:$port --topic "p-$acks" --acks $acks --message-size "$size" --producers "$producers" --duration "$secs" --json 2>/dev/null)
+    after=$(cpu_ticks)
+    python3 -c 'import json,sys; j=json.loads(sys.argv[1])["produced"]; cpu=(int(sys.argv[3])-int(sys.argv[2]))/int(sys.argv[4]); gb=j["messages"]*int(sys.argv[7])/1e9; print(sys.argv[5], sys.argv[6], round(j["msg_per_s"]), round(cpu/gb, 2))' "$json" "$before" "$after" "$tick" "$1" "$acks" "$size"
   done
-done | tee "$dir/runs"
+}
+alternate "$rounds" run fresh | tee "$dir/runs"
 medians 2 "$header"
