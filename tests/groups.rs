@@ -65,6 +65,34 @@ fn poll_all(consumers: &[BaseConsumer], seen: &mut Vec<Vec<i64>>, mut done: impl
     }
 }
 
+/// As in Kafka, looking up a group coordinator creates `__consumer_offsets`, so neither the
+/// first commit nor the first settled group (whose membership is written there) does it inside
+/// a member's session.
+#[test]
+fn the_first_coordinator_lookup_creates_the_offsets_topic() {
+    use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
+    use kafka_protocol::protocol::StrBytes;
+    let broker = Broker::start(GROUP_FLAGS);
+    let offsets_dir = broker.data_dir().join("topics").join("__consumer_offsets");
+    let lookup = |version: i16, key_type: i8| {
+        let mut req = FindCoordinatorRequest::default().with_key_type(key_type);
+        if version >= 4 {
+            req.coordinator_keys = vec![StrBytes::from_static_str("g-lookup")];
+        } else {
+            req.key = StrBytes::from_static_str("g-lookup");
+        }
+        let r: FindCoordinatorResponse = common::Raw::connect(broker.port).call(ApiKey::FindCoordinator, version, &req, version);
+        if version >= 4 { r.coordinators[0].error_code } else { r.error_code }
+    };
+    assert_eq!(lookup(3, 1), 15, "transactions: COORDINATOR_NOT_AVAILABLE");
+    assert!(!offsets_dir.exists(), "a transaction coordinator lookup creates nothing");
+    assert_eq!(lookup(3, 0), 0);
+    // Answered once every partition exists.
+    let partitions = std::fs::read_dir(&offsets_dir).unwrap().filter(|e| e.as_ref().unwrap().path().is_dir()).count();
+    assert_eq!(partitions, 50);
+    assert_eq!(lookup(4, 0), 0, "later lookups find it");
+}
+
 #[test]
 fn three_members_share_six_partitions_and_read_every_record_once() {
     let broker = Broker::start(GROUP_FLAGS);

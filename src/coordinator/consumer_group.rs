@@ -200,6 +200,9 @@ struct Member {
     /// What it was told to give up and has not yet reported released; still its own.
     pending_revocation: Partitions,
     session_deadline_ms: i64,
+    /// OffsetCommits of this member still being written: each keeps the session alive (see
+    /// `commits_in_flight` in `coordinator::group`).
+    commits_in_flight: u32,
     /// Set while `UnrevokedPartitions`: fenced if it has not revoked by then.
     rebalance_deadline_ms: Option<i64>,
 }
@@ -220,6 +223,7 @@ impl Member {
             assigned: Partitions::new(),
             pending_revocation: Partitions::new(),
             session_deadline_ms: 0,
+            commits_in_flight: 0,
             rebalance_deadline_ms: None,
         }
     }
@@ -321,9 +325,31 @@ impl ConsumerGroup {
         Ok(())
     }
 
+    /// A member's OffsetCommit is being written: its session cannot expire until
+    /// [`ConsumerGroup::commit_ended`].
+    pub fn commit_started(&mut self, member_id: &str) {
+        if let Some(m) = self.members.get_mut(member_id) {
+            m.commits_in_flight += 1;
+        }
+    }
+
+    /// The write of a commit from [`ConsumerGroup::commit_started`] ended, well or not; the
+    /// session runs again from `now`.
+    pub fn commit_ended(&mut self, member_id: &str, now: i64) {
+        let timeout = self.config.session_timeout_ms as i64;
+        if let Some(m) = self.members.get_mut(member_id) {
+            m.commits_in_flight = m.commits_in_flight.saturating_sub(1);
+            m.session_deadline_ms = m.session_deadline_ms.max(now + timeout);
+        }
+    }
+
     /// The earliest time at which [`ConsumerGroup::tick`] can remove a member.
     pub fn next_deadline(&self) -> Option<i64> {
-        self.members.values().flat_map(|m| [Some(m.session_deadline_ms), m.rebalance_deadline_ms]).flatten().min()
+        self.members
+            .values()
+            .flat_map(|m| [(m.commits_in_flight == 0).then_some(m.session_deadline_ms), m.rebalance_deadline_ms])
+            .flatten()
+            .min()
     }
 
     /// Removes members whose session expired and members that did not revoke within their
@@ -331,7 +357,7 @@ impl ConsumerGroup {
     pub fn tick(&mut self, now_ms: i64) -> Vec<String> {
         let mut removed = Vec::new();
         for (id, m) in &self.members {
-            if m.session_deadline_ms <= now_ms {
+            if m.session_deadline_ms <= now_ms && m.commits_in_flight == 0 {
                 tracing::info!(group = %self.id, member = %id, "member session expired");
                 removed.push(id.clone());
             } else if m.rebalance_deadline_ms.is_some_and(|d| d <= now_ms) {
@@ -1115,6 +1141,20 @@ mod tests {
         assert_eq!(g.tick(45_040), vec!["b".to_string()]);
         assert_eq!(g.group_epoch(), 3);
         assert_eq!(ok(g.heartbeat(hb("a", 2, &[(T, &[0, 1])]), &tp, 45_100)), (3, Some(wire(&[(T, &[0, 1, 2, 3])]))));
+    }
+
+    #[test]
+    fn a_commit_being_written_keeps_the_session_alive() {
+        let (mut g, tp) = two_members();
+        g.commit_started("b");
+        ok(g.heartbeat(hb("a", 2, &[(T, &[0, 1])]), &tp, 40_000));
+        assert_eq!(g.next_deadline(), Some(85_000), "only a's session can end: b's commit holds b's");
+        assert!(g.tick(50_000).is_empty(), "b's session would have ended at 45,040");
+        g.commit_ended("b", 60_000);
+        ok(g.heartbeat(hb("a", 2, &[(T, &[0, 1])]), &tp, 80_000));
+        assert_eq!(g.next_deadline(), Some(105_000), "b's session runs again from the commit's end");
+        assert!(g.tick(104_999).is_empty());
+        assert_eq!(g.tick(105_000), vec!["b".to_string()]);
     }
 
     #[test]

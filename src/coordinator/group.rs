@@ -144,6 +144,11 @@ struct Member {
     sync_token: Option<Token>,
     /// Joined the current generation but has not sent its SyncGroup yet.
     awaiting_sync: bool,
+    /// OffsetCommits of this member still being written. Each keeps the session alive, as a
+    /// JoinGroup or SyncGroup wait does: the broker answers a connection's requests in order,
+    /// so the answer to the member's next heartbeat waits behind a slow commit (a first commit
+    /// creating `__consumer_offsets`, a disk stall), and the client sends no other meanwhile.
+    commits_in_flight: u32,
 }
 
 /// One group's membership. Owned by the core that coordinates the group.
@@ -241,6 +246,23 @@ impl Group {
     pub fn has_member(&self, member_id: &str) -> bool {
         self.members.contains_key(member_id)
     }
+    /// A member's OffsetCommit is being written: its session cannot expire until
+    /// [`Group::commit_ended`] (see `Member::commits_in_flight`).
+    pub fn commit_started(&mut self, member_id: &str) {
+        if let Some(m) = self.members.get_mut(member_id) {
+            m.commits_in_flight += 1;
+        }
+    }
+
+    /// The write of a commit from [`Group::commit_started`] ended, well or not. The commit
+    /// counts as a heartbeat, as in Kafka, so the session runs again from `now`.
+    pub fn commit_ended(&mut self, member_id: &str, now: i64) {
+        if let Some(m) = self.members.get_mut(member_id) {
+            m.commits_in_flight = m.commits_in_flight.saturating_sub(1);
+            m.last_heartbeat_ms = m.last_heartbeat_ms.max(now);
+        }
+    }
+
     /// Whether `member_id` belongs to the current generation.
     pub fn is_member(&self, member_id: &str, generation: i32) -> bool {
         self.members.contains_key(member_id) && generation == self.generation
@@ -251,7 +273,7 @@ impl Group {
         let sessions = self
             .members
             .values()
-            .filter(|m| m.join_token.is_none() && m.sync_token.is_none())
+            .filter(|m| m.join_token.is_none() && m.sync_token.is_none() && m.commits_in_flight == 0)
             .map(|m| m.last_heartbeat_ms + m.session_timeout_ms as i64);
         let pending = self.pending_members.values().copied();
         let rebalance = (self.state == GroupState::PreparingRebalance).then_some(self.rebalance_deadline_ms);
@@ -327,6 +349,7 @@ impl Group {
             join_token: None,
             sync_token: None,
             awaiting_sync: false,
+            commits_in_flight: 0,
         });
         member.protocols = j.protocols;
         member.session_timeout_ms = j.session_timeout_ms;
@@ -433,14 +456,14 @@ impl Group {
     }
 
     /// Drops members whose session expired (members waiting in JoinGroup or SyncGroup are kept
-    /// alive by the wait, as in Kafka), pending member ids never used, and members that did not
-    /// sync in time.
+    /// alive by the wait, as in Kafka, and so are members with a commit being written), pending
+    /// member ids never used, and members that did not sync in time.
     fn expire(&mut self, now: i64, out: &mut Vec<Action>) {
         self.pending_members.retain(|_, deadline| *deadline > now);
         let mut expired: Vec<String> = self
             .members
             .iter()
-            .filter(|(_, m)| m.join_token.is_none() && m.sync_token.is_none())
+            .filter(|(_, m)| m.join_token.is_none() && m.sync_token.is_none() && m.commits_in_flight == 0)
             .filter(|(_, m)| m.last_heartbeat_ms + m.session_timeout_ms as i64 <= now)
             .map(|(id, _)| id.clone())
             .collect();
@@ -666,6 +689,7 @@ impl Group {
                     join_token: None,
                     sync_token: None,
                     awaiting_sync: false,
+                    commits_in_flight: 0,
                 },
             );
         }
@@ -878,6 +902,31 @@ mod tests {
         assert_eq!(join_reply(&acts, 3), (NONE, 2, "a".into(), "a".into(), 1));
         // The expired member is unknown now.
         assert_eq!(hb_error(&g.handle(hb(4, "b", 1), 1103), 4), UNKNOWN);
+    }
+
+    #[test]
+    fn a_commit_being_written_keeps_the_session_alive_and_counts_as_a_heartbeat() {
+        let mut g = stable(&["a", "b"]);
+        g.commit_started("a");
+        g.commit_started("a"); // two commits pipelined on one connection
+        assert_eq!(g.next_deadline(), Some(1100), "only b's session can end");
+        g.handle(hb(1, "b", 1), 3000);
+        let acts = g.handle(Event::Tick, 3000);
+        assert!(acts.is_empty());
+        assert_eq!(g.member_ids(), vec!["a".to_string(), "b".to_string()], "a's session is held by its commits");
+        g.commit_ended("a", 3500);
+        g.handle(Event::Tick, 3600);
+        assert_eq!(g.member_ids().len(), 2, "one commit is still being written");
+        g.commit_ended("a", 3700);
+        assert_eq!(g.next_deadline(), Some(4000), "b's session (last seen at 3000); a's runs from 3700");
+        g.handle(hb(2, "b", 1), 4000);
+        g.handle(Event::Tick, 4699);
+        assert_eq!(g.member_ids().len(), 2);
+        g.handle(Event::Tick, 4700);
+        assert_eq!(g.member_ids(), vec!["b".to_string()], "a's session ran out 1,000 ms after its last commit");
+        // A commit ending for a member that is gone changes nothing.
+        g.commit_ended("a", 4800);
+        assert_eq!(g.member_ids(), vec!["b".to_string()]);
     }
 
     #[test]

@@ -213,6 +213,7 @@ impl Groups {
         if code != 0 || offsets.is_empty() {
             return code;
         }
+        let in_flight = CommitInFlight::start(self, group_id, who);
         if let Err(code) = ensure_offsets_topic(&current()).await {
             return code;
         }
@@ -223,6 +224,7 @@ impl Groups {
         if let Err(code) = append_offset_records(group_id, &records).await {
             return code;
         }
+        drop(in_flight);
         let mut entries = self.entries.borrow_mut();
         self.entry(&mut entries, group_id).offsets.extend(offsets);
         0
@@ -550,6 +552,43 @@ impl Groups {
     }
 }
 
+/// A member's commit being written: keeps its session alive from [`CommitInFlight::start`]
+/// until dropped, however the commit ends (see `commits_in_flight` in `coordinator::group`).
+struct CommitInFlight<'a> {
+    groups: &'a Groups,
+    group_id: &'a str,
+    member_id: Option<&'a str>,
+}
+
+impl<'a> CommitInFlight<'a> {
+    fn start(groups: &'a Groups, group_id: &'a str, who: &'a Committer) -> CommitInFlight<'a> {
+        let member_id = match who {
+            Committer::Member { member_id, .. } => Some(member_id.as_str()),
+            Committer::Simple => None,
+        };
+        if let (Some(m), Some(e)) = (member_id, groups.entries.borrow_mut().get_mut(group_id)) {
+            // A member id belongs to one of the two protocols; the other ignores it.
+            e.group.commit_started(m);
+            if let Some(c) = e.consumer.as_mut() {
+                c.commit_started(m);
+            }
+        }
+        CommitInFlight { groups, group_id, member_id }
+    }
+}
+
+impl Drop for CommitInFlight<'_> {
+    fn drop(&mut self) {
+        let now = now_ms();
+        if let (Some(m), Some(e)) = (self.member_id, self.groups.entries.borrow_mut().get_mut(self.group_id)) {
+            e.group.commit_ended(m, now);
+            if let Some(c) = e.consumer.as_mut() {
+                c.commit_ended(m, now);
+            }
+        }
+    }
+}
+
 /// The topics a KIP-848 group's members subscribe to, if it has members.
 fn consumer_subscriptions(e: &Entry) -> Option<BTreeSet<String>> {
     let c = e.consumer.as_ref().filter(|c| c.has_members())?;
@@ -597,8 +636,9 @@ async fn append_offset_records(group_id: &str, records: &[(Option<bytes::Bytes>,
 }
 
 /// Creates `__consumer_offsets` on first use (core 0 does it; every core has installed it when
-/// this returns).
-async fn ensure_offsets_topic(shard: &Shard) -> Result<(), i16> {
+/// this returns): when a client first looks for a group coordinator, as Kafka does, or failing
+/// that at the first commit.
+pub async fn ensure_offsets_topic(shard: &Shard) -> Result<(), i16> {
     if shard.image().topic(OFFSETS_TOPIC).is_some() {
         return Ok(());
     }

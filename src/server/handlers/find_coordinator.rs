@@ -1,12 +1,19 @@
 //! FindCoordinator (key 10): every group is coordinated by this node (on the core that owns its
 //! `__consumer_offsets` partition, which is Spate's business, not the client's). Transaction
 //! coordinators do not exist yet: COORDINATOR_NOT_AVAILABLE.
+//!
+//! As in Kafka, the first lookup of a group coordinator creates `__consumer_offsets` (50
+//! partitions) and is answered once it exists, COORDINATOR_NOT_AVAILABLE if it cannot be made.
+//! Left to the first commit, the creation would run inside a member's session, and on a slow
+//! disk hold the answers to its heartbeats for seconds (see `commits_in_flight` in
+//! `coordinator::group`).
 
 use std::rc::Rc;
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
+use super::super::groups::ensure_offsets_topic;
 use super::super::shard::Shard;
 use crate::protocol::{ResponseError, StrBytes};
 
@@ -16,7 +23,11 @@ const KEY_TYPE_GROUP: i8 = 0;
 
 pub async fn handle(shard: &Rc<Shard>, version: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let (node, host, port) = (BrokerId(shard.config.node_id), shard.config.advertised_host.clone(), shard.config.advertised_port as i32);
-    let error = if req.key_type == KEY_TYPE_GROUP { 0 } else { ResponseError::CoordinatorNotAvailable.code() };
+    let error = if req.key_type == KEY_TYPE_GROUP && ensure_offsets_topic(shard).await.is_ok() {
+        0
+    } else {
+        ResponseError::CoordinatorNotAvailable.code()
+    };
     let mut resp = FindCoordinatorResponse::default();
     if version >= 4 {
         resp.coordinators = req
