@@ -146,9 +146,18 @@ struct Member {
     awaiting_sync: bool,
     /// OffsetCommits of this member still being written. Each keeps the session alive, as a
     /// JoinGroup or SyncGroup wait does: the broker answers a connection's requests in order,
-    /// so the answer to the member's next heartbeat waits behind a slow commit (a first commit
-    /// creating `__consumer_offsets`, a disk stall), and the client sends no other meanwhile.
+    /// so the answer to the member's next heartbeat waits behind a slow commit (a disk stall, a
+    /// first commit that must create `__consumer_offsets`), and the client sends no other
+    /// meanwhile.
     commits_in_flight: u32,
+}
+
+impl Member {
+    /// Whether a request of the member's that the broker has not answered yet (a JoinGroup or
+    /// SyncGroup wait, a commit being written) holds its session open: it cannot expire now.
+    fn session_held(&self) -> bool {
+        self.join_token.is_some() || self.sync_token.is_some() || self.commits_in_flight > 0
+    }
 }
 
 /// One group's membership. Owned by the core that coordinates the group.
@@ -273,7 +282,7 @@ impl Group {
         let sessions = self
             .members
             .values()
-            .filter(|m| m.join_token.is_none() && m.sync_token.is_none() && m.commits_in_flight == 0)
+            .filter(|m| !m.session_held())
             .map(|m| m.last_heartbeat_ms + m.session_timeout_ms as i64);
         let pending = self.pending_members.values().copied();
         let rebalance = (self.state == GroupState::PreparingRebalance).then_some(self.rebalance_deadline_ms);
@@ -463,7 +472,7 @@ impl Group {
         let mut expired: Vec<String> = self
             .members
             .iter()
-            .filter(|(_, m)| m.join_token.is_none() && m.sync_token.is_none() && m.commits_in_flight == 0)
+            .filter(|(_, m)| !m.session_held())
             .filter(|(_, m)| m.last_heartbeat_ms + m.session_timeout_ms as i64 <= now)
             .map(|(id, _)| id.clone())
             .collect();
