@@ -24,6 +24,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import socket
 import subprocess
@@ -121,6 +122,15 @@ class Broker:
             return ["-b", "127.0.0.1:1", "-X", "test.mock.num.brokers=1"]
         return ["-b", f"127.0.0.1:{self.port}"]
 
+    def cpu_s(self):
+        """CPU seconds (user + system) the broker process has used so far; 0 for the mock, which
+        runs inside the client."""
+        if not self.proc:
+            return 0.0
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self):
         if self.proc:
             self.proc.kill()
@@ -129,17 +139,31 @@ class Broker:
             shutil.rmtree(self.data, ignore_errors=True)
 
 
+def children_cpu_s():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def bench(broker, mode, topic, extra):
+    """One `spate bench` run. Besides its JSON report, the CPU the client process and the broker
+    used over the run, in cores (CPU seconds per second of the run): on two CPUs shared by both,
+    client + broker near 2.0 means the machine, not either side alone, was used up. (The client's
+    CPU comes from RUSAGE_CHILDREN: it is the only child reaped during the run.)"""
     cmd = [SPATE, "bench", mode, *broker.bench_args(), "--topic", topic, "--json", *extra]
+    c0, b0, t0 = children_cpu_s(), broker.cpu_s(), time.monotonic()
     r = subprocess.run(cmd, text=True, capture_output=True, timeout=600)
+    wall = time.monotonic() - t0
+    cpu = dict(client_cores=(children_cpu_s() - c0) / wall, broker_cores=(broker.cpu_s() - b0) / wall)
     try:
-        return json.loads(r.stdout)
+        return {**json.loads(r.stdout), "cpu": cpu}
     except json.JSONDecodeError:
-        return {"error": (r.stderr or r.stdout).strip()[-300:]}
+        return {"error": (r.stderr or r.stdout).strip()[-300:], "cpu": cpu}
 
 
 def fig(rep, side, key):
     s = (rep or {}).get(side) or {}
+    if side == "cpu":
+        return (rep or {}).get("cpu", {}).get(key)
     if key.startswith("p"):
         return ((s.get("latency") or {}).get(key))
     return s.get(key)
@@ -157,7 +181,8 @@ def run_cell(b, kind, size, acks, parts, prods, args, rows):
     row = dict(target=kind, workload="produce", size=size, acks=acks, partitions=parts,
                producers=prods, msg_s=fig(rep, "produced", "msg_per_s"),
                mb_s=fig(rep, "produced", "mb_per_s"), p50=fig(rep, "produced", "p50_ms"),
-               p99=fig(rep, "produced", "p99_ms"), error=rep.get("error"))
+               p99=fig(rep, "produced", "p99_ms"), client_cores=fig(rep, "cpu", "client_cores"),
+               broker_cores=fig(rep, "cpu", "broker_cores"), error=rep.get("error"))
     rows.append(row)
     if kind != "mock" and parts == 1 and prods == 1:
         # Read back what was just written (from disk for Spate: O_DIRECT).
@@ -165,7 +190,8 @@ def run_cell(b, kind, size, acks, parts, prods, args, rows):
         rows.append(dict(target=kind, workload="consume", size=size, acks=acks, partitions=1,
                          producers=1, msg_s=fig(crep, "consumed", "msg_per_s"),
                          mb_s=fig(crep, "consumed", "mb_per_s"), p50=None, p99=None,
-                         error=crep.get("error")))
+                         client_cores=fig(crep, "cpu", "client_cores"),
+                         broker_cores=fig(crep, "cpu", "broker_cores"), error=crep.get("error")))
     # The mock cluster is private to each client: no consumer can see it.
     if kind != "mock" and parts == 1 and prods == 1 and row["msg_s"]:
         rate = int(row["msg_s"] / 2)
@@ -176,7 +202,8 @@ def run_cell(b, kind, size, acks, parts, prods, args, rows):
                          partitions=1, producers=1, msg_s=fig(erep, "consumed", "msg_per_s"),
                          mb_s=fig(erep, "consumed", "mb_per_s"),
                          p50=fig(erep, "consumed", "p50_ms"), p99=fig(erep, "consumed", "p99_ms"),
-                         error=erep.get("error")))
+                         client_cores=fig(erep, "cpu", "client_cores"),
+                         broker_cores=fig(erep, "cpu", "broker_cores"), error=erep.get("error")))
 
 
 def main():
@@ -236,10 +263,12 @@ def write_report(out, rows, limits, commit, args):
         "Tansu memory engine (not durable); librdkafka mock cluster (in-process)",
         f"- machine limits: fio O_DIRECT 1 MiB sequential write {fmt(limits.get('fio_write_mb_s'), 1)} MB/s, "
         f"read {fmt(limits.get('fio_read_mb_s'), 1)} MB/s; iperf3 loopback {fmt(limits.get('iperf3_loopback_mb_s'), 1)} MB/s",
+        "- CPU columns: cores used over the run (CPU seconds per second), client + broker (the mock "
+        "runs inside the client). The machine has 2 CPUs: a sum near 2.00 means both were used up.",
         "",
         "| workload | size | acks | parts | producers | spate msg/s | spate MB/s | spate p99 ms | tansu msg/s | mock msg/s "
-        "| spate/tansu | spate/mock | spate MB/s / limit |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| spate/tansu | spate/mock | spate MB/s / limit | CPU spate | CPU tansu | CPU mock |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k, t in sorted(by.items(), key=lambda kv: (kv[0][0] != "produce", kv[0])):
         s, ta, m = t.get("spate", {}), t.get("tansu", {}), t.get("mock", {})
@@ -247,9 +276,11 @@ def write_report(out, rows, limits, commit, args):
         wl = s.get("workload") or ta.get("workload") or m.get("workload")
         limit = limits.get("fio_read_mb_s") if wl == "consume" else limits.get("fio_write_mb_s")
         frac = "-" if not s.get("mb_s") or not limit else f"{s['mb_s'] / limit:.0%}"
+        cores = lambda r: ("-" if r.get("client_cores") is None else
+                           f"{r['client_cores']:.2f}" + (f" + {r['broker_cores']:.2f}" if r["target"] != "mock" else ""))
         lines.append(f"| {wl} | {k[1]} | {k[2]} | {k[3]} | {k[4]} | {fmt(s.get('msg_s'))} | {fmt(s.get('mb_s'), 1)} "
                      f"| {fmt(s.get('p99'), 2)} | {fmt(ta.get('msg_s'))} | {fmt(m.get('msg_s'))} | {ratio(s, ta)} "
-                     f"| {ratio(s, m)} | {frac} |")
+                     f"| {ratio(s, m)} | {frac} | {cores(s)} | {cores(ta)} | {cores(m)} |")
     errs = [r for r in rows if r.get("error")]
     if errs:
         lines += ["", "Runs that failed:", ""]
