@@ -510,8 +510,10 @@ enum ReadUntil {
 fn read_loop(mut r: Reader, run: &Run, until: ReadUntil) {
     let e2e = matches!(until, ReadUntil::Drained);
     let mut last_message_ns = run.now_ns();
+    // As in `send_loop`, one clock read per message: the time a poll returned serves the message
+    // and the next round's checks (in a 100 B e2e run, clock reads were half this thread's time).
+    let mut now = last_message_ns;
     loop {
-        let now = run.now_ns();
         let done = match until {
             ReadUntil::Messages(n) => run.measured_consumed.load(Ordering::Relaxed) >= n,
             ReadUntil::Time(end) => now >= end,
@@ -532,11 +534,12 @@ fn read_loop(mut r: Reader, run: &Run, until: ReadUntil) {
         if done {
             return;
         }
-        match r.consumer.poll(Duration::from_millis(CONSUMER_POLL_MS)) {
+        let polled = r.consumer.poll(Duration::from_millis(CONSUMER_POLL_MS));
+        now = run.now_ns();
+        match polled {
             None => {}
             Some(Err(e)) => run.note_error(format!("consumer: {e}")),
             Some(Ok(m)) => {
-                let now = run.now_ns();
                 last_message_ns = now;
                 let bytes = m.payload_len() as u64;
                 if e2e {
@@ -548,7 +551,7 @@ fn read_loop(mut r: Reader, run: &Run, until: ReadUntil) {
                     run.consumed_bytes.fetch_add(bytes, Ordering::Relaxed);
                     if ts >= run.warmup_end_unix_ms {
                         let sent_us = sent_us(&m).unwrap_or(ts * 1000);
-                        let latency_us = (unix_us() - sent_us).max(0) as u64;
+                        let latency_us = (run.unix_us_at(now) - sent_us).max(0) as u64;
                         run.e2e.lock().expect("histogram lock").record_us(latency_us);
                         run.measured_consumed.fetch_add(1, Ordering::Relaxed);
                         run.measured_consumed_bytes.fetch_add(bytes, Ordering::Relaxed);
