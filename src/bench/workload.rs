@@ -15,7 +15,9 @@
 //!   [`SENT_US_HEADER`]: microseconds by the wall clock, 8 bytes big-endian), to the wall clock when
 //!   a consumer gets it from `poll()`: same host clock, microsecond resolution. A record without
 //!   the header (another writer's) falls back to its timestamp (CreateTime, milliseconds, so up to
-//!   1 ms high).
+//!   1 ms high). Both ends read the monotonic clock once per message and turn it into wall-clock
+//!   time from the wall clock read once at the run's start (`Run::unix_us_at`), so a clock read
+//!   is not paid twice per message.
 //!
 //! A warm-up (`--warmup`) runs first and is left out of every figure; messages sent during it are
 //! delivered (and read) but not measured.
