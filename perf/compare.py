@@ -162,8 +162,6 @@ def bench(broker, mode, topic, extra):
 
 def fig(rep, side, key):
     s = (rep or {}).get(side) or {}
-    if side == "cpu":
-        return (rep or {}).get("cpu", {}).get(key)
     if key.startswith("p"):
         return ((s.get("latency") or {}).get(key))
     return s.get(key)
@@ -181,8 +179,7 @@ def run_cell(b, kind, size, acks, parts, prods, args, rows):
     row = dict(target=kind, workload="produce", size=size, acks=acks, partitions=parts,
                producers=prods, msg_s=fig(rep, "produced", "msg_per_s"),
                mb_s=fig(rep, "produced", "mb_per_s"), p50=fig(rep, "produced", "p50_ms"),
-               p99=fig(rep, "produced", "p99_ms"), client_cores=fig(rep, "cpu", "client_cores"),
-               broker_cores=fig(rep, "cpu", "broker_cores"), error=rep.get("error"))
+               p99=fig(rep, "produced", "p99_ms"), error=rep.get("error"), **rep["cpu"])
     rows.append(row)
     if kind != "mock" and parts == 1 and prods == 1:
         # Read back what was just written (from disk for Spate: O_DIRECT).
@@ -190,8 +187,7 @@ def run_cell(b, kind, size, acks, parts, prods, args, rows):
         rows.append(dict(target=kind, workload="consume", size=size, acks=acks, partitions=1,
                          producers=1, msg_s=fig(crep, "consumed", "msg_per_s"),
                          mb_s=fig(crep, "consumed", "mb_per_s"), p50=None, p99=None,
-                         client_cores=fig(crep, "cpu", "client_cores"),
-                         broker_cores=fig(crep, "cpu", "broker_cores"), error=crep.get("error")))
+                         error=crep.get("error"), **crep["cpu"]))
     # The mock cluster is private to each client: no consumer can see it.
     if kind != "mock" and parts == 1 and prods == 1 and row["msg_s"]:
         rate = int(row["msg_s"] / 2)
@@ -202,8 +198,7 @@ def run_cell(b, kind, size, acks, parts, prods, args, rows):
                          partitions=1, producers=1, msg_s=fig(erep, "consumed", "msg_per_s"),
                          mb_s=fig(erep, "consumed", "mb_per_s"),
                          p50=fig(erep, "consumed", "p50_ms"), p99=fig(erep, "consumed", "p99_ms"),
-                         client_cores=fig(erep, "cpu", "client_cores"),
-                         broker_cores=fig(erep, "cpu", "broker_cores"), error=erep.get("error")))
+                         error=erep.get("error"), **erep["cpu"]))
 
 
 def main():
