@@ -174,6 +174,12 @@ def fig(rep, side, key):
     return s.get(key)
 
 
+def consume_cpu(args):
+    """The CPU consume runs' client is pinned to, or None (asked for none, or no such CPU)."""
+    c = args.consume_client_cpu
+    return c if 0 <= c < os.cpu_count() else None
+
+
 def run_cell(b, kind, size, acks, parts, prods, args, rows):
     """One cell of the matrix against broker `b`: produce, then (1 partition, 1 producer) consume
     from the start and end-to-end at half the produce rate."""
@@ -190,8 +196,7 @@ def run_cell(b, kind, size, acks, parts, prods, args, rows):
     rows.append(row)
     if kind != "mock" and parts == 1 and prods == 1:
         # Read back what was just written (from disk for Spate: O_DIRECT).
-        pin = args.consume_client_cpu if 0 <= args.consume_client_cpu < os.cpu_count() else None
-        crep = bench(b, "consume", topic, ["--message-size", str(size)], cpu=pin)
+        crep = bench(b, "consume", topic, ["--message-size", str(size)], cpu=consume_cpu(args))
         rows.append(dict(target=kind, workload="consume", size=size, acks=acks, partitions=1,
                          producers=1, msg_s=fig(crep, "consumed", "msg_per_s"),
                          mb_s=fig(crep, "consumed", "mb_per_s"), p50=None, p99=None,
@@ -267,7 +272,7 @@ def write_report(out, rows, limits, commit, args):
         "no compression; Spate `--cores 1` (pinned to core 0, durable: acks=all waits for fdatasync); "
         "Tansu memory engine (not durable); librdkafka mock cluster (in-process)",
         "- pinning: Spate's executor on core 0; Tansu unpinned; the client unpinned for produce and e2e, "
-        + (f"pinned to core {args.consume_client_cpu} for consume" if 0 <= args.consume_client_cpu < os.cpu_count()
+        + (f"pinned to core {consume_cpu(args)} for consume" if consume_cpu(args) is not None
            else "unpinned for consume too"),
         f"- machine limits: fio O_DIRECT 1 MiB sequential write {fmt(limits.get('fio_write_mb_s'), 1)} MB/s, "
         f"read {fmt(limits.get('fio_read_mb_s'), 1)} MB/s; iperf3 loopback {fmt(limits.get('iperf3_loopback_mb_s'), 1)} MB/s",
