@@ -25,6 +25,10 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
+#[path = "cpu.rs"]
+mod cpu;
+use cpu::pin;
+
 #[derive(Parser, Debug)]
 struct Args {
     #[arg(long, default_value = "127.0.0.1:9092")]
@@ -112,15 +116,6 @@ fn thread_cpu() -> Duration {
     unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut r) };
     let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
     Duration::from_micros(us(r.ru_utime) + us(r.ru_stime))
-}
-
-fn pin(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t with one CPU set, passed by pointer with its size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0, "pinning to CPU {cpu}");
-    }
 }
 
 fn main() {

@@ -36,6 +36,10 @@ use std::time::Instant;
 
 use clap::Parser;
 
+#[path = "cpu.rs"]
+mod cpu;
+use cpu::pin;
+
 #[derive(Parser, Debug)]
 struct Args {
     /// The file to serve; written first (random bytes) if it is missing or shorter than --size-mib.
@@ -61,6 +65,8 @@ struct Args {
 }
 
 const ALIGN: usize = 4096;
+/// Every way this tool moves the file; `--ways` takes a subset.
+const WAYS: [&str; 5] = ["read-copy-send", "read-send", "splice", "sendfile-direct", "sendfile-cached"];
 
 fn main() {
     let args = Args::parse();
@@ -70,10 +76,7 @@ fn main() {
     prepare(&args.file, size);
     let ways: Vec<&str> = args.ways.split(',').map(str::trim).collect();
     for w in &ways {
-        assert!(
-            ["read-copy-send", "read-send", "splice", "sendfile-direct", "sendfile-cached"].contains(w),
-            "unknown way {w}"
-        );
+        assert!(WAYS.contains(w), "unknown way {w}: one of {}", WAYS.join(", "));
     }
     if ways.contains(&"sendfile-cached") {
         // Warm the page cache with one buffered read of the whole file.
@@ -271,13 +274,4 @@ fn machine_busy_secs() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     busy as f64 / hz
-}
-
-fn pin(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_setaffinity reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0, "pinning to CPU {cpu}");
-    }
 }
