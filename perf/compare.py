@@ -160,11 +160,11 @@ def bench(broker, mode, topic, extra, cpu=None):
     c0, b0, t0 = children_cpu_s(), broker.cpu_s(), time.monotonic()
     r = subprocess.run(cmd, text=True, capture_output=True, timeout=600)
     wall = time.monotonic() - t0
-    cpu = dict(client_cores=(children_cpu_s() - c0) / wall, broker_cores=(broker.cpu_s() - b0) / wall)
+    cores = dict(client_cores=(children_cpu_s() - c0) / wall, broker_cores=(broker.cpu_s() - b0) / wall)
     try:
-        return {**json.loads(r.stdout), "cpu": cpu}
+        return {**json.loads(r.stdout), "cpu": cores}
     except json.JSONDecodeError:
-        return {"error": (r.stderr or r.stdout).strip()[-300:], "cpu": cpu}
+        return {"error": (r.stderr or r.stdout).strip()[-300:], "cpu": cores}
 
 
 def fig(rep, side, key):
