@@ -50,8 +50,8 @@ pub mod limits {
     pub const SEGMENT_INLINE_WRITE_MAX_BYTES: usize = 256 * 1024;
     /// Largest single read from a segment file when serving a fetch.
     pub const SEGMENT_READ_MAX_BYTES: usize = 8 * 1024 * 1024;
-    /// Most bytes of segment read-ahead (the next chunks for a consumer reading from disk, one
-    /// read-ahead per partition) a core holds or has in flight, all its partitions together.
+    /// Most bytes of segment read-ahead (the next chunks for the consumers reading from disk, up
+    /// to four followed per partition) a core holds or has in flight, all its partitions together.
     pub const READ_AHEAD_CORE_MAX_BYTES: usize = 64 * 1024 * 1024;
     /// Longest topic name Kafka allows.
     pub const TOPIC_NAME_MAX_LEN: usize = 249;

@@ -131,79 +131,118 @@ struct CachedBatch {
     bytes: Bytes,
 }
 
-/// Segment bytes read ahead of a consumer that is reading the log from disk in order, so its next
+/// Segment bytes read ahead of the consumers reading a partition from disk in order, so their next
 /// fetches find their bytes read (or on the way) instead of waiting for the device after each
-/// request arrives. O_DIRECT bypasses the page cache and its read-ahead; this is that read-ahead:
-/// up to [`READ_AHEAD_CHUNKS`] reads of the consumer's read size, back to back, so the device is
-/// busy while the last fetch's answer travels to the consumer.
+/// request arrives. O_DIRECT bypasses the page cache and its read-ahead; this is both.
+///
+/// Each consumer reading in order has a [`Cursor`]. Ahead of it, [`READ_AHEAD_CHUNKS`] reads of
+/// its read size are issued back to back, so the device is busy while the last fetch's answer
+/// travels. The chunks are the partition's, not the cursor's: a consumer finds its bytes in
+/// whichever chunk holds them, so consumers reading the same stretch of the log together
+/// (consumer groups replaying a topic) read it from the device once. A chunk is kept while it
+/// lies in some cursor's window (from the cursor to the end of the reads ahead of it) and dropped
+/// once it lies in none, so a consumer a fetch or two behind another finds its bytes read, and
+/// consumers farther apart read for themselves.
+#[derive(Default)]
 struct ReadAhead {
+    /// Least recently moved first; at most [`READ_CURSORS_MAX`].
+    cursors: VecDeque<Cursor>,
+    /// Least recently used first.
+    chunks: VecDeque<Rc<AheadChunk>>,
+}
+
+/// Where a consumer reading in order stands: the batch at `next_offset` starts at `pos` of `file`.
+struct Cursor {
     file: SegmentFile,
-    /// The next byte a fetch in order wants: where the batch starting at `next_offset` begins.
     pos: u64,
     next_offset: i64,
-    /// Back to back; the first holds `pos`.
-    chunks: VecDeque<AheadChunk>,
+    /// The consumer's read size: its window is `READ_AHEAD_CHUNKS` of them.
+    want: usize,
+    moved_ms: i64,
 }
 
 /// Reads in flight or done ahead of one consumer.
 const READ_AHEAD_CHUNKS: usize = 4;
 
+/// Consumers of one partition followed at once; the least recently served one is forgotten first.
+const READ_CURSORS_MAX: usize = 4;
+
+/// A cursor that has not moved for this long belongs to a consumer that has stopped or caught up.
+const READ_CURSOR_IDLE_MS: i64 = 10_000;
+
 struct AheadChunk {
+    file: SegmentFile,
     pos: u64,
     /// Counted in this core's [`READ_AHEAD_BYTES`] until dropped.
     len: usize,
-    slot: Rc<ReadSlot>,
-}
-
-#[derive(Default)]
-struct ReadSlot {
     result: RefCell<Option<std::io::Result<ReadChunk>>>,
     done: Notify,
 }
 
+impl AheadChunk {
+    fn covers(&self, file: &SegmentFile, pos: u64) -> bool {
+        self.pos <= pos && pos < self.pos + self.len as u64 && self.file.same_file(file)
+    }
+}
+
+impl Cursor {
+    fn window_holds(&self, c: &AheadChunk) -> bool {
+        let end = self.pos + (READ_AHEAD_CHUNKS * self.want) as u64;
+        c.pos < end && self.pos < c.pos + c.len as u64 && c.file.same_file(&self.file)
+    }
+}
+
 impl ReadAhead {
-    /// Up to `want` bytes from `pos`, copied out of the chunks in one buffer (waiting for those
-    /// still being read), and whether every chunk read whole. `None` when nothing is there.
-    async fn gather(&self, want: usize) -> (Option<Bytes>, bool) {
-        let mut out = BytesMut::with_capacity(want);
-        for c in &self.chunks {
-            if out.len() >= want {
-                break;
-            }
-            while c.slot.result.borrow().is_none() {
-                c.slot.done.wait().await;
-            }
-            let result = c.slot.result.borrow();
-            let Some(Ok(chunk)) = result.as_ref() else { return (None, false) };
-            let Some(from) = (self.pos + out.len() as u64).checked_sub(c.pos).map(|f| f as usize) else { break };
-            if from < chunk.len() {
-                let take = (chunk.len() - from).min(want - out.len());
-                out.extend_from_slice(&chunk[from..from + take]);
-            }
-            if chunk.len() < c.len {
-                return ((!out.is_empty()).then(|| out.freeze()), false); // read short: nothing follows on
-            }
-        }
-        ((!out.is_empty()).then(|| out.freeze()), true)
+    /// Where a read of `offset`, whose batch the offset index places at or after `pos`, can start:
+    /// the position of a consumer's cursor when it stands at or before that batch.
+    fn start_for(&self, file: &SegmentFile, offset: i64, pos: u64, limit: u64) -> u64 {
+        self.cursors
+            .iter()
+            .rev()
+            .find(|c| c.file.same_file(file) && offset >= c.next_offset && c.pos >= pos && c.pos < limit)
+            .map_or(pos, |c| c.pos)
     }
 
-    /// Moves on to `pos` (where the batch at `next_offset` starts), dropping the chunks before it.
-    fn advance(&mut self, pos: u64, next_offset: i64) {
-        while self.chunks.front().is_some_and(|c| c.pos + c.len as u64 <= pos) {
-            self.chunks.pop_front();
-        }
-        if self.chunks.front().is_some_and(|c| c.pos > pos) {
-            self.chunks.clear();
-        }
-        (self.pos, self.next_offset) = (pos, next_offset);
+    /// The chunk holding byte `pos` of `file`, marked as just used.
+    fn find(&mut self, file: &SegmentFile, pos: u64) -> Option<Rc<AheadChunk>> {
+        let i = self.chunks.iter().position(|c| c.covers(file, pos))?;
+        let c = self.chunks.remove(i).expect("found");
+        self.chunks.push_back(c.clone());
+        Some(c)
     }
 
-    /// Starts reads of up to `want` bytes after the last chunk until [`READ_AHEAD_CHUNKS`] are
-    /// held, none past `limit` (the bytes written), while this core holds less than
-    /// `READ_AHEAD_CORE_MAX_BYTES` of read-ahead.
-    fn top_up(&mut self, limit: u64, want: usize) {
-        let mut next = self.chunks.back().map_or(self.pos, |c| c.pos + c.len as u64);
-        while self.chunks.len() < READ_AHEAD_CHUNKS && next < limit {
+    /// The cursor that stood at `from` now stands at `pos` (a new cursor when none did).
+    fn moved(&mut self, file: &SegmentFile, from: u64, pos: u64, next_offset: i64, want: usize) {
+        let now = now_ms();
+        // One cursor per consumer: two that stood at the same place each left one there.
+        if let Some(i) = self.cursors.iter().position(|c| c.pos == from && c.file.same_file(file)) {
+            self.cursors.remove(i);
+        }
+        self.cursors.retain(|c| now - c.moved_ms < READ_CURSOR_IDLE_MS);
+        if self.cursors.len() == READ_CURSORS_MAX {
+            self.cursors.pop_front();
+        }
+        self.cursors.push_back(Cursor { file: file.clone(), pos, next_offset, want, moved_ms: now });
+        let cursors = &self.cursors;
+        self.chunks.retain(|c| cursors.iter().any(|k| k.window_holds(c)));
+    }
+
+    /// Starts reads of up to `want` bytes from `from` on, where no chunk holds them yet, until the
+    /// window of [`READ_AHEAD_CHUNKS`] reads is covered, none past `limit` (the bytes written),
+    /// while this core holds less than `READ_AHEAD_CORE_MAX_BYTES` of read-ahead.
+    fn top_up(&mut self, file: &SegmentFile, from: u64, limit: u64, want: usize) {
+        let horizon = limit.min(from + (READ_AHEAD_CHUNKS * want) as u64);
+        let mut next = from;
+        while next < horizon {
+            if let Some(c) = self.find(file, next) {
+                if c.result.borrow().as_ref().is_some_and(|r| r.as_ref().map_or(true, |b| b.len() < c.len)) {
+                    // Failed or short: forget it; the next fetch reads for itself, and tops up again.
+                    self.chunks.retain(|k| !Rc::ptr_eq(k, &c));
+                    return;
+                }
+                next = c.pos + c.len as u64;
+                continue;
+            }
             let len = ((limit - next) as usize).min(want);
             let room = READ_AHEAD_BYTES.with(|b| {
                 let ok = b.get() + len <= READ_AHEAD_CORE_MAX_BYTES;
@@ -215,20 +254,62 @@ impl ReadAhead {
             if !room {
                 return;
             }
-            let slot = Rc::new(ReadSlot::default());
+            #[cfg(test)]
+            DISK_READS.with(|n| n.set(n.get() + 1));
+            let chunk = Rc::new(AheadChunk { file: file.clone(), pos: next, len, result: RefCell::new(None), done: Notify::default() });
             let task = {
-                let (file, slot) = (self.file.clone(), slot.clone());
+                let chunk = chunk.clone();
                 async move {
-                    let r = file.read_raw(next, len).await;
-                    *slot.result.borrow_mut() = Some(r);
-                    slot.done.notify_all();
+                    let r = chunk.file.read_raw(chunk.pos, chunk.len).await;
+                    *chunk.result.borrow_mut() = Some(r);
+                    chunk.done.notify_all();
                 }
             };
             crate::io::rt::spawn(task).detach();
-            self.chunks.push_back(AheadChunk { pos: next, len, slot });
+            self.chunks.push_back(chunk);
             next += len as u64;
         }
     }
+}
+
+/// Up to `want` bytes of `file` from `pos`, copied out of the partition's read-ahead chunks in one
+/// buffer (waiting for those still being read); `None` when no chunk holds `pos`. Stops where no
+/// chunk holds the next byte, or at a chunk read short.
+async fn gather(st: &RefCell<State>, file: &SegmentFile, pos: u64, want: usize) -> Option<Bytes> {
+    let mut out = BytesMut::new();
+    while out.len() < want {
+        let at = pos + out.len() as u64;
+        let Some(c) = st.borrow_mut().read_ahead.find(file, at) else { break };
+        while c.result.borrow().is_none() {
+            c.done.wait().await;
+        }
+        let result = c.result.borrow();
+        let Some(Ok(chunk)) = result.as_ref() else {
+            drop(result);
+            // The read failed: forget the chunk, and read from the file as if there were none.
+            st.borrow_mut().read_ahead.chunks.retain(|k| !Rc::ptr_eq(k, &c));
+            break;
+        };
+        let from = (at - c.pos) as usize;
+        if from >= chunk.len() {
+            break;
+        }
+        let take = (chunk.len() - from).min(want - out.len());
+        if out.is_empty() {
+            out.reserve(want);
+        }
+        out.extend_from_slice(&chunk[from..from + take]);
+        if chunk.len() < c.len {
+            break; // read short: nothing follows on
+        }
+    }
+    (!out.is_empty()).then(|| out.freeze())
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Reads of segment files this thread has started for fetches, read-ahead included.
+    static DISK_READS: Cell<usize> = const { Cell::new(0) };
 }
 
 thread_local! {
@@ -272,7 +353,7 @@ struct State {
     last_sync_ms: i64,
     cache: VecDeque<CachedBatch>,
     cache_bytes: usize,
-    read_ahead: Option<ReadAhead>,
+    read_ahead: ReadAhead,
     stats: LogStats,
     /// Appends are admitted strictly in arrival order: each takes a ticket before its first await
     /// and waits until `serving` reaches it (see [`PartitionLog::take_turn`]).
@@ -489,7 +570,7 @@ impl PartitionLog {
             last_sync_ms: now_ms(),
             cache: VecDeque::new(),
             cache_bytes: 0,
-            read_ahead: None,
+            read_ahead: ReadAhead::default(),
             stats: LogStats::default(),
             next_ticket: 0,
             serving: 0,
@@ -1048,8 +1129,10 @@ impl PartitionLog {
         }
         let mut st = self.st.borrow_mut();
         st.cleaned_through = closed_end;
-        // Recent batches of the cleaned segments would still serve the old records: drop them.
+        // Recent batches of the cleaned segments would still serve the old records: drop them, and
+        // the read-ahead of the files they replaced (which would keep those files open).
         if rewritten > 0 {
+            st.read_ahead = ReadAhead::default();
             while st.cache.front().is_some_and(|c| c.base < closed_end) {
                 let c = st.cache.pop_front().expect("checked");
                 st.cache_bytes -= c.bytes.len();
@@ -1061,8 +1144,8 @@ impl PartitionLog {
     /// Reads whole batches from `offset` (the batch containing it first), up to `max_bytes` but
     /// always at least one batch when any exists, and never past the high watermark.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadInfo, LogError> {
-        let (file, pos, limit, seg_base, ahead) = {
-            let mut st = self.st.borrow_mut();
+        let (file, pos, limit, seg_base) = {
+            let st = self.st.borrow();
             let (hw, log_start) = (st.high_watermark, st.log_start);
             if offset < st.log_start || offset > st.log_end {
                 return Err(LogError::OffsetOutOfRange { log_start: st.log_start, log_end: st.log_end });
@@ -1102,31 +1185,19 @@ impl PartitionLog {
                 return Ok(empty);
             };
             let pos = if offset >= seg.base { seg.index.position_for((offset - seg.base) as u32) as u64 } else { 0 };
-            // The read-ahead serves this read when it is of this segment file and starts at or
-            // before the wanted offset's batch (every batch before it ends before it).
             let (file, limit, seg_base) = (seg.file.clone(), seg.written, seg.base);
-            let ahead = st
-                .read_ahead
-                .take()
-                .filter(|ra| ra.file.same_file(&file) && offset >= ra.next_offset && ra.pos >= pos && ra.pos < limit);
-            (file, pos, limit, seg_base, ahead)
+            let start = st.read_ahead.start_for(&file, offset, pos, limit);
+            (file, start, limit, seg_base)
         };
         let want = read_len(max_bytes);
-        let (first, pos, ahead) = match ahead {
-            Some(ra) => match ra.gather(want).await {
-                (Some(bytes), whole) => (Some(bytes), ra.pos, whole.then_some(ra)),
-                (None, _) => (None, pos, None), // it failed: read as if there were none
-            },
-            None => (None, pos, None),
-        };
+        let first = gather(&self.st, &file, pos, want).await;
         let (records, end, next_offset) = read_batches(&file, pos, limit, offset, max_bytes, first)
             .await
             .map_err(|e| storage_err("reading", file.path(), e))?;
         if !records.is_empty() && end < limit {
-            let mut ra = ahead.unwrap_or_else(|| ReadAhead { file: file.clone(), pos: end, next_offset, chunks: VecDeque::new() });
-            ra.advance(end, next_offset);
-            ra.top_up(limit, want);
-            self.st.borrow_mut().read_ahead = Some(ra);
+            let mut st = self.st.borrow_mut();
+            st.read_ahead.moved(&file, pos, end, next_offset, want);
+            st.read_ahead.top_up(&file, end, limit, want);
         }
         let st = self.st.borrow();
         tracing::trace!(seg_base, offset, bytes = records.len(), "read from segment file");
@@ -1398,7 +1469,11 @@ async fn read_batches(
         let len = ((limit - pos) as usize).min(want);
         let chunk = match first.take() {
             Some(chunk) => chunk,
-            None => file.read(pos, len).await?,
+            None => {
+                #[cfg(test)]
+                DISK_READS.with(|n| n.set(n.get() + 1));
+                file.read(pos, len).await?
+            }
         };
         let mut next_offset = offset;
         let mut start = None;
@@ -1693,8 +1768,8 @@ mod tests {
             }
             let (mut offset, mut served_ahead, mut deepest) = (0i64, 0, 0);
             while offset < 39_900 {
-                let ahead_before = log.st.borrow().read_ahead.as_ref().map(|ra| ra.next_offset);
-                deepest = deepest.max(log.st.borrow().read_ahead.as_ref().map_or(0, |ra| ra.chunks.len()));
+                let ahead_before = log.st.borrow().read_ahead.cursors.back().map(|c| c.next_offset);
+                deepest = deepest.max(log.st.borrow().read_ahead.chunks.len());
                 let r = log.read(offset, 2048).await.unwrap();
                 let mut next = offset;
                 batch::scan(&r.records, |_, h| {
@@ -1708,11 +1783,86 @@ mod tests {
                 offset = next;
             }
             assert!(served_ahead >= 5, "only {served_ahead} reads found a read-ahead waiting");
-            assert_eq!(deepest, READ_AHEAD_CHUNKS, "reads ahead are issued back to back");
+            // The chunk the consumer stands in, and the reads ahead of it.
+            assert!((READ_AHEAD_CHUNKS..=READ_AHEAD_CHUNKS + 1).contains(&deepest), "reads ahead are issued back to back: {deepest}");
             // A read elsewhere ignores the read-ahead and still reads the right batch.
             let r = log.read(115, 1).await.unwrap();
             assert_eq!(batch::parse_header(&r.records).unwrap().base_offset, 100);
-            drop(log.st.borrow_mut().read_ahead.take());
+            log.st.borrow_mut().read_ahead = ReadAhead::default();
+            // Reads still in flight hold their chunks until they end.
+            for _ in 0..1000 {
+                if READ_AHEAD_BYTES.with(Cell::get) == 0 {
+                    break;
+                }
+                rt::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            assert_eq!(READ_AHEAD_BYTES.with(Cell::get), 0, "dropped chunks give their bytes back");
+            log.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn consumers_reading_the_same_stretch_together_read_it_from_disk_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        rt::run_local(async move {
+            io_probe(&path).await;
+            let log = PartitionLog::open(path.join("p"), config(), Rc::new(Notify::default())).await.unwrap();
+            log.set_cache_cap(0);
+            let one = batch(100);
+            for _ in 0..400 {
+                log.append(std::slice::from_ref(&one), false).await.unwrap();
+            }
+            let bytes = log.st.borrow().segments.values().map(|s| s.written).sum::<u64>() as usize;
+            // Reads the next batches after `offset` and checks they follow on from it.
+            let fetch = |offset: i64| {
+                let log = &log;
+                async move {
+                    let r = log.read(offset, 8192).await.unwrap();
+                    let mut next = offset;
+                    batch::scan(&r.records, |_, h| {
+                        assert_eq!(h.base_offset, next, "batches follow each other from the asked offset");
+                        next = h.last_offset() + 1;
+                    });
+                    assert!(next > offset, "a read returns something");
+                    next
+                }
+            };
+            DISK_READS.with(|n| n.set(0));
+            // Two consumers from the start, their fetches at once, one a fetch behind the other.
+            let (mut a, mut b) = (fetch(0).await, 0);
+            while b < 39_900 {
+                let ahead = async { if a < 39_900 { fetch(a).await } else { a } };
+                (a, b) = futures_lite::future::zip(ahead, fetch(b)).await;
+            }
+            let chunks = DISK_READS.with(Cell::get);
+            let once = bytes.div_ceil(read_len(8192));
+            assert!(chunks <= once + READ_AHEAD_CHUNKS, "{chunks} reads for {once} reads' worth of log: the second consumer read its own");
+            // A third, far behind, reads for itself and still reads the right batches.
+            let mut c = 0;
+            while c < 39_900 {
+                c = fetch(c).await;
+            }
+            assert!(DISK_READS.with(Cell::get) > chunks, "a consumer outside every window reads its own chunks");
+            // Two in step: each fetch of one, answered, then the same fetch of the other.
+            log.st.borrow_mut().read_ahead = ReadAhead::default();
+            DISK_READS.with(|n| n.set(0));
+            let mut a = 0;
+            while a < 39_900 {
+                let next = fetch(a).await;
+                assert_eq!(fetch(a).await, next, "the same fetch reads the same batches");
+                a = next;
+            }
+            let in_step = DISK_READS.with(Cell::get);
+            assert!(in_step <= once + READ_AHEAD_CHUNKS, "{in_step} reads for {once} reads' worth of log by consumers in step");
+            log.st.borrow_mut().read_ahead = ReadAhead::default();
+            // Reads still in flight hold their chunks until they end.
+            for _ in 0..1000 {
+                if READ_AHEAD_BYTES.with(Cell::get) == 0 {
+                    break;
+                }
+                rt::sleep(std::time::Duration::from_millis(1)).await;
+            }
             assert_eq!(READ_AHEAD_BYTES.with(Cell::get), 0, "dropped chunks give their bytes back");
             log.close().await.unwrap();
         });
