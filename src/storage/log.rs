@@ -1753,19 +1753,39 @@ mod tests {
         });
     }
 
+    /// A log of 400 batches of 100 records, about 1.2 KiB each (offsets 0 to 39,999), with no
+    /// batch cache: every read but the newest batch's goes to the segment file, and there is room
+    /// for every read ahead (64 KiB each) to be in flight.
+    async fn log_read_from_disk(path: &Path) -> Rc<PartitionLog> {
+        io_probe(path).await;
+        let log = PartitionLog::open(path.join("p"), config(), Rc::new(Notify::default())).await.unwrap();
+        log.set_cache_cap(0);
+        let one = batch(100);
+        for _ in 0..400 {
+            log.append(std::slice::from_ref(&one), false).await.unwrap();
+        }
+        log
+    }
+
+    /// Drops the log's read-ahead and checks its chunks give their bytes back (reads still in
+    /// flight hold theirs until they end).
+    async fn drop_read_ahead(log: &PartitionLog) {
+        log.st.borrow_mut().read_ahead = ReadAhead::default();
+        for _ in 0..1000 {
+            if READ_AHEAD_BYTES.with(Cell::get) == 0 {
+                break;
+            }
+            rt::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(READ_AHEAD_BYTES.with(Cell::get), 0, "dropped chunks give their bytes back");
+    }
+
     #[test]
     fn a_consumer_reading_from_disk_in_order_is_served_by_read_ahead() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         rt::run_local(async move {
-            io_probe(&path).await;
-            let log = PartitionLog::open(path.join("p"), config(), Rc::new(Notify::default())).await.unwrap();
-            log.set_cache_cap(0); // every read but the newest batch's goes to the segment file
-            // 400 batches of about 1.2 KiB: room for every read ahead (64 KiB each) to be in flight.
-            let one = batch(100);
-            for _ in 0..400 {
-                log.append(std::slice::from_ref(&one), false).await.unwrap();
-            }
+            let log = log_read_from_disk(&path).await;
             let (mut offset, mut served_ahead, mut deepest) = (0i64, 0, 0);
             while offset < 39_900 {
                 let ahead_before = log.st.borrow().read_ahead.cursors.back().map(|c| c.next_offset);
@@ -1788,15 +1808,7 @@ mod tests {
             // A read elsewhere ignores the read-ahead and still reads the right batch.
             let r = log.read(115, 1).await.unwrap();
             assert_eq!(batch::parse_header(&r.records).unwrap().base_offset, 100);
-            log.st.borrow_mut().read_ahead = ReadAhead::default();
-            // Reads still in flight hold their chunks until they end.
-            for _ in 0..1000 {
-                if READ_AHEAD_BYTES.with(Cell::get) == 0 {
-                    break;
-                }
-                rt::sleep(std::time::Duration::from_millis(1)).await;
-            }
-            assert_eq!(READ_AHEAD_BYTES.with(Cell::get), 0, "dropped chunks give their bytes back");
+            drop_read_ahead(&log).await;
             log.close().await.unwrap();
         });
     }
@@ -1806,13 +1818,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         rt::run_local(async move {
-            io_probe(&path).await;
-            let log = PartitionLog::open(path.join("p"), config(), Rc::new(Notify::default())).await.unwrap();
-            log.set_cache_cap(0);
-            let one = batch(100);
-            for _ in 0..400 {
-                log.append(std::slice::from_ref(&one), false).await.unwrap();
-            }
+            let log = log_read_from_disk(&path).await;
             let bytes = log.st.borrow().segments.values().map(|s| s.written).sum::<u64>() as usize;
             // Reads the next batches after `offset` and checks they follow on from it.
             let fetch = |offset: i64| {
@@ -1835,15 +1841,15 @@ mod tests {
                 let ahead = async { if a < 39_900 { fetch(a).await } else { a } };
                 (a, b) = futures_lite::future::zip(ahead, fetch(b)).await;
             }
-            let chunks = DISK_READS.with(Cell::get);
+            let reads = DISK_READS.with(Cell::get);
             let once = bytes.div_ceil(read_len(8192));
-            assert!(chunks <= once + READ_AHEAD_CHUNKS, "{chunks} reads for {once} reads' worth of log: the second consumer read its own");
+            assert!(reads <= once + READ_AHEAD_CHUNKS, "{reads} reads for {once} reads' worth of log: the second consumer read its own");
             // A third, far behind, reads for itself and still reads the right batches.
             let mut c = 0;
             while c < 39_900 {
                 c = fetch(c).await;
             }
-            assert!(DISK_READS.with(Cell::get) > chunks, "a consumer outside every window reads its own chunks");
+            assert!(DISK_READS.with(Cell::get) > reads, "a consumer outside every window reads for itself");
             // Two in step: each fetch of one, answered, then the same fetch of the other.
             log.st.borrow_mut().read_ahead = ReadAhead::default();
             DISK_READS.with(|n| n.set(0));
@@ -1855,15 +1861,7 @@ mod tests {
             }
             let in_step = DISK_READS.with(Cell::get);
             assert!(in_step <= once + READ_AHEAD_CHUNKS, "{in_step} reads for {once} reads' worth of log by consumers in step");
-            log.st.borrow_mut().read_ahead = ReadAhead::default();
-            // Reads still in flight hold their chunks until they end.
-            for _ in 0..1000 {
-                if READ_AHEAD_BYTES.with(Cell::get) == 0 {
-                    break;
-                }
-                rt::sleep(std::time::Duration::from_millis(1)).await;
-            }
-            assert_eq!(READ_AHEAD_BYTES.with(Cell::get), 0, "dropped chunks give their bytes back");
+            drop_read_ahead(&log).await;
             log.close().await.unwrap();
         });
     }
