@@ -27,7 +27,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
 #[path = "cpu.rs"]
 mod cpu;
-use cpu::pin;
+use cpu::{pin, thread_cpu};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -108,14 +108,6 @@ fn process_ticks(pid: u32) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split(' ').collect();
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-fn thread_cpu() -> Duration {
-    // SAFETY: getrusage writes one rusage through a valid pointer.
-    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut r) };
-    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    Duration::from_micros(us(r.ru_utime) + us(r.ru_stime))
 }
 
 fn main() {

@@ -38,7 +38,7 @@ use clap::Parser;
 
 #[path = "cpu.rs"]
 mod cpu;
-use cpu::pin;
+use cpu::{pin, thread_cpu};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -138,7 +138,7 @@ fn run(way: &str, args: &Args, size: u64, chunk: usize) -> Run {
             }
             got += n as u64;
         }
-        (got, thread_cpu())
+        (got, thread_cpu().as_secs_f64())
     });
     pin(args.sender_cpu);
     let sock = TcpStream::connect(addr).unwrap();
@@ -157,7 +157,7 @@ fn run(way: &str, args: &Args, size: u64, chunk: usize) -> Run {
         _ => sendfile(&file, &sock, size, chunk),
     }
     sock.shutdown(std::net::Shutdown::Write).unwrap();
-    let sender_cpu = thread_cpu() - cpu0;
+    let sender_cpu = (thread_cpu() - cpu0).as_secs_f64();
     let (got, receiver_cpu) = receiver.join().unwrap();
     let secs = t0.elapsed().as_secs_f64();
     let machine_cpu = machine_busy_secs() - machine0;
@@ -254,14 +254,6 @@ fn prepare(path: &PathBuf, size: u64) {
         written += buf.len() as u64;
     }
     f.sync_all().unwrap();
-}
-
-/// CPU time of the calling thread, user and system, in seconds.
-fn thread_cpu() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec through a valid pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 /// Busy CPU seconds of the whole machine so far (every CPU's time outside idle and iowait).
