@@ -211,6 +211,11 @@ impl ReadAhead {
         Some(c)
     }
 
+    /// Drops a chunk whose read failed or came back short: later reads go to the file.
+    fn forget(&mut self, c: &Rc<AheadChunk>) {
+        self.chunks.retain(|k| !Rc::ptr_eq(k, c));
+    }
+
     /// The cursor that stood at `from` now stands at `pos` (a new cursor when none did).
     fn moved(&mut self, file: &SegmentFile, from: u64, pos: u64, next_offset: i64, want: usize) {
         let now = now_ms();
@@ -236,8 +241,8 @@ impl ReadAhead {
         while next < horizon {
             if let Some(c) = self.find(file, next) {
                 if c.result.borrow().as_ref().is_some_and(|r| r.as_ref().map_or(true, |b| b.len() < c.len)) {
-                    // Failed or short: forget it; the next fetch reads for itself, and tops up again.
-                    self.chunks.retain(|k| !Rc::ptr_eq(k, &c));
+                    // Failed or short: the next fetch reads for itself, and tops up again.
+                    self.forget(&c);
                     return;
                 }
                 next = c.pos + c.len as u64;
@@ -286,8 +291,8 @@ async fn gather(st: &RefCell<State>, file: &SegmentFile, pos: u64, want: usize) 
         let result = c.result.borrow();
         let Some(Ok(chunk)) = result.as_ref() else {
             drop(result);
-            // The read failed: forget the chunk, and read from the file as if there were none.
-            st.borrow_mut().read_ahead.chunks.retain(|k| !Rc::ptr_eq(k, &c));
+            // The read failed: read from the file as if there were no chunk.
+            st.borrow_mut().read_ahead.forget(&c);
             break;
         };
         let from = (at - c.pos) as usize;
