@@ -31,7 +31,7 @@ use spate::protocol::batch;
 use spate::protocol::frame;
 use spate::storage::index::SegmentIndex;
 use spate::storage::log::PartitionLog;
-use spate::storage::notify::Notify;
+use spate::sync::Notify;
 
 /// A batch of `n` records of `size` bytes each (no key), as a client builds it.
 fn records(n: usize, size: usize) -> Bytes {

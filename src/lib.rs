@@ -8,6 +8,7 @@
 //!   server or storage.
 //! - [`coordinator`]: consumer-group state machines, pure (no I/O), driven by `server::groups`.
 //! - [`storage`]: a partition's log: segments, indexes, recovery, group commit. Uses `io` for files.
+//! - [`sync`]: core-local task coordination (`Notify`, first-come `Turns`); names no runtime.
 //! - [`server`]: shards (one per core), the shard table, cross-core routing, connections, and one
 //!   handler file per Kafka API.
 //! - [`admin`]: `spate group ...`, consumer-group administration over the Kafka protocol (a
@@ -30,3 +31,4 @@ pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod storage;
+pub mod sync;

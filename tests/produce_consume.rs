@@ -6,35 +6,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{consume, flush, producer, Broker};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use common::{consume, create_topic, flush, producer, Broker};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::Offset;
-
-fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
-    ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap()
-}
-
-fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
-    let a = admin(bootstrap);
-    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    for (k, v) in configs {
-        t = t.set(k, v);
-    }
-    let r = futures_lite_block_on(a.create_topics([&t], &AdminOptions::new()));
-    for x in r.unwrap() {
-        x.unwrap();
-    }
-}
-
-/// rdkafka's admin futures run on librdkafka's threads; a trivial executor is enough.
-fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
-    futures_lite::future::block_on(f)
-}
 
 #[test]
 fn hundred_thousand_keyed_records_across_six_partitions_come_back_intact() {

@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
 
 use crate::config::limits;
+use crate::sync::Turns;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -63,6 +64,10 @@ pub struct Mesh {
     core: usize,
     /// `None` at this core's own index.
     senders: Vec<Option<ConnectedSender<Job>>>,
+    /// One line per peer: jobs go into its channel in the order `invoke_on` was called, also
+    /// when the channel is full and several callers wait for room (glommio releases waiting
+    /// senders in no promised order).
+    send_turns: Vec<Turns>,
     receivers: RefCell<Option<Vec<ConnectedReceiver<Job>>>>,
 }
 
@@ -91,7 +96,8 @@ impl Mesh {
         for task in receiving {
             receivers.push(task.await);
         }
-        Ok(Rc::new(Mesh { core: ends.core, senders, receivers: RefCell::new(Some(receivers)) }))
+        let send_turns = senders.iter().map(|_| Turns::default()).collect();
+        Ok(Rc::new(Mesh { core: ends.core, senders, send_turns, receivers: RefCell::new(Some(receivers)) }))
     }
 
     /// This core's shard index, 0..cores.
@@ -118,27 +124,37 @@ impl Mesh {
 
     /// Runs `f` on `core` and returns its output. `f` is built here and sent; the future it makes
     /// is created and polled on the target core only.
-    pub async fn invoke_on<R, F, Fut>(&self, core: usize, f: F) -> R
+    ///
+    /// Order: jobs from this core to one core start there in the order of the `invoke_on` calls
+    /// (the place in line is taken by the call itself, not by the first poll), and a local job
+    /// runs inline at once. Pipelined requests rely on this to reach a partition or a group in
+    /// the order they arrived.
+    pub fn invoke_on<R, F, Fut>(&self, core: usize, f: F) -> impl Future<Output = R> + '_
     where
         R: Send + 'static,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = R> + 'static,
     {
-        if core == self.core() {
-            return f().await;
+        let remote = (core != self.core()).then(|| self.send_turns[core].ticket());
+        async move {
+            let Some(mut turn) = remote else {
+                return f().await;
+            };
+            let (tx, rx) = flume::bounded::<R>(1);
+            let job: Job = Box::new(move || {
+                glommio::spawn_local(async move {
+                    let _ = tx.send(f().await);
+                })
+                .detach();
+            });
+            let sender = self.senders[core].as_ref().expect("invoke_on another core has a sender to it");
+            turn.turn().await;
+            if sender.send(job).await.is_err() {
+                panic!("cross-core channel to core {core} closed while the broker runs");
+            }
+            drop(turn);
+            rx.recv_async().await.expect("a core dropped a cross-core reply")
         }
-        let (tx, rx) = flume::bounded::<R>(1);
-        let job: Job = Box::new(move || {
-            glommio::spawn_local(async move {
-                let _ = tx.send(f().await);
-            })
-            .detach();
-        });
-        let tx = self.senders[core].as_ref().expect("invoke_on another core has a sender to it");
-        if tx.send(job).await.is_err() {
-            panic!("cross-core channel to core {core} closed while the broker runs");
-        }
-        rx.recv_async().await.expect("a core dropped a cross-core reply")
     }
 
     /// Closes this core's senders (at shutdown).
@@ -196,5 +212,54 @@ mod tests {
             assert_eq!(claimed, vec![0, 1]);
             assert!(seed.unclaimed.lock().unwrap().is_empty());
         }
+    }
+
+    /// More jobs than a channel holds, sent while the receiving core is not yet taking any: the
+    /// senders wait for room, and still start on the other core in the order of their calls.
+    #[test]
+    fn jobs_sent_to_a_full_channel_start_in_call_order() {
+        let jobs = limits::MESH_CHANNEL_DEPTH * 3;
+        let seed = Arc::new(MeshSeed::new(2));
+        let started = Arc::new(Mutex::new(Vec::new()));
+        let done = Arc::new(AtomicUsize::new(0));
+        crate::io::rt::run_pinned(2, {
+            let (seed, started, done) = (seed.clone(), started.clone(), done.clone());
+            move || {
+                let (seed, started, done) = (seed.clone(), started.clone(), done.clone());
+                async move {
+                    let mesh = Mesh::join(&seed).await?;
+                    if mesh.core() == 1 {
+                        // Let core 0 fill the channel and queue up behind it first.
+                        crate::io::rt::sleep(Duration::from_millis(100)).await;
+                        mesh.serve();
+                    } else {
+                        mesh.serve();
+                        let calls: Vec<_> = (0..jobs)
+                            .map(|i| {
+                                let (mesh, started) = (mesh.clone(), started.clone());
+                                glommio::spawn_local(async move {
+                                    mesh.invoke_on(1, move || async move { started.lock().unwrap().push(i) }).await
+                                })
+                            })
+                            .collect();
+                        for c in calls {
+                            c.await;
+                        }
+                    }
+                    done.fetch_add(1, Ordering::AcqRel);
+                    while done.load(Ordering::Acquire) < 2 || started.lock().unwrap().len() < jobs {
+                        crate::io::rt::sleep(Duration::from_millis(1)).await;
+                    }
+                    mesh.close();
+                    Ok(())
+                }
+            }
+        })
+        .unwrap();
+        let started = started.lock().unwrap();
+        assert_eq!(started.len(), jobs);
+        // (glommio alone releases waiting senders last-in first-out: 1032, 1031, ... 1024.)
+        let misplaced = started.iter().enumerate().find(|(at, job)| at != *job);
+        assert_eq!(misplaced, None, "(position, job) of the first job started out of call order");
     }
 }

@@ -35,7 +35,7 @@ use crate::config::limits::{
 use crate::io::net::{ConnReader, ConnWriter, ReadExact};
 use crate::io::rt;
 use crate::protocol::frame;
-use crate::storage::notify::Notify;
+use crate::sync::Notify;
 use crate::storage::now_ms;
 
 type Outcome = Result<Option<frame::Frame>, String>;

@@ -26,6 +26,7 @@ use super::metadata::MetadataImage;
 use crate::coordinator::offsets;
 use crate::protocol::{batch, ResponseError};
 use crate::storage::now_ms;
+use crate::sync::{Ticket, Turns};
 
 /// The internal topic holding committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -74,8 +75,8 @@ pub struct Described {
 
 /// Who may commit offsets for a group (OffsetCommit's generation and member id).
 pub enum Committer {
-    /// generation -1 and no member id: a consumer using assign(), allowed while the group has no
-    /// members.
+    /// A negative generation or member epoch: a consumer using assign(), allowed while the group
+    /// has no members.
     Simple,
     Member { member_id: String, generation: i32 },
 }
@@ -92,6 +93,11 @@ pub struct Groups {
     wake_writer: (flume::Sender<()>, flume::Receiver<()>),
     /// Set at shutdown: the writer ends once the queue is empty.
     writer_stopping: Cell<bool>,
+    /// One line per `__consumer_offsets` partition: what an appended record changes in memory
+    /// (a commit's offsets, a tombstone's removal) is applied in the order of the records in
+    /// the log, whatever order their fdatasyncs wake the appenders in. A restart replays the log
+    /// in that order, so memory and the log never disagree about which commit was last.
+    apply_turns: Vec<Turns>,
 }
 
 impl Groups {
@@ -109,6 +115,7 @@ impl Groups {
             dirty: RefCell::new(BTreeMap::new()),
             wake_writer: flume::bounded(1),
             writer_stopping: Cell::new(false),
+            apply_turns: (0..OFFSETS_PARTITIONS).map(|_| Turns::default()).collect(),
         }
     }
 
@@ -221,13 +228,26 @@ impl Groups {
             .iter()
             .map(|((topic, p), c)| (Some(offsets::encode_key(group_id, topic, *p)), Some(offsets::encode_value(c))))
             .collect();
-        if let Err(code) = append_offset_records(group_id, &records).await {
+        let (written, _turn) = self.append_in_order(group_id, &records).await;
+        drop(in_flight);
+        if let Err(code) = written {
             return code;
         }
-        drop(in_flight);
         let mut entries = self.entries.borrow_mut();
         self.entry(&mut entries, group_id).offsets.extend(offsets);
         0
+    }
+
+    /// Appends `records` to the group's `__consumer_offsets` partition and waits for fdatasync,
+    /// then for every earlier append to that partition to have been applied. The caller applies
+    /// its own change to memory while it holds the returned turn (and not after an error).
+    async fn append_in_order(&self, group_id: &str, records: &[KeyValue]) -> (Result<(), i16>, Ticket<'_>) {
+        // Taken right before the append takes its place in the log (no await in between), so
+        // tickets follow log order.
+        let mut turn = self.apply_turns[offsets_partition(group_id) as usize].ticket();
+        let written = append_offset_records(group_id, records).await;
+        turn.turn().await;
+        (written, turn)
     }
 
     fn may_commit(&self, group_id: &str, who: &Committer) -> i16 {
@@ -373,7 +393,8 @@ impl Groups {
             keys.iter().map(|(t, p)| (Some(offsets::encode_key(group_id, t, *p)), None)).collect();
         tombstones.push((Some(offsets::encode_group_key(group_id)), None));
         self.dirty.borrow_mut().remove(group_id);
-        if let Err(code) = append_offset_records(group_id, &tombstones).await {
+        let (written, _turn) = self.append_in_order(group_id, &tombstones).await;
+        if let Err(code) = written {
             return code;
         }
         let mut entries = self.entries.borrow_mut();
@@ -419,7 +440,8 @@ impl Groups {
             (results, tombstones)
         };
         if !tombstones.is_empty() {
-            append_offset_records(group_id, &tombstones).await?;
+            let (written, _turn) = self.append_in_order(group_id, &tombstones).await;
+            written?;
             let mut entries = self.entries.borrow_mut();
             if let Some(e) = entries.get_mut(group_id) {
                 for ((t, p), code) in &results {
@@ -463,7 +485,8 @@ impl Groups {
                 records.push((Some(offsets::encode_group_key(&id)), None));
                 self.dirty.borrow_mut().remove(&id);
             }
-            if append_offset_records(&id, &records).await.is_err() {
+            let (written, _turn) = self.append_in_order(&id, &records).await;
+            if written.is_err() {
                 continue;
             }
             let mut entries = self.entries.borrow_mut();
@@ -623,7 +646,10 @@ pub(crate) fn subscribed_topics(metadata: &bytes::Bytes) -> Vec<String> {
 
 /// Appends `records` to the group's `__consumer_offsets` partition (on this core) and waits for
 /// fdatasync; the Kafka error code on failure.
-async fn append_offset_records(group_id: &str, records: &[(Option<bytes::Bytes>, Option<bytes::Bytes>)]) -> Result<(), i16> {
+/// A `__consumer_offsets` record: key and value (`None`, a tombstone).
+type KeyValue = (Option<bytes::Bytes>, Option<bytes::Bytes>);
+
+async fn append_offset_records(group_id: &str, records: &[KeyValue]) -> Result<(), i16> {
     let Some(log) = current().partition(OFFSETS_TOPIC, offsets_partition(group_id)) else {
         return Err(ResponseError::CoordinatorNotAvailable.code());
     };

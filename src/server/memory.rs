@@ -19,7 +19,7 @@
 
 use std::cell::Cell;
 
-use crate::storage::notify::Notify;
+use crate::sync::Notify;
 
 pub struct CoreMemory {
     limit: usize,

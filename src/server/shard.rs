@@ -22,7 +22,7 @@ use crate::io::mesh::Mesh;
 use crate::io::{fs, rt};
 use crate::protocol::ResponseError;
 use crate::storage::log::PartitionLog;
-use crate::storage::notify::Notify;
+use crate::sync::Notify;
 
 thread_local! {
     static CURRENT: RefCell<Option<Rc<Shard>>> = const { RefCell::new(None) };
@@ -109,7 +109,8 @@ impl Shard {
     }
 
     /// Runs `f` on `core` (inline when it is this core) and returns its result.
-    pub async fn invoke_on<R, F, Fut>(&self, core: usize, f: F) -> R
+    /// Jobs to one core start there in the order of these calls (see `Mesh::invoke_on`).
+    pub fn invoke_on<R, F, Fut>(&self, core: usize, f: F) -> impl Future<Output = R> + '_
     where
         R: Send + 'static,
         F: FnOnce() -> Fut + Send + 'static,
@@ -118,7 +119,7 @@ impl Shard {
         if core != self.core {
             crate::metrics::cross_core();
         }
-        self.mesh.invoke_on(core, f).await
+        self.mesh.invoke_on(core, f)
     }
 
     /// Installs a new metadata image: drops partitions of topics that are gone, opens (and so

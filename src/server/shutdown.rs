@@ -24,7 +24,7 @@ use super::shard::Shard;
 use super::{AllCores, Round};
 use crate::config::limits::SHUTDOWN_CUT_WAIT_MS;
 use crate::io::rt;
-use crate::storage::notify::Notify;
+use crate::sync::Notify;
 
 /// Where a core is in its life: serving, stopping (phase 1), closed (phase 3). Owned by the
 /// core's shard.

@@ -22,7 +22,7 @@
 //! for); `durable` is the end of what fdatasync has covered.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -31,7 +31,7 @@ use bytes::{Bytes, BytesMut};
 use super::compact;
 use super::index::SegmentIndex;
 use super::producers::{ProducerStates, Verdict};
-use super::notify::Notify;
+use crate::sync::{Notify, Turns};
 use super::now_ms;
 use crate::config::limits::{
     DMA_ALIGNMENT_BYTES, PARTITION_CACHE_MAX_BYTES, READ_AHEAD_CORE_MAX_BYTES, SEGMENT_INLINE_WRITE_MAX_BYTES,
@@ -360,12 +360,6 @@ struct State {
     cache_bytes: usize,
     read_ahead: ReadAhead,
     stats: LogStats,
-    /// Appends are admitted strictly in arrival order: each takes a ticket before its first await
-    /// and waits until `serving` reaches it (see [`PartitionLog::take_turn`]).
-    next_ticket: u64,
-    serving: u64,
-    /// Tickets whose appends were dropped before their turn; skipped when `serving` reaches them.
-    abandoned: BTreeSet<u64>,
     /// Compaction: the end of the closed segments at the last pass (a pass runs again only once
     /// another segment has closed).
     cleaned_through: i64,
@@ -413,37 +407,10 @@ pub struct PartitionLog {
     preallocate_step: Cell<u64>,
     /// Woken whenever a write, sync or roll finishes.
     io_done: Notify,
-    /// Woken whenever an append's turn ends.
-    turn_done: Notify,
-}
-
-/// An append's turn: held from offset assignment's wait (a roll) to the end of the synchronous
-/// part. Dropping it, even when the append is cancelled, passes the turn on.
-struct Turn<'a> {
-    log: &'a PartitionLog,
-    ticket: u64,
-    admitted: bool,
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        {
-            let mut st = self.log.st.borrow_mut();
-            if self.admitted {
-                st.serving += 1;
-            } else {
-                st.abandoned.insert(self.ticket);
-            }
-            loop {
-                let next = st.serving;
-                if !st.abandoned.remove(&next) {
-                    break;
-                }
-                st.serving += 1;
-            }
-        }
-        self.log.turn_done.notify_all();
-    }
+    /// Appends are admitted strictly in arrival order: each takes a ticket before its first await
+    /// and holds the turn from offset assignment's wait (a roll) to the end of the synchronous
+    /// part; dropping it, even when the append is cancelled, passes the turn on.
+    turns: Turns,
 }
 
 /// Clears an in-flight flag (`writing`, `syncing`, `rolling`, `compacting`) if the future that
@@ -577,9 +544,6 @@ impl PartitionLog {
             cache_bytes: 0,
             read_ahead: ReadAhead::default(),
             stats: LogStats::default(),
-            next_ticket: 0,
-            serving: 0,
-            abandoned: BTreeSet::new(),
             cleaned_through: 0,
             producers,
         };
@@ -592,7 +556,7 @@ impl PartitionLog {
             write_max: Cell::new(SEGMENT_WRITE_MAX_BYTES),
             preallocate_step: Cell::new(0),
             io_done: Notify::default(),
-            turn_done: Notify::default(),
+            turns: Turns::default(),
         }))
     }
 
@@ -667,7 +631,8 @@ impl PartitionLog {
     pub async fn append_owned(&self, batches: Vec<(BytesMut, BatchHeader)>, wait_durable: bool) -> Result<AppendInfo, LogError> {
         let incoming: usize = batches.iter().map(|(b, _)| b.len()).sum();
         // Offsets are assigned in arrival order even when a roll makes this append wait.
-        let turn = self.take_turn().await;
+        let mut turn = self.turns.ticket();
+        turn.turn().await;
         if self.st.borrow().closing {
             return Err(LogError::Storage(format!("{} is closed for shutdown", self.dir.display())));
         }
@@ -779,23 +744,6 @@ impl PartitionLog {
             log_append_time: append_time.unwrap_or(-1),
             log_start: self.st.borrow().log_start,
         })
-    }
-
-    /// Takes the next ticket and waits for its turn. Call before the append's first await.
-    async fn take_turn(&self) -> Turn<'_> {
-        let ticket = {
-            let mut st = self.st.borrow_mut();
-            st.next_ticket += 1;
-            st.next_ticket - 1
-        };
-        let mut turn = Turn { log: self, ticket, admitted: false };
-        loop {
-            if self.st.borrow().serving == ticket {
-                turn.admitted = true;
-                return turn;
-            }
-            self.turn_done.wait().await;
-        }
     }
 
     /// Waits until everything before `end` is in the segment file, writing it if no one is.
@@ -2226,7 +2174,8 @@ mod tests {
             assert_eq!((o.log_end, o.high_watermark, o.durable), (d + 10, d + 10, d + 10));
             let st = log.st.borrow();
             assert!(!st.writing && !st.syncing && !st.rolling);
-            assert_eq!(st.serving, st.next_ticket);
+            drop(st);
+            assert!(log.turns.idle());
         });
     }
 

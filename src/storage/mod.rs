@@ -11,7 +11,6 @@
 pub mod compact;
 pub mod index;
 pub mod log;
-pub mod notify;
 pub mod producers;
 #[cfg(test)]
 mod simulation;

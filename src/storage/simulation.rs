@@ -37,7 +37,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::log::{AppendInfo, LogError, Offsets, PartitionLog};
-use super::notify::Notify;
+use crate::sync::Notify;
 use crate::config::{Config, ServeArgs, TopicConfig};
 use crate::io::rt;
 use crate::io::sim_disk::{FaultPlan, FaultStats, Rng, SimDisk};

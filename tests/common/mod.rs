@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -493,4 +495,26 @@ pub fn spawn_numbered_writer(
             }
         }
     })
+}
+
+pub fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap()
+}
+
+/// Creates a topic through librdkafka's admin API (CreateTopics), with topic settings.
+pub fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let a = admin(bootstrap);
+    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
+    let r = futures_lite_block_on(a.create_topics([&t], &AdminOptions::new()));
+    for x in r.unwrap() {
+        x.unwrap();
+    }
+}
+
+/// rdkafka's admin futures run on librdkafka's threads; a trivial executor is enough.
+pub fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    futures_lite::future::block_on(f)
 }
