@@ -53,6 +53,10 @@ pub mod limits {
     /// Most bytes of segment read-ahead (the next chunks for the consumers reading from disk, up
     /// to four followed per partition) a core holds or has in flight, all its partitions together.
     pub const READ_AHEAD_CORE_MAX_BYTES: usize = 64 * 1024 * 1024;
+    /// Most bytes a compressed batch's records may decompress to when the broker reads them
+    /// (a timestamp lookup): a batch that would grow past this is answered from its header alone,
+    /// so a compression bomb costs at most this much memory, once.
+    pub const RECORDS_DECOMPRESSED_MAX_BYTES: usize = 64 * 1024 * 1024;
     /// Longest topic name Kafka allows.
     pub const TOPIC_NAME_MAX_LEN: usize = 249;
     /// Most partitions one topic may have.

@@ -178,7 +178,7 @@ pub fn check_batch(b: &[u8], h: &BatchHeader) {
     assert_eq!(batch::validate(b).as_ref(), Ok(h), "validate is a function of the bytes");
     assert_eq!(h.total_len(), b.len());
     let kvs = batch::key_values(b, h);
-    let times = batch::record_timestamps(b, h);
+    let times = batch::record_timestamps(b, h, crate::config::limits::RECORDS_DECOMPRESSED_MAX_BYTES);
     let mut seen = Vec::new();
     let visited = batch::visit(b, h, |r, bytes| {
         assert!(!bytes.is_empty());
@@ -306,7 +306,6 @@ pub fn segment(data: &[u8]) {
         index: SegmentIndex::default(),
         bytes_since_index: 0,
         max_ts: -1,
-        offset_of_max_ts: -1,
         next_offset: base,
     };
     // Where recovery starts: at the last offset-index entry if it names the batch found there.
@@ -318,7 +317,6 @@ pub fn segment(data: &[u8]) {
             if index_entry_matches(base, rel, head) && p < log.len() {
                 start = p;
                 walk.max_ts = idx.times.last().map(|&(t, _)| t).unwrap_or(-1);
-                walk.offset_of_max_ts = idx.times.last().map(|&(_, o)| base.saturating_add(o as i64)).unwrap_or(-1);
                 walk.index = idx;
             }
         } else {

@@ -13,6 +13,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::codec;
+
 pub const HEADER_LEN: usize = 61;
 /// Bytes before `batch_length` counts from: base_offset and batch_length themselves.
 pub const LOG_OVERHEAD: usize = 12;
@@ -361,11 +363,17 @@ fn get_bytes_field<'a>(r: &'a [u8], at: &mut usize) -> Option<Option<&'a [u8]>> 
 /// whose fields run past its own length, an offset or timestamp that overflows, fewer records
 /// than `records_count`, or bytes left after the last one. Every reader below goes through this,
 /// so they agree on what a well-formed batch is.
-fn each_record<'a>(b: &'a [u8], h: &BatchHeader, mut f: impl FnMut(RawRecord<'a>)) -> Option<()> {
+fn each_record<'a>(b: &'a [u8], h: &BatchHeader, f: impl FnMut(RawRecord<'a>)) -> Option<()> {
     if h.compression() != 0 || b.len() != h.total_len() {
         return None;
     }
-    let mut at = HEADER_LEN;
+    walk_records(&b[HEADER_LEN..], h, f)
+}
+
+/// Calls `f` with each record of `records`, the records of the batch `h` heads as they are once
+/// decompressed; the same rules as [`each_record`].
+fn walk_records<'a>(b: &'a [u8], h: &BatchHeader, mut f: impl FnMut(RawRecord<'a>)) -> Option<()> {
+    let mut at = 0;
     for _ in 0..h.records_count {
         let start = at;
         let len = read_varint(b, &mut at)?;
@@ -430,14 +438,21 @@ pub fn visit(b: &[u8], h: &BatchHeader, mut f: impl FnMut(&RecordView<'_>, &[u8]
     each_record(b, h, |r| f(&RecordView { offset: r.offset, key: r.key, tombstone: r.value.is_none() }, r.bytes))
 }
 
-/// For an uncompressed batch, each record's (offset, timestamp). `None` for compressed batches or
-/// malformed records (callers then fall back to the batch-level timestamps).
-pub fn record_timestamps(b: &[u8], h: &BatchHeader) -> Option<Vec<(i64, i64)>> {
-    if h.is_log_append_time() {
+/// Each record's (offset, timestamp), compressed batches decompressed into at most
+/// `decompressed_max` bytes. `None` for LogAppendTime batches (every record has the batch's
+/// time), malformed records, or a batch that does not decompress within the bound: callers then
+/// fall back to the batch-level timestamps.
+pub fn record_timestamps(b: &[u8], h: &BatchHeader, decompressed_max: usize) -> Option<Vec<(i64, i64)>> {
+    if h.is_log_append_time() || b.len() != h.total_len() {
         return None;
     }
     let mut out = Vec::new();
-    each_record(b, h, |r| out.push((r.offset, r.timestamp)))?;
+    if h.compression() == codec::NONE {
+        each_record(b, h, |r| out.push((r.offset, r.timestamp)))?;
+    } else {
+        let records = codec::decompress(h.compression(), &b[HEADER_LEN..], decompressed_max).ok()?;
+        walk_records(&records, h, |r| out.push((r.offset, r.timestamp)))?;
+    }
     Some(out)
 }
 
@@ -457,11 +472,18 @@ pub mod tests {
 
     /// Builds a valid uncompressed batch of `n` records with 1 ms apart timestamps.
     pub fn make_batch(n: i32, base_ts: i64) -> Bytes {
+        make_batch_with((0..n as i64).collect::<Vec<_>>().as_slice(), base_ts, codec::NONE)
+    }
+
+    /// Builds a valid batch with one record per timestamp delta (in any order), its records
+    /// compressed with `codec`.
+    pub fn make_batch_with(ts_deltas: &[i64], base_ts: i64, codec: i16) -> Bytes {
+        let n = ts_deltas.len() as i32;
         let mut recs = BytesMut::new();
-        for i in 0..n {
+        for (i, delta) in ts_deltas.iter().enumerate() {
             let mut r = BytesMut::new();
             r.put_i8(0);
-            put_varint(&mut r, i as i64); // timestamp delta
+            put_varint(&mut r, *delta); // timestamp delta
             put_varint(&mut r, i as i64); // offset delta
             put_varint(&mut r, -1); // null key
             put_varint(&mut r, 3);
@@ -470,16 +492,17 @@ pub mod tests {
             put_varint(&mut recs, r.len() as i64);
             recs.put_slice(&r);
         }
+        let recs = codec::tests::compress(codec, &recs);
         let mut b = BytesMut::new();
         b.put_i64(0);
         b.put_i32((HEADER_LEN - LOG_OVERHEAD + recs.len()) as i32);
         b.put_i32(-1);
         b.put_i8(2);
         b.put_u32(0);
-        b.put_i16(0);
+        b.put_i16(codec);
         b.put_i32(n - 1);
         b.put_i64(base_ts);
-        b.put_i64(base_ts + n as i64 - 1);
+        b.put_i64(base_ts + ts_deltas.iter().copied().max().unwrap_or(0));
         b.put_i64(-1);
         b.put_i16(-1);
         b.put_i32(-1);
@@ -599,7 +622,22 @@ pub mod tests {
     fn record_timestamps_of_uncompressed_batch() {
         let b = make_batch(3, 50);
         let h = validate(&b).unwrap();
-        assert_eq!(record_timestamps(&b, &h).unwrap(), vec![(0, 50), (1, 51), (2, 52)]);
+        assert_eq!(record_timestamps(&b, &h, 1 << 20).unwrap(), vec![(0, 50), (1, 51), (2, 52)]);
+    }
+
+    /// Timestamps out of order inside a batch, in every codec: each record keeps its own, so a
+    /// lookup by timestamp can name the record rather than the batch's last offset.
+    #[test]
+    fn record_timestamps_of_compressed_batches_are_each_records_own() {
+        for codec in [codec::NONE, codec::GZIP, codec::SNAPPY, codec::LZ4, codec::ZSTD] {
+            let b = make_batch_with(&[100, 400, 250], 1_000, codec);
+            let h = validate(&b).unwrap();
+            assert_eq!((h.compression(), h.max_timestamp), (codec, 1_400));
+            assert_eq!(record_timestamps(&b, &h, 1 << 20).unwrap(), vec![(0, 1_100), (1, 1_400), (2, 1_250)], "codec {codec}");
+            if codec != codec::NONE {
+                assert_eq!(record_timestamps(&b, &h, 10), None, "codec {codec}: past the bound, no answer");
+            }
+        }
     }
 
     /// Found by fuzzing: `visit` accepted a record whose value ran past the record's own length
@@ -623,14 +661,14 @@ pub mod tests {
         let h = validate(&m).unwrap();
         assert!(visit(&m, &h, |_, _| {}).is_none());
         assert!(key_values(&m, &h).is_none());
-        assert!(record_timestamps(&m, &h).is_none());
+        assert!(record_timestamps(&m, &h, 1 << 20).is_none());
         assert_eq!(retain(&m, &h, |_| true), None);
         // A base offset near i64::MAX (outside the CRC, so a flipped bit passes it).
         let mut m = make_batch(2, 0).to_vec();
         patch(&mut m, i64::MAX, 0, None);
         let h = validate(&m).unwrap();
         assert!(visit(&m, &h, |_, _| {}).is_none());
-        assert!(record_timestamps(&m, &h).is_none());
+        assert!(record_timestamps(&m, &h, 1 << 20).is_none());
     }
 
     #[test]
@@ -653,7 +691,7 @@ pub mod tests {
         let h2 = validate(&out).expect("a valid batch, CRC redone");
         assert_eq!((h2.base_offset, h2.last_offset(), h2.records_count), (100, 103, 2), "offsets unchanged, two records");
         assert_eq!(key_values(&out, &h2).unwrap(), vec![(k("a"), k("2")), (None, k("x"))]);
-        let ts = record_timestamps(&out, &h2).unwrap();
+        let ts = record_timestamps(&out, &h2, 1 << 20).unwrap();
         assert_eq!(ts.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![102, 103]);
         assert_eq!(retain(&raw, &h, |_| false), Some(None));
         let mut compressed = raw.to_vec();

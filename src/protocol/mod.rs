@@ -1,10 +1,13 @@
 //! The Kafka wire protocol as Spate uses it: request framing and header decoding, response
-//! encoding, record-batch (v2) validation and patching, error codes.
+//! encoding, record-batch (v2) validation and patching, bounded decompression of batches'
+//! records, error codes.
 //!
-//! Architecture invariant: this module depends on `kafka-protocol`, `bytes` and `crc32c` only. It
+//! Architecture invariant: this module depends on `kafka-protocol`, `bytes`, `crc32c` and the
+//! codec crates only. It
 //! knows nothing of the server, storage or runtime, and never panics on bytes from the network.
 
 pub mod batch;
+pub mod codec;
 pub mod frame;
 
 pub use kafka_protocol::messages;

@@ -34,8 +34,8 @@ use super::producers::{ProducerStates, Verdict};
 use crate::sync::{Notify, Turns};
 use super::now_ms;
 use crate::config::limits::{
-    DMA_ALIGNMENT_BYTES, PARTITION_CACHE_MAX_BYTES, READ_AHEAD_CORE_MAX_BYTES, SEGMENT_INLINE_WRITE_MAX_BYTES,
-    SEGMENT_READ_MAX_BYTES, SEGMENT_WRITE_MAX_BYTES,
+    DMA_ALIGNMENT_BYTES, PARTITION_CACHE_MAX_BYTES, READ_AHEAD_CORE_MAX_BYTES, RECORDS_DECOMPRESSED_MAX_BYTES,
+    SEGMENT_INLINE_WRITE_MAX_BYTES, SEGMENT_READ_MAX_BYTES, SEGMENT_WRITE_MAX_BYTES,
 };
 use crate::config::{TimestampType, TopicConfig};
 use crate::io::file::{copy_from_parts, ReadChunk, SegmentFile};
@@ -121,7 +121,6 @@ struct Segment {
     index_saved: bool,
     bytes_since_index: u64,
     max_ts: i64,
-    offset_of_max_ts: i64,
     created_ms: i64,
 }
 
@@ -352,8 +351,8 @@ struct State {
     /// Bumped when a failed write rolls back appended-but-unwritten batches.
     rollback_gen: u64,
     /// For each unwritten batch that raised the active segment's largest timestamp: its base
-    /// offset and the (timestamp, offset) it replaced, so a rollback can put them back.
-    max_ts_undo: Vec<(i64, i64, i64)>,
+    /// offset and the timestamp it replaced, so a rollback can put it back.
+    max_ts_undo: Vec<(i64, i64)>,
     unflushed_records: i64,
     last_sync_ms: i64,
     cache: VecDeque<CachedBatch>,
@@ -696,11 +695,8 @@ impl PartitionLog {
                 if seg.created_ms == 0 {
                     seg.created_ms = now_ms();
                 }
-                let replaced = (max_ts > seg.max_ts).then_some((base, seg.max_ts, seg.offset_of_max_ts));
-                if max_ts > seg.max_ts {
-                    seg.max_ts = max_ts;
-                    seg.offset_of_max_ts = last;
-                }
+                let replaced = (max_ts > seg.max_ts).then_some((base, seg.max_ts));
+                seg.max_ts = seg.max_ts.max(max_ts);
                 if seg.bytes_since_index >= config.index_interval_bytes as u64 {
                     let max_so_far = seg.max_ts;
                     // Producers choose last_offset_delta: an offset too far from the base for
@@ -819,7 +815,7 @@ impl PartitionLog {
                         st.active().written = pos + len as u64;
                         assert!(new_end >= st.high_watermark, "high watermark would move back");
                         st.high_watermark = new_end;
-                        st.max_ts_undo.retain(|&(base, _, _)| base >= new_end);
+                        st.max_ts_undo.retain(|&(base, _)| base >= new_end);
                     }
                     Err(e) => {
                         tracing::error!(file = %file.path().display(), error = %e, "segment write failed; rolling back unwritten batches");
@@ -830,10 +826,8 @@ impl PartitionLog {
                         seg.next_offset = hw;
                         seg.index.truncate_to_position(written as u32);
                         // The largest timestamp must not name a batch that is gone.
-                        if let Some(&(_, ts, offset)) = st.max_ts_undo.iter().find(|u| u.0 >= hw) {
-                            let seg = st.active();
-                            seg.max_ts = ts;
-                            seg.offset_of_max_ts = offset;
+                        if let Some(&(_, ts)) = st.max_ts_undo.iter().find(|u| u.0 >= hw) {
+                            st.active().max_ts = ts;
                         }
                         st.max_ts_undo.clear();
                         // Everything past what is on disk goes: the batches this write took out
@@ -1174,20 +1168,23 @@ impl PartitionLog {
         }
     }
 
-    /// The offset of the batch holding the largest timestamp, and that timestamp (ListOffsets -3).
-    pub fn max_timestamp(&self) -> (i64, i64) {
-        let st = self.st.borrow();
-        st.segments
-            .values()
-            .filter(|s| s.max_ts >= 0)
-            .max_by_key(|s| s.max_ts)
-            .map(|s| (s.offset_of_max_ts, s.max_ts))
-            .unwrap_or((-1, -1))
+    /// The offset of the first record carrying the largest timestamp in the log, and that
+    /// timestamp (ListOffsets -3, KIP-734). `None` for an empty log. The segments know their
+    /// largest timestamp; the record holding it is found by reading its batch, compressed or not
+    /// (as Kafka does since KAFKA-16310: a batch's last offset is not the answer when its records'
+    /// timestamps are not in order).
+    pub async fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let max = self.st.borrow().segments.values().map(|s| s.max_ts).max().filter(|&t| t >= 0);
+        match max {
+            Some(max) => self.offset_for_timestamp(max).await,
+            None => Ok(None),
+        }
     }
 
     /// The first offset whose record timestamp is >= `ts`, with that timestamp; `None` if none.
-    /// Exact for uncompressed batches; for compressed ones the first batch whose max timestamp
-    /// reaches `ts`, at its base offset.
+    /// Exact, compressed batches included, except for a batch whose records do not decompress
+    /// within `RECORDS_DECOMPRESSED_MAX_BYTES` (or LogAppendTime batches, whose records all
+    /// carry the batch's time): the batch's base offset and max timestamp.
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
         let candidates: Vec<(SegmentFile, u64, u64, i64)> = {
             let st = self.st.borrow();
@@ -1215,7 +1212,7 @@ impl PartitionLog {
                     let max = h.max_timestamp;
                     if max >= ts {
                         let b = &chunk[at..at + h.total_len()];
-                        found = match batch::record_timestamps(b, h) {
+                        found = match batch::record_timestamps(b, h, RECORDS_DECOMPRESSED_MAX_BYTES) {
                             Some(recs) => recs.into_iter().find(|&(_, t)| t >= ts),
                             None => Some((h.base_offset, max)),
                         };
@@ -1303,7 +1300,6 @@ fn new_segment(base: i64, file: SegmentFile) -> Segment {
         index_saved: false,
         bytes_since_index: 0,
         max_ts: -1,
-        offset_of_max_ts: -1,
         created_ms: 0,
     }
 }
@@ -1498,7 +1494,6 @@ pub(crate) struct SegmentScan {
     pub index: SegmentIndex,
     pub bytes_since_index: u64,
     pub max_ts: i64,
-    pub offset_of_max_ts: i64,
     pub next_offset: i64,
 }
 
@@ -1521,10 +1516,7 @@ impl SegmentScan {
             self.bytes_since_index = 0;
         }
         self.bytes_since_index += h.total_len() as u64;
-        if h.max_timestamp > self.max_ts {
-            self.max_ts = h.max_timestamp;
-            self.offset_of_max_ts = last;
-        }
+        self.max_ts = self.max_ts.max(h.max_timestamp);
         self.next_offset = last + 1;
         Ok(())
     }
@@ -1561,7 +1553,6 @@ async fn recover_segment(dir: &Path, base: i64, index_interval: i64, log_rebuild
                 start = p as u64;
                 seg.index_saved = true;
                 seg.max_ts = idx.times.last().map(|&(t, _)| t).unwrap_or(-1);
-                seg.offset_of_max_ts = idx.times.last().map(|&(_, o)| base.saturating_add(o as i64)).unwrap_or(-1);
                 seg.index = idx;
             } else {
                 tracing::info!(segment = %path.display(), "index does not match the segment; rebuilding it");
@@ -1580,7 +1571,6 @@ async fn recover_segment(dir: &Path, base: i64, index_interval: i64, log_rebuild
         index: std::mem::take(&mut seg.index),
         bytes_since_index: 0,
         max_ts: seg.max_ts,
-        offset_of_max_ts: seg.offset_of_max_ts,
         next_offset: base,
     };
     while pos < size {
@@ -1609,7 +1599,6 @@ async fn recover_segment(dir: &Path, base: i64, index_interval: i64, log_rebuild
     seg.index = walk.index;
     seg.bytes_since_index = walk.bytes_since_index;
     seg.max_ts = walk.max_ts;
-    seg.offset_of_max_ts = walk.offset_of_max_ts;
     seg.next_offset = walk.next_offset;
     seg.size = pos;
     seg.written = pos;
@@ -1660,7 +1649,6 @@ mod tests {
             index: SegmentIndex::default(),
             bytes_since_index: 0,
             max_ts: -1,
-            offset_of_max_ts: -1,
             next_offset: 100,
         };
         let at = |base: i64| {
@@ -2269,6 +2257,30 @@ mod tests {
         matches!(r, Err(LogError::Storage(_)))
     }
 
+    /// ListOffsets MAX_TIMESTAMP names the first record holding the log's largest timestamp,
+    /// inside a compressed batch whose timestamps are out of order too (KIP-734, KAFKA-16310).
+    #[test]
+    fn max_timestamp_names_the_record_holding_it() {
+        use crate::protocol::batch::tests::make_batch_with;
+        use crate::protocol::codec;
+        on_sim_disk(FaultPlan::default(), |_disk| async move {
+            let log = open_sim(config()).await;
+            let batch = |deltas: &[i64], base_ts: i64| {
+                let b = make_batch_with(deltas, base_ts, codec::GZIP);
+                let h = batch::validate(&b).unwrap();
+                (b, h)
+            };
+            assert_eq!(log.max_timestamp().await.unwrap(), None, "an empty log has none");
+            log.append(&[batch(&[100, 400, 250], 1_000)], true).await.unwrap();
+            assert_eq!(log.max_timestamp().await.unwrap(), Some((1, 1_400)));
+            log.append(&[batch(&[0, 50], 1_400)], true).await.unwrap();
+            assert_eq!(log.max_timestamp().await.unwrap(), Some((4, 1_450)));
+            // A tie keeps the first record that reached it.
+            log.append(&[batch(&[0], 1_450)], true).await.unwrap();
+            assert_eq!(log.max_timestamp().await.unwrap(), Some((4, 1_450)));
+        });
+    }
+
     #[test]
     fn a_rolled_back_append_is_not_left_as_the_largest_timestamp() {
         on_sim_disk(FaultPlan::default(), |disk| async move {
@@ -2276,9 +2288,9 @@ mod tests {
             log.append(&[record("a", "1", 5_000)], true).await.unwrap();
             disk.fail_after(OpKind::Write, 0);
             assert!(is_storage_error(&log.append(&[record("a", "2", 9_000)], true).await));
-            assert_eq!(log.max_timestamp(), (0, 5_000), "offset 1 was rolled back");
+            assert_eq!(log.max_timestamp().await.unwrap(), Some((0, 5_000)), "offset 1 was rolled back");
             assert_eq!(log.append(&[record("a", "3", 7_000)], true).await.unwrap().base_offset, 1);
-            assert_eq!(log.max_timestamp(), (1, 7_000));
+            assert_eq!(log.max_timestamp().await.unwrap(), Some((1, 7_000)));
         });
     }
 

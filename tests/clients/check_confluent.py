@@ -455,6 +455,38 @@ def ck_watermarks_and_offsets_for_times(ctx):
     return "watermarks, offsets_for_times x5, admin list_offsets x4"
 
 
+@check("ck_max_timestamp_inside_a_batch")
+def ck_max_timestamp_inside_a_batch(ctx):
+    """ListOffsets MAX_TIMESTAMP (KIP-734) names the record holding the largest timestamp, not the
+    last offset of its batch, and a lookup by timestamp names the record, not its batch: one batch
+    of three records stamped +100, +400, +250, in every codec (Kafka's own bug KAFKA-16310)."""
+    a = admin(ctx)
+    base = int(time.time() * 1000) - 600_000
+    for codec in CODECS:
+        topic = ctx.topic(f"ck-maxts-{codec}")
+        create_topic(ctx, topic, 1)
+        # One batch: linger long enough that the three records travel together.
+        p = producer(ctx, **{"compression.type": codec, "linger.ms": 1000})
+        for i, delta in enumerate([100, 400, 250]):
+            p.produce(topic, partition=0, value=f"v{i}".encode() * 50, timestamp=base + delta)
+        flush(p)
+        c = consumer(ctx)
+        try:
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=TIMEOUT)
+            assert (lo, hi) == (0, 3), f"{codec}: watermarks ({lo}, {hi})"
+        finally:
+            c.close()
+        tp = TopicPartition(topic, 0)
+        for spec, want in [(OffsetSpec.max_timestamp(), (1, base + 400)),
+                           (OffsetSpec.for_timestamp(base + 200), (1, base + 400)),
+                           (OffsetSpec.for_timestamp(base + 250), (1, base + 400)),
+                           (OffsetSpec.for_timestamp(base + 50), (0, base + 100))]:
+            r = result(a.list_offsets({tp: spec})[tp], f"{codec}: list_offsets({spec})")
+            assert (r.offset, r.timestamp) == want, \
+                f"{codec}: list_offsets {type(spec).__name__}: ({r.offset}, {r.timestamp - base:+}), want ({want[0]}, {want[1] - base:+})"
+    return f"max timestamp and lookups by timestamp inside one batch, {len(CODECS)} codecs"
+
+
 @check("ck_long_poll_tail")
 def ck_long_poll_tail(ctx):
     """A consumer waiting at the end of the log receives records produced afterwards."""

@@ -9,6 +9,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use super::super::shard::Shard;
 use super::{on_partitions, PartWork};
 use crate::protocol::ResponseError;
+use crate::storage::log::{LogError, PartitionLog};
 
 pub const VERSIONS: (i16, i16) = (1, 10);
 
@@ -39,18 +40,8 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ListOffsetsRequest) ->
         let answer: Answer = match ts {
             LATEST => (0, o.high_watermark, -1),
             EARLIEST | EARLIEST_LOCAL => (0, o.log_start, -1),
-            MAX_TIMESTAMP => {
-                let (off, t) = log.max_timestamp();
-                (0, off, t)
-            }
-            t if t >= 0 => match log.offset_for_timestamp(t).await {
-                Ok(Some((off, found))) => (0, off, found),
-                Ok(None) => (0, -1, -1),
-                Err(e) => {
-                    tracing::error!(dir = %log.dir().display(), error = %e, "timestamp lookup failed");
-                    (ResponseError::KafkaStorageError.code(), -1, -1)
-                }
-            },
+            MAX_TIMESTAMP => found(&log, log.max_timestamp().await),
+            t if t >= 0 => found(&log, log.offset_for_timestamp(t).await),
             _ => (ResponseError::InvalidRequest.code(), -1, -1),
         };
         answer
@@ -79,4 +70,16 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ListOffsetsRequest) ->
         resp.topics.push(tr);
     }
     resp
+}
+
+/// The answer to a lookup by timestamp: (error, offset, timestamp), -1s when nothing matched.
+fn found(log: &PartitionLog, r: Result<Option<(i64, i64)>, LogError>) -> Answer {
+    match r {
+        Ok(Some((offset, ts))) => (0, offset, ts),
+        Ok(None) => (0, -1, -1),
+        Err(e) => {
+            tracing::error!(dir = %log.dir().display(), error = %e, "timestamp lookup failed");
+            (ResponseError::KafkaStorageError.code(), -1, -1)
+        }
+    }
 }
