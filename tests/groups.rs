@@ -619,3 +619,29 @@ fn commit_metadata_over_4096_bytes_is_refused() {
     assert_eq!(commit("é".repeat(2049)), 12, "OFFSET_METADATA_TOO_LARGE for 4098 bytes");
     assert_eq!(commit("m".repeat(4096)), 0, "4096 bytes is allowed");
 }
+
+/// KIP-848 consumers that only assign(): librdkafka under `group.protocol=consumer` commits with
+/// its own member id and epoch -1. Kafka accepts that while the group has no members, as for the
+/// classic protocol (it was refused with UNKNOWN_MEMBER_ID).
+#[test]
+fn consumer_protocol_assign_only_consumer_commits() {
+    let broker = Broker::start(GROUP_FLAGS);
+    produce_numbered(&broker.bootstrap(), "assigned-848", 12);
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "g-848-assign")
+        .set("group.protocol", "consumer")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("assigned-848", 0, rdkafka::Offset::Beginning).unwrap();
+    c.assign(&tpl).unwrap();
+    let mut commit = rdkafka::TopicPartitionList::new();
+    commit.add_partition_offset("assigned-848", 0, rdkafka::Offset::Offset(2)).unwrap();
+    c.commit(&commit, CommitMode::Sync).expect("an assign()-only consumer-protocol commit");
+    let mut ask = rdkafka::TopicPartitionList::new();
+    ask.add_partition("assigned-848", 0);
+    let got = c.committed_offsets(ask, Duration::from_secs(10)).unwrap();
+    assert_eq!(got.elements()[0].offset(), rdkafka::Offset::Offset(2));
+}

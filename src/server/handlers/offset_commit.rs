@@ -22,7 +22,10 @@ pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 pub async fn handle(shard: &Rc<Shard>, version: i16, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let image = shard.image();
     let group_id = req.group_id.0.to_string();
-    let who = if req.generation_id_or_member_epoch < 0 && req.member_id.is_empty() {
+    // A negative generation (or member epoch) is a consumer outside group management, using
+    // assign(), whatever member id it sends: librdkafka under the consumer protocol sends its
+    // own. Kafka accepts such commits while the group has no members, in both protocols.
+    let who = if req.generation_id_or_member_epoch < 0 {
         Committer::Simple
     } else {
         Committer::Member { member_id: req.member_id.to_string(), generation: req.generation_id_or_member_epoch }
