@@ -28,6 +28,60 @@ fn high_watermark(bootstrap: &str, topic: &str, partition: i32) -> i64 {
     common::consumer(bootstrap).fetch_watermarks(topic, partition, Duration::from_secs(20)).unwrap().1
 }
 
+/// No log level turns a clean shutdown into an abort. At debug and below, a core that dropped its
+/// partitions while its thread was torn down logged (glommio, for each segment file dropped
+/// open) after the log's own thread-locals were gone: "thread local panicked on drop, aborting".
+/// Several segments per partition, a group member connected and a producer running at SIGTERM.
+#[test]
+fn sigterm_at_debug_and_trace_logging_exits_cleanly() {
+    // Debug is the level that aborted: at trace, glommio logs on the core's thread before the
+    // shard is installed, which happened to order the thread-locals' teardown safely.
+    for level in ["debug", "trace"] {
+        shutdown_logging_at(level);
+    }
+}
+
+fn shutdown_logging_at(level: &str) {
+    let mut broker = Broker::start_logging(level, &["--segment-bytes", "16384", "--num-partitions", "4"]);
+    let p = producer(&broker.bootstrap(), &[("acks", "all")]);
+    let value = vec![b'v'; 100];
+    for i in 0..1500 {
+        p.send(BaseRecord::to("traced").key(&format!("k{i}")).payload(&value)).unwrap();
+    }
+    common::flush(&p);
+    let c: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "traced-group")
+        .set("auto.offset.reset", "earliest")
+        // Closing it after the broker is gone waits for the session to end.
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .create()
+        .unwrap();
+    c.subscribe(&["traced"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut read = 0;
+    while read < 100 {
+        assert!(Instant::now() < deadline, "the group member read {read} records");
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
+            read += 1;
+        }
+    }
+    for i in 0..500 {
+        p.send(BaseRecord::to("traced").key(&format!("late{i}")).payload(&value)).unwrap();
+    }
+    let status = broker.terminate();
+    // The broker is gone: drop what the clients still hold rather than retry it for a minute.
+    p.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+    drop(p);
+    drop(c);
+    let log = broker.log();
+    let tail = &log[log.floor_char_boundary(log.len().saturating_sub(4000))..];
+    assert!(!log.contains("panicked"), "RUST_LOG={level}: {tail}");
+    assert_eq!(status.code(), Some(0), "RUST_LOG={level}: {tail}");
+    assert!(log.contains("shutdown complete"));
+}
+
 #[test]
 fn sigterm_under_acks_all_load_loses_nothing_and_the_next_start_is_clean() {
     let mut broker = Broker::start(&["--num-partitions", "4"]);

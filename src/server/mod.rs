@@ -80,7 +80,12 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let result = rt::run_pinned(config.cores, move || {
         let (config, image, seed, all, cluster_id, shutdown) =
             (config.clone(), image.clone(), seed.clone(), all.clone(), cluster_id.clone(), shutdown.clone());
-        async move { run_shard(config, image, seed, all, cluster_id, shutdown).await }
+        async move {
+            let result = run_shard(config, image, seed, all, cluster_id, shutdown).await;
+            // Drop the core's shard now, not in the thread's teardown (see `shard::uninstall`).
+            shard::uninstall();
+            result
+        }
     });
     drop(checked.reservation);
     result?;

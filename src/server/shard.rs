@@ -28,6 +28,16 @@ thread_local! {
     static CURRENT: RefCell<Option<Rc<Shard>>> = const { RefCell::new(None) };
 }
 
+/// Takes this core's shard out of the thread-local, once the core has stopped, so that what it
+/// owns (partitions and their files, the mesh) is dropped while the core's thread still runs.
+/// Left in the thread-local it would be dropped while the thread is torn down, where a drop that
+/// logs (glommio logs each file dropped open, at debug) finds the log's own thread-locals gone
+/// and aborts the process.
+pub fn uninstall() {
+    let shard = CURRENT.with(|c| c.borrow_mut().take());
+    drop(shard);
+}
+
 /// This core's shard. Panics if called off a broker core (an internal invariant).
 pub fn current() -> Rc<Shard> {
     CURRENT.with(|c| c.borrow().clone().expect("shard::current() called off a broker core"))

@@ -36,6 +36,8 @@ pub struct Broker {
     dir: tempfile::TempDir,
     args: Vec<String>,
     starts: usize,
+    /// `RUST_LOG` for the broker: `SPATE_TEST_LOG`, or `info`.
+    log_level: String,
 }
 
 fn free_port() -> u16 {
@@ -45,6 +47,11 @@ fn free_port() -> u16 {
 impl Broker {
     /// Starts a broker with `--cores 2` (so cross-core routing is always exercised) plus `extra`.
     pub fn start(extra: &[&str]) -> Broker {
+        Broker::start_logging(&std::env::var("SPATE_TEST_LOG").unwrap_or_else(|_| "info".into()), extra)
+    }
+
+    /// [`Broker::start`] with `RUST_LOG` set to `level`.
+    pub fn start_logging(level: &str, extra: &[&str]) -> Broker {
         let mut b = Broker {
             child: None,
             port: free_port(),
@@ -52,6 +59,7 @@ impl Broker {
             dir: tempfile::tempdir().unwrap(),
             args: extra.iter().map(|s| s.to_string()).collect(),
             starts: 0,
+            log_level: level.to_string(),
         };
         // Another test may take a port between free_port() and the broker's bind: then start
         // again on fresh ones.
@@ -122,7 +130,7 @@ impl Broker {
                 vec!["--admin-listen".to_string(), format!("127.0.0.1:{}", self.admin_port)]
             })
             .args(&self.args)
-            .env("RUST_LOG", std::env::var("SPATE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env("RUST_LOG", &self.log_level)
             .stdout(Stdio::null())
             .stderr(log);
         self.child = Some(cmd.spawn().expect("spawning spate"));
