@@ -645,3 +645,112 @@ fn consumer_protocol_assign_only_consumer_commits() {
     let got = c.committed_offsets(ask, Duration::from_secs(10)).unwrap();
     assert_eq!(got.elements()[0].offset(), rdkafka::Offset::Offset(2));
 }
+
+/// KIP-345: a static member (`group.instance.id`) closed without leaving and back within its
+/// session gets its old partitions with no rebalance; the other member keeps its own and is
+/// never asked to revoke anything. (Spate rebalanced the whole group.)
+#[test]
+fn static_member_restart_keeps_assignments_without_a_rebalance() {
+    let broker = Broker::start(GROUP_FLAGS);
+    produce_numbered(&broker.bootstrap(), "static", 60);
+    let make = |instance: &str| -> BaseConsumer<Revocations> {
+        group_config(&broker.bootstrap(), "g-static", &[("group.instance.id", instance)])
+            .create_with_context(Revocations::default())
+            .unwrap()
+    };
+    let owned = |c: &BaseConsumer<Revocations>| -> BTreeSet<i32> {
+        c.assignment().unwrap().elements().iter().map(|e| e.partition()).collect()
+    };
+    let settle = |cs: &[&BaseConsumer<Revocations>]| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while cs.iter().map(|c| owned(c).len()).sum::<usize>() != 6 || cs.iter().any(|c| owned(c).is_empty()) {
+            assert!(Instant::now() < deadline, "group did not settle: {:?}", cs.iter().map(|c| owned(c)).collect::<Vec<_>>());
+            for c in cs {
+                let _ = c.poll(Duration::from_millis(20));
+            }
+        }
+    };
+    let a = make("static-a");
+    let b = make("static-b");
+    a.subscribe(&["static"]).unwrap();
+    b.subscribe(&["static"]).unwrap();
+    settle(&[&a, &b]);
+    let (a_parts, b_parts) = (owned(&a), owned(&b));
+    let b_revoked_before = b.context().0.lock().unwrap().len();
+    drop(a); // a static member's close sends no LeaveGroup
+    let a2 = make("static-a");
+    a2.subscribe(&["static"]).unwrap();
+    settle(&[&a2, &b]);
+    // Poll on a while: a rebalance would reach b within its heartbeat interval (500 ms).
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let _ = a2.poll(Duration::from_millis(20));
+        let _ = b.poll(Duration::from_millis(20));
+    }
+    assert_eq!(owned(&a2), a_parts, "the restarted member has its old partitions");
+    assert_eq!(owned(&b), b_parts, "the other member keeps its partitions");
+    // (Read before asserting: a panic holding the lock would poison it for the close's callback.)
+    let b_revoked = b.context().0.lock().unwrap().len();
+    assert_eq!(b_revoked, b_revoked_before, "the other member revoked nothing");
+}
+
+/// Static members' sessions: a `session.timeout.ms` below the broker's minimum (6000) is refused
+/// with INVALID_SESSION_TIMEOUT as for dynamic members; a static member closed without leaving
+/// holds the group until its session ends, then the group, empty and without offsets, can be
+/// deleted (Kafka deletes an empty group; Spate answered GROUP_ID_NOT_FOUND once the member
+/// expired, so a script waiting for the group to become deletable waited forever).
+#[test]
+fn static_member_session_bounds_and_expiry() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let broker = Broker::start(GROUP_FLAGS);
+    produce_numbered(&broker.bootstrap(), "static-s", 6);
+    for (group, instance) in [("g-short-dynamic", None), ("g-short-static", Some("short-1"))] {
+        let mut extra = vec![("session.timeout.ms", "5000")];
+        extra.extend(instance.map(|i| ("group.instance.id", i)));
+        let c = group_consumer(&broker.bootstrap(), group, &extra);
+        c.subscribe(&["static-s"]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let err = loop {
+            assert!(Instant::now() < deadline, "{group}: no error for a 5000 ms session");
+            if let Some(Err(e)) = c.poll(Duration::from_millis(100)) {
+                break e.to_string();
+            }
+        };
+        assert!(err.contains("InvalidSessionTimeout") || err.contains("session timeout"), "{group}: {err}");
+        assert!(c.assignment().unwrap().count() == 0, "{group} got partitions");
+    }
+
+    let c = group_consumer(&broker.bootstrap(), "g-expiring", &[("group.instance.id", "expiring-1")]);
+    c.subscribe(&["static-s"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while assigned(&c).is_empty() {
+        assert!(Instant::now() < deadline, "the static member got no partitions");
+        let _ = c.poll(Duration::from_millis(50));
+    }
+    drop(c); // no LeaveGroup from a static member
+    let closed = Instant::now();
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", broker.bootstrap()).create().unwrap();
+    let delete = || {
+        futures_lite::future::block_on(admin.delete_groups(&["g-expiring"], &AdminOptions::new())).unwrap().remove(0)
+    };
+    let first = delete();
+    assert!(
+        format!("{first:?}").contains("NonEmptyGroup"),
+        "the member's session (6 s) still runs {:?} after its close: {first:?}",
+        closed.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match delete() {
+            Ok(_) => break,
+            Err((_, code)) => {
+                assert_eq!(format!("{code:?}"), "NonEmptyGroup", "refused for another reason");
+                assert!(Instant::now() < deadline, "the session never expired");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(closed.elapsed() >= Duration::from_secs(5), "expired {:?} after the close, before its session", closed.elapsed());
+}

@@ -114,6 +114,9 @@ pub enum Reply {
         member_id: String,
         /// The whole group, for the leader only; empty for everyone else.
         members: Vec<JoinedMember>,
+        /// The leader is told the members but keeps the assignment it has (a static leader
+        /// rejoined a stable group, KIP-814).
+        skip_assignment: bool,
     },
     Sync { error: i16, protocol_type: Option<String>, protocol_name: Option<String>, assignment: Bytes },
     Heartbeat { error: i16 },
@@ -195,6 +198,7 @@ fn join_error(token: Token, error: i16, member_id: &str) -> Action {
             leader: String::new(),
             member_id: member_id.to_string(),
             members: Vec::new(),
+            skip_assignment: false,
         },
     }
 }
@@ -333,6 +337,9 @@ impl Group {
             });
             let new_id = format!("{}-{}", if j.client_id.is_empty() { "member" } else { &j.client_id }, self.fresh_suffix());
             if let Some(old_id) = old {
+                if self.state == GroupState::Stable && self.protocol.as_ref().is_some_and(|p| j.protocols.iter().any(|(q, _)| q == p)) {
+                    return self.replace_static_member(&old_id, new_id, j, now, out);
+                }
                 self.remove_member(&old_id, ResponseError::FencedInstanceId.code(), out);
             } else if j.require_known_member_id {
                 self.pending_members.insert(new_id.clone(), now + j.session_timeout_ms as i64);
@@ -374,6 +381,62 @@ impl Group {
         if self.state != GroupState::PreparingRebalance {
             self.prepare_rebalance(now, out);
         }
+    }
+
+    /// A static member rejoined a stable group under a new member id, still supporting the
+    /// group's protocol: as in Kafka (KIP-345), it takes its old incarnation's place, assignment
+    /// and leadership at the current generation, with no rebalance, so the other members keep
+    /// their partitions. The old incarnation is fenced: its waiting requests get
+    /// FENCED_INSTANCE_ID and its member id is unknown from now on.
+    fn replace_static_member(&mut self, old_id: &str, new_id: String, j: JoinRequest, now: i64, out: &mut Vec<Action>) {
+        let mut m = self.members.remove(old_id).expect("the old incarnation is a member");
+        let fenced = ResponseError::FencedInstanceId.code();
+        if let Some(t) = m.join_token.take() {
+            out.push(join_error(t, fenced, old_id));
+        }
+        if let Some(t) = m.sync_token.take() {
+            out.push(sync_error(t, fenced));
+        }
+        m.client_id = j.client_id;
+        m.client_host = j.client_host;
+        m.session_timeout_ms = j.session_timeout_ms;
+        m.rebalance_timeout_ms = j.rebalance_timeout_ms;
+        m.protocols = j.protocols;
+        m.last_heartbeat_ms = now;
+        m.awaiting_sync = false;
+        m.commits_in_flight = 0;
+        self.members.insert(new_id.clone(), m);
+        if self.leader.as_deref() == Some(old_id) {
+            self.leader = Some(new_id.clone());
+        }
+        let protocol = self.protocol.clone().expect("a stable group has a protocol");
+        let leader = self.leader.clone().expect("a stable group has a leader");
+        let members = if leader == new_id {
+            self.members
+                .iter()
+                .map(|(id, m)| JoinedMember {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    metadata: m.protocols.iter().find(|(p, _)| *p == protocol).map(|(_, md)| md.clone()).unwrap_or_default(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        tracing::info!(group = %self.id, instance = ?self.members[&new_id].instance_id, old = %old_id, new = %new_id, "static member rejoined; no rebalance");
+        out.push(Action {
+            token: j.token,
+            reply: Reply::Join {
+                error: NONE,
+                generation: self.generation,
+                protocol_type: self.protocol_type.clone(),
+                protocol_name: Some(protocol),
+                skip_assignment: leader == new_id,
+                leader,
+                member_id: new_id,
+                members,
+            },
+        });
     }
 
     fn sync(&mut self, token: Token, member_id: &str, generation: i32, assignments: Vec<(String, Bytes)>, now: i64, out: &mut Vec<Action>) {
@@ -594,6 +657,7 @@ impl Group {
                     leader: leader.clone(),
                     member_id: id.clone(),
                     members: if *id == leader { everyone.clone() } else { Vec::new() },
+                    skip_assignment: false,
                 },
             });
         }
@@ -1063,6 +1127,32 @@ mod tests {
         j.session_timeout_ms = 5;
         assert_eq!(join_reply(&g.handle(Event::Join(j), 0), 1).0, 26); // INVALID_SESSION_TIMEOUT
         assert_eq!(g.state(), GroupState::Empty);
+    }
+
+    /// KIP-345: a static member restarting within its session takes its old place in a stable
+    /// group: same generation, its old assignment, and nobody else rebalances. As the leader it
+    /// is told the members but to keep the assignment (KIP-814).
+    #[test]
+    fn a_static_member_rejoining_a_stable_group_takes_its_old_place_without_a_rebalance() {
+        for (who, other) in [("b", "a"), ("a", "b")] {
+            let mut g = stable(&["a", "b"]);
+            g.members.get_mut(who).unwrap().instance_id = Some("host".into());
+            let mut j = join_req(7, "", &["range"]);
+            j.instance_id = Some("host".into());
+            let acts = g.handle(Event::Join(j), 200);
+            let (err, generation, new_id, leader, listed) = join_reply(&acts, 7);
+            assert_eq!((err, generation), (NONE, 1), "answered at once, at the current generation");
+            assert_ne!(new_id, who);
+            assert_eq!(g.state(), GroupState::Stable);
+            assert_eq!(leader, if who == "a" { new_id.clone() } else { "a".to_string() });
+            assert_eq!(listed, if who == "a" { 2 } else { 0 });
+            let Reply::Join { skip_assignment, .. } = reply(&acts, 7) else { unreachable!() };
+            assert_eq!(skip_assignment, who == "a");
+            assert_eq!(hb_error(&g.handle(hb(8, other, 1), 201), 8), NONE, "the other member does not rebalance");
+            let acts = g.handle(sync(9, &new_id, 1, &[]), 202);
+            assert_eq!(sync_reply(&acts, 9), (NONE, Bytes::from(who.to_string())), "its old assignment");
+            assert_eq!(hb_error(&g.handle(hb(10, who, 1), 203), 10), UNKNOWN, "the old incarnation is fenced");
+        }
     }
 
     #[test]

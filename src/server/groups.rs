@@ -186,6 +186,7 @@ impl Groups {
                     leader: String::new(),
                     member_id: String::new(),
                     members: Vec::new(),
+                    skip_assignment: false,
                 };
             }
             e.waiting.insert(token, tx);
@@ -385,7 +386,12 @@ impl Groups {
                 Some(e) if e.group.has_members() || e.consumer.as_ref().is_some_and(|c| c.has_members()) => {
                     return ResponseError::NonEmptyGroup.code()
                 }
-                Some(e) if e.offsets.is_empty() => return ResponseError::GroupIdNotFound.code(),
+                // A group exists once members have joined it (its generation moved, or it has a
+                // consumer-protocol side) or offsets were committed for it. An empty group with
+                // no offsets is deleted as Kafka does, not reported missing.
+                Some(e) if e.offsets.is_empty() && e.group.generation() == 0 && e.consumer.is_none() => {
+                    return ResponseError::GroupIdNotFound.code()
+                }
                 Some(e) => e.offsets.keys().cloned().collect(),
             }
         };

@@ -38,13 +38,16 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: JoinGroupRequest, clie
             current().groups.call(&group_id, move |token| Event::Join(JoinRequest { token, ..join })).await
         })
         .await;
-    let Reply::Join { error, generation, protocol_type, protocol_name, leader, member_id, members } = reply else {
+    let Reply::Join { error, generation, protocol_type, protocol_name, leader, member_id, members, skip_assignment } = reply else {
         unreachable!("a join is answered with a join reply");
     };
     resp.error_code = error;
     resp.generation_id = generation;
     resp.member_id = StrBytes::from_string(member_id);
     resp.leader = StrBytes::from_string(leader);
+    if version >= 9 {
+        resp.skip_assignment = skip_assignment;
+    }
     if version >= 7 {
         resp.protocol_type = protocol_type.map(StrBytes::from_string);
         resp.protocol_name = protocol_name.map(StrBytes::from_string);
