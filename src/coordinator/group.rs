@@ -90,7 +90,9 @@ pub enum Event {
     Join(JoinRequest),
     Sync { token: Token, member_id: String, generation: i32, assignments: Vec<(String, Bytes)> },
     Heartbeat { token: Token, member_id: String, generation: i32 },
-    Leave { token: Token, member_ids: Vec<String> },
+    /// Members leaving: (member id, instance id). A static member may be named by its instance
+    /// id alone (an empty member id), as the AdminClient's removeMembersFromConsumerGroup does.
+    Leave { token: Token, members: Vec<(String, Option<String>)> },
     /// Time passed: expire sessions, finish rebalances whose wait is over.
     Tick,
 }
@@ -304,7 +306,7 @@ impl Group {
                 let error = self.heartbeat(&member_id, generation, now);
                 out.push(Action { token, reply: Reply::Heartbeat { error } });
             }
-            Event::Leave { token, member_ids } => self.leave(token, member_ids, now, &mut out),
+            Event::Leave { token, members } => self.leave(token, members, now, &mut out),
             Event::Tick => self.expire(now, &mut out),
         }
         if self.sync_deadline_ms.is_some() && !self.members.values().any(|m| m.awaiting_sync) {
@@ -509,16 +511,28 @@ impl Group {
         }
     }
 
-    fn leave(&mut self, token: Token, member_ids: Vec<String>, now: i64, out: &mut Vec<Action>) {
+    fn leave(&mut self, token: Token, members: Vec<(String, Option<String>)>, now: i64, out: &mut Vec<Action>) {
         let mut results = Vec::new();
         let mut removed = false;
-        for id in member_ids {
-            if self.members.contains_key(&id) {
-                self.remove_member(&id, ResponseError::UnknownMemberId.code(), out);
-                removed = true;
-                results.push((id, NONE));
-            } else {
-                results.push((id, ResponseError::UnknownMemberId.code()));
+        for (id, instance) in members {
+            // A static member is found by its instance id; a member id given with it must match
+            // (FENCED_INSTANCE_ID otherwise), as in Kafka.
+            let found = match &instance {
+                Some(inst) => match self.members.iter().find(|(_, m)| m.instance_id.as_ref() == Some(inst)) {
+                    Some((found, _)) if id.is_empty() || *found == id => Ok(found.clone()),
+                    Some(_) => Err(ResponseError::FencedInstanceId.code()),
+                    None => Err(ResponseError::UnknownMemberId.code()),
+                },
+                None if self.members.contains_key(&id) => Ok(id.clone()),
+                None => Err(ResponseError::UnknownMemberId.code()),
+            };
+            match found {
+                Ok(member) => {
+                    self.remove_member(&member, ResponseError::UnknownMemberId.code(), out);
+                    removed = true;
+                    results.push((id, NONE));
+                }
+                Err(code) => results.push((id, code)),
             }
         }
         out.push(Action { token, reply: Reply::Leave { results } });
@@ -1068,20 +1082,40 @@ mod tests {
         assert_eq!(join_reply(&g.handle(join(1, "ghost"), 200), 1).0, UNKNOWN);
         assert_eq!(sync_reply(&g.handle(sync(2, "ghost", 1, &[]), 200), 2).0, UNKNOWN);
         assert_eq!(hb_error(&g.handle(hb(3, "ghost", 1), 200), 3), UNKNOWN);
-        let acts = g.handle(Event::Leave { token: 4, member_ids: vec!["ghost".into()] }, 200);
+        let acts = g.handle(Event::Leave { token: 4, members: vec![("ghost".into(), None)] }, 200);
         assert_eq!(reply(&acts, 4), Reply::Leave { results: vec![("ghost".into(), UNKNOWN)] });
         assert_eq!(g.state(), GroupState::Stable, "refused requests change nothing");
+    }
+
+    /// The AdminClient removes a static member by its instance id alone; a member id that does
+    /// not match the instance's is fenced.
+    #[test]
+    fn static_members_leave_by_instance_id() {
+        let mut g = stable(&["a", "b", "c"]);
+        g.members.get_mut("b").unwrap().instance_id = Some("host-b".into());
+        g.members.get_mut("c").unwrap().instance_id = Some("host-c".into());
+        let leave = |g: &mut Group, token, id: &str, inst: &str| {
+            let acts = g.handle(Event::Leave { token, members: vec![(id.into(), Some(inst.into()))] }, 200);
+            match reply(&acts, token) {
+                Reply::Leave { results } => results[0].1,
+                other => panic!("not a leave reply: {other:?}"),
+            }
+        };
+        assert_eq!(leave(&mut g, 1, "a", "host-c"), 82, "FENCED_INSTANCE_ID");
+        assert_eq!(leave(&mut g, 2, "", "host-x"), UNKNOWN);
+        assert_eq!(leave(&mut g, 3, "", "host-b"), NONE);
+        assert_eq!(g.member_ids(), vec!["a".to_string(), "c".to_string()]);
     }
 
     #[test]
     fn leave_rebalances_and_the_last_leave_empties_the_group() {
         let mut g = stable(&["a", "b"]);
-        let acts = g.handle(Event::Leave { token: 1, member_ids: vec!["a".into()] }, 200);
+        let acts = g.handle(Event::Leave { token: 1, members: vec![("a".into(), None)] }, 200);
         assert_eq!(reply(&acts, 1), Reply::Leave { results: vec![("a".into(), NONE)] });
         assert_eq!(g.state(), GroupState::PreparingRebalance);
         let acts = g.handle(join(2, "b"), 201);
         assert_eq!(join_reply(&acts, 2), (NONE, 2, "b".into(), "b".into(), 1), "b leads once a left");
-        let acts = g.handle(Event::Leave { token: 3, member_ids: vec!["b".into()] }, 202);
+        let acts = g.handle(Event::Leave { token: 3, members: vec![("b".into(), None)] }, 202);
         assert_eq!(reply(&acts, 3), Reply::Leave { results: vec![("b".into(), NONE)] });
         assert_eq!(g.state(), GroupState::Empty);
         assert_eq!(g.next_deadline(), None);

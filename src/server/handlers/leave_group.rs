@@ -1,4 +1,5 @@
-//! LeaveGroup (key 13): one member (v0-2) or several (v3+, by member id) leave; the group
+//! LeaveGroup (key 13): one member (v0-2) or several (v3+, by member id, or static members by
+//! instance id) leave; the group
 //! rebalances without them at once instead of waiting for their sessions to expire.
 
 use std::rc::Rc;
@@ -17,15 +18,15 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: LeaveGroupRequest) -> 
     let group_id = req.group_id.0.to_string();
     let instances: Vec<Option<StrBytes>> =
         if version >= 3 { req.members.iter().map(|m| m.group_instance_id.clone()).collect() } else { vec![None] };
-    let member_ids: Vec<String> = if version >= 3 {
-        req.members.iter().map(|m| m.member_id.to_string()).collect()
+    let members: Vec<(String, Option<String>)> = if version >= 3 {
+        req.members.iter().map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|i| i.to_string()))).collect()
     } else {
-        vec![req.member_id.to_string()]
+        vec![(req.member_id.to_string(), None)]
     };
     let core = group_core(&group_id, shard.cores);
     let reply = shard
         .invoke_on(core, move || async move {
-            current().groups.call(&group_id, move |token| Event::Leave { token, member_ids }).await
+            current().groups.call(&group_id, move |token| Event::Leave { token, members }).await
         })
         .await;
     let Reply::Leave { results } = reply else {

@@ -45,9 +45,10 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: MetadataRequest) -> Me
     let mut to_create = Vec::new();
     let mut entries: Vec<Result<MetadataResponseTopic, String>> = Vec::new();
     for t in requested {
+        // A topic id, when given, names the topic whatever the name says: the Java client's
+        // describeTopics by id sends an empty name beside it. Kafka looks up by id first too.
         let name = match (&t.name, version >= 10 && t.topic_id != Uuid::nil()) {
-            (Some(n), _) => n.0.to_string(),
-            (None, true) => match image.topic_by_id(&t.topic_id) {
+            (_, true) => match image.topic_by_id(&t.topic_id) {
                 Some(meta) => meta.name.clone(),
                 None => {
                     entries.push(Ok(MetadataResponseTopic::default()
@@ -57,6 +58,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: MetadataRequest) -> Me
                     continue;
                 }
             },
+            (Some(n), false) => n.0.to_string(),
             (None, false) => {
                 entries.push(Ok(MetadataResponseTopic::default().with_error_code(ResponseError::InvalidRequest.code())));
                 continue;
