@@ -1,0 +1,493 @@
+package spate.it;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+import static spate.it.Clients.TIMEOUT_S;
+
+import java.time.Duration;
+import java.util.Collection;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.Properties;
+import java.util.Set;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Function;
+import java.util.stream.Collectors;
+import java.util.stream.Stream;
+
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AlterConfigOp;
+import org.apache.kafka.clients.admin.Config;
+import org.apache.kafka.clients.admin.ConfigEntry;
+import org.apache.kafka.clients.admin.ConsumerGroupDescription;
+import org.apache.kafka.clients.admin.ConsumerGroupListing;
+import org.apache.kafka.clients.admin.CreateTopicsOptions;
+import org.apache.kafka.clients.admin.CreateTopicsResult;
+import org.apache.kafka.clients.admin.DescribeClusterResult;
+import org.apache.kafka.clients.admin.GroupListing;
+import org.apache.kafka.clients.admin.ListOffsetsResult.ListOffsetsResultInfo;
+import org.apache.kafka.clients.admin.MemberDescription;
+import org.apache.kafka.clients.admin.MemberToRemove;
+import org.apache.kafka.clients.admin.NewPartitions;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.OffsetSpec;
+import org.apache.kafka.clients.admin.RecordsToDelete;
+import org.apache.kafka.clients.admin.RemoveMembersFromConsumerGroupOptions;
+import org.apache.kafka.clients.admin.TopicDescription;
+import org.apache.kafka.clients.consumer.CloseOptions;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.ElectionType;
+import org.apache.kafka.common.GroupState;
+import org.apache.kafka.common.GroupType;
+import org.apache.kafka.common.KafkaFuture;
+import org.apache.kafka.common.Node;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.TopicCollection;
+import org.apache.kafka.common.TopicPartitionInfo;
+import org.apache.kafka.common.Uuid;
+import org.apache.kafka.common.acl.AclBindingFilter;
+import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.errors.GroupNotEmptyException;
+import org.apache.kafka.common.errors.TopicExistsException;
+import org.apache.kafka.common.errors.UnknownTopicIdException;
+import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
+import org.apache.kafka.common.errors.UnsupportedVersionException;
+import org.apache.kafka.common.quota.ClientQuotaFilter;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.DynamicTest;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.TestFactory;
+import org.junit.jupiter.api.extension.RegisterExtension;
+
+/** The AdminClient's calls, those Spate serves and, bounded, those it does not. */
+class AdminClientTest {
+    @RegisterExtension
+    static final SpateBroker broker = new SpateBroker();
+
+    private static Admin admin;
+
+    @BeforeAll
+    static void createAdmin() {
+        admin = Clients.admin(broker);
+    }
+
+    @AfterAll
+    static void closeAdmin() {
+        if (admin != null) {
+            admin.close(Duration.ofSeconds(10));
+        }
+    }
+
+    private static <T> T get(KafkaFuture<T> f) throws Exception {
+        return f.get(TIMEOUT_S, TimeUnit.SECONDS);
+    }
+
+    /** The cause of a failed future's ExecutionException. */
+    private static Throwable failure(KafkaFuture<?> f) {
+        ExecutionException e = assertThrows(ExecutionException.class, () -> f.get(TIMEOUT_S, TimeUnit.SECONDS));
+        return e.getCause();
+    }
+
+    @Test
+    void topicsCreateListDescribeDelete() throws Exception {
+        String topic = "admin-topics";
+        CreateTopicsResult created = admin.createTopics(List.of(new NewTopic(topic, 3, (short) 1)));
+        get(created.all());
+        assertEquals(3, get(created.numPartitions(topic)));
+        assertEquals(1, get(created.replicationFactor(topic)));
+        Uuid id = get(created.topicId(topic));
+        assertNotEquals(Uuid.ZERO_UUID, id);
+
+        // Again: TopicExistsException. validateOnly: nothing is created.
+        assertInstanceOf(TopicExistsException.class,
+                failure(admin.createTopics(List.of(new NewTopic(topic, 3, (short) 1))).all()));
+        get(admin.createTopics(List.of(new NewTopic("admin-validate-only", 2, (short) 1)),
+                new CreateTopicsOptions().validateOnly(true)).all());
+
+        Set<String> names = get(admin.listTopics().names());
+        assertTrue(names.contains(topic), "listTopics " + names);
+        assertFalse(names.contains("admin-validate-only"), "validateOnly created the topic: " + names);
+
+        TopicDescription d = get(admin.describeTopics(List.of(topic)).allTopicNames()).get(topic);
+        assertEquals(topic, d.name());
+        assertEquals(id, d.topicId());
+        assertFalse(d.isInternal());
+        assertEquals(3, d.partitions().size());
+        for (int p = 0; p < 3; p++) {
+            TopicPartitionInfo info = d.partitions().get(p);
+            assertEquals(p, info.partition());
+            assertEquals(0, info.leader().id());
+            assertEquals(List.of(0), info.replicas().stream().map(Node::id).toList());
+            assertEquals(List.of(0), info.isr().stream().map(Node::id).toList());
+        }
+        get(admin.deleteTopics(List.of(topic)).all());
+        long deadline = System.currentTimeMillis() + TIMEOUT_S * 1000;
+        while (get(admin.listTopics().names()).contains(topic)) {
+            if (System.currentTimeMillis() > deadline) {
+                fail("topic still listed after deleteTopics");
+            }
+            Thread.sleep(100);
+        }
+        assertInstanceOf(UnknownTopicOrPartitionException.class,
+                failure(admin.describeTopics(List.of(topic)).allTopicNames()));
+    }
+
+    /**
+     * describeTopics by topic id (Metadata v12+ with topic ids). The Java client sends each topic
+     * as {TopicId: id, Name: ""} (the generated default for Name is the empty string, not null).
+     */
+    @Test
+    void describeTopicsByTopicId() throws Exception {
+        String topic = "admin-by-id";
+        CreateTopicsResult created = admin.createTopics(List.of(new NewTopic(topic, 2, (short) 1)));
+        Uuid id = get(created.topicId(topic));
+        TopicDescription d = get(admin.describeTopics(TopicCollection.ofTopicIds(List.of(id))).allTopicIds()).get(id);
+        assertEquals(topic, d.name());
+        assertEquals(id, d.topicId());
+        assertEquals(2, d.partitions().size());
+        // An id no topic has: UnknownTopicIdException.
+        assertInstanceOf(UnknownTopicIdException.class,
+                failure(admin.describeTopics(TopicCollection.ofTopicIds(List.of(Uuid.randomUuid()))).allTopicIds()));
+    }
+
+    /** deleteTopics by topic id (DeleteTopics v6). */
+    @Test
+    void deleteTopicsByTopicId() throws Exception {
+        String topic = "admin-delete-by-id";
+        CreateTopicsResult created = admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1)));
+        Uuid id = get(created.topicId(topic));
+        get(admin.deleteTopics(TopicCollection.ofTopicIds(List.of(id))).all());
+        long deadline = System.currentTimeMillis() + TIMEOUT_S * 1000;
+        while (get(admin.listTopics().names()).contains(topic)) {
+            if (System.currentTimeMillis() > deadline) {
+                fail("topic still listed after deleteTopics by id");
+            }
+            Thread.sleep(100);
+        }
+        assertInstanceOf(UnknownTopicIdException.class,
+                failure(admin.deleteTopics(TopicCollection.ofTopicIds(List.of(id))).all()));
+    }
+
+    /**
+     * removeMembersFromConsumerGroup with no members named (remove all): the admin describes the
+     * group and sends LeaveGroup v3+ with each member's id; the classic group becomes empty.
+     */
+    @Test
+    void removeAllMembersFromClassicGroup() throws Exception {
+        String topic = "admin-remove-all";
+        String group = "admin-dynamic";
+        get(admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all());
+        Properties cp = Clients.consumer(broker, true);
+        cp.put(ConsumerConfig.GROUP_ID_CONFIG, group);
+        cp.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "classic");
+        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(cp)) {
+            c.subscribe(List.of(topic));
+            long deadline = System.currentTimeMillis() + TIMEOUT_S * 1000;
+            while (c.assignment().isEmpty()) {
+                if (System.currentTimeMillis() > deadline) {
+                    fail("the member never got its partition");
+                }
+                c.poll(Duration.ofMillis(100));
+            }
+            // A committed offset keeps the group once it has no members (Spate, unlike Kafka,
+            // forgets a group with neither members nor offsets at once).
+            c.commitSync(Map.of(new TopicPartition(topic, 0), new OffsetAndMetadata(0)));
+            ConsumerGroupDescription before = get(admin.describeConsumerGroups(List.of(group)).all()).get(group);
+            assertEquals(1, before.members().size());
+            get(admin.removeMembersFromConsumerGroup(group, new RemoveMembersFromConsumerGroupOptions()).all());
+            ConsumerGroupDescription after = get(admin.describeConsumerGroups(List.of(group)).all()).get(group);
+            assertTrue(after.members().isEmpty(), "members after the removal: " + after.members());
+            assertEquals(GroupState.EMPTY, after.groupState());
+            // It was removed: closing it must not send a LeaveGroup of its own.
+            c.close(CloseOptions.groupMembershipOperation(CloseOptions.GroupMembershipOperation.REMAIN_IN_GROUP));
+        }
+    }
+
+    /**
+     * removeMembersFromConsumerGroup (LeaveGroup v3+, by group.instance.id): a static member of a
+     * classic group is removed by an admin, and the group becomes empty.
+     */
+    @Test
+    void removeStaticMemberFromClassicGroup() throws Exception {
+        String topic = "admin-remove-member";
+        String group = "admin-static";
+        get(admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all());
+        Properties cp = Clients.consumer(broker, true);
+        cp.put(ConsumerConfig.GROUP_ID_CONFIG, group);
+        cp.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "classic");
+        cp.put(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, "static-1");
+        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(cp)) {
+            c.subscribe(List.of(topic));
+            long deadline = System.currentTimeMillis() + TIMEOUT_S * 1000;
+            while (c.assignment().isEmpty()) {
+                if (System.currentTimeMillis() > deadline) {
+                    fail("the static member never got its partition");
+                }
+                c.poll(Duration.ofMillis(100));
+            }
+            // A committed offset keeps the group once it has no members (Spate, unlike Kafka,
+            // forgets a group with neither members nor offsets at once).
+            c.commitSync(Map.of(new TopicPartition(topic, 0), new OffsetAndMetadata(0)));
+            ConsumerGroupDescription before = get(admin.describeConsumerGroups(List.of(group)).all()).get(group);
+            assertEquals(1, before.members().size());
+            assertEquals(Optional.of("static-1"), before.members().iterator().next().groupInstanceId());
+
+            get(admin.removeMembersFromConsumerGroup(group, new RemoveMembersFromConsumerGroupOptions(
+                    List.of(new MemberToRemove("static-1")))).all());
+            ConsumerGroupDescription after = get(admin.describeConsumerGroups(List.of(group)).all()).get(group);
+            assertTrue(after.members().isEmpty(), "members after the removal: " + after.members());
+            assertEquals(GroupState.EMPTY, after.groupState());
+        }
+    }
+
+    @Test
+    void describeClusterNamesTheOneNodeAndAClusterId() throws Exception {
+        DescribeClusterResult c = admin.describeCluster();
+        Collection<Node> nodes = get(c.nodes());
+        assertEquals(1, nodes.size(), "nodes " + nodes);
+        Node node = nodes.iterator().next();
+        assertEquals(0, node.id());
+        assertEquals("127.0.0.1", node.host());
+        assertEquals(broker.port(), node.port());
+        String clusterId = get(c.clusterId());
+        assertNotNull(clusterId);
+        assertFalse(clusterId.isBlank());
+        // The same id on every call (it is stored in the data directory).
+        assertEquals(clusterId, get(admin.describeCluster().clusterId()));
+    }
+
+    @Test
+    void describeConfigsOfATopicAndTheBroker() throws Exception {
+        String topic = "admin-configs";
+        get(admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1)
+                .configs(Map.of("cleanup.policy", "compact", "retention.ms", "3600000")))).all());
+        ConfigResource res = new ConfigResource(ConfigResource.Type.TOPIC, topic);
+        Config config = get(admin.describeConfigs(List.of(res)).all()).get(res);
+        ConfigEntry cleanup = config.get("cleanup.policy");
+        assertNotNull(cleanup, "cleanup.policy in " + config);
+        assertEquals("compact", cleanup.value());
+        assertEquals(ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG, cleanup.source());
+        assertEquals("3600000", config.get("retention.ms").value());
+        ConfigEntry max = config.get("max.message.bytes");
+        assertNotNull(max, "max.message.bytes in " + config);
+        assertEquals("1048588", max.value());
+        assertEquals(ConfigEntry.ConfigSource.DEFAULT_CONFIG, max.source());
+
+        // A topic created without configs: cleanup.policy is the default, delete.
+        String plain = "admin-configs-plain";
+        get(admin.createTopics(List.of(new NewTopic(plain, 1, (short) 1))).all());
+        ConfigResource plainRes = new ConfigResource(ConfigResource.Type.TOPIC, plain);
+        assertEquals("delete", get(admin.describeConfigs(List.of(plainRes)).all()).get(plainRes).get("cleanup.policy").value());
+
+        ConfigResource brokerRes = new ConfigResource(ConfigResource.Type.BROKER, "0");
+        Config brokerConfig = get(admin.describeConfigs(List.of(brokerRes)).all()).get(brokerRes);
+        assertEquals("1048588", brokerConfig.get("message.max.bytes").value());
+        assertEquals("0", brokerConfig.get("node.id").value());
+
+        ConfigResource missing = new ConfigResource(ConfigResource.Type.TOPIC, "admin-no-such-topic");
+        assertInstanceOf(UnknownTopicOrPartitionException.class, failure(admin.describeConfigs(List.of(missing)).all()));
+    }
+
+    @Test
+    void listOffsetsEarliestLatestMaxTimestampAndByTime() throws Exception {
+        String topic = "admin-offsets";
+        get(admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all());
+        TopicPartition tp = new TopicPartition(topic, 0);
+        long base = 1_700_000_000_000L;
+        long[] ts = {base + 1000, base + 5000, base + 2000, base + 5000, base + 3000};
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(Clients.producer(broker, true))) {
+            for (int i = 0; i < ts.length; i++) {
+                producer.send(new ProducerRecord<>(topic, 0, ts[i], "k" + i, "v" + i));
+            }
+            producer.flush();
+        }
+        ListOffsetsResultInfo earliest = get(admin.listOffsets(Map.of(tp, OffsetSpec.earliest())).partitionResult(tp));
+        ListOffsetsResultInfo latest = get(admin.listOffsets(Map.of(tp, OffsetSpec.latest())).partitionResult(tp));
+        ListOffsetsResultInfo maxTs = get(admin.listOffsets(Map.of(tp, OffsetSpec.maxTimestamp())).partitionResult(tp));
+        ListOffsetsResultInfo earliestLocal = get(admin.listOffsets(Map.of(tp, OffsetSpec.earliestLocal())).partitionResult(tp));
+        ListOffsetsResultInfo byTime = get(admin.listOffsets(Map.of(tp, OffsetSpec.forTimestamp(base + 2500))).partitionResult(tp));
+        assertEquals(0, earliest.offset());
+        assertEquals(5, latest.offset());
+        assertEquals(0, earliestLocal.offset(), "earliest-local (-4) on a broker without tiered storage");
+        assertEquals(1, maxTs.offset(), "the first record holding the largest timestamp");
+        assertEquals(base + 5000, maxTs.timestamp());
+        assertEquals(1, byTime.offset(), "the first offset whose timestamp is >= base+2500");
+        assertEquals(base + 5000, byTime.timestamp());
+    }
+
+    /**
+     * A classic group and a KIP-848 group: listed, described while a member is in them, their
+     * offsets listed, altered (once empty) and deleted.
+     */
+    @Test
+    @SuppressWarnings("deprecation") // listConsumerGroups: still in the 4.x Admin API
+    void consumerGroupsListDescribeOffsetsAlterDelete() throws Exception {
+        String topic = "admin-groups";
+        get(admin.createTopics(List.of(new NewTopic(topic, 2, (short) 1))).all());
+        TopicPartition tp0 = new TopicPartition(topic, 0);
+        TopicPartition tp1 = new TopicPartition(topic, 1);
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(Clients.producer(broker, true))) {
+            for (int i = 0; i < 10; i++) {
+                producer.send(new ProducerRecord<>(topic, i % 2, "k" + i, "v" + i));
+            }
+            producer.flush();
+        }
+
+        Map<String, String> protocols = Map.of("admin-classic", "classic", "admin-kip848", "consumer");
+        Map<String, KafkaConsumer<String, String>> consumers = new HashMap<>();
+        try {
+            for (Map.Entry<String, String> e : protocols.entrySet()) {
+                Properties cp = Clients.consumer(broker, true);
+                cp.put(ConsumerConfig.GROUP_ID_CONFIG, e.getKey());
+                cp.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, e.getValue());
+                cp.put(ConsumerConfig.CLIENT_ID_CONFIG, e.getKey() + "-client");
+                KafkaConsumer<String, String> c = new KafkaConsumer<>(cp);
+                consumers.put(e.getKey(), c);
+                c.subscribe(List.of(topic));
+                int read = 0;
+                long deadline = System.currentTimeMillis() + TIMEOUT_S * 1000;
+                while (read < 10) {
+                    if (System.currentTimeMillis() > deadline) {
+                        fail(e.getKey() + " read " + read + " of 10 records");
+                    }
+                    read += c.poll(Duration.ofMillis(100)).count();
+                }
+                c.commitSync();
+            }
+
+            // Listed, with their state and type.
+            Map<String, ConsumerGroupListing> listed = get(admin.listConsumerGroups().all()).stream()
+                    .collect(Collectors.toMap(ConsumerGroupListing::groupId, Function.identity()));
+            assertTrue(listed.keySet().containsAll(protocols.keySet()), "listConsumerGroups " + listed);
+            assertEquals(Optional.of(GroupState.STABLE), listed.get("admin-classic").groupState(), listed.toString());
+            assertEquals(Optional.of(GroupType.CLASSIC), listed.get("admin-classic").type(), listed.toString());
+            assertEquals(Optional.of(GroupState.STABLE), listed.get("admin-kip848").groupState(), listed.toString());
+            assertEquals(Optional.of(GroupType.CONSUMER), listed.get("admin-kip848").type(), listed.toString());
+
+            // The 4.x listGroups (every group type) agrees.
+            Map<String, GroupListing> groups = get(admin.listGroups().all()).stream()
+                    .collect(Collectors.toMap(GroupListing::groupId, Function.identity()));
+            assertEquals(Optional.of(GroupType.CLASSIC), groups.get("admin-classic").type(), groups.toString());
+            assertEquals(Optional.of(GroupType.CONSUMER), groups.get("admin-kip848").type(), groups.toString());
+            for (String group : protocols.keySet()) {
+                assertEquals("consumer", groups.get(group).protocol(), group + " protocol type");
+                assertEquals(Optional.of(GroupState.STABLE), groups.get(group).groupState(), group);
+            }
+
+            // Described: one member holding both partitions.
+            Map<String, ConsumerGroupDescription> described = get(admin.describeConsumerGroups(List.copyOf(protocols.keySet())).all());
+            for (String group : protocols.keySet()) {
+                ConsumerGroupDescription d = described.get(group);
+                assertNotNull(d, group);
+                assertEquals(group, d.groupId());
+                assertEquals(GroupState.STABLE, d.groupState(), group);
+                assertEquals(protocols.get(group).equals("classic") ? GroupType.CLASSIC : GroupType.CONSUMER, d.type(), group);
+                assertEquals(0, d.coordinator().id(), group);
+                assertEquals(1, d.members().size(), group + " members " + d.members());
+                MemberDescription m = d.members().iterator().next();
+                assertEquals(group + "-client", m.clientId(), group);
+                assertEquals(Set.of(tp0, tp1), m.assignment().topicPartitions(), group + " assignment");
+                assertFalse(d.partitionAssignor().isEmpty(), group + " assignor");
+            }
+
+            // A group with a member cannot be deleted.
+            assertInstanceOf(GroupNotEmptyException.class,
+                    failure(admin.deleteConsumerGroups(List.of("admin-classic")).all()));
+        } finally {
+            consumers.values().forEach(c -> c.close(Duration.ofSeconds(10)));
+        }
+
+        for (String group : protocols.keySet()) {
+            // Committed offsets: 5 records read in each partition.
+            Map<TopicPartition, OffsetAndMetadata> offsets =
+                    get(admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata());
+            assertEquals(Map.of(tp0, new OffsetAndMetadata(5, ""), tp1, new OffsetAndMetadata(5, "")),
+                    withoutLeaderEpoch(offsets), group);
+
+            // Empty now; its offsets can be altered.
+            ConsumerGroupDescription d = get(admin.describeConsumerGroups(List.of(group)).all()).get(group);
+            assertEquals(GroupState.EMPTY, d.groupState(), group);
+            assertTrue(d.members().isEmpty(), group);
+            get(admin.alterConsumerGroupOffsets(group, Map.of(tp0, new OffsetAndMetadata(2, "rewound"))).all());
+            offsets = get(admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata());
+            assertEquals(Map.of(tp0, new OffsetAndMetadata(2, "rewound"), tp1, new OffsetAndMetadata(5, "")),
+                    withoutLeaderEpoch(offsets), group);
+
+            // deleteConsumerGroupOffsets (OffsetDelete) takes one partition's offset away.
+            get(admin.deleteConsumerGroupOffsets(group, Set.of(tp1)).all());
+            offsets = get(admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata());
+            assertEquals(Map.of(tp0, new OffsetAndMetadata(2, "rewound")), withoutLeaderEpoch(offsets), group);
+        }
+
+        get(admin.deleteConsumerGroups(List.copyOf(protocols.keySet())).all());
+        Set<String> left = get(admin.listConsumerGroups().all()).stream()
+                .map(ConsumerGroupListing::groupId).collect(Collectors.toSet());
+        for (String group : protocols.keySet()) {
+            assertFalse(left.contains(group), group + " still listed after deleteConsumerGroups: " + left);
+            assertTrue(withoutLeaderEpoch(get(admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata())).isEmpty(),
+                    group + " has offsets after deleteConsumerGroups");
+        }
+    }
+
+    /** Offsets without their leader epoch and without partitions that have none committed. */
+    private static Map<TopicPartition, OffsetAndMetadata> withoutLeaderEpoch(Map<TopicPartition, OffsetAndMetadata> m) {
+        Map<TopicPartition, OffsetAndMetadata> out = new HashMap<>();
+        m.forEach((tp, om) -> {
+            if (om != null) {
+                out.put(tp, new OffsetAndMetadata(om.offset(), om.metadata()));
+            }
+        });
+        return out;
+    }
+
+    /**
+     * Calls whose APIs Spate does not advertise in ApiVersions (README's API table): each fails
+     * with UnsupportedVersionException, within the bound, instead of hanging.
+     */
+    @TestFactory
+    Stream<DynamicTest> unsupportedCallsFailWithUnsupportedVersion() throws Exception {
+        String topic = "admin-unsupported";
+        get(admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all());
+        TopicPartition tp = new TopicPartition(topic, 0);
+        ConfigResource res = new ConfigResource(ConfigResource.Type.TOPIC, topic);
+        Map<String, java.util.function.Supplier<KafkaFuture<?>>> calls = new java.util.LinkedHashMap<>();
+        calls.put("incrementalAlterConfigs (IncrementalAlterConfigs, key 44)", () -> admin.incrementalAlterConfigs(Map.of(res,
+                List.of(new AlterConfigOp(new ConfigEntry("retention.ms", "1000"), AlterConfigOp.OpType.SET)))).all());
+        calls.put("createPartitions (CreatePartitions, key 37)",
+                () -> admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(2))).all());
+        calls.put("deleteRecords (DeleteRecords, key 21)",
+                () -> admin.deleteRecords(Map.of(tp, RecordsToDelete.beforeOffset(0))).all());
+        calls.put("describeLogDirs (DescribeLogDirs, key 35)", () -> admin.describeLogDirs(List.of(0)).allDescriptions());
+        calls.put("describeAcls (DescribeAcls, key 29)", () -> admin.describeAcls(AclBindingFilter.ANY).values());
+        calls.put("electLeaders (ElectLeaders, key 43)", () -> admin.electLeaders(ElectionType.PREFERRED, Set.of(tp)).all());
+        calls.put("listPartitionReassignments (ListPartitionReassignments, key 46)",
+                () -> admin.listPartitionReassignments().reassignments());
+        calls.put("describeClientQuotas (DescribeClientQuotas, key 48)",
+                () -> admin.describeClientQuotas(ClientQuotaFilter.all()).entities());
+        calls.put("describeUserScramCredentials (DescribeUserScramCredentials, key 50)",
+                () -> admin.describeUserScramCredentials().all());
+        calls.put("describeProducers (DescribeProducers, key 61)", () -> admin.describeProducers(List.of(tp)).all());
+        calls.put("listTransactions (ListTransactions, key 66)", () -> admin.listTransactions().all());
+        calls.put("describeMetadataQuorum (DescribeQuorum, key 55)", () -> admin.describeMetadataQuorum().quorumInfo());
+        return calls.entrySet().stream().map(e -> DynamicTest.dynamicTest(e.getKey(), () -> {
+            long start = System.nanoTime();
+            Throwable cause = failure(e.getValue().get());
+            assertInstanceOf(UnsupportedVersionException.class, cause, e.getKey() + " failed with " + cause);
+            assertTrue(System.nanoTime() - start < TimeUnit.SECONDS.toNanos(TIMEOUT_S));
+        }));
+    }
+}
