@@ -1,5 +1,7 @@
 //! DescribeConfigs (key 32): a topic's effective settings (its overrides marked as topic configs,
-//! the rest as defaults) and the broker's settings, optionally filtered by key.
+//! the rest as defaults), the broker's settings, and a consumer group's (Kafka 4.0's GROUP
+//! resource: the consumer-protocol session and heartbeat, which Spate sets for all groups from
+//! the broker's settings), optionally filtered by key.
 
 use std::rc::Rc;
 
@@ -13,6 +15,7 @@ pub const VERSIONS: (i16, i16) = (1, 4);
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_GROUP: i8 = 32;
 /// Kafka's ConfigSource values.
 pub const SOURCE_TOPIC: i8 = 1;
 pub const SOURCE_STATIC_BROKER: i8 = 4;
@@ -50,6 +53,16 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: DescribeConfigsRequest
                 .map(|(k, v)| (k.to_string(), v, SOURCE_STATIC_BROKER, true))
                 .collect()),
             RESOURCE_BROKER => Err((ResponseError::InvalidRequest, format!("this is broker {}, not {name:?}", shard.config.node_id))),
+            RESOURCE_GROUP if name.is_empty() => Err((ResponseError::InvalidGroupId, "a group id is required".to_string())),
+            // Any group id: the settings apply to every group, as Kafka's defaults do to a group
+            // with no settings of its own. Read-only until IncrementalAlterConfigs exists.
+            RESOURCE_GROUP => {
+                let g = &shard.config.groups;
+                Ok(vec![
+                    ("consumer.session.timeout.ms".to_string(), g.consumer_session_timeout_ms.to_string(), SOURCE_DEFAULT, true),
+                    ("consumer.heartbeat.interval.ms".to_string(), g.consumer_heartbeat_interval_ms.to_string(), SOURCE_DEFAULT, true),
+                ])
+            }
             other => Err((ResponseError::InvalidRequest, format!("resource type {other} is not supported"))),
         };
         match entries {

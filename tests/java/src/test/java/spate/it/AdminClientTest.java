@@ -302,6 +302,20 @@ class AdminClientTest {
         assertInstanceOf(UnknownTopicOrPartitionException.class, failure(admin.describeConfigs(List.of(missing)).all()));
     }
 
+    /**
+     * Kafka 4.0's GROUP resource (type 32): a consumer group's settings. Spate applies the
+     * broker's consumer-protocol session and heartbeat to every group (it answered
+     * INVALID_REQUEST before); the broker was started with their defaults, 45 s and 5 s.
+     */
+    @Test
+    void describeConfigsOfAGroup() throws Exception {
+        ConfigResource group = new ConfigResource(ConfigResource.Type.GROUP, "admin-configs-group");
+        Config config = get(admin.describeConfigs(List.of(group)).all()).get(group);
+        assertEquals("45000", config.get("consumer.session.timeout.ms").value(), config.toString());
+        assertEquals("5000", config.get("consumer.heartbeat.interval.ms").value(), config.toString());
+        assertEquals(ConfigEntry.ConfigSource.DEFAULT_CONFIG, config.get("consumer.session.timeout.ms").source());
+    }
+
     @Test
     void listOffsetsEarliestLatestMaxTimestampAndByTime() throws Exception {
         String topic = "admin-offsets";
