@@ -754,3 +754,42 @@ fn static_member_session_bounds_and_expiry() {
     }
     assert!(closed.elapsed() >= Duration::from_secs(5), "expired {:?} after the close, before its session", closed.elapsed());
 }
+
+/// KIP-848 regular-expression subscriptions: librdkafka under `group.protocol=consumer` sends
+/// `subscribe(["^regex-.*"])` as SubscribedTopicRegex (Spate refused it with INVALID_REQUEST).
+/// The member gets the matching topic's partitions, not the other topic's, and a matching topic
+/// created later joins the subscription.
+#[test]
+fn consumer_protocol_regex_subscription_follows_new_topics() {
+    let broker = Broker::start(GROUP_FLAGS);
+    common::create_topic(&broker.bootstrap(), "regex-a", 2, &[]);
+    common::create_topic(&broker.bootstrap(), "other-a", 2, &[]);
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "g-regex")
+        .set("group.protocol", "consumer")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .create()
+        .unwrap();
+    c.subscribe(&["^regex-.*"]).unwrap();
+    let owned = |c: &BaseConsumer| -> BTreeSet<(String, i32)> {
+        c.assignment().unwrap().elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
+    };
+    let wait_for = |want: BTreeSet<(String, i32)>| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while owned(&c) != want {
+            assert!(Instant::now() < deadline, "assignment {:?}, want {want:?}", owned(&c));
+            if let Some(Err(e)) = c.poll(Duration::from_millis(50)) {
+                panic!("consumer error: {e}");
+            }
+        }
+    };
+    let parts = |topics: &[&str]| -> BTreeSet<(String, i32)> {
+        topics.iter().flat_map(|t| (0..2).map(move |p| (t.to_string(), p))).collect()
+    };
+    wait_for(parts(&["regex-a"]));
+    common::create_topic(&broker.bootstrap(), "regex-b", 2, &[]);
+    wait_for(parts(&["regex-a", "regex-b"]));
+}

@@ -18,8 +18,15 @@
 //!   withheld (`UnreleasedPartitions`) and handed out on a later heartbeat. So no partition is
 //!   ever held by two members, which [`ConsumerGroup::check_invariants`] asserts.
 //!
-//! Simplifications, on purpose: regular-expression subscriptions (v1 `SubscribedTopicRegex`) are
-//! refused with INVALID_REQUEST; assignors ignore racks; a static member's temporary leave (epoch
+//! Regular-expression subscriptions (v1 `SubscribedTopicRegex`) are RE2-like patterns (the
+//! `regex` crate's syntax, which is RE2's: no look-around, no back-references) matched against
+//! whole topic names, as Kafka matches them; internal topics (`__` names) never match. A member
+//! subscribes to its names and every topic its pattern matches; the match is redone against the
+//! broker's topics on every heartbeat, so a topic created later joins the subscription and bumps
+//! the group epoch like any subscription change. An invalid pattern gets
+//! INVALID_REGULAR_EXPRESSION.
+//!
+//! Simplifications, on purpose: assignors ignore racks; a static member's temporary leave (epoch
 //! -2) keeps its assignment for a full session timeout counted from the leave (Kafka counts from
 //! the last heartbeat); the previous member epoch is only replaced when the epoch changes. A
 //! known member id rejoining with epoch 0 gets its current state back (KAFKA-19233), and must
@@ -54,6 +61,28 @@ pub trait TopicLookup {
     fn topic(&self, name: &str) -> Option<(Uuid, i32)>;
     /// The name of an existing topic (for ConsumerGroupDescribe's topic names).
     fn topic_name(&self, id: Uuid) -> Option<&str>;
+    /// Every existing topic's name (regular-expression subscriptions match against them).
+    fn topic_names(&self) -> Vec<&str>;
+}
+
+/// A regular-expression subscription: the pattern as the client sent it, and compiled to match
+/// whole topic names.
+#[derive(Debug, Clone)]
+struct TopicPattern {
+    source: String,
+    whole: regex::Regex,
+}
+
+impl TopicPattern {
+    fn new(source: &str) -> Result<TopicPattern, String> {
+        let whole = regex::Regex::new(&format!("^(?:{source})$")).map_err(|e| e.to_string())?;
+        Ok(TopicPattern { source: source.to_string(), whole })
+    }
+
+    /// Whether a topic belongs to the subscription (never an internal `__` topic).
+    fn matches(&self, topic: &str) -> bool {
+        !topic.starts_with("__") && self.whole.is_match(topic)
+    }
 }
 
 /// A server-side assignor (Kafka's `group.consumer.assignors`).
@@ -120,7 +149,7 @@ pub struct Heartbeat {
     pub rebalance_timeout_ms: i32,
     /// None when unchanged; names or a regex are required on a join.
     pub subscribed_topic_names: Option<Vec<String>>,
-    /// v1; refused when set (see the module doc).
+    /// v1: None when unchanged, empty to drop the pattern (see the module doc).
     pub subscribed_topic_regex: Option<String>,
     /// None when unchanged.
     pub server_assignor: Option<String>,
@@ -155,7 +184,7 @@ pub enum MemberState {
 }
 
 /// Everything ConsumerGroupDescribe v0-1 reports of one group (topic names come from
-/// [`TopicLookup::topic_name`]; the regex subscription is always null).
+/// [`TopicLookup::topic_name`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupDescription {
     pub group_id: String,
@@ -175,6 +204,7 @@ pub struct DescribedMember {
     pub client_id: String,
     pub client_host: String,
     pub subscribed_topic_names: Vec<String>,
+    pub subscribed_topic_regex: Option<String>,
     pub assignment: TopicPartitions,
     pub target_assignment: TopicPartitions,
     /// Always [`MEMBER_TYPE_CONSUMER`].
@@ -190,6 +220,8 @@ struct Member {
     rebalance_timeout_ms: i32,
     /// Sorted, without duplicates.
     subscribed: Vec<String>,
+    /// Topics matching this are subscribed too.
+    pattern: Option<TopicPattern>,
     server_assignor: Option<Assignor>,
     epoch: i32,
     /// The epoch before the last change, accepted once more in case the reply was lost.
@@ -216,6 +248,7 @@ impl Member {
             client_host: String::new(),
             rebalance_timeout_ms: 0,
             subscribed: Vec::new(),
+            pattern: None,
             server_assignor: None,
             epoch: 0,
             previous_epoch: 0,
@@ -452,6 +485,12 @@ impl ConsumerGroup {
             bump |= names != m.subscribed;
             m.subscribed = names;
         }
+        if let Some(source) = &req.subscribed_topic_regex {
+            let pattern = (!source.is_empty())
+                .then(|| TopicPattern::new(source).expect("validate compiled it"));
+            bump |= pattern.as_ref().map(|p| &p.source) != m.pattern.as_ref().map(|p| &p.source);
+            m.pattern = pattern;
+        }
 
         // Bump the group epoch on any change, then recompute the target if it is behind.
         let subscribed_topics = self.resolve_subscribed_topics(topics);
@@ -476,7 +515,9 @@ impl ConsumerGroup {
         m.session_deadline_ms = now + self.config.session_timeout_ms as i64;
 
         let full = req.member_epoch == 0
-            || (req.rebalance_timeout_ms != -1 && req.subscribed_topic_names.is_some() && owned.is_some());
+            || (req.rebalance_timeout_ms != -1
+                && (req.subscribed_topic_names.is_some() || req.subscribed_topic_regex.is_some())
+                && owned.is_some());
         let send = full || m.assigned != before || owned.as_ref().is_some_and(|o| *o != m.assigned);
         Ok(HeartbeatReply {
             error_code: NONE,
@@ -521,11 +562,13 @@ impl ConsumerGroup {
         } else if epoch < STATIC_LEAVE_EPOCH {
             return refuse(invalid, "MemberEpoch is invalid.");
         }
-        if req.subscribed_topic_regex.as_deref().is_some_and(|r| !r.is_empty()) {
-            return refuse(
-                invalid,
-                "SubscribedTopicRegex is not supported by this broker: subscribe with SubscribedTopicNames.",
-            );
+        if let Some(source) = req.subscribed_topic_regex.as_deref().filter(|r| !r.is_empty()) {
+            if let Err(e) = TopicPattern::new(source) {
+                return refuse(
+                    ResponseError::InvalidRegularExpression,
+                    format!("SubscribedTopicRegex `{source}` is not a valid regular expression: {e}"),
+                );
+            }
         }
         if let Some(name) = &req.server_assignor {
             if !Assignor::from_name(name).is_some_and(|a| self.config.assignors.contains(&a)) {
@@ -654,14 +697,29 @@ impl ConsumerGroup {
         }
     }
 
-    /// The topics some member subscribes to that exist, by name.
+    /// The topics some member subscribes to that exist, by name: named ones, and those a
+    /// member's pattern matches.
     fn resolve_subscribed_topics(&self, topics: &impl TopicLookup) -> BTreeMap<String, (Uuid, i32)> {
-        let names: BTreeSet<&String> = self.members.values().flat_map(|m| &m.subscribed).collect();
-        names.into_iter().filter_map(|n| topics.topic(n).map(|t| (n.clone(), t))).collect()
+        let mut names: BTreeSet<&str> = self.members.values().flat_map(|m| &m.subscribed).map(String::as_str).collect();
+        let patterns: Vec<&TopicPattern> = self.members.values().filter_map(|m| m.pattern.as_ref()).collect();
+        if !patterns.is_empty() {
+            names.extend(topics.topic_names().into_iter().filter(|t| patterns.iter().any(|p| p.matches(t))));
+        }
+        names.into_iter().filter_map(|n| topics.topic(n).map(|t| (n.to_string(), t))).collect()
     }
 
     fn subscribed_ids(&self, m: &Member) -> BTreeSet<Uuid> {
-        m.subscribed.iter().filter_map(|n| self.subscribed_topics.get(n).map(|(id, _)| *id)).collect()
+        self.subscribed_topics
+            .iter()
+            .filter(|(name, _)| m.subscribed.binary_search(name).is_ok() || m.pattern.as_ref().is_some_and(|p| p.matches(name)))
+            .map(|(_, (id, _))| *id)
+            .collect()
+    }
+
+    /// Every topic a member subscribes to: by name (existing or not) and by pattern (existing).
+    pub fn subscribed_topic_names(&self) -> BTreeSet<String> {
+        let named = self.members.values().flat_map(|m| m.subscribed.iter().cloned());
+        named.chain(self.subscribed_topics.keys().cloned()).collect()
     }
 
     /// The assignor most members ask for (ties to the earlier in the configuration), else the
@@ -755,6 +813,7 @@ impl ConsumerGroup {
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
                     subscribed_topic_names: m.subscribed.clone(),
+                    subscribed_topic_regex: m.pattern.as_ref().map(|p| p.source.clone()),
                     assignment: to_wire(&m.assigned),
                     target_assignment: self.target.get(id).map(to_wire).unwrap_or_default(),
                     member_type: MEMBER_TYPE_CONSUMER,
@@ -984,6 +1043,9 @@ mod tests {
         }
         fn topic_name(&self, id: Uuid) -> Option<&str> {
             self.0.iter().find(|(_, (t, _))| *t == id).map(|(n, _)| n.as_str())
+        }
+        fn topic_names(&self) -> Vec<&str> {
+            self.0.keys().map(String::as_str).collect()
         }
     }
 
@@ -1264,6 +1326,36 @@ mod tests {
         assert_eq!(error(g.heartbeat(j, &tp, 0)), UNSUPPORTED_ASSIGNOR);
     }
 
+    /// A pattern subscribes to every whole topic name it matches (never an internal one), and
+    /// a matching topic created later joins the subscription at the next heartbeat.
+    #[test]
+    fn regex_subscriptions_follow_the_topics_that_match() {
+        const T2: Uuid = Uuid::from_u128(0x7272);
+        const OFFSETS: Uuid = Uuid::from_u128(0x0ff5);
+        let mut g = group();
+        let mut tp = topics(2, 3);
+        tp.0.insert("__consumer_offsets".to_string(), (OFFSETS, 50));
+        tp.0.insert("xt".to_string(), (Uuid::from_u128(0x0707), 1)); // a match inside the name is not one
+        let mut j = join("a", &[]);
+        j.subscribed_topic_names = None;
+        j.subscribed_topic_regex = Some("t.*|_.*".into());
+        assert_eq!(ok(g.heartbeat(j, &tp, 0)), (1, Some(wire(&[(T, &[0, 1])]))));
+        assert_eq!(g.describe().members[0].subscribed_topic_regex.as_deref(), Some("t.*|_.*"));
+        tp.0.insert("t2".to_string(), (T2, 2));
+        let (epoch, assignment) = ok(g.heartbeat(hb("a", 1, &[(T, &[0, 1])]), &tp, 10));
+        assert_eq!(epoch, 2, "the new topic bumped the group epoch");
+        let mut want = wire(&[(T, &[0, 1]), (T2, &[0, 1])]);
+        want.sort();
+        assert_eq!(assignment, Some(want));
+        assert!(g.subscribed_topic_names().contains("t2") && !g.subscribed_topic_names().contains("u"));
+        // Names and a pattern together; an empty pattern drops it.
+        let mut change = hb("a", 2, &[(T, &[0, 1]), (T2, &[0, 1])]);
+        change.subscribed_topic_names = Some(vec!["u".into()]);
+        change.subscribed_topic_regex = Some(String::new());
+        let (_, assignment) = ok(g.heartbeat(change, &tp, 20));
+        assert_eq!(assignment, Some(vec![]), "t and t2 are revoked first");
+    }
+
     #[test]
     fn invalid_requests_are_refused() {
         let (mut g, tp) = (group(), topics(4, 0));
@@ -1278,10 +1370,10 @@ mod tests {
         assert_eq!(error(g.heartbeat(j, &tp, 0)), INVALID_REQUEST, "owning partitions on a join");
         assert_eq!(error(g.heartbeat(join("", &["t"]), &tp, 0)), INVALID_REQUEST, "v1 needs a member id");
         let mut j = join("a", &[]);
-        j.subscribed_topic_regex = Some("t.*".into());
+        j.subscribed_topic_regex = Some("t(".into());
         let r = g.heartbeat(j, &tp, 0);
-        assert_eq!(r.error_code, INVALID_REQUEST);
-        assert!(r.error_message.unwrap().contains("SubscribedTopicRegex is not supported"));
+        assert_eq!(r.error_code, ResponseError::InvalidRegularExpression.code());
+        assert!(r.error_message.unwrap().contains("not a valid regular expression"));
         assert_eq!(error(g.heartbeat(hb("a", -3, &[]), &tp, 0)), INVALID_REQUEST);
         assert_eq!(error(g.heartbeat(hb("a", -2, &[]), &tp, 0)), INVALID_REQUEST, "static leave without instance");
         assert!(!g.has_members());

@@ -618,10 +618,10 @@ impl Drop for CommitInFlight<'_> {
     }
 }
 
-/// The topics a KIP-848 group's members subscribe to, if it has members.
+/// The topics a KIP-848 group's members subscribe to (by name or by pattern), if it has members.
 fn consumer_subscriptions(e: &Entry) -> Option<BTreeSet<String>> {
     let c = e.consumer.as_ref().filter(|c| c.has_members())?;
-    Some(c.describe().members.into_iter().flat_map(|m| m.subscribed_topic_names).collect())
+    Some(c.subscribed_topic_names())
 }
 
 impl TopicLookup for MetadataImage {
@@ -630,6 +630,9 @@ impl TopicLookup for MetadataImage {
     }
     fn topic_name(&self, id: uuid::Uuid) -> Option<&str> {
         self.by_id.get(&id).map(String::as_str)
+    }
+    fn topic_names(&self) -> Vec<&str> {
+        self.topics.keys().map(String::as_str).collect()
     }
 }
 

@@ -60,6 +60,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ConsumerGroupDescribeR
                             .with_subscribed_topic_names(
                                 m.subscribed_topic_names.into_iter().map(|n| TopicName(StrBytes::from_string(n))).collect(),
                             )
+                            .with_subscribed_topic_regex(m.subscribed_topic_regex.map(StrBytes::from_string))
                             .with_assignment(assignment(&image, m.assignment))
                             .with_target_assignment(assignment(&image, m.target_assignment));
                         if version >= 1 {
