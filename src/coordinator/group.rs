@@ -413,18 +413,7 @@ impl Group {
         }
         let protocol = self.protocol.clone().expect("a stable group has a protocol");
         let leader = self.leader.clone().expect("a stable group has a leader");
-        let members = if leader == new_id {
-            self.members
-                .iter()
-                .map(|(id, m)| JoinedMember {
-                    member_id: id.clone(),
-                    instance_id: m.instance_id.clone(),
-                    metadata: m.protocols.iter().find(|(p, _)| *p == protocol).map(|(_, md)| md.clone()).unwrap_or_default(),
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let members = if leader == new_id { self.joined_members(&protocol) } else { Vec::new() };
         tracing::info!(group = %self.id, instance = ?self.members[&new_id].instance_id, old = %old_id, new = %new_id, "static member rejoined; no rebalance");
         out.push(Action {
             token: j.token,
@@ -646,15 +635,7 @@ impl Group {
         self.state = GroupState::CompletingRebalance;
         let protocol = self.protocol.clone().expect("just selected");
         let leader = self.leader.clone().expect("a non-empty group has a leader");
-        let everyone: Vec<JoinedMember> = self
-            .members
-            .iter()
-            .map(|(id, m)| JoinedMember {
-                member_id: id.clone(),
-                instance_id: m.instance_id.clone(),
-                metadata: m.protocols.iter().find(|(p, _)| *p == protocol).map(|(_, md)| md.clone()).unwrap_or_default(),
-            })
-            .collect();
+        let everyone = self.joined_members(&protocol);
         let longest = self.members.values().map(|m| m.rebalance_timeout_ms as i64).max().unwrap_or(0);
         self.sync_deadline_ms = Some(now + longest);
         for (id, m) in self.members.iter_mut() {
@@ -675,6 +656,18 @@ impl Group {
                 },
             });
         }
+    }
+
+    /// Every member as the leader's JoinGroup answer lists it, with its metadata for `protocol`.
+    fn joined_members(&self, protocol: &str) -> Vec<JoinedMember> {
+        self.members
+            .iter()
+            .map(|(id, m)| JoinedMember {
+                member_id: id.clone(),
+                instance_id: m.instance_id.clone(),
+                metadata: m.protocols.iter().find(|(p, _)| p == protocol).map(|(_, md)| md.clone()).unwrap_or_default(),
+            })
+            .collect()
     }
 
     /// The protocol every member supports that most members prefer (Kafka's vote).

@@ -66,7 +66,7 @@ pub struct Mesh {
     senders: Vec<Option<ConnectedSender<Job>>>,
     /// One line per peer: jobs go into its channel in the order `invoke_on` was called, also
     /// when the channel is full and several callers wait for room (glommio releases waiting
-    /// senders in no promised order).
+    /// senders last-in first-out).
     send_turns: Vec<Turns>,
     receivers: RefCell<Option<Vec<ConnectedReceiver<Job>>>>,
 }
@@ -128,7 +128,8 @@ impl Mesh {
     /// Order: jobs from this core to one core start there in the order of the `invoke_on` calls
     /// (the place in line is taken by the call itself, not by the first poll), and a local job
     /// runs inline at once. Pipelined requests rely on this to reach a partition or a group in
-    /// the order they arrived.
+    /// the order they arrived. So await (or drop) the returned future promptly: one kept
+    /// unpolled holds its place, and every later job to that core waits behind it.
     pub fn invoke_on<R, F, Fut>(&self, core: usize, f: F) -> impl Future<Output = R> + '_
     where
         R: Send + 'static,
