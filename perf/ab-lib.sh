@@ -1,5 +1,6 @@
 # Sourced by perf/ab-*.sh: a scratch directory under $SPATE_PERF_DIR (or the current one), a free-ish
-# port, and starting and stopping one broker binary at a time on them (--cores 1). Sets `dir`,
+# port, and starting and stopping one broker binary at a time on them (--cores 1, or
+# $SPATE_AB_CORES, to measure cross-core paths). Sets `dir`,
 # `port`, `pid` and `tick`; removes the directory and stops the broker on exit.
 dir=$(mktemp -d -p "${SPATE_PERF_DIR:-$PWD}" spate-ab-XXXX)
 port=$((20000 + RANDOM % 20000))
@@ -12,7 +13,7 @@ stop() { [ -n "$pid" ] || return 0; kill "$pid" 2>/dev/null || true; wait "$pid"
 trap 'stop; pkill -f -- "--data-dir $dir/data" || true; rm -rf "$dir"' EXIT
 # serve BINARY: starts it on $dir/data and waits until it answers.
 serve() {
-  "$1" serve --cores 1 --data-dir "$dir/data" --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$((port + 1)) >"$dir/broker.log" 2>&1 &
+  "$1" serve --cores "${SPATE_AB_CORES:-1}" --data-dir "$dir/data" --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$((port + 1)) >"$dir/broker.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do "$1" cluster info -b 127.0.0.1:$port >/dev/null 2>&1 && return; sleep 0.1; done
   echo "broker $1 did not start: $(tail -3 "$dir/broker.log")" >&2
