@@ -1,0 +1,64 @@
+"""Checks driven through Apache Kafka's own command-line tools (kafka-tools 4.1.1, run by
+perf/kafka/run, which fetches the jars with Maven once): what operators type against Kafka,
+typed against Spate."""
+
+import json
+import os
+import shutil
+
+from harness import Skip, check, run_cmd
+
+RUN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "perf", "kafka", "run")
+
+
+def tool(ctx, name, *args, input_bytes=None, timeout=120):
+    if not (shutil.which("java") and shutil.which("mvn")):
+        raise Skip("java or mvn is not installed")
+    cmd = [RUN, "tool", name, "--bootstrap-server", ctx.bootstrap] + list(args)
+    ctx.log(" ".join(cmd))
+    r = run_cmd(cmd, input_bytes=input_bytes, timeout=timeout)
+    out, err = r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace")
+    assert r.returncode == 0, f"{name} exited {r.returncode}: {(err or out).strip()[-600:]}"
+    return out
+
+
+@check("tools_topics_console_and_groups")
+def tools_topics_console_and_groups(ctx):
+    topic, group = ctx.topic("tools"), f"tools-g-{ctx.run_id}"
+    assert f"Created topic {topic}." in tool(ctx, "kafka-topics", "--create", "--topic", topic, "--partitions", "3")
+    assert topic in tool(ctx, "kafka-topics", "--list").split()
+    described = tool(ctx, "kafka-topics", "--describe", "--topic", topic)
+    assert "PartitionCount: 3" in described and described.count("Leader: 0") == 3, described
+    tool(ctx, "kafka-console-producer", "--topic", topic, "--property", "parse.key=true",
+         "--property", "key.separator=:", input_bytes=b"k:a\nk:b\nk:c\n")
+    out = tool(ctx, "kafka-console-consumer", "--topic", topic, "--from-beginning", "--max-messages", "3",
+               "--group", group)
+    assert out.split() == ["a", "b", "c"], out
+    assert group in tool(ctx, "kafka-consumer-groups", "--list").split()
+    rows = [line.split() for line in tool(ctx, "kafka-consumer-groups", "--describe", "--group", group).splitlines()
+            if line.startswith(group)]
+    # One key: the three records are in one partition; the group read them all (lag 0).
+    assert sorted((r[3], r[4], r[5]) for r in rows) == [("0", "0", "0"), ("0", "0", "0"), ("3", "3", "0")], rows
+    reset = tool(ctx, "kafka-consumer-groups", "--group", group, "--reset-offsets", "--to-earliest",
+                 "--topic", topic, "--execute")
+    assert all(line.split()[-1] == "0" for line in reset.splitlines() if line.startswith(group)), reset
+    ends = sorted(int(line.rsplit(":", 1)[1]) for line in tool(ctx, "kafka-get-offsets", "--topic", topic).split())
+    assert ends == [0, 0, 3], ends  # topic:partition:end offset
+    return "kafka-topics, console producer/consumer, consumer-groups list/describe/reset, get-offsets"
+
+
+@check("tools_api_versions_and_verifiable_clients")
+def tools_api_versions_and_verifiable_clients(ctx):
+    versions = tool(ctx, "kafka-broker-api-versions")
+    assert "Produce(0)" in versions and "UNSUPPORTED" in versions, versions[:400]
+    topic, group = ctx.topic("tools-v"), f"tools-vg-{ctx.run_id}"
+    out = tool(ctx, "kafka-verifiable-producer", "--topic", topic, "--max-messages", "200")
+    done = [json.loads(line) for line in out.splitlines() if '"tool_data"' in line]
+    assert done and done[-1]["acked"] == 200 and done[-1]["sent"] == 200, out[-400:]
+    out = tool(ctx, "kafka-verifiable-consumer", "--topic", topic, "--group-id", group, "--max-messages", "200")
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    consumed = sum(e.get("count", 0) for e in events if e["name"] == "records_consumed")
+    committed = [e for e in events if e["name"] == "offsets_committed"]
+    assert consumed == 200, f"the verifiable consumer read {consumed} of 200"
+    assert committed and all(e["success"] for e in committed), committed
+    return "kafka-broker-api-versions; VerifiableProducer 200 acked, VerifiableConsumer 200 read and committed"
