@@ -486,10 +486,11 @@ impl ConsumerGroup {
             m.subscribed = names;
         }
         if let Some(source) = &req.subscribed_topic_regex {
-            let pattern = (!source.is_empty())
-                .then(|| TopicPattern::new(source).expect("validate compiled it"));
-            bump |= pattern.as_ref().map(|p| &p.source) != m.pattern.as_ref().map(|p| &p.source);
-            m.pattern = pattern;
+            // Compiled only when it changed (clients repeat it on full heartbeats).
+            if m.pattern.as_ref().map_or("", |p| p.source.as_str()) != source {
+                m.pattern = (!source.is_empty()).then(|| TopicPattern::new(source).expect("validate compiled it"));
+                bump = true;
+            }
         }
 
         // Bump the group epoch on any change, then recompute the target if it is behind.
@@ -562,7 +563,10 @@ impl ConsumerGroup {
         } else if epoch < STATIC_LEAVE_EPOCH {
             return refuse(invalid, "MemberEpoch is invalid.");
         }
-        if let Some(source) = req.subscribed_topic_regex.as_deref().filter(|r| !r.is_empty()) {
+        let known = |source: &str| {
+            self.members.get(&req.member_id).and_then(|m| m.pattern.as_ref()).is_some_and(|p| p.source == source)
+        };
+        if let Some(source) = req.subscribed_topic_regex.as_deref().filter(|r| !r.is_empty() && !known(r)) {
             if let Err(e) = TopicPattern::new(source) {
                 return refuse(
                     ResponseError::InvalidRegularExpression,

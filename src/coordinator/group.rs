@@ -334,9 +334,7 @@ impl Group {
         }
         let member_id = if j.member_id.is_empty() {
             // A static member rejoining under a new id replaces (fences) its old incarnation.
-            let old = j.instance_id.as_ref().and_then(|inst| {
-                self.members.iter().find(|(_, m)| m.instance_id.as_ref() == Some(inst)).map(|(id, _)| id.clone())
-            });
+            let old = j.instance_id.as_deref().and_then(|inst| self.static_member(inst));
             let new_id = format!("{}-{}", if j.client_id.is_empty() { "member" } else { &j.client_id }, self.fresh_suffix());
             if let Some(old_id) = old {
                 if self.state == GroupState::Stable && self.protocol.as_ref().is_some_and(|p| j.protocols.iter().any(|(q, _)| q == p)) {
@@ -507,8 +505,8 @@ impl Group {
             // A static member is found by its instance id; a member id given with it must match
             // (FENCED_INSTANCE_ID otherwise), as in Kafka.
             let found = match &instance {
-                Some(inst) => match self.members.iter().find(|(_, m)| m.instance_id.as_ref() == Some(inst)) {
-                    Some((found, _)) if id.is_empty() || *found == id => Ok(found.clone()),
+                Some(inst) => match self.static_member(inst) {
+                    Some(found) if id.is_empty() || found == id => Ok(found),
                     Some(_) => Err(ResponseError::FencedInstanceId.code()),
                     None => Err(ResponseError::UnknownMemberId.code()),
                 },
@@ -656,6 +654,11 @@ impl Group {
                 },
             });
         }
+    }
+
+    /// The member id of the static member with this `group.instance.id`.
+    fn static_member(&self, instance: &str) -> Option<String> {
+        self.members.iter().find(|(_, m)| m.instance_id.as_deref() == Some(instance)).map(|(id, _)| id.clone())
     }
 
     /// Every member as the leader's JoinGroup answer lists it, with its metadata for `protocol`.
