@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{flush, producer, Broker};
+use common::{flush, group_config, group_consumer, producer, Broker};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -18,24 +18,6 @@ use rdkafka::producer::{BaseRecord, Producer};
 
 const GROUP_FLAGS: &[&str] = &["--group-initial-rebalance-delay-ms", "300", "--num-partitions", "6"];
 
-fn group_consumer(bootstrap: &str, group: &str, extra: &[(&str, &str)]) -> BaseConsumer {
-    group_config(bootstrap, group, extra).create().expect("creating consumer")
-}
-
-/// A group member's settings: short session so failures show quickly, no auto-commit.
-fn group_config(bootstrap: &str, group: &str, extra: &[(&str, &str)]) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
-        .set("enable.auto.commit", "false");
-    for (k, v) in extra {
-        c.set(*k, *v);
-    }
-    c
-}
 
 fn produce_numbered(bootstrap: &str, topic: &str, n: usize) {
     let p = producer(bootstrap, &[("acks", "all")]);

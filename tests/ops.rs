@@ -49,15 +49,8 @@ fn shutdown_logging_at(level: &str) {
         p.send(BaseRecord::to("traced").key(&format!("k{i}")).payload(&value)).unwrap();
     }
     common::flush(&p);
-    let c: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", "traced-group")
-        .set("auto.offset.reset", "earliest")
-        // Closing it after the broker is gone waits for the session to end.
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
-        .create()
-        .unwrap();
+    // Its short session also bounds its close, which waits for the session after the broker is gone.
+    let c = common::group_consumer(&broker.bootstrap(), "traced-group", &[]);
     c.subscribe(&["traced"]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut read = 0;

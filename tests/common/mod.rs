@@ -526,3 +526,23 @@ pub fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs: &[(&s
 pub fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
     futures_lite::future::block_on(f)
 }
+
+/// A group member with [`group_config`]'s settings.
+pub fn group_consumer(bootstrap: &str, group: &str, extra: &[(&str, &str)]) -> BaseConsumer {
+    group_config(bootstrap, group, extra).create().expect("creating consumer")
+}
+
+/// A group member's settings: short session so failures show quickly, no auto-commit.
+pub fn group_config(bootstrap: &str, group: &str, extra: &[(&str, &str)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("enable.auto.commit", "false");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c
+}
