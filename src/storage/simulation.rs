@@ -882,7 +882,7 @@ fn many_seeds() {
     eprintln!("{} seeds from {first} in {:?}: {s:?}", s.seeds, started.elapsed());
 }
 
-/// Seeds that found storage bugs (each also has a targeted test in `log.rs`), replayed as they
+/// Seeds that found storage bugs (each also has a targeted test in `log/tests.rs`), replayed as they
 /// ran on the simulation that found them. A change to how scenarios are drawn changes what a
 /// seed does; the targeted tests are the ones that keep pinning the bugs.
 #[test]

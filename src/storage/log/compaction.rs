@@ -1,0 +1,74 @@
+//! Compaction of the closed segments (`cleanup.policy=compact`), one pass at a time; the
+//! record-level rules are in `storage::compact`.
+
+use super::*;
+
+impl PartitionLog {
+    /// One compaction pass (see [`compact`]) over the closed segments, if one has closed since
+    /// the last pass. Returns (segments rewritten, records dropped). Appends and reads go on
+    /// meanwhile: only closed segments are rewritten, and each is swapped in whole. One pass at
+    /// a time: a call while another runs returns at once, having done nothing (two passes would
+    /// write the same `.cleaned` file).
+    pub async fn compact(&self, now: i64) -> Result<(usize, u64), LogError> {
+        if std::mem::replace(&mut self.st.borrow_mut().compacting, true) {
+            return Ok((0, 0));
+        }
+        let _reset = FlagReset { log: self, flag: |s| &mut s.compacting, armed: true };
+        self.compact_pass(now).await
+    }
+
+    pub(super) async fn compact_pass(&self, now: i64) -> Result<(usize, u64), LogError> {
+        let (closed, closed_end) = {
+            let st = self.st.borrow();
+            let all: Vec<(i64, SegmentFile, u64, i64)> =
+                st.segments.values().map(|s| (s.base, s.file.clone(), s.written, s.next_offset)).collect();
+            let (_active, closed) = all.split_last().expect("a log always has an active segment");
+            let closed_end = closed.last().map(|c| c.3).unwrap_or(0);
+            if closed.is_empty() || closed_end <= st.cleaned_through {
+                return Ok((0, 0));
+            }
+            (closed.to_vec(), closed_end)
+        };
+        let (index_interval, delete_retention_ms) = {
+            let c = self.config.borrow();
+            (c.index_interval_bytes, c.delete_retention_ms)
+        };
+        // Newest offsets from the closed segments only: they are fdatasync'd, while the active
+        // one may hold records a power loss can still take, and a record superseded only by
+        // those must stay (as Kafka's cleaner never reads the active segment).
+        let mut latest = std::collections::HashMap::new();
+        for (_, file, size, _) in &closed {
+            compact::note_latest(file, *size, &mut latest).await.map_err(|e| storage_err("compacting", file.path(), e))?;
+        }
+        let (mut rewritten, mut dropped) = (0, 0);
+        for (base, file, size, next_offset) in closed {
+            let log_path = segment_path(&self.dir, base, "log");
+            let cleaned = compact::clean_segment(&self.dir, &log_path, &file, size, &latest, now.saturating_sub(delete_retention_ms))
+                .await
+                .map_err(|e| storage_err("compacting", &log_path, e))?;
+            let Some(c) = cleaned else { continue };
+            let (seg, damaged) =
+                recover_segment(&self.dir, base, index_interval, false).await.map_err(|e| storage_err("reopening", &log_path, e))?;
+            assert!(!damaged && seg.next_offset <= next_offset, "a cleaned segment must not grow: {}", log_path.display());
+            self.st.borrow_mut().segments.insert(base, seg);
+            tracing::info!(
+                segment = %log_path.display(), records_dropped = c.records_dropped, bytes_before = c.bytes_before,
+                bytes_after = c.bytes_after, "compacted segment"
+            );
+            rewritten += 1;
+            dropped += c.records_dropped;
+        }
+        let mut st = self.st.borrow_mut();
+        st.cleaned_through = closed_end;
+        // Recent batches of the cleaned segments would still serve the old records: drop them, and
+        // the read-ahead of the files they replaced (which would keep those files open).
+        if rewritten > 0 {
+            st.read_ahead = ReadAhead::default();
+            while st.cache.front().is_some_and(|c| c.base < closed_end) {
+                let c = st.cache.pop_front().expect("checked");
+                st.cache_bytes -= c.bytes.len();
+            }
+        }
+        Ok((rewritten, dropped))
+    }
+}

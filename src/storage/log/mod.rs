@@ -1,0 +1,330 @@
+//! One partition's log: append with group-committed writes and fdatasync, reads for fetch,
+//! offset lookups, segment rolls and crash recovery.
+//!
+//! Write path: an append assigns offsets and patches each batch in place, synchronously (no
+//! await, so the core's single thread orders appends); the bytes are usually the produce request's
+//! own (see `server::handlers::produce`). It queues them (by reference, the same bytes the batch
+//! cache holds) in the active segment's `pending` batches, then waits for a writer. Only one O_DIRECT
+//! write per partition is in flight; every append that arrives meanwhile rides on the next one
+//! (up to `SEGMENT_WRITE_MAX_BYTES` of batches per write; the rest on the one after). A write
+//! covers `tail` (the partial block already on disk, from the aligned `pending_pos`) and then the
+//! pending batches it takes, copied once into the DMA buffer, so each write rewrites that block
+//! grown. fdatasync is shared the same way: one in
+//! flight, all waiters whose data it covers are released by it (group commit). Before a write
+//! that would end past what the active segment's file has allocated, the file is grown
+//! `segment_preallocate_bytes` ahead (fallocate), so ext4 takes the writes without handing them to
+//! a kernel worker thread; closing the segment (a roll, a clean shutdown) trims the file to its
+//! data, and recovery after a crash trims the zeros past the last batch as it always trimmed the
+//! last block's padding.
+//!
+//! Offsets: `log_end` (LEO) is the next offset to assign; `high_watermark` is the end of what is
+//! written to the segment file (what fetches may see; a single node has no followers to wait
+//! for); `durable` is the end of what fdatasync has covered.
+//!
+//! The code, by concern: this file holds the state and the accessors; `append` the write path,
+//! `segments` rolls and closes, `read` reads and the read-ahead, `compaction` the compaction
+//! pass, `recovery` opening a partition, `tests` the unit tests.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::compact;
+use super::index::SegmentIndex;
+use super::producers::{ProducerStates, Verdict};
+use crate::sync::{Notify, Turns};
+use super::now_ms;
+use crate::config::limits::{
+    DMA_ALIGNMENT_BYTES, PARTITION_CACHE_MAX_BYTES, READ_AHEAD_CORE_MAX_BYTES, RECORDS_DECOMPRESSED_MAX_BYTES,
+    SEGMENT_INLINE_WRITE_MAX_BYTES, SEGMENT_READ_MAX_BYTES, SEGMENT_WRITE_MAX_BYTES,
+};
+use crate::config::{TimestampType, TopicConfig};
+use crate::io::file::{copy_from_parts, ReadChunk, SegmentFile};
+use crate::io::fs;
+use crate::protocol::batch::{self, BatchHeader, LOG_OVERHEAD};
+
+/// Errors a log operation reports; the handlers map them to Kafka error codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogError {
+    /// OFFSET_OUT_OF_RANGE.
+    OffsetOutOfRange { log_start: i64, log_end: i64 },
+    /// KAFKA_STORAGE_ERROR: a write or fdatasync failed; the message says which file.
+    Storage(String),
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER: an idempotent batch skips sequence numbers.
+    OutOfOrderSequence(String),
+    /// INVALID_PRODUCER_EPOCH: an idempotent batch from an older producer epoch.
+    InvalidProducerEpoch(String),
+    /// INVALID_RECORD: an idempotent produce with more than one batch for the partition.
+    InvalidRecord(String),
+}
+
+impl std::fmt::Display for LogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogError::OffsetOutOfRange { log_start, log_end } => {
+                write!(f, "offset out of range [{log_start}, {log_end}]")
+            }
+            LogError::Storage(s) => write!(f, "storage error: {s}"),
+            LogError::OutOfOrderSequence(s) | LogError::InvalidProducerEpoch(s) | LogError::InvalidRecord(s) => f.write_str(s),
+        }
+    }
+}
+
+/// What a successful append tells the producer.
+#[derive(Debug, Clone, Copy)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    /// The broker's append time for LogAppendTime topics, else -1.
+    pub log_append_time: i64,
+    pub log_start: i64,
+}
+
+/// What a read returns: whole batches starting at or before the asked offset, and the offsets.
+#[derive(Debug, Clone)]
+pub struct ReadInfo {
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start: i64,
+}
+
+/// A snapshot of the partition's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offsets {
+    pub log_start: i64,
+    pub high_watermark: i64,
+    pub log_end: i64,
+    pub durable: i64,
+}
+
+struct Segment {
+    base: i64,
+    file: SegmentFile,
+    /// Logical bytes appended (written or pending).
+    size: u64,
+    /// Bytes known to be in the file (written by a completed write or found on recovery).
+    written: u64,
+    /// How far the file is known to be allocated (preallocated, or found on recovery); a
+    /// preallocation that failed sets it to `u64::MAX` so this segment does not try again.
+    allocated: u64,
+    /// Next offset after the last batch in this segment.
+    next_offset: i64,
+    index: SegmentIndex,
+    /// Whether the index files on disk hold `index` (loaded at recovery, or written at a roll or
+    /// a close). A clean close writes every index that is not.
+    index_saved: bool,
+    bytes_since_index: u64,
+    max_ts: i64,
+    created_ms: i64,
+}
+
+struct CachedBatch {
+    base: i64,
+    last: i64,
+    bytes: Bytes,
+}
+
+struct State {
+    segments: BTreeMap<i64, Segment>,
+    log_start: i64,
+    log_end: i64,
+    high_watermark: i64,
+    durable: i64,
+    leader_epoch: i32,
+    /// The active segment from `pending_pos` (aligned) on: `tail`, the partial block already
+    /// written that the next write rewrites, then the `pending` batches not yet written (or being
+    /// written: a write takes them out and puts back only what failed).
+    tail: Vec<u8>,
+    pending: Vec<Bytes>,
+    pending_pos: u64,
+    writing: bool,
+    syncing: bool,
+    rolling: bool,
+    compacting: bool,
+    /// Set when fdatasync failed: the partition refuses writes until restart (as Kafka does).
+    failure: Option<String>,
+    /// Set by [`PartitionLog::close`]: appends not yet admitted are refused, rolls no longer start.
+    closing: bool,
+    /// Bumped when a failed write rolls back appended-but-unwritten batches.
+    rollback_gen: u64,
+    /// For each unwritten batch that raised the active segment's largest timestamp: its base
+    /// offset and the timestamp it replaced, so a rollback can put it back.
+    max_ts_undo: Vec<(i64, i64)>,
+    unflushed_records: i64,
+    last_sync_ms: i64,
+    cache: VecDeque<CachedBatch>,
+    cache_bytes: usize,
+    read_ahead: ReadAhead,
+    stats: LogStats,
+    /// Compaction: the end of the closed segments at the last pass (a pass runs again only once
+    /// another segment has closed).
+    cleaned_through: i64,
+    /// Idempotent producers' recent batches (see [`super::producers`]).
+    producers: ProducerStates,
+}
+
+/// A partition's footprint, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct DiskStats {
+    pub segments: usize,
+    pub bytes: u64,
+    pub cache_bytes: u64,
+}
+
+/// Counters of the I/O a log has done since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    pub appends: u64,
+    pub writes: u64,
+    pub syncs: u64,
+}
+
+impl State {
+    fn active(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("a log always has an active segment")
+    }
+}
+
+/// A partition's log. Owned by the core the shard table assigns the partition to (`!Send`).
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: RefCell<TopicConfig>,
+    st: RefCell<State>,
+    /// Woken whenever the high watermark moves (long-polling fetches wait on it). Shared by all
+    /// partitions of a core, so a fetch over many partitions waits on one signal.
+    data_arrived: Rc<Notify>,
+    /// Most bytes of recent batches kept in memory (at least one batch is kept): the core's
+    /// cache budget shared among its partitions (`Shard::install_image` sets it).
+    cache_cap: Cell<usize>,
+    /// Most batch bytes one segment write takes: `SEGMENT_WRITE_MAX_BYTES` (tests set less).
+    write_max: Cell<usize>,
+    /// How far ahead of a write the active segment's file is grown (`segment_preallocate_bytes`;
+    /// 0: never). `Shard::install_image` sets it.
+    preallocate_step: Cell<u64>,
+    /// Woken whenever a write, sync or roll finishes.
+    io_done: Notify,
+    /// Appends are admitted strictly in arrival order: each takes a ticket before its first await
+    /// and holds the turn from offset assignment's wait (a roll) to the end of the synchronous
+    /// part; dropping it, even when the append is cancelled, passes the turn on.
+    turns: Turns,
+}
+
+/// Clears an in-flight flag (`writing`, `syncing`, `rolling`, `compacting`) if the future that
+/// set it is dropped before it clears it itself, so a cancelled request cannot wedge the
+/// partition.
+struct FlagReset<'a> {
+    log: &'a PartitionLog,
+    flag: fn(&mut State) -> &mut bool,
+    armed: bool,
+}
+
+impl Drop for FlagReset<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            *(self.flag)(&mut self.log.st.borrow_mut()) = false;
+            self.log.io_done.notify_all();
+        }
+    }
+}
+
+/// Puts the batches a write took out of `pending` back in front of it if the write's future is
+/// dropped before it finished, so the next write still covers them.
+struct PutBack<'a> {
+    log: &'a PartitionLog,
+    batches: Option<Vec<Bytes>>,
+}
+
+impl Drop for PutBack<'_> {
+    fn drop(&mut self) {
+        if let Some(mut batches) = self.batches.take() {
+            let mut st = self.log.st.borrow_mut();
+            batches.append(&mut st.pending);
+            st.pending = batches;
+        }
+    }
+}
+
+fn segment_path(dir: &Path, base: i64, ext: &str) -> PathBuf {
+    dir.join(format!("{base:020}.{ext}"))
+}
+
+fn storage_err(what: &str, path: &Path, e: std::io::Error) -> LogError {
+    LogError::Storage(format!("{what} {}: {e}", path.display()))
+}
+
+impl PartitionLog {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Caps the batch bytes of one segment write below `SEGMENT_WRITE_MAX_BYTES`, so tests can
+    /// reach the split writes with small batches.
+    #[cfg(test)]
+    pub(crate) fn set_write_max(&self, bytes: usize) {
+        self.write_max.set(bytes.min(SEGMENT_WRITE_MAX_BYTES));
+    }
+
+    /// Grows the active segment's file `bytes` ahead of the writes from the next write on (0:
+    /// not at all); see [`SegmentFile::preallocate`].
+    pub fn set_preallocate_step(&self, bytes: u64) {
+        self.preallocate_step.set(bytes);
+    }
+
+    /// Caps the recent batches kept in memory at `bytes` (never below one batch); at most
+    /// `PARTITION_CACHE_MAX_BYTES`. Takes effect from the next append.
+    pub fn set_cache_cap(&self, bytes: usize) {
+        self.cache_cap.set(bytes.min(PARTITION_CACHE_MAX_BYTES));
+    }
+
+    pub fn offsets(&self) -> Offsets {
+        let st = self.st.borrow();
+        Offsets {
+            log_start: st.log_start,
+            high_watermark: st.high_watermark,
+            log_end: st.log_end,
+            durable: st.durable,
+        }
+    }
+
+    /// Segment files, their bytes, and bytes of recent batches kept in memory.
+    pub fn disk_stats(&self) -> DiskStats {
+        let st = self.st.borrow();
+        DiskStats {
+            segments: st.segments.len(),
+            bytes: st.segments.values().map(|s| s.size).sum(),
+            cache_bytes: st.cache_bytes as u64,
+        }
+    }
+
+    pub fn stats(&self) -> LogStats {
+        self.st.borrow().stats
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.st.borrow().leader_epoch
+    }
+
+    pub fn config(&self) -> TopicConfig {
+        self.config.borrow().clone()
+    }
+
+    pub fn set_config(&self, config: TopicConfig) {
+        *self.config.borrow_mut() = config;
+    }
+
+}
+
+mod append;
+mod compaction;
+mod read;
+mod recovery;
+mod segments;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use recovery::{index_entry_matches, SegmentScan};
+use read::ReadAhead;
+use recovery::{recover_segment, write_producer_snapshot};
+use segments::new_segment;
