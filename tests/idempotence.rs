@@ -144,6 +144,17 @@ fn producer_ids_are_unique_across_restarts_and_bad_sequences_are_refused() {
         4,
     );
     assert_eq!(txn.error_code, 42, "transactions are not supported: INVALID_REQUEST");
+    // A transaction coordinator lookup fails for good (INVALID_REQUEST, with a message), in both
+    // the v4+ batched form and the old one: COORDINATOR_NOT_AVAILABLE would be retried by
+    // clients (franz-go for as long as its context lasts) instead of failing.
+    let coord: FindCoordinatorResponse =
+        raw.call(ApiKey::FindCoordinator, 4, &FindCoordinatorRequest::default().with_key_type(1).with_coordinator_keys(vec![StrBytes::from_static_str("tx")]), 4);
+    let c = &coord.coordinators[0];
+    assert_eq!(c.error_code, 42, "{c:?}");
+    assert!(c.error_message.as_deref().is_some_and(|m| m.contains("not supported")), "{c:?}");
+    let coord: FindCoordinatorResponse =
+        raw.call(ApiKey::FindCoordinator, 3, &FindCoordinatorRequest::default().with_key_type(1).with_key(StrBytes::from_static_str("tx")), 3);
+    assert_eq!((coord.error_code, coord.node_id.0), (42, -1), "{coord:?}");
 
     let pid = a.producer_id.0;
     let topic = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()

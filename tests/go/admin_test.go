@@ -1,0 +1,673 @@
+package spatego
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// TestAdminTopics proves kadm's topic calls: CreateTopics with configs answers with the
+// partitions, replication factor, a topic id and the configs; validate-only creates nothing; a
+// second create gets TOPIC_ALREADY_EXISTS, an unknown config INVALID_CONFIG, zero partitions
+// INVALID_PARTITIONS and replication factor 3 INVALID_REPLICATION_FACTOR; Metadata lists the topic
+// with its id, leader, replicas and ISR, and a missing topic asked for with
+// allow_auto_topic_creation=false as UNKNOWN_TOPIC_OR_PARTITION without creating it;
+// DescribeConfigs gives the topic's configs as set
+// (DYNAMIC_TOPIC_CONFIG) and the broker's message.max.bytes; DeleteTopics removes it, after which
+// it is not listed and a second delete gets UNKNOWN_TOPIC_OR_PARTITION.
+func TestAdminTopics(t *testing.T) {
+	tt := begin(t)
+	adm := newAdmin(tt, "admin-topics")
+	const topic = "admin-topic"
+	configs := map[string]*string{
+		"cleanup.policy":    kadm.StringPtr("compact"),
+		"retention.ms":      kadm.StringPtr("3600000"),
+		"max.message.bytes": kadm.StringPtr("50000"),
+	}
+
+	created, err := adm.CreateTopic(ctxFor(tt, opTimeout), 3, 1, configs, topic)
+	if err != nil {
+		tt.Fatalf("CreateTopics %s: %v (%s)", topic, err, created.ErrMessage)
+	}
+	if created.NumPartitions != 3 || created.ReplicationFactor != 1 || created.ID == (kadm.TopicID{}) {
+		tt.Errorf("CreateTopics answered %d partitions, replication factor %d, topic id %v; want 3, 1, non-zero",
+			created.NumPartitions, created.ReplicationFactor, created.ID)
+	}
+	for k, v := range configs {
+		if c, ok := created.Configs[k]; !ok || c.Value == nil || *c.Value != *v {
+			tt.Errorf("CreateTopics (v5+) answered config %s = %v (present %v), want %s", k, c.Value, ok, *v)
+		}
+	}
+
+	validated, err := adm.ValidateCreateTopics(ctxFor(tt, opTimeout), 2, 1, nil, "admin-validate-only")
+	if err != nil || validated.Error() != nil {
+		tt.Errorf("CreateTopics validate_only: %v %v", err, validated.Error())
+	}
+
+	for _, c := range []struct {
+		what       string
+		topic      string
+		partitions int32
+		rf         int16
+		configs    map[string]*string
+		want       *kerr.Error
+	}{
+		{"the same topic again", topic, 3, 1, nil, kerr.TopicAlreadyExists},
+		{"an unknown topic config", "admin-bad-config", 1, 1, map[string]*string{"no.such.config": kadm.StringPtr("1")}, kerr.InvalidConfig},
+		{"a bad config value", "admin-bad-value", 1, 1, map[string]*string{"retention.ms": kadm.StringPtr("soon")}, kerr.InvalidConfig},
+		{"zero partitions", "admin-zero-partitions", 0, 1, nil, kerr.InvalidPartitions},
+		{"replication factor 3 on one broker", "admin-rf3", 1, 3, nil, kerr.InvalidReplicationFactor},
+	} {
+		resp, err := adm.CreateTopic(ctxFor(tt, opTimeout), c.partitions, c.rf, c.configs, c.topic)
+		if !errors.Is(err, c.want) {
+			tt.Errorf("CreateTopics with %s: got %v (%s), want %s", c.what, err, resp.ErrMessage, c.want.Message)
+		}
+	}
+
+	listed, err := adm.ListTopics(ctxFor(tt, opTimeout))
+	if err != nil {
+		tt.Fatalf("Metadata (all topics): %v", err)
+	}
+	td, ok := listed[topic]
+	switch {
+	case !ok:
+		tt.Errorf("Metadata does not list %s: %v", topic, listed.Names())
+	case td.Err != nil:
+		tt.Errorf("Metadata: %s: %v", topic, td.Err)
+	case len(td.Partitions) != 3 || td.ID != created.ID || td.IsInternal:
+		tt.Errorf("Metadata: %s has %d partitions, id %v, internal %v; want 3, %v, false", topic, len(td.Partitions), td.ID, td.IsInternal, created.ID)
+	default:
+		for _, p := range td.Partitions.Sorted() {
+			if p.Err != nil || p.Leader != 0 || fmt.Sprint(p.Replicas) != "[0]" || fmt.Sprint(p.ISR) != "[0]" {
+				tt.Errorf("Metadata: %s[%d]: leader %d, replicas %v, isr %v, err %v; want node 0 everywhere", topic, p.Partition, p.Leader, p.Replicas, p.ISR, p.Err)
+			}
+		}
+	}
+	for _, name := range []string{"admin-validate-only", "admin-bad-config", "admin-bad-value", "admin-zero-partitions", "admin-rf3"} {
+		if listed.Has(name) {
+			tt.Errorf("Metadata lists %s, which must not have been created", name)
+		}
+	}
+	if listed.Has("__consumer_offsets") {
+		tt.Errorf("kadm filters internal topics from a listing of all topics, yet __consumer_offsets is there and not marked internal")
+	}
+
+	// Metadata for a missing topic with allow_auto_topic_creation=false (kadm's) must not
+	// create it, even though the broker auto-creates topics.
+	missing, err := adm.ListTopics(ctxFor(tt, opTimeout), "admin-no-such-topic")
+	if err != nil {
+		tt.Fatalf("Metadata of a missing topic: %v", err)
+	}
+	if md := missing["admin-no-such-topic"]; !errors.Is(md.Err, kerr.UnknownTopicOrPartition) {
+		tt.Errorf("Metadata of a missing topic (allow_auto_topic_creation=false): err %v, %d partitions; want UNKNOWN_TOPIC_OR_PARTITION", md.Err, len(md.Partitions))
+	}
+	if rcs, err := adm.DescribeTopicConfigs(ctxFor(tt, opTimeout), "admin-no-such-topic"); err != nil {
+		tt.Errorf("DescribeConfigs of a missing topic: %v", err)
+	} else if rc, _ := rcs.On("admin-no-such-topic", nil); !errors.Is(rc.Err, kerr.UnknownTopicOrPartition) {
+		tt.Errorf("DescribeConfigs of a missing topic: %v, want UNKNOWN_TOPIC_OR_PARTITION", rc.Err)
+	}
+
+	described, err := adm.DescribeTopicConfigs(ctxFor(tt, opTimeout), topic)
+	if err != nil {
+		tt.Fatalf("DescribeConfigs %s: %v", topic, err)
+	}
+	rc, err := described.On(topic, nil)
+	if err != nil || rc.Err != nil {
+		tt.Fatalf("DescribeConfigs %s: %v %v (%s)", topic, err, rc.Err, rc.ErrMessage)
+	}
+	got := map[string]kadm.Config{}
+	for _, c := range rc.Configs {
+		got[c.Key] = c
+	}
+	for k, v := range configs {
+		c, ok := got[k]
+		if !ok || c.MaybeValue() != *v || c.Source != kmsg.ConfigSourceDynamicTopicConfig {
+			tt.Errorf("DescribeConfigs %s: %s = %q (present %v, source %v); want %q from DYNAMIC_TOPIC_CONFIG", topic, k, c.MaybeValue(), ok, c.Source, *v)
+		}
+	}
+
+	brokerConfigs, err := adm.DescribeBrokerConfigs(ctxFor(tt, opTimeout), 0)
+	if err != nil {
+		tt.Fatalf("DescribeConfigs broker 0: %v", err)
+	}
+	bc, err := brokerConfigs.On("0", nil)
+	if err != nil || bc.Err != nil {
+		tt.Fatalf("DescribeConfigs broker 0: %v %v", err, bc.Err)
+	}
+	found := false
+	for _, c := range bc.Configs {
+		if c.Key == "message.max.bytes" {
+			found = true
+			if c.MaybeValue() != fmt.Sprint(brokerMessageMaxBytes) {
+				tt.Errorf("DescribeConfigs broker 0: message.max.bytes = %q, want %d", c.MaybeValue(), brokerMessageMaxBytes)
+			}
+		}
+	}
+	if !found {
+		tt.Errorf("DescribeConfigs broker 0 has no message.max.bytes among %d configs", len(bc.Configs))
+	}
+
+	deleted, err := adm.DeleteTopic(ctxFor(tt, opTimeout), topic)
+	if err != nil {
+		tt.Fatalf("DeleteTopics %s: %v (%s)", topic, err, deleted.ErrMessage)
+	}
+	eventually(tt, 10*time.Second, "the deleted topic disappears from Metadata", func() string {
+		listed, err := adm.ListTopics(ctxFor(tt, opTimeout))
+		if err != nil {
+			return err.Error()
+		}
+		if listed.Has(topic) {
+			return "still listed"
+		}
+		return ""
+	})
+	if resp, err := adm.DeleteTopic(ctxFor(tt, opTimeout), topic); !errors.Is(err, kerr.UnknownTopicOrPartition) {
+		tt.Errorf("DeleteTopics of the deleted topic: got %v (%s), want UNKNOWN_TOPIC_OR_PARTITION", err, resp.ErrMessage)
+	}
+}
+
+// TestAdminListOffsets proves ListOffsets through kadm and raw, on a 3-partition topic:
+//   - earliest (-2) and latest (-1) offsets, also of an empty partition;
+//   - by timestamp, Kafka's answer: the first offset, in offset order, whose timestamp is at or
+//     after the one asked, with that record's timestamp: inside a batch, in a later batch, and
+//     (partition 0's offset 6 is stamped 20 s late) an earlier offset with a later timestamp
+//     before a later offset with a closer one;
+//   - by a timestamp after every record, offset -1 and timestamp -1 (raw; kadm turns that into
+//     the end offset);
+//   - max timestamp (-3), the record with the largest timestamp (in the middle of partition 0's
+//     log), and -1 on an empty partition.
+func TestAdminListOffsets(t *testing.T) {
+	tt := begin(t)
+	adm := newAdmin(tt, "admin-offsets")
+	const topic = "admin-offsets"
+	createTopic(tt, adm, topic, 3, nil)
+	prod := newClient(tt, "admin-offsets-producer", kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	base := time.Now().Add(-time.Hour).Truncate(time.Second).UnixMilli()
+	rec := func(p int32, i int, ts int64) *kgo.Record {
+		return &kgo.Record{Topic: topic, Partition: p, Value: fmt.Appendf(nil, "r%d", i), Timestamp: time.UnixMilli(ts)}
+	}
+	// Partition 0: offsets 0-9 in one batch stamped base+i s, except offset 6 at base+20 s;
+	// then offsets 10-11 in a second batch at base+10 s and base+11 s.
+	var p0 []*kgo.Record
+	for i := range 10 {
+		ts := base + int64(i)*1000
+		if i == 6 {
+			ts = base + 20000
+		}
+		p0 = append(p0, rec(0, i, ts))
+	}
+	// Partition 1: offsets 0-4 and 5-9 in two batches, stamped base+i s.
+	var p1a, p1b []*kgo.Record
+	for i := range 5 {
+		p1a = append(p1a, rec(1, i, base+int64(i)*1000))
+		p1b = append(p1b, rec(1, i+5, base+int64(i+5)*1000))
+	}
+	produceSync(tt, prod, append(p0, p1a...)...)
+	produceSync(tt, prod, append([]*kgo.Record{rec(0, 10, base+10000), rec(0, 11, base+11000)}, p1b...)...)
+	if p0[9].Offset != 9 || p1b[4].Offset != 9 {
+		tt.Fatalf("records acknowledged at offsets %d and %d, want 9 and 9", p0[9].Offset, p1b[4].Offset)
+	}
+
+	check := func(what string, lo kadm.ListedOffsets, err error, p int32, wantOffset, wantTS int64) {
+		tt.Helper()
+		if err != nil {
+			tt.Errorf("%s: %v", what, err)
+			return
+		}
+		o, ok := lo.Lookup(topic, p)
+		if !ok || o.Err != nil || o.Offset != wantOffset || (wantTS != 0 && o.Timestamp != wantTS) {
+			want := fmt.Sprintf("offset %d", wantOffset)
+			if wantTS != 0 {
+				want += fmt.Sprintf(", timestamp base+%d", wantTS-base)
+			}
+			tt.Errorf("%s: partition %d: offset %d, timestamp base+%d, err %v (present %v); want %s",
+				what, p, o.Offset, o.Timestamp-base, o.Err, ok, want)
+		}
+	}
+	ctx := ctxFor(tt, phaseTimeout)
+	lo, err := adm.ListStartOffsets(ctx, topic)
+	for p := range int32(3) {
+		check("ListOffsets earliest (-2)", lo, err, p, 0, 0)
+	}
+	lo, err = adm.ListEndOffsets(ctx, topic)
+	check("ListOffsets latest (-1)", lo, err, 0, 12, 0)
+	check("ListOffsets latest (-1)", lo, err, 1, 10, 0)
+	check("ListOffsets latest (-1) of an empty partition", lo, err, 2, 0, 0)
+
+	lo, err = adm.ListOffsetsAfterMilli(ctx, base, topic)
+	check("ListOffsets by timestamp base (the first record)", lo, err, 0, 0, base)
+	lo, err = adm.ListOffsetsAfterMilli(ctx, base+3500, topic)
+	check("ListOffsets by timestamp base+3500 (inside the first batch)", lo, err, 0, 4, base+4000)
+	check("ListOffsets by timestamp base+3500 (inside the first batch)", lo, err, 1, 4, base+4000)
+	lo, err = adm.ListOffsetsAfterMilli(ctx, base+7500, topic)
+	check("ListOffsets by timestamp base+7500 (offset 6 is stamped base+20000)", lo, err, 0, 6, base+20000)
+	check("ListOffsets by timestamp base+7500 (in the second batch)", lo, err, 1, 8, base+8000)
+	lo, err = adm.ListOffsetsAfterMilli(ctx, base+10500, topic)
+	check("ListOffsets by timestamp base+10500 (offset 6 comes before offset 11)", lo, err, 0, 6, base+20000)
+	lo, err = adm.ListMaxTimestampOffsets(ctx, topic)
+	check("ListOffsets max timestamp (-3)", lo, err, 0, 6, base+20000)
+	check("ListOffsets max timestamp (-3)", lo, err, 1, 9, base+9000)
+	check("ListOffsets max timestamp (-3) of an empty partition", lo, err, 2, -1, 0)
+
+	// kadm turns "no such record" into the end offset; the raw answer must be -1 / -1.
+	req := kmsg.NewPtrListOffsetsRequest()
+	rt := kmsg.NewListOffsetsRequestTopic()
+	rt.Topic = topic
+	for p := range int32(3) {
+		rp := kmsg.NewListOffsetsRequestTopicPartition()
+		rp.Partition = p
+		rp.Timestamp = base + 60000
+		rt.Partitions = append(rt.Partitions, rp)
+	}
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, newClient(tt, "admin-offsets-raw").Client)
+	if err != nil {
+		tt.Fatalf("ListOffsets by a timestamp after every record: %v", err)
+	}
+	n := 0
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			n++
+			if p.ErrorCode != 0 || p.Offset != -1 || p.Timestamp != -1 {
+				tt.Errorf("ListOffsets v%d by a timestamp after every record: partition %d: offset %d, timestamp %d, error %v; want -1, -1, none",
+					resp.Version, p.Partition, p.Offset, p.Timestamp, kerr.ErrorForCode(p.ErrorCode))
+			}
+		}
+	}
+	if n != 3 {
+		tt.Errorf("ListOffsets answered for %d partitions, want 3", n)
+	}
+}
+
+// TestAdminGroups proves kadm's group calls: offsets committed for a group with no members
+// (OffsetCommit, generation -1) are fetched back with their metadata and can be altered; Lag
+// computes from them; OffsetDelete removes one partition's offset; the
+// group is listed (ListGroups) and described (DescribeGroups) as Empty; a group with a live
+// member is listed and described as Stable with that member, its client id, subscription and
+// assignment; DeleteGroups refuses it with NON_EMPTY_GROUP while the member is there and deletes
+// it once the member left; a deleted group is no longer listed and has no committed offsets.
+func TestAdminGroups(t *testing.T) {
+	tt := begin(t)
+	adm := newAdmin(tt, "admin-groups")
+	const topic = "admin-groups"
+	createTopic(tt, adm, topic, 2, nil)
+	prod := newClient(tt, "admin-groups-producer", kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	var rs []*kgo.Record
+	for i := range 20 {
+		rs = append(rs, &kgo.Record{Topic: topic, Partition: int32(i % 2), Value: fmt.Appendf(nil, "v%d", i)})
+	}
+	produceSync(tt, prod, rs...)
+	ctx := ctxFor(tt, 2*phaseTimeout)
+
+	// A group that only has offsets.
+	const empty = "admin-group-offsets-only"
+	commit := func(offsets map[int32]int64, metadata string) {
+		tt.Helper()
+		var os kadm.Offsets
+		for p, o := range offsets {
+			os.Add(kadm.Offset{Topic: topic, Partition: p, At: o, LeaderEpoch: -1, Metadata: metadata})
+		}
+		resp, err := adm.CommitOffsets(ctx, empty, os)
+		if err == nil {
+			err = resp.Error()
+		}
+		if err != nil {
+			tt.Fatalf("OffsetCommit %s %v: %v", empty, offsets, err)
+		}
+	}
+	fetch := func(group string) map[int32]string {
+		tt.Helper()
+		resp, err := adm.FetchOffsets(ctx, group)
+		if err == nil {
+			err = resp.Error()
+		}
+		if err != nil {
+			tt.Fatalf("OffsetFetch %s: %v", group, err)
+		}
+		out := map[int32]string{}
+		for p, o := range resp[topic] {
+			if o.At >= 0 {
+				out[p] = fmt.Sprintf("%d/%s", o.At, o.Metadata)
+			}
+		}
+		return out
+	}
+	commit(map[int32]int64{0: 5, 1: 0}, "first")
+	if got := fmt.Sprint(fetch(empty)); got != "map[0:5/first 1:0/first]" {
+		tt.Errorf("OffsetFetch after the commit: %s, want map[0:5/first 1:0/first]", got)
+	}
+	commit(map[int32]int64{0: 8}, "altered")
+	if got := fmt.Sprint(fetch(empty)); got != "map[0:8/altered 1:0/first]" {
+		tt.Errorf("OffsetFetch after altering partition 0: %s, want map[0:8/altered 1:0/first]", got)
+	}
+	// Lag (DescribeGroups, OffsetFetch, ListOffsets): each partition's end is 10.
+	lags, err := adm.Lag(ctx, empty)
+	if err != nil {
+		tt.Fatalf("Lag %s: %v", empty, err)
+	}
+	lag := lags[empty]
+	if lag.DescribeErr != nil || lag.FetchErr != nil {
+		tt.Errorf("Lag %s: describe %v, fetch %v", empty, lag.DescribeErr, lag.FetchErr)
+	}
+	for p, want := range map[int32]int64{0: 2, 1: 10} {
+		if l, ok := lag.Lag.Lookup(topic, p); !ok || l.Err != nil || l.Lag != want || l.End.Offset != 10 {
+			tt.Errorf("Lag %s partition %d: lag %d, end %d, err %v (present %v); want lag %d, end 10", empty, p, l.Lag, l.End.Offset, l.Err, ok, want)
+		}
+	}
+	// OffsetDelete of one partition's offset.
+	del := kadm.TopicsSet{}
+	del.Add(topic, 1)
+	if resp, err := adm.DeleteOffsets(ctx, empty, del); err != nil || resp.Error() != nil {
+		tt.Errorf("OffsetDelete %s %s[1]: %v %v", empty, topic, err, resp.Error())
+	}
+	if got := fmt.Sprint(fetch(empty)); got != "map[0:8/altered]" {
+		tt.Errorf("OffsetFetch after OffsetDelete of partition 1: %s, want map[0:8/altered]", got)
+	}
+
+	// A group with a live (classic) member.
+	const active = "admin-group-active"
+	member := newClient(tt, active+"-member", kgo.ConsumerGroup(active), kgo.ConsumeTopics(topic),
+		kgo.ConsumeStartOffset(kgo.NewOffset().AtStart()), kgo.HeartbeatInterval(500*time.Millisecond), kgo.SessionTimeout(10*time.Second))
+	consumeN(tt, member, 20)
+	eventually(tt, groupWait, "the group with a member is described as Stable", func() string {
+		dg, err := adm.DescribeGroups(ctx, active)
+		if err != nil {
+			return err.Error()
+		}
+		g := dg[active]
+		if g.Err != nil || g.State != "Stable" || g.ProtocolType != "consumer" || len(g.Members) != 1 {
+			return fmt.Sprintf("DescribeGroups: state %q, protocol type %q, %d members, err %v", g.State, g.ProtocolType, len(g.Members), g.Err)
+		}
+		m := g.Members[0]
+		join, _ := m.Join.AsConsumer()
+		assigned, _ := m.Assigned.AsConsumer()
+		if m.ClientID != member.name || join == nil || fmt.Sprint(join.Topics) != "["+topic+"]" ||
+			assigned == nil || len(assigned.Topics) != 1 || len(assigned.Topics[0].Partitions) != 2 {
+			return fmt.Sprintf("DescribeGroups member: client id %q, subscription %v, assignment %v", m.ClientID, join, assigned)
+		}
+		return ""
+	})
+
+	listed, err := adm.ListGroups(ctx)
+	if err != nil {
+		tt.Fatalf("ListGroups: %v", err)
+	}
+	if g, ok := listed[empty]; !ok || g.State != "Empty" {
+		tt.Errorf("ListGroups: %s listed %v with state %q, want Empty", empty, ok, g.State)
+	}
+	if g, ok := listed[active]; !ok || g.State != "Stable" || g.ProtocolType != "consumer" {
+		tt.Errorf("ListGroups: %s listed %v with state %q, protocol type %q, want Stable, consumer", active, ok, g.State, g.ProtocolType)
+	}
+	dg, err := adm.DescribeGroups(ctx, empty)
+	if err != nil || dg[empty].Err != nil || dg[empty].State != "Empty" || len(dg[empty].Members) != 0 {
+		tt.Errorf("DescribeGroups %s: %v / %v: state %q, %d members; want Empty, 0", empty, err, dg[empty].Err, dg[empty].State, len(dg[empty].Members))
+	}
+
+	if _, err := adm.DeleteGroup(ctx, active); !errors.Is(err, kerr.NonEmptyGroup) {
+		tt.Errorf("DeleteGroups of a group with a member: %v, want NON_EMPTY_GROUP", err)
+	}
+	if err := member.CommitUncommittedOffsets(ctx); err != nil {
+		tt.Fatalf("the member's commit: %v", err)
+	}
+	member.Close()
+	for _, g := range []string{active, empty} {
+		if resp, err := adm.DeleteGroup(ctx, g); err != nil {
+			tt.Errorf("DeleteGroups %s: %v (%s)", g, err, resp.ErrMessage)
+		}
+		if got := fetch(g); len(got) != 0 {
+			tt.Errorf("OffsetFetch of the deleted group %s: %v, want nothing committed", g, got)
+		}
+	}
+	listed, err = adm.ListGroups(ctx)
+	if err != nil {
+		tt.Fatalf("ListGroups: %v", err)
+	}
+	for _, g := range []string{active, empty} {
+		if _, ok := listed[g]; ok {
+			tt.Errorf("ListGroups still lists the deleted group %s", g)
+		}
+	}
+	if resp, err := adm.DeleteGroup(ctx, empty); !errors.Is(err, kerr.GroupIDNotFound) {
+		tt.Errorf("DeleteGroups of a deleted group: %v (%s), want GROUP_ID_NOT_FOUND", err, resp.ErrMessage)
+	}
+}
+
+// TestUnsupportedAPIs proves that what Spate does not implement fails at once and cleanly:
+//   - admin-apis: each kadm call below needs an API Spate's ApiVersions does not list
+//     (CreatePartitions, AlterConfigs, IncrementalAlterConfigs, DeleteRecords, DescribeAcls,
+//     DescribeLogDirs); each comes back with an error within 10 s, and the client still works;
+//   - raw-unadvertised-request: sent anyway on a raw connection, CreatePartitions v0 makes the
+//     broker close the connection (as Kafka does with an API it does not serve) or answer, within
+//     5 s;
+//   - transactions: FindCoordinator for a transactional id and InitProducerId with one are
+//     answered with an error code, and a franz-go transactional produce fails with an error
+//     within 10 s instead of retrying until its caller gives up.
+func TestUnsupportedAPIs(t *testing.T) {
+	t.Run("admin-apis", func(t *testing.T) {
+		tt := begin(t)
+		adm := newAdmin(tt, "unsupported")
+		const topic = "unsupported-apis"
+		createTopic(tt, adm, topic, 1, nil)
+
+		versions, err := adm.ApiVersions(ctxFor(tt, opTimeout))
+		if err != nil {
+			tt.Fatalf("ApiVersions: %v", err)
+		}
+		advertised := map[int16]bool{}
+		versions.Each(func(bv kadm.BrokerApiVersions) {
+			bv.EachKeySorted(func(key, _, _ int16) { advertised[key] = true })
+		})
+
+		calls := []struct {
+			key  kmsg.Key
+			call func(ctx context.Context) error
+		}{
+			{kmsg.CreatePartitions, func(ctx context.Context) error {
+				r, err := adm.CreatePartitions(ctx, 1, topic)
+				return firstErr(err, r.Error())
+			}},
+			{kmsg.AlterConfigs, func(ctx context.Context) error {
+				r, err := adm.AlterTopicConfigsState(ctx, []kadm.AlterConfig{{Name: "retention.ms", Value: kadm.StringPtr("1000")}}, topic)
+				return firstErr(err, alterErr(r))
+			}},
+			{kmsg.IncrementalAlterConfigs, func(ctx context.Context) error {
+				r, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "retention.ms", Value: kadm.StringPtr("1000")}}, topic)
+				return firstErr(err, alterErr(r))
+			}},
+			{kmsg.DeleteRecords, func(ctx context.Context) error {
+				var os kadm.Offsets
+				os.AddOffset(topic, 0, 0, -1)
+				r, err := adm.DeleteRecords(ctx, os)
+				return firstErr(err, r.Error())
+			}},
+			{kmsg.DescribeACLs, func(ctx context.Context) error {
+				acls := kadm.NewACLs().AnyResource().Allow().AllowHosts().Deny().DenyHosts().Operations().ResourcePatternType(kadm.ACLPatternAny)
+				r, err := adm.DescribeACLs(ctx, acls)
+				if err != nil {
+					return err
+				}
+				if len(r) == 0 {
+					return fmt.Errorf("kadm sent no DescribeAcls request")
+				}
+				for _, x := range r {
+					if x.Err != nil {
+						return x.Err
+					}
+				}
+				return nil
+			}},
+			{kmsg.DescribeLogDirs, func(ctx context.Context) error {
+				_, err := adm.DescribeAllLogDirs(ctx, nil)
+				return err
+			}},
+		}
+		for _, c := range calls {
+			name := kmsg.NameForKey(int16(c.key))
+			if advertised[int16(c.key)] {
+				tt.Logf("%s is advertised by ApiVersions now; this check still wants an answer within 10 s", name)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			start := time.Now()
+			err := c.call(ctx)
+			cancel()
+			took := time.Since(start)
+			switch {
+			case err == nil && !advertised[int16(c.key)]:
+				tt.Errorf("%s (not advertised) succeeded", name)
+			case errors.Is(err, context.DeadlineExceeded):
+				tt.Errorf("%s: no answer within 10 s (%v)", name, err)
+			case err != nil:
+				tt.Logf("%s: failed in %v with: %v", name, took.Round(time.Millisecond), err)
+			}
+		}
+		if _, err := adm.ListTopics(ctxFor(tt, opTimeout), topic); err != nil {
+			tt.Errorf("Metadata after the unsupported calls: %v", err)
+		}
+	})
+
+	t.Run("raw-unadvertised-request", func(t *testing.T) {
+		tt := begin(t)
+		cp := kmsg.NewPtrCreatePartitionsRequest()
+		cp.SetVersion(0)
+		cpt := kmsg.NewCreatePartitionsRequestTopic()
+		cpt.Topic = "unsupported-apis"
+		cpt.Count = 2
+		cp.Topics = append(cp.Topics, cpt)
+		cp.TimeoutMillis = 5000
+		tt.Logf("CreatePartitions v0 on a raw connection: %s", rawRequest(tt, cp, 5*time.Second))
+	})
+
+	t.Run("transactions", func(t *testing.T) {
+		tt := begin(t)
+		const topic = "unsupported-txn"
+		createTopic(tt, newAdmin(tt, "unsupported-txn-admin"), topic, 1, nil)
+		// FindCoordinator for a transactional id and InitProducerId with one, sent straight to
+		// node 0, must be answered at once with an error code.
+		raw := newClient(tt, "unsupported-raw")
+		if err := raw.Ping(ctxFor(tt, opTimeout)); err != nil {
+			tt.Fatalf("ping: %v", err)
+		}
+		fc := kmsg.NewPtrFindCoordinatorRequest()
+		fc.CoordinatorType = 1 // transaction
+		fc.CoordinatorKey = "spate-go-txn"
+		fc.CoordinatorKeys = []string{"spate-go-txn"}
+		if resp, err := raw.Broker(0).Request(ctxFor(tt, 10*time.Second), fc); err != nil {
+			tt.Errorf("FindCoordinator for a transactional id: %v", err)
+		} else {
+			r := resp.(*kmsg.FindCoordinatorResponse)
+			code := r.ErrorCode
+			if len(r.Coordinators) > 0 {
+				code = r.Coordinators[0].ErrorCode
+			}
+			if code == 0 {
+				tt.Logf("FindCoordinator v%d for a transactional id found a coordinator", r.Version)
+			} else {
+				tt.Logf("FindCoordinator v%d for a transactional id: %v", r.Version, kerr.ErrorForCode(code))
+			}
+		}
+		ip := kmsg.NewPtrInitProducerIDRequest()
+		ip.TransactionalID = kmsg.StringPtr("spate-go-txn")
+		ip.TransactionTimeoutMillis = 60000
+		if resp, err := raw.Broker(0).Request(ctxFor(tt, 10*time.Second), ip); err != nil {
+			tt.Errorf("InitProducerId with a transactional id: %v", err)
+		} else if r := resp.(*kmsg.InitProducerIDResponse); r.ErrorCode == 0 {
+			tt.Errorf("InitProducerId v%d with a transactional id succeeded (producer id %d), but Spate has no transactions", r.Version, r.ProducerID)
+		} else {
+			tt.Logf("InitProducerId v%d with a transactional id: %v", r.Version, kerr.ErrorForCode(r.ErrorCode))
+		}
+
+		// What a franz-go transactional producer sees: it must fail, not wait for its caller's
+		// deadline. (franz-go retries a retriable error, such as COORDINATOR_NOT_AVAILABLE,
+		// while initializing its producer id for as long as the record's context allows.)
+		txn := newClient(tt, "unsupported-txn", kgo.TransactionalID("spate-go-txn"), kgo.RetryTimeout(3*time.Second))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		start := time.Now()
+		err := txn.BeginTransaction()
+		if err == nil {
+			err = txn.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte("txn")}).FirstErr()
+		}
+		took := time.Since(start).Round(time.Millisecond)
+		switch {
+		case err == nil:
+			tt.Errorf("a transactional produce succeeded, but Spate has no transactions")
+		case errors.Is(err, context.DeadlineExceeded):
+			tt.Errorf("a franz-go transactional produce got no error, only its own 10 s deadline (%v): "+
+				"the transactional producer retried its producer id initialization until then; see the log below for the error it kept retrying", err)
+		default:
+			tt.Logf("a franz-go transactional produce failed after %v: %v", took, err)
+		}
+	})
+}
+
+// rawRequest sends req (at its set version, with a v1 request header) on a new connection and
+// says what happened: the connection closed, or a response of so many bytes. No answer within
+// timeout fails the test.
+func rawRequest(tt *T, req kmsg.Request, timeout time.Duration) string {
+	tt.Helper()
+	if req.IsFlexible() {
+		tt.Fatalf("rawRequest only writes v1 (non-flexible) request headers")
+	}
+	conn, err := net.DialTimeout("tcp", broker.Addr, timeout)
+	if err != nil {
+		tt.Fatalf("dial %s: %v", broker.Addr, err)
+	}
+	defer conn.Close()
+	clientID := "spate-go-raw"
+	var msg []byte
+	msg = binary.BigEndian.AppendUint16(msg, uint16(req.Key()))
+	msg = binary.BigEndian.AppendUint16(msg, uint16(req.GetVersion()))
+	msg = binary.BigEndian.AppendUint32(msg, 7) // correlation id
+	msg = binary.BigEndian.AppendUint16(msg, uint16(len(clientID)))
+	msg = append(msg, clientID...)
+	msg = req.AppendTo(msg)
+	frame := binary.BigEndian.AppendUint32(nil, uint32(len(msg)))
+	frame = append(frame, msg...)
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	if _, err := conn.Write(frame); err != nil {
+		return fmt.Sprintf("write failed (connection closed at once): %v", err)
+	}
+	var size [4]byte
+	_, err = io.ReadFull(conn, size[:])
+	var ne net.Error
+	switch {
+	case err == nil:
+		return fmt.Sprintf("answered with a %d-byte response", binary.BigEndian.Uint32(size[:]))
+	case errors.As(err, &ne) && ne.Timeout():
+		tt.Errorf("%s v%d (not advertised) on a raw connection: neither answered nor closed within %v", kmsg.NameForKey(req.Key()), req.GetVersion(), timeout)
+		return "no answer"
+	case errors.Is(err, io.EOF) || strings.Contains(err.Error(), "reset"):
+		return "the broker closed the connection (" + err.Error() + ")"
+	default:
+		return "read failed: " + err.Error()
+	}
+}
+
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func alterErr(rs kadm.AlterConfigsResponses) error {
+	for _, r := range rs {
+		if r.Err != nil {
+			return r.Err
+		}
+	}
+	return nil
+}
