@@ -27,6 +27,7 @@ import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
+import org.apache.kafka.clients.consumer.OffsetOutOfRangeException;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerInterceptor;
@@ -409,6 +410,118 @@ class ProduceConsumeTest {
             assertEquals(41, got.get(0).offset());
             assertEquals(base + 41_000, got.get(0).timestamp());
             assertTrue(values.contains("v49"));
+        }
+    }
+
+    /**
+     * assign() of three partitions, then positions moved per partition: seekToEnd (position is
+     * each end offset, nothing to read until more is produced, and then only the new records),
+     * seek to chosen offsets (each partition read from exactly there, in order), seekToBeginning
+     * of one partition (only it is read again), and a seek past the end: with
+     * auto.offset.reset=earliest the broker's OFFSET_OUT_OF_RANGE makes the consumer start again at
+     * 0, with auto.offset.reset=none poll() throws OffsetOutOfRangeException naming the partition.
+     */
+    @Test
+    void assignSeekSeekToBeginningSeekToEndAndPosition() throws Exception {
+        String topic = "seek";
+        Clients.createTopic(broker, topic, 3, Map.of());
+        List<TopicPartition> tps = partitions(topic, 3);
+        int[] counts = {10, 20, 30};
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(Clients.producer(broker, true))) {
+            for (int p = 0; p < 3; p++) {
+                for (int o = 0; o < counts[p]; o++) {
+                    producer.send(new ProducerRecord<>(topic, p, "k", "p" + p + "-" + o));
+                }
+            }
+            producer.flush();
+        }
+        Properties cp = Clients.consumer(broker, true);
+        try (KafkaConsumer<String, String> consumer = new KafkaConsumer<>(cp)) {
+            consumer.assign(tps);
+            assertEquals(Set.copyOf(tps), consumer.assignment());
+
+            // seekToEnd: positions are the end offsets; nothing to read.
+            consumer.seekToEnd(tps);
+            for (int p = 0; p < 3; p++) {
+                assertEquals(counts[p], consumer.position(tps.get(p)), "position after seekToEnd of " + tps.get(p));
+            }
+            assertTrue(consumer.poll(java.time.Duration.ofMillis(300)).isEmpty(), "records after seekToEnd");
+            // Records produced now are the only ones read.
+            try (KafkaProducer<String, String> producer = new KafkaProducer<>(Clients.producer(broker, true))) {
+                for (int p = 0; p < 3; p++) {
+                    producer.send(new ProducerRecord<>(topic, p, "k", "p" + p + "-" + counts[p]));
+                }
+                producer.flush();
+            }
+            List<ConsumerRecord<String, String>> after = Clients.pollN(consumer, 3);
+            assertEquals(3, after.size(), "records after seekToEnd and three more sends: " + after);
+            for (ConsumerRecord<String, String> r : after) {
+                assertEquals(counts[r.partition()], r.offset(), "the new record of partition " + r.partition());
+                assertEquals("p" + r.partition() + "-" + counts[r.partition()], r.value());
+            }
+            for (int p = 0; p < 3; p++) {
+                counts[p]++;
+                assertEquals(counts[p], consumer.position(tps.get(p)));
+            }
+
+            // seek to chosen offsets, one per partition.
+            long[] from = {3, 0, 29};
+            for (int p = 0; p < 3; p++) {
+                consumer.seek(tps.get(p), from[p]);
+                assertEquals(from[p], consumer.position(tps.get(p)), "position after seek of " + tps.get(p));
+            }
+            int expected = 0;
+            for (int p = 0; p < 3; p++) {
+                expected += counts[p] - (int) from[p];
+            }
+            List<ConsumerRecord<String, String>> got = Clients.pollN(consumer, expected);
+            assertEquals(expected, got.size(), "records after the seeks");
+            Map<Integer, Long> next = new HashMap<>();
+            for (int p = 0; p < 3; p++) {
+                next.put(p, from[p]);
+            }
+            for (ConsumerRecord<String, String> r : got) {
+                long want = next.get(r.partition());
+                assertEquals(want, r.offset(), "offset order in partition " + r.partition());
+                assertEquals("p" + r.partition() + "-" + r.offset(), r.value());
+                next.put(r.partition(), want + 1);
+            }
+            for (int p = 0; p < 3; p++) {
+                assertEquals(counts[p], consumer.position(tps.get(p)), "position at the end of " + tps.get(p));
+            }
+
+            // seekToBeginning of one partition: only it is read again.
+            consumer.seekToBeginning(List.of(tps.get(1)));
+            assertEquals(0, consumer.position(tps.get(1)));
+            List<ConsumerRecord<String, String>> again = Clients.pollN(consumer, counts[1]);
+            assertEquals(counts[1], again.size());
+            for (int i = 0; i < again.size(); i++) {
+                assertEquals(1, again.get(i).partition(), "only partition 1 was rewound");
+                assertEquals(i, again.get(i).offset());
+            }
+
+            // Past the end, auto.offset.reset=earliest: OFFSET_OUT_OF_RANGE, then from 0.
+            consumer.seek(tps.get(0), 1000);
+            assertEquals(1000, consumer.position(tps.get(0)));
+            List<ConsumerRecord<String, String>> reset = Clients.pollN(consumer, counts[0]);
+            assertEquals(counts[0], reset.size(), "partition 0 read again after the reset: " + reset.size());
+            assertEquals(0, reset.get(0).offset(), "the reset to earliest");
+            assertEquals(counts[0], consumer.position(tps.get(0)));
+        }
+
+        // auto.offset.reset=none: the out-of-range position is the application's to handle.
+        cp.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "none");
+        try (KafkaConsumer<String, String> consumer = new KafkaConsumer<>(cp)) {
+            consumer.assign(List.of(tps.get(2)));
+            consumer.seek(tps.get(2), 500);
+            OffsetOutOfRangeException e = assertThrows(OffsetOutOfRangeException.class, () -> {
+                long deadline = System.currentTimeMillis() + TIMEOUT_S * 1000;
+                while (System.currentTimeMillis() < deadline) {
+                    consumer.poll(java.time.Duration.ofMillis(200));
+                }
+            }, "poll at offset 500 of a partition of " + counts[2] + " records, auto.offset.reset=none; broker log:\n"
+                    + broker.logTail(20));
+            assertEquals(Map.of(tps.get(2), 500L), e.offsetOutOfRangePartitions());
         }
     }
 }

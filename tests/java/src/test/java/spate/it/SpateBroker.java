@@ -26,6 +26,10 @@ import org.junit.jupiter.api.extension.ExtensionContext;
  * directory, waits (30 s at most) for "spate ready" on its stderr, and after the class stops it
  * with SIGTERM ({@link Process#destroy()}), checks that it exited 0, and deletes the data
  * directory. The broker's stderr stays in target/spate-logs/ for reading after a failure.
+ *
+ * <p>A test may also {@link #kill()} the broker (SIGKILL, as {@code kill -9}: no shutdown of any
+ * kind) and {@link #restart()} it on the same ports and the same data directory; each restart's
+ * stderr is appended to the same log file, after a line naming the restart.
  */
 public final class SpateBroker implements BeforeAllCallback, AfterAllCallback {
     private static final long READY_TIMEOUT_MS = 30_000;
@@ -35,8 +39,13 @@ public final class SpateBroker implements BeforeAllCallback, AfterAllCallback {
     private Process process;
     private Path dataDir;
     private Path logFile;
+    private Path stdoutFile;
+    private List<String> command;
     private int port;
     private int adminPort;
+    private int restarts;
+    /** Set when a restart failed: the data directory is kept for reading (its recovery failed). */
+    private boolean keepDataDir;
 
     /** @param extraArgs more {@code spate serve} flags, after the standard ones */
     public SpateBroker(String... extraArgs) {
@@ -93,24 +102,34 @@ public final class SpateBroker implements BeforeAllCallback, AfterAllCallback {
         Files.createDirectories(logDir);
         String stamp = LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss"));
         logFile = logDir.resolve(name + "-" + stamp + ".stderr.log");
+        stdoutFile = logDir.resolve(name + "-" + stamp + ".stdout.log");
         dataDir = Files.createTempDirectory("spate-it-" + name + "-");
         port = freePort();
         adminPort = freePort();
         while (adminPort == port) {
             adminPort = freePort();
         }
-        List<String> cmd = new ArrayList<>(List.of(
+        command = new ArrayList<>(List.of(
                 bin.toString(), "serve",
                 "--listen", "127.0.0.1:" + port,
                 "--admin-listen", "127.0.0.1:" + adminPort,
                 "--data-dir", dataDir.toString(),
                 "--cores", "2",
                 "--group-initial-rebalance-delay-ms", "0"));
-        cmd.addAll(extraArgs);
-        ProcessBuilder pb = new ProcessBuilder(cmd)
+        command.addAll(extraArgs);
+        launch(ProcessBuilder.Redirect.to(logFile.toFile()), ProcessBuilder.Redirect.to(stdoutFile.toFile()), 0);
+    }
+
+    /**
+     * Starts {@link #command} and waits for "spate ready" on its stderr, looking only at what
+     * comes after {@code logOffset} bytes of the log (a restart appends to the log of the first start).
+     */
+    private void launch(ProcessBuilder.Redirect stderr, ProcessBuilder.Redirect stdout, long logOffset)
+            throws IOException, InterruptedException {
+        ProcessBuilder pb = new ProcessBuilder(command)
                 .redirectErrorStream(false)
-                .redirectError(logFile.toFile())
-                .redirectOutput(logDir.resolve(name + "-" + stamp + ".stdout.log").toFile());
+                .redirectError(stderr)
+                .redirectOutput(stdout);
         process = pb.start();
         Process started = process;
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
@@ -120,29 +139,92 @@ public final class SpateBroker implements BeforeAllCallback, AfterAllCallback {
         }));
         long deadline = System.currentTimeMillis() + READY_TIMEOUT_MS;
         while (true) {
-            if (Files.exists(logFile) && log().contains("spate ready")) {
+            if (Files.exists(logFile) && logSince(logOffset).contains("spate ready")) {
                 return;
             }
             if (!process.isAlive()) {
                 String tail = logTail(40);
-                cleanUp();
+                String kept = failedStart();
                 throw new IllegalStateException("spate exited with status " + process.exitValue()
-                        + " before it was ready; " + String.join(" ", cmd) + "\n" + tail);
+                        + " before it was ready" + kept + "; " + String.join(" ", command) + "\n" + tail);
             }
             if (System.currentTimeMillis() > deadline) {
                 String tail = logTail(40);
                 process.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
-                cleanUp();
-                throw new IllegalStateException("spate not ready after " + READY_TIMEOUT_MS + " ms; "
-                        + String.join(" ", cmd) + "\n" + tail);
+                String kept = failedStart();
+                throw new IllegalStateException("spate not ready after " + READY_TIMEOUT_MS + " ms" + kept + "; "
+                        + String.join(" ", command) + "\n" + tail);
             }
             Thread.sleep(50);
         }
     }
 
+    /**
+     * After a start that failed: the data directory of a first start is deleted; after a restart
+     * it is kept (it is what the recovery failed on) and named in the message.
+     */
+    private String failedStart() throws IOException {
+        if (restarts == 0) {
+            cleanUp();
+            return "";
+        }
+        keepDataDir = true;
+        return " (restart " + restarts + " after kill; data directory kept: " + dataDir + ")";
+    }
+
+    private String logSince(long offset) throws IOException {
+        byte[] all = Files.readAllBytes(logFile);
+        int from = (int) Math.min(offset, all.length);
+        return new String(all, from, all.length - from, StandardCharsets.UTF_8);
+    }
+
+    /** The broker's process id (for a test's own records). */
+    public long pid() {
+        return process.pid();
+    }
+
+    /**
+     * Kills the broker with SIGKILL ({@link Process#destroyForcibly()} on Linux), as {@code kill -9}:
+     * it gets no chance to flush or close anything. Waits (10 s at most) until the process is gone.
+     */
+    public void kill() throws InterruptedException {
+        if (process == null || !process.isAlive()) {
+            throw new IllegalStateException("spate is not running");
+        }
+        process.destroyForcibly();
+        if (!process.waitFor(10, TimeUnit.SECONDS)) {
+            throw new AssertionError("spate still alive 10 s after SIGKILL (pid " + process.pid() + ")");
+        }
+    }
+
+    /**
+     * Starts the broker again after {@link #kill()}, with the same command line: the same ports,
+     * the same data directory. Its stderr is appended to the same log file. Waits for "spate
+     * ready" as the first start does (recovery after a crash included).
+     */
+    public void restart() throws IOException, InterruptedException {
+        if (process != null && process.isAlive()) {
+            throw new IllegalStateException("spate is still running; kill() it first");
+        }
+        restarts++;
+        long offset = Files.size(logFile);
+        String banner = "\n==== SpateBroker: restart " + restarts + " after kill (previous exit status "
+                + (process == null ? "none" : process.exitValue()) + ") at " + LocalDateTime.now() + " ====\n";
+        Files.writeString(logFile, banner, StandardCharsets.UTF_8, java.nio.file.StandardOpenOption.APPEND);
+        launch(ProcessBuilder.Redirect.appendTo(logFile.toFile()), ProcessBuilder.Redirect.appendTo(stdoutFile.toFile()),
+                offset + banner.getBytes(StandardCharsets.UTF_8).length);
+    }
+
     private void stop() throws IOException, InterruptedException {
         if (process == null) {
             return;
+        }
+        if (!process.isAlive()) {
+            int status = process.exitValue();
+            String tail = logTail(30);
+            cleanUp();
+            throw new AssertionError("spate was no longer running at the end of the class (exit status " + status
+                    + (restarts > 0 ? ", after " + restarts + " restart(s)" : "") + "); log " + logFile + ":\n" + tail);
         }
         process.destroy(); // SIGTERM: a graceful shutdown
         boolean exited = process.waitFor(STOP_TIMEOUT_MS, TimeUnit.MILLISECONDS);
@@ -163,7 +245,7 @@ public final class SpateBroker implements BeforeAllCallback, AfterAllCallback {
     }
 
     private void cleanUp() throws IOException {
-        if (dataDir != null && Files.exists(dataDir)) {
+        if (dataDir != null && !keepDataDir && Files.exists(dataDir)) {
             try (Stream<Path> paths = Files.walk(dataDir)) {
                 for (Path p : paths.sorted(Comparator.reverseOrder()).toList()) {
                     Files.deleteIfExists(p);

@@ -1,0 +1,370 @@
+package spate.it;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Properties;
+import java.util.Set;
+import java.util.TreeMap;
+import java.util.TreeSet;
+import java.util.concurrent.TimeUnit;
+
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.common.TopicPartition;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.api.extension.RegisterExtension;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+
+/**
+ * Kafka's own system-test tools, {@code org.apache.kafka.tools.VerifiableProducer} and
+ * {@code VerifiableConsumer} (kafka-tools), each a child JVM printing one JSON event per line,
+ * while Spate is killed with SIGKILL twice and restarted on the same port and data directory.
+ *
+ * <p>The producer is made idempotent with unbounded retries (the tool itself sets retries=0,
+ * which also turns idempotence off; its --producer.config file overrides that), acks=-1, at a
+ * fixed throughput so that the run lasts about 15 s and both kills fall in the middle of it. The
+ * consumer is in a group, commits synchronously after every poll (the tool's default) and
+ * prints every record it gets (--verbose).
+ */
+class VerifiableKillTest {
+    @RegisterExtension
+    static final SpateBroker broker = new SpateBroker();
+
+    private static final int PARTITIONS = 3;
+    private static final int MESSAGES = 3000;
+    private static final int THROUGHPUT = 200; // records/s: 15 s of producing
+    private static final int KILLS = 2;
+    private static final long PRODUCER_EXIT_TIMEOUT_MS = 60_000;
+    private static final long CONSUMER_CATCH_UP_TIMEOUT_MS = 45_000;
+
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    /**
+     * Proves, across two kill -9s of the broker in the middle of a produce/consume run:
+     * (a) every value the producer reported acknowledged (producer_send_success) is in the topic
+     * exactly once, at the partition and offset the acknowledgement gave, and no value at all is
+     * in it twice (idempotence across crashes: a retried batch is recognised, not appended again);
+     * (b) the group's consumer got every acknowledged value;
+     * (c) whatever it got twice lies at or after the offset it had last committed successfully
+     * for that partition (a commit the broker acknowledged is never lost: a redelivery from
+     * below it would mean the broker forgot or rewound a committed offset), and once it has left,
+     * the group's offsets on the broker (OffsetFetch) are at least its last successful commits.
+     * Every record it got is in the log at the partition and offset it was read from.
+     */
+    @ParameterizedTest(name = "group.protocol={0}")
+    @ValueSource(strings = {"classic", "consumer"})
+    void acknowledgedRecordsAndCommittedOffsetsSurviveKill9(String groupProtocol, @TempDir Path tmp) throws Exception {
+        String topic = "verifiable-" + groupProtocol;
+        String group = "verifiable-group-" + groupProtocol;
+        Clients.createTopic(broker, topic, PARTITIONS, Map.of());
+
+        Path producerConfig = tmp.resolve("producer.properties");
+        Files.writeString(producerConfig, String.join("\n",
+                "enable.idempotence=true",
+                "retries=2147483647",
+                "delivery.timeout.ms=120000",
+                "request.timeout.ms=10000",
+                "reconnect.backoff.max.ms=500",
+                ""));
+        Path consumerConfig = tmp.resolve("consumer.properties");
+        Files.writeString(consumerConfig, String.join("\n",
+                "request.timeout.ms=10000",
+                "reconnect.backoff.max.ms=500",
+                ""));
+
+        List<String> consumerArgs = new ArrayList<>(List.of(
+                "--bootstrap-server", broker.bootstrap(), "--topic", topic, "--group-id", group,
+                "--group-protocol", groupProtocol, "--verbose", "--reset-policy", "earliest",
+                "--consumer.config", consumerConfig.toString()));
+        try (ChildJvm consumer = ChildJvm.start("VerifiableConsumer-" + groupProtocol, List.of(),
+                "org.apache.kafka.tools.VerifiableConsumer", consumerArgs)) {
+            if (!consumer.awaitLine(l -> l.contains("\"partitions_assigned\"") && countPartitions(l) == PARTITIONS, 30_000)) {
+                fail("the VerifiableConsumer never got all " + PARTITIONS + " partitions; its output: "
+                        + consumer.lines() + "\n" + consumer.logs() + "\nstderr:\n" + consumer.stderrTail(30)
+                        + "\nbroker log:\n" + broker.logTail(30));
+            }
+
+            List<String> kills = new ArrayList<>();
+            try (ChildJvm producer = ChildJvm.start("VerifiableProducer-" + groupProtocol, List.of(),
+                    "org.apache.kafka.tools.VerifiableProducer", List.of(
+                            "--bootstrap-server", broker.bootstrap(), "--topic", topic,
+                            "--max-messages", Integer.toString(MESSAGES), "--throughput", Integer.toString(THROUGHPUT),
+                            "--acks", "-1", "--producer.config", producerConfig.toString()))) {
+                for (int k = 1; k <= KILLS; k++) {
+                    int ackedBefore = MESSAGES * k / (KILLS + 1);
+                    long deadline = System.currentTimeMillis() + 60_000;
+                    while (count(producer.lines(), "producer_send_success") < ackedBefore) {
+                        if (System.currentTimeMillis() > deadline || !producer.isAlive()) {
+                            fail("the producer did not reach " + ackedBefore + " acknowledged records before kill " + k
+                                    + " (" + count(producer.lines(), "producer_send_success") + ", alive "
+                                    + producer.isAlive() + "); " + producer.logs() + "\nstderr:\n" + producer.stderrTail(30)
+                                    + "\nbroker log:\n" + broker.logTail(30));
+                        }
+                        Thread.sleep(20);
+                    }
+                    long pid = broker.pid();
+                    long t0 = System.nanoTime();
+                    broker.kill();
+                    long ackedAtKill = count(producer.lines(), "producer_send_success");
+                    Thread.sleep(500); // some sends and commits fail, are retried, or wait
+                    broker.restart();
+                    kills.add("kill " + k + " of pid " + pid + " at " + ackedAtKill + " acks, down "
+                            + (System.nanoTime() - t0) / 1_000_000 + " ms until ready again");
+                }
+                if (!producer.waitFor(PRODUCER_EXIT_TIMEOUT_MS)) {
+                    fail("the VerifiableProducer did not finish within " + PRODUCER_EXIT_TIMEOUT_MS + " ms after the kills ("
+                            + count(producer.lines(), "producer_send_success") + " acks so far); " + producer.logs()
+                            + "\nstderr:\n" + producer.stderrTail(30) + "\nbroker log:\n" + broker.logTail(30));
+                }
+                assertEquals(0, producer.exitValue(), "VerifiableProducer's exit status; " + producer.logs()
+                        + "\nstderr:\n" + producer.stderrTail(30));
+
+                // The producer's account: acknowledged (value -> partition/offset) and failed values.
+                Map<String, long[]> acked = new HashMap<>();
+                Map<String, String> failed = new TreeMap<>();
+                for (JsonNode e : events(producer.lines())) {
+                    String name = e.path("name").asText();
+                    if (name.equals("producer_send_success")) {
+                        long[] prev = acked.put(e.get("value").asText(),
+                                new long[] {e.get("partition").asLong(), e.get("offset").asLong()});
+                        assertTrue(prev == null, "value " + e.get("value") + " acknowledged twice");
+                    } else if (name.equals("producer_send_error")) {
+                        failed.put(e.get("value").asText(), e.path("exception").asText() + ": " + e.path("message").asText());
+                    }
+                }
+
+                // (a) The whole topic, read back by a fresh consumer (no group).
+                Map<String, List<long[]>> inLog = readTopic(topic);
+                List<String> lost = new ArrayList<>();
+                List<String> twice = new ArrayList<>();
+                List<String> misplaced = new ArrayList<>();
+                for (Map.Entry<String, long[]> e : acked.entrySet()) {
+                    List<long[]> at = inLog.get(e.getKey());
+                    if (at == null) {
+                        lost.add(e.getKey());
+                    } else if (at.size() > 1) {
+                        twice.add(e.getKey() + "@" + where(at));
+                    } else if (at.get(0)[0] != e.getValue()[0] || at.get(0)[1] != e.getValue()[1]) {
+                        misplaced.add(e.getKey() + " acked at " + where(List.of(e.getValue())) + ", in log at " + where(at));
+                    }
+                }
+                List<String> anyTwice = new ArrayList<>();
+                int unacked = 0;
+                for (Map.Entry<String, List<long[]>> e : inLog.entrySet()) {
+                    if (e.getValue().size() > 1) {
+                        anyTwice.add(e.getKey() + "@" + where(e.getValue()));
+                    }
+                    if (!acked.containsKey(e.getKey())) {
+                        unacked++;
+                    }
+                }
+                int logRecords = inLog.values().stream().mapToInt(List::size).sum();
+
+                // (b), (c) The consumer's account, in the order it printed it.
+                long catchUp = System.currentTimeMillis() + CONSUMER_CATCH_UP_TIMEOUT_MS;
+                while (!consumedAll(consumer.lines(), acked.keySet()) && System.currentTimeMillis() < catchUp
+                        && consumer.isAlive()) {
+                    Thread.sleep(500); // what is still missing then is reported below
+                }
+                long stopStart = System.nanoTime();
+                consumer.terminate();
+                boolean consumerExited = consumer.waitFor(30_000);
+                String consumerExit = consumerExited
+                        ? "exit status " + consumer.exitValue() + " " + (System.nanoTime() - stopStart) / 1_000_000 + " ms after SIGTERM"
+                        : "still running 30 s after SIGTERM";
+                Map<Integer, Long> committed = new HashMap<>(); // partition -> highest successful commit
+                Map<Integer, Set<Long>> seen = new HashMap<>();
+                Set<String> consumedValues = new TreeSet<>();
+                List<String> duplicates = new ArrayList<>();
+                List<String> belowCommit = new ArrayList<>();
+                List<String> wrongData = new ArrayList<>();
+                List<String> failedCommits = new ArrayList<>();
+                int consumedRecords = 0;
+                int rebalances = 0;
+                for (JsonNode e : events(consumer.lines())) {
+                    switch (e.path("name").asText()) {
+                        case "record_data" -> {
+                            consumedRecords++;
+                            int p = e.get("partition").asInt();
+                            long o = e.get("offset").asLong();
+                            String v = e.get("value").asText();
+                            consumedValues.add(v);
+                            List<long[]> at = inLog.get(v);
+                            if (at == null || at.stream().noneMatch(x -> x[0] == p && x[1] == o)) {
+                                wrongData.add(v + " consumed at p" + p + "/" + o + ", in log at " + (at == null ? "nowhere" : where(at)));
+                            }
+                            if (!seen.computeIfAbsent(p, x -> new java.util.HashSet<>()).add(o)) {
+                                duplicates.add("p" + p + "/" + o);
+                                long c = committed.getOrDefault(p, 0L);
+                                if (o < c) {
+                                    belowCommit.add("p" + p + "/" + o + " again after offset " + c + " was committed");
+                                }
+                            }
+                        }
+                        case "offsets_committed" -> {
+                            if (e.path("success").asBoolean()) {
+                                for (JsonNode c : e.path("offsets")) {
+                                    committed.merge(c.get("partition").asInt(), c.get("offset").asLong(), Math::max);
+                                }
+                            } else {
+                                failedCommits.add(e.path("error").asText());
+                            }
+                        }
+                        case "partitions_assigned" -> rebalances++;
+                        default -> { }
+                    }
+                }
+                List<String> notConsumed = new ArrayList<>();
+                for (String v : acked.keySet()) {
+                    if (!consumedValues.contains(v)) {
+                        notConsumed.add(v);
+                    }
+                }
+
+                String summary = String.format("VerifiableKillTest[%s]: %s; sent %d, acked %d, send errors %d, records in log %d "
+                                + "(%d not acked), consumed %d records (%d distinct values), duplicates %d, "
+                                + "commits failed %d, partitions_assigned events %d",
+                        groupProtocol, kills, MESSAGES, acked.size(), failed.size(), logRecords, unacked, consumedRecords,
+                        consumedValues.size(), duplicates.size(), failedCommits.size(), rebalances);
+                System.out.println(summary);
+                String context = "\n" + summary + "\n" + producer.logs() + "\n" + consumer.logs()
+                        + "\nbroker log:\n" + broker.logTail(40);
+
+                assertTrue(lost.isEmpty(), "acknowledged values missing from the topic (" + lost.size() + "): "
+                        + first(lost) + context);
+                assertTrue(twice.isEmpty(), "acknowledged values in the topic more than once (" + twice.size() + "): "
+                        + first(twice) + context);
+                assertTrue(misplaced.isEmpty(), "acknowledged values elsewhere than acknowledged (" + misplaced.size() + "): "
+                        + first(misplaced) + context);
+                assertTrue(anyTwice.isEmpty(), "values in the topic more than once (" + anyTwice.size() + "): "
+                        + first(anyTwice) + "; send errors " + first(new ArrayList<>(failed.entrySet())) + context);
+                assertTrue(wrongData.isEmpty(), "records consumed that are not in the log there (" + wrongData.size() + "): "
+                        + first(wrongData) + context);
+                assertTrue(notConsumed.isEmpty(), "acknowledged values the group's consumer never got (" + notConsumed.size()
+                        + "): " + first(notConsumed) + context);
+                assertTrue(belowCommit.isEmpty(), "records redelivered from below a successfully committed offset ("
+                        + belowCommit.size() + "): " + first(belowCommit) + context);
+                assertTrue(consumerExited, "the VerifiableConsumer did not exit within 30 s of SIGTERM" + context);
+
+                // The group's offsets on the broker, once its member is gone: at least the last
+                // commit the consumer saw succeed for each partition (a commit answered with
+                // success may not be lost or rewound by the kills), at most the log end.
+                Map<TopicPartition, Long> ends = endOffsets(topic);
+                Map<TopicPartition, OffsetAndMetadata> stored;
+                try (Admin admin = Clients.admin(broker)) {
+                    stored = admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata()
+                            .get(Clients.TIMEOUT_S, TimeUnit.SECONDS);
+                }
+                for (Map.Entry<Integer, Long> e : committed.entrySet()) {
+                    TopicPartition tp = new TopicPartition(topic, e.getKey());
+                    OffsetAndMetadata om = stored.get(tp);
+                    assertTrue(om != null && om.offset() >= e.getValue() && om.offset() <= ends.get(tp),
+                            "committed offset of " + tp + " on the broker: " + om + "; the consumer last committed "
+                                    + e.getValue() + " successfully; log end " + ends.get(tp) + context);
+                }
+                assertTrue(consumer.lines().stream().anyMatch(l -> l.contains("\"shutdown_complete\"")),
+                        "the VerifiableConsumer ended without shutdown_complete (" + consumerExit + "); stderr:\n" + consumer.stderrTail(30) + context);
+            }
+        }
+    }
+
+    private static int countPartitions(String line) {
+        try {
+            return JSON.readTree(line).path("partitions").size();
+        } catch (Exception e) {
+            return -1;
+        }
+    }
+
+    private static boolean consumedAll(List<String> lines, Set<String> values) {
+        Set<String> got = new java.util.HashSet<>();
+        for (JsonNode e : events(lines)) {
+            if (e.path("name").asText().equals("record_data")) {
+                got.add(e.get("value").asText());
+            }
+        }
+        return got.containsAll(values);
+    }
+
+    private static long count(List<String> lines, String event) {
+        String needle = "\"name\":\"" + event + "\"";
+        return lines.stream().filter(l -> l.contains(needle)).count();
+    }
+
+    /** The JSON objects among a tool's stdout lines (it may print other lines too). */
+    private static List<JsonNode> events(List<String> lines) {
+        List<JsonNode> out = new ArrayList<>();
+        for (String l : lines) {
+            if (l.startsWith("{")) {
+                try {
+                    out.add(JSON.readTree(l));
+                } catch (Exception e) {
+                    throw new AssertionError("not JSON: " + l, e);
+                }
+            }
+        }
+        return out;
+    }
+
+    /** Every record of the topic: value -> [partition, offset] of each record holding it. */
+    private static Map<String, List<long[]>> readTopic(String topic) {
+        Map<String, List<long[]>> out = new HashMap<>();
+        List<TopicPartition> tps = new ArrayList<>();
+        for (int p = 0; p < PARTITIONS; p++) {
+            tps.add(new TopicPartition(topic, p));
+        }
+        Properties cp = Clients.consumer(broker, true);
+        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(cp)) {
+            c.assign(tps);
+            c.seekToBeginning(tps);
+            Map<TopicPartition, Long> ends = c.endOffsets(tps);
+            long deadline = System.currentTimeMillis() + Clients.TIMEOUT_S * 1000;
+            while (tps.stream().anyMatch(tp -> c.position(tp) < ends.get(tp))) {
+                if (System.currentTimeMillis() > deadline) {
+                    fail("could not read the topic to its end offsets " + ends + "; broker log:\n" + broker.logTail(30));
+                }
+                for (ConsumerRecord<String, String> r : c.poll(Duration.ofMillis(200))) {
+                    out.computeIfAbsent(r.value(), v -> new ArrayList<>()).add(new long[] {r.partition(), r.offset()});
+                }
+            }
+        }
+        return out;
+    }
+
+    private static Map<TopicPartition, Long> endOffsets(String topic) {
+        List<TopicPartition> tps = new ArrayList<>();
+        for (int p = 0; p < PARTITIONS; p++) {
+            tps.add(new TopicPartition(topic, p));
+        }
+        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(Clients.consumer(broker, true))) {
+            return c.endOffsets(tps);
+        }
+    }
+
+    private static String where(List<long[]> at) {
+        List<String> s = new ArrayList<>();
+        for (long[] x : at) {
+            s.add("p" + x[0] + "/" + x[1]);
+        }
+        return String.join(",", s);
+    }
+
+    private static String first(List<?> l) {
+        return l.size() <= 20 ? l.toString() : l.subList(0, 20) + "...";
+    }
+}
