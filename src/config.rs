@@ -109,6 +109,8 @@ pub struct Config {
     pub groups: crate::coordinator::group::GroupConfig,
     /// Kafka's `log.cleaner.backoff.ms`: how often compacted topics are looked at.
     pub log_cleaner_backoff_ms: i64,
+    /// Kafka's `log.retention.check.interval.ms`: how often retention limits are enforced.
+    pub log_retention_check_interval_ms: i64,
     /// Kafka's `max.connections`: open client connections allowed, all cores together.
     pub max_connections: usize,
     /// Kafka's `connections.max.idle.ms`.
@@ -278,6 +280,12 @@ settings! {
         "the active segment's file is grown (fallocate) this far ahead of its writes, so ext4 takes them without a kernel worker thread; trimmed when the segment closes, so each partition holds up to this much more disk; 0 turns it off (Redpanda `segment_fallocation_step`)";
     segment_ms: i64, "SPATE_SEGMENT_MS", Toml("604800000"), "ms", Some((1, MAX)),
         "segment age before a roll (Kafka `log.roll.ms`)";
+    log_retention_ms: i64, "SPATE_LOG_RETENTION_MS", Toml("604800000"), "ms", Some((-1, MAX)),
+        "closed segments whose newest record is older than this are deleted, in topics with `cleanup.policy` delete; -1: no time limit (Kafka `log.retention.ms`; topic `retention.ms`)";
+    log_retention_bytes: i64, "SPATE_LOG_RETENTION_BYTES", Toml("-1"), "bytes", Some((-1, MAX)),
+        "the oldest closed segments are deleted while a partition holds more than this; -1: no size limit (Kafka `log.retention.bytes`; topic `retention.bytes`)";
+    log_retention_check_interval_ms: i64, "SPATE_LOG_RETENTION_CHECK_INTERVAL_MS", Toml("300000"), "ms", Some((1, MAX)),
+        "how often each partition is checked against its retention limits (Kafka `log.retention.check.interval.ms`)";
     flush_messages: i64, "SPATE_FLUSH_MESSAGES", Toml("1"), "records", Some((1, MAX)),
         "`1`: acks=all waits for fdatasync; N > 1: fdatasync every N records (Kafka `log.flush.interval.messages`)";
     flush_ms: i64, "SPATE_FLUSH_MS", Toml("9223372036854775807"), "ms", Some((0, MAX)),
@@ -448,8 +456,8 @@ impl Config {
             segment_ms: g.segment_ms.or_default(),
             flush_messages: g.flush_messages.or_default(),
             flush_ms: g.flush_ms.or_default(),
-            retention_ms: 7 * 24 * 3600 * 1000,
-            retention_bytes: -1,
+            retention_ms: g.log_retention_ms.or_default(),
+            retention_bytes: g.log_retention_bytes.or_default(),
             index_interval_bytes: 4096,
             message_timestamp_type: "CreateTime".into(),
             cleanup_policy: "delete".into(),
@@ -482,6 +490,7 @@ impl Config {
         Ok(Config {
             groups,
             log_cleaner_backoff_ms: g.log_cleaner_backoff_ms.or_default(),
+            log_retention_check_interval_ms: g.log_retention_check_interval_ms.or_default(),
             max_connections: g.max_connections.or_default() as usize,
             connections_max_idle_ms: g.connections_max_idle_ms.or_default(),
             connection_busy_poll_us: g.connection_busy_poll_us.or_default() as u64,
@@ -526,6 +535,7 @@ impl Config {
             ("log.cleanup.policy", d.cleanup_policy.clone()),
             ("log.cleaner.delete.retention.ms", d.delete_retention_ms.to_string()),
             ("log.cleaner.backoff.ms", self.log_cleaner_backoff_ms.to_string()),
+            ("log.retention.check.interval.ms", self.log_retention_check_interval_ms.to_string()),
             ("socket.request.max.bytes", limits::REQUEST_FRAME_MAX_BYTES.to_string()),
             ("max.connections", self.max_connections.to_string()),
             ("connections.max.idle.ms", self.connections_max_idle_ms.to_string()),

@@ -210,13 +210,17 @@ async fn recover_and_bind(shard: &Shard, image: Arc<MetadataImage>) -> Result<Li
 /// Every 100 ms: expire group sessions and finish rebalances, and apply the time part of the
 /// interval flush policy (`flush.ms`) on this core's partitions. Every
 /// `offsets.retention.check.interval.ms`: expire committed offsets. Every
-/// `log.cleaner.backoff.ms`: compact the compacted topics. Ends at its next turn once shutdown
-/// stops background work (a compaction pass in progress finishes first).
+/// `log.retention.check.interval.ms`: roll active segments older than `segment.ms` and delete
+/// the segments retention no longer keeps. Every `log.cleaner.backoff.ms`: compact the
+/// compacted topics. Ends at its next turn once shutdown stops background work (a compaction
+/// pass in progress finishes first).
 async fn housekeeping() {
     let interval = shard::current().config.groups.offsets_retention_check_interval_ms;
     let cleaner_backoff = shard::current().config.log_cleaner_backoff_ms;
+    let retention_check = shard::current().config.log_retention_check_interval_ms;
     let mut next_expiry = crate::storage::now_ms() + interval;
     let mut next_clean = crate::storage::now_ms() + cleaner_backoff;
+    let mut next_retention = crate::storage::now_ms() + retention_check;
     let mut next_publish = 0;
     while !shard::current().lifecycle.is_background_stopping() {
         rt::sleep(Duration::from_millis(100)).await;
@@ -229,6 +233,20 @@ async fn housekeeping() {
         if now >= next_publish {
             next_publish = now + 1000;
             publish_metrics();
+        }
+        if now >= next_retention {
+            next_retention = now + retention_check;
+            for log in shard::current().partitions() {
+                if shard::current().lifecycle.is_background_stopping() {
+                    break;
+                }
+                if let Err(e) = log.roll_if_due().await {
+                    tracing::error!(dir = %log.dir().display(), error = %e, "rolling an old segment failed");
+                }
+                if let Err(e) = log.enforce_retention(now).await {
+                    tracing::error!(dir = %log.dir().display(), error = %e, "retention failed; the segments are left as they were");
+                }
+            }
         }
         if now >= next_clean {
             next_clean = now + cleaner_backoff;

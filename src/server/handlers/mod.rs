@@ -10,6 +10,7 @@ pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_groups;
 pub mod describe_configs;
@@ -66,6 +67,7 @@ pub const SUPPORTED: &[ApiSpec] = &[
     ApiSpec { key: ApiKey::ApiVersions, min: api_versions::VERSIONS.0, max: api_versions::VERSIONS.1 },
     ApiSpec { key: ApiKey::CreateTopics, min: create_topics::VERSIONS.0, max: create_topics::VERSIONS.1 },
     ApiSpec { key: ApiKey::DeleteTopics, min: delete_topics::VERSIONS.0, max: delete_topics::VERSIONS.1 },
+    ApiSpec { key: ApiKey::DeleteRecords, min: delete_records::VERSIONS.0, max: delete_records::VERSIONS.1 },
     ApiSpec { key: ApiKey::InitProducerId, min: init_producer_id::VERSIONS.0, max: init_producer_id::VERSIONS.1 },
     ApiSpec {
         key: ApiKey::OffsetForLeaderEpoch,
@@ -155,6 +157,7 @@ async fn dispatch(
         RequestKind::Metadata(r) => Some(ResponseKind::Metadata(metadata::handle(shard, v, r).await)),
         RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(create_topics::handle(shard, v, r).await)),
         RequestKind::DeleteTopics(r) => Some(ResponseKind::DeleteTopics(delete_topics::handle(shard, v, r).await)),
+        RequestKind::DeleteRecords(r) => Some(ResponseKind::DeleteRecords(delete_records::handle(shard, v, r).await)),
         RequestKind::OffsetForLeaderEpoch(r) => {
             Some(ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(shard, v, r).await))
         }
@@ -212,6 +215,7 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::InitProducerId => "InitProducerId",
         ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
         ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::DeleteRecords => "DeleteRecords",
         ApiKey::DeleteGroups => "DeleteGroups",
         ApiKey::OffsetDelete => "OffsetDelete",
         ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",

@@ -23,7 +23,8 @@
 //!
 //! The code, by concern: this file holds the state and the accessors; `append` the write path,
 //! `segments` rolls and closes, `read` reads and the read-ahead, `compaction` the compaction
-//! pass, `recovery` opening a partition, `tests` the unit tests.
+//! pass, `retention` the log start offset (DeleteRecords, retention.ms/bytes) and deleting
+//! segments, `recovery` opening a partition, `tests` the unit tests.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -128,7 +129,13 @@ struct CachedBatch {
 
 struct State {
     segments: BTreeMap<i64, Segment>,
+    /// The first offset a reader may ask for: the first segment's base, or past it after
+    /// DeleteRecords or retention (see [`retention`]).
     log_start: i64,
+    /// The log start in the `log-start-offset` file (or the first base, when there is none).
+    log_start_saved: i64,
+    /// A write of the log start offset file is in flight.
+    saving_start: bool,
     log_end: i64,
     high_watermark: i64,
     durable: i64,
@@ -142,6 +149,7 @@ struct State {
     writing: bool,
     syncing: bool,
     rolling: bool,
+    /// A compaction pass, or the deletion of segments below the log start, is running.
     compacting: bool,
     /// Set when fdatasync failed: the partition refuses writes until restart (as Kafka does).
     failure: Option<String>,
@@ -320,6 +328,7 @@ mod append;
 mod compaction;
 mod read;
 mod recovery;
+mod retention;
 mod segments;
 #[cfg(test)]
 mod tests;
@@ -328,3 +337,4 @@ pub(crate) use recovery::{index_entry_matches, SegmentScan};
 use read::ReadAhead;
 use recovery::{recover_segment, write_producer_snapshot};
 use segments::new_segment;
+use retention::{read_log_start, remove_segment_files};

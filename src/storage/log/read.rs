@@ -383,14 +383,18 @@ impl PartitionLog {
             let st = self.st.borrow();
             st.segments
                 .values()
-                .filter(|s| s.max_ts >= ts)
+                .filter(|s| s.max_ts >= ts && s.next_offset > st.log_start)
                 .map(|s| {
                     let rel = s.index.offset_for_time(ts);
                     (s.file.clone(), s.index.position_for(rel) as u64, s.written, s.base + rel as i64)
                 })
                 .collect()
         };
-        let hw = self.st.borrow().high_watermark;
+        // Records below the log start (DeleteRecords, retention) are not found, as in Kafka.
+        let (hw, start) = {
+            let st = self.st.borrow();
+            (st.high_watermark, st.log_start)
+        };
         for (file, mut pos, limit, _) in candidates {
             while pos < limit {
                 let want = ((limit - pos) as usize).min(SEGMENT_READ_MAX_BYTES);
@@ -399,15 +403,15 @@ impl PartitionLog {
                 let mut consumed = 0;
                 batch::scan(&chunk, |at, h| {
                     consumed = at + h.total_len();
-                    if found.is_some() || h.base_offset >= hw {
+                    if found.is_some() || h.base_offset >= hw || h.last_offset() < start {
                         return;
                     }
                     let max = h.max_timestamp;
                     if max >= ts {
                         let b = &chunk[at..at + h.total_len()];
                         found = match batch::record_timestamps(b, h, RECORDS_DECOMPRESSED_MAX_BYTES) {
-                            Some(recs) => recs.into_iter().find(|&(_, t)| t >= ts),
-                            None => Some((h.base_offset, max)),
+                            Some(recs) => recs.into_iter().find(|&(o, t)| t >= ts && o >= start),
+                            None => Some((h.base_offset.max(start), max)),
                         };
                     }
                 });

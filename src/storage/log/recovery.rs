@@ -271,15 +271,34 @@ impl PartitionLog {
             let file = SegmentFile::open(&segment_path(&dir, 0, "log"), true).await?;
             segments.insert(0, new_segment(0, file));
         }
-        // Every name kept must be durable before anything written under it is acknowledged: a
-        // roll cut short by a crash can leave the active segment's entry not yet fsync'd.
-        fs::sync_dir(dir.clone()).await?;
-        write_epoch_checkpoint(&dir).await?;
-        let (log_start, log_end) = {
+        let (mut log_start, log_end) = {
             let first = segments.values().next().expect("non-empty");
             let last = segments.values().next_back().expect("non-empty");
             (first.base, last.next_offset)
         };
+        // The start DeleteRecords or retention moved the log to (see `retention`), and the
+        // closed segments below it that a crash left undeleted.
+        match read_log_start(&dir).await? {
+            // Only made durable after the records below it: past the end, the file is damaged
+            // (or the disk lost data). Keeping the records is the lesser harm.
+            Some(saved) if saved > log_end => tracing::error!(
+                dir = %dir.display(), saved, log_end,
+                "ignoring the saved log start offset: it is past the recovered log end"
+            ),
+            Some(saved) => log_start = log_start.max(saved),
+            None => {}
+        }
+        let active_base = *segments.keys().next_back().expect("non-empty");
+        let below: Vec<i64> = segments.values().filter(|s| s.base != active_base && s.base < log_start && s.next_offset <= log_start).map(|s| s.base).collect();
+        for base in below {
+            tracing::info!(dir = %dir.display(), base, log_start, "deleting segment below the log start offset");
+            segments.remove(&base);
+            remove_segment_files(&dir, base).await?;
+        }
+        // Every name kept must be durable before anything written under it is acknowledged: a
+        // roll cut short by a crash can leave the active segment's entry not yet fsync'd.
+        fs::sync_dir(dir.clone()).await?;
+        write_epoch_checkpoint(&dir).await?;
         let producers = load_producer_state(&dir, &names, &segments, log_end).await?;
         let active = segments.values_mut().next_back().expect("non-empty");
         // Make what recovery kept durable, and load the partial tail block for the appender.
@@ -290,6 +309,8 @@ impl PartitionLog {
         let st = State {
             segments,
             log_start,
+            log_start_saved: log_start,
+            saving_start: false,
             log_end,
             high_watermark: log_end,
             durable: log_end,

@@ -1,3 +1,6 @@
+//! Unit tests of the partition log: appends, reads and read-ahead, rolls, recovery, compaction,
+//! retention and DeleteRecords, and faults injected through `io::sim_disk`.
+
 use super::*;
 use super::read::{read_len, DISK_READS, READ_AHEAD_BYTES, READ_AHEAD_CHUNKS};
 use crate::config::{Config, ServeArgs};
@@ -361,10 +364,10 @@ fn appends_keep_arrival_order_across_segment_rolls() {
     });
 }
 
-/// Every record from offset 0: (offset, key, value).
+/// Every record from the log start: (offset, key, value).
 async fn read_all(log: &PartitionLog) -> Vec<(i64, Option<Bytes>, Option<Bytes>)> {
     let mut out = Vec::new();
-    let mut at = 0;
+    let mut at = log.offsets().log_start;
     while at < log.offsets().high_watermark {
         let r = log.read(at, 1 << 20).await.unwrap();
         assert!(!r.records.is_empty(), "no progress at offset {at}");
@@ -850,5 +853,135 @@ fn two_compaction_passes_at_once_do_not_share_the_cleaned_file() {
         let log = open_sim(c).await;
         assert_eq!(log.offsets().log_end, 40);
         assert_eq!(read_all(&log).await, after);
+    });
+}
+
+/// Segment base offsets, in order.
+fn bases(log: &PartitionLog) -> Vec<i64> {
+    log.st.borrow().segments.keys().copied().collect()
+}
+
+/// A batch of `n` records stamped `ts` (ms).
+fn batch_at(n: i32, ts: i64) -> (Bytes, BatchHeader) {
+    let b = crate::protocol::batch::tests::make_batch(n, ts);
+    let h = batch::validate(&b).unwrap();
+    (b, h)
+}
+
+#[test]
+fn delete_records_moves_the_start_durably_and_deletes_the_segments_below_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    rt::run_local(async move {
+        io_probe(&path).await;
+        let p = path.join("p");
+        let log = PartitionLog::open(p.clone(), small_segments(), Rc::new(Notify::default())).await.unwrap();
+        for _ in 0..40 {
+            log.append(&[batch(10)], true).await.unwrap();
+        }
+        let before = bases(&log);
+        assert!(before.len() > 5, "{before:?}");
+        assert!(matches!(log.delete_records(401).await, Err(LogError::OffsetOutOfRange { .. })), "past the high watermark");
+        let cut = before[3] + 5; // inside the fourth segment
+        assert_eq!(log.delete_records(cut).await.unwrap(), cut);
+        assert_eq!(log.offsets().log_start, cut);
+        assert_eq!(bases(&log), before[3..].to_vec(), "the segments wholly below the start are gone");
+        for b in &before[..3] {
+            assert!(!segment_path(&p, *b, "log").exists() && !segment_path(&p, *b, "index").exists());
+        }
+        assert!(matches!(log.read(cut - 1, 1 << 20).await, Err(LogError::OffsetOutOfRange { .. })));
+        assert!(!log.read(cut, 1 << 20).await.unwrap().records.is_empty());
+        assert_eq!(log.delete_records(cut - 3).await.unwrap(), cut, "an earlier offset changes nothing");
+        assert_eq!(log.offset_for_timestamp(0).await.unwrap().map(|(o, _)| o), Some(cut), "nothing below the start is found");
+        log.close().await.unwrap();
+        drop(log);
+
+        let log = PartitionLog::open(p.clone(), small_segments(), Rc::new(Notify::default())).await.unwrap();
+        assert_eq!(log.offsets().log_start, cut, "the start survives a reopen");
+        assert_eq!(log.delete_records(-1).await.unwrap(), 400, "-1 is the high watermark");
+        assert_eq!(bases(&log).len(), 1, "only the active segment is left: {:?}", bases(&log));
+        assert_eq!(log.append(&[batch(10)], true).await.unwrap().base_offset, 400);
+        assert_eq!(read_all(&log).await.first().map(|r| r.0), Some(400));
+    });
+}
+
+/// What a crash between saving the start and deleting the segments leaves: `open` finishes the
+/// deletion. A start file past the log's end (damage) is ignored, keeping the records.
+#[test]
+fn open_deletes_the_segments_below_a_saved_start_and_ignores_one_past_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    rt::run_local(async move {
+        io_probe(&path).await;
+        let p = path.join("p");
+        let log = PartitionLog::open(p.clone(), small_segments(), Rc::new(Notify::default())).await.unwrap();
+        for _ in 0..40 {
+            log.append(&[batch(10)], true).await.unwrap();
+        }
+        let before = bases(&log);
+        log.close().await.unwrap();
+        drop(log);
+        crate::io::fs::write_atomic_sync(&p.join("log-start-offset"), format!("{}\n", before[2] + 1).as_bytes()).unwrap();
+        let log = PartitionLog::open(p.clone(), small_segments(), Rc::new(Notify::default())).await.unwrap();
+        assert_eq!(log.offsets().log_start, before[2] + 1);
+        assert_eq!(bases(&log), before[2..].to_vec());
+        assert!(!segment_path(&p, before[1], "log").exists());
+        log.close().await.unwrap();
+        drop(log);
+        crate::io::fs::write_atomic_sync(&p.join("log-start-offset"), b"999999\n").unwrap();
+        let log = PartitionLog::open(p.clone(), small_segments(), Rc::new(Notify::default())).await.unwrap();
+        assert_eq!(log.offsets().log_start, before[2], "a start past the end is ignored");
+        assert_eq!(log.offsets().log_end, 400);
+    });
+}
+
+#[test]
+fn retention_deletes_the_oldest_closed_segments_by_size_then_by_age_never_the_active_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    rt::run_local(async move {
+        io_probe(&path).await;
+        let mut c = small_segments();
+        c.retention_ms = -1;
+        c.retention_bytes = 3000;
+        let log = PartitionLog::open(path.join("p"), c.clone(), Rc::new(Notify::default())).await.unwrap();
+        let now = now_ms();
+        // The first half is a day old, the second half new.
+        for i in 0..40 {
+            log.append(&[batch_at(10, if i < 20 { now - 86_400_000 } else { now })], true).await.unwrap();
+        }
+        let before = bases(&log);
+        assert!(log.enforce_retention(now).await.unwrap() > 0);
+        let bytes = |log: &PartitionLog| log.disk_stats().bytes;
+        let active_size = log.st.borrow().segments.values().next_back().unwrap().size;
+        assert!(bytes(&log) <= 3000 + active_size.max(1000), "{} bytes kept", bytes(&log));
+        assert!(bytes(&log) + 1000 > 3000, "no more deleted than the bound asks: {} bytes kept", bytes(&log));
+        assert_eq!(log.offsets().log_start, bases(&log)[0]);
+        assert_eq!(log.enforce_retention(now).await.unwrap(), 0, "nothing more is due");
+
+        // By age: an hour's retention drops every closed segment of day-old records, and stops
+        // at the first new one.
+        let mut c2 = c.clone();
+        c2.retention_bytes = -1;
+        c2.retention_ms = 3_600_000;
+        log.set_config(c2.clone());
+        let after_size = bases(&log)[0];
+        log.enforce_retention(now).await.unwrap();
+        // Batches of 10 records: offsets 0..200 are a day old. The first segment holding a new
+        // record is the one holding offset 200.
+        let first_new = before.iter().copied().filter(|b| *b <= 200).max().unwrap();
+        assert_eq!(bases(&log)[0], first_new.max(after_size), "{before:?}");
+        assert_eq!(log.offsets().log_start, bases(&log)[0]);
+
+        // `compact` alone never deletes; `compact,delete` does.
+        c2.retention_ms = 0;
+        c2.cleanup_policy = "compact".into();
+        log.set_config(c2.clone());
+        assert_eq!(log.enforce_retention(now + 10).await.unwrap(), 0);
+        c2.cleanup_policy = "compact,delete".into();
+        log.set_config(c2);
+        assert!(log.enforce_retention(now + 10).await.unwrap() > 0);
+        assert_eq!(bases(&log).len(), 1, "only the active segment is left");
+        assert_eq!(log.offsets().log_start, *bases(&log).first().unwrap());
     });
 }
