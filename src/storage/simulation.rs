@@ -6,21 +6,23 @@
 //! fault plan (torn writes, failed fdatasyncs, slow I/O, or none at all), and a few hundred steps:
 //! appends (acks=all and acks=1, idempotent producers with retries and epoch bumps, plain
 //! producers with blind retries, one or two batches), left in flight so they pipeline and
-//! group-commit; settling them; reads; compaction passes and interval flushes running beside the
-//! appends; a full disk for a while (then a check that writes resume); clean restarts; kills
+//! group-commit; settling them; reads; compaction passes, interval flushes, DeleteRecords and
+//! (in seeds with a `retention.bytes`) retention passes running beside the appends; a full disk for a while (then a check that writes resume); clean restarts; kills
 //! (the process dies, the OS keeps what was written); power losses (unsynced writes dropped or
 //! torn), sometimes again during recovery.
 //!
 //! What is checked, after every step and across every crash:
-//! - offsets: `log_start <= durable <= high_watermark <= log_end`; the high watermark and the
-//!   durable offset never go back while the log is open; a reopened log ends at or past what the
+//! - offsets: `log_start <= durable <= high_watermark <= log_end`; the high watermark, the
+//!   durable offset and the log start never go back while the log is open, and the log start
+//!   never falls below one a DeleteRecords was answered with, across any crash; a reopened log ends at or past what the
 //!   crash promised to keep (the durable offset at a power loss, the high watermark at a kill);
 //! - contents: every batch read is one that was appended, at an offset where its records keep
 //!   their bytes (compaction may drop records, never change them); an idempotent batch is in the
 //!   log at most once; every acknowledged append is readable at its offset until a crash may
 //!   take it (acks=all with the default flush policy: never), and everything below the durable
 //!   offset at a power loss is still there after it (on a compacted topic a record may instead be
-//!   superseded by a later one of its key that is still there);
+//!   superseded by a later one of its key that is still there), unless it lies below the log
+//!   start;
 //! - errors: a storage error only when a fault was injected; idempotence errors only for
 //!   idempotent batches; after a failed fdatasync of a segment nothing more is acknowledged
 //!   past the durable offset, and nothing new is accepted, until the log is reopened;
@@ -82,11 +84,14 @@ enum Job {
     Append { ids: Vec<u64>, wait_durable: bool, producer: Option<usize> },
     Compact,
     Flush,
+    DeleteRecords { target: i64 },
+    Retention,
 }
 
 enum Outcome {
     Append { result: Result<AppendInfo, LogError>, at: Offsets, segment_sync_errors: u64 },
     Done(Result<(), LogError>),
+    Deleted(Result<i64, LogError>),
 }
 
 struct InFlight {
@@ -111,6 +116,8 @@ pub struct Summary {
     pub acked: u64,
     pub refused: u64,
     pub restarts: u64,
+    /// DeleteRecords answered.
+    pub deletes: u64,
     pub faults: FaultStats,
 }
 
@@ -121,6 +128,7 @@ impl Summary {
         self.acked += o.acked;
         self.refused += o.refused;
         self.restarts += o.restarts;
+        self.deletes += o.deletes;
         let (a, b) = (&mut self.faults, &o.faults);
         a.writes += b.writes;
         a.torn_writes += b.torn_writes;
@@ -138,6 +146,11 @@ impl Summary {
 struct Sim {
     seed: u64,
     rng: Rng,
+    /// Draws for DeleteRecords and retention, apart from `rng`, so that every seed's other
+    /// choices stay what they were before these steps existed.
+    rng2: Rng,
+    /// The highest log start a DeleteRecords was answered with: never lost, by any crash.
+    acked_start: i64,
     disk: Rc<SimDisk>,
     dir: PathBuf,
     config: TopicConfig,
@@ -215,6 +228,13 @@ async fn scan(sim: &Sim, log: &PartitionLog) -> Vec<Seen> {
     while at < hw {
         let r = match log.read(at, 16 * 1024).await {
             Ok(r) => r,
+            // The start moved past `at` meanwhile (DeleteRecords or retention in flight): go on
+            // from it, without what now lies below it.
+            Err(LogError::OffsetOutOfRange { log_start, .. }) if at < log_start => {
+                at = log_start;
+                out.retain(|s| s.end > log_start);
+                continue;
+            }
             Err(e) => fail(format!("seed {} step {}: reading at {at}: {e}", sim.seed, sim.step)),
         };
         if r.records.is_empty() {
@@ -237,7 +257,15 @@ async fn scan(sim: &Sim, log: &PartitionLog) -> Vec<Seen> {
 impl Sim {
     fn new(seed: u64, verbose: bool) -> Sim {
         let mut rng = Rng::new(seed);
-        let (config, compacted) = topic_config(&mut rng);
+        let (mut config, compacted) = topic_config(&mut rng);
+        let mut rng2 = Rng::new(seed ^ 0x5eed_de1e7e);
+        if rng2.chance(300) {
+            // Retention by size; on a compacted topic, `compact,delete`.
+            config.retention_bytes = [1_500, 4_000, 12_000][rng2.below(3) as usize];
+            if compacted {
+                config.cleanup_policy = "compact,delete".into();
+            }
+        }
         let plan = fault_plan(&mut rng);
         let disk = SimDisk::new(rng.next_u64(), plan);
         let keys = 1 + rng.below(8);
@@ -247,6 +275,8 @@ impl Sim {
         Sim {
             seed,
             rng,
+            rng2,
+            acked_start: 0,
             disk,
             dir: PathBuf::from(format!("/sim/{seed}/topic-0")),
             config,
@@ -464,12 +494,24 @@ impl Sim {
                     }
                 }
             },
-            (Job::Compact, Outcome::Done(r)) | (Job::Flush, Outcome::Done(r)) => {
+            (Job::Compact, Outcome::Done(r)) | (Job::Flush, Outcome::Done(r)) | (Job::Retention, Outcome::Done(r)) => {
                 if let Err(e) = r {
-                    self.say(|| format!("compaction or flush failed: {e}"));
-                    check!(self, self.faulty(), "compaction or flush failed without a fault: {e}");
+                    self.say(|| format!("compaction, flush or retention failed: {e}"));
+                    check!(self, self.faulty(), "compaction, flush or retention failed without a fault: {e}");
                 }
             }
+            (Job::DeleteRecords { target }, Outcome::Deleted(r)) => match r {
+                Ok(start) => {
+                    self.say(|| format!("DeleteRecords to {target}: start {start}"));
+                    check!(self, start >= target, "DeleteRecords to {target} answered the start {start}");
+                    self.acked_start = self.acked_start.max(start);
+                    self.summary.deletes += 1;
+                }
+                Err(e) => {
+                    self.say(|| format!("DeleteRecords to {target} failed: {e}"));
+                    check!(self, matches!(e, LogError::Storage(_)) && self.faulty(), "DeleteRecords to {target} failed: {e}");
+                }
+            },
             _ => unreachable!("a job and its outcome match"),
         }
     }
@@ -507,6 +549,8 @@ impl Sim {
         let max = 1 + self.rng.below(3000) as usize;
         let r = match log.read(offset, max).await {
             Ok(r) => r,
+            // The start moved past the offset meanwhile (DeleteRecords or retention in flight).
+            Err(LogError::OffsetOutOfRange { log_start, .. }) if offset < log_start => return,
             Err(e) => fail(format!("seed {} step {}: read at {offset}: {e}", self.seed, self.step)),
         };
         let mut batches = Vec::new();
@@ -532,6 +576,29 @@ impl Sim {
         self.say(|| "compaction pass".into());
         let task = rt::spawn(async move { Outcome::Done(log.compact(now).await.map(|_| ())) });
         self.tasks.push(InFlight { job: Job::Compact, task });
+    }
+
+    /// DeleteRecords to an offset between the start and the high watermark (-1 sometimes).
+    fn spawn_delete_records(&mut self) {
+        let log = self.log();
+        let o = log.offsets();
+        let (asked, target) = if self.rng2.chance(100) {
+            (-1, o.high_watermark)
+        } else {
+            let t = o.log_start + self.rng2.below((o.high_watermark - o.log_start + 1) as u64) as i64;
+            (t, t)
+        };
+        self.say(|| format!("DeleteRecords to {asked}"));
+        let task = rt::spawn(async move { Outcome::Deleted(log.delete_records(asked).await) });
+        self.tasks.push(InFlight { job: Job::DeleteRecords { target }, task });
+    }
+
+    fn spawn_retention(&mut self) {
+        let log = self.log();
+        let now = T0 + self.sent.len() as i64;
+        self.say(|| "retention pass".into());
+        let task = rt::spawn(async move { Outcome::Done(log.enforce_retention(now).await.map(|_| ())) });
+        self.tasks.push(InFlight { job: Job::Retention, task });
     }
 
     fn spawn_flush(&mut self) {
@@ -707,6 +774,7 @@ impl Sim {
         check!(self, o.high_watermark >= self.last.high_watermark, "the high watermark went back: {:?} -> {o:?}", self.last);
         check!(self, o.durable >= self.last.durable, "the durable offset went back: {:?} -> {o:?}", self.last);
         check!(self, o.log_start >= self.last.log_start, "the log start went back: {:?} -> {o:?}", self.last);
+        check!(self, o.log_start >= self.acked_start, "the log start {} is below one DeleteRecords answered: {}", o.log_start, self.acked_start);
         if self.offline() {
             let at = *self.offline_at.get_or_insert(o.durable);
             check!(self, o.durable == at, "the durable offset moved from {at} to {} after a failed fdatasync", o.durable);
@@ -717,6 +785,9 @@ impl Sim {
             check!(self, max_ts_offset < o.high_watermark, "max_timestamp names offset {max_ts_offset}, past the high watermark {}", o.high_watermark);
         }
         let seen = scan(self, &log).await;
+        // What lies below the start is gone by right (the start may have moved during the scan).
+        let start = log.offsets().log_start;
+        self.acks.retain(|a| a.end > start);
         let mut idempotent = HashMap::new();
         for s in &seen {
             let h = &self.sent[s.id as usize].header;
@@ -736,6 +807,9 @@ impl Sim {
             let sent = &self.sent[a.id as usize];
             for (i, key) in sent.keys.iter().enumerate() {
                 let off = a.base + i as i64;
+                if off < start {
+                    continue;
+                }
                 let there = records.get(&off) == Some(&a.id);
                 let superseded = key.as_ref().is_some_and(|k| newest.get(k).is_some_and(|n| *n > off));
                 check!(self, there || superseded, "record {off} of acknowledged batch {} is gone and not superseded", a.id);
@@ -759,6 +833,12 @@ impl Sim {
                     self.disk.set_full(false);
                     self.probe("after the disk freed").await;
                 }
+            }
+            if self.rng2.chance(25) {
+                self.spawn_delete_records();
+            }
+            if self.config.retention_bytes >= 0 && self.rng2.chance(60) {
+                self.spawn_retention();
             }
             let r = self.rng.below(1000);
             match r {

@@ -316,7 +316,9 @@ impl PartitionLog {
                 };
                 return Ok(ReadInfo { records, ..empty });
             }
-            let Some((&first, _)) = st.segments.range(..=offset).next_back() else {
+            // The first segment may begin past the log start: segments compaction emptied, or
+            // left ending early, are deleted once the start passes them.
+            let Some((&first, _)) = st.segments.range(..=offset).next_back().or_else(|| st.segments.iter().next()) else {
                 return Ok(empty);
             };
             // Compaction may leave a segment ending before the next begins, or empty: read from

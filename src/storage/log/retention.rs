@@ -16,7 +16,7 @@ pub(super) const LOG_START_FILE: &str = "log-start-offset";
 
 impl PartitionLog {
     /// DeleteRecords: moves the log start offset to `offset` (-1: the high watermark), once that
-    /// is durable. Returns the log start offset after it (the "low watermark"). An offset beyond
+    /// is durable. Returns the durable log start offset after it (the "low watermark"). An offset beyond
     /// the high watermark is OFFSET_OUT_OF_RANGE; one at or below the start changes nothing.
     pub async fn delete_records(&self, offset: i64) -> Result<i64, LogError> {
         let target = {
@@ -28,7 +28,9 @@ impl PartitionLog {
             target
         };
         self.advance_log_start(target).await?;
-        Ok(self.st.borrow().log_start)
+        // The saved start, not the one in memory: a DeleteRecords beside this one may have moved
+        // that further without saving it yet (found by the storage simulation).
+        Ok(self.st.borrow().log_start_saved)
     }
 
     /// Deletes the oldest closed segments that `retention.ms` (by each segment's largest record
@@ -75,15 +77,16 @@ impl PartitionLog {
         }
         {
             let mut st = self.st.borrow_mut();
-            if target <= st.log_start {
-                return Ok(0);
-            }
-            st.log_start = target;
-            while st.cache.front().is_some_and(|c| c.last < target) {
-                let c = st.cache.pop_front().expect("checked");
-                st.cache_bytes -= c.bytes.len();
+            if target > st.log_start {
+                st.log_start = target;
+                while st.cache.front().is_some_and(|c| c.last < target) {
+                    let c = st.cache.pop_front().expect("checked");
+                    st.cache_bytes -= c.bytes.len();
+                }
             }
         }
+        // Saved even when the start was already there: an earlier move may have failed to save
+        // it (a full disk), and nobody may be told a start that a crash can take back.
         self.save_log_start().await?;
         self.delete_segments_below_start().await
     }
@@ -107,9 +110,9 @@ impl PartitionLog {
             };
             let reset = FlagReset { log: self, flag: |s| &mut s.saving_start, armed: true };
             let path = self.dir.join(LOG_START_FILE);
-            fs::write_atomic(path.clone(), format!("{start}\n").into_bytes())
-                .await
-                .map_err(|e| storage_err("writing the log start offset to", &path, e))?;
+            let written = fs::write_atomic(path.clone(), format!("{start}\n").into_bytes()).await;
+            tracing::debug!(dir = %self.dir.display(), start, ok = written.is_ok(), "saved the log start offset");
+            written.map_err(|e| storage_err("writing the log start offset to", &path, e))?;
             self.st.borrow_mut().log_start_saved = start;
             drop(reset);
         }

@@ -985,3 +985,80 @@ fn retention_deletes_the_oldest_closed_segments_by_size_then_by_age_never_the_ac
         assert_eq!(log.offsets().log_start, *bases(&log).first().unwrap());
     });
 }
+
+/// Found by the storage simulation: a DeleteRecords whose save failed (a full disk) left the new
+/// start in memory, and the same DeleteRecords asked again was answered from memory without
+/// saving it, so a crash took back a start the client had been told.
+#[test]
+fn a_delete_records_whose_save_failed_is_saved_when_asked_again() {
+    on_sim_disk(FaultPlan::default(), |disk| async move {
+        let log = open_sim(segments_of(700)).await;
+        for _ in 0..20 {
+            log.append(&[batch(5)], true).await.unwrap();
+        }
+        disk.set_full(true);
+        assert!(is_storage_error(&log.delete_records(40).await));
+        disk.set_full(false);
+        assert_eq!(log.delete_records(40).await.unwrap(), 40);
+        drop(log);
+        disk.kill();
+        assert_eq!(open_sim(segments_of(700)).await.offsets().log_start, 40, "the answered start survived");
+    });
+}
+
+/// Found by the storage simulation: of two DeleteRecords at once, the one with the lower offset
+/// answered the start the other had set in memory but not yet saved. Each answers only a start
+/// that is saved.
+#[test]
+fn concurrent_delete_records_answer_only_saved_starts() {
+    let plan = FaultPlan { delay_yields_min: 1, delay_yields_max: 3, ..FaultPlan::default() };
+    on_sim_disk(plan, |disk| async move {
+        let log = open_sim(segments_of(700)).await;
+        for _ in 0..20 {
+            log.append(&[batch(5)], true).await.unwrap();
+        }
+        let (a, b) = (log.clone(), log.clone());
+        let low = rt::spawn(async move { a.delete_records(10).await.unwrap() });
+        let high = rt::spawn(async move { b.delete_records(-1).await.unwrap() });
+        let (low, high) = (low.await, high.await);
+        assert!(low >= 10 && high == 100, "answers {low} and {high}");
+        drop(log);
+        disk.kill();
+        let start = open_sim(segments_of(700)).await.offsets().log_start;
+        assert!(start >= low.max(high), "start {start} after answers {low} and {high}");
+    });
+}
+
+/// Found by the storage simulation: once segments that compaction emptied lay wholly below the
+/// log start and were deleted, the first segment began past the start, and a read at the start
+/// found no segment at or before it and answered nothing, though records followed.
+#[test]
+fn a_read_at_a_start_before_the_first_segment_finds_the_records_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    rt::run_local(async move {
+        io_probe(&path).await;
+        let p = path.join("p");
+        let log = PartitionLog::open(p.clone(), small_segments(), Rc::new(Notify::default())).await.unwrap();
+        for _ in 0..30 {
+            log.append(&[batch(10)], true).await.unwrap();
+        }
+        let bases = bases(&log);
+        log.close().await.unwrap();
+        drop(log);
+        // What compaction can leave: a segment emptied (its records all superseded), the start
+        // saved inside the gap it left.
+        let empty = bases[1];
+        crate::io::fs::write_atomic_sync(&segment_path(&p, empty, "log"), b"").unwrap();
+        crate::io::fs::write_atomic_sync(&p.join("log-start-offset"), format!("{}\n", empty + 1).as_bytes()).unwrap();
+        let log = PartitionLog::open(p.clone(), small_segments(), Rc::new(Notify::default())).await.unwrap();
+        assert_eq!(log.offsets().log_start, empty + 1);
+        assert_eq!(log.st.borrow().segments.keys().next(), Some(&bases[2]), "the emptied segment below the start is gone");
+        let r = log.read(empty + 1, 1 << 20).await.unwrap();
+        let mut first = None;
+        batch::scan(&r.records, |_, h| {
+            first.get_or_insert(h.base_offset);
+        });
+        assert_eq!(first, Some(bases[2]), "the read goes on from the next segment");
+    });
+}
