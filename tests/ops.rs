@@ -43,7 +43,8 @@ fn sigterm_at_debug_and_trace_logging_exits_cleanly() {
 
 fn shutdown_logging_at(level: &str) {
     let mut broker = Broker::start_logging(level, &["--segment-bytes", "16384", "--num-partitions", "4"]);
-    let p = producer(&broker.bootstrap(), &[("acks", "all")]);
+    // Batches must fit in a segment (RECORD_LIST_TOO_LARGE otherwise, as in Kafka).
+    let p = producer(&broker.bootstrap(), &[("acks", "all"), ("batch.size", "8000")]);
     let value = vec![b'v'; 100];
     for i in 0..1500 {
         p.send(BaseRecord::to("traced").key(&format!("k{i}")).payload(&value)).unwrap();

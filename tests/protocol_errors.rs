@@ -84,6 +84,7 @@ fn api_versions_advertises_exactly_what_is_implemented() {
             (18, 0, 4),
             (19, 2, 7),
             (20, 1, 6),
+            (21, 0, 2),
             (22, 0, 5),
             (23, 2, 4),
             (32, 1, 4),
@@ -119,6 +120,13 @@ fn produce_errors_clients_rely_on() {
     let truncated = batch(3).slice(0..40);
     assert_eq!(produce(&mut raw, "p", 0, 1, truncated), code(ResponseError::CorruptMessage));
     assert_eq!(produce(&mut raw, "p", 0, 1, batch(400)), code(ResponseError::MessageTooLarge));
+    // Batches that do not fit in one segment, as Kafka refuses them.
+    let seg = CreatableTopicConfig::default().with_name(StrBytes::from_static_str("segment.bytes")).with_value(Some(StrBytes::from_static_str("200")));
+    let r = create(&mut raw, vec![topic("tiny-segments", 1, 1).with_configs(vec![seg])], false);
+    assert_eq!(r.topics[0].error_code, 0);
+    assert!(batch(20).len() > 200 && batch(20).len() < 2000);
+    assert_eq!(produce(&mut raw, "tiny-segments", 0, 1, batch(20)), code(ResponseError::RecordListTooLarge));
+    assert_eq!(produce(&mut raw, "tiny-segments", 0, 1, batch(3)), 0);
     // Nothing refused was appended: the one good batch is all there is.
     let req = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
         list_offsets_request::ListOffsetsTopic::default()

@@ -53,6 +53,12 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, fr
                 if let Some((b, _)) = batches.iter().find(|(b, _)| b.len() as i64 > max) {
                     return Err((ResponseError::MessageTooLarge, format!("batch of {} bytes exceeds max.message.bytes {max}", b.len())));
                 }
+                // As Kafka: a partition's batches must fit in one segment (RECORD_LIST_TOO_LARGE).
+                let total: usize = batches.iter().map(|(b, _)| b.len()).sum();
+                if total as i64 > meta.config.segment_bytes {
+                    let msg = format!("{total} bytes of batches exceed segment.bytes {}", meta.config.segment_bytes);
+                    return Err((ResponseError::RecordListTooLarge, msg));
+                }
                 Ok((meta.name.clone(), batches))
             })();
             match checked {
