@@ -825,6 +825,381 @@ def ck_fetch_limits_many_partitions(ctx):
 
 
 # ---------------------------------------------------------------------------
+# DeleteRecords and retention
+# ---------------------------------------------------------------------------
+
+
+def _delete_records(a, topic, offsets):
+    """AdminClient.delete_records of [(partition, offset)] of one topic; {partition: future}."""
+    futs = a.delete_records([TopicPartition(topic, q, o) for q, o in offsets], request_timeout=TIMEOUT,
+                            operation_timeout=10)
+    return {tp.partition: f for tp, f in futs.items()}
+
+
+def _list_offsets(a, topic, parts, spec):
+    """AdminClient.list_offsets of one spec for partitions 0..parts-1; {partition: offset}."""
+    futs = a.list_offsets({TopicPartition(topic, q): spec for q in range(parts)})
+    return {tp.partition: result(f, f"list_offsets({topic}[{tp.partition}], {type(spec).__name__})").offset
+            for tp, f in futs.items()}
+
+
+@check("ck_admin_delete_records")
+def ck_admin_delete_records(ctx):
+    """AdminClient.delete_records (DeleteRecords) on 3 partitions of ten records each (offsets 0-9,
+    stamped base+i s): before 4 answers low watermark 4, before OFFSET_END (-1) the high watermark
+    10; the consumer's watermarks and the admin's list_offsets earliest give the new starts. At or
+    below the start nothing changes (the answer is the start). Past the end: OFFSET_OUT_OF_RANGE
+    for that partition while another of the same call moves. offsets_for_times before every record
+    answers the start. A consumer reads from the start; assigned below it, the broker's
+    OFFSET_OUT_OF_RANGE resets it to the start (earliest) or is reported (error). A missing topic
+    or partition fails in librdkafka's leader lookup (_NOENT), __consumer_offsets on the broker
+    with TOPIC_EXCEPTION (17, Kafka's INVALID_TOPIC_EXCEPTION)."""
+    topic = ctx.topic("ck-delrec")
+    a = create_topic(ctx, topic, 3)
+    base = int(time.time() * 1000) - 600_000
+    p = producer(ctx)
+    for i in range(10):
+        for q in range(3):
+            p.produce(topic, partition=q, value=f"{q}-{i}".encode(), timestamp=base + i * 1000)
+    flush(p)
+
+    fs = _delete_records(a, topic, [(0, 4), (1, OFFSET_END)])
+    low = {q: result(f, f"delete_records({topic}[{q}])").low_watermark for q, f in fs.items()}
+    assert low == {0: 4, 1: 10}, f"low watermarks after deleting before 4 and OFFSET_END: {low}, want {{0: 4, 1: 10}}"
+    earliest = _list_offsets(a, topic, 3, OffsetSpec.earliest())
+    assert earliest == {0: 4, 1: 10, 2: 0}, f"list_offsets earliest {earliest}, want {{0: 4, 1: 10, 2: 0}}"
+    latest = _list_offsets(a, topic, 3, OffsetSpec.latest())
+    assert latest == {0: 10, 1: 10, 2: 10}, f"list_offsets latest {latest}, want 10 each"
+    c = consumer(ctx)
+    try:
+        wm = [c.get_watermark_offsets(TopicPartition(topic, q), timeout=TIMEOUT) for q in range(3)]
+    finally:
+        c.close()
+    assert wm == [(4, 10), (10, 10), (0, 10)], f"watermarks {wm}, want [(4, 10), (10, 10), (0, 10)]"
+
+    for below in (0, 2, 4):
+        r = result(_delete_records(a, topic, [(0, below)])[0], f"delete_records before {below}")
+        assert r.low_watermark == 4, f"delete_records before {below} with the start at 4: low watermark {r.low_watermark}"
+
+    fs = _delete_records(a, topic, [(0, 6), (2, 11)])
+    r = result(fs[0], "delete_records before 6")
+    assert r.low_watermark == 6, f"delete_records before 6: low watermark {r.low_watermark}"
+    expect_error(fs[2], KafkaError.OFFSET_OUT_OF_RANGE, "delete_records before 11 of a partition ending at 10")
+    earliest = _list_offsets(a, topic, 3, OffsetSpec.earliest())
+    assert earliest == {0: 6, 1: 10, 2: 0}, f"list_offsets earliest {earliest}, want {{0: 6, 1: 10, 2: 0}}"
+
+    c = consumer(ctx, **{"auto.offset.reset": "earliest"})
+    try:
+        found = c.offsets_for_times([TopicPartition(topic, q, base - 1) for q in range(3)], timeout=TIMEOUT)
+        got = {tp.partition: tp.offset for tp in found}
+        assert got == {0: 6, 1: OFFSET_END, 2: 0}, f"offsets_for_times(before every record) {got}, want {{0: 6, 1: -1, 2: 0}}"
+        c.assign([TopicPartition(topic, q, OFFSET_BEGINNING) for q in range(3)])
+        msgs = consume_all(c, 4 + 10)
+        assert_nothing_more(c, 0.5)
+        by = {}
+        for m in msgs:
+            by.setdefault(m.partition(), []).append((m.offset(), m.value().decode()))
+        assert by.get(0) == [(i, f"0-{i}") for i in range(6, 10)], f"partition 0 from the start: {by.get(0)}"
+        assert 1 not in by, f"partition 1 (emptied) gave {by.get(1)}"
+        assert by.get(2) == [(i, f"2-{i}") for i in range(10)], f"partition 2: {by.get(2)}"
+        # Assigned at 1, below the start 6: OFFSET_OUT_OF_RANGE, reset to the start.
+        c.assign([TopicPartition(topic, 0, 1)])
+        again = [m.offset() for m in consume_all(c, 4)]
+        assert again == [6, 7, 8, 9], f"assigned at 1 (below the start 6), auto.offset.reset=earliest read {again}"
+    finally:
+        c.close()
+    c = consumer(ctx, **{"auto.offset.reset": "error"})
+    try:
+        c.assign([TopicPartition(topic, 0, 1)])
+        deadline = time.monotonic() + 15
+        err = None
+        while err is None and time.monotonic() < deadline:
+            for m in c.consume(num_messages=10, timeout=0.5):
+                if m.error():
+                    err = m.error()
+                else:
+                    raise AssertionError(f"got a record at offset {m.offset()}, below the start 6 was asked for")
+        assert err is not None, "no error within 15s for a fetch at offset 1, below the start 6"
+        assert err.code() == KafkaError._AUTO_OFFSET_RESET and "out of range" in err.str().lower(), \
+            f"error {err.name()} ({err.str()}), want _AUTO_OFFSET_RESET naming the offset out of range"
+    finally:
+        c.close()
+
+    # librdkafka looks the leaders up with Metadata first and fails a partition it does not find
+    # itself (_NOENT), without sending DeleteRecords; the broker's own UNKNOWN_TOPIC_OR_PARTITION
+    # answer is checked with raw requests by the Go suite. __consumer_offsets has a leader, so
+    # the broker refuses it.
+    for what, t, q, code in [("a missing topic", ctx.topic("ck-delrec-none"), 0, KafkaError._NOENT),
+                             ("a missing partition", topic, 5, KafkaError._NOENT),
+                             ("__consumer_offsets", "__consumer_offsets", 0, KafkaError.TOPIC_EXCEPTION)]:
+        expect_error(_delete_records(a, t, [(q, 0)])[q], code, f"delete_records of {what}")
+    return "low watermarks 4/10/6, OFFSET_OUT_OF_RANGE past the end, resets below the start"
+
+
+@check("ck_delete_records_survives_kill")
+def ck_delete_records_survives_kill(ctx):
+    """The start delete_records answers is durable when it is answered, and the segments wholly
+    below it are gone by then: a topic with 1 KiB segments and 100 records of ~200 bytes (each
+    its own batch, so about 25 segment files); delete_records before 57 answers 57; the .log files
+    left are the one holding offset 57 and those after it; the broker is killed with SIGKILL at
+    once and restarted on the same data directory: the start is still 57 (list_offsets earliest
+    and the consumer's watermarks), the end 100, and a consumer from the beginning reads 57-99."""
+    b = ctx.start_broker([])
+    topic = ctx.topic("ck-delrec-kill")
+    a = create_topic(ctx, topic, 1, {"segment.bytes": "1024"}, bootstrap=b.bootstrap)
+    p = producer(ctx, bootstrap=b.bootstrap, **{"linger.ms": 0, "compression.type": "none"})
+    for i in range(100):
+        p.produce(topic, partition=0, value=f"{i}:".encode() + b"." * 200)
+        flush(p)
+    d = os.path.join(b.data_dir, "topics", topic, "0")
+    before = sorted(_log_sizes(os.path.join(b.data_dir, "topics"), topic, 0))
+    assert len(before) >= 10 and before[0] == 0, f"segments before: {before}"
+    r = result(_delete_records(a, topic, [(0, 57)])[0], "delete_records before 57")
+    assert r.low_watermark == 57, f"delete_records before 57: low watermark {r.low_watermark}"
+    after = sorted(_log_sizes(os.path.join(b.data_dir, "topics"), topic, 0))
+    kept = [x for i, x in enumerate(before) if i + 1 == len(before) or before[i + 1] > 57]
+    assert after == kept, f"segment files after delete_records before 57: {after}, want {kept} (of {before})"
+    left = sorted(n for n in os.listdir(d) if n[:20].isdigit() and int(n[:20]) < kept[0])
+    assert not left, f"files of deleted segments left: {left}"
+    b.kill()
+    b.restart()
+    a = admin(ctx, b.bootstrap)
+    assert _list_offsets(a, topic, 1, OffsetSpec.earliest()) == {0: 57}, "list_offsets earliest after the restart"
+    assert _list_offsets(a, topic, 1, OffsetSpec.latest()) == {0: 100}, "list_offsets latest after the restart"
+    c = consumer(ctx, bootstrap=b.bootstrap, **{"auto.offset.reset": "earliest"})
+    try:
+        wm = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=TIMEOUT)
+        assert wm == (57, 100), f"watermarks after the restart {wm}, want (57, 100)"
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        msgs = consume_all(c, 43)
+        assert_nothing_more(c, 0.5)
+    finally:
+        c.close()
+    got = [(m.offset(), m.value().split(b":")[0]) for m in msgs]
+    assert got == [(i, str(i).encode()) for i in range(57, 100)], f"read after the restart: {got[:3]}..."
+    return f"{len(before)} segments, {len(after)} left; start 57 after SIGKILL and restart"
+
+
+def _log_sizes(topics_dir, topic, q):
+    """{base offset: size} of the partition's segment files (<data>/topics/<topic>/<q>/<base>.log);
+    a file deleted while it is listed is left out."""
+    d = os.path.join(topics_dir, topic, str(q))
+    out = {}
+    for name in os.listdir(d):
+        if name.endswith(".log"):
+            try:
+                out[int(name[:-4])] = os.stat(os.path.join(d, name)).st_size
+            except FileNotFoundError:
+                pass
+    return out
+
+
+@check("ck_retention_time_and_size")
+def ck_retention_time_and_size(ctx):
+    """Retention while producing, on a broker started with --log-retention-check-interval-ms 500
+    and --segment-preallocate-bytes 0 (so a segment file's size is its data). Two topics of two
+    partitions with 16 KiB segments get about 17 KB/s per partition for 8 s from an idempotent
+    confluent-kafka producer (CreateTime = send time), while one consumer reads all four partitions
+    from the beginning (auto.offset.reset=earliest):
+    - retention.ms=2000 (and segment.ms=1000): the start (list_offsets earliest and the consumer's
+      low watermark) rises above 0 on each partition while producing and never goes back; no
+      record is deleted before it is retention.ms old (the record below each start sampled was
+      stamped more than 2 s before the answer came); once producing stops, segment.ms rolls the
+      quiet partitions and everything expires (start = end).
+    - retention.bytes=48 KiB (retention.ms=-1): the start rises above 0 while producing; the .log
+      files of each partition hold at most retention.bytes + one segment (kept beyond the limit,
+      as Kafka) + what arrives in 3 s (the checks may lag their 500 ms interval on a busy
+      machine) while producing, and once it stops and checks ran, between retention.bytes and
+      retention.bytes + one segment.
+    - the consumer sees no error other than a handled OFFSET_OUT_OF_RANGE reset, reads each
+      partition's offsets in increasing order, each record where its delivery report put it; a
+      late consumer assigned at offset 0 (below the start) is reset to the start."""
+    import logging
+    import re
+
+    interval_ms, keep_ms, seg, keep_bytes, parts = 500, 2000, 16384, 3 * 16384, 2
+    b = ctx.start_broker(["--log-retention-check-interval-ms", str(interval_ms), "--segment-preallocate-bytes", "0"])
+    topics_dir = os.path.join(b.tmp, "data", "topics")
+    t_time, t_size = ctx.topic("ck-ret-time"), ctx.topic("ck-ret-size")
+    a = create_topic(ctx, t_time, parts, {"retention.ms": str(keep_ms), "segment.bytes": str(seg), "segment.ms": "1000"},
+                     bootstrap=b.bootstrap)
+    create_topic(ctx, t_size, parts, {"retention.bytes": str(keep_bytes), "retention.ms": "-1", "segment.bytes": str(seg)},
+                 bootstrap=b.bootstrap)
+    tps = [(t, q) for t in (t_time, t_size) for q in range(parts)]
+
+    p = producer(ctx, bootstrap=b.bootstrap, **{"enable.idempotence": True, "linger.ms": 5})
+    placed, errors = {}, []  # (topic, partition) -> {offset: (seq, timestamp)}
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append(err)
+        else:
+            seq, ts = msg.value().split(b":")[1:3]
+            placed.setdefault((msg.topic(), msg.partition()), {})[msg.offset()] = (int(seq), int(ts))
+
+    lines = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    log = logging.getLogger(f"rdkafka-{t_time}")
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+    log.addHandler(Collect())
+    c = consumer(ctx, bootstrap=b.bootstrap, logger=log, **{"auto.offset.reset": "earliest", "log_level": 6})
+    c.assign([TopicPartition(t, q, OFFSET_BEGINNING) for t, q in tps])
+    read = {tp: [] for tp in tps}  # (offset, seq)
+    consumer_errors = []
+
+    def consume():
+        for m in c.consume(num_messages=500, timeout=0.02):
+            if m.error():
+                consumer_errors.append((m.topic(), m.partition(), m.error()))
+            else:
+                _, seq, _ = m.value().split(b":", 2)
+                read[(m.topic(), m.partition())].append((m.offset(), int(seq)))
+
+    samples = []  # (time after the answer, {tp: earliest}, {tp: latest}, {q: {base: size}} of t_size, producing)
+
+    def offsets(spec):
+        futs = a.list_offsets({TopicPartition(t, q): spec for t, q in tps})
+        return {(tp.topic, tp.partition): result(f, f"list_offsets({tp.topic}[{tp.partition}], {type(spec).__name__})").offset
+                for tp, f in futs.items()}
+
+    def sample(producing):
+        e, l_ = offsets(OffsetSpec.earliest()), offsets(OffsetSpec.latest())
+        sizes = {q: _log_sizes(topics_dir, t_size, q) for q in range(parts)}
+        samples.append((int(time.time() * 1000), e, l_, sizes, producing))
+
+    # The producer has its own thread, so that it sends a steady trickle of small batches
+    # whatever the sampling below costs.
+    per_s, value_pad, produce_s = 80, 200, 8.0
+    seq = {tp: 0 for tp in tps}
+
+    def produce():
+        begun = time.monotonic()
+        while time.monotonic() - begun < produce_s:
+            due = int((time.monotonic() - begun) * per_s)
+            for t, q in tps:
+                while seq[(t, q)] < due:
+                    now = int(time.time() * 1000)
+                    v = f"{q}:{seq[(t, q)]}:{now}:".encode()
+                    p.produce(t, partition=q, value=v + b"." * (value_pad - len(v)), timestamp=now, on_delivery=on_delivery)
+                    seq[(t, q)] += 1
+            p.poll(0.005)
+        p.flush(TIMEOUT)
+
+    import threading
+    sender = threading.Thread(target=produce, daemon=True)
+    low_seen = {}
+    try:
+        sender.start()
+        next_sample = time.monotonic()
+        while sender.is_alive():
+            consume()
+            if time.monotonic() >= next_sample:
+                next_sample += interval_ms / 1000
+                sample(True)
+                for q in range(parts):
+                    lo, _hi = c.get_watermark_offsets(TopicPartition(t_time, q), timeout=TIMEOUT, cached=False)
+                    low_seen[q] = max(low_seen.get(q, 0), lo)
+        sender.join()
+        assert len(p) == 0, f"{len(p)} message(s) still undelivered {TIMEOUT:.0f}s after producing stopped"
+        stopped = time.monotonic()
+        assert not errors, f"{len(errors)} delivery errors, first {errors[0].name()} {errors[0].str()}"
+
+        # A late consumer at offset 0 of the time topic is reset to the start.
+        start_before = samples[-1][1][(t_time, 0)]
+        late = consumer(ctx, bootstrap=b.bootstrap, **{"auto.offset.reset": "earliest"})
+        try:
+            late.assign([TopicPartition(t_time, 0, 0)])
+            [first] = consume_all(late, 1)
+        finally:
+            late.close()
+        assert first.offset() >= start_before > 0, \
+            f"a consumer assigned at 0 with the start at {start_before} read offset {first.offset()} first"
+
+        # Producing stopped: the time topic expires entirely (segment.ms rolls the quiet
+        # partitions), the size topic settles within its limit.
+        def settled():
+            consume()
+            sample(False)
+            _t, e, l_, sizes, _ = samples[-1]
+            expired = all(e[(t_time, q)] == l_[(t_time, q)] for q in range(parts))
+            return expired and time.monotonic() - stopped > 3 * interval_ms / 1000
+        try:
+            wait_until(settled, 25, interval=interval_ms / 1000, what="the time topic to expire entirely")
+        except AssertionError:
+            _t, e, l_, _s, _ = samples[-1]
+            raise AssertionError(f"{t_time}: start {[e[(t_time, q)] for q in range(parts)]}, end "
+                                 f"{[l_[(t_time, q)] for q in range(parts)]} 25 s after producing stopped; "
+                                 f"files {[sorted(_log_sizes(topics_dir, t_time, q).items()) for q in range(parts)]}") from None
+        for _ in range(20):  # read what is left of the size topic
+            consume()
+    finally:
+        c.close()
+
+    # Starts: rose above 0 while producing, never went back, never above the end.
+    for tp in tps:
+        during = [s[1][tp] for s in samples if s[4]]
+        assert any(x > 0 for x in during), f"{tp[0]}[{tp[1]}]: the start stayed 0 while producing (samples {during})"
+        seen = [s[1][tp] for s in samples]
+        assert all(x <= y for x, y in zip(seen, seen[1:])), f"{tp[0]}[{tp[1]}]: the start went back: {seen}"
+        assert all(s[1][tp] <= s[2][tp] for s in samples), f"{tp[0]}[{tp[1]}]: a start above the end"
+    assert all(low_seen.get(q, 0) > 0 for q in range(parts)), f"consumer low watermarks of {t_time} while producing: {low_seen}"
+
+    # retention.ms: nothing deleted before it was retention.ms old.
+    for at, e, *_ in samples:
+        for q in range(parts):
+            s0 = e[(t_time, q)]
+            if s0 > 0:
+                _seq, ts = placed[(t_time, q)][s0 - 1]
+                assert ts < at - keep_ms, (f"{t_time}[{q}]: start {s0} at {at}: offset {s0 - 1} stamped {ts}, "
+                                           f"{at - ts} ms before, was deleted (retention.ms={keep_ms})")
+
+    # retention.bytes: the partition's .log files. After a check a partition holds less than
+    # retention.bytes + its oldest segment (Kafka's rule); until the next one it grows at the
+    # produce rate. So while producing, what is over retention.bytes + one segment, divided by
+    # the partition's bytes per second, is how far behind the checks were: at most 3 s with a
+    # 500 ms interval. Once producing stopped and checks ran: within the limit, never under it.
+    # The active segment's file is written with O_DIRECT, in whole 4 KiB blocks: its size is its
+    # data rounded up to 4 KiB (even without preallocation), hence `pad`.
+    pad = 4096
+    most = {q: max(sum(s[3][q].values()) for s in samples if s[4]) for q in range(parts)}
+    final = {q: sum(samples[-1][3][q].values()) for q in range(parts)}
+    lag = {}
+    for q in range(parts):
+        e, l_, sizes = samples[-1][1][(t_size, q)], samples[-1][2][(t_size, q)], samples[-1][3][q]
+        rate = per_s * sum(sizes.values()) / (l_ - e)  # bytes per second into the partition
+        over = [(sum(s_[3][q].values()) - keep_bytes - seg - pad, s_[0]) for s_ in samples if s_[4]]
+        worst = max(over)
+        lag[q] = round(max(0, worst[0]) / rate, 2)
+        assert lag[q] <= 3.0, (f"{t_size}[{q}]: {worst[0] + keep_bytes + seg + pad} bytes of .log files while producing at "
+                               f"{rate:.0f} B/s: {worst[0]} over retention.bytes {keep_bytes} + a segment of {seg}, "
+                               f"{lag[q]} s of producing; sizes by sample: {[(s_[0] - samples[0][0], sum(s_[3][q].values())) for s_ in samples]}")
+        assert keep_bytes <= final[q] <= keep_bytes + seg + pad, \
+            f"{t_size}[{q}]: {final[q]} bytes of .log files after producing ({sorted(samples[-1][3][q].items())}), want " \
+            f"{keep_bytes}..{keep_bytes + seg} (+ the active file's padding to 4 KiB)"
+
+    # The consumer: no errors but handled resets, offsets increasing, records where they were put.
+    bad = [(t, q, e) for t, q, e in consumer_errors if e.code() not in (KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET)]
+    assert not bad, f"consumer errors: {[(t, q, e.name(), e.str()) for t, q, e in bad[:3]]}"
+    gaps = 0
+    for tp, got in read.items():
+        offs = [o for o, _ in got]
+        assert all(x < y for x, y in zip(offs, offs[1:])), f"{tp[0]}[{tp[1]}]: offsets read out of order"
+        wrong = [(o, s) for o, s in got if placed[tp].get(o, (None,))[0] != s]
+        assert not wrong, f"{tp[0]}[{tp[1]}]: records not where their delivery reports put them: {wrong[:3]}"
+        gaps += sum(1 for x, y in zip(offs, offs[1:]) if y != x + 1)
+    resets = [x for x in lines if re.search(r"offset reset|out of range", x, re.I)]
+    produced = sum(seq.values())
+    return (f"{produced} records; starts {[samples[-1][1][tp] for tp in tps]}; size topic .log bytes max {list(most.values())} "
+            f"(checks behind by {list(lag.values())} s at worst), final {list(final.values())}; consumer read {sum(len(v) for v in read.values())}, {gaps} gaps, "
+            f"{len(consumer_errors)} OOR errors, {len(resets)} reset log lines")
+
+
+# ---------------------------------------------------------------------------
 # Consumer groups: KIP-848 (group.protocol=consumer) and classic cooperative-sticky
 # ---------------------------------------------------------------------------
 

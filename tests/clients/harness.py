@@ -54,8 +54,10 @@ def free_port():
 class Broker:
     """One `spate serve` process on a free port with its own temporary data directory.
 
-    `start()` returns once a TCP connection to the port succeeds (bounded wait); `stop()` kills
-    the process and removes the directory and is safe to call more than once."""
+    `start()` returns once the broker logged `spate ready` and a TCP connection to the port
+    succeeds (bounded wait); `stop()` kills the process and removes the directory and is safe to
+    call more than once; `kill()` and `restart()` stop it with SIGKILL and start it again on the
+    same port and data directory."""
 
     def __init__(self, binary, extra_args=(), cores=2, ready_timeout=30.0, log_path=None):
         self.binary = binary
@@ -81,7 +83,8 @@ class Broker:
             log_path = self.log_path or os.path.join(self.tmp, "broker.log")
             self._log_file = open(log_path, "ab")
             self._log_name = log_path
-            cmd = [
+            self._log_offset = os.path.getsize(log_path)
+            self._cmd = [
                 self.binary, "serve",
                 "--listen", self.bootstrap,
                 "--data-dir", data,
@@ -89,7 +92,7 @@ class Broker:
                 "--admin-listen", "127.0.0.1:0",
             ] + self.extra_args
             self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=self._log_file,
+                self._cmd, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=self._log_file,
                 start_new_session=True,
             )
             try:
@@ -103,17 +106,54 @@ class Broker:
                     raise RuntimeError(f"{e}; broker log tail:\n{tail}") from None
         raise RuntimeError(f"broker did not start after 3 attempts: {last_err}")
 
+    def _log_since_start(self):
+        with open(self._log_name, "rb") as f:
+            f.seek(self._log_offset)
+            return f.read().decode("utf-8", "replace")
+
     def _wait_ready(self):
+        """Until the broker says `spate ready` on its stderr (after this start) and its port
+        accepts. A connection alone is not enough: on a busy machine another process can take the
+        port between `free_port()` and the broker's bind, and then the broker exits with "Address
+        already in use" while the port still accepts (the other process's listener)."""
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"broker exited with code {self.proc.returncode} before accepting connections")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1.0):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"broker did not accept TCP connections within {self.ready_timeout:.0f}s")
+                raise RuntimeError(f"broker exited with code {self.proc.returncode} before it was ready")
+            if "spate ready" in self._log_since_start():
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=1.0):
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        raise RuntimeError(f"broker not ready (no 'spate ready' on its stderr, or its port not accepting) "
+                           f"within {self.ready_timeout:.0f}s")
+
+    @property
+    def data_dir(self):
+        return os.path.join(self.tmp, "data")
+
+    def kill(self):
+        """SIGKILL (as `kill -9`: no shutdown of any kind); the data directory stays for `restart()`."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def restart(self):
+        """Starts the broker again after `kill()` with the same command line: the same port and
+        data directory (recovery included); returns once it accepts connections."""
+        assert self.proc is not None and self.proc.poll() is not None, "restart() needs a killed broker"
+        self._log_file.flush()
+        self._log_offset = os.path.getsize(self._log_name)
+        self.proc = subprocess.Popen(
+            self._cmd, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=self._log_file,
+            start_new_session=True,
+        )
+        try:
+            self._wait_ready()
+        except Exception as e:  # noqa: BLE001
+            raise RuntimeError(f"restart: {e}; broker log tail:\n{self.log_tail()}") from None
+        return self
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 )
 
 // TestAdminTopics proves kadm's topic calls: CreateTopics with configs answers with the
@@ -290,6 +291,234 @@ func TestAdminListOffsets(t *testing.T) {
 	}
 }
 
+// TestAdminDeleteRecords proves DeleteRecords (key 21) through kadm and raw requests, on a
+// 3-partition topic of ten records per partition (offsets 0-9, stamped base+i s):
+//   - ApiVersions advertises DeleteRecords v0-v2;
+//   - kadm's DeleteRecords before offset 4 answers low watermark 4, before -1 (the high
+//     watermark) 10; ListStartOffsets agrees, ListEndOffsets is unchanged;
+//   - an offset at or below the start changes nothing and answers the start;
+//   - an offset past the high watermark is OFFSET_OUT_OF_RANGE for that partition (low
+//     watermark -1) while another partition of the same request moves;
+//   - a lookup by timestamp before every record answers the start, not 0;
+//   - a consumer starting at the start reads only what is left; one asked to fetch at 1, below
+//     the start, gets OFFSET_OUT_OF_RANGE from the broker, which with a reset to the start makes
+//     it read from there, and without a reset (NoResetOffset) is the fetch error it sees;
+//   - raw, at each of v0, v1 and v2 (the client's maximum pinned): a partition moves (2, 5, then
+//     -1 = the end) and answers at that version; a missing topic and a missing partition get
+//     UNKNOWN_TOPIC_OR_PARTITION and __consumer_offsets INVALID_TOPIC_EXCEPTION, in one request,
+//     one answer per partition asked.
+func TestAdminDeleteRecords(t *testing.T) {
+	tt := begin(t)
+	adm := newAdmin(tt, "admin-delrec")
+	const topic = "admin-delete-records"
+	createTopic(tt, adm, topic, 3, nil)
+	ctx := ctxFor(tt, phaseTimeout)
+
+	versions, err := adm.ApiVersions(ctx)
+	if err != nil {
+		tt.Fatalf("ApiVersions: %v", err)
+	}
+	versions.Each(func(bv kadm.BrokerApiVersions) {
+		if lo, hi, ok := bv.KeyVersions(int16(kmsg.DeleteRecords)); !ok || lo != 0 || hi != 2 {
+			tt.Errorf("ApiVersions: DeleteRecords advertised %v, versions %d-%d; want 0-2", ok, lo, hi)
+		}
+	})
+
+	prod := newClient(tt, "admin-delrec-producer", kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	base := time.Now().Add(-time.Hour).Truncate(time.Second).UnixMilli()
+	var rs []*kgo.Record
+	for i := range 10 {
+		for p := range int32(3) {
+			rs = append(rs, &kgo.Record{Topic: topic, Partition: p, Value: fmt.Appendf(nil, "%d-%d", p, i), Timestamp: time.UnixMilli(base + int64(i)*1000)})
+		}
+	}
+	produceSync(tt, prod, rs...)
+
+	offsets := func(what string, lo kadm.ListedOffsets, err error, want [3]int64) {
+		tt.Helper()
+		if err != nil {
+			tt.Fatalf("%s: %v", what, err)
+		}
+		var got [3]int64
+		for p := range int32(3) {
+			o, ok := lo.Lookup(topic, p)
+			if !ok || o.Err != nil {
+				tt.Fatalf("%s: partition %d: present %v, error %v", what, p, ok, o.Err)
+			}
+			got[p] = o.Offset
+		}
+		if got != want {
+			tt.Errorf("%s: %v, want %v", what, got, want)
+		}
+	}
+	deleteRecords := func(what string, before map[int32]int64) kadm.DeleteRecordsResponses {
+		tt.Helper()
+		var os kadm.Offsets
+		for p, o := range before {
+			os.AddOffset(topic, p, o, -1)
+		}
+		r, err := adm.DeleteRecords(ctx, os)
+		if err != nil {
+			tt.Fatalf("DeleteRecords %s: %v", what, err)
+		}
+		return r
+	}
+	wantLow := func(what string, r kadm.DeleteRecordsResponses, p int32, low int64, wantErr error) {
+		tt.Helper()
+		d, ok := r.Lookup(topic, p)
+		switch {
+		case !ok:
+			tt.Errorf("DeleteRecords %s: no answer for partition %d", what, p)
+		case wantErr == nil && (d.Err != nil || d.LowWatermark != low):
+			tt.Errorf("DeleteRecords %s: partition %d: low watermark %d, error %v; want %d, no error", what, p, d.LowWatermark, d.Err, low)
+		case wantErr != nil && (!errors.Is(d.Err, wantErr) || d.LowWatermark != low):
+			tt.Errorf("DeleteRecords %s: partition %d: low watermark %d, error %v; want %d, %v", what, p, d.LowWatermark, d.Err, low, wantErr)
+		}
+	}
+
+	r := deleteRecords("before 4 and -1", map[int32]int64{0: 4, 1: -1})
+	wantLow("before 4", r, 0, 4, nil)
+	wantLow("before -1 (the high watermark)", r, 1, 10, nil)
+	lo, err := adm.ListStartOffsets(ctx, topic)
+	offsets("ListStartOffsets after deleting before 4 and -1", lo, err, [3]int64{4, 10, 0})
+	lo, err = adm.ListEndOffsets(ctx, topic)
+	offsets("ListEndOffsets after deleting before 4 and -1", lo, err, [3]int64{10, 10, 10})
+
+	for _, below := range []int64{0, 2, 4} {
+		r = deleteRecords(fmt.Sprintf("before %d, with the start at 4", below), map[int32]int64{0: below})
+		wantLow(fmt.Sprintf("before %d, with the start at 4", below), r, 0, 4, nil)
+	}
+
+	r = deleteRecords("before 6 and 11 (past the end, 10)", map[int32]int64{0: 6, 2: 11})
+	wantLow("before 6", r, 0, 6, nil)
+	wantLow("before 11 (past the end, 10)", r, 2, -1, kerr.OffsetOutOfRange)
+	lo, err = adm.ListStartOffsets(ctx, topic)
+	offsets("ListStartOffsets after deleting before 6", lo, err, [3]int64{6, 10, 0})
+	lo, err = adm.ListOffsetsAfterMilli(ctx, base-1000, topic)
+	offsets("ListOffsets by a timestamp before every record", lo, err, [3]int64{6, 10, 0})
+
+	// A consumer from the start of each partition: 6-9, nothing, 0-9.
+	tps := func(o kgo.Offset) map[string]map[int32]kgo.Offset {
+		return map[string]map[int32]kgo.Offset{topic: {0: o, 1: o, 2: o}}
+	}
+	got := map[int32][]int64{}
+	cons := newClient(tt, "admin-delrec-from-start", kgo.ConsumePartitions(tps(kgo.NewOffset().AtStart())))
+	for _, rec := range consumeN(tt, cons, 14) {
+		got[rec.Partition] = append(got[rec.Partition], rec.Offset)
+		if want := fmt.Sprintf("%d-%d", rec.Partition, rec.Offset); string(rec.Value) != want {
+			tt.Errorf("partition %d offset %d holds %q, want %q", rec.Partition, rec.Offset, rec.Value, want)
+		}
+	}
+	if extra := pollFor(tt, cons, 500*time.Millisecond); len(extra) > 0 {
+		tt.Errorf("%d records more than the 14 left, first %d@%d", len(extra), extra[0].Partition, extra[0].Offset)
+	}
+	if fmt.Sprint(got[0], got[1], len(got[2])) != "[6 7 8 9] [] 10" {
+		tt.Errorf("consumed from the start: partition 0 %v, 1 %v, 2 %v; want [6 7 8 9], [], 0-9", got[0], got[1], got[2])
+	}
+	cons.Close()
+
+	// Fetching at 1, below the start 6: OFFSET_OUT_OF_RANGE, and the reset to the start.
+	reset := newClient(tt, "admin-delrec-reset",
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(1)}}),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	var after []int64
+	for _, rec := range consumeN(tt, reset, 4) {
+		after = append(after, rec.Offset)
+	}
+	if fmt.Sprint(after) != "[6 7 8 9]" {
+		tt.Errorf("fetching at 1 with the start at 6 and a reset to the start read %v, want [6 7 8 9]", after)
+	}
+	reset.Close()
+
+	noReset := newClient(tt, "admin-delrec-noreset",
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(1)}}),
+		kgo.ConsumeResetOffset(kgo.NoResetOffset()))
+	pollCtx := ctxFor(tt, phaseTimeout)
+	var fetchErr error
+	for fetchErr == nil && pollCtx.Err() == nil {
+		fs := noReset.PollFetches(pollCtx)
+		for _, fe := range fs.Errors() {
+			if !errors.Is(fe.Err, context.DeadlineExceeded) {
+				fetchErr = fe.Err
+			}
+		}
+		if recs := fs.Records(); len(recs) > 0 {
+			tt.Fatalf("fetching at 1 with the start at 6 and no reset read %d@%d", recs[0].Partition, recs[0].Offset)
+		}
+	}
+	if !errors.Is(fetchErr, kerr.OffsetOutOfRange) {
+		tt.Errorf("fetching at 1 with the start at 6 and no reset: error %v, want OFFSET_OUT_OF_RANGE", fetchErr)
+	}
+	noReset.Close()
+
+	// Raw, at each version: one partition moves; missing ones and __consumer_offsets are refused.
+	const rawTopic = "admin-delete-records-raw"
+	createTopic(tt, adm, rawTopic, 1, nil)
+	var raw []*kgo.Record
+	for i := range 10 {
+		raw = append(raw, &kgo.Record{Topic: rawTopic, Value: fmt.Appendf(nil, "%d", i)})
+	}
+	produceSync(tt, prod, raw...)
+	for v, before := range []int64{2, 5, -1} {
+		vs := kversion.Stable()
+		vs.SetMaxKeyVersion(int16(kmsg.DeleteRecords), int16(v))
+		cl := newClient(tt, fmt.Sprintf("admin-delrec-v%d", v), kgo.MaxVersions(vs))
+		if err := cl.Ping(ctx); err != nil {
+			tt.Fatalf("ping: %v", err)
+		}
+		req := kmsg.NewPtrDeleteRecordsRequest()
+		req.TimeoutMillis = 5000
+		type ask struct {
+			topic     string
+			partition int32
+			offset    int64
+			err       int16
+			low       int64
+		}
+		want := map[int]int64{2: 2, 5: 5, -1: 10}[int(before)]
+		asks := []ask{
+			{rawTopic, 0, before, 0, want},
+			{"admin-delete-records-none", 0, 0, kerr.UnknownTopicOrPartition.Code, -1},
+			{rawTopic, 3, 0, kerr.UnknownTopicOrPartition.Code, -1},
+			{"__consumer_offsets", 0, -1, kerr.InvalidTopicException.Code, -1},
+		}
+		for _, a := range asks {
+			rt := kmsg.NewDeleteRecordsRequestTopic()
+			rt.Topic = a.topic
+			rp := kmsg.NewDeleteRecordsRequestTopicPartition()
+			rp.Partition = a.partition
+			rp.Offset = a.offset
+			rt.Partitions = append(rt.Partitions, rp)
+			req.Topics = append(req.Topics, rt)
+		}
+		kr, err := cl.Broker(0).Request(ctx, req)
+		if err != nil {
+			tt.Fatalf("DeleteRecords v%d: %v", v, err)
+		}
+		resp := kr.(*kmsg.DeleteRecordsResponse)
+		if resp.Version != int16(v) {
+			tt.Errorf("DeleteRecords answered at v%d, want v%d", resp.Version, v)
+		}
+		var answers []string
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				answers = append(answers, fmt.Sprintf("%s[%d] %v low %d", t.Topic, p.Partition, kerr.ErrorForCode(p.ErrorCode), p.LowWatermark))
+			}
+		}
+		var wants []string
+		for _, a := range asks {
+			wants = append(wants, fmt.Sprintf("%s[%d] %v low %d", a.topic, a.partition, kerr.ErrorForCode(a.err), a.low))
+		}
+		if strings.Join(answers, "; ") != strings.Join(wants, "; ") {
+			tt.Errorf("DeleteRecords v%d before %d:\n got  %s\n want %s", v, before, strings.Join(answers, "; "), strings.Join(wants, "; "))
+		}
+	}
+	lo, err = adm.ListStartOffsets(ctx, rawTopic)
+	if o, ok := lo.Lookup(rawTopic, 0); err != nil || !ok || o.Offset != 10 {
+		tt.Errorf("ListStartOffsets of %s after DeleteRecords v2 before -1: %d (present %v, error %v), want 10", rawTopic, o.Offset, ok, firstErr(err, o.Err))
+	}
+}
+
 // TestAdminGroups proves kadm's group calls: offsets committed for a group with no members
 // (OffsetCommit, generation -1) are fetched back with their metadata and can be altered; Lag
 // computes from them; OffsetDelete removes one partition's offset; the
@@ -445,8 +674,8 @@ func TestAdminGroups(t *testing.T) {
 
 // TestUnsupportedAPIs proves that what Spate does not implement fails at once and cleanly:
 //   - admin-apis: each kadm call below needs an API Spate's ApiVersions does not list
-//     (CreatePartitions, AlterConfigs, IncrementalAlterConfigs, DeleteRecords, DescribeAcls,
-//     DescribeLogDirs); each comes back with an error within 10 s, and the client still works;
+//     (CreatePartitions, AlterConfigs, IncrementalAlterConfigs, DescribeAcls, DescribeLogDirs);
+//     each comes back with an error within 10 s, and the client still works;
 //   - raw-unadvertised-request: sent anyway on a raw connection, CreatePartitions v0 makes the
 //     broker close the connection (as Kafka does with an API it does not serve) or answer, within
 //     5 s;
@@ -484,12 +713,6 @@ func TestUnsupportedAPIs(t *testing.T) {
 			{kmsg.IncrementalAlterConfigs, func(ctx context.Context) error {
 				r, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "retention.ms", Value: kadm.StringPtr("1000")}}, topic)
 				return firstErr(err, alterErr(r))
-			}},
-			{kmsg.DeleteRecords, func(ctx context.Context) error {
-				var os kadm.Offsets
-				os.AddOffset(topic, 0, 0, -1)
-				r, err := adm.DeleteRecords(ctx, os)
-				return firstErr(err, r.Error())
 			}},
 			{kmsg.DescribeACLs, func(ctx context.Context) error {
 				acls := kadm.NewACLs().AnyResource().Allow().AllowHosts().Deny().DenyHosts().Operations().ResourcePatternType(kadm.ACLPatternAny)

@@ -32,6 +32,8 @@ import org.apache.kafka.clients.admin.ConsumerGroupDescription;
 import org.apache.kafka.clients.admin.ConsumerGroupListing;
 import org.apache.kafka.clients.admin.CreateTopicsOptions;
 import org.apache.kafka.clients.admin.CreateTopicsResult;
+import org.apache.kafka.clients.admin.DeleteRecordsOptions;
+import org.apache.kafka.clients.admin.DeletedRecords;
 import org.apache.kafka.clients.admin.DescribeClusterResult;
 import org.apache.kafka.clients.admin.GroupListing;
 import org.apache.kafka.clients.admin.ListOffsetsResult.ListOffsetsResultInfo;
@@ -61,6 +63,7 @@ import org.apache.kafka.common.Uuid;
 import org.apache.kafka.common.acl.AclBindingFilter;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.GroupNotEmptyException;
+import org.apache.kafka.common.errors.InvalidTopicException;
 import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.errors.UnknownTopicIdException;
 import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
@@ -344,6 +347,219 @@ class AdminClientTest {
     }
 
     /**
+     * deleteRecords (DeleteRecords v2) on three partitions of ten records each (offsets 0-9,
+     * stamped base+i s): beforeOffset(4) answers low watermark 4, beforeOffset(-1) (the high
+     * watermark, as kafka-delete-records.sh documents) 10; ListOffsets earliest (and
+     * earliest-local) then give the new start, latest is unchanged. An offset at or below the
+     * start changes nothing (the answer is the start). Past the high watermark:
+     * OffsetOutOfRangeException for that partition, while another partition of the same call
+     * moves. A lookup by timestamp never answers an offset below the start. A consumer with
+     * auto.offset.reset=earliest reads from the start; seeking below it, the broker's
+     * OFFSET_OUT_OF_RANGE makes it reset to the start again; with auto.offset.reset=none the
+     * same seek fails with OffsetOutOfRangeException naming the partition and offset. A
+     * partition moved to its end goes on taking records after it. The internal
+     * __consumer_offsets is refused (InvalidTopicException).
+     */
+    @Test
+    void deleteRecordsMovesTheLogStartOffset() throws Exception {
+        String topic = "admin-delete-records";
+        get(admin.createTopics(List.of(new NewTopic(topic, 3, (short) 1))).all());
+        TopicPartition tp0 = new TopicPartition(topic, 0);
+        TopicPartition tp1 = new TopicPartition(topic, 1);
+        TopicPartition tp2 = new TopicPartition(topic, 2);
+        List<TopicPartition> tps = List.of(tp0, tp1, tp2);
+        long base = System.currentTimeMillis() - 600_000;
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(Clients.producer(broker, true))) {
+            for (int i = 0; i < 10; i++) {
+                for (TopicPartition tp : tps) {
+                    producer.send(new ProducerRecord<>(topic, tp.partition(), base + i * 1000L, "k" + i, tp.partition() + "-" + i));
+                }
+            }
+            producer.flush();
+        }
+        assertEquals(Map.of(tp0, 10L, tp1, 10L, tp2, 10L), offsetsOf(tps, OffsetSpec.latest()));
+
+        // beforeOffset(4) and beforeOffset(-1): the answers are the new starts.
+        Map<TopicPartition, KafkaFuture<DeletedRecords>> low = admin.deleteRecords(Map.of(
+                tp0, RecordsToDelete.beforeOffset(4), tp1, RecordsToDelete.beforeOffset(-1))).lowWatermarks();
+        assertEquals(4, get(low.get(tp0)).lowWatermark(), "low watermark after beforeOffset(4)");
+        assertEquals(10, get(low.get(tp1)).lowWatermark(), "low watermark after beforeOffset(-1) (the high watermark)");
+        assertEquals(Map.of(tp0, 4L, tp1, 10L, tp2, 0L), offsetsOf(tps, OffsetSpec.earliest()), "earliest");
+        assertEquals(Map.of(tp0, 4L, tp1, 10L, tp2, 0L), offsetsOf(tps, OffsetSpec.earliestLocal()), "earliest-local");
+        assertEquals(Map.of(tp0, 10L, tp1, 10L, tp2, 10L), offsetsOf(tps, OffsetSpec.latest()), "latest");
+
+        // At or below the start: nothing changes, the answer is the start.
+        for (long before : new long[] {2, 4, 0}) {
+            DeletedRecords d = get(admin.deleteRecords(Map.of(tp0, RecordsToDelete.beforeOffset(before)))
+                    .lowWatermarks().get(tp0));
+            assertEquals(4, d.lowWatermark(), "low watermark after beforeOffset(" + before + ") with the start at 4");
+        }
+
+        // Past the high watermark: OFFSET_OUT_OF_RANGE for that partition only.
+        Map<TopicPartition, KafkaFuture<DeletedRecords>> mixed = admin.deleteRecords(Map.of(
+                tp0, RecordsToDelete.beforeOffset(6), tp2, RecordsToDelete.beforeOffset(11))).lowWatermarks();
+        assertEquals(6, get(mixed.get(tp0)).lowWatermark(), "low watermark of the partition asked for 6");
+        assertInstanceOf(org.apache.kafka.common.errors.OffsetOutOfRangeException.class, failure(mixed.get(tp2)),
+                "beforeOffset(11) of a partition ending at 10");
+        assertEquals(Map.of(tp0, 6L, tp1, 10L, tp2, 0L), offsetsOf(tps, OffsetSpec.earliest()), "earliest");
+
+        // A lookup by timestamp: the first record at or after it that is still in the log.
+        Map<TopicPartition, Long> byTime = offsetsOf(tps, OffsetSpec.forTimestamp(base - 1));
+        assertEquals(6L, byTime.get(tp0), "by a timestamp before every record, with the start at 6");
+        assertEquals(0L, byTime.get(tp2), "by a timestamp before every record, nothing deleted");
+        assertEquals(5L, offsetsOf(List.of(tp2), OffsetSpec.forTimestamp(base + 5000)).get(tp2));
+        assertEquals(7L, offsetsOf(List.of(tp0), OffsetSpec.forTimestamp(base + 7000)).get(tp0));
+
+        // The partition emptied to its end takes new records after it.
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(Clients.producer(broker, true))) {
+            assertEquals(10, producer.send(new ProducerRecord<>(topic, 1, "k10", "1-10")).get(TIMEOUT_S, TimeUnit.SECONDS).offset());
+        }
+        assertEquals(Map.of(tp0, 6L, tp1, 10L, tp2, 0L), offsetsOf(tps, OffsetSpec.earliest()), "earliest after the produce");
+
+        // auto.offset.reset=earliest: reading starts at each start; a seek below it resets there.
+        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(Clients.consumer(broker, true))) {
+            c.assign(tps);
+            Map<TopicPartition, List<String>> read = readByPartition(c, 4 + 1 + 10);
+            assertEquals(List.of("6:0-6", "7:0-7", "8:0-8", "9:0-9"), read.get(tp0), "partition 0 from its start");
+            assertEquals(List.of("10:1-10"), read.get(tp1), "partition 1 from its start");
+            assertEquals(10, read.get(tp2).size(), "partition 2 (nothing deleted): " + read.get(tp2));
+            assertEquals("0:2-0", read.get(tp2).get(0));
+
+            c.seek(tp0, 1);
+            Map<TopicPartition, List<String>> again = readByPartition(c, 4);
+            assertEquals(List.of("6:0-6", "7:0-7", "8:0-8", "9:0-9"), again.get(tp0),
+                    "after a seek to 1, below the start 6 (OFFSET_OUT_OF_RANGE, reset to earliest)");
+            assertEquals(10, c.position(tp0));
+        }
+
+        // auto.offset.reset=none: the same seek fails, naming the partition and offset.
+        Properties none = Clients.consumer(broker, true);
+        none.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "none");
+        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(none)) {
+            c.assign(List.of(tp0));
+            c.seek(tp0, 1);
+            long deadline = System.currentTimeMillis() + TIMEOUT_S * 1000;
+            org.apache.kafka.clients.consumer.OffsetOutOfRangeException oor = null;
+            while (oor == null) {
+                if (System.currentTimeMillis() > deadline) {
+                    fail("no OffsetOutOfRangeException within " + TIMEOUT_S + " s for a fetch at 1, below the start 6");
+                }
+                try {
+                    c.poll(Duration.ofMillis(200)).forEach(r -> fail("read " + r.offset() + " at a position below the start"));
+                } catch (org.apache.kafka.clients.consumer.OffsetOutOfRangeException e) {
+                    oor = e;
+                }
+            }
+            assertEquals(Map.of(tp0, 1L), oor.offsetOutOfRangePartitions());
+        }
+
+        // The groups' own topic is not the admin's to trim.
+        assertInstanceOf(InvalidTopicException.class, failure(admin.deleteRecords(Map.of(
+                new TopicPartition("__consumer_offsets", 0), RecordsToDelete.beforeOffset(-1))).all()),
+                "deleteRecords of __consumer_offsets");
+    }
+
+    /**
+     * deleteRecords of a partition that does not exist. The Java client looks each partition's
+     * leader up with Metadata first and treats UNKNOWN_TOPIC_OR_PARTITION there as retriable, so
+     * it never sends DeleteRecords: the call fails with TimeoutException at its deadline (as it
+     * does against Kafka). The broker's own answer (UNKNOWN_TOPIC_OR_PARTITION) is checked with
+     * raw requests by the Go suite.
+     */
+    @Test
+    void deleteRecordsOfAMissingPartitionTimesOut() throws Exception {
+        String topic = "admin-delete-records-missing";
+        get(admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all());
+        for (TopicPartition tp : List.of(new TopicPartition("admin-no-such-topic", 0), new TopicPartition(topic, 5))) {
+            Throwable cause = failure(admin.deleteRecords(Map.of(tp, RecordsToDelete.beforeOffset(0)),
+                    new DeleteRecordsOptions().timeoutMs(1_000)).all());
+            assertInstanceOf(org.apache.kafka.common.errors.TimeoutException.class, cause, tp + ": " + cause);
+        }
+    }
+
+    /**
+     * deleteRecords deletes the closed segments wholly below the new start (and only those), and
+     * has done so when it answers: a topic with 1 KiB segments, 60 records of ~200 bytes, each
+     * its own batch, spread over many segment files in the broker's data directory.
+     */
+    @Test
+    void deleteRecordsDeletesSegmentsBelowTheStart() throws Exception {
+        String topic = "admin-delete-records-segments";
+        get(admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1).configs(Map.of("segment.bytes", "1024")))).all());
+        TopicPartition tp = new TopicPartition(topic, 0);
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(Clients.producer(broker, true))) {
+            for (int i = 0; i < 60; i++) {
+                producer.send(new ProducerRecord<>(topic, 0, "k" + i, i + "-" + "x".repeat(150))).get(TIMEOUT_S, TimeUnit.SECONDS);
+            }
+        }
+        java.nio.file.Path dir = broker.dataDir().resolve("topics").resolve(topic).resolve("0");
+        List<Long> before = segmentBases(dir, ".log");
+        assertTrue(before.size() >= 8, "segments before: " + before);
+        assertEquals(0L, before.get(0));
+
+        assertEquals(37, get(admin.deleteRecords(Map.of(tp, RecordsToDelete.beforeOffset(37))).lowWatermarks().get(tp)).lowWatermark());
+        List<Long> after = segmentBases(dir, ".log");
+        // Kept: the segment holding offset 37 and every one after it.
+        List<Long> kept = new java.util.ArrayList<>();
+        for (int i = 0; i < before.size(); i++) {
+            if (i + 1 == before.size() || before.get(i + 1) > 37) {
+                kept.add(before.get(i));
+            }
+        }
+        assertEquals(kept, after, "segments after deleteRecords(37), of " + before);
+        for (String ext : List.of(".index", ".timeindex")) {
+            for (long b : segmentBases(dir, ext)) {
+                assertTrue(b >= after.get(0), ext + " of the deleted segment " + b + " left behind: " + segmentBases(dir, ext));
+            }
+        }
+        // What is left reads from 37 on.
+        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(Clients.consumer(broker, true))) {
+            c.assign(List.of(tp));
+            List<String> read = readByPartition(c, 23).get(tp);
+            assertEquals(23, read.size());
+            assertTrue(read.get(0).startsWith("37:37-"), read.get(0));
+            assertTrue(read.get(22).startsWith("59:59-"), read.get(22));
+        }
+    }
+
+    /** The base offsets of the segment files (named by base offset, 20 digits) ending in ext, sorted. */
+    private static List<Long> segmentBases(java.nio.file.Path dir, String ext) throws java.io.IOException {
+        try (Stream<java.nio.file.Path> files = java.nio.file.Files.list(dir)) {
+            return files.map(f -> f.getFileName().toString()).filter(n -> n.endsWith(ext))
+                    .map(n -> Long.parseLong(n.substring(0, n.length() - ext.length()))).sorted().toList();
+        }
+    }
+
+    private static Map<TopicPartition, Long> offsetsOf(List<TopicPartition> tps, OffsetSpec spec) throws Exception {
+        Map<TopicPartition, OffsetSpec> ask = new HashMap<>();
+        tps.forEach(tp -> ask.put(tp, spec));
+        Map<TopicPartition, Long> out = new HashMap<>();
+        get(admin.listOffsets(ask).all()).forEach((tp, info) -> out.put(tp, info.offset()));
+        return out;
+    }
+
+    /** Polls until n records came ("offset:value" per partition, in order); then one more short poll. */
+    private static Map<TopicPartition, List<String>> readByPartition(KafkaConsumer<String, String> c, int n) {
+        Map<TopicPartition, List<String>> out = new HashMap<>();
+        int got = 0;
+        long deadline = System.currentTimeMillis() + TIMEOUT_S * 1000;
+        while (got < n) {
+            if (System.currentTimeMillis() > deadline) {
+                fail("read " + got + " of " + n + " records: " + out);
+            }
+            for (var r : c.poll(Duration.ofMillis(200))) {
+                out.computeIfAbsent(new TopicPartition(r.topic(), r.partition()), k -> new java.util.ArrayList<>())
+                        .add(r.offset() + ":" + r.value());
+                got++;
+            }
+        }
+        for (var r : c.poll(Duration.ofMillis(300))) {
+            fail("an extra record " + r.partition() + "@" + r.offset() + " after " + out);
+        }
+        return out;
+    }
+
+    /**
      * A classic group and a KIP-848 group: listed, described while a member is in them, their
      * offsets listed, altered (once empty) and deleted.
      */
@@ -483,8 +699,6 @@ class AdminClientTest {
                 List.of(new AlterConfigOp(new ConfigEntry("retention.ms", "1000"), AlterConfigOp.OpType.SET)))).all());
         calls.put("createPartitions (CreatePartitions, key 37)",
                 () -> admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(2))).all());
-        calls.put("deleteRecords (DeleteRecords, key 21)",
-                () -> admin.deleteRecords(Map.of(tp, RecordsToDelete.beforeOffset(0))).all());
         calls.put("describeLogDirs (DescribeLogDirs, key 35)", () -> admin.describeLogDirs(List.of(0)).allDescriptions());
         calls.put("describeAcls (DescribeAcls, key 29)", () -> admin.describeAcls(AclBindingFilter.ANY).values());
         calls.put("electLeaders (ElectLeaders, key 43)", () -> admin.electLeaders(ElectionType.PREFERRED, Set.of(tp)).all());
