@@ -88,7 +88,9 @@ fn api_versions_advertises_exactly_what_is_implemented() {
             (22, 0, 5),
             (23, 2, 4),
             (32, 1, 4),
+            (33, 0, 2),
             (42, 0, 2),
+            (44, 0, 1),
             (47, 0, 0),
             (68, 0, 1),
             (69, 0, 1)

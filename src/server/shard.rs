@@ -141,6 +141,14 @@ impl Shard {
         }
         *self.image.borrow_mut() = image.clone();
         self.partitions.borrow_mut().retain(|(name, _), (id, _)| image.topic(name).is_some_and(|t| t.id == *id));
+        // Settings altered at run time reach the partitions already open.
+        for ((name, _), (_, log)) in self.partitions.borrow().iter() {
+            if let Some(t) = image.topic(name) {
+                if log.config() != t.config {
+                    log.set_config(t.config.clone());
+                }
+            }
+        }
         for t in image.topics.values() {
             for p in 0..t.partitions {
                 if self.owner(&t.name, p) != self.core || self.partition(&t.name, p).is_some() {
@@ -224,6 +232,43 @@ impl Shard {
         }
         if let Err(e) = self.broadcast(Arc::new(image)).await {
             tracing::error!(error = %e, "installing new topics failed");
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err((ResponseError::KafkaStorageError, e.clone()));
+            }
+        }
+        self.unlock_metadata();
+        results
+    }
+
+    /// Core 0: replaces topics' overrides (topic name -> new overrides, already validated into
+    /// `config`): each is written to its `topic.toml` durably, then the new image goes to every
+    /// core, whose partitions take the new settings at once. A topic deleted meanwhile is
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    pub async fn alter_topic_configs(
+        &self,
+        changes: Vec<(String, std::collections::BTreeMap<String, String>, crate::config::TopicConfig)>,
+    ) -> Vec<Result<(), (ResponseError, String)>> {
+        self.lock_metadata().await;
+        let mut image = (*self.image()).clone();
+        let mut results = Vec::new();
+        for (name, overrides, config) in changes {
+            let Some(old) = image.topic(&name) else {
+                results.push(Err((ResponseError::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))));
+                continue;
+            };
+            let meta = TopicMeta { overrides, config, ..(**old).clone() };
+            let file = metadata::topic_dir(&self.config.data_dir, &name).join("topic.toml");
+            if let Err(e) = fs::write_atomic(file, metadata::encode_topic(&meta)).await {
+                tracing::error!(topic = %name, error = %e, "could not store the topic's new configs");
+                results.push(Err((ResponseError::KafkaStorageError, format!("storing topic {name:?}: {e}"))));
+                continue;
+            }
+            tracing::info!(topic = %name, configs = ?meta.overrides, "altered topic configs");
+            image = image.with_topic(meta);
+            results.push(Ok(()));
+        }
+        if let Err(e) = self.broadcast(Arc::new(image)).await {
+            tracing::error!(error = %e, "installing altered topic configs failed");
             for r in results.iter_mut().filter(|r| r.is_ok()) {
                 *r = Err((ResponseError::KafkaStorageError, e.clone()));
             }

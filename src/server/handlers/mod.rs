@@ -5,6 +5,7 @@
 //! Kafka error code in the response; a request that cannot be decoded, or an API or version not
 //! in the table, closes the connection with a log line. Panics are kept for broken invariants.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
@@ -75,7 +76,13 @@ pub const SUPPORTED: &[ApiSpec] = &[
         max: offset_for_leader_epoch::VERSIONS.1,
     },
     ApiSpec { key: ApiKey::DescribeConfigs, min: describe_configs::VERSIONS.0, max: describe_configs::VERSIONS.1 },
+    ApiSpec { key: ApiKey::AlterConfigs, min: alter_configs::VERSIONS.0, max: alter_configs::VERSIONS.1 },
     ApiSpec { key: ApiKey::DeleteGroups, min: delete_groups::VERSIONS.0, max: delete_groups::VERSIONS.1 },
+    ApiSpec {
+        key: ApiKey::IncrementalAlterConfigs,
+        min: alter_configs::INCREMENTAL_VERSIONS.0,
+        max: alter_configs::INCREMENTAL_VERSIONS.1,
+    },
     ApiSpec { key: ApiKey::OffsetDelete, min: offset_delete::VERSIONS.0, max: offset_delete::VERSIONS.1 },
     ApiSpec {
         key: ApiKey::ConsumerGroupHeartbeat,
@@ -157,6 +164,10 @@ async fn dispatch(
         RequestKind::Metadata(r) => Some(ResponseKind::Metadata(metadata::handle(shard, v, r).await)),
         RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(create_topics::handle(shard, v, r).await)),
         RequestKind::DeleteTopics(r) => Some(ResponseKind::DeleteTopics(delete_topics::handle(shard, v, r).await)),
+        RequestKind::AlterConfigs(r) => Some(ResponseKind::AlterConfigs(alter_configs::handle(shard, v, r).await)),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            Some(ResponseKind::IncrementalAlterConfigs(alter_configs::handle_incremental(shard, v, r).await))
+        }
         RequestKind::DeleteRecords(r) => Some(ResponseKind::DeleteRecords(delete_records::handle(shard, v, r).await)),
         RequestKind::OffsetForLeaderEpoch(r) => {
             Some(ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(shard, v, r).await))
@@ -216,6 +227,8 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
         ApiKey::DescribeConfigs => "DescribeConfigs",
         ApiKey::DeleteRecords => "DeleteRecords",
+        ApiKey::AlterConfigs => "AlterConfigs",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::DeleteGroups => "DeleteGroups",
         ApiKey::OffsetDelete => "OffsetDelete",
         ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
