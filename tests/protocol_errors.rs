@@ -89,6 +89,7 @@ fn api_versions_advertises_exactly_what_is_implemented() {
             (23, 2, 4),
             (32, 1, 4),
             (33, 0, 2),
+            (37, 0, 3),
             (42, 0, 2),
             (44, 0, 1),
             (47, 0, 0),

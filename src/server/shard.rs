@@ -277,6 +277,47 @@ impl Shard {
         results
     }
 
+    /// Core 0: grows topics to a new partition count (topic name -> count, already checked
+    /// against the image the request saw): `topic.toml` first, durably, then the new image, on
+    /// which each core opens the new partitions it owns (existing partitions keep their core and
+    /// their data). A count no larger than the topic's now is INVALID_PARTITIONS.
+    pub async fn create_partitions(&self, growths: Vec<(String, i32)>) -> Vec<Result<(), (ResponseError, String)>> {
+        self.lock_metadata().await;
+        let mut image = (*self.image()).clone();
+        let mut results = Vec::new();
+        for (name, count) in growths {
+            let Some(old) = image.topic(&name) else {
+                results.push(Err((ResponseError::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))));
+                continue;
+            };
+            if count <= old.partitions {
+                results.push(Err((
+                    ResponseError::InvalidPartitions,
+                    format!("topic {name:?} has {} partitions; the new count must be larger", old.partitions),
+                )));
+                continue;
+            }
+            let meta = TopicMeta { partitions: count, ..(**old).clone() };
+            let file = metadata::topic_dir(&self.config.data_dir, &name).join("topic.toml");
+            if let Err(e) = fs::write_atomic(file, metadata::encode_topic(&meta)).await {
+                tracing::error!(topic = %name, error = %e, "could not store the topic's new partition count");
+                results.push(Err((ResponseError::KafkaStorageError, format!("storing topic {name:?}: {e}"))));
+                continue;
+            }
+            tracing::info!(topic = %name, from = old.partitions, to = count, "added partitions");
+            image = image.with_topic(meta);
+            results.push(Ok(()));
+        }
+        if let Err(e) = self.broadcast(Arc::new(image)).await {
+            tracing::error!(error = %e, "installing new partitions failed");
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err((ResponseError::KafkaStorageError, e.clone()));
+            }
+        }
+        self.unlock_metadata();
+        results
+    }
+
     /// Core 0: deletes topics by name. Each result is Ok or the Kafka error and message.
     pub async fn delete_topics(&self, names: Vec<String>) -> Vec<Result<Uuid, (ResponseError, String)>> {
         self.lock_metadata().await;

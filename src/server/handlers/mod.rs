@@ -9,6 +9,7 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
+pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_records;
@@ -77,6 +78,11 @@ pub const SUPPORTED: &[ApiSpec] = &[
     },
     ApiSpec { key: ApiKey::DescribeConfigs, min: describe_configs::VERSIONS.0, max: describe_configs::VERSIONS.1 },
     ApiSpec { key: ApiKey::AlterConfigs, min: alter_configs::VERSIONS.0, max: alter_configs::VERSIONS.1 },
+    ApiSpec {
+        key: ApiKey::CreatePartitions,
+        min: create_partitions::VERSIONS.0,
+        max: create_partitions::VERSIONS.1,
+    },
     ApiSpec { key: ApiKey::DeleteGroups, min: delete_groups::VERSIONS.0, max: delete_groups::VERSIONS.1 },
     ApiSpec {
         key: ApiKey::IncrementalAlterConfigs,
@@ -164,6 +170,9 @@ async fn dispatch(
         RequestKind::Metadata(r) => Some(ResponseKind::Metadata(metadata::handle(shard, v, r).await)),
         RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(create_topics::handle(shard, v, r).await)),
         RequestKind::DeleteTopics(r) => Some(ResponseKind::DeleteTopics(delete_topics::handle(shard, v, r).await)),
+        RequestKind::CreatePartitions(r) => {
+            Some(ResponseKind::CreatePartitions(create_partitions::handle(shard, v, r).await))
+        }
         RequestKind::AlterConfigs(r) => Some(ResponseKind::AlterConfigs(alter_configs::handle(shard, v, r).await)),
         RequestKind::IncrementalAlterConfigs(r) => {
             Some(ResponseKind::IncrementalAlterConfigs(alter_configs::handle_incremental(shard, v, r).await))
@@ -228,6 +237,7 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DescribeConfigs => "DescribeConfigs",
         ApiKey::DeleteRecords => "DeleteRecords",
         ApiKey::AlterConfigs => "AlterConfigs",
+        ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::DeleteGroups => "DeleteGroups",
         ApiKey::OffsetDelete => "OffsetDelete",
