@@ -93,6 +93,7 @@ fn api_versions_advertises_exactly_what_is_implemented() {
             (42, 0, 2),
             (44, 0, 1),
             (47, 0, 0),
+            (60, 0, 2),
             (68, 0, 1),
             (69, 0, 1)
         ]
@@ -397,4 +398,26 @@ fn huge_array_counts_are_refused_not_fatal() {
     let mut raw = Raw::connect(broker.port);
     let r: ApiVersionsResponse = raw.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default(), 3);
     assert_eq!(r.error_code, 0, "broker must still be serving");
+}
+
+#[test]
+fn describe_cluster_names_this_node_and_the_cluster_id() {
+    let broker = Broker::start(&[]);
+    let mut raw = Raw::connect(broker.port);
+    let md: MetadataResponse = raw.call(ApiKey::Metadata, 12, &MetadataRequest::default().with_topics(Some(vec![])), 12);
+    for version in 0..=2 {
+        let req = DescribeClusterRequest::default().with_include_cluster_authorized_operations(version == 2);
+        let r: DescribeClusterResponse = raw.call(ApiKey::DescribeCluster, version, &req, version);
+        assert_eq!(r.error_code, 0);
+        assert_eq!(Some(r.cluster_id.clone()), md.cluster_id, "v{version}: the cluster id Metadata gives");
+        assert_eq!(r.controller_id, BrokerId(0));
+        let b: Vec<(i32, String, i32)> = r.brokers.iter().map(|b| (b.broker_id.0, b.host.to_string(), b.port)).collect();
+        assert_eq!(b, vec![(0, "127.0.0.1".to_string(), broker.port as i32)], "v{version}");
+        if version == 2 {
+            assert_ne!(r.cluster_authorized_operations, i32::MIN, "operations asked for");
+            assert!(!r.brokers[0].is_fenced);
+        } else {
+            assert_eq!(r.cluster_authorized_operations, i32::MIN, "operations not asked for");
+        }
+    }
 }

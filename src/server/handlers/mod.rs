@@ -14,6 +14,7 @@ pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_configs;
 pub mod errors;
@@ -90,6 +91,7 @@ pub const SUPPORTED: &[ApiSpec] = &[
         max: alter_configs::INCREMENTAL_VERSIONS.1,
     },
     ApiSpec { key: ApiKey::OffsetDelete, min: offset_delete::VERSIONS.0, max: offset_delete::VERSIONS.1 },
+    ApiSpec { key: ApiKey::DescribeCluster, min: describe_cluster::VERSIONS.0, max: describe_cluster::VERSIONS.1 },
     ApiSpec {
         key: ApiKey::ConsumerGroupHeartbeat,
         min: consumer_group_heartbeat::VERSIONS.0,
@@ -173,6 +175,7 @@ async fn dispatch(
         RequestKind::CreatePartitions(r) => {
             Some(ResponseKind::CreatePartitions(create_partitions::handle(shard, v, r).await))
         }
+        RequestKind::DescribeCluster(r) => Some(ResponseKind::DescribeCluster(describe_cluster::handle(shard, v, r).await)),
         RequestKind::AlterConfigs(r) => Some(ResponseKind::AlterConfigs(alter_configs::handle(shard, v, r).await)),
         RequestKind::IncrementalAlterConfigs(r) => {
             Some(ResponseKind::IncrementalAlterConfigs(alter_configs::handle_incremental(shard, v, r).await))
@@ -237,6 +240,7 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DescribeConfigs => "DescribeConfigs",
         ApiKey::DeleteRecords => "DeleteRecords",
         ApiKey::AlterConfigs => "AlterConfigs",
+        ApiKey::DescribeCluster => "DescribeCluster",
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::DeleteGroups => "DeleteGroups",
