@@ -89,6 +89,7 @@ fn api_versions_advertises_exactly_what_is_implemented() {
             (23, 2, 4),
             (32, 1, 4),
             (33, 0, 2),
+            (35, 1, 4),
             (37, 0, 3),
             (42, 0, 2),
             (44, 0, 1),
@@ -420,4 +421,32 @@ fn describe_cluster_names_this_node_and_the_cluster_id() {
             assert_eq!(r.cluster_authorized_operations, i32::MIN, "operations not asked for");
         }
     }
+}
+
+#[test]
+fn describe_log_dirs_reports_each_partitions_bytes() {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    let broker = Broker::start(&[]);
+    let mut raw = Raw::connect(broker.port);
+    create(&mut raw, vec![topic("sized", 2, 1)], false);
+    assert_eq!(produce(&mut raw, "sized", 1, -1, batch(50)), 0);
+    let ask = |raw: &mut Raw, topics: Option<Vec<DescribableLogDirTopic>>| -> DescribeLogDirsResponse {
+        raw.call(ApiKey::DescribeLogDirs, 4, &DescribeLogDirsRequest::default().with_topics(topics), 4)
+    };
+    let r = ask(&mut raw, None);
+    assert_eq!(r.results.len(), 1);
+    let dir = &r.results[0];
+    assert_eq!(dir.log_dir.as_str(), broker.data_dir().display().to_string());
+    assert!(dir.total_bytes > 0 && dir.usable_bytes > 0 && dir.usable_bytes <= dir.total_bytes, "{dir:?}");
+    let sized = dir.topics.iter().find(|t| t.name.0.as_str() == "sized").expect("the topic is listed");
+    let sizes: Vec<(i32, i64)> = sized.partitions.iter().map(|p| (p.partition_index, p.partition_size)).collect();
+    assert_eq!(sizes[0], (0, 0), "{sizes:?}");
+    assert_eq!(sizes[1], (1, batch(50).len() as i64), "{sizes:?}");
+    // Only what is asked for, and nothing for what does not exist.
+    let one = DescribableLogDirTopic::default().with_topic(name("sized")).with_partitions(vec![1, 9]);
+    let none = DescribableLogDirTopic::default().with_topic(name("nope")).with_partitions(vec![0]);
+    let r = ask(&mut raw, Some(vec![none, one]));
+    let listed: Vec<(String, Vec<i32>)> =
+        r.results[0].topics.iter().map(|t| (t.name.0.to_string(), t.partitions.iter().map(|p| p.partition_index).collect())).collect();
+    assert_eq!(listed, vec![("sized".to_string(), vec![1])]);
 }

@@ -18,6 +18,13 @@ pub fn resident_bytes() -> Option<u64> {
     Some(pages * u64::try_from(page).ok().filter(|p| *p > 0)?)
 }
 
+/// The filesystem holding `path`: (total bytes, bytes available to this process), as `df` shows.
+pub fn space(path: &Path) -> io::Result<(u64, u64)> {
+    let s = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+    let block = s.fragment_size() as u64;
+    Ok((s.blocks() as u64 * block, s.blocks_available() as u64 * block))
+}
+
 /// Reads a whole file; `None` when it does not exist.
 pub async fn read(path: PathBuf) -> io::Result<Option<Vec<u8>>> {
     #[cfg(test)]

@@ -53,6 +53,10 @@ pub fn each_code(resp: &ResponseKind, mut f: impl FnMut(i16)) {
         ResponseKind::DeleteTopics(r) => r.responses.iter().for_each(|t| g(t.error_code)),
         ResponseKind::CreatePartitions(r) => r.results.iter().for_each(|x| g(x.error_code)),
         ResponseKind::DescribeCluster(r) => g(r.error_code),
+        ResponseKind::DescribeLogDirs(r) => {
+            g(r.error_code);
+            r.results.iter().for_each(|x| g(x.error_code));
+        }
         ResponseKind::AlterConfigs(r) => r.responses.iter().for_each(|x| g(x.error_code)),
         ResponseKind::IncrementalAlterConfigs(r) => r.responses.iter().for_each(|x| g(x.error_code)),
         ResponseKind::DeleteRecords(r) => r.topics.iter().flat_map(|t| &t.partitions).for_each(|p| g(p.error_code)),

@@ -16,6 +16,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_groups;
+pub mod describe_log_dirs;
 pub mod describe_configs;
 pub mod errors;
 pub mod fetch;
@@ -79,6 +80,7 @@ pub const SUPPORTED: &[ApiSpec] = &[
     },
     ApiSpec { key: ApiKey::DescribeConfigs, min: describe_configs::VERSIONS.0, max: describe_configs::VERSIONS.1 },
     ApiSpec { key: ApiKey::AlterConfigs, min: alter_configs::VERSIONS.0, max: alter_configs::VERSIONS.1 },
+    ApiSpec { key: ApiKey::DescribeLogDirs, min: describe_log_dirs::VERSIONS.0, max: describe_log_dirs::VERSIONS.1 },
     ApiSpec {
         key: ApiKey::CreatePartitions,
         min: create_partitions::VERSIONS.0,
@@ -176,6 +178,7 @@ async fn dispatch(
             Some(ResponseKind::CreatePartitions(create_partitions::handle(shard, v, r).await))
         }
         RequestKind::DescribeCluster(r) => Some(ResponseKind::DescribeCluster(describe_cluster::handle(shard, v, r).await)),
+        RequestKind::DescribeLogDirs(r) => Some(ResponseKind::DescribeLogDirs(describe_log_dirs::handle(shard, v, r).await)),
         RequestKind::AlterConfigs(r) => Some(ResponseKind::AlterConfigs(alter_configs::handle(shard, v, r).await)),
         RequestKind::IncrementalAlterConfigs(r) => {
             Some(ResponseKind::IncrementalAlterConfigs(alter_configs::handle_incremental(shard, v, r).await))
@@ -240,6 +243,7 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DescribeConfigs => "DescribeConfigs",
         ApiKey::DeleteRecords => "DeleteRecords",
         ApiKey::AlterConfigs => "AlterConfigs",
+        ApiKey::DescribeLogDirs => "DescribeLogDirs",
         ApiKey::DescribeCluster => "DescribeCluster",
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
