@@ -4,7 +4,9 @@
 //! partition of the topic takes them at once (retention, flush policy, segment size for the next
 //! roll, timestamps for the next append). Incremental: SET, DELETE (back to the broker default),
 //! APPEND and SUBTRACT (for the one list-valued key, `cleanup.policy`). AlterConfigs replaces the
-//! topic's whole set of overrides, as Kafka's does. `validate_only` checks without changing.
+//! topic's whole set of overrides, as Kafka's does. `validate_only` checks without changing. As
+//! in Kafka, a key named twice in one resource, or a null value where one is needed, is
+//! INVALID_REQUEST.
 //!
 //! Not yet: broker configs at run time (INVALID_REQUEST, saying so), and `__consumer_offsets`,
 //! whose records are the groups' state (INVALID_REQUEST: Spate keeps it compacted).
@@ -59,6 +61,11 @@ pub async fn handle_incremental(
         .map(|r| {
             let name = r.resource_name.to_string();
             let new = check_resource(r.resource_type, &name, &names).and_then(|()| {
+                let mut keys: Vec<&str> = r.configs.iter().map(|c| c.name.as_str()).collect();
+                keys.sort_unstable();
+                if keys.windows(2).any(|w| w[0] == w[1]) {
+                    return Err((ResponseError::InvalidRequest, "Error due to duplicate config keys".to_string()));
+                }
                 let topic = image.topic(&name).expect("checked");
                 let mut o = topic.overrides.clone();
                 for c in &r.configs {
@@ -90,11 +97,14 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, req: AlterConfigsRequest) 
         .iter()
         .map(|r| {
             let name = r.resource_name.to_string();
-            let new = check_resource(r.resource_type, &name, &names).map(|()| {
+            let new = check_resource(r.resource_type, &name, &names).and_then(|()| {
                 r.configs
                     .iter()
-                    .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
-                    .collect::<BTreeMap<_, _>>()
+                    .map(|c| match &c.value {
+                        Some(v) => Ok((c.name.to_string(), v.to_string())),
+                        None => Err((ResponseError::InvalidRequest, "Null value not supported for topic configs".to_string())),
+                    })
+                    .collect::<Result<BTreeMap<_, _>, _>>()
             });
             Change { resource_type: r.resource_type, name, new }
         })
@@ -150,9 +160,12 @@ fn apply_op(
     if !crate::config::TOPIC_CONFIG_KEYS.contains(&key) {
         return Err(invalid(format!("unknown topic config {key:?}")));
     }
+    if op != OP_DELETE && value.is_none() {
+        return Err((ResponseError::InvalidRequest, format!("Null value not supported for : {key}")));
+    }
     match op {
         OP_SET => {
-            let v = value.ok_or_else(|| invalid(format!("{key}: SET needs a value")))?;
+            let v = value.expect("checked above");
             o.insert(key.to_string(), v.to_string());
         }
         OP_DELETE => {
@@ -162,7 +175,7 @@ fn apply_op(
             if !LIST_KEYS.contains(&key) {
                 return Err(invalid(format!("{key}: APPEND and SUBTRACT apply only to list configs ({})", LIST_KEYS.join(", "))));
             }
-            let v = value.ok_or_else(|| invalid(format!("{key}: APPEND and SUBTRACT need a value")))?;
+            let v = value.expect("checked above");
             let current = o.get(key).cloned().unwrap_or_else(|| effective_value(effective, key));
             let mut items: Vec<String> = current.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
             for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
