@@ -2,6 +2,7 @@
 
 import os
 import time
+import warnings
 import zlib
 
 from harness import Skip, check, wait_until
@@ -9,8 +10,8 @@ from harness import Skip, check, wait_until
 try:
     from confluent_kafka import (OFFSET_BEGINNING, OFFSET_END, TIMESTAMP_CREATE_TIME, Consumer, KafkaError,
                                  KafkaException, Producer, TopicPartition)
-    from confluent_kafka.admin import (AdminClient, ConfigResource, ConfigSource, NewTopic, OffsetSpec,
-                                       ResourceType)
+    from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource,
+                                       NewTopic, OffsetSpec, ResourceType)
 except ImportError as _e:  # pragma: no cover - reported per check
     _IMPORT_ERROR = _e
 else:
@@ -261,6 +262,153 @@ def ck_admin_describe_broker_config(ctx):
         assert k in cfg, f"broker config lacks {k} ({sorted(cfg)[:10]}...)"
     assert cfg["message.max.bytes"].value == "1048588", f"message.max.bytes {cfg['message.max.bytes'].value}"
     assert cfg["num.partitions"].value == "1", f"num.partitions {cfg['num.partitions'].value}"
+
+
+# ---------------------------------------------------------------------------
+# IncrementalAlterConfigs / AlterConfigs on topics
+# ---------------------------------------------------------------------------
+
+# Every topic setting Spate knows (README's topic settings table), each with a value other than
+# its broker default.
+TOPIC_SETTINGS = {
+    "cleanup.policy": "compact",
+    "delete.retention.ms": "3600000",
+    "flush.messages": "1000",
+    "flush.ms": "2000",
+    "index.interval.bytes": "8192",
+    "max.message.bytes": "2000000",
+    "message.timestamp.type": "LogAppendTime",
+    "retention.bytes": "104857600",
+    "retention.ms": "60000",
+    "segment.bytes": "1048576",
+    "segment.ms": "600000",
+}
+DYNAMIC_TOPIC = None if _IMPORT_ERROR else ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+DEFAULT = None if _IMPORT_ERROR else ConfigSource.DEFAULT_CONFIG.value
+
+
+def _settings(a, topic):
+    """{key: (value, source)} of a topic as describe_configs reports it."""
+    res = ConfigResource(ResourceType.TOPIC, topic)
+    cfg = result(a.describe_configs([res])[res], f"describe_configs({topic})")
+    return {k: (e.value, e.source) for k, e in cfg.items()}
+
+
+def _expect_settings(a, topic, want, after):
+    got = _settings(a, topic)
+    diffs = [f"{k} = {got.get(k)}, want {want.get(k)}" for k in sorted(set(got) | set(want)) if got.get(k) != want.get(k)]
+    assert not diffs, f"describe_configs({topic}) after {after}: " + "; ".join(diffs)
+
+
+def _incremental(a, topic, ops, validate_only=False, restype=None):
+    """incremental_alter_configs of one resource: ops are (key, value, AlterConfigOpType); its future."""
+    res = ConfigResource(restype or ResourceType.TOPIC, topic,
+                         incremental_configs=[ConfigEntry(k, v, incremental_operation=op) for k, v, op in ops])
+    fs = a.incremental_alter_configs([res], validate_only=validate_only, request_timeout=TIMEOUT)
+    [fut] = fs.values()
+    return fut
+
+
+@check("ck_admin_incremental_alter_configs")
+def ck_admin_incremental_alter_configs(ctx):
+    """AdminClient.incremental_alter_configs (IncrementalAlterConfigs) on a topic, read back with
+    describe_configs after every step: SET of each topic setting in turn (the value as set,
+    DYNAMIC_TOPIC_CONFIG, the others still DEFAULT_CONFIG), APPEND and SUBTRACT on cleanup.policy,
+    DELETE of all eleven at once (every key back to its default), APPEND to the default list."""
+    SET, DELETE, APPEND, SUBTRACT = (AlterConfigOpType.SET, AlterConfigOpType.DELETE, AlterConfigOpType.APPEND,
+                                     AlterConfigOpType.SUBTRACT)
+    topic = ctx.topic("ck-iac")
+    a = create_topic(ctx, topic, 2)
+    defaults = _settings(a, topic)
+    assert sorted(defaults) == sorted(TOPIC_SETTINGS), f"described keys {sorted(defaults)}, want {sorted(TOPIC_SETTINGS)}"
+    for k, (v, source) in defaults.items():
+        assert source == DEFAULT and v != TOPIC_SETTINGS[k], f"new topic: {k} = {v!r} from source {source}"
+    want = dict(defaults)
+    for k, v in TOPIC_SETTINGS.items():
+        result(_incremental(a, topic, [(k, v, SET)]), f"SET {k}={v}")
+        want[k] = (v, DYNAMIC_TOPIC)
+        _expect_settings(a, topic, want, f"SET {k}={v}")
+    for op, v, now in ((APPEND, "delete", "compact,delete"), (APPEND, "compact", "compact,delete"),
+                       (SUBTRACT, "compact", "delete")):
+        result(_incremental(a, topic, [("cleanup.policy", v, op)]), f"{op.name} cleanup.policy {v}")
+        want["cleanup.policy"] = (now, DYNAMIC_TOPIC)
+        _expect_settings(a, topic, want, f"{op.name} cleanup.policy {v}")
+    result(_incremental(a, topic, [(k, None, DELETE) for k in TOPIC_SETTINGS]), "DELETE of every key")
+    _expect_settings(a, topic, defaults, "DELETE of every key")
+    result(_incremental(a, topic, [("cleanup.policy", "compact", APPEND)]), "APPEND compact to the default")
+    _expect_settings(a, topic, dict(defaults, **{"cleanup.policy": ("delete,compact", DYNAMIC_TOPIC)}),
+                     "APPEND compact to the default")
+    return f"{len(TOPIC_SETTINGS)} keys SET and DELETEd, APPEND/SUBTRACT on cleanup.policy"
+
+
+@check("ck_admin_alter_configs_refusals")
+def ck_admin_alter_configs_refusals(ctx):
+    """incremental_alter_configs refusals: INVALID_CONFIG naming the key (bad value, unknown key,
+    APPEND to a key that is not a list, SUBTRACT emptying the list, a good SET beside a bad one),
+    also with validate_only; UNKNOWN_TOPIC_OR_PART for a missing topic; INVALID_REQUEST with
+    Spate's message for broker 0 and for __consumer_offsets; several resources in one call each
+    answered on their own; validate_only changes nothing. Then the deprecated alter_configs
+    (AlterConfigs): the named configs replace all the topic's overrides."""
+    SET, APPEND, SUBTRACT = AlterConfigOpType.SET, AlterConfigOpType.APPEND, AlterConfigOpType.SUBTRACT
+    topic, other = ctx.topic("ck-iac-err"), ctx.topic("ck-iac-err2")
+    a = create_topic(ctx, topic, 1, {"retention.ms": "3600000", "cleanup.policy": "compact"})
+    create_topic(ctx, other, 1)
+    before, defaults = _settings(a, topic), _settings(a, other)
+    cases = [
+        ("a bad value", [("retention.ms", "soon", SET)], "retention.ms"),
+        ("an unknown key", [("no.such.key", "1", SET)], "no.such.key"),
+        ("APPEND to a key that is not a list", [("segment.bytes", "1", APPEND)], "segment.bytes"),
+        ("SUBTRACT emptying the list", [("cleanup.policy", "compact", SUBTRACT)], "cleanup.policy"),
+        ("a good SET beside a bad one", [("retention.ms", "1000", SET), ("segment.ms", "0", SET)], "segment.ms"),
+    ]
+    for what, ops, key in cases:
+        for validate_only in (False, True):
+            label = what + (" (validate_only)" if validate_only else "")
+            err = expect_error(_incremental(a, topic, ops, validate_only), KafkaError.INVALID_CONFIG, label)
+            assert key in err.str(), f"{label}: the message does not name {key}: {err.str()!r}"
+    missing = ctx.topic("ck-iac-nosuch")
+    expect_error(_incremental(a, missing, [("retention.ms", "1", SET)]), KafkaError.UNKNOWN_TOPIC_OR_PART, "a missing topic")
+    err = expect_error(_incremental(a, "0", [("log.retention.ms", "1", SET)], restype=ResourceType.BROKER),
+                       KafkaError.INVALID_REQUEST, "broker 0")
+    assert err.str() == "changing broker configs at run time is not supported by Spate yet", err.str()
+    err = expect_error(_incremental(a, "__consumer_offsets", [("cleanup.policy", "delete", SET)]),
+                       KafkaError.INVALID_REQUEST, "__consumer_offsets")
+    assert "__consumer_offsets" in err.str(), err.str()
+    _expect_settings(a, topic, before, "the refusals")
+
+    # One call, three resources: each answered on its own.
+    resources = [ConfigResource(ResourceType.TOPIC, other, incremental_configs=[
+                     ConfigEntry("retention.ms", "120000", incremental_operation=SET)]),
+                 ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+                     ConfigEntry("retention.ms", "soon", incremental_operation=SET)]),
+                 ConfigResource(ResourceType.TOPIC, missing, incremental_configs=[
+                     ConfigEntry("retention.ms", "1", incremental_operation=SET)])]
+    fs = {r.name: f for r, f in a.incremental_alter_configs(resources, request_timeout=TIMEOUT).items()}
+    result(fs[other], f"SET retention.ms on {other} beside two refusals")
+    expect_error(fs[topic], KafkaError.INVALID_CONFIG, "a bad value beside others")
+    expect_error(fs[missing], KafkaError.UNKNOWN_TOPIC_OR_PART, "a missing topic beside others")
+    assert _settings(a, other)["retention.ms"] == ("120000", DYNAMIC_TOPIC), _settings(a, other)["retention.ms"]
+
+    # validate_only: accepted, nothing changes.
+    result(_incremental(a, topic, [("retention.ms", "60000", SET), ("cleanup.policy", "delete", APPEND),
+                                   ("segment.bytes", "1048576", SET)], validate_only=True), "validate_only SET/APPEND")
+    result(_incremental(a, other, [("retention.ms", None, AlterConfigOpType.DELETE)], validate_only=True),
+           "validate_only DELETE")
+    _expect_settings(a, topic, before, "validate_only")
+    assert _settings(a, other)["retention.ms"] == ("120000", DYNAMIC_TOPIC), "validate_only DELETE changed retention.ms"
+
+    # The deprecated alter_configs (AlterConfigs): the named configs are the topic's whole set.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        res = ConfigResource(ResourceType.TOPIC, topic, set_config={"max.message.bytes": "5000", "segment.ms": "600000"})
+        result(a.alter_configs([res], request_timeout=TIMEOUT)[res], "alter_configs")
+        want = dict(defaults, **{"max.message.bytes": ("5000", DYNAMIC_TOPIC), "segment.ms": ("600000", DYNAMIC_TOPIC)})
+        _expect_settings(a, topic, want, "alter_configs of two keys")
+        bad = ConfigResource(ResourceType.TOPIC, topic, set_config={"retention.ms": "soon"})
+        err = expect_error(a.alter_configs([bad], request_timeout=TIMEOUT)[bad], KafkaError.INVALID_CONFIG, "alter_configs bad value")
+        assert "retention.ms" in err.str(), err.str()
+        _expect_settings(a, topic, want, "a refused alter_configs")
+    return "INVALID_CONFIG x5 (x2 validate_only), UNKNOWN_TOPIC_OR_PART, INVALID_REQUEST x2, mixed call, alter_configs"
 
 
 # ---------------------------------------------------------------------------

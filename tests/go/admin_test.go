@@ -674,9 +674,9 @@ func TestAdminGroups(t *testing.T) {
 
 // TestUnsupportedAPIs proves that what Spate does not implement fails at once and cleanly:
 //   - admin-apis: each kadm call below needs an API Spate's ApiVersions does not list
-//     (CreatePartitions, AlterConfigs, IncrementalAlterConfigs, DescribeAcls, DescribeLogDirs);
-//     each comes back with an error within 10 s, and the client still works;
-//   - raw-unadvertised-request: sent anyway on a raw connection, CreatePartitions v0 makes the
+//     (DescribeProducers, DescribeAcls, ElectLeaders); each comes back with an error within
+//     10 s, and the client still works;
+//   - raw-unadvertised-request: sent anyway on a raw connection, ElectLeaders v0 makes the
 //     broker close the connection (as Kafka does with an API it does not serve) or answer, within
 //     5 s;
 //   - transactions: FindCoordinator for a transactional id and InitProducerId with one are
@@ -702,17 +702,9 @@ func TestUnsupportedAPIs(t *testing.T) {
 			key  kmsg.Key
 			call func(ctx context.Context) error
 		}{
-			{kmsg.CreatePartitions, func(ctx context.Context) error {
-				r, err := adm.CreatePartitions(ctx, 1, topic)
-				return firstErr(err, r.Error())
-			}},
-			{kmsg.AlterConfigs, func(ctx context.Context) error {
-				r, err := adm.AlterTopicConfigsState(ctx, []kadm.AlterConfig{{Name: "retention.ms", Value: kadm.StringPtr("1000")}}, topic)
-				return firstErr(err, alterErr(r))
-			}},
-			{kmsg.IncrementalAlterConfigs, func(ctx context.Context) error {
-				r, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "retention.ms", Value: kadm.StringPtr("1000")}}, topic)
-				return firstErr(err, alterErr(r))
+			{kmsg.DescribeProducers, func(ctx context.Context) error {
+				_, err := adm.DescribeProducers(ctx, kadm.TopicsSet{topic: {0: {}}})
+				return err
 			}},
 			{kmsg.DescribeACLs, func(ctx context.Context) error {
 				acls := kadm.NewACLs().AnyResource().Allow().AllowHosts().Deny().DenyHosts().Operations().ResourcePatternType(kadm.ACLPatternAny)
@@ -730,9 +722,19 @@ func TestUnsupportedAPIs(t *testing.T) {
 				}
 				return nil
 			}},
-			{kmsg.DescribeLogDirs, func(ctx context.Context) error {
-				_, err := adm.DescribeAllLogDirs(ctx, nil)
-				return err
+			{kmsg.ElectLeaders, func(ctx context.Context) error {
+				r, err := adm.ElectLeaders(ctx, kadm.ElectPreferredReplica, kadm.TopicsSet{topic: {0: {}}})
+				if err != nil {
+					return err
+				}
+				for _, ps := range r {
+					for _, x := range ps {
+						if x.Err != nil {
+							return x.Err
+						}
+					}
+				}
+				return nil
 			}},
 		}
 		for _, c := range calls {
@@ -761,14 +763,14 @@ func TestUnsupportedAPIs(t *testing.T) {
 
 	t.Run("raw-unadvertised-request", func(t *testing.T) {
 		tt := begin(t)
-		cp := kmsg.NewPtrCreatePartitionsRequest()
-		cp.SetVersion(0)
-		cpt := kmsg.NewCreatePartitionsRequestTopic()
-		cpt.Topic = "unsupported-apis"
-		cpt.Count = 2
-		cp.Topics = append(cp.Topics, cpt)
-		cp.TimeoutMillis = 5000
-		tt.Logf("CreatePartitions v0 on a raw connection: %s", rawRequest(tt, cp, 5*time.Second))
+		el := kmsg.NewPtrElectLeadersRequest()
+		el.SetVersion(0)
+		elt := kmsg.NewElectLeadersRequestTopic()
+		elt.Topic = "unsupported-apis"
+		elt.Partitions = []int32{0}
+		el.Topics = append(el.Topics, elt)
+		el.TimeoutMillis = 5000
+		tt.Logf("ElectLeaders v0 on a raw connection: %s", rawRequest(tt, el, 5*time.Second))
 	})
 
 	t.Run("transactions", func(t *testing.T) {
@@ -886,11 +888,57 @@ func firstErr(errs ...error) error {
 	return nil
 }
 
-func alterErr(rs kadm.AlterConfigsResponses) error {
-	for _, r := range rs {
-		if r.Err != nil {
-			return r.Err
-		}
+// TestAdminCreatePartitionsAndLogDirs proves kadm's CreatePartitions grows a topic (Metadata shows
+// the new count, records keep their partitions, a count not larger is INVALID_PARTITIONS) and
+// DescribeAllLogDirs reports the one directory with each partition's bytes and the disk's size.
+func TestAdminCreatePartitionsAndLogDirs(t *testing.T) {
+	tt := begin(t)
+	adm := newAdmin(tt, "grow")
+	const topic = "grow-topic"
+	createTopic(tt, adm, topic, 1, nil)
+	cl := newClient(tt, "grow-producer", kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err := cl.ProduceSync(ctxFor(tt, opTimeout), &kgo.Record{Partition: 0, Value: []byte("before")}).FirstErr(); err != nil {
+		tt.Fatalf("produce: %v", err)
 	}
-	return nil
+	r, err := adm.UpdatePartitions(ctxFor(tt, opTimeout), 3, topic)
+	if err != nil || r.Error() != nil {
+		tt.Fatalf("CreatePartitions to 3: %v %v", err, r.Error())
+	}
+	td, err := adm.ListTopics(ctxFor(tt, opTimeout), topic)
+	if err != nil || len(td[topic].Partitions) != 3 {
+		tt.Fatalf("Metadata after growing: %v %v", err, td[topic].Partitions)
+	}
+	r, err = adm.UpdatePartitions(ctxFor(tt, opTimeout), 2, topic)
+	if err == nil {
+		err = r.Error()
+	}
+	if !errors.Is(err, kerr.InvalidPartitions) {
+		tt.Errorf("CreatePartitions to a smaller count: %v, want INVALID_PARTITIONS", err)
+	}
+	// A client that learns the topic now sees three partitions (one that knew it before keeps
+	// its cached metadata until its next refresh).
+	cl2 := newClient(tt, "grow-producer-2", kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err := cl2.ProduceSync(ctxFor(tt, opTimeout), &kgo.Record{Partition: 2, Value: []byte("after")}).FirstErr(); err != nil {
+		tt.Fatalf("produce to a new partition: %v", err)
+	}
+	dirs, err := adm.DescribeAllLogDirs(ctxFor(tt, opTimeout), kadm.TopicsSet{topic: {0: {}, 1: {}, 2: {}}})
+	if err != nil {
+		tt.Fatalf("DescribeLogDirs: %v", err)
+	}
+	var dir kadm.DescribedLogDir
+	n := 0
+	dirs.Each(func(d kadm.DescribedLogDir) { dir = d; n++ })
+	if n != 1 || dir.Err != nil {
+		tt.Fatalf("want one log directory, got %d (%v)", n, dir.Err)
+	}
+	if dir.TotalBytes <= 0 || dir.UsableBytes <= 0 || dir.UsableBytes > dir.TotalBytes {
+		tt.Errorf("disk sizes: total %d usable %d", dir.TotalBytes, dir.UsableBytes)
+	}
+	sizes := map[int32]int64{}
+	for p, dp := range dir.Topics[topic] {
+		sizes[p] = dp.Size
+	}
+	if len(sizes) != 3 || sizes[0] <= 0 || sizes[1] != 0 || sizes[2] <= 0 {
+		tt.Errorf("partition sizes %v: want 0 and 2 written, 1 empty", sizes)
+	}
 }

@@ -26,6 +26,7 @@ import java.util.stream.Stream;
 
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AlterConfigOp;
+import org.apache.kafka.clients.admin.AlterConfigsOptions;
 import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.ConsumerGroupDescription;
@@ -39,7 +40,9 @@ import org.apache.kafka.clients.admin.GroupListing;
 import org.apache.kafka.clients.admin.ListOffsetsResult.ListOffsetsResultInfo;
 import org.apache.kafka.clients.admin.MemberDescription;
 import org.apache.kafka.clients.admin.MemberToRemove;
+import org.apache.kafka.clients.admin.LogDirDescription;
 import org.apache.kafka.clients.admin.NewPartitions;
+import org.apache.kafka.clients.admin.ReplicaInfo;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.OffsetSpec;
 import org.apache.kafka.clients.admin.RecordsToDelete;
@@ -50,20 +53,26 @@ import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.ElectionType;
 import org.apache.kafka.common.GroupState;
 import org.apache.kafka.common.GroupType;
 import org.apache.kafka.common.KafkaFuture;
 import org.apache.kafka.common.Node;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.errors.InvalidPartitionsException;
 import org.apache.kafka.common.TopicCollection;
 import org.apache.kafka.common.TopicPartitionInfo;
 import org.apache.kafka.common.Uuid;
 import org.apache.kafka.common.acl.AclBindingFilter;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.GroupNotEmptyException;
+import org.apache.kafka.common.errors.InvalidConfigurationException;
+import org.apache.kafka.common.errors.InvalidRequestException;
 import org.apache.kafka.common.errors.InvalidTopicException;
+import org.apache.kafka.common.errors.RecordTooLargeException;
 import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.errors.UnknownTopicIdException;
 import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
@@ -93,6 +102,35 @@ class AdminClientTest {
         if (admin != null) {
             admin.close(Duration.ofSeconds(10));
         }
+    }
+
+    /**
+     * createPartitions grows a topic (describeTopics shows the new count at once; a smaller count
+     * is InvalidPartitionsException), and describeLogDirs reports each partition's bytes and the
+     * disk's total and usable bytes.
+     */
+    @Test
+    void createPartitionsAndDescribeLogDirs() throws Exception {
+        String topic = "admin-grow";
+        get(admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all());
+        try (KafkaProducer<String, String> p = new KafkaProducer<>(Clients.producer(broker, true))) {
+            p.send(new ProducerRecord<>(topic, 0, "k", "v")).get(TIMEOUT_S, TimeUnit.SECONDS);
+        }
+        get(admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(3))).all());
+        assertEquals(3, get(admin.describeTopics(List.of(topic)).allTopicNames()).get(topic).partitions().size());
+        ExecutionException e = assertThrows(ExecutionException.class,
+                () -> admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(2))).all().get(TIMEOUT_S, TimeUnit.SECONDS));
+        assertInstanceOf(InvalidPartitionsException.class, e.getCause());
+
+        Map<Integer, Map<String, LogDirDescription>> dirs = get(admin.describeLogDirs(List.of(0)).allDescriptions());
+        assertEquals(1, dirs.get(0).size(), "one log directory: " + dirs);
+        LogDirDescription d = dirs.get(0).values().iterator().next();
+        ReplicaInfo first = d.replicaInfos().get(new TopicPartition(topic, 0));
+        ReplicaInfo added = d.replicaInfos().get(new TopicPartition(topic, 2));
+        assertTrue(first != null && first.size() > 0, "the written partition has bytes: " + d.replicaInfos());
+        assertTrue(added != null && added.size() == 0, "a new partition is empty: " + d.replicaInfos());
+        assertTrue(d.totalBytes().isPresent() && d.usableBytes().isPresent(), d.toString());
+        assertTrue(d.usableBytes().getAsLong() <= d.totalBytes().getAsLong(), d.toString());
     }
 
     private static <T> T get(KafkaFuture<T> f) throws Exception {
@@ -317,6 +355,233 @@ class AdminClientTest {
         assertEquals("45000", config.get("consumer.session.timeout.ms").value(), config.toString());
         assertEquals("5000", config.get("consumer.heartbeat.interval.ms").value(), config.toString());
         assertEquals(ConfigEntry.ConfigSource.DEFAULT_CONFIG, config.get("consumer.session.timeout.ms").source());
+    }
+
+    /**
+     * Every topic setting Spate knows (README's topic settings table), each with a value other
+     * than its broker default.
+     */
+    private static final Map<String, String> TOPIC_SETTINGS = new java.util.TreeMap<>(Map.ofEntries(
+            Map.entry("cleanup.policy", "compact"),
+            Map.entry("delete.retention.ms", "3600000"),
+            Map.entry("flush.messages", "1000"),
+            Map.entry("flush.ms", "2000"),
+            Map.entry("index.interval.bytes", "8192"),
+            Map.entry("max.message.bytes", "2000000"),
+            Map.entry("message.timestamp.type", "LogAppendTime"),
+            Map.entry("retention.bytes", "104857600"),
+            Map.entry("retention.ms", "60000"),
+            Map.entry("segment.bytes", "1048576"),
+            Map.entry("segment.ms", "600000")));
+
+    private static AlterConfigOp op(String key, String value, AlterConfigOp.OpType type) {
+        return new AlterConfigOp(new ConfigEntry(key, value), type);
+    }
+
+    private static void alter(ConfigResource res, AlterConfigOp... ops) throws Exception {
+        get(admin.incrementalAlterConfigs(Map.of(res, List.of(ops))).all());
+    }
+
+    /** A resource's configs by name, as describeConfigs reports them. */
+    private static Map<String, ConfigEntry> describe(ConfigResource res) throws Exception {
+        return get(admin.describeConfigs(List.of(res)).all()).get(res).entries().stream()
+                .collect(Collectors.toMap(ConfigEntry::name, Function.identity()));
+    }
+
+    /**
+     * IncrementalAlterConfigs (key 44) through {@code Admin.incrementalAlterConfigs}, with
+     * describeConfigs after every step: SET of each topic setting in turn (the value as set,
+     * DYNAMIC_TOPIC_CONFIG, and the keys not set yet still their defaults); APPEND and SUBTRACT on
+     * {@code cleanup.policy} (no duplicates; an override equal to the default is still an override);
+     * DELETE of all eleven in one call (every value back to the broker default, DEFAULT_CONFIG);
+     * APPEND to a key that is not overridden starts from its default.
+     * ({@code Admin.alterConfigs}, the legacy AlterConfigs, was removed from the client in Kafka
+     * 4.0; the Go and Python suites send AlterConfigs.)
+     */
+    @Test
+    void incrementalAlterConfigsRoundTripsEveryTopicSetting() throws Exception {
+        String topic = "admin-alter";
+        get(admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all());
+        ConfigResource res = new ConfigResource(ConfigResource.Type.TOPIC, topic);
+        Map<String, ConfigEntry> defaults = describe(res);
+        assertEquals(TOPIC_SETTINGS.keySet(), defaults.keySet(), "the topic settings described");
+        Map<String, String> defaultValues = new HashMap<>();
+        defaults.forEach((k, e) -> {
+            assertEquals(ConfigEntry.ConfigSource.DEFAULT_CONFIG, e.source(), e.toString());
+            assertNotEquals(TOPIC_SETTINGS.get(k), e.value(), k + ": the test's value is the default");
+            defaultValues.put(k, e.value());
+        });
+
+        // SET, one key at a time.
+        Map<String, String> want = new HashMap<>(defaultValues);
+        Set<String> overridden = new java.util.HashSet<>();
+        for (Map.Entry<String, String> s : TOPIC_SETTINGS.entrySet()) {
+            alter(res, op(s.getKey(), s.getValue(), AlterConfigOp.OpType.SET));
+            want.put(s.getKey(), s.getValue());
+            overridden.add(s.getKey());
+            Map<String, ConfigEntry> now = describe(res);
+            for (String k : TOPIC_SETTINGS.keySet()) {
+                ConfigEntry e = now.get(k);
+                assertNotNull(e, k + " after SET " + s.getKey());
+                assertEquals(want.get(k), e.value(), k + " after SET " + s.getKey());
+                assertEquals(overridden.contains(k) ? ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG
+                        : ConfigEntry.ConfigSource.DEFAULT_CONFIG, e.source(), k + " after SET " + s.getKey());
+            }
+        }
+
+        // APPEND and SUBTRACT: cleanup.policy is "compact" now.
+        alter(res, op("cleanup.policy", "delete", AlterConfigOp.OpType.APPEND));
+        assertEquals("compact,delete", describe(res).get("cleanup.policy").value());
+        alter(res, op("cleanup.policy", "compact", AlterConfigOp.OpType.APPEND));
+        assertEquals("compact,delete", describe(res).get("cleanup.policy").value(), "APPEND of a value already there");
+        alter(res, op("cleanup.policy", "compact", AlterConfigOp.OpType.SUBTRACT));
+        ConfigEntry cleanup = describe(res).get("cleanup.policy");
+        assertEquals("delete", cleanup.value());
+        assertEquals(ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG, cleanup.source(), "an override equal to the default");
+
+        // DELETE of every key in one call: all back to the broker defaults.
+        alter(res, TOPIC_SETTINGS.keySet().stream().map(k -> op(k, null, AlterConfigOp.OpType.DELETE)).toArray(AlterConfigOp[]::new));
+        Map<String, ConfigEntry> after = describe(res);
+        for (String k : TOPIC_SETTINGS.keySet()) {
+            assertEquals(defaultValues.get(k), after.get(k).value(), k + " after DELETE");
+            assertEquals(ConfigEntry.ConfigSource.DEFAULT_CONFIG, after.get(k).source(), k + " after DELETE");
+        }
+        // DELETE of a key that is not overridden changes nothing and is no error.
+        alter(res, op("retention.ms", null, AlterConfigOp.OpType.DELETE));
+        assertEquals(ConfigEntry.ConfigSource.DEFAULT_CONFIG, describe(res).get("retention.ms").source());
+
+        // APPEND to the default list.
+        alter(res, op("cleanup.policy", "compact", AlterConfigOp.OpType.APPEND));
+        cleanup = describe(res).get("cleanup.policy");
+        assertEquals("delete,compact", cleanup.value());
+        assertEquals(ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG, cleanup.source());
+    }
+
+    /**
+     * IncrementalAlterConfigs refusals, each for its own resource, and validateOnly: a bad value,
+     * an unknown key, APPEND to a key that is not a list, SUBTRACT emptying the list, and a value
+     * below a key's minimum are InvalidConfigurationException naming the key; a missing topic
+     * UnknownTopicOrPartitionException; broker 0, the cluster-wide broker default and
+     * {@code __consumer_offsets} InvalidRequestException with Spate's message. A refused resource
+     * changes nothing (not even its valid operations), and refusals in one call do not stop the
+     * other resources of that call. validateOnly answers as a change would and changes nothing.
+     */
+    @Test
+    void incrementalAlterConfigsRefusalsAndValidateOnly() throws Exception {
+        String topic = "admin-alter-errors";
+        String other = "admin-alter-errors-2";
+        get(admin.createTopics(List.of(
+                new NewTopic(topic, 1, (short) 1).configs(Map.of("retention.ms", "3600000", "cleanup.policy", "compact")),
+                new NewTopic(other, 1, (short) 1))).all());
+        ConfigResource res = new ConfigResource(ConfigResource.Type.TOPIC, topic);
+        ConfigResource otherRes = new ConfigResource(ConfigResource.Type.TOPIC, other);
+
+        record Refusal(String what, AlterConfigOp[] ops, String key) {}
+        List<Refusal> invalid = List.of(
+                new Refusal("a bad value", new AlterConfigOp[] {op("retention.ms", "soon", AlterConfigOp.OpType.SET)}, "retention.ms"),
+                new Refusal("an unknown key", new AlterConfigOp[] {op("no.such.key", "1", AlterConfigOp.OpType.SET)}, "no.such.key"),
+                new Refusal("a Kafka broker key on a topic", new AlterConfigOp[] {op("log.retention.ms", "1", AlterConfigOp.OpType.SET)},
+                        "log.retention.ms"),
+                new Refusal("APPEND to a key that is not a list", new AlterConfigOp[] {op("segment.bytes", "1", AlterConfigOp.OpType.APPEND)},
+                        "segment.bytes"),
+                new Refusal("SUBTRACT emptying the list", new AlterConfigOp[] {op("cleanup.policy", "compact", AlterConfigOp.OpType.SUBTRACT)},
+                        "cleanup.policy"),
+                new Refusal("a value below the minimum", new AlterConfigOp[] {op("segment.bytes", "1", AlterConfigOp.OpType.SET)}, "segment.bytes"),
+                new Refusal("a bad timestamp type", new AlterConfigOp[] {op("message.timestamp.type", "Now", AlterConfigOp.OpType.SET)},
+                        "message.timestamp.type"),
+                new Refusal("a good SET beside a bad one", new AlterConfigOp[] {op("retention.ms", "1000", AlterConfigOp.OpType.SET),
+                        op("max.message.bytes", "-5", AlterConfigOp.OpType.SET)}, "max.message.bytes"));
+        for (Refusal r : invalid) {
+            for (boolean validateOnly : List.of(false, true)) {
+                String what = r.what() + (validateOnly ? " (validateOnly)" : "");
+                Throwable cause = failure(admin.incrementalAlterConfigs(Map.of(res, List.of(r.ops())),
+                        new AlterConfigsOptions().validateOnly(validateOnly)).all());
+                assertInstanceOf(InvalidConfigurationException.class, cause, what + ": " + cause);
+                assertTrue(cause.getMessage().contains(r.key()), what + ": the message names " + r.key() + ": " + cause.getMessage());
+            }
+        }
+        Map<String, ConfigEntry> now = describe(res);
+        assertEquals("3600000", now.get("retention.ms").value(), "after the refusals");
+        assertEquals("compact", now.get("cleanup.policy").value(), "after the refusals");
+        assertEquals(ConfigEntry.ConfigSource.DEFAULT_CONFIG, now.get("segment.bytes").source(), "after the refusals");
+        assertEquals(ConfigEntry.ConfigSource.DEFAULT_CONFIG, now.get("max.message.bytes").source(), "after the refusals");
+
+        // One call, five resources: each answered on its own.
+        ConfigResource missing = new ConfigResource(ConfigResource.Type.TOPIC, "admin-alter-no-such-topic");
+        ConfigResource broker0 = new ConfigResource(ConfigResource.Type.BROKER, "0");
+        ConfigResource brokerDefault = new ConfigResource(ConfigResource.Type.BROKER, "");
+        ConfigResource offsets = new ConfigResource(ConfigResource.Type.TOPIC, "__consumer_offsets");
+        Map<ConfigResource, Collection<AlterConfigOp>> mixed = new java.util.LinkedHashMap<>();
+        mixed.put(otherRes, List.of(op("retention.ms", "120000", AlterConfigOp.OpType.SET)));
+        mixed.put(missing, List.of(op("retention.ms", "120000", AlterConfigOp.OpType.SET)));
+        mixed.put(broker0, List.of(op("log.retention.ms", "120000", AlterConfigOp.OpType.SET)));
+        mixed.put(brokerDefault, List.of(op("log.retention.ms", "120000", AlterConfigOp.OpType.SET)));
+        mixed.put(offsets, List.of(op("cleanup.policy", "delete", AlterConfigOp.OpType.SET)));
+        Map<ConfigResource, KafkaFuture<Void>> answers = admin.incrementalAlterConfigs(mixed).values();
+        get(answers.get(otherRes));
+        Throwable cause = failure(answers.get(missing));
+        assertInstanceOf(UnknownTopicOrPartitionException.class, cause, "a missing topic: " + cause);
+        for (ConfigResource b : List.of(broker0, brokerDefault)) {
+            cause = failure(answers.get(b));
+            assertInstanceOf(InvalidRequestException.class, cause, b + ": " + cause);
+            assertEquals("changing broker configs at run time is not supported by Spate yet", cause.getMessage(), b.toString());
+        }
+        cause = failure(answers.get(offsets));
+        assertInstanceOf(InvalidRequestException.class, cause, "__consumer_offsets: " + cause);
+        assertTrue(cause.getMessage().contains("__consumer_offsets"), cause.getMessage());
+        ConfigEntry changed = describe(otherRes).get("retention.ms");
+        assertEquals("120000", changed.value());
+        assertEquals(ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG, changed.source());
+
+        // validateOnly: accepted, nothing changes (SET, DELETE, APPEND alike).
+        get(admin.incrementalAlterConfigs(Map.of(res, List.of(
+                        op("retention.ms", "60000", AlterConfigOp.OpType.SET),
+                        op("cleanup.policy", "delete", AlterConfigOp.OpType.APPEND),
+                        op("segment.bytes", "1048576", AlterConfigOp.OpType.SET))),
+                new AlterConfigsOptions().validateOnly(true)).all());
+        get(admin.incrementalAlterConfigs(Map.of(otherRes, List.of(op("retention.ms", null, AlterConfigOp.OpType.DELETE))),
+                new AlterConfigsOptions().validateOnly(true)).all());
+        now = describe(res);
+        assertEquals("3600000", now.get("retention.ms").value(), "after validateOnly");
+        assertEquals("compact", now.get("cleanup.policy").value(), "after validateOnly");
+        assertEquals(ConfigEntry.ConfigSource.DEFAULT_CONFIG, now.get("segment.bytes").source(), "after validateOnly");
+        assertEquals("120000", describe(otherRes).get("retention.ms").value(), "after a validateOnly DELETE");
+    }
+
+    /**
+     * An altered setting reaches the topic's open partition at once: after a record went to it,
+     * SET {@code max.message.bytes=2000} makes a 3000-byte record fail with
+     * RecordTooLargeException, and SET {@code message.timestamp.type=LogAppendTime} makes the
+     * broker stamp a record sent with timestamp 1000; DELETE of both lets the same record in, with
+     * its own timestamp.
+     */
+    @Test
+    void alteredTopicSettingsApplyToTheOpenPartition() throws Exception {
+        String topic = "admin-alter-applies";
+        get(admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all());
+        ConfigResource res = new ConfigResource(ConfigResource.Type.TOPIC, topic);
+        Properties pp = Clients.producer(broker, false);
+        pp.put(ProducerConfig.COMPRESSION_TYPE_CONFIG, "none");
+        byte[] big = new byte[3000];
+        try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(pp)) {
+            assertEquals(0, producer.send(new ProducerRecord<>(topic, 0, null, big)).get(TIMEOUT_S, TimeUnit.SECONDS).offset());
+
+            alter(res, op("max.message.bytes", "2000", AlterConfigOp.OpType.SET),
+                    op("message.timestamp.type", "LogAppendTime", AlterConfigOp.OpType.SET));
+            ExecutionException e = assertThrows(ExecutionException.class,
+                    () -> producer.send(new ProducerRecord<>(topic, 0, null, big)).get(TIMEOUT_S, TimeUnit.SECONDS));
+            assertInstanceOf(RecordTooLargeException.class, e.getCause(), "cause: " + e.getCause());
+            long before = System.currentTimeMillis();
+            RecordMetadata stamped = producer.send(new ProducerRecord<>(topic, 0, 1000L, null, new byte[10])).get(TIMEOUT_S, TimeUnit.SECONDS);
+            assertEquals(1, stamped.offset(), "the refused record took no offset");
+            assertTrue(stamped.timestamp() >= before - 1000, "LogAppendTime: the broker's stamp, got " + stamped.timestamp());
+
+            alter(res, op("max.message.bytes", null, AlterConfigOp.OpType.DELETE),
+                    op("message.timestamp.type", null, AlterConfigOp.OpType.DELETE));
+            RecordMetadata back = producer.send(new ProducerRecord<>(topic, 0, 1000L, null, big)).get(TIMEOUT_S, TimeUnit.SECONDS);
+            assertEquals(2, back.offset());
+            assertEquals(1000L, back.timestamp(), "CreateTime again");
+        }
     }
 
     @Test
@@ -693,13 +958,7 @@ class AdminClientTest {
         String topic = "admin-unsupported";
         get(admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all());
         TopicPartition tp = new TopicPartition(topic, 0);
-        ConfigResource res = new ConfigResource(ConfigResource.Type.TOPIC, topic);
         Map<String, java.util.function.Supplier<KafkaFuture<?>>> calls = new java.util.LinkedHashMap<>();
-        calls.put("incrementalAlterConfigs (IncrementalAlterConfigs, key 44)", () -> admin.incrementalAlterConfigs(Map.of(res,
-                List.of(new AlterConfigOp(new ConfigEntry("retention.ms", "1000"), AlterConfigOp.OpType.SET)))).all());
-        calls.put("createPartitions (CreatePartitions, key 37)",
-                () -> admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(2))).all());
-        calls.put("describeLogDirs (DescribeLogDirs, key 35)", () -> admin.describeLogDirs(List.of(0)).allDescriptions());
         calls.put("describeAcls (DescribeAcls, key 29)", () -> admin.describeAcls(AclBindingFilter.ANY).values());
         calls.put("electLeaders (ElectLeaders, key 43)", () -> admin.electLeaders(ElectionType.PREFERRED, Set.of(tp)).all());
         calls.put("listPartitionReassignments (ListPartitionReassignments, key 46)",
