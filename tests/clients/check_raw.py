@@ -13,8 +13,10 @@ API_VERSIONS = 18
 CORE_APIS = {0: "Produce", 1: "Fetch", 2: "ListOffsets", 3: "Metadata", 8: "OffsetCommit", 9: "OffsetFetch",
              10: "FindCoordinator", 11: "JoinGroup", 12: "Heartbeat", 13: "LeaveGroup", 14: "SyncGroup",
              15: "DescribeGroups", 16: "ListGroups", 18: "ApiVersions", 19: "CreateTopics",
-             20: "DeleteTopics", 22: "InitProducerId", 23: "OffsetForLeaderEpoch", 32: "DescribeConfigs", 42: "DeleteGroups",
-             47: "OffsetDelete", 68: "ConsumerGroupHeartbeat", 69: "ConsumerGroupDescribe"}
+             20: "DeleteTopics", 21: "DeleteRecords", 22: "InitProducerId", 23: "OffsetForLeaderEpoch",
+             32: "DescribeConfigs", 33: "AlterConfigs", 35: "DescribeLogDirs", 37: "CreatePartitions",
+             42: "DeleteGroups", 44: "IncrementalAlterConfigs", 47: "OffsetDelete", 60: "DescribeCluster",
+             68: "ConsumerGroupHeartbeat", 69: "ConsumerGroupDescribe"}
 
 
 def connect(ctx, timeout=10.0):
