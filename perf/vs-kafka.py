@@ -150,6 +150,39 @@ class RssSampler(threading.Thread):
         self.peak_kib = max(self.peak_kib, proc_status_kib(self.pid, "VmRSS") or 0)
 
 
+def alive(pid):
+    return pid is not None and proc_cpu_s(pid) is not None
+
+
+def run_client(cmd, timeout, broker_pid):
+    """Runs a client to the end, like subprocess.run(capture_output=True), but stops it early when
+    the broker it talks to is gone for 3 s (a client would otherwise wait out its own timeouts,
+    minutes). Returns (CompletedProcess, or None when it was stopped; why it was stopped)."""
+    p = subprocess.Popen(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    dead_since = None
+    why = None
+    while True:
+        try:
+            out, err = p.communicate(timeout=1)
+            return subprocess.CompletedProcess(cmd, p.returncode, out, err), None
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if alive(broker_pid):
+            dead_since = None
+        else:
+            dead_since = dead_since or now
+        if dead_since and now - dead_since >= 3:
+            why = "the broker exited during the run: client stopped"
+        elif now > deadline:
+            why = f"timeout after {timeout:.0f} s: client stopped"
+        if why:
+            p.kill()
+            p.communicate()
+            return None, why
+
+
 def free_port_pair():
     """A loopback port P with P+1 free as well (Kafka's controller listens on P+1)."""
     for _ in range(100):
@@ -350,15 +383,28 @@ class KafkaBroker:
         """A long-lived broker after a cell: deletes the cell's topics (all named vk-...), waits
         until their files are gone, and returns the errors Kafka logged since `mark`."""
         problems = []
-        r = subprocess.run([KAFKA_RUN, "tool", "kafka-topics", "--bootstrap-server", self.bootstrap, "--delete",
-                            "--if-exists", "--topic", "vk-.*"], text=True, capture_output=True, timeout=120)
-        if r.returncode != 0:
-            problems.append(f"kafka-topics --delete failed: {(r.stderr or r.stdout).strip()[-300:]}")
+        if not alive(self.pid):
+            return log_problems(self.log, r"^\[[^]]*\] (ERROR|FATAL) ", 1 << 62, start=mark) + ["Kafka exited"]
+        r, why = run_client([KAFKA_RUN, "tool", "kafka-topics", "--bootstrap-server", self.bootstrap, "--delete",
+                             "--if-exists", "--topic", "vk-.*"], 120, self.pid)
+        if r is None or r.returncode != 0:
+            problems.append(f"kafka-topics --delete failed: {why or (r.stderr or r.stdout).strip()[-300:]}")
         data = os.path.join(self.dir, "data")
         deadline = time.monotonic() + 120
-        while any(d.startswith("vk-") for d in os.listdir(data)):
+
+        def left():
+            try:
+                return any(d.startswith("vk-") for d in os.listdir(data))
+            except OSError as e:
+                problems.append(f"cannot list {data}: {e}")
+                return False
+
+        while left():
             if time.monotonic() > deadline:
                 problems.append("the deleted topics' files were still there after 120 s")
+                break
+            if not alive(self.pid):
+                problems.append("Kafka exited while its topics were being deleted")
                 break
             time.sleep(0.2)
         problems += log_problems(self.log, r"^\[[^]]*\] (ERROR|FATAL) ", 1 << 62, start=mark)
@@ -391,15 +437,12 @@ def measured(broker, cmd, timeout):
     others = [b for b in LIVE if b is not broker and b.pid]
     o0 = [b.cpu_s() for b in others]
     c0, b0, t0 = children_cpu_s(), broker.cpu_s(), time.monotonic()
-    try:
-        r = subprocess.run(cmd, text=True, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        r = None
+    r, why = run_client(cmd, timeout, broker.pid)
     wall = time.monotonic() - t0
     b1 = broker.cpu_s()
     res = dict(command=" ".join(shlex.quote(a) for a in cmd).replace(KAFKA_RUN, "perf/kafka/run"),
                client_cpu_s=children_cpu_s() - c0, broker_cpu_s=b1 - b0 if b0 is not None and b1 is not None else None,
-               wall_s=wall)
+               wall_s=wall, stopped=why)
     if b1 is None:
         res["broker_exited"] = True
     if others:
@@ -447,7 +490,7 @@ def spate_bench(broker, args, mode, topic, extra, cpu=None, timeout=None):
     r, res = measured(broker, cmd, timeout or 600)
     rep, err = {}, None
     if r is None:
-        err = f"timeout after {timeout or 600} s"
+        err = res["stopped"]
     else:
         try:
             rep = json.loads(r.stdout)
@@ -570,7 +613,7 @@ def run_tools_cell(b, target, args, rows):
                        bytes_total=int(n) * size)
         errs = [e for e in (topic_err,) if e]
         if r is None:
-            errs.append("timeout after 900 s")
+            errs.append(res["stopped"])
         elif r.returncode != 0 or not m:
             errs.append(f"exit {r.returncode}, no summary line: {(r.stderr or r.stdout).strip()[-400:]}")
         elif int(m[-1][0]) < args.tool_records:
@@ -597,7 +640,7 @@ def run_tools_cell(b, target, args, rows):
             if nmsg < produced:
                 errs.append(f"only {nmsg} of {produced} records consumed")
         if r is None:
-            errs.append("timeout after 900 s")
+            errs.append(res["stopped"])
         elif r.returncode != 0 or not stats:
             errs.append(f"exit {r.returncode}, no summary line: {(r.stderr or r.stdout).strip()[-400:]}")
         if r is not None:
@@ -663,9 +706,16 @@ class Brokers:
             except BrokerError as e:
                 self.failed[target] = str(e)
                 raise
-            self.jit[target] = jit_warmup(b, self.args)
             self.kept[target] = b
-        return self.kept[target]
+            self.jit[target] = jit_warmup(b, self.args)
+        b = self.kept[target]
+        if not alive(b.pid):
+            # Gone (crashed, or stopped by someone else): every later cell of this target says so.
+            problems = b.stop()
+            del self.kept[target]
+            self.failed[target] = f"the Kafka kept for the whole run (pid {b.pid}) exited: " + " / ".join(problems)
+            raise BrokerError(self.failed[target])
+        return b
 
     def done(self, b, mark):
         """After a cell: stops a fresh broker, or cleans a long-lived one up; returns its errors."""
@@ -704,13 +754,13 @@ def jit_warmup(b, args):
     for mode, topic, share, extra in steps if w > 0 else []:
         cmd = [args.spate, "bench", mode, "-b", b.bootstrap, "--topic", topic, "--json", *extra,
                "--duration", f"{max(1.0, w * share):g}"]
-        try:
-            r = subprocess.run(cmd, text=True, capture_output=True, timeout=max(300, 5 * w))
-            if r.returncode != 0:
-                errors.append(f"{mode} {topic}: exit {r.returncode}: {r.stderr.strip()[-200:]}")
-        except subprocess.TimeoutExpired:
-            errors.append(f"{mode} {topic}: timed out")
-    problems = b.end_cell(0)
+        r, why = run_client(cmd, max(300, 5 * w), b.pid)
+        if r is None:
+            errors.append(f"{mode} {topic}: {why}")
+            break
+        if r.returncode != 0:
+            errors.append(f"{mode} {topic}: exit {r.returncode}: {r.stderr.strip()[-200:]}")
+    problems = b.end_cell(0) if alive(b.pid) else []
     return dict(seconds=time.monotonic() - t0, jit_s_at_start=jit0, jit_s_after_warmup=b.jit_s(),
                 errors=errors + problems)
 
@@ -727,7 +777,10 @@ def run_cells(name, cells, targets_for, runner, args, brokers, rows, broker_note
             try:
                 b = brokers.get(target)
             except BrokerError as e:
-                rows.append(failed_row(name, target, cell, args, f"broker did not start: {e}"))
+                rows.append(failed_row(name, target, cell, args, f"no broker: {e}"))
+                continue
+            except Exception as e:  # noqa: BLE001  (recorded, the run goes on)
+                rows.append(failed_row(name, target, cell, args, f"no broker: {type(e).__name__}: {e}"))
                 continue
             mark = b.log_mark() if isinstance(b, KafkaBroker) else 0
             try:
@@ -757,12 +810,9 @@ def warm_up(b, name, cell, args):
     acks = cell[1] if name == "produce" else "all"
     cmd = [args.spate, "bench", "produce", "-b", b.bootstrap, "--topic", "vk-warmup", "--json",
            "--message-size", str(size), "--acks", acks, "--duration", str(args.broker_warmup)]
-    try:
-        r = subprocess.run(cmd, text=True, capture_output=True, timeout=max(120, 10 * args.broker_warmup))
-        if r.returncode != 0:
-            print(f"warning: the warm-up of {b.target} failed: {r.stderr.strip()[-300:]}", file=sys.stderr)
-    except subprocess.TimeoutExpired:
-        print(f"warning: the warm-up of {b.target} timed out", file=sys.stderr)
+    r, why = run_client(cmd, max(120, 10 * args.broker_warmup), b.pid)
+    if r is None or r.returncode != 0:
+        print(f"warning: the warm-up of {b.target} failed: {why or r.stderr.strip()[-300:]}", file=sys.stderr)
 
 
 def failed_row(name, target, cell, args, error):
