@@ -216,106 +216,110 @@ impl Shard {
                 continue;
             }
             let meta = TopicMeta { name: t.name.clone(), id: Uuid::new_v4(), partitions: t.partitions, overrides: t.overrides, config: t.config };
-            let dir = metadata::topic_dir(&self.config.data_dir, &t.name);
-            let stored = async {
-                fs::create_dir_all(dir.clone()).await?;
-                fs::write_atomic(dir.join("topic.toml"), metadata::encode_topic(&meta)).await
-            };
-            if let Err(e) = stored.await {
-                tracing::error!(topic = %t.name, error = %e, "could not store new topic");
-                results.push(Err((ResponseError::KafkaStorageError, format!("storing topic {:?}: {e}", t.name))));
+            if let Err(e) = self.store_topic(&meta).await {
+                results.push(Err(e));
                 continue;
             }
             tracing::info!(topic = %meta.name, partitions = meta.partitions, id = %meta.id, "created topic");
             image = image.with_topic(meta.clone());
             results.push(Ok(Arc::new(meta)));
         }
-        if let Err(e) = self.broadcast(Arc::new(image)).await {
-            tracing::error!(error = %e, "installing new topics failed");
-            for r in results.iter_mut().filter(|r| r.is_ok()) {
-                *r = Err((ResponseError::KafkaStorageError, e.clone()));
-            }
-        }
+        self.publish(image, &mut results).await;
         self.unlock_metadata();
         results
     }
 
     /// Core 0: replaces topics' overrides (topic name -> new overrides, already validated into
-    /// `config`): each is written to its `topic.toml` durably, then the new image goes to every
-    /// core, whose partitions take the new settings at once. A topic deleted meanwhile is
-    /// UNKNOWN_TOPIC_OR_PARTITION.
+    /// `config`); the topic's partitions take the new settings when the image is installed.
     pub async fn alter_topic_configs(
         &self,
         changes: Vec<(String, std::collections::BTreeMap<String, String>, crate::config::TopicConfig)>,
     ) -> Vec<Result<(), (ResponseError, String)>> {
+        let updates = changes
+            .into_iter()
+            .map(|(name, overrides, config)| (name, move |old: &TopicMeta| Ok(TopicMeta { overrides, config, ..old.clone() })))
+            .collect();
+        self.update_topics("altered topic configs", updates).await
+    }
+
+    /// Core 0: grows topics to a new partition count (topic name -> count, already checked
+    /// against the image the request saw); each core opens the new partitions it owns when the
+    /// image is installed (existing partitions keep their core and their data). A count no
+    /// larger than the topic's now is INVALID_PARTITIONS.
+    pub async fn create_partitions(&self, growths: Vec<(String, i32)>) -> Vec<Result<(), (ResponseError, String)>> {
+        let updates = growths
+            .into_iter()
+            .map(|(name, count)| {
+                (name, move |old: &TopicMeta| {
+                    if count <= old.partitions {
+                        return Err((
+                            ResponseError::InvalidPartitions,
+                            format!("topic {:?} has {} partitions; the new count must be larger", old.name, old.partitions),
+                        ));
+                    }
+                    Ok(TopicMeta { partitions: count, ..old.clone() })
+                })
+            })
+            .collect();
+        self.update_topics("added partitions", updates).await
+    }
+
+    /// Core 0: changes existing topics one at a time (`change` makes a topic's new metadata
+    /// from its current one, or refuses), each written to its `topic.toml` durably, then
+    /// publishes the new image to every core. A topic deleted meanwhile is
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    async fn update_topics<C>(&self, what: &'static str, changes: Vec<(String, C)>) -> Vec<Result<(), (ResponseError, String)>>
+    where
+        C: FnOnce(&TopicMeta) -> Result<TopicMeta, (ResponseError, String)>,
+    {
         self.lock_metadata().await;
         let mut image = (*self.image()).clone();
         let mut results = Vec::new();
-        for (name, overrides, config) in changes {
-            let Some(old) = image.topic(&name) else {
-                results.push(Err((ResponseError::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))));
-                continue;
+        for (name, change) in changes {
+            let meta = match image.topic(&name) {
+                Some(old) => change(old),
+                None => Err((ResponseError::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))),
             };
-            let meta = TopicMeta { overrides, config, ..(**old).clone() };
-            let file = metadata::topic_dir(&self.config.data_dir, &name).join("topic.toml");
-            if let Err(e) = fs::write_atomic(file, metadata::encode_topic(&meta)).await {
-                tracing::error!(topic = %name, error = %e, "could not store the topic's new configs");
-                results.push(Err((ResponseError::KafkaStorageError, format!("storing topic {name:?}: {e}"))));
-                continue;
-            }
-            tracing::info!(topic = %name, configs = ?meta.overrides, "altered topic configs");
-            image = image.with_topic(meta);
-            results.push(Ok(()));
-        }
-        if let Err(e) = self.broadcast(Arc::new(image)).await {
-            tracing::error!(error = %e, "installing altered topic configs failed");
-            for r in results.iter_mut().filter(|r| r.is_ok()) {
-                *r = Err((ResponseError::KafkaStorageError, e.clone()));
+            let stored = match meta {
+                Ok(meta) => self.store_topic(&meta).await.map(|()| meta),
+                Err(e) => Err(e),
+            };
+            match stored {
+                Ok(meta) => {
+                    tracing::info!(topic = %name, partitions = meta.partitions, configs = ?meta.overrides, "{what}");
+                    image = image.with_topic(meta);
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
             }
         }
+        self.publish(image, &mut results).await;
         self.unlock_metadata();
         results
     }
 
-    /// Core 0: grows topics to a new partition count (topic name -> count, already checked
-    /// against the image the request saw): `topic.toml` first, durably, then the new image, on
-    /// which each core opens the new partitions it owns (existing partitions keep their core and
-    /// their data). A count no larger than the topic's now is INVALID_PARTITIONS.
-    pub async fn create_partitions(&self, growths: Vec<(String, i32)>) -> Vec<Result<(), (ResponseError, String)>> {
-        self.lock_metadata().await;
-        let mut image = (*self.image()).clone();
-        let mut results = Vec::new();
-        for (name, count) in growths {
-            let Some(old) = image.topic(&name) else {
-                results.push(Err((ResponseError::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))));
-                continue;
-            };
-            if count <= old.partitions {
-                results.push(Err((
-                    ResponseError::InvalidPartitions,
-                    format!("topic {name:?} has {} partitions; the new count must be larger", old.partitions),
-                )));
-                continue;
-            }
-            let meta = TopicMeta { partitions: count, ..(**old).clone() };
-            let file = metadata::topic_dir(&self.config.data_dir, &name).join("topic.toml");
-            if let Err(e) = fs::write_atomic(file, metadata::encode_topic(&meta)).await {
-                tracing::error!(topic = %name, error = %e, "could not store the topic's new partition count");
-                results.push(Err((ResponseError::KafkaStorageError, format!("storing topic {name:?}: {e}"))));
-                continue;
-            }
-            tracing::info!(topic = %name, from = old.partitions, to = count, "added partitions");
-            image = image.with_topic(meta);
-            results.push(Ok(()));
-        }
+    /// Writes a topic's `topic.toml` (creating its directory) atomically and durably.
+    async fn store_topic(&self, meta: &TopicMeta) -> Result<(), (ResponseError, String)> {
+        let dir = metadata::topic_dir(&self.config.data_dir, &meta.name);
+        let stored = async {
+            fs::create_dir_all(dir.clone()).await?;
+            fs::write_atomic(dir.join("topic.toml"), metadata::encode_topic(meta)).await
+        };
+        stored.await.map_err(|e| {
+            tracing::error!(topic = %meta.name, error = %e, "could not store topic metadata");
+            (ResponseError::KafkaStorageError, format!("storing topic {:?}: {e}", meta.name))
+        })
+    }
+
+    /// Sends `image` to every core; if that fails, every change that had succeeded is answered
+    /// with the failure instead (its `topic.toml` is written, so the next start has it).
+    async fn publish<T>(&self, image: MetadataImage, results: &mut [Result<T, (ResponseError, String)>]) {
         if let Err(e) = self.broadcast(Arc::new(image)).await {
-            tracing::error!(error = %e, "installing new partitions failed");
+            tracing::error!(error = %e, "installing the new metadata failed");
             for r in results.iter_mut().filter(|r| r.is_ok()) {
                 *r = Err((ResponseError::KafkaStorageError, e.clone()));
             }
         }
-        self.unlock_metadata();
-        results
     }
 
     /// Core 0: deletes topics by name. Each result is Ok or the Kafka error and message.

@@ -11,7 +11,7 @@
 //! Not yet: broker configs at run time (INVALID_REQUEST, saying so), and `__consumer_offsets`,
 //! whose records are the groups' state (INVALID_REQUEST: Spate keeps it compacted).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use kafka_protocol::messages::{
@@ -42,7 +42,6 @@ type Outcome = (i16, Option<String>);
 
 /// What a request asks for one resource, before it is applied.
 struct Change {
-    resource_type: i8,
     name: String,
     /// The topic's new overrides, or the error that refuses them.
     new: Result<BTreeMap<String, String>, (ResponseError, String)>,
@@ -54,7 +53,7 @@ pub async fn handle_incremental(
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let image = shard.image();
-    let names = req_names(&req);
+    let names: Vec<(i8, String)> = req.resources.iter().map(|r| (r.resource_type, r.resource_name.to_string())).collect();
     let changes = req
         .resources
         .iter()
@@ -73,7 +72,7 @@ pub async fn handle_incremental(
                 }
                 Ok(o)
             });
-            Change { resource_type: r.resource_type, name, new }
+            Change { name, new }
         })
         .collect();
     let outcomes = apply(shard, changes, req.validate_only).await;
@@ -106,7 +105,7 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, req: AlterConfigsRequest) 
                     })
                     .collect::<Result<BTreeMap<_, _>, _>>()
             });
-            Change { resource_type: r.resource_type, name, new }
+            Change { name, new }
         })
         .collect();
     let outcomes = apply(shard, changes, req.validate_only).await;
@@ -121,10 +120,6 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, req: AlterConfigsRequest) 
         );
     }
     resp
-}
-
-fn req_names(req: &IncrementalAlterConfigsRequest) -> Vec<(i8, String)> {
-    req.resources.iter().map(|r| (r.resource_type, r.resource_name.to_string())).collect()
 }
 
 /// Whether a resource may be altered at all: a topic that exists, named once in the request.
@@ -207,7 +202,6 @@ async fn apply(shard: &Rc<Shard>, changes: Vec<Change>, validate_only: bool) -> 
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(changes.len());
     let mut todo: Vec<(usize, String, BTreeMap<String, String>, TopicConfig)> = Vec::new();
     for (i, c) in changes.into_iter().enumerate() {
-        debug_assert!(c.resource_type == RESOURCE_TOPIC || c.new.is_err());
         let checked = c.new.and_then(|o| {
             let config = TopicConfig::resolve(&defaults, &o).map_err(|m| (ResponseError::InvalidConfig, m))?;
             Ok((o, config))
@@ -229,8 +223,7 @@ async fn apply(shard: &Rc<Shard>, changes: Vec<Change>, validate_only: bool) -> 
         let slots: Vec<usize> = todo.iter().map(|t| t.0).collect();
         let specs: Vec<_> = todo.into_iter().map(|(_, n, o, c)| (n, o, c)).collect();
         let results = shard.invoke_on(0, move || async move { current().alter_topic_configs(specs).await }).await;
-        let by_slot: HashMap<usize, Result<(), (ResponseError, String)>> = slots.into_iter().zip(results).collect();
-        for (slot, r) in by_slot {
+        for (slot, r) in slots.into_iter().zip(results) {
             if let Err((e, m)) = r {
                 outcomes[slot] = (e.code(), Some(m));
             }
