@@ -7,7 +7,7 @@
 //! Topic-level settings (`segment.bytes`, `flush.messages`, ...) use Kafka's names; each has a
 //! broker-wide default here and may be overridden per topic at CreateTopics time ([`TopicConfig`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -131,6 +131,9 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// On SIGTERM/SIGINT, how long in-flight requests may take before their connections close.
     pub shutdown_grace_ms: i64,
+    /// The settings given by flag, variable or file rather than left at their defaults (for
+    /// DescribeConfigs' STATIC_BROKER_CONFIG source).
+    pub given: BTreeSet<&'static str>,
 }
 
 /// Broker-wide defaults for topic-level settings (Kafka's `log.*` broker keys).
@@ -246,6 +249,13 @@ macro_rules! settings {
             fn check_ranges(&self) -> anyhow::Result<()> {
                 $( self.$key.check_range()?; )*
                 Ok(())
+            }
+
+            /// The settings given by flag, variable or file (the rest take their defaults).
+            fn given_keys(&self) -> BTreeSet<&'static str> {
+                let mut keys = BTreeSet::new();
+                $( if self.$key.given.is_some() { keys.insert(stringify!($key)); } )*
+                keys
             }
         }
     };
@@ -508,49 +518,179 @@ impl Config {
             num_partitions: g.num_partitions.or_default(),
             topic_defaults,
             shutdown_grace_ms: g.shutdown_grace_ms.or_default(),
+            given: g.given_keys(),
         })
     }
 
-    /// Broker settings as Kafka names them, for DescribeConfigs on the broker resource.
-    pub fn broker_entries(&self) -> Vec<(&'static str, String)> {
+    /// Broker configs as Kafka names them, with their values from the settings (before any
+    /// dynamic change) and the `spate serve` setting each comes from, for DescribeConfigs on the
+    /// broker resource and `/v1/config`.
+    pub fn broker_entries(&self) -> Vec<BrokerEntry> {
         let d = &self.topic_defaults;
+        let e = |name, value: String, setting| BrokerEntry { name, value, setting };
         vec![
-            ("broker.id", self.node_id.to_string()),
-            ("node.id", self.node_id.to_string()),
-            ("advertised.listeners", format!("PLAINTEXT://{}:{}", self.advertised_host, self.advertised_port)),
-            ("listeners", format!("PLAINTEXT://{}", self.listen)),
-            ("log.dirs", self.data_dir.display().to_string()),
-            ("auto.create.topics.enable", self.auto_create_topics.to_string()),
-            ("num.partitions", self.num_partitions.to_string()),
-            ("default.replication.factor", "1".into()),
-            ("message.max.bytes", d.message_max_bytes.to_string()),
-            ("log.segment.bytes", d.segment_bytes.to_string()),
-            ("log.roll.ms", d.segment_ms.to_string()),
-            ("log.flush.interval.messages", d.flush_messages.to_string()),
-            ("log.flush.interval.ms", d.flush_ms.to_string()),
-            ("log.retention.ms", d.retention_ms.to_string()),
-            ("log.retention.bytes", d.retention_bytes.to_string()),
-            ("log.index.interval.bytes", d.index_interval_bytes.to_string()),
-            ("log.message.timestamp.type", d.message_timestamp_type.clone()),
-            ("log.cleanup.policy", d.cleanup_policy.clone()),
-            ("log.cleaner.delete.retention.ms", d.delete_retention_ms.to_string()),
-            ("log.cleaner.backoff.ms", self.log_cleaner_backoff_ms.to_string()),
-            ("log.retention.check.interval.ms", self.log_retention_check_interval_ms.to_string()),
-            ("socket.request.max.bytes", limits::REQUEST_FRAME_MAX_BYTES.to_string()),
-            ("max.connections", self.max_connections.to_string()),
-            ("connections.max.idle.ms", self.connections_max_idle_ms.to_string()),
-            ("queued.max.request.bytes", self.queued_max_request_bytes.to_string()),
-            ("fetch.max.bytes", limits::FETCH_RESPONSE_MAX_BYTES.to_string()),
-            ("group.initial.rebalance.delay.ms", self.groups.initial_rebalance_delay_ms.to_string()),
-            ("group.min.session.timeout.ms", self.groups.min_session_timeout_ms.to_string()),
-            ("group.max.session.timeout.ms", self.groups.max_session_timeout_ms.to_string()),
-            ("offsets.retention.minutes", (self.groups.offsets_retention_ms / 60_000).to_string()),
-            ("offsets.retention.check.interval.ms", self.groups.offsets_retention_check_interval_ms.to_string()),
-            ("offsets.topic.num.partitions", "50".into()),
-            ("group.consumer.session.timeout.ms", self.groups.consumer_session_timeout_ms.to_string()),
-            ("group.consumer.heartbeat.interval.ms", self.groups.consumer_heartbeat_interval_ms.to_string()),
-            ("group.coordinator.rebalance.protocols", "classic,consumer".into()),
+            e("broker.id", self.node_id.to_string(), Some("node_id")),
+            e("node.id", self.node_id.to_string(), Some("node_id")),
+            e("advertised.listeners", format!("PLAINTEXT://{}:{}", self.advertised_host, self.advertised_port), Some("advertised_listener")),
+            e("listeners", format!("PLAINTEXT://{}", self.listen), Some("listen")),
+            e("log.dirs", self.data_dir.display().to_string(), Some("data_dir")),
+            e("auto.create.topics.enable", self.auto_create_topics.to_string(), Some("auto_create_topics")),
+            e("num.partitions", self.num_partitions.to_string(), Some("num_partitions")),
+            e("default.replication.factor", "1".into(), None),
+            e("message.max.bytes", d.message_max_bytes.to_string(), Some("message_max_bytes")),
+            e("log.segment.bytes", d.segment_bytes.to_string(), Some("segment_bytes")),
+            e("log.roll.ms", d.segment_ms.to_string(), Some("segment_ms")),
+            e("log.flush.interval.messages", d.flush_messages.to_string(), Some("flush_messages")),
+            e("log.flush.interval.ms", d.flush_ms.to_string(), Some("flush_ms")),
+            e("log.retention.ms", d.retention_ms.to_string(), Some("log_retention_ms")),
+            e("log.retention.bytes", d.retention_bytes.to_string(), Some("log_retention_bytes")),
+            e("log.index.interval.bytes", d.index_interval_bytes.to_string(), None),
+            e("log.message.timestamp.type", d.message_timestamp_type.clone(), None),
+            e("log.cleanup.policy", d.cleanup_policy.clone(), None),
+            e("log.cleaner.delete.retention.ms", d.delete_retention_ms.to_string(), None),
+            e("log.cleaner.backoff.ms", self.log_cleaner_backoff_ms.to_string(), Some("log_cleaner_backoff_ms")),
+            e("log.retention.check.interval.ms", self.log_retention_check_interval_ms.to_string(), Some("log_retention_check_interval_ms")),
+            e("batch.cache.max.bytes", self.batch_cache_max_bytes.to_string(), Some("batch_cache_max_bytes")),
+            e("socket.request.max.bytes", limits::REQUEST_FRAME_MAX_BYTES.to_string(), None),
+            e("max.connections", self.max_connections.to_string(), Some("max_connections")),
+            e("connections.max.idle.ms", self.connections_max_idle_ms.to_string(), Some("connections_max_idle_ms")),
+            e("queued.max.request.bytes", self.queued_max_request_bytes.to_string(), Some("queued_max_request_bytes")),
+            e("fetch.max.bytes", limits::FETCH_RESPONSE_MAX_BYTES.to_string(), None),
+            e("group.initial.rebalance.delay.ms", self.groups.initial_rebalance_delay_ms.to_string(), Some("group_initial_rebalance_delay_ms")),
+            e("group.min.session.timeout.ms", self.groups.min_session_timeout_ms.to_string(), Some("group_min_session_timeout_ms")),
+            e("group.max.session.timeout.ms", self.groups.max_session_timeout_ms.to_string(), Some("group_max_session_timeout_ms")),
+            e("offsets.retention.minutes", (self.groups.offsets_retention_ms / 60_000).to_string(), Some("offsets_retention_minutes")),
+            e("offsets.retention.check.interval.ms", self.groups.offsets_retention_check_interval_ms.to_string(), Some("offsets_retention_check_interval_ms")),
+            e("offsets.topic.num.partitions", "50".into(), None),
+            e("group.consumer.session.timeout.ms", self.groups.consumer_session_timeout_ms.to_string(), Some("group_consumer_session_timeout_ms")),
+            e("group.consumer.heartbeat.interval.ms", self.groups.consumer_heartbeat_interval_ms.to_string(), Some("group_consumer_heartbeat_interval_ms")),
+            e("group.coordinator.rebalance.protocols", "classic,consumer".into(), None),
         ]
+    }
+
+    /// Every broker config with the value that applies now (dynamic changes included).
+    pub fn effective_broker_entries(&self, dynamic: &DynamicBrokerConfig) -> Vec<(&'static str, String)> {
+        let now = dynamic.effective();
+        self.broker_entries().into_iter().map(|e| (e.name, now.get(e.name).cloned().unwrap_or(e.value))).collect()
+    }
+
+    /// Whether a broker config's value was given (flag, variable or file) rather than defaulted.
+    pub fn is_given(&self, entry: &BrokerEntry) -> bool {
+        entry.setting.is_some_and(|s| self.given.contains(s))
+    }
+
+    /// The broker-wide topic defaults with the dynamic broker configs applied. Refuses a key
+    /// that cannot change at run time, or a bad value, with a message naming the broker key.
+    pub fn topic_defaults_with(&self, dynamic: &DynamicBrokerConfig) -> Result<TopicDefaults, String> {
+        let mut overrides = BTreeMap::new();
+        for (key, value) in dynamic.effective() {
+            match dynamic_key(&key) {
+                Some(DynamicKey { topic_key: Some(topic_key), .. }) => {
+                    // Checked one by one, so that the message names the broker key.
+                    let one = BTreeMap::from([(topic_key.to_string(), value.clone())]);
+                    TopicConfig::resolve(&self.topic_defaults, &one).map_err(|e| e.replacen(topic_key, &key, 1))?;
+                    overrides.insert(topic_key.to_string(), value);
+                }
+                Some(DynamicKey { topic_key: None, .. }) => {
+                    value.trim().parse::<u64>().map_err(|_| format!("{key}: {value:?} is not a non-negative integer"))?;
+                }
+                None if self.broker_entries().iter().any(|e| e.name == key) => {
+                    return Err(format!("{key} cannot be changed at run time (it is read at start)"))
+                }
+                None => return Err(format!("unknown broker config {key:?}")),
+            }
+        }
+        TopicConfig::resolve(&self.topic_defaults, &overrides).map(|c| TopicDefaults::from(&c))
+    }
+
+    /// `batch_cache_max_bytes` with the dynamic broker configs applied (checked when stored).
+    pub fn batch_cache_max_bytes_with(&self, dynamic: &DynamicBrokerConfig) -> usize {
+        dynamic.effective().get("batch.cache.max.bytes").and_then(|v| v.trim().parse().ok()).unwrap_or(self.batch_cache_max_bytes)
+    }
+}
+
+/// A broker config as Kafka names it, with its value from the settings.
+#[derive(Debug, Clone)]
+pub struct BrokerEntry {
+    pub name: &'static str,
+    pub value: String,
+    /// The `spate serve` setting it comes from; None for a fixed value.
+    pub setting: Option<&'static str>,
+}
+
+/// A broker config that may change at run time (Kafka's dynamic broker configs).
+#[derive(Debug, Clone, Copy)]
+pub struct DynamicKey {
+    pub name: &'static str,
+    /// The topic config this is the broker-wide default of (Kafka's synonyms); None for a
+    /// broker-only setting.
+    pub topic_key: Option<&'static str>,
+}
+
+/// The broker configs IncrementalAlterConfigs and AlterConfigs may change at run time: the
+/// defaults of the topic configs, and the batch cache. They apply to every partition at once.
+pub const DYNAMIC_BROKER_KEYS: &[DynamicKey] = &[
+    DynamicKey { name: "batch.cache.max.bytes", topic_key: None },
+    DynamicKey { name: "log.cleaner.delete.retention.ms", topic_key: Some("delete.retention.ms") },
+    DynamicKey { name: "log.cleanup.policy", topic_key: Some("cleanup.policy") },
+    DynamicKey { name: "log.flush.interval.messages", topic_key: Some("flush.messages") },
+    DynamicKey { name: "log.flush.interval.ms", topic_key: Some("flush.ms") },
+    DynamicKey { name: "log.index.interval.bytes", topic_key: Some("index.interval.bytes") },
+    DynamicKey { name: "log.message.timestamp.type", topic_key: Some("message.timestamp.type") },
+    DynamicKey { name: "log.retention.bytes", topic_key: Some("retention.bytes") },
+    DynamicKey { name: "log.retention.ms", topic_key: Some("retention.ms") },
+    DynamicKey { name: "log.roll.ms", topic_key: Some("segment.ms") },
+    DynamicKey { name: "log.segment.bytes", topic_key: Some("segment.bytes") },
+    DynamicKey { name: "message.max.bytes", topic_key: Some("max.message.bytes") },
+];
+
+pub fn dynamic_key(name: &str) -> Option<DynamicKey> {
+    DYNAMIC_BROKER_KEYS.iter().copied().find(|k| k.name == name)
+}
+
+/// The broker config a topic config defaults to (`retention.ms` -> `log.retention.ms`).
+pub fn broker_synonym(topic_key: &str) -> Option<&'static str> {
+    DYNAMIC_BROKER_KEYS.iter().find(|k| k.topic_key == Some(topic_key)).map(|k| k.name)
+}
+
+/// Broker configs changed at run time, by Kafka name: `cluster` for every broker (the broker
+/// resource named ""), `node` for this broker (named by its id). A node value wins over a
+/// cluster one, which wins over the static settings. Kept in `<data_dir>/broker-configs.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+pub struct DynamicBrokerConfig {
+    #[serde(default)]
+    pub cluster: BTreeMap<String, String>,
+    #[serde(default)]
+    pub node: BTreeMap<String, String>,
+}
+
+impl DynamicBrokerConfig {
+    /// Every dynamically set key with the value that applies.
+    pub fn effective(&self) -> BTreeMap<String, String> {
+        let mut m = self.cluster.clone();
+        m.extend(self.node.iter().map(|(k, v)| (k.clone(), v.clone())));
+        m
+    }
+}
+
+impl From<&TopicConfig> for TopicDefaults {
+    fn from(c: &TopicConfig) -> TopicDefaults {
+        TopicDefaults {
+            message_max_bytes: c.message_max_bytes,
+            segment_bytes: c.segment_bytes,
+            segment_ms: c.segment_ms,
+            flush_messages: c.flush_messages,
+            flush_ms: c.flush_ms,
+            retention_ms: c.retention_ms,
+            retention_bytes: c.retention_bytes,
+            index_interval_bytes: c.index_interval_bytes,
+            message_timestamp_type: match c.timestamp_type {
+                TimestampType::CreateTime => "CreateTime".into(),
+                TimestampType::LogAppendTime => "LogAppendTime".into(),
+            },
+            cleanup_policy: c.cleanup_policy.clone(),
+            delete_retention_ms: c.delete_retention_ms,
+        }
     }
 }
 
@@ -825,8 +965,12 @@ mod tests {
     #[test]
     fn printed_toml_defaults_are_accepted_and_change_nothing() {
         let text = render_toml();
-        let from_file = from_file(&text, ServeArgs::default()).unwrap();
+        let mut from_file = from_file(&text, ServeArgs::default()).unwrap();
         let built_in = Config::from_args(&ServeArgs { cores: Some(1), ..Default::default() }).unwrap();
+        // Everything was given (by the file), nothing else differs.
+        assert!(SETTINGS.iter().filter(|s| matches!(s.default, DefaultValue::Toml(_))).all(|s| from_file.given.contains(s.key)));
+        assert_eq!(built_in.given, BTreeSet::from(["cores"]));
+        from_file.given = built_in.given.clone();
         assert_eq!(format!("{from_file:?}"), format!("{built_in:?}"));
         // Every setting appears, set or commented out with an example that parses.
         for s in SETTINGS {
@@ -871,6 +1015,36 @@ mod tests {
         assert_eq!(cmd.get_arguments().count(), SETTINGS.len() + 1, "one flag per setting, plus --config");
         assert!(render_markdown().lines().count() == SETTINGS.len() + 3);
         assert!(render_text().contains("--shutdown-grace-ms"));
+    }
+
+    #[test]
+    fn dynamic_broker_configs_layer_over_static_ones_and_name_bad_keys() {
+        let c = Config::from_args(&ServeArgs { cores: Some(1), log_retention_ms: Some(5000), ..Default::default() }).unwrap();
+        assert!(c.is_given(c.broker_entries().iter().find(|e| e.name == "log.retention.ms").unwrap()));
+        let mut d = DynamicBrokerConfig::default();
+        assert_eq!(c.topic_defaults_with(&d).unwrap().retention_ms, 5000);
+        d.cluster.insert("log.retention.ms".into(), "7000".into());
+        d.cluster.insert("log.cleanup.policy".into(), "compact".into());
+        let t = c.topic_defaults_with(&d).unwrap();
+        assert_eq!((t.retention_ms, t.cleanup_policy.as_str()), (7000, "compact"));
+        d.node.insert("log.retention.ms".into(), "9000".into());
+        assert_eq!(c.topic_defaults_with(&d).unwrap().retention_ms, 9000, "the node's value wins");
+        d.node.insert("batch.cache.max.bytes".into(), "1024".into());
+        assert_eq!(c.batch_cache_max_bytes_with(&d), 1024);
+        d.node.insert("log.retention.ms".into(), "soon".into());
+        assert!(c.topic_defaults_with(&d).unwrap_err().starts_with("log.retention.ms: "));
+        d.node.insert("log.retention.ms".into(), "9000".into());
+        d.node.insert("num.partitions".into(), "3".into());
+        assert!(c.topic_defaults_with(&d).unwrap_err().contains("num.partitions cannot be changed at run time"));
+        d.node.remove("num.partitions");
+        d.node.insert("no.such".into(), "3".into());
+        assert!(c.topic_defaults_with(&d).unwrap_err().contains("unknown broker config \"no.such\""));
+        for k in DYNAMIC_BROKER_KEYS {
+            assert!(c.broker_entries().iter().any(|e| e.name == k.name), "{} is described", k.name);
+            if let Some(t) = k.topic_key {
+                assert!(TOPIC_CONFIG_KEYS.contains(&t) && broker_synonym(t) == Some(k.name));
+            }
+        }
     }
 
     #[test]

@@ -354,6 +354,8 @@ struct State {
     open_connections: AtomicU64,
     cores: OnceLock<Vec<Mutex<CoreSnapshot>>>,
     status: OnceLock<StatusInfo>,
+    /// The broker configs `/v1/config` shows, as they apply now (dynamic changes included).
+    config: Mutex<Vec<(&'static str, String)>>,
 }
 
 /// Fixed facts for `/v1/status` and `/v1/config`.
@@ -362,7 +364,6 @@ pub struct StatusInfo {
     pub cores: usize,
     pub listen: String,
     pub data_dir: String,
-    pub config: Vec<(&'static str, String)>,
 }
 
 static STATE: LazyLock<State> = LazyLock::new(|| State {
@@ -372,7 +373,13 @@ static STATE: LazyLock<State> = LazyLock::new(|| State {
     open_connections: AtomicU64::new(0),
     cores: OnceLock::new(),
     status: OnceLock::new(),
+    config: Mutex::new(Vec::new()),
 });
+
+/// The broker configs `/v1/config` shows: at start, and after each dynamic change.
+pub fn set_config(entries: Vec<(&'static str, String)>) {
+    *STATE.config.lock().expect("config lock") = entries;
+}
 
 /// Called once at start, before the cores run.
 pub fn init(info: StatusInfo) {
@@ -564,10 +571,12 @@ pub fn route(path: &str) -> Response {
         }
         "/v1/config" => {
             let entries: Vec<String> = STATE
-                .status
-                .get()
-                .map(|i| i.config.iter().map(|(k, v)| format!("  {}: {}", json_escape(k), json_escape(v))).collect())
-                .unwrap_or_default();
+                .config
+                .lock()
+                .expect("config lock")
+                .iter()
+                .map(|(k, v)| format!("  {}: {}", json_escape(k), json_escape(v)))
+                .collect();
             Response { status: 200, content_type: "application/json", body: format!("{{\n{}\n}}\n", entries.join(",\n")) }
         }
         _ => text(404, "not found: try /metrics, /v1/health, /v1/ready, /v1/status, /v1/config\n"),

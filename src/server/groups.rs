@@ -680,9 +680,7 @@ pub async fn ensure_offsets_topic(shard: &Shard) -> Result<(), i16> {
     let mut overrides = BTreeMap::new();
     overrides.insert("cleanup.policy".to_string(), "compact".to_string());
     overrides.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
-    let config = crate::config::TopicConfig::resolve(&shard.config.topic_defaults, &overrides)
-        .expect("the offsets topic's settings are valid");
-    let spec = NewTopic { name: OFFSETS_TOPIC.to_string(), partitions: OFFSETS_PARTITIONS, overrides, config };
+    let spec = NewTopic { name: OFFSETS_TOPIC.to_string(), partitions: OFFSETS_PARTITIONS, overrides };
     let r = shard.invoke_on(0, move || async move { current().create_topics(vec![spec]).await }).await;
     match r.into_iter().next().expect("one result per topic") {
         Ok(_) | Err((ResponseError::TopicAlreadyExists, _)) => Ok(()),

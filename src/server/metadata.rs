@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::config::{limits, Config, TopicConfig};
+use crate::config::{limits, Config, DynamicBrokerConfig, TopicConfig};
 use crate::io::fs;
 
 /// One topic as every core sees it.
@@ -28,16 +28,19 @@ pub struct TopicMeta {
     pub config: TopicConfig,
 }
 
-/// The whole topic namespace at one moment. Immutable; replaced whole on change.
+/// The whole topic namespace, and the broker configs changed at run time, at one moment.
+/// Immutable; replaced whole on change.
 #[derive(Debug, Clone, Default)]
 pub struct MetadataImage {
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
     pub by_id: HashMap<Uuid, String>,
+    /// Broker configs changed at run time; every topic's `config` has them applied.
+    pub broker: DynamicBrokerConfig,
 }
 
 impl MetadataImage {
-    pub fn new(topics: Vec<TopicMeta>) -> MetadataImage {
-        let mut img = MetadataImage::default();
+    pub fn new(topics: Vec<TopicMeta>, broker: DynamicBrokerConfig) -> MetadataImage {
+        let mut img = MetadataImage { broker, ..MetadataImage::default() };
         for t in topics {
             img.by_id.insert(t.id, t.name.clone());
             img.topics.insert(t.name.clone(), Arc::new(t));
@@ -127,9 +130,36 @@ pub fn encode_topic(t: &TopicMeta) -> Vec<u8> {
     toml::to_string(&stored).expect("a topic always serialises").into_bytes()
 }
 
+/// Where the broker configs changed at run time are kept.
+pub fn broker_configs_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("broker-configs.toml")
+}
+
+/// Serialised `broker-configs.toml`.
+pub fn encode_broker_configs(d: &DynamicBrokerConfig) -> Vec<u8> {
+    toml::to_string(d).expect("string maps always serialise").into_bytes()
+}
+
+/// Reads the broker configs changed at run time (main thread, before the cores start), checked
+/// against this start's settings: a value the settings now make invalid stops the start with a
+/// message naming the file and the key.
+pub fn load_broker_configs(config: &Config) -> anyhow::Result<DynamicBrokerConfig> {
+    let file = broker_configs_file(&config.data_dir);
+    let Some(text) = fs::read_to_string_sync(&file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))? else {
+        return Ok(DynamicBrokerConfig::default());
+    };
+    let d: DynamicBrokerConfig = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    config.topic_defaults_with(&d).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    if !d.effective().is_empty() {
+        tracing::info!(file = %file.display(), configs = ?d, "broker configs changed at run time apply");
+    }
+    Ok(d)
+}
+
 /// Reads every topic under the data directory (main thread, before the cores start) and removes
-/// what a crash during deletion left behind.
-pub fn load_topics(config: &Config) -> anyhow::Result<Vec<TopicMeta>> {
+/// what a crash during deletion left behind. `broker` is applied under each topic's overrides.
+pub fn load_topics(config: &Config, broker: &DynamicBrokerConfig) -> anyhow::Result<Vec<TopicMeta>> {
+    let defaults = config.topic_defaults_with(broker).map_err(|e| anyhow::anyhow!("broker configs: {e}"))?;
     let mut topics = Vec::new();
     for (name, path) in fs::list_dir_sync(&topics_dir(&config.data_dir))? {
         if name.starts_with(".deleted-") {
@@ -145,7 +175,7 @@ pub fn load_topics(config: &Config) -> anyhow::Result<Vec<TopicMeta>> {
         let stored: StoredTopic =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         let id = Uuid::parse_str(&stored.id).map_err(|e| anyhow::anyhow!("{}: bad id: {e}", file.display()))?;
-        let topic_config = TopicConfig::resolve(&config.topic_defaults, &stored.configs)
+        let topic_config = TopicConfig::resolve(&defaults, &stored.configs)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         validate_topic_name(&name).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         topics.push(TopicMeta { name, id, partitions: stored.partitions, overrides: stored.configs, config: topic_config });

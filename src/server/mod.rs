@@ -51,7 +51,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         startup::Previous::New => tracing::info!(data_dir = %config.data_dir.display(), "new data directory"),
     }
     let cluster_id: Arc<str> = metadata::load_or_create_cluster_id(&config.data_dir)?.into();
-    let topics = metadata::load_topics(&config)?;
+    let broker_configs = metadata::load_broker_configs(&config)?;
+    let topics = metadata::load_topics(&config, &broker_configs)?;
     handlers::init_producer_id::set_block(metadata::reserve_producer_id_block(&config.data_dir)?);
     let mut config = config;
     if config.advertised_port == 0 {
@@ -67,14 +68,14 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         cores: config.cores,
         listen: config.listen.to_string(),
         data_dir: config.data_dir.display().to_string(),
-        config: config.broker_entries(),
     });
+    crate::metrics::set_config(config.effective_broker_entries(&broker_configs));
     let admin = crate::io::http::serve(config.admin_listen, crate::metrics::route)
         .map_err(|e| anyhow::anyhow!("cannot bind the admin listener {} (--admin-listen): {e}", config.admin_listen))?;
     tracing::info!(admin = %admin, "admin HTTP listening: /metrics /v1/health /v1/ready /v1/status /v1/config");
     let data_dir = config.data_dir.clone();
     let config = Arc::new(config);
-    let image = Arc::new(MetadataImage::new(topics));
+    let image = Arc::new(MetadataImage::new(topics, broker_configs));
     let seed = Arc::new(MeshSeed::new(config.cores));
     let all = Arc::new(AllCores::new(config.cores));
     let result = rt::run_pinned(config.cores, move || {

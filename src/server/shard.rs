@@ -17,7 +17,7 @@ use super::groups::Groups;
 use super::memory::CoreMemory;
 use super::shutdown::Lifecycle;
 use super::metadata::{self, MetadataImage, TopicMeta};
-use crate::config::Config;
+use crate::config::{Config, DynamicBrokerConfig, TopicConfig, TopicDefaults};
 use crate::io::mesh::Mesh;
 use crate::io::{fs, rt};
 use crate::protocol::ResponseError;
@@ -70,7 +70,6 @@ pub struct NewTopic {
     pub name: String,
     pub partitions: i32,
     pub overrides: std::collections::BTreeMap<String, String>,
-    pub config: crate::config::TopicConfig,
 }
 
 impl Shard {
@@ -98,6 +97,12 @@ impl Shard {
 
     pub fn image(&self) -> Arc<MetadataImage> {
         self.image.borrow().clone()
+    }
+
+    /// The broker-wide topic defaults as they apply now: the settings with the broker configs
+    /// changed at run time on top (the base of every topic's config).
+    pub fn topic_defaults(&self) -> TopicDefaults {
+        self.config.topic_defaults_with(&self.image().broker).expect("dynamic broker configs are checked before they are installed")
     }
 
     pub fn owner(&self, topic: &str, partition: i32) -> usize {
@@ -163,7 +168,8 @@ impl Shard {
         }
         // The core's batch-cache budget, shared evenly among the partitions it now owns.
         let logs = self.partitions();
-        let share = self.config.batch_cache_max_bytes / self.cores.max(1) / logs.len().max(1);
+        let cache = self.config.batch_cache_max_bytes_with(&image.broker);
+        let share = cache / self.cores.max(1) / logs.len().max(1);
         for log in logs {
             log.set_cache_cap(share);
             log.set_preallocate_step(self.config.segment_preallocate_bytes);
@@ -210,12 +216,22 @@ impl Shard {
         self.lock_metadata().await;
         let mut results = Vec::new();
         let mut image = (*self.image()).clone();
+        let defaults = self.topic_defaults();
         for t in topics {
             if let Some(existing) = image.topic(&t.name) {
                 results.push(Err((ResponseError::TopicAlreadyExists, format!("topic {:?} already exists", existing.name))));
                 continue;
             }
-            let meta = TopicMeta { name: t.name.clone(), id: Uuid::new_v4(), partitions: t.partitions, overrides: t.overrides, config: t.config };
+            // Resolved here, against the broker configs that apply now (the caller checked the
+            // overrides, but a broker config may have changed since).
+            let config = match TopicConfig::resolve(&defaults, &t.overrides) {
+                Ok(c) => c,
+                Err(m) => {
+                    results.push(Err((ResponseError::InvalidConfig, m)));
+                    continue;
+                }
+            };
+            let meta = TopicMeta { name: t.name.clone(), id: Uuid::new_v4(), partitions: t.partitions, overrides: t.overrides, config };
             if let Err(e) = self.store_topic(&meta).await {
                 results.push(Err(e));
                 continue;
@@ -229,15 +245,20 @@ impl Shard {
         results
     }
 
-    /// Core 0: replaces topics' overrides (topic name -> new overrides, already validated into
-    /// `config`); the topic's partitions take the new settings when the image is installed.
+    /// Core 0: replaces topics' overrides (topic name -> new overrides, already checked by the
+    /// caller; resolved here against the broker configs that apply now); the topic's partitions
+    /// take the new settings when the image is installed.
     pub async fn alter_topic_configs(
         &self,
-        changes: Vec<(String, std::collections::BTreeMap<String, String>, crate::config::TopicConfig)>,
+        changes: Vec<(String, std::collections::BTreeMap<String, String>)>,
     ) -> Vec<Result<(), (ResponseError, String)>> {
+        let defaults = self.topic_defaults();
         let updates = changes
             .into_iter()
-            .map(|(name, overrides, config)| (name, move |old: &TopicMeta| Ok(TopicMeta { overrides, config, ..old.clone() })))
+            .map(|(name, overrides)| {
+                let config = TopicConfig::resolve(&defaults, &overrides).map_err(|m| (ResponseError::InvalidConfig, m));
+                (name, move |old: &TopicMeta| Ok(TopicMeta { overrides, config: config?, ..old.clone() }))
+            })
             .collect();
         self.update_topics("altered topic configs", updates).await
     }
@@ -320,6 +341,41 @@ impl Shard {
                 *r = Err((ResponseError::KafkaStorageError, e.clone()));
             }
         }
+    }
+
+    /// Core 0: replaces the broker configs changed at run time (already checked against the
+    /// settings by the caller, and checked again here against the image they now apply to):
+    /// stores them durably in `broker-configs.toml`, recomputes every topic's effective config
+    /// on top of them, and publishes the new image, so every open partition takes them at once.
+    pub async fn alter_broker_configs(&self, change: impl FnOnce(&mut DynamicBrokerConfig)) -> Result<(), (ResponseError, String)> {
+        self.lock_metadata().await;
+        let result = self.replace_broker_configs(change).await;
+        self.unlock_metadata();
+        result
+    }
+
+    async fn replace_broker_configs(&self, change: impl FnOnce(&mut DynamicBrokerConfig)) -> Result<(), (ResponseError, String)> {
+        let mut image = (*self.image()).clone();
+        let mut broker = image.broker.clone();
+        change(&mut broker);
+        let defaults = self.config.topic_defaults_with(&broker).map_err(|m| (ResponseError::InvalidConfig, m))?;
+        for t in image.topics.values_mut() {
+            let config = TopicConfig::resolve(&defaults, &t.overrides)
+                .map_err(|m| (ResponseError::InvalidConfig, format!("topic {:?} would be invalid: {m}", t.name)))?;
+            *t = Arc::new(TopicMeta { config, ..(**t).clone() });
+        }
+        let file = metadata::broker_configs_file(&self.config.data_dir);
+        fs::write_atomic(file.clone(), metadata::encode_broker_configs(&broker)).await.map_err(|e| {
+            tracing::error!(file = %file.display(), error = %e, "could not store broker configs");
+            (ResponseError::KafkaStorageError, format!("storing broker configs: {e}"))
+        })?;
+        tracing::info!(configs = ?broker, "altered broker configs");
+        crate::metrics::set_config(self.config.effective_broker_entries(&broker));
+        image.broker = broker;
+        let mut result = [Ok(())];
+        self.publish(image, &mut result).await;
+        let [result] = result;
+        result
     }
 
     /// Core 0: deletes topics by name. Each result is Ok or the Kafka error and message.

@@ -87,8 +87,14 @@ impl Broker {
     /// The admin endpoint's `/metrics` text.
     #[allow(dead_code)]
     pub fn metrics(&self) -> String {
+        self.admin_get("/metrics")
+    }
+
+    /// The admin endpoint's answer to `GET path`, headers included.
+    #[allow(dead_code)]
+    pub fn admin_get(&self, path: &str) -> String {
         let mut s = TcpStream::connect(("127.0.0.1", self.admin_port)).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes()).unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out

@@ -10,7 +10,7 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::super::metadata::validate_topic_name;
 use super::super::shard::{current, NewTopic, Shard};
-use super::describe_configs::{SOURCE_DEFAULT, SOURCE_TOPIC};
+use super::describe_configs::topic_entries;
 use crate::config::{limits, TopicConfig};
 use crate::protocol::{ResponseError, StrBytes};
 
@@ -26,7 +26,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: CreateTopicsRequest) -
     for t in &req.topics {
         let name = t.name.0.to_string();
         let mut r = CreatableTopicResult::default().with_name(t.name.clone());
-        let checked = (|| -> Result<NewTopic, (ResponseError, String)> {
+        let checked = (|| -> Result<(NewTopic, TopicConfig), (ResponseError, String)> {
             if seen[&name] > 1 {
                 return Err((ResponseError::InvalidRequest, format!("topic {name:?} appears more than once in the request")));
             }
@@ -64,13 +64,13 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: CreateTopicsRequest) -
                     overrides.insert(c.name.to_string(), v.to_string());
                 }
             }
-            let config = TopicConfig::resolve(&shard.config.topic_defaults, &overrides).map_err(|m| (ResponseError::InvalidConfig, m))?;
-            Ok(NewTopic { name: name.clone(), partitions, overrides, config })
+            let config = TopicConfig::resolve(&shard.topic_defaults(), &overrides).map_err(|m| (ResponseError::InvalidConfig, m))?;
+            Ok((NewTopic { name: name.clone(), partitions, overrides }, config))
         })();
         match checked {
-            Ok(spec) => {
+            Ok((spec, config)) => {
                 if version >= 5 {
-                    fill(&mut r, &spec);
+                    fill(shard, &mut r, &spec, &config);
                 }
                 results.push((r, (!req.validate_only).then_some(spec)));
             }
@@ -106,18 +106,17 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: CreateTopicsRequest) -
     resp
 }
 
-fn fill(r: &mut CreatableTopicResult, spec: &NewTopic) {
+fn fill(shard: &Shard, r: &mut CreatableTopicResult, spec: &NewTopic, config: &TopicConfig) {
     r.num_partitions = spec.partitions;
     r.replication_factor = 1;
     r.configs = Some(
-        spec.config
-            .entries()
+        topic_entries(shard, &shard.image(), config, &spec.overrides)
             .into_iter()
-            .map(|(k, v)| {
+            .map(|e| {
                 CreatableTopicConfigs::default()
-                    .with_name(StrBytes::from_static_str(k))
-                    .with_value(Some(StrBytes::from_string(v)))
-                    .with_config_source(if spec.overrides.contains_key(k) { SOURCE_TOPIC } else { SOURCE_DEFAULT })
+                    .with_name(StrBytes::from_static_str(e.name))
+                    .with_value(Some(StrBytes::from_string(e.value)))
+                    .with_config_source(e.source)
             })
             .collect(),
     );

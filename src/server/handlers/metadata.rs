@@ -11,7 +11,6 @@ use uuid::Uuid;
 
 use super::super::metadata::{validate_topic_name, TopicMeta};
 use super::super::shard::{current, NewTopic, Shard};
-use crate::config::TopicConfig;
 use crate::protocol::{ResponseError, StrBytes};
 
 pub const VERSIONS: (i16, i16) = (0, 13);
@@ -78,10 +77,9 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: MetadataRequest) -> Me
         }
     }
     if !to_create.is_empty() {
-        let config = TopicConfig::resolve(&shard.config.topic_defaults, &Default::default()).expect("defaults were validated at start");
         let specs: Vec<NewTopic> = to_create
             .iter()
-            .map(|n| NewTopic { name: n.clone(), partitions: shard.config.num_partitions, overrides: Default::default(), config: config.clone() })
+            .map(|n| NewTopic { name: n.clone(), partitions: shard.config.num_partitions, overrides: Default::default() })
             .collect();
         let results = shard.invoke_on(0, move || async move { current().create_topics(specs).await }).await;
         for (name, r) in to_create.iter().zip(results) {
