@@ -179,4 +179,22 @@ fn producer_ids_are_unique_across_restarts_and_bad_sequences_are_refused() {
     assert!(c.producer_id.0 > b.producer_id.0, "ids from before the crash are never handed out again");
     assert_eq!(produce_idem(&mut raw, pid, 1, 0, 1), (0, 5), "the retry is recognised after the crash");
     assert_eq!(produce_idem(&mut raw, pid, 1, 1, 1), (0, 6));
+    assert_eq!(produce_idem(&mut raw, c.producer_id.0, 0, 0, 4), (0, 7));
+
+    // DescribeProducers shows both, as the partition's producer state has them; a partition
+    // that does not exist is named in its own error.
+    let req = DescribeProducersRequest::default().with_topics(vec![describe_producers_request::TopicRequest::default()
+        .with_name(TopicName(StrBytes::from_static_str("idem")))
+        .with_partition_indexes(vec![0, 5])]);
+    let r: DescribeProducersResponse = raw.call(ApiKey::DescribeProducers, 0, &req, 0);
+    let parts = &r.topics[0].partitions;
+    assert_eq!((parts[0].partition_index, parts[0].error_code), (0, 0));
+    let seen: Vec<(i64, i32, i32, i32, i64)> = parts[0]
+        .active_producers
+        .iter()
+        .map(|p| (p.producer_id.0, p.producer_epoch, p.last_sequence, p.coordinator_epoch, p.current_txn_start_offset))
+        .collect();
+    assert_eq!(seen, vec![(pid, 1, 1, -1, -1), (c.producer_id.0, 0, 3, -1, -1)]);
+    assert!(parts[0].active_producers.iter().all(|p| p.last_timestamp > 1_600_000_000_000), "{parts:?}");
+    assert_eq!((parts[1].partition_index, parts[1].error_code), (5, 3), "{:?}", parts[1]);
 }

@@ -95,6 +95,7 @@ fn api_versions_advertises_exactly_what_is_implemented() {
             (44, 0, 1),
             (47, 0, 0),
             (60, 0, 2),
+            (61, 0, 0),
             (68, 0, 1),
             (69, 0, 1)
         ]

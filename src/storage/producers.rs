@@ -65,7 +65,34 @@ fn last_seq(h: &BatchHeader) -> i32 {
     (h.base_sequence as i64 + h.last_offset_delta as i64).rem_euclid(i32::MAX as i64 + 1) as i32
 }
 
+/// One producer of a partition, as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The last sequence number it wrote.
+    pub last_sequence: i32,
+    /// When it last wrote (broker clock, ms), or when its state was rebuilt at start.
+    pub last_write_ms: i64,
+}
+
 impl ProducerStates {
+    /// Every producer remembered, by id.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .entries
+            .iter()
+            .map(|(id, e)| ActiveProducer {
+                producer_id: *id,
+                epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_write_ms: e.last_write_ms,
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

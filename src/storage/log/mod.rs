@@ -296,6 +296,11 @@ impl PartitionLog {
         }
     }
 
+    /// The idempotent producers this partition remembers (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<super::producers::ActiveProducer> {
+        self.st.borrow().producers.active()
+    }
+
     /// Segment files, their bytes, and bytes of recent batches kept in memory.
     pub fn disk_stats(&self) -> DiskStats {
         let st = self.st.borrow();
