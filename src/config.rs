@@ -150,6 +150,7 @@ pub struct TopicDefaults {
     pub message_timestamp_type: String,
     pub cleanup_policy: String,
     pub delete_retention_ms: i64,
+    pub compression_type: String,
 }
 
 /// How a setting's default is given in [`SETTINGS`].
@@ -472,6 +473,7 @@ impl Config {
             message_timestamp_type: "CreateTime".into(),
             cleanup_policy: "delete".into(),
             delete_retention_ms: 24 * 3600 * 1000,
+            compression_type: "producer".into(),
         };
         // Validate the defaults with the same rules as per-topic overrides.
         TopicConfig::resolve(&topic_defaults, &BTreeMap::new())
@@ -547,6 +549,7 @@ impl Config {
             e("log.index.interval.bytes", d.index_interval_bytes.to_string(), None),
             e("log.message.timestamp.type", d.message_timestamp_type.clone(), None),
             e("log.cleanup.policy", d.cleanup_policy.clone(), None),
+            e("compression.type", d.compression_type.clone(), None),
             e("log.cleaner.delete.retention.ms", d.delete_retention_ms.to_string(), None),
             e("log.cleaner.backoff.ms", self.log_cleaner_backoff_ms.to_string(), Some("log_cleaner_backoff_ms")),
             e("log.retention.check.interval.ms", self.log_retention_check_interval_ms.to_string(), Some("log_retention_check_interval_ms")),
@@ -631,6 +634,7 @@ pub struct DynamicKey {
 /// defaults of the topic configs, and the batch cache. They apply to every partition at once.
 pub const DYNAMIC_BROKER_KEYS: &[DynamicKey] = &[
     DynamicKey { name: "batch.cache.max.bytes", topic_key: None },
+    DynamicKey { name: "compression.type", topic_key: Some("compression.type") },
     DynamicKey { name: "log.cleaner.delete.retention.ms", topic_key: Some("delete.retention.ms") },
     DynamicKey { name: "log.cleanup.policy", topic_key: Some("cleanup.policy") },
     DynamicKey { name: "log.flush.interval.messages", topic_key: Some("flush.messages") },
@@ -690,6 +694,7 @@ impl From<&TopicConfig> for TopicDefaults {
             },
             cleanup_policy: c.cleanup_policy.clone(),
             delete_retention_ms: c.delete_retention_ms,
+            compression_type: c.compression.name().to_string(),
         }
     }
 }
@@ -801,11 +806,45 @@ pub struct TopicConfig {
     pub cleanup_policy: String,
     /// `delete.retention.ms`: how long compaction keeps tombstones.
     pub delete_retention_ms: i64,
+    /// `compression.type`: the codec batches are stored in.
+    pub compression: Compression,
+}
+
+/// A topic's `compression.type`: keep each batch as the producer compressed it, or store every
+/// batch with one codec (batches in another are recompressed on append).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Producer,
+    /// One of `protocol::codec`'s codec numbers (0 is uncompressed).
+    Codec(i16),
+}
+
+impl Compression {
+    const NAMES: [(&'static str, Compression); 6] = [
+        ("producer", Compression::Producer),
+        ("uncompressed", Compression::Codec(0)),
+        ("gzip", Compression::Codec(1)),
+        ("snappy", Compression::Codec(2)),
+        ("lz4", Compression::Codec(3)),
+        ("zstd", Compression::Codec(4)),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES.iter().find(|(_, c)| *c == self).map(|(n, _)| *n).expect("every value is named")
+    }
+
+    fn parse(v: &str) -> Result<Compression, String> {
+        Self::NAMES.iter().find(|(n, _)| *n == v.trim()).map(|(_, c)| *c).ok_or_else(|| {
+            let names: Vec<&str> = Self::NAMES.iter().map(|(n, _)| *n).collect();
+            format!("compression.type: {v:?} is not one of {}", names.join(", "))
+        })
+    }
 }
 
 /// The topic-level keys Spate knows, as Kafka names them. Any other key is INVALID_CONFIG.
 pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "cleanup.policy",
+    "compression.type",
     "delete.retention.ms",
     "flush.messages",
     "flush.ms",
@@ -834,6 +873,7 @@ impl TopicConfig {
             timestamp_type: parse_timestamp_type(&d.message_timestamp_type)?,
             cleanup_policy: d.cleanup_policy.clone(),
             delete_retention_ms: d.delete_retention_ms,
+            compression: Compression::parse(&d.compression_type)?,
         };
         for (k, v) in overrides {
             let int = |min: i64| -> Result<i64, String> {
@@ -852,6 +892,7 @@ impl TopicConfig {
                     }
                     c.cleanup_policy = v.clone();
                 }
+                "compression.type" => c.compression = Compression::parse(v)?,
                 "delete.retention.ms" => c.delete_retention_ms = int(0)?,
                 "flush.messages" => c.flush_messages = int(1)?,
                 "flush.ms" => c.flush_ms = int(0)?,
@@ -875,6 +916,7 @@ impl TopicConfig {
     pub fn entries(&self) -> Vec<(&'static str, String)> {
         vec![
             ("cleanup.policy", self.cleanup_policy.clone()),
+            ("compression.type", self.compression.name().to_string()),
             ("delete.retention.ms", self.delete_retention_ms.to_string()),
             ("flush.messages", self.flush_messages.to_string()),
             ("flush.ms", self.flush_ms.to_string()),

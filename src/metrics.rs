@@ -96,6 +96,8 @@ struct Long {
     fetch_trimmed: Family<CoreLabel, Counter>,
     busy_poll_found: Family<CoreLabel, Counter>,
     busy_poll_missed: Family<CoreLabel, Counter>,
+    recompressed_batches: Family<CoreLabel, Counter>,
+    recompressed_bytes: Family<CoreLabel, Counter>,
 }
 
 static LONG: LazyLock<Long> = LazyLock::new(|| {
@@ -118,6 +120,8 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
     let fetch_trimmed = Family::<CoreLabel, Counter>::default();
     let busy_poll_found = Family::<CoreLabel, Counter>::default();
     let busy_poll_missed = Family::<CoreLabel, Counter>::default();
+    let recompressed_batches = Family::<CoreLabel, Counter>::default();
+    let recompressed_bytes = Family::<CoreLabel, Counter>::default();
     registry.register("spate_requests", "Kafka requests handled, by API and core", requests.clone());
     registry.register(
         "spate_request_duration_seconds",
@@ -153,6 +157,16 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
         "Busy polls of a connection that ran out of time before a request came, by core",
         busy_poll_missed.clone(),
     );
+    registry.register(
+        "spate_recompressed_batches",
+        "Produced batches re-encoded into their topic's compression.type, by core",
+        recompressed_batches.clone(),
+    );
+    registry.register(
+        "spate_recompressed_bytes",
+        "Bytes of produced batches re-encoded into their topic's compression.type (as they arrived), by core",
+        recompressed_bytes.clone(),
+    );
     Long {
         registry,
         requests,
@@ -170,6 +184,8 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
         fetch_trimmed,
         busy_poll_found,
         busy_poll_missed,
+        recompressed_batches,
+        recompressed_bytes,
     }
 });
 
@@ -251,6 +267,8 @@ struct CoreHandles {
     fetch_trimmed: Counter,
     busy_poll_found: Counter,
     busy_poll_missed: Counter,
+    recompressed_batches: Counter,
+    recompressed_bytes: Counter,
 }
 
 fn core_handles<R>(f: impl FnOnce(&CoreHandles) -> R) -> R {
@@ -266,6 +284,8 @@ fn core_handles<R>(f: impl FnOnce(&CoreHandles) -> R) -> R {
                 fetch_trimmed: LONG.fetch_trimmed.get_or_create(&l).clone(),
                 busy_poll_found: LONG.busy_poll_found.get_or_create(&l).clone(),
                 busy_poll_missed: LONG.busy_poll_missed.get_or_create(&l).clone(),
+                recompressed_batches: LONG.recompressed_batches.get_or_create(&l).clone(),
+                recompressed_bytes: LONG.recompressed_bytes.get_or_create(&l).clone(),
             }
         });
         f(h)
@@ -277,6 +297,14 @@ pub fn fsync(seconds: f64, records: u64) {
     core_handles(|h| {
         h.fsync_seconds.observe(seconds);
         h.fsync_records.observe(records as f64);
+    });
+}
+
+/// A produced batch of `bytes` was re-encoded into its topic's codec.
+pub fn recompressed(bytes: u64) {
+    core_handles(|h| {
+        h.recompressed_batches.inc();
+        h.recompressed_bytes.inc_by(bytes);
     });
 }
 

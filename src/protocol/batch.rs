@@ -1,4 +1,5 @@
-//! Record batches (magic v2), read and patched in place, never re-encoded.
+//! Record batches (magic v2), read and patched in place; re-encoded only to change their codec
+//! (a topic's `compression.type`, [`recompress`]).
 //!
 //! Layout of the 61-byte header (big-endian):
 //! ```text
@@ -216,6 +217,30 @@ pub fn own_batches(frame: Bytes, parts: Vec<Vec<(Bytes, BatchHeader)>>) -> Vec<V
         }
     }
     out
+}
+
+/// The batch `b` with its records compressed with `codec` instead, every other field unchanged
+/// (offsets, timestamps, producer id and sequence, record count), its length, attributes and
+/// CRC redone; `Ok(None)` if it already uses `codec`. The records are decompressed into at most
+/// `decompressed_max` bytes and must parse as `h.records_count` records: anything else is an
+/// error saying why.
+pub fn recompress(b: &[u8], h: &BatchHeader, codec: i16, decompressed_max: usize) -> Result<Option<Bytes>, String> {
+    if h.compression() == codec {
+        return Ok(None);
+    }
+    let records = codec::decompress(h.compression(), &b[HEADER_LEN..], decompressed_max)?;
+    walk_records(&records, h, |_| {}).ok_or_else(|| format!("the batch's records do not parse as {} records", h.records_count))?;
+    let packed = codec::compress(codec, &records)?;
+    let mut out = Vec::with_capacity(HEADER_LEN + packed.len());
+    out.extend_from_slice(&b[..HEADER_LEN]);
+    out.extend_from_slice(&packed);
+    let batch_length = i32::try_from(out.len() - LOG_OVERHEAD).map_err(|_| "the recompressed batch is over 2 GiB".to_string())?;
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let attrs = (h.attributes & !ATTR_COMPRESSION_MASK) | codec;
+    out[21..23].copy_from_slice(&attrs.to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(Some(Bytes::from(out)))
 }
 
 /// Outcome of scanning a byte range that should hold whole batches (a segment, on recovery).
@@ -468,6 +493,40 @@ pub mod tests {
             z >>= 7;
         }
         buf.put_u8(z as u8);
+    }
+
+    #[test]
+    fn recompress_changes_only_the_codec_and_keeps_every_record() {
+        let deltas: Vec<i64> = (0..200).map(|i| (i * 7) % 50).collect();
+        for from in [codec::NONE, codec::GZIP, codec::SNAPPY, codec::LZ4, codec::ZSTD] {
+            let b = make_batch_with(&deltas, 1_000, from);
+            let h = validate(&b).unwrap();
+            let want = record_timestamps(&b, &h, 1 << 20).unwrap();
+            for to in [codec::NONE, codec::GZIP, codec::SNAPPY, codec::LZ4, codec::ZSTD] {
+                let Some(out) = recompress(&b, &h, to, 1 << 20).unwrap() else {
+                    assert_eq!(from, to, "only the same codec is left alone");
+                    continue;
+                };
+                let oh = validate(&out).unwrap();
+                assert_eq!(oh.compression(), to);
+                let same = |x: &BatchHeader| (x.base_offset, x.last_offset_delta, x.base_timestamp, x.max_timestamp, x.producer_id, x.base_sequence, x.records_count, x.attributes & !ATTR_COMPRESSION_MASK);
+                assert_eq!(same(&oh), same(&h), "{from} -> {to}");
+                assert_eq!(record_timestamps(&out, &oh, 1 << 20).unwrap(), want, "{from} -> {to}");
+            }
+            // Bounded: records larger than the bound are refused, not allocated.
+            if from != codec::NONE {
+                assert!(recompress(&b, &h, codec::NONE, 100).unwrap_err().contains("more than 100"));
+            }
+        }
+        // A count that does not match the records is refused.
+        let b = make_batch_with(&deltas, 1_000, codec::GZIP);
+        let mut bad = b.to_vec();
+        bad[57..61].copy_from_slice(&201i32.to_be_bytes());
+        bad[23..27].copy_from_slice(&201i32.to_be_bytes());
+        let crc = crc32c::crc32c(&bad[CRC_START..]);
+        bad[17..21].copy_from_slice(&crc.to_be_bytes());
+        let h = validate(&bad).unwrap();
+        assert!(recompress(&bad, &h, codec::ZSTD, 1 << 20).unwrap_err().contains("do not parse"));
     }
 
     /// Builds a valid uncompressed batch of `n` records with 1 ms apart timestamps.

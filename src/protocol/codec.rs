@@ -1,10 +1,15 @@
-//! Decompressing a record batch's records, bounded.
+//! Decompressing a record batch's records, bounded; and compressing them, for a topic's
+//! `compression.type`.
 //!
 //! A v2 batch compresses its records as one block with the codec in its attributes: gzip, snappy
 //! (raw, as librdkafka writes it, or in the xerial framing the Java client writes), lz4 (the LZ4
 //! frame format) or zstd. The bytes come from a client, so the output is bounded before it is
 //! allocated where the format says its size (snappy, zstd) and while it is read otherwise: a
 //! batch that would decompress past `max` is an error, never an allocation of that size.
+//!
+//! [`compress`] writes what every client reads: snappy in the xerial framing the Java client
+//! writes (its reader needs it; librdkafka and the others read both), lz4 frames with
+//! independent 64 KiB blocks and no checksums but the header's, as Kafka writes them.
 
 use std::io::Read;
 
@@ -34,6 +39,44 @@ pub fn decompress(codec: i16, data: &[u8], max: usize) -> Result<Vec<u8>, String
             // The frame header states the size; bulk decompression refuses more than `max`.
             zstd::bulk::decompress(data, max).map_err(|e| format!("zstd: {e} (or more than {max} bytes)"))
         }
+        other => Err(format!("unknown compression codec {other}")),
+    }
+}
+
+/// The xerial framing's block size (the uncompressed bytes per block), as the Java client's
+/// `SnappyOutputStream` uses.
+const XERIAL_BLOCK_BYTES: usize = 32 * 1024;
+
+/// `records` compressed with `codec` (NONE: as they are).
+pub fn compress(codec: i16, records: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Write;
+    match codec {
+        NONE => Ok(records.to_vec()),
+        GZIP => {
+            let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            w.write_all(records).and_then(|()| w.finish()).map_err(|e| format!("gzip: {e}"))
+        }
+        SNAPPY => {
+            let mut out = XERIAL_MAGIC.to_vec();
+            out.extend_from_slice(&1u32.to_be_bytes()); // version
+            out.extend_from_slice(&1u32.to_be_bytes()); // compatible version
+            let mut enc = snap::raw::Encoder::new();
+            for block in records.chunks(XERIAL_BLOCK_BYTES) {
+                let packed = enc.compress_vec(block).map_err(|e| format!("snappy: {e}"))?;
+                out.extend_from_slice(&(packed.len() as u32).to_be_bytes());
+                out.extend_from_slice(&packed);
+            }
+            Ok(out)
+        }
+        LZ4 => {
+            let info = lz4_flex::frame::FrameInfo::new()
+                .block_size(lz4_flex::frame::BlockSize::Max64KB)
+                .block_mode(lz4_flex::frame::BlockMode::Independent);
+            let mut w = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
+            w.write_all(records).map_err(|e| format!("lz4: {e}"))?;
+            w.finish().map_err(|e| format!("lz4: {e}"))
+        }
+        ZSTD => zstd::bulk::compress(records, 3).map_err(|e| format!("zstd: {e}")),
         other => Err(format!("unknown compression codec {other}")),
     }
 }
@@ -130,6 +173,22 @@ pub(crate) mod tests {
         assert!(decompress(SNAPPY, &framed, 7_000).is_err());
         framed.truncate(framed.len() - 3);
         assert!(decompress(SNAPPY, &framed, data.len()).is_err(), "a torn block is an error");
+    }
+
+    #[test]
+    fn what_the_broker_compresses_reads_back_with_every_codec() {
+        let data: Vec<u8> = sample().repeat(10); // 400 KB: several xerial and lz4 blocks
+        for codec in [NONE, GZIP, SNAPPY, LZ4, ZSTD] {
+            let packed = super::compress(codec, &data).unwrap();
+            assert_eq!(decompress(codec, &packed, data.len()).unwrap(), data, "codec {codec}");
+        }
+        let snappy = super::compress(SNAPPY, &data).unwrap();
+        assert!(snappy.starts_with(XERIAL_MAGIC), "snappy in the Java client's framing");
+        let lz4 = super::compress(LZ4, &data).unwrap();
+        // Frame magic, then FLG: version 01, independent blocks, no checksums, no content size;
+        // BD: 64 KiB blocks.
+        assert_eq!(&lz4[..6], &[0x04, 0x22, 0x4d, 0x18, 0x60, 0x40]);
+        assert!(super::compress(5, &data).is_err());
     }
 
     #[test]

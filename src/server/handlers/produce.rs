@@ -1,7 +1,8 @@
 //! Produce (key 0): validate each partition's batches on the connection's core (sizes, magic,
 //! CRC-32C), then append them on the owning cores, all partitions in parallel. acks=1 answers once
 //! the batches are written; acks=-1 (all) also waits for fdatasync under the default flush policy;
-//! acks=0 gets no response at all.
+//! acks=0 gets no response at all. A topic whose `compression.type` names a codec gets every
+//! batch in it: batches in another are recompressed here, before the append.
 
 use std::rc::Rc;
 
@@ -11,6 +12,8 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 
 use super::super::shard::Shard;
 use super::{on_partitions, PartWork};
+use crate::config::limits::RECORDS_DECOMPRESSED_MAX_BYTES;
+use crate::config::Compression;
 use crate::protocol::batch::{self, BatchError, BatchHeader};
 use crate::protocol::{ResponseError, StrBytes};
 use crate::storage::log::AppendInfo;
@@ -50,9 +53,13 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, fr
                     BatchError::UnsupportedMagic(_) => (ResponseError::UnsupportedForMessageFormat, e.to_string()),
                 })?;
                 let max = meta.config.message_max_bytes;
-                if let Some((b, _)) = batches.iter().find(|(b, _)| b.len() as i64 > max) {
-                    return Err((ResponseError::MessageTooLarge, format!("batch of {} bytes exceeds max.message.bytes {max}", b.len())));
-                }
+                let too_large = |batches: &[(Bytes, BatchHeader)]| match batches.iter().find(|(b, _)| b.len() as i64 > max) {
+                    Some((b, _)) => Err((ResponseError::MessageTooLarge, format!("batch of {} bytes exceeds max.message.bytes {max}", b.len()))),
+                    None => Ok(()),
+                };
+                too_large(&batches)?;
+                let batches = to_topic_codec(batches, meta.config.compression)?;
+                too_large(&batches)?;
                 // As Kafka: a partition's batches must fit in one segment (RECORD_LIST_TOO_LARGE).
                 let total: usize = batches.iter().map(|(b, _)| b.len()).sum();
                 if total as i64 > meta.config.segment_bytes {
@@ -122,6 +129,26 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, fr
         resp.responses.push(tr);
     }
     Some(resp)
+}
+
+/// The batches with their records in the topic's `compression.type` codec: those in another
+/// are recompressed here, on the connection's core (decompressed into at most
+/// `RECORDS_DECOMPRESSED_MAX_BYTES`; INVALID_RECORD, saying why, if they do not decompress or
+/// parse). With `producer`, or a batch already in the codec, the bytes are left as they came.
+fn to_topic_codec(batches: Vec<(Bytes, BatchHeader)>, c: Compression) -> Result<Vec<(Bytes, BatchHeader)>, (ResponseError, String)> {
+    let Compression::Codec(codec) = c else { return Ok(batches) };
+    batches
+        .into_iter()
+        .map(|(b, h)| match batch::recompress(&b, &h, codec, RECORDS_DECOMPRESSED_MAX_BYTES) {
+            Ok(None) => Ok((b, h)),
+            Ok(Some(packed)) => {
+                crate::metrics::recompressed(b.len() as u64);
+                let h = batch::validate(&packed).expect("a recompressed batch is valid");
+                Ok((packed, h))
+            }
+            Err(m) => Err((ResponseError::InvalidRecord, format!("recompressing the batch as {}: {m}", c.name()))),
+        })
+        .collect()
 }
 
 /// Drops every slice of the request frame `req` holds (the names it answers with become
