@@ -610,15 +610,8 @@ pub fn source_name(source: i8) -> &'static str {
 
 /// A Kafka Uuid as Kafka prints it: its 16 bytes in URL-safe base64 without padding.
 pub fn kafka_uuid(id: &Uuid) -> String {
-    const DIGITS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut s = String::with_capacity(22);
-    for chunk in id.as_bytes().chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            s.push(DIGITS[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    s
+    let standard = super::record::base64_encode(id.as_bytes());
+    standard.trim_end_matches('=').replace('+', "-").replace('/', "_")
 }
 
 fn dash<T: ToString>(v: Option<T>) -> String {
