@@ -1,7 +1,8 @@
-//! The cluster as the admin commands see it: a bootstrap connection, the brokers Metadata names,
-//! each group's coordinator (FindCoordinator), and each partition's leader. Requests go where a
-//! Kafka cluster wants them (group requests to the coordinator, ListOffsets to the leader,
-//! ListGroups to every broker), so the commands work against Kafka as well as Spate.
+//! The cluster as the admin commands see it: a bootstrap connection, the brokers and the
+//! controller Metadata names, each group's coordinator (FindCoordinator), and each partition's
+//! leader. Requests go where a Kafka cluster wants them (group requests to the coordinator,
+//! ListOffsets and DeleteRecords to the leader, ListGroups to every broker, topic changes to the
+//! controller), so the commands work against Kafka as well as Spate.
 //!
 //! Answers come back as plain Rust values; Kafka error codes stay numbers, named with
 //! [`super::error_name`] when shown.
