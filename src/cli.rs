@@ -1,6 +1,6 @@
-//! The `spate` command line: `spate serve` runs the broker; `spate group ...`, `spate produce`,
-//! `spate consume` and `spate cluster info` are clients for any Kafka-compatible broker (see
-//! [`crate::admin`]); `spate bench ...` measures any Kafka-compatible broker (see
+//! The `spate` command line: `spate serve` runs the broker; `spate group ...`, `spate topic ...`,
+//! `spate produce`, `spate consume` and `spate cluster info` are clients for any Kafka-compatible
+//! broker (see [`crate::admin`]); `spate bench ...` measures any Kafka-compatible broker (see
 //! [`crate::bench`]); `spate config print-defaults` prints every setting of `spate serve` (see
 //! [`crate::config::SETTINGS`]).
 
@@ -23,6 +23,9 @@ enum Command {
     Serve(ServeArgs),
     /// Consumer groups on any Kafka-compatible broker: list, describe, delete, reset-offsets.
     Group(crate::admin::GroupArgs),
+    /// Topics on any Kafka-compatible broker: create, list, describe, alter-config,
+    /// add-partitions, delete, trim-prefix.
+    Topic(crate::admin::topic::TopicArgs),
     /// Write records read from stdin (or --file), one per line, to a topic.
     Produce(crate::admin::produce::ProduceArgs),
     /// Print a topic's records, one per line; stop at the end, or --follow.
@@ -61,6 +64,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Group(args) => crate::admin::run(args),
+        Command::Topic(args) => crate::admin::topic::run(args),
         Command::Produce(args) => crate::admin::produce::run(args),
         Command::Consume(args) => crate::admin::consume::run(args),
         Command::Cluster(args) => crate::admin::run_cluster(args),

@@ -68,6 +68,10 @@ pub mod limits {
     /// The `spate group` client: largest response frame accepted from a broker; a frame announcing
     /// more is refused before anything is allocated for it.
     pub const CLIENT_RESPONSE_FRAME_MAX_BYTES: usize = 100 * 1024 * 1024;
+    /// The `spate topic` client: how long the broker may take over a topic change (the
+    /// `timeout_ms` of CreateTopics, DeleteTopics, CreatePartitions and DeleteRecords); shorter
+    /// than [`CLIENT_REQUEST_TIMEOUT_MS`] so that the broker's answer, timeout or not, arrives.
+    pub const CLIENT_ADMIN_TIMEOUT_MS: i32 = 15_000;
 
     /// Smallest soft RLIMIT_MEMLOCK glommio 0.9 starts an executor with (`Reactor::new` in its
     /// `sys/uring.rs` refuses less); checked at start so the message can say what to do.
@@ -83,6 +87,7 @@ pub mod limits {
     const _: () = assert!(REQUEST_FRAME_MAX_BYTES <= CONNECTION_BUFFER_MAX_BYTES);
     const _: () = assert!(FETCH_RESPONSE_MAX_BYTES <= CONNECTION_BUFFER_MAX_BYTES);
     const _: () = assert!(PARTITION_CACHE_MAX_BYTES <= REQUEST_FRAME_MAX_BYTES);
+    const _: () = assert!((CLIENT_ADMIN_TIMEOUT_MS as u64) < CLIENT_REQUEST_TIMEOUT_MS);
 }
 
 /// The broker's settings after all layers are merged. Owned by no core: built once in `main`,

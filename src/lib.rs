@@ -11,8 +11,9 @@
 //! - [`sync`]: core-local task coordination (`Notify`, first-come `Turns`); names no runtime.
 //! - [`server`]: shards (one per core), the shard table, cross-core routing, connections, and one
 //!   handler file per Kafka API.
-//! - [`admin`]: `spate group ...`, consumer-group administration over the Kafka protocol (a
-//!   blocking client in `io::client`); works against any Kafka-compatible broker.
+//! - [`admin`]: the client commands (`spate group ...`, `spate topic ...`, produce, consume,
+//!   cluster info) over the Kafka protocol (a blocking client in `io::client`, librdkafka for
+//!   produce and consume); they work against any Kafka-compatible broker.
 //! - [`metrics`]: Prometheus metrics and the admin HTTP endpoints (`/metrics`, `/v1/...`).
 //! - [`bench`]: `spate bench ...`, produce/consume/end-to-end benchmarks and linger/batch sweeps
 //!   through librdkafka; works against any Kafka-compatible broker.

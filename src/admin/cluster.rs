@@ -1,7 +1,8 @@
-//! The cluster as the admin commands see it: a bootstrap connection, the brokers Metadata names,
-//! each group's coordinator (FindCoordinator), and each partition's leader. Requests go where a
-//! Kafka cluster wants them (group requests to the coordinator, ListOffsets to the leader,
-//! ListGroups to every broker), so the commands work against Kafka as well as Spate.
+//! The cluster as the admin commands see it: a bootstrap connection, the brokers and the
+//! controller Metadata names, each group's coordinator (FindCoordinator), and each partition's
+//! leader. Requests go where a Kafka cluster wants them (group requests to the coordinator,
+//! ListOffsets and DeleteRecords to the leader, ListGroups to every broker, topic changes to the
+//! controller), so the commands work against Kafka as well as Spate.
 //!
 //! Answers come back as plain Rust values; Kafka error codes stay numbers, named with
 //! [`super::error_name`] when shown.
@@ -11,17 +12,26 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use kafka_protocol::messages::consumer_protocol_assignment::ConsumerProtocolAssignment;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
-    BrokerId, ConsumerGroupDescribeRequest, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, ListGroupsRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
+    BrokerId, ConsumerGroupDescribeRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, IncrementalAlterConfigsRequest,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
+use uuid::Uuid;
 
 use super::{error_name, kafka_error};
+use crate::config::limits::CLIENT_ADMIN_TIMEOUT_MS;
 use crate::io::client::Connection;
 
 /// A topic and partition.
@@ -41,6 +51,7 @@ pub mod codes {
     pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const NOT_COORDINATOR: i16 = 16;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const ILLEGAL_GENERATION: i16 = 22;
     pub const UNKNOWN_MEMBER_ID: i16 = 25;
     pub const REBALANCE_IN_PROGRESS: i16 = 27;
@@ -103,6 +114,72 @@ pub struct TopicSummary {
     pub internal: bool,
     pub error: i16,
 }
+
+/// A topic as Metadata describes it in full (for `spate topic`).
+pub struct TopicInfo {
+    /// `None` when the broker sent none (Metadata before v10) or the nil id.
+    pub id: Option<Uuid>,
+    pub internal: bool,
+    /// 0, or the Kafka error code Metadata gave for the topic (UNKNOWN_TOPIC_OR_PARTITION, ...).
+    pub error: i16,
+    /// Sorted by partition index.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+pub struct PartitionInfo {
+    pub partition: i32,
+    /// -1 when there is none.
+    pub leader: i32,
+    /// -1 when the broker sends none (Metadata before v7).
+    pub epoch: i32,
+    pub replicas: Vec<i32>,
+    pub error: i16,
+}
+
+/// A Metadata answer in full: brokers (node id to host:port), the controller, topics by name.
+pub struct Topics {
+    pub brokers: BTreeMap<i32, String>,
+    pub controller: Option<i32>,
+    pub topics: BTreeMap<String, TopicInfo>,
+}
+
+/// A broker's answer for one item of a batch request: 0 or a Kafka error code, and its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub error: i16,
+    pub message: Option<String>,
+}
+
+/// CreateTopics' answer for one topic; the partition count and replication factor it got come
+/// from v5+ brokers.
+pub struct Created {
+    pub outcome: Outcome,
+    pub partitions: Option<i32>,
+    pub replicas: Option<i16>,
+}
+
+/// One setting of a topic, as DescribeConfigs shows it.
+pub struct ConfigEntry {
+    pub key: String,
+    /// `None` for sensitive values (and settings without a value).
+    pub value: Option<String>,
+    /// Kafka's ConfigSource number (see `topic::source_name`).
+    pub source: i8,
+    pub read_only: bool,
+    pub sensitive: bool,
+}
+
+/// IncrementalAlterConfigs' operations, numbered as on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlterOp {
+    Set = 0,
+    Delete = 1,
+    Append = 2,
+    Subtract = 3,
+}
+
+/// ConfigResource type of a topic.
+const RESOURCE_TOPIC: i8 = 2;
 
 /// Connections to the cluster. Lives on the command's thread.
 pub struct Cluster {
@@ -195,6 +272,211 @@ impl Cluster {
                 .collect(),
             topics,
         })
+    }
+
+    /// Every topic (`names` None) or the named ones, in full, with the brokers and the
+    /// controller. Never creates topics (v4+; older brokers may auto-create them).
+    pub fn topics(&mut self, names: Option<&[String]>) -> Result<Topics> {
+        let bootstrap = self.bootstrap.clone();
+        let (_, resp) = self.conn(&bootstrap)?.call(|v| {
+            let topics = match names {
+                Some(names) => Some(names.iter().map(|t| MetadataRequestTopic::default().with_name(Some(topic_name(t)))).collect()),
+                // v0 asks for every topic with an empty list, later versions with none.
+                None if v == 0 => Some(Vec::new()),
+                None => None,
+            };
+            MetadataRequest::default().with_topics(topics).with_allow_auto_topic_creation(v < 4)
+        })?;
+        if resp.error_code != 0 {
+            return Err(kafka_error(resp.error_code, None, "asking for the cluster's metadata"));
+        }
+        let topics = resp
+            .topics
+            .into_iter()
+            .filter_map(|t| {
+                let mut partitions: Vec<PartitionInfo> = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| PartitionInfo {
+                        partition: p.partition_index,
+                        leader: p.leader_id.0,
+                        epoch: p.leader_epoch,
+                        replicas: p.replica_nodes.iter().map(|r| r.0).collect(),
+                        error: p.error_code,
+                    })
+                    .collect();
+                partitions.sort_by_key(|p| p.partition);
+                let id = Some(t.topic_id).filter(|id| !id.is_nil());
+                Some((t.name?.0.to_string(), TopicInfo { id, internal: t.is_internal, error: t.error_code, partitions }))
+            })
+            .collect();
+        Ok(Topics {
+            brokers: resp.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port))).collect(),
+            controller: Some(resp.controller_id.0).filter(|c| *c >= 0),
+            topics,
+        })
+    }
+
+    /// Where topic changes go, as Kafka's admin client sends them: the controller Metadata names
+    /// (under KRaft any broker, which forwards), else the bootstrap broker.
+    fn controller(&mut self) -> Result<String> {
+        let t = self.topics(Some(&[]))?;
+        Ok(t.controller.and_then(|c| t.brokers.get(&c).cloned()).unwrap_or_else(|| self.bootstrap.clone()))
+    }
+
+    /// CreateTopics: `partitions` and `replicas` each (-1: the broker's default), the same
+    /// `configs` for each; only checked with `validate_only`. Answers by topic.
+    pub fn create_topics(
+        &mut self,
+        topics: &[String],
+        partitions: i32,
+        replicas: i16,
+        configs: &[(String, String)],
+        validate_only: bool,
+    ) -> Result<BTreeMap<String, Created>> {
+        let addr = self.controller()?;
+        let (v, resp) = self.conn(&addr)?.call(|_| {
+            let configs: Vec<CreatableTopicConfig> = configs
+                .iter()
+                .map(|(k, v)| CreatableTopicConfig::default().with_name(str_bytes(k)).with_value(Some(str_bytes(v))))
+                .collect();
+            CreateTopicsRequest::default()
+                .with_topics(
+                    topics
+                        .iter()
+                        .map(|t| {
+                            CreatableTopic::default()
+                                .with_name(topic_name(t))
+                                .with_num_partitions(partitions)
+                                .with_replication_factor(replicas)
+                                .with_configs(configs.clone())
+                        })
+                        .collect(),
+                )
+                .with_timeout_ms(CLIENT_ADMIN_TIMEOUT_MS)
+                .with_validate_only(validate_only)
+        })?;
+        Ok(resp
+            .topics
+            .into_iter()
+            .map(|t| {
+                let created = Created {
+                    outcome: Outcome { error: t.error_code, message: t.error_message.map(|m| m.to_string()) },
+                    partitions: Some(t.num_partitions).filter(|n| v >= 5 && *n >= 0),
+                    replicas: Some(t.replication_factor).filter(|n| v >= 5 && *n >= 0),
+                };
+                (t.name.0.to_string(), created)
+            })
+            .collect())
+    }
+
+    /// DeleteTopics, by name. Answers by topic.
+    pub fn delete_topics(&mut self, topics: &[String]) -> Result<BTreeMap<String, Outcome>> {
+        let addr = self.controller()?;
+        let (_, resp) = self.conn(&addr)?.call(|v| {
+            let r = DeleteTopicsRequest::default().with_timeout_ms(CLIENT_ADMIN_TIMEOUT_MS);
+            if v >= 6 {
+                r.with_topics(topics.iter().map(|t| DeleteTopicState::default().with_name(Some(topic_name(t)))).collect())
+            } else {
+                r.with_topic_names(topics.iter().map(|t| topic_name(t)).collect())
+            }
+        })?;
+        Ok(resp
+            .responses
+            .into_iter()
+            .filter_map(|r| Some((r.name?.0.to_string(), Outcome { error: r.error_code, message: r.error_message.map(|m| m.to_string()) })))
+            .collect())
+    }
+
+    /// CreatePartitions: each topic grows to its new total count (the controller places the new
+    /// partitions). Answers by topic.
+    pub fn create_partitions(&mut self, counts: &[(String, i32)]) -> Result<BTreeMap<String, Outcome>> {
+        let addr = self.controller()?;
+        let (_, resp) = self.conn(&addr)?.call(|_| {
+            CreatePartitionsRequest::default()
+                .with_topics(
+                    counts
+                        .iter()
+                        .map(|(t, n)| CreatePartitionsTopic::default().with_name(topic_name(t)).with_count(*n).with_assignments(None))
+                        .collect(),
+                )
+                .with_timeout_ms(CLIENT_ADMIN_TIMEOUT_MS)
+        })?;
+        Ok(resp
+            .results
+            .into_iter()
+            .map(|r| (r.name.0.to_string(), Outcome { error: r.error_code, message: r.error_message.map(|m| m.to_string()) }))
+            .collect())
+    }
+
+    /// IncrementalAlterConfigs: the same `ops` (operation, key, value) on each topic. Answers by
+    /// topic.
+    pub fn alter_topic_configs(&mut self, topics: &[String], ops: &[(AlterOp, String, Option<String>)]) -> Result<BTreeMap<String, Outcome>> {
+        let bootstrap = self.bootstrap.clone();
+        let (_, resp) = self.conn(&bootstrap)?.call(|_| {
+            let configs: Vec<AlterableConfig> = ops
+                .iter()
+                .map(|(op, k, v)| {
+                    AlterableConfig::default().with_config_operation(*op as i8).with_name(str_bytes(k)).with_value(v.as_deref().map(str_bytes))
+                })
+                .collect();
+            IncrementalAlterConfigsRequest::default().with_resources(
+                topics
+                    .iter()
+                    .map(|t| {
+                        AlterConfigsResource::default()
+                            .with_resource_type(RESOURCE_TOPIC)
+                            .with_resource_name(str_bytes(t))
+                            .with_configs(configs.clone())
+                    })
+                    .collect(),
+            )
+        })?;
+        Ok(resp
+            .responses
+            .into_iter()
+            .map(|r| (r.resource_name.to_string(), Outcome { error: r.error_code, message: r.error_message.map(|m| m.to_string()) }))
+            .collect())
+    }
+
+    /// DescribeConfigs: every setting of each topic, sorted by key, or the topic's error.
+    pub fn describe_topic_configs(
+        &mut self,
+        topics: &[String],
+    ) -> Result<BTreeMap<String, std::result::Result<Vec<ConfigEntry>, Outcome>>> {
+        let bootstrap = self.bootstrap.clone();
+        let (_, resp) = self.conn(&bootstrap)?.call(|_| {
+            DescribeConfigsRequest::default().with_resources(
+                topics
+                    .iter()
+                    .map(|t| DescribeConfigsResource::default().with_resource_type(RESOURCE_TOPIC).with_resource_name(str_bytes(t)).with_configuration_keys(None))
+                    .collect(),
+            )
+        })?;
+        Ok(resp
+            .results
+            .into_iter()
+            .map(|r| {
+                let answer = if r.error_code != 0 {
+                    Err(Outcome { error: r.error_code, message: r.error_message.map(|m| m.to_string()) })
+                } else {
+                    let mut entries: Vec<ConfigEntry> = r
+                        .configs
+                        .into_iter()
+                        .map(|c| ConfigEntry {
+                            key: c.name.to_string(),
+                            value: c.value.map(|v| v.to_string()),
+                            source: c.config_source,
+                            read_only: c.read_only,
+                            sensitive: c.is_sensitive,
+                        })
+                        .collect();
+                    entries.sort_by(|a, b| a.key.cmp(&b.key));
+                    Ok(entries)
+                };
+                (r.resource_name.to_string(), answer)
+            })
+            .collect())
     }
 
     /// The APIs the broker at `addr` supports: (key, min version, max version).
@@ -441,37 +723,14 @@ impl Cluster {
     /// asked of each partition's leader. Each answer is the offset (-1 if no record is that
     /// recent) or the Kafka error name.
     pub fn list_offsets(&mut self, partitions: &[Tp], timestamp: i64) -> Result<BTreeMap<Tp, std::result::Result<i64, String>>> {
-        let mut names: Vec<String> = partitions.iter().map(|(t, _)| t.clone()).collect();
-        names.sort();
-        names.dedup();
-        let (brokers, topics) = self.metadata(&names)?;
-        let mut out = BTreeMap::new();
-        let mut by_leader: BTreeMap<i32, BTreeMap<String, Vec<i32>>> = BTreeMap::new();
-        for (t, p) in partitions {
-            let leader = match topics.get(t) {
-                Some(m) if m.error != 0 => Err(error_name(m.error)),
-                Some(m) => match m.partitions.get(p) {
-                    Some(&l) if l >= 0 => Ok(l),
-                    Some(_) => Err("LEADER_NOT_AVAILABLE".to_string()),
-                    None => Err(error_name(3)),
-                },
-                None => Err(error_name(3)),
-            };
-            match leader {
-                Ok(l) => by_leader.entry(l).or_default().entry(t.clone()).or_default().push(*p),
-                Err(e) => {
-                    out.insert((t.clone(), *p), Err(e));
-                }
-            }
-        }
-        for (leader, wanted) in by_leader {
-            let addr = brokers.get(&leader).ok_or_else(|| anyhow!("Metadata names leader {leader} but not its address"))?.clone();
-            let (_, resp) = self.conn(&addr).with_context(|| format!("connecting to leader {leader}"))?.call(|v| {
+        let (by_leader, mut out) = self.route(partitions)?;
+        for (addr, wanted) in by_leader {
+            let (_, resp) = self.conn(&addr).with_context(|| format!("connecting to the leader at {addr}"))?.call(|v| {
                 let mut r = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(
                     wanted
                         .iter()
                         .map(|(t, ps)| {
-                            ListOffsetsTopic::default().with_name(TopicName(StrBytes::from_string(t.clone()))).with_partitions(
+                            ListOffsetsTopic::default().with_name(topic_name(t)).with_partitions(
                                 ps.iter()
                                     .map(|p| ListOffsetsPartition::default().with_partition_index(*p).with_timestamp(timestamp))
                                     .collect(),
@@ -496,6 +755,85 @@ impl Cluster {
         }
         Ok(out)
     }
+
+    /// DeleteRecords: each partition's log start moved up to its offset (-1: the high
+    /// watermark), asked of each partition's leader. Each answer is the new log start offset
+    /// (the low watermark) or the Kafka error name.
+    pub fn delete_records(&mut self, offsets: &BTreeMap<Tp, i64>) -> Result<BTreeMap<Tp, std::result::Result<i64, String>>> {
+        let partitions: Vec<Tp> = offsets.keys().cloned().collect();
+        let (by_leader, mut out) = self.route(&partitions)?;
+        for (addr, wanted) in by_leader {
+            let (_, resp) = self.conn(&addr).with_context(|| format!("connecting to the leader at {addr}"))?.call(|_| {
+                DeleteRecordsRequest::default().with_timeout_ms(CLIENT_ADMIN_TIMEOUT_MS).with_topics(
+                    wanted
+                        .iter()
+                        .map(|(t, ps)| {
+                            DeleteRecordsTopic::default().with_name(topic_name(t)).with_partitions(
+                                ps.iter()
+                                    .map(|p| DeleteRecordsPartition::default().with_partition_index(*p).with_offset(offsets[&(t.clone(), *p)]))
+                                    .collect(),
+                            )
+                        })
+                        .collect(),
+                )
+            })?;
+            for t in resp.topics {
+                for p in t.partitions {
+                    let r = if p.error_code == 0 { Ok(p.low_watermark) } else { Err(error_name(p.error_code)) };
+                    out.insert((t.name.0.to_string(), p.partition_index), r);
+                }
+            }
+        }
+        for tp in partitions {
+            out.entry(tp).or_insert_with(|| Err("no answer".to_string()));
+        }
+        Ok(out)
+    }
+
+    /// `partitions` grouped by their leader's address (then topic), for requests a leader must
+    /// answer; those that have no leader (unknown topic or partition, none elected) come back
+    /// apart, with the Kafka error name.
+    #[allow(clippy::type_complexity)]
+    fn route(
+        &mut self,
+        partitions: &[Tp],
+    ) -> Result<(BTreeMap<String, BTreeMap<String, Vec<i32>>>, BTreeMap<Tp, std::result::Result<i64, String>>)> {
+        let mut names: Vec<String> = partitions.iter().map(|(t, _)| t.clone()).collect();
+        names.sort();
+        names.dedup();
+        let (brokers, topics) = self.metadata(&names)?;
+        let mut failed = BTreeMap::new();
+        let mut by_leader: BTreeMap<String, BTreeMap<String, Vec<i32>>> = BTreeMap::new();
+        for (t, p) in partitions {
+            let leader = match topics.get(t) {
+                Some(m) if m.error != 0 => Err(error_name(m.error)),
+                Some(m) => match m.partitions.get(p) {
+                    Some(&l) if l >= 0 => Ok(l),
+                    Some(_) => Err("LEADER_NOT_AVAILABLE".to_string()),
+                    None => Err(error_name(codes::UNKNOWN_TOPIC_OR_PARTITION)),
+                },
+                None => Err(error_name(codes::UNKNOWN_TOPIC_OR_PARTITION)),
+            };
+            match leader {
+                Ok(l) => {
+                    let addr = brokers.get(&l).ok_or_else(|| anyhow!("Metadata names leader {l} but not its address"))?;
+                    by_leader.entry(addr.clone()).or_default().entry(t.clone()).or_default().push(*p);
+                }
+                Err(e) => {
+                    failed.insert((t.clone(), *p), Err(e));
+                }
+            }
+        }
+        Ok((by_leader, failed))
+    }
+}
+
+fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn topic_name(s: &str) -> TopicName {
+    TopicName(str_bytes(s))
 }
 
 /// The partitions in a consumer-protocol assignment (a version, then the versioned struct);

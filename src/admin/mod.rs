@@ -3,9 +3,11 @@
 //!   ([`group`] for list, describe and delete; [`reset`] for reset-offsets);
 //! - `spate produce` and `spate consume` ([`produce`], [`consume`]): records from stdin and to
 //!   stdout, one per line, through librdkafka ([`librdkafka`], [`record`]);
-//! - `spate cluster info` ([`cluster_info`]): brokers, controller, topics and API versions.
+//! - `spate cluster info` ([`cluster_info`]): brokers, controller, topics and API versions;
+//! - `spate topic ...` ([`topic`]): create, list, describe, alter-config, add-partitions, delete
+//!   and trim-prefix, like Redpanda's `rpk topic`.
 //!
-//! The group and cluster commands ask the cluster through [`cluster::Cluster`], which speaks the
+//! The group, topic and cluster commands ask the cluster through [`cluster::Cluster`], which speaks the
 //! Kafka protocol over the blocking `io::client`. Output is for people by default (aligned
 //! tables), JSON with `--json`; errors go to stderr with Kafka's error name, and the exit code is
 //! 1 if anything failed (2 for usage errors).
@@ -21,6 +23,7 @@ pub mod librdkafka;
 pub mod produce;
 pub mod record;
 pub mod reset;
+pub mod topic;
 
 use std::process::ExitCode;
 
@@ -69,6 +72,12 @@ pub fn run_cluster(args: ClusterArgs) -> ExitCode {
     let result = Cluster::connect(&args.client.bootstrap_server).and_then(|mut c| match args.command {
         ClusterCommand::Info => cluster_info::info(&mut c, &out),
     });
+    exit_code(result)
+}
+
+/// A client command's exit code: 0 if it all worked, 1 if something failed (a whole-command
+/// failure reported here, on stderr).
+pub fn exit_code(result: anyhow::Result<bool>) -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -149,14 +158,7 @@ pub fn run(args: GroupArgs) -> ExitCode {
         GroupCommand::Delete { groups } => group::delete(&mut c, &out, &groups),
         GroupCommand::ResetOffsets(a) => reset::run(&mut c, &out, &a),
     });
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            report(&format!("{e:#}"));
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(result)
 }
 
 /// How results are printed.
