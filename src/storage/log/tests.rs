@@ -1062,3 +1062,43 @@ fn a_read_at_a_start_before_the_first_segment_finds_the_records_after_it() {
         assert_eq!(first, Some(bases[2]), "the read goes on from the next segment");
     });
 }
+
+/// A producer whose every batch went with deleted segments is still recognised, live and after
+/// a reopen (the producer-state snapshots outlive the segments, as Kafka's do): its next
+/// sequence is accepted, a retry of its last batch is answered as a duplicate, a gap and a stale
+/// epoch are still refused.
+#[test]
+fn a_producer_whose_batches_were_all_deleted_is_still_recognised() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    rt::run_local(async move {
+        io_probe(&path).await;
+        let p = path.join("p");
+        let log = PartitionLog::open(p.clone(), small_segments(), Rc::new(Notify::default())).await.unwrap();
+        log.append(&[idem(9, 1, 0, 3)], true).await.unwrap();
+        let last = log.append(&[idem(9, 1, 3, 3)], true).await.unwrap().base_offset;
+        for _ in 0..20 {
+            log.append(&[batch(10)], true).await.unwrap();
+        }
+        let end = log.offsets().log_end;
+        assert_eq!(log.delete_records(end).await.unwrap(), end);
+        assert!(bases(&log).iter().all(|b| *b > last), "the producer's segments are gone: {:?}", bases(&log));
+        for reopen in [false, true] {
+            let log = if reopen {
+                PartitionLog::open(p.clone(), small_segments(), Rc::new(Notify::default())).await.unwrap()
+            } else {
+                log.clone()
+            };
+            let dup = log.append(&[idem(9, 1, 3, 3)], true).await.unwrap();
+            assert_eq!(dup.base_offset, last, "reopen {reopen}: the retry of the last batch is a duplicate");
+            assert!(matches!(log.append(&[idem(9, 1, 9, 1)], true).await, Err(LogError::OutOfOrderSequence(_))), "reopen {reopen}");
+            assert!(matches!(log.append(&[idem(9, 0, 6, 1)], true).await, Err(LogError::InvalidProducerEpoch(_))), "reopen {reopen}");
+            if reopen {
+                let next = log.append(&[idem(9, 1, 6, 1)], true).await.unwrap();
+                assert_eq!(next.base_offset, end, "the next sequence goes on");
+            } else {
+                log.close().await.unwrap();
+            }
+        }
+    });
+}
