@@ -1,11 +1,13 @@
 """Checks driven through confluent-kafka (Python binding of librdkafka 2.16)."""
 
+import gc
 import os
 import time
 import warnings
 import zlib
 
-from harness import Skip, check, wait_until
+from harness import (BROKER_RESOURCE, OP_DELETE, OP_SET, Skip, check, incremental_alter_configs_v0,
+                     restore_broker_configs, wait_until)
 
 try:
     from confluent_kafka import (OFFSET_BEGINNING, OFFSET_END, TIMESTAMP_CREATE_TIME, Consumer, KafkaError,
@@ -287,9 +289,9 @@ DYNAMIC_TOPIC = None if _IMPORT_ERROR else ConfigSource.DYNAMIC_TOPIC_CONFIG.val
 DEFAULT = None if _IMPORT_ERROR else ConfigSource.DEFAULT_CONFIG.value
 
 
-def _settings(a, topic):
-    """{key: (value, source)} of a topic as describe_configs reports it."""
-    res = ConfigResource(ResourceType.TOPIC, topic)
+def _settings(a, topic, restype=None):
+    """{key: (value, source)} of a topic (or another resource) as describe_configs reports it."""
+    res = ConfigResource(restype or ResourceType.TOPIC, topic)
     cfg = result(a.describe_configs([res])[res], f"describe_configs({topic})")
     return {k: (e.value, e.source) for k, e in cfg.items()}
 
@@ -345,8 +347,10 @@ def ck_admin_incremental_alter_configs(ctx):
 def ck_admin_alter_configs_refusals(ctx):
     """incremental_alter_configs refusals: INVALID_CONFIG naming the key (bad value, unknown key,
     APPEND to a key that is not a list, SUBTRACT emptying the list, a good SET beside a bad one),
-    also with validate_only; UNKNOWN_TOPIC_OR_PART for a missing topic; INVALID_REQUEST with
-    Spate's message for broker 0 and for __consumer_offsets; several resources in one call each
+    also with validate_only; UNKNOWN_TOPIC_OR_PART for a missing topic; on broker 0,
+    INVALID_CONFIG with Spate's message naming the key for a key read at start (num.partitions),
+    an unknown key, a bad value and a good SET beside a bad one (also validate_only; broker 0
+    unchanged); INVALID_REQUEST for __consumer_offsets; several resources in one call each
     answered on their own; validate_only changes nothing. Then the deprecated alter_configs
     (AlterConfigs): the named configs replace all the topic's overrides."""
     SET, APPEND, SUBTRACT = AlterConfigOpType.SET, AlterConfigOpType.APPEND, AlterConfigOpType.SUBTRACT
@@ -368,9 +372,32 @@ def ck_admin_alter_configs_refusals(ctx):
             assert key in err.str(), f"{label}: the message does not name {key}: {err.str()!r}"
     missing = ctx.topic("ck-iac-nosuch")
     expect_error(_incremental(a, missing, [("retention.ms", "1", SET)]), KafkaError.UNKNOWN_TOPIC_OR_PART, "a missing topic")
-    err = expect_error(_incremental(a, "0", [("log.retention.ms", "1", SET)], restype=ResourceType.BROKER),
-                       KafkaError.INVALID_REQUEST, "broker 0")
-    assert err.str() == "changing broker configs at run time is not supported by Spate yet", err.str()
+    # Broker 0: a key read at start only, an unknown key and a bad value are INVALID_CONFIG naming
+    # the key (the broker "" and another broker id cannot be sent through librdkafka: it refuses
+    # an empty name in the client and sends a broker id to that broker, which is not there).
+    broker_cases = [
+        ("a broker key read at start", [("num.partitions", "3", SET)],
+         "num.partitions cannot be changed at run time (it is read at start)"),
+        ("an unknown broker key", [("no.such.broker.key", "1", SET)], 'unknown broker config "no.such.broker.key"'),
+        ("a bad broker value", [("log.retention.ms", "soon", SET)], "log.retention.ms: "),
+        ("a good broker SET beside a bad one", [("log.retention.bytes", "1000000000", SET), ("log.roll.ms", "0", SET)],
+         "log.roll.ms: "),
+    ]
+    broker_before = _settings(a, "0", ResourceType.BROKER)
+    try:
+        for what, ops, want in broker_cases:
+            for validate_only in (False, True):
+                label = what + (" (validate_only)" if validate_only else "")
+                err = expect_error(_incremental(a, "0", ops, validate_only, restype=ResourceType.BROKER),
+                                   KafkaError.INVALID_CONFIG, label)
+                assert err.str().startswith(want), f"{label}: message {err.str()!r}, want it to start {want!r}"
+    finally:
+        # Should a refusal have been applied after all, the checks after this one still get
+        # the broker's defaults.
+        restore_broker_configs(ctx.port, ["log.retention.ms", "log.retention.bytes", "log.roll.ms"])
+    broker_after = _settings(a, "0", ResourceType.BROKER)
+    assert broker_after == broker_before, \
+        f"broker 0 changed by refusals: {[(k, v, broker_after.get(k)) for k, v in broker_before.items() if broker_after.get(k) != v]}"
     err = expect_error(_incremental(a, "__consumer_offsets", [("cleanup.policy", "delete", SET)]),
                        KafkaError.INVALID_REQUEST, "__consumer_offsets")
     assert "__consumer_offsets" in err.str(), err.str()
@@ -408,7 +435,117 @@ def ck_admin_alter_configs_refusals(ctx):
         err = expect_error(a.alter_configs([bad], request_timeout=TIMEOUT)[bad], KafkaError.INVALID_CONFIG, "alter_configs bad value")
         assert "retention.ms" in err.str(), err.str()
         _expect_settings(a, topic, want, "a refused alter_configs")
-    return "INVALID_CONFIG x5 (x2 validate_only), UNKNOWN_TOPIC_OR_PART, INVALID_REQUEST x2, mixed call, alter_configs"
+    return ("INVALID_CONFIG x5 on a topic and x4 on broker 0 (each x2 validate_only), UNKNOWN_TOPIC_OR_PART, "
+            "INVALID_REQUEST, mixed call, alter_configs")
+
+
+# ---------------------------------------------------------------------------
+# Broker configs changed at run time (Kafka's dynamic broker configs)
+# ---------------------------------------------------------------------------
+
+DYNAMIC_BROKER = None if _IMPORT_ERROR else ConfigSource.DYNAMIC_BROKER_CONFIG.value
+DYNAMIC_DEFAULT_BROKER = None if _IMPORT_ERROR else ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value
+STATIC_BROKER = None if _IMPORT_ERROR else ConfigSource.STATIC_BROKER_CONFIG.value
+
+
+def _entry(a, restype, name, key):
+    """(value, source, read-only, synonyms) of one config as describe_configs reports it.
+    librdkafka always asks for synonyms; confluent-kafka keeps them in a dict by name, so of
+    the layers that share a name (log.retention.ms set for this broker, for all, by default) only
+    the last one is left: see `_as_seen`."""
+    res = ConfigResource(restype, name)
+    cfg = result(a.describe_configs([res])[res], f"describe_configs({restype.name} {name!r})")
+    assert key in cfg, f"describe_configs({restype.name} {name!r}) has no {key} ({sorted(cfg)[:12]}...)"
+    e = cfg[key]
+    return e.value, e.source, e.is_read_only, {n: (s.value, s.source) for n, s in e.synonyms.items()}
+
+
+def _as_seen(*layers):
+    """What confluent-kafka's ConfigEntry.synonyms shows of the synonyms (name, value, source) the
+    broker sends, the applying one first: a dict by name, the last layer of each name winning."""
+    return {n: (v, s) for n, v, s in layers}
+
+
+def _broker_incremental(ctx, name, ops, validate_only=False):
+    """IncrementalAlterConfigs of the broker resource `name` ("" for every broker) sent by hand
+    (librdkafka refuses the name ""); fails the check unless the broker accepts."""
+    answers = incremental_alter_configs_v0(ctx.port, [(BROKER_RESOURCE, name, ops)], validate_only)
+    assert answers == [(BROKER_RESOURCE, name, 0, None)], f"IncrementalAlterConfigs of broker {name!r} {ops}: {answers}"
+
+
+@check("ck_admin_broker_configs_dynamic")
+def ck_admin_broker_configs_dynamic(ctx):
+    """Broker configs at run time on the shared broker, read back with describe_configs of
+    broker 0 and of two topics (one overriding retention.ms) after every step:
+    - before: log.retention.ms is its DEFAULT_CONFIG, not read-only; num.partitions is read-only;
+      listeners (given by --listen) STATIC_BROKER_CONFIG;
+    - log.retention.ms for every broker (resource "", sent by hand: librdkafka refuses an empty
+      name): DYNAMIC_DEFAULT_BROKER_CONFIG on broker 0 and on the topic without an override; the
+      topic with one keeps DYNAMIC_TOPIC_CONFIG, its own value among the synonyms;
+    - validate_only SET on broker 0 changes nothing; SET on broker 0 (incremental_alter_configs)
+      wins: DYNAMIC_BROKER_CONFIG on the broker and the plain topic;
+    - the deprecated alter_configs of broker 0 replaces its whole set: log.retention.ms goes back
+      to the cluster-wide value, log.retention.bytes is DYNAMIC_BROKER_CONFIG;
+    - DELETE on broker 0, then on "": back to DEFAULT_CONFIG.
+    The values (14 and 30 days) are above the default, so nothing is deleted sooner while they
+    apply, and a finally block deletes them from both layers whatever happens."""
+    SET, DELETE = AlterConfigOpType.SET, AlterConfigOpType.DELETE
+    BROKER = ResourceType.BROKER
+    TOPIC = ResourceType.TOPIC
+    plain, own = ctx.topic("ck-dyncfg"), ctx.topic("ck-dyncfg-own")
+    a = create_topic(ctx, plain, 1)
+    create_topic(ctx, own, 1, {"retention.ms": "3600000"})
+    default_ms, cluster_ms, node_ms = "604800000", "1209600000", "2592000000"
+    key = "log.retention.ms"
+    own_layer = ("retention.ms", "3600000", DYNAMIC_TOPIC)
+
+    def expect(restype, name, k, want, after):
+        got = _entry(a, restype, name, k)
+        assert got == want, f"{restype.name} {name!r} {k} after {after}: {got}, want {want}"
+
+    def expect_layers(after, value, source, layers):
+        """log.retention.ms of broker 0 and retention.ms of both topics."""
+        expect(BROKER, "0", key, (value, source, False, _as_seen(*layers)), after)
+        expect(TOPIC, plain, "retention.ms", (value, source, False, _as_seen(*layers)), after)
+        expect(TOPIC, own, "retention.ms", ("3600000", DYNAMIC_TOPIC, False, _as_seen(own_layer, *layers)), after)
+
+    default_layer = (key, default_ms, DEFAULT)
+    expect_layers("nothing", default_ms, DEFAULT, [default_layer])
+    np = _entry(a, BROKER, "0", "num.partitions")
+    assert np[1:3] == (DEFAULT, True), f"num.partitions: {np}, want DEFAULT_CONFIG and read-only"
+    listeners = _entry(a, BROKER, "0", "listeners")
+    assert listeners[0] == f"PLAINTEXT://{ctx.bootstrap}" and listeners[1:3] == (STATIC_BROKER, True), \
+        f"listeners: {listeners}, want PLAINTEXT://{ctx.bootstrap}, STATIC_BROKER_CONFIG, read-only"
+    try:
+        _broker_incremental(ctx, "", [(key, OP_SET, cluster_ms)])
+        cluster_layer = (key, cluster_ms, DYNAMIC_DEFAULT_BROKER)
+        expect_layers("SET for every broker", cluster_ms, DYNAMIC_DEFAULT_BROKER, [cluster_layer, default_layer])
+
+        result(_incremental(a, "0", [(key, node_ms, SET)], validate_only=True, restype=BROKER), "validate_only SET on broker 0")
+        expect_layers("validate_only SET on broker 0", cluster_ms, DYNAMIC_DEFAULT_BROKER, [cluster_layer, default_layer])
+        result(_incremental(a, "0", [(key, node_ms, SET)], restype=BROKER), "SET on broker 0")
+        node_layer = (key, node_ms, DYNAMIC_BROKER)
+        expect_layers("SET on broker 0", node_ms, DYNAMIC_BROKER, [node_layer, cluster_layer, default_layer])
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            res = ConfigResource(BROKER, "0", set_config={"log.retention.bytes": "-1"})
+            result(a.alter_configs([res], request_timeout=TIMEOUT)[res], "alter_configs of broker 0")
+        expect_layers("alter_configs of broker 0 without it", cluster_ms, DYNAMIC_DEFAULT_BROKER,
+                      [cluster_layer, default_layer])
+        expect(BROKER, "0", "log.retention.bytes",
+               ("-1", DYNAMIC_BROKER, False, _as_seen(("log.retention.bytes", "-1", DYNAMIC_BROKER),
+                                                     ("log.retention.bytes", "-1", DEFAULT))),
+               "alter_configs of broker 0")
+
+        result(_incremental(a, "0", [("log.retention.bytes", None, DELETE)], restype=BROKER), "DELETE on broker 0")
+        expect(BROKER, "0", "log.retention.bytes", ("-1", DEFAULT, False, _as_seen(("log.retention.bytes", "-1", DEFAULT))),
+               "DELETE on broker 0")
+        _broker_incremental(ctx, "", [(key, OP_DELETE, None)])
+        expect_layers("DELETE for every broker", default_ms, DEFAULT, [default_layer])
+    finally:
+        restore_broker_configs(ctx.port, [key, "log.retention.bytes"])
+    return "DEFAULT -> DYNAMIC_DEFAULT_BROKER -> DYNAMIC_BROKER -> (alter_configs) -> DEFAULT, broker 0 and two topics"
 
 
 # ---------------------------------------------------------------------------
@@ -1345,6 +1482,87 @@ def ck_retention_time_and_size(ctx):
     return (f"{produced} records; starts {[samples[-1][1][tp] for tp in tps]}; size topic .log bytes max {list(most.values())} "
             f"(checks behind by {list(lag.values())} s at worst), final {list(final.values())}; consumer read {sum(len(v) for v in read.values())}, {gaps} gaps, "
             f"{len(consumer_errors)} OOR errors, {len(resets)} reset log lines")
+
+
+@check("ck_broker_configs_retention_applies_at_once")
+def ck_broker_configs_retention_applies_at_once(ctx):
+    """Broker-wide retention changed at run time reaches the open partitions of existing topics
+    at once, on its own broker (--log-retention-check-interval-ms 200, --log-retention-bytes
+    1000000000 given as a flag, so STATIC_BROKER_CONFIG): a topic with 4 KiB segments and one
+    overriding retention.bytes and retention.ms, fed about 40 KB each. log.retention.bytes=8192 on
+    broker 0 (incremental_alter_configs) moves the first topic's start (list_offsets earliest)
+    within seconds and deletes its oldest segment files; the other keeps offset 0 and every
+    segment. After SIGKILL and a restart the value is still there (DYNAMIC_BROKER_CONFIG); DELETE
+    takes it back to the flag's value (the start stays where it was). log.retention.ms=1000 for
+    every broker (resource "", sent by hand) then deletes every closed segment of the first
+    topic, leaving the active one, and nothing of the other."""
+    SET, DELETE = AlterConfigOpType.SET, AlterConfigOpType.DELETE
+    BROKER = ResourceType.BROKER
+    b = ctx.start_broker(["--log-retention-check-interval-ms", "200", "--segment-preallocate-bytes", "0",
+                          "--log-retention-bytes", "1000000000"])
+    dyn, own = ctx.topic("ck-dynret"), ctx.topic("ck-dynret-own")
+    a = create_topic(ctx, dyn, 1, {"segment.bytes": "4096"}, bootstrap=b.bootstrap)
+    create_topic(ctx, own, 1, {"segment.bytes": "4096", "retention.bytes": "1000000", "retention.ms": "-1"},
+                 bootstrap=b.bootstrap)
+    p = producer(ctx, bootstrap=b.bootstrap, **{"linger.ms": 0, "compression.type": "none"})
+    for i in range(300):
+        for t in (dyn, own):
+            p.produce(t, partition=0, value=f"{i:05}-".encode() + b"z" * 120)
+        if i % 10 == 9:
+            flush(p)
+    flush(p)
+    topics_dir = os.path.join(b.data_dir, "topics")
+    dyn_before, own_before = sorted(_log_sizes(topics_dir, dyn, 0)), sorted(_log_sizes(topics_dir, own, 0))
+    assert len(dyn_before) >= 6 and len(own_before) >= 6, f"segments: {dyn} {dyn_before}, {own} {own_before}"
+
+    def start(topic):
+        return _list_offsets(a, topic, 1, OffsetSpec.earliest())[0]
+
+    assert (start(dyn), start(own)) == (0, 0), "starts before any change"
+    static = ("log.retention.bytes", "1000000000", STATIC_BROKER)
+    flag_default = ("log.retention.bytes", "-1", DEFAULT)
+    got = _entry(a, ResourceType.TOPIC, dyn, "retention.bytes")
+    assert got == ("1000000000", STATIC_BROKER, False, _as_seen(static, flag_default)), f"{dyn} retention.bytes: {got}"
+
+    result(_incremental(a, "0", [("log.retention.bytes", "8192", SET)], restype=BROKER), "SET log.retention.bytes on broker 0")
+    moved = wait_until(lambda: start(dyn), 15, 0.2, f"{dyn}'s start to move after log.retention.bytes=8192")
+    time.sleep(1.0)  # five retention checks: the other topic must still be whole
+    dyn_after = sorted(_log_sizes(topics_dir, dyn, 0))
+    assert dyn_after[0] > 0 and len(dyn_after) < len(dyn_before), f"{dyn} segments after: {dyn_after} (before {dyn_before})"
+    assert start(own) == 0 and sorted(_log_sizes(topics_dir, own, 0)) == own_before, \
+        f"{own} (own retention.bytes) lost data: start {start(own)}, segments {sorted(_log_sizes(topics_dir, own, 0))}"
+    node = ("log.retention.bytes", "8192", DYNAMIC_BROKER)
+    got = _entry(a, ResourceType.TOPIC, dyn, "retention.bytes")
+    assert got[:2] == ("8192", DYNAMIC_BROKER), f"{dyn} retention.bytes after SET on broker 0: {got}"
+    got = _entry(a, ResourceType.TOPIC, own, "retention.bytes")
+    assert got[:2] == ("1000000", DYNAMIC_TOPIC), f"{own} retention.bytes after SET on broker 0: {got}"
+
+    # Drop the clients first (the admin lives in reference cycles), so that none logs the kill.
+    del p, a
+    gc.collect()
+    b.kill()
+    b.restart()
+    a = admin(ctx, b.bootstrap)
+    got = _entry(a, BROKER, "0", "log.retention.bytes")
+    assert got == ("8192", DYNAMIC_BROKER, False, _as_seen(node, static, flag_default)), \
+        f"broker 0 log.retention.bytes after SIGKILL and a restart: {got}"
+    moved = start(dyn)
+    assert moved > 0, f"{dyn}'s start after the restart: {moved}"
+    result(_incremental(a, "0", [("log.retention.bytes", None, DELETE)], restype=BROKER), "DELETE log.retention.bytes")
+    got = _entry(a, ResourceType.TOPIC, dyn, "retention.bytes")
+    assert got[:2] == ("1000000000", STATIC_BROKER), f"{dyn} retention.bytes after DELETE on broker 0: {got}"
+
+    answers = incremental_alter_configs_v0(b.port, [(BROKER_RESOURCE, "", [("log.retention.ms", OP_SET, "1000")])])
+    assert answers == [(BROKER_RESOURCE, "", 0, None)], f"SET log.retention.ms for every broker: {answers}"
+    got = _entry(a, ResourceType.TOPIC, dyn, "retention.ms")
+    assert got[:2] == ("1000", DYNAMIC_DEFAULT_BROKER), f"{dyn} retention.ms after SET for every broker: {got}"
+    wait_until(lambda: len(_log_sizes(topics_dir, dyn, 0)) == 1, 15, 0.2,
+               f"{dyn}'s closed segments to be deleted after log.retention.ms=1000")
+    [active] = _log_sizes(topics_dir, dyn, 0)
+    assert start(dyn) == active >= dyn_before[-1], f"{dyn}: start {start(dyn)}, segment {active}, last before {dyn_before[-1]}"
+    assert start(own) == 0 and sorted(_log_sizes(topics_dir, own, 0)) == own_before, f"{own} lost data to log.retention.ms"
+    return (f"{len(dyn_before)} segments; start 0 -> {moved} (log.retention.bytes on broker 0), kept across SIGKILL, "
+            f"-> {active} (log.retention.ms for all); the topic with its own settings kept {len(own_before)}")
 
 
 # ---------------------------------------------------------------------------

@@ -4,12 +4,12 @@ import logging
 import os
 import time
 
-from harness import Skip, check
+from harness import BROKER_RESOURCE, OP_SET, Skip, check, incremental_alter_configs_v0, restore_broker_configs
 
 try:
     import kafka.errors as kerrors
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+    from kafka.admin import AlterConfigOp, ConfigResource, ConfigResourceType, KafkaAdminClient
     from kafka import codec as kcodec
     try:
         from kafka.partitioner.default import murmur2
@@ -192,6 +192,88 @@ def kp_admin_create_delete(ctx):
             pass
     finally:
         a.close()
+
+
+@check("kp_admin_broker_configs_synonyms")
+def kp_admin_broker_configs_synonyms(ctx):
+    """KafkaAdminClient on broker configs changed at run time (shared broker, restored in a
+    finally block): log.retention.ms set for every broker (resource "", sent by hand: kafka-python
+    wants an integer broker name) and for broker 0 (alter_configs, incremental); then
+    describe_configs(include_synonyms=True) lists every layer in Kafka's order, the applying one
+    first: on broker 0 DYNAMIC_BROKER_CONFIG, DYNAMIC_DEFAULT_BROKER_CONFIG, DEFAULT_CONFIG; on a
+    topic without an override the same; on a topic with one its DYNAMIC_TOPIC_CONFIG first. The
+    client's own filters follow the broker's sources and read-only flags: the default ("modified")
+    describe of broker 0 lists log.retention.ms alone, alter_configs refuses num.partitions
+    itself (not dynamic: the broker says read-only) and the broker refuses it with
+    raise_on_unknown=False (InvalidConfigurationError); the non-incremental alter_configs
+    (AlterConfigs) keeps log.retention.ms, which the client adds back as a modified config."""
+    _need()
+    plain, own = ctx.topic("kp-dyncfg"), ctx.topic("kp-dyncfg-own")
+    default_ms, cluster_ms, node_ms = "604800000", "1209600000", "2592000000"
+    key = "log.retention.ms"
+    BROKER, TOPIC = ConfigResourceType.BROKER, ConfigResourceType.TOPIC
+    a = admin(ctx)
+    try:
+        a.create_topics({plain: {"num_partitions": 1, "replication_factor": 1},
+                         own: {"num_partitions": 1, "replication_factor": 1, "configs": {"retention.ms": "3600000"}}})
+
+        def described(restype, name, k):
+            cfg = a.describe_configs([ConfigResource(restype, name, configs={k: None})], include_synonyms=True,
+                                     config_filter="all")
+            e = cfg[restype.name.lower()][name][k]
+            return e["value"], e["config_source"], e["read_only"], [(s["name"], s["value"], s["source"]) for s in e["synonyms"]]
+
+        def expect(after, value, source, layers):
+            for restype, name, k, want in (
+                    (BROKER, "0", key, (value, source, False, layers)),
+                    (TOPIC, plain, "retention.ms", (value, source, False, layers)),
+                    (TOPIC, own, "retention.ms", ("3600000", "DYNAMIC_TOPIC_CONFIG", False,
+                                                  [("retention.ms", "3600000", "DYNAMIC_TOPIC_CONFIG")] + layers))):
+                got = described(restype, name, k)
+                assert got == want, f"{restype.name} {name} {k} after {after}:\n got  {got}\n want {want}"
+
+        default_layer = (key, default_ms, "DEFAULT_CONFIG")
+        expect("nothing", default_ms, "DEFAULT_CONFIG", [default_layer])
+        try:
+            answers = incremental_alter_configs_v0(ctx.port, [(BROKER_RESOURCE, "", [(key, OP_SET, cluster_ms)])])
+            assert answers == [(BROKER_RESOURCE, "", 0, None)], f"SET for every broker: {answers}"
+            cluster_layer = (key, cluster_ms, "DYNAMIC_DEFAULT_BROKER_CONFIG")
+            expect("SET for every broker", cluster_ms, "DYNAMIC_DEFAULT_BROKER_CONFIG", [cluster_layer, default_layer])
+            r = a.alter_configs([ConfigResource(BROKER, "0", configs={key: (AlterConfigOp.SET, node_ms)})], incremental=True)
+            assert r == {"broker": {"0": "OK"}}, f"SET on broker 0: {r}"
+            node_layer = (key, node_ms, "DYNAMIC_BROKER_CONFIG")
+            expect("SET on broker 0", node_ms, "DYNAMIC_BROKER_CONFIG", [node_layer, cluster_layer, default_layer])
+
+            modified = a.describe_configs([ConfigResource(BROKER, "0")])["broker"]["0"]
+            assert sorted(modified) == [key], f"the modified configs of broker 0: {sorted(modified)}, want [{key}]"
+            try:
+                r = a.alter_configs([ConfigResource(BROKER, "0", configs={"num.partitions": "3"})], incremental=True)
+                raise AssertionError(f"alter_configs of num.partitions was sent: {r}")
+            except ValueError as e:
+                assert "num.partitions" in str(e), e
+            r = a.alter_configs([ConfigResource(BROKER, "0", configs={"num.partitions": "3"})], incremental=True,
+                                raise_on_unknown=False)
+            want = "num.partitions cannot be changed at run time"
+            assert "InvalidConfigurationError" in r["broker"]["0"] and want in r["broker"]["0"], f"num.partitions: {r}"
+
+            # AlterConfigs replaces the broker's whole set; kafka-python sends the modified
+            # configs it does not change along (log.retention.ms here), so they stay.
+            r = a.alter_configs([ConfigResource(BROKER, "0", configs={"log.retention.bytes": "-1"})], incremental=False)
+            assert r == {"broker": {"0": "OK"}}, f"AlterConfigs of broker 0: {r}"
+            expect("AlterConfigs of broker 0", node_ms, "DYNAMIC_BROKER_CONFIG", [node_layer, cluster_layer, default_layer])
+            assert described(BROKER, "0", "log.retention.bytes")[:2] == ("-1", "DYNAMIC_BROKER_CONFIG")
+
+            r = a.alter_configs([ConfigResource(BROKER, "0", configs={key: (AlterConfigOp.DELETE, None),
+                                                                      "log.retention.bytes": (AlterConfigOp.DELETE, None)})],
+                                incremental=True)
+            assert r == {"broker": {"0": "OK"}}, f"DELETE on broker 0: {r}"
+            expect("DELETE on broker 0", cluster_ms, "DYNAMIC_DEFAULT_BROKER_CONFIG", [cluster_layer, default_layer])
+        finally:
+            restore_broker_configs(ctx.port, [key, "log.retention.bytes"])
+        expect("DELETE for every broker", default_ms, "DEFAULT_CONFIG", [default_layer])
+    finally:
+        a.close()
+    return "DEFAULT -> DYNAMIC_DEFAULT_BROKER -> DYNAMIC_BROKER -> DEFAULT, ordered synonyms on broker 0 and two topics"
 
 
 @check("kp_message_too_large")

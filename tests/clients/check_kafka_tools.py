@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 
-from harness import Skip, check, run_cmd
+from harness import Skip, check, restore_broker_configs, run_cmd
 
 RUN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "perf", "kafka", "run")
 
@@ -77,20 +77,30 @@ TOPIC_KEYS = ["cleanup.policy", "delete.retention.ms", "flush.messages", "flush.
 
 def _described(out):
     """{key: value} of `kafka-configs --describe` output (lines `  key=value sensitive=... synonyms=...`)."""
+    return {k: v for k, (v, _) in _described_synonyms(out).items()}
+
+
+def _described_synonyms(out):
+    """{key: (value, [synonym, ...])} of `kafka-configs --describe` output: each line is
+    `  key=value sensitive=false synonyms={SOURCE:name=value, ...}`, the synonyms in the order the
+    broker sent them (the one that applies first)."""
     got = {}
     for line in out.splitlines():
         if line.startswith("  ") and " sensitive=" in line:
             key, _, rest = line.strip().partition("=")
-            got[key] = rest.rsplit(" sensitive=", 1)[0]
+            value, _, tail = rest.rpartition(" sensitive=")
+            synonyms = tail.partition(" synonyms={")[2].removesuffix("}")
+            got[key] = (value, synonyms.split(", ") if synonyms else [])
     return got
 
 
 @check("tools_configs_alter_describe_delete")
 def tools_configs_alter_describe_delete(ctx):
     """kafka-configs (ConfigCommand: IncrementalAlterConfigs and DescribeConfigs) on a topic:
-    --add-config sets a number and a list, --describe shows exactly those, --delete-config takes
-    one away, --describe --all shows every topic setting; a bad value and a broker change fail
-    with the broker's own error and message, at once."""
+    --add-config sets a number and a list, --describe shows exactly those (each with its synonyms:
+    the topic's value, then the broker key's default), --delete-config takes one away, --describe
+    --all shows every topic setting; a bad value fails with the broker's own error and message,
+    at once."""
     topic = ctx.topic("tools-cfg")
     assert f"Created topic {topic}." in tool(ctx, "kafka-topics", "--create", "--topic", topic, "--partitions", "1")
     entity = ["--entity-type", "topics", "--entity-name", topic]
@@ -98,7 +108,11 @@ def tools_configs_alter_describe_delete(ctx):
     assert f"Completed updating config for topic {topic}." in out, out
     out = tool(ctx, "kafka-configs", *entity, "--describe")
     assert f"Dynamic configs for topic {topic} are:" in out, out
-    assert _described(out) == {"retention.ms": "60000", "cleanup.policy": "delete,compact"}, out
+    assert _described_synonyms(out) == {
+        "retention.ms": ("60000", ["DYNAMIC_TOPIC_CONFIG:retention.ms=60000", "DEFAULT_CONFIG:log.retention.ms=604800000"]),
+        "cleanup.policy": ("delete,compact", ["DYNAMIC_TOPIC_CONFIG:cleanup.policy=delete,compact",
+                                              "DEFAULT_CONFIG:log.cleanup.policy=delete"]),
+    }, out
     out = tool(ctx, "kafka-configs", *entity, "--alter", "--delete-config", "retention.ms")
     assert f"Completed updating config for topic {topic}." in out, out
     out = tool(ctx, "kafka-configs", *entity, "--describe")
@@ -109,8 +123,64 @@ def tools_configs_alter_describe_delete(ctx):
 
     rc, out, err = tool_run(ctx, "kafka-configs", *entity, "--alter", "--add-config", "retention.ms=soon")
     assert rc != 0 and "InvalidConfigurationException: retention.ms" in err + out, f"bad value: exit {rc}: {(err or out)[-600:]}"
-    rc, out, err = tool_run(ctx, "kafka-configs", "--entity-type", "brokers", "--entity-default", "--alter",
-                            "--add-config", "log.retention.ms=60000", timeout=60)
-    want = "InvalidRequestException: changing broker configs at run time is not supported by Spate yet"
-    assert rc != 0 and want in err + out, f"broker default: exit {rc}: {(err or out)[-600:]}"
-    return "--add-config (number and list), --describe, --delete-config, --describe --all, two refusals"
+    return "--add-config (number and list), --describe with synonyms, --delete-config, --describe --all, a refusal"
+
+
+@check("tools_configs_broker_dynamic")
+def tools_configs_broker_dynamic(ctx):
+    """kafka-configs on broker configs changed at run time (shared broker; a finally block deletes
+    what it set from both layers): `--entity-type brokers --entity-default --alter --add-config
+    log.retention.ms=...` (every broker), then `--entity-default --describe` shows exactly it
+    (DYNAMIC_DEFAULT_BROKER_CONFIG); `--entity-name 0 --alter --add-config` a larger value;
+    `--entity-name 0 --describe` shows exactly it with its synonyms in Kafka's order (this
+    broker's, every broker's, the default); `--describe --all` shows it the same way among all
+    the broker configs (num.partitions DEFAULT_CONFIG, listeners STATIC_BROKER_CONFIG: given by
+    --listen), and a topic's retention.ms follows it through the same synonyms. A read-only key
+    (num.partitions) fails with the broker's InvalidConfigurationException at once.
+    `--delete-config` on broker 0 and on the default take them away; deleting again is refused
+    by the tool itself ("Invalid config(s)"), which finds no dynamic value left to delete."""
+    key, default_ms, cluster_ms, node_ms = "log.retention.ms", "604800000", "1209600000", "2592000000"
+    default = ["--entity-type", "brokers", "--entity-default"]
+    broker0 = ["--entity-type", "brokers", "--entity-name", "0"]
+    topic = ctx.topic("tools-dyncfg")
+    assert f"Created topic {topic}." in tool(ctx, "kafka-topics", "--create", "--topic", topic, "--partitions", "1")
+    try:
+        out = tool(ctx, "kafka-configs", *default, "--alter", "--add-config", f"{key}={cluster_ms}")
+        assert "Completed updating default config for brokers in the cluster." in out, out
+        out = tool(ctx, "kafka-configs", *default, "--describe")
+        assert "Default configs for brokers in the cluster are:" in out, out
+        cluster = f"DYNAMIC_DEFAULT_BROKER_CONFIG:{key}={cluster_ms}"
+        assert _described_synonyms(out) == {key: (cluster_ms, [cluster])}, out
+
+        out = tool(ctx, "kafka-configs", *broker0, "--alter", "--add-config", f"{key}={node_ms}")
+        assert "Completed updating config for broker 0." in out, out
+        layers = [f"DYNAMIC_BROKER_CONFIG:{key}={node_ms}", cluster, f"DEFAULT_CONFIG:{key}={default_ms}"]
+        out = tool(ctx, "kafka-configs", *broker0, "--describe")
+        assert "Dynamic configs for broker 0 are:" in out, out
+        assert _described_synonyms(out) == {key: (node_ms, layers)}, out
+        out = tool(ctx, "kafka-configs", *broker0, "--describe", "--all")
+        assert "All configs for broker 0 are:" in out, out
+        everything = _described_synonyms(out)
+        assert everything.get(key) == (node_ms, layers), everything.get(key)
+        assert everything.get("num.partitions") == ("1", ["DEFAULT_CONFIG:num.partitions=1"]), everything.get("num.partitions")
+        listeners = f"PLAINTEXT://{ctx.bootstrap}"
+        assert everything.get("listeners", ("", [""]))[0] == listeners and \
+            everything["listeners"][1][0] == f"STATIC_BROKER_CONFIG:listeners={listeners}", everything.get("listeners")
+        out = tool(ctx, "kafka-configs", "--entity-type", "topics", "--entity-name", topic, "--describe", "--all")
+        assert _described_synonyms(out).get("retention.ms") == (node_ms, layers), out
+
+        rc, out, err = tool_run(ctx, "kafka-configs", *broker0, "--alter", "--add-config", "num.partitions=3")
+        want = "InvalidConfigurationException: num.partitions cannot be changed at run time (it is read at start)"
+        assert rc != 0 and want in err + out, f"num.partitions: exit {rc}: {(err or out)[-600:]}"
+
+        out = tool(ctx, "kafka-configs", *broker0, "--alter", "--delete-config", key)
+        assert "Completed updating config for broker 0." in out, out
+        out = tool(ctx, "kafka-configs", *default, "--alter", "--delete-config", key)
+        assert "Completed updating default config for brokers in the cluster." in out, out
+        out = tool(ctx, "kafka-configs", *broker0, "--describe")
+        assert "Dynamic configs for broker 0 are:" in out and _described(out) == {}, out
+        rc, out, err = tool_run(ctx, "kafka-configs", *default, "--alter", "--delete-config", key)
+        assert rc != 0 and f"Invalid config(s): {key}" in err + out, f"deleting again: exit {rc}: {(err or out)[-600:]}"
+    finally:
+        restore_broker_configs(ctx.port, [key])
+    return "--entity-default and --entity-name 0: --add-config, --describe (--all) with synonyms, --delete-config; two refusals"

@@ -390,6 +390,59 @@ def api_versions_v0_roundtrip(port, correlation_id=7, timeout=10.0):
         return parse_api_versions_v0(recv_frame(s))
 
 
+def _read_string(buf, pos):
+    """A Kafka (non-compact) nullable STRING at pos: (str or None, next pos)."""
+    (n,) = struct.unpack_from(">h", buf, pos)
+    pos += 2
+    if n < 0:
+        return None, pos
+    return buf[pos:pos + n].decode(), pos + n
+
+
+BROKER_RESOURCE = 4  # ConfigResource type BROKER
+OP_SET, OP_DELETE = 0, 1  # IncrementalAlterConfigs operations
+
+
+def incremental_alter_configs_v0(port, resources, validate_only=False, timeout=10.0):
+    """IncrementalAlterConfigs v0 (key 44) on a fresh connection, for what the clients cannot
+    send: librdkafka and kafka-python both refuse a BROKER resource named "" (every broker's
+    default, Kafka's cluster-wide dynamic config) before sending anything. `resources` are
+    (resource type, name, [(key, operation, value or None)]); returns [(resource type, name,
+    error code, error message)] in the broker's order."""
+    body = struct.pack(">i", len(resources))
+    for rtype, name, configs in resources:
+        body += struct.pack(">b", rtype) + kstring(name) + struct.pack(">i", len(configs))
+        for key, op, value in configs:
+            body += kstring(key) + struct.pack(">b", op) + kstring(value)
+    body += struct.pack(">?", validate_only)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.settimeout(timeout)
+        s.sendall(request_frame(44, 0, 44, body))
+        frame = recv_frame(s)
+    corr, _throttle, n = struct.unpack_from(">iii", frame, 0)
+    assert corr == 44, f"IncrementalAlterConfigs answered with correlation id {corr}"
+    pos, out = 12, []
+    for _ in range(n):
+        (code,) = struct.unpack_from(">h", frame, pos)
+        message, pos = _read_string(frame, pos + 2)
+        (rtype,) = struct.unpack_from(">b", frame, pos)
+        name, pos = _read_string(frame, pos + 1)
+        out.append((rtype, name, code, message))
+    if pos != len(frame):
+        raise AssertionError(f"IncrementalAlterConfigs v0 response has {len(frame) - pos} trailing bytes")
+    return out
+
+
+def restore_broker_configs(port, keys):
+    """DELETE of `keys` from both dynamic broker layers (this broker's, "0", and every broker's,
+    ""): checks that change broker configs on the shared broker call this in a `finally`, so that
+    the checks after them see the defaults again. Raises if the broker refuses."""
+    resources = [(BROKER_RESOURCE, name, [(k, OP_DELETE, None) for k in keys]) for name in ("0", "")]
+    answers = incremental_alter_configs_v0(port, resources)
+    bad = [a for a in answers if a[2] != 0]
+    assert not bad, f"restoring the broker configs {keys}: {bad}"
+
+
 # ---------------------------------------------------------------------------
 # Record batches (magic v2), built by hand for raw Produce requests
 # ---------------------------------------------------------------------------

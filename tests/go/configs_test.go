@@ -149,15 +149,17 @@ func set(k, v string) kadm.AlterConfig {
 //     to its default), APPEND to a key that is not overridden (from its default);
 //   - incremental-refusals: INVALID_CONFIG naming the key for a bad value, an unknown key, APPEND
 //     to a key that is not a list, SUBTRACT emptying the list, and a good SET beside a bad one
-//     (neither applied); a missing topic UNKNOWN_TOPIC_OR_PARTITION; AlterBrokerConfigs of broker
-//     0 and of the cluster default INVALID_REQUEST with Spate's message; __consumer_offsets
-//     INVALID_REQUEST; one raw request with several resources answers each on its own (a
-//     resource named twice: INVALID_REQUEST for both); ValidateAlterTopicConfigs answers as the
-//     change would and changes nothing; what Spate answers for a key named twice in one resource
-//     (Kafka: INVALID_REQUEST) is logged, not checked;
+//     (neither applied); a broker key on a topic INVALID_CONFIG; a missing topic
+//     UNKNOWN_TOPIC_OR_PARTITION; AlterBrokerConfigs of num.partitions on broker 0 and of a topic
+//     key on the cluster default INVALID_CONFIG with the broker's message; __consumer_offsets
+//     INVALID_REQUEST; one raw request with several resources answers each on its own (another
+//     broker's id INVALID_REQUEST; a resource named twice: INVALID_REQUEST for both);
+//     ValidateAlterTopicConfigs answers as the change would and changes nothing; a key named
+//     twice in one resource INVALID_REQUEST, as in Kafka;
 //   - state-v0, state-v1, state-v2 (AlterTopicConfigsState, AlterConfigs pinned to that
 //     version): the named configs replace all the topic's overrides, an empty set clears them;
-//     the refusals as above; ValidateAlterTopicConfigsState changes nothing.
+//     the refusals as above (num.partitions on broker 0 INVALID_CONFIG);
+//     ValidateAlterTopicConfigsState changes nothing.
 func TestAlterTopicConfigs(t *testing.T) {
 	for v := int16(0); v <= 1; v++ {
 		t.Run(fmt.Sprintf("incremental-v%d", v), func(t *testing.T) {
@@ -251,11 +253,13 @@ func TestAlterTopicConfigs(t *testing.T) {
 		alterRefused(tt, "a missing topic", rs, err, kerr.UnknownTopicOrPartition, "alter-no-such-topic")
 		rs, err = adm.AlterTopicConfigs(ctxFor(tt, opTimeout), []kadm.AlterConfig{set("cleanup.policy", "delete")}, "__consumer_offsets")
 		alterRefused(tt, "__consumer_offsets", rs, err, kerr.InvalidRequest, "__consumer_offsets")
-		const brokerMsg = "changing broker configs at run time is not supported by Spate yet"
-		rs, err = adm.AlterBrokerConfigs(ctxFor(tt, opTimeout), []kadm.AlterConfig{set("log.retention.ms", "1000")}, 0)
-		alterRefused(tt, "broker 0", rs, err, kerr.InvalidRequest, brokerMsg)
-		rs, err = adm.AlterBrokerConfigs(ctxFor(tt, opTimeout), []kadm.AlterConfig{set("log.retention.ms", "1000")})
-		alterRefused(tt, "the cluster-wide broker default", rs, err, kerr.InvalidRequest, brokerMsg)
+		// Broker keys are refused by the broker resources only (TestAlterBrokerConfigs has more).
+		rs, err = adm.AlterTopicConfigs(ctxFor(tt, opTimeout), []kadm.AlterConfig{set("log.retention.ms", "1000")}, topic)
+		alterRefused(tt, "a broker key on a topic", rs, err, kerr.InvalidConfig, "log.retention.ms")
+		rs, err = adm.AlterBrokerConfigs(ctxFor(tt, opTimeout), []kadm.AlterConfig{set("num.partitions", "3")}, 0)
+		alterRefused(tt, "num.partitions on broker 0", rs, err, kerr.InvalidConfig, "num.partitions cannot be changed at run time")
+		rs, err = adm.AlterBrokerConfigs(ctxFor(tt, opTimeout), []kadm.AlterConfig{set("retention.ms", "1000")})
+		alterRefused(tt, "a topic key on the cluster-wide broker default", rs, err, kerr.InvalidConfig, `unknown broker config "retention.ms"`)
 		expectSettings(tt, adm, topic, "the refusals", before)
 
 		// validate-only of good changes: answered, nothing changed.
@@ -282,7 +286,8 @@ func TestAlterTopicConfigs(t *testing.T) {
 			{kmsg.ConfigResourceTypeTopic, other, kmsg.IncrementalAlterConfigOpSet, "retention.ms", "120000", nil},
 			{kmsg.ConfigResourceTypeTopic, topic, kmsg.IncrementalAlterConfigOpSet, "retention.ms", "soon", kerr.InvalidConfig},
 			{kmsg.ConfigResourceTypeTopic, "alter-no-such-topic", kmsg.IncrementalAlterConfigOpSet, "retention.ms", "1", kerr.UnknownTopicOrPartition},
-			{kmsg.ConfigResourceTypeBroker, "0", kmsg.IncrementalAlterConfigOpSet, "log.retention.ms", "1", kerr.InvalidRequest},
+			{kmsg.ConfigResourceTypeBroker, "0", kmsg.IncrementalAlterConfigOpSet, "num.partitions", "3", kerr.InvalidConfig},
+			{kmsg.ConfigResourceTypeBroker, "7", kmsg.IncrementalAlterConfigOpSet, "log.retention.ms", "1", kerr.InvalidRequest},
 			{kmsg.ConfigResourceTypeTopic, "__consumer_offsets", kmsg.IncrementalAlterConfigOpSet, "cleanup.policy", "delete", kerr.InvalidRequest},
 			{kmsg.ConfigResourceTypeTopic, "alter-twice", kmsg.IncrementalAlterConfigOpSet, "retention.ms", "1", kerr.InvalidRequest},
 			{kmsg.ConfigResourceTypeTopic, "alter-twice", kmsg.IncrementalAlterConfigOpSet, "retention.ms", "2", kerr.InvalidRequest},
@@ -362,8 +367,8 @@ func TestAlterTopicConfigs(t *testing.T) {
 			alterRefused(tt, "a missing topic", rs, err, kerr.UnknownTopicOrPartition, "alter-no-such-topic")
 			rs, err = adm.AlterTopicConfigsState(ctxFor(tt, opTimeout), []kadm.AlterConfig{{Name: "cleanup.policy", Value: kadm.StringPtr("compact")}}, "__consumer_offsets")
 			alterRefused(tt, "__consumer_offsets", rs, err, kerr.InvalidRequest, "__consumer_offsets")
-			rs, err = adm.AlterBrokerConfigsState(ctxFor(tt, opTimeout), []kadm.AlterConfig{{Name: "log.retention.ms", Value: kadm.StringPtr("1000")}}, 0)
-			alterRefused(tt, "broker 0", rs, err, kerr.InvalidRequest, "changing broker configs at run time is not supported by Spate yet")
+			rs, err = adm.AlterBrokerConfigsState(ctxFor(tt, opTimeout), []kadm.AlterConfig{{Name: "num.partitions", Value: kadm.StringPtr("3")}}, 0)
+			alterRefused(tt, "num.partitions on broker 0", rs, err, kerr.InvalidConfig, "num.partitions cannot be changed at run time")
 			rs, err = adm.ValidateAlterTopicConfigsState(ctxFor(tt, opTimeout), []kadm.AlterConfig{{Name: "retention.ms", Value: kadm.StringPtr("1000")}}, topic)
 			alterOK(tt, "validate-only", rs, err)
 			expectSettings(tt, adm, topic, "the refusals and validate-only", before)
@@ -412,4 +417,250 @@ func TestAlterTopicConfigs(t *testing.T) {
 			expectSettings(tt, adm, topic, "AlterConfigs of no keys", defaults)
 		})
 	}
+}
+
+// brokerConfig is one config as DescribeConfigs reports it, with its synonyms as
+// "SOURCE:name=value" in the broker's order (the one that applies first).
+type brokerConfig struct {
+	value    string
+	source   kmsg.ConfigSource
+	synonyms string
+}
+
+func (c brokerConfig) String() string {
+	return fmt.Sprintf("%s (%s) synonyms [%s]", c.value, c.source, c.synonyms)
+}
+
+func configOf(c kadm.Config) brokerConfig {
+	var syns []string
+	for _, s := range c.Synonyms {
+		v := "<nil>"
+		if s.Value != nil {
+			v = *s.Value
+		}
+		syns = append(syns, fmt.Sprintf("%s:%s=%s", s.Source, s.Key, v))
+	}
+	return brokerConfig{c.MaybeValue(), c.Source, strings.Join(syns, ", ")}
+}
+
+// describeConfigs is kadm's DescribeBrokerConfigs (brokers: none for the cluster-wide default)
+// or DescribeTopicConfigs (topic != ""), by key; kadm always asks for synonyms.
+func describeConfigs(tt *T, adm *kadm.Client, topic string, brokers ...int32) map[string]kadm.Config {
+	tt.Helper()
+	var rcs kadm.ResourceConfigs
+	var err error
+	name := topic
+	if topic != "" {
+		rcs, err = adm.DescribeTopicConfigs(ctxFor(tt, opTimeout), topic)
+	} else {
+		rcs, err = adm.DescribeBrokerConfigs(ctxFor(tt, opTimeout), brokers...)
+		name = ""
+		if len(brokers) > 0 {
+			name = fmt.Sprint(brokers[0])
+		}
+	}
+	if err != nil {
+		tt.Fatalf("DescribeConfigs %q: %v", name, err)
+	}
+	rc, err := rcs.On(name, nil)
+	if err != nil || rc.Err != nil {
+		tt.Fatalf("DescribeConfigs %q: %v %v (%s)", name, err, rc.Err, rc.ErrMessage)
+	}
+	got := map[string]kadm.Config{}
+	for _, c := range rc.Configs {
+		got[c.Key] = c
+	}
+	return got
+}
+
+// TestAlterBrokerConfigs proves broker configs changed at run time (Kafka's dynamic broker
+// configs) through kadm: the broker resource "" (every broker: AlterBrokerConfigs with no broker
+// id) and "0" (this one), each step read back with DescribeBrokerConfigs of broker 0 and of the
+// cluster-wide default and DescribeTopicConfigs of two topics (one with its own retention.ms),
+// sources and synonyms as Kafka reports them:
+//   - incremental (IncrementalAlterConfigs): log.retention.ms DEFAULT_CONFIG, then SET for every
+//     broker (DYNAMIC_DEFAULT_BROKER_CONFIG; the cluster-wide describe lists it alone, with
+//     itself as its only synonym), ValidateAlterBrokerConfigs on broker 0 changes nothing, SET
+//     on broker 0 wins (DYNAMIC_BROKER_CONFIG; synonyms: broker 0's, every broker's, the
+//     default; the topic with its own value lists it first); refusals with the broker's message
+//     naming the key, also validate-only (a key read at start INVALID_CONFIG, an unknown key, a
+//     bad value, a value below the minimum; another broker's id, in a raw request,
+//     INVALID_REQUEST "this is broker 0, not \"7\""), nothing changed; DELETE on broker 0
+//     uncovers the cluster-wide value, DELETE on "" the default;
+//   - state (AlterConfigs, kadm's AlterBrokerConfigsState): the named configs replace the
+//     resource's whole set (a key left out goes back to the layer below), none clears it;
+//     a bad value INVALID_CONFIG.
+//
+// The values are above the defaults (nothing of the other tests is deleted sooner), and a
+// cleanup deletes every key set from both layers, since all tests share the broker. The test is
+// not parallel: the others see the defaults while it runs.
+func TestAlterBrokerConfigs(t *testing.T) {
+	const (
+		key       = "log.retention.ms"
+		defaultMs = "604800000"
+		clusterMs = "1209600000"
+		nodeMs    = "2592000000"
+	)
+	restore := func(tt *T, adm *kadm.Client) {
+		dels := []kadm.AlterConfig{{Op: kadm.DeleteConfig, Name: key}, {Op: kadm.DeleteConfig, Name: "log.retention.bytes"}}
+		for _, brokers := range [][]int32{{0}, nil} {
+			rs, err := adm.AlterBrokerConfigs(ctxFor(tt, opTimeout), dels, brokers...)
+			alterOK(tt, fmt.Sprintf("restoring the broker configs %v", brokers), rs, err)
+		}
+	}
+	defaultLayer := "DEFAULT_CONFIG:" + key + "=" + defaultMs
+	clusterLayer := "DYNAMIC_DEFAULT_BROKER_CONFIG:" + key + "=" + clusterMs
+	nodeLayer := "DYNAMIC_BROKER_CONFIG:" + key + "=" + nodeMs
+
+	t.Run("incremental", func(t *testing.T) {
+		tt := begin(t)
+		adm := newAdmin(tt, "broker-configs")
+		t.Cleanup(func() { restore(tt, adm) })
+		const plain, own = "broker-configs", "broker-configs-own"
+		createTopic(tt, adm, plain, 1, nil)
+		createTopic(tt, adm, own, 1, map[string]*string{"retention.ms": kadm.StringPtr("3600000")})
+		ownLayer := "DYNAMIC_TOPIC_CONFIG:retention.ms=3600000"
+
+		expect := func(after string, want brokerConfig, cluster map[string]brokerConfig) {
+			tt.Helper()
+			b := describeConfigs(tt, adm, "", 0)
+			if got := configOf(b[key]); got != want {
+				tt.Errorf("broker 0 %s after %s:\n got  %v\n want %v", key, after, got, want)
+			}
+			if got := configOf(describeConfigs(tt, adm, plain)["retention.ms"]); got != want {
+				tt.Errorf("%s retention.ms after %s:\n got  %v\n want %v", plain, after, got, want)
+			}
+			wantOwn := brokerConfig{"3600000", kmsg.ConfigSourceDynamicTopicConfig, ownLayer + ", " + want.synonyms}
+			if got := configOf(describeConfigs(tt, adm, own)["retention.ms"]); got != wantOwn {
+				tt.Errorf("%s retention.ms after %s:\n got  %v\n want %v", own, after, got, wantOwn)
+			}
+			got := map[string]brokerConfig{}
+			for k, c := range describeConfigs(tt, adm, "") {
+				got[k] = configOf(c)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(cluster) {
+				tt.Errorf("the cluster-wide broker configs after %s:\n got  %v\n want %v", after, got, cluster)
+			}
+		}
+
+		expect("nothing", brokerConfig{defaultMs, kmsg.ConfigSourceDefaultConfig, defaultLayer}, map[string]brokerConfig{})
+		np := describeConfigs(tt, adm, "", 0)["num.partitions"]
+		if np.Source != kmsg.ConfigSourceDefaultConfig || np.MaybeValue() != "1" {
+			tt.Errorf("broker 0 num.partitions: %v", configOf(np))
+		}
+		// A flag the suite's broker was started with is a static broker config.
+		if hb := configOf(describeConfigs(tt, adm, "", 0)["group.consumer.heartbeat.interval.ms"]); hb.source != kmsg.ConfigSourceStaticBrokerConfig ||
+			hb.synonyms != "STATIC_BROKER_CONFIG:group.consumer.heartbeat.interval.ms=1000, DEFAULT_CONFIG:group.consumer.heartbeat.interval.ms=5000" {
+			tt.Errorf("broker 0 group.consumer.heartbeat.interval.ms (--group-consumer-heartbeat-interval-ms 1000): %v", hb)
+		}
+
+		rs, err := adm.AlterBrokerConfigs(ctxFor(tt, opTimeout), []kadm.AlterConfig{set(key, clusterMs)})
+		alterOK(tt, "SET for every broker", rs, err)
+		clusterWide := brokerConfig{clusterMs, kmsg.ConfigSourceDynamicDefaultBrokerConfig, clusterLayer + ", " + defaultLayer}
+		onlyCluster := map[string]brokerConfig{key: {clusterMs, kmsg.ConfigSourceDynamicDefaultBrokerConfig, clusterLayer}}
+		expect("SET for every broker", clusterWide, onlyCluster)
+
+		rs, err = adm.ValidateAlterBrokerConfigs(ctxFor(tt, opTimeout), []kadm.AlterConfig{set(key, nodeMs)}, 0)
+		alterOK(tt, "validate-only SET on broker 0", rs, err)
+		expect("validate-only SET on broker 0", clusterWide, onlyCluster)
+		rs, err = adm.AlterBrokerConfigs(ctxFor(tt, opTimeout), []kadm.AlterConfig{set(key, nodeMs)}, 0)
+		alterOK(tt, "SET on broker 0", rs, err)
+		nodeWins := brokerConfig{nodeMs, kmsg.ConfigSourceDynamicBrokerConfig, nodeLayer + ", " + clusterLayer + ", " + defaultLayer}
+		expect("SET on broker 0", nodeWins, onlyCluster)
+
+		for _, c := range []struct {
+			what    string
+			brokers []int32
+			config  kadm.AlterConfig
+			message string
+		}{
+			{"num.partitions on broker 0", []int32{0}, set("num.partitions", "3"), "num.partitions cannot be changed at run time (it is read at start)"},
+			{"log.dirs for every broker", nil, set("log.dirs", "/tmp"), "log.dirs cannot be changed at run time (it is read at start)"},
+			{"an unknown key for every broker", nil, set("no.such.broker.key", "1"), `unknown broker config "no.such.broker.key"`},
+			{"a bad value on broker 0", []int32{0}, set(key, "soon"), key + ": "},
+			{"a value below the minimum for every broker", nil, set("log.segment.bytes", "1"), "log.segment.bytes: "},
+		} {
+			rs, err := adm.AlterBrokerConfigs(ctxFor(tt, opTimeout), []kadm.AlterConfig{c.config}, c.brokers...)
+			alterRefused(tt, c.what, rs, err, kerr.InvalidConfig, c.message)
+			rs, err = adm.ValidateAlterBrokerConfigs(ctxFor(tt, opTimeout), []kadm.AlterConfig{c.config}, c.brokers...)
+			alterRefused(tt, c.what+" (validate-only)", rs, err, kerr.InvalidConfig, c.message)
+		}
+		// Another broker's id: kadm would send it to that broker, which is not there.
+		cl := newClient(tt, "broker-configs-raw")
+		req := kmsg.NewPtrIncrementalAlterConfigsRequest()
+		rr := kmsg.NewIncrementalAlterConfigsRequestResource()
+		rr.ResourceType, rr.ResourceName = kmsg.ConfigResourceTypeBroker, "7"
+		rc := kmsg.NewIncrementalAlterConfigsRequestResourceConfig()
+		rc.Name, rc.Op, rc.Value = key, kmsg.IncrementalAlterConfigOpSet, kmsg.StringPtr("1")
+		rr.Configs = append(rr.Configs, rc)
+		req.Resources = append(req.Resources, rr)
+		kr, err := cl.Broker(0).Request(ctxFor(tt, opTimeout), req)
+		if err != nil {
+			tt.Fatalf("IncrementalAlterConfigs of broker 7: %v", err)
+		}
+		r := kr.(*kmsg.IncrementalAlterConfigsResponse).Resources
+		if len(r) != 1 || r[0].ErrorCode != kerr.InvalidRequest.Code || r[0].ErrorMessage == nil || *r[0].ErrorMessage != `this is broker 0, not "7"` {
+			tt.Errorf("IncrementalAlterConfigs of broker 7: %+v; want INVALID_REQUEST `this is broker 0, not \"7\"`", r)
+		}
+		expect("the refusals", nodeWins, onlyCluster)
+
+		rs, err = adm.AlterBrokerConfigs(ctxFor(tt, opTimeout), []kadm.AlterConfig{{Op: kadm.DeleteConfig, Name: key}}, 0)
+		alterOK(tt, "DELETE on broker 0", rs, err)
+		expect("DELETE on broker 0", clusterWide, onlyCluster)
+		rs, err = adm.AlterBrokerConfigs(ctxFor(tt, opTimeout), []kadm.AlterConfig{{Op: kadm.DeleteConfig, Name: key}})
+		alterOK(tt, "DELETE for every broker", rs, err)
+		expect("DELETE for every broker", brokerConfig{defaultMs, kmsg.ConfigSourceDefaultConfig, defaultLayer}, map[string]brokerConfig{})
+	})
+
+	t.Run("state", func(t *testing.T) {
+		tt := begin(t)
+		adm := newAdmin(tt, "broker-configs-state")
+		t.Cleanup(func() { restore(tt, adm) })
+		bytesKey := "log.retention.bytes"
+		layer := func(brokers ...int32) map[string]brokerConfig {
+			got := map[string]brokerConfig{}
+			for k, c := range describeConfigs(tt, adm, "", brokers...) {
+				if len(brokers) == 0 || c.Source == kmsg.ConfigSourceDynamicBrokerConfig {
+					got[k] = brokerConfig{value: c.MaybeValue(), source: c.Source}
+				}
+			}
+			return got
+		}
+		for _, step := range []struct {
+			what    string
+			brokers []int32
+			configs []kadm.AlterConfig
+			want    map[string]brokerConfig
+		}{
+			{"two keys for every broker", nil, []kadm.AlterConfig{{Name: key, Value: kadm.StringPtr(clusterMs)}, {Name: bytesKey, Value: kadm.StringPtr("-1")}},
+				map[string]brokerConfig{key: {clusterMs, kmsg.ConfigSourceDynamicDefaultBrokerConfig, ""}, bytesKey: {"-1", kmsg.ConfigSourceDynamicDefaultBrokerConfig, ""}}},
+			{"one of them for every broker", nil, []kadm.AlterConfig{{Name: bytesKey, Value: kadm.StringPtr("-1")}},
+				map[string]brokerConfig{bytesKey: {"-1", kmsg.ConfigSourceDynamicDefaultBrokerConfig, ""}}},
+			{"one key on broker 0", []int32{0}, []kadm.AlterConfig{{Name: key, Value: kadm.StringPtr(nodeMs)}},
+				map[string]brokerConfig{key: {nodeMs, kmsg.ConfigSourceDynamicBrokerConfig, ""}}},
+			{"another key on broker 0", []int32{0}, []kadm.AlterConfig{{Name: bytesKey, Value: kadm.StringPtr("-1")}},
+				map[string]brokerConfig{bytesKey: {"-1", kmsg.ConfigSourceDynamicBrokerConfig, ""}}},
+			{"no keys on broker 0", []int32{0}, nil, map[string]brokerConfig{}},
+			{"no keys for every broker", nil, nil, map[string]brokerConfig{}},
+		} {
+			rs, err := adm.AlterBrokerConfigsState(ctxFor(tt, opTimeout), step.configs, step.brokers...)
+			alterOK(tt, "AlterConfigs of "+step.what, rs, err)
+			if got := layer(step.brokers...); fmt.Sprint(got) != fmt.Sprint(step.want) {
+				tt.Errorf("after AlterConfigs of %s: %v, want %v", step.what, got, step.want)
+			}
+			if len(step.brokers) == 0 {
+				// Broker 0 without a value of its own follows every broker's.
+				if got := describeConfigs(tt, adm, "", 0)[key]; step.want[key].value == "" && got.Source != kmsg.ConfigSourceDefaultConfig {
+					tt.Errorf("broker 0 %s after AlterConfigs of %s: %v, want DEFAULT_CONFIG", key, step.what, configOf(got))
+				} else if step.want[key].value != "" && (got.Source != kmsg.ConfigSourceDynamicDefaultBrokerConfig || got.MaybeValue() != clusterMs) {
+					tt.Errorf("broker 0 %s after AlterConfigs of %s: %v, want %s from DYNAMIC_DEFAULT_BROKER_CONFIG", key, step.what, configOf(got), clusterMs)
+				}
+			}
+		}
+		rs, err := adm.AlterBrokerConfigsState(ctxFor(tt, opTimeout), []kadm.AlterConfig{{Name: key, Value: kadm.StringPtr("soon")}})
+		alterRefused(tt, "AlterConfigs of a bad value", rs, err, kerr.InvalidConfig, key+": ")
+		if got := layer(); len(got) != 0 {
+			tt.Errorf("the cluster-wide broker configs after a refused AlterConfigs: %v", got)
+		}
+	})
 }

@@ -33,6 +33,7 @@ import org.apache.kafka.clients.admin.ConsumerGroupDescription;
 import org.apache.kafka.clients.admin.ConsumerGroupListing;
 import org.apache.kafka.clients.admin.CreateTopicsOptions;
 import org.apache.kafka.clients.admin.CreateTopicsResult;
+import org.apache.kafka.clients.admin.DescribeConfigsOptions;
 import org.apache.kafka.clients.admin.DeleteRecordsOptions;
 import org.apache.kafka.clients.admin.DeletedRecords;
 import org.apache.kafka.clients.admin.DescribeClusterResult;
@@ -461,8 +462,9 @@ class AdminClientTest {
      * IncrementalAlterConfigs refusals, each for its own resource, and validateOnly: a bad value,
      * an unknown key, APPEND to a key that is not a list, SUBTRACT emptying the list, and a value
      * below a key's minimum are InvalidConfigurationException naming the key; a missing topic
-     * UnknownTopicOrPartitionException; broker 0, the cluster-wide broker default and
-     * {@code __consumer_offsets} InvalidRequestException with Spate's message. A refused resource
+     * UnknownTopicOrPartitionException; on broker 0 a key read at start only (num.partitions) and
+     * on the cluster-wide broker default an unknown key InvalidConfigurationException with the
+     * broker's message; {@code __consumer_offsets} InvalidRequestException. A refused resource
      * changes nothing (not even its valid operations), and refusals in one call do not stop the
      * other resources of that call. validateOnly answers as a change would and changes nothing.
      */
@@ -514,18 +516,20 @@ class AdminClientTest {
         Map<ConfigResource, Collection<AlterConfigOp>> mixed = new java.util.LinkedHashMap<>();
         mixed.put(otherRes, List.of(op("retention.ms", "120000", AlterConfigOp.OpType.SET)));
         mixed.put(missing, List.of(op("retention.ms", "120000", AlterConfigOp.OpType.SET)));
-        mixed.put(broker0, List.of(op("log.retention.ms", "120000", AlterConfigOp.OpType.SET)));
-        mixed.put(brokerDefault, List.of(op("log.retention.ms", "120000", AlterConfigOp.OpType.SET)));
+        mixed.put(broker0, List.of(op("num.partitions", "3", AlterConfigOp.OpType.SET)));
+        mixed.put(brokerDefault, List.of(op("no.such.broker.key", "1", AlterConfigOp.OpType.SET)));
         mixed.put(offsets, List.of(op("cleanup.policy", "delete", AlterConfigOp.OpType.SET)));
         Map<ConfigResource, KafkaFuture<Void>> answers = admin.incrementalAlterConfigs(mixed).values();
         get(answers.get(otherRes));
         Throwable cause = failure(answers.get(missing));
         assertInstanceOf(UnknownTopicOrPartitionException.class, cause, "a missing topic: " + cause);
-        for (ConfigResource b : List.of(broker0, brokerDefault)) {
-            cause = failure(answers.get(b));
-            assertInstanceOf(InvalidRequestException.class, cause, b + ": " + cause);
-            assertEquals("changing broker configs at run time is not supported by Spate yet", cause.getMessage(), b.toString());
-        }
+        cause = failure(answers.get(broker0));
+        assertInstanceOf(InvalidConfigurationException.class, cause, "num.partitions on broker 0: " + cause);
+        assertEquals("num.partitions cannot be changed at run time (it is read at start)", cause.getMessage());
+        cause = failure(answers.get(brokerDefault));
+        assertInstanceOf(InvalidConfigurationException.class, cause, "an unknown key on the broker default: " + cause);
+        assertEquals("unknown broker config \"no.such.broker.key\"", cause.getMessage());
+        assertEquals("1", describe(broker0).get("num.partitions").value(), "num.partitions after its refusal");
         cause = failure(answers.get(offsets));
         assertInstanceOf(InvalidRequestException.class, cause, "__consumer_offsets: " + cause);
         assertTrue(cause.getMessage().contains("__consumer_offsets"), cause.getMessage());
@@ -581,6 +585,158 @@ class AdminClientTest {
             RecordMetadata back = producer.send(new ProducerRecord<>(topic, 0, 1000L, null, big)).get(TIMEOUT_S, TimeUnit.SECONDS);
             assertEquals(2, back.offset());
             assertEquals(1000L, back.timestamp(), "CreateTime again");
+        }
+    }
+
+    /** A resource's configs by name, as describeConfigs reports them with their synonyms. */
+    private static Map<String, ConfigEntry> describeWithSynonyms(ConfigResource res) throws Exception {
+        return get(admin.describeConfigs(List.of(res), new DescribeConfigsOptions().includeSynonyms(true)).all()).get(res)
+                .entries().stream().collect(Collectors.toMap(ConfigEntry::name, Function.identity()));
+    }
+
+    /** Each synonym as {@code SOURCE:name=value}, in the broker's order (the one that applies first). */
+    private static List<String> synonyms(ConfigEntry e) {
+        return e.synonyms().stream().map(s -> s.source() + ":" + s.name() + "=" + s.value()).toList();
+    }
+
+    /**
+     * Broker configs changed at run time (Kafka's dynamic broker configs), through
+     * {@code incrementalAlterConfigs} on the broker resource "" (every broker) and "0" (this
+     * one), each step read back with {@code describeConfigs(includeSynonyms)} of broker 0, of the
+     * broker default and of two topics (one overriding retention.ms):
+     * <ul>
+     * <li>before: log.retention.ms DEFAULT_CONFIG, not read-only; num.partitions read-only; the
+     * broker default describes nothing;
+     * <li>SET for every broker: DYNAMIC_DEFAULT_BROKER_CONFIG on broker 0, on the broker default
+     * (the only config it describes) and on the plain topic, whose synonyms are
+     * [DYNAMIC_DEFAULT_BROKER_CONFIG, DEFAULT_CONFIG] of log.retention.ms; the other topic keeps
+     * DYNAMIC_TOPIC_CONFIG and lists its own value first;
+     * <li>validateOnly SET on broker 0 changes nothing; SET on broker 0 wins:
+     * DYNAMIC_BROKER_CONFIG, synonyms [DYNAMIC_BROKER_CONFIG, DYNAMIC_DEFAULT_BROKER_CONFIG,
+     * DEFAULT_CONFIG]; the broker default still describes its own value only;
+     * <li>refusals (also validateOnly), nothing changed: a key read at start, an unknown key, a
+     * bad value and a value below the minimum are InvalidConfigurationException with the broker's
+     * message naming the key;
+     * <li>an open partition takes a change at once: message.max.bytes=2000 for every broker makes
+     * a 3000-byte record to the plain topic fail with RecordTooLargeException (the topic with its
+     * own max.message.bytes takes it), and DELETE lets it in again;
+     * <li>DELETE on broker 0 uncovers the cluster-wide value, DELETE on "" the default.
+     * </ul>
+     * A finally block deletes every key it set from both layers, so the other tests of this class
+     * (one broker) see the defaults.
+     */
+    @Test
+    void brokerConfigsChangeAtRunTimeWithSourcesAndSynonyms() throws Exception {
+        String plain = "admin-broker-dynamic";
+        String own = "admin-broker-dynamic-own";
+        get(admin.createTopics(List.of(new NewTopic(plain, 1, (short) 1),
+                new NewTopic(own, 1, (short) 1).configs(Map.of("retention.ms", "3600000", "max.message.bytes", "100000")))).all());
+        ConfigResource broker0 = new ConfigResource(ConfigResource.Type.BROKER, "0");
+        ConfigResource every = new ConfigResource(ConfigResource.Type.BROKER, "");
+        ConfigResource plainRes = new ConfigResource(ConfigResource.Type.TOPIC, plain);
+        ConfigResource ownRes = new ConfigResource(ConfigResource.Type.TOPIC, own);
+        String key = "log.retention.ms";
+        String defaultMs = "604800000";
+        String clusterMs = "1209600000"; // 14 days and 30 days: longer than the default, so
+        String nodeMs = "2592000000"; // nothing of the other tests is deleted sooner meanwhile
+        String defaultLayer = "DEFAULT_CONFIG:" + key + "=" + defaultMs;
+        String clusterLayer = "DYNAMIC_DEFAULT_BROKER_CONFIG:" + key + "=" + clusterMs;
+        String nodeLayer = "DYNAMIC_BROKER_CONFIG:" + key + "=" + nodeMs;
+
+        record Layers(String value, ConfigEntry.ConfigSource source, List<String> synonyms) {}
+        java.util.function.BiConsumer<String, Layers> expect = (after, want) -> {
+            try {
+                ConfigEntry b = describeWithSynonyms(broker0).get(key);
+                assertEquals(want, new Layers(b.value(), b.source(), synonyms(b)), "broker 0 " + key + " after " + after);
+                assertFalse(b.isReadOnly(), key + " is dynamic");
+                ConfigEntry t = describeWithSynonyms(plainRes).get("retention.ms");
+                assertEquals(want, new Layers(t.value(), t.source(), synonyms(t)), plain + " retention.ms after " + after);
+                ConfigEntry o = describeWithSynonyms(ownRes).get("retention.ms");
+                List<String> ownLayers = new java.util.ArrayList<>(List.of("DYNAMIC_TOPIC_CONFIG:retention.ms=3600000"));
+                ownLayers.addAll(want.synonyms());
+                assertEquals(new Layers("3600000", ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG, ownLayers),
+                        new Layers(o.value(), o.source(), synonyms(o)), own + " retention.ms after " + after);
+            } catch (Exception e) {
+                throw new AssertionError(after + ": " + e, e);
+            }
+        };
+
+        expect.accept("nothing", new Layers(defaultMs, ConfigEntry.ConfigSource.DEFAULT_CONFIG, List.of(defaultLayer)));
+        ConfigEntry partitions = describeWithSynonyms(broker0).get("num.partitions");
+        assertTrue(partitions.isReadOnly(), "num.partitions is read-only: " + partitions);
+        assertEquals(ConfigEntry.ConfigSource.DEFAULT_CONFIG, partitions.source());
+        assertEquals(Map.of(), describeWithSynonyms(every), "the broker default before any change");
+        Properties pp = Clients.producer(broker, false);
+        pp.put(ProducerConfig.COMPRESSION_TYPE_CONFIG, "none");
+        byte[] big = new byte[3000];
+        try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(pp)) {
+            assertEquals(0, producer.send(new ProducerRecord<>(plain, 0, null, big)).get(TIMEOUT_S, TimeUnit.SECONDS).offset());
+
+            alter(every, op(key, clusterMs, AlterConfigOp.OpType.SET));
+            expect.accept("SET for every broker", new Layers(clusterMs, ConfigEntry.ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG,
+                    List.of(clusterLayer, defaultLayer)));
+            Map<String, ConfigEntry> cluster = describeWithSynonyms(every);
+            assertEquals(Set.of(key), cluster.keySet(), "the broker default describes its dynamic configs only");
+            assertEquals(new Layers(clusterMs, ConfigEntry.ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG, List.of(clusterLayer)),
+                    new Layers(cluster.get(key).value(), cluster.get(key).source(), synonyms(cluster.get(key))));
+
+            get(admin.incrementalAlterConfigs(Map.of(broker0, List.of(op(key, nodeMs, AlterConfigOp.OpType.SET))),
+                    new AlterConfigsOptions().validateOnly(true)).all());
+            expect.accept("validateOnly SET on broker 0", new Layers(clusterMs,
+                    ConfigEntry.ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG, List.of(clusterLayer, defaultLayer)));
+            alter(broker0, op(key, nodeMs, AlterConfigOp.OpType.SET));
+            Layers nodeWins = new Layers(nodeMs, ConfigEntry.ConfigSource.DYNAMIC_BROKER_CONFIG,
+                    List.of(nodeLayer, clusterLayer, defaultLayer));
+            expect.accept("SET on broker 0", nodeWins);
+            assertEquals(clusterMs, describeWithSynonyms(every).get(key).value(), "the broker default after SET on broker 0");
+
+            record Refusal(ConfigResource res, AlterConfigOp op, String message) {}
+            for (Refusal r : List.of(
+                    new Refusal(broker0, op("num.partitions", "3", AlterConfigOp.OpType.SET),
+                            "num.partitions cannot be changed at run time (it is read at start)"),
+                    new Refusal(every, op("auto.create.topics.enable", "false", AlterConfigOp.OpType.SET),
+                            "auto.create.topics.enable cannot be changed at run time (it is read at start)"),
+                    new Refusal(every, op("no.such.broker.key", "1", AlterConfigOp.OpType.SET),
+                            "unknown broker config \"no.such.broker.key\""),
+                    new Refusal(broker0, op(key, "soon", AlterConfigOp.OpType.SET), key + ": "),
+                    new Refusal(every, op("log.segment.bytes", "1", AlterConfigOp.OpType.SET), "log.segment.bytes: "))) {
+                for (boolean validateOnly : List.of(false, true)) {
+                    String what = r.res() + " " + r.op().configEntry().name() + (validateOnly ? " (validateOnly)" : "");
+                    Throwable cause = failure(admin.incrementalAlterConfigs(Map.of(r.res(), List.of(r.op())),
+                            new AlterConfigsOptions().validateOnly(validateOnly)).all());
+                    assertInstanceOf(InvalidConfigurationException.class, cause, what + ": " + cause);
+                    assertTrue(cause.getMessage().startsWith(r.message()), what + ": " + cause.getMessage());
+                }
+            }
+            expect.accept("the refusals", nodeWins);
+            assertEquals(Set.of(key), describeWithSynonyms(every).keySet(), "the broker default after the refusals");
+            assertEquals("1", describeWithSynonyms(broker0).get("num.partitions").value());
+
+            // The open partition takes a broker-wide message.max.bytes at once.
+            alter(every, op("message.max.bytes", "2000", AlterConfigOp.OpType.SET));
+            ConfigEntry max = describeWithSynonyms(plainRes).get("max.message.bytes");
+            assertEquals(List.of("DYNAMIC_DEFAULT_BROKER_CONFIG:message.max.bytes=2000", "DEFAULT_CONFIG:message.max.bytes=1048588"),
+                    synonyms(max), "max.message.bytes follows message.max.bytes");
+            ExecutionException e = assertThrows(ExecutionException.class,
+                    () -> producer.send(new ProducerRecord<>(plain, 0, null, big)).get(TIMEOUT_S, TimeUnit.SECONDS));
+            assertInstanceOf(RecordTooLargeException.class, e.getCause(), "cause: " + e.getCause());
+            assertEquals(0, producer.send(new ProducerRecord<>(own, 0, null, big)).get(TIMEOUT_S, TimeUnit.SECONDS).offset(),
+                    "a topic with its own max.message.bytes");
+            alter(every, op("message.max.bytes", null, AlterConfigOp.OpType.DELETE));
+            assertEquals(1, producer.send(new ProducerRecord<>(plain, 0, null, big)).get(TIMEOUT_S, TimeUnit.SECONDS).offset(),
+                    "the refused record took no offset");
+
+            alter(broker0, op(key, null, AlterConfigOp.OpType.DELETE));
+            expect.accept("DELETE on broker 0", new Layers(clusterMs, ConfigEntry.ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG,
+                    List.of(clusterLayer, defaultLayer)));
+            alter(every, op(key, null, AlterConfigOp.OpType.DELETE));
+            expect.accept("DELETE for every broker", new Layers(defaultMs, ConfigEntry.ConfigSource.DEFAULT_CONFIG,
+                    List.of(defaultLayer)));
+            assertEquals(Map.of(), describeWithSynonyms(every), "the broker default after DELETE");
+        } finally {
+            List<AlterConfigOp> restore = Stream.of(key, "message.max.bytes", "log.segment.bytes")
+                    .map(k -> op(k, null, AlterConfigOp.OpType.DELETE)).toList();
+            get(admin.incrementalAlterConfigs(Map.of(broker0, restore, every, restore)).all());
         }
     }
 
