@@ -190,7 +190,9 @@ impl FetchSessionCache {
     /// Core `core`'s cache, with its share of `total_slots`; `seed` starts its id generator.
     pub fn new(core: usize, cores: usize, total_slots: usize, eviction_ms: i64, seed: u64) -> FetchSessionCache {
         let cores = cores.max(1);
-        let slots = total_slots / cores + usize::from(core < total_slots % cores);
+        // At most the ids its range holds, so that a free id can always be found.
+        let share = total_slots / cores + usize::from(core < total_slots % cores);
+        let slots = share.min(Self::id_range(cores) as usize - 1);
         FetchSessionCache { core, cores, slots, eviction_ms, sessions: HashMap::new(), rng: seed }
     }
 
