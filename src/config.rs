@@ -123,6 +123,13 @@ pub struct Config {
     /// How long a connection whose client answers quickly is polled for its next request
     /// before its core waits on the ring (0: never polled). See `server::connection`.
     pub connection_busy_poll_us: u64,
+    /// Kafka's `max.incremental.fetch.session.cache.slots`: incremental fetch sessions (KIP-227)
+    /// all cores together, split between the cores (see `server::fetch_sessions`).
+    pub fetch_session_slots: usize,
+    /// KIP-227's `min.incremental.fetch.session.eviction.ms` (a fixed 120 s in Kafka): a fetch
+    /// session unused this long may be evicted for a new one, and one created this long ago may
+    /// be evicted for a bigger one.
+    pub fetch_session_eviction_ms: i64,
     /// Kafka's `queued.max.request.bytes`: request and response bytes held by all connections
     /// together, split evenly between the cores (see `server::memory`).
     pub queued_max_request_bytes: usize,
@@ -328,6 +335,10 @@ settings! {
         "a connection with nothing in flight that sends nothing this long, or whose responses go unread this long, is closed (Kafka `connections.max.idle.ms`)";
     connection_busy_poll_us: i64, "SPATE_CONNECTION_BUSY_POLL_US", Toml("0"), "us", Some((0, 10_000)),
         "busy poll: once a connection's requests are all answered, its socket is polled this long for the next one before the core sleeps, if its client came back this quickly last time and does not pipeline; 0 turns it off. Request/response clients gain most (kernel-notes/connection-busy-poll.md)";
+    max_incremental_fetch_session_cache_slots: i64, "SPATE_MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS", Toml("1000"), "sessions", Some((0, I32_MAX)),
+        "incremental fetch sessions (KIP-227) kept, all cores together: each core keeps its share (the slots divided by the cores, the remainder to the first cores) for the clients connected to it; 0 turns sessions off (Kafka `max.incremental.fetch.session.cache.slots`)";
+    min_incremental_fetch_session_eviction_ms: i64, "SPATE_MIN_INCREMENTAL_FETCH_SESSION_EVICTION_MS", Toml("120000"), "ms", Some((0, MAX)),
+        "when a core's fetch sessions fill its slots, a new one may evict a session unused this long, or else a smaller one created this long ago (KIP-227 `min.incremental.fetch.session.eviction.ms`; fixed in Kafka)";
     queued_max_request_bytes: i64, "SPATE_QUEUED_MAX_REQUEST_BYTES", Toml("1073741824"), "bytes", Some((1_048_576, MAX)),
         "request and response bytes all connections together may hold, split evenly between the cores; past it sockets are not read and fetches return less (Kafka `queued.max.request.bytes`)";
     batch_cache_max_bytes: i64, "SPATE_BATCH_CACHE_MAX_BYTES", Toml("536870912"), "bytes", Some((0, MAX)),
@@ -511,6 +522,8 @@ impl Config {
             max_connections: g.max_connections.or_default() as usize,
             connections_max_idle_ms: g.connections_max_idle_ms.or_default(),
             connection_busy_poll_us: g.connection_busy_poll_us.or_default() as u64,
+            fetch_session_slots: g.max_incremental_fetch_session_cache_slots.or_default() as usize,
+            fetch_session_eviction_ms: g.min_incremental_fetch_session_eviction_ms.or_default(),
             queued_max_request_bytes: g.queued_max_request_bytes.or_default() as usize,
             batch_cache_max_bytes: g.batch_cache_max_bytes.or_default() as usize,
             segment_preallocate_bytes: g.segment_preallocate_bytes.or_default() as u64,
@@ -564,6 +577,7 @@ impl Config {
             e("connections.max.idle.ms", self.connections_max_idle_ms.to_string(), Some("connections_max_idle_ms")),
             e("queued.max.request.bytes", self.queued_max_request_bytes.to_string(), Some("queued_max_request_bytes")),
             e("fetch.max.bytes", limits::FETCH_RESPONSE_MAX_BYTES.to_string(), None),
+            e("max.incremental.fetch.session.cache.slots", self.fetch_session_slots.to_string(), Some("max_incremental_fetch_session_cache_slots")),
             e("group.initial.rebalance.delay.ms", self.groups.initial_rebalance_delay_ms.to_string(), Some("group_initial_rebalance_delay_ms")),
             e("group.min.session.timeout.ms", self.groups.min_session_timeout_ms.to_string(), Some("group_min_session_timeout_ms")),
             e("group.max.session.timeout.ms", self.groups.max_session_timeout_ms.to_string(), Some("group_max_session_timeout_ms")),

@@ -45,6 +45,12 @@ struct CorePool {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CoreKind {
+    core: u32,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TopicCore {
     topic: String,
     core: u32,
@@ -94,6 +100,8 @@ struct Long {
     connections_refused: Counter,
     memory_waits: Family<CoreLabel, Counter>,
     fetch_trimmed: Family<CoreLabel, Counter>,
+    fetch_kinds: Family<CoreKind, Counter>,
+    fetch_session_evictions: Family<CoreLabel, Counter>,
     busy_poll_found: Family<CoreLabel, Counter>,
     busy_poll_missed: Family<CoreLabel, Counter>,
     recompressed_batches: Family<CoreLabel, Counter>,
@@ -118,6 +126,8 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
     let connections_refused = Counter::default();
     let memory_waits = Family::<CoreLabel, Counter>::default();
     let fetch_trimmed = Family::<CoreLabel, Counter>::default();
+    let fetch_kinds = Family::<CoreKind, Counter>::default();
+    let fetch_session_evictions = Family::<CoreLabel, Counter>::default();
     let busy_poll_found = Family::<CoreLabel, Counter>::default();
     let busy_poll_missed = Family::<CoreLabel, Counter>::default();
     let recompressed_batches = Family::<CoreLabel, Counter>::default();
@@ -146,6 +156,16 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
         "spate_fetch_trimmed",
         "Fetch reads cut below the asked size because the core's memory budget was short, by core",
         fetch_trimmed.clone(),
+    );
+    registry.register(
+        "spate_fetch_requests",
+        "Fetch requests by core and kind: sessionless (v6 and older, or session epoch -1), full (epoch 0: opens an incremental fetch session if the core has room), incremental (served from a session)",
+        fetch_kinds.clone(),
+    );
+    registry.register(
+        "spate_fetch_session_evictions",
+        "Incremental fetch sessions evicted to make room for a new one, by core",
+        fetch_session_evictions.clone(),
     );
     registry.register(
         "spate_busy_poll_found",
@@ -182,6 +202,8 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
         connections_refused,
         memory_waits,
         fetch_trimmed,
+        fetch_kinds,
+        fetch_session_evictions,
         busy_poll_found,
         busy_poll_missed,
         recompressed_batches,
@@ -265,6 +287,10 @@ struct CoreHandles {
     cross_core: Counter,
     memory_waits: Counter,
     fetch_trimmed: Counter,
+    fetch_sessionless: Counter,
+    fetch_full: Counter,
+    fetch_incremental: Counter,
+    fetch_session_evictions: Counter,
     busy_poll_found: Counter,
     busy_poll_missed: Counter,
     recompressed_batches: Counter,
@@ -276,12 +302,17 @@ fn core_handles<R>(f: impl FnOnce(&CoreHandles) -> R) -> R {
         let mut c = c.borrow_mut();
         let h = c.get_or_insert_with(|| {
             let l = CoreLabel { core: core_id() };
+            let kind = |kind: &str| LONG.fetch_kinds.get_or_create(&CoreKind { core: l.core, kind: kind.to_string() }).clone();
             CoreHandles {
                 fsync_seconds: LONG.fsync_seconds.get_or_create(&l).clone(),
                 fsync_records: LONG.fsync_bytes.get_or_create(&l).clone(),
                 cross_core: LONG.cross_core.get_or_create(&l).clone(),
                 memory_waits: LONG.memory_waits.get_or_create(&l).clone(),
                 fetch_trimmed: LONG.fetch_trimmed.get_or_create(&l).clone(),
+                fetch_sessionless: kind("sessionless"),
+                fetch_full: kind("full"),
+                fetch_incremental: kind("incremental"),
+                fetch_session_evictions: LONG.fetch_session_evictions.get_or_create(&l).clone(),
                 busy_poll_found: LONG.busy_poll_found.get_or_create(&l).clone(),
                 busy_poll_missed: LONG.busy_poll_missed.get_or_create(&l).clone(),
                 recompressed_batches: LONG.recompressed_batches.get_or_create(&l).clone(),
@@ -334,6 +365,31 @@ pub fn fetch_trimmed() {
     });
 }
 
+/// How a Fetch was served (see `server::fetch_sessions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchKind {
+    Sessionless,
+    Full,
+    Incremental,
+}
+
+pub fn fetch_kind(kind: FetchKind) {
+    core_handles(|h| {
+        match kind {
+            FetchKind::Sessionless => &h.fetch_sessionless,
+            FetchKind::Full => &h.fetch_full,
+            FetchKind::Incremental => &h.fetch_incremental,
+        }
+        .inc();
+    });
+}
+
+pub fn fetch_session_evicted() {
+    core_handles(|h| {
+        h.fetch_session_evictions.inc();
+    });
+}
+
 /// A busy poll of a connection ended: a request came (`found`) or the window ran out.
 pub fn busy_poll(found: bool) {
     core_handles(|h| {
@@ -373,6 +429,9 @@ pub struct CoreSnapshot {
     /// most since the last snapshot.
     pub io_in_flight: u64,
     pub io_in_flight_peak: u64,
+    /// Incremental fetch sessions in the core's cache, and their partitions together.
+    pub fetch_sessions: usize,
+    pub fetch_session_partitions: usize,
 }
 
 struct State {
@@ -458,6 +517,8 @@ pub fn render() -> String {
     let memory_peak = Family::<CorePool, Gauge>::default();
     let io_now = Family::<CoreLabel, Gauge>::default();
     let io_peak = Family::<CoreLabel, Gauge>::default();
+    let sessions = Family::<CoreLabel, Gauge>::default();
+    let session_parts = Family::<CoreLabel, Gauge>::default();
     let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for (core, snap) in snaps.iter().enumerate() {
         let cl = CoreLabel { core: core as u32 };
@@ -471,6 +532,8 @@ pub fn render() -> String {
         memory_peak.get_or_create(&pool("requests")).set(snap.request_bytes_peak as i64);
         io_now.get_or_create(&cl).set(snap.io_in_flight as i64);
         io_peak.get_or_create(&cl).set(snap.io_in_flight_peak as i64);
+        sessions.get_or_create(&cl).set(snap.fetch_sessions as i64);
+        session_parts.get_or_create(&cl).set(snap.fetch_session_partitions as i64);
         for s in &snap.partitions {
             leo.get_or_create(&p(s)).set(s.log_end);
             hw.get_or_create(&p(s)).set(s.high_watermark);
@@ -519,6 +582,12 @@ pub fn render() -> String {
         io_now,
     );
     reg.register("spate_core_io_in_flight_peak", "Most file operations in flight at once in the last second, by core", io_peak);
+    reg.register(
+        "spate_core_fetch_sessions",
+        "Incremental fetch sessions open, by core (each core keeps its share of max_incremental_fetch_session_cache_slots)",
+        sessions,
+    );
+    reg.register("spate_core_fetch_session_partitions", "Partitions held by the core's incremental fetch sessions together", session_parts);
     let rss = Gauge::<i64>::default();
     rss.set(crate::io::fs::resident_bytes().unwrap_or(0) as i64);
     reg.register("spate_process_resident_memory_bytes", "Resident memory of the whole process (all pools, code, allocator slack)", rss);

@@ -17,6 +17,7 @@
 //! marker and logs "shutdown complete". A second signal exits at once.
 
 pub mod connection;
+pub mod fetch_sessions;
 pub mod groups;
 pub mod handlers;
 pub mod memory;
@@ -294,6 +295,7 @@ fn publish_metrics() {
         .collect();
     let (committed, groups) = shard.groups.metrics_snapshot();
     let (io_in_flight, io_in_flight_peak) = crate::io::file::ops_in_flight();
+    let (fetch_sessions, fetch_session_partitions) = shard.fetch_sessions.borrow().sizes();
     crate::metrics::publish_core(
         shard.core,
         crate::metrics::CoreSnapshot {
@@ -304,6 +306,8 @@ fn publish_metrics() {
             request_bytes_peak: shard.memory.take_peak() as u64,
             io_in_flight: io_in_flight as u64,
             io_in_flight_peak: io_in_flight_peak as u64,
+            fetch_sessions,
+            fetch_session_partitions,
         },
     );
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::fetch_sessions::FetchSessionCache;
 use super::groups::Groups;
 use super::memory::CoreMemory;
 use super::shutdown::Lifecycle;
@@ -59,6 +60,8 @@ pub struct Shard {
     pub lifecycle: Lifecycle,
     /// Bytes this core's connections hold in requests and responses (see `server::memory`).
     pub memory: CoreMemory,
+    /// The incremental fetch sessions of this core's clients (see `server::fetch_sessions`).
+    pub fetch_sessions: RefCell<FetchSessionCache>,
     /// Core 0 only: set while a metadata change is being made, so changes apply one at a time.
     meta_busy: Cell<bool>,
     meta_done: Notify,
@@ -76,6 +79,13 @@ impl Shard {
     pub fn install(core: usize, config: Arc<Config>, cluster_id: Arc<str>, mesh: Rc<Mesh>) -> Rc<Shard> {
         let groups = config.groups;
         let memory = CoreMemory::new(config.queued_max_request_bytes / mesh.cores().max(1));
+        let fetch_sessions = FetchSessionCache::new(
+            core,
+            mesh.cores(),
+            config.fetch_session_slots,
+            config.fetch_session_eviction_ms,
+            Uuid::new_v4().as_u64_pair().0,
+        );
         let shard = Rc::new(Shard {
             core,
             cores: mesh.cores(),
@@ -88,6 +98,7 @@ impl Shard {
             groups: Groups::new(groups),
             lifecycle: Lifecycle::default(),
             memory,
+            fetch_sessions: RefCell::new(fetch_sessions),
             meta_busy: Cell::new(false),
             meta_done: Notify::default(),
         });

@@ -3,11 +3,15 @@ package spatego
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,11 +37,7 @@ func TestMain(m *testing.M) {
 	// signal follows the OS thread that started the child, so that thread must outlive the run.
 	runtime.LockOSThread()
 
-	bin := os.Getenv("SPATE_BIN")
-	if bin == "" {
-		bin = filepath.Join("..", "..", "target", "debug", "spate")
-	}
-	b, err := StartBroker(bin)
+	b, err := StartBroker(spateBin())
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL setup: %v\n", err)
 		os.Exit(1)
@@ -50,6 +50,14 @@ func TestMain(m *testing.M) {
 	}
 	b.CleanUp(code != 0)
 	os.Exit(code)
+}
+
+// spateBin is the broker binary: $SPATE_BIN, or the debug build.
+func spateBin() string {
+	if bin := os.Getenv("SPATE_BIN"); bin != "" {
+		return bin
+	}
+	return filepath.Join("..", "..", "target", "debug", "spate")
 }
 
 // Broker is a running `spate serve`.
@@ -67,9 +75,10 @@ type Broker struct {
 	waitErr  error
 }
 
-// StartBroker starts bin as `spate serve` on a free 127.0.0.1 port and waits (30 s at most) until
-// it logs "spate ready" or its port accepts connections.
-func StartBroker(bin string) (*Broker, error) {
+// StartBroker starts bin as `spate serve` on a free 127.0.0.1 port, with the flags below and
+// then extra (`--cores 2` unless extra names --cores), and waits (30 s at most) until it logs
+// "spate ready" or its port accepts connections.
+func StartBroker(bin string, extra ...string) (*Broker, error) {
 	abs, err := filepath.Abs(bin)
 	if err != nil {
 		return nil, err
@@ -105,13 +114,16 @@ func StartBroker(bin string) (*Broker, error) {
 		"--listen", b.Addr,
 		"--admin-listen", "127.0.0.1:0",
 		"--data-dir", b.dataDir,
-		"--cores", "2",
 		// No 3 s wait before a new group's first rebalance, as in the Java suite.
 		"--group-initial-rebalance-delay-ms", "0",
 		// KIP-848 members heartbeat every second instead of every 5 s, so that an assignment
 		// change reaches them quickly.
 		"--group-consumer-heartbeat-interval-ms", "1000",
 	}
+	if !slices.Contains(extra, "--cores") {
+		b.args = append(b.args, "--cores", "2")
+	}
+	b.args = append(b.args, extra...)
 	b.cmd = exec.Command(b.args[0], b.args[1:]...)
 	b.cmd.Stdout = b.logFile
 	b.cmd.Stderr = b.logFile
@@ -204,6 +216,40 @@ func (b *Broker) CleanUp(keepLog bool) {
 		return
 	}
 	_ = os.RemoveAll(b.root)
+}
+
+// Metrics is the broker's /metrics (Prometheus text), from the admin listener it logged.
+func (b *Broker) Metrics() (string, error) {
+	m := regexp.MustCompile(`admin HTTP listening.* admin=(\S+)`).FindStringSubmatch(b.Log())
+	if m == nil {
+		return "", fmt.Errorf("no admin address in the broker's log %s", b.logPath)
+	}
+	resp, err := http.Get("http://" + m[1] + "/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return string(body), err
+}
+
+// metricSum sums metric name in a /metrics text over the series whose labels contain every one
+// of labels (each as written there, e.g. `kind="incremental"`).
+func metricSum(metrics, name string, labels ...string) float64 {
+	sum := 0.0
+	for _, line := range strings.Split(metrics, "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		all := true
+		for _, l := range labels {
+			all = all && strings.Contains(line, l)
+		}
+		if v, err := strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64); all && err == nil {
+			sum += v
+		}
+	}
+	return sum
 }
 
 // Log is the broker's stderr so far.

@@ -2,22 +2,42 @@
 //! came back, wait (up to `max_wait_ms`) for an append on any of the partitions, woken by the
 //! append itself, then read again. Record bytes go out exactly as stored.
 //!
-//! Fetch sessions (KIP-227): Spate answers with session id 0, which tells clients that ask for a
-//! session to keep sending full fetch requests. librdkafka never asks; the Java client falls back.
+//! Fetch sessions (KIP-227, v7 and later), as Kafka's `FetchManager` decides them: epoch -1 is a
+//! sessionless fetch (as v4-v6 always are), and with a nonzero session id it also closes that
+//! session; epoch 0 is a full fetch, which closes the session it names (if any) and opens a new
+//! one of its partitions in this core's cache (`server::fetch_sessions`) if there is room, else
+//! answers session id 0; any other epoch is incremental: the session must be in this core's cache
+//! (else FETCH_SESSION_ID_NOT_FOUND), carry that epoch (else INVALID_FETCH_SESSION_EPOCH) and name
+//! topics as the request version does, by id from v13 (else FETCH_SESSION_TOPIC_ID_ERROR). The
+//! partitions it lists are added or updated, `forgotten_topics_data` removes; then every partition
+//! of the session is read (and waited on), and only those with records, an error, or a high
+//! watermark, last stable offset or log start offset the client was not told yet are answered.
+//! A session left empty, or grown past the bound of its partitions, is closed and the request is
+//! answered as a sessionless one (session id 0), as Kafka does for an empty one. A deleted or
+//! recreated topic is UNKNOWN_TOPIC_ID for its old id's partitions, per partition, as in Kafka
+//! (which answers FETCH_SESSION_TOPIC_ID_ERROR only for the version mismatch).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use uuid::Uuid;
 
+use super::super::fetch_sessions::{
+    next_epoch, Asked, FetchSession, FetchSessionCache, PartKey, TopicKey, Told, FINAL_EPOCH, INITIAL_EPOCH,
+    UNKNOWN_PARTITIONS_MAX,
+};
 use super::super::memory::Held;
+use super::super::metadata::MetadataImage;
 use super::super::shard::{current, Shard};
 use super::{group_by_core, on_partitions, PartWork};
 use crate::config::limits::{FETCH_RESPONSE_MAX_BYTES, FETCH_WAIT_MAX_MS};
 use crate::io::rt;
-use crate::protocol::ResponseError;
+use crate::metrics::FetchKind;
+use crate::protocol::{ResponseError, StrBytes};
 use crate::storage::now_ms;
 
 pub const VERSIONS: (i16, i16) = (4, 18);
@@ -40,27 +60,50 @@ impl PartRead {
     }
 }
 
+/// How a fetch is served.
+enum Context {
+    /// The partitions listed, all answered, session id 0.
+    Sessionless,
+    /// The partitions listed, all answered; a session is made of them if the core has room.
+    Full,
+    /// Every partition of a session, answered only where something changed. `epoch` is the one
+    /// the session moved to for this request: if it moved on before the answer, a later request
+    /// of the session was taken meanwhile and this one is stale.
+    Incremental { session: Rc<RefCell<FetchSession>>, epoch: i32 },
+}
+
+/// A partition to read and answer for.
+struct Item {
+    /// Consecutive items of one group go out under one topic entry of the response.
+    group: usize,
+    key: PartKey,
+    asked: Asked,
+}
+
 pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> FetchResponse {
     let image = shard.image();
-    let mut results: Vec<PartRead> = Vec::new();
+    let (context, items) = match open(shard, version, &req, &image) {
+        Ok(opened) => opened,
+        Err(e) => return FetchResponse::default().with_error_code(e.code()),
+    };
+    crate::metrics::fetch_kind(match context {
+        Context::Sessionless => FetchKind::Sessionless,
+        Context::Full => FetchKind::Full,
+        Context::Incremental { .. } => FetchKind::Incremental,
+    });
+    let mut results: Vec<PartRead> = Vec::with_capacity(items.len());
     let mut wants: Vec<Want> = Vec::new();
-    for t in &req.topics {
-        let meta = if version >= 13 { image.topic_by_id(&t.topic_id) } else { image.topic(t.topic.0.as_str()) };
-        for p in &t.partitions {
-            let slot = results.len();
-            results.push(PartRead::error(0));
-            match meta {
-                None if version >= 13 => results[slot] = PartRead::error(ResponseError::UnknownTopicId.code()),
-                None => results[slot] = PartRead::error(ResponseError::UnknownTopicOrPartition.code()),
-                Some(m) if p.partition < 0 || p.partition >= m.partitions => {
-                    results[slot] = PartRead::error(ResponseError::UnknownTopicOrPartition.code())
-                }
-                Some(m) => wants.push(PartWork {
+    for (slot, item) in items.iter().enumerate() {
+        match resolve(&image, &item.key) {
+            Err(e) => results.push(PartRead::error(e.code())),
+            Ok(name) => {
+                results.push(PartRead::error(0));
+                wants.push(PartWork {
                     slot,
-                    topic: m.name.clone(),
-                    partition: p.partition,
-                    data: (p.fetch_offset, p.partition_max_bytes.max(0) as usize),
-                }),
+                    topic: name.to_string(),
+                    partition: item.key.partition,
+                    data: (item.asked.fetch_offset, item.asked.max_bytes.max(0) as usize),
+                });
             }
         }
     }
@@ -103,35 +146,189 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
         }
         wait_any(shard, &wants, deadline).await;
     }
-    // Assemble in request order, honouring the response-wide max_bytes (the first non-empty
-    // partition is always included whole, as Kafka does, so a large batch cannot stall a consumer).
+    if let Context::Incremental { session, epoch } = &context {
+        let s = session.borrow();
+        if s.epoch != *epoch {
+            tracing::info!(session = s.id, expected = epoch, now = s.epoch, "fetch session moved on while this fetch waited; possible duplicate request");
+            return FetchResponse::default().with_error_code(ResponseError::InvalidFetchSessionEpoch.code()).with_session_id(s.id);
+        }
+    }
+    // Assemble in order, honouring the response-wide max_bytes (the first non-empty partition is
+    // always included whole, as Kafka does, so a large batch cannot stall a consumer).
     let mut sent = 0usize;
-    let mut results = results.into_iter();
     let mut resp = FetchResponse::default();
-    for t in req.topics {
-        let name = if version >= 13 { image.topic_by_id(&t.topic_id).map(|m| m.name.clone()) } else { Some(t.topic.0.to_string()) };
-        let mut tr = FetchableTopicResponse::default().with_topic(t.topic).with_topic_id(t.topic_id);
-        for p in t.partitions {
-            let r = results.next().expect("one result per partition");
-            let records = if sent > 0 && sent + r.records.len() > max_bytes { Bytes::new() } else { r.records };
-            sent += records.len();
-            if let Some(name) = &name {
-                crate::metrics::fetched(name, records.len() as u64);
+    let mut group = None;
+    let mut told_full = Vec::new();
+    for (item, r) in items.into_iter().zip(results) {
+        let records = if sent > 0 && sent + r.records.len() > max_bytes { Bytes::new() } else { r.records };
+        sent += records.len();
+        if let Ok(name) = resolve(&image, &item.key) {
+            crate::metrics::fetched(name, records.len() as u64);
+        }
+        let log_start = if version >= 5 { r.log_start } else { -1 };
+        let told = Told { high_watermark: r.high_watermark, last_stable_offset: r.high_watermark, log_start_offset: log_start };
+        match &context {
+            Context::Sessionless => {}
+            Context::Full => told_full.push((item.key.clone(), item.asked, told)),
+            Context::Incremental { session, .. } => {
+                if !session.borrow_mut().must_respond(&item.key, told, !records.is_empty(), r.error != 0) {
+                    continue;
+                }
             }
-            tr.partitions.push(
+        }
+        if group != Some(item.group) {
+            group = Some(item.group);
+            let (name, id) = match &item.key.topic {
+                TopicKey::Id(id) => (TopicName::default(), *id),
+                TopicKey::Name(n) => (TopicName(StrBytes::from_string(n.to_string())), Uuid::nil()),
+            };
+            resp.responses.push(FetchableTopicResponse::default().with_topic(name).with_topic_id(id));
+        }
+        if let Some(t) = resp.responses.last_mut() {
+            t.partitions.push(
                 PartitionData::default()
-                    .with_partition_index(p.partition)
+                    .with_partition_index(item.key.partition)
                     .with_error_code(r.error)
                     .with_high_watermark(r.high_watermark)
                     .with_last_stable_offset(r.high_watermark)
-                    .with_log_start_offset(if version >= 5 { r.log_start } else { -1 })
+                    .with_log_start_offset(log_start)
                     .with_aborted_transactions(None)
                     .with_records(Some(records)),
             );
         }
-        resp.responses.push(tr);
     }
+    resp.session_id = match &context {
+        Context::Sessionless => 0,
+        Context::Full if told_full.len() > session_bound(&image) => 0,
+        Context::Full => {
+            let created = shard.fetch_sessions.borrow_mut().create(now_ms(), version >= 13, told_full);
+            match created {
+                Some(id) => tracing::debug!(session = id, core = shard.core, "opened a fetch session"),
+                None => tracing::debug!(core = shard.core, "no room for a fetch session; answered without one"),
+            }
+            created.unwrap_or(0)
+        }
+        Context::Incremental { session, .. } => session.borrow().id,
+    };
     resp
+}
+
+/// What kind of fetch this is and which partitions it reads, or the session error to answer.
+/// An incremental fetch's changes are applied to its session here.
+fn open(shard: &Rc<Shard>, version: i16, req: &FetchRequest, image: &MetadataImage) -> Result<(Context, Vec<Item>), ResponseError> {
+    let listed = listed(version, req);
+    let (id, epoch) = (req.session_id, req.session_epoch);
+    if version < 7 || epoch == INITIAL_EPOCH || epoch == FINAL_EPOCH {
+        if version >= 7 && id != 0 {
+            close(shard, id);
+        }
+        let full = version >= 7 && epoch == INITIAL_EPOCH;
+        return Ok((if full { Context::Full } else { Context::Sessionless }, listed));
+    }
+    let Some(session) = shard.fetch_sessions.borrow().get(id) else {
+        tracing::debug!(session = id, core = shard.core, "incremental fetch of a session not on this core");
+        return Err(ResponseError::FetchSessionIdNotFound);
+    };
+    let mut s = session.borrow_mut();
+    if s.epoch != epoch {
+        tracing::debug!(session = id, expected = s.epoch, got = epoch, "incremental fetch with the wrong session epoch");
+        return Err(ResponseError::InvalidFetchSessionEpoch);
+    }
+    if s.uses_topic_ids != (version >= 13) {
+        tracing::debug!(session = id, version, "incremental fetch naming topics otherwise than its session");
+        return Err(ResponseError::FetchSessionTopicIdError);
+    }
+    let before = s.len();
+    for item in &listed {
+        s.upsert(item.key.clone(), item.asked);
+    }
+    for t in &req.forgotten_topics_data {
+        let topic = topic_key(version, &t.topic, t.topic_id);
+        for p in &t.partitions {
+            s.forget(&PartKey { topic: topic.clone(), partition: *p });
+        }
+    }
+    if s.is_empty() || (s.len() > before && s.len() > session_bound(image)) {
+        tracing::debug!(session = id, partitions = s.len(), "closed a fetch session left empty or grown too big");
+        drop(s);
+        shard.fetch_sessions.borrow_mut().remove(id);
+        return Ok((Context::Sessionless, listed));
+    }
+    shard.fetch_sessions.borrow().touch(&mut s, now_ms());
+    s.epoch = next_epoch(s.epoch);
+    let mut items: Vec<Item> = Vec::with_capacity(s.len());
+    for (key, asked) in s.partitions() {
+        let group = match items.last() {
+            Some(prev) if prev.key.topic == key.topic => prev.group,
+            Some(prev) => prev.group + 1,
+            None => 0,
+        };
+        items.push(Item { group, key, asked });
+    }
+    let epoch = s.epoch;
+    drop(s);
+    Ok((Context::Incremental { session, epoch }, items))
+}
+
+/// The partitions a request lists, in its order, one group per topic entry.
+fn listed(version: i16, req: &FetchRequest) -> Vec<Item> {
+    let mut items = Vec::new();
+    for (group, t) in req.topics.iter().enumerate() {
+        let topic = topic_key(version, &t.topic, t.topic_id);
+        for p in &t.partitions {
+            let asked = Asked { fetch_offset: p.fetch_offset, max_bytes: p.partition_max_bytes, log_start_offset: p.log_start_offset };
+            items.push(Item { group, key: PartKey { topic: topic.clone(), partition: p.partition }, asked });
+        }
+    }
+    items
+}
+
+/// A topic as a request of `version` names it: by id from v13, by name before.
+fn topic_key(version: i16, name: &TopicName, id: Uuid) -> TopicKey {
+    if version >= 13 {
+        TopicKey::Id(id)
+    } else {
+        TopicKey::Name(Rc::from(name.0.as_str()))
+    }
+}
+
+/// The name of the topic `key` is a partition of, or the error that partition gets.
+fn resolve<'a>(image: &'a MetadataImage, key: &PartKey) -> Result<&'a str, ResponseError> {
+    let meta = match &key.topic {
+        TopicKey::Id(id) => image.topic_by_id(id).ok_or(ResponseError::UnknownTopicId)?,
+        TopicKey::Name(name) => image.topic(name).ok_or(ResponseError::UnknownTopicOrPartition)?,
+    };
+    if key.partition < 0 || key.partition >= meta.partitions {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    }
+    Ok(&meta.name)
+}
+
+/// The most partitions a session may hold: those of every topic, and a few unknown ones.
+fn session_bound(image: &MetadataImage) -> usize {
+    image.topics.values().map(|t| t.partitions.max(0) as usize).sum::<usize>() + UNKNOWN_PARTITIONS_MAX
+}
+
+/// Closes session `id` on whichever core holds it (a full fetch names its old session after an
+/// error or a reconnect, perhaps to another core); another core removes it there, unawaited.
+fn close(shard: &Rc<Shard>, id: i32) {
+    match FetchSessionCache::owner_core(id, shard.cores) {
+        Some(core) if core == shard.core => {
+            shard.fetch_sessions.borrow_mut().remove(id);
+        }
+        Some(core) => {
+            let shard = shard.clone();
+            rt::spawn(async move {
+                shard
+                    .invoke_on(core, move || async move {
+                        current().fetch_sessions.borrow_mut().remove(id);
+                    })
+                    .await
+            })
+            .detach();
+        }
+        None => {}
+    }
 }
 
 /// Reads every wanted partition on its owning core; returns (slot, result) pairs.

@@ -4,6 +4,10 @@ import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.net.InetAddress;
 import java.net.ServerSocket;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -47,7 +51,7 @@ public final class SpateBroker implements BeforeAllCallback, AfterAllCallback {
     /** Set when a restart failed: the data directory is kept for reading (its recovery failed). */
     private boolean keepDataDir;
 
-    /** @param extraArgs more {@code spate serve} flags, after the standard ones */
+    /** @param extraArgs more {@code spate serve} flags, after the standard ones ({@code --cores 2} unless given) */
     public SpateBroker(String... extraArgs) {
         this.extraArgs = List.of(extraArgs);
     }
@@ -66,6 +70,34 @@ public final class SpateBroker implements BeforeAllCallback, AfterAllCallback {
 
     public Path logFile() {
         return logFile;
+    }
+
+    /** The broker's {@code /metrics} (Prometheus text) from its admin listener. */
+    public String metrics() throws IOException, InterruptedException {
+        HttpClient http = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
+        HttpRequest get = HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + adminPort + "/metrics")).build();
+        return http.send(get, HttpResponse.BodyHandlers.ofString()).body();
+    }
+
+    /**
+     * The sum of metric {@code name} in a {@code /metrics} text over the series whose labels
+     * contain every one of {@code labels} (each as written there, e.g. {@code kind="incremental"}).
+     */
+    public static double metricSum(String metrics, String name, String... labels) {
+        double sum = 0;
+        for (String line : metrics.lines().toList()) {
+            if (!line.startsWith(name + "{") && !line.startsWith(name + " ")) {
+                continue;
+            }
+            boolean all = true;
+            for (String label : labels) {
+                all &= line.contains(label);
+            }
+            if (all) {
+                sum += Double.parseDouble(line.substring(line.lastIndexOf(' ') + 1));
+            }
+        }
+        return sum;
     }
 
     /** The broker's stderr so far. */
@@ -114,8 +146,10 @@ public final class SpateBroker implements BeforeAllCallback, AfterAllCallback {
                 "--listen", "127.0.0.1:" + port,
                 "--admin-listen", "127.0.0.1:" + adminPort,
                 "--data-dir", dataDir.toString(),
-                "--cores", "2",
                 "--group-initial-rebalance-delay-ms", "0"));
+        if (!extraArgs.contains("--cores")) {
+            command.addAll(List.of("--cores", "2"));
+        }
         command.addAll(extraArgs);
         launch(ProcessBuilder.Redirect.to(logFile.toFile()), ProcessBuilder.Redirect.to(stdoutFile.toFile()), 0);
     }
