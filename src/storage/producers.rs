@@ -33,7 +33,11 @@ pub struct BatchMeta {
 struct Entry {
     epoch: i16,
     batches: VecDeque<BatchMeta>,
+    /// Broker clock at its last write (which producer is forgotten first).
     last_write_ms: i64,
+    /// The largest timestamp of its last batch (the log append time on LogAppendTime topics),
+    /// as Kafka's DescribeProducers reports it.
+    last_timestamp: i64,
 }
 
 /// What to do with an idempotent batch.
@@ -72,8 +76,8 @@ pub struct ActiveProducer {
     pub epoch: i16,
     /// The last sequence number it wrote.
     pub last_sequence: i32,
-    /// When it last wrote (broker clock, ms), or when its state was rebuilt at start.
-    pub last_write_ms: i64,
+    /// The largest timestamp of its last batch, as Kafka reports it.
+    pub last_timestamp: i64,
 }
 
 impl ProducerStates {
@@ -86,7 +90,7 @@ impl ProducerStates {
                 producer_id: *id,
                 epoch: e.epoch,
                 last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
-                last_write_ms: e.last_write_ms,
+                last_timestamp: e.last_timestamp,
             })
             .collect();
         out.sort_by_key(|p| p.producer_id);
@@ -123,8 +127,9 @@ impl ProducerStates {
         }
     }
 
-    /// Records a batch written at `first_offset`.
-    pub fn record(&mut self, h: &BatchHeader, first_offset: i64, now_ms: i64) {
+    /// Records a batch written at `first_offset` whose largest timestamp is `max_timestamp` (the
+    /// log append time on LogAppendTime topics).
+    pub fn record(&mut self, h: &BatchHeader, first_offset: i64, max_timestamp: i64, now_ms: i64) {
         let meta = BatchMeta {
             first_seq: h.base_sequence,
             last_seq: last_seq(h),
@@ -135,6 +140,7 @@ impl ProducerStates {
             epoch: h.producer_epoch,
             batches: VecDeque::new(),
             last_write_ms: now_ms,
+            last_timestamp: max_timestamp,
         });
         if h.producer_epoch != e.epoch {
             e.epoch = h.producer_epoch;
@@ -145,6 +151,7 @@ impl ProducerStates {
             e.batches.pop_front();
         }
         e.last_write_ms = now_ms;
+        e.last_timestamp = max_timestamp;
         if self.entries.len() > PRODUCERS_PER_PARTITION_MAX {
             let oldest = self.entries.iter().min_by_key(|(_, e)| e.last_write_ms).map(|(pid, _)| *pid);
             if let Some(pid) = oldest {
@@ -165,9 +172,10 @@ impl ProducerStates {
     }
 
     /// Snapshot bytes: version, entry count, each producer with its batches, CRC-32C last.
+    /// Version 2 added each producer's last timestamp after its last write time.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::new();
-        b.extend_from_slice(&1u16.to_be_bytes());
+        b.extend_from_slice(&2u16.to_be_bytes());
         b.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
         let mut pids: Vec<&i64> = self.entries.keys().collect();
         pids.sort();
@@ -176,6 +184,7 @@ impl ProducerStates {
             b.extend_from_slice(&pid.to_be_bytes());
             b.extend_from_slice(&e.epoch.to_be_bytes());
             b.extend_from_slice(&e.last_write_ms.to_be_bytes());
+            b.extend_from_slice(&e.last_timestamp.to_be_bytes());
             b.push(e.batches.len() as u8);
             for m in &e.batches {
                 b.extend_from_slice(&m.first_seq.to_be_bytes());
@@ -189,8 +198,9 @@ impl ProducerStates {
         b
     }
 
-    /// Reads a snapshot; `None` if it is damaged or of another version (the caller then rebuilds
-    /// from the log).
+    /// Reads a snapshot (version 1 or 2; a version 1 producer's last timestamp is its last write
+    /// time); `None` if it is damaged or of another version (the caller then rebuilds from the
+    /// log).
     pub fn decode(b: &[u8]) -> Option<ProducerStates> {
         let (body, crc) = b.split_at_checked(b.len().checked_sub(4)?)?;
         if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?) {
@@ -202,7 +212,8 @@ impl ProducerStates {
             r = rest;
             Some(x)
         };
-        if u16::from_be_bytes(take(2)?.try_into().ok()?) != 1 {
+        let version = u16::from_be_bytes(take(2)?.try_into().ok()?);
+        if !matches!(version, 1 | 2) {
             return None;
         }
         let n = u32::from_be_bytes(take(4)?.try_into().ok()?);
@@ -211,6 +222,7 @@ impl ProducerStates {
             let pid = i64::from_be_bytes(take(8)?.try_into().ok()?);
             let epoch = i16::from_be_bytes(take(2)?.try_into().ok()?);
             let last_write_ms = i64::from_be_bytes(take(8)?.try_into().ok()?);
+            let last_timestamp = if version >= 2 { i64::from_be_bytes(take(8)?.try_into().ok()?) } else { last_write_ms };
             let count = take(1)?[0] as usize;
             if count > BATCHES_PER_PRODUCER {
                 return None;
@@ -224,7 +236,7 @@ impl ProducerStates {
                     last_offset: i64::from_be_bytes(take(8)?.try_into().ok()?),
                 });
             }
-            entries.insert(pid, Entry { epoch, batches, last_write_ms });
+            entries.insert(pid, Entry { epoch, batches, last_write_ms, last_timestamp });
         }
         r.is_empty().then_some(ProducerStates { entries })
     }
@@ -256,16 +268,16 @@ mod tests {
     fn retries_are_found_and_gaps_and_stale_epochs_refused() {
         let mut s = ProducerStates::default();
         assert_eq!(s.check(&h(7, 0, 0, 3)), Verdict::Append);
-        s.record(&h(7, 0, 0, 3), 100, 1);
+        s.record(&h(7, 0, 0, 3), 100, 0, 1);
         assert_eq!(s.check(&h(7, 0, 3, 2)), Verdict::Append);
-        s.record(&h(7, 0, 3, 2), 110, 2);
+        s.record(&h(7, 0, 3, 2), 110, 0, 2);
         let first = BatchMeta { first_seq: 0, last_seq: 2, first_offset: 100, last_offset: 102 };
         assert_eq!(s.check(&h(7, 0, 0, 3)), Verdict::Duplicate(first), "a retry of the first batch");
         assert_eq!(s.check(&h(7, 0, 6, 1)), Verdict::OutOfOrder { expected: 5 }, "sequence 5 was skipped");
         assert_eq!(s.check(&h(7, 0, 1, 1)), Verdict::OutOfOrder { expected: 5 }, "not a batch we wrote");
         assert_eq!(s.check(&h(7, 1, 0, 1)), Verdict::Append, "a new epoch starts at 0");
         assert_eq!(s.check(&h(7, 1, 4, 1)), Verdict::OutOfOrder { expected: 0 });
-        s.record(&h(7, 1, 0, 1), 120, 3);
+        s.record(&h(7, 1, 0, 1), 120, 0, 3);
         assert_eq!(s.check(&h(7, 0, 5, 1)), Verdict::StaleEpoch { current: 1 });
         assert_eq!(s.check(&h(8, 0, 42, 1)), Verdict::Append, "an unknown producer may start anywhere");
     }
@@ -274,22 +286,22 @@ mod tests {
     fn only_five_batches_are_remembered_and_sequences_wrap() {
         let mut s = ProducerStates::default();
         for i in 0..7 {
-            s.record(&h(1, 0, i, 1), i as i64, 0);
+            s.record(&h(1, 0, i, 1), i as i64, 0, 0);
         }
         assert!(matches!(s.check(&h(1, 0, 6, 1)), Verdict::Duplicate(_)));
         assert!(matches!(s.check(&h(1, 0, 2, 1)), Verdict::Duplicate(_)));
         assert_eq!(s.check(&h(1, 0, 1, 1)), Verdict::OutOfOrder { expected: 7 }, "too old to be recognised");
         let mut w = ProducerStates::default();
-        w.record(&h(2, 0, i32::MAX - 1, 2), 0, 0);
+        w.record(&h(2, 0, i32::MAX - 1, 2), 0, 0, 0);
         assert_eq!(w.check(&h(2, 0, 0, 1)), Verdict::Append, "after i32::MAX comes 0");
     }
 
     #[test]
     fn rollback_forgets_unwritten_batches() {
         let mut s = ProducerStates::default();
-        s.record(&h(1, 0, 0, 2), 10, 0);
-        s.record(&h(1, 0, 2, 2), 12, 0);
-        s.record(&h(3, 0, 0, 1), 14, 0);
+        s.record(&h(1, 0, 0, 2), 10, 0, 0);
+        s.record(&h(1, 0, 2, 2), 12, 0, 0);
+        s.record(&h(3, 0, 0, 1), 14, 0, 0);
         s.truncate(12);
         assert_eq!(s.check(&h(1, 0, 2, 2)), Verdict::Append, "the rolled-back batch is written again on retry");
         assert_eq!(s.check(&h(3, 0, 5, 1)), Verdict::Append, "producer 3 is forgotten entirely");
@@ -301,7 +313,7 @@ mod tests {
         let mut s = ProducerStates::default();
         for pid in 0..20 {
             for i in 0..(pid % 7) {
-                s.record(&h(pid, (pid % 3) as i16, i as i32 * 2, 2), pid * 100 + i * 2, pid);
+                s.record(&h(pid, (pid % 3) as i16, i as i32 * 2, 2), pid * 100 + i * 2, 1_000 + pid * 7, pid);
             }
         }
         let b = s.encode();
@@ -313,5 +325,28 @@ mod tests {
         }
         assert_eq!(ProducerStates::decode(&b[..b.len() - 1]), None);
         assert_eq!(ProducerStates::decode(&[]), None);
+    }
+
+    /// A version 1 snapshot (written before last timestamps were kept) still reads, each
+    /// producer's last timestamp taken from its last write time.
+    #[test]
+    fn version_1_snapshots_still_read() {
+        let mut v1 = 1u16.to_be_bytes().to_vec();
+        v1.extend_from_slice(&1u32.to_be_bytes());
+        v1.extend_from_slice(&42i64.to_be_bytes()); // producer id
+        v1.extend_from_slice(&3i16.to_be_bytes()); // epoch
+        v1.extend_from_slice(&555i64.to_be_bytes()); // last write
+        v1.push(1);
+        for x in [0i32, 4] {
+            v1.extend_from_slice(&x.to_be_bytes());
+        }
+        for x in [10i64, 14] {
+            v1.extend_from_slice(&x.to_be_bytes());
+        }
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_be_bytes());
+        let s = ProducerStates::decode(&v1).expect("a version 1 snapshot");
+        assert_eq!(s.active(), vec![ActiveProducer { producer_id: 42, epoch: 3, last_sequence: 4, last_timestamp: 555 }]);
+        assert!(matches!(s.check(&h(42, 3, 0, 5)), Verdict::Duplicate(_)));
     }
 }

@@ -1,5 +1,5 @@
 //! DescribeProducers (key 61): the idempotent producers each partition remembers (id, epoch,
-//! last sequence, last write), as `kafka-transactions describe-producers` and the admin clients'
+//! last sequence, the largest timestamp of its last batch), as `kafka-transactions describe-producers` and the admin clients'
 //! `describeProducers` show them, read on each partition's owning core. Without transactions
 //! there is no coordinator epoch and no open transaction: those fields are -1.
 
@@ -50,7 +50,7 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, req: DescribeProducersRequ
                             .with_producer_id(ProducerId(a.producer_id))
                             .with_producer_epoch(a.epoch as i32)
                             .with_last_sequence(a.last_sequence)
-                            .with_last_timestamp(a.last_write_ms)
+                            .with_last_timestamp(a.last_timestamp)
                             .with_coordinator_epoch(-1)
                             .with_current_txn_start_offset(-1)
                     })

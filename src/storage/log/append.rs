@@ -107,7 +107,7 @@ impl PartitionLog {
                 st.pending.push(bytes.clone());
                 st.log_end = last + 1;
                 if h.producer_id >= 0 {
-                    st.producers.record(&h, base, now_ms());
+                    st.producers.record(&h, base, max_ts, now_ms());
                 }
                 st.unflushed_records += h.records_count as i64;
                 st.cache_bytes += bytes.len();

@@ -57,7 +57,7 @@ pub(super) async fn load_producer_state(
         let mut reader = compact::BatchReader::new(&seg.file, seg.written);
         while let Some(batches) = reader.next().await? {
             for (_, h) in batches.iter().filter(|(_, h)| h.base_offset >= from && h.producer_id >= 0) {
-                state.record(h, h.base_offset, now_ms());
+                state.record(h, h.base_offset, h.max_timestamp, now_ms());
                 replayed += 1;
             }
         }
