@@ -274,6 +274,7 @@ def ck_admin_describe_broker_config(ctx):
 # its broker default.
 TOPIC_SETTINGS = {
     "cleanup.policy": "compact",
+    "compression.type": "zstd",
     "delete.retention.ms": "3600000",
     "flush.messages": "1000",
     "flush.ms": "2000",
@@ -316,7 +317,7 @@ def ck_admin_incremental_alter_configs(ctx):
     """AdminClient.incremental_alter_configs (IncrementalAlterConfigs) on a topic, read back with
     describe_configs after every step: SET of each topic setting in turn (the value as set,
     DYNAMIC_TOPIC_CONFIG, the others still DEFAULT_CONFIG), APPEND and SUBTRACT on cleanup.policy,
-    DELETE of all eleven at once (every key back to its default), APPEND to the default list."""
+    DELETE of all twelve at once (every key back to its default), APPEND to the default list."""
     SET, DELETE, APPEND, SUBTRACT = (AlterConfigOpType.SET, AlterConfigOpType.DELETE, AlterConfigOpType.APPEND,
                                      AlterConfigOpType.SUBTRACT)
     topic = ctx.topic("ck-iac")

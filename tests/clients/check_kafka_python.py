@@ -148,6 +148,108 @@ for _c in CODECS:
     check(f"kp_produce_consume_{_c or 'none'}")(lambda ctx, _c=_c: _roundtrip(ctx, _c))
 
 
+# A topic's compression.type and the codec number its batches are stored with.
+TOPIC_CODECS = {"uncompressed": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+
+
+def _stored_codecs(ctx, topic, partition, end):
+    """The codec of every batch of a partition below offset `end`, read from its segment files
+    (<data>/topics/<topic>/<partition>/<base offset>.log) with kafka-python's own batch parser:
+    [(base offset, last offset, codec number)]. Parsing stops at `end`: past it a segment holds
+    zeros (its preallocated, unwritten part)."""
+    from kafka.record import MemoryRecords
+
+    d = os.path.join(ctx.broker.data_dir, "topics", topic, str(partition))
+    out = []
+    for name in sorted((n for n in os.listdir(d) if n.endswith(".log")), key=lambda n: int(n[:-4])):
+        with open(os.path.join(d, name), "rb") as f:
+            recs = MemoryRecords(f.read())
+        while recs.has_next() and (not out or out[-1][1] + 1 < end):
+            b = recs.next_batch()
+            out.append((b.base_offset, b.last_offset, b.compression_type))
+    assert out and out[-1][1] + 1 == end, \
+        f"{topic}-{partition}: the segment files hold batches up to {out[-1:]}, want up to {end}"
+    return out
+
+
+def _topic_compression(ctx, topic_codec):
+    """A topic with compression.type=topic_codec fed by five kafka-python producers, one per
+    client codec (none, gzip, snappy, lz4, zstd: the topic's own among them), each first with one
+    record alone and then a batch of 120 (about 100 KB: several xerial snappy and lz4 blocks once
+    the broker recompresses it); kafka-python reads every record back in order and byte for byte
+    (key, value, headers, timestamp), and every batch in the segment files is in the topic's
+    codec."""
+    for c in CODECS:
+        _need(c)
+    topic = ctx.topic(f"kp-ct-{topic_codec}")
+    a = admin(ctx)
+    try:
+        a.create_topics({topic: {"num_partitions": 1, "replication_factor": 1,
+                                 "configs": {"compression.type": topic_codec}}})
+    finally:
+        a.close()
+    import random
+
+    rnd = random.Random(topic_codec)
+    base = int(time.time() * 1000) - 3_600_000
+    recs = []  # (key, value, headers, timestamp), in the order sent
+    for codec in CODECS:
+        label = codec or "none"
+        batch = []
+        for i in range(121):
+            key = f"{label}-{i}".encode() if i % 7 or i % 29 == 5 else None  # never both None
+            if i % 29 == 5:
+                value = None
+            elif i % 5 == 2:
+                value = rnd.randbytes(rnd.randrange(1, 1500))
+            else:
+                value = f"{label} record {i} for a {topic_codec} topic; ".encode() * (1 + i % 50)
+            headers = [("codec", label.encode()), ("i", str(i).encode())] if i % 3 else []
+            batch.append((key, value, headers, base + len(recs) + len(batch)))
+        # One batch per flush(): flush sends at once, whatever linger_ms says.
+        p = producer(ctx, compression_type=codec, batch_size=1 << 20, linger_ms=5000, max_request_size=4 << 20)
+        try:
+            for part in (batch[:1], batch[1:]):
+                futs = [p.send(topic, partition=0, key=k, value=v, headers=h, timestamp_ms=ts) for k, v, h, ts in part]
+                p.flush(timeout=TIMEOUT)
+                for f in futs:
+                    try:
+                        f.get(timeout=TIMEOUT)
+                    except kerrors.KafkaError as e:
+                        raise AssertionError(f"{label} producer to a {topic_codec} topic: {e!r}") from None
+        finally:
+            p.close(timeout=5)
+        recs.extend(batch)
+
+    c = consumer(ctx)
+    try:
+        tp = TopicPartition(topic, 0)
+        c.assign([tp])
+        c.seek_to_beginning(tp)
+        got = poll_all(c, len(recs))
+        extra = sum(len(v) for v in c.poll(timeout_ms=300).values())
+        assert extra == 0, f"{extra} unexpected extra records"
+    finally:
+        c.close()
+    for i, (r, (k, v, h, ts)) in enumerate(zip(got, recs)):
+        where = f"{topic_codec} topic, offset {r.offset} (#{i}, {CODECS[i // 121] or 'none'} producer)"
+        assert r.offset == i, f"{where}: out of order"
+        assert (r.key, r.value) == (k, v), \
+            f"{where}: key {r.key!r:.40} value {r.value!r:.60}, want {k!r:.40} {v!r:.60}"
+        assert list(r.headers or []) == h, f"{where}: headers {r.headers}, want {h}"
+        assert (r.timestamp, r.timestamp_type) == (ts, 0), \
+            f"{where}: timestamp {r.timestamp}/{r.timestamp_type}, want {ts}/0"
+    stored = _stored_codecs(ctx, topic, 0, len(recs))
+    want = TOPIC_CODECS[topic_codec]
+    other = [b for b in stored if b[2] != want]
+    assert not other, f"{topic_codec} topic: batches stored in another codec (base, last, codec): {other[:5]}"
+    return f"{len(recs)} records from 5 client codecs in {len(stored)} {topic_codec} batches"
+
+
+for _t in TOPIC_CODECS:
+    check(f"kp_topic_compression_type_{_t}")(lambda ctx, _t=_t: _topic_compression(ctx, _t))
+
+
 @check("kp_admin_create_delete")
 def kp_admin_create_delete(ctx):
     _need()

@@ -5,6 +5,7 @@ typed against Spate."""
 import json
 import os
 import shutil
+import time
 
 from harness import Skip, check, restore_broker_configs, run_cmd
 
@@ -70,9 +71,9 @@ def tools_api_versions_and_verifiable_clients(ctx):
 
 
 # Every topic setting Spate knows (README's topic settings table).
-TOPIC_KEYS = ["cleanup.policy", "delete.retention.ms", "flush.messages", "flush.ms", "index.interval.bytes",
-              "max.message.bytes", "message.timestamp.type", "retention.bytes", "retention.ms", "segment.bytes",
-              "segment.ms"]
+TOPIC_KEYS = ["cleanup.policy", "compression.type", "delete.retention.ms", "flush.messages", "flush.ms",
+              "index.interval.bytes", "max.message.bytes", "message.timestamp.type", "retention.bytes", "retention.ms",
+              "segment.bytes", "segment.ms"]
 
 
 def _described(out):
@@ -184,3 +185,102 @@ def tools_configs_broker_dynamic(ctx):
     finally:
         restore_broker_configs(ctx.port, [key])
     return "--entity-default and --entity-name 0: --add-config, --describe (--all) with synonyms, --delete-config; two refusals"
+
+
+def _kp_producer(ctx, **conf):
+    """A kafka-python producer (acks=all) for the checks that need to know the producer id a
+    producer was given, which Kafka's tools do not print."""
+    try:
+        from kafka import KafkaProducer
+    except ImportError as e:
+        raise Skip(f"kafka-python not importable: {e}")
+    c = dict(bootstrap_servers=ctx.bootstrap, acks="all", linger_ms=5, request_timeout_ms=20000, max_block_ms=20000)
+    c.update(conf)
+    return KafkaProducer(**c)
+
+
+def _send_all(p, topic, values, partition=0):
+    futs = [p.send(topic, partition=partition, value=v) for v in values]
+    p.flush(timeout=20)
+    for f in futs:
+        f.get(timeout=20)
+
+
+def _producer_rows(out):
+    """The rows of `kafka-transactions describe-producers`: {column: value} under its header
+    line (ProducerId ProducerEpoch LatestCoordinatorEpoch LastSequence LastTimestamp
+    CurrentTransactionStartOffset)."""
+    lines = [line.split() for line in out.splitlines() if line.strip()]
+    heads = [i for i, cols in enumerate(lines) if cols and cols[0] == "ProducerId"]
+    assert len(heads) == 1, f"no single header line in:\n{out}"
+    header = lines[heads[0]]
+    rows = [dict(zip(header, cols)) for cols in lines[heads[0] + 1:]]
+    assert all(len(r) == len(header) for r in rows), f"ragged rows in:\n{out}"
+    return rows
+
+
+@check("tools_transactions_describe_producers")
+def tools_transactions_describe_producers(ctx):
+    """kafka-transactions describe-producers (DescribeProducers, key 61) on a partition written by
+    two idempotent kafka-python producers and a plain one: one row per idempotent producer, with
+    the producer id and epoch it got from InitProducerId, its last sequence (records it sent - 1:
+    7 records in two batches, 3 records), a last timestamp at or after its last send began
+    (300 ms after its first: the last write, not the first) and no later than its
+    acknowledgement, no coordinator epoch and no open transaction (the tool prints -1 and None:
+    Spate has no transactions); the plain producer (no producer id) has no row. A partition nobody wrote to
+    lists no producer."""
+    try:
+        from kafka.admin import KafkaAdminClient, NewTopic
+    except ImportError as e:
+        raise Skip(f"kafka-python not importable: {e}")
+    topic = ctx.topic("tools-producers")
+    a = KafkaAdminClient(bootstrap_servers=ctx.bootstrap, request_timeout_ms=20000)
+    try:
+        a.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+    finally:
+        a.close()
+    now = lambda: int(time.time() * 1000)  # noqa: E731 - the broker's clock is this machine's
+    producers = {}  # producer id -> (epoch, last sequence, earliest and latest last timestamp)
+    for name, batches in (("first", [4, 3]), ("second", [3])):
+        p = _kp_producer(ctx, enable_idempotence=True)
+        try:
+            sent = 0
+            for i, n in enumerate(batches):
+                if i:
+                    time.sleep(0.3)
+                before = now()
+                _send_all(p, topic, [f"{name}-{sent + j}".encode() for j in range(n)])
+                sent += n
+                after = now()
+            pid = p._transaction_manager.producer_id_and_epoch  # kafka-python keeps it there
+            assert pid.producer_id >= 0 and pid.epoch >= 0, \
+                f"{name}: no producer id ({pid.producer_id}, {pid.epoch})"
+            producers[pid.producer_id] = (pid.epoch, sent - 1, before, after)
+        finally:
+            p.close(timeout=5)
+    assert len(producers) == 2, f"both idempotent producers got the same id: {producers}"
+    p = _kp_producer(ctx, enable_idempotence=False)
+    try:
+        _send_all(p, topic, [b"plain-0", b"plain-1"])
+    finally:
+        p.close(timeout=5)
+
+    out = tool(ctx, "kafka-transactions", "describe-producers", "--topic", topic, "--partition", "0")
+    rows = _producer_rows(out)
+    got = {int(r["ProducerId"]): r for r in rows}
+    assert sorted(got) == sorted(producers), f"producer ids {sorted(got)}, want {sorted(producers)}:\n{out}"
+    for pid, (epoch, last_seq, before, after) in producers.items():
+        r = got[pid]
+        assert (int(r["ProducerEpoch"]), int(r["LastSequence"])) == (epoch, last_seq), \
+            f"producer {pid}: epoch {r['ProducerEpoch']}, last sequence {r['LastSequence']}; " \
+            f"want {epoch}, {last_seq}:\n{out}"
+        assert before <= int(r["LastTimestamp"]) <= after, \
+            f"producer {pid}: last timestamp {r['LastTimestamp']}, want within its last send [{before}, {after}]"
+        # The tool prints a missing coordinator epoch as -1, a missing transaction start as None.
+        assert (r["LatestCoordinatorEpoch"], r["CurrentTransactionStartOffset"]) == ("-1", "None"), \
+            f"producer {pid}: coordinator epoch {r['LatestCoordinatorEpoch']}, transaction start " \
+            f"{r['CurrentTransactionStartOffset']}; want -1, None:\n{out}"
+
+    out = tool(ctx, "kafka-transactions", "describe-producers", "--topic", topic, "--partition", "1")
+    assert _producer_rows(out) == [], f"partition 1 (never written) lists producers:\n{out}"
+    return f"{len(producers)} idempotent producers with id, epoch, last sequence and time; none on partition 1"

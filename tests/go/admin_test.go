@@ -674,8 +674,8 @@ func TestAdminGroups(t *testing.T) {
 
 // TestUnsupportedAPIs proves that what Spate does not implement fails at once and cleanly:
 //   - admin-apis: each kadm call below needs an API Spate's ApiVersions does not list
-//     (DescribeProducers, DescribeAcls, ElectLeaders); each comes back with an error within
-//     10 s, and the client still works;
+//     (DescribeAcls, ElectLeaders); each comes back with an error within 10 s, and the client
+//     still works;
 //   - raw-unadvertised-request: sent anyway on a raw connection, ElectLeaders v0 makes the
 //     broker close the connection (as Kafka does with an API it does not serve) or answer, within
 //     5 s;
@@ -702,10 +702,6 @@ func TestUnsupportedAPIs(t *testing.T) {
 			key  kmsg.Key
 			call func(ctx context.Context) error
 		}{
-			{kmsg.DescribeProducers, func(ctx context.Context) error {
-				_, err := adm.DescribeProducers(ctx, kadm.TopicsSet{topic: {0: {}}})
-				return err
-			}},
 			{kmsg.DescribeACLs, func(ctx context.Context) error {
 				acls := kadm.NewACLs().AnyResource().Allow().AllowHosts().Deny().DenyHosts().Operations().ResourcePatternType(kadm.ACLPatternAny)
 				r, err := adm.DescribeACLs(ctx, acls)
@@ -940,5 +936,170 @@ func TestAdminCreatePartitionsAndLogDirs(t *testing.T) {
 	}
 	if len(sizes) != 3 || sizes[0] <= 0 || sizes[1] != 0 || sizes[2] <= 0 {
 		tt.Errorf("partition sizes %v: want 0 and 2 written, 1 empty", sizes)
+	}
+}
+
+// TestAdminDescribeProducers proves DescribeProducers (key 61) through kadm and raw requests.
+// Two franz-go producers with its defaults (idempotent, acks=all) and one with idempotent writes
+// off produce to partition 0 of a two-partition topic, the first also to partition 1: partition
+// 0 lists exactly the two idempotent producers, each with the producer id and epoch franz-go got
+// from InitProducerId (kgo's ProducerID), its last sequence (records sent to that partition - 1),
+// coordinator epoch -1, no open transaction (-1), and a last timestamp within its last produce
+// (the first producer's last produce starts 300 ms after its earlier ones, so it is the last
+// write's time); partition 1 lists the first producer alone, with its own sequence and an earlier
+// timestamp; before anything was written both partitions list none. A partition that does not
+// exist fails in kadm (franz-go looks leaders up with Metadata first:
+// UNKNOWN_TOPIC_OR_PARTITION, no request sent) while the other partition of the same call is
+// answered; sent straight to broker 0, DescribeProducers v0 with an existing partition, a missing
+// partition of that topic and a missing topic answers the first with its producers and the others
+// with UNKNOWN_TOPIC_OR_PARTITION and a message saying which partition does not exist.
+func TestAdminDescribeProducers(t *testing.T) {
+	tt := begin(t)
+	adm := newAdmin(tt, "describe-producers")
+	const topic = "describe-producers"
+	createTopic(tt, adm, topic, 2, nil)
+
+	describe := func(what string, partitions ...int32) map[int32]kadm.DescribedProducersPartition {
+		tt.Helper()
+		set := kadm.TopicsSet{}
+		set.Add(topic, partitions...)
+		d, err := adm.DescribeProducers(ctxFor(tt, opTimeout), set)
+		if err != nil {
+			tt.Fatalf("DescribeProducers %s: %v", what, err)
+		}
+		return d[topic].Partitions
+	}
+	for p, dp := range describe("before any write", 0, 1) {
+		if dp.Err != nil || len(dp.ActiveProducers) != 0 {
+			tt.Errorf("partition %d before any write: %v (%s), producers %v", p, dp.Err, dp.ErrMessage, dp.ActiveProducers.Sorted())
+		}
+	}
+
+	values := func(prefix string, partition int32, n int) []*kgo.Record {
+		var rs []*kgo.Record
+		for i := range n {
+			rs = append(rs, &kgo.Record{Topic: topic, Partition: partition, Value: fmt.Appendf(nil, "%s-%d", prefix, i)})
+		}
+		return rs
+	}
+	nowMs := func() int64 { return time.Now().UnixMilli() }
+	type idEpoch struct {
+		id    int64
+		epoch int16
+	}
+	producerID := func(cl *Client) idEpoch {
+		tt.Helper()
+		id, epoch, err := cl.ProducerID(ctxFor(tt, opTimeout))
+		if err != nil || id < 0 {
+			tt.Fatalf("%s: ProducerID: %d, %d, %v", cl.name, id, epoch, err)
+		}
+		return idEpoch{id, epoch}
+	}
+
+	start := nowMs()
+	first := newClient(tt, "describe-producers-first", kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produceSync(tt, first, values("first", 0, 6)...)
+	produceSync(tt, first, values("first-p1", 1, 3)...)
+	time.Sleep(300 * time.Millisecond)
+	firstBefore := nowMs()
+	produceSync(tt, first, values("first-more", 0, 4)...)
+	firstAfter := nowMs()
+	firstID := producerID(first)
+
+	second := newClient(tt, "describe-producers-second", kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	secondBefore := nowMs()
+	produceSync(tt, second, values("second", 0, 5)...)
+	secondAfter := nowMs()
+	secondID := producerID(second)
+	if firstID.id == secondID.id {
+		tt.Fatalf("both producers got producer id %d", firstID.id)
+	}
+	plain := newClient(tt, "describe-producers-plain", kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.DisableIdempotentWrite())
+	produceSync(tt, plain, values("plain", 0, 2)...)
+
+	type want struct {
+		id      idEpoch
+		lastSeq int32
+		from    int64 // the last timestamp's bounds, inclusive
+		to      int64
+	}
+	check := func(where string, got []kadm.DescribedProducer, wants ...want) {
+		tt.Helper()
+		if len(got) != len(wants) {
+			tt.Errorf("%s: %d producers %v, want %d", where, len(got), got, len(wants))
+			return
+		}
+		for i, w := range wants {
+			g := got[i]
+			if g.ProducerID != w.id.id || g.ProducerEpoch != w.id.epoch || g.LastSequence != w.lastSeq ||
+				g.CoordinatorEpoch != -1 || g.CurrentTxnStartOffset != -1 {
+				tt.Errorf("%s: producer %+v; want id %d epoch %d last sequence %d, coordinator epoch -1, txn start -1",
+					where, g, w.id.id, w.id.epoch, w.lastSeq)
+			}
+			if g.LastTimestamp < w.from || g.LastTimestamp > w.to {
+				tt.Errorf("%s: producer %d last timestamp %d, want within [%d, %d]", where, g.ProducerID, g.LastTimestamp, w.from, w.to)
+			}
+		}
+	}
+	ps := describe("after the writes", 0, 1)
+	wants0 := []want{{firstID, 9, firstBefore, firstAfter}, {secondID, 4, secondBefore, secondAfter}}
+	if secondID.id < firstID.id {
+		wants0[0], wants0[1] = wants0[1], wants0[0]
+	}
+	for p := range int32(2) {
+		if ps[p].Err != nil {
+			tt.Fatalf("partition %d: %v (%s)", p, ps[p].Err, ps[p].ErrMessage)
+		}
+	}
+	check("partition 0", ps[0].ActiveProducers.Sorted(), wants0...)
+	check("partition 1", ps[1].ActiveProducers.Sorted(), want{firstID, 2, start, firstBefore - 1})
+
+	// kadm: a missing partition beside an existing one.
+	set := kadm.TopicsSet{}
+	set.Add(topic, 0, 7)
+	d, err := adm.DescribeProducers(ctxFor(tt, opTimeout), set)
+	tt.Logf("kadm DescribeProducers of partitions 0 and 7: error %v", err)
+	if p0, ok := d[topic].Partitions[0]; !ok || p0.Err != nil || len(p0.ActiveProducers) != 2 {
+		tt.Errorf("partition 0 beside a missing one: %+v (present %v)", p0, ok)
+	}
+	if p7, ok := d[topic].Partitions[7]; ok && !errors.Is(p7.Err, kerr.UnknownTopicOrPartition) {
+		tt.Errorf("partition 7: %v (%s), want UNKNOWN_TOPIC_OR_PARTITION", p7.Err, p7.ErrMessage)
+	} else if !ok && !errors.Is(err, kerr.UnknownTopicOrPartition) {
+		tt.Errorf("partition 7: not answered, and the call's error is %v, want UNKNOWN_TOPIC_OR_PARTITION", err)
+	}
+
+	// Raw, to broker 0: what the broker itself answers for what does not exist.
+	req := kmsg.NewPtrDescribeProducersRequest()
+	for _, t := range []struct {
+		name  string
+		parts []int32
+	}{{topic, []int32{0, 7}}, {"describe-producers-none", []int32{0}}} {
+		rt := kmsg.NewDescribeProducersRequestTopic()
+		rt.Topic = t.name
+		rt.Partitions = t.parts
+		req.Topics = append(req.Topics, rt)
+	}
+	raw := newClient(tt, "describe-producers-raw")
+	kr, err := raw.Broker(0).Request(ctxFor(tt, opTimeout), req)
+	if err != nil {
+		tt.Fatalf("DescribeProducers v0 to broker 0: %v", err)
+	}
+	var answers []string
+	for _, rt := range kr.(*kmsg.DescribeProducersResponse).Topics {
+		for _, rp := range rt.Partitions {
+			msg := ""
+			if rp.ErrorMessage != nil {
+				msg = *rp.ErrorMessage
+			}
+			answers = append(answers, fmt.Sprintf("%s[%d] %v %q producers %d", rt.Topic, rp.Partition, kerr.ErrorForCode(rp.ErrorCode), msg, len(rp.ActiveProducers)))
+		}
+	}
+	wantAnswers := []string{
+		fmt.Sprintf("%s[0] <nil> \"\" producers 2", topic),
+		fmt.Sprintf("%s[7] %v %q producers 0", topic, kerr.UnknownTopicOrPartition, topic+"-7 does not exist"),
+		fmt.Sprintf("describe-producers-none[0] %v %q producers 0", kerr.UnknownTopicOrPartition, "describe-producers-none-0 does not exist"),
+	}
+	if strings.Join(answers, "\n") != strings.Join(wantAnswers, "\n") {
+		tt.Errorf("DescribeProducers v0 to broker 0:\n got  %s\n want %s", strings.Join(answers, "\n      "), strings.Join(wantAnswers, "\n      "))
 	}
 }

@@ -18,6 +18,7 @@ import (
 // value other than its broker default.
 var topicSettings = map[string]string{
 	"cleanup.policy":         "compact",
+	"compression.type":       "zstd",
 	"delete.retention.ms":    "3600000",
 	"flush.messages":         "1000",
 	"flush.ms":               "2000",
@@ -143,9 +144,9 @@ func set(k, v string) kadm.AlterConfig {
 // TestAlterTopicConfigs proves IncrementalAlterConfigs (key 44) and AlterConfigs (key 33) on
 // topics through kadm, each change read back with DescribeConfigs:
 //   - incremental-v0, incremental-v1 (kadm's AlterTopicConfigs, IncrementalAlterConfigs pinned to
-//     that version): SET of each of the eleven topic settings in turn (the value as set,
+//     that version): SET of each of the twelve topic settings in turn (the value as set,
 //     DYNAMIC_TOPIC_CONFIG; the keys not set yet still DEFAULT_CONFIG with their defaults),
-//     APPEND and SUBTRACT on cleanup.policy, DELETE of all eleven in one request (every key back
+//     APPEND and SUBTRACT on cleanup.policy, DELETE of all twelve in one request (every key back
 //     to its default), APPEND to a key that is not overridden (from its default);
 //   - incremental-refusals: INVALID_CONFIG naming the key for a bad value, an unknown key, APPEND
 //     to a key that is not a list, SUBTRACT emptying the list, and a good SET beside a bad one

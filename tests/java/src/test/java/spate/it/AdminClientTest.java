@@ -34,6 +34,8 @@ import org.apache.kafka.clients.admin.ConsumerGroupListing;
 import org.apache.kafka.clients.admin.CreateTopicsOptions;
 import org.apache.kafka.clients.admin.CreateTopicsResult;
 import org.apache.kafka.clients.admin.DescribeConfigsOptions;
+import org.apache.kafka.clients.admin.DescribeProducersOptions;
+import org.apache.kafka.clients.admin.DescribeProducersResult;
 import org.apache.kafka.clients.admin.DeleteRecordsOptions;
 import org.apache.kafka.clients.admin.DeletedRecords;
 import org.apache.kafka.clients.admin.DescribeClusterResult;
@@ -46,6 +48,7 @@ import org.apache.kafka.clients.admin.NewPartitions;
 import org.apache.kafka.clients.admin.ReplicaInfo;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.OffsetSpec;
+import org.apache.kafka.clients.admin.ProducerState;
 import org.apache.kafka.clients.admin.RecordsToDelete;
 import org.apache.kafka.clients.admin.RemoveMembersFromConsumerGroupOptions;
 import org.apache.kafka.clients.admin.TopicDescription;
@@ -79,6 +82,7 @@ import org.apache.kafka.common.errors.UnknownTopicIdException;
 import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
 import org.apache.kafka.common.errors.UnsupportedVersionException;
 import org.apache.kafka.common.quota.ClientQuotaFilter;
+import org.apache.kafka.common.utils.ProducerIdAndEpoch;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.DynamicTest;
@@ -364,6 +368,7 @@ class AdminClientTest {
      */
     private static final Map<String, String> TOPIC_SETTINGS = new java.util.TreeMap<>(Map.ofEntries(
             Map.entry("cleanup.policy", "compact"),
+            Map.entry("compression.type", "zstd"),
             Map.entry("delete.retention.ms", "3600000"),
             Map.entry("flush.messages", "1000"),
             Map.entry("flush.ms", "2000"),
@@ -394,7 +399,7 @@ class AdminClientTest {
      * describeConfigs after every step: SET of each topic setting in turn (the value as set,
      * DYNAMIC_TOPIC_CONFIG, and the keys not set yet still their defaults); APPEND and SUBTRACT on
      * {@code cleanup.policy} (no duplicates; an override equal to the default is still an override);
-     * DELETE of all eleven in one call (every value back to the broker default, DEFAULT_CONFIG);
+     * DELETE of all twelve in one call (every value back to the broker default, DEFAULT_CONFIG);
      * APPEND to a key that is not overridden starts from its default.
      * ({@code Admin.alterConfigs}, the legacy AlterConfigs, was removed from the client in Kafka
      * 4.0; the Go and Python suites send AlterConfigs.)
@@ -881,6 +886,138 @@ class AdminClientTest {
     }
 
     /**
+     * The producer id and epoch a KafkaProducer got from InitProducerId. The client does not
+     * publish them: kafka-clients 4.1.1 keeps them in its private TransactionManager, read here
+     * by reflection.
+     */
+    private static ProducerIdAndEpoch producerIdAndEpoch(KafkaProducer<?, ?> p) throws Exception {
+        java.lang.reflect.Field f = KafkaProducer.class.getDeclaredField("transactionManager");
+        f.setAccessible(true);
+        Object tm = f.get(p);
+        assertNotNull(tm, "the producer is not idempotent");
+        java.lang.reflect.Method m = tm.getClass().getDeclaredMethod("producerIdAndEpoch");
+        m.setAccessible(true);
+        return (ProducerIdAndEpoch) m.invoke(tm);
+    }
+
+    /** Sends each value to the partition and waits for every acknowledgement. */
+    private static void sendAll(KafkaProducer<String, String> p, TopicPartition tp, String... values) throws Exception {
+        List<java.util.concurrent.Future<RecordMetadata>> acks = new java.util.ArrayList<>();
+        for (String v : values) {
+            acks.add(p.send(new ProducerRecord<>(tp.topic(), tp.partition(), null, v)));
+        }
+        p.flush();
+        for (var a : acks) {
+            a.get(TIMEOUT_S, TimeUnit.SECONDS);
+        }
+    }
+
+    private static String[] values(String prefix, int n) {
+        return java.util.stream.IntStream.range(0, n).mapToObj(i -> prefix + "-" + i).toArray(String[]::new);
+    }
+
+    /** One producer as describeProducers reports it, for comparing whole lists. */
+    private static String show(ProducerState s) {
+        return "id " + s.producerId() + " epoch " + s.producerEpoch() + " lastSequence " + s.lastSequence()
+                + " coordinatorEpoch " + s.coordinatorEpoch() + " txnStart " + s.currentTransactionStartOffset();
+    }
+
+    /**
+     * describeProducers (DescribeProducers, key 61) lists each partition's idempotent producers.
+     * Two producers with the client's defaults (idempotent, acks=all) and one with idempotence off
+     * write to partition 0 of a two-partition topic, the first also to partition 1: partition 0
+     * lists exactly the two idempotent ones, sorted by id, each with the producer id and epoch it
+     * got from InitProducerId, its last sequence (records sent - 1, counted per partition), no
+     * coordinator epoch and no open transaction (the client maps the broker's -1 to empty), and
+     * a last timestamp within its last send (the first producer's last send starts 300 ms after
+     * its earlier ones, so it is the last write's time); partition 1 lists only the first
+     * producer, with its own sequence and an earlier timestamp. A partition nobody wrote to lists
+     * none. Asked of broker 0 directly ({@code brokerId(0)}), the same answer. A partition that
+     * does not exist: the client treats the broker's UNKNOWN_TOPIC_OR_PARTITION as retriable
+     * (DescribeProducersHandler: "Will retry later", and its Metadata lookup does the same), so
+     * that partition fails with TimeoutException at the call's deadline, as against Kafka, while
+     * the existing partition asked in the same call completes; the broker's own
+     * UNKNOWN_TOPIC_OR_PARTITION answer is checked by the Go suite with a raw request.
+     */
+    @Test
+    void describeProducersListsEachIdempotentProducer() throws Exception {
+        String topic = "admin-producers";
+        get(admin.createTopics(List.of(new NewTopic(topic, 2, (short) 1))).all());
+        TopicPartition tp0 = new TopicPartition(topic, 0);
+        TopicPartition tp1 = new TopicPartition(topic, 1);
+        assertEquals(List.of(), get(admin.describeProducers(List.of(tp0)).partitionResult(tp0)).activeProducers(),
+                "a partition nobody wrote to");
+
+        long start = System.currentTimeMillis();
+        ProducerIdAndEpoch first;
+        ProducerIdAndEpoch second;
+        long firstBefore;
+        long firstAfter;
+        long secondBefore;
+        long secondAfter;
+        try (KafkaProducer<String, String> p = new KafkaProducer<>(Clients.producer(broker, true))) {
+            sendAll(p, tp0, values("first", 6));
+            sendAll(p, tp1, values("first-p1", 3));
+            Thread.sleep(300);
+            firstBefore = System.currentTimeMillis();
+            sendAll(p, tp0, values("first-more", 4));
+            firstAfter = System.currentTimeMillis();
+            first = producerIdAndEpoch(p);
+        }
+        try (KafkaProducer<String, String> p = new KafkaProducer<>(Clients.producer(broker, true))) {
+            secondBefore = System.currentTimeMillis();
+            sendAll(p, tp0, values("second", 5));
+            secondAfter = System.currentTimeMillis();
+            second = producerIdAndEpoch(p);
+        }
+        Properties plain = Clients.producer(broker, true);
+        plain.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, false);
+        try (KafkaProducer<String, String> p = new KafkaProducer<>(plain)) {
+            sendAll(p, tp0, values("plain", 2));
+        }
+        assertTrue(first.isValid() && second.isValid(), first + ", " + second);
+        assertNotEquals(first.producerId, second.producerId, "two producers, one id");
+
+        for (DescribeProducersOptions options : List.of(new DescribeProducersOptions(), new DescribeProducersOptions().brokerId(0))) {
+            Map<TopicPartition, DescribeProducersResult.PartitionProducerState> all =
+                    get(admin.describeProducers(List.of(tp0, tp1), options).all());
+            List<ProducerState> on0 = all.get(tp0).activeProducers().stream()
+                    .sorted(java.util.Comparator.comparingLong(ProducerState::producerId)).toList();
+            List<ProducerState> on1 = all.get(tp1).activeProducers();
+            String where = options + ": partition 0 " + on0.stream().map(AdminClientTest::show).toList()
+                    + ", partition 1 " + on1.stream().map(AdminClientTest::show).toList();
+            List<ProducerIdAndEpoch> ids = first.producerId < second.producerId ? List.of(first, second) : List.of(second, first);
+            assertEquals(ids.stream().map(x -> x.producerId).toList(), on0.stream().map(ProducerState::producerId).toList(), where);
+            assertEquals(1, on1.size(), where);
+            Map<Long, ProducerState> byId0 = on0.stream().collect(Collectors.toMap(ProducerState::producerId, Function.identity()));
+            ProducerState f0 = byId0.get(first.producerId);
+            ProducerState s0 = byId0.get(second.producerId);
+            ProducerState f1 = on1.get(0);
+            assertEquals(first.producerId, f1.producerId(), where);
+            assertEquals(List.of(first.epoch, first.epoch, second.epoch),
+                    List.of((short) f0.producerEpoch(), (short) f1.producerEpoch(), (short) s0.producerEpoch()), where);
+            assertEquals(List.of(9, 2, 4), List.of(f0.lastSequence(), f1.lastSequence(), s0.lastSequence()), where);
+            for (ProducerState s : List.of(f0, f1, s0)) {
+                assertEquals(java.util.OptionalInt.empty(), s.coordinatorEpoch(), where);
+                assertEquals(java.util.OptionalLong.empty(), s.currentTransactionStartOffset(), where);
+            }
+            assertTrue(firstBefore <= f0.lastTimestamp() && f0.lastTimestamp() <= firstAfter,
+                    "first producer's last write " + f0.lastTimestamp() + ", want within [" + firstBefore + ", " + firstAfter + "]; " + where);
+            assertTrue(start <= f1.lastTimestamp() && f1.lastTimestamp() < firstBefore,
+                    "first producer's write to partition 1 " + f1.lastTimestamp() + ", want within [" + start + ", " + firstBefore + "); " + where);
+            assertTrue(secondBefore <= s0.lastTimestamp() && s0.lastTimestamp() <= secondAfter,
+                    "second producer's last write " + s0.lastTimestamp() + ", want within [" + secondBefore + ", " + secondAfter + "]; " + where);
+        }
+
+        TopicPartition missing = new TopicPartition(topic, 7);
+        DescribeProducersResult r = admin.describeProducers(List.of(tp0, missing),
+                new DescribeProducersOptions().brokerId(0).timeoutMs(2_000));
+        assertEquals(2, get(r.partitionResult(tp0)).activeProducers().size(), "the existing partition beside a missing one");
+        Throwable cause = failure(r.partitionResult(missing));
+        assertInstanceOf(org.apache.kafka.common.errors.TimeoutException.class, cause, missing + ": " + cause);
+    }
+
+    /**
      * deleteRecords of a partition that does not exist. The Java client looks each partition's
      * leader up with Metadata first and treats UNKNOWN_TOPIC_OR_PARTITION there as retriable, so
      * it never sends DeleteRecords: the call fails with TimeoutException at its deadline (as it
@@ -1123,7 +1260,6 @@ class AdminClientTest {
                 () -> admin.describeClientQuotas(ClientQuotaFilter.all()).entities());
         calls.put("describeUserScramCredentials (DescribeUserScramCredentials, key 50)",
                 () -> admin.describeUserScramCredentials().all());
-        calls.put("describeProducers (DescribeProducers, key 61)", () -> admin.describeProducers(List.of(tp)).all());
         calls.put("listTransactions (ListTransactions, key 66)", () -> admin.listTransactions().all());
         calls.put("describeMetadataQuorum (DescribeQuorum, key 55)", () -> admin.describeMetadataQuorum().quorumInfo());
         return calls.entrySet().stream().map(e -> DynamicTest.dynamicTest(e.getKey(), () -> {
