@@ -775,3 +775,53 @@ fn consumer_protocol_regex_subscription_follows_new_topics() {
     common::create_topic(&broker.bootstrap(), "regex-b", 2, &[]);
     wait_for(parts(&["regex-a", "regex-b"]));
 }
+
+/// Commits racing the creation of `__consumer_offsets`: clients on many connections (so on both
+/// cores) look for their coordinator and commit at once, right after the broker starts. A
+/// lookup that succeeds means the group's partition is open on its core, so no commit after it
+/// is answered COORDINATOR_NOT_AVAILABLE (it was, when a core installed the new topic before
+/// the other core had opened its partitions).
+#[test]
+fn commits_racing_the_offsets_topic_creation_find_their_partition() {
+    use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, OffsetCommitRequest, OffsetCommitResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    for round in 0..3 {
+        let broker = Broker::start(GROUP_FLAGS);
+        produce_numbered(&broker.bootstrap(), "racing", 10);
+        let port = broker.port;
+        // Each worker starts a little later than the one before and keeps going with new groups,
+        // so that lookups and commits arrive all through the creation.
+        let workers: Vec<_> = (0..16u64)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(i * 7));
+                    let mut raw = common::Raw::connect(port);
+                    let mut refused = Vec::new();
+                    for k in 0..40 {
+                        let group = format!("g-race-{i}-{k}");
+                        let req = FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.clone()));
+                        let r: FindCoordinatorResponse = raw.call(ApiKey::FindCoordinator, 3, &req, 3);
+                        if r.error_code != 0 {
+                            continue; // not yet: a client would look again
+                        }
+                        let req = OffsetCommitRequest::default()
+                            .with_group_id(GroupId(StrBytes::from_string(group.clone())))
+                            .with_generation_id_or_member_epoch(-1)
+                            .with_topics(vec![OffsetCommitRequestTopic::default()
+                                .with_name(TopicName(StrBytes::from_static_str("racing")))
+                                .with_partitions(vec![OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(k)])]);
+                        let r: OffsetCommitResponse = raw.call(ApiKey::OffsetCommit, 8, &req, 8);
+                        let code = r.topics[0].partitions[0].error_code;
+                        if code != 0 {
+                            refused.push((group, code));
+                        }
+                    }
+                    refused
+                })
+            })
+            .collect();
+        let refused: Vec<(String, i16)> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+        assert!(refused.is_empty(), "round {round}: {} commits after a successful lookup refused, the first: {:?}", refused.len(), &refused[..refused.len().min(5)]);
+    }
+}

@@ -165,6 +165,24 @@ impl Shard {
                 }
             }
         }
+        self.open_new_partitions(&image).await?;
+        // The core's batch-cache budget, shared evenly among the partitions it now owns.
+        let logs = self.partitions();
+        let cache = self.config.batch_cache_max_bytes_with(&image.broker);
+        let share = cache / self.cores.max(1) / logs.len().max(1);
+        for log in logs {
+            log.set_cache_cap(share);
+            log.set_preallocate_step(self.config.segment_preallocate_bytes);
+        }
+        Ok(())
+    }
+
+    /// Opens (and so recovers or creates) the partitions of `image` this core owns and has no
+    /// log for. Not yet visible to requests, which look topics up in the installed image.
+    async fn open_new_partitions(&self, image: &MetadataImage) -> Result<(), String> {
+        if self.lifecycle.is_closed() {
+            return Err(format!("core {} is shutting down", self.core));
+        }
         for t in image.topics.values() {
             for p in 0..t.partitions {
                 if self.owner(&t.name, p) != self.core || self.partition(&t.name, p).is_some() {
@@ -177,19 +195,27 @@ impl Shard {
                 self.partitions.borrow_mut().insert((t.name.clone(), p), (t.id, log));
             }
         }
-        // The core's batch-cache budget, shared evenly among the partitions it now owns.
-        let logs = self.partitions();
-        let cache = self.config.batch_cache_max_bytes_with(&image.broker);
-        let share = cache / self.cores.max(1) / logs.len().max(1);
-        for log in logs {
-            log.set_cache_cap(share);
-            log.set_preallocate_step(self.config.segment_preallocate_bytes);
-        }
         Ok(())
     }
 
-    /// Sends `image` to every core and waits until all have installed it.
+    /// Sends `image` to every core and waits until all have installed it. In two steps: every
+    /// core first opens the partitions it newly owns, and only then does any core install the
+    /// image, so that no request anywhere finds a new topic whose partition is not open yet on
+    /// its owning core (a commit racing the creation of `__consumer_offsets` was answered
+    /// COORDINATOR_NOT_AVAILABLE).
     async fn broadcast(&self, image: Arc<MetadataImage>) -> Result<(), String> {
+        let opened: Vec<_> = (0..self.cores)
+            .map(|c| {
+                let img = image.clone();
+                let me = current();
+                rt::spawn(async move {
+                    me.invoke_on(c, move || async move { current().open_new_partitions(&img).await }).await
+                })
+            })
+            .collect();
+        for t in opened {
+            t.await?;
+        }
         let tasks: Vec<_> = (0..self.cores)
             .map(|c| {
                 let img = image.clone();
