@@ -179,7 +179,7 @@ fn ready_is_503_while_recovering_after_a_crash_and_200_once_clients_are_served()
     let mut seen: Vec<(u16, u16)> = Vec::new();
     loop {
         let (Some(health), Some(ready)) = (try_status(&broker, "/v1/health"), try_status(&broker, "/v1/ready")) else {
-            assert!(started.elapsed() < Duration::from_secs(60), "the admin port never answered");
+            assert!(started.elapsed() < Duration::from_secs(300), "the admin port never answered");
             std::thread::sleep(Duration::from_millis(2));
             continue;
         };
@@ -189,7 +189,9 @@ fn ready_is_503_while_recovering_after_a_crash_and_200_once_clients_are_served()
         if ready == 200 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "never ready: {seen:?}\n{}", broker.log());
+        // A hang guard, not a speed check: recovering 2,000 partitions after a crash takes from
+        // seconds to a minute or more, with the machine's disk.
+        assert!(started.elapsed() < Duration::from_secs(300), "never ready: {seen:?}\n{}", broker.log());
     }
     eprintln!("health/ready during recovery: {seen:?}, ready after {:?}", started.elapsed());
     assert_eq!(seen.first(), Some(&(200, 503)), "live but not ready while recovering: {seen:?}");
