@@ -67,6 +67,13 @@ pub struct Shard {
     meta_done: Notify,
 }
 
+/// The two steps of a metadata change on every core (see [`Shard::broadcast`]).
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Open,
+    Install,
+}
+
 /// A topic to create, already validated by the CreateTopics or Metadata handler.
 #[derive(Debug, Clone)]
 pub struct NewTopic {
@@ -204,24 +211,25 @@ impl Shard {
     /// its owning core (a commit racing the creation of `__consumer_offsets` was answered
     /// COORDINATOR_NOT_AVAILABLE).
     async fn broadcast(&self, image: Arc<MetadataImage>) -> Result<(), String> {
-        let opened: Vec<_> = (0..self.cores)
-            .map(|c| {
-                let img = image.clone();
-                let me = current();
-                rt::spawn(async move {
-                    me.invoke_on(c, move || async move { current().open_new_partitions(&img).await }).await
-                })
-            })
-            .collect();
-        for t in opened {
-            t.await?;
-        }
+        self.on_every_core(&image, Step::Open).await?;
+        self.on_every_core(&image, Step::Install).await
+    }
+
+    /// Runs one step of [`Self::broadcast`] on every core at once; the first error, once all
+    /// have finished.
+    async fn on_every_core(&self, image: &Arc<MetadataImage>, step: Step) -> Result<(), String> {
         let tasks: Vec<_> = (0..self.cores)
             .map(|c| {
                 let img = image.clone();
                 let me = current();
                 rt::spawn(async move {
-                    me.invoke_on(c, move || async move { current().install_image(img).await }).await
+                    me.invoke_on(c, move || async move {
+                        match step {
+                            Step::Open => current().open_new_partitions(&img).await,
+                            Step::Install => current().install_image(img).await,
+                        }
+                    })
+                    .await
                 })
             })
             .collect();
