@@ -48,6 +48,15 @@ pub async fn write_atomic(path: PathBuf, data: Vec<u8>) -> io::Result<()> {
     blocking(move || write_atomic_sync(&path, &data)).await
 }
 
+/// [`write_atomic`] on the background file thread ([`super::rt::background`]).
+pub async fn write_atomic_in_background(path: PathBuf, data: Vec<u8>) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some(disk) = super::sim_disk::current() {
+        return disk.write_atomic(&path, data).await;
+    }
+    super::rt::background(move || write_atomic_sync(&path, &data)).await
+}
+
 pub fn write_atomic_sync(path: &Path, data: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
@@ -126,6 +135,20 @@ pub async fn remove_file(path: PathBuf) -> io::Result<()> {
         return disk.remove_file(&path).await;
     }
     blocking(move || match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    })
+    .await
+}
+
+/// [`remove_file`] on the background file thread ([`super::rt::background`]): for deletions
+/// nothing on the data path waits for, so they never queue ahead of a roll's file work.
+pub async fn remove_file_in_background(path: PathBuf) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some(disk) = super::sim_disk::current() {
+        return disk.remove_file(&path).await;
+    }
+    super::rt::background(move || match std::fs::remove_file(&path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     })

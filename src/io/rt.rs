@@ -65,6 +65,36 @@ pub async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static)
     glommio::executor().spawn_blocking(f).await
 }
 
+/// Runs a blocking function on the process's background file thread, not the core's helper
+/// thread: for work nothing on the data path waits for (deleting segments below the log start,
+/// saving the start). Each core's helper thread is one thread with one queue, and a roll waits
+/// in it for its truncate, index files and directory sync while appends wait for the roll; a
+/// retention pass's dozens of unlinks queued there first held produce back by tens of
+/// milliseconds (perf/README.md, retention). One thread for the whole process: this work is
+/// rare and its order does not matter across partitions.
+pub async fn background<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    type Job = Box<dyn FnOnce() + Send>;
+    static QUEUE: std::sync::OnceLock<flume::Sender<Job>> = std::sync::OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, rx) = flume::unbounded::<Job>();
+        std::thread::Builder::new()
+            .name("spate-bg-files".into())
+            .spawn(move || {
+                for job in rx.iter() {
+                    job();
+                }
+            })
+            .expect("starting the background file thread");
+        tx
+    });
+    let (done_tx, done_rx) = flume::bounded(1);
+    let job: Job = Box::new(move || {
+        let _ = done_tx.send(f());
+    });
+    queue.send(job).expect("the background file thread never ends");
+    done_rx.recv_async().await.expect("the background file thread runs every job it takes")
+}
+
 /// Lets other tasks on this core run.
 pub async fn yield_now() {
     glommio::yield_if_needed().await;

@@ -110,7 +110,7 @@ impl PartitionLog {
             };
             let reset = FlagReset { log: self, flag: |s| &mut s.saving_start, armed: true };
             let path = self.dir.join(LOG_START_FILE);
-            let written = fs::write_atomic(path.clone(), format!("{start}\n").into_bytes()).await;
+            let written = fs::write_atomic_in_background(path.clone(), format!("{start}\n").into_bytes()).await;
             tracing::debug!(dir = %self.dir.display(), start, ok = written.is_ok(), "saved the log start offset");
             written.map_err(|e| storage_err("writing the log start offset to", &path, e))?;
             self.st.borrow_mut().log_start_saved = start;
@@ -175,10 +175,11 @@ pub(super) fn retention_target(st: &State, retention_ms: i64, retention_bytes: i
     target
 }
 
-/// Removes a segment's files (its log, then its indexes, which may not exist).
+/// Removes a segment's files (its log, then its indexes, which may not exist), on the
+/// background file thread: a roll's file work must not queue behind them.
 pub(super) async fn remove_segment_files(dir: &Path, base: i64) -> std::io::Result<()> {
     for ext in ["log", "index", "timeindex"] {
-        fs::remove_file(segment_path(dir, base, ext)).await?;
+        fs::remove_file_in_background(segment_path(dir, base, ext)).await?;
     }
     Ok(())
 }
