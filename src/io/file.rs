@@ -71,7 +71,7 @@ pub struct SegmentFile {
 enum Backend {
     Dma(Rc<DmaFile>),
     #[cfg(test)]
-    Sim(super::sim_disk::SimFile),
+    Sim(Rc<super::sim_disk::SimFile>),
 }
 
 fn to_io(e: glommio::GlommioError<()>) -> io::Error {
@@ -172,7 +172,7 @@ impl SegmentFile {
         #[cfg(test)]
         if let Some(disk) = super::sim_disk::current() {
             let file = disk.open(path, create).await?;
-            return Ok(SegmentFile { file: Backend::Sim(file), path: path.to_path_buf() });
+            return Ok(SegmentFile { file: Backend::Sim(Rc::new(file)), path: path.to_path_buf() });
         }
         let file = OpenOptions::new()
             .read(true)
@@ -196,6 +196,16 @@ impl SegmentFile {
             (Backend::Sim(a), Backend::Sim(b)) => a.same_file(b),
             #[cfg(test)]
             _ => false,
+        }
+    }
+
+    /// Whether this is the only handle to the open file: no reader holds a clone, so nothing
+    /// can read the file after its name is gone (a segment about to be recycled).
+    pub fn is_only_handle(&self) -> bool {
+        match &self.file {
+            Backend::Dma(f) => Rc::strong_count(f) == 1,
+            #[cfg(test)]
+            Backend::Sim(f) => Rc::strong_count(f) == 1,
         }
     }
 

@@ -48,6 +48,58 @@ pub async fn write_atomic(path: PathBuf, data: Vec<u8>) -> io::Result<()> {
     blocking(move || write_atomic_sync(&path, &data)).await
 }
 
+/// Turns the file at `from` into preallocated space named `to`, on the background file thread:
+/// its blocks are kept but read as zeros again (`FALLOC_FL_ZERO_RANGE`, which on ext4 marks the
+/// extents unwritten instead of freeing them), durably, then it is renamed. A deleted segment
+/// becomes the next segment's file this way: freeing and reallocating its blocks instead costs
+/// journal commits that appends' fdatasyncs wait for, and with online discard (the `discard`
+/// mount option) a discard of every freed extent (perf/README.md, retention). `Ok(false)`, with
+/// the file untouched, when the file system cannot zero a range: the caller deletes it instead.
+/// The caller makes sure no open handle still reads the file.
+pub async fn recycle_file(from: PathBuf, to: PathBuf) -> io::Result<bool> {
+    #[cfg(test)]
+    if let Some(disk) = super::sim_disk::current() {
+        // A spare file: its failed fdatasync is not a segment's.
+        let file = disk.open(&from, false).await?.spare();
+        file.truncate(0).await?;
+        file.sync().await?;
+        disk.rename(&from, &to).await?;
+        return Ok(true);
+    }
+    super::rt::background(move || {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new().write(true).open(&from)?;
+        let len = file.metadata()?.len();
+        if len > 0 {
+            let zeroed = nix::fcntl::fallocate(
+                file.as_raw_fd(),
+                nix::fcntl::FallocateFlags::FALLOC_FL_ZERO_RANGE | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                0,
+                len as libc::off_t,
+            );
+            match zeroed {
+                Ok(()) => {}
+                Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => return Ok(false),
+                Err(e) => return Err(io::Error::from(e)),
+            }
+        }
+        file.sync_data()?;
+        std::fs::rename(&from, &to)?;
+        Ok(true)
+    })
+    .await
+}
+
+/// Renames a file without syncing its directory: for a caller that syncs the directory itself
+/// before anything depends on the new name.
+pub async fn rename_unsynced(from: PathBuf, to: PathBuf) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some(disk) = super::sim_disk::current() {
+        return disk.rename(&from, &to).await;
+    }
+    blocking(move || std::fs::rename(&from, &to)).await
+}
+
 /// [`write_atomic`] on the background file thread ([`super::rt::background`]).
 pub async fn write_atomic_in_background(path: PathBuf, data: Vec<u8>) -> io::Result<()> {
     #[cfg(test)]

@@ -525,6 +525,12 @@ impl SimFile {
         Rc::ptr_eq(&self.disk, &other.disk) && self.ino == other.ino && self.incarnation == other.incarnation
     }
 
+    /// The same file, not counted as a segment (a deleted segment's file being recycled).
+    pub(super) fn spare(mut self) -> SimFile {
+        self.segment = false;
+        self
+    }
+
     pub(super) async fn size(&self) -> io::Result<u64> {
         self.disk.delay().await;
         let mut d = self.disk.st.borrow_mut();

@@ -171,6 +171,9 @@ struct State {
     cleaned_through: i64,
     /// Idempotent producers' recent batches (see [`super::producers`]).
     producers: ProducerStates,
+    /// Files of deleted segments kept for the next rolls (`<base>.free`, by the deleted
+    /// segment's base, oldest first, with when each was kept); see [`retention`].
+    recycled: VecDeque<(i64, i64)>,
 }
 
 /// A partition's footprint, for metrics.
@@ -342,4 +345,6 @@ pub(crate) use recovery::{index_entry_matches, SegmentScan};
 use read::ReadAhead;
 use recovery::{recover_segment, write_producer_snapshot};
 use segments::new_segment;
-use retention::{read_log_start, remove_segment_files};
+use retention::{read_log_start, remove_segment_files, RECYCLED_FILES_MAX};
+#[cfg(test)]
+use retention::RECYCLED_KEEP_MS;

@@ -223,6 +223,31 @@ pub(super) async fn recover_segment(dir: &Path, base: i64, index_interval: i64, 
     Ok((seg, damaged))
 }
 
+/// Whether a segment file holds none of its own batches: it is empty, starts with a zero batch
+/// length (a recycled file is zeros until written), or its first batch lies below its base
+/// (bytes of an older segment, which recycling never leaves, but a disk might).
+async fn holds_no_batch(file: &SegmentFile, base: i64) -> std::io::Result<bool> {
+    let size = file.size().await?;
+    if size < LOG_OVERHEAD as u64 {
+        return Ok(true);
+    }
+    let head = file.read(0, LOG_OVERHEAD).await?;
+    Ok(head.len() < LOG_OVERHEAD || head[8..12] == [0; 4] || i64::from_be_bytes(head[..8].try_into().expect("8 bytes")) < base)
+}
+
+/// The recycled segment files (`<base>.free`) a previous run kept, oldest first, at most
+/// `RECYCLED_FILES_MAX`; any more are deleted.
+async fn adopt_recycled(dir: &Path, names: &[String]) -> std::io::Result<VecDeque<(i64, i64)>> {
+    let mut bases: Vec<i64> = names.iter().filter_map(|n| n.strip_suffix(".free")?.parse().ok()).collect();
+    bases.sort();
+    let extra = bases.len().saturating_sub(RECYCLED_FILES_MAX);
+    for base in bases.drain(..extra) {
+        fs::remove_file(segment_path(dir, base, "free")).await?;
+    }
+    let now = now_ms();
+    Ok(bases.into_iter().map(|b| (b, now)).collect())
+}
+
 impl PartitionLog {
     /// Opens the partition in `dir`, creating it if new, recovering it if not.
     pub async fn open(dir: PathBuf, config: TopicConfig, data_arrived: Rc<Notify>) -> std::io::Result<Rc<PartitionLog>> {
@@ -232,6 +257,7 @@ impl PartitionLog {
             tracing::info!(dir = %dir.display(), file = %stray, "removing an unfinished compaction copy");
             fs::remove_file(dir.join(stray)).await?;
         }
+        let recycled = adopt_recycled(&dir, &names).await?;
         let mut bases: Vec<i64> = names.iter().filter_map(|n| n.strip_suffix(".log")?.parse().ok()).collect();
         bases.sort();
         let mut segments = BTreeMap::new();
@@ -241,10 +267,11 @@ impl PartitionLog {
             // Compaction can leave a gap between segments; an overlap, or anything after a
             // segment recovery had to truncate, is damage.
             let overlaps = expected_base.is_some_and(|e| base < e);
-            if overlaps && !drop_rest && SegmentFile::open(&segment_path(&dir, base, "log"), false).await?.size().await? == 0 {
+            if overlaps && !drop_rest && holds_no_batch(&SegmentFile::open(&segment_path(&dir, base, "log"), false).await?, base).await? {
                 // A roll that failed after creating the next segment's file (a full disk when
-                // writing the producer snapshot, say) leaves it empty while appends go on in
-                // the previous segment: a leftover, not damage, and no reason to drop the rest.
+                // writing the producer snapshot, say) leaves it empty (or, recycled, zeros)
+                // while appends go on in the previous segment: a leftover, not damage, and no
+                // reason to drop the rest.
                 tracing::info!(dir = %dir.display(), base, "removing an empty segment left by a failed roll");
                 for ext in ["log", "index", "timeindex"] {
                     fs::remove_file(segment_path(&dir, base, ext)).await?;
@@ -334,6 +361,7 @@ impl PartitionLog {
             stats: LogStats::default(),
             cleaned_through: 0,
             producers,
+            recycled,
         };
         Ok(Rc::new(PartitionLog {
             dir,

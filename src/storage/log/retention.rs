@@ -14,6 +14,15 @@ use super::*;
 /// The file in each partition directory that holds the log start offset.
 pub(super) const LOG_START_FILE: &str = "log-start-offset";
 
+/// Most deleted segment files a partition keeps for its next rolls (see
+/// [`fs::recycle_file`]); past that, deleted segments' files are removed.
+pub(super) const RECYCLED_FILES_MAX: usize = 8;
+
+/// How long a kept segment file waits for a roll before it is removed after all, so a
+/// partition that stopped rolling gives its disk back (Kafka keeps deleted segments for
+/// `file.delete.delay.ms`, also a minute, before it removes them).
+pub(super) const RECYCLED_KEEP_MS: i64 = 60_000;
+
 impl PartitionLog {
     /// DeleteRecords: moves the log start offset to `offset` (-1: the high watermark), once that
     /// is durable. Returns the durable log start offset after it (the "low watermark"). An offset beyond
@@ -39,6 +48,7 @@ impl PartitionLog {
     /// `segment.ms` rolls it so that retention reaches a quiet partition's data. Returns the
     /// segments deleted.
     pub async fn enforce_retention(&self, now: i64) -> Result<usize, LogError> {
+        self.remove_stale_recycled(now).await?;
         let target = {
             let st = self.st.borrow();
             let c = self.config.borrow();
@@ -141,14 +151,64 @@ impl PartitionLog {
             }
             gone
         };
-        for seg in &gone {
+        for seg in gone.iter() {
             tracing::info!(
                 dir = %self.dir.display(), base = seg.base, next_offset = seg.next_offset, bytes = seg.size,
                 "deleting segment below the log start offset"
             );
-            remove_segment_files(&self.dir, seg.base).await.map_err(|e| storage_err("deleting", seg.file.path(), e))?;
+            let kept = self.st.borrow().recycled.len() < RECYCLED_FILES_MAX
+                // A reader still holding the file would read the zeros.
+                && seg.file.is_only_handle()
+                && fs::recycle_file(seg.file.path().to_path_buf(), segment_path(&self.dir, seg.base, "free"))
+                    .await
+                    .map_err(|e| storage_err("recycling", seg.file.path(), e))?;
+            if kept {
+                self.st.borrow_mut().recycled.push_back((seg.base, now_ms()));
+                for ext in ["index", "timeindex"] {
+                    let path = segment_path(&self.dir, seg.base, ext);
+                    fs::remove_file_in_background(path.clone()).await.map_err(|e| storage_err("deleting", &path, e))?;
+                }
+            } else {
+                remove_segment_files(&self.dir, seg.base).await.map_err(|e| storage_err("deleting", seg.file.path(), e))?;
+            }
         }
         Ok(gone.len())
+    }
+
+    /// Takes the newest kept segment file (see [`fs::recycle_file`]) and names it `path`, for a
+    /// roll; the caller syncs the directory. `false` when none is kept (or the rename failed:
+    /// the roll then creates the file, and the kept one is dropped).
+    pub(super) async fn take_recycled(&self, path: &Path) -> bool {
+        let Some((base, _)) = self.st.borrow_mut().recycled.pop_back() else {
+            return false;
+        };
+        let free = segment_path(&self.dir, base, "free");
+        match fs::rename_unsynced(free.clone(), path.to_path_buf()).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(file = %free.display(), error = %e, "could not reuse a deleted segment's file; creating a new one");
+                let _ = fs::remove_file_in_background(free).await;
+                false
+            }
+        }
+    }
+
+    /// Removes the kept segment files no roll took within `RECYCLED_KEEP_MS`.
+    async fn remove_stale_recycled(&self, now: i64) -> Result<(), LogError> {
+        loop {
+            let stale = {
+                let mut st = self.st.borrow_mut();
+                match st.recycled.front() {
+                    Some(&(base, since)) if now.saturating_sub(since) >= RECYCLED_KEEP_MS => {
+                        st.recycled.pop_front();
+                        base
+                    }
+                    _ => return Ok(()),
+                }
+            };
+            let path = segment_path(&self.dir, stale, "free");
+            fs::remove_file_in_background(path.clone()).await.map_err(|e| storage_err("deleting", &path, e))?;
+        }
     }
 }
 

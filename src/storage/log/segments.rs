@@ -84,7 +84,12 @@ impl PartitionLog {
         self.close_segment(&file, size, &index).await?;
         self.st.borrow_mut().active().index_saved = true;
         let path = segment_path(&self.dir, end, "log");
+        // A deleted segment's file, when one is kept: its blocks are already allocated.
+        let recycled = self.take_recycled(&path).await;
         let new_file = SegmentFile::open(&path, true).await.map_err(|e| storage_err("creating", &path, e))?;
+        if recycled {
+            tracing::debug!(dir = %self.dir.display(), base = end, "the new segment reuses a deleted segment's file");
+        }
         // The new file's directory entry must be durable before acks=all data in it is.
         fs::sync_dir(self.dir.clone()).await.map_err(|e| storage_err("syncing directory", &self.dir, e))?;
         // Producer state as of the roll, so recovery replays at most the new segment.

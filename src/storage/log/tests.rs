@@ -1102,3 +1102,65 @@ fn a_producer_whose_batches_were_all_deleted_is_still_recognised() {
         }
     });
 }
+
+/// The `.free` files in a partition directory (deleted segments kept for the next rolls).
+async fn free_files(dir: &Path) -> Vec<String> {
+    crate::io::fs::list_dir(dir.to_path_buf()).await.unwrap().into_iter().filter(|n| n.ends_with(".free")).collect()
+}
+
+#[test]
+fn deleted_segments_files_are_zeroed_and_reused_by_the_next_rolls_and_removed_when_none_takes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    rt::run_local(async move {
+        io_probe(&path).await;
+        let p = path.join("p");
+        let mut c = small_segments();
+        c.retention_ms = -1;
+        c.retention_bytes = 3000;
+        let log = PartitionLog::open(p.clone(), c.clone(), Rc::new(Notify::default())).await.unwrap();
+        for _ in 0..150 {
+            log.append(&[batch(10)], true).await.unwrap();
+        }
+        let now = now_ms();
+        let deleted = log.enforce_retention(now).await.unwrap();
+        assert!(deleted > RECYCLED_FILES_MAX, "{deleted} segments deleted");
+        let free = free_files(&p).await;
+        assert_eq!(free.len(), RECYCLED_FILES_MAX, "{free:?}");
+        for f in &free {
+            let bytes = crate::io::fs::read(p.join(f)).await.unwrap().unwrap();
+            assert!(!bytes.is_empty() && bytes.iter().all(|b| *b == 0), "{f} holds data");
+            let base: i64 = f.strip_suffix(".free").unwrap().parse().unwrap();
+            assert!(!segment_path(&p, base, "index").exists(), "{f}'s index was not removed");
+        }
+
+        // The next rolls take the kept files, newest first; every record reads back.
+        let start = log.offsets().log_start;
+        for _ in 0..20 {
+            log.append(&[batch(10)], true).await.unwrap();
+        }
+        let left = free_files(&p).await.len();
+        assert!(left < RECYCLED_FILES_MAX, "no roll took a kept file");
+        let records = read_all(&log).await;
+        assert_eq!(records.len() as i64, log.offsets().log_end - start);
+        assert!(records.iter().zip(start..).all(|((o, _, _), want)| *o == want));
+
+        // A roll cut short after taking a kept file leaves zeros under the next segment's name
+        // while appends go on in the previous segment: recovery removes it and keeps the rest.
+        let end = log.offsets().log_end;
+        drop(log);
+        let spare = free_files(&p).await.pop().unwrap();
+        crate::io::fs::rename(p.join(&spare), segment_path(&p, end - 5, "log")).await.unwrap();
+        let log = PartitionLog::open(p.clone(), c.clone(), Rc::new(Notify::default())).await.unwrap();
+        assert_eq!(log.offsets().log_end, end);
+        assert_eq!(read_all(&log).await.len() as i64, end - start);
+        assert!(!segment_path(&p, end - 5, "log").exists());
+        assert_eq!(free_files(&p).await.len(), left - 1, "the kept files are found again on open");
+
+        // Kept files no roll takes go after a minute.
+        c.retention_bytes = -1;
+        log.set_config(c);
+        log.enforce_retention(now_ms() + RECYCLED_KEEP_MS).await.unwrap();
+        assert!(free_files(&p).await.is_empty());
+    });
+}
