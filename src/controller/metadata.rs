@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn records_and_state_round_trip_through_their_stored_form() {
-        let records = vec![
+        let records = [
             MetadataRecord::ClusterId("abc".into()),
             MetadataRecord::CreateTopic {
                 name: "t".into(),
