@@ -186,9 +186,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         assert!(inner.purged.is_none_or(|p| p.index <= log_id.index), "the purge point never moves back");
         inner.dir.replace("purged.json", &to_json(&Some(log_id))).map_err(|e| StorageIOError::write_logs(&e))?;
         inner.purged = Some(log_id);
-        let kept = inner.entries.split_off(&(log_id.index + 1));
-        let bytes: Vec<Vec<u8>> = kept.values().map(|(e, _)| to_json(e)).collect();
+        // The map changes only once the file has: a failed rewrite leaves both as they were
+        // (with the purged entries still in them, which `open` would drop).
+        let bytes: Vec<Vec<u8>> = inner.entries.range(log_id.index + 1..).map(|(_, (e, _))| to_json(e)).collect();
         let offsets = inner.log.rewrite(bytes.iter().map(|b| b.as_slice())).map_err(|e| StorageIOError::write_logs(&e))?;
+        let kept = inner.entries.split_off(&(log_id.index + 1));
         inner.entries = kept.into_iter().zip(offsets).map(|((i, (e, _)), o)| (i, (e, o))).collect();
         Ok(())
     }
