@@ -103,7 +103,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Number of shards (one pinned executor each).
     pub cores: usize,
+    /// The broker id, which is also this node's id in the metadata quorum.
     pub node_id: i32,
+    /// The metadata quorum this node takes part in (`controller_quorum_voters` set); None for a
+    /// single node, which runs no quorum.
+    pub quorum: Option<QuorumConfig>,
     /// Kafka's `auto.create.topics.enable`.
     pub auto_create_topics: bool,
     /// Kafka's `num.partitions`: partitions of an auto-created topic or a CreateTopics with -1.
@@ -146,6 +150,118 @@ pub struct Config {
     /// The settings given by flag, variable or file rather than left at their defaults (for
     /// DescribeConfigs' STATIC_BROKER_CONFIG source).
     pub given: BTreeSet<&'static str>,
+}
+
+/// A node's roles (Kafka `process.roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessRoles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+impl ProcessRoles {
+    /// Parses `broker`, `controller` or both, comma-separated; the message names a bad entry.
+    pub fn parse(text: &str) -> anyhow::Result<ProcessRoles> {
+        let mut roles = ProcessRoles { broker: false, controller: false };
+        for entry in text.split(',').map(str::trim) {
+            let role = match entry {
+                "broker" => &mut roles.broker,
+                "controller" => &mut roles.controller,
+                _ => anyhow::bail!("process_roles: {entry:?} is not a role (expected broker, controller or broker,controller)"),
+            };
+            anyhow::ensure!(!*role, "process_roles: {entry:?} is given twice in {text:?}");
+            *role = true;
+        }
+        Ok(roles)
+    }
+}
+
+/// One voter of the metadata quorum, as `controller_quorum_voters` lists it (`id@host:port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    pub id: i32,
+    /// `host:port` of its controller listener, as given (a host name is resolved on connect).
+    pub addr: String,
+}
+
+/// Parses `controller_quorum_voters` (`1@host:port,2@host:port,...`): every entry well formed, no
+/// id given twice. Empty text is no voters. Each message names the bad entry.
+pub fn parse_voters(text: &str) -> anyhow::Result<Vec<Voter>> {
+    let mut voters: Vec<Voter> = Vec::new();
+    if text.trim().is_empty() {
+        return Ok(voters);
+    }
+    for entry in text.split(',').map(str::trim) {
+        let bad = |why: &str| anyhow::anyhow!("controller_quorum_voters: bad entry {entry:?}: {why} (expected id@host:port)");
+        let (id, addr) = entry.split_once('@').ok_or_else(|| bad("no '@'"))?;
+        let id: i32 = id.trim().parse().map_err(|_| bad("the id is not an integer"))?;
+        if id < 0 {
+            return Err(bad("the id is negative"));
+        }
+        let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("no ':port'"))?;
+        if host.trim_start_matches('[').trim_end_matches(']').is_empty() {
+            return Err(bad("the host is empty"));
+        }
+        port.parse::<u16>().map_err(|_| bad("the port is not a number from 0 to 65535"))?;
+        if voters.iter().any(|v| v.id == id) {
+            anyhow::bail!("controller_quorum_voters: id {id} is given twice");
+        }
+        if let Some(v) = voters.iter().find(|v| v.addr == addr) {
+            anyhow::bail!("controller_quorum_voters: {addr} is given for both {} and {id}", v.id);
+        }
+        voters.push(Voter { id, addr: addr.to_string() });
+    }
+    Ok(voters)
+}
+
+/// The metadata quorum as this node takes part in it (see `controller`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumConfig {
+    pub roles: ProcessRoles,
+    /// Never empty.
+    pub voters: Vec<Voter>,
+    /// The address this node's controller listens on (`controller_listen`, else its own entry in
+    /// the voters).
+    pub listen: String,
+}
+
+impl QuorumConfig {
+    /// Checks the quorum settings against each other and `node_id`; None without voters.
+    fn from_settings(node_id: i32, roles: &str, voters: &str, listen: Option<String>) -> anyhow::Result<Option<QuorumConfig>> {
+        let roles = ProcessRoles::parse(roles)?;
+        let voters = parse_voters(voters)?;
+        if voters.is_empty() {
+            anyhow::ensure!(
+                listen.is_none(),
+                "controller_listen is set but controller_quorum_voters is empty (a single node runs no quorum)"
+            );
+            return Ok(None);
+        }
+        let own = voters.iter().find(|v| v.id == node_id);
+        let ids = || voters.iter().map(|v| v.id.to_string()).collect::<Vec<_>>().join(", ");
+        let listen = match (roles.controller, own, listen) {
+            (true, None, _) => anyhow::bail!(
+                "node_id {node_id} has the controller role (process_roles) but is not in controller_quorum_voters (ids {}): \
+                 add it, or give this node process_roles = \"broker\"",
+                ids()
+            ),
+            (false, Some(_), _) => anyhow::bail!(
+                "node_id {node_id} is in controller_quorum_voters but has only the broker role (process_roles): \
+                 a voter must have the controller role"
+            ),
+            (_, _, Some(listen)) => listen,
+            (true, Some(own), None) => own.addr.clone(),
+            (false, None, None) => anyhow::bail!(
+                "a broker-only node with controller_quorum_voters set needs controller_listen (host:port), where the \
+                 quorum's leader sends it the metadata log"
+            ),
+        };
+        anyhow::ensure!(
+            listen.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
+            "controller_listen: expected host:port, got {listen:?}"
+        );
+        Ok(Some(QuorumConfig { roles, voters, listen }))
+    }
 }
 
 /// Broker-wide defaults for topic-level settings (Kafka's `log.*` broker keys).
@@ -290,7 +406,14 @@ settings! {
     cores: usize, "SPATE_CORES", Computed { shown: "all online cores", example: "4" }, "cores", Some((1, MAX)),
         "shards, one pinned executor each";
     node_id: i32, "SPATE_NODE_ID", Toml("0"), "id", Some((0, I32_MAX)),
-        "broker id in Metadata";
+        "broker id in Metadata, and this node's id in the metadata quorum (its entry in controller_quorum_voters)";
+    process_roles: String, "SPATE_PROCESS_ROLES", Toml("\"broker,controller\""), "roles", None,
+        "`broker`, `controller` or `broker,controller`: with controller_quorum_voters set, a node with the controller role is a voter of the metadata quorum (it must be in the list), a broker-only node follows the metadata log as a learner (it must not be); ignored without voters (Kafka `process.roles`)";
+    controller_quorum_voters: String, "SPATE_CONTROLLER_QUORUM_VOTERS", Toml("\"\""), "id@host:port,...", None,
+        "the metadata quorum's voters, the same list on every node (for example `1@10.0.0.1:9093,2@10.0.0.2:9093,3@10.0.0.3:9093`); nodes started with the same voters on empty data directories form a cluster by themselves; empty: a single node, no quorum (Kafka `controller.quorum.voters`)";
+    controller_listen: String, "SPATE_CONTROLLER_LISTEN",
+        Computed { shown: "this node's entry in controller_quorum_voters", example: "\"0.0.0.0:9093\"" }, "host:port", None,
+        "address this node's controller thread listens on for the quorum's RPCs; required on a broker-only node with voters set";
     auto_create_topics: bool, "SPATE_AUTO_CREATE_TOPICS", Toml("true"), "bool", None,
         "create a topic when a client asks for metadata of one that does not exist (Kafka `auto.create.topics.enable`)";
     num_partitions: i32, "SPATE_NUM_PARTITIONS", Toml("1"), "partitions", Some((1, limits::TOPIC_PARTITIONS_MAX as i64)),
@@ -515,6 +638,13 @@ impl Config {
             groups.min_session_timeout_ms,
             groups.max_session_timeout_ms
         );
+        let node_id = g.node_id.or_default();
+        let quorum = QuorumConfig::from_settings(
+            node_id,
+            &g.process_roles.or_default(),
+            &g.controller_quorum_voters.or_default(),
+            g.controller_listen.get(),
+        )?;
         Ok(Config {
             groups,
             log_cleaner_backoff_ms: g.log_cleaner_backoff_ms.or_default(),
@@ -533,7 +663,8 @@ impl Config {
             advertised_port,
             data_dir: g.data_dir.or_default(),
             cores,
-            node_id: g.node_id.or_default(),
+            node_id,
+            quorum,
             auto_create_topics: g.auto_create_topics.or_default(),
             num_partitions: g.num_partitions.or_default(),
             topic_defaults,
@@ -1106,6 +1237,41 @@ mod tests {
                 assert!(TOPIC_CONFIG_KEYS.contains(&t) && broker_synonym(t) == Some(k.name));
             }
         }
+    }
+
+    #[test]
+    fn quorum_settings_are_checked_against_each_other() {
+        let q = |id: i32, roles: &str, voters: &str, listen: Option<&str>| {
+            QuorumConfig::from_settings(id, roles, voters, listen.map(String::from)).map_err(|e| e.to_string())
+        };
+        let voters = "1@127.0.0.1:9093, 2@127.0.0.1:9094,3@localhost:9095";
+        assert_eq!(q(0, "broker,controller", "", None).unwrap(), None, "no voters: a single node");
+        let c = q(2, "broker,controller", voters, None).unwrap().unwrap();
+        assert_eq!((c.listen.as_str(), c.voters.len(), c.voters[2].addr.as_str()), ("127.0.0.1:9094", 3, "localhost:9095"));
+        assert_eq!(q(2, "controller", voters, Some("0.0.0.0:9094")).unwrap().unwrap().listen, "0.0.0.0:9094");
+        assert!(q(4, "broker,controller", voters, None).unwrap_err().contains("not in controller_quorum_voters"));
+        assert!(q(1, "broker", voters, Some("127.0.0.1:1")).unwrap_err().contains("only the broker role"));
+        assert!(q(4, "broker", voters, None).unwrap_err().contains("needs controller_listen"));
+        assert!(q(4, "broker", voters, Some("127.0.0.1:9999")).unwrap().unwrap().roles == ProcessRoles { broker: true, controller: false });
+        assert!(q(1, "broker,broker", voters, None).unwrap_err().contains("given twice"));
+        assert!(q(1, "borker", voters, None).unwrap_err().contains("\"borker\" is not a role"));
+        assert!(q(1, "controller", "1@a:1,1@b:2", None).unwrap_err().contains("id 1 is given twice"));
+        assert!(q(1, "controller", "1@a:1,2@a:1", None).unwrap_err().contains("a:1 is given for both 1 and 2"));
+        for bad in ["x@a:1", "1a:1", "1@a", "1@:5", "1@a:99999", "-1@a:1"] {
+            let e = q(1, "controller", &format!("1@h:1,{bad}"), None).unwrap_err();
+            assert!(e.contains(&format!("bad entry {bad:?}")), "{bad}: {e}");
+        }
+        assert!(q(1, "controller", "", Some("127.0.0.1:1")).unwrap_err().contains("controller_quorum_voters is empty"));
+        assert!(q(1, "controller", voters, Some("nope")).unwrap_err().contains("controller_listen: expected host:port"));
+        // Through the layers, like every other setting.
+        let e = Config::from_args(&ServeArgs {
+            cores: Some(1),
+            node_id: Some(7),
+            controller_quorum_voters: Some(voters.into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("node_id 7"), "{e}");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - [`protocol`]: Kafka wire framing, record-batch parsing and error codes. Knows nothing of the
 //!   server or storage.
 //! - [`coordinator`]: consumer-group state machines, pure (no I/O), driven by `server::groups`.
+//! - [`controller`]: the metadata quorum (openraft on a `controller` thread of its own): the
+//!   cluster's metadata log, its state machine, formation and the cluster id.
 //! - [`storage`]: a partition's log: segments, indexes, recovery, group commit. Uses `io` for files.
 //! - [`sync`]: core-local task coordination (`Notify`, first-come `Turns`); names no runtime.
 //! - [`server`]: shards (one per core), the shard table, cross-core routing, connections, and one
@@ -24,6 +26,7 @@ pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod coordinator;
 #[doc(hidden)]
 pub mod fuzzing;

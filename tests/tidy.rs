@@ -81,7 +81,18 @@ fn only_io_touches_files_sockets_and_the_runtime() {
             if code.starts_with("//") {
                 continue;
             }
-            for banned in ["std::fs", "glommio", "std::net::Tcp", "std::net::Udp", "socket2", "libc::", "nix::"] {
+            for banned in [
+                "std::fs",
+                "glommio",
+                "std::net::Tcp",
+                "std::net::Udp",
+                "socket2",
+                "libc::",
+                "nix::",
+                "tokio::net",
+                "tokio::fs",
+                "tokio::runtime",
+            ] {
                 assert!(!code.contains(banned), "{}:{}: `{banned}` outside src/io: {line}", f.display(), n + 1);
             }
         }
@@ -109,6 +120,22 @@ fn admin_commands_know_the_broker_only_through_the_wire() {
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         for banned in ["crate::server", "crate::storage", "crate::coordinator"] {
+            assert!(!text.contains(banned), "{} uses {banned}", f.display());
+        }
+    }
+}
+
+#[test]
+fn the_controller_knows_nothing_of_the_broker() {
+    // The metadata quorum is tested on its own and the server drives it through its handle,
+    // never the reverse (ARCHITECTURE.md, `src/controller/`).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/controller");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    assert!(!files.is_empty(), "src/controller has no Rust files");
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for banned in ["crate::server", "crate::storage", "crate::coordinator", "crate::protocol"] {
             assert!(!text.contains(banned), "{} uses {banned}", f.display());
         }
     }

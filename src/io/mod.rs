@@ -11,14 +11,19 @@
 //! the report files `spate bench sweep` produces, and the host's name and kernel. [`http`] is the
 //! admin HTTP listener, a plain thread beside the executors.
 //!
+//! [`controller_net`] and [`metadata_store`] are the metadata quorum's edge: the `controller`
+//! thread's tokio runtime and its RPC sockets, and its files under `<data_dir>/metadata/`.
+//!
 //! `sim_disk` (tests only) stands in for [`file`] and [`fs`] when a test installs it: an
 //! in-memory disk with a volatile write cache that injects faults from one seed.
 
 pub mod client;
+pub mod controller_net;
 pub mod file;
 pub mod fs;
 pub mod http;
 pub mod mesh;
+pub mod metadata_store;
 pub mod net;
 pub mod report;
 pub mod rt;

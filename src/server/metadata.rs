@@ -183,8 +183,6 @@ pub fn load_topics(config: &Config, broker: &DynamicBrokerConfig) -> anyhow::Res
     Ok(topics)
 }
 
-/// The cluster id, created on first start and kept in `<data_dir>/cluster.toml` (Kafka keeps it
-/// in meta.properties).
 /// Reserves this start's block of producer ids: reads the last block from
 /// `<data_dir>/producer-id-block`, writes the next one durably, and returns it. Ids of earlier
 /// starts are therefore never handed out again, even after a crash.
@@ -200,21 +198,16 @@ pub fn reserve_producer_id_block(data_dir: &Path) -> anyhow::Result<i64> {
     Ok(block)
 }
 
+/// The cluster id of a single node (no voters configured): created on its first start and
+/// kept in `<data_dir>/cluster.toml` (Kafka keeps it in meta.properties). In a cluster the
+/// metadata quorum chooses it and writes the same file (`controller`).
 pub fn load_or_create_cluster_id(data_dir: &Path) -> anyhow::Result<String> {
-    #[derive(Serialize, Deserialize)]
-    struct Cluster {
-        cluster_id: String,
+    if let Some(id) = crate::controller::stored_cluster_id(data_dir)? {
+        return Ok(id);
     }
-    let path = data_dir.join("cluster.toml");
-    match fs::read_to_string_sync(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))? {
-        Some(text) => Ok(toml::from_str::<Cluster>(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?.cluster_id),
-        None => {
-            let id = Uuid::new_v4().simple().to_string();
-            let text = toml::to_string(&Cluster { cluster_id: id.clone() })?;
-            fs::write_atomic_sync(&path, text.as_bytes())?;
-            Ok(id)
-        }
-    }
+    let id = Uuid::new_v4().simple().to_string();
+    crate::controller::store_cluster_id(data_dir, &id)?;
+    Ok(id)
 }
 
 #[cfg(test)]

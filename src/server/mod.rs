@@ -4,7 +4,9 @@
 //! Start-up order (each step finishes on every core before the next starts):
 //! 1. main thread: block SIGTERM/SIGINT and start the thread that takes them (`io::signal`), run
 //!    the start-up checks and take the data directory's lock and the port (`startup`), read and
-//!    remove the clean-shutdown marker, load topic metadata;
+//!    remove the clean-shutdown marker; with `controller_quorum_voters` set, start the
+//!    controller thread (`controller`) and wait until the quorum gives this node the cluster id;
+//!    load topic metadata;
 //! 2. every core: join the cross-core mesh, install the metadata image (opening and recovering the
 //!    partitions it owns), replay the committed offsets in its `__consumer_offsets` partitions,
 //!    bind its listener (SO_REUSEPORT);
@@ -13,8 +15,9 @@
 //!
 //! Shutdown (`shutdown`), on the first SIGTERM or SIGINT: every core stops accepting and finishes
 //! its in-flight requests, then stops its background work, then closes its partitions, with a
-//! barrier of all cores between those phases; the main thread then writes the clean-shutdown
-//! marker and logs "shutdown complete". A second signal exits at once.
+//! barrier of all cores between those phases; the main thread then stops the controller thread
+//! (if any), writes the clean-shutdown marker and logs "shutdown complete". A second signal
+//! exits at once.
 
 pub mod connection;
 pub mod fetch_sessions;
@@ -31,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::controller::{Controller, ControllerConfig, ControllerError};
 use crate::io::file::SegmentFile;
 use crate::io::mesh::{Mesh, MeshSeed};
 use crate::io::net::Listener;
@@ -51,7 +55,19 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         ),
         startup::Previous::New => tracing::info!(data_dir = %config.data_dir.display(), "new data directory"),
     }
-    let cluster_id: Arc<str> = metadata::load_or_create_cluster_id(&config.data_dir)?.into();
+    // With voters configured, the metadata quorum's controller thread starts first and the cores
+    // take the cluster's id from it; without, the node keeps its own (`cluster.toml`).
+    let controller = match ControllerConfig::from_config(&config) {
+        Some(cc) => match start_controller(cc, &shutdown)? {
+            Some(started) => Some(started),
+            None => return Ok(()),
+        },
+        None => None,
+    };
+    let cluster_id: Arc<str> = match &controller {
+        Some((_, id)) => id.as_str().into(),
+        None => metadata::load_or_create_cluster_id(&config.data_dir)?.into(),
+    };
     let broker_configs = metadata::load_broker_configs(&config)?;
     let topics = metadata::load_topics(&config, &broker_configs)?;
     handlers::init_producer_id::set_block(metadata::reserve_producer_id_block(&config.data_dir)?);
@@ -91,11 +107,57 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     });
     drop(checked.reservation);
     result?;
+    if let Some((controller, _)) = controller {
+        controller.stop().map_err(|e| anyhow::anyhow!("the controller thread: {e}"))?;
+        tracing::info!("controller thread stopped");
+    }
     startup::mark_clean_shutdown(&data_dir)?;
     tracing::info!("shutdown complete");
     drop(checked.lock);
     Ok(())
 }
+
+/// Starts the controller thread and waits, with a progress line every few seconds, until this
+/// node knows the cluster's id. None: a shutdown signal came first.
+fn start_controller(cc: ControllerConfig, shutdown: &Shutdown) -> anyhow::Result<Option<(Controller, String)>> {
+    let voters: Vec<String> = cc.voters.iter().map(|v| format!("{}@{}", v.id, v.addr)).collect();
+    tracing::info!(
+        node_id = cc.node_id, listen = %cc.listen, voters = %voters.join(","),
+        role = if cc.voter { "voter" } else { "learner (broker only)" },
+        "starting the metadata quorum's controller thread"
+    );
+    let controller = Controller::start(cc)?;
+    let waited = controller.wait_cluster_id(
+        CONTROLLER_WAIT,
+        Duration::from_secs(5),
+        |s| {
+            tracing::info!(
+                role = ?s.role, leader = ?s.leader, term = s.term, committed = ?s.committed,
+                "waiting for the metadata quorum (a majority of the voters must be up) to give this node the cluster id"
+            )
+        },
+        || shutdown.is_requested(),
+    );
+    match waited {
+        Ok(id) => {
+            tracing::info!(cluster_id = %id, "metadata quorum joined");
+            Ok(Some((controller, id)))
+        }
+        Err(ControllerError::Stopped) if shutdown.is_requested() => {
+            tracing::info!("shutdown requested before the metadata quorum formed");
+            controller.stop().map_err(anyhow::Error::msg)?;
+            Ok(None)
+        }
+        Err(e) => {
+            let _ = controller.stop();
+            Err(anyhow::anyhow!("cannot join the metadata quorum: {e}"))
+        }
+    }
+}
+
+/// How long start-up waits for the metadata quorum: as long as the operator takes to start a
+/// majority of the voters (a progress line says what it waits for).
+const CONTROLLER_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The barriers every core passes, in order.
 #[derive(Debug, Clone, Copy)]

@@ -40,7 +40,7 @@ pub struct Broker {
     log_level: String,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -74,6 +74,22 @@ impl Broker {
             }
         }
         panic!("spate found its ports taken five times; log:\n{}", b.log());
+    }
+
+    /// Starts a broker like [`Broker::start`] without waiting for it to become ready (a cluster
+    /// node waits for its quorum, so the nodes of one start together); see [`Broker::wait_ready`].
+    pub fn start_without_waiting(extra: &[&str]) -> Broker {
+        let mut b = Broker {
+            child: None,
+            port: free_port(),
+            admin_port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            starts: 0,
+            log_level: std::env::var("SPATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        };
+        b.spawn();
+        b
     }
 
     pub fn data_dir(&self) -> PathBuf {
