@@ -52,15 +52,7 @@ impl Broker {
 
     /// [`Broker::start`] with `RUST_LOG` set to `level`.
     pub fn start_logging(level: &str, extra: &[&str]) -> Broker {
-        let mut b = Broker {
-            child: None,
-            port: free_port(),
-            admin_port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            args: extra.iter().map(|s| s.to_string()).collect(),
-            starts: 0,
-            log_level: level.to_string(),
-        };
+        let mut b = Broker::unstarted(level, extra);
         // Another test may take a port between free_port() and the broker's bind: then start
         // again on fresh ones.
         for _ in 0..5 {
@@ -79,17 +71,22 @@ impl Broker {
     /// Starts a broker like [`Broker::start`] without waiting for it to become ready (a cluster
     /// node waits for its quorum, so the nodes of one start together); see [`Broker::wait_ready`].
     pub fn start_without_waiting(extra: &[&str]) -> Broker {
-        let mut b = Broker {
+        let mut b = Broker::unstarted(&std::env::var("SPATE_TEST_LOG").unwrap_or_else(|_| "info".into()), extra);
+        b.spawn();
+        b
+    }
+
+    /// A broker on free ports and a new temporary data directory, not started yet.
+    fn unstarted(level: &str, extra: &[&str]) -> Broker {
+        Broker {
             child: None,
             port: free_port(),
             admin_port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             args: extra.iter().map(|s| s.to_string()).collect(),
             starts: 0,
-            log_level: std::env::var("SPATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
-        };
-        b.spawn();
-        b
+            log_level: level.to_string(),
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
