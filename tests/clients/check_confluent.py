@@ -1227,7 +1227,8 @@ def ck_delete_records_survives_kill(ctx):
     """The start delete_records answers is durable when it is answered, and the segments wholly
     below it are gone by then: a topic with 1 KiB segments and 100 records of ~200 bytes (each
     its own batch, so about 25 segment files); delete_records before 57 answers 57; the .log files
-    left are the one holding offset 57 and those after it; the broker is killed with SIGKILL at
+    left are the one holding offset 57 and those after it (deleted ones may be kept, zeroed, as
+    .free files for the next rolls); the broker is killed with SIGKILL at
     once and restarted on the same data directory: the start is still 57 (list_offsets earliest
     and the consumer's watermarks), the end 100, and a consumer from the beginning reads 57-99."""
     b = ctx.start_broker([])
@@ -1245,8 +1246,16 @@ def ck_delete_records_survives_kill(ctx):
     after = sorted(_log_sizes(os.path.join(b.data_dir, "topics"), topic, 0))
     kept = [x for i, x in enumerate(before) if i + 1 == len(before) or before[i + 1] > 57]
     assert after == kept, f"segment files after delete_records before 57: {after}, want {kept} (of {before})"
-    left = sorted(n for n in os.listdir(d) if n[:20].isdigit() and int(n[:20]) < kept[0])
+    # A deleted segment's .log may be kept for the next rolls as <base>.free, zeroed (at most
+    # eight per partition); its indexes and producer state go.
+    names = os.listdir(d)
+    left = sorted(n for n in names if n[:20].isdigit() and int(n[:20]) < kept[0] and not n.endswith(".free"))
     assert not left, f"files of deleted segments left: {left}"
+    free = [n for n in names if n.endswith(".free")]
+    assert len(free) <= 8, f"more than eight recycled files kept: {free}"
+    for n in free:
+        with open(os.path.join(d, n), "rb") as f:
+            assert not any(f.read()), f"{n} still holds data"
     b.kill()
     b.restart()
     a = admin(ctx, b.bootstrap)
