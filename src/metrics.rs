@@ -784,6 +784,10 @@ mod tests {
         assert!(m.contains("spate_requests_total{api=\"Produce\",core=\"3\"} 1\n"), "{m}");
         assert!(m.contains("spate_produced_records_total{topic=\"t\",core=\"3\"} 2\n"), "{m}");
         assert!(!m.contains("# EOF") && !m.contains("# UNIT"), "{m}");
+        // A single node (no controller set) shows no quorum and no brokers.
+        assert!(!m.contains("spate_quorum") && !m.contains("spate_cluster_brokers"), "{m}");
+        let status = route("/v1/status").body;
+        assert!(status.contains("\"node_id\"") && !status.contains("\"quorum\"") && !status.contains("\"brokers\""), "{status}");
         set_stopping();
         let r = route("/v1/ready");
         assert_eq!((r.status, r.body.as_str()), (503, "shutting down\n"), "not ready once shutdown began");

@@ -180,10 +180,19 @@ fn controlled_shutdown(handle: &crate::controller::ControllerHandle) {
     let started = std::time::Instant::now();
     match handle.controlled_shutdown(wait) {
         Ok(()) => tracing::info!(took_ms = started.elapsed().as_millis() as u64, "controlled shutdown: the controller fenced this broker"),
-        Err(e) => tracing::warn!(
-            error = %e,
-            "controlled shutdown: the controller did not confirm; shutting down anyway (it fences this broker when its session times out)"
-        ),
+        Err(e) => {
+            let why = match e {
+                ControllerError::Timeout { waited_ms, leader } => format!(
+                    "no answer within {waited_ms} ms (last known leader: {}); a majority of the voters may be down",
+                    leader.map_or("none".into(), |l| l.to_string())
+                ),
+                e => e.to_string(),
+            };
+            tracing::warn!(
+                error = %why,
+                "controlled shutdown: the controller did not confirm; shutting down anyway (it fences this broker when its session times out)"
+            )
+        }
     }
 }
 
