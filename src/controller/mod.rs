@@ -1,6 +1,7 @@
-//! The metadata quorum (issue 21, part 1): a Raft group on openraft 0.9 that replicates the
-//! cluster's metadata log, run on a `controller` thread of its own (a tokio current-thread
-//! runtime, `io::controller_net::run_thread`), beside the shard cores and never on them.
+//! The metadata quorum (issue 21): a Raft group on openraft 0.9 that replicates the cluster's
+//! metadata log, and the brokers' lifecycle over it, run on a `controller` thread of its own (a
+//! tokio current-thread runtime, `io::controller_net::run_thread`), beside the shard cores and
+//! never on them.
 //!
 //! - [`metadata`]: the records and the state they build ([`ClusterMetadata`]), pure.
 //! - `log_store`, `state_machine`: openraft's v2 storage traits over `<data_dir>/metadata/`
@@ -663,8 +664,8 @@ async fn serve(
     let joining = Arc::new(AtomicBool::new(false));
     let (mut commands_open, mut metrics_open) = (true, true);
     // The broker's side of the lifecycle, started once the cluster id is settled; asks for a
-    // controlled shutdown go to it.
-    // The receiver moves into the broker's task, so that asks after it ended fail at once.
+    // controlled shutdown go to it. The receiver moves into its task, so that an ask after the
+    // task ended fails at once.
     let (asks_tx, asks) = flume::bounded::<lifecycle::ShutdownAsk>(4);
     let mut asks = Some(asks);
     let mut broker_started = false;
