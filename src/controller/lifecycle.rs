@@ -126,7 +126,7 @@ pub async fn heartbeat_here(raft: &Raft<TypeConfig>, shared: &Shared, hb: Heartb
         }
     };
     if let Some(record) = record {
-        tracing::info!(?record, "controller: broker heartbeat");
+        tracing::info!(?record, "controller: a broker's heartbeat calls for a record");
         match network::propose_here(raft, record, timeout_ms).await {
             network::ProposeReply::Applied { .. } | network::ProposeReply::Rejected { .. } => {}
             network::ProposeReply::NotLeader { leader } => return HeartbeatReply::NotLeader { leader },
