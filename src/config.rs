@@ -82,6 +82,10 @@ pub mod limits {
     pub const PORT_IN_USE_WAIT_MS: u64 = 2_000;
     /// After the shutdown grace period, how long a core waits for the connections it cut to go.
     pub const SHUTDOWN_CUT_WAIT_MS: u64 = 1_000;
+    /// On SIGTERM, how long a broker in a cluster waits for the controller to fence it before
+    /// its cores stop serving (controlled shutdown); a shutdown never waits on a lost quorum
+    /// longer than this.
+    pub const CONTROLLED_SHUTDOWN_WAIT_MS: u64 = 5_000;
 
     const _: () = assert!(SEGMENT_READ_MAX_BYTES % DMA_ALIGNMENT_BYTES == 0);
     const _: () = assert!(REQUEST_FRAME_MAX_BYTES <= CONNECTION_BUFFER_MAX_BYTES);
@@ -223,6 +227,12 @@ pub struct QuorumConfig {
     /// The address this node's controller listens on (`controller_listen`, else its own entry in
     /// the voters).
     pub listen: String,
+    /// `broker_rack`: registered with the controller (broker role).
+    pub broker_rack: Option<String>,
+    /// `broker_heartbeat_interval_ms` (broker role).
+    pub broker_heartbeat_interval_ms: u64,
+    /// `broker_session_timeout_ms` (used while this node is the active controller).
+    pub broker_session_timeout_ms: u64,
 }
 
 impl QuorumConfig {
@@ -260,7 +270,27 @@ impl QuorumConfig {
             listen.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
             "controller_listen: expected host:port, got {listen:?}"
         );
-        Ok(Some(QuorumConfig { roles, voters, listen }))
+        Ok(Some(QuorumConfig {
+            roles,
+            voters,
+            listen,
+            broker_rack: None,
+            broker_heartbeat_interval_ms: default_of::<i64>("broker_heartbeat_interval_ms") as u64,
+            broker_session_timeout_ms: default_of::<i64>("broker_session_timeout_ms") as u64,
+        }))
+    }
+
+    /// The broker lifecycle's settings, checked against each other.
+    fn with_lifecycle(mut self, rack: Option<String>, heartbeat_ms: i64, session_ms: i64) -> anyhow::Result<QuorumConfig> {
+        anyhow::ensure!(
+            heartbeat_ms < session_ms,
+            "broker_heartbeat_interval_ms ({heartbeat_ms}) must be below broker_session_timeout_ms ({session_ms}), or \
+             every broker would be fenced between two heartbeats"
+        );
+        self.broker_rack = rack.filter(|r| !r.is_empty());
+        self.broker_heartbeat_interval_ms = heartbeat_ms as u64;
+        self.broker_session_timeout_ms = session_ms as u64;
+        Ok(self)
     }
 }
 
@@ -414,6 +444,12 @@ settings! {
     controller_listen: String, "SPATE_CONTROLLER_LISTEN",
         Computed { shown: "this node's entry in controller_quorum_voters", example: "\"0.0.0.0:9093\"" }, "host:port", None,
         "address this node's controller thread listens on for the quorum's RPCs; required on a broker-only node with voters set";
+    broker_rack: String, "SPATE_BROKER_RACK", Computed { shown: "none", example: "\"rack-a\"" }, "name", None,
+        "the rack (or zone) this broker registers with the controller; ignored without voters (Kafka `broker.rack`)";
+    broker_heartbeat_interval_ms: i64, "SPATE_BROKER_HEARTBEAT_INTERVAL_MS", Toml("2000"), "ms", Some((1, I32_MAX)),
+        "with voters set, how often a broker heartbeats the active controller; below broker_session_timeout_ms (Kafka `broker.heartbeat.interval.ms`)";
+    broker_session_timeout_ms: i64, "SPATE_BROKER_SESSION_TIMEOUT_MS", Toml("9000"), "ms", Some((1, I32_MAX)),
+        "with voters set, the active controller fences a broker that has not heartbeated for this long, and unfences it when it heartbeats again; a new active controller gives every broker this long afresh (Kafka `broker.session.timeout.ms`)";
     auto_create_topics: bool, "SPATE_AUTO_CREATE_TOPICS", Toml("true"), "bool", None,
         "create a topic when a client asks for metadata of one that does not exist (Kafka `auto.create.topics.enable`)";
     num_partitions: i32, "SPATE_NUM_PARTITIONS", Toml("1"), "partitions", Some((1, limits::TOPIC_PARTITIONS_MAX as i64)),
@@ -644,7 +680,15 @@ impl Config {
             &g.process_roles.or_default(),
             &g.controller_quorum_voters.or_default(),
             g.controller_listen.get(),
-        )?;
+        )?
+        .map(|q| {
+            q.with_lifecycle(
+                g.broker_rack.get(),
+                g.broker_heartbeat_interval_ms.or_default(),
+                g.broker_session_timeout_ms.or_default(),
+            )
+        })
+        .transpose()?;
         Ok(Config {
             groups,
             log_cleaner_backoff_ms: g.log_cleaner_backoff_ms.or_default(),
@@ -1272,6 +1316,24 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("node_id 7"), "{e}");
+        let lifecycle = |hb: i64, session: i64| {
+            Config::from_args(&ServeArgs {
+                cores: Some(1),
+                node_id: Some(2),
+                controller_quorum_voters: Some(voters.into()),
+                broker_rack: Some("rack-b".into()),
+                broker_heartbeat_interval_ms: Some(hb),
+                broker_session_timeout_ms: Some(session),
+                ..Default::default()
+            })
+        };
+        let given = lifecycle(500, 3000).unwrap().quorum.unwrap();
+        let got = (given.broker_rack.as_deref(), given.broker_heartbeat_interval_ms, given.broker_session_timeout_ms);
+        assert_eq!(got, (Some("rack-b"), 500, 3000));
+        let e = lifecycle(3000, 3000).unwrap_err().to_string();
+        assert!(e.contains("broker_heartbeat_interval_ms (3000) must be below broker_session_timeout_ms (3000)"), "{e}");
+        let d = q(2, "broker,controller", voters, None).unwrap().unwrap();
+        assert_eq!((d.broker_rack, d.broker_heartbeat_interval_ms, d.broker_session_timeout_ms), (None, 2000, 9000), "Kafka's defaults");
     }
 
     #[test]

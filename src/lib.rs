@@ -8,7 +8,8 @@
 //!   server or storage.
 //! - [`coordinator`]: consumer-group state machines, pure (no I/O), driven by `server::groups`.
 //! - [`controller`]: the metadata quorum (openraft on a `controller` thread of its own): the
-//!   cluster's metadata log, its state machine, formation and the cluster id.
+//!   cluster's metadata log, its state machine, formation and the cluster id, and the broker
+//!   lifecycle (registration, heartbeats, fencing, controlled shutdown).
 //! - [`storage`]: a partition's log: segments, indexes, recovery, group commit. Uses `io` for files.
 //! - [`sync`]: core-local task coordination (`Notify`, first-come `Turns`); names no runtime.
 //! - [`server`]: shards (one per core), the shard table, cross-core routing, connections, and one

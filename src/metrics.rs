@@ -9,6 +9,10 @@
 //!   ([`publish_core`]); a scrape reads the snapshots on the admin thread and never touches a
 //!   core, so scrapes cannot slow clients down. Gauges are at most a second old.
 //!
+//! - in a cluster, the metadata quorum and the registered brokers, read from the controller's
+//!   handle at each scrape ([`set_controller`]): the controller thread keeps them current, so a
+//!   scrape costs a lock and a copy, never a core's time.
+//!
 //! Endpoints (see [`route`]): `/metrics` (Prometheus text format 0.0.4), `/v1/health`,
 //! `/v1/ready`, `/v1/status`, `/v1/config`.
 
@@ -25,6 +29,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::controller::{ControllerHandle, Role};
 use crate::io::http::Response;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -73,6 +78,16 @@ struct GroupPartition {
     group: String,
     topic: String,
     partition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VoterLabel {
+    voter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BrokerState {
+    state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -443,6 +458,8 @@ struct State {
     status: OnceLock<StatusInfo>,
     /// The broker configs `/v1/config` shows, as they apply now (dynamic changes included).
     config: Mutex<Vec<(&'static str, String)>>,
+    /// The metadata quorum, in a cluster (voters configured).
+    controller: OnceLock<ControllerHandle>,
 }
 
 /// Fixed facts for `/v1/status` and `/v1/config`.
@@ -461,7 +478,71 @@ static STATE: LazyLock<State> = LazyLock::new(|| State {
     cores: OnceLock::new(),
     status: OnceLock::new(),
     config: Mutex::new(Vec::new()),
+    controller: OnceLock::new(),
 });
+
+/// In a cluster: the controller whose quorum and brokers `/v1/status` and `/metrics` show.
+pub fn set_controller(handle: ControllerHandle) {
+    let _ = STATE.controller.set(handle);
+}
+
+/// The quorum's gauges, when this node is in a cluster.
+fn register_quorum(reg: &mut Registry) {
+    let Some(c) = STATE.controller.get() else { return };
+    let s = c.status();
+    let (_, meta) = c.metadata();
+    let gauge = |v: i64| {
+        let g = Gauge::<i64>::default();
+        g.set(v);
+        g
+    };
+    let index = |i: Option<u64>| i.map_or(-1, |i| i as i64);
+    reg.register("spate_quorum_leader_id", "Node id of the metadata quorum's leader as this node knows it; -1: none known", gauge(s.leader.map_or(-1, i64::from)));
+    reg.register("spate_quorum_is_leader", "1 when this node leads the metadata quorum (it is the active controller)", gauge((s.role == Role::Leader) as i64));
+    reg.register("spate_quorum_term", "The metadata quorum's Raft term (KRaft's epoch) as this node knows it", gauge(s.term as i64));
+    reg.register("spate_quorum_committed_index", "Last metadata-log index known committed on this node; -1: none", gauge(index(s.committed)));
+    reg.register("spate_quorum_applied_index", "Last metadata-log index applied on this node; -1: none", gauge(index(s.last_applied)));
+    let lag = Family::<VoterLabel, Gauge>::default();
+    let matched = Family::<VoterLabel, Gauge>::default();
+    for v in &s.voters {
+        let l = VoterLabel { voter: v.id.to_string() };
+        if let Some(x) = v.lag {
+            lag.get_or_create(&l).set(x as i64);
+        }
+        if let Some(x) = v.matched {
+            matched.get_or_create(&l).set(x as i64);
+        }
+    }
+    reg.register("spate_quorum_voter_lag", "Metadata-log entries the leader has that a voter is not known to have (on the leader only)", lag);
+    reg.register("spate_quorum_voter_matched_index", "Last metadata-log index known in a voter's log (on the leader only)", matched);
+    let brokers = Family::<BrokerState, Gauge>::default();
+    for state in ["fenced", "unfenced"] {
+        let n = meta.brokers.values().filter(|b| b.fenced == (state == "fenced")).count();
+        brokers.get_or_create(&BrokerState { state: state.into() }).set(n as i64);
+    }
+    reg.register("spate_cluster_brokers", "Brokers registered in the cluster's metadata, by state: fenced (silent, shut down or not caught up) or unfenced", brokers);
+}
+
+/// `/v1/status`'s `quorum` and `brokers`, when this node is in a cluster.
+fn cluster_status() -> Option<(serde_json::Value, serde_json::Value)> {
+    let c = STATE.controller.get()?;
+    let quorum = serde_json::to_value(c.status()).unwrap_or_default();
+    let (_, meta) = c.metadata();
+    let brokers = meta
+        .brokers
+        .values()
+        .map(|b| {
+            serde_json::json!({
+                "id": b.id,
+                "listener": b.listeners.first(),
+                "rack": b.rack,
+                "fenced": b.fenced,
+                "incarnation": b.incarnation.to_string(),
+            })
+        })
+        .collect();
+    Some((quorum, serde_json::Value::Array(brokers)))
+}
 
 /// The broker configs `/v1/config` shows: at start, and after each dynamic change.
 pub fn set_config(entries: Vec<(&'static str, String)>) {
@@ -597,6 +678,7 @@ pub fn render() -> String {
     reg.register("spate_uptime_seconds", "Seconds since the process started", uptime);
     reg.register("spate_ready", "1 once every core recovered and clients are served", ready);
     reg.register("spate_build_info", "Version of the running broker", build);
+    register_quorum(&mut reg);
     let mut out = String::new();
     prometheus_client::encoding::text::encode_registry(&mut out, &LONG.registry).expect("writing to a String");
     prometheus_client::encoding::text::encode_registry(&mut out, &reg).expect("writing to a String");
@@ -652,7 +734,7 @@ pub fn route(path: &str) -> Response {
             let info = STATE.status.get();
             let topics: std::collections::BTreeSet<&str> =
                 snaps.iter().flat_map(|s| s.partitions.iter().map(|p| p.topic.as_str())).collect();
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "node_id": info.map(|i| i.node_id),
                 "version": env!("CARGO_PKG_VERSION"),
                 "ready": ready,
@@ -664,6 +746,10 @@ pub fn route(path: &str) -> Response {
                 "topics": topics,
                 "connections": STATE.open_connections.load(Ordering::Relaxed),
             });
+            if let (Some((quorum, brokers)), Some(map)) = (cluster_status(), body.as_object_mut()) {
+                map.insert("quorum".into(), quorum);
+                map.insert("brokers".into(), brokers);
+            }
             Response { status: 200, content_type: "application/json", body: format!("{body:#}\n") }
         }
         "/v1/config" => {
@@ -698,6 +784,10 @@ mod tests {
         assert!(m.contains("spate_requests_total{api=\"Produce\",core=\"3\"} 1\n"), "{m}");
         assert!(m.contains("spate_produced_records_total{topic=\"t\",core=\"3\"} 2\n"), "{m}");
         assert!(!m.contains("# EOF") && !m.contains("# UNIT"), "{m}");
+        // A single node (no controller set) shows no quorum and no brokers.
+        assert!(!m.contains("spate_quorum") && !m.contains("spate_cluster_brokers"), "{m}");
+        let status = route("/v1/status").body;
+        assert!(status.contains("\"node_id\"") && !status.contains("\"quorum\"") && !status.contains("\"brokers\""), "{status}");
         set_stopping();
         let r = route("/v1/ready");
         assert_eq!((r.status, r.body.as_str()), (503, "shutting down\n"), "not ready once shutdown began");

@@ -76,6 +76,11 @@ pub struct BrokerRegistration {
     pub rack: Option<String>,
     pub incarnation: Uuid,
     pub fenced: bool,
+    /// The log index of this registration: the controller unfences the broker once the broker
+    /// has applied the log up to here (it has caught up with the metadata it registered into,
+    /// as KRaft waits for a broker's metadata offset before unfencing it).
+    #[serde(default)]
+    pub registered_at: u64,
 }
 
 /// A topic as the metadata log knows it.
@@ -125,13 +130,18 @@ impl ClusterMetadata {
                     rack: rack.clone(),
                     incarnation: *incarnation,
                     fenced: *fenced,
+                    registered_at: index,
                 };
                 self.brokers.insert(*id, b);
             }
-            MetadataRecord::FenceBroker { id } | MetadataRecord::UnfenceBroker { id } => {
-                let fenced = matches!(record, MetadataRecord::FenceBroker { .. });
+            MetadataRecord::FenceBroker { id } => {
                 let b = self.brokers.get_mut(id).ok_or_else(|| format!("broker {id} is not registered"))?;
-                b.fenced = fenced;
+                b.fenced = true;
+                self.lead_by_nobody(*id);
+            }
+            MetadataRecord::UnfenceBroker { id } => {
+                let b = self.brokers.get_mut(id).ok_or_else(|| format!("broker {id} is not registered"))?;
+                b.fenced = false;
             }
             MetadataRecord::CreateTopic { name, id, partitions, configs } => {
                 if self.topics.contains_key(name) {
@@ -162,6 +172,19 @@ impl ClusterMetadata {
             }
         }
         Ok(())
+    }
+
+    /// A fenced broker leads nothing: its partitions are marked as led by nobody (leader -1,
+    /// KRaft's NO_LEADER) with their leader and partition epochs bumped, so that a replica
+    /// still acting on the old leadership is behind by an epoch. Electing a new leader from the
+    /// ISR, and taking the broker out of the ISRs, is issue 21's part 2 (placement); until then
+    /// an unfenced broker does not get its leaderships back by itself.
+    fn lead_by_nobody(&mut self, broker: i32) {
+        for p in self.topics.values_mut().flat_map(|t| t.partitions.iter_mut()).filter(|p| p.leader == broker) {
+            p.leader = -1;
+            p.leader_epoch += 1;
+            p.partition_epoch += 1;
+        }
     }
 }
 
@@ -195,6 +218,30 @@ mod tests {
         m.apply(10, &MetadataRecord::DeleteTopic { name: "t".into() }).unwrap();
         assert!(m.apply(11, &MetadataRecord::DeleteTopic { name: "t".into() }).is_err());
         assert_eq!((m.applied_index, m.cluster_id.as_deref(), m.topics.len()), (11, Some("abc"), 0));
+    }
+
+    #[test]
+    fn fencing_a_broker_leaves_its_partitions_led_by_nobody() {
+        let mut m = ClusterMetadata::new();
+        for id in [1, 2] {
+            let reg = MetadataRecord::RegisterBroker { id, listeners: vec![], rack: None, incarnation: Uuid::new_v4(), fenced: false };
+            m.apply(id as u64, &reg).unwrap();
+        }
+        assert_eq!(m.brokers[&2].registered_at, 2, "a registration knows its log index");
+        let parts = vec![partition(1), partition(2), partition(1)];
+        let create = MetadataRecord::CreateTopic { name: "t".into(), id: Uuid::new_v4(), partitions: parts, configs: BTreeMap::new() };
+        m.apply(3, &create).unwrap();
+        m.apply(4, &MetadataRecord::FenceBroker { id: 1 }).unwrap();
+        let p = &m.topics["t"].partitions;
+        assert_eq!(p.iter().map(|p| p.leader).collect::<Vec<_>>(), vec![-1, 2, -1]);
+        assert_eq!(p.iter().map(|p| (p.leader_epoch, p.partition_epoch)).collect::<Vec<_>>(), vec![(1, 1), (0, 0), (1, 1)]);
+        assert!(m.brokers[&1].fenced && !m.brokers[&2].fenced);
+        // Fencing again changes nothing more; unfencing gives no leadership back (part 2 will).
+        m.apply(5, &MetadataRecord::FenceBroker { id: 1 }).unwrap();
+        m.apply(6, &MetadataRecord::UnfenceBroker { id: 1 }).unwrap();
+        let p = &m.topics["t"].partitions;
+        assert_eq!(p.iter().map(|p| (p.leader, p.leader_epoch)).collect::<Vec<_>>(), vec![(-1, 1), (2, 0), (-1, 1)]);
+        assert!(!m.brokers[&1].fenced);
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! The metadata quorum (issue 21, part 1): a Raft group on openraft 0.9 that replicates the
-//! cluster's metadata log, run on a `controller` thread of its own (a tokio current-thread
-//! runtime, `io::controller_net::run_thread`), beside the shard cores and never on them.
+//! The metadata quorum (issue 21): a Raft group on openraft 0.9 that replicates the cluster's
+//! metadata log, and the brokers' lifecycle over it, run on a `controller` thread of its own (a
+//! tokio current-thread runtime, `io::controller_net::run_thread`), beside the shard cores and
+//! never on them.
 //!
 //! - [`metadata`]: the records and the state they build ([`ClusterMetadata`]), pure.
 //! - `log_store`, `state_machine`: openraft's v2 storage traits over `<data_dir>/metadata/`
 //!   (`io::metadata_store`), fdatasync'd before openraft is told anything is durable.
 //! - `network`: the RPCs between controllers (`io::controller_net` frames, serde JSON).
+//! - `lifecycle`: brokers' registration, heartbeats, fencing and controlled shutdown (both the
+//!   broker's side and the active controller's).
 //! - this file: [`Controller`] (start, wait for the cluster id, stop) and [`ControllerHandle`]
 //!   (propose, status, the applied metadata), usable from any thread.
 //!
@@ -38,6 +41,7 @@
 //! never sees NotController. A proposal that does not commit within the timeout (no majority)
 //! is [`ControllerError::Timeout`]; it may still commit later, as a Kafka request that timed out.
 
+mod lifecycle;
 mod log_store;
 pub mod metadata;
 mod network;
@@ -59,7 +63,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, Voter};
 use crate::io::controller_net::{run_thread, FrameListener};
 use crate::io::metadata_store::MetadataDir;
-pub use metadata::{ClusterMetadata, MetadataRecord, PartitionRecord};
+pub use metadata::{BrokerRegistration, ClusterMetadata, MetadataRecord, PartitionRecord};
 use network::{Pool, ProposeReply, Request, Response};
 use state_machine::Published;
 
@@ -115,7 +119,20 @@ pub struct ControllerConfig {
     pub listen: String,
     /// A voter (the controller role) or a learner (broker only).
     pub voter: bool,
+    /// The broker role: registers and heartbeats (see `lifecycle`); None on a controller only.
+    pub broker: Option<BrokerConfig>,
+    /// While this node leads: a broker silent this long is fenced (`broker_session_timeout_ms`).
+    pub broker_session_timeout_ms: u64,
     pub tuning: Tuning,
+}
+
+/// What the broker's side of the lifecycle registers with and how often it heartbeats.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `host:port` Kafka clients reach this broker at (the advertised listener).
+    pub listener: String,
+    pub rack: Option<String>,
+    pub heartbeat_interval_ms: u64,
 }
 
 impl ControllerConfig {
@@ -128,6 +145,12 @@ impl ControllerConfig {
             voters: q.voters.clone(),
             listen: q.listen.clone(),
             voter: q.roles.controller,
+            broker: q.roles.broker.then(|| BrokerConfig {
+                listener: format!("{}:{}", config.advertised_host, config.advertised_port),
+                rack: q.broker_rack.clone(),
+                heartbeat_interval_ms: q.broker_heartbeat_interval_ms,
+            }),
+            broker_session_timeout_ms: q.broker_session_timeout_ms,
             tuning: Tuning::default(),
         })
     }
@@ -170,6 +193,7 @@ impl std::error::Error for ControllerError {}
 
 /// A node's part in the quorum, as its status tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     Leader,
     Follower,
@@ -224,6 +248,12 @@ pub(crate) struct Shared {
     status: Mutex<ControllerStatus>,
     published: Arc<Published>,
     last_warning_ms: AtomicU64,
+    /// Brokers' sessions, kept while this node leads (`lifecycle`).
+    sessions: Mutex<lifecycle::Sessions>,
+    /// The origin of [`Shared::clock_ms`].
+    clock: Instant,
+    /// Tests stop this node's heartbeats without stopping the node.
+    heartbeats_paused: AtomicBool,
 }
 
 impl Shared {
@@ -277,6 +307,15 @@ impl Shared {
         self.wake.notify_one();
     }
 
+    /// Milliseconds on a monotonic clock, for broker sessions.
+    fn clock_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    fn heartbeats_paused(&self) -> bool {
+        self.heartbeats_paused.load(Ordering::Acquire)
+    }
+
     fn fatal(&self) -> Option<String> {
         self.fatal.lock().expect("never poisoned").clone()
     }
@@ -295,6 +334,7 @@ fn now_ms() -> u64 {
 
 enum Command {
     Propose { record: MetadataRecord, reply: flume::Sender<Result<u64, ControllerError>> },
+    ControlledShutdown(lifecycle::ShutdownAsk),
 }
 
 /// Depth of the channel of commands into the controller thread.
@@ -336,6 +376,32 @@ impl ControllerHandle {
     /// The cluster id once this node is ready (see the module doc).
     pub fn cluster_id(&self) -> Option<String> {
         self.shared.ready_id()
+    }
+
+    /// Controlled shutdown of this node's broker: asks the active controller to fence it and
+    /// waits, at most `timeout`, until it has. After it this broker sends no more heartbeats.
+    /// An error says why not (no quorum, not registered, the controller thread gone); the
+    /// caller shuts down all the same. Blocks the calling thread: call it off the cores.
+    pub fn controlled_shutdown(&self, timeout: Duration) -> Result<(), ControllerError> {
+        let (reply, answer) = flume::bounded(1);
+        let deadline = Instant::now() + timeout;
+        self.commands.send_deadline(Command::ControlledShutdown(reply), deadline).map_err(|e| match e {
+            flume::SendTimeoutError::Timeout(_) => ControllerError::Timeout { waited_ms: timeout.as_millis() as u64, leader: None },
+            flume::SendTimeoutError::Disconnected(_) => ControllerError::Stopped,
+        })?;
+        match answer.recv_deadline(deadline) {
+            Ok(r) => r,
+            Err(flume::RecvTimeoutError::Timeout) => {
+                Err(ControllerError::Timeout { waited_ms: timeout.as_millis() as u64, leader: self.status().leader })
+            }
+            Err(flume::RecvTimeoutError::Disconnected) => Err(ControllerError::Stopped),
+        }
+    }
+
+    /// Stops (or resumes) this node's heartbeats, to test fencing.
+    #[cfg(test)]
+    fn pause_heartbeats(&self, paused: bool) {
+        self.shared.heartbeats_paused.store(paused, Ordering::Release);
     }
 }
 
@@ -384,6 +450,9 @@ impl Controller {
             }),
             published,
             last_warning_ms: AtomicU64::new(0),
+            sessions: Mutex::new(lifecycle::Sessions::default()),
+            clock: Instant::now(),
+            heartbeats_paused: AtomicBool::new(false),
         });
         let (commands, command_rx) = flume::bounded(COMMANDS_DEPTH);
         let (stop, stop_rx) = flume::bounded(1);
@@ -594,6 +663,12 @@ async fn serve(
     let proposing_id = Arc::new(AtomicBool::new(false));
     let joining = Arc::new(AtomicBool::new(false));
     let (mut commands_open, mut metrics_open) = (true, true);
+    // The broker's side of the lifecycle, started once the cluster id is settled; asks for a
+    // controlled shutdown go to it. The receiver moves into its task, so that an ask after the
+    // task ended fails at once.
+    let (asks_tx, asks) = flume::bounded::<lifecycle::ShutdownAsk>(4);
+    let mut asks = Some(asks);
+    let mut broker_started = false;
     loop {
         tokio::select! {
             _ = stop.recv_async() => return Ok(()),
@@ -603,6 +678,14 @@ async fn serve(
                     tokio::spawn(async move {
                         let _ = reply.send(propose(&raft, &shared, &pool, record, timeout).await);
                     });
+                }
+                Ok(Command::ControlledShutdown(reply)) => {
+                    if !broker_started {
+                        let why = if cfg.broker.is_some() { "this broker has not registered yet" } else { "this node has no broker role" };
+                        let _ = reply.send(Err(ControllerError::Failed(why.into())));
+                    } else if let Err(flume::TrySendError::Full(reply) | flume::TrySendError::Disconnected(reply)) = asks_tx.try_send(reply) {
+                        let _ = reply.send(Err(ControllerError::Failed("the broker's heartbeats have ended".into())));
+                    }
                 }
                 Err(_) => commands_open = false,
             },
@@ -619,6 +702,14 @@ async fn serve(
             return Err(shared.fatal().unwrap_or_default());
         }
         update_status(cfg, shared, &m, committed);
+        lifecycle::fence_expired(raft, shared, cfg.broker_session_timeout_ms);
+        if let (Some(broker), Some(_)) = (&cfg.broker, shared.ready_id()) {
+            if let Some(asks) = asks.take() {
+                broker_started = true;
+                let (raft, shared, pool, broker) = (raft.clone(), shared.clone(), pool.clone(), broker.clone());
+                tokio::spawn(lifecycle::run_broker(raft, shared, pool, broker, asks));
+            }
+        }
         let applied_id = shared.applied_id.lock().expect("never poisoned").is_some();
         if m.state == ServerState::Leader && !applied_id && !proposing_id.swap(true, Ordering::AcqRel) {
             let (raft, flag) = (raft.clone(), proposing_id.clone());
@@ -704,12 +795,12 @@ fn update_status(cfg: &ControllerConfig, shared: &Shared, m: &openraft::RaftMetr
 }
 
 /// The address of node `id` in the current membership.
-fn addr_of(raft: &Raft<TypeConfig>, id: u64) -> Option<String> {
+pub(crate) fn addr_of(raft: &Raft<TypeConfig>, id: u64) -> Option<String> {
     raft.metrics().borrow().membership_config.membership().get_node(&id).map(|n| n.addr.clone())
 }
 
 /// Writes `record` through the leader, wherever it is, within `timeout`.
-async fn propose(
+pub(crate) async fn propose(
     raft: &Raft<TypeConfig>,
     shared: &Shared,
     pool: &Pool,

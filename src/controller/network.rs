@@ -1,7 +1,7 @@
 //! The quorum's RPCs: their messages (serde JSON in `io::controller_net` frames), openraft's
 //! [`RaftNetworkFactory`] over them, a small pool of connections for the RPCs of our own
-//! (forwarded proposals, learners joining), and the server that answers them. All of it runs on
-//! the controller thread.
+//! (forwarded proposals, learners joining, brokers' heartbeats), and the server that answers
+//! them. All of it runs on the controller thread.
 //!
 //! Every request carries the sender's node id, its cluster id (None before it knows one) and
 //! its voters list; every answer the receiver's cluster id. A request from another cluster, or
@@ -21,6 +21,7 @@ use openraft::raft::{
 use openraft::{BasicNode, Raft};
 use serde::{Deserialize, Serialize};
 
+use super::lifecycle::{heartbeat_here, Heartbeat, HeartbeatReply};
 use super::metadata::MetadataRecord;
 use super::{Shared, TypeConfig};
 use crate::io::controller_net::{FrameConn, FrameListener};
@@ -32,6 +33,8 @@ type Nid = u64;
 pub const FRAME_MAX_BYTES: usize = 80 * 1024 * 1024;
 /// How long a server connection may stay idle before it is closed (the peer reconnects).
 const SERVER_IDLE: Duration = Duration::from_secs(120);
+/// How long a heartbeat's record (fencing, unfencing) may take to commit before the answer goes.
+const HEARTBEAT_COMMIT_MS: u64 = 5_000;
 /// How long writing an answer may take.
 const SERVER_SEND: Duration = Duration::from_secs(10);
 
@@ -53,6 +56,8 @@ pub enum Request {
     Propose { record: MetadataRecord, timeout_ms: u64 },
     /// A broker-only node asks the leader to add it as a learner at `addr`.
     Join { addr: String },
+    /// A broker's heartbeat to the active controller (`lifecycle`).
+    BrokerHeartbeat(Heartbeat),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -68,6 +73,7 @@ pub enum Response {
     InstallSnapshot(Result<InstallSnapshotResponse<Nid>, RaftError<Nid, InstallSnapshotError>>),
     Propose(ProposeReply),
     Join(JoinReply),
+    BrokerHeartbeat(HeartbeatReply),
     Refused(Refusal),
 }
 
@@ -320,6 +326,7 @@ async fn answer(request: RequestFrame, raft: &Raft<TypeConfig>, shared: &Shared)
         Request::InstallSnapshot(rpc) => Response::InstallSnapshot(raft.install_snapshot(rpc).await),
         Request::Propose { record, timeout_ms } => Response::Propose(propose_here(raft, record, timeout_ms).await),
         Request::Join { addr } => Response::Join(join_here(raft, shared, request.from, addr).await),
+        Request::BrokerHeartbeat(hb) => Response::BrokerHeartbeat(heartbeat_here(raft, shared, hb, HEARTBEAT_COMMIT_MS).await),
     }
 }
 

@@ -13,6 +13,10 @@ use crate::io::controller_net::free_loopback_port;
 
 /// Long enough for any election or catch-up on a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(60);
+/// Brokers' session timeout in these tests: short, so that fencing is seen soon, yet many
+/// heartbeats ([`HEARTBEAT_MS`]) long, so that a loaded machine does not fence a live broker.
+const SESSION_MS: u64 = 3_000;
+const HEARTBEAT_MS: u64 = 200;
 
 fn tuning() -> Tuning {
     Tuning {
@@ -70,6 +74,15 @@ impl Cluster {
     }
 
     fn start_with(voters: usize, learners: usize, tuning: Tuning) -> Cluster {
+        Cluster::start_configured(voters, learners, tuning, false)
+    }
+
+    /// Like [`Cluster::start`], every node with the broker role too.
+    fn start_brokers(voters: usize, learners: usize) -> Cluster {
+        Cluster::start_configured(voters, learners, tuning(), true)
+    }
+
+    fn start_configured(voters: usize, learners: usize, tuning: Tuning, brokers: bool) -> Cluster {
         let ports: Vec<u16> = (0..voters).map(|_| free_loopback_port().unwrap()).collect();
         let mut c = Cluster::on(voters_on(&ports), (0..voters).map(|_| tempfile::tempdir().unwrap()).collect());
         for n in &mut c.nodes {
@@ -83,12 +96,21 @@ impl Cluster {
                 voters: c.nodes[0].cfg.voters.clone(),
                 listen: format!("127.0.0.1:{}", free_loopback_port().unwrap()),
                 voter: false,
+                broker: None,
+                broker_session_timeout_ms: SESSION_MS,
                 tuning: tuning.clone(),
             };
             c.nodes.push(Node { cfg, controller: None });
             c._dirs.push(dir);
         }
         for n in &mut c.nodes {
+            if brokers {
+                n.cfg.broker = Some(BrokerConfig {
+                    listener: format!("broker{}.example:9092", n.cfg.node_id),
+                    rack: Some(format!("rack-{}", n.cfg.node_id % 2)),
+                    heartbeat_interval_ms: HEARTBEAT_MS,
+                });
+            }
             n.start();
         }
         c
@@ -106,6 +128,8 @@ impl Cluster {
                     voters: voters.clone(),
                     listen: v.addr.clone(),
                     voter: true,
+                    broker: None,
+                    broker_session_timeout_ms: SESSION_MS,
                     tuning: tuning(),
                 },
                 controller: None,
@@ -322,10 +346,109 @@ fn a_node_with_another_clusters_data_is_refused() {
         voters: b.nodes[0].cfg.voters.clone(),
         listen: format!("127.0.0.1:{}", free_loopback_port().unwrap()),
         voter: false,
+        broker: None,
+        broker_session_timeout_ms: SESSION_MS,
         tuning: tuning(),
     };
     let c = Controller::start(cfg).unwrap();
     let e = c.wait_cluster_id(PATIENCE, Duration::from_secs(5), |_| {}, || false).unwrap_err();
     assert!(e.to_string().contains("belongs to cluster single-node-id"), "{e}");
     assert_eq!(stored_cluster_id(dir.path()).unwrap().as_deref(), Some("single-node-id"), "its file is left as it was");
+}
+
+/// The broker registrations every running node has applied alike, once `done` holds for them.
+fn brokers_when(c: &Cluster, what: &str, done: impl Fn(&BTreeMap<i32, BrokerRegistration>) -> bool) -> BTreeMap<i32, BrokerRegistration> {
+    wait_for(what, || {
+        let states: Vec<Arc<ClusterMetadata>> = c.running().map(|n| n.handle().metadata().1).collect();
+        let first = &states[0].brokers;
+        (done(first) && states.iter().all(|s| s.brokers == *first)).then(|| first.clone())
+    })
+}
+
+fn ids(c: &Cluster) -> Vec<i32> {
+    c.nodes.iter().map(|n| n.cfg.node_id).collect()
+}
+
+#[test]
+fn brokers_register_and_a_silent_one_is_fenced_until_it_heartbeats_again() {
+    let mut c = Cluster::start_brokers(3, 1);
+    c.ready();
+    let all = ids(&c);
+    let b = brokers_when(&c, "every broker registered and unfenced", |b| {
+        all.iter().all(|id| b.get(id).is_some_and(|r| !r.fenced))
+    });
+    for id in &all {
+        let r = &b[id];
+        assert_eq!(r.listeners, vec![format!("broker{id}.example:9092")]);
+        assert_eq!(r.rack, Some(format!("rack-{}", id % 2)));
+    }
+    // The broker-only node goes silent: it is fenced, the others are not.
+    let silent = 101;
+    c.nodes[3].handle().pause_heartbeats(true);
+    let b = brokers_when(&c, "the silent broker fenced", |b| b[&silent].fenced);
+    assert!(all.iter().filter(|id| **id != silent).all(|id| !b[id].fenced), "only the silent one: {b:?}");
+    // It heartbeats again: unfenced, the same incarnation.
+    c.nodes[3].handle().pause_heartbeats(false);
+    let again = brokers_when(&c, "the broker unfenced again", |b| !b[&silent].fenced);
+    assert_eq!(again[&silent].incarnation, b[&silent].incarnation);
+    // Restarted, it registers a new incarnation, which replaces the old one.
+    c.nodes[3].stop();
+    c.nodes[3].start();
+    let old = again[&silent].incarnation;
+    let restarted = brokers_when(&c, "the restarted broker's new incarnation registered and unfenced", |b| {
+        b[&silent].incarnation != old && !b[&silent].fenced
+    });
+    assert_eq!(restarted.len(), all.len(), "replaced, not added: {restarted:?}");
+}
+
+#[test]
+fn a_new_leader_keeps_heartbeating_brokers_unfenced() {
+    let mut c = Cluster::start_brokers(3, 0);
+    c.ready();
+    let all = ids(&c);
+    brokers_when(&c, "every broker unfenced", |b| all.iter().all(|id| b.get(id).is_some_and(|r| !r.fenced)));
+    let old = c.leader();
+    let gone = c.nodes[old].cfg.node_id;
+    c.nodes[old].stop();
+    let new = c.leader();
+    assert_ne!(new, old);
+    // The new leader has no heartbeat history: the stopped broker is fenced once its fresh
+    // session runs out, and by then the brokers that kept heartbeating had the same session.
+    let b = brokers_when(&c, "the stopped broker fenced by the new leader", |b| b[&gone].fenced);
+    assert!(all.iter().filter(|id| **id != gone).all(|id| !b[id].fenced), "the live brokers stay unfenced: {b:?}");
+    // It comes back: unfenced under its new incarnation.
+    let before = b[&gone].incarnation;
+    c.nodes[old].start();
+    c.ready();
+    brokers_when(&c, "the returned broker unfenced", |b| b[&gone].incarnation != before && !b[&gone].fenced);
+}
+
+#[test]
+fn a_controlled_shutdown_fences_the_broker_at_once() {
+    let c = Cluster::start_brokers(3, 0);
+    c.ready();
+    let all = ids(&c);
+    brokers_when(&c, "every broker unfenced", |b| all.iter().all(|id| b.get(id).is_some_and(|r| !r.fenced)));
+    // A follower's broker and the leader's own (whose heartbeat never leaves its node).
+    let leader = c.leader();
+    for i in [(leader + 1) % 3, leader] {
+        let id = c.nodes[i].cfg.node_id;
+        c.nodes[i].handle().controlled_shutdown(PATIENCE).unwrap_or_else(|e| panic!("broker {id}: {e}"));
+        // The answer came once the leader had applied the fencing (the others follow).
+        let b = c.nodes[leader].handle().metadata().1.brokers.clone();
+        assert!(b[&id].fenced, "fenced on the leader once the shutdown returns: {b:?}");
+        brokers_when(&c, "every node sees it fenced", |b| b[&id].fenced);
+    }
+    // Its heartbeats have ended: asking again is answered at once, with why.
+    let e = c.nodes[leader].handle().controlled_shutdown(PATIENCE).unwrap_err();
+    assert!(e.to_string().contains("heartbeats have ended"), "{e}");
+}
+
+#[test]
+fn a_node_without_the_broker_role_has_no_controlled_shutdown() {
+    let c = Cluster::start(1, 0);
+    c.ready();
+    let e = c.nodes[0].handle().controlled_shutdown(PATIENCE).unwrap_err();
+    assert!(e.to_string().contains("no broker role"), "{e}");
+    assert!(c.nodes[0].handle().metadata().1.brokers.is_empty(), "nothing registered");
 }

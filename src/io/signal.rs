@@ -28,6 +28,23 @@ impl Shutdown {
     }
 }
 
+impl Shutdown {
+    /// A shutdown that is requested once this one is and `first` has then run to its end, on a
+    /// thread of its own (`name`): for what must happen before the cores stop serving (the
+    /// broker's controlled shutdown). `first` must bound its own time.
+    pub fn after(&self, name: &str, first: impl FnOnce() + Send + 'static) -> io::Result<Shutdown> {
+        let (tx, rx) = flume::bounded::<()>(1);
+        let signal = self.clone();
+        std::thread::Builder::new().name(name.into()).spawn(move || {
+            // Nothing is ever sent: the channel only ever disconnects.
+            while signal.0.recv().is_ok() {}
+            first();
+            drop(tx);
+        })?;
+        Ok(Shutdown(rx))
+    }
+}
+
 /// Blocks SIGTERM and SIGINT in this thread and in every thread it starts afterwards, and starts
 /// the thread that takes them. Call on the main thread before any other thread exists.
 pub fn install() -> io::Result<Shutdown> {

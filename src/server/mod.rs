@@ -13,7 +13,9 @@
 //! 3. barrier: all cores recovered (if any failed, all stop);
 //! 4. every core: serve cross-core jobs, start housekeeping and the group metadata writer, accept.
 //!
-//! Shutdown (`shutdown`), on the first SIGTERM or SIGINT: every core stops accepting and finishes
+//! Shutdown (`shutdown`), on the first SIGTERM or SIGINT: a broker in a cluster first asks the
+//! controller to fence it and waits for that, a few seconds at most (controlled shutdown, while
+//! the cores still serve); then every core stops accepting and finishes
 //! its in-flight requests, then stops its background work, then closes its partitions, with a
 //! barrier of all cores between those phases; the main thread then stops the controller thread
 //! (if any), writes the clean-shutdown marker and logs "shutdown complete". A second signal
@@ -55,6 +57,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         ),
         startup::Previous::New => tracing::info!(data_dir = %config.data_dir.display(), "new data directory"),
     }
+    let mut config = config;
+    if config.advertised_port == 0 {
+        config.advertised_port = checked.reservation.addr.port();
+    }
+    config.listen = checked.reservation.addr;
     // With voters configured, the metadata quorum's controller thread starts first and the cores
     // take the cluster's id from it; without, the node keeps its own (`cluster.toml`).
     let controller = match ControllerConfig::from_config(&config) {
@@ -71,11 +78,6 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let broker_configs = metadata::load_broker_configs(&config)?;
     let topics = metadata::load_topics(&config, &broker_configs)?;
     handlers::init_producer_id::set_block(metadata::reserve_producer_id_block(&config.data_dir)?);
-    let mut config = config;
-    if config.advertised_port == 0 {
-        config.advertised_port = checked.reservation.addr.port();
-    }
-    config.listen = checked.reservation.addr;
     tracing::info!(
         listen = %config.listen, cores = config.cores, data_dir = %config.data_dir.display(),
         topics = topics.len(), "starting spate {}", env!("CARGO_PKG_VERSION")
@@ -87,6 +89,19 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         data_dir: config.data_dir.display().to_string(),
     });
     crate::metrics::set_config(config.effective_broker_entries(&broker_configs));
+    if let Some((c, _)) = &controller {
+        crate::metrics::set_controller(c.handle());
+    }
+    // A broker in a cluster tells the controller it is going before its cores stop serving.
+    let stop_serving = match &controller {
+        Some((c, _)) if config.quorum.as_ref().is_some_and(|q| q.roles.broker) => {
+            let handle = c.handle();
+            shutdown
+                .after("spate-controlled-shutdown", move || controlled_shutdown(&handle))
+                .map_err(|e| anyhow::anyhow!("starting the controlled-shutdown thread: {e}"))?
+        }
+        _ => shutdown.clone(),
+    };
     let admin = crate::io::http::serve(config.admin_listen, crate::metrics::route)
         .map_err(|e| anyhow::anyhow!("cannot bind the admin listener {} (--admin-listen): {e}", config.admin_listen))?;
     tracing::info!(admin = %admin, "admin HTTP listening: /metrics /v1/health /v1/ready /v1/status /v1/config");
@@ -97,7 +112,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let all = Arc::new(AllCores::new(config.cores));
     let result = rt::run_pinned(config.cores, move || {
         let (config, image, seed, all, cluster_id, shutdown) =
-            (config.clone(), image.clone(), seed.clone(), all.clone(), cluster_id.clone(), shutdown.clone());
+            (config.clone(), image.clone(), seed.clone(), all.clone(), cluster_id.clone(), stop_serving.clone());
         async move {
             let result = run_shard(config, image, seed, all, cluster_id, shutdown).await;
             // Drop the core's shard now, not in the thread's teardown (see `shard::uninstall`).
@@ -151,6 +166,32 @@ fn start_controller(cc: ControllerConfig, shutdown: &Shutdown) -> anyhow::Result
         Err(e) => {
             let _ = controller.stop();
             Err(anyhow::anyhow!("cannot join the metadata quorum: {e}"))
+        }
+    }
+}
+
+/// Controlled shutdown (KRaft's, in spirit): asks the active controller to fence this broker
+/// and waits for it, at most `CONTROLLED_SHUTDOWN_WAIT_MS`; the cores go on serving meanwhile.
+/// Without a quorum it gives up after that time and the shutdown goes on: the controller fences
+/// the broker when its session expires instead.
+fn controlled_shutdown(handle: &crate::controller::ControllerHandle) {
+    let wait = Duration::from_millis(crate::config::limits::CONTROLLED_SHUTDOWN_WAIT_MS);
+    tracing::info!(wait_ms = wait.as_millis() as u64, "controlled shutdown: telling the controller this broker is going");
+    let started = std::time::Instant::now();
+    match handle.controlled_shutdown(wait) {
+        Ok(()) => tracing::info!(took_ms = started.elapsed().as_millis() as u64, "controlled shutdown: the controller fenced this broker"),
+        Err(e) => {
+            let why = match e {
+                ControllerError::Timeout { waited_ms, leader } => format!(
+                    "no answer within {waited_ms} ms (last known leader: {}); a majority of the voters may be down",
+                    leader.map_or("none".into(), |l| l.to_string())
+                ),
+                e => e.to_string(),
+            };
+            tracing::warn!(
+                error = %why,
+                "controlled shutdown: the controller did not confirm; shutting down anyway (it fences this broker when its session times out)"
+            )
         }
     }
 }
