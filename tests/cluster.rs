@@ -153,6 +153,25 @@ fn three_nodes_register_as_brokers_show_the_quorum_and_a_terminated_one_is_fence
     for name in ["spate_quorum_term ", "spate_quorum_committed_index ", "spate_quorum_applied_index ", "spate_quorum_voter_lag{voter=\"1\"} "] {
         assert!(m.lines().any(|x| x.starts_with(name)), "{name:?} not in:\n{m}");
     }
+    // The Grafana dashboard's cluster row uses only metrics a cluster node exports (the rest of
+    // the dashboard is checked against a single node in tests/metrics.rs).
+    let families: std::collections::BTreeSet<&str> =
+        m.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/ops/grafana/spate-dashboard.json")).unwrap())
+            .unwrap();
+    let mut checked = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("spate_").filter(|(i, _)| expr[*i..].starts_with("spate_quorum_") || expr[*i..].starts_with("spate_cluster_")) {
+                let name: String = expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                assert!(families.contains(name.as_str()), "panel {:?} uses {name}, which a cluster node does not export", panel["title"]);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 6, "the dashboard's cluster row uses {checked} quorum metrics");
     // SIGTERM order: a follower, the leader, the other follower (the leader as last seen: should
     // it have moved, each shutdown below still has the majority it needs, or lacks it, the same).
     let followers: Vec<usize> = (0..3).filter(|&i| i as u64 + 1 != leader).collect();
