@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{free_port, Broker, Raw};
+use common::{dashboard_metrics, free_port, metric_families, Broker, Raw};
 use kafka_protocol::messages::*;
 
 /// Hang guard for anything a cluster must get to (elections, heartbeats), not a speed check.
@@ -155,20 +155,12 @@ fn three_nodes_register_as_brokers_show_the_quorum_and_a_terminated_one_is_fence
     }
     // The Grafana dashboard's cluster row uses only metrics a cluster node exports (the rest of
     // the dashboard is checked against a single node in tests/metrics.rs).
-    let families: std::collections::BTreeSet<&str> =
-        m.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
-    let dash: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/ops/grafana/spate-dashboard.json")).unwrap())
-            .unwrap();
+    let families = metric_families(&m);
     let mut checked = 0;
-    for panel in dash["panels"].as_array().unwrap() {
-        for t in panel["targets"].as_array().unwrap() {
-            let expr = t["expr"].as_str().unwrap();
-            for (i, _) in expr.match_indices("spate_").filter(|(i, _)| expr[*i..].starts_with("spate_quorum_") || expr[*i..].starts_with("spate_cluster_")) {
-                let name: String = expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-                assert!(families.contains(name.as_str()), "panel {:?} uses {name}, which a cluster node does not export", panel["title"]);
-                checked += 1;
-            }
+    for (panel, family) in dashboard_metrics() {
+        if family.starts_with("spate_quorum_") || family.starts_with("spate_cluster_") {
+            assert!(families.contains(family.as_str()), "panel {panel:?} uses {family}, which a cluster node does not export");
+            checked += 1;
         }
     }
     assert!(checked >= 6, "the dashboard's cluster row uses {checked} quorum metrics");

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{consume, flush, producer, Broker, Raw};
+use common::{consume, dashboard_metrics, flush, metric_families, producer, Broker, Raw};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -124,25 +124,14 @@ fn the_grafana_dashboard_only_uses_metrics_the_broker_exports() {
     flush(&p);
     std::thread::sleep(Duration::from_millis(1200)); // gauges are published every second
     let (_, m) = get(&broker, "/metrics");
-    let families: std::collections::BTreeSet<&str> =
-        m.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
-    let dash: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/ops/grafana/spate-dashboard.json")).unwrap())
-            .unwrap();
+    let families = metric_families(&m);
     let mut checked = 0;
-    for panel in dash["panels"].as_array().unwrap() {
-        for t in panel["targets"].as_array().unwrap() {
-            let expr = t["expr"].as_str().unwrap();
-            for (i, _) in expr.match_indices("spate_") {
-                let name: String = expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-                let family = ["_bucket", "_sum", "_count"].iter().fold(name.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));
-                if family.starts_with("spate_quorum_") || family.starts_with("spate_cluster_") {
-                    continue; // only nodes of a cluster export them: tests/cluster.rs checks those
-                }
-                assert!(families.contains(family), "panel {:?} uses {name}, which /metrics does not export", panel["title"]);
-                checked += 1;
-            }
+    for (panel, family) in dashboard_metrics() {
+        if family.starts_with("spate_quorum_") || family.starts_with("spate_cluster_") {
+            continue; // only nodes of a cluster export them: tests/cluster.rs checks those
         }
+        assert!(families.contains(family.as_str()), "panel {panel:?} uses {family}, which /metrics does not export");
+        checked += 1;
     }
     assert!(checked > 20);
 }

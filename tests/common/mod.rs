@@ -285,6 +285,30 @@ impl Drop for Broker {
     }
 }
 
+/// The metric families a `/metrics` text declares (its `# TYPE` lines).
+pub fn metric_families(metrics: &str) -> std::collections::BTreeSet<&str> {
+    metrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect()
+}
+
+/// Every metric the Grafana dashboard (`ops/grafana/spate-dashboard.json`) queries, as
+/// (panel title, metric family): a histogram's `_bucket`, `_sum` and `_count` name its family.
+pub fn dashboard_metrics() -> Vec<(String, String)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/ops/grafana/spate-dashboard.json");
+    let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("spate_") {
+                let name: String = expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let family = ["_bucket", "_sum", "_count"].iter().fold(name.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));
+                out.push((panel["title"].as_str().unwrap_or_default().to_string(), family.to_string()));
+            }
+        }
+    }
+    out
+}
+
 /// The sum over all label sets of the metric `name` in a `/metrics` text (0 when absent).
 #[allow(dead_code)]
 pub fn metric_sum(metrics: &str, name: &str) -> f64 {
