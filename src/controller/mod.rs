@@ -45,6 +45,7 @@ mod lifecycle;
 mod log_store;
 pub mod metadata;
 mod network;
+pub mod placement;
 mod state_machine;
 #[cfg(test)]
 mod tests;
