@@ -460,6 +460,8 @@ struct State {
     config: Mutex<Vec<(&'static str, String)>>,
     /// The metadata quorum, in a cluster (voters configured).
     controller: OnceLock<ControllerHandle>,
+    /// In a cluster: the digest of the metadata image core 0 installed last (`/v1/metadata`).
+    installed_metadata: Mutex<Option<serde_json::Value>>,
 }
 
 /// Fixed facts for `/v1/status` and `/v1/config`.
@@ -479,6 +481,7 @@ static STATE: LazyLock<State> = LazyLock::new(|| State {
     status: OnceLock::new(),
     config: Mutex::new(Vec::new()),
     controller: OnceLock::new(),
+    installed_metadata: Mutex::new(None),
 });
 
 /// In a cluster: the controller whose quorum and brokers `/v1/status` and `/metrics` show.
@@ -542,6 +545,21 @@ fn cluster_status() -> Option<(serde_json::Value, serde_json::Value)> {
         })
         .collect();
     Some((quorum, serde_json::Value::Array(brokers)))
+}
+
+/// In a cluster: the digest of the image this broker's cores now serve (core 0, after each
+/// install).
+pub fn set_installed_metadata(digest: serde_json::Value) {
+    *STATE.installed_metadata.lock().expect("metadata lock") = Some(digest);
+}
+
+/// `/v1/metadata`: the image this broker serves and the controller thread's applied metadata,
+/// each as a digest of one shape (`ClusterMetadata::digest`), so that a check can compare every
+/// broker's image with the controller's at the same index.
+fn metadata_digests() -> Option<serde_json::Value> {
+    let c = STATE.controller.get()?;
+    let installed = STATE.installed_metadata.lock().expect("metadata lock").clone();
+    Some(serde_json::json!({ "installed": installed, "controller": c.metadata().1.digest() }))
 }
 
 /// The broker configs `/v1/config` shows: at start, and after each dynamic change.
@@ -752,6 +770,17 @@ pub fn route(path: &str) -> Response {
             }
             Response { status: 200, content_type: "application/json", body: format!("{body:#}\n") }
         }
+        "/v1/metadata" => match metadata_digests() {
+            Some(body) => Response {
+                status: 200,
+                content_type: "application/json",
+                body: format!("{body:#}\n"),
+            },
+            None => text(
+                404,
+                "not in a cluster: /v1/metadata shows a cluster's metadata\n",
+            ),
+        },
         "/v1/config" => {
             let entries: Vec<String> = STATE
                 .config

@@ -262,7 +262,8 @@ fn cluster_info_lists_brokers_topics_and_api_versions() {
     let text = ok(&bs, &["cluster", "info"], "");
     let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
     let addr = format!("127.0.0.1:{}", b.port);
-    assert!(rows.contains(&vec!["0", addr.as_str(), "-"]), "{text}");
+    assert!(rows.contains(&vec!["0", addr.as_str(), "-", "broker,controller", "6", "6"]), "{text}");
+    assert!(text.contains("Metadata quorum: leader 0, voters 0@"), "a single node is its own quorum: {text}");
     assert!(rows.contains(&vec!["alpha", "3", "no", "-"]), "{text}");
     assert!(rows.contains(&vec!["API", "KEY", "BROKER-0"]), "{text}");
     assert!(rows.iter().any(|r| r.len() == 3 && r[0] == "Metadata" && r[1] == "3"), "{text}");

@@ -10,8 +10,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{dashboard_metrics, free_port, metric_families, Broker, Raw};
+use common::{create_topic, dashboard_metrics, flush, free_port, group_consumer, metric_families, producer, to_rec, Broker, Raw};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::producer::{BaseRecord, Producer};
 
 /// Hang guard for anything a cluster must get to (elections, heartbeats), not a speed check.
 const PATIENCE: Duration = Duration::from_secs(90);
@@ -38,6 +43,67 @@ fn status(node: &Broker) -> serde_json::Value {
 /// Broker `id`'s entry in a `/v1/status`.
 fn broker_in(status: &serde_json::Value, id: u64) -> Option<&serde_json::Value> {
     status["brokers"].as_array()?.iter().find(|b| b["id"] == id)
+}
+
+/// Three combined nodes on fresh ports, started and ready, with `extra` flags each.
+fn cluster(extra: &[&str]) -> Vec<Broker> {
+    let voters = voters();
+    let mut nodes: Vec<Broker> = (1..=3)
+        .map(|id| {
+            let id = id.to_string();
+            let mut args = vec!["--node-id", &id, "--controller-quorum-voters", &voters];
+            args.extend_from_slice(extra);
+            Broker::start_without_waiting(&args)
+        })
+        .collect();
+    for n in &mut nodes {
+        n.wait_ready();
+    }
+    // Ready is before the first heartbeat unfences a broker; placement uses unfenced ones.
+    wait_for("all three brokers unfenced in every broker's Metadata", || {
+        nodes.iter().all(|n| metadata(n, Some(&[])).brokers.len() == 3).then_some(())
+    });
+    nodes
+}
+
+/// The metadata-consistency check: once no change is under way, every broker serves an image
+/// equal to the metadata its controller thread applied, at the same index as every other
+/// broker's (`/v1/metadata`). Returns that index.
+fn assert_consistent(nodes: &[&Broker]) -> u64 {
+    let digests = wait_for("every broker's image and controller at one index", || {
+        let all: Vec<serde_json::Value> = nodes.iter().map(|n| json(n, "/v1/metadata")).collect();
+        let index = all[0]["controller"]["index"].as_u64()?;
+        let settled =
+            all.iter().all(|d| d["controller"]["index"].as_u64() == Some(index) && d["installed"]["index"].as_u64() == Some(index));
+        settled.then_some(all)
+    });
+    for (n, d) in nodes.iter().zip(&digests) {
+        assert_eq!(d["installed"], d["controller"], "broker on port {} serves another image than its controller applied", n.port);
+        assert_eq!(d["installed"], digests[0]["installed"], "brokers on ports {} and {} differ", n.port, nodes[0].port);
+    }
+    digests[0]["installed"]["index"].as_u64().unwrap()
+}
+
+fn json(node: &Broker, path: &str) -> serde_json::Value {
+    let text = node.admin_get(path);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{path} is not JSON ({e}): {text}"))
+}
+
+/// A Metadata answer of `node` for `topics` (None: all).
+fn metadata(node: &Broker, topics: Option<&[&str]>) -> MetadataResponse {
+    let topics = topics.map(|ts| {
+        ts.iter().map(|t| MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(t.to_string()))))).collect()
+    });
+    Raw::connect(node.port).call(ApiKey::Metadata, 12, &MetadataRequest::default().with_topics(topics), 12)
+}
+
+/// Partition -> leader of `topic` in a Metadata answer.
+fn leaders(md: &MetadataResponse, topic: &str) -> Vec<i32> {
+    let t = md.topics.iter().find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic)).expect("topic in metadata");
+    let mut ps: Vec<(i32, i32)> = t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
+    ps.sort();
+    ps.into_iter().map(|(_, l)| l).collect()
 }
 
 /// The three nodes' `--controller-quorum-voters` on fresh ports.
@@ -189,4 +255,180 @@ fn three_nodes_register_as_brokers_show_the_quorum_and_a_terminated_one_is_fence
     assert!(nodes[last].terminate().success(), "{}", nodes[last].log());
     assert!(nodes[last].log().contains("controlled shutdown: the controller did not confirm"), "{}", nodes[last].log());
     assert!(nodes[last].log().contains("shutdown complete"), "{}", nodes[last].log());
+}
+
+#[test]
+fn three_brokers_serve_one_set_of_topics_with_leaders_spread_and_clients_following_them() {
+    let nodes = cluster(&["--cores", "2", "--broker-heartbeat-interval-ms", "300"]);
+    let all: Vec<&Broker> = nodes.iter().collect();
+    assert_consistent(&all);
+    // Created through node 1: six partitions, two led by each broker, seen alike by all three.
+    create_topic(&nodes[0].bootstrap(), "orders", 6, &[]);
+    let md: Vec<MetadataResponse> = nodes.iter().map(|n| metadata(n, Some(&["orders"]))).collect();
+    let led = leaders(&md[0], "orders");
+    for m in &md {
+        assert_eq!(leaders(m, "orders"), led, "every broker names the same leaders at once");
+        assert_eq!(m.brokers.len(), 3, "{m:?}");
+    }
+    for b in 1..=3 {
+        assert_eq!(led.iter().filter(|l| **l == b).count(), 2, "broker {b} leads two of {led:?}");
+    }
+    assert_consistent(&all);
+
+    // A producer given only node 2 writes to every partition, wherever it is led.
+    let p = producer(&nodes[1].bootstrap(), &[("enable.idempotence", "true"), ("acks", "all")]);
+    for i in 0..600 {
+        let key = format!("k{i}");
+        let value = format!("v{i}");
+        p.send(BaseRecord::to("orders").key(&key).payload(&value).partition(i % 6)).expect("queued");
+    }
+    flush(&p);
+    let ctx = p.context();
+    assert!(ctx.failed.lock().unwrap().is_empty(), "{:?}", ctx.failed.lock().unwrap());
+    assert_eq!(ctx.ok.lock().unwrap().len(), 600);
+    // Each partition's records are on its leader's disk only.
+    for (partition, leader) in led.iter().enumerate() {
+        for (i, n) in nodes.iter().enumerate() {
+            let has = n.data_dir().join(format!("topics/orders/{partition}")).exists();
+            assert_eq!(has, i as i32 + 1 == *leader, "orders-{partition} (led by {leader}) on node {}", i + 1);
+        }
+    }
+
+    // A request to a broker that does not lead the partition: NOT_LEADER_OR_FOLLOWER.
+    let (partition, leader) = led.iter().enumerate().find(|(_, l)| **l != 1).map(|(p, l)| (p as i32, *l)).unwrap();
+    let req = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("orders")))
+        .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(-1)])]);
+    let r: ListOffsetsResponse = Raw::connect(nodes[0].port).call(ApiKey::ListOffsets, 7, &req, 7);
+    assert_eq!(r.topics[0].partitions[0].error_code, 6, "orders-{partition} is led by {leader}, not 1: {r:?}");
+    let r: ListOffsetsResponse = Raw::connect(nodes[leader as usize - 1].port).call(ApiKey::ListOffsets, 7, &req, 7);
+    assert_eq!((r.topics[0].partitions[0].error_code, r.topics[0].partitions[0].offset), (0, 100));
+
+    // A consumer group bootstrapped at node 3 reads everything and commits; its coordinator is
+    // wherever its __consumer_offsets partition is led.
+    let c = group_consumer(&nodes[2].bootstrap(), "cluster-group", &[]);
+    c.subscribe(&["orders"]).unwrap();
+    let mut got = std::collections::BTreeSet::new();
+    wait_for("the group consuming all 600 records", || {
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            let r = to_rec(&m.expect("consumer error"));
+            got.insert(String::from_utf8(r.key.unwrap()).unwrap());
+        }
+        (got.len() == 600).then_some(())
+    });
+    c.commit_consumer_state(CommitMode::Sync).expect("commit");
+    drop(c);
+    // The committed offsets read back through another broker's admin tools' path (OffsetFetch
+    // at the coordinator found by FindCoordinator).
+    let coordinators: Vec<i32> = (0..12)
+        .map(|g| {
+            let req =
+                FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(vec![StrBytes::from_string(format!("g{g}"))]);
+            let r: FindCoordinatorResponse = Raw::connect(nodes[0].port).call(ApiKey::FindCoordinator, 4, &req, 4);
+            assert_eq!(r.coordinators[0].error_code, 0, "{r:?}");
+            r.coordinators[0].node_id.0
+        })
+        .collect();
+    assert!((1..=3).all(|b| coordinators.contains(&b)), "twelve groups' coordinators spread over the brokers: {coordinators:?}");
+    let req = FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(vec![StrBytes::from_static_str("cluster-group")]);
+    let r: FindCoordinatorResponse = Raw::connect(nodes[0].port).call(ApiKey::FindCoordinator, 4, &req, 4);
+    let coordinator = r.coordinators[0].node_id.0;
+    let fetch = OffsetFetchRequest::default().with_group_id(GroupId(StrBytes::from_static_str("cluster-group"))).with_topics(None);
+    let elsewhere = nodes.iter().enumerate().find(|(i, _)| *i as i32 + 1 != coordinator).unwrap().1;
+    let r: OffsetFetchResponse = Raw::connect(elsewhere.port).call(ApiKey::OffsetFetch, 7, &fetch, 7);
+    assert_eq!(r.error_code, 16, "NOT_COORDINATOR from a broker that does not coordinate the group: {r:?}");
+    let r: OffsetFetchResponse = Raw::connect(nodes[coordinator as usize - 1].port).call(ApiKey::OffsetFetch, 7, &fetch, 7);
+    let committed: i64 = r.topics.iter().flat_map(|t| t.partitions.iter()).map(|p| p.committed_offset).sum();
+    assert_eq!(committed, 600, "{r:?}");
+
+    // `spate cluster info`: roles, the quorum, and who holds and leads what.
+    let out = std::process::Command::new(common::spate_bin())
+        .args(["cluster", "info", "--json", "--bootstrap-server", &nodes[1].bootstrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["quorum"]["voters"].as_array().map(Vec::len), Some(3), "{info:#}");
+    for b in info["brokers"].as_array().unwrap() {
+        let id = b["id"].as_i64().unwrap() as i32;
+        assert_eq!(b["roles"], serde_json::json!(["broker", "controller"]), "{info:#}");
+        let leads: Vec<&str> = b["leads"].as_array().unwrap().iter().filter_map(|x| x.as_str()).filter(|x| x.starts_with("orders-")).collect();
+        let expected: Vec<String> = led.iter().enumerate().filter(|(_, l)| **l == id).map(|(p, _)| format!("orders-{p}")).collect();
+        assert_eq!(leads, expected, "broker {id}: {info:#}");
+        assert!(b["replicas"].as_u64().unwrap() >= 2 + 16, "orders and __consumer_offsets partitions on broker {id}: {info:#}");
+    }
+
+    // DescribeCluster names the quorum's leader as the controller, on every broker.
+    let leader = wait_for("a quorum leader", || status(&nodes[0])["quorum"]["leader"].as_i64());
+    for n in &nodes {
+        let r: DescribeClusterResponse = Raw::connect(n.port).call(ApiKey::DescribeCluster, 1, &DescribeClusterRequest::default(), 1);
+        assert_eq!((r.controller_id.0 as i64, r.brokers.len()), (leader, 3), "{r:?}");
+    }
+    assert_consistent(&all);
+
+    // Deleted through node 3: gone from every broker's metadata and disk.
+    let a = common::admin(&nodes[2].bootstrap());
+    let r = common::futures_lite_block_on(a.delete_topics(&["orders"], &rdkafka::admin::AdminOptions::new())).unwrap();
+    assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+    wait_for("orders gone from every broker's disk", || nodes.iter().all(|n| !n.data_dir().join("topics/orders").exists()).then_some(()));
+    for n in &nodes {
+        let md = metadata(n, None);
+        assert!(!md.topics.iter().any(|t| t.name.as_ref().is_some_and(|x| x.0.as_str() == "orders")), "{md:?}");
+    }
+    assert_consistent(&all);
+}
+
+#[test]
+fn a_broker_killed_loses_its_leaderships_and_gets_them_back_and_topics_deleted_meanwhile_leave_its_disk() {
+    let mut nodes = cluster(&["--cores", "1", "--broker-heartbeat-interval-ms", "200", "--broker-session-timeout-ms", "3000"]);
+    create_topic(&nodes[0].bootstrap(), "kept", 3, &[]);
+    create_topic(&nodes[0].bootstrap(), "doomed", 3, &[]);
+    let led = leaders(&metadata(&nodes[0], Some(&["kept"])), "kept");
+    assert!((1..=3).all(|b| led.contains(&b)), "{led:?}");
+    let p = producer(&nodes[0].bootstrap(), &[]);
+    for i in 0..30 {
+        p.send(BaseRecord::to("kept").key("k").payload(&format!("{i}")).partition(i % 3)).expect("queued");
+    }
+    flush(&p);
+    drop(p);
+    // Node 3 killed: once its session ends, what it led is led by nobody and said so.
+    nodes[2].kill9();
+    let mine = led.iter().position(|l| *l == 3).unwrap();
+    wait_for("node 3's partition of kept led by nobody", || {
+        let md = metadata(&nodes[0], Some(&["kept"]));
+        let p = md.topics[0].partitions.iter().find(|p| p.partition_index == mine as i32)?;
+        (p.leader_id.0 == -1 && p.error_code == 5 && md.brokers.len() == 2).then_some(())
+    });
+    // Meanwhile "doomed" is deleted and created again with other partitions' placement.
+    let a = common::admin(&nodes[1].bootstrap());
+    let r = common::futures_lite_block_on(a.delete_topics(&["doomed"], &rdkafka::admin::AdminOptions::new())).unwrap();
+    assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+    create_topic(&nodes[1].bootstrap(), "doomed", 1, &[]);
+    let id_now = metadata(&nodes[0], Some(&["doomed"])).topics[0].topic_id;
+    assert!(nodes[2].data_dir().join("topics/doomed").exists(), "node 3 still has the old topic's files");
+    // Back: its leadership returns, its old topic's files go, and everything reads back.
+    nodes[2].restart();
+    wait_for("kept led by all three again", || (leaders(&metadata(&nodes[1], Some(&["kept"])), "kept") == led).then_some(()));
+    let dir = nodes[2].data_dir().join("topics/doomed");
+    let stale = std::fs::read_to_string(dir.join("topic.toml")).map(|t| !t.contains(&id_now.to_string())).unwrap_or(false);
+    assert!(!stale, "node 3 kept the deleted topic's files");
+    let all: Vec<&Broker> = nodes.iter().collect();
+    assert_consistent(&all);
+    let recs = common::consume(&nodes[2].bootstrap(), "kept", &[0, 1, 2], rdkafka::Offset::Beginning, 30);
+    assert_eq!(recs.len(), 30);
+
+    // Two of three voters gone: a change waits, then is refused saying why; nothing diverges.
+    nodes[1].kill9();
+    nodes[2].kill9();
+    let topic = create_topics_request::CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("waits")))
+        .with_num_partitions(1)
+        .with_replication_factor(1);
+    let req = CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(60_000);
+    let r: CreateTopicsResponse = Raw::connect(nodes[0].port).call(ApiKey::CreateTopics, 5, &req, 5);
+    let t = &r.topics[0];
+    assert_eq!(t.error_code, 7, "REQUEST_TIMED_OUT without a majority: {r:?}");
+    let msg = t.error_message.as_ref().map(|m| m.to_string()).unwrap_or_default();
+    assert!(msg.contains("did not commit"), "{msg}");
+    assert!(metadata(&nodes[0], None).topics.iter().all(|t| t.name.as_ref().is_none_or(|n| n.0.as_str() != "waits")));
 }

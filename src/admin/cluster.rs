@@ -24,8 +24,8 @@ use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartiti
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
     BrokerId, ConsumerGroupDescribeRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest,
-    DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, IncrementalAlterConfigsRequest,
-    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId,
+    IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use uuid::Uuid;
@@ -272,6 +272,23 @@ impl Cluster {
                 .collect(),
             topics,
         })
+    }
+
+    /// The metadata quorum's voters and its active controller, from DescribeCluster with the
+    /// controllers' endpoint type (KIP-919), as Spate's brokers answer it. None when the broker
+    /// does not (Kafka's brokers answer MISMATCHED_ENDPOINT_TYPE; older ones lack the version).
+    pub fn controllers(&mut self) -> Result<Option<(Vec<(i32, String)>, Option<i32>)>> {
+        let bootstrap = self.bootstrap.clone();
+        let conn = self.conn(&bootstrap)?;
+        if conn.version::<DescribeClusterRequest>().map_or(true, |v| v < 1) {
+            return Ok(None);
+        }
+        let (_, resp) = conn.call(|_| DescribeClusterRequest::default().with_endpoint_type(2))?;
+        if resp.error_code != 0 {
+            return Ok(None);
+        }
+        let voters = resp.brokers.iter().map(|b| (b.broker_id.0, format!("{}:{}", b.host, b.port))).collect();
+        Ok(Some((voters, Some(resp.controller_id.0).filter(|c| *c >= 0))))
     }
 
     /// Every topic (`names` None) or the named ones, in full, with the brokers and the

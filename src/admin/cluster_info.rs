@@ -1,5 +1,7 @@
-//! `spate cluster info`: the brokers, controller, cluster id and topics Metadata names, and the
-//! API versions each broker advertises (ApiVersions, asked of every broker in turn).
+//! `spate cluster info`: the brokers, controller, cluster id and topics Metadata names, each
+//! node's roles (the metadata quorum's voters, from DescribeCluster with the controllers'
+//! endpoint type where the broker answers it), the partitions each broker holds and leads, and
+//! the API versions each broker advertises (ApiVersions, asked of every broker in turn).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,8 +16,23 @@ use crate::io::client::api_name;
 struct InfoJson {
     cluster_id: Option<String>,
     controller_id: Option<i32>,
+    /// The metadata quorum's voters (id and controller listener) and its leader; None when the
+    /// broker does not say (Kafka's brokers).
+    quorum: Option<QuorumJson>,
     brokers: Vec<BrokerJson>,
     topics: Vec<TopicJson>,
+}
+
+#[derive(Serialize)]
+struct QuorumJson {
+    leader: Option<i32>,
+    voters: Vec<VoterJson>,
+}
+
+#[derive(Serialize)]
+struct VoterJson {
+    id: i32,
+    controller_listener: String,
 }
 
 #[derive(Serialize)]
@@ -24,6 +41,12 @@ struct BrokerJson {
     host: String,
     port: i32,
     rack: Option<String>,
+    /// "broker", and "controller" when it is a voter of the metadata quorum.
+    roles: Vec<String>,
+    /// Partition replicas this broker holds.
+    replicas: usize,
+    /// The partitions it leads, as `topic-partition`.
+    leads: Vec<String>,
     /// Empty when the broker could not be asked (see `error`).
     api_versions: Vec<ApiJson>,
     error: Option<String>,
@@ -48,6 +71,11 @@ struct TopicJson {
 
 pub fn info(c: &mut Cluster, out: &Output) -> Result<bool> {
     let md = c.describe_cluster()?;
+    let full = c.topics(None)?;
+    let quorum = c.controllers()?.map(|(voters, leader)| QuorumJson {
+        leader,
+        voters: voters.into_iter().map(|(id, controller_listener)| VoterJson { id, controller_listener }).collect(),
+    });
     let mut ok = true;
     let mut brokers = Vec::new();
     for b in md.brokers {
@@ -63,7 +91,14 @@ pub fn info(c: &mut Cluster, out: &Output) -> Result<bool> {
                 (Vec::new(), Some(format!("{e:#}")))
             }
         };
-        brokers.push(BrokerJson { id: b.id, host: b.host, port: b.port, rack: b.rack, api_versions, error });
+        let mut roles = vec!["broker".to_string()];
+        if quorum.as_ref().is_some_and(|q| q.voters.iter().any(|v| v.id == b.id)) {
+            roles.push("controller".to_string());
+        }
+        let parts = || full.topics.iter().flat_map(|(t, info)| info.partitions.iter().map(move |p| (t, p)));
+        let replicas = parts().filter(|(_, p)| p.replicas.contains(&b.id)).count();
+        let leads = parts().filter(|(_, p)| p.leader == b.id).map(|(t, p)| format!("{t}-{}", p.partition)).collect();
+        brokers.push(BrokerJson { id: b.id, host: b.host, port: b.port, rack: b.rack, roles, replicas, leads, api_versions, error });
     }
     let topics = md
         .topics
@@ -75,7 +110,7 @@ pub fn info(c: &mut Cluster, out: &Output) -> Result<bool> {
             error: (t.error != 0).then(|| error_name(t.error)),
         })
         .collect();
-    let info = InfoJson { cluster_id: md.cluster_id, controller_id: md.controller, brokers, topics };
+    let info = InfoJson { cluster_id: md.cluster_id, controller_id: md.controller, quorum, brokers, topics };
     if out.json {
         out.json(&info);
     } else {
@@ -87,14 +122,45 @@ pub fn info(c: &mut Cluster, out: &Output) -> Result<bool> {
 fn render(info: &InfoJson) -> String {
     let dash = |s: Option<String>| s.unwrap_or_else(|| "-".to_string());
     let mut s = format!(
-        "Cluster id: {}\nController: {}\n\n",
+        "Cluster id: {}\nController: {}\n",
         dash(info.cluster_id.clone()),
         dash(info.controller_id.map(|c| c.to_string()))
     );
-    let rows: Vec<Vec<String>> =
-        info.brokers.iter().map(|b| vec![b.id.to_string(), format!("{}:{}", b.host, b.port), dash(b.rack.clone())]).collect();
-    s.push_str(&table(&["BROKER", "HOST:PORT", "RACK"], &rows));
+    if let Some(q) = &info.quorum {
+        let voters: Vec<String> = q.voters.iter().map(|v| format!("{}@{}", v.id, v.controller_listener)).collect();
+        s.push_str(&format!("Metadata quorum: leader {}, voters {}\n", dash(q.leader.map(|l| l.to_string())), voters.join(",")));
+    }
     s.push('\n');
+    let rows: Vec<Vec<String>> = info
+        .brokers
+        .iter()
+        .map(|b| {
+            vec![
+                b.id.to_string(),
+                format!("{}:{}", b.host, b.port),
+                dash(b.rack.clone()),
+                b.roles.join(","),
+                b.replicas.to_string(),
+                b.leads.len().to_string(),
+            ]
+        })
+        .collect();
+    s.push_str(&table(&["BROKER", "HOST:PORT", "RACK", "ROLES", "REPLICAS", "LEADERS"], &rows));
+    s.push('\n');
+    // Who leads what, topic by topic (internal topics summed up in the table above only).
+    let mut leads: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for b in &info.brokers {
+        for tp in &b.leads {
+            if !tp.starts_with("__") {
+                leads.entry(b.id.to_string()).or_default().push(tp.clone());
+            }
+        }
+    }
+    if !leads.is_empty() {
+        let rows: Vec<Vec<String>> = leads.into_iter().map(|(b, tps)| vec![b, tps.join(" ")]).collect();
+        s.push_str(&table(&["BROKER", "LEADS"], &rows));
+        s.push('\n');
+    }
     let rows: Vec<Vec<String>> = info
         .topics
         .iter()

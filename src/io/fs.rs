@@ -303,6 +303,11 @@ pub fn list_dir_sync(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
+/// Start-up only: creates a directory and its parents.
+pub fn create_dir_all_sync(path: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(path)
+}
+
 /// Start-up only: removes a directory tree.
 pub fn remove_dir_all_sync(path: &Path) -> io::Result<()> {
     std::fs::remove_dir_all(path)

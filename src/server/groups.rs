@@ -45,6 +45,17 @@ pub fn offsets_partition(group_id: &str) -> i32 {
     (if h == i32::MIN { 0 } else { h.abs() }) % OFFSETS_PARTITIONS
 }
 
+/// In a cluster, NOT_COORDINATOR for a group whose `__consumer_offsets` partition another
+/// broker (or nobody) leads: the client asks FindCoordinator again. None when this broker
+/// coordinates it (always on a single node; and before `__consumer_offsets` exists, where the
+/// usual path creates it).
+pub fn coordinator_elsewhere(shard: &super::shard::Shard, group_id: &str) -> Option<i16> {
+    let image = shard.image();
+    image.cluster.as_ref()?;
+    let t = image.topic(OFFSETS_TOPIC)?;
+    (!image.leads(t, offsets_partition(group_id))).then_some(ResponseError::NotCoordinator.code())
+}
+
 /// The core that coordinates a group: the owner of its `__consumer_offsets` partition.
 pub fn group_core(group_id: &str, cores: usize) -> usize {
     super::metadata::owner_core("__consumer_offsets", offsets_partition(group_id), cores)
@@ -287,56 +298,59 @@ impl Groups {
         }
     }
 
-    /// Reloads committed offsets and group membership from the `__consumer_offsets` partitions
-    /// this core owns (start-up, before clients are served). Returns how many records were
-    /// applied.
-    pub async fn load(&self, shard: &Shard) -> Result<usize, String> {
+    /// Reloads committed offsets and group membership from a `__consumer_offsets` partition
+    /// this core has just opened (at start-up, before clients are served; in a cluster also
+    /// when the metadata log gives this broker the partition later, before the image that shows
+    /// it is installed). Returns how many records were applied.
+    pub async fn load(&self, shard: &Shard, p: i32) -> Result<usize, String> {
         let mut applied = 0;
-        for p in 0..OFFSETS_PARTITIONS {
-            let Some(log) = shard.partition(OFFSETS_TOPIC, p) else { continue };
-            let mut at = log.offsets().log_start;
-            loop {
-                let r = log.read(at, 1 << 20).await.map_err(|e| format!("reading {OFFSETS_TOPIC}-{p}: {e}"))?;
-                if r.records.is_empty() {
-                    break;
-                }
-                let mut next = at;
-                let mut entries = self.entries.borrow_mut();
-                batch::scan(&r.records, |pos, h| {
-                    next = h.last_offset() + 1;
-                    let Some(kvs) = batch::key_values(&r.records[pos..pos + h.total_len()], h) else { return };
-                    for (k, v) in kvs {
-                        let Some(key) = k else { continue };
-                        match offsets::decode_record(&key, v.as_deref()) {
-                            Some(Record::Offset { group, topic, partition, committed }) => {
-                                let offsets = &mut self.entry(&mut entries, &group).offsets;
-                                match committed {
-                                    Some(c) => offsets.insert((topic, partition), c),
-                                    None => offsets.remove(&(topic, partition)),
-                                };
-                            }
-                            Some(Record::Group { group, snapshot }) => {
-                                let e = self.entry(&mut entries, &group);
-                                (e.group, e.persisted, e.empty_since) = match snapshot {
-                                    Some(snap) => {
-                                        let since = snap.members.is_empty().then_some(snap.state_ms);
-                                        let g = Group::restore(group, self.config, snap, now_ms());
-                                        let marker = (g.generation(), g.state());
-                                        (g, marker, since)
-                                    }
-                                    None => (Group::new(group, self.config), Group::initial_marker(), None),
-                                };
-                            }
-                            None => continue,
-                        }
-                        applied += 1;
-                    }
-                });
-                if next <= at {
-                    return Err(format!("{OFFSETS_TOPIC}-{p}: no progress reading at offset {at}"));
-                }
-                at = next;
+        let Some(log) = shard.partition(OFFSETS_TOPIC, p) else {
+            return Ok(0);
+        };
+        let mut at = log.offsets().log_start;
+        loop {
+            let r = log.read(at, 1 << 20).await.map_err(|e| format!("reading {OFFSETS_TOPIC}-{p}: {e}"))?;
+            if r.records.is_empty() {
+                break;
             }
+            let mut next = at;
+            let mut entries = self.entries.borrow_mut();
+            batch::scan(&r.records, |pos, h| {
+                next = h.last_offset() + 1;
+                let Some(kvs) = batch::key_values(&r.records[pos..pos + h.total_len()], h) else {
+                    return;
+                };
+                for (k, v) in kvs {
+                    let Some(key) = k else { continue };
+                    match offsets::decode_record(&key, v.as_deref()) {
+                        Some(Record::Offset { group, topic, partition, committed }) => {
+                            let offsets = &mut self.entry(&mut entries, &group).offsets;
+                            match committed {
+                                Some(c) => offsets.insert((topic, partition), c),
+                                None => offsets.remove(&(topic, partition)),
+                            };
+                        }
+                        Some(Record::Group { group, snapshot }) => {
+                            let e = self.entry(&mut entries, &group);
+                            (e.group, e.persisted, e.empty_since) = match snapshot {
+                                Some(snap) => {
+                                    let since = snap.members.is_empty().then_some(snap.state_ms);
+                                    let g = Group::restore(group, self.config, snap, now_ms());
+                                    let marker = (g.generation(), g.state());
+                                    (g, marker, since)
+                                }
+                                None => (Group::new(group, self.config), Group::initial_marker(), None),
+                            };
+                        }
+                        None => continue,
+                    }
+                    applied += 1;
+                }
+            });
+            if next <= at {
+                return Err(format!("{OFFSETS_TOPIC}-{p}: no progress reading at offset {at}"));
+            }
+            at = next;
         }
         Ok(applied)
     }
@@ -680,7 +694,7 @@ pub async fn ensure_offsets_topic(shard: &Shard) -> Result<(), i16> {
     let mut overrides = BTreeMap::new();
     overrides.insert("cleanup.policy".to_string(), "compact".to_string());
     overrides.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
-    let spec = NewTopic { name: OFFSETS_TOPIC.to_string(), partitions: OFFSETS_PARTITIONS, overrides };
+    let spec = NewTopic { name: OFFSETS_TOPIC.to_string(), partitions: OFFSETS_PARTITIONS, overrides, placement: None };
     let r = shard.invoke_on(0, move || async move { current().create_topics(vec![spec]).await }).await;
     match r.into_iter().next().expect("one result per topic") {
         Ok(_) | Err((ResponseError::TopicAlreadyExists, _)) => Ok(()),

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::{limits, Config, DynamicBrokerConfig, TopicConfig};
+pub use crate::controller::PartitionRecord;
 use crate::io::fs;
 
 /// One topic as every core sees it.
@@ -26,6 +27,35 @@ pub struct TopicMeta {
     pub overrides: BTreeMap<String, String>,
     /// Broker defaults with `overrides` applied.
     pub config: TopicConfig,
+    /// In a cluster, each partition's replicas and leader from the metadata log (one per
+    /// partition); empty on a single node, where this node holds and leads every partition.
+    pub placement: Vec<PartitionRecord>,
+    /// In a cluster, the metadata-log index that created the topic (0 on a single node).
+    pub created_at: u64,
+}
+
+impl TopicMeta {
+    /// A single node's topic: every partition here.
+    pub fn local(name: String, id: Uuid, partitions: i32, overrides: BTreeMap<String, String>, config: TopicConfig) -> TopicMeta {
+        TopicMeta { name, id, partitions, overrides, config, placement: Vec::new(), created_at: 0 }
+    }
+}
+
+/// A broker of the cluster as the image shows it to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerNode {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    pub fenced: bool,
+}
+
+/// What a cluster adds to the image: the metadata-log index it was built from and the brokers.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    pub applied_index: u64,
+    pub brokers: Vec<BrokerNode>,
 }
 
 /// The whole topic namespace, and the broker configs changed at run time, at one moment.
@@ -36,11 +66,15 @@ pub struct MetadataImage {
     pub by_id: HashMap<Uuid, String>,
     /// Broker configs changed at run time; every topic's `config` has them applied.
     pub broker: DynamicBrokerConfig,
+    /// This broker's id.
+    pub node_id: i32,
+    /// None on a single node.
+    pub cluster: Option<Arc<ClusterView>>,
 }
 
 impl MetadataImage {
-    pub fn new(topics: Vec<TopicMeta>, broker: DynamicBrokerConfig) -> MetadataImage {
-        let mut img = MetadataImage { broker, ..MetadataImage::default() };
+    pub fn new(node_id: i32, topics: Vec<TopicMeta>, broker: DynamicBrokerConfig) -> MetadataImage {
+        let mut img = MetadataImage { broker, node_id, ..MetadataImage::default() };
         for t in topics {
             img.by_id.insert(t.id, t.name.clone());
             img.topics.insert(t.name.clone(), Arc::new(t));
@@ -61,6 +95,37 @@ impl MetadataImage {
         img.by_id.insert(t.id, t.name.clone());
         img.topics.insert(t.name.clone(), Arc::new(t));
         img
+    }
+
+    /// The broker leading a partition of `t` (-1: none now); this node on a single node.
+    pub fn leader(&self, t: &TopicMeta, partition: i32) -> i32 {
+        if t.placement.is_empty() {
+            return self.node_id;
+        }
+        usize::try_from(partition).ok().and_then(|p| t.placement.get(p)).map_or(-1, |p| p.leader)
+    }
+
+    /// Whether this broker leads the partition: only the leader serves produce and fetch.
+    pub fn leads(&self, t: &TopicMeta, partition: i32) -> bool {
+        self.leader(t, partition) == self.node_id
+    }
+
+    /// Whether this broker holds a replica of the partition (opens its log).
+    pub fn hosts(&self, t: &TopicMeta, partition: i32) -> bool {
+        if t.placement.is_empty() {
+            return true;
+        }
+        usize::try_from(partition).ok().and_then(|p| t.placement.get(p)).is_some_and(|p| p.replicas.contains(&self.node_id))
+    }
+
+    /// The leader epoch of a partition (0 on a single node, where it never changes).
+    pub fn leader_epoch(&self, t: &TopicMeta, partition: i32) -> i32 {
+        usize::try_from(partition).ok().and_then(|p| t.placement.get(p)).map_or(0, |p| p.leader_epoch)
+    }
+
+    /// A live broker by id (on a single node, only this one).
+    pub fn broker(&self, id: i32) -> Option<&BrokerNode> {
+        self.cluster.as_ref()?.brokers.iter().find(|b| b.id == id && !b.fenced)
     }
 
     pub fn without_topic(&self, name: &str) -> MetadataImage {
@@ -110,6 +175,9 @@ struct StoredTopic {
     partitions: i32,
     #[serde(default)]
     configs: BTreeMap<String, String>,
+    /// In a cluster: the metadata-log index that created the topic (see `cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_at: Option<u64>,
 }
 
 pub fn topics_dir(data_dir: &Path) -> PathBuf {
@@ -126,8 +194,17 @@ pub fn partition_dir(data_dir: &Path, name: &str, partition: i32) -> PathBuf {
 
 /// Serialised `topic.toml` for a topic.
 pub fn encode_topic(t: &TopicMeta) -> Vec<u8> {
-    let stored = StoredTopic { id: t.id.to_string(), partitions: t.partitions, configs: t.overrides.clone() };
+    let created_at = (t.created_at > 0).then_some(t.created_at);
+    let stored = StoredTopic { id: t.id.to_string(), partitions: t.partitions, configs: t.overrides.clone(), created_at };
     toml::to_string(&stored).expect("a topic always serialises").into_bytes()
+}
+
+/// The topic a `topic.toml` names: its id, and in a cluster the metadata-log index that
+/// created it.
+pub fn decode_topic_identity(text: &str) -> Result<(Uuid, Option<u64>), String> {
+    let stored: StoredTopic = toml::from_str(text).map_err(|e| e.to_string())?;
+    let id = Uuid::parse_str(&stored.id).map_err(|e| format!("bad id: {e}"))?;
+    Ok((id, stored.created_at))
 }
 
 /// Where the broker configs changed at run time are kept.
@@ -178,7 +255,7 @@ pub fn load_topics(config: &Config, broker: &DynamicBrokerConfig) -> anyhow::Res
         let topic_config = TopicConfig::resolve(&defaults, &stored.configs)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         validate_topic_name(&name).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-        topics.push(TopicMeta { name, id, partitions: stored.partitions, overrides: stored.configs, config: topic_config });
+        topics.push(TopicMeta::local(name, id, stored.partitions, stored.configs, topic_config));
     }
     Ok(topics)
 }

@@ -21,6 +21,7 @@
 //! (if any), writes the clean-shutdown marker and logs "shutdown complete". A second signal
 //! exits at once.
 
+pub mod cluster;
 pub mod connection;
 pub mod fetch_sessions;
 pub mod groups;
@@ -42,6 +43,7 @@ use crate::io::mesh::{Mesh, MeshSeed};
 use crate::io::net::Listener;
 use crate::io::signal::{self, Shutdown};
 use crate::io::rt;
+use cluster::ClusterLink;
 use metadata::MetadataImage;
 use shard::Shard;
 
@@ -75,12 +77,28 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         Some((_, id)) => id.as_str().into(),
         None => metadata::load_or_create_cluster_id(&config.data_dir)?.into(),
     };
-    let broker_configs = metadata::load_broker_configs(&config)?;
-    let topics = metadata::load_topics(&config, &broker_configs)?;
-    handlers::init_producer_id::set_block(metadata::reserve_producer_id_block(&config.data_dir)?);
+    // A single node's topics and broker configs are its files; a cluster's are the metadata
+    // log's, the files only saying which topic a directory's data belongs to (`cluster`).
+    let (image, link) = match &controller {
+        Some((c, _)) => {
+            let handle = c.handle();
+            let mut local = cluster::read_local_topics(&config.data_dir)?;
+            let (_, meta) = handle.metadata();
+            let image = cluster::prepare_sync(&config, &mut local, cluster::image_of(&config, &meta))?;
+            handlers::init_producer_id::set_block(cluster::reserve_producer_id_block(&handle, config.node_id)?);
+            let link = Arc::new(ClusterLink::new(handle, local, &image));
+            (image, Some(link))
+        }
+        None => {
+            let broker_configs = metadata::load_broker_configs(&config)?;
+            let topics = metadata::load_topics(&config, &broker_configs)?;
+            handlers::init_producer_id::set_block(metadata::reserve_producer_id_block(&config.data_dir)?);
+            (MetadataImage::new(config.node_id, topics, broker_configs), None)
+        }
+    };
     tracing::info!(
         listen = %config.listen, cores = config.cores, data_dir = %config.data_dir.display(),
-        topics = topics.len(), "starting spate {}", env!("CARGO_PKG_VERSION")
+        topics = image.topics.len(), "starting spate {}", env!("CARGO_PKG_VERSION")
     );
     crate::metrics::init(crate::metrics::StatusInfo {
         node_id: config.node_id,
@@ -88,7 +106,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         listen: config.listen.to_string(),
         data_dir: config.data_dir.display().to_string(),
     });
-    crate::metrics::set_config(config.effective_broker_entries(&broker_configs));
+    crate::metrics::set_config(config.effective_broker_entries(&image.broker));
     if let Some((c, _)) = &controller {
         crate::metrics::set_controller(c.handle());
     }
@@ -107,14 +125,14 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(admin = %admin, "admin HTTP listening: /metrics /v1/health /v1/ready /v1/status /v1/config");
     let data_dir = config.data_dir.clone();
     let config = Arc::new(config);
-    let image = Arc::new(MetadataImage::new(topics, broker_configs));
+    let image = Arc::new(image);
     let seed = Arc::new(MeshSeed::new(config.cores));
     let all = Arc::new(AllCores::new(config.cores));
     let result = rt::run_pinned(config.cores, move || {
-        let (config, image, seed, all, cluster_id, shutdown) =
-            (config.clone(), image.clone(), seed.clone(), all.clone(), cluster_id.clone(), stop_serving.clone());
+        let (config, image, seed, all, cluster_id, link, shutdown) =
+            (config.clone(), image.clone(), seed.clone(), all.clone(), cluster_id.clone(), link.clone(), stop_serving.clone());
         async move {
-            let result = run_shard(config, image, seed, all, cluster_id, shutdown).await;
+            let result = run_shard(config, image, seed, all, cluster_id, link, shutdown).await;
             // Drop the core's shard now, not in the thread's teardown (see `shard::uninstall`).
             shard::uninstall();
             result
@@ -248,13 +266,14 @@ async fn run_shard(
     seed: Arc<MeshSeed>,
     all: Arc<AllCores>,
     cluster_id: Arc<str>,
+    link: Option<Arc<ClusterLink>>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let mesh = Mesh::join(&seed).await?;
     drop(seed);
     let core = mesh.core();
     crate::metrics::set_core(core);
-    let shard = Shard::install(core, config.clone(), cluster_id, mesh);
+    let shard = Shard::install(core, config.clone(), cluster_id, link, mesh);
     let started = recover_and_bind(&shard, image).await;
     if started.is_err() {
         all.fail();
@@ -272,6 +291,9 @@ async fn run_shard(
         tracing::info!(listen = %config.listen, "spate ready: accepting Kafka clients");
     }
     let housekeeping = rt::spawn(housekeeping());
+    // In a cluster, core 0 installs every metadata state the quorum applies; dropped (so
+    // cancelled) when serving stops.
+    let follow = (core == 0 && shard.cluster.is_some()).then(|| rt::spawn(async { shard::current().follow_cluster().await }));
     let group_writer = rt::spawn(async { shard::current().groups.write_metadata().await });
     loop {
         let next = futures_lite::future::or(async { Some(listener.accept().await) }, async {
@@ -295,6 +317,7 @@ async fn run_shard(
         }
     }
     drop(listener);
+    drop(follow);
     shutdown::run_core(&shard, &all, housekeeping, group_writer).await
 }
 
@@ -304,11 +327,8 @@ async fn recover_and_bind(shard: &Shard, image: Arc<MetadataImage>) -> Result<Li
     SegmentFile::prime_device_probe(&config.data_dir, core)
         .await
         .map_err(|e| format!("probing direct I/O in {}: {e}", config.data_dir.display()))?;
+    // Opening the partitions reloads the groups of the `__consumer_offsets` ones.
     shard.install_image(image).await?;
-    let n = shard.groups.load(shard).await?;
-    if n > 0 {
-        tracing::info!(core, records = n, "reloaded committed offsets and groups");
-    }
     Listener::bind(config.listen).map_err(|e| format!("listening on {}: {e}", config.listen))
 }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::cluster::ClusterLink;
 use super::fetch_sessions::FetchSessionCache;
 use super::groups::Groups;
 use super::memory::CoreMemory;
@@ -49,6 +50,11 @@ pub struct Shard {
     pub cores: usize,
     pub config: Arc<Config>,
     pub cluster_id: Arc<str>,
+    /// In a cluster: the way into the metadata quorum (see `server::cluster`).
+    pub cluster: Option<Arc<ClusterLink>>,
+    /// Core 0, in a cluster: the metadata-log index of the image installed last, and its change.
+    pub(super) installed: Cell<u64>,
+    pub(super) installed_changed: Notify,
     pub mesh: Rc<Mesh>,
     image: RefCell<Arc<MetadataImage>>,
     partitions: RefCell<HashMap<(String, i32), (Uuid, Rc<PartitionLog>)>>,
@@ -80,10 +86,13 @@ pub struct NewTopic {
     pub name: String,
     pub partitions: i32,
     pub overrides: std::collections::BTreeMap<String, String>,
+    /// In a cluster, replicas given by the client (CreateTopics' assignments); else placed by
+    /// `controller::placement`.
+    pub placement: Option<Vec<metadata::PartitionRecord>>,
 }
 
 impl Shard {
-    pub fn install(core: usize, config: Arc<Config>, cluster_id: Arc<str>, mesh: Rc<Mesh>) -> Rc<Shard> {
+    pub fn install(core: usize, config: Arc<Config>, cluster_id: Arc<str>, cluster: Option<Arc<ClusterLink>>, mesh: Rc<Mesh>) -> Rc<Shard> {
         let groups = config.groups;
         let memory = CoreMemory::new(config.queued_max_request_bytes / mesh.cores().max(1));
         let fetch_sessions = FetchSessionCache::new(
@@ -98,6 +107,9 @@ impl Shard {
             cores: mesh.cores(),
             config,
             cluster_id,
+            cluster,
+            installed: Cell::new(0),
+            installed_changed: Notify::default(),
             mesh,
             image: RefCell::new(Arc::new(MetadataImage::default())),
             partitions: RefCell::new(HashMap::new()),
@@ -163,7 +175,7 @@ impl Shard {
             return Err(format!("core {} is shutting down", self.core));
         }
         *self.image.borrow_mut() = image.clone();
-        self.partitions.borrow_mut().retain(|(name, _), (id, _)| image.topic(name).is_some_and(|t| t.id == *id));
+        self.partitions.borrow_mut().retain(|(name, p), (id, _)| image.topic(name).is_some_and(|t| t.id == *id && image.hosts(t, *p)));
         // Settings altered at run time reach the partitions already open.
         for ((name, _), (_, log)) in self.partitions.borrow().iter() {
             if let Some(t) = image.topic(name) {
@@ -192,7 +204,7 @@ impl Shard {
         }
         for t in image.topics.values() {
             for p in 0..t.partitions {
-                if self.owner(&t.name, p) != self.core || self.partition(&t.name, p).is_some() {
+                if self.owner(&t.name, p) != self.core || !image.hosts(t, p) || self.partition(&t.name, p).is_some() {
                     continue;
                 }
                 let dir = metadata::partition_dir(&self.config.data_dir, &t.name, p);
@@ -200,6 +212,12 @@ impl Shard {
                     .await
                     .map_err(|e| format!("opening partition {}-{p} in {}: {e}", t.name, dir.display()))?;
                 self.partitions.borrow_mut().insert((t.name.clone(), p), (t.id, log));
+                if t.name == super::groups::OFFSETS_TOPIC {
+                    let n = self.groups.load(self, p).await?;
+                    if n > 0 {
+                        tracing::info!(core = self.core, partition = p, records = n, "reloaded committed offsets and groups");
+                    }
+                }
             }
         }
         Ok(())
@@ -210,7 +228,7 @@ impl Shard {
     /// image, so that no request anywhere finds a new topic whose partition is not open yet on
     /// its owning core (a commit racing the creation of `__consumer_offsets` was answered
     /// COORDINATOR_NOT_AVAILABLE).
-    async fn broadcast(&self, image: Arc<MetadataImage>) -> Result<(), String> {
+    pub(super) async fn broadcast(&self, image: Arc<MetadataImage>) -> Result<(), String> {
         self.on_every_core(&image, Step::Open).await?;
         self.on_every_core(&image, Step::Install).await
     }
@@ -242,7 +260,7 @@ impl Shard {
         first_err
     }
 
-    async fn lock_metadata(&self) {
+    pub(super) async fn lock_metadata(&self) {
         assert_eq!(self.core, 0, "metadata changes run on core 0");
         while self.meta_busy.get() {
             self.meta_done.wait().await;
@@ -250,7 +268,7 @@ impl Shard {
         self.meta_busy.set(true);
     }
 
-    fn unlock_metadata(&self) {
+    pub(super) fn unlock_metadata(&self) {
         self.meta_busy.set(false);
         self.meta_done.notify_all();
     }
@@ -258,6 +276,9 @@ impl Shard {
     /// Core 0: creates topics one at a time, durably, then publishes them to every core.
     /// Each result is the created topic, or the Kafka error and message for that topic.
     pub async fn create_topics(&self, topics: Vec<NewTopic>) -> Vec<Result<Arc<TopicMeta>, (ResponseError, String)>> {
+        if self.cluster.is_some() {
+            return self.cluster_create_topics(topics).await;
+        }
         self.lock_metadata().await;
         let mut results = Vec::new();
         let mut image = (*self.image()).clone();
@@ -276,7 +297,7 @@ impl Shard {
                     continue;
                 }
             };
-            let meta = TopicMeta { name: t.name.clone(), id: Uuid::new_v4(), partitions: t.partitions, overrides: t.overrides, config };
+            let meta = TopicMeta::local(t.name.clone(), Uuid::new_v4(), t.partitions, t.overrides, config);
             if let Err(e) = self.store_topic(&meta).await {
                 results.push(Err(e));
                 continue;
@@ -297,6 +318,9 @@ impl Shard {
         &self,
         changes: Vec<(String, std::collections::BTreeMap<String, String>)>,
     ) -> Vec<Result<(), (ResponseError, String)>> {
+        if self.cluster.is_some() {
+            return self.cluster_alter_topic_configs(changes).await;
+        }
         let defaults = self.topic_defaults();
         let updates = changes
             .into_iter()
@@ -313,6 +337,9 @@ impl Shard {
     /// image is installed (existing partitions keep their core and their data). A count no
     /// larger than the topic's now is INVALID_PARTITIONS.
     pub async fn create_partitions(&self, growths: Vec<(String, i32)>) -> Vec<Result<(), (ResponseError, String)>> {
+        if self.cluster.is_some() {
+            return self.cluster_create_partitions(growths).await;
+        }
         let updates = growths
             .into_iter()
             .map(|(name, count)| {
@@ -393,6 +420,9 @@ impl Shard {
     /// stores them durably in `broker-configs.toml`, recomputes every topic's effective config
     /// on top of them, and publishes the new image, so every open partition takes them at once.
     pub async fn alter_broker_configs(&self, change: impl FnOnce(&mut DynamicBrokerConfig)) -> Result<(), (ResponseError, String)> {
+        if self.cluster.is_some() {
+            return self.cluster_alter_broker_configs(change).await;
+        }
         self.lock_metadata().await;
         let result = self.replace_broker_configs(change).await;
         self.unlock_metadata();
@@ -425,6 +455,9 @@ impl Shard {
 
     /// Core 0: deletes topics by name. Each result is Ok or the Kafka error and message.
     pub async fn delete_topics(&self, names: Vec<String>) -> Vec<Result<Uuid, (ResponseError, String)>> {
+        if self.cluster.is_some() {
+            return self.cluster_delete_topics(names).await;
+        }
         self.lock_metadata().await;
         let mut image = (*self.image()).clone();
         let mut results = Vec::new();

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
 use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 
-use super::super::groups::group_core;
+use super::super::groups::{coordinator_elsewhere, group_core};
 use super::super::shard::{current, Shard};
 use crate::coordinator::consumer_group::Heartbeat;
 use crate::protocol::{ResponseError, StrBytes};
@@ -43,6 +43,10 @@ pub async fn handle(
         client_id,
         client_host,
     };
+    if let Some(code) = coordinator_elsewhere(shard, &group_id) {
+        resp.error_code = code;
+        return resp;
+    }
     let core = group_core(&group_id, shard.cores);
     let reply = shard
         .invoke_on(core, move || async move {

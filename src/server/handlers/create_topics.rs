@@ -8,6 +8,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
+use super::super::cluster;
 use super::super::metadata::validate_topic_name;
 use super::super::shard::{current, NewTopic, Shard};
 use super::describe_configs::topic_entries;
@@ -35,13 +36,22 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: CreateTopicsRequest) -
                 return Err((ResponseError::TopicAlreadyExists, format!("topic {name:?} already exists")));
             }
             let node = shard.config.node_id;
+            let mut placement = None;
             let partitions = if !t.assignments.is_empty() {
                 if t.num_partitions != -1 || t.replication_factor != -1 {
                     return Err((ResponseError::InvalidRequest, "give either assignments or partitions and replication factor".into()));
                 }
-                let ok = t.assignments.iter().enumerate().all(|(i, a)| a.partition_index == i as i32 && a.broker_ids.iter().map(|b| b.0).eq([node]));
-                if !ok {
-                    return Err((ResponseError::InvalidReplicaAssignment, format!("assignments must place partitions 0..n on node {node} only")));
+                if !t.assignments.iter().enumerate().all(|(i, a)| a.partition_index == i as i32) {
+                    return Err((ResponseError::InvalidReplicaAssignment, "assignments must number partitions 0..n in order".into()));
+                }
+                if image.cluster.is_some() {
+                    let lists: Vec<Vec<i32>> = t.assignments.iter().map(|a| a.broker_ids.iter().map(|b| b.0).collect()).collect();
+                    placement = Some(cluster::assigned(&image, &lists).map_err(|m| (ResponseError::InvalidReplicaAssignment, m))?);
+                } else if !t.assignments.iter().all(|a| a.broker_ids.iter().map(|b| b.0).eq([node])) {
+                    return Err((
+                        ResponseError::InvalidReplicaAssignment,
+                        format!("assignments must place partitions 0..n on node {node} only"),
+                    ));
                 }
                 t.assignments.len() as i32
             } else if t.num_partitions == -1 {
@@ -53,10 +63,15 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: CreateTopicsRequest) -
                 return Err((ResponseError::InvalidPartitions, format!("partitions must be 1..={}", limits::TOPIC_PARTITIONS_MAX)));
             }
             if t.assignments.is_empty() && !matches!(t.replication_factor, -1 | 1) {
-                return Err((
-                    ResponseError::InvalidReplicationFactor,
-                    format!("replication factor {} is larger than the 1 available broker", t.replication_factor),
-                ));
+                let msg = if image.cluster.is_some() {
+                    format!(
+                        "replication factor {}: partitions have one replica until replication is built (issue 22); use 1",
+                        t.replication_factor
+                    )
+                } else {
+                    format!("replication factor {} is larger than the 1 available broker", t.replication_factor)
+                };
+                return Err((ResponseError::InvalidReplicationFactor, msg));
             }
             let mut overrides = BTreeMap::new();
             for c in &t.configs {
@@ -65,7 +80,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: CreateTopicsRequest) -
                 }
             }
             let config = TopicConfig::resolve(&shard.topic_defaults(), &overrides).map_err(|m| (ResponseError::InvalidConfig, m))?;
-            Ok((NewTopic { name: name.clone(), partitions, overrides }, config))
+            Ok((NewTopic { name: name.clone(), partitions, overrides, placement }, config))
         })();
         match checked {
             Ok((spec, config)) => {

@@ -35,6 +35,10 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, req: DeleteRecordsRequest)
             }
             answers.push((ResponseError::UnknownTopicOrPartition.code(), -1));
             if let Some(m) = meta.filter(|m| (0..m.partitions).contains(&p.partition_index)) {
+                if !image.leads(m, p.partition_index) {
+                    answers[slot].0 = ResponseError::NotLeaderOrFollower.code();
+                    continue;
+                }
                 work.push(PartWork { slot, topic: m.name.clone(), partition: p.partition_index, data: p.offset });
             }
         }

@@ -24,6 +24,10 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, req: DescribeProducersRequ
         for &p in &t.partition_indexes {
             let mut r = PartitionResponse::default().with_partition_index(p);
             match meta {
+                Some(m) if (0..m.partitions).contains(&p) && !image.leads(m, p) => {
+                    r.error_code = ResponseError::NotLeaderOrFollower.code();
+                    r.error_message = Some(StrBytes::from_string(format!("{}-{p} is not led by this broker", t.name.0.as_str())));
+                }
                 Some(m) if (0..m.partitions).contains(&p) => {
                     work.push(PartWork { slot: work.len(), topic: m.name.clone(), partition: p, data: (topics.len(), out.partitions.len()) })
                 }

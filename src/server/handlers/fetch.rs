@@ -301,6 +301,9 @@ fn resolve<'a>(image: &'a MetadataImage, key: &PartKey) -> Result<&'a str, Respo
     if key.partition < 0 || key.partition >= meta.partitions {
         return Err(ResponseError::UnknownTopicOrPartition);
     }
+    if !image.leads(meta, key.partition) {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
     Ok(&meta.name)
 }
 

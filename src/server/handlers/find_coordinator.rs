@@ -1,5 +1,7 @@
-//! FindCoordinator (key 10): every group is coordinated by this node (on the core that owns its
-//! `__consumer_offsets` partition, which is Spate's business, not the client's). Transaction
+//! FindCoordinator (key 10): a group is coordinated by the broker leading its
+//! `__consumer_offsets` partition (on a single node, this one; on the core that owns that
+//! partition, which is Spate's business, not the client's), so in a cluster the groups are
+//! spread over the brokers as the partitions are. Transaction
 //! coordinators do not exist yet: a lookup of one is INVALID_REQUEST with a message saying so, as
 //! Kafka answers a coordinator type it does not know. Not COORDINATOR_NOT_AVAILABLE: clients
 //! retry that (franz-go for as long as its context lasts, the Java client until `max.block.ms`),
@@ -16,7 +18,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
-use super::super::groups::ensure_offsets_topic;
+use super::super::groups::{ensure_offsets_topic, offsets_partition, OFFSETS_TOPIC};
 use super::super::shard::Shard;
 use crate::protocol::{ResponseError, StrBytes};
 
@@ -26,7 +28,6 @@ const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
 pub async fn handle(shard: &Rc<Shard>, version: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let (node, host, port) = (BrokerId(shard.config.node_id), shard.config.advertised_host.clone(), shard.config.advertised_port as i32);
     let (error, message) = if req.key_type != KEY_TYPE_GROUP {
         let what = if req.key_type == KEY_TYPE_TRANSACTION { "transaction coordinators are" } else { "this coordinator type is" };
         (ResponseError::InvalidRequest.code(), Some(format!("{what} not supported by Spate yet")))
@@ -42,25 +43,52 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FindCoordinatorRequest
             .coordinator_keys
             .into_iter()
             .map(|key| {
-                let c = Coordinator::default().with_key(key).with_error_code(error);
-                if error == 0 {
-                    c.with_node_id(node).with_host(StrBytes::from_string(host.clone())).with_port(port)
-                } else {
-                    c.with_node_id(BrokerId(-1)).with_port(-1).with_error_message(message.clone())
+                let found = if error == 0 { coordinator(shard, &key) } else { Err((error, message.clone())) };
+                let c = Coordinator::default().with_key(key);
+                match found {
+                    Ok((node, host, port)) => c.with_node_id(node).with_host(host).with_port(port),
+                    Err((code, msg)) => c.with_error_code(code).with_node_id(BrokerId(-1)).with_port(-1).with_error_message(msg),
                 }
             })
             .collect();
-    } else if error == 0 {
-        resp.node_id = node;
-        resp.host = StrBytes::from_string(host);
-        resp.port = port;
     } else {
-        resp.error_code = error;
-        if version >= 1 {
-            resp.error_message = message;
+        let found = if error == 0 { coordinator(shard, &req.key) } else { Err((error, message)) };
+        match found {
+            Ok((node, host, port)) => {
+                resp.node_id = node;
+                resp.host = host;
+                resp.port = port;
+            }
+            Err((code, msg)) => {
+                resp.error_code = code;
+                if version >= 1 {
+                    resp.error_message = msg;
+                }
+                resp.node_id = BrokerId(-1);
+                resp.port = -1;
+            }
         }
-        resp.node_id = BrokerId(-1);
-        resp.port = -1;
     }
     resp
+}
+
+type Found = Result<(BrokerId, StrBytes, i32), (i16, Option<StrBytes>)>;
+
+/// The broker leading the group's `__consumer_offsets` partition: this node on a single node;
+/// in a cluster whichever broker the image names (COORDINATOR_NOT_AVAILABLE while nobody leads
+/// it, as Kafka answers, and clients ask again).
+fn coordinator(shard: &Shard, group_id: &str) -> Found {
+    let image = shard.image();
+    if image.cluster.is_none() {
+        let c = &shard.config;
+        return Ok((BrokerId(c.node_id), StrBytes::from_string(c.advertised_host.clone()), c.advertised_port as i32));
+    }
+    let leader = image.topic(OFFSETS_TOPIC).map_or(-1, |t| image.leader(t, offsets_partition(group_id)));
+    match image.broker(leader) {
+        Some(b) => Ok((BrokerId(b.id), StrBytes::from_string(b.host.clone()), b.port)),
+        None => Err((
+            ResponseError::CoordinatorNotAvailable.code(),
+            Some(StrBytes::from_string(format!("{OFFSETS_TOPIC} partition {} has no live leader", offsets_partition(group_id)))),
+        )),
+    }
 }

@@ -4,7 +4,7 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
-use super::super::groups::group_core;
+use super::super::groups::{coordinator_elsewhere, group_core};
 use super::super::shard::{current, Shard};
 use crate::coordinator::group::{Event, Reply};
 
@@ -14,6 +14,9 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, req: HeartbeatRequest) -> 
     let group_id = req.group_id.0.to_string();
     let member_id = req.member_id.to_string();
     let generation = req.generation_id;
+    if let Some(code) = coordinator_elsewhere(shard, &group_id) {
+        return HeartbeatResponse::default().with_error_code(code);
+    }
     let core = group_core(&group_id, shard.cores);
     let reply = shard
         .invoke_on(core, move || async move {

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
-use super::super::groups::group_core;
+use super::super::groups::{coordinator_elsewhere, group_core};
 use super::super::shard::{current, Shard};
 use crate::coordinator::group::{Event, JoinRequest, Reply};
 use crate::protocol::{ResponseError, StrBytes};
@@ -18,6 +18,10 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: JoinGroupRequest, clie
     let mut resp = JoinGroupResponse::default();
     if group_id.is_empty() {
         resp.error_code = ResponseError::InvalidGroupId.code();
+        return resp;
+    }
+    if let Some(code) = coordinator_elsewhere(shard, &group_id) {
+        resp.error_code = code;
         return resp;
     }
     let join = JoinRequest {

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
-use super::super::groups::group_core;
+use super::super::groups::{coordinator_elsewhere, group_core};
 use super::super::shard::{current, Shard};
 use crate::coordinator::group::{Event, Reply};
 use crate::protocol::StrBytes;
@@ -23,6 +23,9 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: LeaveGroupRequest) -> 
     } else {
         vec![(req.member_id.to_string(), None)]
     };
+    if let Some(code) = coordinator_elsewhere(shard, &group_id) {
+        return LeaveGroupResponse::default().with_error_code(code);
+    }
     let core = group_core(&group_id, shard.cores);
     let reply = shard
         .invoke_on(core, move || async move {

@@ -1,5 +1,6 @@
-//! Metadata (key 3): brokers (this node), and topics with their partitions, all led by this node
-//! at leader epoch 0. Unknown topics are auto-created when both the client and the broker allow
+//! Metadata (key 3): the brokers (this node alone, or every live broker of the cluster), and
+//! topics with their partitions' leaders, replicas and leader epochs from the image (on a single
+//! node all led here at epoch 0; in a cluster, LEADER_NOT_AVAILABLE for a partition led by nobody). Unknown topics are auto-created when both the client and the broker allow
 //! it (`auto.create.topics.enable`, `num.partitions`).
 
 use std::rc::Rc;
@@ -9,7 +10,7 @@ use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, Metada
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use uuid::Uuid;
 
-use super::super::metadata::{validate_topic_name, TopicMeta};
+use super::super::metadata::{validate_topic_name, MetadataImage, TopicMeta};
 use super::super::shard::{current, NewTopic, Shard};
 use crate::protocol::{ResponseError, StrBytes};
 
@@ -17,17 +18,13 @@ pub const VERSIONS: (i16, i16) = (0, 13);
 
 pub async fn handle(shard: &Rc<Shard>, version: i16, req: MetadataRequest) -> MetadataResponse {
     let image = shard.image();
-    let node = BrokerId(shard.config.node_id);
     let mut resp = MetadataResponse::default();
-    resp.brokers = vec![MetadataResponseBroker::default()
-        .with_node_id(node)
-        .with_host(StrBytes::from_string(shard.config.advertised_host.clone()))
-        .with_port(shard.config.advertised_port as i32)];
+    resp.brokers = brokers(shard, &image, version);
     if version >= 2 {
         resp.cluster_id = Some(StrBytes::from_string(shard.cluster_id.to_string()));
     }
     if version >= 1 {
-        resp.controller_id = node;
+        resp.controller_id = BrokerId(shard.cluster.as_ref().map_or(shard.config.node_id, |c| c.controller_id(&image)));
     }
 
     // Which topics: all (null list, or an empty one before v1), or those named / given by id.
@@ -37,7 +34,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: MetadataRequest) -> Me
         Some(t) => Some(t),
     };
     let Some(requested) = requested else {
-        resp.topics = image.topics.values().map(|t| topic_entry(t, node, version)).collect();
+        resp.topics = image.topics.values().map(|t| topic_entry(&image, t, version)).collect();
         return resp;
     };
     let auto_create = shard.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
@@ -64,7 +61,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: MetadataRequest) -> Me
             }
         };
         if let Some(meta) = image.topic(&name) {
-            entries.push(Ok(topic_entry(meta, node, version)));
+            entries.push(Ok(topic_entry(&image, meta, version)));
         } else if validate_topic_name(&name).is_err() {
             entries.push(Ok(error_entry(&name, ResponseError::InvalidTopicException)));
         } else if auto_create {
@@ -79,7 +76,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: MetadataRequest) -> Me
     if !to_create.is_empty() {
         let specs: Vec<NewTopic> = to_create
             .iter()
-            .map(|n| NewTopic { name: n.clone(), partitions: shard.config.num_partitions, overrides: Default::default() })
+            .map(|n| NewTopic { name: n.clone(), partitions: shard.config.num_partitions, overrides: Default::default(), placement: None })
             .collect();
         let results = shard.invoke_on(0, move || async move { current().create_topics(specs).await }).await;
         for (name, r) in to_create.iter().zip(results) {
@@ -97,7 +94,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: MetadataRequest) -> Me
         .map(|e| match e {
             Ok(t) => t,
             Err(name) => match image.topic(&name) {
-                Some(meta) => topic_entry(meta, node, version),
+                Some(meta) => topic_entry(&image, meta, version),
                 None => error_entry(&name, ResponseError::LeaderNotAvailable),
             },
         })
@@ -111,21 +108,52 @@ fn error_entry(name: &str, e: ResponseError) -> MetadataResponseTopic {
         .with_error_code(e.code())
 }
 
-fn topic_entry(t: &Arc<TopicMeta>, node: BrokerId, version: i16) -> MetadataResponseTopic {
+fn topic_entry(image: &MetadataImage, t: &Arc<TopicMeta>, version: i16) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
         .with_topic_id(if version >= 10 { t.id } else { Uuid::nil() })
         .with_is_internal(version >= 1 && t.name == super::super::groups::OFFSETS_TOPIC)
-        .with_partitions(
-            (0..t.partitions)
-                .map(|p| {
-                    MetadataResponsePartition::default()
-                        .with_partition_index(p)
-                        .with_leader_id(node)
-                        .with_leader_epoch(if version >= 7 { 0 } else { -1 })
-                        .with_replica_nodes(vec![node])
-                        .with_isr_nodes(vec![node])
-                })
-                .collect(),
-        )
+        .with_partitions((0..t.partitions).map(|p| partition_entry(image, t, p, version)).collect())
+}
+
+fn partition_entry(image: &MetadataImage, t: &TopicMeta, p: i32, version: i16) -> MetadataResponsePartition {
+    let leader = image.leader(t, p);
+    let (replicas, isr) = match usize::try_from(p).ok().and_then(|i| t.placement.get(i)) {
+        Some(r) => (r.replicas.clone(), r.isr.clone()),
+        None => (vec![image.node_id], vec![image.node_id]),
+    };
+    let ids = |v: Vec<i32>| v.into_iter().map(BrokerId).collect::<Vec<_>>();
+    // A replica on a fenced broker is offline, as Kafka reports it.
+    let offline: Vec<i32> =
+        if image.cluster.is_some() { replicas.iter().copied().filter(|r| image.broker(*r).is_none()).collect() } else { Vec::new() };
+    MetadataResponsePartition::default()
+        .with_error_code(if leader == -1 { ResponseError::LeaderNotAvailable.code() } else { 0 })
+        .with_partition_index(p)
+        .with_leader_id(BrokerId(leader))
+        .with_leader_epoch(if version >= 7 { image.leader_epoch(t, p) } else { -1 })
+        .with_replica_nodes(ids(replicas))
+        .with_isr_nodes(ids(isr))
+        .with_offline_replicas(if version >= 5 { ids(offline) } else { Vec::new() })
+}
+
+/// Every live broker in a cluster; this node alone otherwise.
+fn brokers(shard: &Shard, image: &MetadataImage, version: i16) -> Vec<MetadataResponseBroker> {
+    match &image.cluster {
+        None => vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(shard.config.node_id))
+            .with_host(StrBytes::from_string(shard.config.advertised_host.clone()))
+            .with_port(shard.config.advertised_port as i32)],
+        Some(c) => c
+            .brokers
+            .iter()
+            .filter(|b| !b.fenced)
+            .map(|b| {
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.id))
+                    .with_host(StrBytes::from_string(b.host.clone()))
+                    .with_port(b.port)
+                    .with_rack(if version >= 1 { b.rack.clone().map(StrBytes::from_string) } else { None })
+            })
+            .collect(),
+    }
 }

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
-use super::super::groups::{group_core, Committed, Committer};
+use super::super::groups::{coordinator_elsewhere, group_core, Committed, Committer};
 use super::super::shard::{current, Shard};
 use crate::protocol::ResponseError;
 use crate::storage::now_ms;
@@ -57,6 +57,8 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: OffsetCommitRequest) -
     }
     let code = if group_id.is_empty() {
         ResponseError::InvalidGroupId.code()
+    } else if let Some(code) = coordinator_elsewhere(shard, &group_id) {
+        code
     } else {
         let core = group_core(&group_id, shard.cores);
         shard.invoke_on(core, move || async move { current().groups.commit(&group_id, &who, offsets).await }).await

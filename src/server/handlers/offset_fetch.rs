@@ -9,7 +9,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
-use super::super::groups::{group_core, Committed};
+use super::super::groups::{coordinator_elsewhere, group_core, Committed};
 use super::super::shard::{current, Shard};
 use crate::protocol::StrBytes;
 
@@ -41,6 +41,10 @@ fn name(s: String) -> TopicName {
 pub async fn handle(shard: &Rc<Shard>, version: i16, req: OffsetFetchRequest) -> OffsetFetchResponse {
     let mut resp = OffsetFetchResponse::default();
     if version < 8 {
+        if let Some(code) = coordinator_elsewhere(shard, req.group_id.0.as_str()) {
+            resp.error_code = code;
+            return resp;
+        }
         let wanted = req
             .topics
             .map(|ts| ts.into_iter().flat_map(|t| t.partition_indexes.into_iter().map(move |p| (t.name.0.to_string(), p))).collect());
@@ -65,6 +69,10 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: OffsetFetchRequest) ->
         let wanted = g
             .topics
             .map(|ts| ts.into_iter().flat_map(|t| t.partition_indexes.into_iter().map(move |p| (t.name.0.to_string(), p))).collect());
+        if let Some(code) = coordinator_elsewhere(shard, g.group_id.0.as_str()) {
+            resp.groups.push(OffsetFetchResponseGroup::default().with_group_id(GroupId(g.group_id.0)).with_error_code(code));
+            continue;
+        }
         let found = fetch(shard, g.group_id.0.to_string(), wanted).await;
         let topics = by_topic(found)
             .into_iter()

@@ -26,6 +26,10 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, req: OffsetForLeaderEpochR
                     .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
             );
             if let Some(m) = meta.filter(|m| (0..m.partitions).contains(&p.partition)) {
+                if !image.leads(m, p.partition) {
+                    answers[slot].error_code = ResponseError::NotLeaderOrFollower.code();
+                    continue;
+                }
                 work.push(PartWork {
                     slot,
                     topic: m.name.clone(),

@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 
+use super::super::metadata::{MetadataImage, TopicMeta};
 use super::super::shard::Shard;
 use super::{on_partitions, PartWork};
 use crate::config::limits::RECORDS_DECOMPRESSED_MAX_BYTES;
@@ -46,6 +47,9 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, fr
                 })?;
                 if p.index < 0 || p.index >= meta.partitions {
                     return Err((ResponseError::UnknownTopicOrPartition, format!("no partition {}", p.index)));
+                }
+                if !image.leads(meta, p.index) {
+                    return Err(not_leader(&image, meta, p.index));
                 }
                 let records = p.records.as_ref().ok_or((ResponseError::CorruptMessage, "null record set".to_string()))?;
                 let batches = batch::split(records).map_err(|e| match e {
@@ -214,4 +218,12 @@ mod tests {
             assert_eq!((header.client_id.unwrap().as_str(), req.topic_data[0].name.0.as_str()), ("client", name));
         }
     }
+}
+
+/// NOT_LEADER_OR_FOLLOWER for a partition another broker (or nobody) leads: the client
+/// refreshes its metadata and sends it there.
+pub fn not_leader(image: &MetadataImage, meta: &TopicMeta, partition: i32) -> (ResponseError, String) {
+    let leader = image.leader(meta, partition);
+    let who = if leader == -1 { "no broker leads it now".to_string() } else { format!("broker {leader} leads it") };
+    (ResponseError::NotLeaderOrFollower, format!("broker {} does not lead {}-{partition}: {who}", image.node_id, meta.name))
 }

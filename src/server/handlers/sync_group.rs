@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
-use super::super::groups::group_core;
+use super::super::groups::{coordinator_elsewhere, group_core};
 use super::super::shard::{current, Shard};
 use crate::coordinator::group::{Event, Reply};
 use crate::protocol::StrBytes;
@@ -18,6 +18,9 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: SyncGroupRequest) -> S
     let generation = req.generation_id;
     let assignments: Vec<(String, bytes::Bytes)> =
         req.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect();
+    if let Some(code) = coordinator_elsewhere(shard, &group_id) {
+        return SyncGroupResponse::default().with_error_code(code);
+    }
     let core = group_core(&group_id, shard.cores);
     let reply = shard
         .invoke_on(core, move || async move {
