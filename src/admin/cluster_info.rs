@@ -213,9 +213,9 @@ mod tests {
     fn api_table_has_a_column_per_broker() {
         let api = |key, min, max| ApiJson { api: api_name(key), key, min_version: min, max_version: max };
         let brokers = vec![
-            BrokerJson { id: 1, host: "a".into(), port: 1, rack: None, api_versions: vec![api(0, 3, 11), api(18, 0, 4)], error: None },
-            BrokerJson { id: 2, host: "b".into(), port: 2, rack: None, api_versions: vec![api(18, 0, 3)], error: None },
-            BrokerJson { id: 3, host: "c".into(), port: 3, rack: None, api_versions: vec![], error: Some("down".into()) },
+            BrokerJson { id: 1, host: "a".into(), port: 1, rack: None, roles: vec![], replicas: 0, leads: vec![], api_versions: vec![api(0, 3, 11), api(18, 0, 4)], error: None },
+            BrokerJson { id: 2, host: "b".into(), port: 2, rack: None, roles: vec![], replicas: 0, leads: vec![], api_versions: vec![api(18, 0, 3)], error: None },
+            BrokerJson { id: 3, host: "c".into(), port: 3, rack: None, roles: vec![], replicas: 0, leads: vec![], api_versions: vec![], error: Some("down".into()) },
         ];
         assert_eq!(
             api_table(&brokers),

@@ -141,7 +141,10 @@ pub async fn call(
     // Taken out for the call and put back only after a whole answer: a call cancelled halfway
     // (openraft times its RPCs out by dropping them) drops the connection with it, so no later
     // call reads an answer meant for this one.
-    let mut c = match conn.take() {
+    // A kept connection the peer has closed meanwhile (it died or restarted) is replaced before
+    // anything is sent: a request that fails on it would be of unknown outcome, one that cannot
+    // connect at all is known not to have been sent.
+    let mut c = match conn.take().filter(|c| !c.closed_by_peer()) {
         Some(c) => c,
         None => FrameConn::connect(addr, timeout).await.map_err(CallError::Unreachable)?,
     };

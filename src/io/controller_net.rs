@@ -69,6 +69,15 @@ impl FrameConn {
         Ok(FrameConn { stream })
     }
 
+    /// Whether a kept connection is already unusable before anything is sent on it: the peer
+    /// closed it (a process that died closes its sockets), it failed, or bytes arrived that no
+    /// request asked for. Never waits. A request sent on such a connection would fail with an
+    /// outcome the caller could not know; checked first, it is known not to have been sent.
+    pub fn closed_by_peer(&self) -> bool {
+        let mut probe = [0u8; 1];
+        !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
     /// Sends one frame, giving up after `timeout` (the connection is then unusable).
     pub async fn send(&mut self, frame: &[u8], timeout: Duration) -> io::Result<()> {
         let len = u32::try_from(frame.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
