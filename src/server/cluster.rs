@@ -41,6 +41,9 @@ use crate::protocol::ResponseError;
 /// the quorum has committed it. A hang guard: installing takes milliseconds.
 const INSTALL_WAIT: Duration = Duration::from_secs(30);
 
+/// How long core 0 waits before installing again a metadata state whose install failed.
+const INSTALL_RETRY: Duration = Duration::from_secs(1);
+
 /// What every core of a broker in a cluster shares: the way into the quorum, and the topics
 /// found on disk at start (taken once by core 0).
 pub struct ClusterLink {
@@ -274,7 +277,21 @@ impl Shard {
         // States older than the start's image may still be queued: never installed.
         self.installed.set(link.startup_index);
         let states = link.handle.applied();
-        while let Ok(mut next) = states.recv_async().await {
+        // A state whose install failed (a disk error creating a topic's directory, say) is
+        // tried again, or the newer one that arrived meanwhile: `installed` never moves past an
+        // image the cores do not serve, so a change waiting on it is not answered as done.
+        let mut failed: Option<(u64, Arc<ClusterMetadata>)> = None;
+        loop {
+            let mut next = match failed.take() {
+                Some(f) => {
+                    rt::sleep(INSTALL_RETRY).await;
+                    f
+                }
+                None => match states.recv_async().await {
+                    Ok(n) => n,
+                    Err(_) => return,
+                },
+            };
             while let Ok(newer) = states.try_recv() {
                 next = newer;
             }
@@ -285,14 +302,17 @@ impl Shard {
             self.lock_metadata().await;
             let result = self.install_cluster_image(&mut local, image_of(&self.config, &meta)).await;
             self.unlock_metadata();
-            if let Err(e) = result {
-                if self.lifecycle.is_closed() {
-                    return;
+            match result {
+                Ok(()) => {
+                    self.installed.set(index);
+                    self.installed_changed.notify_all();
                 }
-                tracing::error!(index, error = %e, "installing the cluster's metadata failed");
+                Err(_) if self.lifecycle.is_closed() => return,
+                Err(e) => {
+                    tracing::error!(index, error = %e, "installing the cluster's metadata failed; trying again");
+                    failed = Some((index, meta));
+                }
             }
-            self.installed.set(index);
-            self.installed_changed.notify_all();
         }
     }
 
