@@ -360,6 +360,13 @@ fn three_brokers_serve_one_set_of_topics_with_leaders_spread_and_clients_followi
 
     // DescribeCluster names the quorum's leader as the controller, on every broker.
     let leader = wait_for("a quorum leader", || status(&nodes[0])["quorum"]["leader"].as_i64());
+    // DescribeQuorum (kafka-metadata-quorum's request) from a follower: the leader's view.
+    let follower = nodes.iter().find(|n| status(n)["quorum"]["node_id"].as_i64() != Some(leader)).unwrap();
+    let q: DescribeQuorumResponse = Raw::connect(follower.port).call(ApiKey::DescribeQuorum, 2, &DescribeQuorumRequest::default(), 2);
+    let p = &q.topics[0].partitions[0];
+    assert_eq!((q.error_code, q.topics[0].topic_name.0.as_str(), p.leader_id.0 as i64), (0, "__cluster_metadata", leader), "{q:?}");
+    assert_eq!((p.current_voters.len(), q.nodes.len()), (3, 3), "{q:?}");
+    assert!(p.high_watermark > 0 && p.current_voters.iter().all(|v| v.log_end_offset > 0), "the leader knows every voter's progress: {q:?}");
     for n in &nodes {
         let r: DescribeClusterResponse = Raw::connect(n.port).call(ApiKey::DescribeCluster, 1, &DescribeClusterRequest::default(), 1);
         assert_eq!((r.controller_id.0 as i64, r.brokers.len()), (leader, 3), "{r:?}");

@@ -94,6 +94,7 @@ fn api_versions_advertises_exactly_what_is_implemented() {
             (42, 0, 2),
             (44, 0, 1),
             (47, 0, 0),
+            (55, 0, 2),
             (60, 0, 2),
             (61, 0, 0),
             (68, 0, 1),

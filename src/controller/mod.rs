@@ -193,7 +193,7 @@ impl std::fmt::Display for ControllerError {
 impl std::error::Error for ControllerError {}
 
 /// A node's part in the quorum, as its status tells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Leader,
@@ -203,8 +203,8 @@ pub enum Role {
     Stopped,
 }
 
-/// One voter as the leader sees it (`matched`, `lag`: only the leader knows them).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One voter (or observer) as the leader sees it (`matched`, `lag`: only the leader knows them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoterStatus {
     pub id: i32,
     /// The last entry known to be in that voter's log.
@@ -213,8 +213,8 @@ pub struct VoterStatus {
     pub lag: Option<u64>,
 }
 
-/// The quorum as this node sees it, for `/v1/status` and metrics.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The quorum as this node sees it, for `/v1/status`, metrics and DescribeQuorum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControllerStatus {
     pub node_id: i32,
     pub role: Role,
@@ -227,6 +227,10 @@ pub struct ControllerStatus {
     /// The last entry the newest snapshot covers.
     pub snapshot: Option<u64>,
     pub voters: Vec<VoterStatus>,
+    /// The learners (broker-only nodes following the log), as the leader sees them; empty
+    /// elsewhere.
+    #[serde(default)]
+    pub observers: Vec<VoterStatus>,
     pub cluster_id: Option<String>,
 }
 
@@ -335,6 +339,7 @@ fn now_ms() -> u64 {
 
 enum Command {
     Propose { record: MetadataRecord, reply: flume::Sender<Result<u64, ControllerError>> },
+    LeaderStatus(flume::Sender<Result<ControllerStatus, ControllerError>>),
     ControlledShutdown(lifecycle::ShutdownAsk),
 }
 
@@ -361,6 +366,14 @@ impl ControllerHandle {
     /// The quorum as this node saw it last (updated on every change).
     pub fn status(&self) -> ControllerStatus {
         self.shared.status.lock().expect("never poisoned").clone()
+    }
+
+    /// The quorum as its leader sees it (each voter's and observer's progress), asked of the
+    /// leader over the controller network when this node is not it.
+    pub async fn leader_status(&self) -> Result<ControllerStatus, ControllerError> {
+        let (reply, answer) = flume::bounded(1);
+        self.commands.send_async(Command::LeaderStatus(reply)).await.map_err(|_| ControllerError::Stopped)?;
+        answer.recv_async().await.map_err(|_| ControllerError::Stopped)?
     }
 
     /// The newest applied metadata and its log index.
@@ -447,6 +460,7 @@ impl Controller {
                 last_log: None,
                 snapshot: None,
                 voters: voters.iter().map(|v| VoterStatus { id: v.id, matched: None, lag: None }).collect(),
+                observers: Vec::new(),
                 cluster_id: None,
             }),
             published,
@@ -680,6 +694,12 @@ async fn serve(
                         let _ = reply.send(propose(&raft, &shared, &pool, record, timeout).await);
                     });
                 }
+                Ok(Command::LeaderStatus(reply)) => {
+                    let (raft, shared, pool) = (raft.clone(), shared.clone(), pool.clone());
+                    tokio::spawn(async move {
+                        let _ = reply.send(leader_status(&raft, &shared, &pool).await);
+                    });
+                }
                 Ok(Command::ControlledShutdown(reply)) => {
                     if !broker_started {
                         let why = if cfg.broker.is_some() { "this broker has not registered yet" } else { "this node has no broker role" };
@@ -780,6 +800,17 @@ fn update_status(cfg: &ControllerConfig, shared: &Shared, m: &openraft::RaftMetr
             VoterStatus { id: v.id, matched, lag }
         })
         .collect();
+    let observers = m
+        .replication
+        .iter()
+        .flatten()
+        .filter(|(id, _)| !cfg.voters.iter().any(|v| v.id as u64 == **id))
+        .map(|(id, matched)| {
+            let matched = matched.map(|l| l.index);
+            let lag = m.last_log_index.map(|last| matched.map_or(last + 1, |x| last.saturating_sub(x)));
+            VoterStatus { id: *id as i32, matched, lag }
+        })
+        .collect();
     let status = ControllerStatus {
         node_id: cfg.node_id,
         role,
@@ -790,9 +821,27 @@ fn update_status(cfg: &ControllerConfig, shared: &Shared, m: &openraft::RaftMetr
         last_log: m.last_log_index,
         snapshot: m.snapshot.map(|l| l.index),
         voters,
+        observers,
         cluster_id: shared.ready_id(),
     };
     *shared.status.lock().expect("never poisoned") = status;
+}
+
+/// This node's status if it leads, else the leader's, asked over the controller network.
+async fn leader_status(raft: &Raft<TypeConfig>, shared: &Shared, pool: &Pool) -> Result<ControllerStatus, ControllerError> {
+    let leader = raft.metrics().borrow().current_leader;
+    match leader {
+        None => Err(ControllerError::Timeout { waited_ms: 0, leader: None }),
+        Some(l) if l == shared.node_id => Ok(shared.status.lock().expect("never poisoned").clone()),
+        Some(l) => {
+            let addr = addr_of(raft, l).ok_or_else(|| ControllerError::Failed(format!("no address for the leader {l}")))?;
+            match pool.call(shared, &addr, Request::Status, Duration::from_secs(5)).await {
+                Ok(Response::Status(s)) => Ok(s),
+                Ok(other) => Err(ControllerError::Failed(format!("unexpected answer from the leader: {other:?}"))),
+                Err(e) => Err(ControllerError::Failed(format!("the leader at {addr}: {e}"))),
+            }
+        }
+    }
 }
 
 /// The address of node `id` in the current membership.

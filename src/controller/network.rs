@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lifecycle::{heartbeat_here, Heartbeat, HeartbeatReply};
 use super::metadata::MetadataRecord;
-use super::{Shared, TypeConfig};
+use super::{ControllerStatus, Shared, TypeConfig};
 use crate::io::controller_net::{FrameConn, FrameListener};
 
 type Nid = u64;
@@ -58,6 +58,9 @@ pub enum Request {
     Join { addr: String },
     /// A broker's heartbeat to the active controller (`lifecycle`).
     BrokerHeartbeat(Heartbeat),
+    /// The receiver's view of the quorum (asked of the leader, which alone knows each voter's
+    /// progress: DescribeQuorum).
+    Status,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -74,6 +77,7 @@ pub enum Response {
     Propose(ProposeReply),
     Join(JoinReply),
     BrokerHeartbeat(HeartbeatReply),
+    Status(ControllerStatus),
     Refused(Refusal),
 }
 
@@ -330,6 +334,7 @@ async fn answer(request: RequestFrame, raft: &Raft<TypeConfig>, shared: &Shared)
         Request::Propose { record, timeout_ms } => Response::Propose(propose_here(raft, record, timeout_ms).await),
         Request::Join { addr } => Response::Join(join_here(raft, shared, request.from, addr).await),
         Request::BrokerHeartbeat(hb) => Response::BrokerHeartbeat(heartbeat_here(raft, shared, hb, HEARTBEAT_COMMIT_MS).await),
+        Request::Status => Response::Status(shared.status.lock().expect("never poisoned").clone()),
     }
 }
 

@@ -18,6 +18,7 @@ pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
+pub mod describe_quorum;
 pub mod describe_configs;
 pub mod errors;
 pub mod fetch;
@@ -94,6 +95,7 @@ pub const SUPPORTED: &[ApiSpec] = &[
         max: alter_configs::INCREMENTAL_VERSIONS.1,
     },
     ApiSpec { key: ApiKey::OffsetDelete, min: offset_delete::VERSIONS.0, max: offset_delete::VERSIONS.1 },
+    ApiSpec { key: ApiKey::DescribeQuorum, min: describe_quorum::VERSIONS.0, max: describe_quorum::VERSIONS.1 },
     ApiSpec { key: ApiKey::DescribeCluster, min: describe_cluster::VERSIONS.0, max: describe_cluster::VERSIONS.1 },
     ApiSpec {
         key: ApiKey::DescribeProducers,
@@ -186,6 +188,7 @@ async fn dispatch(
         RequestKind::DescribeCluster(r) => Some(ResponseKind::DescribeCluster(describe_cluster::handle(shard, v, r).await)),
         RequestKind::DescribeLogDirs(r) => Some(ResponseKind::DescribeLogDirs(describe_log_dirs::handle(shard, v, r).await)),
         RequestKind::DescribeProducers(r) => Some(ResponseKind::DescribeProducers(describe_producers::handle(shard, v, r).await)),
+        RequestKind::DescribeQuorum(r) => Some(ResponseKind::DescribeQuorum(describe_quorum::handle(shard, v, r).await)),
         RequestKind::AlterConfigs(r) => Some(ResponseKind::AlterConfigs(alter_configs::handle(shard, v, r).await)),
         RequestKind::IncrementalAlterConfigs(r) => {
             Some(ResponseKind::IncrementalAlterConfigs(alter_configs::handle_incremental(shard, v, r).await))
@@ -252,6 +255,7 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::AlterConfigs => "AlterConfigs",
         ApiKey::DescribeLogDirs => "DescribeLogDirs",
         ApiKey::DescribeProducers => "DescribeProducers",
+        ApiKey::DescribeQuorum => "DescribeQuorum",
         ApiKey::DescribeCluster => "DescribeCluster",
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
