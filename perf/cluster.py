@@ -24,126 +24,64 @@ the cores with the leader and the clients, which is part of what is measured.
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import re
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from retention import Broker, free_port, machine, proc_cpu_s  # noqa: E402  (perf/retention.py)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "perf", "results")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Spate's (and Kafka's) default: retention plays no part here.
+RETENTION_CHECK_MS = 300_000
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_s(stat_path):
+def thread_cpu_s(pid, name):
+    """CPU seconds of `pid`'s thread called `name` (0 when there is none)."""
     try:
-        with open(stat_path) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+        tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def controller_tid(pid):
-    for tid in os.listdir(f"/proc/{pid}/task"):
+    for tid in tids:
         try:
             with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                if f.read().strip() == "controller":
-                    return tid
+                if f.read().strip() != name:
+                    continue
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / CLK_TCK
         except OSError:
             pass
-    return None
+    return 0.0
 
 
-class Node:
+class Node(Broker):
+    """A broker of perf/retention.py's kind, alone or one of a cluster (`voters`)."""
+
     def __init__(self, spate, tmp, node_id=None, voters=None):
-        self.spate = spate
-        self.data = tempfile.mkdtemp(prefix="spate-", dir=tmp)
-        self.port, self.admin = free_port(), free_port()
-        self.log = self.data + ".log"
-        self.node_id = node_id
-        cmd = [spate, "serve", "--listen", f"127.0.0.1:{self.port}", "--admin-listen", f"127.0.0.1:{self.admin}",
-               "--data-dir", self.data, "--cores", "1"]
-        if voters:
-            cmd += ["--node-id", str(node_id), "--controller-quorum-voters", voters]
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def wait_ready(self):
-        deadline = time.monotonic() + 60
-        while "spate ready" not in self.log_text():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"spate did not start: {self.log_text()[-600:]}")
-            time.sleep(0.1)
-
-    @property
-    def bootstrap(self):
-        return f"127.0.0.1:{self.port}"
-
-    def log_text(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        extra = ["--node-id", str(node_id), "--controller-quorum-voters", voters] if voters else []
+        super().__init__(spate, tmp, RETENTION_CHECK_MS, extra, wait=False)
 
     def problems(self):
-        return [line.strip()[:300] for line in self.log_text().splitlines() if re.search(r"\b(ERROR|WARN)\b|panicked", line)
-                and "openraft" not in line]
+        # openraft warns about peers it cannot reach yet while the cluster forms.
+        return [p for p in super().problems() if "openraft" not in p]
 
     def get(self, path):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}{path}", timeout=5) as r:
             return json.loads(r.read())
 
     def cpu(self):
-        return cpu_s(f"/proc/{self.proc.pid}/stat")
+        return proc_cpu_s(self.proc.pid) or 0.0
 
     def controller_cpu(self):
-        tid = controller_tid(self.proc.pid)
-        return cpu_s(f"/proc/{self.proc.pid}/task/{tid}/stat") if tid else 0.0
-
-    def stop(self):
-        problems = self.problems()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.data, ignore_errors=True)
-        os.remove(self.log)
-        return problems
-
-
-def spate_cmd(spate, *args, timeout=900):
-    r = subprocess.run([spate, *args], capture_output=True, text=True, timeout=timeout)
-    if r.returncode != 0:
-        raise RuntimeError(f"spate {' '.join(args)}: exit {r.returncode}: {r.stderr[-400:]}")
-    return r.stdout
-
-
-def bench(spate, bootstrap, mode, topic, *extra):
-    out = spate_cmd(spate, "bench", mode, "-b", bootstrap, "--topic", topic, "--json", *extra)
-    rep = json.loads(out)
-    if rep.get("errors") or rep.get("missing"):
-        raise RuntimeError(f"{mode}: {rep.get('errors')} errors, {rep.get('missing')} missing: {rep.get('error_samples')}")
-    return rep
+        return thread_cpu_s(self.proc.pid, "controller")
 
 
 def start(args, tmp, cluster):
@@ -182,7 +120,7 @@ def propagation(args, nodes):
     lags = []
     for i in range(args.creates):
         name = f"lag-{i}"
-        spate_cmd(args.spate, "topic", "create", "-b", nodes[0].bootstrap, name, "-p", "1")
+        nodes[0].topic(name, 1, {})
         answered = time.monotonic()
         while name not in nodes[2].get("/v1/metadata")["installed"]["topics"]:
             if time.monotonic() - answered > 30:
@@ -196,16 +134,16 @@ def one_round(args, tmp, cluster):
     nodes = start(args, tmp, cluster)
     row = {"setup": "cluster" if cluster else "single"}
     try:
-        b = nodes[0].bootstrap
-        spate_cmd(args.spate, "topic", "create", "-b", b, "one", "-p", "1")
-        spate_cmd(args.spate, "topic", "create", "-b", b, "e2e", "-p", "1")
+        b = nodes[0]
+        b.topic("one", 1, {})
+        b.topic("e2e", 1, {})
         row["leader"] = leader_of(nodes, "one") + 1 if cluster else "-"
-        p = bench(args.spate, b, "produce", "one", "--messages", str(args.messages), "--acks", "all")["produced"]
-        c = bench(args.spate, b, "consume", "one")["consumed"]
+        p = b.bench("produce", "one", "--messages", str(args.messages), "--acks", "all")["produced"]
+        c = b.bench("consume", "one")["consumed"]
         lead = leader_of(nodes, "e2e")
         before = [(n.cpu(), n.controller_cpu()) for n in nodes]
         t0 = time.monotonic()
-        e = bench(args.spate, b, "e2e", "e2e", "--rate", str(args.rate), "--duration", str(args.seconds), "--partitions", "1")
+        e = b.bench("e2e", "e2e", "--rate", str(args.rate), "--duration", str(args.seconds), "--partitions", "1")
         dt = time.monotonic() - t0
         after = [(n.cpu(), n.controller_cpu()) for n in nodes]
         lat = e["consumed"]["latency"]
@@ -221,16 +159,6 @@ def one_round(args, tmp, cluster):
     return row
 
 
-def machine(args):
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    with open("/proc/cpuinfo") as f:
-        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
-    return dict(commit=commit, date=f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
-                cores=os.cpu_count(), cpu=cpu, kernel=platform.release(),
-                command="perf/cluster.py " + " ".join(sys.argv[1:]),
-                spate=subprocess.run([args.spate, "--version"], capture_output=True, text=True).stdout.strip())
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spate", default=os.path.join(ROOT, "target", "release", "spate"))
@@ -242,7 +170,7 @@ def main():
     args = ap.parse_args()
     if not os.path.exists(args.spate):
         subprocess.run(["cargo", "build", "--release", "-j2"], cwd=ROOT, check=True)
-    m = machine(args)
+    m = machine(args, "perf/cluster.py")
     rows = []
     with tempfile.TemporaryDirectory(prefix="spate-perf-cluster-") as tmp:
         for r in range(args.rounds):

@@ -90,18 +90,24 @@ def disk_mib(path):
 
 
 class Broker:
-    """A durable Spate on a fresh data directory, retention checked every `check_ms`."""
+    """A durable Spate on a fresh data directory (`--cores 1`), retention checked every
+    `check_ms`, with `extra` flags; waits until it is ready unless `wait` is false (then call
+    `wait_ready`). perf/cluster.py's nodes are these too."""
 
-    def __init__(self, spate, tmp, check_ms):
+    def __init__(self, spate, tmp, check_ms, extra=(), wait=True):
         self.spate = spate
         self.data = tempfile.mkdtemp(prefix="spate-", dir=tmp)
-        self.port = free_port()
+        self.port, self.admin = free_port(), free_port()
         self.log = self.data + ".log"
-        cmd = [spate, "serve", "--listen", f"127.0.0.1:{self.port}", "--admin-listen", "127.0.0.1:0",
-               "--data-dir", self.data, "--cores", "1", "--log-retention-check-interval-ms", str(check_ms)]
+        cmd = [spate, "serve", "--listen", f"127.0.0.1:{self.port}", "--admin-listen", f"127.0.0.1:{self.admin}",
+               "--data-dir", self.data, "--cores", "1", "--log-retention-check-interval-ms", str(check_ms), *extra]
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self):
+        deadline = time.monotonic() + 60
         while "spate ready" not in self.log_text():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"spate did not start: {self.log_text()[-600:]}")
@@ -189,14 +195,14 @@ def ab_round(args, tmp, on):
     return row
 
 
-def machine(args):
+def machine(args, script="perf/retention.py"):
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     cpu = "?"
     with open("/proc/cpuinfo") as f:
         cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
     return dict(commit=commit, date=f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
                 cores=os.cpu_count(), cpu=cpu, kernel=platform.release(),
-                command="perf/retention.py " + " ".join(sys.argv[1:]),
+                command=script + " " + " ".join(sys.argv[1:]),
                 spate=subprocess.run([args.spate, "--version"], capture_output=True, text=True).stdout.strip())
 
 

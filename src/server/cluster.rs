@@ -86,17 +86,7 @@ pub type LocalTopics = BTreeMap<String, LocalTopic>;
 /// finishing interrupted deletions as a single node does.
 pub fn read_local_topics(data_dir: &Path) -> anyhow::Result<LocalTopics> {
     let mut out = LocalTopics::new();
-    for (name, path) in fs::list_dir_sync(&metadata::topics_dir(data_dir))? {
-        if name.starts_with(".deleted-") {
-            tracing::info!(dir = %path.display(), "finishing an interrupted topic deletion");
-            fs::remove_dir_all_sync(&path)?;
-            continue;
-        }
-        let file = path.join("topic.toml");
-        let Some(text) = fs::read_to_string_sync(&file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))? else {
-            tracing::warn!(dir = %path.display(), "directory without topic.toml ignored (interrupted creation?)");
-            continue;
-        };
+    for (name, file, text) in metadata::topic_files(data_dir)? {
         let (id, created_at) = metadata::decode_topic_identity(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         out.insert(name, LocalTopic { id, created_at });
     }

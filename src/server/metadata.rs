@@ -233,12 +233,12 @@ pub fn load_broker_configs(config: &Config) -> anyhow::Result<DynamicBrokerConfi
     Ok(d)
 }
 
-/// Reads every topic under the data directory (main thread, before the cores start) and removes
-/// what a crash during deletion left behind. `broker` is applied under each topic's overrides.
-pub fn load_topics(config: &Config, broker: &DynamicBrokerConfig) -> anyhow::Result<Vec<TopicMeta>> {
-    let defaults = config.topic_defaults_with(broker).map_err(|e| anyhow::anyhow!("broker configs: {e}"))?;
-    let mut topics = Vec::new();
-    for (name, path) in fs::list_dir_sync(&topics_dir(&config.data_dir))? {
+/// Every topic directory's name, `topic.toml` path and text (main thread, before the cores
+/// start), once what a crash during a deletion left behind is removed; a directory without
+/// `topic.toml` (an interrupted creation) is skipped with a warning.
+pub fn topic_files(data_dir: &Path) -> anyhow::Result<Vec<(String, PathBuf, String)>> {
+    let mut out = Vec::new();
+    for (name, path) in fs::list_dir_sync(&topics_dir(data_dir))? {
         if name.starts_with(".deleted-") {
             tracing::info!(dir = %path.display(), "finishing an interrupted topic deletion");
             fs::remove_dir_all_sync(&path)?;
@@ -249,6 +249,17 @@ pub fn load_topics(config: &Config, broker: &DynamicBrokerConfig) -> anyhow::Res
             tracing::warn!(dir = %path.display(), "directory without topic.toml ignored (interrupted creation?)");
             continue;
         };
+        out.push((name, file, text));
+    }
+    Ok(out)
+}
+
+/// Reads every topic under the data directory (main thread, before the cores start) and removes
+/// what a crash during deletion left behind. `broker` is applied under each topic's overrides.
+pub fn load_topics(config: &Config, broker: &DynamicBrokerConfig) -> anyhow::Result<Vec<TopicMeta>> {
+    let defaults = config.topic_defaults_with(broker).map_err(|e| anyhow::anyhow!("broker configs: {e}"))?;
+    let mut topics = Vec::new();
+    for (name, file, text) in topic_files(&config.data_dir)? {
         let stored: StoredTopic =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         let id = Uuid::parse_str(&stored.id).map_err(|e| anyhow::anyhow!("{}: bad id: {e}", file.display()))?;
