@@ -95,6 +95,18 @@ class ClusterTest {
                 assertNotNull(dc.clusterId().get(TIMEOUT_S, TimeUnit.SECONDS), "cluster id");
             }
 
+            // Every node's /v1/status: one quorum, the same leader among the three voters, three brokers.
+            Set<Integer> quorumLeaders = new TreeSet<>();
+            for (int node = 1; node <= SpateCluster.NODES; node++) {
+                com.fasterxml.jackson.databind.JsonNode status = cluster.admin(node, "/v1/status");
+                assertEquals(node, status.path("node_id").asInt(), "node_id in /v1/status");
+                assertEquals(3, status.path("quorum").path("voters").size(), "voters in node " + node + "'s /v1/status");
+                quorumLeaders.add(status.path("quorum").path("leader").asInt(-1));
+                assertEquals(3, status.path("brokers").size(), "brokers in node " + node + "'s /v1/status");
+            }
+            assertEquals(1, quorumLeaders.size(), "the quorum's leader as each node sees it: " + quorumLeaders);
+            assertTrue(Set.of(1, 2, 3).containsAll(quorumLeaders), "quorum leader " + quorumLeaders);
+
             // A replication factor above 1 is refused (one replica per partition until issue 22).
             ExecutionException rf = assertThrows(ExecutionException.class, () -> a1.createTopics(
                     List.of(new NewTopic(topic + "-rf3", 1, (short) 3))).all().get(TIMEOUT_S, TimeUnit.SECONDS));
