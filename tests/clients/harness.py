@@ -5,6 +5,7 @@ Nothing here knows about a particular client library; the check modules do.
 """
 
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import struct
 import subprocess
 import tempfile
 import time
+import urllib.request
 import uuid
 
 # ---------------------------------------------------------------------------
@@ -190,6 +192,184 @@ class Broker:
             self.tmp = None
 
 
+class Cluster:
+    """Three `spate serve` processes forming one cluster: node ids 1, 2, 3, the same
+    `--controller-quorum-voters` (every port a free one on 127.0.0.1), one temporary directory
+    holding each node's data directory and stderr log, `--cores 1`.
+
+    `start()` starts the three together (the quorum needs a majority before any is ready), waits
+    for `spate ready` on each one's stderr, then until every node's image (`/v1/metadata`'s
+    "installed") lists the three brokers unfenced: a broker is fenced from ready until its first
+    heartbeat, and placement uses unfenced brokers only. A node that exits with "Address already
+    in use" (a free port taken between probe and bind) makes the whole cluster start again on new
+    ports. `stop()` kills the three (SIGKILL) and removes the directory, and is safe to call more
+    than once."""
+
+    NODES = 3
+
+    def __init__(self, binary, extra_args=(), cores=1, ready_timeout=60.0):
+        self.binary = binary
+        self.extra_args = list(extra_args)
+        self.cores = cores
+        self.ready_timeout = ready_timeout
+        self.procs = []
+        self.tmp = None
+        self.ports = []
+        self.admin_ports = []
+        self._logs = []
+
+    def bootstrap(self, node):
+        """Node `node`'s (1, 2 or 3) Kafka listener, as a bootstrap list of one."""
+        return f"127.0.0.1:{self.ports[node - 1]}"
+
+    def node_of_port(self, port):
+        return self.ports.index(port) + 1 if port in self.ports else None
+
+    def start(self):
+        for attempt in range(3):
+            try:
+                self._start_once()
+                return self
+            except _PortTaken as e:
+                self.stop()
+                last = e
+        raise RuntimeError(f"cluster did not start after 3 attempts: {last}")
+
+    def _start_once(self):
+        self.tmp = tempfile.mkdtemp(prefix="spate-clients-cluster-")
+        held = []
+        try:
+            for _ in range(3 * self.NODES):  # held together, so the nine are distinct
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                held.append(s)
+                s.bind(("127.0.0.1", 0))
+            ports = [s.getsockname()[1] for s in held]
+        finally:
+            for s in held:
+                s.close()
+        controller_ports = ports[:self.NODES]
+        self.ports = ports[self.NODES:2 * self.NODES]
+        self.admin_ports = ports[2 * self.NODES:]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(controller_ports))
+        self.procs, self._logs = [], []
+        for i in range(self.NODES):
+            log_path = os.path.join(self.tmp, f"node{i + 1}.log")
+            self._logs.append(log_path)
+            cmd = [
+                self.binary, "serve",
+                "--node-id", str(i + 1),
+                "--controller-quorum-voters", voters,
+                "--listen", self.bootstrap(i + 1),
+                "--admin-listen", f"127.0.0.1:{self.admin_ports[i]}",
+                "--data-dir", os.path.join(self.tmp, f"data{i + 1}"),
+                "--cores", str(self.cores),
+                "--group-initial-rebalance-delay-ms", "0",
+            ] + self.extra_args
+            with open(log_path, "ab") as log:
+                self.procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                                   start_new_session=True))
+        deadline = time.monotonic() + self.ready_timeout
+        for i, proc in enumerate(self.procs):
+            while True:
+                log = self._read_log(i)
+                if "spate ready" in log:
+                    break
+                if proc.poll() is not None:
+                    msg = f"node {i + 1} exited with code {proc.returncode} before it was ready:\n{self.log_tail(15)}"
+                    if "in use" in log.lower():
+                        raise _PortTaken(msg)
+                    raise RuntimeError(msg)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"node {i + 1} not ready within {self.ready_timeout:.0f}s:\n{self.log_tail(15)}")
+                time.sleep(0.1)
+
+        def all_unfenced():
+            for node in range(1, self.NODES + 1):
+                brokers = self.metadata(node)["installed"]["brokers"]
+                if len(brokers) != self.NODES or any(b["fenced"] for b in brokers.values()):
+                    return False
+            return True
+
+        self._wait(all_unfenced, "every node's image to list the three brokers unfenced")
+
+    def _read_log(self, i):
+        with open(self._logs[i], "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def _wait(self, pred, what, timeout=60.0):
+        """`wait_until` that takes a node not answering its admin port (yet) as "not yet"."""
+        def attempt():
+            try:
+                return pred()
+            except OSError:
+                return False
+        try:
+            return wait_until(attempt, timeout, what=what)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.log_tail(10)}") from None
+
+    def admin_get(self, node, path):
+        """`GET path` on node `node`'s admin listener, parsed as JSON."""
+        url = f"http://127.0.0.1:{self.admin_ports[node - 1]}{path}"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return json.loads(r.read())
+
+    def metadata(self, node):
+        return self.admin_get(node, "/v1/metadata")
+
+    def assert_consistent(self, timeout=60.0):
+        """The metadata-consistency check: once no change is under way, every node serves an
+        image equal to the metadata its controller thread applied (`/v1/metadata`'s "installed"
+        and "controller"), at the same index as every other node's. Returns that index."""
+        digests = []
+
+        def settled():
+            digests[:] = [self.metadata(n) for n in range(1, self.NODES + 1)]
+            index = digests[0]["controller"]["index"]
+            return all(d["controller"]["index"] == index and d["installed"]["index"] == index for d in digests)
+
+        self._wait(settled, "every node's image and controller at one index", timeout)
+        for n, d in enumerate(digests, 1):
+            assert d["installed"] == d["controller"], \
+                f"node {n} serves another image than its controller applied: {d['installed']} vs {d['controller']}"
+            assert d["installed"] == digests[0]["installed"], \
+                f"nodes 1 and {n} serve different images at index {d['installed']['index']}"
+        return digests[0]["installed"]["index"]
+
+    def alive(self):
+        return bool(self.procs) and all(p.poll() is None for p in self.procs)
+
+    def log_tail(self, lines=30):
+        out = []
+        for i in range(len(self._logs)):
+            try:
+                tail = "\n".join(self._read_log(i).splitlines()[-lines:])
+            except OSError:
+                tail = "(no log)"
+            out.append(f"---- node {i + 1}\n{tail}")
+        return "\n".join(out)
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.procs = []
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+
+class _PortTaken(Exception):
+    pass
+
+
 # ---------------------------------------------------------------------------
 # Context handed to every check
 # ---------------------------------------------------------------------------
@@ -227,6 +407,12 @@ class Context:
     def log(self, msg):
         if self.verbose:
             print(f"    .. {msg}", flush=True)
+
+    def start_cluster(self, extra_args=()):
+        """Starts a three-node cluster (`Cluster`); stopped by the runner after the check."""
+        c = Cluster(self.binary, extra_args=extra_args)
+        self.extra_brokers.append(c)
+        return c.start()
 
     def stop_extra_brokers(self):
         for b in self.extra_brokers:

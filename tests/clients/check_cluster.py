@@ -1,0 +1,301 @@
+"""Checks against a three-node cluster (`harness.Cluster`, started by each check itself): every
+client is given one node as its bootstrap list and nothing else, a topic created through one
+node is produced to through another and read by a consumer group through the third, its
+partitions' leaders are spread over the three brokers, and after each check the three nodes'
+metadata agree (`Cluster.assert_consistent`, the `/v1/metadata` digests)."""
+
+import collections
+import logging
+import time
+
+from harness import Skip, check, wait_until
+
+try:
+    import kafka.errors as kerrors
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.admin import KafkaAdminClient
+except ImportError as _e:  # pragma: no cover - reported per check
+    _KP_IMPORT_ERROR = _e
+else:
+    _KP_IMPORT_ERROR = None
+
+try:
+    from confluent_kafka import Consumer, KafkaException, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+except ImportError as _e:  # pragma: no cover - reported per check
+    _CK_IMPORT_ERROR = _e
+else:
+    _CK_IMPORT_ERROR = None
+
+logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+TIMEOUT = 30  # seconds for any single client call
+PARTITIONS = 6
+RECORDS = 300
+OFFSETS_PARTITIONS = 50  # Spate's __consumer_offsets, as Kafka's default
+
+
+def offsets_partition(group):
+    """Kafka's `Utils.abs(group.hashCode()) % 50` (Java's String.hashCode over UTF-16 units)."""
+    h = 0
+    data = group.encode("utf-16-be")
+    for i in range(0, len(data), 2):
+        h = (h * 31 + int.from_bytes(data[i:i + 2], "big")) & 0xFFFFFFFF
+    if h >= 1 << 31:
+        h -= 1 << 32
+    return (0 if h == -(1 << 31) else abs(h)) % OFFSETS_PARTITIONS
+
+
+def check_spread(leaders_by_node):
+    """`leaders_by_node`: {node: {partition: leader id}} as each node described the topic. They
+    must agree, and lead two partitions per broker."""
+    first = leaders_by_node[1]
+    for node, leaders in leaders_by_node.items():
+        assert leaders == first, f"node {node} describes leaders {leaders}, node 1 {first}"
+    per_broker = collections.Counter(first.values())
+    assert dict(per_broker) == {1: 2, 2: 2, 3: 2}, f"partitions led per broker {dict(per_broker)} (leaders {first})"
+    return first
+
+
+# ---------------------------------------------------------------------------
+# kafka-python
+# ---------------------------------------------------------------------------
+
+
+def _kp_admin(cluster, node):
+    return KafkaAdminClient(bootstrap_servers=cluster.bootstrap(node), client_id=f"kp-cluster-admin-{node}",
+                            request_timeout_ms=TIMEOUT * 1000)
+
+
+@check("cluster_kp_topic_via_1_produce_via_2_group_via_3")
+def cluster_kp_topic_via_1_produce_via_2_group_via_3(ctx):
+    """kafka-python against three brokers, each client bootstrapped at one node: describe_cluster
+    names the three; replication factor 3 is InvalidReplicationFactorError; a 6-partition topic
+    created through node 1 is described alike through every node, two leaders per broker; an
+    idempotent acks=all producer through node 2 writes 300 keyed records to every partition; a
+    consumer group through node 3 reads each once in offset order and commits; list_group_offsets
+    through node 1 gives the ends; the topic deleted through node 2 is gone from every node;
+    the nodes' metadata agree."""
+    if _KP_IMPORT_ERROR is not None:
+        raise Skip(f"kafka-python not importable: {_KP_IMPORT_ERROR}")
+    cluster = ctx.start_cluster()
+    topic = ctx.topic("kp-cluster")
+    group = f"{topic}-g"
+    admins = {n: _kp_admin(cluster, n) for n in (1, 2, 3)}
+    try:
+        for n, a in admins.items():
+            d = a.describe_cluster()
+            ids = sorted(b["broker_id"] for b in d["brokers"])
+            assert ids == [1, 2, 3], f"describe_cluster through node {n}: brokers {ids}"
+            assert d["controller_id"] in (1, 2, 3), f"describe_cluster through node {n}: controller {d['controller_id']}"
+        try:
+            admins[1].create_topics({f"{topic}-rf3": {"num_partitions": 1, "replication_factor": 3}})
+            raise AssertionError("replication factor 3 was accepted")
+        except kerrors.InvalidReplicationFactorError:
+            pass
+
+        admins[1].create_topics({topic: {"num_partitions": PARTITIONS, "replication_factor": 1}})
+        leaders_by_node = {}
+        for n, a in admins.items():
+            def described(a=a):
+                [t] = a.describe_topics([topic])
+                if t["error_code"] != 0 or len(t["partitions"]) != PARTITIONS:
+                    return None
+                if any(p["leader_id"] < 0 for p in t["partitions"]):
+                    return None
+                for p in t["partitions"]:
+                    assert p["replica_nodes"] == [p["leader_id"]] and p["isr_nodes"] == [p["leader_id"]], \
+                        f"partition {p['partition_index']}: replicas {p['replica_nodes']}, ISR {p['isr_nodes']}"
+                return {p["partition_index"]: p["leader_id"] for p in t["partitions"]}
+
+            leaders_by_node[n] = wait_until(described, TIMEOUT, what=f"{topic} with leaders through node {n}")
+        leaders = check_spread(leaders_by_node)
+
+        # Idempotent, acks=all, through node 2 only.
+        p = KafkaProducer(bootstrap_servers=cluster.bootstrap(2), acks="all", enable_idempotence=True, linger_ms=5,
+                          request_timeout_ms=TIMEOUT * 1000, max_block_ms=TIMEOUT * 1000)
+        try:
+            futures = [(f"key-{i}", p.send(topic, key=f"key-{i}".encode(), value=f"value-{i}".encode()))
+                       for i in range(RECORDS)]
+            p.flush(timeout=TIMEOUT)
+            by_partition = collections.defaultdict(dict)
+            for key, f in futures:
+                md = f.get(timeout=TIMEOUT)
+                assert md.offset not in by_partition[md.partition], f"two records acknowledged at {md}"
+                by_partition[md.partition][md.offset] = key
+        finally:
+            p.close(timeout=5)
+        assert sorted(by_partition) == list(range(PARTITIONS)), f"the keys went to partitions {sorted(by_partition)}"
+        expected = {}
+        for q, offs in by_partition.items():
+            assert sorted(offs) == list(range(len(offs))), f"partition {q}: offsets not dense from 0"
+            expected[q] = [offs[o] for o in range(len(offs))]
+
+        # A consumer group through node 3 only.
+        c = KafkaConsumer(bootstrap_servers=cluster.bootstrap(3), group_id=group, client_id="kp-cluster-member",
+                          enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=10000,
+                          heartbeat_interval_ms=1000, request_timeout_ms=TIMEOUT * 1000 + 5000, fetch_max_wait_ms=500)
+        try:
+            c.subscribe([topic])
+            read = collections.defaultdict(list)
+            deadline = time.monotonic() + 60
+            while sum(map(len, read.values())) < RECORDS:
+                assert time.monotonic() < deadline, \
+                    f"the group read {sum(map(len, read.values()))} of {RECORDS} records within 60s; assignment {c.assignment()}"
+                for tp, recs in c.poll(timeout_ms=500, max_records=1000).items():
+                    for r in recs:
+                        assert r.offset == len(read[tp.partition]), f"partition {tp.partition}: offset {r.offset} read next"
+                        assert r.value == r.key.replace(b"key-", b"value-"), f"value {r.value!r} of {r.key!r}"
+                        read[tp.partition].append(r.key.decode())
+            extra = sum(len(recs) for recs in c.poll(timeout_ms=500).values())
+            assert extra == 0, f"{extra} record(s) beyond the {RECORDS} produced"
+            assert dict(read) == expected, "records read per partition differ from those acknowledged"
+            c.commit()
+        finally:
+            c.close()
+        offs = admins[1].list_group_offsets({group: None})[group]
+        got = {tp.partition: om.offset for tp, om in offs.items() if tp.topic == topic}
+        want = {q: len(keys) for q, keys in expected.items()}
+        assert got == want, f"list_group_offsets through node 1: {got}, want {want}"
+
+        admins[2].delete_topics([topic])
+        cluster.assert_consistent()  # every node serves the deletion
+        for n, a in admins.items():
+            assert topic not in a.list_topics(), f"node {n} still lists {topic}"
+            assert f"{topic}-rf3" not in a.list_topics(), f"node {n} lists the refused {topic}-rf3"
+        index = cluster.assert_consistent()
+    finally:
+        for a in admins.values():
+            a.close()
+    return f"leaders {leaders}, {RECORDS} records, metadata index {index} on all three"
+
+
+# ---------------------------------------------------------------------------
+# confluent-kafka (librdkafka)
+# ---------------------------------------------------------------------------
+
+
+def _ck_result(fut, what):
+    try:
+        return fut.result(timeout=TIMEOUT)
+    except KafkaException as e:
+        raise AssertionError(f"{what} failed: {e.args[0]}") from None
+
+
+@check("cluster_ck_topic_via_2_produce_via_3_groups_via_1")
+def cluster_ck_topic_via_2_produce_via_3_groups_via_1(ctx):
+    """confluent-kafka against three brokers, each client bootstrapped at one node: Metadata
+    through each node lists the three brokers; a 6-partition topic created through node 2 has the
+    same leaders through every node, two per broker; an idempotent producer through node 3 writes
+    300 keyed records; two consumer groups through node 1, one classic and one KIP-848
+    (group.protocol=consumer), each read every record once and commit; list_consumer_group_offsets
+    through node 2 gives the ends, describe_consumer_groups names as coordinator the leader of the
+    group's __consumer_offsets partition; the topic deleted through node 3 is gone from every
+    node; the nodes' metadata agree."""
+    if _CK_IMPORT_ERROR is not None:
+        raise Skip(f"confluent-kafka not importable: {_CK_IMPORT_ERROR}")
+    from confluent_kafka import ConsumerGroupTopicPartitions, ConsumerGroupType
+
+    cluster = ctx.start_cluster()
+    topic = ctx.topic("ck-cluster")
+    admins = {n: AdminClient({"bootstrap.servers": cluster.bootstrap(n), "log_level": 4}) for n in (1, 2, 3)}
+    for n, a in admins.items():
+        md = a.list_topics(timeout=TIMEOUT)
+        assert sorted(md.brokers) == [1, 2, 3], f"Metadata through node {n}: brokers {sorted(md.brokers)}"
+        ports = {b.id: b.port for b in md.brokers.values()}
+        assert all(cluster.node_of_port(port) == i for i, port in ports.items()), f"broker ports {ports}"
+
+    fs = admins[2].create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)],
+                                 operation_timeout=TIMEOUT)
+    _ck_result(fs[topic], f"create_topics({topic})")
+    leaders_by_node = {}
+    for n, a in admins.items():
+        def described(a=a):
+            t = a.list_topics(topic=topic, timeout=TIMEOUT).topics.get(topic)
+            if t is None or t.error is not None or len(t.partitions) != PARTITIONS:
+                return None
+            if any(p.leader < 0 for p in t.partitions.values()):
+                return None
+            for p in t.partitions.values():
+                assert p.replicas == [p.leader] and p.isrs == [p.leader], \
+                    f"partition {p.id}: replicas {p.replicas}, ISR {p.isrs}"
+            return {p.id: p.leader for p in t.partitions.values()}
+
+        leaders_by_node[n] = wait_until(described, TIMEOUT, what=f"{topic} with leaders through node {n}")
+    leaders = check_spread(leaders_by_node)
+
+    # Idempotent (acks=all) through node 3 only.
+    p = Producer({"bootstrap.servers": cluster.bootstrap(3), "enable.idempotence": True, "linger.ms": 5,
+                  "message.timeout.ms": TIMEOUT * 1000})
+    acked, errors = collections.defaultdict(dict), []
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append(f"{msg.key()}: {err}")
+        else:
+            acked[msg.partition()][msg.offset()] = msg.key().decode()
+
+    for i in range(RECORDS):
+        p.produce(topic, key=f"key-{i}".encode(), value=f"value-{i}".encode(), on_delivery=on_delivery)
+        p.poll(0)
+    left = p.flush(TIMEOUT)
+    assert left == 0 and not errors, f"{left} record(s) undelivered, errors {errors[:5]}"
+    assert sorted(acked) == list(range(PARTITIONS)), f"the keys went to partitions {sorted(acked)}"
+    expected = {}
+    for q, offs in acked.items():
+        assert sorted(offs) == list(range(len(offs))), f"partition {q}: offsets not dense from 0"
+        expected[q] = [offs[o] for o in range(len(offs))]
+    ends = {q: len(keys) for q, keys in expected.items()}
+
+    offsets_topic = None
+    for protocol in ("classic", "consumer"):
+        group = f"{topic}-{protocol}"
+        c = Consumer({"bootstrap.servers": cluster.bootstrap(1), "group.id": group, "group.protocol": protocol,
+                      "client.id": f"ck-cluster-{protocol}", "enable.auto.commit": False,
+                      "auto.offset.reset": "earliest", "enable.partition.eof": False, "log_level": 3})
+        try:
+            c.subscribe([topic])
+            read = collections.defaultdict(list)
+            deadline = time.monotonic() + 60
+            while sum(map(len, read.values())) < RECORDS:
+                assert time.monotonic() < deadline, \
+                    f"{protocol} group read {sum(map(len, read.values()))} of {RECORDS} records within 60s"
+                for m in c.consume(num_messages=500, timeout=0.5):
+                    assert m.error() is None, f"{protocol} group: {m.error()}"
+                    assert m.offset() == len(read[m.partition()]), f"partition {m.partition()}: offset {m.offset()} read next"
+                    assert m.value() == m.key().replace(b"key-", b"value-"), f"value {m.value()!r} of {m.key()!r}"
+                    read[m.partition()].append(m.key().decode())
+            extra = c.consume(num_messages=500, timeout=0.5)
+            assert not extra, f"{protocol} group: {len(extra)} record(s) beyond the {RECORDS} produced"
+            assert dict(read) == expected, f"{protocol} group: records read per partition differ from those acknowledged"
+            committed = c.commit(asynchronous=False)
+            assert not [tp for tp in committed if tp.error is not None], f"commit errors: {committed}"
+
+            r = _ck_result(admins[2].list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                                                 request_timeout=TIMEOUT)[group],
+                           f"list_consumer_group_offsets({group})")
+            got = {tp.partition: tp.offset for tp in r.topic_partitions if tp.topic == topic}
+            assert got == ends, f"{protocol} group: committed offsets through node 2 {got}, want {ends}"
+
+            d = _ck_result(admins[2].describe_consumer_groups([group], request_timeout=TIMEOUT)[group],
+                           f"describe_consumer_groups({group})")
+            want_type = ConsumerGroupType.CLASSIC if protocol == "classic" else ConsumerGroupType.CONSUMER
+            assert d.type == want_type, f"{group}: type {d.type}, want {want_type}"
+            assert len(d.members) == 1, f"{group}: members {d.members}"
+            q = offsets_partition(group)
+            offsets_topic = admins[2].list_topics(topic="__consumer_offsets", timeout=TIMEOUT).topics["__consumer_offsets"]
+            leader = offsets_topic.partitions[q].leader
+            assert d.coordinator.id == leader, \
+                f"{group}: coordinator {d.coordinator.id}, but __consumer_offsets-{q} is led by {leader}"
+        finally:
+            c.close()
+    coordinators = collections.Counter(p.leader for p in offsets_topic.partitions.values())
+    assert sorted(coordinators) == [1, 2, 3], f"__consumer_offsets leaders per broker {dict(coordinators)}"
+
+    fs = admins[3].delete_topics([topic], operation_timeout=TIMEOUT)
+    _ck_result(fs[topic], f"delete_topics({topic})")
+    cluster.assert_consistent()  # every node serves the deletion
+    for n, a in admins.items():
+        assert topic not in a.list_topics(timeout=TIMEOUT).topics, f"node {n} still lists {topic}"
+    index = cluster.assert_consistent()
+    return f"leaders {leaders}, {RECORDS} records, classic and consumer groups, metadata index {index} on all three"
