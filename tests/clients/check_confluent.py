@@ -1404,11 +1404,19 @@ def ck_retention_time_and_size(ctx):
         stopped = time.monotonic()
         assert not errors, f"{len(errors)} delivery errors, first {errors[0].name()} {errors[0].str()}"
 
-        # A late consumer at offset 0 of the time topic is reset to the start.
+        # A late consumer at offset 0 of the time topic is reset to the start. Producing has
+        # stopped, and on a slow machine the partition may have expired entirely before the
+        # consumer fetches; one more record, sent once it is assigned, gives it something to read
+        # wherever the reset puts it (a consumer left at 0 would never read it).
         start_before = samples[-1][1][(t_time, 0)]
         late = consumer(ctx, bootstrap=b.bootstrap, **{"auto.offset.reset": "earliest"})
         try:
             late.assign([TopicPartition(t_time, 0, 0)])
+            now = int(time.time() * 1000)
+            marker = f"0:{seq[(t_time, 0)]}:{now}:".encode()
+            seq[(t_time, 0)] += 1
+            p.produce(t_time, partition=0, value=marker + b"." * (value_pad - len(marker)), timestamp=now, on_delivery=on_delivery)
+            assert p.flush(TIMEOUT) == 0, "the late consumer's record was not delivered"
             [first] = consume_all(late, 1)
         finally:
             late.close()
