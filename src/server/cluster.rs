@@ -349,19 +349,31 @@ impl Shard {
     /// Core 0: proposes `record`, then waits until this broker has installed the image that
     /// holds it. Returns the record's log index.
     async fn propose_and_install(&self, record: MetadataRecord) -> Result<u64, (ResponseError, String)> {
-        let index = self.link().handle.propose(record).await.map_err(refusal)?;
+        match self.link().handle.propose(record).await {
+            Ok(index) => self.installed_at(index).await.map(|()| index),
+            // Refused, but committed: what refused it (a topic another broker created first,
+            // say) is served here too before the client hears, so its next request finds it.
+            Err(e @ ControllerError::Rejected { index, .. }) => {
+                self.installed_at(index).await?;
+                Err(refusal(e))
+            }
+            Err(e) => Err(refusal(e)),
+        }
+    }
+
+    /// Waits until this broker serves an image at least as new as metadata-log entry `index`.
+    async fn installed_at(&self, index: u64) -> Result<(), (ResponseError, String)> {
         let installed = rt::timeout(INSTALL_WAIT, async {
             while self.installed.get() < index {
                 self.installed_changed.wait().await;
             }
         });
-        match installed.await {
-            Some(()) => Ok(index),
-            None => Err((
+        installed.await.ok_or_else(|| {
+            (
                 ResponseError::RequestTimedOut,
                 format!("committed at metadata index {index}, but this broker has not installed it within {INSTALL_WAIT:?}"),
-            )),
-        }
+            )
+        })
     }
 
     pub(super) async fn cluster_create_topics(&self, topics: Vec<NewTopic>) -> Vec<Result<Arc<TopicMeta>, (ResponseError, String)>> {
