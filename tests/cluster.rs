@@ -16,6 +16,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer};
 
 /// Hang guard for anything a cluster must get to (elections, heartbeats), not a speed check.
@@ -397,7 +398,19 @@ fn a_broker_killed_loses_its_leaderships_and_gets_them_back_and_topics_deleted_m
         p.send(BaseRecord::to("kept").key("k").payload(&format!("{i}")).partition(i % 3)).expect("queued");
     }
     flush(&p);
-    drop(p);
+    // A consumer group member reads them all, and goes on polling through what follows.
+    let c = group_consumer(&nodes[0].bootstrap(), "through-restart", &[]);
+    c.subscribe(&["kept"]).unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    let poll = |c: &rdkafka::consumer::BaseConsumer, seen: &mut Vec<String>| {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            seen.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+        }
+    };
+    wait_for("the group reading the first 30", || {
+        poll(&c, &mut seen);
+        (seen.len() >= 30).then_some(())
+    });
     // Node 3 killed: once its session ends, what it led is led by nobody and said so.
     nodes[2].kill9();
     let mine = led.iter().position(|l| *l == 3).unwrap();
@@ -423,6 +436,36 @@ fn a_broker_killed_loses_its_leaderships_and_gets_them_back_and_topics_deleted_m
     assert_consistent(&all);
     let recs = common::consume(&nodes[2].bootstrap(), "kept", &[0, 1, 2], rdkafka::Offset::Beginning, 30);
     assert_eq!(recs.len(), 30);
+    // Node 3 leads its partition again at leader epoch 2 (fenced, then elected), which began at
+    // offset 10: its leader-epoch cache, OffsetForLeaderEpoch and ListOffsets say so.
+    let checkpoint = std::fs::read_to_string(nodes[2].data_dir().join(format!("topics/kept/{mine}/leader-epoch-checkpoint"))).unwrap();
+    assert_eq!(checkpoint, "0\n2\n0 0\n2 10\n");
+    let req = OffsetForLeaderEpochRequest::default().with_topics(vec![offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+        .with_topic(TopicName(StrBytes::from_static_str("kept")))
+        .with_partitions(vec![offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+            .with_partition(mine as i32)
+            .with_current_leader_epoch(2)
+            .with_leader_epoch(0)])]);
+    let r: OffsetForLeaderEpochResponse = Raw::connect(nodes[2].port).call(ApiKey::OffsetForLeaderEpoch, 4, &req, 4);
+    let e = &r.topics[0].partitions[0];
+    assert_eq!((e.error_code, e.leader_epoch, e.end_offset), (0, 0, 10), "{r:?}");
+    // The member that kept polling through all this reads what comes next, once, from where
+    // it was (librdkafka validates its position against the new epoch, KIP-320).
+    for i in 30..60 {
+        p.send(BaseRecord::to("kept").key("k").payload(&format!("{i}")).partition(i % 3)).expect("queued");
+    }
+    flush(&p);
+    wait_for("the group reading the next 30", || {
+        poll(&c, &mut seen);
+        (seen.len() >= 60).then_some(())
+    });
+    for _ in 0..10 {
+        poll(&c, &mut seen);
+    }
+    let mut sorted: Vec<i64> = seen.iter().map(|v| v.parse().unwrap()).collect();
+    sorted.sort();
+    assert_eq!(sorted, (0..60).collect::<Vec<i64>>(), "every record once, none again");
+    drop(c);
 
     // Two of three voters gone: a change waits, then is refused saying why; nothing diverges.
     nodes[1].kill9();

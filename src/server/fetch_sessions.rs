@@ -76,6 +76,8 @@ pub struct Asked {
     pub max_bytes: i32,
     /// The fetcher's own log start offset (followers'; consumers send -1).
     pub log_start_offset: i64,
+    /// The leader epoch the fetcher knows for the partition (-1: not checked), KIP-320.
+    pub current_leader_epoch: i32,
 }
 
 /// What a response tells the client about a partition.
@@ -309,7 +311,7 @@ mod tests {
     }
 
     fn asked(offset: i64) -> Asked {
-        Asked { fetch_offset: offset, max_bytes: 1 << 20, log_start_offset: -1 }
+        Asked { fetch_offset: offset, max_bytes: 1 << 20, log_start_offset: -1, current_leader_epoch: -1 }
     }
 
     fn told(hw: i64) -> Told {

@@ -174,6 +174,7 @@ impl Shard {
         if self.lifecycle.is_closed() {
             return Err(format!("core {} is shutting down", self.core));
         }
+        self.take_leader_epochs(&image).await?;
         *self.image.borrow_mut() = image.clone();
         self.partitions.borrow_mut().retain(|(name, p), (id, _)| image.topic(name).is_some_and(|t| t.id == *id && image.hosts(t, *p)));
         // Settings altered at run time reach the partitions already open.
@@ -192,6 +193,21 @@ impl Shard {
         for log in logs {
             log.set_cache_cap(share);
             log.set_preallocate_step(self.config.segment_preallocate_bytes);
+        }
+        Ok(())
+    }
+
+    /// Hands each partition this core leads its leader epoch from `image` (a cluster's; a single
+    /// node's stay 0), before the image is installed: no request sees the leadership before the
+    /// partition stamps its batches with it.
+    async fn take_leader_epochs(&self, image: &MetadataImage) -> Result<(), String> {
+        let logs: Vec<((String, i32), Rc<PartitionLog>)> = self.partitions_named();
+        for ((name, p), log) in logs {
+            let Some(t) = image.topic(&name) else { continue };
+            let epoch = image.leader_epoch(t, p);
+            if image.leads(t, p) && epoch > log.leader_epoch() {
+                log.set_leader_epoch(epoch).await.map_err(|e| format!("partition {name}-{p}: {e:?}"))?;
+            }
         }
         Ok(())
     }

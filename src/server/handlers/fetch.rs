@@ -94,7 +94,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
     let mut results: Vec<PartRead> = Vec::with_capacity(items.len());
     let mut wants: Vec<Want> = Vec::new();
     for (slot, item) in items.iter().enumerate() {
-        match resolve(&image, &item.key) {
+        match resolve(&image, &item.key, item.asked.current_leader_epoch) {
             Err(e) => results.push(PartRead::error(e.code())),
             Ok(name) => {
                 results.push(PartRead::error(0));
@@ -162,7 +162,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
     for (item, r) in items.into_iter().zip(results) {
         let records = if sent > 0 && sent + r.records.len() > max_bytes { Bytes::new() } else { r.records };
         sent += records.len();
-        if let Ok(name) = resolve(&image, &item.key) {
+        if let Ok(name) = resolve(&image, &item.key, -1) {
             crate::metrics::fetched(name, records.len() as u64);
         }
         let log_start = if version >= 5 { r.log_start } else { -1 };
@@ -276,7 +276,12 @@ fn listed(version: i16, req: &FetchRequest) -> Vec<Item> {
     for (group, t) in req.topics.iter().enumerate() {
         let topic = topic_key(version, &t.topic, t.topic_id);
         for p in &t.partitions {
-            let asked = Asked { fetch_offset: p.fetch_offset, max_bytes: p.partition_max_bytes, log_start_offset: p.log_start_offset };
+            let asked = Asked {
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes,
+                log_start_offset: p.log_start_offset,
+                current_leader_epoch: if version >= 9 { p.current_leader_epoch } else { -1 },
+            };
             items.push(Item { group, key: PartKey { topic: topic.clone(), partition: p.partition }, asked });
         }
     }
@@ -292,8 +297,11 @@ fn topic_key(version: i16, name: &TopicName, id: Uuid) -> TopicKey {
     }
 }
 
-/// The name of the topic `key` is a partition of, or the error that partition gets.
-fn resolve<'a>(image: &'a MetadataImage, key: &PartKey) -> Result<&'a str, ResponseError> {
+/// The name of the topic `key` is a partition of, or the error that partition gets: a fetcher
+/// that knows an older leader epoch than the image is FENCED_LEADER_EPOCH, one that knows a
+/// newer one UNKNOWN_LEADER_EPOCH (this broker's metadata is behind); both refresh their
+/// metadata and come back (KIP-320).
+fn resolve<'a>(image: &'a MetadataImage, key: &PartKey, known_epoch: i32) -> Result<&'a str, ResponseError> {
     let meta = match &key.topic {
         TopicKey::Id(id) => image.topic_by_id(id).ok_or(ResponseError::UnknownTopicId)?,
         TopicKey::Name(name) => image.topic(name).ok_or(ResponseError::UnknownTopicOrPartition)?,
@@ -303,6 +311,13 @@ fn resolve<'a>(image: &'a MetadataImage, key: &PartKey) -> Result<&'a str, Respo
     }
     if !image.leads(meta, key.partition) {
         return Err(ResponseError::NotLeaderOrFollower);
+    }
+    let epoch = image.leader_epoch(meta, key.partition);
+    if known_epoch >= 0 && known_epoch < epoch {
+        return Err(ResponseError::FencedLeaderEpoch);
+    }
+    if known_epoch > epoch {
+        return Err(ResponseError::UnknownLeaderEpoch);
     }
     Ok(&meta.name)
 }

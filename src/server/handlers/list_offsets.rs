@@ -18,8 +18,8 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
-/// (error, offset, timestamp) for one partition.
-type Answer = (i16, i64, i64);
+/// (error, offset, timestamp, leader epoch) for one partition.
+type Answer = (i16, i64, i64, i32);
 
 pub async fn handle(shard: &Rc<Shard>, version: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let image = shard.image();
@@ -29,10 +29,17 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ListOffsetsRequest) ->
         let meta = image.topic(t.name.0.as_str());
         for p in &t.partitions {
             let slot = answers.len();
-            answers.push((ResponseError::UnknownTopicOrPartition.code(), -1, -1));
+            answers.push((ResponseError::UnknownTopicOrPartition.code(), -1, -1, -1));
             if let Some(m) = meta.filter(|m| (0..m.partitions).contains(&p.partition_index)) {
                 if !image.leads(m, p.partition_index) {
                     answers[slot].0 = ResponseError::NotLeaderOrFollower.code();
+                    continue;
+                }
+                // KIP-320, as Fetch: an older epoch than the leader's is fenced, a newer unknown.
+                let (known, epoch) = (if version >= 4 { p.current_leader_epoch } else { -1 }, image.leader_epoch(m, p.partition_index));
+                if known >= 0 && known != epoch {
+                    let e = if known < epoch { ResponseError::FencedLeaderEpoch } else { ResponseError::UnknownLeaderEpoch };
+                    answers[slot].0 = e.code();
                     continue;
                 }
                 work.push(PartWork { slot, topic: m.name.clone(), partition: p.partition_index, data: p.timestamp });
@@ -41,12 +48,14 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ListOffsetsRequest) ->
     }
     let results = on_partitions(shard, work, |log, ts: i64| async move {
         let o = log.offsets();
+        // The leader epoch of the answer, as Kafka gives it: the latest epoch for the end, else
+        // the epoch the offset found was written in.
         let answer: Answer = match ts {
-            LATEST => (0, o.high_watermark, -1),
-            EARLIEST | EARLIEST_LOCAL => (0, o.log_start, -1),
+            LATEST => (0, o.high_watermark, -1, log.leader_epoch()),
+            EARLIEST | EARLIEST_LOCAL => (0, o.log_start, -1, log.epoch_at(o.log_start)),
             MAX_TIMESTAMP => found(&log, log.max_timestamp().await),
             t if t >= 0 => found(&log, log.offset_for_timestamp(t).await),
-            _ => (ResponseError::InvalidRequest.code(), -1, -1),
+            _ => (ResponseError::InvalidRequest.code(), -1, -1, -1),
         };
         answer
     })
@@ -61,14 +70,14 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ListOffsetsRequest) ->
     for t in req.topics {
         let mut tr = ListOffsetsTopicResponse::default().with_name(t.name);
         for p in t.partitions {
-            let (err, offset, timestamp) = answers.next().expect("one answer per partition");
+            let (err, offset, timestamp, epoch) = answers.next().expect("one answer per partition");
             tr.partitions.push(
                 ListOffsetsPartitionResponse::default()
                     .with_partition_index(p.partition_index)
                     .with_error_code(err)
                     .with_offset(offset)
                     .with_timestamp(timestamp)
-                    .with_leader_epoch(if err == 0 && version >= 4 { 0 } else { -1 }),
+                    .with_leader_epoch(if err == 0 && offset >= 0 && version >= 4 { epoch } else { -1 }),
             );
         }
         resp.topics.push(tr);
@@ -76,14 +85,14 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ListOffsetsRequest) ->
     resp
 }
 
-/// The answer to a lookup by timestamp: (error, offset, timestamp), -1s when nothing matched.
+/// The answer to a lookup by timestamp: (error, offset, timestamp, epoch), -1s when nothing matched.
 fn found(log: &PartitionLog, r: Result<Option<(i64, i64)>, LogError>) -> Answer {
     match r {
-        Ok(Some((offset, ts))) => (0, offset, ts),
-        Ok(None) => (0, -1, -1),
+        Ok(Some((offset, ts))) => (0, offset, ts, log.epoch_at(offset)),
+        Ok(None) => (0, -1, -1, -1),
         Err(e) => {
             tracing::error!(dir = %log.dir().display(), error = %e, "timestamp lookup failed");
-            (ResponseError::KafkaStorageError.code(), -1, -1)
+            (ResponseError::KafkaStorageError.code(), -1, -1, -1)
         }
     }
 }

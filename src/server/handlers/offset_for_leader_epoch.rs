@@ -1,5 +1,7 @@
 //! OffsetForLeaderEpoch (key 23): the end offset of a leader epoch, which clients use to detect
-//! log truncation after a leader change. A single node has had one epoch, 0, since the start.
+//! log truncation after a leader change, from the partition's leader-epoch cache
+//! (`storage::log::epochs`). A single node has had one epoch, 0, since the start; in a cluster a
+//! partition's epoch rises with each change of its leadership.
 
 use std::rc::Rc;
 
@@ -46,10 +48,8 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, req: OffsetForLeaderEpochR
             e.error_code = ResponseError::UnknownLeaderEpoch.code();
         } else if current_epoch >= 0 && current_epoch < epoch {
             e.error_code = ResponseError::FencedLeaderEpoch.code();
-        } else if asked_epoch >= 0 && asked_epoch <= epoch {
-            // Epoch 0 is the only epoch, so it ends at the log end.
-            e.leader_epoch = epoch;
-            e.end_offset = log.offsets().log_end;
+        } else if asked_epoch >= 0 {
+            (e.leader_epoch, e.end_offset) = log.end_offset_for_epoch(asked_epoch);
         } else {
             e.leader_epoch = -1;
             e.end_offset = -1;

@@ -77,7 +77,7 @@ impl PartitionLog {
             let append_time = (config.timestamp_type == TimestampType::LogAppendTime).then(now_ms);
             st.stats.appends += 1;
             let first = st.log_end;
-            let epoch = st.leader_epoch;
+            let epoch = st.epochs.latest();
             for (mut m, h) in batches {
                 let base = st.log_end;
                 batch::patch(&mut m, base, epoch, append_time);

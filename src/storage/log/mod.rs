@@ -139,7 +139,8 @@ struct State {
     log_end: i64,
     high_watermark: i64,
     durable: i64,
-    leader_epoch: i32,
+    /// The leader epochs and where each began (`epochs`); appends are stamped with the latest.
+    epochs: epochs::LeaderEpochs,
     /// The active segment from `pending_pos` (aligned) on: `tail`, the partial block already
     /// written that the next write rewrites, then the `pending` batches not yet written (or being
     /// written: a write takes them out and puts back only what failed).
@@ -319,7 +320,38 @@ impl PartitionLog {
     }
 
     pub fn leader_epoch(&self) -> i32 {
-        self.st.borrow().leader_epoch
+        self.st.borrow().epochs.latest()
+    }
+
+    /// Where leader epoch `asked` ended: (the epoch that answers, its end offset), or (-1, -1)
+    /// for an epoch above the latest (see [`epochs::LeaderEpochs::end_offset_for`]).
+    pub fn end_offset_for_epoch(&self, asked: i32) -> (i32, i64) {
+        let st = self.st.borrow();
+        st.epochs.end_offset_for(asked, st.log_end)
+    }
+
+    /// The leader epoch the record at `offset` was written in.
+    pub fn epoch_at(&self, offset: i64) -> i32 {
+        self.st.borrow().epochs.epoch_at(offset)
+    }
+
+    /// This broker leads the partition at leader epoch `epoch` (from the cluster's metadata):
+    /// a newer epoch starts at the log end, is written to `leader-epoch-checkpoint` durably, and
+    /// only then stamps the batches appended after it. An epoch not above the current one
+    /// changes nothing.
+    pub async fn set_leader_epoch(&self, epoch: i32) -> Result<(), LogError> {
+        let encoded = {
+            let mut st = self.st.borrow_mut();
+            let start = st.log_end;
+            if !st.epochs.assign(epoch, start) {
+                return Ok(());
+            }
+            st.epochs.encode()
+        };
+        let path = self.dir.join(recovery::EPOCHS_FILE);
+        fs::write_atomic(path.clone(), encoded)
+            .await
+            .map_err(|e| LogError::Storage(format!("writing {}: {e}", path.display())))
     }
 
     pub fn config(&self) -> TopicConfig {
@@ -334,6 +366,7 @@ impl PartitionLog {
 
 mod append;
 mod compaction;
+mod epochs;
 mod read;
 mod recovery;
 mod retention;

@@ -2,6 +2,7 @@
 //! producer-state snapshots, and the epoch checkpoint.
 
 use super::*;
+use super::epochs::LeaderEpochs;
 
 pub(super) const PRODUCER_SNAPSHOT_EXT: &str = "producers";
 
@@ -74,13 +75,29 @@ pub(super) async fn load_producer_state(
     Ok(state)
 }
 
-pub(super) async fn write_epoch_checkpoint(dir: &Path) -> std::io::Result<()> {
-    let path = dir.join("leader-epoch-checkpoint");
-    if fs::read(path.clone()).await?.is_none() {
-        // Kafka's format: version, entry count, then "epoch start_offset" lines.
-        fs::write_atomic(path, b"0\n1\n0 0\n".to_vec()).await?;
+/// The leader-epoch cache's file (Kafka's name and format, see `epochs`).
+pub(super) const EPOCHS_FILE: &str = "leader-epoch-checkpoint";
+
+/// Reads the leader-epoch cache, dropping epochs that start past the recovered log end (their
+/// records were lost with a torn tail); writes it when it is missing, damaged or changed. A
+/// damaged file starts over at epoch 0 with a warning: a newer epoch comes with the next
+/// metadata image, and only OffsetForLeaderEpoch answers for older epochs lose precision.
+pub(super) async fn load_epochs(dir: &Path, log_end: i64) -> std::io::Result<LeaderEpochs> {
+    let path = dir.join(EPOCHS_FILE);
+    let text = fs::read(path.clone()).await?;
+    let (mut epochs, mut dirty) = match text.as_deref().map(|t| LeaderEpochs::decode(&String::from_utf8_lossy(t))) {
+        None => (LeaderEpochs::default(), true),
+        Some(Some(e)) => (e, false),
+        Some(None) => {
+            tracing::warn!(file = %path.display(), "damaged leader-epoch checkpoint; starting again at epoch 0");
+            (LeaderEpochs::default(), true)
+        }
+    };
+    dirty |= epochs.truncate_to(log_end);
+    if dirty {
+        fs::write_atomic(path, epochs.encode()).await?;
     }
-    Ok(())
+    Ok(epochs)
 }
 
 /// Whether the batch header read at the last offset-index entry's position (`head`) is the batch
@@ -325,7 +342,7 @@ impl PartitionLog {
         // Every name kept must be durable before anything written under it is acknowledged: a
         // roll cut short by a crash can leave the active segment's entry not yet fsync'd.
         fs::sync_dir(dir.clone()).await?;
-        write_epoch_checkpoint(&dir).await?;
+        let epochs = load_epochs(&dir, log_end).await?;
         let producers = load_producer_state(&dir, &names, &segments, log_end).await?;
         let active = segments.values_mut().next_back().expect("non-empty");
         // Make what recovery kept durable, and load the partial tail block for the appender.
@@ -341,7 +358,7 @@ impl PartitionLog {
             log_end,
             high_watermark: log_end,
             durable: log_end,
-            leader_epoch: 0,
+            epochs,
             tail,
             pending: Vec::new(),
             pending_pos,
