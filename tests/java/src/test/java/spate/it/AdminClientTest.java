@@ -1243,6 +1243,17 @@ class AdminClientTest {
     }
 
     /**
+     * A single node runs without a metadata quorum: describeMetadataQuorum fails at once with
+     * InvalidRequestException whose message names the setting (ClusterTest describes a real quorum).
+     */
+    @Test
+    void describeMetadataQuorumOnASingleNodeSaysThereIsNoQuorum() throws Exception {
+        Throwable cause = failure(admin.describeMetadataQuorum().quorumInfo());
+        assertInstanceOf(InvalidRequestException.class, cause, "describeMetadataQuorum failed with " + cause);
+        assertTrue(cause.getMessage().contains("controller_quorum_voters"), cause.getMessage());
+    }
+
+    /**
      * Calls whose APIs Spate does not advertise in ApiVersions (README's API table): each fails
      * with UnsupportedVersionException, within the bound, instead of hanging.
      */
@@ -1261,7 +1272,6 @@ class AdminClientTest {
         calls.put("describeUserScramCredentials (DescribeUserScramCredentials, key 50)",
                 () -> admin.describeUserScramCredentials().all());
         calls.put("listTransactions (ListTransactions, key 66)", () -> admin.listTransactions().all());
-        calls.put("describeMetadataQuorum (DescribeQuorum, key 55)", () -> admin.describeMetadataQuorum().quorumInfo());
         return calls.entrySet().stream().map(e -> DynamicTest.dynamicTest(e.getKey(), () -> {
             long start = System.nanoTime();
             Throwable cause = failure(e.getValue().get());

@@ -32,6 +32,7 @@ import org.apache.kafka.clients.admin.ListOffsetsResult;
 import org.apache.kafka.clients.admin.ListTopicsOptions;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.OffsetSpec;
+import org.apache.kafka.clients.admin.QuorumInfo;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
@@ -106,6 +107,17 @@ class ClusterTest {
             }
             assertEquals(1, quorumLeaders.size(), "the quorum's leader as each node sees it: " + quorumLeaders);
             assertTrue(Set.of(1, 2, 3).containsAll(quorumLeaders), "quorum leader " + quorumLeaders);
+
+            // The admin client's describeMetadataQuorum (DescribeQuorum) through any node: the same
+            // three voters, a leader among them, a high watermark past the cluster's first records.
+            for (Admin a : List.of(a1, a2, a3)) {
+                QuorumInfo q = a.describeMetadataQuorum().quorumInfo().get(TIMEOUT_S, TimeUnit.SECONDS);
+                Set<Integer> voters = q.voters().stream().map(QuorumInfo.ReplicaState::replicaId)
+                        .collect(Collectors.toCollection(TreeSet::new));
+                assertEquals(Set.of(1, 2, 3), voters, "describeMetadataQuorum's voters: " + q);
+                assertTrue(voters.contains(q.leaderId()), "describeMetadataQuorum's leader: " + q);
+                assertTrue(q.highWatermark() > 0, "describeMetadataQuorum's high watermark: " + q);
+            }
 
             // A replication factor above 1 is refused (one replica per partition until issue 22).
             ExecutionException rf = assertThrows(ExecutionException.class, () -> a1.createTopics(
