@@ -136,6 +136,8 @@ pub struct Summary {
     pub terms: u64,
     /// Snapshots the nodes ended with, summed (a sign that purges and installs ran).
     pub snapshots: u64,
+    /// Terms in which more than one node led (allowed by openraft 0.9, see `World::leaders`).
+    pub shared_terms: u64,
 }
 
 impl Summary {
@@ -151,6 +153,7 @@ impl Summary {
         self.duplicated += o.duplicated;
         self.terms += o.terms;
         self.snapshots += o.snapshots;
+        self.shared_terms += o.shared_terms;
     }
 }
 
@@ -167,8 +170,13 @@ struct World {
     weather: Weather,
     /// The state published at each applied index, by whichever node published it first.
     states: BTreeMap<u64, (Nid, Arc<ClusterMetadata>)>,
-    /// Who led each term, as the nodes' metrics said.
-    leaders: BTreeMap<u64, Nid>,
+    /// Who led each term, as the nodes' metrics said. openraft 0.9 (without its
+    /// `single-term-leader` feature) lets a term have several leaders, one per node id, the
+    /// higher id superseding (its `LeaderId` is the pair, ordered): so "one leader per term" is
+    /// not an invariant here, only counted; the vote check stands for it.
+    leaders: BTreeMap<u64, BTreeSet<Nid>>,
+    /// Each node's newest vote as its metrics said, over all its incarnations.
+    votes: BTreeMap<Nid, openraft::Vote<Nid>>,
     /// The highest index each node has applied, over all its incarnations.
     max_applied: BTreeMap<Nid, u64>,
     violations: Vec<String>,
@@ -357,16 +365,17 @@ async fn watch(world: Shared, id: Nid, raft: Raft<TypeConfig>, published: flume:
     let mut published_index = 0u64;
     let mut check_metrics = |w: &mut World, m: &openraft::RaftMetrics<Nid, BasicNode>| {
         if m.state == ServerState::Leader {
-            match w.leaders.get(&m.current_term) {
-                Some(l) if *l != id => {
-                    let msg = format!("term {} has two leaders: {l} and {id}", m.current_term);
-                    w.violation(msg);
-                }
-                _ => {
-                    w.leaders.insert(m.current_term, id);
-                }
+            w.leaders.entry(m.current_term).or_default().insert(id);
+        }
+        // A vote once cast (or a leadership once committed) is never taken back, not even by a
+        // restart: `save_vote` is durable before openraft acts on the vote.
+        if let Some(prev) = w.votes.get(&id) {
+            if !(m.vote >= *prev) {
+                let msg = format!("node {id}'s vote went back from {prev} to {}", m.vote);
+                w.violation(msg);
             }
         }
+        w.votes.insert(id, m.vote);
         let a = m.last_applied.map_or(0, |l| l.index);
         if a < applied {
             w.violation(format!("node {id}'s applied index went back from {applied} to {a} (same incarnation)"));
@@ -506,6 +515,7 @@ impl Sim {
             weather: CALM,
             states: BTreeMap::new(),
             leaders: BTreeMap::new(),
+            votes: BTreeMap::new(),
             max_applied: BTreeMap::new(),
             violations: Vec::new(),
             trace: 0xcbf2_9ce4_8422_2325,
@@ -824,6 +834,7 @@ impl Sim {
         let mut w = lock(&self.world);
         w.summary.terms = w.rafts.values().map(|(_, r)| r.metrics().borrow().current_term).max().unwrap_or(0);
         w.summary.snapshots = w.rafts.values().filter(|(_, r)| r.metrics().borrow().snapshot.is_some()).count() as u64;
+        w.summary.shared_terms = w.leaders.values().filter(|l| l.len() > 1).count() as u64;
     }
 
     fn check_contents(&self, state: &ClusterMetadata, outcomes: &[(MetadataRecord, Outcome)]) {
@@ -832,6 +843,12 @@ impl Sim {
             .iter()
             .filter_map(|r| if let MetadataRecord::DeleteTopic { name } = r { Some(name.as_str()) } else { None })
             .collect();
+        let created_at = |name: &str| {
+            outcomes.iter().find_map(|(r, o)| match (r, o) {
+                (MetadataRecord::CreateTopic { name: n, .. }, Outcome::Acked { index, .. }) if n == name => Some(*index),
+                _ => None,
+            })
+        };
         for (record, outcome) in outcomes {
             let Outcome::Acked { index, rejected } = outcome else { continue };
             match record {
@@ -840,7 +857,11 @@ impl Sim {
                         self.violation(format!("topic {name} was acknowledged at {index} ({rejected:?}) but is not there"));
                     }
                 }
-                MetadataRecord::DeleteTopic { name } if rejected.is_none() => {
+                // Only when its create was acknowledged before it: a create's client that had
+                // not yet heard back may try again, and commit the topic anew, after the delete
+                // (an earlier try of an acknowledged one comes before it in the log: terms only
+                // grow along the log).
+                MetadataRecord::DeleteTopic { name } if rejected.is_none() && created_at(name).is_some_and(|c| c < *index) => {
                     if state.topics.contains_key(name) {
                         self.violation(format!("topic {name}'s delete was acknowledged at {index} but it is there"));
                     }
