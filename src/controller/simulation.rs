@@ -72,7 +72,7 @@ use tokio::time::Instant;
 
 use super::log_store::LogStore;
 use super::metadata::{ClusterMetadata, MetadataRecord, PartitionRecord};
-use super::network::{Request, Response};
+use super::network::{propose_here, ProposeReply, Request, Response};
 use super::state_machine::{Published, StateMachine};
 use super::TypeConfig;
 use crate::io::metadata_store::MetadataDir;
@@ -456,10 +456,11 @@ async fn client(world: Shared, record: MetadataRecord, mut rng: Rng, patience: D
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        match tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(record.clone())).await {
-            Ok(Ok(r)) => return Outcome::Acked { index: r.log_id.index, rejected: r.data.rejected },
-            Ok(Err(e)) => last = e.to_string(),
-            Err(_) => last = "timed out".into(),
+        // The leader's side of a proposal as the controller runs it (`Request::Propose`).
+        match propose_here(&raft, record.clone(), WRITE_TIMEOUT.as_millis() as u64).await {
+            ProposeReply::Applied { index } => return Outcome::Acked { index, rejected: None },
+            ProposeReply::Rejected { index, reason } => return Outcome::Acked { index, rejected: Some(reason) },
+            other => last = format!("{other:?}"),
         }
         tokio::time::sleep(Duration::from_millis(rng.below(100))).await;
     }
@@ -849,8 +850,25 @@ impl Sim {
                 _ => None,
             })
         };
+        let states = lock(&self.world).states.clone();
         for (record, outcome) in outcomes {
             let Outcome::Acked { index, rejected } = outcome else { continue };
+            // The state published at the acknowledged index (when one was: states are
+            // published per batch of entries) has the record's effect.
+            if let Some((node, at)) = states.get(index) {
+                let done = match record {
+                    MetadataRecord::CreateTopic { name, id, .. } => at.topics.get(name).map(|t| t.id) == Some(*id),
+                    MetadataRecord::DeleteTopic { name } => !at.topics.contains_key(name),
+                    MetadataRecord::BrokerConfig { resource, key, value } => {
+                        at.broker_configs.get(resource).and_then(|c| c.get(key)) == value.as_ref()
+                    }
+                    MetadataRecord::ClusterId(id) => rejected.is_some() || at.cluster_id.as_ref() == Some(id),
+                    _ => true,
+                };
+                if !done {
+                    self.violation(format!("{record:?} was acknowledged at {index}, but node {node}'s state there lacks it"));
+                }
+            }
             match record {
                 MetadataRecord::CreateTopic { name, id, .. } if !deleted.contains(name.as_str()) => {
                     if state.topics.get(name).map(|t| t.id) != Some(*id) {
