@@ -61,12 +61,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{InitializeError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{InitializeError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::error::InstallSnapshotError;
 use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
 use tokio::time::Instant;
 
@@ -331,6 +330,29 @@ impl RaftNetwork<TypeConfig> for SimPeer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<Nid>, RPCError<Nid, BasicNode, RaftError<Nid>>> {
+        // openraft's followers assume (a debug assertion, then our log store's assertion) that
+        // the entries follow `prev_log_id` without a gap.
+        if let Some(first) = rpc.entries.first() {
+            let expected = rpc.prev_log_id.map_or(0, |p| p.index + 1);
+            if first.log_id.index != expected {
+                let mut w = lock(&self.world);
+                let m = w.rafts.get(&self.from).map(|(_, r)| r.metrics().borrow().clone());
+                let about = m.map(|m| {
+                    let (state, vote, purged, snapshot, last) = (m.state, m.vote, m.purged, m.snapshot, m.last_log_index);
+                    format!("{state:?}, vote {vote}, purged {purged:?}, snapshot {snapshot:?}, last log {last:?}")
+                });
+                let msg = format!(
+                    "node {} sent node {} AppendEntries (vote {}) with prev {:?} but entries from {} to {:?}; the sender: {about:?}",
+                    self.from,
+                    self.target,
+                    rpc.vote,
+                    rpc.prev_log_id,
+                    first.log_id,
+                    rpc.entries.last().map(|e| e.log_id)
+                );
+                w.violation(msg);
+            }
+        }
         match self.rpc(Request::AppendEntries(rpc), &option).await? {
             Response::AppendEntries(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
             _ => Err(network_error("unexpected answer")),
@@ -348,7 +370,11 @@ impl RaftNetwork<TypeConfig> for SimPeer {
         }
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<Nid>, option: RPCOption) -> Result<VoteResponse<Nid>, RPCError<Nid, BasicNode, RaftError<Nid>>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<Nid>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<Nid>, RPCError<Nid, BasicNode, RaftError<Nid>>> {
         match self.rpc(Request::Vote(rpc), &option).await? {
             Response::Vote(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
             _ => Err(network_error("unexpected answer")),
@@ -487,6 +513,8 @@ struct Sim {
     next: u64,
     /// The schedule as run, for `a_seed_schedules_identically`.
     schedule: Vec<String>,
+    /// The learner's asks to join, ended by `stop`.
+    background: Vec<tokio::task::JoinHandle<bool>>,
 }
 
 impl Sim {
@@ -524,7 +552,10 @@ impl Sim {
         };
         let nodes = NODES
             .iter()
-            .map(|&id| (id, Node { id, dir: root.join(format!("node-{id}")).join("metadata"), incarnation: 0, published: None, watcher: None }))
+            .map(|&id| {
+                let dir = root.join(format!("node-{id}")).join("metadata");
+                (id, Node { id, dir, incarnation: 0, published: None, watcher: None })
+            })
             .collect();
         let mut sim = Sim {
             world: Arc::new(Mutex::new(world)),
@@ -535,6 +566,7 @@ impl Sim {
             topics: Vec::new(),
             next: 0,
             schedule: Vec::new(),
+            background: Vec::new(),
         };
         sim.say(format!("snapshot every {every} entries, {kept} kept"));
         sim
@@ -639,7 +671,7 @@ impl Sim {
         self.say(format!("propose {record:?}"));
         let rng = self.rng.fork();
         // Some clients give up soon, so that some proposals end unknown yet may commit.
-        let patience = Duration::from_millis(if self.rng.chance(300) { self.rng.below(1_000) } else { CLIENT_PATIENCE.as_millis() as u64 });
+        let patience = if self.rng.chance(300) { Duration::from_millis(self.rng.below(1_000)) } else { CLIENT_PATIENCE };
         let task = tokio::spawn(client(self.world.clone(), record.clone(), rng, patience));
         self.proposals.push(Proposal { record, task });
     }
@@ -746,7 +778,7 @@ impl Sim {
                 // The learner asks to join, as `join` asks the leader (`join_here`).
                 let rng = self.rng.fork();
                 self.say("learner asks to join".into());
-                tokio::spawn(join(self.world.clone(), rng, CLIENT_PATIENCE));
+                self.background.push(tokio::spawn(join(self.world.clone(), rng, CLIENT_PATIENCE)));
             }
             _ => {
                 let ms = self.rng.below(3_000);
@@ -770,6 +802,27 @@ impl Sim {
             self.step().await;
         }
         self.settle().await;
+    }
+
+    /// Stops every node and task of this seed (the runtime is shared with the next one).
+    async fn stop(&mut self) {
+        for p in self.proposals.drain(..) {
+            p.task.abort();
+        }
+        for t in self.background.drain(..) {
+            t.abort();
+        }
+        let rafts: Vec<Raft<TypeConfig>> = std::mem::take(&mut lock(&self.world).rafts).into_values().map(|(_, r)| r).collect();
+        for r in rafts {
+            let _ = r.shutdown().await;
+        }
+        for n in self.nodes.values_mut() {
+            if let Some(w) = n.watcher.take() {
+                w.abort();
+            }
+        }
+        // Messages still on their way (duplicates sent late) find no node and end.
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 
     /// Heals everything, restarts every node, and checks that the quorum converges on a state
@@ -953,28 +1006,47 @@ fn replay_hint(seed: u64) -> String {
     )
 }
 
-/// Runs one seed on a runtime of its own (paused time); Err names what it violated.
-fn run_seed(seed: u64, verbose: bool) -> Result<(Summary, Vec<String>, u64), String> {
+thread_local! {
+    /// Panics on this thread (the seed's runtime): openraft's tasks, a node's core among them,
+    /// panic inside tokio, which only ends the task.
+    static PANICS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Records every panic on the thread it happens on, then reports it as before.
+fn record_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.with(|p| p.borrow_mut().push(info.to_string()));
+            previous(info);
+        }));
+    });
+}
+
+/// Runs one seed; Err names what it violated. Each seed stops every node it started before it
+/// returns, so seeds can share the test's runtime (paused time: `#[tokio::test(start_paused)]`,
+/// runtimes being `io`'s to build otherwise).
+async fn run_seed(seed: u64, verbose: bool) -> Result<(Summary, Vec<String>, u64), String> {
     let root = match Path::new("/dev/shm").is_dir() {
         true => tempfile::tempdir_in("/dev/shm"),
         false => tempfile::tempdir(),
     }
     .expect("a temp dir");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("a runtime");
-    let result = rt.block_on(async {
-        let mut sim = Sim::new(seed, verbose, root.path());
-        sim.run().await;
-        let w = lock(&sim.world);
-        if w.violations.is_empty() {
-            Ok((w.summary.clone(), sim.schedule.clone(), w.trace))
-        } else {
-            Err(w.violations.join("\n"))
-        }
-    });
-    // Dropping the runtime ends every node's tasks before their directories go.
-    drop(rt);
-    drop(root);
-    result
+    record_panics();
+    PANICS.with(|p| p.borrow_mut().clear());
+    let mut sim = Sim::new(seed, verbose, root.path());
+    sim.run().await;
+    sim.stop().await;
+    for p in PANICS.with(|p| std::mem::take(&mut *p.borrow_mut())) {
+        sim.violation(format!("a task panicked: {p}"));
+    }
+    let w = lock(&sim.world);
+    if w.violations.is_empty() {
+        Ok((w.summary.clone(), sim.schedule.clone(), w.trace))
+    } else {
+        Err(w.violations.join("\n"))
+    }
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -983,7 +1055,7 @@ fn env_u64(name: &str) -> Option<u64> {
 
 /// Runs `seeds` (or just `SPATE_SIM_SEED` when set), going on past failures; panics at the end
 /// naming every seed that failed.
-fn run_seeds(seeds: std::ops::Range<u64>) -> Summary {
+async fn run_seeds(seeds: std::ops::Range<u64>) -> Summary {
     let verbose = std::env::var("SPATE_SIM_VERBOSE").is_ok_and(|v| v != "0");
     let seeds = match env_u64("SPATE_SIM_SEED") {
         Some(s) => s..s + 1,
@@ -993,15 +1065,15 @@ fn run_seeds(seeds: std::ops::Range<u64>) -> Summary {
     let mut failed = Vec::new();
     let (started, long) = (std::time::Instant::now(), seeds.end - seeds.start > 100);
     for seed in seeds {
-        let outcome = std::panic::catch_unwind(|| run_seed(seed, verbose));
-        match outcome {
+        // A task of its own, so that a panic fails the seed, not the run.
+        match tokio::spawn(run_seed(seed, verbose)).await {
             Ok(Ok((s, _, _))) => total.add(&s),
             Ok(Err(e)) => {
                 eprintln!("controller simulation failed at seed {seed}:\n{e}\n{}", replay_hint(seed));
                 failed.push(seed);
             }
-            Err(_) => {
-                eprintln!("controller simulation panicked at seed {seed}; {}", replay_hint(seed));
+            Err(e) => {
+                eprintln!("controller simulation panicked at seed {seed} ({e}); {}", replay_hint(seed));
                 failed.push(seed);
             }
         }
@@ -1013,30 +1085,30 @@ fn run_seeds(seeds: std::ops::Range<u64>) -> Summary {
     total
 }
 
-#[test]
-fn quick_seeds() {
+#[tokio::test(start_paused = true)]
+async fn quick_seeds() {
     let n = env_u64("SPATE_SIM_QUICK_SEEDS").unwrap_or(40);
     let started = std::time::Instant::now();
-    let s = run_seeds(0..n);
+    let s = run_seeds(0..n).await;
     eprintln!("{} seeds in {:?}: {s:?}", s.seeds, started.elapsed());
 }
 
-#[test]
+#[tokio::test(start_paused = true)]
 #[ignore = "long: SPATE_SIM_SEEDS=<n> (default 2000), SPATE_SIM_FIRST=<seed>"]
-fn many_seeds() {
+async fn many_seeds() {
     let first = env_u64("SPATE_SIM_FIRST").unwrap_or(1_000_000);
     let n = env_u64("SPATE_SIM_SEEDS").unwrap_or(2_000);
     let started = std::time::Instant::now();
-    let s = run_seeds(first..first + n);
+    let s = run_seeds(first..first + n).await;
     eprintln!("{} seeds from {first} in {:?}: {s:?}", s.seeds, started.elapsed());
 }
 
 /// Same seed, same schedule of faults and proposals. The message-level trace is printed, not
 /// compared: openraft's own randomness may change the interleaving (see the header).
-#[test]
-fn a_seed_schedules_identically() {
-    let (_, a, ta) = run_seed(3, false).expect("seed 3 passes");
-    let (_, b, tb) = run_seed(3, false).expect("seed 3 passes");
+#[tokio::test(start_paused = true)]
+async fn a_seed_schedules_identically() {
+    let (_, a, ta) = run_seed(3, false).await.expect("seed 3 passes");
+    let (_, b, tb) = run_seed(3, false).await.expect("seed 3 passes");
     assert_eq!(a, b, "the same seed drew different schedules");
     eprintln!("message traces {}", if ta == tb { "equal" } else { "differ (openraft's randomness)" });
 }
