@@ -68,7 +68,28 @@
 //! (a debug build runs about 8 seeds a second on one core). The quick tier (`quick_seeds`, in
 //! every test run) is seeds 0..40, about 5 s.
 //!
-//! Seeds run: RESULTS_PLACEHOLDER
+//! Seeds run (debug builds, 2 shared cores):
+//! - 1,000,000..1,002,100 before the `log_store` fix below, on this simulation's first form (a
+//!   runtime per seed, panics not yet failing a seed): seeds 1000588 and 1001974 failed (the
+//!   learner stuck behind the others), and openraft's debug assertion `x.get_log_id().index ==
+//!   prev_log_id.next_index()` (following_handler) panicked four times. 1000588 replayed with
+//!   the AppendEntries check (1001974 was not replayed before the fix, so that it was the same
+//!   is likely, not shown): a stepped-down leader's replication task (vote T3-N1, the node by
+//!   then a follower at T43 with its log purged through index 0) sent entries 1..7 after
+//!   `prev_log_id` None, because `LogStore::try_get_log_entries` returned the entries after a
+//!   purged start. Fixed there (a read from a purged entry gets nothing), pinned by
+//!   `log_store::tests::a_read_from_a_purged_entry_gets_nothing`.
+//! - 1,000,000..1,005,000 after the fix (commit 9eb71d8): all passed, 697 s; 477,059 proposals
+//!   (430,208 acknowledged), 49,093 crashes, 52,575 partitions, 4.5 M messages (428 k lost,
+//!   270 k duplicated), 17 terms with two leaders.
+//! - 2,000,000..2,008,000 (commit dff9470, crashed incarnations silenced): all passed, 1,129 s;
+//!   766,997 proposals (688,685 acknowledged), 78,618 crashes, 83,516 partitions, 7.2 M
+//!   messages, 36 terms with two leaders.
+//! - 0..40 in every test run.
+//!
+//! The checks were tried against planted bugs: `save_vote` not writing the vote failed seeds 0
+//! to 53 at least of 0..100 (a vote going back after a restart; the printed list was cut
+//! there); a log reopened without its last entry failed seeds by refusing to restart.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
