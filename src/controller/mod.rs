@@ -46,6 +46,8 @@ mod log_store;
 pub mod metadata;
 mod network;
 pub mod placement;
+#[cfg(test)]
+mod simulation;
 mod state_machine;
 #[cfg(test)]
 mod tests;
