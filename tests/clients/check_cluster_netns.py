@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 
-from harness import Skip, check, wait_until
+from harness import Skip, check, kstring, recv_frame, request_frame, wait_until
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "nemesis"))
 import netns  # noqa: E402
@@ -24,6 +24,7 @@ KAFKA_PORT, CONTROLLER_PORT, ADMIN_PORT = 9092, 9093, 9644
 HEARTBEAT_MS, SESSION_MS = 500, 3000
 # What REQUEST_TIMED_OUT without a majority must say (src/controller/mod.rs, ControllerError::Timeout).
 NOT_COMMITTED = "did not commit"
+REQUEST_TIMED_OUT = 7
 
 
 class Cluster:
@@ -93,6 +94,35 @@ class Cluster:
         return r.returncode, (r.stdout + r.stderr).decode("utf-8", "replace").strip()
 
 
+    def raw_create_topic(self, k, topic, timeout=60):
+        """CreateTopics v4 (one topic, 1 partition, factor 1) sent to node k itself from inside
+        its namespace: (error code, error message). Not through a Kafka client: clients send
+        CreateTopics to the broker Metadata names as controller, which a cut-off follower cannot
+        reach; every Spate broker takes the request and proposes it to the quorum itself."""
+        import socket
+        import struct
+
+        body = (struct.pack(">i", 1) + kstring(topic) + struct.pack(">ihii", 1, 1, 0, 0)
+                + struct.pack(">i?", 60_000, False))
+
+        def call():
+            with socket.create_connection((self.net.addr(k), KAFKA_PORT), timeout=timeout) as s:
+                s.settimeout(timeout)
+                s.sendall(request_frame(19, 4, 19, body))
+                return recv_frame(s)
+
+        frame = self.net.call_in(k, call)
+        corr, _throttle, n = struct.unpack_from(">iii", frame, 0)
+        assert corr == 19 and n == 1, f"CreateTopics answer: correlation {corr}, {n} topics"
+        (ln,) = struct.unpack_from(">h", frame, 12)
+        name = frame[14:14 + ln].decode()
+        pos = 14 + ln
+        (code, mlen) = struct.unpack_from(">hh", frame, pos)
+        msg = frame[pos + 4:pos + 4 + mlen].decode("utf-8", "replace") if mlen >= 0 else None
+        assert name == topic, f"CreateTopics answered for {name!r}, not {topic!r}"
+        return code, msg
+
+
 def _fenced(status):
     """{broker id: fenced} as a node's /v1/status tells it."""
     return {b["id"]: b["fenced"] for b in (status or {}).get("brokers", [])}
@@ -159,113 +189,43 @@ def cluster_netns_leader_cut_off(ctx):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _agreed_leader(c, nodes):
+    """The quorum leader every node in `nodes` names (and its term), or None."""
+    ss = [c.status(k) for k in nodes]
+    if any(s is None or "quorum" not in s for s in ss):
+        return None
+    leaders = {s["quorum"].get("leader") for s in ss}
+    if len(leaders) != 1 or None in leaders:
+        return None
+    return ss[0]["quorum"]["leader"], max(s["quorum"]["term"] for s in ss)
+
+
 def _scenario(ctx, net, c):
     nodes = list(net.nodes())
-    run = net.run_id.replace("-", "")
     c.start()
 
     # Up: a leader all three agree on, and all three brokers unfenced in everyone's view.
-    def settled():
-        ss = [c.status(k) for k in nodes]
-        if any(s is None or "quorum" not in s for s in ss):
-            return None
-        leaders = {s["quorum"].get("leader") for s in ss}
-        if len(leaders) != 1 or None in leaders:
-            return None
-        return ss if all(_fenced(s) == {j: False for j in nodes} for s in ss) else None
-
-    ss = wait_until(settled, 60, 0.2, "3 nodes up, one leader, every broker unfenced")
-    leader = ss[0]["quorum"]["leader"]
-    term = ss[0]["quorum"]["term"]
+    wait_until(lambda: _agreed_leader(c, nodes) and all(_all_unfenced(c, k) for k in nodes), 60, 0.2,
+               "3 nodes up, one leader, every broker unfenced")
+    leader, term = _agreed_leader(c, nodes)
     ctx.log(f"cluster up: leader {leader}, term {term}")
-    rc, out = c.topic_create(nodes[0], f"nx-before-{run}")
+    rc, out = c.topic_create(nodes[0], f"nx-before-{net.run_id}")
     assert rc == 0, f"creating a topic before any fault: rc {rc}: {out}"
 
-    # (a) The leader cut off from the other two, both ways.
-    majority = [k for k in nodes if k != leader]
-    t_cut = time.monotonic()
-    net.isolate(leader)
-
-    # A change through the cut-off node: it must wait, fail saying why, and never appear.
-    cut_topic = f"nx-cut-{run}"
-    result = {}
-
-    def create_on_cut_node():
-        t0 = time.monotonic()
-        try:
-            result["rc"], result["out"] = c.topic_create(leader, cut_topic, timeout=60)
-        except Exception as e:  # noqa: BLE001
-            result["rc"], result["out"] = None, repr(e)
-        result["secs"] = time.monotonic() - t0
-
-    waiter = threading.Thread(target=create_on_cut_node, daemon=True)
-    waiter.start()
-
-    def new_leader():
-        ss = [c.status(k) for k in majority]
-        if any(s is None for s in ss):
-            return None
-        ls = {s["quorum"].get("leader") for s in ss}
-        if len(ls) != 1:
-            return None
-        (lead,) = ls
-        if lead in majority and all(s["quorum"]["term"] > term for s in ss):
-            return lead
-        return None
-
-    new = wait_until(new_leader, 30, 0.2, f"nodes {majority} to elect a leader among themselves after cutting off {leader}")
-    t_elected = time.monotonic() - t_cut
-    wait_until(lambda: _fenced(c.status(new)).get(leader) is True, 30, 0.2,
-               f"the new leader {new} to fence the cut-off broker {leader}")
-    t_fenced = time.monotonic() - t_cut
-    ctx.log(f"leader {new} elected after {t_elected:.1f}s, broker {leader} fenced after {t_fenced:.1f}s")
-
-    # A change through the majority goes through, asked of the majority node that is not the
-    # leader (so it is forwarded over the controller network).
-    via = next(k for k in majority if k != new)
-    maj_topic = f"nx-majority-{run}"
-    rc, out = c.topic_create(via, maj_topic, timeout=60)
-    assert rc == 0, f"creating a topic through majority node {via}: rc {rc}: {out}"
-    wait_until(lambda: all(maj_topic in _topics((c.metadata(k) or {}).get("installed")) for k in majority), 30, 0.2,
-               f"{maj_topic} served by both majority nodes")
-
-    waiter.join(75)
-    assert not waiter.is_alive(), "topic creation through the cut-off node still running after 75 s"
-    ctx.log(f"through the cut-off node: rc {result.get('rc')} after {result.get('secs', 0):.1f}s: {result.get('out')}")
-    assert result["rc"] not in (0, None), \
-        f"topic creation through the cut-off node {leader} did not fail: rc {result['rc']}: {result['out']}"
-    assert NOT_COMMITTED in result["out"] and "REQUEST_TIMED_OUT" in result["out"].upper().replace(" ", "_"), \
-        f"the cut-off node's refusal does not say the quorum did not commit (REQUEST_TIMED_OUT): {result['out']}"
-    for k in nodes:
-        d = c.metadata(k)
-        for side in ("installed", "controller"):
-            assert cut_topic not in _topics(d.get(side)), f"{cut_topic} appeared on node {k} ({side}) while cut off"
-
-    # Heal: the old leader follows the new one, its broker is unfenced, everything converges.
-    net.heal()
-    t_heal = time.monotonic()
-    wait_until(lambda: (c.status(leader) or {}).get("quorum", {}).get("leader") == new, 30, 0.2,
-               f"node {leader} to follow leader {new} after healing")
-    wait_until(lambda: all(_all_unfenced(c, k) for k in nodes), 30, 0.2, "every broker unfenced after healing")
-    digest = wait_until(lambda: _consistent(c, nodes), 30, 0.2, "all nodes' images equal at one index after healing")
-    t_conv = time.monotonic() - t_heal
-    assert maj_topic in _topics(digest), f"{maj_topic} missing after healing: {sorted(_topics(digest))}"
-    assert cut_topic not in _topics(digest), f"{cut_topic}, refused while cut off, appeared after healing"
-    ctx.log(f"converged {t_conv:.1f}s after healing at index {digest['index']}")
-    # It may not appear later either: one more change, then the same check.
-    rc, out = c.topic_create(leader, f"nx-after-{run}")
-    assert rc == 0, f"creating a topic through the healed node {leader}: rc {rc}: {out}"
-    digest = wait_until(lambda: _consistent(c, nodes), 30, 0.2, "all nodes' images equal at one index")
-    assert cut_topic not in _topics(digest), f"{cut_topic}, refused while cut off, appeared later"
+    # (a) The leader cut off from the other two, both ways: they elect another and go on.
+    notes = [_cut_off(ctx, net, c, leader, "leader")]
+    # (a') Then a follower cut off: the leader keeps its majority.
+    leader, _ = wait_until(lambda: _agreed_leader(c, nodes), 30, 0.2, "one leader after healing")
+    follower = next(k for k in nodes if k != leader)
+    notes.append(_cut_off(ctx, net, c, follower, "follower"))
 
     # (b) 200 ms each way on one link while topics are created through every node.
     if not net.netem_available():
-        return (f"leader {leader} cut off: {new} elected in {t_elected:.1f}s, {leader} fenced in {t_fenced:.1f}s, "
-                f"change via {leader} refused after {result['secs']:.1f}s, converged {t_conv:.1f}s after healing; "
-                "delay part not run: this kernel has no netem")
-    slow = majority[0]
+        notes.append("delay part not run: this kernel has no netem")
+        return "; ".join(notes)
+    slow = nodes[-1]
     net.impair(slow, delay_ms=200)
-    delayed = [f"nx-delay-{run}-{k}" for k in nodes]
+    delayed = [f"nx-delay-{net.run_id}-{k}" for k in nodes]
     for k, t in zip(nodes, delayed):
         rc, out = c.topic_create(k, t, timeout=60)
         assert rc == 0, f"creating {t} through node {k} with node {slow}'s link delayed 200 ms: rc {rc}: {out}"
@@ -274,6 +234,93 @@ def _scenario(ctx, net, c):
     missing = [t for t in delayed if t not in _topics(digest)]
     assert not missing, f"topics created under delay missing: {missing}"
     wait_until(lambda: all(_all_unfenced(c, k) for k in nodes), 30, 0.2, "every broker unfenced after the delay")
-    return (f"leader {leader} cut off: {new} elected in {t_elected:.1f}s, {leader} fenced in {t_fenced:.1f}s, "
-            f"change via {leader} refused after {result['secs']:.1f}s, converged {t_conv:.1f}s after healing; "
-            f"3 creations with node {slow}'s link delayed 200 ms, consistent")
+    notes.append(f"3 creations with node {slow}'s link delayed 200 ms, consistent")
+    return "; ".join(notes)
+
+
+def _cut_off(ctx, net, c, victim, what):
+    """Cuts `victim` off from the other two nodes (both ways) and checks: the other two have (or
+    elect) a leader among themselves and fence `victim`'s broker; a topic created through one of
+    them is created; one created through `victim` waits, is refused with REQUEST_TIMED_OUT saying
+    the quorum did not commit, and never appears; after healing, `victim` follows the majority's
+    leader, every broker is unfenced, and every node serves the same metadata at one index."""
+    nodes = list(net.nodes())
+    _, term = _agreed_leader(c, nodes)
+    majority = [k for k in nodes if k != victim]
+    tag = f"{what}-{net.run_id}"
+    t_cut = time.monotonic()
+    net.isolate(victim)
+
+    # A change through the cut-off node, in the background: it must wait, fail saying why, and
+    # never appear. Meanwhile the majority goes on.
+    cut_topic = f"nx-cut-{tag}"
+    result = {}
+
+    def create_on_cut_node():
+        t0 = time.monotonic()
+        try:
+            result["code"], result["msg"] = c.raw_create_topic(victim, cut_topic, timeout=60)
+        except Exception as e:  # noqa: BLE001
+            result["code"], result["msg"] = None, repr(e)
+        result["secs"] = time.monotonic() - t0
+
+    waiter = threading.Thread(target=create_on_cut_node, daemon=True)
+    waiter.start()
+
+    def majority_leader():
+        got = _agreed_leader(c, majority)
+        if got is None or got[0] not in majority:
+            return None
+        if what == "leader" and got[1] <= term:
+            return None
+        return got[0]
+
+    new = wait_until(majority_leader, 30, 0.2, f"nodes {majority} to have a leader among themselves after cutting off {victim}")
+    t_elected = time.monotonic() - t_cut
+    wait_until(lambda: _fenced(c.status(new)).get(victim) is True, 30, 0.2,
+               f"the leader {new} to fence the cut-off broker {victim}")
+    t_fenced = time.monotonic() - t_cut
+    ctx.log(f"{what} {victim} cut off: leader {new} after {t_elected:.1f}s, broker {victim} fenced after {t_fenced:.1f}s")
+
+    # A change through the majority goes through, asked of the majority node that is not the
+    # leader (so it is forwarded over the controller network).
+    via = next(k for k in majority if k != new)
+    maj_topic = f"nx-majority-{tag}"
+    rc, out = c.topic_create(via, maj_topic, timeout=60)
+    assert rc == 0, f"creating a topic through majority node {via} ({what} {victim} cut off): rc {rc}: {out}"
+    wait_until(lambda: all(maj_topic in _topics((c.metadata(k) or {}).get("installed")) for k in majority), 30, 0.2,
+               f"{maj_topic} served by both majority nodes")
+
+    waiter.join(75)
+    assert not waiter.is_alive(), f"topic creation through the cut-off {what} {victim} still running after 75 s"
+    ctx.log(f"CreateTopics to the cut-off {what}: error {result.get('code')} after {result.get('secs', 0):.1f}s: {result.get('msg')}")
+    # A cut-off leader waits for a commit that cannot come ("did not commit"); a cut-off follower
+    # cannot reach the leader to forward the proposal ("the connection to the leader ... failed").
+    said = result["msg"] or ""
+    assert result["code"] == REQUEST_TIMED_OUT and "metadata quorum" in said \
+        and (NOT_COMMITTED in said or "connection to the leader" in said), \
+        (f"CreateTopics to the cut-off {what} {victim}: expected REQUEST_TIMED_OUT ({REQUEST_TIMED_OUT}) saying the "
+         f"quorum {NOT_COMMITTED} or the leader was unreachable, got error {result['code']}: {said}")
+    for k in nodes:
+        d = c.metadata(k)
+        for side in ("installed", "controller"):
+            assert cut_topic not in _topics(d.get(side)), f"{cut_topic} appeared on node {k} ({side}) while cut off"
+
+    # Heal: the cut-off node follows the majority's leader, its broker is unfenced, all converge.
+    net.heal()
+    t_heal = time.monotonic()
+    wait_until(lambda: _agreed_leader(c, nodes), 30, 0.2, f"all three nodes to agree on a leader after healing {victim}")
+    wait_until(lambda: all(_all_unfenced(c, k) for k in nodes), 30, 0.2, "every broker unfenced after healing")
+    digest = wait_until(lambda: _consistent(c, nodes), 30, 0.2, "all nodes' images equal at one index after healing")
+    t_conv = time.monotonic() - t_heal
+    assert maj_topic in _topics(digest), f"{maj_topic} missing after healing: {sorted(_topics(digest))}"
+    assert cut_topic not in _topics(digest), f"{cut_topic}, refused while cut off, appeared after healing"
+    ctx.log(f"converged {t_conv:.1f}s after healing, at index {digest['index']}")
+    # Nor later: one more change through the healed node, then the same check.
+    rc, out = c.topic_create(victim, f"nx-after-{tag}")
+    assert rc == 0, f"creating a topic through the healed node {victim}: rc {rc}: {out}"
+    digest = wait_until(lambda: _consistent(c, nodes), 30, 0.2, "all nodes' images equal at one index")
+    assert cut_topic not in _topics(digest), f"{cut_topic}, refused while cut off, appeared later"
+    return (f"{what} {victim} cut off: leader {new} in {t_elected:.1f}s, {victim} fenced in {t_fenced:.1f}s, "
+            f"a change via {victim} refused after {result['secs']:.1f}s ({result['msg'][:60]}...), "
+            f"converged {t_conv:.1f}s after healing")
