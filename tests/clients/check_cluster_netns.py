@@ -187,6 +187,9 @@ def cluster_netns_leader_cut_off(ctx):
     finally:
         if not keep_logs:
             shutil.rmtree(tmp, ignore_errors=True)
+        else:  # keep the nodes' logs for whoever reads the failure, not their data
+            for k in (1, 2, 3):
+                shutil.rmtree(os.path.join(tmp, f"n{k}"), ignore_errors=True)
 
 
 def _agreed_leader(c, nodes):
