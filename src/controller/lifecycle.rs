@@ -177,6 +177,7 @@ pub async fn run_broker(raft: Raft<TypeConfig>, shared: Arc<Shared>, pool: Arc<P
     let interval = Duration::from_millis(cfg.heartbeat_interval_ms.max(1));
     let mut waiting: Vec<ShutdownAsk> = Vec::new();
     let mut registered = false;
+    let mut retry_soon = false;
     loop {
         if !registered {
             let record = MetadataRecord::RegisterBroker {
@@ -215,11 +216,15 @@ pub async fn run_broker(raft: Raft<TypeConfig>, shared: Arc<Shared>, pool: Arc<P
                     tracing::warn!(%incarnation, "the controller does not know this broker's registration; registering again");
                     registered = false;
                 }
-                HeartbeatReply::NotLeader { .. } => {}
+                // Another node leads now: heartbeat it without waiting a whole interval.
+                HeartbeatReply::NotLeader { leader: Some(_) } => retry_soon = true,
+                HeartbeatReply::NotLeader { leader: None } => {}
                 HeartbeatReply::Failed(e) => tracing::debug!(error = %e, "broker heartbeat failed"),
             }
         }
-        let pause = if registered && !waiting.is_empty() { SHUTDOWN_HEARTBEAT_EVERY.min(interval) } else { interval };
+        let soon = retry_soon || (registered && !waiting.is_empty());
+        let pause = if soon { SHUTDOWN_HEARTBEAT_EVERY.min(interval) } else { interval };
+        retry_soon = false;
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             ask = asks.recv_async() => match ask {
@@ -249,12 +254,34 @@ async fn send_heartbeat(raft: &Raft<TypeConfig>, shared: &Shared, pool: &Pool, h
         Some(l) if l == shared.node_id => heartbeat_here(raft, shared, hb, timeout_ms).await,
         Some(l) => {
             let Some(addr) = addr_of(raft, l) else { return HeartbeatReply::NotLeader { leader: None } };
-            // A little longer than the leader may take, so that its answer arrives.
-            match pool.call(shared, &addr, Request::BrokerHeartbeat(hb), HEARTBEAT_TIMEOUT + Duration::from_secs(2)).await {
-                Ok(Response::BrokerHeartbeat(r)) => r,
-                Ok(other) => HeartbeatReply::Failed(format!("unexpected answer from the leader: {other:?}")),
-                Err(e) => HeartbeatReply::Failed(format!("the leader at {addr}: {e}")),
+            // A little longer than the leader may take, so that its answer arrives. A leader cut
+            // off silently would hold the call that long, and the next leader, which gives every
+            // broker a fresh session from its start, would fence this one meanwhile: the call is
+            // given up as soon as this node learns of another leader, and the run loop heartbeats
+            // that one at once.
+            let call = pool.call(shared, &addr, Request::BrokerHeartbeat(hb), HEARTBEAT_TIMEOUT + Duration::from_secs(2));
+            tokio::select! {
+                r = call => match r {
+                    Ok(Response::BrokerHeartbeat(r)) => r,
+                    Ok(other) => HeartbeatReply::Failed(format!("unexpected answer from the leader: {other:?}")),
+                    Err(e) => HeartbeatReply::Failed(format!("the leader at {addr}: {e}")),
+                },
+                leader = leader_other_than(raft, l) => HeartbeatReply::NotLeader { leader },
             }
+        }
+    }
+}
+
+/// Resolves once this node knows of a leader other than `l` (never, if its Raft has stopped).
+async fn leader_other_than(raft: &Raft<TypeConfig>, l: u64) -> Option<u64> {
+    let mut metrics = raft.metrics();
+    loop {
+        let now = metrics.borrow_and_update().current_leader;
+        if now.is_some() && now != Some(l) {
+            return now;
+        }
+        if metrics.changed().await.is_err() {
+            return std::future::pending().await;
         }
     }
 }
