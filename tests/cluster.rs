@@ -3,7 +3,8 @@
 //! cluster id; a fourth node whose data directory belongs to another cluster refuses to start
 //! and says why. The same three register as brokers, show the quorum and each other on
 //! `/v1/status` and `/metrics`, and a node stopped with SIGTERM is fenced by its controlled
-//! shutdown. (The quorum's own behaviour, elections, snapshots, refusals, sessions expiring, is
+//! shutdown. The active controller killed with -9 is replaced, topics and groups go on, and
+//! back after the log has moved past a snapshot it is caught up by one. (The quorum's own behaviour, elections, snapshots, refusals, sessions expiring, is
 //! tested in process in `src/controller/tests.rs`.)
 
 mod common;
@@ -481,4 +482,97 @@ fn a_broker_killed_loses_its_leaderships_and_gets_them_back_and_topics_deleted_m
     let msg = t.error_message.as_ref().map(|m| m.to_string()).unwrap_or_default();
     assert!(msg.contains("did not commit"), "{msg}");
     assert!(metadata(&nodes[0], None).topics.iter().all(|t| t.name.as_ref().is_none_or(|n| n.0.as_str() != "waits")));
+}
+
+/// IncrementalAlterConfigs of a cluster-wide broker config through `node`: one metadata record.
+fn set_cluster_config(raw: &mut Raw, key: &str, value: &str) -> i16 {
+    use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+        .with_resource_type(4)
+        .with_resource_name(StrBytes::from_static_str(""))
+        .with_configs(vec![AlterableConfig::default()
+            .with_name(StrBytes::from_string(key.to_string()))
+            .with_config_operation(0)
+            .with_value(Some(StrBytes::from_string(value.to_string())))])]);
+    let r: IncrementalAlterConfigsResponse = raw.call(ApiKey::IncrementalAlterConfigs, 1, &req, 1);
+    r.responses[0].error_code
+}
+
+#[test]
+fn the_active_controller_killed_is_replaced_and_catches_up_from_a_snapshot_when_back() {
+    let mut nodes = cluster(&["--cores", "1", "--broker-heartbeat-interval-ms", "200", "--broker-session-timeout-ms", "3000"]);
+    let before = status(&nodes[0]);
+    let old = before["quorum"]["leader"].as_u64().expect("a quorum leader") as usize;
+    let killed_at = status(&nodes[old - 1])["quorum"]["last_log"].as_u64().expect("the leader's log");
+    let started = Instant::now();
+    nodes[old - 1].kill9();
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != old - 1).collect();
+    let (s0, s1) = (survivors[0], survivors[1]);
+    let new = wait_for("the two others agreeing on a new quorum leader", || {
+        let a = status(&nodes[s0])["quorum"]["leader"].as_u64()?;
+        (a != old as u64 && status(&nodes[s1])["quorum"]["leader"].as_u64() == Some(a)).then_some(a)
+    });
+    eprintln!("quorum leader {old} killed; {new} elected after {:?}", started.elapsed());
+
+    // Topic creation goes on, and so does a group coordinated by a broker still up.
+    let b = nodes[s0].bootstrap();
+    create_topic(&b, "after", 2, &[]);
+    let group = (0..)
+        .map(|i| format!("survivor-{i}"))
+        .find(|g| {
+            let req = FindCoordinatorRequest::default().with_key(StrBytes::from_string(g.clone()));
+            let r: FindCoordinatorResponse = Raw::connect(nodes[s1].port).call(ApiKey::FindCoordinator, 3, &req, 3);
+            r.error_code == 0 && r.node_id.0 != old as i32
+        })
+        .unwrap();
+    let p = producer(&b, &[]);
+    for i in 0..20 {
+        p.send(BaseRecord::to("after").key("k").payload(&format!("{i}")).partition(i % 2)).expect("queued");
+    }
+    flush(&p);
+    let c = group_consumer(&nodes[s1].bootstrap(), &group, &[]);
+    c.subscribe(&["after"]).unwrap();
+    let mut seen = 0;
+    wait_for("the group reading 20 records", || {
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
+            seen += 1;
+        }
+        (seen >= 20).then_some(())
+    });
+    c.commit_consumer_state(CommitMode::Sync).expect("commit");
+    let committed = c.committed(Duration::from_secs(10)).expect("committed offsets");
+    let total: i64 = committed.elements().iter().map(|e| e.offset().to_raw().unwrap_or(0)).sum();
+    assert_eq!(total, 20, "{committed:?}");
+
+    // The log grows past a snapshot and past what the quorum keeps after one (1,000 and 200
+    // entries): the killed node cannot be caught up by entries alone.
+    let mut raw = Raw::connect(nodes[s0].port);
+    for i in 0..1300 {
+        assert_eq!(set_cluster_config(&mut raw, "log.index.interval.bytes", &(4096 + i).to_string()), 0);
+    }
+    let snap = wait_for("the new leader's snapshot", || status(&nodes[new as usize - 1])["quorum"]["snapshot"].as_u64());
+    assert!(snap > killed_at + 200, "snapshot at {snap}, killed node's log ended at {killed_at}");
+
+    nodes[old - 1].restart();
+    wait_for("the restarted node installing a snapshot from the leader", || {
+        nodes[old - 1].log().contains("installed a snapshot from the leader").then_some(())
+    });
+    let all: Vec<&Broker> = nodes.iter().collect();
+    let index = assert_consistent(&all);
+    assert!(index > snap, "{index} {snap}");
+    // The configs the snapshot carried: the last value set (4096 + 1299), as the node describes itself.
+    let req = DescribeConfigsRequest::default().with_resources(vec![describe_configs_request::DescribeConfigsResource::default()
+        .with_resource_type(4)
+        .with_resource_name(StrBytes::from_string(old.to_string()))
+        .with_configuration_keys(Some(vec![StrBytes::from_static_str("log.index.interval.bytes")]))]);
+    let r: DescribeConfigsResponse = Raw::connect(nodes[old - 1].port).call(ApiKey::DescribeConfigs, 4, &req, 4);
+    let value = r.results[0].configs.first().and_then(|c| c.value.as_ref()).map(|v| v.to_string());
+    assert_eq!(value.as_deref(), Some("5395"), "{r:?}");
+    wait_for("the restarted broker unfenced", || (metadata(&nodes[old - 1], None).brokers.len() == 3).then_some(()));
+    // Not dropped: in this test only, librdkafka's destroy of this member waits forever on
+    // its consumer broker threads (rd_kafka_destroy_internal), unsubscribed and polled first
+    // or not, before the node's restart or after. Not understood yet (the member here joined
+    // while a broker was fenced and half of __consumer_offsets was led by nobody); left open
+    // in issue 21's note. Its threads end with the test process.
+    std::mem::forget(c);
 }

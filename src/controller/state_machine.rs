@@ -182,6 +182,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         *current = Some(stored);
         drop(current);
         self.published.publish(&self.state);
+        tracing::info!(
+            index = meta.last_log_id.map(|l| l.index),
+            "metadata: installed a snapshot from the leader (this node was behind the entries its log keeps)"
+        );
         Ok(())
     }
 
