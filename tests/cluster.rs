@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{create_topic, dashboard_metrics, flush, free_port, group_consumer, metric_families, producer, to_rec, Broker, Raw};
+use common::{create_topic, dashboard_metrics, flush, free_port, group_consumer, metric_families, producer, set_config, to_rec, Broker, Raw};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
@@ -484,20 +484,6 @@ fn a_broker_killed_loses_its_leaderships_and_gets_them_back_and_topics_deleted_m
     assert!(metadata(&nodes[0], None).topics.iter().all(|t| t.name.as_ref().is_none_or(|n| n.0.as_str() != "waits")));
 }
 
-/// IncrementalAlterConfigs of a cluster-wide broker config through `node`: one metadata record.
-fn set_cluster_config(raw: &mut Raw, key: &str, value: &str) -> i16 {
-    use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
-    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
-        .with_resource_type(4)
-        .with_resource_name(StrBytes::from_static_str(""))
-        .with_configs(vec![AlterableConfig::default()
-            .with_name(StrBytes::from_string(key.to_string()))
-            .with_config_operation(0)
-            .with_value(Some(StrBytes::from_string(value.to_string())))])]);
-    let r: IncrementalAlterConfigsResponse = raw.call(ApiKey::IncrementalAlterConfigs, 1, &req, 1);
-    r.responses[0].error_code
-}
-
 #[test]
 fn the_active_controller_killed_is_replaced_and_catches_up_from_a_snapshot_when_back() {
     let mut nodes = cluster(&["--cores", "1", "--broker-heartbeat-interval-ms", "200", "--broker-session-timeout-ms", "3000"]);
@@ -548,7 +534,7 @@ fn the_active_controller_killed_is_replaced_and_catches_up_from_a_snapshot_when_
     // entries): the killed node cannot be caught up by entries alone.
     let mut raw = Raw::connect(nodes[s0].port);
     for i in 0..1300 {
-        assert_eq!(set_cluster_config(&mut raw, "log.index.interval.bytes", &(4096 + i).to_string()), 0);
+        assert_eq!(set_config(&mut raw, 4, "", "log.index.interval.bytes", &(4096 + i).to_string()), 0);
     }
     let snap = wait_for("the new leader's snapshot", || status(&nodes[new as usize - 1])["quorum"]["snapshot"].as_u64());
     assert!(snap > killed_at + 200, "snapshot at {snap}, killed node's log ended at {killed_at}");

@@ -6,9 +6,8 @@
 
 mod common;
 
-use common::{consume, create_topic, flush, producer, Broker, Raw};
+use common::{consume, create_topic, flush, producer, set_config, Broker, Raw};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::producer::{BaseRecord, Producer};
@@ -52,17 +51,6 @@ fn values(bootstrap: &str, topic: &str, n: usize) -> Vec<String> {
     consume(bootstrap, topic, &[0], Offset::Beginning, n).into_iter().map(|r| String::from_utf8(r.value.unwrap()).unwrap()).collect()
 }
 
-fn set_config(raw: &mut Raw, resource_type: i8, name: &str, key: &str, value: &str) -> i16 {
-    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
-        .with_resource_type(resource_type)
-        .with_resource_name(StrBytes::from_string(name.to_string()))
-        .with_configs(vec![AlterableConfig::default()
-            .with_name(StrBytes::from_string(key.to_string()))
-            .with_config_operation(0)
-            .with_value(Some(StrBytes::from_string(value.to_string())))])]);
-    let r: IncrementalAlterConfigsResponse = raw.call(ApiKey::IncrementalAlterConfigs, 1, &req, 1);
-    r.responses[0].error_code
-}
 
 #[test]
 fn every_compression_type_stores_one_codec_and_reads_back() {

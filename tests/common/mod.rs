@@ -589,3 +589,19 @@ pub fn group_config(bootstrap: &str, group: &str, extra: &[(&str, &str)]) -> Cli
     }
     c
 }
+
+/// IncrementalAlterConfigs SET of one config of one resource (2: topic, 4: broker, "" for the
+/// cluster-wide default) through `raw`; the resource's error code.
+pub fn set_config(raw: &mut Raw, resource_type: i8, name: &str, key: &str, value: &str) -> i16 {
+    use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+        .with_resource_type(resource_type)
+        .with_resource_name(StrBytes::from_string(name.to_string()))
+        .with_configs(vec![AlterableConfig::default()
+            .with_name(StrBytes::from_string(key.to_string()))
+            .with_config_operation(0)
+            .with_value(Some(StrBytes::from_string(value.to_string())))])]);
+    let r: IncrementalAlterConfigsResponse = raw.call(ApiKey::IncrementalAlterConfigs, 1, &req, 1);
+    r.responses[0].error_code
+}

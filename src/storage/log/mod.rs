@@ -141,6 +141,9 @@ struct State {
     durable: i64,
     /// The leader epochs and where each began (`epochs`); appends are stamped with the latest.
     epochs: epochs::LeaderEpochs,
+    /// `epochs` holds an epoch its file does not have yet (its write failed, or is under way):
+    /// the next `set_leader_epoch` writes the file even if it adds nothing.
+    epochs_unsaved: bool,
     /// The active segment from `pending_pos` (aligned) on: `tail`, the partial block already
     /// written that the next write rewrites, then the `pending` batches not yet written (or being
     /// written: a write takes them out and puts back only what failed).
@@ -336,22 +339,31 @@ impl PartitionLog {
     }
 
     /// This broker leads the partition at leader epoch `epoch` (from the cluster's metadata):
-    /// a newer epoch starts at the log end, is written to `leader-epoch-checkpoint` durably, and
-    /// only then stamps the batches appended after it. An epoch not above the current one
-    /// changes nothing.
+    /// a newer epoch starts at the log end and stamps every batch appended from now on, and is
+    /// written to `leader-epoch-checkpoint` durably before this returns (the caller installs
+    /// the image that makes this broker the leader only after that). An epoch not above the
+    /// current one changes nothing, unless an earlier write of the file failed: then it is
+    /// written again. (Recovery does not rebuild the cache from the batches' epochs, as Kafka's
+    /// segment recovery does; a crash between a stamp and the file's write would leave the
+    /// cache one epoch short, which only makes OffsetForLeaderEpoch answers coarser.)
     pub async fn set_leader_epoch(&self, epoch: i32) -> Result<(), LogError> {
         let encoded = {
             let mut st = self.st.borrow_mut();
             let start = st.log_end;
-            if !st.epochs.assign(epoch, start) {
+            if !st.epochs.assign(epoch, start) && !st.epochs_unsaved {
                 return Ok(());
             }
+            st.epochs_unsaved = true;
             st.epochs.encode()
         };
         let path = self.dir.join(recovery::EPOCHS_FILE);
-        fs::write_atomic(path.clone(), encoded)
-            .await
-            .map_err(|e| LogError::Storage(format!("writing {}: {e}", path.display())))
+        fs::write_atomic(path.clone(), encoded).await.map_err(|e| LogError::Storage(format!("writing {}: {e}", path.display())))?;
+        // A later epoch assigned while this write was under way is written by its own call.
+        let mut st = self.st.borrow_mut();
+        if st.epochs.latest() == epoch {
+            st.epochs_unsaved = false;
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> TopicConfig {

@@ -359,6 +359,7 @@ impl PartitionLog {
             high_watermark: log_end,
             durable: log_end,
             epochs,
+            epochs_unsaved: false,
             tail,
             pending: Vec::new(),
             pending_pos,
