@@ -312,12 +312,8 @@ fn resolve<'a>(image: &'a MetadataImage, key: &PartKey, known_epoch: i32) -> Res
     if !image.leads(meta, key.partition) {
         return Err(ResponseError::NotLeaderOrFollower);
     }
-    let epoch = image.leader_epoch(meta, key.partition);
-    if known_epoch >= 0 && known_epoch < epoch {
-        return Err(ResponseError::FencedLeaderEpoch);
-    }
-    if known_epoch > epoch {
-        return Err(ResponseError::UnknownLeaderEpoch);
+    if let Some(e) = super::leader_epoch_error(known_epoch, image.leader_epoch(meta, key.partition)) {
+        return Err(e);
     }
     Ok(&meta.name)
 }

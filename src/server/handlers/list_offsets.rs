@@ -35,10 +35,8 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ListOffsetsRequest) ->
                     answers[slot].0 = ResponseError::NotLeaderOrFollower.code();
                     continue;
                 }
-                // KIP-320, as Fetch: an older epoch than the leader's is fenced, a newer unknown.
-                let (known, epoch) = (if version >= 4 { p.current_leader_epoch } else { -1 }, image.leader_epoch(m, p.partition_index));
-                if known >= 0 && known != epoch {
-                    let e = if known < epoch { ResponseError::FencedLeaderEpoch } else { ResponseError::UnknownLeaderEpoch };
+                let known = if version >= 4 { p.current_leader_epoch } else { -1 };
+                if let Some(e) = super::leader_epoch_error(known, image.leader_epoch(m, p.partition_index)) {
                     answers[slot].0 = e.code();
                     continue;
                 }

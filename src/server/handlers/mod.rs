@@ -280,6 +280,18 @@ pub fn log_error_code(e: &crate::storage::log::LogError) -> crate::protocol::Res
     }
 }
 
+/// KIP-320: a request naming the leader epoch it knows (`known`; -1: not checked) against the
+/// partition's `current` one. An older epoch is FENCED_LEADER_EPOCH (the client refreshes its
+/// metadata), a newer one UNKNOWN_LEADER_EPOCH (this broker's metadata is behind).
+pub fn leader_epoch_error(known: i32, current: i32) -> Option<crate::protocol::ResponseError> {
+    use crate::protocol::ResponseError as R;
+    match known {
+        k if k < 0 || k == current => None,
+        k if k < current => Some(R::FencedLeaderEpoch),
+        _ => Some(R::UnknownLeaderEpoch),
+    }
+}
+
 /// A client's host as Kafka reports it in DescribeGroups: `/` and the address.
 pub fn client_host(peer: std::net::SocketAddr) -> String {
     format!("/{}", peer.ip())

@@ -42,12 +42,9 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, req: OffsetForLeaderEpochR
         }
     }
     let results = on_partitions(shard, work, |log, (current_epoch, asked_epoch): (i32, i32)| async move {
-        let epoch = log.leader_epoch();
         let mut e = EpochEndOffset::default();
-        if current_epoch >= 0 && current_epoch > epoch {
-            e.error_code = ResponseError::UnknownLeaderEpoch.code();
-        } else if current_epoch >= 0 && current_epoch < epoch {
-            e.error_code = ResponseError::FencedLeaderEpoch.code();
+        if let Some(err) = super::leader_epoch_error(current_epoch, log.leader_epoch()) {
+            e.error_code = err.code();
         } else if asked_epoch >= 0 {
             (e.leader_epoch, e.end_offset) = log.end_offset_for_epoch(asked_epoch);
         } else {

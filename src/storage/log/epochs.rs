@@ -6,8 +6,9 @@
 //! leader epoch reaches the partition when its broker installs an image (`set_leader_epoch`).
 //!
 //! Stored in Kafka's text format: the version (0), the number of entries, then one
-//! `epoch start_offset` line per entry, written atomically and durably before the new epoch is
-//! used, so no batch on disk carries an epoch the file does not name.
+//! `epoch start_offset` line per entry, replaced atomically and durably each time an epoch is
+//! added (`PartitionLog::set_leader_epoch`, which returns only once it is written; batches
+//! appended while the write is under way already carry the new epoch).
 
 /// The cache: `(epoch, start offset)`, epochs and offsets increasing, never empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
