@@ -503,14 +503,14 @@ fn the_active_controller_killed_is_replaced_and_catches_up_from_a_snapshot_when_
     // Topic creation goes on, and so does a group coordinated by a broker still up.
     let b = nodes[s0].bootstrap();
     create_topic(&b, "after", 2, &[]);
-    let group = (0..)
-        .map(|i| format!("survivor-{i}"))
-        .find(|g| {
-            let req = FindCoordinatorRequest::default().with_key(StrBytes::from_string(g.clone()));
-            let r: FindCoordinatorResponse = Raw::connect(nodes[s1].port).call(ApiKey::FindCoordinator, 3, &req, 3);
-            r.error_code == 0 && r.node_id.0 != old as i32
-        })
-        .unwrap();
+    let mut tried = 0;
+    let group = wait_for("a group coordinated by a broker still up", || {
+        let g = format!("survivor-{tried}");
+        tried += 1;
+        let req = FindCoordinatorRequest::default().with_key(StrBytes::from_string(g.clone()));
+        let r: FindCoordinatorResponse = Raw::connect(nodes[s1].port).call(ApiKey::FindCoordinator, 3, &req, 3);
+        (r.error_code == 0 && r.node_id.0 != old as i32).then_some(g)
+    });
     let p = producer(&b, &[]);
     for i in 0..20 {
         p.send(BaseRecord::to("after").key("k").payload(&format!("{i}")).partition(i % 2)).expect("queued");

@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 
-from harness import Skip, check, kstring, recv_frame, request_frame, wait_until
+from harness import Skip, check, kstring, recv_frame, request_frame, settled_image, wait_until
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "nemesis"))
 import netns  # noqa: E402
@@ -138,21 +138,9 @@ def _topics(digest):
 
 
 def _consistent(cluster, nodes):
-    """The metadata-consistency check (tests/cluster.rs `assert_consistent`): once idle, every
-    node serves the image its controller applied, at one index on all nodes. Returns the digest
-    when settled, None while not (yet)."""
-    ds = [cluster.metadata(k) for k in nodes]
-    if any(d is None or d.get("installed") is None for d in ds):
-        return None
-    index = ds[0]["controller"]["index"]
-    if not all(d["controller"]["index"] == index and d["installed"]["index"] == index for d in ds):
-        return None
-    for k, d in zip(nodes, ds):
-        assert d["installed"] == d["controller"], \
-            f"node {k} serves another image than its controller applied:\n{d['installed']}\nvs\n{d['controller']}"
-        assert d["installed"] == ds[0]["installed"], \
-            f"nodes {k} and {nodes[0]} differ at index {index}:\n{d['installed']}\nvs\n{ds[0]['installed']}"
-    return ds[0]["installed"]
+    """The metadata-consistency check (harness `settled_image`) over `nodes`, through their
+    namespaces: the settled image, or None while not (yet)."""
+    return settled_image({k: cluster.metadata(k) for k in nodes})
 
 
 @check("cluster_netns_leader_cut_off_waits_majority_moves_on_heals")

@@ -192,6 +192,27 @@ class Broker:
             self.tmp = None
 
 
+def settled_image(digests):
+    """The metadata-consistency check on `{node: its /v1/metadata}`: once no change is under way,
+    every node serves an image equal to the metadata its controller thread applied ("installed"
+    and "controller"), at the same index as every other node's. Returns that image when all are
+    at one index (asserting they are equal), None while they are not (yet), or while a node did
+    not answer (None)."""
+    ds = list(digests.items())
+    if any(d is None or d.get("installed") is None for _, d in ds):
+        return None
+    first_node, first = ds[0]
+    index = first["controller"]["index"]
+    if not all(d["controller"]["index"] == index and d["installed"]["index"] == index for _, d in ds):
+        return None
+    for n, d in ds:
+        assert d["installed"] == d["controller"], \
+            f"node {n} serves another image than its controller applied:\n{d['installed']}\nvs\n{d['controller']}"
+        assert d["installed"] == first["installed"], \
+            f"nodes {n} and {first_node} serve different images at index {index}:\n{d['installed']}\nvs\n{first['installed']}"
+    return first["installed"]
+
+
 class Cluster:
     """Three `spate serve` processes forming one cluster: node ids 1, 2, 3, the same
     `--controller-quorum-voters` (every port a free one on 127.0.0.1), one temporary directory
@@ -318,23 +339,16 @@ class Cluster:
         return self.admin_get(node, "/v1/metadata")
 
     def assert_consistent(self, timeout=60.0):
-        """The metadata-consistency check: once no change is under way, every node serves an
-        image equal to the metadata its controller thread applied (`/v1/metadata`'s "installed"
-        and "controller"), at the same index as every other node's. Returns that index."""
-        digests = []
+        """The metadata-consistency check (`settled_image`) over the three nodes. Returns the
+        index they settled at."""
+        image = []
 
         def settled():
-            digests[:] = [self.metadata(n) for n in range(1, self.NODES + 1)]
-            index = digests[0]["controller"]["index"]
-            return all(d["controller"]["index"] == index and d["installed"]["index"] == index for d in digests)
+            image[:] = [settled_image({n: self.metadata(n) for n in range(1, self.NODES + 1)})]
+            return image[0] is not None
 
         self._wait(settled, "every node's image and controller at one index", timeout)
-        for n, d in enumerate(digests, 1):
-            assert d["installed"] == d["controller"], \
-                f"node {n} serves another image than its controller applied: {d['installed']} vs {d['controller']}"
-            assert d["installed"] == digests[0]["installed"], \
-                f"nodes 1 and {n} serve different images at index {d['installed']['index']}"
-        return digests[0]["installed"]["index"]
+        return image[0]["index"]
 
     def alive(self):
         return bool(self.procs) and all(p.poll() is None for p in self.procs)
