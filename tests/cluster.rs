@@ -500,7 +500,10 @@ fn the_active_controller_killed_is_replaced_and_catches_up_from_a_snapshot_when_
     });
     eprintln!("quorum leader {old} killed; {new} elected after {:?}", started.elapsed());
 
-    // Topic creation goes on, and so does a group coordinated by a broker still up.
+    // Topic creation goes on, and so does a group coordinated by a broker still up. Once the
+    // killed broker is fenced: until its session ends it counts as live, and placement could
+    // put a partition on it (as Kafka would).
+    wait_for("the killed broker fenced", || (metadata(&nodes[s0], Some(&[])).brokers.len() == 2).then_some(()));
     let b = nodes[s0].bootstrap();
     create_topic(&b, "after", 2, &[]);
     let mut tried = 0;
