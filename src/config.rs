@@ -116,6 +116,12 @@ pub struct Config {
     pub auto_create_topics: bool,
     /// Kafka's `num.partitions`: partitions of an auto-created topic or a CreateTopics with -1.
     pub num_partitions: i32,
+    /// Kafka's `default.replication.factor` (in a cluster).
+    pub default_replication_factor: usize,
+    /// Kafka's `offsets.topic.replication.factor` (in a cluster).
+    pub offsets_topic_replication_factor: usize,
+    /// Kafka's `replica.lag.time.max.ms`.
+    pub replica_lag_time_max_ms: i64,
     /// Broker-wide defaults of the topic-level settings.
     pub topic_defaults: TopicDefaults,
     /// Consumer-group settings (Kafka's `group.*` keys).
@@ -309,6 +315,8 @@ pub struct TopicDefaults {
     pub cleanup_policy: String,
     pub delete_retention_ms: i64,
     pub compression_type: String,
+    pub min_insync_replicas: i64,
+    pub unclean_leader_election: bool,
 }
 
 /// How a setting's default is given in [`SETTINGS`].
@@ -450,6 +458,14 @@ settings! {
         "with voters set, how often a broker heartbeats the active controller; below broker_session_timeout_ms (Kafka `broker.heartbeat.interval.ms`)";
     broker_session_timeout_ms: i64, "SPATE_BROKER_SESSION_TIMEOUT_MS", Toml("9000"), "ms", Some((1, I32_MAX)),
         "with voters set, the active controller fences a broker that has not heartbeated for this long, and unfences it when it heartbeats again; a new active controller gives every broker this long afresh (Kafka `broker.session.timeout.ms`)";
+    default_replication_factor: i64, "SPATE_DEFAULT_REPLICATION_FACTOR", Toml("1"), "replicas", Some((1, 32)),
+        "replicas of auto-created topics and of a CreateTopics with replication factor -1, in a cluster (Kafka `default.replication.factor`)";
+    offsets_topic_replication_factor: i64, "SPATE_OFFSETS_TOPIC_REPLICATION_FACTOR", Toml("3"), "replicas", Some((1, 32)),
+        "replicas of each `__consumer_offsets` partition, in a cluster; fewer when fewer brokers are live when it is created (Kafka `offsets.topic.replication.factor`)";
+    min_insync_replicas: i64, "SPATE_MIN_INSYNC_REPLICAS", Toml("1"), "replicas", Some((1, 32)),
+        "an acks=all produce to a partition whose in-sync replicas are fewer is refused with NOT_ENOUGH_REPLICAS (Kafka `min.insync.replicas`; topic `min.insync.replicas`)";
+    replica_lag_time_max_ms: i64, "SPATE_REPLICA_LAG_TIME_MAX_MS", Toml("30000"), "ms", Some((1, I32_MAX)),
+        "a follower that has not caught up with its leader's log end for this long leaves the ISR (Kafka `replica.lag.time.max.ms`)";
     auto_create_topics: bool, "SPATE_AUTO_CREATE_TOPICS", Toml("true"), "bool", None,
         "create a topic when a client asks for metadata of one that does not exist (Kafka `auto.create.topics.enable`)";
     num_partitions: i32, "SPATE_NUM_PARTITIONS", Toml("1"), "partitions", Some((1, limits::TOPIC_PARTITIONS_MAX as i64)),
@@ -649,6 +665,10 @@ impl Config {
             cleanup_policy: "delete".into(),
             delete_retention_ms: 24 * 3600 * 1000,
             compression_type: "producer".into(),
+            min_insync_replicas: g.min_insync_replicas.or_default(),
+            // Decided by the metadata log's apply, which sees only the topic's config and the
+            // cluster-wide dynamic one (every node must decide alike), never a node's settings.
+            unclean_leader_election: false,
         };
         // Validate the defaults with the same rules as per-topic overrides.
         TopicConfig::resolve(&topic_defaults, &BTreeMap::new())
@@ -710,6 +730,9 @@ impl Config {
             node_id,
             quorum,
             auto_create_topics: g.auto_create_topics.or_default(),
+            default_replication_factor: g.default_replication_factor.or_default() as usize,
+            offsets_topic_replication_factor: g.offsets_topic_replication_factor.or_default() as usize,
+            replica_lag_time_max_ms: g.replica_lag_time_max_ms.or_default(),
             num_partitions: g.num_partitions.or_default(),
             topic_defaults,
             shutdown_grace_ms: g.shutdown_grace_ms.or_default(),
@@ -731,7 +754,11 @@ impl Config {
             e("log.dirs", self.data_dir.display().to_string(), Some("data_dir")),
             e("auto.create.topics.enable", self.auto_create_topics.to_string(), Some("auto_create_topics")),
             e("num.partitions", self.num_partitions.to_string(), Some("num_partitions")),
-            e("default.replication.factor", "1".into(), None),
+            e("default.replication.factor", self.default_replication_factor.to_string(), Some("default_replication_factor")),
+            e("offsets.topic.replication.factor", self.offsets_topic_replication_factor.to_string(), Some("offsets_topic_replication_factor")),
+            e("min.insync.replicas", d.min_insync_replicas.to_string(), Some("min_insync_replicas")),
+            e("unclean.leader.election.enable", d.unclean_leader_election.to_string(), None),
+            e("replica.lag.time.max.ms", self.replica_lag_time_max_ms.to_string(), Some("replica_lag_time_max_ms")),
             e("message.max.bytes", d.message_max_bytes.to_string(), Some("message_max_bytes")),
             e("log.segment.bytes", d.segment_bytes.to_string(), Some("segment_bytes")),
             e("log.roll.ms", d.segment_ms.to_string(), Some("segment_ms")),
@@ -840,6 +867,8 @@ pub const DYNAMIC_BROKER_KEYS: &[DynamicKey] = &[
     DynamicKey { name: "log.roll.ms", topic_key: Some("segment.ms") },
     DynamicKey { name: "log.segment.bytes", topic_key: Some("segment.bytes") },
     DynamicKey { name: "message.max.bytes", topic_key: Some("max.message.bytes") },
+    DynamicKey { name: "min.insync.replicas", topic_key: Some("min.insync.replicas") },
+    DynamicKey { name: "unclean.leader.election.enable", topic_key: Some("unclean.leader.election.enable") },
 ];
 
 pub fn dynamic_key(name: &str) -> Option<DynamicKey> {
@@ -889,6 +918,8 @@ impl From<&TopicConfig> for TopicDefaults {
             cleanup_policy: c.cleanup_policy.clone(),
             delete_retention_ms: c.delete_retention_ms,
             compression_type: c.compression.name().to_string(),
+            min_insync_replicas: c.min_insync_replicas,
+            unclean_leader_election: c.unclean_leader_election,
         }
     }
 }
@@ -1002,6 +1033,12 @@ pub struct TopicConfig {
     pub delete_retention_ms: i64,
     /// `compression.type`: the codec batches are stored in.
     pub compression: Compression,
+    /// `min.insync.replicas`: an acks=all produce is refused (NOT_ENOUGH_REPLICAS) while the
+    /// partition's ISR is smaller.
+    pub min_insync_replicas: i64,
+    /// `unclean.leader.election.enable`: with no in-sync replica left alive, a replica outside
+    /// the ISR may lead (losing what only the ISR had).
+    pub unclean_leader_election: bool,
 }
 
 /// A topic's `compression.type`: keep each batch as the producer compressed it, or store every
@@ -1045,10 +1082,12 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "index.interval.bytes",
     "max.message.bytes",
     "message.timestamp.type",
+    "min.insync.replicas",
     "retention.bytes",
     "retention.ms",
     "segment.bytes",
     "segment.ms",
+    "unclean.leader.election.enable",
 ];
 
 impl TopicConfig {
@@ -1068,6 +1107,8 @@ impl TopicConfig {
             cleanup_policy: d.cleanup_policy.clone(),
             delete_retention_ms: d.delete_retention_ms,
             compression: Compression::parse(&d.compression_type)?,
+            min_insync_replicas: d.min_insync_replicas,
+            unclean_leader_election: d.unclean_leader_election,
         };
         for (k, v) in overrides {
             let int = |min: i64| -> Result<i64, String> {
@@ -1092,6 +1133,14 @@ impl TopicConfig {
                 "flush.ms" => c.flush_ms = int(0)?,
                 "index.interval.bytes" => c.index_interval_bytes = int(0)?,
                 "max.message.bytes" => c.message_max_bytes = int(0)?,
+                "min.insync.replicas" => c.min_insync_replicas = int(1)?,
+                "unclean.leader.election.enable" => {
+                    c.unclean_leader_election = match v.trim() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(format!("{k}: {v:?} is not true or false")),
+                    }
+                }
                 "message.timestamp.type" => c.timestamp_type = parse_timestamp_type(v)?,
                 "retention.bytes" => c.retention_bytes = int(-1)?,
                 "retention.ms" => c.retention_ms = int(-1)?,
@@ -1116,6 +1165,7 @@ impl TopicConfig {
             ("flush.ms", self.flush_ms.to_string()),
             ("index.interval.bytes", self.index_interval_bytes.to_string()),
             ("max.message.bytes", self.message_max_bytes.to_string()),
+            ("min.insync.replicas", self.min_insync_replicas.to_string()),
             (
                 "message.timestamp.type",
                 match self.timestamp_type {
@@ -1127,6 +1177,7 @@ impl TopicConfig {
             ("retention.ms", self.retention_ms.to_string()),
             ("segment.bytes", self.segment_bytes.to_string()),
             ("segment.ms", self.segment_ms.to_string()),
+            ("unclean.leader.election.enable", self.unclean_leader_election.to_string()),
         ]
     }
 

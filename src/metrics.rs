@@ -121,6 +121,9 @@ struct Long {
     busy_poll_missed: Family<CoreLabel, Counter>,
     recompressed_batches: Family<CoreLabel, Counter>,
     recompressed_bytes: Family<CoreLabel, Counter>,
+    replicated_bytes: Family<CoreLabel, Counter>,
+    isr_shrinks: Family<CoreLabel, Counter>,
+    isr_expands: Family<CoreLabel, Counter>,
 }
 
 static LONG: LazyLock<Long> = LazyLock::new(|| {
@@ -147,6 +150,12 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
     let busy_poll_missed = Family::<CoreLabel, Counter>::default();
     let recompressed_batches = Family::<CoreLabel, Counter>::default();
     let recompressed_bytes = Family::<CoreLabel, Counter>::default();
+    let replicated_bytes = Family::<CoreLabel, Counter>::default();
+    let isr_shrinks = Family::<CoreLabel, Counter>::default();
+    let isr_expands = Family::<CoreLabel, Counter>::default();
+    registry.register("spate_replicated_bytes", "Record batch bytes this broker's followers copied from their leaders, by core", replicated_bytes.clone());
+    registry.register("spate_isr_shrinks", "ISR shrinks this broker's leaders proposed (a follower fell behind), by core", isr_shrinks.clone());
+    registry.register("spate_isr_expands", "ISR expansions this broker's leaders proposed (a follower caught up), by core", isr_expands.clone());
     registry.register("spate_requests", "Kafka requests handled, by API and core", requests.clone());
     registry.register(
         "spate_request_duration_seconds",
@@ -223,6 +232,9 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
         busy_poll_missed,
         recompressed_batches,
         recompressed_bytes,
+        replicated_bytes,
+        isr_shrinks,
+        isr_expands,
     }
 });
 
@@ -310,6 +322,9 @@ struct CoreHandles {
     busy_poll_missed: Counter,
     recompressed_batches: Counter,
     recompressed_bytes: Counter,
+    replicated_bytes: Counter,
+    isr_shrinks: Counter,
+    isr_expands: Counter,
 }
 
 fn core_handles<R>(f: impl FnOnce(&CoreHandles) -> R) -> R {
@@ -332,6 +347,9 @@ fn core_handles<R>(f: impl FnOnce(&CoreHandles) -> R) -> R {
                 busy_poll_missed: LONG.busy_poll_missed.get_or_create(&l).clone(),
                 recompressed_batches: LONG.recompressed_batches.get_or_create(&l).clone(),
                 recompressed_bytes: LONG.recompressed_bytes.get_or_create(&l).clone(),
+                replicated_bytes: LONG.replicated_bytes.get_or_create(&l).clone(),
+                isr_shrinks: LONG.isr_shrinks.get_or_create(&l).clone(),
+                isr_expands: LONG.isr_expands.get_or_create(&l).clone(),
             }
         });
         f(h)
@@ -347,6 +365,16 @@ pub fn fsync(seconds: f64, records: u64) {
 }
 
 /// A produced batch of `bytes` was re-encoded into its topic's codec.
+/// Bytes a follower appended from its leader.
+pub fn replicated(_topic: &str, bytes: u64) {
+    core_handles(|h| h.replicated_bytes.inc_by(bytes));
+}
+
+/// An ISR change a leader on this core proposed.
+pub fn isr_change(shrink: bool) {
+    core_handles(|h| if shrink { h.isr_shrinks.inc() } else { h.isr_expands.inc() });
+}
+
 pub fn recompressed(bytes: u64) {
     core_handles(|h| {
         h.recompressed_batches.inc();

@@ -566,3 +566,145 @@ fn the_active_controller_killed_is_replaced_and_catches_up_from_a_snapshot_when_
     // the same member after the same failover returns at once. Its threads end with the test.
     std::mem::forget(c);
 }
+
+/// A replica's copy of `topic`-`partition`: the batches in its segment files, in order (a
+/// follower rolls its segments where its own appends say, and the active one's file runs past
+/// its data with preallocated zeros, so the files themselves differ).
+fn replica_bytes(node: &Broker, topic: &str, partition: i32) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in common::segments(&node.data_dir(), topic, partition) {
+        let b = std::fs::read(f).unwrap_or_default();
+        let mut pos = 0;
+        while pos + 12 <= b.len() {
+            let len = i32::from_be_bytes(b[pos + 8..pos + 12].try_into().unwrap());
+            if len <= 0 || pos + 12 + len as usize > b.len() {
+                break;
+            }
+            out.extend_from_slice(&b[pos..pos + 12 + len as usize]);
+            pos += 12 + len as usize;
+        }
+    }
+    out
+}
+
+/// Partition -> (replicas, ISR) of `topic` in a Metadata answer.
+fn replicas_and_isr(md: &MetadataResponse, topic: &str) -> Vec<(Vec<i32>, Vec<i32>)> {
+    let t = md.topics.iter().find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic)).expect("topic in metadata");
+    let mut ps: Vec<_> = t
+        .partitions
+        .iter()
+        .map(|p| {
+            let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+            isr.sort();
+            (p.partition_index, (p.replica_nodes.iter().map(|b| b.0).collect::<Vec<i32>>(), isr))
+        })
+        .collect();
+    ps.sort_by_key(|(i, _)| *i);
+    ps.into_iter().map(|(_, x)| x).collect()
+}
+
+#[test]
+fn a_replicated_topic_keeps_every_acknowledged_record_through_the_loss_of_a_leader_and_its_return() {
+    let mut nodes = cluster(&[
+        "--cores",
+        "2",
+        "--broker-heartbeat-interval-ms",
+        "200",
+        "--broker-session-timeout-ms",
+        "2000",
+        "--replica-lag-time-max-ms",
+        "3000",
+    ]);
+    // Three partitions, three replicas each, min.insync.replicas 2: every broker holds every
+    // partition and leads one.
+    common::create_replicated_topic(&nodes[0].bootstrap(), "replicated", 3, 3, &[("min.insync.replicas", "2")]);
+    let md = metadata(&nodes[1], Some(&["replicated"]));
+    let led = leaders(&md, "replicated");
+    assert!((1..=3).all(|b| led.contains(&b)), "{led:?}");
+    for (replicas, isr) in replicas_and_isr(&md, "replicated") {
+        assert_eq!((replicas.len(), isr), (3, vec![1, 2, 3]));
+    }
+    // An idempotent acks=all producer: every record it is told is written is on all three.
+    let p = producer(&nodes[0].bootstrap(), &[("enable.idempotence", "true"), ("acks", "all")]);
+    let send = |p: &rdkafka::producer::ThreadedProducer<common::Deliveries>, from: usize, to: usize| {
+        for i in from..to {
+            let key = format!("k{i}");
+            p.send(BaseRecord::to("replicated").key(&key).payload(&key).partition((i % 3) as i32)).expect("queued");
+        }
+    };
+    send(&p, 0, 3000);
+    flush(&p);
+    assert!(p.context().failed.lock().unwrap().is_empty(), "{:?}", p.context().failed.lock().unwrap());
+    wait_for("every replica holding the same bytes", || {
+        (0..3)
+            .all(|part| {
+                let first = replica_bytes(&nodes[0], "replicated", part);
+                !first.is_empty() && nodes[1..].iter().all(|n| replica_bytes(n, "replicated", part) == first)
+            })
+            .then_some(())
+    });
+
+    // The leader of partition 0 killed while the producer goes on: its partitions move to
+    // another in-sync replica once it is fenced, the ISR loses it, the producer's retries land.
+    let victim = led[0] as usize - 1;
+    let survivor = (victim + 1) % 3;
+    nodes[victim].kill9();
+    let killed_at = Instant::now();
+    send(&p, 3000, 6000);
+    flush(&p);
+    let failed = p.context().failed.lock().unwrap().clone();
+    assert!(failed.is_empty(), "{failed:?}");
+    let md = metadata(&nodes[survivor], Some(&["replicated"]));
+    let now_led = leaders(&md, "replicated");
+    assert!(now_led.iter().all(|l| *l != victim as i32 + 1 && *l > 0), "{now_led:?}");
+    for (_, isr) in replicas_and_isr(&md, "replicated") {
+        assert!(!isr.contains(&(victim as i32 + 1)) && isr.len() == 2, "{isr:?}");
+    }
+    eprintln!("failover: all 3000 records after the kill acknowledged {:?} after it", killed_at.elapsed());
+
+    // Every acknowledged record is there, once, at the offset it was acknowledged at.
+    let acked: std::collections::BTreeMap<(i32, i64), Vec<u8>> =
+        p.context().ok.lock().unwrap().iter().map(|(part, off, key)| ((*part, *off), key.clone().unwrap())).collect();
+    assert_eq!(acked.len(), 6000, "each record acknowledged once");
+    let read = common::consume(&nodes[survivor].bootstrap(), "replicated", &[0, 1, 2], rdkafka::Offset::Beginning, 6000);
+    let mut keys = std::collections::BTreeSet::new();
+    for r in &read {
+        assert_eq!(acked.get(&(r.partition, r.offset)), r.key.as_ref(), "record at {}-{}", r.partition, r.offset);
+        assert!(keys.insert(r.key.clone().unwrap()), "a record read twice");
+    }
+    assert_eq!(keys.len(), 6000);
+
+    // min.insync.replicas 3 with two in sync: acks=all is refused at once, acks=1 is not.
+    let mut raw = Raw::connect(nodes[survivor].port);
+    assert_eq!(set_config(&mut raw, 2, "replicated", "min.insync.replicas", "3"), 0);
+    let leader1 = now_led[1];
+    let produce = |acks: i16| {
+        let req = ProduceRequest::default().with_acks(acks).with_timeout_ms(5000).with_topic_data(vec![
+            produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("replicated")))
+                .with_partition_data(vec![produce_request::PartitionProduceData::default().with_index(1).with_records(Some(common::batch(1)))]),
+        ]);
+        let r: ProduceResponse = Raw::connect(nodes[leader1 as usize - 1].port).call(ApiKey::Produce, 9, &req, 9);
+        r.responses[0].partition_responses[0].error_code
+    };
+    wait_for("acks=all refused with NOT_ENOUGH_REPLICAS once the leader has the config", || (produce(-1) == 19).then_some(()));
+    assert_eq!(produce(1), 0);
+    assert_eq!(set_config(&mut raw, 2, "replicated", "min.insync.replicas", "2"), 0);
+
+    // Back: it catches up, rejoins every ISR, and its copy is byte for byte the others'.
+    nodes[victim].restart();
+    wait_for("the returned broker back in every ISR", || {
+        let md = metadata(&nodes[survivor], Some(&["replicated"]));
+        replicas_and_isr(&md, "replicated").iter().all(|(_, isr)| isr == &vec![1, 2, 3]).then_some(())
+    });
+    wait_for("every replica holding the same bytes again", || {
+        (0..3)
+            .all(|part| {
+                let first = replica_bytes(&nodes[survivor], "replicated", part);
+                nodes.iter().all(|n| replica_bytes(n, "replicated", part) == first)
+            })
+            .then_some(())
+    });
+    let all: Vec<&Broker> = nodes.iter().collect();
+    assert_consistent(&all);
+}

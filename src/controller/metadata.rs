@@ -79,6 +79,19 @@ pub enum MetadataRecord {
         key: String,
         value: Option<String>,
     },
+    /// A partition's ISR as its leader asks (KRaft's AlterPartition): a follower that fell
+    /// behind leaves, one that caught up joins. Refused unless the leader, leader epoch and
+    /// partition epoch are still those the leader saw, the leader stays in it, and every member
+    /// added is a replica on an unfenced broker; the partition epoch is bumped.
+    AlterPartition {
+        topic: String,
+        id: Uuid,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
 }
 
 /// One partition's replicas and leadership (KRaft's PartitionRecord).
@@ -248,6 +261,36 @@ impl ClusterMetadata {
                 }
                 self.next_producer_id_block += 1;
             }
+            MetadataRecord::AlterPartition { topic, id, partition, leader, leader_epoch, partition_epoch, isr } => {
+                let live = self.live_brokers(None);
+                let t = self
+                    .topics
+                    .get_mut(topic)
+                    .filter(|t| t.id == *id)
+                    .ok_or_else(|| format!("topic {topic:?} with id {id} does not exist"))?;
+                let p = usize::try_from(*partition)
+                    .ok()
+                    .and_then(|i| t.partitions.get_mut(i))
+                    .ok_or_else(|| format!("topic {topic:?} has no partition {partition}"))?;
+                if p.leader != *leader || p.leader_epoch != *leader_epoch {
+                    return Err(format!(
+                        "{topic}-{partition}: broker {leader} at leader epoch {leader_epoch} no longer leads it (leader {} epoch {})",
+                        p.leader, p.leader_epoch
+                    ));
+                }
+                if p.partition_epoch != *partition_epoch {
+                    return Err(format!("{topic}-{partition}: partition epoch {partition_epoch} is stale (now {})", p.partition_epoch));
+                }
+                if !isr.contains(leader) || isr.iter().any(|r| !p.replicas.contains(r)) {
+                    return Err(format!("{topic}-{partition}: ISR {isr:?} must hold the leader and only replicas {:?}", p.replicas));
+                }
+                if let Some(r) = isr.iter().find(|r| !p.isr.contains(r) && !live.contains(r)) {
+                    return Err(format!("{topic}-{partition}: broker {r} is fenced and cannot join the ISR"));
+                }
+                // Kept in the replicas' order, so every node holds the same list.
+                p.isr = p.replicas.iter().copied().filter(|r| isr.contains(r)).collect();
+                p.partition_epoch += 1;
+            }
             MetadataRecord::BrokerConfig { resource, key, value } => {
                 let configs = self.broker_configs.entry(resource.clone()).or_default();
                 match value {
@@ -276,41 +319,86 @@ impl ClusterMetadata {
         Ok(())
     }
 
-    /// A fenced broker (or a new process of it) leads nothing: each partition it led gets
-    /// another unfenced member of its ISR as leader if there is one, or is led by nobody
-    /// (leader -1, KRaft's NO_LEADER), with its leader and partition epochs bumped so that a
-    /// replica still acting on the old leadership is behind by an epoch. With one replica per
-    /// partition (all issue 21 places) there is never another; taking the broker out of ISRs
-    /// and moving replicas is issue 22's.
+    /// The unfenced brokers, but `except`.
+    fn live_brokers(&self, except: Option<i32>) -> Vec<i32> {
+        self.brokers.values().filter(|b| !b.fenced && Some(b.id) != except).map(|b| b.id).collect()
+    }
+
+    /// Whether a topic may elect a leader outside its ISR: its own
+    /// `unclean.leader.election.enable`, else the cluster-wide dynamic broker config (never a
+    /// node's settings, which may differ from node to node).
+    fn unclean_allowed(&self, t: &TopicRecord) -> bool {
+        const KEY: &str = "unclean.leader.election.enable";
+        let cluster = self.broker_configs.get("").and_then(|c| c.get(KEY));
+        t.configs.get(KEY).or(cluster).is_some_and(|v| v.trim() == "true")
+    }
+
+    /// A fenced broker (or a new process of it) leaves every ISR it is in but the last member
+    /// (KRaft's rule: the high watermark need not wait for it, and the last member must stay so
+    /// that its return can elect it), and leads nothing: each partition it led gets another
+    /// live member of its ISR as leader ([`elect`]), or is led by nobody (leader -1, KRaft's
+    /// NO_LEADER), with its leader epoch bumped so that a replica still acting on the old
+    /// leadership is behind by an epoch. Every change bumps the partition epoch.
     fn move_leadership_from(&mut self, broker: i32) {
-        let live: Vec<i32> = self.brokers.values().filter(|b| !b.fenced && b.id != broker).map(|b| b.id).collect();
-        for p in self.topics.values_mut().flat_map(|t| t.partitions.iter_mut()).filter(|p| p.leader == broker) {
-            p.leader = p.isr.iter().copied().find(|r| live.contains(r)).unwrap_or(-1);
-            p.leader_epoch += 1;
-            p.partition_epoch += 1;
+        let live = self.live_brokers(Some(broker));
+        let unclean: Vec<bool> = self.topics.values().map(|t| self.unclean_allowed(t)).collect();
+        for (t, unclean) in self.topics.values_mut().zip(unclean) {
+            for p in t.partitions.iter_mut() {
+                let mut changed = false;
+                if p.isr.len() > 1 && p.isr.contains(&broker) {
+                    p.isr.retain(|r| *r != broker);
+                    changed = true;
+                }
+                if p.leader == broker {
+                    p.leader = elect(p, &live, unclean);
+                    p.leader_epoch += 1;
+                    changed = true;
+                }
+                if changed {
+                    p.partition_epoch += 1;
+                }
+            }
         }
     }
 
-    /// Gives every partition led by nobody the first unfenced member of its ISR, if any (KRaft
-    /// elects when such a broker returns), bumping its epochs. A partition created while its
-    /// replicas were fenced starts led by nobody and is elected here too.
+    /// Gives every partition led by nobody (or by a fenced broker) a leader from its ISR if one
+    /// is live ([`elect`]), bumping its epochs. A partition created while its replicas were
+    /// fenced starts led by nobody and is elected here too.
     fn elect_leaderless(&mut self) {
-        let live: Vec<i32> = self.brokers.values().filter(|b| !b.fenced).map(|b| b.id).collect();
-        for p in self.topics.values_mut().flat_map(|t| t.partitions.iter_mut()) {
-            let leader_fenced = p.leader != -1 && !live.contains(&p.leader);
-            if p.leader == -1 || leader_fenced {
-                if let Some(l) = p.isr.iter().copied().find(|r| live.contains(r)) {
+        let live = self.live_brokers(None);
+        let unclean: Vec<bool> = self.topics.values().map(|t| self.unclean_allowed(t)).collect();
+        for (t, unclean) in self.topics.values_mut().zip(unclean) {
+            for p in t.partitions.iter_mut() {
+                let leader_fenced = p.leader != -1 && !live.contains(&p.leader);
+                if p.leader != -1 && !leader_fenced {
+                    continue;
+                }
+                let l = elect(p, &live, unclean);
+                if l != -1 || leader_fenced {
                     p.leader = l;
-                    p.leader_epoch += 1;
-                    p.partition_epoch += 1;
-                } else if leader_fenced {
-                    p.leader = -1;
                     p.leader_epoch += 1;
                     p.partition_epoch += 1;
                 }
             }
         }
     }
+}
+
+/// A new leader for `p` among the `live` brokers: the first replica (in replica order, so the
+/// preferred replica when it can) that is in the ISR; with `unclean`, failing that, the first
+/// live replica outside it, which becomes the whole ISR (what only the old ISR held is lost,
+/// which is what the setting accepts); else -1.
+fn elect(p: &mut PartitionRecord, live: &[i32], unclean: bool) -> i32 {
+    if let Some(l) = p.replicas.iter().copied().find(|r| p.isr.contains(r) && live.contains(r)) {
+        return l;
+    }
+    if unclean {
+        if let Some(l) = p.replicas.iter().copied().find(|r| live.contains(r)) {
+            p.isr = vec![l];
+            return l;
+        }
+    }
+    -1
 }
 
 #[cfg(test)]
@@ -380,6 +468,89 @@ mod tests {
             .unwrap();
         m.apply(10, &MetadataRecord::FenceBroker { id: 1 }).unwrap();
         assert_eq!((m.topics["u"].partitions[0].leader, m.topics["u"].partitions[0].leader_epoch), (2, 1));
+    }
+
+    fn three(m: &mut ClusterMetadata, name: &str, configs: BTreeMap<String, String>) -> Uuid {
+        let reg = |id: i32| MetadataRecord::RegisterBroker { id, listeners: vec![], rack: None, incarnation: Uuid::new_v4(), fenced: false };
+        for id in [1, 2, 3] {
+            if !m.brokers.contains_key(&id) {
+                let i = m.applied_index + 1;
+                m.apply(i, &reg(id)).unwrap();
+            }
+        }
+        let id = Uuid::new_v4();
+        let p = PartitionRecord { replicas: vec![1, 2, 3], leader: 1, leader_epoch: 0, isr: vec![1, 2, 3], partition_epoch: 0 };
+        let i = m.applied_index + 1;
+        m.apply(i, &MetadataRecord::CreateTopic { name: name.into(), id, partitions: vec![p], configs }).unwrap();
+        id
+    }
+
+    #[test]
+    fn a_fenced_broker_leaves_every_isr_but_the_last_member_and_leadership_moves_within_the_isr() {
+        let mut m = ClusterMetadata::new();
+        three(&mut m, "t", BTreeMap::new());
+        let p = |m: &ClusterMetadata| m.topics["t"].partitions[0].clone();
+        let i = m.applied_index;
+        m.apply(i + 1, &MetadataRecord::FenceBroker { id: 1 }).unwrap();
+        let now = p(&m);
+        assert_eq!((now.leader, now.leader_epoch, now.isr.clone(), now.partition_epoch), (2, 1, vec![2, 3], 1), "the next ISR member leads");
+        m.apply(i + 2, &MetadataRecord::FenceBroker { id: 3 }).unwrap();
+        assert_eq!((p(&m).leader, p(&m).isr.clone(), p(&m).partition_epoch), (2, vec![2], 2), "a follower just leaves the ISR");
+        m.apply(i + 3, &MetadataRecord::FenceBroker { id: 2 }).unwrap();
+        let now = p(&m);
+        assert_eq!((now.leader, now.isr.clone()), (-1, vec![2]), "the last member stays in the ISR, led by nobody");
+        m.apply(i + 4, &MetadataRecord::UnfenceBroker { id: 1 }).unwrap();
+        assert_eq!(p(&m).leader, -1, "a replica outside the ISR is not elected (unclean election is off)");
+        m.apply(i + 5, &MetadataRecord::UnfenceBroker { id: 2 }).unwrap();
+        assert_eq!((p(&m).leader, p(&m).isr.clone()), (2, vec![2]), "the last ISR member returns and leads");
+    }
+
+    #[test]
+    fn alter_partition_is_refused_from_a_stale_leader_or_epoch_and_for_fenced_brokers() {
+        let mut m = ClusterMetadata::new();
+        let id = three(&mut m, "t", BTreeMap::new());
+        let alter = |leader, leader_epoch, partition_epoch, isr: Vec<i32>| MetadataRecord::AlterPartition {
+            topic: "t".into(),
+            id,
+            partition: 0,
+            leader,
+            leader_epoch,
+            partition_epoch,
+            isr,
+        };
+        let i = m.applied_index;
+        m.apply(i + 1, &alter(1, 0, 0, vec![3, 1])).unwrap();
+        assert_eq!((m.topics["t"].partitions[0].isr.clone(), m.topics["t"].partitions[0].partition_epoch), (vec![1, 3], 1), "kept in replica order");
+        assert!(m.apply(i + 2, &alter(1, 0, 0, vec![1])).unwrap_err().contains("stale"), "an old partition epoch");
+        assert!(m.apply(i + 3, &alter(2, 0, 1, vec![2])).unwrap_err().contains("no longer leads"), "not the leader");
+        assert!(m.apply(i + 4, &alter(1, 0, 1, vec![3])).unwrap_err().contains("must hold the leader"));
+        m.apply(i + 5, &MetadataRecord::FenceBroker { id: 2 }).unwrap();
+        assert!(m.apply(i + 6, &alter(1, 0, 1, vec![1, 2, 3])).unwrap_err().contains("fenced"), "a fenced broker cannot join");
+        m.apply(i + 7, &alter(1, 0, 1, vec![1])).unwrap();
+        assert_eq!(m.topics["t"].partitions[0].isr, vec![1]);
+    }
+
+    #[test]
+    fn unclean_election_picks_a_live_replica_outside_the_isr_only_when_allowed() {
+        let mut m = ClusterMetadata::new();
+        three(&mut m, "clean", BTreeMap::new());
+        three(&mut m, "unclean", BTreeMap::from([("unclean.leader.election.enable".to_string(), "true".to_string())]));
+        let i = m.applied_index;
+        let id = m.topics["clean"].id;
+        let shrink = MetadataRecord::AlterPartition { topic: "clean".into(), id, partition: 0, leader: 1, leader_epoch: 0, partition_epoch: 0, isr: vec![1] };
+        m.apply(i + 1, &shrink).unwrap();
+        let id = m.topics["unclean"].id;
+        let shrink = MetadataRecord::AlterPartition { topic: "unclean".into(), id, partition: 0, leader: 1, leader_epoch: 0, partition_epoch: 0, isr: vec![1] };
+        m.apply(i + 2, &shrink).unwrap();
+        m.apply(i + 3, &MetadataRecord::FenceBroker { id: 1 }).unwrap();
+        assert_eq!(m.topics["clean"].partitions[0].leader, -1);
+        let u = &m.topics["unclean"].partitions[0];
+        assert_eq!((u.leader, u.isr.clone()), (2, vec![2]), "the first live replica, alone in the ISR");
+        // The cluster-wide dynamic config turns it on for every topic without its own.
+        let config = MetadataRecord::BrokerConfig { resource: "".into(), key: "unclean.leader.election.enable".into(), value: Some("true".into()) };
+        m.apply(i + 4, &config).unwrap();
+        m.apply(i + 5, &MetadataRecord::UnfenceBroker { id: 3 }).unwrap();
+        assert_eq!(m.topics["clean"].partitions[0].leader, 2, "elected at the next election, outside its ISR");
     }
 
     #[test]

@@ -214,3 +214,53 @@ impl ConnWriter {
         let _ = self.0.close().await;
     }
 }
+
+/// A connection this broker opens to another broker (a follower's replica fetcher to a leader):
+/// length-prefixed frames out and in, each step bounded by a deadline. Owned by one core.
+pub struct PeerConn {
+    reader: ConnReader,
+    writer: ConnWriter,
+}
+
+impl PeerConn {
+    /// Connects to `addr` (`host:port`; a name is resolved with the system resolver, which
+    /// blocks the core, so brokers advertise addresses) within `timeout`.
+    pub async fn connect(addr: &str, timeout: std::time::Duration) -> io::Result<PeerConn> {
+        let target: SocketAddr = match addr.parse() {
+            Ok(a) => a,
+            Err(_) => std::net::ToSocketAddrs::to_socket_addrs(addr)?
+                .next()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{addr} resolves to no address")))?,
+        };
+        let stream = Stream::connect_timeout(target, timeout).await.map_err(io::Error::from)?;
+        stream.set_nodelay(true).map_err(io::Error::from)?;
+        let fd = stream.as_raw_fd();
+        let (r, w) = futures_lite::io::split(stream);
+        Ok(PeerConn { reader: ConnReader(r, fd), writer: ConnWriter(w) })
+    }
+
+    /// Sends one frame: its 4-byte big-endian length, then `body`.
+    pub async fn send(&mut self, body: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(body.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+        self.writer.write_all(&[&len.to_be_bytes(), body]).await
+    }
+
+    /// Receives one frame's body, refusing one announced longer than `max` bytes before
+    /// allocating it.
+    pub async fn recv(&mut self, max: usize) -> io::Result<Vec<u8>> {
+        let mut len = [0u8; 4];
+        match self.reader.read_exact(&mut len).await? {
+            ReadExact::Full => {}
+            _ => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the peer closed the connection")),
+        }
+        let n = u32::from_be_bytes(len) as usize;
+        if n > max {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a frame of {n} bytes is over the {max}-byte bound")));
+        }
+        let mut body = Vec::new();
+        match self.reader.read_exact_into(&mut body, n).await? {
+            ReadExact::Full => Ok(body),
+            _ => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the peer closed the connection mid-frame")),
+        }
+    }
+}

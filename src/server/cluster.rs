@@ -393,7 +393,8 @@ impl Shard {
             Some(p) => p,
             None => {
                 let (_, meta) = self.link().handle.metadata();
-                placement::place(&meta, t.partitions as usize, 1).map_err(|m| (ResponseError::InvalidReplicationFactor, m))?
+                let rf = if t.replication_factor < 1 { self.config.default_replication_factor } else { t.replication_factor as usize };
+                placement::place(&meta, t.partitions as usize, rf).map_err(|m| (ResponseError::InvalidReplicationFactor, m))?
             }
         };
         let id = Uuid::new_v4();
@@ -440,7 +441,8 @@ impl Shard {
                     ));
                 }
                 let (_, meta) = self.link().handle.metadata();
-                let partitions = placement::place(&meta, (count - old.partitions) as usize, 1)
+                let rf = old.placement.first().map_or(1, |p| p.replicas.len());
+                let partitions = placement::place(&meta, (count - old.partitions) as usize, rf)
                     .map_err(|m| (ResponseError::InvalidReplicationFactor, m))?;
                 let record = MetadataRecord::CreatePartitions { name: name.clone(), id: old.id, first: old.partitions as u32, partitions };
                 self.propose_and_install(record).await.map(|_| ())
@@ -504,19 +506,25 @@ impl Shard {
     }
 }
 
-/// The placement of explicit assignments (CreateTopics' `assignments`): one replica each, a
-/// registered broker, led by it.
+/// The placement of explicit assignments (CreateTopics' `assignments`): the replicas given,
+/// distinct registered brokers, the same number for every partition, led by the first.
 pub fn assigned(image: &MetadataImage, assignments: &[Vec<i32>]) -> Result<Vec<PartitionRecord>, String> {
     let cluster = image.cluster.as_ref().ok_or("not in a cluster")?;
+    let rf = assignments.first().map_or(0, Vec::len);
     assignments
         .iter()
         .enumerate()
-        .map(|(i, replicas)| match replicas.as_slice() {
-            [b] if cluster.brokers.iter().any(|n| n.id == *b) => {
-                Ok(PartitionRecord { replicas: vec![*b], leader: *b, leader_epoch: 0, isr: vec![*b], partition_epoch: 0 })
+        .map(|(i, replicas)| {
+            if replicas.is_empty() || replicas.len() != rf {
+                return Err(format!("partition {i}: every partition needs the same number of replicas, at least one"));
             }
-            [b] => Err(format!("partition {i}: broker {b} is not registered")),
-            _ => Err(format!("partition {i}: exactly one replica per partition until replication exists (issue 22)")),
+            if let Some(b) = replicas.iter().find(|b| !cluster.brokers.iter().any(|n| n.id == **b)) {
+                return Err(format!("partition {i}: broker {b} is not registered"));
+            }
+            if (1..replicas.len()).any(|j| replicas[..j].contains(&replicas[j])) {
+                return Err(format!("partition {i}: a broker appears twice in {replicas:?}"));
+            }
+            Ok(PartitionRecord { replicas: replicas.clone(), leader: replicas[0], leader_epoch: 0, isr: replicas.clone(), partition_epoch: 0 })
         })
         .collect()
 }

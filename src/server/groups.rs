@@ -34,6 +34,10 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Partitions of `__consumer_offsets`, as Kafka's `offsets.topic.num.partitions` default.
 pub const OFFSETS_PARTITIONS: i32 = 50;
 
+/// How long a group's `__consumer_offsets` write waits for the in-sync replicas (Kafka's
+/// `offsets.commit.timeout.ms`).
+const OFFSETS_COMMIT_TIMEOUT_MS: i64 = 5_000;
+
 /// The `__consumer_offsets` partition of a group: Kafka's `abs(groupId.hashCode) % partitions`,
 /// with Java's String.hashCode (UTF-16 code units), so groups land where Kafka would put them.
 pub fn offsets_partition(group_id: &str) -> i32 {
@@ -184,6 +188,7 @@ impl Groups {
         let token = self.next_token.get();
         self.next_token.set(token + 1);
         let (tx, rx) = flume::bounded(1);
+        let fallback;
         {
             let mut entries = self.entries.borrow_mut();
             let e = self.entry(&mut entries, group_id);
@@ -200,13 +205,16 @@ impl Groups {
                     skip_assignment: false,
                 };
             }
+            fallback = not_coordinator(&event);
             e.waiting.insert(token, tx);
             let now = now_ms();
             let actions = e.group.handle(event, now);
             deliver(e, actions);
             self.note_settled(group_id, e, now);
         }
-        rx.recv_async().await.expect("a group dropped a waiting request without replying")
+        // A group is dropped with requests waiting only when this broker stops coordinating it
+        // (`forget_partition`): they are told so, and find the new coordinator.
+        rx.recv_async().await.unwrap_or(fallback)
     }
 
     /// Time passed: expire sessions and finish rebalances on every group.
@@ -298,6 +306,18 @@ impl Groups {
         }
     }
 
+    /// Forgets the groups of `__consumer_offsets` partition `p` (this broker no longer leads
+    /// it, or is about to load it afresh as its new leader). Requests waiting on them are
+    /// answered with an error as their channel closes; the client finds the new coordinator.
+    pub fn forget_partition(&self, p: i32) -> usize {
+        let mut entries = self.entries.borrow_mut();
+        let before = entries.len();
+        entries.retain(|id, _| offsets_partition(id) != p);
+        let mut dirty = self.dirty.borrow_mut();
+        dirty.retain(|id, _| offsets_partition(id) != p);
+        before - entries.len()
+    }
+
     /// Reloads committed offsets and group membership from a `__consumer_offsets` partition
     /// this core has just opened (at start-up, before clients are served; in a cluster also
     /// when the metadata log gives this broker the partition later, before the image that shows
@@ -309,7 +329,9 @@ impl Groups {
         };
         let mut at = log.offsets().log_start;
         loop {
-            let r = log.read(at, 1 << 20).await.map_err(|e| format!("reading {OFFSETS_TOPIC}-{p}: {e}"))?;
+            // All that is written: a replica that has just become the leader serves what it
+            // holds past its high watermark too (nothing will cut it now).
+            let r = log.read_for_replica(at, 1 << 20).await.map_err(|e| format!("reading {OFFSETS_TOPIC}-{p}: {e}"))?;
             if r.records.is_empty() {
                 break;
             }
@@ -678,10 +700,24 @@ async fn append_offset_records(group_id: &str, records: &[KeyValue]) -> Result<(
     };
     let b = batch::build(records, now_ms());
     let h = batch::validate(&b).expect("a batch the broker built is valid");
-    log.append(&[(b, h)], true).await.map(|_| ()).map_err(|e| {
+    let shard = current();
+    let partition = offsets_partition(group_id);
+    let epoch = shard.replication.leading_epoch(OFFSETS_TOPIC, partition);
+    let appended = log.append(&[(b, h)], true).await.map_err(|e| {
         tracing::error!(group = %group_id, error = %e, "writing to {OFFSETS_TOPIC} failed");
         ResponseError::KafkaStorageError.code()
-    })
+    })?;
+    // Replicated: the write counts once every in-sync replica has it (Kafka writes these with
+    // acks=all too), so a commit that was answered survives the loss of this broker.
+    super::replication::wait_for_isr(&shard, OFFSETS_TOPIC, partition, &log, appended.end, epoch, OFFSETS_COMMIT_TIMEOUT_MS)
+        .await
+        .map_err(|(code, msg)| {
+            tracing::warn!(group = %group_id, "a {OFFSETS_TOPIC} write was not replicated: {msg}");
+            match code {
+                ResponseError::NotLeaderOrFollower => ResponseError::NotCoordinator.code(),
+                _ => ResponseError::CoordinatorNotAvailable.code(),
+            }
+        })
 }
 
 /// Creates `__consumer_offsets` on first use (core 0 does it; every core has installed it when
@@ -694,7 +730,20 @@ pub async fn ensure_offsets_topic(shard: &Shard) -> Result<(), i16> {
     let mut overrides = BTreeMap::new();
     overrides.insert("cleanup.policy".to_string(), "compact".to_string());
     overrides.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
-    let spec = NewTopic { name: OFFSETS_TOPIC.to_string(), partitions: OFFSETS_PARTITIONS, overrides, placement: None };
+    // In a cluster, `offsets_topic_replication_factor`, or as many brokers as are live if
+    // fewer (Kafka would refuse and keep the coordinator unavailable until there are enough).
+    let replication_factor = match &shard.image().cluster {
+        Some(c) => {
+            let live = c.brokers.iter().filter(|b| !b.fenced).count().max(1);
+            let rf = shard.config.offsets_topic_replication_factor.min(live);
+            if rf < shard.config.offsets_topic_replication_factor {
+                tracing::warn!(live, wanted = shard.config.offsets_topic_replication_factor, "creating {OFFSETS_TOPIC} with fewer replicas than offsets_topic_replication_factor: only {live} broker(s) are live");
+            }
+            rf as i32
+        }
+        None => 1,
+    };
+    let spec = NewTopic { name: OFFSETS_TOPIC.to_string(), partitions: OFFSETS_PARTITIONS, overrides, placement: None, replication_factor };
     let r = shard.invoke_on(0, move || async move { current().create_topics(vec![spec]).await }).await;
     match r.into_iter().next().expect("one result per topic") {
         Ok(_) | Err((ResponseError::TopicAlreadyExists, _)) => Ok(()),
@@ -702,6 +751,26 @@ pub async fn ensure_offsets_topic(shard: &Shard) -> Result<(), i16> {
             tracing::error!("creating {OFFSETS_TOPIC} failed: {msg}");
             Err(code.code())
         }
+    }
+}
+
+/// The answer to `event` from a broker that no longer coordinates its group.
+fn not_coordinator(event: &Event) -> Reply {
+    let error = ResponseError::NotCoordinator.code();
+    match event {
+        Event::Join(_) => Reply::Join {
+            error,
+            generation: -1,
+            protocol_type: None,
+            protocol_name: None,
+            leader: String::new(),
+            member_id: String::new(),
+            members: Vec::new(),
+            skip_assignment: false,
+        },
+        Event::Sync { .. } => Reply::Sync { error, protocol_type: None, protocol_name: None, assignment: bytes::Bytes::new() },
+        Event::Heartbeat { .. } | Event::Tick => Reply::Heartbeat { error },
+        Event::Leave { members, .. } => Reply::Leave { results: members.iter().map(|(m, _)| (m.clone(), error)).collect() },
     }
 }
 

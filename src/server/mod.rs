@@ -28,6 +28,7 @@ pub mod groups;
 pub mod handlers;
 pub mod memory;
 pub mod metadata;
+pub mod replication;
 pub mod shard;
 pub mod shutdown;
 pub mod startup;
@@ -350,6 +351,8 @@ async fn housekeeping() {
     while !shard::current().lifecycle.is_background_stopping() {
         rt::sleep(Duration::from_millis(100)).await;
         shard::current().groups.tick();
+        let s = shard::current();
+        s.replication.tick(&s);
         let now = crate::storage::now_ms();
         if now >= next_expiry {
             next_expiry = now + interval;

@@ -68,9 +68,17 @@ pub struct Shard {
     pub memory: CoreMemory,
     /// The incremental fetch sessions of this core's clients (see `server::fetch_sessions`).
     pub fetch_sessions: RefCell<FetchSessionCache>,
+    /// This core's replicated partitions: leaders' follower progress, followers' fetchers
+    /// (see `server::replication`).
+    pub replication: super::replication::Replication,
     /// Core 0 only: set while a metadata change is being made, so changes apply one at a time.
     meta_busy: Cell<bool>,
     meta_done: Notify,
+}
+
+/// One partition's share of the core's batch-cache budget, among `partitions`.
+fn log_cache_share(shard: &Shard, image: &MetadataImage, partitions: usize) -> usize {
+    shard.config.batch_cache_max_bytes_with(&image.broker) / shard.cores.max(1) / partitions.max(1)
 }
 
 /// The two steps of a metadata change on every core (see [`Shard::broadcast`]).
@@ -89,6 +97,9 @@ pub struct NewTopic {
     /// In a cluster, replicas given by the client (CreateTopics' assignments); else placed by
     /// `controller::placement`.
     pub placement: Option<Vec<metadata::PartitionRecord>>,
+    /// Replicas per partition when placed (-1: `default_replication_factor`); a single node
+    /// has only 1.
+    pub replication_factor: i32,
 }
 
 impl Shard {
@@ -118,6 +129,7 @@ impl Shard {
             lifecycle: Lifecycle::default(),
             memory,
             fetch_sessions: RefCell::new(fetch_sessions),
+            replication: Default::default(),
             meta_busy: Cell::new(false),
             meta_done: Notify::default(),
         });
@@ -175,6 +187,10 @@ impl Shard {
             return Err(format!("core {} is shutting down", self.core));
         }
         self.take_leader_epochs(&image).await?;
+        self.take_group_leadership(&image).await?;
+        // Leaders' and followers' roles before any request sees the image (an acks=all
+        // produce must find the partition's followers to wait for).
+        self.replication.install(self, &image);
         *self.image.borrow_mut() = image.clone();
         self.partitions.borrow_mut().retain(|(name, p), (id, _)| image.topic(name).is_some_and(|t| t.id == *id && image.hosts(t, *p)));
         // Settings altered at run time reach the partitions already open.
@@ -186,10 +202,11 @@ impl Shard {
             }
         }
         self.open_new_partitions(&image).await?;
+        // Partitions opened just now (at start) take their roles too.
+        self.replication.install(self, &image);
         // The core's batch-cache budget, shared evenly among the partitions it now owns.
         let logs = self.partitions();
-        let cache = self.config.batch_cache_max_bytes_with(&image.broker);
-        let share = cache / self.cores.max(1) / logs.len().max(1);
+        let share = log_cache_share(self, &image, logs.len());
         for log in logs {
             log.set_cache_cap(share);
             log.set_preallocate_step(self.config.segment_preallocate_bytes);
@@ -212,6 +229,58 @@ impl Shard {
         Ok(())
     }
 
+    /// In a cluster, the `__consumer_offsets` partitions this core owns whose leadership comes
+    /// to this broker with `image`: their groups are loaded afresh from the log (a follower's
+    /// copy was not applied as it arrived) before the image that makes this broker their
+    /// coordinator is installed; those whose leadership leaves forget their groups.
+    async fn take_group_leadership(&self, image: &MetadataImage) -> Result<(), String> {
+        let old = self.image();
+        if image.cluster.is_none() {
+            return Ok(());
+        }
+        let Some(t) = image.topic(super::groups::OFFSETS_TOPIC) else { return Ok(()) };
+        let before = old.topic(super::groups::OFFSETS_TOPIC).filter(|o| o.id == t.id);
+        for p in 0..t.partitions {
+            if self.owner(&t.name, p) != self.core || self.partition(&t.name, p).is_none() {
+                continue;
+            }
+            let led = before.is_some_and(|o| old.leads(o, p));
+            let leads = image.leads(t, p);
+            if leads && !led {
+                self.groups.forget_partition(p);
+                let n = self.groups.load(self, p).await?;
+                tracing::info!(core = self.core, partition = p, records = n, "coordinating the groups of a {} partition", t.name);
+            } else if led && !leads {
+                let n = self.groups.forget_partition(p);
+                tracing::info!(core = self.core, partition = p, groups = n, "no longer coordinating the groups of a {} partition", t.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens `log`'s partition again in its place (after `PartitionLog::cut_for_reopen`), if
+    /// the map still holds that log.
+    pub async fn reopen_partition(&self, topic: &str, p: i32, log: &Rc<PartitionLog>) -> Result<(), String> {
+        let image = self.image();
+        let t = image.topic(topic).ok_or_else(|| format!("topic {topic} is gone"))?;
+        let dir = log.dir().to_path_buf();
+        let fresh = PartitionLog::open(dir.clone(), t.config.clone(), self.data_arrived.clone())
+            .await
+            .map_err(|e| format!("opening partition {topic}-{p} in {}: {e}", dir.display()))?;
+        let mut parts = self.partitions.borrow_mut();
+        let count = parts.len();
+        match parts.get_mut(&(topic.to_string(), p)) {
+            Some((id, held)) if Rc::ptr_eq(held, log) && *id == t.id => {
+                let share = log_cache_share(self, &image, count);
+                fresh.set_cache_cap(share);
+                fresh.set_preallocate_step(self.config.segment_preallocate_bytes);
+                *held = fresh;
+                Ok(())
+            }
+            _ => Err(format!("partition {topic}-{p} changed while it was cut back")),
+        }
+    }
+
     /// Opens (and so recovers or creates) the partitions of `image` this core owns and has no
     /// log for. Not yet visible to requests, which look topics up in the installed image.
     async fn open_new_partitions(&self, image: &MetadataImage) -> Result<(), String> {
@@ -228,7 +297,9 @@ impl Shard {
                     .await
                     .map_err(|e| format!("opening partition {}-{p} in {}: {e}", t.name, dir.display()))?;
                 self.partitions.borrow_mut().insert((t.name.clone(), p), (t.id, log));
-                if t.name == super::groups::OFFSETS_TOPIC {
+                // A follower's copy is not applied as it arrives: its groups are loaded when
+                // this broker comes to lead it (`take_group_leadership`).
+                if t.name == super::groups::OFFSETS_TOPIC && image.leads(t, p) {
                     let n = self.groups.load(self, p).await?;
                     if n > 0 {
                         tracing::info!(core = self.core, partition = p, records = n, "reloaded committed offsets and groups");

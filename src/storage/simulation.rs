@@ -292,7 +292,7 @@ impl Sim {
             producers,
             failed_plain: Vec::new(),
             full_for: 0,
-            last: Offsets { log_start: 0, high_watermark: 0, log_end: 0, durable: 0 },
+            last: Offsets { log_start: 0, high_watermark: 0, log_end: 0, durable: 0, written: 0 },
             segment_sync_errors_at_open: 0,
             offline_at: None,
             faults_at_open: 0,

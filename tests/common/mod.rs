@@ -554,8 +554,13 @@ pub fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
 
 /// Creates a topic through librdkafka's admin API (CreateTopics), with topic settings.
 pub fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    create_replicated_topic(bootstrap, name, partitions, 1, configs)
+}
+
+/// [`create_topic`] with `replicas` replicas per partition (a cluster's).
+pub fn create_replicated_topic(bootstrap: &str, name: &str, partitions: i32, replicas: i32, configs: &[(&str, &str)]) {
     let a = admin(bootstrap);
-    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(replicas));
     for (k, v) in configs {
         t = t.set(k, v);
     }

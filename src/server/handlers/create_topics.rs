@@ -62,17 +62,22 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: CreateTopicsRequest) -
             if !(1..=limits::TOPIC_PARTITIONS_MAX).contains(&partitions) {
                 return Err((ResponseError::InvalidPartitions, format!("partitions must be 1..={}", limits::TOPIC_PARTITIONS_MAX)));
             }
-            if t.assignments.is_empty() && !matches!(t.replication_factor, -1 | 1) {
-                let msg = if image.cluster.is_some() {
-                    format!(
-                        "replication factor {}: partitions have one replica until replication is built (issue 22); use 1",
-                        t.replication_factor
-                    )
-                } else {
+            // In a cluster the placement checks it against the live brokers.
+            let single = image.cluster.is_none() && !matches!(t.replication_factor, -1 | 1);
+            if t.assignments.is_empty() && (single || t.replication_factor == 0 || t.replication_factor < -1) {
+                let msg = if single {
                     format!("replication factor {} is larger than the 1 available broker", t.replication_factor)
+                } else {
+                    format!("replication factor {} must be at least 1 (or -1 for the default)", t.replication_factor)
                 };
                 return Err((ResponseError::InvalidReplicationFactor, msg));
             }
+            let replication_factor = match (&placement, t.replication_factor) {
+                (Some(p), _) => p.first().map_or(1, |p| p.replicas.len() as i32),
+                (None, -1) if image.cluster.is_some() => shard.config.default_replication_factor as i32,
+                (None, -1) => 1,
+                (None, rf) => rf as i32,
+            };
             let mut overrides = BTreeMap::new();
             for c in &t.configs {
                 if let Some(v) = &c.value {
@@ -80,7 +85,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: CreateTopicsRequest) -
                 }
             }
             let config = TopicConfig::resolve(&shard.topic_defaults(), &overrides).map_err(|m| (ResponseError::InvalidConfig, m))?;
-            Ok((NewTopic { name: name.clone(), partitions, overrides, placement }, config))
+            Ok((NewTopic { name: name.clone(), partitions, overrides, placement, replication_factor }, config))
         })();
         match checked {
             Ok((spec, config)) => {
@@ -123,7 +128,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: CreateTopicsRequest) -
 
 fn fill(shard: &Shard, r: &mut CreatableTopicResult, spec: &NewTopic, config: &TopicConfig) {
     r.num_partitions = spec.partitions;
-    r.replication_factor = 1;
+    r.replication_factor = spec.replication_factor as i16;
     r.configs = Some(
         topic_entries(shard, &shard.image(), config, &spec.overrides)
             .into_iter()

@@ -81,6 +81,11 @@ struct Item {
 }
 
 pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> FetchResponse {
+    // Another broker's replica fetcher (see `server::replication`).
+    let replica = if version >= 15 { req.replica_state.replica_id.0 } else { req.replica_id.0 };
+    if replica >= 0 {
+        return super::super::replication::handle_fetch(shard, version, req, replica).await;
+    }
     let image = shard.image();
     let (context, items) = match open(shard, version, &req, &image) {
         Ok(opened) => opened,

@@ -76,7 +76,13 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: MetadataRequest) -> Me
     if !to_create.is_empty() {
         let specs: Vec<NewTopic> = to_create
             .iter()
-            .map(|n| NewTopic { name: n.clone(), partitions: shard.config.num_partitions, overrides: Default::default(), placement: None })
+            .map(|n| NewTopic {
+                name: n.clone(),
+                partitions: shard.config.num_partitions,
+                overrides: Default::default(),
+                placement: None,
+                replication_factor: -1,
+            })
             .collect();
         let results = shard.invoke_on(0, move || async move { current().create_topics(specs).await }).await;
         for (name, r) in to_create.iter().zip(results) {

@@ -51,6 +51,9 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, fr
                 if !image.leads(meta, p.index) {
                     return Err(not_leader(&image, meta, p.index));
                 }
+                if acks == -1 {
+                    crate::server::replication::check_min_isr(&image, &meta.name, p.index)?;
+                }
                 let records = p.records.as_ref().ok_or((ResponseError::CorruptMessage, "null record set".to_string()))?;
                 let batches = batch::split(records).map_err(|e| match e {
                     BatchError::Corrupt(_) => (ResponseError::CorruptMessage, e.to_string()),
@@ -85,19 +88,26 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, fr
     let (heads, batches): (Vec<_>, Vec<_>) = work.into_iter().map(|w| ((w.slot, w.topic, w.partition), w.data)).unzip();
     let owned = batch::own_batches(frame, batches);
     let wait_durable = acks == -1;
+    let timeout_ms = req.timeout_ms as i64;
     let work: Vec<_> = heads
         .into_iter()
         .zip(owned)
-        .map(|((slot, topic, partition), data)| PartWork { slot, partition, data: (topic.clone(), data), topic })
+        .map(|((slot, topic, partition), data)| PartWork { slot, partition, data: (topic.clone(), partition, data), topic })
         .collect();
-    let results = on_partitions(shard, work, move |log, (topic, batches): (String, Vec<(BytesMut, BatchHeader)>)| async move {
+    let results = on_partitions(shard, work, move |log, (topic, partition, batches): (String, i32, Vec<(BytesMut, BatchHeader)>)| async move {
         let bytes = batches.iter().map(|(b, _)| b.len() as u64).sum();
         let records = batches.iter().map(|(_, h)| h.records_count.max(0) as u64).sum();
+        let s = super::super::shard::current();
+        // A replicated partition's acks=all waits for its in-sync replicas too (at the
+        // leadership the append was made under).
+        let epoch = if wait_durable { s.replication.leading_epoch(&topic, partition) } else { None };
         let r = log.append_owned(batches, wait_durable).await.map_err(|e| (super::log_error_code(&e), e.to_string()));
         if r.is_ok() {
             crate::metrics::produced(&topic, bytes, records);
         }
-        r
+        let a = r?;
+        crate::server::replication::wait_for_isr(&s, &topic, partition, &log, a.end, epoch, timeout_ms).await?;
+        Ok(a)
     })
     .await;
     for (slot, r) in results {

@@ -58,7 +58,12 @@ impl PartitionLog {
                             self.sync_through(end, gen).await?;
                         }
                         tracing::debug!(producer = h.producer_id, seq = h.base_sequence, offset = m.first_offset, "duplicate batch");
-                        return Ok(AppendInfo { base_offset: m.first_offset, log_append_time: -1, log_start: self.st.borrow().log_start });
+                        return Ok(AppendInfo {
+                            base_offset: m.first_offset,
+                            end,
+                            log_append_time: -1,
+                            log_start: self.st.borrow().log_start,
+                        });
                     }
                     Verdict::OutOfOrder { expected } => {
                         return Err(LogError::OutOfOrderSequence(format!(
@@ -81,41 +86,8 @@ impl PartitionLog {
             for (mut m, h) in batches {
                 let base = st.log_end;
                 batch::patch(&mut m, base, epoch, append_time);
-                let bytes = m.freeze();
                 let max_ts = append_time.unwrap_or(h.max_timestamp);
-                let last = base + h.last_offset_delta as i64;
-                let seg = st.active();
-                let pos = seg.size;
-                if seg.created_ms == 0 {
-                    seg.created_ms = now_ms();
-                }
-                let replaced = (max_ts > seg.max_ts).then_some((base, seg.max_ts));
-                seg.max_ts = seg.max_ts.max(max_ts);
-                if seg.bytes_since_index >= config.index_interval_bytes as u64 {
-                    let max_so_far = seg.max_ts;
-                    // Producers choose last_offset_delta: an offset too far from the base for
-                    // the index's 32 bits stays out of it rather than wrapping.
-                    if let Ok(rel) = u32::try_from(base - seg.base) {
-                        seg.index.add(rel, pos as u32, max_so_far);
-                    }
-                    seg.bytes_since_index = 0;
-                }
-                seg.bytes_since_index += bytes.len() as u64;
-                seg.size += bytes.len() as u64;
-                seg.next_offset = last + 1;
-                st.max_ts_undo.extend(replaced);
-                st.pending.push(bytes.clone());
-                st.log_end = last + 1;
-                if h.producer_id >= 0 {
-                    st.producers.record(&h, base, max_ts, now_ms());
-                }
-                st.unflushed_records += h.records_count as i64;
-                st.cache_bytes += bytes.len();
-                st.cache.push_back(CachedBatch { base, last, bytes });
-                while st.cache_bytes > self.cache_cap.get() && st.cache.len() > 1 {
-                    let old = st.cache.pop_front().expect("non-empty cache");
-                    st.cache_bytes -= old.bytes.len();
-                }
+                self.queue_batch(&mut st, m.freeze(), &h, base, max_ts, config.index_interval_bytes);
             }
             (first, st.log_end, st.rollback_gen, append_time)
         };
@@ -131,9 +103,49 @@ impl PartitionLog {
         }
         Ok(AppendInfo {
             base_offset: first,
+            end,
             log_append_time: append_time.unwrap_or(-1),
             log_start: self.st.borrow().log_start,
         })
+    }
+
+    /// Queues one batch whose offsets are settled (`base`, and `h`'s last offset delta) on the
+    /// active segment: its index entry, sizes, the pending write, the producer state and the
+    /// batch cache. Synchronous, inside an admitted append.
+    pub(super) fn queue_batch(&self, st: &mut State, bytes: Bytes, h: &BatchHeader, base: i64, max_ts: i64, index_interval: i64) {
+        let last = base + h.last_offset_delta as i64;
+        let seg = st.active();
+        let pos = seg.size;
+        if seg.created_ms == 0 {
+            seg.created_ms = now_ms();
+        }
+        let replaced = (max_ts > seg.max_ts).then_some((base, seg.max_ts));
+        seg.max_ts = seg.max_ts.max(max_ts);
+        if seg.bytes_since_index >= index_interval as u64 {
+            let max_so_far = seg.max_ts;
+            // Producers choose last_offset_delta: an offset too far from the base for
+            // the index's 32 bits stays out of it rather than wrapping.
+            if let Ok(rel) = u32::try_from(base - seg.base) {
+                seg.index.add(rel, pos as u32, max_so_far);
+            }
+            seg.bytes_since_index = 0;
+        }
+        seg.bytes_since_index += bytes.len() as u64;
+        seg.size += bytes.len() as u64;
+        seg.next_offset = last + 1;
+        st.max_ts_undo.extend(replaced);
+        st.pending.push(bytes.clone());
+        st.log_end = last + 1;
+        if h.producer_id >= 0 {
+            st.producers.record(h, base, max_ts, now_ms());
+        }
+        st.unflushed_records += h.records_count as i64;
+        st.cache_bytes += bytes.len();
+        st.cache.push_back(CachedBatch { base, last, bytes });
+        while st.cache_bytes > self.cache_cap.get() && st.cache.len() > 1 {
+            let old = st.cache.pop_front().expect("non-empty cache");
+            st.cache_bytes -= old.bytes.len();
+        }
     }
 
     /// Waits until everything before `end` is in the segment file, writing it if no one is.
@@ -149,7 +161,7 @@ impl PartitionLog {
                 if let Some(f) = st.failure.as_ref().filter(|_| st.durable < end) {
                     return Err(LogError::Storage(f.clone()));
                 }
-                if st.high_watermark >= end {
+                if st.write_end >= end {
                     return Ok(());
                 }
                 if st.writing {
@@ -207,13 +219,13 @@ impl PartitionLog {
                         st.tail = new_tail;
                         st.pending_pos += full as u64;
                         st.active().written = pos + len as u64;
-                        assert!(new_end >= st.high_watermark, "high watermark would move back");
-                        st.high_watermark = new_end;
+                        assert!(new_end >= st.write_end, "high watermark would move back");
+                        st.write_end = new_end;
                         st.max_ts_undo.retain(|&(base, _)| base >= new_end);
                     }
                     Err(e) => {
                         tracing::error!(file = %file.path().display(), error = %e, "segment write failed; rolling back unwritten batches");
-                        let hw = st.high_watermark;
+                        let hw = st.write_end;
                         let seg = st.active();
                         let written = seg.written;
                         seg.size = written;
@@ -309,7 +321,7 @@ impl PartitionLog {
                 } else {
                     st.syncing = true;
                     st.stats.syncs += 1;
-                    Some((st.active().file.clone(), st.high_watermark))
+                    Some((st.active().file.clone(), st.write_end))
                 }
             };
             let Some((file, target)) = job else {
@@ -355,9 +367,9 @@ impl PartitionLog {
             let st = self.st.borrow();
             let c = self.config.borrow();
             let due = !c.sync_on_ack()
-                && st.durable < st.high_watermark
+                && st.durable < st.write_end
                 && now_ms().saturating_sub(st.last_sync_ms) >= c.flush_ms;
-            (due, st.high_watermark, st.rollback_gen)
+            (due, st.write_end, st.rollback_gen)
         };
         if due {
             self.sync_through(end, gen).await?;

@@ -17,9 +17,12 @@
 //! data, and recovery after a crash trims the zeros past the last batch as it always trimmed the
 //! last block's padding.
 //!
-//! Offsets: `log_end` (LEO) is the next offset to assign; `high_watermark` is the end of what is
-//! written to the segment file (what fetches may see; a single node has no followers to wait
-//! for); `durable` is the end of what fdatasync has covered.
+//! Offsets: `log_end` (LEO) is the next offset to assign; `write_end` is the end of what is
+//! written to the segment file; `durable` is the end of what fdatasync has covered. The high
+//! watermark (what consumers may read) is `write_end` for a partition with one replica; for a
+//! replicated one it is also at most `replicated`, what every in-sync replica has (set by the
+//! leader from its followers' fetches, by a follower from its leader's answers; see
+//! `server::replication`).
 //!
 //! The code, by concern: this file holds the state and the accessors; `append` the write path,
 //! `segments` rolls and closes, `read` reads and the read-ahead, `compaction` the compaction
@@ -78,6 +81,9 @@ impl std::fmt::Display for LogError {
 #[derive(Debug, Clone, Copy)]
 pub struct AppendInfo {
     pub base_offset: i64,
+    /// The offset after the last record appended: acks=all waits for the high watermark to
+    /// reach it on a replicated partition.
+    pub end: i64,
     /// The broker's append time for LogAppendTime topics, else -1.
     pub log_append_time: i64,
     pub log_start: i64,
@@ -98,6 +104,8 @@ pub struct Offsets {
     pub high_watermark: i64,
     pub log_end: i64,
     pub durable: i64,
+    /// The end of what is written to the segment files (a follower fetches up to here).
+    pub written: i64,
 }
 
 struct Segment {
@@ -137,7 +145,11 @@ struct State {
     /// A write of the log start offset file is in flight.
     saving_start: bool,
     log_end: i64,
-    high_watermark: i64,
+    /// The end of what the segment files hold (written by a completed write).
+    write_end: i64,
+    /// A replicated partition's high watermark as replication allows it (None: one replica,
+    /// nothing to wait for); what readers see is never past `write_end` either ([`State::hw`]).
+    replicated: Option<i64>,
     durable: i64,
     /// The leader epochs and where each began (`epochs`); appends are stamped with the latest.
     epochs: epochs::LeaderEpochs,
@@ -197,6 +209,14 @@ pub struct LogStats {
 }
 
 impl State {
+    /// The high watermark: what consumers may read.
+    fn hw(&self) -> i64 {
+        match self.replicated {
+            None => self.write_end,
+            Some(r) => r.min(self.write_end),
+        }
+    }
+
     fn active(&mut self) -> &mut Segment {
         self.segments.values_mut().next_back().expect("a log always has an active segment")
     }
@@ -297,9 +317,10 @@ impl PartitionLog {
         let st = self.st.borrow();
         Offsets {
             log_start: st.log_start,
-            high_watermark: st.high_watermark,
+            high_watermark: st.hw(),
             log_end: st.log_end,
             durable: st.durable,
+            written: st.write_end,
         }
     }
 
@@ -347,23 +368,15 @@ impl PartitionLog {
     /// segment recovery does; a crash between a stamp and the file's write would leave the
     /// cache one epoch short, which only makes OffsetForLeaderEpoch answers coarser.)
     pub async fn set_leader_epoch(&self, epoch: i32) -> Result<(), LogError> {
-        let encoded = {
+        {
             let mut st = self.st.borrow_mut();
             let start = st.log_end;
-            if !st.epochs.assign(epoch, start) && !st.epochs_unsaved {
-                return Ok(());
+            if st.epochs.assign(epoch, start) {
+                st.epochs_unsaved = true;
             }
-            st.epochs_unsaved = true;
-            st.epochs.encode()
-        };
-        let path = self.dir.join(recovery::EPOCHS_FILE);
-        fs::write_atomic(path.clone(), encoded).await.map_err(|e| LogError::Storage(format!("writing {}: {e}", path.display())))?;
-        // A later epoch assigned while this write was under way is written by its own call.
-        let mut st = self.st.borrow_mut();
-        if st.epochs.latest() == epoch {
-            st.epochs_unsaved = false;
         }
-        Ok(())
+        // A later epoch assigned while this write was under way is written by its own call.
+        self.save_epochs().await
     }
 
     pub fn config(&self) -> TopicConfig {
@@ -381,6 +394,7 @@ mod compaction;
 mod epochs;
 mod read;
 mod recovery;
+mod replica;
 mod retention;
 mod segments;
 #[cfg(test)]

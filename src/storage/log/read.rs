@@ -280,25 +280,48 @@ pub(super) async fn read_batches(
     }
 }
 
+/// The batches of `records` that start below `end`.
+fn below(records: Bytes, end: i64) -> Bytes {
+    let mut cut = 0;
+    batch::scan(&records, |at, h| {
+        if h.base_offset < end && cut == at {
+            cut = at + h.total_len();
+        }
+    });
+    records.slice(..cut)
+}
+
 impl PartitionLog {
     /// Reads whole batches from `offset` (the batch containing it first), up to `max_bytes` but
     /// always at least one batch when any exists, and never past the high watermark.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadInfo, LogError> {
-        let (file, pos, limit, seg_base) = {
+        self.read_upto(offset, max_bytes, false).await
+    }
+
+    /// [`read`](Self::read) for a follower: up to the end of what is written, past the high
+    /// watermark (which the follower's copy is what moves). `high_watermark` is still the
+    /// high watermark.
+    pub async fn read_for_replica(&self, offset: i64, max_bytes: usize) -> Result<ReadInfo, LogError> {
+        self.read_upto(offset, max_bytes, true).await
+    }
+
+    async fn read_upto(&self, offset: i64, max_bytes: usize, replica: bool) -> Result<ReadInfo, LogError> {
+        let (file, pos, limit, seg_base, upto) = {
             let st = self.st.borrow();
-            let (hw, log_start) = (st.high_watermark, st.log_start);
+            let (hw, log_start) = (st.hw(), st.log_start);
+            let upto = if replica { st.write_end } else { hw };
             if offset < st.log_start || offset > st.log_end {
                 return Err(LogError::OffsetOutOfRange { log_start: st.log_start, log_end: st.log_end });
             }
             let empty = ReadInfo { records: Bytes::new(), high_watermark: hw, log_start };
-            if offset >= hw {
+            if offset >= upto {
                 return Ok(empty);
             }
             if st.cache.front().is_some_and(|c| c.base <= offset) {
                 // One batch goes out by reference; several are joined into one buffer.
                 let mut taken: Vec<&Bytes> = Vec::new();
                 let mut len = 0;
-                for c in st.cache.iter().filter(|c| c.last >= offset && c.base < hw) {
+                for c in st.cache.iter().filter(|c| c.last >= offset && c.base < upto) {
                     if len > 0 && len + c.bytes.len() > max_bytes {
                         break;
                     }
@@ -329,7 +352,7 @@ impl PartitionLog {
             let pos = if offset >= seg.base { seg.index.position_for((offset - seg.base) as u32) as u64 } else { 0 };
             let (file, limit, seg_base) = (seg.file.clone(), seg.written, seg.base);
             let start = st.read_ahead.start_for(&file, offset, pos, limit);
-            (file, start, limit, seg_base)
+            (file, start, limit, seg_base, upto)
         };
         let want = read_len(max_bytes);
         let first = gather(&self.st, &file, pos, want).await;
@@ -341,15 +364,18 @@ impl PartitionLog {
             st.read_ahead.moved(&file, pos, end, next_offset, want);
             st.read_ahead.top_up(&file, end, limit, want);
         }
+        // The file holds what is written, which on a replicated partition may run past the
+        // high watermark: batches from there on are not the reader's yet.
+        let records = if next_offset > upto { below(records, upto) } else { records };
         let st = self.st.borrow();
         tracing::trace!(seg_base, offset, bytes = records.len(), "read from segment file");
-        Ok(ReadInfo { records, high_watermark: st.high_watermark, log_start: st.log_start })
+        Ok(ReadInfo { records, high_watermark: st.hw(), log_start: st.log_start })
     }
 
     /// Waits until the high watermark passes `offset` or `deadline_ms` (wall clock) passes.
     pub async fn wait_for_data(&self, offset: i64, deadline_ms: i64) {
         loop {
-            if self.st.borrow().high_watermark > offset {
+            if self.st.borrow().hw() > offset {
                 return;
             }
             let left = deadline_ms - now_ms();
@@ -395,7 +421,7 @@ impl PartitionLog {
         // Records below the log start (DeleteRecords, retention) are not found, as in Kafka.
         let (hw, start) = {
             let st = self.st.borrow();
-            (st.high_watermark, st.log_start)
+            (st.hw(), st.log_start)
         };
         for (file, mut pos, limit, _) in candidates {
             while pos < limit {

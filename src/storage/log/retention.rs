@@ -30,9 +30,10 @@ impl PartitionLog {
     pub async fn delete_records(&self, offset: i64) -> Result<i64, LogError> {
         let target = {
             let st = self.st.borrow();
-            let target = if offset == -1 { st.high_watermark } else { offset };
-            if target < 0 || target > st.high_watermark {
-                return Err(LogError::OffsetOutOfRange { log_start: st.log_start, log_end: st.high_watermark });
+            let hw = st.hw();
+            let target = if offset == -1 { hw } else { offset };
+            if target < 0 || target > hw {
+                return Err(LogError::OffsetOutOfRange { log_start: st.log_start, log_end: hw });
             }
             target
         };

@@ -1164,3 +1164,65 @@ fn deleted_segments_files_are_zeroed_and_reused_by_the_next_rolls_and_removed_wh
         assert!(free_files(&p).await.is_empty());
     });
 }
+
+/// A follower's log: the leader's batches appended as they are (offsets and epochs kept, the
+/// epoch cache learnt from them, the bytes identical), the high watermark replication allows
+/// holding reads back, and a cut back to where it agrees with a new leader surviving reopen.
+#[test]
+fn a_follower_appends_the_leaders_batches_as_they_are_and_cuts_back_where_it_diverges() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    rt::run_local(async move {
+        io_probe(&path).await;
+        let leader = PartitionLog::open(path.join("leader"), small_segments(), Rc::new(Notify::default())).await.unwrap();
+        let follower = PartitionLog::open(path.join("follower"), small_segments(), Rc::new(Notify::default())).await.unwrap();
+        for epoch in [1, 3] {
+            leader.set_leader_epoch(epoch).await.unwrap();
+            for _ in 0..20 {
+                leader.append(&[batch(5)], false).await.unwrap();
+            }
+        }
+        // Copy it over in fetch-sized pieces, as a fetcher does.
+        while follower.offsets().log_end < leader.offsets().log_end {
+            let r = leader.read_for_replica(follower.offsets().log_end, 700).await.unwrap();
+            let batches = batch::split(&r.records).unwrap();
+            follower.append_replica(batches, true).await.unwrap();
+        }
+        assert_eq!(follower.offsets().log_end, 200);
+        assert_eq!(follower.end_offset_for_epoch(1), (1, 100), "epoch 1 ended where epoch 3 began");
+        assert_eq!((follower.leader_epoch(), follower.last_record_epoch()), (3, 3));
+        let (a, b) = (leader.read_for_replica(0, usize::MAX).await.unwrap(), follower.read_for_replica(0, usize::MAX).await.unwrap());
+        assert_eq!(a.records, b.records, "the same bytes at the same offsets");
+        // Replication holds what readers see back.
+        follower.set_replicated_high_watermark(Some(50));
+        assert_eq!(follower.offsets().high_watermark, 50);
+        let r = follower.read(40, usize::MAX).await.unwrap();
+        let mut last = 0;
+        batch::scan(&r.records, |_, h| last = h.last_offset());
+        assert!(!r.records.is_empty() && last < 50, "nothing past the high watermark: last offset {last}");
+        assert!(follower.read(50, usize::MAX).await.unwrap().records.is_empty());
+        follower.set_replicated_high_watermark(Some(30));
+        assert_eq!(follower.offsets().high_watermark, 50, "never back");
+        // A new leader had epoch 1 only up to offset 75: cut back there, reopen.
+        follower.cut_for_reopen(75, false).await.unwrap();
+        let reopened = PartitionLog::open(path.join("follower"), small_segments(), Rc::new(Notify::default())).await.unwrap();
+        assert_eq!(reopened.offsets().log_end, 75);
+        assert_eq!((reopened.leader_epoch(), reopened.last_record_epoch()), (1, 1), "epoch 3's entry went with its records");
+        let again = leader.read_for_replica(75, usize::MAX).await.unwrap();
+        let mut from_75 = batch::split(&again.records).unwrap();
+        from_75.retain(|(_, h)| h.base_offset < 100);
+        reopened.append_replica(from_75, true).await.unwrap();
+        assert_eq!(reopened.offsets().log_end, 100);
+        // A replica the leader has deleted past starts over at the leader's log start.
+        reopened.cut_for_reopen(150, true).await.unwrap();
+        let fresh = PartitionLog::open(path.join("follower"), small_segments(), Rc::new(Notify::default())).await.unwrap();
+        let o = fresh.offsets();
+        assert_eq!((o.log_start, o.log_end), (150, 150));
+        let rest = batch::split(&leader.read_for_replica(150, usize::MAX).await.unwrap().records).unwrap();
+        fresh.append_replica(rest, true).await.unwrap();
+        assert_eq!(fresh.offsets().log_end, 200);
+        for log in [leader, fresh] {
+            log.close().await.unwrap();
+        }
+    });
+}
