@@ -122,6 +122,10 @@ pub struct Config {
     pub offsets_topic_replication_factor: usize,
     /// Kafka's `replica.lag.time.max.ms`.
     pub replica_lag_time_max_ms: i64,
+    /// Kafka's `auto.leader.rebalance.enable`.
+    pub auto_leader_rebalance: bool,
+    /// Kafka's `leader.imbalance.check.interval.seconds`, in ms.
+    pub leader_imbalance_check_interval_ms: i64,
     /// Broker-wide defaults of the topic-level settings.
     pub topic_defaults: TopicDefaults,
     /// Consumer-group settings (Kafka's `group.*` keys).
@@ -464,6 +468,10 @@ settings! {
         "replicas of each `__consumer_offsets` partition, in a cluster; fewer when fewer brokers are live when it is created (Kafka `offsets.topic.replication.factor`)";
     min_insync_replicas: i64, "SPATE_MIN_INSYNC_REPLICAS", Toml("1"), "replicas", Some((1, 32)),
         "an acks=all produce to a partition whose in-sync replicas are fewer is refused with NOT_ENOUGH_REPLICAS (Kafka `min.insync.replicas`; topic `min.insync.replicas`)";
+    auto_leader_rebalance_enable: bool, "SPATE_AUTO_LEADER_REBALANCE_ENABLE", Toml("true"), "bool", None,
+        "in a cluster, the active controller's broker moves leadership back to each partition's preferred (first) replica when it is live and in the ISR, for every broker whose share of such partitions it does not lead is above 10% (Kafka `auto.leader.rebalance.enable`, `leader.imbalance.per.broker.percentage`)";
+    leader_imbalance_check_interval_seconds: i64, "SPATE_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS", Toml("300"), "s", Some((1, I32_MAX)),
+        "how often the leader rebalance looks (Kafka `leader.imbalance.check.interval.seconds`)";
     replica_lag_time_max_ms: i64, "SPATE_REPLICA_LAG_TIME_MAX_MS", Toml("30000"), "ms", Some((1, I32_MAX)),
         "a follower that has not caught up with its leader's log end for this long leaves the ISR (Kafka `replica.lag.time.max.ms`)";
     auto_create_topics: bool, "SPATE_AUTO_CREATE_TOPICS", Toml("true"), "bool", None,
@@ -733,6 +741,8 @@ impl Config {
             default_replication_factor: g.default_replication_factor.or_default() as usize,
             offsets_topic_replication_factor: g.offsets_topic_replication_factor.or_default() as usize,
             replica_lag_time_max_ms: g.replica_lag_time_max_ms.or_default(),
+            auto_leader_rebalance: g.auto_leader_rebalance_enable.or_default(),
+            leader_imbalance_check_interval_ms: g.leader_imbalance_check_interval_seconds.or_default() * 1000,
             num_partitions: g.num_partitions.or_default(),
             topic_defaults,
             shutdown_grace_ms: g.shutdown_grace_ms.or_default(),
@@ -759,6 +769,9 @@ impl Config {
             e("min.insync.replicas", d.min_insync_replicas.to_string(), Some("min_insync_replicas")),
             e("unclean.leader.election.enable", d.unclean_leader_election.to_string(), None),
             e("replica.lag.time.max.ms", self.replica_lag_time_max_ms.to_string(), Some("replica_lag_time_max_ms")),
+            e("auto.leader.rebalance.enable", self.auto_leader_rebalance.to_string(), Some("auto_leader_rebalance_enable")),
+            e("leader.imbalance.check.interval.seconds", (self.leader_imbalance_check_interval_ms / 1000).to_string(), Some("leader_imbalance_check_interval_seconds")),
+            e("leader.imbalance.per.broker.percentage", "10".into(), None),
             e("message.max.bytes", d.message_max_bytes.to_string(), Some("message_max_bytes")),
             e("log.segment.bytes", d.segment_bytes.to_string(), Some("segment_bytes")),
             e("log.roll.ms", d.segment_ms.to_string(), Some("segment_ms")),

@@ -455,6 +455,21 @@ pub struct PartitionStat {
     pub segments: usize,
     pub disk_bytes: u64,
     pub cache_bytes: u64,
+    /// A replicated partition's state (None: one replica).
+    pub replication: Option<ReplicaStat>,
+}
+
+/// A replicated partition as this broker sees it (see `server::replication`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaStat {
+    /// This broker leads it (else follows).
+    pub leader: bool,
+    pub replicas: usize,
+    pub isr: usize,
+    /// As leader: the furthest follower's distance behind what is written here, in offsets,
+    /// and the longest time since a follower was last caught up.
+    pub lag_offsets: i64,
+    pub lag_ms: i64,
 }
 
 /// What one core publishes each second.
@@ -474,6 +489,8 @@ pub struct CoreSnapshot {
     pub io_in_flight_peak: u64,
     /// Incremental fetch sessions in the core's cache, and their partitions together.
     pub fetch_sessions: usize,
+    /// Core 0 in a cluster: partitions led by nobody, cluster-wide.
+    pub offline_partitions: Option<usize>,
     pub fetch_session_partitions: usize,
 }
 
@@ -647,7 +664,30 @@ pub fn render() -> String {
     let sessions = Family::<CoreLabel, Gauge>::default();
     let session_parts = Family::<CoreLabel, Gauge>::default();
     let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let isr_size = Family::<Partition, Gauge>::default();
+    let replicas = Family::<Partition, Gauge>::default();
+    let under = Family::<Partition, Gauge>::default();
+    let lag_offsets = Family::<Partition, Gauge>::default();
+    let lag_seconds = Family::<Partition, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let (mut under_total, mut leading, mut following) = (0i64, 0i64, 0i64);
+    let offline = Gauge::<i64>::default();
     for (core, snap) in snaps.iter().enumerate() {
+        if let Some(n) = snap.offline_partitions {
+            offline.set(n as i64);
+        }
+        for (s, r) in snap.partitions.iter().filter_map(|s| s.replication.map(|r| (s, r))) {
+            if !r.leader {
+                following += 1;
+                continue;
+            }
+            leading += 1;
+            under_total += (r.isr < r.replicas) as i64;
+            isr_size.get_or_create(&p(s)).set(r.isr as i64);
+            replicas.get_or_create(&p(s)).set(r.replicas as i64);
+            under.get_or_create(&p(s)).set((r.isr < r.replicas) as i64);
+            lag_offsets.get_or_create(&p(s)).set(r.lag_offsets);
+            lag_seconds.get_or_create(&p(s)).set(r.lag_ms as f64 / 1000.0);
+        }
         let cl = CoreLabel { core: core as u32 };
         per_core_parts.get_or_create(&cl).set(snap.partitions.len() as i64);
         per_core_cache.get_or_create(&cl).set(snap.partitions.iter().map(|s| s.cache_bytes).sum::<u64>() as i64);
@@ -693,6 +733,19 @@ pub fn render() -> String {
     reg.register("spate_partition_high_watermark", "End of what consumers may read", hw);
     reg.register("spate_partition_log_start_offset", "First offset in the log", start);
     reg.register("spate_partition_segments", "Segment files", segs);
+    reg.register("spate_partition_in_sync_replicas", "ISR size of a replicated partition this broker leads", isr_size);
+    reg.register("spate_partition_replicas", "Replicas of a replicated partition this broker leads", replicas);
+    reg.register("spate_partition_under_replicated", "1 while a partition this broker leads has fewer in-sync replicas than replicas", under);
+    reg.register("spate_partition_replica_max_lag_offsets", "How far the furthest follower of a partition this broker leads is behind its log end", lag_offsets);
+    reg.register("spate_partition_replica_max_lag_seconds", "Longest time since a follower of a partition this broker leads was caught up with its log end", lag_seconds);
+    let (u, l, f) = (Gauge::<i64>::default(), Gauge::<i64>::default(), Gauge::<i64>::default());
+    u.set(under_total);
+    l.set(leading);
+    f.set(following);
+    reg.register("spate_under_replicated_partitions", "Partitions this broker leads whose ISR is smaller than their replicas (Kafka's UnderReplicatedPartitions)", u);
+    reg.register("spate_replicated_partitions_leading", "Replicated partitions this broker leads", l);
+    reg.register("spate_replicated_partitions_following", "Replicated partitions this broker follows", f);
+    reg.register("spate_offline_partitions", "Partitions of the cluster led by nobody, as this broker's metadata shows (Kafka's OfflinePartitionsCount)", offline);
     reg.register("spate_partition_disk_bytes", "Bytes of segment files", disk);
     reg.register("spate_core_partitions", "Partitions owned, by core", per_core_parts);
     reg.register("spate_core_cache_bytes", "Bytes of recent batches kept in memory, by core", per_core_cache);
@@ -792,6 +845,27 @@ pub fn route(path: &str) -> Response {
                 "topics": topics,
                 "connections": STATE.open_connections.load(Ordering::Relaxed),
             });
+            let replicated: Vec<(&PartitionStat, ReplicaStat)> =
+                snaps.iter().flat_map(|s| s.partitions.iter().filter_map(|p| p.replication.map(|r| (p, r)))).collect();
+            if !replicated.is_empty() || snaps.iter().any(|s| s.offline_partitions.is_some()) {
+                let under: Vec<serde_json::Value> = replicated
+                    .iter()
+                    .filter(|(_, r)| r.leader && r.isr < r.replicas)
+                    .map(|(p, r)| serde_json::json!({"topic": p.topic, "partition": p.partition, "isr": r.isr, "replicas": r.replicas, "lag_offsets": r.lag_offsets, "lag_ms": r.lag_ms}))
+                    .collect();
+                let replication = serde_json::json!({
+                    "leading": replicated.iter().filter(|(_, r)| r.leader).count(),
+                    "following": replicated.iter().filter(|(_, r)| !r.leader).count(),
+                    "under_replicated": under.len(),
+                    "under_replicated_partitions": under,
+                    "max_lag_offsets": replicated.iter().map(|(_, r)| r.lag_offsets).max().unwrap_or(0),
+                    "max_lag_ms": replicated.iter().map(|(_, r)| r.lag_ms).max().unwrap_or(0),
+                    "offline_partitions": snaps.iter().find_map(|s| s.offline_partitions),
+                });
+                if let Some(map) = body.as_object_mut() {
+                    map.insert("replication".into(), replication);
+                }
+            }
             if let (Some((quorum, brokers)), Some(map)) = (cluster_status(), body.as_object_mut()) {
                 map.insert("quorum".into(), quorum);
                 map.insert("brokers".into(), brokers);

@@ -614,6 +614,8 @@ fn a_replicated_topic_keeps_every_acknowledged_record_through_the_loss_of_a_lead
         "2000",
         "--replica-lag-time-max-ms",
         "3000",
+        "--leader-imbalance-check-interval-seconds",
+        "2",
     ]);
     // Three partitions, three replicas each, min.insync.replicas 2: every broker holds every
     // partition and leads one.
@@ -674,6 +676,19 @@ fn a_replicated_topic_keeps_every_acknowledged_record_through_the_loss_of_a_lead
     }
     assert_eq!(keys.len(), 6000);
 
+    // The survivors say what is under-replicated: /v1/status, /metrics.
+    wait_for("/v1/status showing the three partitions under-replicated", || {
+        let under: i64 = nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != victim)
+            .map(|(_, n)| status(n)["replication"]["under_replicated"].as_i64().unwrap_or(0))
+            .sum();
+        (under == 3).then_some(())
+    });
+    let (_, m) = nodes[survivor].admin_get("/metrics").split_once("\r\n\r\n").map(|(h, b)| (h.to_string(), b.to_string())).unwrap();
+    assert!(m.lines().any(|l| l.starts_with("spate_under_replicated_partitions ") && !l.ends_with(" 0")), "{m}");
+
     // min.insync.replicas 3 with two in sync: acks=all is refused at once, acks=1 is not.
     let mut raw = Raw::connect(nodes[survivor].port);
     assert_eq!(set_config(&mut raw, 2, "replicated", "min.insync.replicas", "3"), 0);
@@ -705,6 +720,17 @@ fn a_replicated_topic_keeps_every_acknowledged_record_through_the_loss_of_a_lead
             })
             .then_some(())
     });
+    // Its partition goes back to it, its preferred replica, by the automatic leader rebalance;
+    // an ElectLeaders for every partition then has nothing to do.
+    wait_for("leaders back on their preferred replicas", || (leaders(&metadata(&nodes[survivor], Some(&["replicated"])), "replicated") == led).then_some(()));
+    let req = ElectLeadersRequest::default().with_election_type(0).with_topic_partitions(Some(vec![
+        elect_leaders_request::TopicPartitions::default()
+            .with_topic(TopicName(StrBytes::from_static_str("replicated")))
+            .with_partitions(vec![0, 1, 2]),
+    ]));
+    let r: ElectLeadersResponse = Raw::connect(nodes[survivor].port).call(ApiKey::ElectLeaders, 1, &req, 1);
+    let codes: Vec<i16> = r.replica_election_results[0].partition_result.iter().map(|p| p.error_code).collect();
+    assert_eq!(codes, vec![84, 84, 84], "ELECTION_NOT_NEEDED: {r:?}");
     let all: Vec<&Broker> = nodes.iter().collect();
     assert_consistent(&all);
 }

@@ -133,6 +133,8 @@ pub struct PartitionInfo {
     /// -1 when the broker sends none (Metadata before v7).
     pub epoch: i32,
     pub replicas: Vec<i32>,
+    /// The in-sync replicas.
+    pub isr: Vec<i32>,
     pub error: i16,
 }
 
@@ -319,6 +321,7 @@ impl Cluster {
                         leader: p.leader_id.0,
                         epoch: p.leader_epoch,
                         replicas: p.replica_nodes.iter().map(|r| r.0).collect(),
+                        isr: p.isr_nodes.iter().map(|r| r.0).collect(),
                         error: p.error_code,
                     })
                     .collect();

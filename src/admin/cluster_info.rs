@@ -21,6 +21,18 @@ struct InfoJson {
     quorum: Option<QuorumJson>,
     brokers: Vec<BrokerJson>,
     topics: Vec<TopicJson>,
+    /// Partitions whose ISR is smaller than their replicas, and those led by nobody.
+    under_replicated: Vec<PartitionJson>,
+    offline: Vec<PartitionJson>,
+}
+
+#[derive(Serialize)]
+struct PartitionJson {
+    topic: String,
+    partition: i32,
+    leader: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
 }
 
 #[derive(Serialize)]
@@ -110,7 +122,17 @@ pub fn info(c: &mut Cluster, out: &Output) -> Result<bool> {
             error: (t.error != 0).then(|| error_name(t.error)),
         })
         .collect();
-    let info = InfoJson { cluster_id: md.cluster_id, controller_id: md.controller, quorum, brokers, topics };
+    let all = || full.topics.iter().flat_map(|(t, info)| info.partitions.iter().map(move |p| (t, p)));
+    let row = |(t, p): (&String, &super::cluster::PartitionInfo)| PartitionJson {
+        topic: t.clone(),
+        partition: p.partition,
+        leader: p.leader,
+        replicas: p.replicas.clone(),
+        isr: p.isr.clone(),
+    };
+    let under_replicated = all().filter(|(_, p)| p.isr.len() < p.replicas.len()).map(row).collect();
+    let offline = all().filter(|(_, p)| p.leader == -1).map(row).collect();
+    let info = InfoJson { cluster_id: md.cluster_id, controller_id: md.controller, quorum, brokers, topics, under_replicated, offline };
     if out.json {
         out.json(&info);
     } else {
@@ -174,6 +196,23 @@ fn render(info: &InfoJson) -> String {
         })
         .collect();
     s.push_str(&table(&["TOPIC", "PARTITIONS", "INTERNAL", "ERROR"], &rows));
+    s.push('\n');
+    s.push_str(&format!(
+        "Replication: {} under-replicated partition(s), {} offline (led by nobody)\n",
+        info.under_replicated.len(),
+        info.offline.len()
+    ));
+    let ids = |v: &[i32]| v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    let rows: Vec<Vec<String>> = info
+        .offline
+        .iter()
+        .map(|p| (p, "offline"))
+        .chain(info.under_replicated.iter().filter(|p| p.leader != -1).map(|p| (p, "under-replicated")))
+        .map(|(p, state)| vec![format!("{}-{}", p.topic, p.partition), state.to_string(), p.leader.to_string(), ids(&p.replicas), ids(&p.isr)])
+        .collect();
+    if !rows.is_empty() {
+        s.push_str(&table(&["PARTITION", "STATE", "LEADER", "REPLICAS", "ISR"], &rows));
+    }
     s.push('\n');
     s.push_str(&api_table(&info.brokers));
     s

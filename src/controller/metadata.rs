@@ -92,6 +92,15 @@ pub enum MetadataRecord {
         partition_epoch: i32,
         isr: Vec<i32>,
     },
+    /// A leader election asked for (Kafka's ElectLeaders, and the automatic leader rebalance):
+    /// preferred (the first replica, if it is live and in the ISR, and not leading already), or
+    /// unclean (a partition led by nobody takes a live replica outside its ISR).
+    ElectLeader {
+        topic: String,
+        id: Uuid,
+        partition: i32,
+        unclean: bool,
+    },
 }
 
 /// One partition's replicas and leadership (KRaft's PartitionRecord).
@@ -148,6 +157,9 @@ pub struct ClusterMetadata {
     /// The next producer-id block no broker has taken.
     #[serde(default)]
     pub next_producer_id_block: i64,
+    /// Leaders elected from outside their ISR so far (`unclean.leader.election.enable`).
+    #[serde(default)]
+    pub unclean_elections: u64,
 }
 
 impl ClusterMetadata {
@@ -291,6 +303,40 @@ impl ClusterMetadata {
                 p.isr = p.replicas.iter().copied().filter(|r| isr.contains(r)).collect();
                 p.partition_epoch += 1;
             }
+            MetadataRecord::ElectLeader { topic, id, partition, unclean } => {
+                let live = self.live_brokers(None);
+                let t = self
+                    .topics
+                    .get_mut(topic)
+                    .filter(|t| t.id == *id)
+                    .ok_or_else(|| format!("topic {topic:?} with id {id} does not exist"))?;
+                let p = usize::try_from(*partition)
+                    .ok()
+                    .and_then(|i| t.partitions.get_mut(i))
+                    .ok_or_else(|| format!("topic {topic:?} has no partition {partition}"))?;
+                if *unclean {
+                    if p.leader != -1 {
+                        return Err(format!("election not needed: {topic}-{partition} is led by {}", p.leader));
+                    }
+                    let (l, was_unclean) = elect(p, &live, true);
+                    if l == -1 {
+                        return Err(format!("eligible leaders not available: no replica of {topic}-{partition} is live"));
+                    }
+                    self.unclean_elections += was_unclean as u64;
+                    p.leader = l;
+                } else {
+                    let preferred = p.replicas[0];
+                    if p.leader == preferred {
+                        return Err(format!("election not needed: {topic}-{partition} is led by its preferred replica {preferred}"));
+                    }
+                    if !p.isr.contains(&preferred) || !live.contains(&preferred) {
+                        return Err(format!("preferred leader not available: broker {preferred} is not live and in the ISR of {topic}-{partition}"));
+                    }
+                    p.leader = preferred;
+                }
+                p.leader_epoch += 1;
+                p.partition_epoch += 1;
+            }
             MetadataRecord::BrokerConfig { resource, key, value } => {
                 let configs = self.broker_configs.entry(resource.clone()).or_default();
                 match value {
@@ -350,7 +396,9 @@ impl ClusterMetadata {
                     changed = true;
                 }
                 if p.leader == broker {
-                    p.leader = elect(p, &live, unclean);
+                    let (l, was_unclean) = elect(p, &live, unclean);
+                    p.leader = l;
+                    self.unclean_elections += was_unclean as u64;
                     p.leader_epoch += 1;
                     changed = true;
                 }
@@ -373,7 +421,8 @@ impl ClusterMetadata {
                 if p.leader != -1 && !leader_fenced {
                     continue;
                 }
-                let l = elect(p, &live, unclean);
+                let (l, was_unclean) = elect(p, &live, unclean);
+                self.unclean_elections += was_unclean as u64;
                 if l != -1 || leader_fenced {
                     p.leader = l;
                     p.leader_epoch += 1;
@@ -387,18 +436,21 @@ impl ClusterMetadata {
 /// A new leader for `p` among the `live` brokers: the first replica (in replica order, so the
 /// preferred replica when it can) that is in the ISR; with `unclean`, failing that, the first
 /// live replica outside it, which becomes the whole ISR (what only the old ISR held is lost,
-/// which is what the setting accepts); else -1.
-fn elect(p: &mut PartitionRecord, live: &[i32], unclean: bool) -> i32 {
+/// which is what the setting accepts); else -1. Also whether the election was unclean.
+fn elect(p: &mut PartitionRecord, live: &[i32], unclean: bool) -> (i32, bool) {
     if let Some(l) = p.replicas.iter().copied().find(|r| p.isr.contains(r) && live.contains(r)) {
-        return l;
+        return (l, false);
     }
     if unclean {
         if let Some(l) = p.replicas.iter().copied().find(|r| live.contains(r)) {
+            // Logged by every node as it applies the record: the one place a replica outside
+            // the ISR is made leader, and what it may cost.
+            tracing::warn!(leader = l, old_isr = ?p.isr, "unclean leader election: a replica outside the ISR leads; records only the old ISR held are lost");
             p.isr = vec![l];
-            return l;
+            return (l, true);
         }
     }
-    -1
+    (-1, false)
 }
 
 #[cfg(test)]

@@ -472,6 +472,57 @@ impl Shard {
         results
     }
 
+    /// Core 0, in a cluster, with `auto_leader_rebalance_enable`: every
+    /// `leader_imbalance_check_interval_seconds`, if this node is the quorum's leader, elects
+    /// the preferred replicas of the brokers whose leader imbalance is above 10% (Kafka's rule:
+    /// of the partitions whose first replica is that broker, the share it does not lead), where
+    /// that replica is live and in the ISR. Until shutdown.
+    pub async fn rebalance_leaders(&self) {
+        let interval = Duration::from_millis(self.config.leader_imbalance_check_interval_ms as u64);
+        while !self.lifecycle.is_stopping() {
+            rt::sleep(interval).await;
+            if self.link().handle.status().leader != Some(self.config.node_id) {
+                continue;
+            }
+            let parts = imbalanced(&self.image());
+            if parts.is_empty() {
+                continue;
+            }
+            tracing::info!(partitions = parts.len(), "leaders are off their preferred replicas; electing them back");
+            for (r, (t, p)) in self.cluster_elect_leaders(parts.clone(), false).await.into_iter().zip(parts) {
+                if let Err((_, m)) = r {
+                    tracing::debug!(topic = %t, partition = p, "preferred election not made: {m}");
+                }
+            }
+        }
+    }
+
+    /// Leader elections (ElectLeaders, and the automatic rebalance): one `ElectLeader` record
+    /// per partition; the quorum's refusal says why an election was not made.
+    pub async fn cluster_elect_leaders(&self, parts: Vec<(String, i32)>, unclean: bool) -> Vec<Result<(), (ResponseError, String)>> {
+        let mut results = Vec::new();
+        for (topic, partition) in parts {
+            let Some(id) = self.image().topic(&topic).map(|t| t.id) else {
+                results.push(Err((ResponseError::UnknownTopicOrPartition, format!("topic {topic:?} does not exist"))));
+                continue;
+            };
+            let r = self.propose_and_install(MetadataRecord::ElectLeader { topic: topic.clone(), id, partition, unclean }).await;
+            results.push(r.map(|_| ()).map_err(|(code, msg)| {
+                let code = if msg.contains("election not needed") {
+                    ResponseError::ElectionNotNeeded
+                } else if msg.contains("preferred leader not available") {
+                    ResponseError::PreferredLeaderNotAvailable
+                } else if msg.contains("eligible leaders not available") {
+                    ResponseError::EligibleLeadersNotAvailable
+                } else {
+                    code
+                };
+                (code, msg)
+            }));
+        }
+        results
+    }
+
     /// Broker configs: the cluster-wide layer is resource "" in the metadata log, this node's
     /// layer its id; one record per key changed.
     pub(super) async fn cluster_alter_broker_configs(
@@ -504,6 +555,24 @@ impl Shard {
         tracing::info!(configs = ?next, "altered broker configs in the cluster");
         Ok(())
     }
+}
+
+/// The partitions the automatic leader rebalance elects: per preferred (first) replica, the
+/// partitions it should lead but does not, when they are more than 10% of those it should
+/// lead (Kafka's `leader.imbalance.per.broker.percentage`) and it is live and in their ISR.
+pub fn imbalanced(image: &MetadataImage) -> Vec<(String, i32)> {
+    let mut by_broker: BTreeMap<i32, (usize, Vec<(String, i32)>)> = BTreeMap::new();
+    for t in image.topics.values() {
+        for (i, p) in t.placement.iter().enumerate() {
+            let Some(&preferred) = p.replicas.first() else { continue };
+            let e = by_broker.entry(preferred).or_default();
+            e.0 += 1;
+            if p.leader != preferred && p.isr.contains(&preferred) && image.broker(preferred).is_some() {
+                e.1.push((t.name.clone(), i as i32));
+            }
+        }
+    }
+    by_broker.into_values().filter(|(total, off)| off.len() * 10 > *total).flat_map(|(_, off)| off).collect()
 }
 
 /// The placement of explicit assignments (CreateTopics' `assignments`): the replicas given,

@@ -296,6 +296,8 @@ async fn run_shard(
     // cancelled) when serving stops.
     let follow = (core == 0 && shard.cluster.is_some()).then(|| rt::spawn(async { shard::current().follow_cluster().await }));
     let group_writer = rt::spawn(async { shard::current().groups.write_metadata().await });
+    let rebalance = (core == 0 && shard.cluster.is_some() && config.auto_leader_rebalance)
+        .then(|| rt::spawn(async { shard::current().rebalance_leaders().await }));
     loop {
         let next = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shutdown.requested().await;
@@ -319,6 +321,7 @@ async fn run_shard(
     }
     drop(listener);
     drop(follow);
+    drop(rebalance);
     shutdown::run_core(&shard, &all, housekeeping, group_writer).await
 }
 
@@ -401,6 +404,7 @@ async fn housekeeping() {
 /// This core's partitions and groups, for the metrics gauges (see [`crate::metrics`]).
 fn publish_metrics() {
     let shard = shard::current();
+    let image = shard.image();
     let partitions = shard
         .partitions_named()
         .into_iter()
@@ -408,14 +412,15 @@ fn publish_metrics() {
             let o = log.offsets();
             let d = log.disk_stats();
             crate::metrics::PartitionStat {
-                topic,
-                partition,
                 log_start: o.log_start,
                 high_watermark: o.high_watermark,
                 log_end: o.log_end,
                 segments: d.segments,
                 disk_bytes: d.bytes,
                 cache_bytes: d.cache_bytes,
+                replication: shard.replication.stat(&shard, &image, &topic, partition),
+                topic,
+                partition,
             }
         })
         .collect();
@@ -434,6 +439,9 @@ fn publish_metrics() {
             io_in_flight_peak: io_in_flight_peak as u64,
             fetch_sessions,
             fetch_session_partitions,
+            // Core 0 counts the cluster's partitions led by nobody (every core sees one image).
+            offline_partitions: (shard.core == 0 && image.cluster.is_some())
+                .then(|| image.topics.values().flat_map(|t| t.placement.iter()).filter(|p| p.leader == -1).count()),
         },
     );
 }

@@ -276,16 +276,28 @@ impl Replication {
         .detach();
     }
 
-    /// Per-partition replication state for `/v1/status` and metrics: (topic, partition, ISR
-    /// size, replicas, under-replicated, largest follower lag in offsets).
-    pub fn leader_stats(&self, shard: &Shard) -> Vec<(String, i32, usize, usize, i64)> {
-        let mut out = Vec::new();
-        for ((name, p), l) in self.leading.borrow().iter() {
-            let end = shard.partition(name, *p).map_or(0, |log| log.offsets().written);
-            let lag = l.replicas.iter().filter(|r| **r != shard.config.node_id).map(|r| end - l.followers.get(r).map_or(0, |f| f.log_end)).max().unwrap_or(0);
-            out.push((name.clone(), *p, l.isr.len(), l.replicas.len(), lag.max(0)));
+    /// A partition's replication as this core sees it, for `/metrics` and `/v1/status`: as
+    /// leader, its ISR and its followers' largest lag, in offsets behind what is written here
+    /// and in time since they were last caught up; as follower, the ISR from `image`.
+    pub fn stat(&self, shard: &Shard, image: &MetadataImage, topic: &str, p: i32) -> Option<crate::metrics::ReplicaStat> {
+        let key = (topic.to_string(), p);
+        let me = shard.config.node_id;
+        if let Some(l) = self.leading.borrow().get(&key) {
+            let end = shard.partition(topic, p).map_or(0, |log| log.offsets().written);
+            let now = now_ms();
+            let followers = l.replicas.iter().filter(|r| **r != me);
+            let lag_offsets = followers.clone().map(|r| end - l.followers.get(r).map_or(0, |f| f.log_end)).max().unwrap_or(0).max(0);
+            let lag_ms = followers.map(|r| now - l.followers.get(r).map_or(l.since_ms, |f| f.last_caught_up_ms)).max().unwrap_or(0).max(0);
+            return Some(crate::metrics::ReplicaStat { leader: true, replicas: l.replicas.len(), isr: l.isr.len(), lag_offsets, lag_ms });
         }
-        out
+        let rec = record(image, topic, p)?;
+        (rec.replicas.len() > 1).then(|| crate::metrics::ReplicaStat {
+            leader: rec.leader == me,
+            replicas: rec.replicas.len(),
+            isr: rec.isr.len(),
+            lag_offsets: 0,
+            lag_ms: 0,
+        })
     }
 }
 

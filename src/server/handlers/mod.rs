@@ -20,6 +20,7 @@ pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_quorum;
 pub mod describe_configs;
+pub mod elect_leaders;
 pub mod errors;
 pub mod fetch;
 pub mod find_coordinator;
@@ -89,6 +90,7 @@ pub const SUPPORTED: &[ApiSpec] = &[
         max: create_partitions::VERSIONS.1,
     },
     ApiSpec { key: ApiKey::DeleteGroups, min: delete_groups::VERSIONS.0, max: delete_groups::VERSIONS.1 },
+    ApiSpec { key: ApiKey::ElectLeaders, min: elect_leaders::VERSIONS.0, max: elect_leaders::VERSIONS.1 },
     ApiSpec {
         key: ApiKey::IncrementalAlterConfigs,
         min: alter_configs::INCREMENTAL_VERSIONS.0,
@@ -186,6 +188,7 @@ async fn dispatch(
             Some(ResponseKind::CreatePartitions(create_partitions::handle(shard, v, r).await))
         }
         RequestKind::DescribeCluster(r) => Some(ResponseKind::DescribeCluster(describe_cluster::handle(shard, v, r).await)),
+        RequestKind::ElectLeaders(r) => Some(ResponseKind::ElectLeaders(elect_leaders::handle(shard, v, r).await)),
         RequestKind::DescribeLogDirs(r) => Some(ResponseKind::DescribeLogDirs(describe_log_dirs::handle(shard, v, r).await)),
         RequestKind::DescribeProducers(r) => Some(ResponseKind::DescribeProducers(describe_producers::handle(shard, v, r).await)),
         RequestKind::DescribeQuorum(r) => Some(ResponseKind::DescribeQuorum(describe_quorum::handle(shard, v, r).await)),
@@ -257,6 +260,7 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DescribeProducers => "DescribeProducers",
         ApiKey::DescribeQuorum => "DescribeQuorum",
         ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::ElectLeaders => "ElectLeaders",
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::DeleteGroups => "DeleteGroups",
