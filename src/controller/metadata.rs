@@ -92,6 +92,16 @@ pub enum MetadataRecord {
         partition_epoch: i32,
         isr: Vec<i32>,
     },
+    /// A partition's replicas move to `target` (Kafka's AlterPartitionReassignments): the new
+    /// ones are added and copy the log while the old ones serve; once every target replica is
+    /// in the ISR the old ones go (and leadership with them, to the first target replica in the
+    /// ISR). `None` cancels a reassignment in progress (the original replicas stay).
+    ReassignPartition {
+        topic: String,
+        id: Uuid,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    },
     /// A leader election asked for (Kafka's ElectLeaders, and the automatic leader rebalance):
     /// preferred (the first replica, if it is live and in the ISR, and not leading already), or
     /// unclean (a partition led by nobody takes a live replica outside its ISR).
@@ -160,6 +170,30 @@ pub struct ClusterMetadata {
     /// Leaders elected from outside their ISR so far (`unclean.leader.election.enable`).
     #[serde(default)]
     pub unclean_elections: u64,
+    /// Reassignments in progress.
+    #[serde(default)]
+    pub reassignments: Vec<Reassignment>,
+}
+
+/// A partition moving to other replicas (see `MetadataRecord::ReassignPartition`): while it
+/// lasts the partition's replicas are `target` followed by the `original` ones not in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reassignment {
+    pub topic: String,
+    pub partition: i32,
+    pub original: Vec<i32>,
+    pub target: Vec<i32>,
+}
+
+impl Reassignment {
+    /// Replicas being added and being removed (Kafka's adding/removing replicas).
+    pub fn adding(&self) -> Vec<i32> {
+        self.target.iter().copied().filter(|r| !self.original.contains(r)).collect()
+    }
+
+    pub fn removing(&self) -> Vec<i32> {
+        self.original.iter().copied().filter(|r| !self.target.contains(r)).collect()
+    }
 }
 
 impl ClusterMetadata {
@@ -242,6 +276,7 @@ impl ClusterMetadata {
             }
             MetadataRecord::DeleteTopic { name } => {
                 self.topics.remove(name).ok_or_else(|| format!("topic {name:?} does not exist"))?;
+                self.reassignments.retain(|r| r.topic != *name);
             }
             MetadataRecord::CreatePartitions { name, id, first, partitions } => {
                 self.check_replicas(partitions)?;
@@ -302,6 +337,51 @@ impl ClusterMetadata {
                 // Kept in the replicas' order, so every node holds the same list.
                 p.isr = p.replicas.iter().copied().filter(|r| isr.contains(r)).collect();
                 p.partition_epoch += 1;
+                self.complete_reassignment(topic, *partition);
+            }
+            MetadataRecord::ReassignPartition { topic, id, partition, target } => {
+                let registered: Vec<i32> = self.brokers.keys().copied().collect();
+                let t = self
+                    .topics
+                    .get_mut(topic)
+                    .filter(|t| t.id == *id)
+                    .ok_or_else(|| format!("topic {topic:?} with id {id} does not exist"))?;
+                let p = usize::try_from(*partition)
+                    .ok()
+                    .and_then(|i| t.partitions.get_mut(i))
+                    .ok_or_else(|| format!("topic {topic:?} has no partition {partition}"))?;
+                let at = self.reassignments.iter().position(|r| r.topic == *topic && r.partition == *partition);
+                match target {
+                    None => {
+                        let i = at.ok_or_else(|| format!("no reassignment of {topic}-{partition} in progress"))?;
+                        if !self.reassignments[i].original.iter().any(|r| p.isr.contains(r)) {
+                            return Err(format!("cannot cancel the reassignment of {topic}-{partition}: none of its original replicas is in sync"));
+                        }
+                        let r = self.reassignments.remove(i);
+                        set_replicas(p, &r.original, &self.brokers);
+                    }
+                    Some(target) => {
+                        if target.is_empty() || (1..target.len()).any(|j| target[..j].contains(&target[j])) {
+                            return Err(format!("invalid replica assignment {target:?}: replicas must be distinct, at least one"));
+                        }
+                        if let Some(b) = target.iter().find(|b| !registered.contains(b)) {
+                            return Err(format!("invalid replica assignment {target:?}: broker {b} is not registered"));
+                        }
+                        let original = match at {
+                            Some(i) => self.reassignments.remove(i).original,
+                            None => p.replicas.clone(),
+                        };
+                        let mut replicas = target.clone();
+                        replicas.extend(original.iter().copied().filter(|r| !target.contains(r)));
+                        p.replicas = replicas;
+                        p.isr.retain(|r| p.replicas.contains(r));
+                        p.partition_epoch += 1;
+                        if *target != original {
+                            self.reassignments.push(Reassignment { topic: topic.clone(), partition: *partition, original, target: target.clone() });
+                        }
+                        self.complete_reassignment(topic, *partition);
+                    }
+                }
             }
             MetadataRecord::ElectLeader { topic, id, partition, unclean } => {
                 let live = self.live_brokers(None);
@@ -363,6 +443,23 @@ impl ClusterMetadata {
             return Err("a partition has no replicas, or an ISR member that is not a replica".into());
         }
         Ok(())
+    }
+
+    /// Ends the reassignment of `topic`-`partition` if every target replica is in its ISR: the
+    /// replicas become the target, the removed ones leave the ISR, and a leader that is not a
+    /// target replica hands over to the first target replica in the ISR that is live.
+    fn complete_reassignment(&mut self, topic: &str, partition: i32) {
+        let Some(i) = self.reassignments.iter().position(|r| r.topic == topic && r.partition == partition) else { return };
+        let Some(p) = self.topics.get_mut(topic).and_then(|t| t.partitions.get_mut(partition as usize)) else {
+            self.reassignments.remove(i);
+            return;
+        };
+        let target = self.reassignments[i].target.clone();
+        if !target.iter().all(|r| p.isr.contains(r)) {
+            return;
+        }
+        self.reassignments.remove(i);
+        set_replicas(p, &target, &self.brokers);
     }
 
     /// The unfenced brokers, but `except`.
@@ -431,6 +528,20 @@ impl ClusterMetadata {
             }
         }
     }
+}
+
+/// Makes `replicas` a partition's replicas: its ISR keeps only them (the callers make sure one
+/// of them is in it), and if its leader is not one, the first of them in the ISR that is live
+/// leads (or nobody), epochs bumped.
+fn set_replicas(p: &mut PartitionRecord, replicas: &[i32], brokers: &BTreeMap<i32, BrokerRegistration>) {
+    p.replicas = replicas.to_vec();
+    p.isr = replicas.iter().copied().filter(|r| p.isr.contains(r)).collect();
+    if !p.replicas.contains(&p.leader) {
+        let live = |r: &i32| brokers.get(r).is_some_and(|b| !b.fenced);
+        p.leader = p.replicas.iter().copied().find(|r| p.isr.contains(r) && live(r)).unwrap_or(-1);
+        p.leader_epoch += 1;
+    }
+    p.partition_epoch += 1;
 }
 
 /// A new leader for `p` among the `live` brokers: the first replica (in replica order, so the
@@ -603,6 +714,44 @@ mod tests {
         m.apply(i + 4, &config).unwrap();
         m.apply(i + 5, &MetadataRecord::UnfenceBroker { id: 3 }).unwrap();
         assert_eq!(m.topics["clean"].partitions[0].leader, 2, "elected at the next election, outside its ISR");
+    }
+
+    #[test]
+    fn a_reassignment_adds_replicas_until_they_are_in_sync_then_drops_the_old_ones() {
+        let mut m = ClusterMetadata::new();
+        let id = three(&mut m, "t", BTreeMap::new());
+        let i = m.applied_index;
+        let reg = MetadataRecord::RegisterBroker { id: 4, listeners: vec![], rack: None, incarnation: Uuid::new_v4(), fenced: false };
+        m.apply(i + 1, &reg).unwrap();
+        let move_to = |target: Option<Vec<i32>>| MetadataRecord::ReassignPartition { topic: "t".into(), id, partition: 0, target };
+        assert!(m.apply(i + 2, &move_to(Some(vec![2, 9]))).unwrap_err().contains("not registered"));
+        assert!(m.apply(i + 3, &move_to(None)).unwrap_err().contains("no reassignment"));
+        // 1,2,3 -> 4,2,3: broker 4 is added, 1 (the leader) stays until 4 is in sync.
+        m.apply(i + 4, &move_to(Some(vec![4, 2, 3]))).unwrap();
+        let p = m.topics["t"].partitions[0].clone();
+        assert_eq!((p.replicas.clone(), p.isr.clone(), p.leader), (vec![4, 2, 3, 1], vec![1, 2, 3], 1));
+        assert_eq!((m.reassignments[0].adding(), m.reassignments[0].removing()), (vec![4], vec![1]));
+        // The leader lets 4 into the ISR: the reassignment completes, 1 leaves, 4 leads.
+        let alter = MetadataRecord::AlterPartition {
+            topic: "t".into(),
+            id,
+            partition: 0,
+            leader: 1,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: vec![1, 2, 3, 4],
+        };
+        m.apply(i + 5, &alter).unwrap();
+        let p = m.topics["t"].partitions[0].clone();
+        assert_eq!((p.replicas, p.isr, p.leader, p.leader_epoch), (vec![4, 2, 3], vec![4, 2, 3], 4, 1));
+        assert!(m.reassignments.is_empty());
+        // Shrinking to replicas already in sync completes at once; a cancel puts them back.
+        m.apply(i + 6, &move_to(Some(vec![2, 3]))).unwrap();
+        assert_eq!((m.topics["t"].partitions[0].replicas.clone(), m.topics["t"].partitions[0].leader), (vec![2, 3], 2));
+        m.apply(i + 7, &move_to(Some(vec![1, 2]))).unwrap();
+        assert_eq!(m.topics["t"].partitions[0].replicas, vec![1, 2, 3]);
+        m.apply(i + 8, &move_to(None)).unwrap();
+        assert_eq!((m.topics["t"].partitions[0].replicas.clone(), m.reassignments.len()), (vec![2, 3], 0));
     }
 
     #[test]

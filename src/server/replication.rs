@@ -237,25 +237,27 @@ impl Replication {
                 .collect();
             if !lagging.is_empty() {
                 let isr: Vec<i32> = l.isr.iter().copied().filter(|r| !lagging.contains(r)).collect();
-                tracing::warn!(topic = %name, partition = p, ?lagging, ?isr, lag_max_ms = lag_max, "followers fell behind; shrinking the ISR");
+                tracing::warn!(topic = %name, partition = p, ?lagging, ?isr, lag_max_ms = lag_max, "followers fell behind; proposing a smaller ISR");
                 shrinks.push(((name.clone(), *p), isr));
             }
         }
         for (key, isr) in shrinks {
-            crate::metrics::isr_change(true);
-            self.propose_isr(shard, key, isr);
+            if self.propose_isr(shard, key, isr) {
+                crate::metrics::isr_change(true);
+            }
         }
     }
 
-    /// Proposes `isr` for a partition this core leads, unless a proposal is in flight.
-    fn propose_isr(&self, shard: &Shard, key: Key, isr: Vec<i32>) {
-        let Some(link) = shard.cluster.clone() else { return };
+    /// Proposes `isr` for a partition this core leads, unless a proposal is in flight; returns
+    /// whether it did. After a refusal the next may go a second later.
+    fn propose_isr(&self, shard: &Shard, key: Key, isr: Vec<i32>) -> bool {
+        let Some(link) = shard.cluster.clone() else { return false };
         let record = {
             let mut leading = self.leading.borrow_mut();
-            let Some(l) = leading.get_mut(&key) else { return };
+            let Some(l) = leading.get_mut(&key) else { return false };
             let now = now_ms();
             if l.altering_since.is_some_and(|s| now - s < ALTER_PARTITION_WAIT_MS) {
-                return;
+                return false;
             }
             l.altering_since = Some(now);
             MetadataRecord::AlterPartition {
@@ -271,9 +273,14 @@ impl Replication {
         rt::spawn(async move {
             if let Err(e) = link.handle.propose(record).await {
                 tracing::info!(topic = %key.0, partition = key.1, error = %e, "ISR change not made");
+                // Tried again in a second (not at every tick while, say, the quorum is away).
+                if let Some(l) = current().replication.leading.borrow_mut().get_mut(&key) {
+                    l.altering_since = Some(now_ms() - ALTER_PARTITION_WAIT_MS + 1_000);
+                }
             }
         })
         .detach();
+        true
     }
 
     /// A partition's replication as this core sees it, for `/metrics` and `/v1/status`: as
@@ -526,16 +533,21 @@ fn follower_fetched(s: &Shard, key: Key, log: &PartitionLog, replica: i32, offse
         advance_high_watermark(l, log, s.config.node_id);
         let hw = log.offsets().high_watermark;
         let epoch_start = log.end_offset_for_epoch(l.leader_epoch - 1).1;
-        (!l.isr.contains(&replica) && offset >= hw && offset >= epoch_start).then(|| {
+        // A broker still fenced (just restarted, not yet heartbeating) cannot join: the
+        // quorum would refuse it.
+        let live = s.image().broker(replica).is_some();
+        let proposable = l.altering_since.is_none_or(|since| now - since >= ALTER_PARTITION_WAIT_MS);
+        (live && proposable && !l.isr.contains(&replica) && offset >= hw && offset >= epoch_start).then(|| {
             let mut isr = l.isr.clone();
             isr.push(replica);
             isr
         })
     };
     if let Some(isr) = expand {
-        tracing::info!(topic = %key.0, partition = key.1, replica, ?isr, "a follower caught up; expanding the ISR");
-        crate::metrics::isr_change(false);
-        s.replication.propose_isr(s, key, isr);
+        if s.replication.propose_isr(s, key.clone(), isr.clone()) {
+            tracing::info!(topic = %key.0, partition = key.1, replica, ?isr, "a follower caught up; proposing it back into the ISR");
+            crate::metrics::isr_change(false);
+        }
     }
 }
 
@@ -690,9 +702,9 @@ async fn run_fetcher(leader: i32) {
                     tasks.push(rt::spawn(cut(key, epoch, at.max(0), false)));
                     continue;
                 }
-                let hw = pd.high_watermark;
+                let (hw, leader_start) = (pd.high_watermark, pd.log_start_offset);
                 let records = pd.records.unwrap_or_default();
-                tasks.push(rt::spawn(append_fetched(key, epoch, offset, records, hw)));
+                tasks.push(rt::spawn(append_fetched(key, epoch, offset, records, hw, leader_start)));
             }
         }
         for t in tasks {
@@ -758,8 +770,10 @@ fn still_following(shard: &Shard, key: &Key, epoch: i32) -> bool {
     shard.replication.following.borrow().get(key).is_some_and(|f| f.leader_epoch == epoch)
 }
 
-/// Appends what a fetch brought for one partition, then takes the leader's high watermark.
-async fn append_fetched(key: Key, epoch: i32, asked_at: i64, records: Bytes, hw: i64) {
+/// Appends what a fetch brought for one partition, then takes the leader's high watermark,
+/// and its log start offset where it has moved past this replica's (DeleteRecords, retention
+/// at the leader), as Kafka's followers do.
+async fn append_fetched(key: Key, epoch: i32, asked_at: i64, records: Bytes, hw: i64, leader_start: i64) {
     let shard = current();
     let Some(log) = shard.partition(&key.0, key.1) else { return };
     if !still_following(&shard, &key, epoch) || log.offsets().log_end != asked_at {
@@ -781,6 +795,12 @@ async fn append_fetched(key: Key, epoch: i32, asked_at: i64, records: Bytes, hw:
         crate::metrics::replicated(&key.0, bytes);
     }
     log.set_replicated_high_watermark(Some(hw));
+    let o = log.offsets();
+    if leader_start > o.log_start {
+        if let Err(e) = log.delete_records(leader_start.min(o.high_watermark)).await {
+            tracing::warn!(topic = %key.0, partition = key.1, error = %e, "following the leader's log start offset failed");
+        }
+    }
 }
 
 /// Cuts a followed partition's log back to `offset` (or, with `start_over`, empties it to
