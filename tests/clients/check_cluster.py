@@ -6,6 +6,7 @@ metadata agree (`Cluster.assert_consistent`, the `/v1/metadata` digests)."""
 
 import collections
 import logging
+import threading
 import time
 
 from harness import Skip, check, wait_until
@@ -20,7 +21,7 @@ else:
     _KP_IMPORT_ERROR = None
 
 try:
-    from confluent_kafka import Consumer, KafkaException, Producer
+    from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
     from confluent_kafka.admin import AdminClient, NewTopic
 except ImportError as _e:  # pragma: no cover - reported per check
     _CK_IMPORT_ERROR = _e
@@ -299,3 +300,306 @@ def cluster_ck_topic_via_2_produce_via_3_groups_via_1(ctx):
         assert topic not in a.list_topics(timeout=TIMEOUT).topics, f"node {n} still lists {topic}"
     index = cluster.assert_consistent()
     return f"leaders {leaders}, {RECORDS} records, classic and consumer groups, metadata index {index} on all three"
+
+
+# ---------------------------------------------------------------------------
+# confluent-kafka (librdkafka) through a rolling restart of a replicated cluster
+# ---------------------------------------------------------------------------
+
+ROLLING_PARTITIONS = 3
+ROLLING_RATE = 150  # records/s, until the producer is stopped
+ROLLING_ACKS_BETWEEN = 300  # acknowledgements after each restart before the next, and at the end
+ROLLING_PROGRESS_TIMEOUT = 30  # seconds for the groups to catch up after a restart
+
+
+class _RollingGroup:
+    """One consumer group of two members, each polled by its own thread, committing
+    synchronously what each poll returned. `events` (under `lock`, in the order they happened):
+    ("rec", partition, offset, value) and ("commit", {partition: offset}) for the partitions a
+    commit succeeded for."""
+
+    def __init__(self, cluster, topic, protocol, stop, lock):
+        self.protocol = protocol
+        self.group = f"{topic}-{protocol}"
+        self.topic = topic
+        self.stop = stop
+        self.lock = lock
+        self.events = []
+        self.failed_commits = []
+        self.errors = []  # consume errors and error_cb, reported not asserted: brokers do go away
+        self.assigned = collections.Counter()
+        self.consumers = []
+        for i in range(2):
+            c = Consumer({"bootstrap.servers": cluster.bootstrap_all(), "group.id": self.group,
+                          "group.protocol": protocol, "client.id": f"ck-rolling-{protocol}-{i}",
+                          "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                          "enable.partition.eof": False, "socket.timeout.ms": 10000,
+                          "reconnect.backoff.max.ms": 500, "log_level": 0, "error_cb": self._error})
+            c.subscribe([topic], on_assign=self._on_assign(i))
+            self.consumers.append(c)
+        self.threads = [threading.Thread(target=self._run, args=(c,), daemon=True) for c in self.consumers]
+        for t in self.threads:
+            t.start()
+
+    def _error(self, err):
+        with self.lock:
+            self.errors.append(f"{err.name()}")
+
+    def _on_assign(self, i):
+        def on_assign(_c, parts):
+            with self.lock:
+                self.assigned[i] += 1
+        return on_assign
+
+    def _run(self, c):
+        while not self.stop.is_set():
+            msgs = c.consume(num_messages=500, timeout=0.2)
+            upto = {}
+            with self.lock:
+                for m in msgs:
+                    if m.error() is not None:
+                        self.errors.append(m.error().name())
+                        continue
+                    self.events.append(("rec", m.partition(), m.offset(), m.value().decode()))
+                    upto[m.partition()] = m.offset() + 1
+            if not upto:
+                continue
+            try:
+                res = c.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in upto.items()], asynchronous=False)
+            except KafkaException as e:
+                with self.lock:
+                    self.failed_commits.append(e.args[0].name())
+                continue
+            with self.lock:
+                self.events.append(("commit", {tp.partition: tp.offset for tp in res if tp.error is None}))
+                self.failed_commits.extend(tp.error.name() for tp in res if tp.error is not None)
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.events)
+
+    def consumed(self, events=None):
+        return {e[3] for e in (events or self.snapshot()) if e[0] == "rec"}
+
+    def committed(self, events=None):
+        """Highest successful commit per partition."""
+        out = {}
+        for e in events or self.snapshot():
+            if e[0] == "commit":
+                for p, o in e[1].items():
+                    out[p] = max(out.get(p, 0), o)
+        return out
+
+    def committed_since(self, index):
+        return any(e[0] == "commit" and e[1] for e in self.snapshot()[index:])
+
+    def close(self):
+        for t in self.threads:
+            t.join(timeout=30)
+        alive = sum(t.is_alive() for t in self.threads)
+        assert alive == 0, f"{self.group}: {alive} member thread(s) still polling 30 s after the stop"
+        for c in self.consumers:
+            c.close()
+
+
+@check("cluster_ck_rolling_restart_replicated_groups")
+def cluster_ck_rolling_restart_replicated_groups(ctx):
+    """confluent-kafka (librdkafka) through a rolling restart of a three-node cluster: a topic of
+    3 partitions, replication factor 3 and min.insync.replicas=2; an idempotent acks=all producer
+    at 150 records/s with a 120 s message timeout; two consumer groups of two members each, one
+    classic and one KIP-848 (group.protocol=consumer), committing synchronously after every poll;
+    every client bootstrapped with all three nodes. Each node in turn is stopped with SIGTERM (a
+    controlled shutdown, exit 0), started again on the same ports and data directory, and waited
+    for until it is unfenced and every partition of the topic and of __consumer_offsets has all
+    three replicas in its ISR; then both groups must have consumed every record acknowledged so
+    far and committed successfully since (no group stuck), and the producer must get 300 more
+    acknowledgements. In the end: no delivery failed; every acknowledged record is in the topic
+    once, at its acknowledged partition and offset, and the log holds nothing else; each group
+    read every record, each from where it lies in the log, never again from below an offset the
+    group had committed successfully; each group's commits reach the log ends, and after its
+    members left, list_consumer_group_offsets gives exactly the ends. The brokers heartbeat every
+    500 ms with a 3 s session."""
+    if _CK_IMPORT_ERROR is not None:
+        raise Skip(f"confluent-kafka not importable: {_CK_IMPORT_ERROR}")
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    cluster = ctx.start_cluster(["--broker-heartbeat-interval-ms", "500", "--broker-session-timeout-ms", "3000"])
+    topic = ctx.topic("ck-rolling")
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap_all(), "log_level": 0})
+    fs = admin.create_topics([NewTopic(topic, num_partitions=ROLLING_PARTITIONS, replication_factor=3,
+                                       config={"min.insync.replicas": "2"})], operation_timeout=TIMEOUT)
+    _ck_result(fs[topic], f"create_topics({topic})")
+
+    def await_full_isr(topics, when):
+        last = []
+
+        def full():
+            md = admin.list_topics(timeout=TIMEOUT)
+            last[:] = []
+            for name in topics:
+                t = md.topics.get(name)
+                if t is None or t.error is not None or not t.partitions:
+                    last.append(f"{name}: {t.error if t is not None else 'not listed'}")
+                    continue
+                for p in t.partitions.values():
+                    if p.leader < 0 or len(p.replicas) != 3 or len(p.isrs) != 3:
+                        last.append(f"{name}-{p.id} leader {p.leader} replicas {p.replicas} isr {p.isrs}")
+            return not last
+
+        try:
+            wait_until(full, 45, interval=0.2, what=f"a full ISR on every partition of {topics} {when}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {len(last)} short, {last[:10]}\n{cluster.log_tail(20)}") from None
+
+    await_full_isr([topic], "after creating it")
+
+    lock = threading.Lock()
+    stop_consuming = threading.Event()
+    stop_producing = threading.Event()
+    acked, delivery_errors = {}, []
+    producer_state = {"sent": 0, "left": None}
+
+    def on_delivery(err, msg):
+        with lock:
+            if err is not None:
+                delivery_errors.append(f"{msg.value().decode()}: {err.name()}")
+            else:
+                acked[msg.value().decode()] = (msg.partition(), msg.offset())
+
+    def produce():
+        p = Producer({"bootstrap.servers": cluster.bootstrap_all(), "enable.idempotence": True, "acks": "all",
+                      "linger.ms": 5, "message.timeout.ms": 120000, "socket.timeout.ms": 10000,
+                      "reconnect.backoff.max.ms": 500, "log_level": 0, "error_cb": lambda e: None})
+        begun, n = time.monotonic(), 0
+        while not stop_producing.is_set():
+            due = int((time.monotonic() - begun) * ROLLING_RATE)
+            while n < due:
+                p.produce(topic, value=str(n).encode(), on_delivery=on_delivery)
+                n += 1
+            p.poll(0.01)
+        producer_state["sent"] = n
+        producer_state["left"] = p.flush(60)
+
+    def acks():
+        with lock:
+            return len(acked)
+
+    def await_acks(n, when):
+        wait_until(lambda: acks() >= n or not sender.is_alive(), ROLLING_PROGRESS_TIMEOUT,
+                   what=f"{n} acknowledged records {when} (have {acks()})")
+        assert sender.is_alive(), f"the producer thread ended {when}"
+
+    groups = []
+    sender = threading.Thread(target=produce, daemon=True)
+    restarts = []
+    try:
+        groups = [_RollingGroup(cluster, topic, proto, stop_consuming, lock) for proto in ("classic", "consumer")]
+        sender.start()
+        await_acks(ROLLING_ACKS_BETWEEN, "before the first restart")
+        for node in (1, 2, 3):
+            t0 = time.monotonic()
+            stop_s, ready_s, unfenced_s = cluster.restart(node)
+            await_full_isr([topic, "__consumer_offsets"], f"after restarting node {node}")
+            isr_s = time.monotonic() - t0
+            with lock:
+                acked_now = set(acked)
+            marks = [len(g.snapshot()) for g in groups]
+
+            def kept_up():
+                return all(acked_now <= g.consumed() and g.committed_since(m) for g, m in zip(groups, marks))
+
+            try:
+                wait_until(kept_up, ROLLING_PROGRESS_TIMEOUT, interval=0.1, what=f"the groups to keep up after node {node}")
+            except AssertionError:
+                state = [f"{g.group}: {len(acked_now - g.consumed())} of {len(acked_now)} acknowledged not consumed, "
+                         f"committed since {g.committed_since(m)}, commit failures {collections.Counter(g.failed_commits)}, "
+                         f"errors {collections.Counter(g.errors)}" for g, m in zip(groups, marks)]
+                raise AssertionError(f"a group is stuck after restarting node {node}: {state}\n{cluster.log_tail(30)}") from None
+            await_acks(acks() + ROLLING_ACKS_BETWEEN, f"after restarting node {node}")
+            restarts.append(f"node {node}: exit {stop_s:.1f}s, ready {ready_s:.1f}s, unfenced {unfenced_s:.1f}s, "
+                            f"ISR full {isr_s:.1f}s after SIGTERM")
+        stop_producing.set()
+        sender.join(90)
+        assert not sender.is_alive(), "the producer did not finish flushing within 90 s"
+        assert producer_state["left"] == 0, f"{producer_state['left']} record(s) undelivered 60 s after producing stopped"
+        assert not delivery_errors, f"{len(delivery_errors)} delivery error(s): {delivery_errors[:10]}"
+        assert len(acked) == producer_state["sent"], f"{producer_state['sent']} sent, {len(acked)} acknowledged"
+
+        # The whole topic, read back by a consumer without a group.
+        reader = Consumer({"bootstrap.servers": cluster.bootstrap_all(), "group.id": f"{topic}-reader",
+                           "enable.auto.commit": False, "enable.partition.eof": False, "log_level": 3})
+        try:
+            ends = {}
+            for q in range(ROLLING_PARTITIONS):
+                _lo, hi = reader.get_watermark_offsets(TopicPartition(topic, q), timeout=TIMEOUT, cached=False)
+                ends[q] = hi
+            reader.assign([TopicPartition(topic, q, 0) for q in range(ROLLING_PARTITIONS)])
+            in_log = collections.defaultdict(list)
+            read = 0
+            deadline = time.monotonic() + 60
+            while read < sum(ends.values()):
+                assert time.monotonic() < deadline, f"read {read} of {sum(ends.values())} records of the topic within 60 s"
+                for m in reader.consume(num_messages=1000, timeout=0.5):
+                    assert m.error() is None, f"reading the topic: {m.error()}"
+                    if m.offset() < ends[m.partition()]:
+                        in_log[m.value().decode()].append((m.partition(), m.offset()))
+                        read += 1
+        finally:
+            reader.close()
+        lost = [v for v in acked if v not in in_log]
+        assert not lost, f"{len(lost)} acknowledged record(s) missing from the topic: {lost[:10]}"
+        twice = {v: at for v, at in in_log.items() if len(at) > 1}
+        assert not twice, f"{len(twice)} value(s) in the topic more than once: {list(twice.items())[:10]}"
+        misplaced = [(v, acked[v], in_log[v][0]) for v in acked if in_log[v][0] != acked[v]]
+        assert not misplaced, f"{len(misplaced)} record(s) elsewhere than acknowledged (value, acked, in log): {misplaced[:10]}"
+        unacked = [v for v in in_log if v not in acked]
+        assert not unacked, f"{len(unacked)} record(s) in the topic never acknowledged: {unacked[:10]}"
+
+        # Each group catches up with the whole log and commits its ends.
+        def caught_up():
+            return all(g.consumed() >= set(in_log) and g.committed() == ends for g in groups)
+
+        try:
+            wait_until(caught_up, ROLLING_PROGRESS_TIMEOUT, interval=0.2, what="both groups to read and commit to the ends")
+        except AssertionError:
+            state = [f"{g.group}: {len(set(in_log) - g.consumed())} not consumed, committed {g.committed()}" for g in groups]
+            raise AssertionError(f"not caught up with ends {ends}: {state}\n{cluster.log_tail(30)}") from None
+        stop_consuming.set()
+        summary = []
+        for g in groups:
+            g.close()
+            events = g.snapshot()
+            committed, seen, duplicates, below, wrong = {}, set(), 0, [], []
+            for e in events:
+                if e[0] == "commit":
+                    for p, o in e[1].items():
+                        committed[p] = max(committed.get(p, 0), o)
+                    continue
+                _, p, o, v = e
+                if in_log.get(v) != [(p, o)]:
+                    wrong.append(f"{v} read at {p}/{o}, in the log at {in_log.get(v)}")
+                if (p, o) in seen:
+                    duplicates += 1
+                    if o < committed.get(p, 0):
+                        below.append(f"{p}/{o} read again after {committed[p]} was committed")
+                seen.add((p, o))
+            assert not wrong, f"{g.group}: {len(wrong)} record(s) read that are not in the log there: {wrong[:10]}"
+            assert not below, f"{g.group}: {len(below)} record(s) read again from below a successful commit: {below[:10]}"
+            r = _ck_result(admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(g.group)],
+                                                             request_timeout=TIMEOUT)[g.group],
+                           f"list_consumer_group_offsets({g.group})")
+            stored = {tp.partition: tp.offset for tp in r.topic_partitions if tp.topic == topic}
+            assert stored == ends, f"{g.group}: committed offsets on the cluster {stored}, log ends {ends}"
+            summary.append(f"{g.protocol}: {sum(1 for e in events if e[0] == 'rec')} read, {duplicates} again, "
+                           f"{len(g.failed_commits)} commit failures, assignments {dict(g.assigned)}")
+        index = cluster.assert_consistent()
+        return (f"{'; '.join(restarts)}; {len(acked)} acknowledged, log ends {ends}; {'; '.join(summary)}; "
+                f"metadata index {index}")
+    finally:
+        stop_producing.set()
+        stop_consuming.set()
+        if sender.is_alive():
+            sender.join(90)
+        for g in groups:
+            for t in g.threads:
+                t.join(30)

@@ -223,8 +223,8 @@ class Cluster:
     "installed") lists the three brokers unfenced: a broker is fenced from ready until its first
     heartbeat, and placement uses unfenced brokers only. A node that exits with "Address already
     in use" (a free port taken between probe and bind) makes the whole cluster start again on new
-    ports. `stop()` kills the three (SIGKILL) and removes the directory, and is safe to call more
-    than once."""
+    ports. `restart(node)` rolls one node: SIGTERM, then the same command line again. `stop()`
+    kills the three (SIGKILL) and removes the directory, and is safe to call more than once."""
 
     NODES = 3
 
@@ -238,10 +238,15 @@ class Cluster:
         self.ports = []
         self.admin_ports = []
         self._logs = []
+        self._cmds = []
 
     def bootstrap(self, node):
         """Node `node`'s (1, 2 or 3) Kafka listener, as a bootstrap list of one."""
         return f"127.0.0.1:{self.ports[node - 1]}"
+
+    def bootstrap_all(self):
+        """The three Kafka listeners, as one bootstrap list."""
+        return ",".join(self.bootstrap(n) for n in range(1, self.NODES + 1))
 
     def node_of_port(self, port):
         return self.ports.index(port) + 1 if port in self.ports else None
@@ -272,7 +277,7 @@ class Cluster:
         self.ports = ports[self.NODES:2 * self.NODES]
         self.admin_ports = ports[2 * self.NODES:]
         voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(controller_ports))
-        self.procs, self._logs = [], []
+        self.procs, self._logs, self._cmds = [], [], []
         for i in range(self.NODES):
             log_path = os.path.join(self.tmp, f"node{i + 1}.log")
             self._logs.append(log_path)
@@ -286,6 +291,7 @@ class Cluster:
                 "--cores", str(self.cores),
                 "--group-initial-rebalance-delay-ms", "0",
             ] + self.extra_args
+            self._cmds.append(cmd)
             with open(log_path, "ab") as log:
                 self.procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                                    start_new_session=True))
@@ -304,6 +310,9 @@ class Cluster:
                     raise RuntimeError(f"node {i + 1} not ready within {self.ready_timeout:.0f}s:\n{self.log_tail(15)}")
                 time.sleep(0.1)
 
+        self._wait_all_unfenced()
+
+    def _wait_all_unfenced(self):
         def all_unfenced():
             for node in range(1, self.NODES + 1):
                 brokers = self.metadata(node)["installed"]["brokers"]
@@ -313,8 +322,49 @@ class Cluster:
 
         self._wait(all_unfenced, "every node's image to list the three brokers unfenced")
 
-    def _read_log(self, i):
+    def restart(self, node, stop_timeout=30.0):
+        """Restarts node `node` as a rolling restart does: SIGTERM (a controlled shutdown: the
+        broker is fenced first, so the partitions it leads move to another in-sync replica before
+        it stops), waits (`stop_timeout`) until it exited and fails unless it exited 0, starts it
+        again with the same command line (the same ports and data directory; its output appended
+        to its log after a `==== restart` line), waits for `spate ready` in what it logged since,
+        then until every node's image lists the three brokers unfenced. Returns the seconds each
+        step took: (until exit, until ready, until unfenced)."""
+        i = node - 1
+        proc = self.procs[i]
+        assert proc.poll() is None, f"node {node} is not running (exit {proc.returncode})"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=stop_timeout)
+        except subprocess.TimeoutExpired:
+            tail = self.log_tail(30)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+            raise AssertionError(f"node {node} did not exit within {stop_timeout:.0f}s of SIGTERM (killed):\n{tail}") from None
+        assert proc.returncode == 0, f"node {node} exited with code {proc.returncode} after SIGTERM:\n{self.log_tail(30)}"
+        t1 = time.monotonic()
+        with open(self._logs[i], "ab") as log:
+            log.write(f"\n==== restart of node {node} after SIGTERM (exit 0) at {time.strftime('%H:%M:%S')} ====\n".encode())
+            log.flush()
+            offset = log.tell()
+            self.procs[i] = subprocess.Popen(self._cmds[i], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                             start_new_session=True)
+        deadline = time.monotonic() + self.ready_timeout
+        while "spate ready" not in self._read_log(i, offset):
+            if self.procs[i].poll() is not None:
+                raise AssertionError(f"node {node} exited with code {self.procs[i].returncode} before it was ready "
+                                     f"again:\n{self.log_tail(30)}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"node {node} not ready again within {self.ready_timeout:.0f}s:\n{self.log_tail(30)}")
+            time.sleep(0.05)
+        t2 = time.monotonic()
+        self._wait_all_unfenced()
+        return (t1 - t0, t2 - t1, time.monotonic() - t2)
+
+    def _read_log(self, i, offset=0):
         with open(self._logs[i], "rb") as f:
+            f.seek(offset)
             return f.read().decode("utf-8", "replace")
 
     def _wait(self, pred, what, timeout=60.0):

@@ -14,6 +14,7 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
+import java.nio.file.StandardOpenOption;
 import java.time.Duration;
 import java.time.LocalDateTime;
 import java.time.format.DateTimeFormatter;
@@ -43,6 +44,10 @@ import org.junit.jupiter.api.extension.ExtensionContext;
  * runs the metadata-consistency check ({@link #assertConsistent()}); after the class it stops the
  * three with SIGTERM, checks they exited 0, and deletes the data directories. Each node's stderr
  * stays in target/spate-logs/ for reading after a failure.
+ *
+ * <p>A class may give every node more {@code spate serve} flags ({@code new SpateCluster("--flag",
+ * "value", ...)}, after the standard ones), and may {@link #restart(int)} one node as a rolling
+ * restart does: SIGTERM, then the same command line again (same ports, same data directory).
  */
 public final class SpateCluster implements BeforeAllCallback, AfterEachCallback, AfterAllCallback {
     static final int NODES = 3;
@@ -59,6 +64,28 @@ public final class SpateCluster implements BeforeAllCallback, AfterEachCallback,
     private final int[] ports = new int[NODES];
     private final int[] adminPorts = new int[NODES];
     private final int[] controllerPorts = new int[NODES];
+    private final List<List<String>> commands = new ArrayList<>();
+    private final int[] restarts = new int[NODES];
+    private final List<String> extraArgs;
+
+    /** @param extraArgs more {@code spate serve} flags for every node, after the standard ones */
+    public SpateCluster(String... extraArgs) {
+        this.extraArgs = List.of(extraArgs);
+    }
+
+    /** The three Kafka listeners, as one bootstrap list. */
+    public String bootstrapAll() {
+        List<String> all = new ArrayList<>();
+        for (int id = 1; id <= NODES; id++) {
+            all.add(bootstrap(id));
+        }
+        return String.join(",", all);
+    }
+
+    /** Node {@code id}'s process id (for a test's own records). */
+    public long pid(int id) {
+        return processes[id - 1].pid();
+    }
 
     /** The Kafka listener of node {@code id} (1, 2 or 3), as a bootstrap list of one. */
     public String bootstrap(int id) {
@@ -153,12 +180,12 @@ public final class SpateCluster implements BeforeAllCallback, AfterEachCallback,
             adminPorts[i] = free[2 * NODES + i];
             voters.add((i + 1) + "@127.0.0.1:" + controllerPorts[i]);
         }
-        List<List<String>> commands = new ArrayList<>();
+        commands.clear();
         for (int i = 0; i < NODES; i++) {
             dataDirs[i] = Files.createTempDirectory("spate-it-" + name + "-n" + (i + 1) + "-");
             logFiles[i] = logDir.resolve(name + "-" + stamp + (attempt > 1 ? "-attempt" + attempt : "")
                     + "-node" + (i + 1) + ".stderr.log");
-            List<String> command = List.of(
+            List<String> command = new ArrayList<>(List.of(
                     bin.toString(), "serve",
                     "--node-id", String.valueOf(i + 1),
                     "--controller-quorum-voters", String.join(",", voters),
@@ -166,7 +193,8 @@ public final class SpateCluster implements BeforeAllCallback, AfterEachCallback,
                     "--admin-listen", "127.0.0.1:" + adminPorts[i],
                     "--data-dir", dataDirs[i].toString(),
                     "--cores", "1",
-                    "--group-initial-rebalance-delay-ms", "0");
+                    "--group-initial-rebalance-delay-ms", "0"));
+            command.addAll(extraArgs);
             commands.add(command);
             Process p = new ProcessBuilder(command)
                     .redirectError(ProcessBuilder.Redirect.to(logFiles[i].toFile()))
@@ -201,25 +229,106 @@ public final class SpateCluster implements BeforeAllCallback, AfterEachCallback,
                 }
             }
             // Ready comes before the first heartbeat unfences a broker.
-            waitFor("every node's image lists the three brokers unfenced", SETTLE_TIMEOUT_MS, () -> {
-                for (int id = 1; id <= NODES; id++) {
-                    JsonNode brokers = admin(id, "/v1/metadata").path("installed").path("brokers");
-                    if (brokers.size() != NODES) {
-                        return false;
-                    }
-                    for (JsonNode b : brokers) {
-                        if (b.path("fenced").asBoolean(true)) {
-                            return false;
-                        }
-                    }
-                }
-                return true;
-            });
+            awaitAllUnfenced();
         } catch (Exception | Error e) {
             killAll();
             cleanUp();
             throw e;
         }
+    }
+
+    /** Waits until every node's image lists the three brokers unfenced. */
+    private void awaitAllUnfenced() throws Exception {
+        waitFor("every node's image lists the three brokers unfenced", SETTLE_TIMEOUT_MS, () -> {
+            for (int id = 1; id <= NODES; id++) {
+                JsonNode brokers = admin(id, "/v1/metadata").path("installed").path("brokers");
+                if (brokers.size() != NODES) {
+                    return false;
+                }
+                for (JsonNode b : brokers) {
+                    if (b.path("fenced").asBoolean(true)) {
+                        return false;
+                    }
+                }
+            }
+            return true;
+        });
+    }
+
+    /** How long each step of one {@link #restart(int)} took, in ms. */
+    public record Restart(int node, long pid, long stopMs, long readyMs, long unfencedMs) {
+        @Override
+        public String toString() {
+            return "node " + node + " (pid " + pid + "): exited " + stopMs + " ms after SIGTERM, ready again "
+                    + readyMs + " ms later, unfenced on every node " + unfencedMs + " ms after that";
+        }
+    }
+
+    /**
+     * Restarts node {@code id} as a rolling restart does: SIGTERM (a controlled shutdown: the
+     * broker is fenced first, so the partitions it leads move to another in-sync replica before it
+     * stops), waits (30 s at most) until it exited and fails unless it exited 0, starts it again
+     * with the same command line (the same ports, the same data directory; its stderr appended to
+     * the same log after a {@code ==== SpateCluster: restart} line), waits for "spate ready" in
+     * what it logged since, then until every node's image lists the three brokers unfenced.
+     */
+    public Restart restart(int id) throws Exception {
+        int i = id - 1;
+        Process old = processes[i];
+        if (old == null || !old.isAlive()) {
+            throw new IllegalStateException("node " + id + " is not running");
+        }
+        long pid = old.pid();
+        long t0 = System.nanoTime();
+        old.destroy(); // SIGTERM
+        if (!old.waitFor(STOP_TIMEOUT_MS, TimeUnit.MILLISECONDS)) {
+            String tails = logTails(30);
+            old.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
+            throw new AssertionError("node " + id + " did not exit within " + STOP_TIMEOUT_MS
+                    + " ms of SIGTERM (killed)\n" + tails);
+        }
+        if (old.exitValue() != 0) {
+            throw new AssertionError("node " + id + " exited with status " + old.exitValue() + " after SIGTERM\n"
+                    + logTails(30));
+        }
+        long t1 = System.nanoTime();
+        restarts[i]++;
+        String banner = "\n==== SpateCluster: restart " + restarts[i] + " of node " + id + " after SIGTERM (exit status 0) at "
+                + LocalDateTime.now() + " ====\n";
+        Files.writeString(logFiles[i], banner, StandardCharsets.UTF_8, StandardOpenOption.APPEND);
+        long offset = Files.size(logFiles[i]);
+        Process p = new ProcessBuilder(commands.get(i))
+                .redirectError(ProcessBuilder.Redirect.appendTo(logFiles[i].toFile()))
+                .redirectOutput(ProcessBuilder.Redirect.appendTo(logFiles[i].toFile()))
+                .start();
+        processes[i] = p;
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            if (p.isAlive()) {
+                p.destroyForcibly();
+            }
+        }));
+        long deadline = System.currentTimeMillis() + READY_TIMEOUT_MS;
+        while (!logSince(i, offset).contains("spate ready")) {
+            if (!p.isAlive()) {
+                throw new AssertionError("node " + id + " exited with status " + p.exitValue()
+                        + " before it was ready again; " + String.join(" ", commands.get(i)) + "\n" + logTails(30));
+            }
+            if (System.currentTimeMillis() > deadline) {
+                throw new AssertionError("node " + id + " not ready again after " + READY_TIMEOUT_MS + " ms; "
+                        + String.join(" ", commands.get(i)) + "\n" + logTails(30));
+            }
+            Thread.sleep(50);
+        }
+        long t2 = System.nanoTime();
+        awaitAllUnfenced();
+        long t3 = System.nanoTime();
+        return new Restart(id, pid, (t1 - t0) / 1_000_000, (t2 - t1) / 1_000_000, (t3 - t2) / 1_000_000);
+    }
+
+    private String logSince(int i, long offset) throws IOException {
+        byte[] all = Files.readAllBytes(logFiles[i]);
+        int from = (int) Math.min(offset, all.length);
+        return new String(all, from, all.length - from, StandardCharsets.UTF_8);
     }
 
     interface Condition {
