@@ -734,3 +734,77 @@ fn a_replicated_topic_keeps_every_acknowledged_record_through_the_loss_of_a_lead
     let all: Vec<&Broker> = nodes.iter().collect();
     assert_consistent(&all);
 }
+
+/// Runs `spate cluster <args>` against `node`, expecting success; its stdout.
+fn spate_cluster(node: &Broker, args: &[&str]) -> String {
+    let out = std::process::Command::new(common::spate_bin())
+        .arg("cluster")
+        .args(args)
+        .args(["--bootstrap-server", &node.bootstrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "spate cluster {args:?}: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+#[test]
+fn replicas_move_off_a_decommissioned_broker_and_back_by_a_rebalance_while_serving() {
+    let nodes = cluster(&["--cores", "2", "--broker-heartbeat-interval-ms", "300"]);
+    common::create_replicated_topic(&nodes[0].bootstrap(), "moving", 6, 2, &[("min.insync.replicas", "1")]);
+    let p = producer(&nodes[0].bootstrap(), &[("enable.idempotence", "true"), ("acks", "all")]);
+    let send = |from: usize, to: usize| {
+        for i in from..to {
+            let key = format!("k{i}");
+            p.send(BaseRecord::to("moving").key(&key).payload(&key).partition((i % 6) as i32)).expect("queued");
+        }
+    };
+    send(0, 1200);
+    flush(&p);
+    let on = |n: &Broker| (0..6).filter(|part| n.data_dir().join(format!("topics/moving/{part}")).exists()).count();
+    assert_eq!(on(&nodes[2]), 4, "RF 2 over 3 brokers: broker 3 holds 4 of the 6");
+
+    // Decommission broker 3: every replica it holds moves to brokers 1 and 2, copied while
+    // the producer goes on; its directories go; nothing is lost.
+    let plan = spate_cluster(&nodes[0], &["decommission", "3", "--dry-run"]);
+    assert!(plan.contains("REPLICAS AFTER"), "{plan}");
+    assert_eq!(on(&nodes[2]), 4, "a dry run moves nothing");
+    let writer = std::thread::scope(|s| {
+        let h = s.spawn(|| send(1200, 2400));
+        let out = spate_cluster(&nodes[1], &["decommission", "3"]);
+        h.join().unwrap();
+        out
+    });
+    assert!(writer.contains("broker 3 holds no replicas now"), "{writer}");
+    flush(&p);
+    let md = metadata(&nodes[0], Some(&["moving"]));
+    for t in &md.topics {
+        for part in &t.partitions {
+            assert!(!part.replica_nodes.iter().any(|b| b.0 == 3), "{:?}-{} still on 3: {part:?}", t.name, part.partition_index);
+        }
+    }
+    wait_for("broker 3's partition directories removed", || (on(&nodes[2]) == 0).then_some(()));
+    let r: ListPartitionReassignmentsResponse =
+        Raw::connect(nodes[0].port).call(ApiKey::ListPartitionReassignments, 0, &ListPartitionReassignmentsRequest::default(), 0);
+    assert!(r.topics.is_empty(), "{r:?}");
+
+    // A rebalance spreads the replicas and the preferred leaders over all three again.
+    let out = spate_cluster(&nodes[2], &["rebalance"]);
+    assert!(out.contains("moves done"), "{out}");
+    let md = metadata(&nodes[0], Some(&["moving"]));
+    let mut held = [0usize; 4];
+    for part in &md.topics[0].partitions {
+        for b in &part.replica_nodes {
+            held[b.0 as usize] += 1;
+        }
+    }
+    assert_eq!(&held[1..], &[4, 4, 4], "{md:?}");
+    assert!(on(&nodes[2]) > 0);
+    let failed = p.context().failed.lock().unwrap().clone();
+    assert!(failed.is_empty(), "{failed:?}");
+    let read = common::consume(&nodes[1].bootstrap(), "moving", &[0, 1, 2, 3, 4, 5], rdkafka::Offset::Beginning, 2400);
+    let keys: std::collections::BTreeSet<Vec<u8>> = read.iter().map(|r| r.key.clone().unwrap()).collect();
+    assert_eq!((read.len(), keys.len()), (2400, 2400), "every record once");
+    let all: Vec<&Broker> = nodes.iter().collect();
+    assert_consistent(&all);
+}

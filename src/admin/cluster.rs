@@ -408,6 +408,93 @@ impl Cluster {
             .collect())
     }
 
+    /// AlterPartitionReassignments: each partition to its target replicas (`None`: cancel).
+    /// Answers by partition.
+    pub fn reassign(&mut self, moves: &[(String, i32, Option<Vec<i32>>)]) -> Result<Vec<(String, i32, Outcome)>> {
+        use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+        let addr = self.controller()?;
+        let (_, resp) = self.conn(&addr)?.call(|_| {
+            let mut topics: Vec<ReassignableTopic> = Vec::new();
+            for (t, p, target) in moves {
+                let rp = ReassignablePartition::default()
+                    .with_partition_index(*p)
+                    .with_replicas(target.as_ref().map(|r| r.iter().map(|b| BrokerId(*b)).collect()));
+                match topics.iter_mut().find(|x| x.name.0.as_str() == t) {
+                    Some(x) => x.partitions.push(rp),
+                    None => topics.push(ReassignableTopic::default().with_name(topic_name(t)).with_partitions(vec![rp])),
+                }
+            }
+            kafka_protocol::messages::AlterPartitionReassignmentsRequest::default()
+                .with_timeout_ms(CLIENT_ADMIN_TIMEOUT_MS)
+                .with_allow_replication_factor_change(true)
+                .with_topics(topics)
+        })?;
+        if resp.error_code != 0 {
+            return Err(kafka_error(resp.error_code, resp.error_message.as_ref().map(|m| m.as_str()), "AlterPartitionReassignments"));
+        }
+        Ok(resp
+            .responses
+            .into_iter()
+            .flat_map(|t| {
+                let name = t.name.0.to_string();
+                t.partitions.into_iter().map(move |p| {
+                    (name.clone(), p.partition_index, Outcome { error: p.error_code, message: p.error_message.map(|m| m.to_string()) })
+                })
+            })
+            .collect())
+    }
+
+    /// ListPartitionReassignments: (topic, partition, replicas, adding, removing) of every move
+    /// in progress.
+    #[allow(clippy::type_complexity)]
+    pub fn reassignments(&mut self) -> Result<Vec<(String, i32, Vec<i32>, Vec<i32>, Vec<i32>)>> {
+        let addr = self.controller()?;
+        let (_, resp) = self.conn(&addr)?.call(|_| {
+            kafka_protocol::messages::ListPartitionReassignmentsRequest::default().with_timeout_ms(CLIENT_ADMIN_TIMEOUT_MS)
+        })?;
+        if resp.error_code != 0 {
+            return Err(kafka_error(resp.error_code, resp.error_message.as_ref().map(|m| m.as_str()), "ListPartitionReassignments"));
+        }
+        let ids = |v: Vec<BrokerId>| v.into_iter().map(|b| b.0).collect::<Vec<i32>>();
+        Ok(resp
+            .topics
+            .into_iter()
+            .flat_map(|t| {
+                let name = t.name.0.to_string();
+                t.partitions
+                    .into_iter()
+                    .map(move |p| (name.clone(), p.partition_index, ids(p.replicas), ids(p.adding_replicas), ids(p.removing_replicas)))
+            })
+            .collect())
+    }
+
+    /// ElectLeaders (preferred) for `parts`: answers by partition (0, or the error code).
+    pub fn elect_preferred(&mut self, parts: &[(String, i32)]) -> Result<Vec<(String, i32, i16)>> {
+        use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+        let addr = self.controller()?;
+        let (_, resp) = self.conn(&addr)?.call(|_| {
+            let mut tps: Vec<TopicPartitions> = Vec::new();
+            for (t, p) in parts {
+                match tps.iter_mut().find(|x| x.topic.0.as_str() == t) {
+                    Some(x) => x.partitions.push(*p),
+                    None => tps.push(TopicPartitions::default().with_topic(topic_name(t)).with_partitions(vec![*p])),
+                }
+            }
+            kafka_protocol::messages::ElectLeadersRequest::default()
+                .with_election_type(0)
+                .with_topic_partitions(Some(tps))
+                .with_timeout_ms(CLIENT_ADMIN_TIMEOUT_MS)
+        })?;
+        Ok(resp
+            .replica_election_results
+            .into_iter()
+            .flat_map(|t| {
+                let name = t.topic.0.to_string();
+                t.partition_result.into_iter().map(move |p| (name.clone(), p.partition_id, p.error_code))
+            })
+            .collect())
+    }
+
     /// CreatePartitions: each topic grows to its new total count (the controller places the new
     /// partitions). Answers by topic.
     pub fn create_partitions(&mut self, counts: &[(String, i32)]) -> Result<BTreeMap<String, Outcome>> {

@@ -21,6 +21,7 @@ pub mod consume;
 pub mod group;
 pub mod librdkafka;
 pub mod produce;
+pub mod rebalance;
 pub mod record;
 pub mod reset;
 pub mod topic;
@@ -61,9 +62,29 @@ pub struct ClusterArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Brokers, controller, cluster id, topics and their partition counts, and the API versions
-    /// each broker supports.
+    /// Brokers, controller, cluster id, topics and their partition counts, under-replicated and
+    /// offline partitions, and the API versions each broker supports.
     Info,
+    /// Spreads the partitions' replicas (and preferred leaders) evenly over the live brokers,
+    /// moving as few as it can (AlterPartitionReassignments), and follows the moves.
+    Rebalance {
+        /// Show the plan only.
+        #[arg(long)]
+        dry_run: bool,
+        /// Return once the moves are proposed instead of following them to the end.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Moves every replica off broker N (to the live brokers holding fewest), so that it can
+    /// be stopped and removed, and follows the moves.
+    Decommission {
+        /// The broker to empty.
+        broker: i32,
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 /// Runs `spate cluster info`: 0 if every broker answered, 1 otherwise.
@@ -71,6 +92,8 @@ pub fn run_cluster(args: ClusterArgs) -> ExitCode {
     let out = Output { json: args.json };
     let result = Cluster::connect(&args.client.bootstrap_server).and_then(|mut c| match args.command {
         ClusterCommand::Info => cluster_info::info(&mut c, &out),
+        ClusterCommand::Rebalance { dry_run, no_wait } => rebalance::rebalance(&mut c, &out, dry_run, !no_wait),
+        ClusterCommand::Decommission { broker, dry_run, no_wait } => rebalance::decommission(&mut c, &out, broker, dry_run, !no_wait),
     });
     exit_code(result)
 }

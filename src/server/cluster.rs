@@ -131,7 +131,7 @@ pub fn image_of(config: &Config, meta: &ClusterMetadata) -> MetadataImage {
             BrokerNode { id: b.id, host: host.to_string(), port: port.parse().unwrap_or(-1), rack: b.rack.clone(), fenced: b.fenced }
         })
         .collect();
-    image.cluster = Some(Arc::new(ClusterView { applied_index: meta.applied_index, brokers }));
+    image.cluster = Some(Arc::new(ClusterView { applied_index: meta.applied_index, brokers, reassignments: meta.reassignments.clone() }));
     image
 }
 
@@ -220,6 +220,17 @@ pub fn prepare_sync(config: &Config, local: &mut LocalTopics, image: MetadataIma
     }
     for name in &p.hidden {
         tracing::warn!(topic = %name, "this broker's files hold a newer topic of this name than its metadata shows; hidden until the metadata catches up");
+    }
+    // Replicas moved away while this broker was down (a reassignment completed): their files go.
+    for (name, l) in local.iter() {
+        let Some(t) = image.topic(name).filter(|t| t.id == l.id && l.created_at.is_some()) else { continue };
+        for (entry, path) in fs::list_dir_sync(&metadata::topic_dir(&config.data_dir, name))? {
+            let Ok(p) = entry.parse::<i32>() else { continue };
+            if !image.hosts(t, p) {
+                tracing::info!(topic = %name, partition = p, "removing a replica this broker no longer holds");
+                fs::remove_dir_all_sync(&path)?;
+            }
+        }
     }
     Ok(without(image, &p.hidden))
 }
@@ -340,9 +351,26 @@ impl Shard {
             crate::metrics::set_config(self.config.effective_broker_entries(&image.broker));
         }
         let image = without(image, &p.hidden);
+        // Replicas this broker held and no longer does (a reassignment moved them): their
+        // files go once every core has dropped the log.
+        let old = self.image();
+        let dropped: Vec<(String, i32)> = image
+            .topics
+            .values()
+            .filter_map(|t| old.topic(&t.name).filter(|o| o.id == t.id).map(|o| (t, o)))
+            .flat_map(|(t, o)| (0..t.partitions).filter(|p| old.hosts(o, *p) && !image.hosts(t, *p)).map(|p| (t.name.clone(), p)))
+            .collect();
         let digest = image_digest(&image);
         self.broadcast(Arc::new(image)).await?;
         crate::metrics::set_installed_metadata(digest);
+        for (name, p) in dropped {
+            let dir = metadata::partition_dir(&self.config.data_dir, &name, p);
+            match fs::remove_dir_all(dir.clone()).await {
+                Ok(()) => tracing::info!(topic = %name, partition = p, "removed a replica this broker no longer holds"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::error!(dir = %dir.display(), error = %e, "removing a replica's files failed"),
+            }
+        }
         Ok(())
     }
 
@@ -495,6 +523,33 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Partition reassignments (AlterPartitionReassignments): one `ReassignPartition` record
+    /// per partition (`None`: cancel).
+    pub async fn cluster_reassign(&self, moves: Vec<(String, i32, Option<Vec<i32>>)>) -> Vec<Result<(), (ResponseError, String)>> {
+        let mut results = Vec::new();
+        for (topic, partition, target) in moves {
+            let Some(id) = self.image().topic(&topic).filter(|t| (0..t.partitions).contains(&partition)).map(|t| t.id) else {
+                results.push(Err((ResponseError::UnknownTopicOrPartition, format!("no partition {topic}-{partition}"))));
+                continue;
+            };
+            let r = self.propose_and_install(MetadataRecord::ReassignPartition { topic: topic.clone(), id, partition, target }).await;
+            if r.is_ok() {
+                tracing::info!(topic = %topic, partition, "reassignment proposed");
+            }
+            results.push(r.map(|_| ()).map_err(|(code, msg)| {
+                let code = if msg.contains("invalid replica assignment") {
+                    ResponseError::InvalidReplicaAssignment
+                } else if msg.contains("no reassignment") || msg.contains("cannot cancel") {
+                    ResponseError::NoReassignmentInProgress
+                } else {
+                    code
+                };
+                (code, msg)
+            }));
+        }
+        results
     }
 
     /// Leader elections (ElectLeaders, and the automatic rebalance): one `ElectLeader` record

@@ -56,6 +56,8 @@ pub struct BrokerNode {
 pub struct ClusterView {
     pub applied_index: u64,
     pub brokers: Vec<BrokerNode>,
+    /// Partition reassignments in progress (ListPartitionReassignments).
+    pub reassignments: Vec<crate::controller::metadata::Reassignment>,
 }
 
 /// The whole topic namespace, and the broker configs changed at run time, at one moment.

@@ -71,7 +71,7 @@ def _kp_admin(cluster, node):
 @check("cluster_kp_topic_via_1_produce_via_2_group_via_3")
 def cluster_kp_topic_via_1_produce_via_2_group_via_3(ctx):
     """kafka-python against three brokers, each client bootstrapped at one node: describe_cluster
-    names the three; replication factor 3 is InvalidReplicationFactorError; a 6-partition topic
+    names the three; replication factor 4 is InvalidReplicationFactorError (3 is accepted); a 6-partition topic
     created through node 1 is described alike through every node, two leaders per broker; an
     idempotent acks=all producer through node 2 writes 300 keyed records to every partition; a
     consumer group through node 3 reads each once in offset order and commits; list_group_offsets
@@ -90,10 +90,11 @@ def cluster_kp_topic_via_1_produce_via_2_group_via_3(ctx):
             assert ids == [1, 2, 3], f"describe_cluster through node {n}: brokers {ids}"
             assert d["controller_id"] in (1, 2, 3), f"describe_cluster through node {n}: controller {d['controller_id']}"
         try:
-            admins[1].create_topics({f"{topic}-rf3": {"num_partitions": 1, "replication_factor": 3}})
-            raise AssertionError("replication factor 3 was accepted")
+            admins[1].create_topics({f"{topic}-rf4": {"num_partitions": 1, "replication_factor": 4}})
+            raise AssertionError("replication factor 4 was accepted with three brokers")
         except kerrors.InvalidReplicationFactorError:
             pass
+        admins[1].create_topics({f"{topic}-rf3": {"num_partitions": 1, "replication_factor": 3}})
 
         admins[1].create_topics({topic: {"num_partitions": PARTITIONS, "replication_factor": 1}})
         leaders_by_node = {}

@@ -73,6 +73,14 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: MetadataRequest) -> Me
             entries.push(Ok(error_entry(&name, ResponseError::UnknownTopicOrPartition)));
         }
     }
+    // `__consumer_offsets` is made as the group coordinator makes it (its partition count,
+    // compaction and `offsets_topic_replication_factor`), never as a plain auto-created topic.
+    if let Some(i) = to_create.iter().position(|n| n == super::super::groups::OFFSETS_TOPIC) {
+        to_create.remove(i);
+        if let Err(code) = super::super::groups::ensure_offsets_topic(shard).await {
+            tracing::warn!(code, "creating {} for a Metadata request failed", super::super::groups::OFFSETS_TOPIC);
+        }
+    }
     if !to_create.is_empty() {
         let specs: Vec<NewTopic> = to_create
             .iter()

@@ -36,6 +36,7 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod reassignments;
 pub mod sync_group;
 
 use std::rc::Rc;
@@ -95,6 +96,16 @@ pub const SUPPORTED: &[ApiSpec] = &[
         key: ApiKey::IncrementalAlterConfigs,
         min: alter_configs::INCREMENTAL_VERSIONS.0,
         max: alter_configs::INCREMENTAL_VERSIONS.1,
+    },
+    ApiSpec {
+        key: ApiKey::AlterPartitionReassignments,
+        min: reassignments::ALTER_VERSIONS.0,
+        max: reassignments::ALTER_VERSIONS.1,
+    },
+    ApiSpec {
+        key: ApiKey::ListPartitionReassignments,
+        min: reassignments::LIST_VERSIONS.0,
+        max: reassignments::LIST_VERSIONS.1,
     },
     ApiSpec { key: ApiKey::OffsetDelete, min: offset_delete::VERSIONS.0, max: offset_delete::VERSIONS.1 },
     ApiSpec { key: ApiKey::DescribeQuorum, min: describe_quorum::VERSIONS.0, max: describe_quorum::VERSIONS.1 },
@@ -189,6 +200,12 @@ async fn dispatch(
         }
         RequestKind::DescribeCluster(r) => Some(ResponseKind::DescribeCluster(describe_cluster::handle(shard, v, r).await)),
         RequestKind::ElectLeaders(r) => Some(ResponseKind::ElectLeaders(elect_leaders::handle(shard, v, r).await)),
+        RequestKind::AlterPartitionReassignments(r) => {
+            Some(ResponseKind::AlterPartitionReassignments(reassignments::alter(shard, v, r).await))
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            Some(ResponseKind::ListPartitionReassignments(reassignments::list(shard, v, r).await))
+        }
         RequestKind::DescribeLogDirs(r) => Some(ResponseKind::DescribeLogDirs(describe_log_dirs::handle(shard, v, r).await)),
         RequestKind::DescribeProducers(r) => Some(ResponseKind::DescribeProducers(describe_producers::handle(shard, v, r).await)),
         RequestKind::DescribeQuorum(r) => Some(ResponseKind::DescribeQuorum(describe_quorum::handle(shard, v, r).await)),
@@ -261,6 +278,8 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DescribeQuorum => "DescribeQuorum",
         ApiKey::DescribeCluster => "DescribeCluster",
         ApiKey::ElectLeaders => "ElectLeaders",
+        ApiKey::AlterPartitionReassignments => "AlterPartitionReassignments",
+        ApiKey::ListPartitionReassignments => "ListPartitionReassignments",
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::DeleteGroups => "DeleteGroups",

@@ -119,10 +119,13 @@ class ClusterTest {
                 assertTrue(q.highWatermark() > 0, "describeMetadataQuorum's high watermark: " + q);
             }
 
-            // A replication factor above 1 is refused (one replica per partition until issue 22).
+            // A replication factor above the three live brokers is refused; three is placed on all.
             ExecutionException rf = assertThrows(ExecutionException.class, () -> a1.createTopics(
-                    List.of(new NewTopic(topic + "-rf3", 1, (short) 3))).all().get(TIMEOUT_S, TimeUnit.SECONDS));
+                    List.of(new NewTopic(topic + "-rf4", 1, (short) 4))).all().get(TIMEOUT_S, TimeUnit.SECONDS));
             assertInstanceOf(InvalidReplicationFactorException.class, rf.getCause(), rf.toString());
+            a1.createTopics(List.of(new NewTopic(topic + "-rf3", 1, (short) 3))).all().get(TIMEOUT_S, TimeUnit.SECONDS);
+            assertEquals(3, a2.describeTopics(List.of(topic + "-rf3")).allTopicNames().get(TIMEOUT_S, TimeUnit.SECONDS)
+                    .get(topic + "-rf3").partitions().get(0).replicas().size(), "replicas of a replication-factor-3 topic");
 
             // Created through node 1; its leaders spread over the three, as every node says.
             a1.createTopics(List.of(new NewTopic(topic, PARTITIONS, (short) 1))).all().get(TIMEOUT_S, TimeUnit.SECONDS);
