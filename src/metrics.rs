@@ -569,6 +569,12 @@ fn register_quorum(reg: &mut Registry) {
         brokers.get_or_create(&BrokerState { state: state.into() }).set(n as i64);
     }
     reg.register("spate_cluster_brokers", "Brokers registered in the cluster's metadata, by state: fenced (silent, shut down or not caught up) or unfenced", brokers);
+    reg.register(
+        "spate_cluster_unclean_leader_elections",
+        "Leaders the cluster elected from outside their ISR (unclean.leader.election.enable), as this node's metadata counts them",
+        gauge(meta.unclean_elections as i64),
+    );
+    reg.register("spate_cluster_partition_reassignments", "Partition reassignments in progress", gauge(meta.reassignments.len() as i64));
 }
 
 /// `/v1/status`'s `quorum` and `brokers`, when this node is in a cluster.
