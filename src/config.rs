@@ -787,6 +787,8 @@ impl Config {
             e("log.cleaner.backoff.ms", self.log_cleaner_backoff_ms.to_string(), Some("log_cleaner_backoff_ms")),
             e("log.retention.check.interval.ms", self.log_retention_check_interval_ms.to_string(), Some("log_retention_check_interval_ms")),
             e("batch.cache.max.bytes", self.batch_cache_max_bytes.to_string(), Some("batch_cache_max_bytes")),
+            e("follower.replication.throttled.rate", i64::MAX.to_string(), None),
+            e("leader.replication.throttled.rate", i64::MAX.to_string(), None),
             e("socket.request.max.bytes", limits::REQUEST_FRAME_MAX_BYTES.to_string(), None),
             e("max.connections", self.max_connections.to_string(), Some("max_connections")),
             e("connections.max.idle.ms", self.connections_max_idle_ms.to_string(), Some("connections_max_idle_ms")),
@@ -868,6 +870,8 @@ pub struct DynamicKey {
 /// defaults of the topic configs, and the batch cache. They apply to every partition at once.
 pub const DYNAMIC_BROKER_KEYS: &[DynamicKey] = &[
     DynamicKey { name: "batch.cache.max.bytes", topic_key: None },
+    DynamicKey { name: "follower.replication.throttled.rate", topic_key: None },
+    DynamicKey { name: "leader.replication.throttled.rate", topic_key: None },
     DynamicKey { name: "compression.type", topic_key: Some("compression.type") },
     DynamicKey { name: "log.cleaner.delete.retention.ms", topic_key: Some("delete.retention.ms") },
     DynamicKey { name: "log.cleanup.policy", topic_key: Some("cleanup.policy") },

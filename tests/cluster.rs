@@ -752,11 +752,13 @@ fn spate_cluster(node: &Broker, args: &[&str]) -> String {
 fn replicas_move_off_a_decommissioned_broker_and_back_by_a_rebalance_while_serving() {
     let nodes = cluster(&["--cores", "2", "--broker-heartbeat-interval-ms", "300"]);
     common::create_replicated_topic(&nodes[0].bootstrap(), "moving", 6, 2, &[("min.insync.replicas", "1")]);
-    let p = producer(&nodes[0].bootstrap(), &[("enable.idempotence", "true"), ("acks", "all")]);
+    // Batches of at most 16 KiB: a throttle holds a replica back between batches, never inside one.
+    let p = producer(&nodes[0].bootstrap(), &[("enable.idempotence", "true"), ("acks", "all"), ("batch.size", "16384")]);
     let send = |from: usize, to: usize| {
         for i in from..to {
             let key = format!("k{i}");
-            p.send(BaseRecord::to("moving").key(&key).payload(&key).partition((i % 6) as i32)).expect("queued");
+            let value = format!("{key:<1024}");
+            p.send(BaseRecord::to("moving").key(&key).payload(&value).partition((i % 6) as i32)).expect("queued");
         }
     };
     send(0, 1200);
@@ -765,10 +767,15 @@ fn replicas_move_off_a_decommissioned_broker_and_back_by_a_rebalance_while_servi
     assert_eq!(on(&nodes[2]), 4, "RF 2 over 3 brokers: broker 3 holds 4 of the 6");
 
     // Decommission broker 3: every replica it holds moves to brokers 1 and 2, copied while
-    // the producer goes on; its directories go; nothing is lost.
+    // the producer goes on, at most 100 kB/s into each broker (follower.replication.throttled
+    // .rate, cluster-wide): each takes two partitions, over 400 kB; its directories go; nothing
+    // is lost.
     let plan = spate_cluster(&nodes[0], &["decommission", "3", "--dry-run"]);
     assert!(plan.contains("REPLICAS AFTER"), "{plan}");
     assert_eq!(on(&nodes[2]), 4, "a dry run moves nothing");
+    let mut raw = Raw::connect(nodes[0].port);
+    assert_eq!(set_config(&mut raw, 4, "", "follower.replication.throttled.rate", "100000"), 0);
+    let started = Instant::now();
     let writer = std::thread::scope(|s| {
         let h = s.spawn(|| send(1200, 2400));
         let out = spate_cluster(&nodes[1], &["decommission", "3"]);
@@ -776,6 +783,9 @@ fn replicas_move_off_a_decommissioned_broker_and_back_by_a_rebalance_while_servi
         out
     });
     assert!(writer.contains("broker 3 holds no replicas now"), "{writer}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(3), "over 400 kB at 100 kB/s took only {took:?}: the throttle did not hold");
+    assert_eq!(set_config(&mut raw, 4, "", "follower.replication.throttled.rate", "1000000000"), 0);
     flush(&p);
     let md = metadata(&nodes[0], Some(&["moving"]));
     for t in &md.topics {

@@ -97,16 +97,60 @@ struct Leader {
     altering_since: Option<i64>,
 }
 
-/// A partition this core follows: its leader (-1: none now) and leader epoch.
+/// A partition this core follows: its leader (-1: none now) and leader epoch, and whether a
+/// reassignment is adding this replica (then the follower throttle applies to it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Following {
     leader: i32,
     leader_epoch: i32,
+    throttled: bool,
+}
+
+/// A byte rate, per core: what throttled replicas may copy. A bucket that drains at the rate:
+/// a read may run over (it returns whole batches, and a batch can be a megabyte), and what it
+/// ran over is owed, so over time the copy keeps to the rate.
+#[derive(Default)]
+struct Throttle {
+    last_ms: std::cell::Cell<i64>,
+    used: std::cell::Cell<u64>,
+}
+
+impl Throttle {
+    /// Bytes that may be copied now at `rate` per second: up to one second's worth, less what
+    /// is still owed.
+    fn room(&self, rate: u64) -> u64 {
+        let now = now_ms();
+        let drained = rate.saturating_mul((now - self.last_ms.get()).max(0) as u64) / 1000;
+        self.last_ms.set(now);
+        self.used.set(self.used.get().saturating_sub(drained));
+        rate.saturating_sub(self.used.get())
+    }
+
+    fn spend(&self, bytes: u64) {
+        self.used.set(self.used.get() + bytes);
+    }
+}
+
+/// A replication throttle rate from the dynamic broker configs (Kafka's
+/// `leader.replication.throttled.rate` / `follower.replication.throttled.rate`, bytes per second
+/// for the whole broker), as this core's share; None when not set.
+fn throttle_rate(shard: &Shard, image: &MetadataImage, key: &str) -> Option<u64> {
+    let rate: u64 = image.broker.effective().get(key)?.trim().parse().ok()?;
+    Some((rate / shard.cores.max(1) as u64).max(1))
+}
+
+/// Whether `replica` is being added to `topic`-`p` by a reassignment: the replicas a throttle
+/// slows (Kafka throttles those the reassignment tool names; these are the ones it names).
+fn throttled(image: &MetadataImage, topic: &str, p: i32, replica: i32) -> bool {
+    image.cluster.as_ref().is_some_and(|c| c.reassignments.iter().any(|r| r.topic == topic && r.partition == p && r.adding().contains(&replica)))
 }
 
 /// One core's replication state (in its [`Shard`]).
 #[derive(Default)]
 pub struct Replication {
+    /// What throttled replicas copied this second, as leader and as follower.
+    leader_throttle: Throttle,
+    follower_throttle: Throttle,
     leading: RefCell<HashMap<Key, Leader>>,
     following: RefCell<HashMap<Key, Following>>,
     /// Woken when `following` changes, so idle fetchers look again.
@@ -183,7 +227,7 @@ impl Replication {
                 }
             } else if rec.replicas.contains(&me) {
                 keep_following.insert(key.clone());
-                let f = Following { leader: rec.leader, leader_epoch: rec.leader_epoch };
+                let f = Following { leader: rec.leader, leader_epoch: rec.leader_epoch, throttled: throttled(image, &name, p, me) };
                 if following.insert(key.clone(), f) != Some(f) {
                     tracing::info!(topic = %name, partition = p, leader = rec.leader, epoch = rec.leader_epoch, "following");
                     if !log.has_replicated_high_watermark() {
@@ -497,9 +541,22 @@ async fn serve_partition(s: &Shard, key: Key, log: &Rc<PartitionLog>, replica: i
     if asked.fetch_offset < o.log_start || asked.fetch_offset > o.log_end {
         return Answer { error: ResponseError::OffsetOutOfRange.code(), high_watermark: o.high_watermark, log_start: o.log_start, ..Answer::default() };
     }
+    let image = s.image();
+    let limited = throttled(&image, &key.0, key.1, replica).then(|| throttle_rate(s, &image, "leader.replication.throttled.rate")).flatten();
     follower_fetched(s, key, log, replica, asked.fetch_offset);
-    match log.read_for_replica(asked.fetch_offset, asked.max_bytes).await {
-        Ok(r) => Answer { high_watermark: r.high_watermark, log_start: r.log_start, records: r.records, ..Answer::default() },
+    let room = limited.map(|rate| s.replication.leader_throttle.room(rate));
+    if room == Some(0) {
+        let o = log.offsets();
+        return Answer { high_watermark: o.high_watermark, log_start: o.log_start, ..Answer::default() };
+    }
+    // A read returns at least one batch, so a throttled one may run one batch over its room.
+    match log.read_for_replica(asked.fetch_offset, asked.max_bytes.min(room.map_or(usize::MAX, |r| r as usize))).await {
+        Ok(r) => {
+            if limited.is_some() {
+                s.replication.leader_throttle.spend(r.records.len() as u64);
+            }
+            Answer { high_watermark: r.high_watermark, log_start: r.log_start, records: r.records, ..Answer::default() }
+        }
         Err(e) => {
             let o = log.offsets();
             Answer { error: super::handlers::log_error_code(&e).code(), high_watermark: o.high_watermark, log_start: o.log_start, ..Answer::default() }
@@ -599,20 +656,36 @@ async fn run_fetcher(leader: i32) {
         if shard.lifecycle.is_stopping() {
             return;
         }
-        let parts: Vec<(Key, i32)> = shard
+        let image = shard.image();
+        let rate = throttle_rate(&shard, &image, "follower.replication.throttled.rate");
+        let room = rate.map(|r| shard.replication.follower_throttle.room(r));
+        let all: Vec<(Key, i32, bool)> = shard
             .replication
             .following
             .borrow()
             .iter()
             .filter(|(k, f)| f.leader == leader && !shard.replication.cutting.borrow().contains(*k))
-            .map(|(k, f)| (k.clone(), f.leader_epoch))
+            .map(|(k, f)| (k.clone(), f.leader_epoch, f.throttled))
             .collect();
+        // A throttled replica (one a reassignment is adding here) waits for the next second
+        // once this core's share of `follower.replication.throttled.rate` is used.
+        let parts: Vec<(Key, i32, Option<u64>)> = all
+            .iter()
+            .filter_map(|(k, e, throttled)| match (room, *throttled) {
+                (Some(0), true) => None,
+                (Some(left), true) => Some((k.clone(), *e, Some(left))),
+                _ => Some((k.clone(), *e, None)),
+            })
+            .collect();
+        if parts.is_empty() && !all.is_empty() {
+            rt::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
         if parts.is_empty() {
             conn = None;
             let _ = rt::timeout(Duration::from_secs(1), shard.replication.following_changed.wait()).await;
             continue;
         }
-        let image = shard.image();
         let Some(addr) = image.broker(leader).map(|b| format!("{}:{}", b.host, b.port)) else {
             conn = None;
             rt::sleep(FETCH_RETRY).await;
@@ -704,6 +777,9 @@ async fn run_fetcher(leader: i32) {
                 }
                 let (hw, leader_start) = (pd.high_watermark, pd.log_start_offset);
                 let records = pd.records.unwrap_or_default();
+                if rate.is_some() && throttled_now(&shard, &key) {
+                    shard.replication.follower_throttle.spend(records.len() as u64);
+                }
                 tasks.push(rt::spawn(append_fetched(key, epoch, offset, records, hw, leader_start)));
             }
         }
@@ -716,12 +792,13 @@ async fn run_fetcher(leader: i32) {
     }
 }
 
-/// The Fetch request for `parts` (partition and the leader epoch this follower knows), each
-/// from its log end; also what was asked per partition: (leader epoch, fetch offset).
-fn fetch_request(shard: &Shard, parts: &[(Key, i32)], correlation: i32) -> (Vec<u8>, HashMap<Key, (i32, i64)>) {
+/// The Fetch request for `parts` (partition, the leader epoch this follower knows, and for a
+/// throttled one the bytes it may still copy this second), each from its log end; also what
+/// was asked per partition: (leader epoch, fetch offset).
+fn fetch_request(shard: &Shard, parts: &[(Key, i32, Option<u64>)], correlation: i32) -> (Vec<u8>, HashMap<Key, (i32, i64)>) {
     let mut asked = HashMap::new();
     let mut topics: Vec<FetchTopic> = Vec::new();
-    for ((name, p), epoch) in parts {
+    for ((name, p), epoch, throttled_room) in parts {
         let Some(log) = shard.partition(name, *p) else { continue };
         let o = log.offsets();
         asked.insert((name.clone(), *p), (*epoch, o.log_end));
@@ -731,7 +808,9 @@ fn fetch_request(shard: &Shard, parts: &[(Key, i32)], correlation: i32) -> (Vec<
             .with_fetch_offset(o.log_end)
             .with_last_fetched_epoch(log.last_record_epoch())
             .with_log_start_offset(o.log_start)
-            .with_partition_max_bytes(REPLICA_FETCH_PARTITION_MAX_BYTES);
+            .with_partition_max_bytes(throttled_room.map_or(REPLICA_FETCH_PARTITION_MAX_BYTES, |r| {
+                r.min(REPLICA_FETCH_PARTITION_MAX_BYTES as u64) as i32
+            }));
         match topics.iter_mut().find(|t| t.topic.0.as_str() == name) {
             Some(t) => t.partitions.push(fp),
             None => topics.push(FetchTopic::default().with_topic(TopicName(StrBytes::from_string(name.clone()))).with_partitions(vec![fp])),
@@ -762,6 +841,11 @@ fn decode_fetch_response(body: Vec<u8>, correlation: i32) -> anyhow::Result<Fetc
     let header = ResponseHeader::decode(&mut b, ApiKey::Fetch.response_header_version(REPLICA_FETCH_VERSION))?;
     anyhow::ensure!(header.correlation_id == correlation, "correlation id {} where {correlation} was sent", header.correlation_id);
     FetchResponse::decode(&mut b, REPLICA_FETCH_VERSION)
+}
+
+/// Whether the follower throttle applies to `key` (see [`Following`]).
+fn throttled_now(shard: &Shard, key: &Key) -> bool {
+    shard.replication.following.borrow().get(key).is_some_and(|f| f.throttled)
 }
 
 /// Whether this core still follows `key` at leader epoch `epoch` (metadata may have moved on
