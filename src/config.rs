@@ -1056,6 +1056,29 @@ pub struct TopicConfig {
     /// `unclean.leader.election.enable`: with no in-sync replica left alive, a replica outside
     /// the ISR may lead (losing what only the ISR had).
     pub unclean_leader_election: bool,
+    /// `leader.replication.throttled.replicas` / `follower.replication.throttled.replicas`:
+    /// "partition:broker" entries (or "*") whose replication the broker-wide throttle rates
+    /// slow, as Kafka's reassignment tool sets them; "" for none.
+    pub leader_throttled_replicas: String,
+    pub follower_throttled_replicas: String,
+}
+
+impl TopicConfig {
+    /// Whether `list` (a `*.replication.throttled.replicas` value) names `partition` on `broker`.
+    pub fn names_replica(list: &str, partition: i32, broker: i32) -> bool {
+        list.trim() == "*"
+            || list.split(',').filter_map(|e| e.trim().split_once(':')).any(|(p, b)| p.trim().parse() == Ok(partition) && b.trim().parse() == Ok(broker))
+    }
+}
+
+fn throttled_replicas(k: &str, v: &str) -> Result<String, String> {
+    let ok = v.trim().is_empty()
+        || v.trim() == "*"
+        || v.split(',').all(|e| e.trim().split_once(':').is_some_and(|(p, b)| p.trim().parse::<i32>().is_ok() && b.trim().parse::<i32>().is_ok()));
+    if !ok {
+        return Err(format!("{k}: {v:?} is not \"*\" or a list of partition:broker"));
+    }
+    Ok(v.trim().to_string())
 }
 
 /// A topic's `compression.type`: keep each batch as the producer compressed it, or store every
@@ -1096,7 +1119,9 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "delete.retention.ms",
     "flush.messages",
     "flush.ms",
+    "follower.replication.throttled.replicas",
     "index.interval.bytes",
+    "leader.replication.throttled.replicas",
     "max.message.bytes",
     "message.timestamp.type",
     "min.insync.replicas",
@@ -1126,6 +1151,8 @@ impl TopicConfig {
             compression: Compression::parse(&d.compression_type)?,
             min_insync_replicas: d.min_insync_replicas,
             unclean_leader_election: d.unclean_leader_election,
+            leader_throttled_replicas: String::new(),
+            follower_throttled_replicas: String::new(),
         };
         for (k, v) in overrides {
             let int = |min: i64| -> Result<i64, String> {
@@ -1151,6 +1178,8 @@ impl TopicConfig {
                 "index.interval.bytes" => c.index_interval_bytes = int(0)?,
                 "max.message.bytes" => c.message_max_bytes = int(0)?,
                 "min.insync.replicas" => c.min_insync_replicas = int(1)?,
+                "leader.replication.throttled.replicas" => c.leader_throttled_replicas = throttled_replicas(k, v)?,
+                "follower.replication.throttled.replicas" => c.follower_throttled_replicas = throttled_replicas(k, v)?,
                 "unclean.leader.election.enable" => {
                     c.unclean_leader_election = match v.trim() {
                         "true" => true,
@@ -1180,7 +1209,9 @@ impl TopicConfig {
             ("delete.retention.ms", self.delete_retention_ms.to_string()),
             ("flush.messages", self.flush_messages.to_string()),
             ("flush.ms", self.flush_ms.to_string()),
+            ("follower.replication.throttled.replicas", self.follower_throttled_replicas.clone()),
             ("index.interval.bytes", self.index_interval_bytes.to_string()),
+            ("leader.replication.throttled.replicas", self.leader_throttled_replicas.clone()),
             ("max.message.bytes", self.message_max_bytes.to_string()),
             ("min.insync.replicas", self.min_insync_replicas.to_string()),
             (

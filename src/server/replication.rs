@@ -139,10 +139,17 @@ fn throttle_rate(shard: &Shard, image: &MetadataImage, key: &str) -> Option<u64>
     Some((rate / shard.cores.max(1) as u64).max(1))
 }
 
-/// Whether `replica` is being added to `topic`-`p` by a reassignment: the replicas a throttle
-/// slows (Kafka throttles those the reassignment tool names; these are the ones it names).
-fn throttled(image: &MetadataImage, topic: &str, p: i32, replica: i32) -> bool {
-    image.cluster.as_ref().is_some_and(|c| c.reassignments.iter().any(|r| r.topic == topic && r.partition == p && r.adding().contains(&replica)))
+/// Whether the replication of `topic`-`p` into `replica` is throttled: the replica is being
+/// added by a reassignment, or the topic's `*.replication.throttled.replicas` (as Kafka's
+/// reassignment tool sets them) name it: `follower` on the follower side (the follower's own
+/// entry), else on the leader side (`leader`'s entry, the leader being this broker).
+fn throttled(image: &MetadataImage, topic: &str, p: i32, replica: i32, leader: Option<i32>) -> bool {
+    let adding = image.cluster.as_ref().is_some_and(|c| c.reassignments.iter().any(|r| r.topic == topic && r.partition == p && r.adding().contains(&replica)));
+    let named = image.topic(topic).is_some_and(|t| match leader {
+        None => crate::config::TopicConfig::names_replica(&t.config.follower_throttled_replicas, p, replica),
+        Some(l) => crate::config::TopicConfig::names_replica(&t.config.leader_throttled_replicas, p, l),
+    });
+    adding || named
 }
 
 /// One core's replication state (in its [`Shard`]).
@@ -227,7 +234,7 @@ impl Replication {
                 }
             } else if rec.replicas.contains(&me) {
                 keep_following.insert(key.clone());
-                let f = Following { leader: rec.leader, leader_epoch: rec.leader_epoch, throttled: throttled(image, &name, p, me) };
+                let f = Following { leader: rec.leader, leader_epoch: rec.leader_epoch, throttled: throttled(image, &name, p, me, None) };
                 if following.insert(key.clone(), f) != Some(f) {
                     tracing::info!(topic = %name, partition = p, leader = rec.leader, epoch = rec.leader_epoch, "following");
                     if !log.has_replicated_high_watermark() {
@@ -460,6 +467,10 @@ pub async fn handle_fetch(shard: &Rc<Shard>, version: i16, req: FetchRequest, re
                 if !image.leads(meta, p.partition) {
                     return Err(ResponseError::NotLeaderOrFollower);
                 }
+                // Only a replica reads past the high watermark.
+                if !meta.placement.get(p.partition as usize).is_some_and(|r| r.replicas.contains(&replica)) {
+                    return Err(ResponseError::NotLeaderOrFollower);
+                }
                 if let Some(e) = super::handlers::leader_epoch_error(p.current_leader_epoch, image.leader_epoch(meta, p.partition)) {
                     return Err(e);
                 }
@@ -542,7 +553,9 @@ async fn serve_partition(s: &Shard, key: Key, log: &Rc<PartitionLog>, replica: i
         return Answer { error: ResponseError::OffsetOutOfRange.code(), high_watermark: o.high_watermark, log_start: o.log_start, ..Answer::default() };
     }
     let image = s.image();
-    let limited = throttled(&image, &key.0, key.1, replica).then(|| throttle_rate(s, &image, "leader.replication.throttled.rate")).flatten();
+    let limited = throttled(&image, &key.0, key.1, replica, Some(s.config.node_id))
+        .then(|| throttle_rate(s, &image, "leader.replication.throttled.rate"))
+        .flatten();
     follower_fetched(s, key, log, replica, asked.fetch_offset);
     let room = limited.map(|rate| s.replication.leader_throttle.room(rate));
     if room == Some(0) {
