@@ -604,3 +604,81 @@ def cluster_ck_rolling_restart_replicated_groups(ctx):
         for g in groups:
             for t in g.threads:
                 t.join(30)
+
+
+@check("cluster_tools_reassign_with_throttle_and_elect_leaders")
+def cluster_tools_reassign_with_throttle_and_elect_leaders(ctx):
+    """Apache Kafka's own tools (kafka-tools 4.1.1 through perf/kafka/run) against a three-node
+    cluster: kafka-topics creates a topic of 3 partitions with replication factor 2 and describes
+    each partition's replicas and ISR; kafka-reassign-partitions --execute --throttle moves two
+    partitions (each to a new replica set, one of them dropping its leader), sets the broker
+    and topic throttles as it does against Kafka, and --verify, run until it says the moves
+    completed, clears them again; kafka-topics then shows the new replica sets with full ISRs
+    and the records still read back from the start; kafka-leader-election --election-type
+    PREFERRED moves leadership to each partition's first replica, and says which needed none."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    if not (shutil.which("java") and shutil.which("mvn")):
+        raise Skip("java or mvn is not installed")
+    run = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "perf", "kafka", "run")
+    cluster = ctx.start_cluster(["--broker-heartbeat-interval-ms", "500"])
+    boot = cluster.bootstrap(1)
+
+    def tool(name, *args, check=True):
+        r = subprocess.run([run, "tool", name, "--bootstrap-server", boot, *args], capture_output=True, text=True, timeout=180)
+        if check:
+            assert r.returncode == 0, f"{name} exited {r.returncode}: {(r.stderr or r.stdout)[-600:]}"
+        return r.stdout
+
+    def described(topic):
+        rows = {}
+        for line in tool("kafka-topics", "--describe", "--topic", topic).splitlines():
+            f = line.split()
+            if "Partition:" in f:
+                get = lambda k: f[f.index(k) + 1]  # noqa: E731
+                rows[int(get("Partition:"))] = (int(get("Leader:")), get("Replicas:"), get("Isr:"))
+        return rows
+
+    topic = ctx.topic("tools-move")
+    assert "Created topic" in tool("kafka-topics", "--create", "--topic", topic, "--partitions", "3", "--replication-factor", "2")
+    before = described(topic)
+    assert len(before) == 3 and all(len(r[1].split(",")) == 2 and r[1] == r[2] for r in before.values()), before
+    subprocess.run([run, "tool", "kafka-producer-perf-test", "--topic", topic, "--num-records", "3000", "--record-size", "1000",
+                    "--throughput", "-1", "--producer-props", f"bootstrap.servers={boot}", "acks=all"],
+                   capture_output=True, text=True, timeout=180, check=True)
+    # Each moved partition goes to the one broker it lacks plus its follower, first: the leader
+    # it had is dropped from one of them.
+    moves = []
+    for p in (0, 1):
+        replicas = [int(b) for b in before[p][1].split(",")]
+        missing = next(b for b in (1, 2, 3) if b not in replicas)
+        moves.append({"topic": topic, "partition": p, "replicas": [missing, replicas[1]]})
+    plan = os.path.join(cluster.tmp, "reassign.json")
+    with open(plan, "w") as f:
+        json.dump({"version": 1, "partitions": moves}, f)
+    out = tool("kafka-reassign-partitions", "--reassignment-json-file", plan, "--execute", "--throttle", "1000000")
+    assert "Successfully started partition reassignments" in out, out
+    deadline = time.monotonic() + 60
+    while True:
+        out = tool("kafka-reassign-partitions", "--reassignment-json-file", plan, "--verify")
+        if "still in progress" not in out:
+            break
+        assert time.monotonic() < deadline, out
+        time.sleep(1)
+    assert out.count("is completed") == 2 and "Clearing topic-level throttles" in out, out
+    after = described(topic)
+    for m in moves:
+        want = ",".join(map(str, m["replicas"]))
+        leader, replicas, isr = after[m["partition"]]
+        assert replicas == want and sorted(isr.split(",")) == sorted(want.split(",")), (m, after)
+        assert leader in m["replicas"], (m, after)
+    assert after[2] == before[2], (before, after)
+    out = tool("kafka-leader-election", "--election-type", "PREFERRED", "--all-topic-partitions")
+    assert "Successfully completed leader election" in out or "Valid replica already elected" in out, out
+    final = described(topic)
+    assert all(leader == int(replicas.split(",")[0]) for leader, replicas, _ in final.values()), final
+    got = tool("kafka-console-consumer", "--topic", topic, "--from-beginning", "--max-messages", "3000", "--timeout-ms", "30000")
+    assert len(got.splitlines()) == 3000, f"read back {len(got.splitlines())} of 3000"
+    return "kafka-topics, kafka-reassign-partitions --execute --throttle / --verify, kafka-leader-election, records read back"
