@@ -164,7 +164,7 @@ def cluster_kp_topic_via_1_produce_via_2_group_via_3(ctx):
         cluster.assert_consistent()  # every node serves the deletion
         for n, a in admins.items():
             assert topic not in a.list_topics(), f"node {n} still lists {topic}"
-            assert f"{topic}-rf3" not in a.list_topics(), f"node {n} lists the refused {topic}-rf3"
+            assert f"{topic}-rf4" not in a.list_topics(), f"node {n} lists the refused {topic}-rf4"
         index = cluster.assert_consistent()
     finally:
         for a in admins.values():

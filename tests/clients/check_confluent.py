@@ -278,13 +278,17 @@ TOPIC_SETTINGS = {
     "delete.retention.ms": "3600000",
     "flush.messages": "1000",
     "flush.ms": "2000",
+    "follower.replication.throttled.replicas": "0:1",
     "index.interval.bytes": "8192",
+    "leader.replication.throttled.replicas": "*",
     "max.message.bytes": "2000000",
     "message.timestamp.type": "LogAppendTime",
+    "min.insync.replicas": "2",
     "retention.bytes": "104857600",
     "retention.ms": "60000",
     "segment.bytes": "1048576",
     "segment.ms": "600000",
+    "unclean.leader.election.enable": "true",
 }
 DYNAMIC_TOPIC = None if _IMPORT_ERROR else ConfigSource.DYNAMIC_TOPIC_CONFIG.value
 DEFAULT = None if _IMPORT_ERROR else ConfigSource.DEFAULT_CONFIG.value
@@ -317,7 +321,7 @@ def ck_admin_incremental_alter_configs(ctx):
     """AdminClient.incremental_alter_configs (IncrementalAlterConfigs) on a topic, read back with
     describe_configs after every step: SET of each topic setting in turn (the value as set,
     DYNAMIC_TOPIC_CONFIG, the others still DEFAULT_CONFIG), APPEND and SUBTRACT on cleanup.policy,
-    DELETE of all twelve at once (every key back to its default), APPEND to the default list."""
+    DELETE of all sixteen at once (every key back to its default), APPEND to the default list."""
     SET, DELETE, APPEND, SUBTRACT = (AlterConfigOpType.SET, AlterConfigOpType.DELETE, AlterConfigOpType.APPEND,
                                      AlterConfigOpType.SUBTRACT)
     topic = ctx.topic("ck-iac")

@@ -72,8 +72,9 @@ def tools_api_versions_and_verifiable_clients(ctx):
 
 # Every topic setting Spate knows (README's topic settings table).
 TOPIC_KEYS = ["cleanup.policy", "compression.type", "delete.retention.ms", "flush.messages", "flush.ms",
-              "index.interval.bytes", "max.message.bytes", "message.timestamp.type", "retention.bytes", "retention.ms",
-              "segment.bytes", "segment.ms"]
+              "follower.replication.throttled.replicas", "index.interval.bytes", "leader.replication.throttled.replicas",
+              "max.message.bytes", "message.timestamp.type", "min.insync.replicas", "retention.bytes", "retention.ms",
+              "segment.bytes", "segment.ms", "unclean.leader.election.enable"]
 
 
 def _described(out):

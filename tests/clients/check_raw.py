@@ -15,7 +15,8 @@ CORE_APIS = {0: "Produce", 1: "Fetch", 2: "ListOffsets", 3: "Metadata", 8: "Offs
              15: "DescribeGroups", 16: "ListGroups", 18: "ApiVersions", 19: "CreateTopics",
              20: "DeleteTopics", 21: "DeleteRecords", 22: "InitProducerId", 23: "OffsetForLeaderEpoch",
              32: "DescribeConfigs", 33: "AlterConfigs", 35: "DescribeLogDirs", 37: "CreatePartitions",
-             42: "DeleteGroups", 44: "IncrementalAlterConfigs", 47: "OffsetDelete", 55: "DescribeQuorum", 60: "DescribeCluster",
+             42: "DeleteGroups", 43: "ElectLeaders", 44: "IncrementalAlterConfigs",
+             45: "AlterPartitionReassignments", 46: "ListPartitionReassignments", 47: "OffsetDelete", 55: "DescribeQuorum", 60: "DescribeCluster",
              61: "DescribeProducers",
              68: "ConsumerGroupHeartbeat", 69: "ConsumerGroupDescribe"}
 

@@ -17,18 +17,22 @@ import (
 // topicSettings is every topic setting Spate knows (README's topic settings table), each with a
 // value other than its broker default.
 var topicSettings = map[string]string{
-	"cleanup.policy":         "compact",
-	"compression.type":       "zstd",
-	"delete.retention.ms":    "3600000",
-	"flush.messages":         "1000",
-	"flush.ms":               "2000",
-	"index.interval.bytes":   "8192",
-	"max.message.bytes":      "2000000",
-	"message.timestamp.type": "LogAppendTime",
-	"retention.bytes":        "104857600",
-	"retention.ms":           "60000",
-	"segment.bytes":          "1048576",
-	"segment.ms":             "600000",
+	"cleanup.policy":                          "compact",
+	"compression.type":                        "zstd",
+	"delete.retention.ms":                     "3600000",
+	"flush.messages":                          "1000",
+	"flush.ms":                                "2000",
+	"follower.replication.throttled.replicas": "0:1",
+	"index.interval.bytes":                    "8192",
+	"leader.replication.throttled.replicas":   "*",
+	"max.message.bytes":                       "2000000",
+	"message.timestamp.type":                  "LogAppendTime",
+	"min.insync.replicas":                     "2",
+	"retention.bytes":                         "104857600",
+	"retention.ms":                            "60000",
+	"segment.bytes":                           "1048576",
+	"segment.ms":                              "600000",
+	"unclean.leader.election.enable":          "true",
 }
 
 // setting is one topic config as DescribeConfigs reports it.
@@ -144,9 +148,9 @@ func set(k, v string) kadm.AlterConfig {
 // TestAlterTopicConfigs proves IncrementalAlterConfigs (key 44) and AlterConfigs (key 33) on
 // topics through kadm, each change read back with DescribeConfigs:
 //   - incremental-v0, incremental-v1 (kadm's AlterTopicConfigs, IncrementalAlterConfigs pinned to
-//     that version): SET of each of the twelve topic settings in turn (the value as set,
+//     that version): SET of each of the sixteen topic settings in turn (the value as set,
 //     DYNAMIC_TOPIC_CONFIG; the keys not set yet still DEFAULT_CONFIG with their defaults),
-//     APPEND and SUBTRACT on cleanup.policy, DELETE of all twelve in one request (every key back
+//     APPEND and SUBTRACT on cleanup.policy, DELETE of all sixteen in one request (every key back
 //     to its default), APPEND to a key that is not overridden (from its default);
 //   - incremental-refusals: INVALID_CONFIG naming the key for a bad value, an unknown key, APPEND
 //     to a key that is not a list, SUBTRACT emptying the list, and a good SET beside a bad one

@@ -372,13 +372,17 @@ class AdminClientTest {
             Map.entry("delete.retention.ms", "3600000"),
             Map.entry("flush.messages", "1000"),
             Map.entry("flush.ms", "2000"),
+            Map.entry("follower.replication.throttled.replicas", "0:1"),
             Map.entry("index.interval.bytes", "8192"),
+            Map.entry("leader.replication.throttled.replicas", "*"),
             Map.entry("max.message.bytes", "2000000"),
             Map.entry("message.timestamp.type", "LogAppendTime"),
+            Map.entry("min.insync.replicas", "2"),
             Map.entry("retention.bytes", "104857600"),
             Map.entry("retention.ms", "60000"),
             Map.entry("segment.bytes", "1048576"),
-            Map.entry("segment.ms", "600000")));
+            Map.entry("segment.ms", "600000"),
+            Map.entry("unclean.leader.election.enable", "true")));
 
     private static AlterConfigOp op(String key, String value, AlterConfigOp.OpType type) {
         return new AlterConfigOp(new ConfigEntry(key, value), type);
@@ -399,7 +403,7 @@ class AdminClientTest {
      * describeConfigs after every step: SET of each topic setting in turn (the value as set,
      * DYNAMIC_TOPIC_CONFIG, and the keys not set yet still their defaults); APPEND and SUBTRACT on
      * {@code cleanup.policy} (no duplicates; an override equal to the default is still an override);
-     * DELETE of all twelve in one call (every value back to the broker default, DEFAULT_CONFIG);
+     * DELETE of all sixteen in one call (every value back to the broker default, DEFAULT_CONFIG);
      * APPEND to a key that is not overridden starts from its default.
      * ({@code Admin.alterConfigs}, the legacy AlterConfigs, was removed from the client in Kafka
      * 4.0; the Go and Python suites send AlterConfigs.)
@@ -1254,6 +1258,26 @@ class AdminClientTest {
     }
 
     /**
+     * ElectLeaders and the reassignment APIs on a single node (ClusterTest and tests/cluster.rs
+     * use them on a cluster): every partition is led by its only replica already
+     * (ElectionNotNeededException), no reassignment is in progress, and moving a partition
+     * elsewhere is refused (InvalidReplicaAssignmentException).
+     */
+    @Test
+    void electLeadersAndReassignmentsOnASingleNode() throws Exception {
+        String topic = "admin-elect";
+        get(admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all());
+        TopicPartition tp = new TopicPartition(topic, 0);
+        Throwable cause = failure(admin.electLeaders(ElectionType.PREFERRED, Set.of(tp)).all());
+        assertInstanceOf(org.apache.kafka.common.errors.ElectionNotNeededException.class, cause, "electLeaders failed with " + cause);
+        assertTrue(get(admin.listPartitionReassignments().reassignments()).isEmpty(), "reassignments in progress");
+        cause = failure(admin.alterPartitionReassignments(Map.of(tp,
+                Optional.of(new org.apache.kafka.clients.admin.NewPartitionReassignment(List.of(7))))).all());
+        assertInstanceOf(org.apache.kafka.common.errors.InvalidReplicaAssignmentException.class, cause,
+                "alterPartitionReassignments failed with " + cause);
+    }
+
+    /**
      * Calls whose APIs Spate does not advertise in ApiVersions (README's API table): each fails
      * with UnsupportedVersionException, within the bound, instead of hanging.
      */
@@ -1264,9 +1288,6 @@ class AdminClientTest {
         TopicPartition tp = new TopicPartition(topic, 0);
         Map<String, java.util.function.Supplier<KafkaFuture<?>>> calls = new java.util.LinkedHashMap<>();
         calls.put("describeAcls (DescribeAcls, key 29)", () -> admin.describeAcls(AclBindingFilter.ANY).values());
-        calls.put("electLeaders (ElectLeaders, key 43)", () -> admin.electLeaders(ElectionType.PREFERRED, Set.of(tp)).all());
-        calls.put("listPartitionReassignments (ListPartitionReassignments, key 46)",
-                () -> admin.listPartitionReassignments().reassignments());
         calls.put("describeClientQuotas (DescribeClientQuotas, key 48)",
                 () -> admin.describeClientQuotas(ClientQuotaFilter.all()).entities());
         calls.put("describeUserScramCredentials (DescribeUserScramCredentials, key 50)",
