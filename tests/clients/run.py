@@ -32,6 +32,7 @@ import check_kafka_tools  # noqa: E402,F401
 import check_spate_cli_kafka  # noqa: E402,F401
 import check_cluster  # noqa: E402,F401
 import check_cluster_netns  # noqa: E402,F401
+import check_replication_nemesis  # noqa: E402,F401
 
 
 def short(e):

@@ -294,6 +294,16 @@ class Net:
                               stdin=None if input_bytes is not None else subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
 
+    def _enter(self, k):
+        """Moves the calling thread (only it) into node k's network namespace."""
+        fd = os.open(f"/run/netns/{self.ns(k)}", os.O_RDONLY)
+        try:
+            if _libc().setns(fd, CLONE_NEWNET) != 0:
+                e = ctypes.get_errno()
+                raise OSError(e, f"setns into {self.ns(k)}: {os.strerror(e)}")
+        finally:
+            os.close(fd)
+
     def call_in(self, k, fn):
         """Calls fn() on a new thread that has entered node k's network namespace, and returns
         what it returns (or raises what it raises). Sockets made there stay in that namespace;
@@ -302,13 +312,7 @@ class Net:
 
         def target():
             try:
-                fd = os.open(f"/run/netns/{self.ns(k)}", os.O_RDONLY)
-                try:
-                    if _libc().setns(fd, CLONE_NEWNET) != 0:
-                        e = ctypes.get_errno()
-                        raise OSError(e, f"setns into {self.ns(k)}: {os.strerror(e)}")
-                finally:
-                    os.close(fd)
+                self._enter(k)
                 out["v"] = fn()
             except BaseException as e:  # noqa: BLE001 - handed to the caller
                 out["e"] = e
@@ -319,6 +323,26 @@ class Net:
         if "e" in out:
             raise out["e"]
         return out.get("v")
+
+    def thread(self, k, fn, name=None):
+        """Starts (and returns) a daemon thread that enters node k's network namespace and runs
+        fn() there, for long-running clients. A thread's network namespace is inherited by the
+        threads it creates (Linux clone), so a librdkafka client created on it (whose threads
+        rd_kafka_new and its main thread start) and any Python thread it starts live in node k's
+        namespace too. If fn raises, the exception is kept in the thread's `error` attribute."""
+        t = threading.Thread(name=name or f"netns-{k}", daemon=True)
+        t.error = None
+
+        def target():
+            try:
+                self._enter(k)
+                fn()
+            except BaseException as e:  # noqa: BLE001 - kept for the caller
+                t.error = e
+
+        t.run = target
+        t.start()
+        return t
 
     def http_get(self, k, host, port, path, timeout=5.0):
         """GET http://host:port/path from inside node k's namespace: (status, body str)."""
