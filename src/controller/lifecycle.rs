@@ -64,7 +64,14 @@ pub struct Sessions {
     last: BTreeMap<i32, u64>,
     /// Brokers (by incarnation) that asked to shut down: never unfenced again.
     shutting_down: BTreeSet<(i32, Uuid)>,
+    /// When `expired` last looked (0: never).
+    last_check: u64,
 }
+
+/// A gap between two session checks (100 ms apart) longer than this means this node did not run
+/// (SIGSTOP, a VM paused, a long GC-like stall): it heard nothing meanwhile, so nobody's silence
+/// can be judged, and every session starts afresh rather than every broker being fenced.
+pub const PAUSE_MS: u64 = 1_000;
 
 impl Sessions {
     /// Starts afresh when `term` is not the sessions' term: no broker has a heartbeat yet.
@@ -90,6 +97,21 @@ impl Sessions {
             (true, false) if hb.applied >= b.registered_at => Some(MetadataRecord::UnfenceBroker { id: hb.id }),
             _ => None,
         })
+    }
+
+    /// Every known broker heard from now (the leader could not judge silence meanwhile).
+    pub fn refresh(&mut self, now_ms: u64) {
+        for t in self.last.values_mut() {
+            *t = now_ms;
+        }
+    }
+
+    /// The serve loop's tick at `now_ms`: whether more than [`PAUSE_MS`] passed since the last
+    /// one (this node did not run, and heard nothing meanwhile).
+    pub fn ticked(&mut self, now_ms: u64) -> bool {
+        let paused = self.last_check != 0 && now_ms.saturating_sub(self.last_check) > PAUSE_MS;
+        self.last_check = now_ms;
+        paused
     }
 
     /// The brokers silent longer than `timeout_ms` at `now_ms` that are not fenced yet. A broker
@@ -147,10 +169,21 @@ pub fn fence_expired(raft: &Raft<TypeConfig>, shared: &Arc<Shared>, session_time
     if m.state != openraft::ServerState::Leader {
         return;
     }
+    // A leader cut off from the voters hears no heartbeat and cannot tell a dead broker from
+    // its own isolation: it fences only while a majority has answered it recently (its fencing
+    // would not commit anyway, and might once it is back, fencing live brokers).
+    let cut_off = m.millis_since_quorum_ack.is_some_and(|ms| ms > session_timeout_ms / 2);
     let expired = {
         let mut sessions = shared.sessions.lock().expect("never poisoned");
         sessions.for_term(m.current_term);
-        sessions.expired(shared.clock_ms(), session_timeout_ms, &shared.published.latest().1)
+        let now = shared.clock_ms();
+        // After a pause of this node (SIGSTOP, a stalled VM) it heard nothing meanwhile: every
+        // session starts again rather than every broker being fenced at once.
+        if sessions.ticked(now) || cut_off {
+            sessions.refresh(now);
+            return;
+        }
+        sessions.expired(now, session_timeout_ms, &shared.published.latest().1)
     };
     for id in expired {
         tracing::warn!(broker = id, session_timeout_ms, "controller: no heartbeat from broker {id} within its session timeout; fencing it");
@@ -338,6 +371,8 @@ mod tests {
         let m = meta(&[(1, a, false, 1), (2, b, false, 2)]);
         let mut s = Sessions::default();
         s.for_term(3);
+        assert!(!s.ticked(900) && !s.ticked(1_000), "ticks 100 ms apart");
+        assert!(s.ticked(2_001), "over a second without a tick: this node did not run");
         assert!(s.expired(1_000, 9_000, &m).is_empty(), "first seen now: a grace period");
         s.heartbeat(5_000, &hb(1, a, 2, false), &m).unwrap();
         assert!(s.expired(10_000, 9_000, &m).is_empty());

@@ -819,7 +819,7 @@ fn fetch_request(shard: &Shard, parts: &[(Key, i32, Option<u64>)], correlation: 
             .with_partition(*p)
             .with_current_leader_epoch(*epoch)
             .with_fetch_offset(o.log_end)
-            .with_last_fetched_epoch(log.last_record_epoch())
+            .with_last_fetched_epoch(log.last_fetched_epoch())
             .with_log_start_offset(o.log_start)
             .with_partition_max_bytes(throttled_room.map_or(REPLICA_FETCH_PARTITION_MAX_BYTES, |r| {
                 r.min(REPLICA_FETCH_PARTITION_MAX_BYTES as u64) as i32
@@ -885,7 +885,7 @@ async fn append_fetched(key: Key, epoch: i32, asked_at: i64, records: Bytes, hw:
             }
         };
         let bytes = records.len() as u64;
-        if let Err(e) = log.append_replica(batches, true).await {
+        if let Err(e) = log.append_replica(batches, epoch, true).await {
             tracing::error!(topic = %key.0, partition = key.1, error = %e, "appending replicated batches failed");
             return;
         }

@@ -267,6 +267,12 @@ impl Shard {
         let fresh = PartitionLog::open(dir.clone(), t.config.clone(), self.data_arrived.clone())
             .await
             .map_err(|e| format!("opening partition {topic}-{p} in {}: {e}", dir.display()))?;
+        // Leadership may have come here while the log was cut back: the reopened log stamps
+        // with the epoch the image gives, as the one it replaces would have.
+        let image = self.image();
+        if let Some(t) = image.topic(topic).filter(|t| image.leads(t, p)) {
+            fresh.set_leader_epoch(image.leader_epoch(t, p)).await.map_err(|e| format!("partition {topic}-{p}: {e}"))?;
+        }
         let mut parts = self.partitions.borrow_mut();
         let count = parts.len();
         match parts.get_mut(&(topic.to_string(), p)) {

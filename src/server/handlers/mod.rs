@@ -300,6 +300,7 @@ pub fn log_error_code(e: &crate::storage::log::LogError) -> crate::protocol::Res
         E::OutOfOrderSequence(_) => R::OutOfOrderSequenceNumber,
         E::InvalidProducerEpoch(_) => R::InvalidProducerEpoch,
         E::InvalidRecord(_) => R::InvalidRecord,
+        E::FencedLeaderEpoch(_) => R::FencedLeaderEpoch,
     }
 }
 

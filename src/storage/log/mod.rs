@@ -63,6 +63,8 @@ pub enum LogError {
     InvalidProducerEpoch(String),
     /// INVALID_RECORD: an idempotent produce with more than one batch for the partition.
     InvalidRecord(String),
+    /// FENCED_LEADER_EPOCH: a replicated append from an older leader than this log knows.
+    FencedLeaderEpoch(String),
 }
 
 impl std::fmt::Display for LogError {
@@ -72,7 +74,10 @@ impl std::fmt::Display for LogError {
                 write!(f, "offset out of range [{log_start}, {log_end}]")
             }
             LogError::Storage(s) => write!(f, "storage error: {s}"),
-            LogError::OutOfOrderSequence(s) | LogError::InvalidProducerEpoch(s) | LogError::InvalidRecord(s) => f.write_str(s),
+            LogError::OutOfOrderSequence(s)
+            | LogError::InvalidProducerEpoch(s)
+            | LogError::InvalidRecord(s)
+            | LogError::FencedLeaderEpoch(s) => f.write_str(s),
         }
     }
 }

@@ -6,13 +6,18 @@
 use super::*;
 
 impl PartitionLog {
-    /// Appends batches fetched from the leader. They must follow on from this log's end (one a
-    /// previous fetch already brought is skipped); nothing in them is patched. A batch of a
-    /// newer leader epoch starts that epoch in the epoch cache, written durably before the
-    /// batch is. Returns the new log end once the batches are written and, with `wait_durable`
-    /// and the sync-on-ack flush policy, fdatasync'd: the follower's next fetch names that end,
-    /// which is what tells the leader the batches are safe here.
-    pub async fn append_replica(&self, batches: Vec<(Bytes, BatchHeader)>, wait_durable: bool) -> Result<i64, LogError> {
+    /// Appends batches fetched from the leader of `leader_epoch`. They must follow on from this
+    /// log's end (one a previous fetch already brought is skipped); nothing in them is patched.
+    /// A batch of a newer leader epoch starts that epoch in the epoch cache, written durably
+    /// before the batch is. Refused once this log has taken a leader epoch above
+    /// `leader_epoch` (`set_leader_epoch`: this broker leads it now): a fetch answered by the
+    /// old leader and appended after the new leadership began would put the old epoch's
+    /// records after the new epoch's start. The check and the queueing are one synchronous
+    /// step, as `set_leader_epoch`'s assignment is, so the two cannot interleave. Returns the
+    /// new log end once the batches are written and, with `wait_durable` and the sync-on-ack
+    /// flush policy, fdatasync'd: the follower's next fetch names that end, which is what tells
+    /// the leader the batches are safe here.
+    pub async fn append_replica(&self, batches: Vec<(Bytes, BatchHeader)>, leader_epoch: i32, wait_durable: bool) -> Result<i64, LogError> {
         let incoming: usize = batches.iter().map(|(b, _)| b.len()).sum();
         let mut turn = self.turns.ticket();
         turn.turn().await;
@@ -25,6 +30,13 @@ impl PartitionLog {
             let mut st = self.st.borrow_mut();
             if let Some(f) = &st.failure {
                 return Err(LogError::Storage(f.clone()));
+            }
+            if st.epochs.latest() > leader_epoch {
+                return Err(LogError::FencedLeaderEpoch(format!(
+                    "{}: leader epoch {} began here; a fetch from the leader of epoch {leader_epoch} is not appended",
+                    self.dir.display(),
+                    st.epochs.latest()
+                )));
             }
             let mut new_epoch = false;
             for (bytes, h) in batches {
@@ -101,14 +113,15 @@ impl PartitionLog {
         self.st.borrow().replicated.is_some()
     }
 
-    /// The epoch of the last record in the log (the follower's `last_fetched_epoch`), or -1
-    /// for an empty log.
-    pub fn last_record_epoch(&self) -> i32 {
+    /// The follower's `last_fetched_epoch`: the latest epoch in its cache, as Kafka's followers
+    /// send (an epoch this broker began as leader and wrote nothing in is then checked too, and
+    /// cut back if the new leader never had it), or -1 for an empty log.
+    pub fn last_fetched_epoch(&self) -> i32 {
         let st = self.st.borrow();
         if st.log_end <= st.log_start {
             return -1;
         }
-        st.epochs.epoch_at(st.log_end - 1)
+        st.epochs.latest()
     }
 
     /// Cuts the log back to end at `offset` (a follower holding records its new leader does

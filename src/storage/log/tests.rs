@@ -1186,11 +1186,11 @@ fn a_follower_appends_the_leaders_batches_as_they_are_and_cuts_back_where_it_div
         while follower.offsets().log_end < leader.offsets().log_end {
             let r = leader.read_for_replica(follower.offsets().log_end, 700).await.unwrap();
             let batches = batch::split(&r.records).unwrap();
-            follower.append_replica(batches, true).await.unwrap();
+            follower.append_replica(batches, 3, true).await.unwrap();
         }
         assert_eq!(follower.offsets().log_end, 200);
         assert_eq!(follower.end_offset_for_epoch(1), (1, 100), "epoch 1 ended where epoch 3 began");
-        assert_eq!((follower.leader_epoch(), follower.last_record_epoch()), (3, 3));
+        assert_eq!((follower.leader_epoch(), follower.last_fetched_epoch()), (3, 3));
         let (a, b) = (leader.read_for_replica(0, usize::MAX).await.unwrap(), follower.read_for_replica(0, usize::MAX).await.unwrap());
         assert_eq!(a.records, b.records, "the same bytes at the same offsets");
         // Replication holds what readers see back.
@@ -1207,11 +1207,11 @@ fn a_follower_appends_the_leaders_batches_as_they_are_and_cuts_back_where_it_div
         follower.cut_for_reopen(75, false).await.unwrap();
         let reopened = PartitionLog::open(path.join("follower"), small_segments(), Rc::new(Notify::default())).await.unwrap();
         assert_eq!(reopened.offsets().log_end, 75);
-        assert_eq!((reopened.leader_epoch(), reopened.last_record_epoch()), (1, 1), "epoch 3's entry went with its records");
+        assert_eq!((reopened.leader_epoch(), reopened.last_fetched_epoch()), (1, 1), "epoch 3's entry went with its records");
         let again = leader.read_for_replica(75, usize::MAX).await.unwrap();
         let mut from_75 = batch::split(&again.records).unwrap();
         from_75.retain(|(_, h)| h.base_offset < 100);
-        reopened.append_replica(from_75, true).await.unwrap();
+        reopened.append_replica(from_75, 3, true).await.unwrap();
         assert_eq!(reopened.offsets().log_end, 100);
         // A replica the leader has deleted past starts over at the leader's log start.
         reopened.cut_for_reopen(150, true).await.unwrap();
@@ -1219,7 +1219,13 @@ fn a_follower_appends_the_leaders_batches_as_they_are_and_cuts_back_where_it_div
         let o = fresh.offsets();
         assert_eq!((o.log_start, o.log_end), (150, 150));
         let rest = batch::split(&leader.read_for_replica(150, usize::MAX).await.unwrap().records).unwrap();
-        fresh.append_replica(rest, true).await.unwrap();
+        fresh.append_replica(rest, 3, true).await.unwrap();
+        assert_eq!(fresh.offsets().log_end, 200);
+        // Once this replica leads (epoch 4 began here), a fetch the old leader answered is not
+        // appended after the new epoch's start.
+        fresh.set_leader_epoch(4).await.unwrap();
+        let stale = fresh.append_replica(vec![batch(1)], 3, true).await;
+        assert!(matches!(stale, Err(LogError::FencedLeaderEpoch(_))), "{stale:?}");
         assert_eq!(fresh.offsets().log_end, 200);
         for log in [leader, fresh] {
             log.close().await.unwrap();
