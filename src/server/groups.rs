@@ -702,6 +702,11 @@ async fn append_offset_records(group_id: &str, records: &[KeyValue]) -> Result<(
     let h = batch::validate(&b).expect("a batch the broker built is valid");
     let shard = current();
     let partition = offsets_partition(group_id);
+    // Coordination may have moved since the request was taken: only the leader appends.
+    let image = shard.image();
+    if !image.topic(OFFSETS_TOPIC).is_some_and(|t| image.leads(t, partition)) {
+        return Err(ResponseError::NotCoordinator.code());
+    }
     let epoch = shard.replication.leading_epoch(OFFSETS_TOPIC, partition);
     let appended = log.append(&[(b, h)], true).await.map_err(|e| {
         tracing::error!(group = %group_id, error = %e, "writing to {OFFSETS_TOPIC} failed");

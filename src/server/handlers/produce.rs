@@ -98,6 +98,12 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, fr
         let bytes = batches.iter().map(|(b, _)| b.len() as u64).sum();
         let records = batches.iter().map(|(_, h)| h.records_count.max(0) as u64).sum();
         let s = super::super::shard::current();
+        // Leadership may have moved since the request was routed: a follower's log takes only
+        // its leader's batches (one that slipped in would be cut back, unacknowledged).
+        let image = s.image();
+        if !image.topic(&topic).is_some_and(|t| image.leads(t, partition)) {
+            return Err((ResponseError::NotLeaderOrFollower, format!("broker {} no longer leads {topic}-{partition}", image.node_id)));
+        }
         // A replicated partition's acks=all waits for its in-sync replicas too (at the
         // leadership the append was made under).
         let epoch = if wait_durable { s.replication.leading_epoch(&topic, partition) } else { None };
