@@ -36,25 +36,12 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Node, start  # noqa: E402  (perf/cluster.py)
-from retention import free_port, machine, proc_cpu_s  # noqa: E402  (perf/retention.py)
+from cluster import start  # noqa: E402  (perf/cluster.py)
+from retention import bench, free_port, machine, proc_cpu_s  # noqa: E402  (perf/retention.py)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "perf", "results")
 KAFKA_RUN = os.path.join(ROOT, "perf", "kafka", "run")
-
-
-def bench(spate, bootstrap, mode, topic, *extra, timeout=900):
-    import json
-    cmd = [spate, "bench", mode, "-b", bootstrap, "--topic", topic, "--json", *extra]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    try:
-        rep = json.loads(r.stdout)
-    except json.JSONDecodeError:
-        raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}: {r.stderr[-400:]}")
-    if rep.get("errors") or rep.get("missing"):
-        raise RuntimeError(f"{mode}: {rep.get('errors')} errors, {rep.get('missing')} missing: {rep.get('error_samples')}")
-    return rep
 
 
 def replicated_bytes(nodes):

@@ -137,15 +137,7 @@ class Broker:
         subprocess.run(cmd, check=True, capture_output=True, text=True)
 
     def bench(self, mode, topic, *extra, timeout=900):
-        cmd = [self.spate, "bench", mode, "-b", self.bootstrap, "--topic", topic, "--json", *extra]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        try:
-            rep = json.loads(r.stdout)
-        except json.JSONDecodeError:
-            raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}: {r.stderr[-400:]}")
-        if rep.get("errors") or rep.get("missing"):
-            raise RuntimeError(f"{mode}: {rep.get('errors')} errors, {rep.get('missing')} missing: {rep.get('error_samples')}")
-        return rep
+        return bench(self.spate, self.bootstrap, mode, topic, *extra, timeout=timeout)
 
     def stop(self):
         problems = self.problems()
@@ -193,6 +185,19 @@ def ab_round(args, tmp, on):
     finally:
         row["problems"] = b.stop()
     return row
+
+
+def bench(spate, bootstrap, mode, topic, *extra, timeout=900):
+    """`spate bench MODE --json` against `bootstrap`: its report; raises on errors or missing records."""
+    cmd = [spate, "bench", mode, "-b", bootstrap, "--topic", topic, "--json", *extra]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    try:
+        rep = json.loads(r.stdout)
+    except json.JSONDecodeError:
+        raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}: {r.stderr[-400:]}")
+    if rep.get("errors") or rep.get("missing"):
+        raise RuntimeError(f"{mode}: {rep.get('errors')} errors, {rep.get('missing')} missing: {rep.get('error_samples')}")
+    return rep
 
 
 def machine(args, script="perf/retention.py"):

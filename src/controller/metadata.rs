@@ -310,15 +310,7 @@ impl ClusterMetadata {
             }
             MetadataRecord::AlterPartition { topic, id, partition, leader, leader_epoch, partition_epoch, isr } => {
                 let live = self.live_brokers(None);
-                let t = self
-                    .topics
-                    .get_mut(topic)
-                    .filter(|t| t.id == *id)
-                    .ok_or_else(|| format!("topic {topic:?} with id {id} does not exist"))?;
-                let p = usize::try_from(*partition)
-                    .ok()
-                    .and_then(|i| t.partitions.get_mut(i))
-                    .ok_or_else(|| format!("topic {topic:?} has no partition {partition}"))?;
+                let p = partition_mut(&mut self.topics, topic, id, *partition)?;
                 if p.leader != *leader || p.leader_epoch != *leader_epoch {
                     return Err(format!(
                         "{topic}-{partition}: broker {leader} at leader epoch {leader_epoch} no longer leads it (leader {} epoch {})",
@@ -341,15 +333,7 @@ impl ClusterMetadata {
             }
             MetadataRecord::ReassignPartition { topic, id, partition, target } => {
                 let registered: Vec<i32> = self.brokers.keys().copied().collect();
-                let t = self
-                    .topics
-                    .get_mut(topic)
-                    .filter(|t| t.id == *id)
-                    .ok_or_else(|| format!("topic {topic:?} with id {id} does not exist"))?;
-                let p = usize::try_from(*partition)
-                    .ok()
-                    .and_then(|i| t.partitions.get_mut(i))
-                    .ok_or_else(|| format!("topic {topic:?} has no partition {partition}"))?;
+                let p = partition_mut(&mut self.topics, topic, id, *partition)?;
                 let at = self.reassignments.iter().position(|r| r.topic == *topic && r.partition == *partition);
                 match target {
                     None => {
@@ -385,15 +369,7 @@ impl ClusterMetadata {
             }
             MetadataRecord::ElectLeader { topic, id, partition, unclean } => {
                 let live = self.live_brokers(None);
-                let t = self
-                    .topics
-                    .get_mut(topic)
-                    .filter(|t| t.id == *id)
-                    .ok_or_else(|| format!("topic {topic:?} with id {id} does not exist"))?;
-                let p = usize::try_from(*partition)
-                    .ok()
-                    .and_then(|i| t.partitions.get_mut(i))
-                    .ok_or_else(|| format!("topic {topic:?} has no partition {partition}"))?;
+                let p = partition_mut(&mut self.topics, topic, id, *partition)?;
                 if *unclean {
                     if p.leader != -1 {
                         return Err(format!("election not needed: {topic}-{partition} is led by {}", p.leader));
@@ -528,6 +504,17 @@ impl ClusterMetadata {
             }
         }
     }
+}
+
+/// Partition `partition` of topic `topic`, if the topic still has id `id`.
+fn partition_mut<'a>(
+    topics: &'a mut BTreeMap<String, TopicRecord>,
+    topic: &str,
+    id: &Uuid,
+    partition: i32,
+) -> Result<&'a mut PartitionRecord, String> {
+    let t = topics.get_mut(topic).filter(|t| t.id == *id).ok_or_else(|| format!("topic {topic:?} with id {id} does not exist"))?;
+    usize::try_from(partition).ok().and_then(|i| t.partitions.get_mut(i)).ok_or_else(|| format!("topic {topic:?} has no partition {partition}"))
 }
 
 /// Makes `replicas` a partition's replicas: its ISR keeps only them (the callers make sure one

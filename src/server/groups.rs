@@ -194,16 +194,7 @@ impl Groups {
             let e = self.entry(&mut entries, group_id);
             let event = make(token);
             if matches!(event, Event::Join(_)) && e.consumer.as_ref().is_some_and(|c| c.has_members()) {
-                return Reply::Join {
-                    error: ResponseError::InconsistentGroupProtocol.code(),
-                    generation: -1,
-                    protocol_type: None,
-                    protocol_name: None,
-                    leader: String::new(),
-                    member_id: String::new(),
-                    members: Vec::new(),
-                    skip_assignment: false,
-                };
+                return join_error(ResponseError::InconsistentGroupProtocol.code());
             }
             fallback = not_coordinator(&event);
             e.waiting.insert(token, tx);
@@ -759,20 +750,25 @@ pub async fn ensure_offsets_topic(shard: &Shard) -> Result<(), i16> {
     }
 }
 
+/// A JoinGroup answer carrying only `error`.
+fn join_error(error: i16) -> Reply {
+    Reply::Join {
+        error,
+        generation: -1,
+        protocol_type: None,
+        protocol_name: None,
+        leader: String::new(),
+        member_id: String::new(),
+        members: Vec::new(),
+        skip_assignment: false,
+    }
+}
+
 /// The answer to `event` from a broker that no longer coordinates its group.
 fn not_coordinator(event: &Event) -> Reply {
     let error = ResponseError::NotCoordinator.code();
     match event {
-        Event::Join(_) => Reply::Join {
-            error,
-            generation: -1,
-            protocol_type: None,
-            protocol_name: None,
-            leader: String::new(),
-            member_id: String::new(),
-            members: Vec::new(),
-            skip_assignment: false,
-        },
+        Event::Join(_) => join_error(error),
         Event::Sync { .. } => Reply::Sync { error, protocol_type: None, protocol_name: None, assignment: bytes::Bytes::new() },
         Event::Heartbeat { .. } | Event::Tick => Reply::Heartbeat { error },
         Event::Leave { members, .. } => Reply::Leave { results: members.iter().map(|(m, _)| (m.clone(), error)).collect() },
