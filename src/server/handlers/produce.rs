@@ -1,7 +1,10 @@
 //! Produce (key 0): validate each partition's batches on the connection's core (sizes, magic,
 //! CRC-32C), then append them on the owning cores, all partitions in parallel. acks=1 answers once
-//! the batches are written; acks=-1 (all) also waits for fdatasync under the default flush policy;
-//! acks=0 gets no response at all. A topic whose `compression.type` names a codec gets every
+//! the batches are written; acks=-1 (all) also waits for fdatasync under the default flush policy
+//! and, on a replicated partition, for every in-sync replica to have them
+//! (`replication::wait_for_isr`, up to the request's `timeout_ms`; refused up front with
+//! NOT_ENOUGH_REPLICAS while the ISR is below `min.insync.replicas`); acks=0 gets no response at
+//! all. A topic whose `compression.type` names a codec gets every
 //! batch in it: batches in another are recompressed here, before the append.
 
 use std::rc::Rc;
