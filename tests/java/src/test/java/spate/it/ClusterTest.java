@@ -124,6 +124,7 @@ class ClusterTest {
                     List.of(new NewTopic(topic + "-rf4", 1, (short) 4))).all().get(TIMEOUT_S, TimeUnit.SECONDS));
             assertInstanceOf(InvalidReplicationFactorException.class, rf.getCause(), rf.toString());
             a1.createTopics(List.of(new NewTopic(topic + "-rf3", 1, (short) 3))).all().get(TIMEOUT_S, TimeUnit.SECONDS);
+            cluster.assertConsistent(); // node 1 answered once it served the topic; the others follow
             assertEquals(3, a2.describeTopics(List.of(topic + "-rf3")).allTopicNames().get(TIMEOUT_S, TimeUnit.SECONDS)
                     .get(topic + "-rf3").partitions().get(0).replicas().size(), "replicas of a replication-factor-3 topic");
 
@@ -266,7 +267,7 @@ class ClusterTest {
                         () -> a.describeTopics(List.of(topic)).allTopicNames().get(TIMEOUT_S, TimeUnit.SECONDS));
                 assertInstanceOf(UnknownTopicOrPartitionException.class, gone.getCause(), gone.toString());
             }
-            assertFalse(a1.listTopics().names().get(TIMEOUT_S, TimeUnit.SECONDS).contains(topic + "-rf3"),
+            assertFalse(a1.listTopics().names().get(TIMEOUT_S, TimeUnit.SECONDS).contains(topic + "-rf4"),
                     "the refused topic was not created");
         }
     }
