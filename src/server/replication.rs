@@ -511,7 +511,8 @@ pub async fn handle_fetch(shard: &Rc<Shard>, version: i16, req: FetchRequest, re
         if any || work.is_empty() || now_ms() >= deadline || shard.lifecycle.is_stopping() {
             break;
         }
-        wait_for_writes(shard, &work, deadline).await;
+        let parts = work.iter().map(|w| (w.topic.clone(), w.partition, w.data.fetch_offset)).collect();
+        super::handlers::fetch::wait_any(shard, parts, deadline, true).await;
     }
     let mut resp = FetchResponse::default();
     for ((ti, pi, _), a) in slots.iter().zip(answers) {
@@ -618,43 +619,6 @@ fn follower_fetched(s: &Shard, key: Key, log: &PartitionLog, replica: i32, offse
             tracing::info!(topic = %key.0, partition = key.1, replica, ?isr, "a follower caught up; proposing it back into the ISR");
             crate::metrics::isr_change(false);
         }
-    }
-}
-
-/// On each owning core: waits until one of the partitions has more written than the follower
-/// asked from, or the deadline.
-async fn wait_for_writes(shard: &Rc<Shard>, work: &[super::handlers::PartWork<Asked>], deadline: i64) {
-    let (tx, rx) = flume::bounded::<()>(shard.cores);
-    let owned = work.iter().map(|w| (shard.owner(&w.topic, w.partition), (w.topic.clone(), w.partition, w.data.fetch_offset)));
-    let mut tasks = Vec::new();
-    for (core, items) in super::handlers::group_by_core(shard.cores, owned) {
-        let shard = shard.clone();
-        let tx = tx.clone();
-        let parts: Vec<(String, i32, i64)> = items.into_iter().map(|(_, x)| x).collect();
-        tasks.push(rt::spawn(async move {
-            shard
-                .invoke_on(core, move || async move {
-                    let s = current();
-                    loop {
-                        let ready = parts.iter().any(|(n, p, o)| s.partition(n, *p).is_none_or(|l| l.offsets().written > *o));
-                        let left = deadline - now_ms();
-                        if ready || left <= 0 || s.lifecycle.is_stopping() {
-                            return;
-                        }
-                        if rt::timeout(Duration::from_millis(left as u64), s.data_arrived.wait()).await.is_none() {
-                            return;
-                        }
-                    }
-                })
-                .await;
-            let _ = tx.try_send(());
-        }));
-    }
-    drop(tx);
-    let left = (deadline - now_ms()).max(0) as u64;
-    let _ = rt::timeout(Duration::from_millis(left), rx.recv_async()).await;
-    for t in tasks {
-        t.detach();
     }
 }
 

@@ -149,7 +149,8 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
         if wants.is_empty() || total >= min_bytes || any_error || now_ms() >= deadline || stopping {
             break;
         }
-        wait_any(shard, &wants, deadline).await;
+        let parts = wants.iter().map(|w| (w.topic.clone(), w.partition, w.data.0)).collect();
+        wait_any(shard, parts, deadline, false).await;
     }
     if let Context::Incremental { session, epoch } = &context {
         let s = session.borrow();
@@ -369,18 +370,20 @@ async fn read_all(shard: &Rc<Shard>, wants: &[Want]) -> Vec<(usize, PartRead)> {
         .collect()
 }
 
-/// Returns when any wanted partition (on any core) has data past its fetch offset, or at the
-/// deadline. Each owning core waits on its own append signal; the first to answer wins.
-async fn wait_any(shard: &Rc<Shard>, wants: &[Want], deadline: i64) {
+/// Returns when any of `parts` (topic, partition, fetch offset; on any core) has data past its
+/// fetch offset, or at the deadline: past the high watermark for a consumer, past what is
+/// written for a follower (`replica`). Each owning core waits on its own append signal; the
+/// first to answer wins.
+pub(in crate::server) async fn wait_any(shard: &Rc<Shard>, parts: Vec<(String, i32, i64)>, deadline: i64, replica: bool) {
     let (tx, rx) = flume::bounded::<()>(shard.cores);
     let mut tasks = Vec::new();
-    let owned = wants.iter().map(|w| (shard.owner(&w.topic, w.partition), (w.topic.clone(), w.partition, w.data.0)));
+    let owned = parts.into_iter().map(|part| (shard.owner(&part.0, part.1), part));
     for (core, items) in group_by_core(shard.cores, owned) {
         let shard = shard.clone();
         let tx = tx.clone();
         let parts: Vec<(String, i32, i64)> = items.into_iter().map(|(_, part)| part).collect();
         tasks.push(rt::spawn(async move {
-            shard.invoke_on(core, move || async move { wait_on_core(parts, deadline).await }).await;
+            shard.invoke_on(core, move || async move { wait_on_core(parts, deadline, replica).await }).await;
             let _ = tx.try_send(());
         }));
     }
@@ -392,12 +395,14 @@ async fn wait_any(shard: &Rc<Shard>, wants: &[Want], deadline: i64) {
     }
 }
 
-/// On the owning core: waits until one of `parts` has data past its offset, or the deadline.
-async fn wait_on_core(parts: Vec<(String, i32, i64)>, deadline: i64) {
+/// On the owning core: waits until one of `parts` has data past its offset (see [`wait_any`]),
+/// or the deadline.
+async fn wait_on_core(parts: Vec<(String, i32, i64)>, deadline: i64, replica: bool) {
     let s = current();
     loop {
         let ready = parts.iter().any(|(n, p, o)| match s.partition(n, *p) {
             None => true,
+            Some(log) if replica => log.offsets().written > *o,
             Some(log) => {
                 let off = log.offsets();
                 off.high_watermark > *o || *o > off.log_end || *o < off.log_start
