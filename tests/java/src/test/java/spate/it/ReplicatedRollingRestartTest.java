@@ -3,6 +3,11 @@ package spate.it;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
+import static spate.it.VerifiableEvents.count;
+import static spate.it.VerifiableEvents.countPartitions;
+import static spate.it.VerifiableEvents.events;
+import static spate.it.VerifiableEvents.first;
+import static spate.it.VerifiableEvents.where;
 import static spate.it.Clients.TIMEOUT_S;
 
 import java.nio.file.Files;
@@ -35,7 +40,6 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
 
 /**
  * Kafka's system-test tools ({@code VerifiableProducer}, {@code VerifiableConsumer}, child JVMs)
@@ -70,7 +74,6 @@ class ReplicatedRollingRestartTest {
     private static final long PROGRESS_TIMEOUT_MS = 30_000;
     private static final long CONSUMER_CATCH_UP_TIMEOUT_MS = 30_000;
 
-    private static final ObjectMapper JSON = new ObjectMapper();
 
     static Admin admin() {
         Properties p = new Properties();
@@ -189,18 +192,9 @@ class ReplicatedRollingRestartTest {
                                 + "\nstderr:\n" + producer.stderrTail(30));
 
                 // The producer's account: acknowledged (value -> partition/offset) and failed values.
-                Map<String, long[]> acked = new HashMap<>();
-                Map<String, String> failed = new TreeMap<>();
-                for (JsonNode e : events(producer.lines())) {
-                    String name = e.path("name").asText();
-                    if (name.equals("producer_send_success")) {
-                        long[] prev = acked.put(e.get("value").asText(),
-                                new long[] {e.get("partition").asLong(), e.get("offset").asLong()});
-                        assertTrue(prev == null, "value " + e.get("value") + " acknowledged twice");
-                    } else if (name.equals("producer_send_error")) {
-                        failed.put(e.get("value").asText(), e.path("exception").asText() + ": " + e.path("message").asText());
-                    }
-                }
+                VerifiableEvents.Account account = VerifiableEvents.producerAccount(producer.lines());
+                Map<String, long[]> acked = account.acked();
+                Map<String, String> failed = account.failed();
 
                 // (a) The whole topic, read back by a fresh consumer (no group).
                 Map<String, List<long[]>> inLog = readTopic(topic);
@@ -392,14 +386,6 @@ class ReplicatedRollingRestartTest {
         }
     }
 
-    private static int countPartitions(String line) {
-        try {
-            return JSON.readTree(line).path("partitions").size();
-        } catch (Exception e) {
-            return -1;
-        }
-    }
-
     private static Set<String> ackedValues(List<String> lines) {
         Set<String> out = new HashSet<>();
         for (JsonNode e : events(lines)) {
@@ -442,26 +428,6 @@ class ReplicatedRollingRestartTest {
             }
         }
         return ends.entrySet().stream().allMatch(x -> x.getValue().equals(committed.getOrDefault(x.getKey(), 0L)));
-    }
-
-    private static long count(List<String> lines, String event) {
-        String needle = "\"name\":\"" + event + "\"";
-        return lines.stream().filter(l -> l.contains(needle)).count();
-    }
-
-    /** The JSON objects among a tool's stdout lines (it may print other lines too). */
-    private static List<JsonNode> events(List<String> lines) {
-        List<JsonNode> out = new ArrayList<>();
-        for (String l : lines) {
-            if (l.startsWith("{")) {
-                try {
-                    out.add(JSON.readTree(l));
-                } catch (Exception e) {
-                    throw new AssertionError("not JSON: " + l, e);
-                }
-            }
-        }
-        return out;
     }
 
     private static Properties consumerProps() {
@@ -511,15 +477,4 @@ class ReplicatedRollingRestartTest {
         }
     }
 
-    private static String where(List<long[]> at) {
-        List<String> s = new ArrayList<>();
-        for (long[] x : at) {
-            s.add("p" + x[0] + "/" + x[1]);
-        }
-        return String.join(",", s);
-    }
-
-    private static String first(List<?> l) {
-        return l.size() <= 20 ? l.toString() : l.subList(0, 20) + "...";
-    }
 }

@@ -3,6 +3,11 @@ package spate.it;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
+import static spate.it.VerifiableEvents.count;
+import static spate.it.VerifiableEvents.countPartitions;
+import static spate.it.VerifiableEvents.events;
+import static spate.it.VerifiableEvents.first;
+import static spate.it.VerifiableEvents.where;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -28,7 +33,6 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
 
 /**
  * Kafka's own system-test tools, {@code org.apache.kafka.tools.VerifiableProducer} and
@@ -52,7 +56,6 @@ class VerifiableKillTest {
     private static final long PRODUCER_EXIT_TIMEOUT_MS = 60_000;
     private static final long CONSUMER_CATCH_UP_TIMEOUT_MS = 45_000;
 
-    private static final ObjectMapper JSON = new ObjectMapper();
 
     /**
      * Proves, across two kill -9s of the broker in the middle of a produce/consume run:
@@ -135,18 +138,9 @@ class VerifiableKillTest {
                         + "\nstderr:\n" + producer.stderrTail(30));
 
                 // The producer's account: acknowledged (value -> partition/offset) and failed values.
-                Map<String, long[]> acked = new HashMap<>();
-                Map<String, String> failed = new TreeMap<>();
-                for (JsonNode e : events(producer.lines())) {
-                    String name = e.path("name").asText();
-                    if (name.equals("producer_send_success")) {
-                        long[] prev = acked.put(e.get("value").asText(),
-                                new long[] {e.get("partition").asLong(), e.get("offset").asLong()});
-                        assertTrue(prev == null, "value " + e.get("value") + " acknowledged twice");
-                    } else if (name.equals("producer_send_error")) {
-                        failed.put(e.get("value").asText(), e.path("exception").asText() + ": " + e.path("message").asText());
-                    }
-                }
+                VerifiableEvents.Account account = VerifiableEvents.producerAccount(producer.lines());
+                Map<String, long[]> acked = account.acked();
+                Map<String, String> failed = account.failed();
 
                 // (a) The whole topic, read back by a fresh consumer (no group).
                 Map<String, List<long[]>> inLog = readTopic(topic);
@@ -283,14 +277,6 @@ class VerifiableKillTest {
         }
     }
 
-    private static int countPartitions(String line) {
-        try {
-            return JSON.readTree(line).path("partitions").size();
-        } catch (Exception e) {
-            return -1;
-        }
-    }
-
     private static boolean consumedAll(List<String> lines, Set<String> values) {
         Set<String> got = new java.util.HashSet<>();
         for (JsonNode e : events(lines)) {
@@ -299,26 +285,6 @@ class VerifiableKillTest {
             }
         }
         return got.containsAll(values);
-    }
-
-    private static long count(List<String> lines, String event) {
-        String needle = "\"name\":\"" + event + "\"";
-        return lines.stream().filter(l -> l.contains(needle)).count();
-    }
-
-    /** The JSON objects among a tool's stdout lines (it may print other lines too). */
-    private static List<JsonNode> events(List<String> lines) {
-        List<JsonNode> out = new ArrayList<>();
-        for (String l : lines) {
-            if (l.startsWith("{")) {
-                try {
-                    out.add(JSON.readTree(l));
-                } catch (Exception e) {
-                    throw new AssertionError("not JSON: " + l, e);
-                }
-            }
-        }
-        return out;
     }
 
     /** Every record of the topic: value -> [partition, offset] of each record holding it. */
@@ -356,15 +322,4 @@ class VerifiableKillTest {
         }
     }
 
-    private static String where(List<long[]> at) {
-        List<String> s = new ArrayList<>();
-        for (long[] x : at) {
-            s.add("p" + x[0] + "/" + x[1]);
-        }
-        return String.join(",", s);
-    }
-
-    private static String first(List<?> l) {
-        return l.size() <= 20 ? l.toString() : l.subList(0, 20) + "...";
-    }
 }
