@@ -77,7 +77,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "clients"))
 import netns  # noqa: E402
+from harness import crc32c  # noqa: E402  (tests/clients/harness.py: record batches' CRC-32C)
 
 KAFKA_PORT, CONTROLLER_PORT, ADMIN_PORT = 9092, 9093, 9644
 BROKERS = (1, 2, 3)
@@ -472,27 +474,6 @@ def create_topic(net, cluster, partitions):
 # ---------------------------------------------------------------------------------------------
 # Segment files
 # ---------------------------------------------------------------------------------------------
-
-
-def _crc32c_table():
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC32C = _crc32c_table()
-
-
-def crc32c(data):
-    c = 0xFFFFFFFF
-    t = _CRC32C
-    for b in data:
-        c = t[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
 
 
 def read_batches(partition_dir):
