@@ -196,16 +196,7 @@ public final class SpateCluster implements BeforeAllCallback, AfterEachCallback,
                     "--group-initial-rebalance-delay-ms", "0"));
             command.addAll(extraArgs);
             commands.add(command);
-            Process p = new ProcessBuilder(command)
-                    .redirectError(ProcessBuilder.Redirect.to(logFiles[i].toFile()))
-                    .redirectOutput(ProcessBuilder.Redirect.appendTo(logFiles[i].toFile()))
-                    .start();
-            processes[i] = p;
-            Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-                if (p.isAlive()) {
-                    p.destroyForcibly();
-                }
-            }));
+            launch(i, ProcessBuilder.Redirect.to(logFiles[i].toFile()));
         }
         try {
             // The quorum needs a majority, so all three start before any is waited for.
@@ -255,6 +246,24 @@ public final class SpateCluster implements BeforeAllCallback, AfterEachCallback,
         });
     }
 
+    /**
+     * Starts node {@code i + 1} with its command line, stderr to {@code stderr} (its log file,
+     * new or appended to) and stdout appended to the same file, killed at JVM exit if still alive.
+     */
+    private Process launch(int i, ProcessBuilder.Redirect stderr) throws IOException {
+        Process p = new ProcessBuilder(commands.get(i))
+                .redirectError(stderr)
+                .redirectOutput(ProcessBuilder.Redirect.appendTo(logFiles[i].toFile()))
+                .start();
+        processes[i] = p;
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            if (p.isAlive()) {
+                p.destroyForcibly();
+            }
+        }));
+        return p;
+    }
+
     /** How long each step of one {@link #restart(int)} took, in ms. */
     public record Restart(int node, long pid, long stopMs, long readyMs, long unfencedMs) {
         @Override
@@ -297,16 +306,7 @@ public final class SpateCluster implements BeforeAllCallback, AfterEachCallback,
                 + LocalDateTime.now() + " ====\n";
         Files.writeString(logFiles[i], banner, StandardCharsets.UTF_8, StandardOpenOption.APPEND);
         long offset = Files.size(logFiles[i]);
-        Process p = new ProcessBuilder(commands.get(i))
-                .redirectError(ProcessBuilder.Redirect.appendTo(logFiles[i].toFile()))
-                .redirectOutput(ProcessBuilder.Redirect.appendTo(logFiles[i].toFile()))
-                .start();
-        processes[i] = p;
-        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-            if (p.isAlive()) {
-                p.destroyForcibly();
-            }
-        }));
+        Process p = launch(i, ProcessBuilder.Redirect.appendTo(logFiles[i].toFile()));
         long deadline = System.currentTimeMillis() + READY_TIMEOUT_MS;
         while (!logSince(i, offset).contains("spate ready")) {
             if (!p.isAlive()) {
