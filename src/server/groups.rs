@@ -152,6 +152,8 @@ impl Groups {
             return;
         }
         e.persisted = marker;
+        // As Kafka's "Stabilized group ... generation ...": one line per rebalance.
+        tracing::info!(group = %group_id, generation = marker.0, state = ?marker.1, members = snap.members.len(), "classic group settled");
         e.empty_since = (marker.1 == GroupState::Empty).then_some(now);
         self.dirty.borrow_mut().insert(group_id.to_string(), offsets::encode_group_value(&snap));
         let _ = self.wake_writer.0.try_send(());

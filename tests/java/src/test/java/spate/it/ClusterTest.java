@@ -226,7 +226,13 @@ class ClusterTest {
                 for (int p = 0; p < PARTITIONS; p++) {
                     committed.put(new TopicPartition(topic, p), new OffsetAndMetadata(keysByPartition.get(p).size()));
                 }
-                consumer.commitSync(Duration.ofSeconds(TIMEOUT_S));
+                try {
+                    consumer.commitSync(Duration.ofSeconds(TIMEOUT_S));
+                } catch (org.apache.kafka.common.KafkaException e) {
+                    // What the coordinators did with the group, to tell a lost member from a moved one.
+                    throw new AssertionError("commitSync of the only member failed: " + e + "\n"
+                            + cluster.logLinesWith(40, "group", "coordinat", "member", "fenced", "elect") + cluster.logTails(10), e);
+                }
                 Map<TopicPartition, OffsetAndMetadata> readBack = consumer.committed(committed.keySet(), Duration.ofSeconds(TIMEOUT_S));
                 for (Map.Entry<TopicPartition, OffsetAndMetadata> e : committed.entrySet()) {
                     assertNotNull(readBack.get(e.getKey()), "committed offset of " + e.getKey() + " read back");

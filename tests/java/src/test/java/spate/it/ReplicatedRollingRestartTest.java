@@ -54,7 +54,11 @@ import com.fasterxml.jackson.databind.JsonNode;
  * unbounded retries (its --producer.config: the tool itself sets retries=0, which turns
  * idempotence off), acks=-1, at a fixed rate with no end: it is stopped with SIGTERM (its
  * shutdown hook closes the producer, which waits for every record in flight) once the last
- * broker is back and it has had more records acknowledged since. The consumer is in a group,
+ * broker is back and it has had more records acknowledged since. Its records carry keys
+ * (--repeating-keys), so the key hash spreads them over every partition: without keys the Java
+ * client's sticky partitioner moves on only after a batch.size worth of records, and a run this
+ * short can leave a partition empty (then it has nothing to roll through and no commit to
+ * check). The consumer is in a group,
  * commits synchronously after every poll and prints every record (--verbose). Every client is
  * given all three nodes as its bootstrap list. The brokers heartbeat every 500 ms with a 3 s
  * session, so that a restarted broker is unfenced quickly.
@@ -143,6 +147,7 @@ class ReplicatedRollingRestartTest {
                     "org.apache.kafka.tools.VerifiableProducer", List.of(
                             "--bootstrap-server", cluster.bootstrapAll(), "--topic", topic,
                             "--throughput", Integer.toString(THROUGHPUT),
+                            "--repeating-keys", "1000",
                             "--acks", "-1", "--producer.config", producerConfig.toString()));
                  Admin admin = admin()) {
                 awaitAcks(producer, ACKS_BETWEEN, "before the first restart");

@@ -117,6 +117,26 @@ public final class SpateCluster implements BeforeAllCallback, AfterEachCallback,
         return sb.toString();
     }
 
+    /**
+     * Every node's stderr lines that contain any of {@code words} (the last {@code n} per node),
+     * for failure messages about one subsystem (a group: "group", "coordinat", "member").
+     */
+    public String logLinesWith(int n, String... words) {
+        StringBuilder sb = new StringBuilder();
+        for (int i = 0; i < NODES; i++) {
+            sb.append("---- node ").append(i + 1).append(" (").append(logFiles[i]).append("), lines with ")
+                    .append(String.join("|", words)).append("\n");
+            try {
+                List<String> lines = Files.readString(logFiles[i], StandardCharsets.UTF_8).lines()
+                        .filter(l -> java.util.Arrays.stream(words).anyMatch(l::contains)).toList();
+                sb.append(String.join("\n", lines.subList(Math.max(0, lines.size() - n), lines.size()))).append('\n');
+            } catch (IOException e) {
+                sb.append("(unreadable: ").append(e).append(")\n");
+            }
+        }
+        return sb.toString();
+    }
+
     /** {@code GET path} on node {@code id}'s admin listener, parsed as JSON. */
     public JsonNode admin(int id, String path) throws IOException, InterruptedException {
         HttpRequest get = HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + adminPorts[id - 1] + path))
