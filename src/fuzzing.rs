@@ -272,6 +272,7 @@ fn offsets_decode_checked(key: &[u8], value: Option<&[u8]>) {
             }
             (offsets::encode_group_key(group), snapshot.as_ref().map(offsets::encode_group_value))
         }
+        consumer => offsets::encode_consumer_record(consumer).expect("a consumer-group record encodes"),
     };
     assert_eq!(offsets::decode_record(&k, v.as_deref()).as_ref(), Some(&record), "record changed in an encode/decode round trip");
 }

@@ -276,6 +276,56 @@ fn membership_survives_a_broker_restart_without_a_rebalance() {
     assert_eq!(c.assignment().unwrap().count(), 6);
 }
 
+/// KIP-848 membership is in `__consumer_offsets` too: a librdkafka member under
+/// `group.protocol=consumer` goes on through a kill -9 of the broker with its member epoch and
+/// partitions, and commits without rejoining.
+#[test]
+fn consumer_protocol_membership_survives_a_broker_restart_without_a_rebalance() {
+    let mut broker = Broker::start(GROUP_FLAGS);
+    produce_numbered(&broker.bootstrap(), "kept848", 60);
+    let mut cfg = group_config(&broker.bootstrap(), "g-kept-848", &[]);
+    cfg.set("group.protocol", "consumer");
+    cfg.remove("session.timeout.ms");
+    cfg.remove("heartbeat.interval.ms");
+    cfg.remove("partition.assignment.strategy");
+    let c: BaseConsumer<Revocations> = cfg.create_with_context(Revocations::default()).unwrap();
+    c.subscribe(&["kept848"]).unwrap();
+    let mut read = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.assignment().unwrap().count() != 6 || read < 60 {
+        assert!(Instant::now() < deadline, "never assigned and read: {read} records");
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(50)) {
+            read += 1;
+        }
+    }
+    c.commit_consumer_state(CommitMode::Sync).expect("a commit before the restart");
+    // The group's records are written in the background after a change; give them a moment.
+    let wait = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < wait {
+        let _ = c.poll(Duration::from_millis(50));
+    }
+    broker.restart(); // kill -9, then start on the same data directory
+    assert!(broker.log().contains("consumer group restored group=g-kept-848 epoch=1 members=1"), "{}", broker.log());
+    // More records, read and committed by the same member at the same epoch: a commit from a
+    // member the broker did not know would fail with UNKNOWN_MEMBER_ID.
+    produce_numbered(&broker.bootstrap(), "kept848", 60);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read < 120 {
+        assert!(Instant::now() < deadline, "read {read} of 120 after the restart; {}", broker.log());
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(50)) {
+            read += 1;
+        }
+    }
+    c.commit_consumer_state(CommitMode::Sync).expect("a commit after the restart, without rejoining");
+    let until = Instant::now() + Duration::from_secs(6); // past librdkafka's 5 s heartbeat interval
+    while Instant::now() < until {
+        assert!(c.poll(Duration::from_millis(50)).is_none_or(|m| m.is_err()), "a record read twice after the restart");
+    }
+    assert!(c.context().0.lock().unwrap().is_empty(), "the restart caused a rebalance");
+    assert_eq!(c.assignment().unwrap().count(), 6);
+    assert!(!broker.log().contains("consumer-protocol member removed"), "{}", broker.log());
+}
+
 /// Run as a child process by `a_killed_member_loses_its_partitions_after_the_session_timeout`:
 /// joins the group, prints its assignment, and polls until killed.
 #[test]

@@ -31,12 +31,19 @@
 //! the last heartbeat); the previous member epoch is only replaced when the epoch changes. A
 //! known member id rejoining with epoch 0 gets its current state back (KAFKA-19233), and must
 //! keep its instance id (as Kafka's pending fix for static members rejoining under their own id).
-//! Nothing is persisted yet: after a restart members rejoin.
+//!
+//! Persistence: [`ConsumerGroup::stored`] is what `__consumer_offsets` keeps (Kafka's consumer
+//! group records, see `coordinator::offsets`), written after any change by the shard's metadata
+//! writer, and [`ConsumerGroup::restore`] is what a new coordinator (after a restart, or a
+//! leadership move of the group's partition) starts from: members keep their epochs and
+//! partitions and go on without rejoining. The write is not awaited before the reply (Kafka
+//! awaits it): a change lost with a failed coordinator makes its member rejoin.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
+use super::offsets::{self, ConsumerMemberAssignment, ConsumerMemberMetadata};
 use crate::protocol::ResponseError;
 
 /// Kafka's "no error".
@@ -302,6 +309,25 @@ pub struct ConsumerGroup {
     subscribed_topics: BTreeMap<String, (Uuid, i32)>,
     /// The assignor of the current target.
     assignor: Assignor,
+    /// Set when what `__consumer_offsets` stores of the group changed (see
+    /// [`ConsumerGroup::take_changed`]).
+    changed: bool,
+}
+
+/// A KIP-848 group as read back from `__consumer_offsets`, for [`ConsumerGroup::restore`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredGroup {
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub members: BTreeMap<String, StoredMember>,
+}
+
+/// One member's records; a member with no subscription or no current assignment is left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredMember {
+    pub metadata: Option<ConsumerMemberMetadata>,
+    pub target: Option<offsets::TopicPartitions>,
+    pub assignment: Option<ConsumerMemberAssignment>,
 }
 
 impl ConsumerGroup {
@@ -318,6 +344,7 @@ impl ConsumerGroup {
             target: BTreeMap::new(),
             subscribed_topics: BTreeMap::new(),
             assignor,
+            changed: false,
         }
     }
 
@@ -401,6 +428,7 @@ impl ConsumerGroup {
         for id in &removed {
             self.remove_member(id);
         }
+        self.changed |= !removed.is_empty();
         if cfg!(debug_assertions) {
             self.check_invariants();
         }
@@ -412,6 +440,11 @@ impl ConsumerGroup {
     /// set), reports owned partitions that differ from its assignment, or when its assignment
     /// changed; otherwise None.
     pub fn heartbeat(&mut self, req: Heartbeat, topics: &impl TopicLookup, now_ms: i64) -> HeartbeatReply {
+        // What is stored changes with the epochs, the membership or this member's own state: a
+        // heartbeat changes no other member without moving an epoch or the member count.
+        let asked = req.member_id.clone();
+        let shape = |g: &ConsumerGroup| (g.group_epoch, g.assignment_epoch, g.members.len());
+        let before = (shape(self), self.stored_fingerprint(&asked));
         let reply = match self.try_heartbeat(req, topics, now_ms) {
             Ok(reply) => reply,
             Err(Refusal { error, message }) => HeartbeatReply {
@@ -423,6 +456,10 @@ impl ConsumerGroup {
                 assignment: None,
             },
         };
+        let answered = reply.member_id.as_deref().unwrap_or(&asked);
+        if before != (shape(self), self.stored_fingerprint(&asked)) || (answered != asked && self.members.contains_key(answered)) {
+            self.changed = true;
+        }
         if cfg!(debug_assertions) {
             self.check_invariants();
         }
@@ -779,23 +816,152 @@ impl ConsumerGroup {
     /// member's assigned and pending partitions are disjoint, only an `UnrevokedPartitions`
     /// member has partitions pending, and epochs are ordered.
     pub fn check_invariants(&self) {
+        if let Some(broken) = self.broken_invariant() {
+            panic!("consumer group {}: {broken}", self.id);
+        }
+    }
+
+    /// The first invariant of [`ConsumerGroup::check_invariants`] that does not hold.
+    fn broken_invariant(&self) -> Option<String> {
         let mut held = BTreeSet::new();
         for (id, m) in &self.members {
             for ps in [&m.assigned, &m.pending_revocation] {
                 for (t, ps) in ps {
-                    assert!(!ps.is_empty(), "{id}: empty partition set of {t}");
+                    if ps.is_empty() {
+                        return Some(format!("{id}: empty partition set of {t}"));
+                    }
                     for p in ps {
-                        assert!(held.insert((*t, *p)), "{t}-{p} held by two members, one of them {id}");
+                        if !held.insert((*t, *p)) {
+                            return Some(format!("{t}-{p} held by two members, one of them {id}"));
+                        }
                     }
                 }
             }
             let unrevoked = m.state == MemberState::UnrevokedPartitions;
-            assert_eq!(unrevoked, !m.pending_revocation.is_empty(), "{id}: state {:?}", m.state);
-            assert_eq!(unrevoked, m.rebalance_deadline_ms.is_some(), "{id}: rebalance deadline");
-            assert!(m.epoch <= self.assignment_epoch, "{id}: epoch {} ahead of the target", m.epoch);
+            if unrevoked == m.pending_revocation.is_empty() {
+                return Some(format!("{id}: state {:?} with {} topics pending revocation", m.state, m.pending_revocation.len()));
+            }
+            if unrevoked != m.rebalance_deadline_ms.is_some() {
+                return Some(format!("{id}: state {:?}, rebalance deadline {:?}", m.state, m.rebalance_deadline_ms));
+            }
+            if m.epoch > self.assignment_epoch {
+                return Some(format!("{id}: epoch {} ahead of the target's {}", m.epoch, self.assignment_epoch));
+            }
         }
-        assert!(self.assignment_epoch <= self.group_epoch);
-        assert!(self.target.keys().all(|id| self.members.contains_key(id)), "target of a removed member");
+        if self.assignment_epoch > self.group_epoch {
+            return Some(format!("assignment epoch {} ahead of the group epoch {}", self.assignment_epoch, self.group_epoch));
+        }
+        if !self.target.keys().all(|id| self.members.contains_key(id)) {
+            return Some("target of a removed member".to_string());
+        }
+        None
+    }
+
+    /// Whether what `__consumer_offsets` stores of the group changed since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// The group as `__consumer_offsets` stores it: group epoch, assignment epoch, and per
+    /// member its subscription, target and current assignment (see `coordinator::offsets`).
+    pub fn stored(&self) -> (i32, i32, Vec<(String, ConsumerMemberMetadata, offsets::TopicPartitions, ConsumerMemberAssignment)>) {
+        let members = self
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let metadata = ConsumerMemberMetadata {
+                    instance_id: m.instance_id.clone(),
+                    rack_id: m.rack_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    subscribed_topic_names: m.subscribed.clone(),
+                    subscribed_topic_regex: m.pattern.as_ref().map(|p| p.source.clone()),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    server_assignor: m.server_assignor.map(|a| a.name().to_string()),
+                };
+                let assignment = ConsumerMemberAssignment {
+                    member_epoch: m.epoch,
+                    previous_member_epoch: m.previous_epoch,
+                    state: match m.state {
+                        MemberState::Stable => 0,
+                        MemberState::UnrevokedPartitions => 1,
+                        MemberState::UnreleasedPartitions => 2,
+                    },
+                    assigned: to_wire(&m.assigned),
+                    pending_revocation: to_wire(&m.pending_revocation),
+                };
+                let target = self.target.get(id).map(to_wire).unwrap_or_default();
+                (id.clone(), metadata, target, assignment)
+            })
+            .collect();
+        (self.group_epoch, self.assignment_epoch, members)
+    }
+
+    /// The group as a new coordinator finds it in `__consumer_offsets` (see
+    /// [`ConsumerGroup::stored`]): members keep their epochs and partitions, their sessions run
+    /// from `now`, and a member still revoking gets its rebalance timeout from `now`. Members
+    /// whose records are incomplete are left out (they rejoin); stored state that breaks an
+    /// invariant gives an empty group at the stored epoch (every member rejoins), with a
+    /// warning.
+    pub fn restore(id: String, config: ConsumerGroupConfig, stored: StoredGroup, topics: &impl TopicLookup, now: i64) -> ConsumerGroup {
+        let mut g = ConsumerGroup::new(id, config);
+        g.group_epoch = stored.group_epoch;
+        g.assignment_epoch = stored.assignment_epoch.min(stored.group_epoch);
+        let session = g.config.session_timeout_ms as i64;
+        for (member_id, sm) in stored.members {
+            let (Some(meta), Some(current)) = (sm.metadata, sm.assignment) else { continue };
+            let state = match current.state {
+                0 => MemberState::Stable,
+                1 => MemberState::UnrevokedPartitions,
+                2 => MemberState::UnreleasedPartitions,
+                _ => continue,
+            };
+            let mut subscribed = meta.subscribed_topic_names;
+            subscribed.sort();
+            subscribed.dedup();
+            let m = Member {
+                instance_id: meta.instance_id,
+                rack_id: meta.rack_id,
+                client_id: meta.client_id,
+                client_host: meta.client_host,
+                rebalance_timeout_ms: meta.rebalance_timeout_ms,
+                subscribed,
+                pattern: meta.subscribed_topic_regex.and_then(|r| TopicPattern::new(&r).ok()),
+                server_assignor: meta.server_assignor.as_deref().and_then(Assignor::from_name),
+                epoch: current.member_epoch,
+                previous_epoch: current.previous_member_epoch,
+                state,
+                assigned: to_partitions(&current.assigned),
+                pending_revocation: to_partitions(&current.pending_revocation),
+                session_deadline_ms: now + session,
+                commits_in_flight: 0,
+                rebalance_deadline_ms: (state == MemberState::UnrevokedPartitions).then(|| now + meta.rebalance_timeout_ms.max(0) as i64),
+            };
+            if let Some(t) = sm.target {
+                g.target.insert(member_id.clone(), to_partitions(&t));
+            }
+            g.members.insert(member_id, m);
+        }
+        g.subscribed_topics = g.resolve_subscribed_topics(topics);
+        g.assignor = g.preferred_assignor();
+        if let Some(broken) = g.broken_invariant() {
+            tracing::warn!(group = %g.id, %broken, "the stored consumer group is inconsistent; its members rejoin");
+            let (epoch, config) = (g.group_epoch, g.config.clone());
+            g = ConsumerGroup::new(g.id, config);
+            (g.group_epoch, g.assignment_epoch) = (epoch, epoch);
+        }
+        g
+    }
+
+    /// What `__consumer_offsets` stores of one member, to tell whether a heartbeat changed it.
+    fn stored_fingerprint(&self, member_id: &str) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        let m = self.members.get(member_id)?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&m.instance_id, &m.rack_id, &m.client_id, &m.client_host, m.rebalance_timeout_ms, &m.subscribed).hash(&mut h);
+        (m.pattern.as_ref().map(|p| &p.source), m.server_assignor.map(Assignor::name), m.epoch, m.previous_epoch).hash(&mut h);
+        (m.state as u8, &m.assigned, &m.pending_revocation, self.target.get(member_id)).hash(&mut h);
+        Some(h.finish())
     }
 
     /// Everything ConsumerGroupDescribe reports.
@@ -1134,6 +1300,74 @@ mod tests {
         ok(g.heartbeat(hb("b", 2, &[]), &tp, 40));
         assert_eq!(g.state_name(), "Stable");
         (g, tp)
+    }
+
+    /// The group as a new coordinator reads it: `stored()` through the `__consumer_offsets`
+    /// records (encoded and decoded), restored at `now`.
+    fn through_the_log(g: &ConsumerGroup, tp: &Topics, now: i64) -> ConsumerGroup {
+        let (group_epoch, assignment_epoch, members) = g.stored();
+        let mut stored = StoredGroup::default();
+        for (k, v) in offsets::encode_consumer_group("g", group_epoch, assignment_epoch, members, &["gone".to_string()]) {
+            match offsets::decode_record(&k.unwrap(), v.as_deref()).expect("a record this broker wrote decodes") {
+                offsets::Record::ConsumerGroupEpoch { epoch, .. } => stored.group_epoch = epoch.unwrap(),
+                offsets::Record::ConsumerTargetEpoch { epoch, .. } => stored.assignment_epoch = epoch.unwrap(),
+                offsets::Record::ConsumerMember { member, metadata, .. } => stored.members.entry(member).or_default().metadata = metadata,
+                offsets::Record::ConsumerTarget { member, partitions, .. } => stored.members.entry(member).or_default().target = partitions,
+                offsets::Record::ConsumerAssignment { member, assignment, .. } => {
+                    stored.members.entry(member).or_default().assignment = assignment
+                }
+                other => panic!("not a consumer-group record: {other:?}"),
+            }
+        }
+        assert_eq!(stored.members.get("gone"), Some(&StoredMember::default()), "the departed member's records are tombstones");
+        stored.members.remove("gone");
+        ConsumerGroup::restore("g".into(), ConsumerGroupConfig::default(), stored, tp, now)
+    }
+
+    #[test]
+    fn a_restored_group_goes_on_where_it_was_stored_mid_rebalance() {
+        // b has joined; a has been told to give up [2, 3] and has not yet.
+        let (mut g, tp) = one_member();
+        assert!(g.take_changed(), "the first join changed what is stored");
+        ok(g.heartbeat(join("b", &["t"]), &tp, 10));
+        assert_eq!(ok(g.heartbeat(hb("a", 1, &[(T, &[0, 1, 2, 3])]), &tp, 20)), (1, Some(wire(&[(T, &[0, 1])]))));
+        assert!(g.take_changed());
+        assert_eq!(ok(g.heartbeat(hb("b", 2, &[]), &tp, 25)), (2, None));
+        assert!(!g.take_changed(), "a heartbeat that changes nothing stores nothing");
+
+        let mut r = through_the_log(&g, &tp, 1_000);
+        assert_eq!(r.describe(), g.describe(), "the restored group describes as the stored one");
+        assert_eq!((state(&r, "a"), state(&r, "b")), ((1, MemberState::UnrevokedPartitions), (2, MemberState::UnreleasedPartitions)));
+        assert!(!r.take_changed(), "restoring is not a change to store");
+        // Sessions and a's rebalance timeout run from the restore.
+        assert_eq!(r.next_deadline(), Some(1_000 + 10_000));
+        assert_eq!(r.tick(1_000 + 9_999), Vec::<String>::new());
+        // The members go on with the epochs they have: no rejoin, no new epoch.
+        assert_eq!(r.is_member("a", 1), Ok(()));
+        assert_eq!(ok(r.heartbeat(hb("a", 1, &[(T, &[0, 1])]), &tp, 1_100)), (2, None));
+        assert_eq!(ok(r.heartbeat(hb("b", 2, &[]), &tp, 1_200)), (2, Some(wire(&[(T, &[2, 3])]))));
+        assert_eq!((r.group_epoch(), r.state_name()), (2, "Stable"));
+        assert!(r.take_changed());
+        // A member missing from the log is unknown to the new coordinator: it rejoins.
+        let mut gone = through_the_log(&r, &tp, 2_000);
+        gone.remove_member("b");
+        assert_eq!(error(gone.heartbeat(hb("b", 2, &[(T, &[2, 3])]), &tp, 2_100)), UNKNOWN_MEMBER);
+    }
+
+    #[test]
+    fn stored_state_that_breaks_an_invariant_restores_an_empty_group() {
+        let (g, tp) = two_members();
+        let (group_epoch, assignment_epoch, mut members) = g.stored();
+        // Both members claim partition 0.
+        members[1].3.assigned = wire(&[(T, &[0, 2, 3])]);
+        let mut stored = StoredGroup { group_epoch, assignment_epoch, ..StoredGroup::default() };
+        for (id, metadata, target, assignment) in members {
+            stored.members.insert(id, StoredMember { metadata: Some(metadata), target: Some(target), assignment: Some(assignment) });
+        }
+        let mut r = ConsumerGroup::restore("g".into(), ConsumerGroupConfig::default(), stored, &tp, 0);
+        assert!(!r.has_members());
+        assert_eq!((r.group_epoch(), r.assignment_epoch()), (2, 2));
+        assert_eq!(ok(r.heartbeat(join("a", &["t"]), &tp, 10)), (3, Some(wire(&[(T, &[0, 1, 2, 3])]))));
     }
 
     #[test]

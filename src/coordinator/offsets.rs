@@ -3,7 +3,13 @@
 //! - committed offsets: key `OffsetCommitKey` v1 (group, topic, partition), value
 //!   `OffsetCommitValue` v3 (offset, leader epoch, metadata, commit time);
 //! - group metadata: key `GroupMetadataKey` v2 (group), value `GroupMetadataValue` v3 (protocol,
-//!   generation, leader, members with their subscription and assignment).
+//!   generation, leader, members with their subscription and assignment);
+//! - KIP-848 consumer groups, as Kafka's group coordinator writes them (keys 3 and 5 to 8, values
+//!   in the flexible encoding, version 0): the group epoch (`ConsumerGroupMetadata`), each
+//!   member's subscription (`ConsumerGroupMemberMetadata`), the target assignment's epoch and
+//!   each member's target (`ConsumerGroupTargetAssignmentMetadata` / `...Member`), and each
+//!   member's current assignment (`ConsumerGroupCurrentMemberAssignment`). Kafka's partition
+//!   metadata (key 4) is not written: the topics are taken from the metadata image on load.
 //!
 //! A null value is a tombstone (offset or group deleted). Pure: no I/O.
 
@@ -54,6 +60,34 @@ pub struct MemberSnapshot {
     pub assignment: Bytes,
 }
 
+/// Topic partitions by topic id, as the consumer-group records list them.
+pub type TopicPartitions = Vec<(uuid::Uuid, Vec<i32>)>;
+
+/// `ConsumerGroupMemberMetadataValue` v0: what a KIP-848 member subscribed with.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsumerMemberMetadata {
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscribed_topic_names: Vec<String>,
+    pub subscribed_topic_regex: Option<String>,
+    pub rebalance_timeout_ms: i32,
+    pub server_assignor: Option<String>,
+}
+
+/// `ConsumerGroupCurrentMemberAssignmentValue` v0: where a KIP-848 member is in its
+/// reconciliation. `state` is Kafka's `MemberState` id (0 stable, 1 unrevoked partitions, 2
+/// unreleased partitions).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsumerMemberAssignment {
+    pub member_epoch: i32,
+    pub previous_member_epoch: i32,
+    pub state: i8,
+    pub assigned: TopicPartitions,
+    pub pending_revocation: TopicPartitions,
+}
+
 /// One decoded record of `__consumer_offsets`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -61,6 +95,310 @@ pub enum Record {
     Offset { group: String, topic: String, partition: i32, committed: Option<Committed> },
     /// A group's membership, or `None` for its tombstone (group deleted).
     Group { group: String, snapshot: Option<GroupSnapshot> },
+    /// A KIP-848 group's epoch, or `None` (the group is deleted).
+    ConsumerGroupEpoch { group: String, epoch: Option<i32> },
+    /// A KIP-848 member's subscription, or `None` (the member left).
+    ConsumerMember { group: String, member: String, metadata: Option<ConsumerMemberMetadata> },
+    /// The epoch of a KIP-848 group's target assignment, or `None`.
+    ConsumerTargetEpoch { group: String, epoch: Option<i32> },
+    /// A KIP-848 member's target assignment, or `None`.
+    ConsumerTarget { group: String, member: String, partitions: Option<TopicPartitions> },
+    /// A KIP-848 member's current assignment, or `None`.
+    ConsumerAssignment { group: String, member: String, assignment: Option<ConsumerMemberAssignment> },
+}
+
+const CONSUMER_GROUP_KEY: i16 = 3;
+const CONSUMER_MEMBER_KEY: i16 = 5;
+const CONSUMER_TARGET_EPOCH_KEY: i16 = 6;
+const CONSUMER_TARGET_KEY: i16 = 7;
+const CONSUMER_ASSIGNMENT_KEY: i16 = 8;
+/// The value version of every consumer-group record (all flexible from version 0).
+const CONSUMER_VALUE_VERSION: i16 = 0;
+
+/// The key of a consumer-group record: its kind (3, 5, 6, 7 or 8), the group and, for the
+/// per-member kinds, the member.
+fn consumer_key(kind: i16, group: &str, member: Option<&str>) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(kind);
+    put_str(&mut b, group);
+    if let Some(m) = member {
+        put_str(&mut b, m);
+    }
+    b.freeze()
+}
+
+/// The records that store a KIP-848 group whole: its epoch, its target's epoch and, per member,
+/// its subscription, target and current assignment; then tombstones for `gone` members (stored
+/// before, no longer in the group). Written as one batch, so a reader sees all or none.
+pub fn encode_consumer_group(
+    group: &str,
+    group_epoch: i32,
+    assignment_epoch: i32,
+    members: Vec<(String, ConsumerMemberMetadata, TopicPartitions, ConsumerMemberAssignment)>,
+    gone: &[String],
+) -> Vec<(Option<Bytes>, Option<Bytes>)> {
+    let g = || group.to_string();
+    let mut records = vec![
+        Record::ConsumerGroupEpoch { group: g(), epoch: Some(group_epoch) },
+        Record::ConsumerTargetEpoch { group: g(), epoch: Some(assignment_epoch) },
+    ];
+    for (member, metadata, target, assignment) in members {
+        records.push(Record::ConsumerMember { group: g(), member: member.clone(), metadata: Some(metadata) });
+        records.push(Record::ConsumerTarget { group: g(), member: member.clone(), partitions: Some(target) });
+        records.push(Record::ConsumerAssignment { group: g(), member, assignment: Some(assignment) });
+    }
+    let mut out: Vec<_> = records.iter().filter_map(encode_consumer_record).map(|(k, v)| (Some(k), v)).collect();
+    out.extend(consumer_group_tombstones(group, gone).into_iter().skip(2)); // the members' only
+    out
+}
+
+/// A consumer-group record's key and value (`None`: a tombstone); `None` for other records.
+pub fn encode_consumer_record(r: &Record) -> Option<(Bytes, Option<Bytes>)> {
+    let value = |f: &dyn Fn(&mut BytesMut)| {
+        let mut b = BytesMut::new();
+        b.put_i16(CONSUMER_VALUE_VERSION);
+        f(&mut b);
+        put_uvarint(&mut b, 0); // no tagged fields
+        b.freeze()
+    };
+    Some(match r {
+        Record::ConsumerGroupEpoch { group, epoch } => {
+            (consumer_key(CONSUMER_GROUP_KEY, group, None), epoch.map(|e| value(&|b| b.put_i32(e))))
+        }
+        Record::ConsumerTargetEpoch { group, epoch } => {
+            (consumer_key(CONSUMER_TARGET_EPOCH_KEY, group, None), epoch.map(|e| value(&|b| b.put_i32(e))))
+        }
+        Record::ConsumerMember { group, member, metadata } => {
+            let v = metadata.as_ref().map(|meta| {
+                value(&|b| {
+                    put_compact_nullable_str(b, meta.instance_id.as_deref());
+                    put_compact_nullable_str(b, meta.rack_id.as_deref());
+                    put_compact_str(b, &meta.client_id);
+                    put_compact_str(b, &meta.client_host);
+                    put_uvarint(b, meta.subscribed_topic_names.len() as u64 + 1);
+                    for t in &meta.subscribed_topic_names {
+                        put_compact_str(b, t);
+                    }
+                    put_compact_nullable_str(b, meta.subscribed_topic_regex.as_deref());
+                    b.put_i32(meta.rebalance_timeout_ms);
+                    put_compact_nullable_str(b, meta.server_assignor.as_deref());
+                })
+            });
+            (consumer_key(CONSUMER_MEMBER_KEY, group, Some(member)), v)
+        }
+        Record::ConsumerTarget { group, member, partitions } => (
+            consumer_key(CONSUMER_TARGET_KEY, group, Some(member)),
+            partitions.as_ref().map(|tps| value(&|b| put_topic_partitions(b, tps))),
+        ),
+        Record::ConsumerAssignment { group, member, assignment } => {
+            let v = assignment.as_ref().map(|a| {
+                value(&|b| {
+                    b.put_i32(a.member_epoch);
+                    b.put_i32(a.previous_member_epoch);
+                    b.put_i8(a.state);
+                    put_topic_partitions(b, &a.assigned);
+                    put_topic_partitions(b, &a.pending_revocation);
+                })
+            });
+            (consumer_key(CONSUMER_ASSIGNMENT_KEY, group, Some(member)), v)
+        }
+        Record::Offset { .. } | Record::Group { .. } => return None,
+    })
+}
+
+/// Tombstones for a deleted KIP-848 group: its epoch, its target's epoch and the records of
+/// `members` (those stored last; a group is deleted only when empty, so normally none).
+pub fn consumer_group_tombstones(group: &str, members: &[String]) -> Vec<(Option<Bytes>, Option<Bytes>)> {
+    let g = || group.to_string();
+    let mut records = vec![Record::ConsumerGroupEpoch { group: g(), epoch: None }, Record::ConsumerTargetEpoch { group: g(), epoch: None }];
+    for member in members {
+        records.push(Record::ConsumerMember { group: g(), member: member.clone(), metadata: None });
+        records.push(Record::ConsumerTarget { group: g(), member: member.clone(), partitions: None });
+        records.push(Record::ConsumerAssignment { group: g(), member: member.clone(), assignment: None });
+    }
+    records.iter().filter_map(encode_consumer_record).map(|(k, v)| (Some(k), v)).collect()
+}
+
+fn put_uvarint(b: &mut BytesMut, mut x: u64) {
+    while x >= 0x80 {
+        b.put_u8((x as u8) | 0x80);
+        x >>= 7;
+    }
+    b.put_u8(x as u8);
+}
+
+fn put_compact_str(b: &mut BytesMut, s: &str) {
+    put_uvarint(b, s.len() as u64 + 1);
+    b.put_slice(s.as_bytes());
+}
+
+fn put_compact_nullable_str(b: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => put_compact_str(b, s),
+        None => put_uvarint(b, 0),
+    }
+}
+
+fn put_topic_partitions(b: &mut BytesMut, tps: &TopicPartitions) {
+    put_uvarint(b, tps.len() as u64 + 1);
+    for (id, ps) in tps {
+        b.put_slice(id.as_bytes());
+        put_uvarint(b, ps.len() as u64 + 1);
+        for p in ps {
+            b.put_i32(*p);
+        }
+        put_uvarint(b, 0); // the struct's tagged fields
+    }
+}
+
+fn get_uvarint(b: &mut &[u8]) -> Option<u64> {
+    let mut x = 0u64;
+    for shift in (0..64).step_by(7) {
+        if !b.has_remaining() {
+            return None;
+        }
+        let byte = b.get_u8();
+        x |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(x);
+        }
+    }
+    None
+}
+
+/// A compact array's or string's length (`None` for null).
+fn get_compact_len(b: &mut &[u8]) -> Option<Option<usize>> {
+    let n = get_uvarint(b)?;
+    Some(if n == 0 { None } else { Some(usize::try_from(n - 1).ok()?) })
+}
+
+fn get_compact_nullable_str(b: &mut &[u8]) -> Option<Option<String>> {
+    let Some(n) = get_compact_len(b)? else { return Some(None) };
+    if b.remaining() < n {
+        return None;
+    }
+    let s = String::from_utf8(b[..n].to_vec()).ok()?;
+    b.advance(n);
+    Some(Some(s))
+}
+
+fn get_compact_str(b: &mut &[u8]) -> Option<String> {
+    get_compact_nullable_str(b)?
+}
+
+/// Skips a tagged-field section.
+fn skip_tagged(b: &mut &[u8]) -> Option<()> {
+    for _ in 0..get_uvarint(b)? {
+        let _tag = get_uvarint(b)?;
+        let n = usize::try_from(get_uvarint(b)?).ok()?;
+        if b.remaining() < n {
+            return None;
+        }
+        b.advance(n);
+    }
+    Some(())
+}
+
+fn get_topic_partitions(b: &mut &[u8]) -> Option<TopicPartitions> {
+    let n = get_compact_len(b)?.unwrap_or(0);
+    let mut out = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        if b.remaining() < 16 {
+            return None;
+        }
+        let id = uuid::Uuid::from_slice(&b[..16]).ok()?;
+        b.advance(16);
+        let m = get_compact_len(b)?.unwrap_or(0);
+        if b.remaining() < m.checked_mul(4)? {
+            return None;
+        }
+        let ps = (0..m).map(|_| b.get_i32()).collect();
+        skip_tagged(b)?;
+        out.push((id, ps));
+    }
+    Some(out)
+}
+
+/// A consumer-group value after its version check: `f` reads the fields; `None` for a version
+/// this broker does not know or bytes that do not parse.
+fn consumer_value<T>(value: &[u8], f: impl FnOnce(&mut &[u8]) -> Option<T>) -> Option<T> {
+    let mut v = value;
+    if v.remaining() < 2 || v.get_i16() != CONSUMER_VALUE_VERSION {
+        return None;
+    }
+    f(&mut v)
+}
+
+fn decode_consumer_record(kind: i16, mut k: &[u8], value: Option<&[u8]>) -> Option<Record> {
+    let group = get_str(&mut k)?;
+    let member = match kind {
+        CONSUMER_MEMBER_KEY | CONSUMER_TARGET_KEY | CONSUMER_ASSIGNMENT_KEY => Some(get_str(&mut k)?),
+        _ => None,
+    };
+    // Fields Kafka added after ours are read past: the value's tagged fields are skipped, and
+    // a longer value (a newer Kafka's extra non-tagged field) is ignored from there on.
+    let epoch = |v: &mut &[u8]| get_i32(v);
+    Some(match (kind, member) {
+        (CONSUMER_GROUP_KEY, None) => Record::ConsumerGroupEpoch { group, epoch: maybe(value, epoch)? },
+        (CONSUMER_TARGET_EPOCH_KEY, None) => {
+            Record::ConsumerTargetEpoch { group, epoch: maybe(value, epoch)? }
+        }
+        (CONSUMER_MEMBER_KEY, Some(member)) => {
+            let metadata = maybe(value, |b| {
+                        let instance_id = get_compact_nullable_str(b)?;
+                        let rack_id = get_compact_nullable_str(b)?;
+                        let client_id = get_compact_str(b)?;
+                        let client_host = get_compact_str(b)?;
+                        let n = get_compact_len(b)?.unwrap_or(0);
+                        let mut subscribed_topic_names = Vec::with_capacity(n.min(1024));
+                        for _ in 0..n {
+                            subscribed_topic_names.push(get_compact_str(b)?);
+                        }
+                        let subscribed_topic_regex = get_compact_nullable_str(b)?;
+                        let rebalance_timeout_ms = get_i32(b)?;
+                        let server_assignor = get_compact_nullable_str(b)?;
+                        Some(ConsumerMemberMetadata {
+                            instance_id,
+                            rack_id,
+                            client_id,
+                            client_host,
+                            subscribed_topic_names,
+                            subscribed_topic_regex,
+                            rebalance_timeout_ms,
+                            server_assignor,
+                        })
+                    })?;
+            Record::ConsumerMember { group, member, metadata }
+        }
+        (CONSUMER_TARGET_KEY, Some(member)) => {
+            let partitions = maybe(value, get_topic_partitions)?;
+            Record::ConsumerTarget { group, member, partitions }
+        }
+        (CONSUMER_ASSIGNMENT_KEY, Some(member)) => {
+            let assignment = maybe(value, |b| {
+                        let member_epoch = get_i32(b)?;
+                        let previous_member_epoch = get_i32(b)?;
+                        if !b.has_remaining() {
+                            return None;
+                        }
+                        let state = b.get_i8();
+                        let assigned = get_topic_partitions(b)?;
+                        let pending_revocation = get_topic_partitions(b)?;
+                        Some(ConsumerMemberAssignment { member_epoch, previous_member_epoch, state, assigned, pending_revocation })
+                    })?;
+            Record::ConsumerAssignment { group, member, assignment }
+        }
+        _ => return None,
+    })
+}
+
+/// A value that may be a tombstone: `Some(None)` for a tombstone, `Some(Some(_))` for a value
+/// that parses, `None` for one that does not (the record is not understood).
+fn maybe<T>(value: Option<&[u8]>, f: impl FnOnce(&mut &[u8]) -> Option<T>) -> Option<Option<T>> {
+    match value {
+        None => Some(None),
+        Some(v) => consumer_value(v, f).map(Some),
+    }
 }
 
 fn put_str(b: &mut BytesMut, s: &str) {
@@ -187,6 +525,9 @@ pub fn decode_record(key: &[u8], value: Option<&[u8]>) -> Option<Record> {
                 Some(v) => Some(decode_group_value(v)?),
             };
             Some(Record::Group { group, snapshot })
+        }
+        kind @ (CONSUMER_GROUP_KEY | CONSUMER_MEMBER_KEY | CONSUMER_TARGET_EPOCH_KEY | CONSUMER_TARGET_KEY | CONSUMER_ASSIGNMENT_KEY) => {
+            decode_consumer_record(kind, k, value)
         }
         _ => None,
     }

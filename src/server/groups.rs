@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::shard::{current, NewTopic, Shard};
 pub use crate::coordinator::offsets::Committed;
 use crate::coordinator::group::{Event, Group, GroupConfig, GroupState, Reply, Token};
-use crate::coordinator::consumer_group::{self, ConsumerGroup, ConsumerGroupConfig, TopicLookup};
+use crate::coordinator::consumer_group::{self, ConsumerGroup, ConsumerGroupConfig, StoredGroup, TopicLookup};
 use crate::coordinator::offsets::Record;
 use super::metadata::MetadataImage;
 use crate::coordinator::offsets;
@@ -77,6 +77,9 @@ struct Entry {
     persisted: (i32, GroupState),
     /// When the group last became empty, for offsets retention.
     empty_since: Option<i64>,
+    /// The consumer-protocol members whose records the last write of the group stored: the
+    /// next write tombstones those that have left.
+    consumer_stored: BTreeSet<String>,
 }
 
 /// A group as DescribeGroups shows it. Members: (id, instance id, client id, host, metadata,
@@ -105,6 +108,9 @@ pub struct Groups {
     /// Group snapshots waiting for the metadata writer: the latest value per group (`None`, a
     /// tombstone, is never queued: deletes write their own). Bounded by the number of groups.
     dirty: RefCell<BTreeMap<String, bytes::Bytes>>,
+    /// Consumer-protocol groups whose stored state changed: the writer encodes each group as it
+    /// is when its turn comes (so a burst of heartbeats costs one write).
+    consumer_dirty: RefCell<BTreeSet<String>>,
     wake_writer: (flume::Sender<()>, flume::Receiver<()>),
     /// Set at shutdown: the writer ends once the queue is empty.
     writer_stopping: Cell<bool>,
@@ -128,6 +134,7 @@ impl Groups {
             entries: RefCell::new(HashMap::new()),
             next_token: Cell::new(1),
             dirty: RefCell::new(BTreeMap::new()),
+            consumer_dirty: RefCell::new(BTreeSet::new()),
             wake_writer: flume::bounded(1),
             writer_stopping: Cell::new(false),
             apply_turns: (0..OFFSETS_PARTITIONS).map(|_| Turns::default()).collect(),
@@ -142,6 +149,7 @@ impl Groups {
             offsets: BTreeMap::new(),
             persisted: Group::initial_marker(),
             empty_since: None,
+            consumer_stored: BTreeSet::new(),
         })
     }
 
@@ -172,9 +180,38 @@ impl Groups {
                 // Errors are logged by the append; the group goes on from memory.
                 let _ = append_offset_records(&group_id, &record).await;
             }
+            loop {
+                let Some(group_id) = self.consumer_dirty.borrow_mut().pop_first() else { break };
+                if ensure_offsets_topic(&current()).await.is_err() {
+                    continue;
+                }
+                let Some(records) = self.consumer_records(&group_id) else { continue };
+                let _ = append_offset_records(&group_id, &records).await;
+            }
             if self.writer_stopping.get() {
                 return;
             }
+        }
+    }
+
+    /// The records that store a consumer-protocol group as it is now, with tombstones for the
+    /// members stored before that have left; `None` if the group is gone.
+    fn consumer_records(&self, group_id: &str) -> Option<Vec<KeyValue>> {
+        let mut entries = self.entries.borrow_mut();
+        let e = entries.get_mut(group_id)?;
+        let c = e.consumer.as_ref()?;
+        let (group_epoch, assignment_epoch, members) = c.stored();
+        let now: BTreeSet<String> = members.iter().map(|m| m.0.clone()).collect();
+        let gone: Vec<String> = e.consumer_stored.difference(&now).cloned().collect();
+        e.consumer_stored = now;
+        Some(offsets::encode_consumer_group(group_id, group_epoch, assignment_epoch, members, &gone))
+    }
+
+    /// Queues a consumer-protocol group for the metadata writer if its stored state changed.
+    fn note_consumer_changed(&self, group_id: &str, c: &mut ConsumerGroup) {
+        if c.take_changed() {
+            self.consumer_dirty.borrow_mut().insert(group_id.to_string());
+            let _ = self.wake_writer.0.try_send(());
         }
     }
 
@@ -223,6 +260,7 @@ impl Groups {
                 for member in c.tick(now) {
                     tracing::info!(group = %id, %member, "consumer-protocol member removed (session or rebalance timeout)");
                 }
+                self.note_consumer_changed(id, c);
             }
         }
     }
@@ -308,6 +346,7 @@ impl Groups {
         entries.retain(|id, _| offsets_partition(id) != p);
         let mut dirty = self.dirty.borrow_mut();
         dirty.retain(|id, _| offsets_partition(id) != p);
+        self.consumer_dirty.borrow_mut().retain(|id| offsets_partition(id) != p);
         before - entries.len()
     }
 
@@ -321,6 +360,8 @@ impl Groups {
             return Ok(0);
         };
         let mut at = log.offsets().log_start;
+        // KIP-848 groups come in several records each; they are put together, then restored.
+        let mut consumers: HashMap<String, StoredGroup> = HashMap::new();
         loop {
             // All that is written: a replica that has just become the leader serves what it
             // holds past its high watermark too (nothing will cut it now).
@@ -357,6 +398,24 @@ impl Groups {
                                 None => (Group::new(group, self.config), Group::initial_marker(), None),
                             };
                         }
+                        Some(Record::ConsumerGroupEpoch { group, epoch: Some(epoch) }) => {
+                            consumers.entry(group).or_default().group_epoch = epoch;
+                        }
+                        Some(Record::ConsumerGroupEpoch { group, epoch: None }) => {
+                            consumers.remove(&group);
+                        }
+                        Some(Record::ConsumerTargetEpoch { group, epoch }) => {
+                            consumers.entry(group).or_default().assignment_epoch = epoch.unwrap_or(0);
+                        }
+                        Some(Record::ConsumerMember { group, member, metadata }) => {
+                            consumers.entry(group).or_default().members.entry(member).or_default().metadata = metadata;
+                        }
+                        Some(Record::ConsumerTarget { group, member, partitions }) => {
+                            consumers.entry(group).or_default().members.entry(member).or_default().target = partitions;
+                        }
+                        Some(Record::ConsumerAssignment { group, member, assignment }) => {
+                            consumers.entry(group).or_default().members.entry(member).or_default().assignment = assignment;
+                        }
                         None => continue,
                     }
                     applied += 1;
@@ -366,6 +425,21 @@ impl Groups {
                 return Err(format!("{OFFSETS_TOPIC}-{p}: no progress reading at offset {at}"));
             }
             at = next;
+        }
+        let image = shard.image();
+        let now = now_ms();
+        let mut entries = self.entries.borrow_mut();
+        for (group, mut stored) in consumers {
+            // Tombstoned members leave (None, None, None) behind.
+            stored.members.retain(|_, m| m.metadata.is_some() || m.assignment.is_some() || m.target.is_some());
+            let config = self.consumer_config.clone();
+            let e = self.entry(&mut entries, &group);
+            e.consumer_stored = stored.members.keys().cloned().collect();
+            let c = ConsumerGroup::restore(group.clone(), config, stored, &*image, now);
+            if c.has_members() {
+                tracing::info!(group = %group, epoch = c.group_epoch(), members = c.member_ids().len(), "consumer group restored");
+            }
+            e.consumer = Some(c);
         }
         Ok(applied)
     }
@@ -427,7 +501,10 @@ impl Groups {
         let mut tombstones: Vec<_> =
             keys.iter().map(|(t, p)| (Some(offsets::encode_key(group_id, t, *p)), None)).collect();
         tombstones.push((Some(offsets::encode_group_key(group_id)), None));
+        let stored: Vec<String> = self.entries.borrow().get(group_id).map(|e| e.consumer_stored.iter().cloned().collect()).unwrap_or_default();
+        tombstones.extend(offsets::consumer_group_tombstones(group_id, &stored));
         self.dirty.borrow_mut().remove(group_id);
+        self.consumer_dirty.borrow_mut().remove(group_id);
         let (written, _turn) = self.append_in_order(group_id, &tombstones).await;
         if let Err(code) = written {
             return code;
@@ -555,7 +632,9 @@ impl Groups {
         }
         let config = self.consumer_config.clone();
         let c = e.consumer.get_or_insert_with(|| ConsumerGroup::new(group_id.to_string(), config));
-        c.heartbeat(req, topics, now_ms())
+        let reply = c.heartbeat(req, topics, now_ms());
+        self.note_consumer_changed(group_id, c);
+        reply
     }
 
     /// ConsumerGroupDescribe of one group: `Err` with GROUP_ID_NOT_FOUND (and why) when the id

@@ -324,6 +324,9 @@ class ReplicatedRollingRestartTest {
                 assertTrue(belowCommit.isEmpty(), "records redelivered from below a successfully committed offset ("
                         + belowCommit.size() + "): " + first(belowCommit) + context);
                 assertEquals(endByPartition, committed, "the consumer's last successful commits against the log ends" + context);
+                // A coordinator that takes over the group's __consumer_offsets partition finds the
+                // group there (members, generation or epochs, assignment): no rebalance, as on Kafka.
+                assertEquals(1, assignments, "partitions_assigned events: the group rebalanced during the rolling restart" + context);
                 assertTrue(consumerExited, "the VerifiableConsumer did not exit within 30 s of SIGTERM" + context);
                 assertTrue(consumer.lines().stream().anyMatch(l -> l.contains("\"shutdown_complete\"")),
                         "the VerifiableConsumer ended without shutdown_complete (" + consumerExit + "); stderr:\n"

@@ -254,6 +254,9 @@ class VerifiableKillTest {
                 assertTrue(belowCommit.isEmpty(), "records redelivered from below a successfully committed offset ("
                         + belowCommit.size() + "): " + first(belowCommit) + context);
                 assertTrue(consumerExited, "the VerifiableConsumer did not exit within 30 s of SIGTERM" + context);
+                // The group (classic, or KIP-848 since its records are kept too) is read back
+                // from __consumer_offsets after each kill: its member goes on without a rebalance.
+                assertEquals(1, rebalances, "partitions_assigned events: the kills caused a rebalance" + context);
 
                 // The group's offsets on the broker, once its member is gone: at least the last
                 // commit the consumer saw succeed for each partition (a commit answered with
