@@ -119,7 +119,20 @@ async fn deadline<T>(timeout: Duration, f: impl Future<Output = T>) -> io::Resul
 }
 
 /// Tests only: a loopback port that was free a moment ago (another process may take it before
-/// the caller binds it; callers that care retry).
+/// the caller binds it; callers that care retry), and never one this process was given before.
+/// The kernel may hand out a port it just released again, and tests that build their voters
+/// from these ports directly (not through `config::parse_voters`, which refuses an address
+/// given twice) once got the same port for two voters: the leader's AppendEntries to "the
+/// other" reached itself, and openraft's debug assertion that a follower is not the leader
+/// fired.
 pub fn free_loopback_port() -> io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
 }
