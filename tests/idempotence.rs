@@ -111,8 +111,14 @@ fn acknowledged_records_survive_repeated_kill9_exactly_once_and_in_order() {
 
 /// A produce of one idempotent batch with the raw client; returns (error code, base offset).
 fn produce_idem(raw: &mut Raw, pid: i64, epoch: i16, seq: i32, n: usize) -> (i16, i64) {
+    produce_with_attributes(raw, pid, epoch, seq, n, 0)
+}
+
+/// `produce_idem` of a batch with these attributes (0x10 transactional, 0x30 a control batch).
+fn produce_with_attributes(raw: &mut Raw, pid: i64, epoch: i16, seq: i32, n: usize, attributes: i16) -> (i16, i64) {
     let recs: Vec<_> = (0..n).map(|i| (None, Some(bytes::Bytes::from(format!("r{}", seq as usize + i))))).collect();
     let mut b = spate::protocol::batch::build(&recs, 1_000).to_vec();
+    b[21..23].copy_from_slice(&attributes.to_be_bytes());
     b[43..51].copy_from_slice(&pid.to_be_bytes());
     b[51..53].copy_from_slice(&epoch.to_be_bytes());
     b[53..57].copy_from_slice(&seq.to_be_bytes());
@@ -172,6 +178,9 @@ fn producer_ids_are_unique_across_restarts_and_bad_sequences_are_refused() {
     assert_eq!(produce_idem(&mut raw, pid, 0, 9, 1).0, 45, "OUT_OF_ORDER_SEQUENCE_NUMBER");
     assert_eq!(produce_idem(&mut raw, pid, 1, 0, 1), (0, 5), "a new epoch starts at sequence 0");
     assert_eq!(produce_idem(&mut raw, pid, 0, 5, 1).0, 47, "INVALID_PRODUCER_EPOCH");
+    // Markers are the coordinator's to write, and a transactional batch needs a transaction.
+    assert_eq!(produce_with_attributes(&mut raw, pid, 1, -1, 1, 0x30).0, 87, "INVALID_RECORD for a client's control batch");
+    assert_eq!(produce_with_attributes(&mut raw, pid, 1, 1, 1, 0x10).0, 48, "INVALID_TXN_STATE for a transactional batch");
 
     broker.restart();
     let mut raw = Raw::connect(broker.port);

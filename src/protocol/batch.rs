@@ -22,6 +22,10 @@ pub const LOG_OVERHEAD: usize = 12;
 const CRC_START: usize = 21;
 const ATTR_TIMESTAMP_TYPE: i16 = 1 << 3;
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
+/// The batch belongs to a transaction.
+const ATTR_TRANSACTIONAL: i16 = 1 << 4;
+/// A control batch: a transaction marker (COMMIT or ABORT), never shown to applications.
+const ATTR_CONTROL: i16 = 1 << 5;
 
 /// The decoded fixed header of one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +59,20 @@ impl BatchHeader {
     pub fn is_log_append_time(&self) -> bool {
         self.attributes & ATTR_TIMESTAMP_TYPE != 0
     }
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTR_TRANSACTIONAL != 0
+    }
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTR_CONTROL != 0
+    }
+}
+
+/// A transaction marker: the one record of a control batch (Kafka's `EndTransactionMarker`:
+/// key version 0 and type, 0 ABORT or 1 COMMIT; value version 0 and the coordinator epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marker {
+    pub commit: bool,
+    pub coordinator_epoch: i32,
 }
 
 /// Why bytes are not an acceptable batch. Each maps to a Kafka error code in the handler.
@@ -328,6 +346,41 @@ fn put_bytes_field(b: &mut Vec<u8>, v: Option<&[u8]>) {
 /// Builds one uncompressed batch (base offset 0, no producer id) of key/value records, all
 /// stamped `timestamp`, for records the broker writes itself (`__consumer_offsets`).
 pub fn build(records: &[(Option<Bytes>, Option<Bytes>)], timestamp: i64) -> Bytes {
+    build_with(records, timestamp, 0, -1, -1)
+}
+
+/// The control batch of a transaction marker of producer `producer_id` at `producer_epoch`
+/// (base offset 0, no sequence), stamped `timestamp`.
+pub fn build_marker(producer_id: i64, producer_epoch: i16, marker: Marker, timestamp: i64) -> Bytes {
+    let key = [0i16.to_be_bytes(), i16::from(marker.commit).to_be_bytes()].concat();
+    let mut value = 0i16.to_be_bytes().to_vec();
+    value.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    let record = [(Some(Bytes::from(key)), Some(Bytes::from(value)))];
+    build_with(&record, timestamp, ATTR_TRANSACTIONAL | ATTR_CONTROL, producer_id, producer_epoch)
+}
+
+/// The marker a control batch holds; `None` if `b` is not a well-formed one.
+pub fn parse_marker(b: &[u8], h: &BatchHeader) -> Option<Marker> {
+    if !h.is_control() || h.records_count != 1 {
+        return None;
+    }
+    let mut out = None;
+    each_record(b, h, |r| {
+        let (Some(k), Some(v)) = (r.key, r.value) else { return };
+        if k.len() < 4 || v.len() < 6 || be_i16(k, 0) != 0 || be_i16(v, 0) != 0 {
+            return;
+        }
+        let commit = match be_i16(k, 2) {
+            0 => false,
+            1 => true,
+            _ => return,
+        };
+        out = Some(Marker { commit, coordinator_epoch: i32::from_be_bytes([v[2], v[3], v[4], v[5]]) });
+    })?;
+    out
+}
+
+fn build_with(records: &[(Option<Bytes>, Option<Bytes>)], timestamp: i64, attributes: i16, producer_id: i64, producer_epoch: i16) -> Bytes {
     assert!(!records.is_empty(), "a batch holds at least one record");
     let mut body = Vec::new();
     for (i, (k, v)) in records.iter().enumerate() {
@@ -347,12 +400,12 @@ pub fn build(records: &[(Option<Bytes>, Option<Bytes>)], timestamp: i64) -> Byte
     b.extend_from_slice(&(-1i32).to_be_bytes());
     b.push(2);
     b.extend_from_slice(&0u32.to_be_bytes());
-    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&attributes.to_be_bytes());
     b.extend_from_slice(&(n - 1).to_be_bytes());
     b.extend_from_slice(&timestamp.to_be_bytes());
     b.extend_from_slice(&timestamp.to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes());
-    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&producer_id.to_be_bytes());
+    b.extend_from_slice(&producer_epoch.to_be_bytes());
     b.extend_from_slice(&(-1i32).to_be_bytes());
     b.extend_from_slice(&n.to_be_bytes());
     b.extend_from_slice(&body);
@@ -757,5 +810,21 @@ pub mod tests {
         compressed[22] |= 1;
         let hc = parse_header(&compressed).unwrap();
         assert_eq!(retain(&compressed, &hc, |_| true), None, "compressed batches are kept whole by the caller");
+    }
+
+    #[test]
+    fn markers_round_trip_and_other_batches_are_not_markers() {
+        for (commit, coordinator_epoch) in [(true, 0), (false, 7), (true, i32::MAX)] {
+            let m = Marker { commit, coordinator_epoch };
+            let b = build_marker(42, 3, m, 1_000);
+            let h = validate(&b).expect("a valid batch");
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence, h.records_count), (42, 3, -1, 1));
+            assert_eq!(parse_marker(&b, &h), Some(m));
+        }
+        let plain = make_batch(1, 0);
+        let h = validate(&plain).unwrap();
+        assert!(!h.is_control() && !h.is_transactional());
+        assert_eq!(parse_marker(&plain, &h), None);
     }
 }

@@ -4,13 +4,18 @@
 //! original offsets instead of being written twice, a gap in the sequence is refused
 //! (OUT_OF_ORDER_SEQUENCE_NUMBER) and a stale epoch is fenced (INVALID_PRODUCER_EPOCH).
 //!
+//! Transactions (see "Transactions' shape" in ARCHITECTURE.md): a transactional batch opens its
+//! producer's transaction in the partition at its first offset; a control batch (a COMMIT or
+//! ABORT marker) closes it ([`ProducerStates::end_transaction`]). The smallest first offset of an
+//! open transaction bounds the last stable offset ([`ProducerStates::first_unstable_offset`]).
+//!
 //! Pure: no I/O. The log snapshots it beside the segments when one rolls
 //! ([`ProducerStates::encode`]) and rebuilds it on open from the newest snapshot plus the
 //! batches written after it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use crate::protocol::batch::BatchHeader;
+use crate::protocol::batch::{BatchHeader, Marker};
 
 /// Batches remembered per producer (Kafka's `ProducerStateEntry.NUM_BATCHES_TO_RETAIN`; the
 /// client keeps at most five requests in flight per partition with idempotence).
@@ -38,6 +43,31 @@ struct Entry {
     /// The largest timestamp of its last batch (the log append time on LogAppendTime topics),
     /// as Kafka's DescribeProducers reports it.
     last_timestamp: i64,
+    /// The first offset of its open transaction in this partition.
+    txn_first_offset: Option<i64>,
+    /// The coordinator epoch of the last marker written for it (-1: none yet); a marker from an
+    /// older coordinator is refused.
+    coordinator_epoch: i32,
+}
+
+/// A transaction a marker closed in this partition: what the aborted-transaction index keeps
+/// of an aborted one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    /// The marker's offset.
+    pub last_offset: i64,
+    pub aborted: bool,
+}
+
+/// Why a marker may not be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkerRefusal {
+    /// The producer has moved to a newer epoch than the marker's (INVALID_PRODUCER_EPOCH).
+    StaleProducerEpoch { current: i16 },
+    /// A newer coordinator has written markers for the producer (TRANSACTION_COORDINATOR_FENCED).
+    StaleCoordinatorEpoch { current: i32 },
 }
 
 /// What to do with an idempotent batch.
@@ -54,10 +84,29 @@ pub enum Verdict {
 }
 
 /// The producer state of one partition.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ProducerStates {
     entries: HashMap<i64, Entry>,
+    /// Open transactions: first offset -> producer id (kept with `Entry::txn_first_offset`).
+    open: BTreeMap<i64, i64>,
+    /// The last transactions markers closed: (marker offset, producer id, first offset), so a
+    /// marker whose write is rolled back ([`ProducerStates::truncate`]) reopens its transaction.
+    /// Not in snapshots (they are taken of written data only).
+    recently_closed: VecDeque<(i64, i64, i64)>,
 }
+
+/// Equal when what a snapshot keeps is equal.
+impl PartialEq for ProducerStates {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries && self.open == other.open
+    }
+}
+
+impl Eq for ProducerStates {}
+
+/// Closed transactions remembered for a rollback: far more than the writes a rollback can undo
+/// (those not yet written when a write fails).
+const RECENTLY_CLOSED_MAX: usize = 1024;
 
 /// Kafka's `inSequence`: the next sequence, wrapping at i32::MAX.
 fn follows(last: i32, next: i32) -> bool {
@@ -78,6 +127,11 @@ pub struct ActiveProducer {
     pub last_sequence: i32,
     /// The largest timestamp of its last batch, as Kafka reports it.
     pub last_timestamp: i64,
+    /// The first offset of its open transaction here, or -1 (DescribeProducers'
+    /// `CurrentTxnStartOffset`).
+    pub txn_start_offset: i64,
+    /// The coordinator epoch of its last marker here, or -1.
+    pub coordinator_epoch: i32,
 }
 
 impl ProducerStates {
@@ -91,6 +145,8 @@ impl ProducerStates {
                 epoch: e.epoch,
                 last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
                 last_timestamp: e.last_timestamp,
+                txn_start_offset: e.txn_first_offset.unwrap_or(-1),
+                coordinator_epoch: e.coordinator_epoch,
             })
             .collect();
         out.sort_by_key(|p| p.producer_id);
@@ -128,20 +184,27 @@ impl ProducerStates {
     }
 
     /// Records a batch written at `first_offset` whose largest timestamp is `max_timestamp` (the
-    /// log append time on LogAppendTime topics).
+    /// log append time on LogAppendTime topics). A transactional batch opens its producer's
+    /// transaction here if none is open. A control batch only moves the producer's epoch (the
+    /// log calls [`ProducerStates::end_transaction`] with its marker).
     pub fn record(&mut self, h: &BatchHeader, first_offset: i64, max_timestamp: i64, now_ms: i64) {
+        if h.is_control() {
+            let e = self.entry(h.producer_id, h.producer_epoch, now_ms, max_timestamp);
+            e.epoch = e.epoch.max(h.producer_epoch);
+            return;
+        }
         let meta = BatchMeta {
             first_seq: h.base_sequence,
             last_seq: last_seq(h),
             first_offset,
             last_offset: first_offset + h.last_offset_delta as i64,
         };
-        let e = self.entries.entry(h.producer_id).or_insert_with(|| Entry {
-            epoch: h.producer_epoch,
-            batches: VecDeque::new(),
-            last_write_ms: now_ms,
-            last_timestamp: max_timestamp,
-        });
+        let e = self.entry(h.producer_id, h.producer_epoch, now_ms, max_timestamp);
+        if h.is_transactional() && e.txn_first_offset.is_none() {
+            e.txn_first_offset = Some(first_offset);
+            self.open.insert(first_offset, h.producer_id);
+        }
+        let e = self.entries.get_mut(&h.producer_id).expect("just inserted");
         if h.producer_epoch != e.epoch {
             e.epoch = h.producer_epoch;
             e.batches.clear();
@@ -152,30 +215,98 @@ impl ProducerStates {
         }
         e.last_write_ms = now_ms;
         e.last_timestamp = max_timestamp;
+        self.forget_beyond_max();
+    }
+
+    fn entry(&mut self, producer_id: i64, epoch: i16, now_ms: i64, max_timestamp: i64) -> &mut Entry {
+        self.entries.entry(producer_id).or_insert_with(|| Entry {
+            epoch,
+            batches: VecDeque::new(),
+            last_write_ms: now_ms,
+            last_timestamp: max_timestamp,
+            txn_first_offset: None,
+            coordinator_epoch: -1,
+        })
+    }
+
+    /// Forgets the producer written to longest ago beyond [`PRODUCERS_PER_PARTITION_MAX`], never
+    /// one with an open transaction (the last stable offset waits for it).
+    fn forget_beyond_max(&mut self) {
         if self.entries.len() > PRODUCERS_PER_PARTITION_MAX {
-            let oldest = self.entries.iter().min_by_key(|(_, e)| e.last_write_ms).map(|(pid, _)| *pid);
+            let oldest = self.entries.iter().filter(|(_, e)| e.txn_first_offset.is_none()).min_by_key(|(_, e)| e.last_write_ms).map(|(pid, _)| *pid);
             if let Some(pid) = oldest {
                 self.entries.remove(&pid);
             }
         }
     }
 
+    /// Whether a marker of `producer_id` at `producer_epoch` from a coordinator at
+    /// `coordinator_epoch` may be written.
+    pub fn check_marker(&self, producer_id: i64, producer_epoch: i16, coordinator_epoch: i32) -> Result<(), MarkerRefusal> {
+        let Some(e) = self.entries.get(&producer_id) else { return Ok(()) };
+        if producer_epoch < e.epoch {
+            return Err(MarkerRefusal::StaleProducerEpoch { current: e.epoch });
+        }
+        if coordinator_epoch < e.coordinator_epoch {
+            return Err(MarkerRefusal::StaleCoordinatorEpoch { current: e.coordinator_epoch });
+        }
+        Ok(())
+    }
+
+    /// A marker (the control batch `h`, written at `offset`) closes its producer's transaction
+    /// here; the transaction, if one was open.
+    pub fn end_transaction(&mut self, h: &BatchHeader, marker: Marker, offset: i64, now_ms: i64) -> Option<CompletedTxn> {
+        let e = self.entry(h.producer_id, h.producer_epoch, now_ms, h.max_timestamp);
+        e.epoch = e.epoch.max(h.producer_epoch);
+        e.coordinator_epoch = e.coordinator_epoch.max(marker.coordinator_epoch);
+        e.last_write_ms = now_ms;
+        let first = e.txn_first_offset.take()?;
+        self.open.remove(&first);
+        self.recently_closed.push_back((offset, h.producer_id, first));
+        if self.recently_closed.len() > RECENTLY_CLOSED_MAX {
+            self.recently_closed.pop_front();
+        }
+        Some(CompletedTxn { producer_id: h.producer_id, first_offset: first, last_offset: offset, aborted: !marker.commit })
+    }
+
+    /// The first offset of the oldest open transaction: the last stable offset is at most this.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.open.keys().next().copied()
+    }
+
     /// Forgets batches at or past `end` (a failed write rolled them back), so a retry of them is
     /// written again instead of being answered as a duplicate of bytes that are gone.
     pub fn truncate(&mut self, end: i64) {
+        // Markers rolled back: their transactions are open again (newest first, so a producer's
+        // older transaction is not reopened over a newer one).
+        while let Some(&(marker, pid, first)) = self.recently_closed.back() {
+            if marker < end {
+                break;
+            }
+            self.recently_closed.pop_back();
+            if let Some(e) = self.entries.get_mut(&pid).filter(|e| e.txn_first_offset.is_none()) {
+                e.txn_first_offset = Some(first);
+                self.open.insert(first, pid);
+            }
+        }
         self.entries.retain(|_, e| {
             while e.batches.back().is_some_and(|b| b.last_offset >= end) {
                 e.batches.pop_back();
             }
-            !e.batches.is_empty()
+            if e.txn_first_offset.is_some_and(|f| f >= end) {
+                e.txn_first_offset = None;
+            }
+            !e.batches.is_empty() || e.txn_first_offset.is_some()
         });
+        self.open.retain(|first, _| *first < end);
     }
 
     /// Snapshot bytes: version, entry count, each producer with its batches, CRC-32C last.
-    /// Version 2 added each producer's last timestamp after its last write time.
+    /// Version 2 added each producer's last timestamp after its last write time; version 3 its
+    /// open transaction's first offset (-1: none) and coordinator epoch after that.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::new();
-        b.extend_from_slice(&2u16.to_be_bytes());
+        b.extend_from_slice(&3u16.to_be_bytes());
         b.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
         let mut pids: Vec<&i64> = self.entries.keys().collect();
         pids.sort();
@@ -185,6 +316,8 @@ impl ProducerStates {
             b.extend_from_slice(&e.epoch.to_be_bytes());
             b.extend_from_slice(&e.last_write_ms.to_be_bytes());
             b.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            b.extend_from_slice(&e.txn_first_offset.unwrap_or(-1).to_be_bytes());
+            b.extend_from_slice(&e.coordinator_epoch.to_be_bytes());
             b.push(e.batches.len() as u8);
             for m in &e.batches {
                 b.extend_from_slice(&m.first_seq.to_be_bytes());
@@ -198,9 +331,9 @@ impl ProducerStates {
         b
     }
 
-    /// Reads a snapshot (version 1 or 2; a version 1 producer's last timestamp is its last write
-    /// time); `None` if it is damaged or of another version (the caller then rebuilds from the
-    /// log).
+    /// Reads a snapshot (versions 1 to 3; a version 1 producer's last timestamp is its last write
+    /// time; before version 3 none has an open transaction); `None` if it is damaged or of another
+    /// version (the caller then rebuilds from the log).
     pub fn decode(b: &[u8]) -> Option<ProducerStates> {
         let (body, crc) = b.split_at_checked(b.len().checked_sub(4)?)?;
         if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?) {
@@ -213,16 +346,29 @@ impl ProducerStates {
             Some(x)
         };
         let version = u16::from_be_bytes(take(2)?.try_into().ok()?);
-        if !matches!(version, 1 | 2) {
+        if !matches!(version, 1..=3) {
             return None;
         }
         let n = u32::from_be_bytes(take(4)?.try_into().ok()?);
         let mut entries = HashMap::new();
+        let mut open = BTreeMap::new();
         for _ in 0..n {
             let pid = i64::from_be_bytes(take(8)?.try_into().ok()?);
             let epoch = i16::from_be_bytes(take(2)?.try_into().ok()?);
             let last_write_ms = i64::from_be_bytes(take(8)?.try_into().ok()?);
             let last_timestamp = if version >= 2 { i64::from_be_bytes(take(8)?.try_into().ok()?) } else { last_write_ms };
+            let (txn_first_offset, coordinator_epoch) = if version >= 3 {
+                let first = i64::from_be_bytes(take(8)?.try_into().ok()?);
+                let coordinator_epoch = i32::from_be_bytes(take(4)?.try_into().ok()?);
+                ((first >= 0).then_some(first), coordinator_epoch)
+            } else {
+                (None, -1)
+            };
+            if let Some(first) = txn_first_offset {
+                if open.insert(first, pid).is_some() {
+                    return None; // two transactions cannot start at one offset
+                }
+            }
             let count = take(1)?[0] as usize;
             if count > BATCHES_PER_PRODUCER {
                 return None;
@@ -236,9 +382,11 @@ impl ProducerStates {
                     last_offset: i64::from_be_bytes(take(8)?.try_into().ok()?),
                 });
             }
-            entries.insert(pid, Entry { epoch, batches, last_write_ms, last_timestamp });
+            if entries.insert(pid, Entry { epoch, batches, last_write_ms, last_timestamp, txn_first_offset, coordinator_epoch }).is_some() {
+                return None;
+            }
         }
-        r.is_empty().then_some(ProducerStates { entries })
+        r.is_empty().then_some(ProducerStates { entries, open, recently_closed: VecDeque::new() })
     }
 }
 
@@ -280,6 +428,85 @@ mod tests {
         s.record(&h(7, 1, 0, 1), 120, 0, 3);
         assert_eq!(s.check(&h(7, 0, 5, 1)), Verdict::StaleEpoch { current: 1 });
         assert_eq!(s.check(&h(8, 0, 42, 1)), Verdict::Append, "an unknown producer may start anywhere");
+    }
+
+    /// A transactional batch (attribute bit 4) or a marker's control batch (bits 4 and 5).
+    fn txn(pid: i64, epoch: i16, seq: i32, records: i32) -> BatchHeader {
+        BatchHeader { attributes: 0x10, ..h(pid, epoch, seq, records) }
+    }
+    fn marker(pid: i64, epoch: i16) -> BatchHeader {
+        BatchHeader { attributes: 0x30, base_sequence: -1, ..h(pid, epoch, 0, 1) }
+    }
+    const COMMIT: Marker = Marker { commit: true, coordinator_epoch: 3 };
+    const ABORT: Marker = Marker { commit: false, coordinator_epoch: 3 };
+
+    #[test]
+    fn transactions_open_at_their_first_batch_and_markers_close_them() {
+        let mut s = ProducerStates::default();
+        s.record(&h(1, 0, 0, 2), 0, 0, 0); // idempotent, not transactional
+        assert_eq!(s.first_unstable_offset(), None);
+        s.record(&txn(7, 0, 0, 2), 2, 0, 0);
+        s.record(&txn(8, 0, 0, 1), 4, 0, 0);
+        s.record(&txn(7, 0, 2, 3), 5, 0, 0);
+        assert_eq!(s.first_unstable_offset(), Some(2), "producer 7's transaction began at 2");
+        assert_eq!(s.check(&txn(7, 0, 5, 1)), Verdict::Append, "sequences go on inside a transaction");
+        // Producer 7 commits at 8: producer 8's transaction (from 4) bounds the LSO now.
+        assert_eq!(s.check_marker(7, 0, 3), Ok(()));
+        s.record(&marker(7, 0), 8, 0, 0);
+        let done = s.end_transaction(&marker(7, 0), COMMIT, 8, 0);
+        assert_eq!(done, Some(CompletedTxn { producer_id: 7, first_offset: 2, last_offset: 8, aborted: false }));
+        assert_eq!(s.first_unstable_offset(), Some(4));
+        assert_eq!(s.active()[1].txn_start_offset, -1);
+        assert_eq!(s.active()[2].txn_start_offset, 4);
+        // Its sequence is untouched by the marker; its next transaction opens at its first batch.
+        assert!(matches!(s.check(&txn(7, 0, 2, 3)), Verdict::Duplicate(_)));
+        s.record(&txn(7, 0, 5, 1), 9, 0, 0);
+        assert_eq!(s.active()[1].txn_start_offset, 9);
+        // Producer 8 aborts, from coordinator epoch 3; an older coordinator is fenced after that,
+        // and so is a marker for an older producer epoch.
+        let aborted = s.end_transaction(&marker(8, 0), ABORT, 10, 0);
+        assert_eq!(aborted, Some(CompletedTxn { producer_id: 8, first_offset: 4, last_offset: 10, aborted: true }));
+        assert_eq!(s.first_unstable_offset(), Some(9));
+        assert_eq!(s.check_marker(8, 0, 2), Err(MarkerRefusal::StaleCoordinatorEpoch { current: 3 }));
+        s.record(&txn(8, 1, 0, 1), 11, 0, 0);
+        assert_eq!(s.check_marker(8, 0, 3), Err(MarkerRefusal::StaleProducerEpoch { current: 1 }));
+        // A marker with no transaction open here (the partition was added, never written).
+        assert_eq!(s.end_transaction(&marker(9, 0), COMMIT, 12, 0), None);
+        // The snapshot keeps open transactions and coordinator epochs.
+        let again = ProducerStates::decode(&s.encode()).expect("a version 3 snapshot");
+        assert_eq!(again, s);
+        assert_eq!(again.first_unstable_offset(), Some(9));
+        assert_eq!(again.check_marker(8, 1, 2), Err(MarkerRefusal::StaleCoordinatorEpoch { current: 3 }));
+    }
+
+    #[test]
+    fn a_rolled_back_marker_reopens_its_transaction_and_a_rolled_back_start_forgets_it() {
+        let mut s = ProducerStates::default();
+        s.record(&txn(7, 0, 0, 2), 10, 0, 0);
+        s.record(&txn(8, 0, 0, 2), 12, 0, 0);
+        s.record(&marker(7, 0), 14, 0, 0);
+        s.end_transaction(&marker(7, 0), COMMIT, 14, 0);
+        assert_eq!(s.first_unstable_offset(), Some(12));
+        // The write from 14 on failed: the marker is gone, producer 7's transaction is open again.
+        s.truncate(14);
+        assert_eq!(s.first_unstable_offset(), Some(10));
+        assert_eq!(s.active()[0].txn_start_offset, 10);
+        // The write from 12 on failed too: producer 8's transaction never began.
+        s.truncate(12);
+        assert_eq!(s.active().iter().map(|p| (p.producer_id, p.txn_start_offset)).collect::<Vec<_>>(), vec![(7, 10)]);
+        assert_eq!(s.check(&txn(8, 0, 0, 2)), Verdict::Append, "its batch is written again on retry");
+    }
+
+    #[test]
+    fn a_producer_with_an_open_transaction_is_never_forgotten() {
+        let mut s = ProducerStates::default();
+        s.record(&txn(0, 0, 0, 1), 0, 0, 0); // the oldest write of all
+        for pid in 1..=PRODUCERS_PER_PARTITION_MAX as i64 + 5 {
+            s.record(&h(pid, 0, 0, 1), pid, 0, pid);
+        }
+        assert_eq!(s.len(), PRODUCERS_PER_PARTITION_MAX);
+        assert_eq!(s.first_unstable_offset(), Some(0));
+        assert!(s.active().iter().any(|p| p.producer_id == 0));
     }
 
     #[test]
@@ -346,7 +573,10 @@ mod tests {
         let crc = crc32c::crc32c(&v1);
         v1.extend_from_slice(&crc.to_be_bytes());
         let s = ProducerStates::decode(&v1).expect("a version 1 snapshot");
-        assert_eq!(s.active(), vec![ActiveProducer { producer_id: 42, epoch: 3, last_sequence: 4, last_timestamp: 555 }]);
+        assert_eq!(
+            s.active(),
+            vec![ActiveProducer { producer_id: 42, epoch: 3, last_sequence: 4, last_timestamp: 555, txn_start_offset: -1, coordinator_epoch: -1 }]
+        );
         assert!(matches!(s.check(&h(42, 3, 0, 5)), Verdict::Duplicate(_)));
     }
 }

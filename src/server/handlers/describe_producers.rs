@@ -55,8 +55,8 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, req: DescribeProducersRequ
                             .with_producer_epoch(a.epoch as i32)
                             .with_last_sequence(a.last_sequence)
                             .with_last_timestamp(a.last_timestamp)
-                            .with_coordinator_epoch(-1)
-                            .with_current_txn_start_offset(-1)
+                            .with_coordinator_epoch(a.coordinator_epoch)
+                            .with_current_txn_start_offset(a.txn_start_offset)
                     })
                     .collect()
             }

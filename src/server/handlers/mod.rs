@@ -301,6 +301,7 @@ pub fn log_error_code(e: &crate::storage::log::LogError) -> crate::protocol::Res
         E::InvalidProducerEpoch(_) => R::InvalidProducerEpoch,
         E::InvalidRecord(_) => R::InvalidRecord,
         E::FencedLeaderEpoch(_) => R::FencedLeaderEpoch,
+        E::CoordinatorFenced(_) => R::TransactionCoordinatorFenced,
     }
 }
 

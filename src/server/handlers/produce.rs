@@ -62,6 +62,16 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, fr
                     BatchError::Corrupt(_) => (ResponseError::CorruptMessage, e.to_string()),
                     BatchError::UnsupportedMagic(_) => (ResponseError::UnsupportedForMessageFormat, e.to_string()),
                 })?;
+                // Markers are the transaction coordinator's to write, as in Kafka; and a
+                // transactional batch needs a transaction the coordinator opened, which Spate
+                // does not run yet (issue 23): KIP-890's answer for a producer with none.
+                if let Some((_, h)) = batches.iter().find(|(_, h)| h.is_control() || h.is_transactional()) {
+                    return Err(if h.is_control() {
+                        (ResponseError::InvalidRecord, "clients may not write control batches (transaction markers)".to_string())
+                    } else {
+                        (ResponseError::InvalidTxnState, format!("producer {} has no open transaction on this partition", h.producer_id))
+                    });
+                }
                 let max = meta.config.message_max_bytes;
                 let too_large = |batches: &[(Bytes, BatchHeader)]| match batches.iter().find(|(b, _)| b.len() as i64 > max) {
                     Some((b, _)) => Err((ResponseError::MessageTooLarge, format!("batch of {} bytes exceeds max.message.bytes {max}", b.len()))),

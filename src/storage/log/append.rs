@@ -42,7 +42,26 @@ impl PartitionLog {
                     "an idempotent produce request must carry exactly one batch per partition".into(),
                 ));
             }
-            if idempotent {
+            if let Some((b, h)) = batches.first().filter(|(_, h)| h.is_control()) {
+                // A transaction marker (the coordinator's; clients' are refused before this):
+                // no sequence, checked against the producer's and the coordinator's epochs.
+                let marker = batch::parse_marker(b, h).ok_or_else(|| LogError::InvalidRecord("a control batch that is not a transaction marker".into()))?;
+                match st.producers.check_marker(h.producer_id, h.producer_epoch, marker.coordinator_epoch) {
+                    Ok(()) => {}
+                    Err(MarkerRefusal::StaleProducerEpoch { current }) => {
+                        return Err(LogError::InvalidProducerEpoch(format!(
+                            "marker for producer {} epoch {} older than its current epoch {current}",
+                            h.producer_id, h.producer_epoch
+                        )))
+                    }
+                    Err(MarkerRefusal::StaleCoordinatorEpoch { current }) => {
+                        return Err(LogError::CoordinatorFenced(format!(
+                            "marker for producer {} from coordinator epoch {} older than {current}",
+                            h.producer_id, marker.coordinator_epoch
+                        )))
+                    }
+                }
+            } else if idempotent {
                 let h = &batches[0].1;
                 match st.producers.check(h) {
                     Verdict::Append => {}
@@ -138,6 +157,10 @@ impl PartitionLog {
         st.log_end = last + 1;
         if h.producer_id >= 0 {
             st.producers.record(h, base, max_ts, now_ms());
+            if let Some(marker) = h.is_control().then(|| batch::parse_marker(&bytes, h)).flatten() {
+                // The aborted-transaction index will keep what this returns for an abort.
+                let _closed = st.producers.end_transaction(h, marker, base, now_ms());
+            }
         }
         st.unflushed_records += h.records_count as i64;
         st.cache_bytes += bytes.len();

@@ -38,7 +38,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::compact;
 use super::index::SegmentIndex;
-use super::producers::{ProducerStates, Verdict};
+use super::producers::{MarkerRefusal, ProducerStates, Verdict};
 use crate::sync::{Notify, Turns};
 use super::now_ms;
 use crate::config::limits::{
@@ -65,6 +65,9 @@ pub enum LogError {
     InvalidRecord(String),
     /// FENCED_LEADER_EPOCH: a replicated append from an older leader than this log knows.
     FencedLeaderEpoch(String),
+    /// TRANSACTION_COORDINATOR_FENCED: a marker from an older transaction coordinator than one
+    /// that has written markers for its producer here.
+    CoordinatorFenced(String),
 }
 
 impl std::fmt::Display for LogError {
@@ -77,7 +80,8 @@ impl std::fmt::Display for LogError {
             LogError::OutOfOrderSequence(s)
             | LogError::InvalidProducerEpoch(s)
             | LogError::InvalidRecord(s)
-            | LogError::FencedLeaderEpoch(s) => f.write_str(s),
+            | LogError::FencedLeaderEpoch(s)
+            | LogError::CoordinatorFenced(s) => f.write_str(s),
         }
     }
 }
@@ -327,6 +331,12 @@ impl PartitionLog {
             durable: st.durable,
             written: st.write_end,
         }
+    }
+
+    /// The first offset of the oldest transaction open in this partition: the last stable
+    /// offset is at most this (see "Transactions' shape" in ARCHITECTURE.md).
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.st.borrow().producers.first_unstable_offset()
     }
 
     /// The idempotent producers this partition remembers (DescribeProducers).

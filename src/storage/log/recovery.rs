@@ -57,8 +57,11 @@ pub(super) async fn load_producer_state(
     for seg in segments.values().filter(|s| s.next_offset > from && s.written > 0) {
         let mut reader = compact::BatchReader::new(&seg.file, seg.written);
         while let Some(batches) = reader.next().await? {
-            for (_, h) in batches.iter().filter(|(_, h)| h.base_offset >= from && h.producer_id >= 0) {
+            for (bytes, h) in batches.iter().filter(|(_, h)| h.base_offset >= from && h.producer_id >= 0) {
                 state.record(h, h.base_offset, h.max_timestamp, now_ms());
+                if let Some(marker) = h.is_control().then(|| crate::protocol::batch::parse_marker(bytes, h)).flatten() {
+                    state.end_transaction(h, marker, h.base_offset, now_ms());
+                }
                 replayed += 1;
             }
         }

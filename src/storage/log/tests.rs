@@ -516,6 +516,69 @@ fn idempotent_retries_get_their_first_offsets_even_after_reopen() {
     });
 }
 
+/// `idem` with the transactional attribute.
+fn txn_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> (Bytes, BatchHeader) {
+    let (b, _) = idem(pid, epoch, seq, n);
+    let mut b = b.to_vec();
+    b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    let b = Bytes::from(b);
+    let h = batch::validate(&b).unwrap();
+    (b, h)
+}
+
+fn marker_batch(pid: i64, epoch: i16, commit: bool, coordinator_epoch: i32) -> (Bytes, BatchHeader) {
+    let b = batch::build_marker(pid, epoch, batch::Marker { commit, coordinator_epoch }, 2_000);
+    let h = batch::validate(&b).unwrap();
+    (b, h)
+}
+
+/// Transactions in the partition: open ones hold the first unstable offset back, markers
+/// close them (and are refused from an older coordinator or producer epoch), and a reopen
+/// rebuilds the open ones from the snapshot at a roll plus the batches after it.
+#[test]
+fn markers_close_transactions_and_open_ones_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    rt::run_local(async move {
+        io_probe(&path).await;
+        let p = path.join("p");
+        let log = PartitionLog::open(p.clone(), small_segments(), Rc::new(Notify::default())).await.unwrap();
+        log.append(&[batch(3)], true).await.unwrap();
+        let a = log.append(&[txn_batch(7, 0, 0, 2)], true).await.unwrap().base_offset;
+        let b = log.append(&[txn_batch(8, 0, 0, 2)], true).await.unwrap().base_offset;
+        assert_eq!(log.first_unstable_offset(), Some(a));
+        // Producer 7 commits; many more batches roll segments (each roll snapshots the state).
+        let m = log.append(&[marker_batch(7, 0, true, 5)], true).await.unwrap();
+        assert_eq!(m.end, m.base_offset + 1, "a marker is one record");
+        assert_eq!(log.first_unstable_offset(), Some(b));
+        for i in 0..40 {
+            log.append(&[txn_batch(7, 0, 2 + i, 1)], true).await.unwrap();
+        }
+        assert!(log.st.borrow().segments.len() > 3, "rolls wrote producer snapshots");
+        let fenced = log.append(&[marker_batch(7, 0, true, 4)], true).await;
+        assert!(matches!(fenced, Err(LogError::CoordinatorFenced(_))), "{fenced:?}");
+        let end = log.offsets().log_end;
+        drop(log);
+        for reopen in 0..2 {
+            let log = PartitionLog::open(p.clone(), small_segments(), Rc::new(Notify::default())).await.unwrap();
+            assert_eq!(log.offsets().log_end, end);
+            assert_eq!(log.first_unstable_offset(), Some(b), "reopen {reopen}: producer 8's transaction is open");
+            let producers = log.active_producers();
+            let p7 = producers.iter().find(|p| p.producer_id == 7).unwrap();
+            assert_eq!((p7.txn_start_offset, p7.coordinator_epoch), (m.end, 5), "reopen {reopen}: producer 7's second transaction");
+            drop(log);
+        }
+        let log = PartitionLog::open(p, small_segments(), Rc::new(Notify::default())).await.unwrap();
+        let old = log.append(&[marker_batch(7, 0, true, 4)], true).await;
+        assert!(matches!(old, Err(LogError::CoordinatorFenced(_))), "the coordinator epoch survives a reopen: {old:?}");
+        log.append(&[marker_batch(7, 0, false, 5)], true).await.unwrap();
+        log.append(&[marker_batch(8, 0, false, 5)], true).await.unwrap();
+        assert_eq!(log.first_unstable_offset(), None);
+    });
+}
+
 #[test]
 fn a_cancelled_append_does_not_wedge_the_partition() {
     let dir = tempfile::tempdir().unwrap();
