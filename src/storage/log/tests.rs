@@ -462,8 +462,18 @@ fn compaction_keeps_each_keys_latest_record_at_its_offset_and_survives_reopen() 
 
 /// An idempotent batch of `n` records from producer `pid`, epoch `epoch`, first sequence `seq`.
 fn idem(pid: i64, epoch: i16, seq: i32, n: usize) -> (Bytes, BatchHeader) {
+    idem_with(pid, epoch, seq, n, 0)
+}
+
+/// `idem` with the transactional attribute.
+fn txn_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> (Bytes, BatchHeader) {
+    idem_with(pid, epoch, seq, n, 0x10)
+}
+
+fn idem_with(pid: i64, epoch: i16, seq: i32, n: usize, attributes: i16) -> (Bytes, BatchHeader) {
     let recs: Vec<_> = (0..n).map(|i| (None, Some(Bytes::from(format!("r{}", seq as usize + i))))).collect();
     let mut b = batch::build(&recs, 1_000).to_vec();
+    b[21..23].copy_from_slice(&attributes.to_be_bytes());
     b[43..51].copy_from_slice(&pid.to_be_bytes());
     b[51..53].copy_from_slice(&epoch.to_be_bytes());
     b[53..57].copy_from_slice(&seq.to_be_bytes());
@@ -514,18 +524,6 @@ fn idempotent_retries_get_their_first_offsets_even_after_reopen() {
         let stale = log.append(&[idem(5, 0, 91, 1)], true).await;
         assert!(matches!(stale, Err(LogError::InvalidProducerEpoch(_))), "{stale:?}");
     });
-}
-
-/// `idem` with the transactional attribute.
-fn txn_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> (Bytes, BatchHeader) {
-    let (b, _) = idem(pid, epoch, seq, n);
-    let mut b = b.to_vec();
-    b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    let b = Bytes::from(b);
-    let h = batch::validate(&b).unwrap();
-    (b, h)
 }
 
 fn marker_batch(pid: i64, epoch: i16, commit: bool, coordinator_epoch: i32) -> (Bytes, BatchHeader) {
