@@ -517,14 +517,44 @@ fn abandoned_offsets_expire_after_the_retention() {
     c.commit(&tpl, CommitMode::Sync).unwrap(); // assign()-style commit: the group never had members
     drop(c);
     let committed_at = Instant::now();
-    std::thread::sleep(Duration::from_secs(40));
+    // Meanwhile a KIP-848 member subscribed to "expiring" commits an offset of a topic it does
+    // not subscribe to: that offset expires too, and the group, which still has its member,
+    // must stay (it was once dropped whole with its offsets).
+    produce_numbered(&broker.bootstrap(), "unsubscribed", 1);
+    let mut cfg = group_config(&broker.bootstrap(), "g-expire-848", &[]);
+    cfg.set("group.protocol", "consumer");
+    for k in ["session.timeout.ms", "heartbeat.interval.ms"] {
+        cfg.remove(k);
+    }
+    let member: BaseConsumer<Revocations> = cfg.create_with_context(Revocations::default()).unwrap();
+    member.subscribe(&["expiring"]).unwrap();
+    while member.assignment().unwrap().count() == 0 {
+        assert!(committed_at.elapsed() < Duration::from_secs(30), "the KIP-848 member was never assigned");
+        let _ = member.poll(Duration::from_millis(50));
+    }
+    let mut other = rdkafka::TopicPartitionList::new();
+    other.add_partition_offset("unsubscribed", 0, rdkafka::Offset::Offset(1)).unwrap();
+    member.commit(&other, CommitMode::Sync).unwrap();
+    let poll_for = |d: Duration| {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            let _ = member.poll(Duration::from_millis(50));
+        }
+    };
+    poll_for(Duration::from_secs(40).saturating_sub(committed_at.elapsed()));
     assert_eq!(committed(&broker.bootstrap()), rdkafka::Offset::Offset(7), "expired before the retention");
     while committed(&broker.bootstrap()) != rdkafka::Offset::Invalid {
         assert!(committed_at.elapsed() < Duration::from_secs(120), "never expired");
-        std::thread::sleep(Duration::from_millis(500));
+        poll_for(Duration::from_millis(500));
     }
     assert!(committed_at.elapsed() >= Duration::from_secs(59));
     assert!(broker.log().contains("committed offsets expired"), "{}", broker.log());
+    poll_for(Duration::from_secs(6)); // past librdkafka's 5 s heartbeat interval
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("expiring", 0, rdkafka::Offset::Offset(3)).unwrap();
+    member.commit(&tpl, CommitMode::Sync).expect("the KIP-848 member is still known after its other offset expired");
+    assert!(member.context().0.lock().unwrap().is_empty(), "the member lost its partitions: {}", broker.log());
+    assert!(broker.log().contains("group=g-expire-848 partitions=1"), "its unsubscribed offset expired: {}", broker.log());
     broker.restart();
     assert_eq!(committed(&broker.bootstrap()), rdkafka::Offset::Invalid, "the expiry is durable");
 }

@@ -587,15 +587,22 @@ impl Groups {
             };
             let gone = offsets::expired(&e.offsets, e.empty_since, subscribed.as_ref(), retention, now);
             if !gone.is_empty() {
-                let forget_group = !e.group.has_members() && gone.len() == e.offsets.len();
-                work.push((id.clone(), gone, forget_group));
+                // A group with members of either protocol stays, whatever offsets it loses.
+                let members = e.group.has_members() || e.consumer.as_ref().is_some_and(|c| c.has_members());
+                let forget_group = !members && gone.len() == e.offsets.len();
+                let consumer = e.consumer.is_some().then(|| e.consumer_stored.iter().cloned().collect::<Vec<_>>());
+                work.push((id.clone(), gone, forget_group, consumer));
             }
         }
-        for (id, gone, forget_group) in work {
+        for (id, gone, forget_group, consumer) in work {
             let mut records: Vec<_> = gone.iter().map(|(t, p)| (Some(offsets::encode_key(&id, t, *p)), None)).collect();
             if forget_group {
                 records.push((Some(offsets::encode_group_key(&id)), None));
+                if let Some(stored) = consumer {
+                    records.extend(offsets::consumer_group_tombstones(&id, &stored));
+                }
                 self.dirty.borrow_mut().remove(&id);
+                self.consumer_dirty.borrow_mut().remove(&id);
             }
             let (written, _turn) = self.append_in_order(&id, &records).await;
             if written.is_err() {
@@ -606,7 +613,8 @@ impl Groups {
                 for k in &gone {
                     e.offsets.remove(k);
                 }
-                if forget_group && !e.group.has_members() && e.offsets.is_empty() && e.waiting.is_empty() {
+                let consumer_members = e.consumer.as_ref().is_some_and(|c| c.has_members());
+                if forget_group && !e.group.has_members() && !consumer_members && e.offsets.is_empty() && e.waiting.is_empty() {
                     entries.remove(&id);
                 }
             }
