@@ -12,6 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{create_topic, dashboard_metrics, flush, free_port, group_consumer, metric_families, producer, set_config, to_rec, Broker, Raw};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
@@ -264,6 +265,19 @@ fn three_brokers_serve_one_set_of_topics_with_leaders_spread_and_clients_followi
     let nodes = cluster(&["--cores", "2", "--broker-heartbeat-interval-ms", "300"]);
     let all: Vec<&Broker> = nodes.iter().collect();
     assert_consistent(&all);
+    // Before `__consumer_offsets` exists no broker knows who coordinates a group: each sends
+    // the client back to FindCoordinator (which creates it) instead of starting the group where
+    // it would be forgotten once the topic's image arrives.
+    let early = JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("too-early")))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(StrBytes::from_static_str("range"))]);
+    for n in &nodes {
+        let r: JoinGroupResponse = Raw::connect(n.port).call(ApiKey::JoinGroup, 7, &early, 7);
+        assert_eq!(r.error_code, 16, "NOT_COORDINATOR before __consumer_offsets exists: {r:?}");
+    }
     // Created through node 1: six partitions, two led by each broker, seen alike by all three.
     create_topic(&nodes[0].bootstrap(), "orders", 6, &[]);
     let md: Vec<MetadataResponse> = nodes.iter().map(|n| metadata(n, Some(&["orders"]))).collect();

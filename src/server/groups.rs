@@ -51,12 +51,18 @@ pub fn offsets_partition(group_id: &str) -> i32 {
 
 /// In a cluster, NOT_COORDINATOR for a group whose `__consumer_offsets` partition another
 /// broker (or nobody) leads: the client asks FindCoordinator again. None when this broker
-/// coordinates it (always on a single node; and before `__consumer_offsets` exists, where the
-/// usual path creates it).
+/// coordinates it (always on a single node, where a group may start before
+/// `__consumer_offsets` exists and the usual path creates it).
+///
+/// In a cluster, also NOT_COORDINATOR while this broker's image has no `__consumer_offsets`:
+/// FindCoordinator through another broker has just created it and named this one, whose image
+/// follows a moment later. A group started here before then was forgotten when that image
+/// arrived (`Shard::take_group_leadership` loads a partition that comes to this broker afresh),
+/// and its member's next commit got UNKNOWN_MEMBER_ID.
 pub fn coordinator_elsewhere(shard: &super::shard::Shard, group_id: &str) -> Option<i16> {
     let image = shard.image();
     image.cluster.as_ref()?;
-    let t = image.topic(OFFSETS_TOPIC)?;
+    let Some(t) = image.topic(OFFSETS_TOPIC) else { return Some(ResponseError::NotCoordinator.code()) };
     (!image.leads(t, offsets_partition(group_id))).then_some(ResponseError::NotCoordinator.code())
 }
 
