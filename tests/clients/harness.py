@@ -413,6 +413,19 @@ class Cluster:
             out.append(f"---- node {i + 1}\n{tail}")
         return "\n".join(out)
 
+    def log_lines_with(self, words, lines=40):
+        """Every node's log lines containing any of `words` (the last `lines` per node), for a
+        failed check to say what one subsystem did (a group: "group", "coordinat", "member")."""
+        out = []
+        for i in range(len(self._logs)):
+            try:
+                hits = [l for l in self._read_log(i).splitlines() if any(w in l for w in words)]
+                tail = "\n".join(hits[-lines:])
+            except OSError:
+                tail = "(no log)"
+            out.append(f"---- node {i + 1}, lines with {'|'.join(words)}\n{tail}")
+        return "\n".join(out)
+
     def stop(self):
         for p in self.procs:
             if p.poll() is None:

@@ -125,6 +125,10 @@ def main():
                 note = short(e)
                 if args.verbose:
                     traceback.print_exc()
+                # A cluster check's failure: what the nodes' coordinators and controllers did.
+                for c in ctx.extra_brokers:
+                    if hasattr(c, "log_lines_with"):
+                        print(c.log_lines_with(("group", "coordinat", "member", "fenced", "elect", "WARN", "ERROR")), flush=True)
             finally:
                 # Destroy client objects the check left behind (AdminClients live in reference
                 # cycles) while their broker still runs, so they do not log connection errors later.
