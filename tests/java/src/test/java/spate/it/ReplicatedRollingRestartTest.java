@@ -4,15 +4,15 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 import static spate.it.VerifiableEvents.count;
+import static spate.it.VerifiableEvents.consumedAll;
+import static spate.it.VerifiableEvents.consumedValues;
 import static spate.it.VerifiableEvents.countPartitions;
 import static spate.it.VerifiableEvents.events;
 import static spate.it.VerifiableEvents.first;
-import static spate.it.VerifiableEvents.where;
 import static spate.it.Clients.TIMEOUT_S;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.time.Duration;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.HashSet;
@@ -28,8 +28,6 @@ import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
-import org.apache.kafka.clients.consumer.ConsumerRecord;
-import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.TopicPartitionInfo;
@@ -203,34 +201,14 @@ class ReplicatedRollingRestartTest {
 
                 // (a) The whole topic, read back by a fresh consumer (no group).
                 Map<String, List<long[]>> inLog = readTopic(topic);
-                List<String> lost = new ArrayList<>();
-                List<String> twice = new ArrayList<>();
-                List<String> misplaced = new ArrayList<>();
-                for (Map.Entry<String, long[]> e : acked.entrySet()) {
-                    List<long[]> at = inLog.get(e.getKey());
-                    if (at == null) {
-                        lost.add(e.getKey());
-                    } else if (at.size() > 1) {
-                        twice.add(e.getKey() + "@" + where(at));
-                    } else if (at.get(0)[0] != e.getValue()[0] || at.get(0)[1] != e.getValue()[1]) {
-                        misplaced.add(e.getKey() + " acked at " + where(List.of(e.getValue())) + ", in log at " + where(at));
-                    }
-                }
-                List<String> anyTwice = new ArrayList<>();
-                List<String> unanswered = new ArrayList<>();
-                int unacked = 0;
-                for (Map.Entry<String, List<long[]>> e : inLog.entrySet()) {
-                    if (e.getValue().size() > 1) {
-                        anyTwice.add(e.getKey() + "@" + where(e.getValue()));
-                    }
-                    if (!acked.containsKey(e.getKey())) {
-                        unacked++;
-                        if (!failed.containsKey(e.getKey())) {
-                            unanswered.add(e.getKey() + "@" + where(e.getValue()));
-                        }
-                    }
-                }
-                int logRecords = inLog.values().stream().mapToInt(List::size).sum();
+                VerifiableEvents.LogCheck log = VerifiableEvents.checkLog(account, inLog);
+                List<String> lost = log.lost();
+                List<String> twice = log.twice();
+                List<String> misplaced = log.misplaced();
+                List<String> anyTwice = log.anyTwice();
+                List<String> unanswered = log.unanswered();
+                int unacked = log.unacked();
+                int logRecords = log.records();
                 Map<TopicPartition, Long> ends = endOffsets(topic);
 
                 // (b), (c) The consumer's account, once it caught up with the whole log.
@@ -245,54 +223,16 @@ class ReplicatedRollingRestartTest {
                 String consumerExit = consumerExited
                         ? "exit status " + consumer.exitValue() + " " + (System.nanoTime() - consumerStop) / 1_000_000 + " ms after SIGTERM"
                         : "still running 30 s after SIGTERM";
-                Map<Integer, Long> committed = new TreeMap<>(); // partition -> highest successful commit
-                Map<Integer, Set<Long>> seen = new HashMap<>();
-                Set<String> consumedValues = new HashSet<>();
-                List<String> duplicates = new ArrayList<>();
-                List<String> belowCommit = new ArrayList<>();
-                List<String> wrongData = new ArrayList<>();
-                List<String> failedCommits = new ArrayList<>();
-                int consumedRecords = 0;
-                int assignments = 0;
-                for (JsonNode e : events(consumer.lines())) {
-                    switch (e.path("name").asText()) {
-                        case "record_data" -> {
-                            consumedRecords++;
-                            int p = e.get("partition").asInt();
-                            long o = e.get("offset").asLong();
-                            String v = e.get("value").asText();
-                            consumedValues.add(v);
-                            List<long[]> at = inLog.get(v);
-                            if (at == null || at.stream().noneMatch(x -> x[0] == p && x[1] == o)) {
-                                wrongData.add(v + " consumed at p" + p + "/" + o + ", in log at " + (at == null ? "nowhere" : where(at)));
-                            }
-                            if (!seen.computeIfAbsent(p, x -> new HashSet<>()).add(o)) {
-                                duplicates.add("p" + p + "/" + o);
-                                long c = committed.getOrDefault(p, 0L);
-                                if (o < c) {
-                                    belowCommit.add("p" + p + "/" + o + " again after offset " + c + " was committed");
-                                }
-                            }
-                        }
-                        case "offsets_committed" -> {
-                            if (e.path("success").asBoolean()) {
-                                for (JsonNode c : e.path("offsets")) {
-                                    committed.merge(c.get("partition").asInt(), c.get("offset").asLong(), Math::max);
-                                }
-                            } else {
-                                failedCommits.add(e.path("error").asText());
-                            }
-                        }
-                        case "partitions_assigned" -> assignments++;
-                        default -> { }
-                    }
-                }
-                List<String> notConsumed = new ArrayList<>();
-                for (String v : acked.keySet()) {
-                    if (!consumedValues.contains(v)) {
-                        notConsumed.add(v);
-                    }
-                }
+                VerifiableEvents.ConsumerCheck got = VerifiableEvents.checkConsumer(consumer.lines(), inLog, acked.keySet());
+                Map<Integer, Long> committed = got.committed(); // partition -> highest successful commit
+                Set<String> consumedValues = got.consumedValues();
+                List<String> duplicates = got.duplicates();
+                List<String> belowCommit = got.belowCommit();
+                List<String> wrongData = got.wrongData();
+                List<String> failedCommits = got.failedCommits();
+                int consumedRecords = got.records();
+                int assignments = got.assignments();
+                List<String> notConsumed = got.notConsumed();
                 Map<Integer, Long> endByPartition = new TreeMap<>();
                 ends.forEach((tp, o) -> endByPartition.put(tp.partition(), o));
 
@@ -404,19 +344,6 @@ class ReplicatedRollingRestartTest {
         return out;
     }
 
-    private static Set<String> consumedValues(List<String> lines) {
-        Set<String> got = new HashSet<>();
-        for (JsonNode e : events(lines)) {
-            if (e.path("name").asText().equals("record_data")) {
-                got.add(e.get("value").asText());
-            }
-        }
-        return got;
-    }
-
-    private static boolean consumedAll(List<String> lines, Set<String> values) {
-        return consumedValues(lines).containsAll(values);
-    }
 
     /** Whether a successful offsets_committed event comes at or after line {@code from}. */
     private static boolean successfulCommitAfter(List<String> lines, int from) {
@@ -450,39 +377,13 @@ class ReplicatedRollingRestartTest {
         return p;
     }
 
-    private static List<TopicPartition> partitions(String topic) {
-        List<TopicPartition> tps = new ArrayList<>();
-        for (int p = 0; p < PARTITIONS; p++) {
-            tps.add(new TopicPartition(topic, p));
-        }
-        return tps;
-    }
-
     /** Every record of the topic: value -> [partition, offset] of each record holding it. */
     private static Map<String, List<long[]>> readTopic(String topic) {
-        Map<String, List<long[]>> out = new HashMap<>();
-        List<TopicPartition> tps = partitions(topic);
-        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(consumerProps())) {
-            c.assign(tps);
-            c.seekToBeginning(tps);
-            Map<TopicPartition, Long> ends = c.endOffsets(tps);
-            long deadline = System.currentTimeMillis() + TIMEOUT_S * 1000;
-            while (tps.stream().anyMatch(tp -> c.position(tp) < ends.get(tp))) {
-                if (System.currentTimeMillis() > deadline) {
-                    fail("could not read the topic to its end offsets " + ends + "\n" + cluster.logTails(30));
-                }
-                for (ConsumerRecord<String, String> r : c.poll(Duration.ofMillis(200))) {
-                    out.computeIfAbsent(r.value(), v -> new ArrayList<>()).add(new long[] {r.partition(), r.offset()});
-                }
-            }
-        }
-        return out;
+        return VerifiableEvents.readTopic(consumerProps(), topic, PARTITIONS, () -> cluster.logTails(30));
     }
 
     private static Map<TopicPartition, Long> endOffsets(String topic) {
-        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(consumerProps())) {
-            return c.endOffsets(partitions(topic));
-        }
+        return VerifiableEvents.endOffsets(consumerProps(), topic, PARTITIONS);
     }
 
 }

@@ -4,35 +4,26 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 import static spate.it.VerifiableEvents.count;
+import static spate.it.VerifiableEvents.consumedAll;
 import static spate.it.VerifiableEvents.countPartitions;
 import static spate.it.VerifiableEvents.events;
 import static spate.it.VerifiableEvents.first;
-import static spate.it.VerifiableEvents.where;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.time.Duration;
 import java.util.ArrayList;
-import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.Properties;
 import java.util.Set;
-import java.util.TreeMap;
-import java.util.TreeSet;
 import java.util.concurrent.TimeUnit;
 
 import org.apache.kafka.clients.admin.Admin;
-import org.apache.kafka.clients.consumer.ConsumerRecord;
-import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.common.TopicPartition;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
-
-import com.fasterxml.jackson.databind.JsonNode;
 
 /**
  * Kafka's own system-test tools, {@code org.apache.kafka.tools.VerifiableProducer} and
@@ -144,30 +135,13 @@ class VerifiableKillTest {
 
                 // (a) The whole topic, read back by a fresh consumer (no group).
                 Map<String, List<long[]>> inLog = readTopic(topic);
-                List<String> lost = new ArrayList<>();
-                List<String> twice = new ArrayList<>();
-                List<String> misplaced = new ArrayList<>();
-                for (Map.Entry<String, long[]> e : acked.entrySet()) {
-                    List<long[]> at = inLog.get(e.getKey());
-                    if (at == null) {
-                        lost.add(e.getKey());
-                    } else if (at.size() > 1) {
-                        twice.add(e.getKey() + "@" + where(at));
-                    } else if (at.get(0)[0] != e.getValue()[0] || at.get(0)[1] != e.getValue()[1]) {
-                        misplaced.add(e.getKey() + " acked at " + where(List.of(e.getValue())) + ", in log at " + where(at));
-                    }
-                }
-                List<String> anyTwice = new ArrayList<>();
-                int unacked = 0;
-                for (Map.Entry<String, List<long[]>> e : inLog.entrySet()) {
-                    if (e.getValue().size() > 1) {
-                        anyTwice.add(e.getKey() + "@" + where(e.getValue()));
-                    }
-                    if (!acked.containsKey(e.getKey())) {
-                        unacked++;
-                    }
-                }
-                int logRecords = inLog.values().stream().mapToInt(List::size).sum();
+                VerifiableEvents.LogCheck log = VerifiableEvents.checkLog(account, inLog);
+                List<String> lost = log.lost();
+                List<String> twice = log.twice();
+                List<String> misplaced = log.misplaced();
+                List<String> anyTwice = log.anyTwice();
+                int unacked = log.unacked();
+                int logRecords = log.records();
 
                 // (b), (c) The consumer's account, in the order it printed it.
                 long catchUp = System.currentTimeMillis() + CONSUMER_CATCH_UP_TIMEOUT_MS;
@@ -181,54 +155,16 @@ class VerifiableKillTest {
                 String consumerExit = consumerExited
                         ? "exit status " + consumer.exitValue() + " " + (System.nanoTime() - stopStart) / 1_000_000 + " ms after SIGTERM"
                         : "still running 30 s after SIGTERM";
-                Map<Integer, Long> committed = new HashMap<>(); // partition -> highest successful commit
-                Map<Integer, Set<Long>> seen = new HashMap<>();
-                Set<String> consumedValues = new TreeSet<>();
-                List<String> duplicates = new ArrayList<>();
-                List<String> belowCommit = new ArrayList<>();
-                List<String> wrongData = new ArrayList<>();
-                List<String> failedCommits = new ArrayList<>();
-                int consumedRecords = 0;
-                int rebalances = 0;
-                for (JsonNode e : events(consumer.lines())) {
-                    switch (e.path("name").asText()) {
-                        case "record_data" -> {
-                            consumedRecords++;
-                            int p = e.get("partition").asInt();
-                            long o = e.get("offset").asLong();
-                            String v = e.get("value").asText();
-                            consumedValues.add(v);
-                            List<long[]> at = inLog.get(v);
-                            if (at == null || at.stream().noneMatch(x -> x[0] == p && x[1] == o)) {
-                                wrongData.add(v + " consumed at p" + p + "/" + o + ", in log at " + (at == null ? "nowhere" : where(at)));
-                            }
-                            if (!seen.computeIfAbsent(p, x -> new java.util.HashSet<>()).add(o)) {
-                                duplicates.add("p" + p + "/" + o);
-                                long c = committed.getOrDefault(p, 0L);
-                                if (o < c) {
-                                    belowCommit.add("p" + p + "/" + o + " again after offset " + c + " was committed");
-                                }
-                            }
-                        }
-                        case "offsets_committed" -> {
-                            if (e.path("success").asBoolean()) {
-                                for (JsonNode c : e.path("offsets")) {
-                                    committed.merge(c.get("partition").asInt(), c.get("offset").asLong(), Math::max);
-                                }
-                            } else {
-                                failedCommits.add(e.path("error").asText());
-                            }
-                        }
-                        case "partitions_assigned" -> rebalances++;
-                        default -> { }
-                    }
-                }
-                List<String> notConsumed = new ArrayList<>();
-                for (String v : acked.keySet()) {
-                    if (!consumedValues.contains(v)) {
-                        notConsumed.add(v);
-                    }
-                }
+                VerifiableEvents.ConsumerCheck got = VerifiableEvents.checkConsumer(consumer.lines(), inLog, acked.keySet());
+                Map<Integer, Long> committed = got.committed(); // partition -> highest successful commit
+                Set<String> consumedValues = got.consumedValues();
+                List<String> duplicates = got.duplicates();
+                List<String> belowCommit = got.belowCommit();
+                List<String> wrongData = got.wrongData();
+                List<String> failedCommits = got.failedCommits();
+                int consumedRecords = got.records();
+                int rebalances = got.assignments();
+                List<String> notConsumed = got.notConsumed();
 
                 String summary = String.format("VerifiableKillTest[%s]: %s; sent %d, acked %d, send errors %d, records in log %d "
                                 + "(%d not acked), consumed %d records (%d distinct values), duplicates %d, "
@@ -280,49 +216,13 @@ class VerifiableKillTest {
         }
     }
 
-    private static boolean consumedAll(List<String> lines, Set<String> values) {
-        Set<String> got = new java.util.HashSet<>();
-        for (JsonNode e : events(lines)) {
-            if (e.path("name").asText().equals("record_data")) {
-                got.add(e.get("value").asText());
-            }
-        }
-        return got.containsAll(values);
-    }
-
     /** Every record of the topic: value -> [partition, offset] of each record holding it. */
     private static Map<String, List<long[]>> readTopic(String topic) {
-        Map<String, List<long[]>> out = new HashMap<>();
-        List<TopicPartition> tps = new ArrayList<>();
-        for (int p = 0; p < PARTITIONS; p++) {
-            tps.add(new TopicPartition(topic, p));
-        }
-        Properties cp = Clients.consumer(broker, true);
-        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(cp)) {
-            c.assign(tps);
-            c.seekToBeginning(tps);
-            Map<TopicPartition, Long> ends = c.endOffsets(tps);
-            long deadline = System.currentTimeMillis() + Clients.TIMEOUT_S * 1000;
-            while (tps.stream().anyMatch(tp -> c.position(tp) < ends.get(tp))) {
-                if (System.currentTimeMillis() > deadline) {
-                    fail("could not read the topic to its end offsets " + ends + "; broker log:\n" + broker.logTail(30));
-                }
-                for (ConsumerRecord<String, String> r : c.poll(Duration.ofMillis(200))) {
-                    out.computeIfAbsent(r.value(), v -> new ArrayList<>()).add(new long[] {r.partition(), r.offset()});
-                }
-            }
-        }
-        return out;
+        return VerifiableEvents.readTopic(Clients.consumer(broker, true), topic, PARTITIONS, () -> "broker log:\n" + broker.logTail(30));
     }
 
     private static Map<TopicPartition, Long> endOffsets(String topic) {
-        List<TopicPartition> tps = new ArrayList<>();
-        for (int p = 0; p < PARTITIONS; p++) {
-            tps.add(new TopicPartition(topic, p));
-        }
-        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(Clients.consumer(broker, true))) {
-            return c.endOffsets(tps);
-        }
+        return VerifiableEvents.endOffsets(Clients.consumer(broker, true), topic, PARTITIONS);
     }
 
 }
