@@ -909,12 +909,14 @@ def _run_in(cfg, net, rng, tmp, res, workers):
     _check(cfg, c, producers, consumers, hw, leaders, res, served, isrs)
 
     # Broker logs: panics are crashes even if the process lived on.
+    logs = {}
     for k in BROKERS:
         try:
             with open(c.logs[k], "rb") as f:
-                text = f.read().decode("utf-8", "replace")
+                logs[k] = f.read().decode("utf-8", "replace")
         except OSError:
-            continue
+            pass
+    for k, text in logs.items():
         for line in text.splitlines():
             if "panicked" in line or "PANIC" in line:
                 res.violation("crash", f"node {k} log: {line.strip()[:300]}")
@@ -925,12 +927,7 @@ def _run_in(cfg, net, rng, tmp, res, workers):
     said = {"fenced a broker": "fencing it", "cut a diverging log back": "cutting it back",
             "proposed an ISR shrink": "shrinking the ISR", "refused a stale ISR change": "ISR change not made"}
     counts = {k: 0 for k in said}
-    for k in BROKERS:
-        try:
-            with open(c.logs[k], "rb") as f:
-                text = f.read().decode("utf-8", "replace")
-        except OSError:
-            continue
+    for text in logs.values():
         for name, needle in said.items():
             counts[name] += text.count(needle)
     res.broker_events = counts
