@@ -185,12 +185,10 @@ impl ProducerStates {
 
     /// Records a batch written at `first_offset` whose largest timestamp is `max_timestamp` (the
     /// log append time on LogAppendTime topics). A transactional batch opens its producer's
-    /// transaction here if none is open. A control batch only moves the producer's epoch (the
-    /// log calls [`ProducerStates::end_transaction`] with its marker).
+    /// transaction here if none is open. A control batch is left to
+    /// [`ProducerStates::end_transaction`], which the log calls with its marker.
     pub fn record(&mut self, h: &BatchHeader, first_offset: i64, max_timestamp: i64, now_ms: i64) {
         if h.is_control() {
-            let e = self.entry(h.producer_id, h.producer_epoch, now_ms, max_timestamp);
-            e.epoch = e.epoch.max(h.producer_epoch);
             return;
         }
         let meta = BatchMeta {
@@ -200,11 +198,10 @@ impl ProducerStates {
             last_offset: first_offset + h.last_offset_delta as i64,
         };
         let e = self.entry(h.producer_id, h.producer_epoch, now_ms, max_timestamp);
-        if h.is_transactional() && e.txn_first_offset.is_none() {
+        let opens = h.is_transactional() && e.txn_first_offset.is_none();
+        if opens {
             e.txn_first_offset = Some(first_offset);
-            self.open.insert(first_offset, h.producer_id);
         }
-        let e = self.entries.get_mut(&h.producer_id).expect("just inserted");
         if h.producer_epoch != e.epoch {
             e.epoch = h.producer_epoch;
             e.batches.clear();
@@ -215,6 +212,9 @@ impl ProducerStates {
         }
         e.last_write_ms = now_ms;
         e.last_timestamp = max_timestamp;
+        if opens {
+            self.open.insert(first_offset, h.producer_id);
+        }
         self.forget_beyond_max();
     }
 
