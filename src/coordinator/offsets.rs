@@ -137,19 +137,37 @@ pub fn encode_consumer_group(
     members: Vec<(String, ConsumerMemberMetadata, TopicPartitions, ConsumerMemberAssignment)>,
     gone: &[String],
 ) -> Vec<(Option<Bytes>, Option<Bytes>)> {
-    let g = || group.to_string();
     let mut records = vec![
-        Record::ConsumerGroupEpoch { group: g(), epoch: Some(group_epoch) },
-        Record::ConsumerTargetEpoch { group: g(), epoch: Some(assignment_epoch) },
+        Record::ConsumerGroupEpoch { group: group.to_string(), epoch: Some(group_epoch) },
+        Record::ConsumerTargetEpoch { group: group.to_string(), epoch: Some(assignment_epoch) },
     ];
     for (member, metadata, target, assignment) in members {
-        records.push(Record::ConsumerMember { group: g(), member: member.clone(), metadata: Some(metadata) });
-        records.push(Record::ConsumerTarget { group: g(), member: member.clone(), partitions: Some(target) });
-        records.push(Record::ConsumerAssignment { group: g(), member, assignment: Some(assignment) });
+        records.extend(member_records(group, member, Some(metadata), Some(target), Some(assignment)));
     }
-    let mut out: Vec<_> = records.iter().filter_map(encode_consumer_record).map(|(k, v)| (Some(k), v)).collect();
-    out.extend(consumer_group_tombstones(group, gone).into_iter().skip(2)); // the members' only
-    out
+    for member in gone {
+        records.extend(member_records(group, member.clone(), None, None, None));
+    }
+    encode_all(&records)
+}
+
+/// A member's three records (`None`s: tombstones).
+fn member_records(
+    group: &str,
+    member: String,
+    metadata: Option<ConsumerMemberMetadata>,
+    target: Option<TopicPartitions>,
+    assignment: Option<ConsumerMemberAssignment>,
+) -> [Record; 3] {
+    let group = group.to_string();
+    [
+        Record::ConsumerMember { group: group.clone(), member: member.clone(), metadata },
+        Record::ConsumerTarget { group: group.clone(), member: member.clone(), partitions: target },
+        Record::ConsumerAssignment { group, member, assignment },
+    ]
+}
+
+fn encode_all(records: &[Record]) -> Vec<(Option<Bytes>, Option<Bytes>)> {
+    records.iter().filter_map(encode_consumer_record).map(|(k, v)| (Some(k), v)).collect()
 }
 
 /// A consumer-group record's key and value (`None`: a tombstone); `None` for other records.
@@ -209,14 +227,14 @@ pub fn encode_consumer_record(r: &Record) -> Option<(Bytes, Option<Bytes>)> {
 /// Tombstones for a deleted KIP-848 group: its epoch, its target's epoch and the records of
 /// `members` (those stored last; a group is deleted only when empty, so normally none).
 pub fn consumer_group_tombstones(group: &str, members: &[String]) -> Vec<(Option<Bytes>, Option<Bytes>)> {
-    let g = || group.to_string();
-    let mut records = vec![Record::ConsumerGroupEpoch { group: g(), epoch: None }, Record::ConsumerTargetEpoch { group: g(), epoch: None }];
+    let mut records = vec![
+        Record::ConsumerGroupEpoch { group: group.to_string(), epoch: None },
+        Record::ConsumerTargetEpoch { group: group.to_string(), epoch: None },
+    ];
     for member in members {
-        records.push(Record::ConsumerMember { group: g(), member: member.clone(), metadata: None });
-        records.push(Record::ConsumerTarget { group: g(), member: member.clone(), partitions: None });
-        records.push(Record::ConsumerAssignment { group: g(), member: member.clone(), assignment: None });
+        records.extend(member_records(group, member.clone(), None, None, None));
     }
-    records.iter().filter_map(encode_consumer_record).map(|(k, v)| (Some(k), v)).collect()
+    encode_all(&records)
 }
 
 fn put_uvarint(b: &mut BytesMut, mut x: u64) {
