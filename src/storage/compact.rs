@@ -9,7 +9,8 @@
 //! record keeps its offset; consumers see gaps in the offsets, as with Kafka, and a segment may
 //! now end before the next one begins (recovery and reads allow for that). A segment may end up
 //! empty; its file stays, so the log start offset does not move. Records without a key, and
-//! compressed batches (whose records are not decompressed here yet), are kept.
+//! compressed batches (whose records are not decompressed here yet), are kept, and so are
+//! transactional batches and markers (they neither supersede nor are superseded yet).
 //!
 //! Crash safety: the cleaned copy is written to `<base>.log.cleaned`, fdatasync'd, then renamed
 //! over the segment (atomic) and the directory synced; the segment's index files are removed
@@ -91,7 +92,9 @@ impl<'a> BatchReader<'a> {
 pub async fn note_latest(file: &SegmentFile, size: u64, latest: &mut HashMap<Bytes, i64>) -> std::io::Result<()> {
     let mut reader = BatchReader::new(file, size);
     while let Some(batches) = reader.next().await? {
-        for (b, h) in &batches {
+        // Transactional records and markers are neither superseding nor superseded (see
+        // `clean_segment`).
+        for (b, h) in batches.iter().filter(|(_, h)| !h.is_transactional() && !h.is_control()) {
             let _ = batch::visit(b, h, |r, _| {
                 if let Some(k) = r.key {
                     match latest.get_mut(k) {
@@ -120,7 +123,12 @@ pub async fn clean_segment(
     // First pass: is there anything to drop? (Cheap compared to a rewrite, and most passes over
     // old segments find nothing new.)
     let mut dropped = 0u64;
+    // Transactional batches and their markers are kept whole: a committed transaction's record
+    // may not supersede an older value until Kafka's rules for aborted data and markers are
+    // built (issue 23), and a marker dropped early would leave a read_committed consumer
+    // treating its producer's later records as aborted.
     let keep = |r: &batch::RecordView<'_>, h: &BatchHeader| match r.key {
+        _ if h.is_transactional() || h.is_control() => true,
         None => true,
         Some(k) => {
             let newest = latest.get(k).is_none_or(|o| *o <= r.offset);

@@ -12,6 +12,7 @@ pub mod compact;
 pub mod index;
 pub mod log;
 pub mod producers;
+pub mod txn_index;
 #[cfg(test)]
 mod simulation;
 

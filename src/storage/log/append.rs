@@ -11,6 +11,17 @@ pub(super) fn last_bytes(parts: &[&[u8]], n: usize) -> Vec<u8> {
     out
 }
 
+/// Adds a transaction a marker just closed to the active segment's aborted-transaction index,
+/// if it was aborted (the marker is the last batch appended).
+pub(super) fn note_aborted(st: &mut State, t: CompletedTxn) {
+    if !t.aborted {
+        return;
+    }
+    let lso = st.producers.first_unstable_offset().unwrap_or(t.last_offset + 1);
+    let entry = AbortedTxn { producer_id: t.producer_id, first_offset: t.first_offset, last_offset: t.last_offset, last_stable_offset: lso };
+    txn_index::insert(&mut st.active().aborted, entry);
+}
+
 impl PartitionLog {
     /// [`append_owned`](Self::append_owned) of a copy of each batch, for callers that keep theirs.
     pub async fn append(&self, batches: &[(Bytes, BatchHeader)], wait_durable: bool) -> Result<AppendInfo, LogError> {
@@ -158,8 +169,9 @@ impl PartitionLog {
         if h.producer_id >= 0 {
             st.producers.record(h, base, max_ts, now_ms());
             if let Some(marker) = h.is_control().then(|| batch::parse_marker(&bytes, h)).flatten() {
-                // The aborted-transaction index will keep what this returns for an abort.
-                let _closed = st.producers.end_transaction(h, marker, base, now_ms());
+                if let Some(t) = st.producers.end_transaction(h, marker, base, now_ms()) {
+                    note_aborted(st, t);
+                }
             }
         }
         st.unflushed_records += h.records_count as i64;
@@ -265,6 +277,7 @@ impl PartitionLog {
                         st.pending.clear();
                         st.log_end = hw;
                         st.producers.truncate(hw);
+                        st.active().aborted.retain(|t| t.last_offset < hw);
                         while st.cache.back().is_some_and(|c| c.base >= hw) {
                             let c = st.cache.pop_back().expect("checked");
                             st.cache_bytes -= c.bytes.len();

@@ -38,7 +38,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::compact;
 use super::index::SegmentIndex;
-use super::producers::{MarkerRefusal, ProducerStates, Verdict};
+use super::producers::{CompletedTxn, MarkerRefusal, ProducerStates, Verdict};
+use super::txn_index::{self, AbortedTxn};
 use crate::sync::{Notify, Turns};
 use super::now_ms;
 use crate::config::limits::{
@@ -136,6 +137,9 @@ struct Segment {
     bytes_since_index: u64,
     max_ts: i64,
     created_ms: i64,
+    /// The transactions aborted by markers in this segment (its `.txnindex`, see
+    /// [`super::txn_index`]), written with its other index files.
+    aborted: Vec<AbortedTxn>,
 }
 
 struct CachedBatch {
@@ -337,6 +341,27 @@ impl PartitionLog {
     /// offset is at most this (see "Transactions' shape" in ARCHITECTURE.md).
     pub fn first_unstable_offset(&self) -> Option<i64> {
         self.st.borrow().producers.first_unstable_offset()
+    }
+
+    /// The last stable offset: the high watermark, or the first offset of the oldest open
+    /// transaction if that is lower. `read_committed` consumers read up to it.
+    pub fn last_stable_offset(&self) -> i64 {
+        let st = self.st.borrow();
+        st.producers.first_unstable_offset().map_or(st.hw(), |f| f.min(st.hw()))
+    }
+
+    /// The aborted transactions (producer id, first offset) whose records may lie in
+    /// `[from, upper)`: those aborted by a marker at or past `from` that began before `upper`,
+    /// as Kafka's Fetch lists them for `read_committed` consumers.
+    pub fn aborted_transactions(&self, from: i64, upper: i64) -> Vec<(i64, i64)> {
+        let st = self.st.borrow();
+        let first = st.segments.range(..=from).next_back().map_or(i64::MIN, |(&b, _)| b);
+        st.segments
+            .range(first..)
+            .flat_map(|(_, s)| s.aborted.iter())
+            .filter(|t| t.last_offset >= from && t.first_offset < upper)
+            .map(|t| (t.producer_id, t.first_offset))
+            .collect()
     }
 
     /// The idempotent producers this partition remembers (DescribeProducers).

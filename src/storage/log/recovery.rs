@@ -33,7 +33,7 @@ pub(super) async fn write_producer_snapshot(dir: &Path, offset: i64, bytes: Vec<
 pub(super) async fn load_producer_state(
     dir: &Path,
     names: &[String],
-    segments: &BTreeMap<i64, Segment>,
+    segments: &mut BTreeMap<i64, Segment>,
     log_end: i64,
 ) -> std::io::Result<ProducerStates> {
     let mut state = ProducerStates::default();
@@ -54,13 +54,19 @@ pub(super) async fn load_producer_state(
         }
     }
     let mut replayed = 0u64;
-    for seg in segments.values().filter(|s| s.next_offset > from && s.written > 0) {
+    for seg in segments.values_mut().filter(|s| s.next_offset > from && s.written > 0) {
         let mut reader = compact::BatchReader::new(&seg.file, seg.written);
         while let Some(batches) = reader.next().await? {
             for (bytes, h) in batches.iter().filter(|(_, h)| h.base_offset >= from && h.producer_id >= 0) {
                 state.record(h, h.base_offset, h.max_timestamp, now_ms());
                 if let Some(marker) = h.is_control().then(|| crate::protocol::batch::parse_marker(bytes, h)).flatten() {
-                    state.end_transaction(h, marker, h.base_offset, now_ms());
+                    // The aborted-transaction index of what is replayed is rebuilt here (the
+                    // entries a `.txnindex` file gave are kept once).
+                    if let Some(t) = state.end_transaction(h, marker, h.base_offset, now_ms()).filter(|t| t.aborted) {
+                        let lso = state.first_unstable_offset().unwrap_or(t.last_offset + 1);
+                        let entry = AbortedTxn { producer_id: t.producer_id, first_offset: t.first_offset, last_offset: t.last_offset, last_stable_offset: lso };
+                        txn_index::insert(&mut seg.aborted, entry);
+                    }
                 }
                 replayed += 1;
             }
@@ -219,6 +225,20 @@ pub(super) async fn recover_segment(dir: &Path, base: i64, index_interval: i64, 
         problem = end.problem;
         break;
     }
+    // The aborted transactions of a segment closed before (those of the batches the producer
+    // state replays are rebuilt by it), without entries past what recovery kept.
+    if let Some(bytes) = fs::read(segment_path(dir, base, "txnindex")).await? {
+        match txn_index::decode(&bytes) {
+            Some(mut entries) => {
+                entries.retain(|t| t.last_offset < walk.next_offset);
+                seg.aborted = entries;
+            }
+            None => tracing::warn!(
+                segment = %path.display(),
+                "damaged aborted-transaction index ignored; read_committed consumers may see aborted records of this segment unless its batches are replayed"
+            ),
+        }
+    }
     seg.index = walk.index;
     seg.bytes_since_index = walk.bytes_since_index;
     seg.max_ts = walk.max_ts;
@@ -293,7 +313,7 @@ impl PartitionLog {
                 // while appends go on in the previous segment: a leftover, not damage, and no
                 // reason to drop the rest.
                 tracing::info!(dir = %dir.display(), base, "removing an empty segment left by a failed roll");
-                for ext in ["log", "index", "timeindex"] {
+                for ext in ["log", "index", "timeindex", "txnindex"] {
                     fs::remove_file(segment_path(&dir, base, ext)).await?;
                 }
                 continue;
@@ -303,7 +323,7 @@ impl PartitionLog {
                     dir = %dir.display(), base,
                     "removing segment after a truncated or overlapping one: its offsets no longer follow on"
                 );
-                for ext in ["log", "index", "timeindex"] {
+                for ext in ["log", "index", "timeindex", "txnindex"] {
                     fs::remove_file(segment_path(&dir, base, ext)).await?;
                 }
                 drop_rest = true;
@@ -346,7 +366,7 @@ impl PartitionLog {
         // roll cut short by a crash can leave the active segment's entry not yet fsync'd.
         fs::sync_dir(dir.clone()).await?;
         let epochs = load_epochs(&dir, log_end).await?;
-        let producers = load_producer_state(&dir, &names, &segments, log_end).await?;
+        let producers = load_producer_state(&dir, &names, &mut segments, log_end).await?;
         let active = segments.values_mut().next_back().expect("non-empty");
         // Make what recovery kept durable, and load the partial tail block for the appender.
         active.file.sync().await?;

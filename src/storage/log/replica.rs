@@ -154,7 +154,7 @@ impl PartitionLog {
         };
         let io = |what: &str, e: std::io::Error| LogError::Storage(format!("{what} in {}: {e}", self.dir.display()));
         for base in remove {
-            for ext in ["log", "index", "timeindex"] {
+            for ext in ["log", "index", "timeindex", "txnindex"] {
                 fs::remove_file(segment_path(&self.dir, base, ext)).await.map_err(|e| io("removing a segment", e))?;
             }
         }

@@ -165,7 +165,7 @@ impl PartitionLog {
                     .map_err(|e| storage_err("recycling", seg.file.path(), e))?;
             if kept {
                 self.st.borrow_mut().recycled.push_back((seg.base, now_ms()));
-                for ext in ["index", "timeindex"] {
+                for ext in ["index", "timeindex", "txnindex"] {
                     let path = segment_path(&self.dir, seg.base, ext);
                     fs::remove_file_in_background(path.clone()).await.map_err(|e| storage_err("deleting", &path, e))?;
                 }
@@ -239,7 +239,7 @@ pub(super) fn retention_target(st: &State, retention_ms: i64, retention_bytes: i
 /// Removes a segment's files (its log, then its indexes, which may not exist), on the
 /// background file thread: a roll's file work must not queue behind them.
 pub(super) async fn remove_segment_files(dir: &Path, base: i64) -> std::io::Result<()> {
-    for ext in ["log", "index", "timeindex"] {
+    for ext in ["log", "index", "timeindex", "txnindex"] {
         fs::remove_file_in_background(segment_path(dir, base, ext)).await?;
     }
     Ok(())

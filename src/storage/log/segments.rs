@@ -16,6 +16,7 @@ pub(super) fn new_segment(base: i64, file: SegmentFile) -> Segment {
         bytes_since_index: 0,
         max_ts: -1,
         created_ms: 0,
+        aborted: Vec::new(),
     }
 }
 
@@ -29,8 +30,13 @@ pub(super) fn segment_base(file: &SegmentFile) -> i64 {
         .expect("segment files are named by base offset")
 }
 
-/// Writes a segment's offset and time index files, each atomically and durably.
-pub(super) async fn write_index_files(dir: &Path, base: i64, index: &SegmentIndex) -> std::io::Result<()> {
+/// Writes a segment's offset and time index files, each atomically and durably, and its
+/// aborted-transaction index when it has aborted transactions (Kafka, too, leaves the file out
+/// when it would be empty).
+pub(super) async fn write_index_files(dir: &Path, base: i64, index: &SegmentIndex, aborted: &[AbortedTxn]) -> std::io::Result<()> {
+    if !aborted.is_empty() {
+        fs::write_atomic(segment_path(dir, base, "txnindex"), txn_index::encode(aborted)).await?;
+    }
     fs::write_atomic(segment_path(dir, base, "index"), index.encode_offsets()).await?;
     fs::write_atomic(segment_path(dir, base, "timeindex"), index.encode_times()).await
 }
@@ -38,10 +44,10 @@ pub(super) async fn write_index_files(dir: &Path, base: i64, index: &SegmentInde
 impl PartitionLog {
     /// Closes a segment's file: trims the O_DIRECT padding, fdatasyncs (a failure takes the
     /// partition offline), and writes its index files.
-    pub(super) async fn close_segment(&self, file: &SegmentFile, size: u64, index: &SegmentIndex) -> Result<(), LogError> {
+    pub(super) async fn close_segment(&self, file: &SegmentFile, size: u64, index: &SegmentIndex, aborted: &[AbortedTxn]) -> Result<(), LogError> {
         file.truncate(size).await.map_err(|e| storage_err("trimming", file.path(), e))?;
         file.sync().await.map_err(|e| self.go_offline(file, e))?;
-        write_index_files(&self.dir, segment_base(file), index)
+        write_index_files(&self.dir, segment_base(file), index, aborted)
             .await
             .map_err(|e| storage_err("writing the index of", file.path(), e))
     }
@@ -76,12 +82,15 @@ impl PartitionLog {
     pub(super) async fn roll(&self, end: i64, gen: u64) -> Result<(), LogError> {
         self.write_through(end, gen).await?;
         self.sync_through(end, gen).await?;
-        let (file, size, index) = {
+        let (file, size, index, aborted) = {
             let mut st = self.st.borrow_mut();
             let seg = st.active();
-            (seg.file.clone(), seg.size, seg.index.clone())
+            (seg.file.clone(), seg.size, seg.index.clone(), seg.aborted.clone())
         };
-        self.close_segment(&file, size, &index).await?;
+        // The aborted-transaction index is written before the producer snapshot at the new
+        // base: recovery replays (and so rebuilds the entries of) every segment after the newest
+        // snapshot, and trusts the file for those before it.
+        self.close_segment(&file, size, &index, &aborted).await?;
         self.st.borrow_mut().active().index_saved = true;
         let path = segment_path(&self.dir, end, "log");
         // A deleted segment's file, when one is kept: its blocks are already allocated.
@@ -124,19 +133,19 @@ impl PartitionLog {
         self.sync_through(end, gen).await?;
         let (unsaved, active_base) = {
             let st = self.st.borrow();
-            let unsaved: Vec<(i64, SegmentFile, u64, SegmentIndex)> = st
+            let unsaved: Vec<(i64, SegmentFile, u64, SegmentIndex, Vec<AbortedTxn>)> = st
                 .segments
                 .values()
                 .filter(|s| !s.index_saved)
-                .map(|s| (s.base, s.file.clone(), s.size, s.index.clone()))
+                .map(|s| (s.base, s.file.clone(), s.size, s.index.clone(), s.aborted.clone()))
                 .collect();
             (unsaved, *st.segments.keys().next_back().expect("a log always has an active segment"))
         };
-        for (base, file, size, index) in unsaved {
+        for (base, file, size, index, aborted) in unsaved {
             if base == active_base {
-                self.close_segment(&file, size, &index).await?;
+                self.close_segment(&file, size, &index, &aborted).await?;
             } else {
-                write_index_files(&self.dir, base, &index)
+                write_index_files(&self.dir, base, &index, &aborted)
                     .await
                     .map_err(|e| storage_err("writing the index of", file.path(), e))?;
             }

@@ -578,6 +578,59 @@ fn markers_close_transactions_and_open_ones_survive_reopen() {
 }
 
 #[test]
+fn aborted_transactions_are_indexed_per_segment_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    rt::run_local(async move {
+        io_probe(&path).await;
+        let p = path.join("p");
+        let log = PartitionLog::open(p.clone(), small_segments(), Rc::new(Notify::default())).await.unwrap();
+        let a = log.append(&[txn_batch(7, 0, 0, 2)], true).await.unwrap().base_offset;
+        let b = log.append(&[txn_batch(8, 0, 0, 2)], true).await.unwrap().base_offset;
+        assert_eq!(log.last_stable_offset(), a, "the LSO stops at the oldest open transaction");
+        let abort7 = log.append(&[marker_batch(7, 0, false, 1)], true).await.unwrap().base_offset;
+        assert_eq!(log.last_stable_offset(), b);
+        let commit8 = log.append(&[marker_batch(8, 0, true, 1)], true).await.unwrap().base_offset;
+        assert_eq!(log.last_stable_offset(), log.offsets().high_watermark);
+        // Rolls close the first segment: its .txnindex is written, in Kafka's 34-byte entries.
+        for i in 0..40 {
+            log.append(&[txn_batch(9, 0, i, 1)], true).await.unwrap();
+        }
+        let abort9 = log.append(&[marker_batch(9, 0, false, 1)], true).await.unwrap().base_offset;
+        let first = *log.st.borrow().segments.keys().next().unwrap();
+        let file = std::fs::read(p.join(format!("{first:020}.txnindex"))).unwrap();
+        assert_eq!(file.len(), 34);
+        assert_eq!(crate::storage::txn_index::decode(&file).unwrap()[0].last_offset, abort7);
+        let expect = |log: &PartitionLog, what: &str| {
+            assert_eq!(log.aborted_transactions(0, i64::MAX), vec![(7, a), (9, commit8 + 1)], "{what}");
+            assert_eq!(log.aborted_transactions(abort7 + 1, i64::MAX), vec![(9, commit8 + 1)], "{what}: aborted before the fetch offset");
+            assert_eq!(log.aborted_transactions(0, a), vec![], "{what}: begun at or past the upper bound");
+            assert_eq!(log.aborted_transactions(abort9, abort9 + 1), vec![(9, commit8 + 1)], "{what}: the marker itself");
+        };
+        expect(&log, "appended");
+        let end = log.offsets().log_end;
+        log.close().await.unwrap();
+        drop(log);
+        let log = PartitionLog::open(p.clone(), small_segments(), Rc::new(Notify::default())).await.unwrap();
+        assert_eq!(log.offsets().log_end, end);
+        expect(&log, "after a clean close");
+        drop(log);
+        // Without the producer snapshots and the active segment's files, the entries come back
+        // from the closed segments' .txnindex and from replaying the rest.
+        for f in std::fs::read_dir(&p).unwrap() {
+            let f = f.unwrap().path();
+            let name = f.file_name().unwrap().to_str().unwrap().to_string();
+            if name.ends_with(".producers") {
+                std::fs::remove_file(&f).unwrap();
+            }
+        }
+        let log = PartitionLog::open(p.clone(), small_segments(), Rc::new(Notify::default())).await.unwrap();
+        expect(&log, "after replaying the whole log");
+        assert_eq!(log.last_stable_offset(), end);
+    });
+}
+
+#[test]
 fn a_cancelled_append_does_not_wedge_the_partition() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
