@@ -512,7 +512,7 @@ pub async fn handle_fetch(shard: &Rc<Shard>, version: i16, req: FetchRequest, re
             break;
         }
         let parts = work.iter().map(|w| (w.topic.clone(), w.partition, w.data.fetch_offset)).collect();
-        super::handlers::fetch::wait_any(shard, parts, deadline, true).await;
+        super::handlers::fetch::wait_any(shard, parts, deadline, super::handlers::fetch::Visible::Written).await;
     }
     let mut resp = FetchResponse::default();
     for ((ti, pi, _), a) in slots.iter().zip(answers) {

@@ -22,7 +22,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use uuid::Uuid;
 
@@ -37,7 +37,7 @@ use super::{group_by_core, on_partitions, PartWork};
 use crate::config::limits::{FETCH_RESPONSE_MAX_BYTES, FETCH_WAIT_MAX_MS};
 use crate::io::rt;
 use crate::metrics::FetchKind;
-use crate::protocol::{ResponseError, StrBytes};
+use crate::protocol::{batch, ResponseError, StrBytes};
 use crate::storage::now_ms;
 
 pub const VERSIONS: (i16, i16) = (4, 18);
@@ -45,18 +45,33 @@ pub const VERSIONS: (i16, i16) = (4, 18);
 /// One partition to read, with (fetch offset, partition max bytes).
 type Want = PartWork<(i64, usize)>;
 
+/// What a reader may see of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::server) enum Visible {
+    /// A follower: what is written.
+    Written,
+    /// A `read_uncommitted` consumer: up to the high watermark.
+    HighWatermark,
+    /// A `read_committed` consumer: up to the last stable offset.
+    Stable,
+}
+
 #[derive(Debug, Clone)]
 struct PartRead {
     error: i16,
     high_watermark: i64,
+    last_stable: i64,
     log_start: i64,
     records: Bytes,
+    /// For `read_committed`: the aborted transactions (producer id, first offset) overlapping
+    /// `records`.
+    aborted: Option<Vec<(i64, i64)>>,
 }
 
 impl PartRead {
     /// No records and no offsets, with error `code` (0 until the partition is read).
     fn error(code: i16) -> PartRead {
-        PartRead { error: code, high_watermark: -1, log_start: -1, records: Bytes::new() }
+        PartRead { error: code, high_watermark: -1, last_stable: -1, log_start: -1, records: Bytes::new(), aborted: None }
     }
 }
 
@@ -87,6 +102,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
         return super::super::replication::handle_fetch(shard, version, req, replica).await;
     }
     let image = shard.image();
+    let visible = if req.isolation_level == 1 { Visible::Stable } else { Visible::HighWatermark };
     let (context, items) = match open(shard, version, &req, &image) {
         Ok(opened) => opened,
         Err(e) => return FetchResponse::default().with_error_code(e.code()),
@@ -139,7 +155,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
         held.resize_to(max_bytes);
         let mut total = 0;
         let mut any_error = false;
-        for (slot, r) in read_all(shard, &wants).await {
+        for (slot, r) in read_all(shard, &wants, visible).await {
             total += r.records.len();
             any_error |= r.error != 0;
             results[slot] = r;
@@ -150,7 +166,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
             break;
         }
         let parts = wants.iter().map(|w| (w.topic.clone(), w.partition, w.data.0)).collect();
-        wait_any(shard, parts, deadline, false).await;
+        wait_any(shard, parts, deadline, visible).await;
     }
     if let Context::Incremental { session, epoch } = &context {
         let s = session.borrow();
@@ -172,7 +188,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
             crate::metrics::fetched(name, records.len() as u64);
         }
         let log_start = if version >= 5 { r.log_start } else { -1 };
-        let told = Told { high_watermark: r.high_watermark, last_stable_offset: r.high_watermark, log_start_offset: log_start };
+        let told = Told { high_watermark: r.high_watermark, last_stable_offset: r.last_stable, log_start_offset: log_start };
         match &context {
             Context::Sessionless => {}
             Context::Full => told_full.push((item.key.clone(), item.asked, told)),
@@ -196,9 +212,13 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FetchRequest) -> Fetch
                     .with_partition_index(item.key.partition)
                     .with_error_code(r.error)
                     .with_high_watermark(r.high_watermark)
-                    .with_last_stable_offset(r.high_watermark)
+                    .with_last_stable_offset(r.last_stable)
                     .with_log_start_offset(log_start)
-                    .with_aborted_transactions(None)
+                    .with_aborted_transactions(r.aborted.map(|list| {
+                        list.into_iter()
+                            .map(|(pid, first)| AbortedTransaction::default().with_producer_id(pid.into()).with_first_offset(first))
+                            .collect()
+                    }))
                     .with_records(Some(records)),
             );
         }
@@ -352,14 +372,28 @@ fn close(shard: &Rc<Shard>, id: i32) {
 }
 
 /// Reads every wanted partition on its owning core; returns (slot, result) pairs.
-async fn read_all(shard: &Rc<Shard>, wants: &[Want]) -> Vec<(usize, PartRead)> {
-    let results = on_partitions(shard, wants.to_vec(), |log, (offset, max_bytes): (i64, usize)| async move {
-        match log.read(offset, max_bytes).await {
-            Ok(r) => PartRead { error: 0, high_watermark: r.high_watermark, log_start: r.log_start, records: r.records },
+async fn read_all(shard: &Rc<Shard>, wants: &[Want], visible: Visible) -> Vec<(usize, PartRead)> {
+    let results = on_partitions(shard, wants.to_vec(), move |log, (offset, max_bytes): (i64, usize)| async move {
+        let committed = visible == Visible::Stable;
+        let read = if committed { log.read_committed(offset, max_bytes).await } else { log.read(offset, max_bytes).await };
+        // Read after the records: what was read is below both.
+        let last_stable = log.last_stable_offset();
+        match read {
+            Ok(r) => {
+                let aborted = committed.then(|| {
+                    let mut upper = offset;
+                    batch::scan_while(&r.records, |_, h| {
+                        upper = h.last_offset() + 1;
+                        Ok(())
+                    });
+                    if upper > offset { log.aborted_transactions(offset, upper) } else { Vec::new() }
+                });
+                PartRead { error: 0, high_watermark: r.high_watermark, last_stable, log_start: r.log_start, records: r.records, aborted }
+            }
             Err(e) => {
                 let o = log.offsets();
                 let code = super::log_error_code(&e);
-                PartRead { error: code.code(), high_watermark: o.high_watermark, log_start: o.log_start, records: Bytes::new() }
+                PartRead { error: code.code(), high_watermark: o.high_watermark, last_stable, log_start: o.log_start, records: Bytes::new(), aborted: None }
             }
         }
     })
@@ -374,7 +408,7 @@ async fn read_all(shard: &Rc<Shard>, wants: &[Want]) -> Vec<(usize, PartRead)> {
 /// fetch offset, or at the deadline: past the high watermark for a consumer, past what is
 /// written for a follower (`replica`). Each owning core waits on its own append signal; the
 /// first to answer wins.
-pub(in crate::server) async fn wait_any(shard: &Rc<Shard>, parts: Vec<(String, i32, i64)>, deadline: i64, replica: bool) {
+pub(in crate::server) async fn wait_any(shard: &Rc<Shard>, parts: Vec<(String, i32, i64)>, deadline: i64, visible: Visible) {
     let (tx, rx) = flume::bounded::<()>(shard.cores);
     let mut tasks = Vec::new();
     let owned = parts.into_iter().map(|part| (shard.owner(&part.0, part.1), part));
@@ -383,7 +417,7 @@ pub(in crate::server) async fn wait_any(shard: &Rc<Shard>, parts: Vec<(String, i
         let tx = tx.clone();
         let parts: Vec<(String, i32, i64)> = items.into_iter().map(|(_, part)| part).collect();
         tasks.push(rt::spawn(async move {
-            shard.invoke_on(core, move || async move { wait_on_core(parts, deadline, replica).await }).await;
+            shard.invoke_on(core, move || async move { wait_on_core(parts, deadline, visible).await }).await;
             let _ = tx.try_send(());
         }));
     }
@@ -397,15 +431,16 @@ pub(in crate::server) async fn wait_any(shard: &Rc<Shard>, parts: Vec<(String, i
 
 /// On the owning core: waits until one of `parts` has data past its offset (see [`wait_any`]),
 /// or the deadline.
-async fn wait_on_core(parts: Vec<(String, i32, i64)>, deadline: i64, replica: bool) {
+async fn wait_on_core(parts: Vec<(String, i32, i64)>, deadline: i64, visible: Visible) {
     let s = current();
     loop {
         let ready = parts.iter().any(|(n, p, o)| match s.partition(n, *p) {
             None => true,
-            Some(log) if replica => log.offsets().written > *o,
+            Some(log) if visible == Visible::Written => log.offsets().written > *o,
             Some(log) => {
                 let off = log.offsets();
-                off.high_watermark > *o || *o > off.log_end || *o < off.log_start
+                let end = if visible == Visible::Stable { log.last_stable_offset() } else { off.high_watermark };
+                end > *o || *o > off.log_end || *o < off.log_start
             }
         });
         let left = deadline - now_ms();

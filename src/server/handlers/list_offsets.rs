@@ -1,5 +1,7 @@
-//! ListOffsets (key 2): earliest (-2, and -4 earliest-local), latest (-1: the high watermark),
-//! max timestamp (-3), or the first offset whose timestamp is at least a given one.
+//! ListOffsets (key 2): earliest (-2, and -4 earliest-local), latest (-1: the high watermark, or
+//! for `read_committed` the last stable offset), max timestamp (-3), or the first offset whose
+//! timestamp is at least a given one; as in Kafka, an offset found by timestamp at or past what
+//! the isolation level may read is not answered.
 
 use std::rc::Rc;
 
@@ -44,15 +46,17 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ListOffsetsRequest) ->
             }
         }
     }
-    let results = on_partitions(shard, work, |log, ts: i64| async move {
+    let committed = req.isolation_level == 1;
+    let results = on_partitions(shard, work, move |log, ts: i64| async move {
         let o = log.offsets();
+        let readable = if committed { log.last_stable_offset() } else { o.high_watermark };
         // The leader epoch of the answer, as Kafka gives it: the latest epoch for the end, else
         // the epoch the offset found was written in.
         let answer: Answer = match ts {
-            LATEST => (0, o.high_watermark, -1, log.leader_epoch()),
+            LATEST => (0, readable, -1, log.leader_epoch()),
             EARLIEST | EARLIEST_LOCAL => (0, o.log_start, -1, log.epoch_at(o.log_start)),
-            MAX_TIMESTAMP => found(&log, log.max_timestamp().await),
-            t if t >= 0 => found(&log, log.offset_for_timestamp(t).await),
+            MAX_TIMESTAMP => found(&log, log.max_timestamp().await, readable),
+            t if t >= 0 => found(&log, log.offset_for_timestamp(t).await, readable),
             _ => (ResponseError::InvalidRequest.code(), -1, -1, -1),
         };
         answer
@@ -83,11 +87,12 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: ListOffsetsRequest) ->
     resp
 }
 
-/// The answer to a lookup by timestamp: (error, offset, timestamp, epoch), -1s when nothing matched.
-fn found(log: &PartitionLog, r: Result<Option<(i64, i64)>, LogError>) -> Answer {
+/// The answer to a lookup by timestamp: (error, offset, timestamp, epoch), -1s when nothing
+/// matched below `readable`.
+fn found(log: &PartitionLog, r: Result<Option<(i64, i64)>, LogError>, readable: i64) -> Answer {
     match r {
-        Ok(Some((offset, ts))) => (0, offset, ts, log.epoch_at(offset)),
-        Ok(None) => (0, -1, -1, -1),
+        Ok(Some((offset, ts))) if offset < readable => (0, offset, ts, log.epoch_at(offset)),
+        Ok(_) => (0, -1, -1, -1),
         Err(e) => {
             tracing::error!(dir = %log.dir().display(), error = %e, "timestamp lookup failed");
             (ResponseError::KafkaStorageError.code(), -1, -1, -1)

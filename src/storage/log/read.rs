@@ -291,25 +291,45 @@ fn below(records: Bytes, end: i64) -> Bytes {
     records.slice(..cut)
 }
 
+/// How far a read may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upto {
+    /// A follower: what is written.
+    Written,
+    /// A consumer: the high watermark.
+    HighWatermark,
+    /// A `read_committed` consumer: the last stable offset.
+    Stable,
+}
+
 impl PartitionLog {
     /// Reads whole batches from `offset` (the batch containing it first), up to `max_bytes` but
     /// always at least one batch when any exists, and never past the high watermark.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadInfo, LogError> {
-        self.read_upto(offset, max_bytes, false).await
+        self.read_upto(offset, max_bytes, Upto::HighWatermark).await
+    }
+
+    /// [`read`](Self::read) for a `read_committed` consumer: up to the last stable offset.
+    pub async fn read_committed(&self, offset: i64, max_bytes: usize) -> Result<ReadInfo, LogError> {
+        self.read_upto(offset, max_bytes, Upto::Stable).await
     }
 
     /// [`read`](Self::read) for a follower: up to the end of what is written, past the high
     /// watermark (which the follower's copy is what moves). `high_watermark` is still the
     /// high watermark.
     pub async fn read_for_replica(&self, offset: i64, max_bytes: usize) -> Result<ReadInfo, LogError> {
-        self.read_upto(offset, max_bytes, true).await
+        self.read_upto(offset, max_bytes, Upto::Written).await
     }
 
-    async fn read_upto(&self, offset: i64, max_bytes: usize, replica: bool) -> Result<ReadInfo, LogError> {
+    async fn read_upto(&self, offset: i64, max_bytes: usize, bound: Upto) -> Result<ReadInfo, LogError> {
         let (file, pos, limit, seg_base, upto) = {
             let st = self.st.borrow();
             let (hw, log_start) = (st.hw(), st.log_start);
-            let upto = if replica { st.write_end } else { hw };
+            let upto = match bound {
+                Upto::Written => st.write_end,
+                Upto::HighWatermark => hw,
+                Upto::Stable => st.producers.first_unstable_offset().map_or(hw, |f| f.min(hw)),
+            };
             if offset < st.log_start || offset > st.log_end {
                 return Err(LogError::OffsetOutOfRange { log_start: st.log_start, log_end: st.log_end });
             }
