@@ -6,7 +6,10 @@
 //! that coordinates each group (`server::groups`). Committed offsets are kept there, in memory.
 //! The KIP-848 consumer protocol's group ([`consumer_group`]: ConsumerGroupHeartbeat with
 //! server-side assignment) is written and tested but not yet wired to handlers.
+//! Transactions: one transactional id's state at its coordinator ([`transaction`]), driven by
+//! `server::transactions`.
 
 pub mod consumer_group;
 pub mod group;
 pub mod offsets;
+pub mod transaction;
