@@ -120,6 +120,12 @@ pub struct Config {
     pub default_replication_factor: usize,
     /// Kafka's `offsets.topic.replication.factor` (in a cluster).
     pub offsets_topic_replication_factor: usize,
+    /// Kafka's `transaction.state.log.replication.factor` (in a cluster).
+    pub transaction_state_log_replication_factor: usize,
+    /// Kafka's `transaction.max.timeout.ms`.
+    pub transaction_max_timeout_ms: i32,
+    /// Kafka's `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub transaction_timeout_check_interval_ms: i64,
     /// Kafka's `replica.lag.time.max.ms`.
     pub replica_lag_time_max_ms: i64,
     /// Kafka's `auto.leader.rebalance.enable`.
@@ -466,6 +472,12 @@ settings! {
         "replicas of auto-created topics and of a CreateTopics with replication factor -1, in a cluster (Kafka `default.replication.factor`)";
     offsets_topic_replication_factor: i64, "SPATE_OFFSETS_TOPIC_REPLICATION_FACTOR", Toml("3"), "replicas", Some((1, 32)),
         "replicas of each `__consumer_offsets` partition, in a cluster; fewer when fewer brokers are live when it is created (Kafka `offsets.topic.replication.factor`)";
+    transaction_state_log_replication_factor: i64, "SPATE_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", Toml("3"), "replicas", Some((1, 32)),
+        "replicas of each `__transaction_state` partition, in a cluster; fewer when fewer brokers are live when it is created (Kafka `transaction.state.log.replication.factor`)";
+    transaction_max_timeout_ms: i32, "SPATE_TRANSACTION_MAX_TIMEOUT_MS", Toml("900000"), "ms", Some((1, I32_MAX)),
+        "the longest `transaction.timeout.ms` a transactional producer may ask for; InitProducerId with more is refused with INVALID_TRANSACTION_TIMEOUT (Kafka `transaction.max.timeout.ms`)";
+    transaction_abort_timed_out_transaction_cleanup_interval_ms: i64, "SPATE_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS", Toml("10000"), "ms", Some((1, I32_MAX)),
+        "how often each transaction coordinator aborts the transactions open longer than their timeout (Kafka `transaction.abort.timed.out.transaction.cleanup.interval.ms`)";
     min_insync_replicas: i64, "SPATE_MIN_INSYNC_REPLICAS", Toml("1"), "replicas", Some((1, 32)),
         "an acks=all produce to a partition whose in-sync replicas are fewer is refused with NOT_ENOUGH_REPLICAS (Kafka `min.insync.replicas`; topic `min.insync.replicas`)";
     auto_leader_rebalance_enable: bool, "SPATE_AUTO_LEADER_REBALANCE_ENABLE", Toml("true"), "bool", None,
@@ -740,6 +752,9 @@ impl Config {
             auto_create_topics: g.auto_create_topics.or_default(),
             default_replication_factor: g.default_replication_factor.or_default() as usize,
             offsets_topic_replication_factor: g.offsets_topic_replication_factor.or_default() as usize,
+            transaction_state_log_replication_factor: g.transaction_state_log_replication_factor.or_default() as usize,
+            transaction_max_timeout_ms: g.transaction_max_timeout_ms.or_default(),
+            transaction_timeout_check_interval_ms: g.transaction_abort_timed_out_transaction_cleanup_interval_ms.or_default(),
             replica_lag_time_max_ms: g.replica_lag_time_max_ms.or_default(),
             auto_leader_rebalance: g.auto_leader_rebalance_enable.or_default(),
             leader_imbalance_check_interval_ms: g.leader_imbalance_check_interval_seconds.or_default() * 1000,
@@ -766,6 +781,13 @@ impl Config {
             e("num.partitions", self.num_partitions.to_string(), Some("num_partitions")),
             e("default.replication.factor", self.default_replication_factor.to_string(), Some("default_replication_factor")),
             e("offsets.topic.replication.factor", self.offsets_topic_replication_factor.to_string(), Some("offsets_topic_replication_factor")),
+            e("transaction.state.log.replication.factor", self.transaction_state_log_replication_factor.to_string(), Some("transaction_state_log_replication_factor")),
+            e("transaction.max.timeout.ms", self.transaction_max_timeout_ms.to_string(), Some("transaction_max_timeout_ms")),
+            e(
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                self.transaction_timeout_check_interval_ms.to_string(),
+                Some("transaction_abort_timed_out_transaction_cleanup_interval_ms"),
+            ),
             e("min.insync.replicas", d.min_insync_replicas.to_string(), Some("min_insync_replicas")),
             e("unclean.leader.election.enable", d.unclean_leader_election.to_string(), None),
             e("replica.lag.time.max.ms", self.replica_lag_time_max_ms.to_string(), Some("replica_lag_time_max_ms")),

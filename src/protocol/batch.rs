@@ -349,6 +349,13 @@ pub fn build(records: &[(Option<Bytes>, Option<Bytes>)], timestamp: i64) -> Byte
     build_with(records, timestamp, 0, -1, -1)
 }
 
+/// A transactional batch of key/value records the broker writes for producer `producer_id` at
+/// `producer_epoch`, without sequence numbers (Kafka's coordinator-written batches: the
+/// transactional offset commits in `__consumer_offsets`).
+pub fn build_transactional(records: &[(Option<Bytes>, Option<Bytes>)], timestamp: i64, producer_id: i64, producer_epoch: i16) -> Bytes {
+    build_with(records, timestamp, ATTR_TRANSACTIONAL, producer_id, producer_epoch)
+}
+
 /// The control batch of a transaction marker of producer `producer_id` at `producer_epoch`
 /// (base offset 0, no sequence), stamped `timestamp`.
 pub fn build_marker(producer_id: i64, producer_epoch: i16, marker: Marker, timestamp: i64) -> Bytes {

@@ -41,12 +41,18 @@ const OFFSETS_COMMIT_TIMEOUT_MS: i64 = 5_000;
 /// The `__consumer_offsets` partition of a group: Kafka's `abs(groupId.hashCode) % partitions`,
 /// with Java's String.hashCode (UTF-16 code units), so groups land where Kafka would put them.
 pub fn offsets_partition(group_id: &str) -> i32 {
+    kafka_partition_of(group_id, OFFSETS_PARTITIONS)
+}
+
+/// Kafka's `abs(id.hashCode) % partitions` for a coordinator's key (a group or a transactional
+/// id), with Java's String.hashCode over UTF-16 code units.
+pub fn kafka_partition_of(id: &str, partitions: i32) -> i32 {
     let mut h: i32 = 0;
-    for unit in group_id.encode_utf16() {
+    for unit in id.encode_utf16() {
         h = h.wrapping_mul(31).wrapping_add(unit as i32);
     }
     // Kafka's Utils.abs maps i32::MIN to 0.
-    (if h == i32::MIN { 0 } else { h.abs() }) % OFFSETS_PARTITIONS
+    (if h == i32::MIN { 0 } else { h.abs() }) % partitions
 }
 
 /// In a cluster, NOT_COORDINATOR for a group whose `__consumer_offsets` partition another
@@ -86,6 +92,9 @@ struct Entry {
     /// The consumer-protocol members whose records the last write of the group stored: the
     /// next write tombstones those that have left.
     consumer_stored: BTreeSet<String>,
+    /// Offsets committed in transactions not yet ended, by producer id (TxnOffsetCommit): the
+    /// producer's COMMIT marker in this group's partition makes them committed, ABORT drops them.
+    txn_offsets: HashMap<i64, BTreeMap<(String, i32), Committed>>,
 }
 
 /// A group as DescribeGroups shows it. Members: (id, instance id, client id, host, metadata,
@@ -156,6 +165,7 @@ impl Groups {
             persisted: Group::initial_marker(),
             empty_since: None,
             consumer_stored: BTreeSet::new(),
+            txn_offsets: HashMap::new(),
         })
     }
 
@@ -295,6 +305,57 @@ impl Groups {
         0
     }
 
+    /// TxnOffsetCommit: stores offsets as part of producer `producer_id`'s transaction (a
+    /// transactional batch in the group's partition, durable before the answer); they count as
+    /// committed once its COMMIT marker is written there ([`Groups::complete_txn_offsets`]).
+    /// A member's generation is checked when the request names one (v3+), as OffsetCommit does.
+    pub async fn txn_commit(&self, group_id: &str, producer_id: i64, epoch: i16, who: Option<&Committer>, offsets: Vec<((String, i32), Committed)>) -> i16 {
+        if let Some(who) = who {
+            let code = self.may_commit(group_id, who);
+            if code != 0 {
+                return code;
+            }
+        }
+        if offsets.is_empty() {
+            return 0;
+        }
+        let records: Vec<_> = offsets
+            .iter()
+            .map(|((topic, p), c)| (Some(offsets::encode_key(group_id, topic, *p)), Some(offsets::encode_value(c))))
+            .collect();
+        let mut turn = self.apply_turns[offsets_partition(group_id) as usize].ticket();
+        let b = batch::build_transactional(&records, now_ms(), producer_id, epoch);
+        let written = append_coordinator_batch(OFFSETS_TOPIC, offsets_partition(group_id), b, group_id).await;
+        turn.turn().await;
+        if let Err(code) = written {
+            return code;
+        }
+        let mut entries = self.entries.borrow_mut();
+        self.entry(&mut entries, group_id).txn_offsets.entry(producer_id).or_default().extend(offsets);
+        0
+    }
+
+    /// A marker of producer `producer_id` is written to `__consumer_offsets` partition `p`:
+    /// its transactional offsets there become committed (or are dropped, for an abort).
+    pub fn complete_txn_offsets(&self, p: i32, producer_id: i64, commit: bool) {
+        let mut entries = self.entries.borrow_mut();
+        for (id, e) in entries.iter_mut().filter(|(id, _)| offsets_partition(id) == p) {
+            if let Some(pending) = e.txn_offsets.remove(&producer_id) {
+                tracing::debug!(group = %id, producer_id, commit, partitions = pending.len(), "transactional offsets settled");
+                if commit {
+                    e.offsets.extend(pending);
+                }
+            }
+        }
+    }
+
+    /// The partitions of the group for which a transaction not yet ended has offsets
+    /// (OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT for them, KIP-447).
+    pub fn unstable_partitions(&self, group_id: &str) -> BTreeSet<(String, i32)> {
+        let entries = self.entries.borrow();
+        entries.get(group_id).map(|e| e.txn_offsets.values().flat_map(|p| p.keys().cloned()).collect()).unwrap_or_default()
+    }
+
     /// Appends `records` to the group's `__consumer_offsets` partition and waits for fdatasync,
     /// then for every earlier append to that partition to have been applied. The caller applies
     /// its own change to memory while it holds the returned turn (and not after an error).
@@ -379,12 +440,30 @@ impl Groups {
             let mut entries = self.entries.borrow_mut();
             batch::scan(&r.records, |pos, h| {
                 next = h.last_offset() + 1;
-                let Some(kvs) = batch::key_values(&r.records[pos..pos + h.total_len()], h) else {
+                let bytes = &r.records[pos..pos + h.total_len()];
+                if h.is_control() {
+                    // A transaction's marker settles its offsets, as when it was written.
+                    if let Some(marker) = batch::parse_marker(bytes, h) {
+                        for (_, e) in entries.iter_mut().filter(|(id, _)| offsets_partition(id) == p) {
+                            if let Some(pending) = e.txn_offsets.remove(&h.producer_id) {
+                                if marker.commit {
+                                    e.offsets.extend(pending);
+                                }
+                            }
+                        }
+                    }
+                    return;
+                }
+                let Some(kvs) = batch::key_values(bytes, h) else {
                     return;
                 };
                 for (k, v) in kvs {
                     let Some(key) = k else { continue };
                     match offsets::decode_record(&key, v.as_deref()) {
+                        Some(Record::Offset { group, topic, partition, committed: Some(c) }) if h.is_transactional() => {
+                            let e = self.entry(&mut entries, &group);
+                            e.txn_offsets.entry(h.producer_id).or_default().insert((topic, partition), c);
+                        }
                         Some(Record::Offset { group, topic, partition, committed }) => {
                             let offsets = &mut self.entry(&mut entries, &group).offsets;
                             match committed {
@@ -781,29 +860,36 @@ pub(crate) fn subscribed_topics(metadata: &bytes::Bytes) -> Vec<String> {
 type KeyValue = (Option<bytes::Bytes>, Option<bytes::Bytes>);
 
 async fn append_offset_records(group_id: &str, records: &[KeyValue]) -> Result<(), i16> {
-    let Some(log) = current().partition(OFFSETS_TOPIC, offsets_partition(group_id)) else {
+    let b = batch::build(records, now_ms());
+    append_coordinator_batch(OFFSETS_TOPIC, offsets_partition(group_id), b, group_id).await
+}
+
+/// Appends a batch a coordinator built (group or transaction state, transactional offsets) to
+/// partition `partition` of the internal topic `topic` (on this core), and waits for fdatasync
+/// and the in-sync replicas; NOT_COORDINATOR if this broker no longer leads it, another Kafka
+/// error code on failure. `who` names the group or transactional id in log lines.
+pub(super) async fn append_coordinator_batch(topic: &str, partition: i32, b: bytes::Bytes, who: &str) -> Result<(), i16> {
+    let shard = current();
+    let Some(log) = shard.partition(topic, partition) else {
         return Err(ResponseError::CoordinatorNotAvailable.code());
     };
-    let b = batch::build(records, now_ms());
     let h = batch::validate(&b).expect("a batch the broker built is valid");
-    let shard = current();
-    let partition = offsets_partition(group_id);
     // Coordination may have moved since the request was taken: only the leader appends.
     let image = shard.image();
-    if !image.topic(OFFSETS_TOPIC).is_some_and(|t| image.leads(t, partition)) {
+    if !image.topic(topic).is_some_and(|t| image.leads(t, partition)) {
         return Err(ResponseError::NotCoordinator.code());
     }
-    let epoch = shard.replication.leading_epoch(OFFSETS_TOPIC, partition);
+    let epoch = shard.replication.leading_epoch(topic, partition);
     let appended = log.append(&[(b, h)], true).await.map_err(|e| {
-        tracing::error!(group = %group_id, error = %e, "writing to {OFFSETS_TOPIC} failed");
-        ResponseError::KafkaStorageError.code()
+        tracing::error!(%who, error = %e, "writing to {topic} failed");
+        super::handlers::log_error_code(&e).code()
     })?;
     // Replicated: the write counts once every in-sync replica has it (Kafka writes these with
     // acks=all too), so a commit that was answered survives the loss of this broker.
-    super::replication::wait_for_isr(&shard, OFFSETS_TOPIC, partition, &log, appended.end, epoch, OFFSETS_COMMIT_TIMEOUT_MS)
+    super::replication::wait_for_isr(&shard, topic, partition, &log, appended.end, epoch, OFFSETS_COMMIT_TIMEOUT_MS)
         .await
         .map_err(|(code, msg)| {
-            tracing::warn!(group = %group_id, "a {OFFSETS_TOPIC} write was not replicated: {msg}");
+            tracing::warn!(%who, "a {topic} write was not replicated: {msg}");
             match code {
                 ResponseError::NotLeaderOrFollower => ResponseError::NotCoordinator.code(),
                 _ => ResponseError::CoordinatorNotAvailable.code(),
@@ -815,31 +901,37 @@ async fn append_offset_records(group_id: &str, records: &[KeyValue]) -> Result<(
 /// this returns): when a client first looks for a group coordinator, as Kafka does, or failing
 /// that at the first commit.
 pub async fn ensure_offsets_topic(shard: &Shard) -> Result<(), i16> {
-    if shard.image().topic(OFFSETS_TOPIC).is_some() {
+    let rf = shard.config.offsets_topic_replication_factor;
+    ensure_internal_topic(shard, OFFSETS_TOPIC, OFFSETS_PARTITIONS, rf, "offsets_topic_replication_factor").await
+}
+
+/// Creates the internal topic `name` (compacted, `partitions` partitions) unless it exists, as
+/// the first use of its coordinator does. In a cluster it gets `rf` replicas (the setting
+/// `rf_setting`), or as many brokers as are live if fewer (Kafka would refuse and keep the
+/// coordinator unavailable until there are enough).
+pub async fn ensure_internal_topic(shard: &Shard, name: &'static str, partitions: i32, rf: usize, rf_setting: &str) -> Result<(), i16> {
+    if shard.image().topic(name).is_some() {
         return Ok(());
     }
     let mut overrides = BTreeMap::new();
     overrides.insert("cleanup.policy".to_string(), "compact".to_string());
     overrides.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
-    // In a cluster, `offsets_topic_replication_factor`, or as many brokers as are live if
-    // fewer (Kafka would refuse and keep the coordinator unavailable until there are enough).
     let replication_factor = match &shard.image().cluster {
         Some(c) => {
             let live = c.brokers.iter().filter(|b| !b.fenced).count().max(1);
-            let rf = shard.config.offsets_topic_replication_factor.min(live);
-            if rf < shard.config.offsets_topic_replication_factor {
-                tracing::warn!(live, wanted = shard.config.offsets_topic_replication_factor, "creating {OFFSETS_TOPIC} with fewer replicas than offsets_topic_replication_factor: only {live} broker(s) are live");
+            if rf > live {
+                tracing::warn!(live, wanted = rf, "creating {name} with fewer replicas than {rf_setting}: only {live} broker(s) are live");
             }
-            rf as i32
+            rf.min(live) as i32
         }
         None => 1,
     };
-    let spec = NewTopic { name: OFFSETS_TOPIC.to_string(), partitions: OFFSETS_PARTITIONS, overrides, placement: None, replication_factor };
+    let spec = NewTopic { name: name.to_string(), partitions, overrides, placement: None, replication_factor };
     let r = shard.invoke_on(0, move || async move { current().create_topics(vec![spec]).await }).await;
     match r.into_iter().next().expect("one result per topic") {
         Ok(_) | Err((ResponseError::TopicAlreadyExists, _)) => Ok(()),
         Err((code, msg)) => {
-            tracing::error!("creating {OFFSETS_TOPIC} failed: {msg}");
+            tracing::error!("creating {name} failed: {msg}");
             Err(code.code())
         }
     }

@@ -32,6 +32,7 @@ pub mod replication;
 pub mod shard;
 pub mod shutdown;
 pub mod startup;
+pub mod transactions;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -339,6 +340,7 @@ async fn recover_and_bind(shard: &Shard, image: Arc<MetadataImage>) -> Result<Li
 /// Every 100 ms: expire group sessions and finish rebalances, and apply the time part of the
 /// interval flush policy (`flush.ms`) on this core's partitions. Every
 /// `offsets.retention.check.interval.ms`: expire committed offsets. Every
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: abort timed-out transactions. Every
 /// `log.retention.check.interval.ms`: roll active segments older than `segment.ms` and delete
 /// the segments retention no longer keeps. Every `log.cleaner.backoff.ms`: compact the
 /// compacted topics. Ends at its next turn once shutdown stops background work (a compaction
@@ -350,6 +352,8 @@ async fn housekeeping() {
     let mut next_expiry = crate::storage::now_ms() + interval;
     let mut next_clean = crate::storage::now_ms() + cleaner_backoff;
     let mut next_retention = crate::storage::now_ms() + retention_check;
+    let txn_check = shard::current().config.transaction_timeout_check_interval_ms;
+    let mut next_txn_check = crate::storage::now_ms() + txn_check;
     let mut next_publish = 0;
     while !shard::current().lifecycle.is_background_stopping() {
         rt::sleep(Duration::from_millis(100)).await;
@@ -360,6 +364,10 @@ async fn housekeeping() {
         if now >= next_expiry {
             next_expiry = now + interval;
             shard::current().groups.expire_offsets(now).await;
+        }
+        if now >= next_txn_check {
+            next_txn_check = now + txn_check;
+            shard::current().transactions.abort_expired().await;
         }
         if now >= next_publish {
             next_publish = now + 1000;

@@ -62,6 +62,8 @@ pub struct Shard {
     pub data_arrived: Rc<Notify>,
     /// The consumer groups this core coordinates.
     pub groups: Groups,
+    /// The transactional ids this core coordinates.
+    pub transactions: super::transactions::Transactions,
     /// Serving, shutting down or closed (see `server::shutdown`).
     pub lifecycle: Lifecycle,
     /// Bytes this core's connections hold in requests and responses (see `server::memory`).
@@ -126,6 +128,7 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             data_arrived: Rc::new(Notify::default()),
             groups: Groups::new(groups),
+            transactions: Default::default(),
             lifecycle: Lifecycle::default(),
             memory,
             fetch_sessions: RefCell::new(fetch_sessions),
@@ -238,24 +241,44 @@ impl Shard {
         if image.cluster.is_none() {
             return Ok(());
         }
-        let Some(t) = image.topic(super::groups::OFFSETS_TOPIC) else { return Ok(()) };
-        let before = old.topic(super::groups::OFFSETS_TOPIC).filter(|o| o.id == t.id);
-        for p in 0..t.partitions {
-            if self.owner(&t.name, p) != self.core || self.partition(&t.name, p).is_none() {
-                continue;
-            }
-            let led = before.is_some_and(|o| old.leads(o, p));
-            let leads = image.leads(t, p);
-            if leads && !led {
-                self.groups.forget_partition(p);
-                let n = self.groups.load(self, p).await?;
-                tracing::info!(core = self.core, partition = p, records = n, "coordinating the groups of a {} partition", t.name);
-            } else if led && !leads {
-                let n = self.groups.forget_partition(p);
-                tracing::info!(core = self.core, partition = p, groups = n, "no longer coordinating the groups of a {} partition", t.name);
+        for topic in [super::groups::OFFSETS_TOPIC, super::transactions::TXN_TOPIC] {
+            let Some(t) = image.topic(topic) else { continue };
+            let before = old.topic(topic).filter(|o| o.id == t.id);
+            for p in 0..t.partitions {
+                if self.owner(&t.name, p) != self.core || self.partition(&t.name, p).is_none() {
+                    continue;
+                }
+                let led = before.is_some_and(|o| old.leads(o, p));
+                let leads = image.leads(t, p);
+                if leads && !led {
+                    self.forget_coordinated(topic, p);
+                    let n = self.load_coordinated(topic, p).await?;
+                    tracing::info!(core = self.core, partition = p, records = n, "coordinating the groups or transactions of a {} partition", t.name);
+                } else if led && !leads {
+                    let n = self.forget_coordinated(topic, p);
+                    tracing::info!(core = self.core, partition = p, forgotten = n, "no longer coordinating the groups or transactions of a {} partition", t.name);
+                }
             }
         }
         Ok(())
+    }
+
+    /// Loads the groups or transactional ids of a partition of `__consumer_offsets` or
+    /// `__transaction_state` this core owns; how many records were read.
+    async fn load_coordinated(&self, topic: &str, p: i32) -> Result<usize, String> {
+        if topic == super::groups::OFFSETS_TOPIC {
+            self.groups.load(self, p).await
+        } else {
+            self.transactions.load(self, p).await
+        }
+    }
+
+    fn forget_coordinated(&self, topic: &str, p: i32) -> usize {
+        if topic == super::groups::OFFSETS_TOPIC {
+            self.groups.forget_partition(p)
+        } else {
+            self.transactions.forget_partition(p)
+        }
     }
 
     /// Opens `log`'s partition again in its place (after `PartitionLog::cut_for_reopen`), if
@@ -305,10 +328,11 @@ impl Shard {
                 self.partitions.borrow_mut().insert((t.name.clone(), p), (t.id, log));
                 // A follower's copy is not applied as it arrives: its groups are loaded when
                 // this broker comes to lead it (`take_group_leadership`).
-                if t.name == super::groups::OFFSETS_TOPIC && image.leads(t, p) {
-                    let n = self.groups.load(self, p).await?;
+                let coordinated = t.name == super::groups::OFFSETS_TOPIC || t.name == super::transactions::TXN_TOPIC;
+                if coordinated && image.leads(t, p) {
+                    let n = self.load_coordinated(&t.name, p).await?;
                     if n > 0 {
-                        tracing::info!(core = self.core, partition = p, records = n, "reloaded committed offsets and groups");
+                        tracing::info!(core = self.core, topic = %t.name, partition = p, records = n, "reloaded coordinator state");
                     }
                 }
             }

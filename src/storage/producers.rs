@@ -170,6 +170,12 @@ impl ProducerStates {
         if h.producer_epoch < e.epoch {
             return Verdict::StaleEpoch { current: e.epoch };
         }
+        if h.base_sequence < 0 {
+            // A coordinator's batch (transactional offsets in `__consumer_offsets`): no
+            // sequence to check, only the epoch (clients' batches always carry one; the produce
+            // path refuses those that do not).
+            return Verdict::Append;
+        }
         if h.producer_epoch > e.epoch {
             return if h.base_sequence == 0 { Verdict::Append } else { Verdict::OutOfOrder { expected: 0 } };
         }
@@ -206,7 +212,9 @@ impl ProducerStates {
             e.epoch = h.producer_epoch;
             e.batches.clear();
         }
-        e.batches.push_back(meta);
+        if h.base_sequence >= 0 {
+            e.batches.push_back(meta);
+        }
         while e.batches.len() > BATCHES_PER_PRODUCER {
             e.batches.pop_front();
         }
@@ -270,6 +278,11 @@ impl ProducerStates {
     }
 
     /// The first offset of the oldest open transaction: the last stable offset is at most this.
+    /// Whether producer `producer_id` has a transaction open in this partition.
+    pub fn in_transaction(&self, producer_id: i64) -> bool {
+        self.entries.get(&producer_id).is_some_and(|e| e.txn_first_offset.is_some())
+    }
+
     pub fn first_unstable_offset(&self) -> Option<i64> {
         self.open.keys().next().copied()
     }

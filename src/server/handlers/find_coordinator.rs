@@ -1,11 +1,10 @@
 //! FindCoordinator (key 10): a group is coordinated by the broker leading its
 //! `__consumer_offsets` partition (on a single node, this one; on the core that owns that
 //! partition, which is Spate's business, not the client's), so in a cluster the groups are
-//! spread over the brokers as the partitions are. Transaction
-//! coordinators do not exist yet: a lookup of one is INVALID_REQUEST with a message saying so, as
-//! Kafka answers a coordinator type it does not know. Not COORDINATOR_NOT_AVAILABLE: clients
-//! retry that (franz-go for as long as its context lasts, the Java client until `max.block.ms`),
-//! so a transactional producer would hang instead of failing (found by the Go suite).
+//! spread over the brokers as the partitions are. A transactional id is coordinated, the same
+//! way, by the leader of its `__transaction_state` partition (created on the first such lookup).
+//! Another coordinator type is INVALID_REQUEST with a message saying so, as Kafka answers a
+//! coordinator type it does not know.
 //!
 //! As in Kafka, the first lookup of a group coordinator creates `__consumer_offsets` (50
 //! partitions) and is answered once it exists, COORDINATOR_NOT_AVAILABLE if it cannot be made.
@@ -20,6 +19,7 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 
 use super::super::groups::{ensure_offsets_topic, offsets_partition, OFFSETS_TOPIC};
 use super::super::shard::Shard;
+use super::super::transactions::{ensure_txn_topic, txn_partition, TXN_TOPIC};
 use crate::protocol::{ResponseError, StrBytes};
 
 pub const VERSIONS: (i16, i16) = (0, 6);
@@ -28,13 +28,15 @@ const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
 pub async fn handle(shard: &Rc<Shard>, version: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let (error, message) = if req.key_type != KEY_TYPE_GROUP {
-        let what = if req.key_type == KEY_TYPE_TRANSACTION { "transaction coordinators are" } else { "this coordinator type is" };
-        (ResponseError::InvalidRequest.code(), Some(format!("{what} not supported by Spate yet")))
-    } else if ensure_offsets_topic(shard).await.is_ok() {
-        (0, None)
-    } else {
+    let key_type = req.key_type;
+    let (error, message) = if key_type != KEY_TYPE_GROUP && key_type != KEY_TYPE_TRANSACTION {
+        (ResponseError::InvalidRequest.code(), Some(format!("coordinator type {key_type} is not supported by Spate")))
+    } else if key_type == KEY_TYPE_GROUP && ensure_offsets_topic(shard).await.is_err() {
         (ResponseError::CoordinatorNotAvailable.code(), None)
+    } else if key_type == KEY_TYPE_TRANSACTION && ensure_txn_topic(shard).await.is_err() {
+        (ResponseError::CoordinatorNotAvailable.code(), None)
+    } else {
+        (0, None)
     };
     let message = message.map(StrBytes::from_string);
     let mut resp = FindCoordinatorResponse::default();
@@ -43,7 +45,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FindCoordinatorRequest
             .coordinator_keys
             .into_iter()
             .map(|key| {
-                let found = if error == 0 { coordinator(shard, &key) } else { Err((error, message.clone())) };
+                let found = if error == 0 { coordinator(shard, key_type, &key) } else { Err((error, message.clone())) };
                 let c = Coordinator::default().with_key(key);
                 match found {
                     Ok((node, host, port)) => c.with_node_id(node).with_host(host).with_port(port),
@@ -52,7 +54,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FindCoordinatorRequest
             })
             .collect();
     } else {
-        let found = if error == 0 { coordinator(shard, &req.key) } else { Err((error, message)) };
+        let found = if error == 0 { coordinator(shard, key_type, &req.key) } else { Err((error, message)) };
         match found {
             Ok((node, host, port)) => {
                 resp.node_id = node;
@@ -77,18 +79,19 @@ type Found = Result<(BrokerId, StrBytes, i32), (i16, Option<StrBytes>)>;
 /// The broker leading the group's `__consumer_offsets` partition: this node on a single node;
 /// in a cluster whichever broker the image names (COORDINATOR_NOT_AVAILABLE while nobody leads
 /// it, as Kafka answers, and clients ask again).
-fn coordinator(shard: &Shard, group_id: &str) -> Found {
+fn coordinator(shard: &Shard, key_type: i8, key: &str) -> Found {
     let image = shard.image();
     if image.cluster.is_none() {
         let c = &shard.config;
         return Ok((BrokerId(c.node_id), StrBytes::from_string(c.advertised_host.clone()), c.advertised_port as i32));
     }
-    let leader = image.topic(OFFSETS_TOPIC).map_or(-1, |t| image.leader(t, offsets_partition(group_id)));
+    let (topic, partition) = if key_type == KEY_TYPE_TRANSACTION { (TXN_TOPIC, txn_partition(key)) } else { (OFFSETS_TOPIC, offsets_partition(key)) };
+    let leader = image.topic(topic).map_or(-1, |t| image.leader(t, partition));
     match image.broker(leader) {
         Some(b) => Ok((BrokerId(b.id), StrBytes::from_string(b.host.clone()), b.port)),
         None => Err((
             ResponseError::CoordinatorNotAvailable.code(),
-            Some(StrBytes::from_string(format!("{OFFSETS_TOPIC} partition {} has no live leader", offsets_partition(group_id)))),
+            Some(StrBytes::from_string(format!("{topic} partition {partition} has no live leader"))),
         )),
     }
 }

@@ -1,7 +1,9 @@
 //! InitProducerId (key 22): gives an idempotent producer its id. Ids are unique for the life of
 //! the data directory: each start reserves a new block of 2^32 ids (persisted before serving)
-//! and every core hands out ids from it. Transactional ids are not supported yet: such requests
-//! get INVALID_REQUEST, which clients treat as fatal instead of retrying forever.
+//! and every core hands out ids from it (in a cluster the metadata quorum hands out the blocks).
+//! With a transactional id the request goes to that id's transaction coordinator
+//! (`server::transactions`): the id keeps its producer id and gets the next epoch, fencing the
+//! previous incarnation (KIP-360's expected id and epoch are checked when given).
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -9,7 +11,8 @@ use std::sync::OnceLock;
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use super::super::shard::Shard;
+use super::super::shard::{current, Shard};
+use super::super::transactions::{coordinator_elsewhere, txn_core};
 use crate::protocol::ResponseError;
 
 pub const VERSIONS: (i16, i16) = (0, 5);
@@ -24,17 +27,37 @@ pub fn set_block(block: i64) {
     let _ = NEXT_ID.set(AtomicI64::new(block << BLOCK_BITS));
 }
 
-fn next_id() -> Option<i64> {
+/// A producer id no one has had (idempotent producers and new transactional ids).
+pub fn next_id() -> Option<i64> {
     let next = NEXT_ID.get()?;
     let id = next.fetch_add(1, Ordering::Relaxed);
     // A block holds 2^32 ids; running past it would reach the next start's block.
     (id & ((1 << BLOCK_BITS) - 1) != (1 << BLOCK_BITS) - 1).then_some(id)
 }
 
-pub async fn handle(_shard: &Rc<Shard>, _version: i16, req: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn handle(shard: &Rc<Shard>, version: i16, req: InitProducerIdRequest) -> InitProducerIdResponse {
     let mut resp = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
-    if req.transactional_id.is_some() {
-        resp.error_code = ResponseError::InvalidRequest.code();
+    if let Some(id) = req.transactional_id.as_ref().map(|t| t.0.to_string()) {
+        let expected = if version >= 3 { (req.producer_id.0, req.producer_epoch) } else { (-1, -1) };
+        let timeout = req.transaction_timeout_ms;
+        let answer = if id.is_empty() {
+            Err(ResponseError::InvalidRequest.code())
+        } else if let Some(code) = coordinator_elsewhere(shard, &id) {
+            Err(code)
+        } else {
+            shard
+                .invoke_on(txn_core(&id, shard.cores), move || async move {
+                    current().transactions.init_producer_id(&id, timeout, expected).await
+                })
+                .await
+        };
+        match answer {
+            Ok((pid, epoch)) => {
+                resp.producer_id = ProducerId(pid);
+                resp.producer_epoch = epoch;
+            }
+            Err(code) => resp.error_code = code,
+        }
         return resp;
     }
     // Without a transactional id Kafka always hands out a new id at epoch 0, even when the

@@ -5,6 +5,8 @@
 //! Kafka error code in the response; a request that cannot be decoded, or an API or version not
 //! in the table, closes the connection with a log line. Panics are kept for broken invariants.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod consumer_group_describe;
@@ -21,6 +23,7 @@ pub mod describe_producers;
 pub mod describe_quorum;
 pub mod describe_configs;
 pub mod elect_leaders;
+pub mod end_txn;
 pub mod errors;
 pub mod fetch;
 pub mod find_coordinator;
@@ -38,6 +41,8 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod reassignments;
 pub mod sync_group;
+pub mod txn_offset_commit;
+pub mod write_txn_markers;
 
 use std::rc::Rc;
 
@@ -77,6 +82,15 @@ pub const SUPPORTED: &[ApiSpec] = &[
     ApiSpec { key: ApiKey::DeleteTopics, min: delete_topics::VERSIONS.0, max: delete_topics::VERSIONS.1 },
     ApiSpec { key: ApiKey::DeleteRecords, min: delete_records::VERSIONS.0, max: delete_records::VERSIONS.1 },
     ApiSpec { key: ApiKey::InitProducerId, min: init_producer_id::VERSIONS.0, max: init_producer_id::VERSIONS.1 },
+    ApiSpec {
+        key: ApiKey::AddPartitionsToTxn,
+        min: add_partitions_to_txn::VERSIONS.0,
+        max: add_partitions_to_txn::VERSIONS.1,
+    },
+    ApiSpec { key: ApiKey::AddOffsetsToTxn, min: add_offsets_to_txn::VERSIONS.0, max: add_offsets_to_txn::VERSIONS.1 },
+    ApiSpec { key: ApiKey::EndTxn, min: end_txn::VERSIONS.0, max: end_txn::VERSIONS.1 },
+    ApiSpec { key: ApiKey::WriteTxnMarkers, min: write_txn_markers::VERSIONS.0, max: write_txn_markers::VERSIONS.1 },
+    ApiSpec { key: ApiKey::TxnOffsetCommit, min: txn_offset_commit::VERSIONS.0, max: txn_offset_commit::VERSIONS.1 },
     ApiSpec {
         key: ApiKey::OffsetForLeaderEpoch,
         min: offset_for_leader_epoch::VERSIONS.0,
@@ -236,6 +250,13 @@ async fn dispatch(
         RequestKind::InitProducerId(r) => {
             Some(ResponseKind::InitProducerId(init_producer_id::handle(shard, v, r).await))
         }
+        RequestKind::AddPartitionsToTxn(r) => {
+            Some(ResponseKind::AddPartitionsToTxn(add_partitions_to_txn::handle(shard, v, r).await))
+        }
+        RequestKind::AddOffsetsToTxn(r) => Some(ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(shard, v, r).await)),
+        RequestKind::EndTxn(r) => Some(ResponseKind::EndTxn(end_txn::handle(shard, v, r).await)),
+        RequestKind::WriteTxnMarkers(r) => Some(ResponseKind::WriteTxnMarkers(write_txn_markers::handle(shard, v, r).await)),
+        RequestKind::TxnOffsetCommit(r) => Some(ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(shard, v, r).await)),
         RequestKind::DeleteGroups(r) => Some(ResponseKind::DeleteGroups(delete_groups::handle(shard, v, r).await)),
         RequestKind::OffsetDelete(r) => Some(ResponseKind::OffsetDelete(offset_delete::handle(shard, v, r).await)),
         RequestKind::ConsumerGroupHeartbeat(r) => Some(ResponseKind::ConsumerGroupHeartbeat(
@@ -283,6 +304,13 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::AddPartitionsToTxn => "AddPartitionsToTxn",
+        ApiKey::AddOffsetsToTxn => "AddOffsetsToTxn",
+        ApiKey::EndTxn => "EndTxn",
+        ApiKey::WriteTxnMarkers => "WriteTxnMarkers",
+        ApiKey::TxnOffsetCommit => "TxnOffsetCommit",
+        ApiKey::DescribeTransactions => "DescribeTransactions",
+        ApiKey::ListTransactions => "ListTransactions",
         ApiKey::OffsetDelete => "OffsetDelete",
         ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
         ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",

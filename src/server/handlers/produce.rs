@@ -30,6 +30,7 @@ type Outcome = Result<AppendInfo, (ResponseError, String)>;
 /// the batches are appended in the frame's own bytes ([`batch::own_batches`]).
 pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, frame: Bytes) -> Option<ProduceResponse> {
     let acks = req.acks;
+    let txn_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
     let image = shard.image();
     let acks_ok = matches!(acks, -1..=1);
     // Per partition, in request order: either an error now, or work for an owning core.
@@ -65,12 +66,14 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, fr
                 // Markers are the transaction coordinator's to write, as in Kafka; and a
                 // transactional batch needs a transaction the coordinator opened, which Spate
                 // does not run yet (issue 23): KIP-890's answer for a producer with none.
-                if let Some((_, h)) = batches.iter().find(|(_, h)| h.is_control() || h.is_transactional()) {
-                    return Err(if h.is_control() {
-                        (ResponseError::InvalidRecord, "clients may not write control batches (transaction markers)".to_string())
-                    } else {
-                        (ResponseError::InvalidTxnState, format!("producer {} has no open transaction on this partition", h.producer_id))
-                    });
+                if batches.iter().any(|(_, h)| h.is_control()) {
+                    return Err((ResponseError::InvalidRecord, "clients may not write control batches (transaction markers)".to_string()));
+                }
+                if let Some((_, h)) = batches.iter().find(|(_, h)| h.producer_id >= 0 && h.base_sequence < 0) {
+                    return Err((ResponseError::InvalidRecord, format!("producer {}'s batch carries no sequence number", h.producer_id)));
+                }
+                if let Some((_, h)) = batches.iter().find(|(_, h)| h.is_transactional() && (txn_id.is_none() || h.producer_id < 0)) {
+                    return Err((ResponseError::InvalidTxnState, format!("a transactional batch of producer {} without a transactional id", h.producer_id)));
                 }
                 let max = meta.config.message_max_bytes;
                 let too_large = |batches: &[(Bytes, BatchHeader)]| match batches.iter().find(|(b, _)| b.len() as i64 > max) {
@@ -102,12 +105,28 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, fr
     let owned = batch::own_batches(frame, batches);
     let wait_durable = acks == -1;
     let timeout_ms = req.timeout_ms as i64;
+    let txn_id = txn_id.unwrap_or_default();
     let work: Vec<_> = heads
         .into_iter()
         .zip(owned)
         .map(|((slot, topic, partition), data)| PartWork { slot, partition, data: (topic.clone(), partition, data), topic })
         .collect();
-    let results = on_partitions(shard, work, move |log, (topic, partition, batches): (String, i32, Vec<(BytesMut, BatchHeader)>)| async move {
+    let results = on_partitions(shard, work, move |log, (topic, partition, batches): (String, i32, Vec<(BytesMut, BatchHeader)>)| {
+        let txn_id = txn_id.clone();
+        async move {
+        // KIP-890 part 1: a producer's first transactional batch in this partition is taken
+        // only if its coordinator has the partition in the producer's ongoing transaction, so
+        // a late batch of an ended transaction cannot open one that nobody will close.
+        if let Some((_, h)) = batches.first().filter(|(_, h)| h.is_transactional()) {
+            if !log.in_transaction(h.producer_id) {
+                let s = super::super::shard::current();
+                let (pid, epoch) = (h.producer_id, h.producer_epoch);
+                super::super::transactions::verify_partition(&s, &txn_id, pid, epoch, &topic, partition).await.map_err(|code| {
+                    let msg = format!("producer {pid} epoch {epoch} has no ongoing transaction with {topic}-{partition} at its coordinator");
+                    (ResponseError::try_from_code(code).unwrap_or(ResponseError::InvalidTxnState), msg)
+                })?;
+            }
+        }
         let bytes = batches.iter().map(|(b, _)| b.len() as u64).sum();
         let records = batches.iter().map(|(_, h)| h.records_count.max(0) as u64).sum();
         let s = super::super::shard::current();
@@ -127,6 +146,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, fr
         let a = r?;
         crate::server::replication::wait_for_isr(&s, &topic, partition, &log, a.end, epoch, timeout_ms).await?;
         Ok(a)
+        }
     })
     .await;
     for (slot, r) in results {

@@ -364,6 +364,11 @@ impl PartitionLog {
             .collect()
     }
 
+    /// Whether producer `producer_id` has a transaction open in this partition.
+    pub fn in_transaction(&self, producer_id: i64) -> bool {
+        self.st.borrow().producers.in_transaction(producer_id)
+    }
+
     /// The idempotent producers this partition remembers (DescribeProducers).
     pub fn active_producers(&self) -> Vec<super::producers::ActiveProducer> {
         self.st.borrow().producers.active()
