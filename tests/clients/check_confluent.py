@@ -1884,3 +1884,478 @@ def ck_idempotent_producer(ctx):
         c.close()
     assert sorted(int(m.value()) for m in msgs) == list(range(n)), "a record is missing or duplicated"
     return f"{n} idempotent records over {len(by_part)} partitions"
+
+
+# ---------------------------------------------------------------------------
+# Transactions (transactional.id; read_committed consumers)
+# ---------------------------------------------------------------------------
+
+
+def txn_producer(ctx, txn_id, bootstrap=None, errors=None, **conf):
+    """A transactional producer (idempotent, acks=all). `errors`, a list, collects what
+    librdkafka reports through error_cb (then its log is kept to critical lines only: the checks
+    that pass one expect errors, and name them in their failures)."""
+    c = {"transactional.id": txn_id, "enable.idempotence": True, "transaction.timeout.ms": 60000}
+    if errors is not None:
+        c["error_cb"] = lambda e: errors.append(f"{e.name()}: {e.str()}")
+        c["log_level"] = 2
+    c.update(conf)
+    return producer(ctx, bootstrap, **c)
+
+
+def txn_call(what, fn, *args):
+    """Calls a transactional API (init/commit/abort/send_offsets); a KafkaException fails the
+    check with its code and librdkafka's classification."""
+    try:
+        return fn(*args)
+    except KafkaException as e:
+        err = e.args[0]
+        raise AssertionError(f"{what} failed: {_txn_err(err)}") from None
+
+
+def _txn_err(err):
+    return (f"{err.name()} ({err.str()}; fatal={err.fatal()}, abortable={err.txn_requires_abort()}, "
+            f"retriable={err.retriable()})")
+
+
+def txn_expect_failure(what, fn, *args):
+    """Calls a transactional API that must fail; returns the KafkaError."""
+    try:
+        fn(*args)
+    except KafkaException as e:
+        return e.args[0]
+    raise AssertionError(f"{what} succeeded, want a failure")
+
+
+def produce_tracked(p, topic, rows, acked):
+    """Produces (partition, value) rows; each delivery lands in `acked` as (partition, offset,
+    value, error or None)."""
+    def cb(err, msg):
+        acked.append((msg.partition(), msg.offset(), msg.value(), err))
+    for q, v in rows:
+        p.produce(topic, partition=q, value=v, on_delivery=cb)
+        p.poll(0)
+
+
+def assert_delivered(acked, what):
+    bad = [(q, v, e) for q, _o, v, e in acked if e is not None]
+    assert not bad, f"{what}: {len(bad)} of {len(acked)} deliveries failed, first {bad[0][1]!r} on {bad[0][0]}: {bad[0][2]}"
+
+
+def read_isolated(ctx, topic, parts, isolation, bootstrap=None, timeout=30.0):
+    """Reads partitions 0..parts-1 of `topic` from the beginning with `isolation.level` set to
+    `isolation` until each partition reported its end (partition EOF: for read_committed the last
+    stable offset, otherwise the high watermark). Returns {partition: [(offset, value)]}; any
+    other consumer error fails."""
+    c = consumer(ctx, bootstrap, **{"isolation.level": isolation, "enable.partition.eof": True})
+    got = {q: [] for q in range(parts)}
+    at_end = set()
+    deadline = time.monotonic() + timeout
+    try:
+        c.assign([TopicPartition(topic, q, OFFSET_BEGINNING) for q in range(parts)])
+        while len(at_end) < parts:
+            if time.monotonic() >= deadline:
+                counts = {q: len(v) for q, v in got.items()}
+                raise AssertionError(f"{isolation} read of {topic}: partitions {sorted(set(range(parts)) - at_end)} "
+                                     f"did not reach their end within {timeout:.0f}s (records so far {counts})")
+            for m in c.consume(num_messages=500, timeout=0.5):
+                if m.error():
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        at_end.add(m.partition())
+                        continue
+                    raise AssertionError(f"{isolation} read of {topic}: {m.error().name()} {m.error().str()}")
+                got[m.partition()].append((m.offset(), m.value()))
+    finally:
+        c.close()
+    return got
+
+
+def values_of(rows):
+    return {q: [v for _o, v in rs] for q, rs in rows.items()}
+
+
+def _ends(a, topic, parts, isolation):
+    """list_offsets latest at `isolation` (IsolationLevel): {partition: offset}."""
+    from confluent_kafka import IsolationLevel
+    level = {"read_committed": IsolationLevel.READ_COMMITTED, "read_uncommitted": IsolationLevel.READ_UNCOMMITTED}[isolation]
+    futs = a.list_offsets({TopicPartition(topic, q): OffsetSpec.latest() for q in range(parts)},
+                          isolation_level=level, request_timeout=TIMEOUT)
+    return {tp.partition: result(f, f"list_offsets({topic}[{tp.partition}], latest, {isolation})").offset
+            for tp, f in futs.items()}
+
+
+def _show(rows, n=6):
+    """A short view of {partition: [values]} for a failure message."""
+    return {q: (vs[:n] + ["..."] if len(vs) > n else vs) for q, vs in rows.items()}
+
+
+@check("ck_txn_commit_abort_isolation")
+def ck_txn_commit_abort_isolation(ctx):
+    """One transactional producer runs eight transactions over a 3-partition topic, each writing
+    1-6 records to two or three of the partitions, four committed and four aborted (flushed
+    first, so their records are in the log; librdkafka would purge unsent ones), with plain
+    (non-transactional) records written between some of them. A read_committed consumer reads
+    exactly the committed and plain records, in order per partition; a read_uncommitted one reads
+    every record; each partition's high watermark is its records plus one marker per transaction
+    that touched it; list_offsets latest is the same at both isolation levels (no transaction
+    open). Then a transaction is left open on partitions 0 and 1 (flushed) and plain records are
+    written after it to all three: list_offsets latest read_committed on 0 and 1 is the open
+    transaction's first offset (the last stable offset), read_uncommitted the high watermark; a
+    read_committed consumer stops there (not even the later plain records) while partition 2
+    reads to its end; once the transaction commits, everything is visible."""
+    topic = ctx.topic("ck-txn")
+    parts = 3
+    a = create_topic(ctx, topic, parts)
+    p = txn_producer(ctx, f"{topic}-tx")
+    plain = producer(ctx)
+    txn_call("init_transactions", p.init_transactions, TIMEOUT)
+    visible = {q: [] for q in range(parts)}  # what read_committed must read, in order
+    written = {q: [] for q in range(parts)}  # every record in the log, in order
+    markers = {q: 0 for q in range(parts)}
+    plan = ["commit", "abort", "commit", "abort", "abort", "commit", "commit", "abort"]
+    for t, end in enumerate(plan):
+        touched = [q for q in range(parts) if (t + q) % 4 != 3]
+        rows = [(q, f"t{t}-{end}-q{q}-{i}".encode()) for q in touched for i in range(1 + (t * 5 + q) % 6)]
+        acked = []
+        p.begin_transaction()
+        produce_tracked(p, topic, rows, acked)
+        if end == "commit":
+            txn_call(f"commit_transaction #{t}", p.commit_transaction, TIMEOUT)
+        else:
+            flush(p)
+            txn_call(f"abort_transaction #{t}", p.abort_transaction, TIMEOUT)
+        assert_delivered(acked, f"transaction #{t} ({end})")
+        for q, v in rows:
+            written[q].append(v)
+            if end == "commit":
+                visible[q].append(v)
+        for q in touched:
+            markers[q] += 1
+        if t in (1, 4):
+            plain_rows = [(q, f"plain-after-{t}-q{q}".encode()) for q in range(parts)]
+            for q, v in plain_rows:
+                plain.produce(topic, partition=q, value=v)
+                written[q].append(v)
+                visible[q].append(v)
+            flush(plain)
+
+    rc = read_isolated(ctx, topic, parts, "read_committed")
+    ru = read_isolated(ctx, topic, parts, "read_uncommitted")
+    assert values_of(rc) == visible, f"read_committed read {_show(values_of(rc))}, want {_show(visible)}"
+    assert values_of(ru) == written, f"read_uncommitted read {_show(values_of(ru))}, want {_show(written)}"
+    hwm = {q: len(written[q]) + markers[q] for q in range(parts)}
+    got_ru, got_rc = _ends(a, topic, parts, "read_uncommitted"), _ends(a, topic, parts, "read_committed")
+    assert got_ru == hwm, f"high watermarks {got_ru}, want records + one marker per transaction: {hwm}"
+    assert got_rc == hwm, f"list_offsets latest read_committed {got_rc} with no transaction open, want {hwm}"
+    for q in range(parts):
+        offs = [o for o, _v in ru[q]]
+        assert offs == sorted(set(offs)) and offs[-1] < hwm[q], f"partition {q}: read_uncommitted offsets {offs}"
+        # Every record read_committed returns is the one at that offset.
+        assert set(rc[q]) <= set(ru[q]), f"partition {q}: read_committed returned records at other offsets than read_uncommitted"
+
+    # A transaction left open on partitions 0 and 1, plain records after it everywhere.
+    acked = []
+    p.begin_transaction()
+    open_rows = [(q, f"open-q{q}-{i}".encode()) for q in (0, 1) for i in range(2)]
+    produce_tracked(p, topic, open_rows, acked)
+    flush(p)
+    assert_delivered(acked, "the open transaction's records")
+    first_open = {q: min(o for pq, o, _v, _e in acked if pq == q) for q in (0, 1)}
+    assert first_open == {0: hwm[0], 1: hwm[1]}, f"open transaction starts at {first_open}, want the ends {hwm}"
+    late = [(q, f"late-q{q}".encode()) for q in range(parts)]
+    for q, v in late:
+        plain.produce(topic, partition=q, value=v)
+    flush(plain)
+    got_ru, got_rc = _ends(a, topic, parts, "read_uncommitted"), _ends(a, topic, parts, "read_committed")
+    want_ru = {0: hwm[0] + 3, 1: hwm[1] + 3, 2: hwm[2] + 1}
+    want_rc = {0: hwm[0], 1: hwm[1], 2: hwm[2] + 1}
+    assert got_ru == want_ru, f"with a transaction open: list_offsets latest read_uncommitted {got_ru}, want {want_ru}"
+    assert got_rc == want_rc, f"with a transaction open: list_offsets latest read_committed {got_rc}, want the last stable offsets {want_rc}"
+    rc = values_of(read_isolated(ctx, topic, parts, "read_committed"))
+    want = {0: visible[0], 1: visible[1], 2: visible[2] + [b"late-q2"]}
+    assert rc == want, f"read_committed with a transaction open read {_show(rc)}, want it to stop at the open transaction: {_show(want)}"
+    txn_call("commit_transaction (the open one)", p.commit_transaction, TIMEOUT)
+    for q, v in open_rows:
+        visible[q].append(v)
+    for q, v in late:
+        visible[q].append(v)
+    rc = values_of(read_isolated(ctx, topic, parts, "read_committed"))
+    assert rc == visible, f"read_committed after the commit read {_show(rc)}, want {_show(visible)}"
+    got_rc = _ends(a, topic, parts, "read_committed")
+    want_end = {q: want_ru[q] + (1 if q in (0, 1) else 0) for q in range(parts)}
+    assert got_rc == want_end, f"list_offsets latest read_committed after the commit {got_rc}, want {want_end}"
+    return (f"{plan.count('commit')} committed, {plan.count('abort')} aborted; read_committed "
+            f"{sum(map(len, visible.values()))} records, LSO held at {first_open} while open")
+
+
+FENCED_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+
+
+@check("ck_txn_fencing")
+def ck_txn_fencing(ctx):
+    """A second producer with the same transactional.id fences the first (InitProducerId bumps
+    the epoch and aborts the first's open transaction), twice over a 3-partition topic:
+    - p1 commits a transaction, then writes one more and flushes it (in the log, not committed);
+      p2 starts with the same id; p1's next operation, its commit (EndTxn with the old epoch),
+      fails with a fatal error (_FENCED / PRODUCER_FENCED), and so does everything after it.
+    - p2 commits a transaction, then leaves one open and flushed; p3 starts with the same id;
+      p2's next operation, a produce, fails (its record is refused, never stored), p2 cannot
+      commit, and ends in a fatal fenced error.
+    p3 commits. read_committed reads exactly p1's, p2's and p3's committed records in order per
+    partition, none of the fenced transactions'; read_uncommitted also reads the fenced
+    transactions' flushed records (they are in the log, aborted), but never the record p2
+    produced after it was fenced; no transaction is left open (list_offsets latest is the same
+    at both isolation levels)."""
+    topic = ctx.topic("ck-txn-fence")
+    parts = 3
+    a = create_topic(ctx, topic, parts)
+    txn_id = f"{topic}-tx"
+    visible = {q: [] for q in range(parts)}
+    written = {q: [] for q in range(parts)}
+
+    def txn(p, label, per, commit=True):
+        acked = []
+        p.begin_transaction()
+        rows = [(q, f"{label}-q{q}-{i}".encode()) for q in range(parts) for i in range(per)]
+        produce_tracked(p, topic, rows, acked)
+        if commit:
+            txn_call(f"{label}: commit_transaction", p.commit_transaction, TIMEOUT)
+        else:
+            flush(p)
+        assert_delivered(acked, label)
+        for q, v in rows:
+            written[q].append(v)
+            if commit:
+                visible[q].append(v)
+
+    errs1, errs2 = [], []
+    p1 = txn_producer(ctx, txn_id, errors=errs1)
+    txn_call("p1: init_transactions", p1.init_transactions, TIMEOUT)
+    txn(p1, "p1-committed", 2)
+    txn(p1, "p1-open", 3, commit=False)
+
+    p2 = txn_producer(ctx, txn_id, errors=errs2)
+    txn_call("p2: init_transactions (fencing p1)", p2.init_transactions, TIMEOUT)
+    err = txn_expect_failure("p1: commit_transaction after p2 started", p1.commit_transaction, TIMEOUT)
+    assert err.fatal() and err.code() in FENCED_CODES, f"p1's commit after the fence: {_txn_err(err)}; want a fatal fenced error"
+    err = txn_expect_failure("p1: begin_transaction after being fenced", p1.begin_transaction)
+    assert err.fatal(), f"p1's begin_transaction after the fence: {_txn_err(err)}; want the fatal error again"
+    note1 = err.name()
+
+    txn(p2, "p2-committed", 2)
+    txn(p2, "p2-open", 2, commit=False)
+    p3 = txn_producer(ctx, txn_id)
+    txn_call("p3: init_transactions (fencing p2)", p3.init_transactions, TIMEOUT)
+    acked = []
+    produce_tracked(p2, topic, [(0, b"p2-after-fence")], acked)
+    p2.flush(TIMEOUT)
+    assert len(acked) == 1 and acked[0][3] is not None, f"p2's produce after the fence: {acked}, want a delivery error"
+    produce_err = acked[0][3]
+    assert produce_err.code() in FENCED_CODES, f"p2's produce after the fence failed with {_txn_err(produce_err)}, want a fenced error"
+    err = txn_expect_failure("p2: commit_transaction after being fenced", p2.commit_transaction, TIMEOUT)
+    if not err.fatal():
+        # librdkafka takes a fenced produce as abortable; the abort's EndTxn meets the new epoch.
+        assert err.txn_requires_abort(), f"p2's commit after the fence: {_txn_err(err)}"
+        err = txn_expect_failure("p2: abort_transaction after being fenced", p2.abort_transaction, TIMEOUT)
+    assert err.fatal() and err.code() in FENCED_CODES, f"p2 after the fence: {_txn_err(err)}; want a fatal fenced error"
+    note2 = f"{produce_err.name()} on produce, then {err.name()}"
+
+    txn(p3, "p3-committed", 3)
+    rc = values_of(read_isolated(ctx, topic, parts, "read_committed"))
+    ru = values_of(read_isolated(ctx, topic, parts, "read_uncommitted"))
+    assert rc == visible, f"read_committed read {_show(rc)}, want only the committed transactions: {_show(visible)}"
+    assert ru == written, f"read_uncommitted read {_show(ru)}, want every flushed record: {_show(written)}"
+    ends_ru, ends_rc = _ends(a, topic, parts, "read_uncommitted"), _ends(a, topic, parts, "read_committed")
+    assert ends_rc == ends_ru, f"list_offsets latest read_committed {ends_rc} != read_uncommitted {ends_ru}: a fenced transaction is still open"
+    # p1/p2 marker for the open one (abort) + the committed ones' markers: 4 transactions + 1 by p3.
+    want = {q: len(written[q]) + 5 for q in range(parts)}
+    assert ends_ru == want, f"high watermarks {ends_ru}, want records + 5 markers per partition: {want}"
+    return f"p1: {note1}; p2: {note2}"
+
+
+@check("ck_txn_consume_transform_produce")
+def ck_txn_consume_transform_produce(ctx):
+    """Exactly-once consume-transform-produce: 3 partitions of 30 plain input records; a group
+    member (classic protocol, read_committed, no auto-commit) reads in batches of at most 25,
+    and for each batch a transactional producer writes one output record per input record (same
+    partition, value prefixed) and adds the batch's next offsets to the transaction with
+    send_offsets_to_transaction (AddOffsetsToTxn, TxnOffsetCommit). The first batch's
+    transaction is aborted (its output flushed first, so it is in the log) and the consumer
+    rewinds to what the group has committed (OffsetFetch; nothing yet, so the beginning); every
+    later one commits. Output read_committed: every input record exactly once, in input order
+    per partition; read_uncommitted: those plus the aborted batch's. The group's committed
+    offsets (list_consumer_group_offsets, require_stable) equal the input's end offsets."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    src, dst = ctx.topic("ck-eos-in"), ctx.topic("ck-eos-out")
+    group = f"{src}-g"
+    parts, per = 3, 30
+    a = create_topic(ctx, src, parts)
+    create_topic(ctx, dst, parts)
+    produce_values(ctx, src, parts, per, "in-")
+    c = group_consumer(ctx, group, "ck-eos", **{"isolation.level": "read_committed", "group.protocol": "classic"})
+    p = txn_producer(ctx, f"{src}-tx")
+    txn_call("init_transactions", p.init_transactions, TIMEOUT)
+    done = {}  # (partition, offset) -> times its output was committed
+    aborted = []  # output values of the aborted transaction
+    transactions = 0
+    try:
+        c.subscribe([src])
+        deadline = time.monotonic() + 60
+        while len(done) < parts * per:
+            assert time.monotonic() < deadline, f"processed {len(done)} of {parts * per} input records within 60s"
+            msgs = c.consume(num_messages=25, timeout=0.5)
+            for m in msgs:
+                if m.error():
+                    raise AssertionError(f"consumer: {m.error().name()} {m.error().str()}")
+            if not msgs:
+                continue
+            acked = []
+            p.begin_transaction()
+            produce_tracked(p, dst, [(m.partition(), b"out-" + m.value()) for m in msgs], acked)
+            nxt = {}
+            for m in msgs:
+                nxt[m.partition()] = m.offset() + 1
+            offsets = [TopicPartition(src, q, o) for q, o in sorted(nxt.items())]
+            txn_call("send_offsets_to_transaction", p.send_offsets_to_transaction, offsets,
+                     c.consumer_group_metadata(), TIMEOUT)
+            transactions += 1
+            if not aborted:
+                flush(p)
+                assert_delivered(acked, "the aborted batch's output")
+                txn_call("abort_transaction", p.abort_transaction, TIMEOUT)
+                aborted = [(q, v) for q, _o, v, _e in acked]
+                # Back to what the group committed: the aborted offsets must not count.
+                committed = c.committed(c.assignment(), timeout=TIMEOUT)
+                for tp in committed:
+                    assert tp.error is None, f"committed() for {tp.partition}: {tp.error}"
+                    assert tp.offset < 0, f"partition {tp.partition}: committed offset {tp.offset} after an aborted transaction, want none"
+                    c.seek(TopicPartition(src, tp.partition, OFFSET_BEGINNING))
+                continue
+            txn_call(f"commit_transaction #{transactions}", p.commit_transaction, TIMEOUT)
+            assert_delivered(acked, f"transaction #{transactions}'s output")
+            for m in msgs:
+                done[(m.partition(), m.offset())] = done.get((m.partition(), m.offset()), 0) + 1
+        twice = [k for k, n in done.items() if n > 1]
+        assert not twice, f"input records processed in two committed transactions: {twice[:5]}"
+
+        ends = _list_offsets(a, src, parts, OffsetSpec.latest())
+        assert ends == {q: per for q in range(parts)}, f"input end offsets {ends}"
+        r = result(a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], require_stable=True,
+                                                 request_timeout=TIMEOUT)[group], "list_consumer_group_offsets")
+        offs = {tp.partition: tp.offset for tp in r.topic_partitions if tp.topic == src}
+        assert offs == ends, f"the group's committed offsets {offs}, want the input's ends {ends}"
+    finally:
+        c.close()
+    want = {q: [f"out-in-{q}-{i}".encode() for i in range(per)] for q in range(parts)}
+    rc = values_of(read_isolated(ctx, dst, parts, "read_committed"))
+    assert rc == want, f"output read_committed {_show(rc)}, want each input once in order: {_show(want)}"
+    ru = values_of(read_isolated(ctx, dst, parts, "read_uncommitted"))
+    assert aborted, "no transaction was aborted"
+    for q in range(parts):
+        mine = [v for pq, v in aborted if pq == q]
+        assert ru[q] == mine + want[q], f"output partition {q} read_uncommitted {_show({q: ru[q]})}, want the aborted {len(mine)} then {per}"
+    return f"{transactions} transactions (1 aborted: {len(aborted)} records), outputs once, offsets committed at {ends}"
+
+
+@check("ck_txn_survives_broker_kill")
+def ck_txn_survives_broker_kill(ctx):
+    """A transactional producer across SIGKILLs of its broker (its own broker, restarted on the
+    same port and data directory): two transactions commit over 3 partitions and the broker is
+    killed as soon as the second's commit returns (its markers may still be on their way: the
+    restarted coordinator must finish them), then restarted; the same producer commits a third.
+    A fourth writes half its records and flushes them (acknowledged, in the log), the broker is
+    killed mid-transaction and restarted, the producer writes the other half and commits. If
+    that commit succeeds, all of the fourth transaction must be visible to read_committed; if it
+    fails and the producer aborts, none of it; if the producer is left fenced or fatal, a new
+    producer with the same id takes over (InitProducerId completes or aborts what was left) and
+    the fourth must be visible entirely or not at all: never in part. A last transaction commits
+    through whichever producer is left. read_committed then reads exactly the committed
+    transactions, in order per partition; read_uncommitted finds every acknowledged record at
+    the offset it was acknowledged with; no transaction is left open (list_offsets latest is the
+    same at both isolation levels)."""
+    b = ctx.start_broker([])
+    topic = ctx.topic("ck-txn-kill")
+    parts = 3
+    a = create_topic(ctx, topic, parts, bootstrap=b.bootstrap)
+    txn_id = f"{topic}-tx"
+    errs = []
+    p = txn_producer(ctx, txn_id, bootstrap=b.bootstrap, errors=errs)
+    txn_call("init_transactions", p.init_transactions, TIMEOUT)
+    committed = {q: [] for q in range(parts)}  # without the transaction open at the kill
+    acked_all = []
+
+    def rows(label, per):
+        return [(q, f"{label}-q{q}-{i}".encode()) for q in range(parts) for i in range(per)]
+
+    def commit_txn(prod, label, per):
+        acked = []
+        prod.begin_transaction()
+        rs = rows(label, per)
+        produce_tracked(prod, topic, rs, acked)
+        txn_call(f"{label}: commit_transaction", prod.commit_transaction, TIMEOUT)
+        assert_delivered(acked, label)
+        acked_all.extend(acked)
+        for q, v in rs:
+            committed[q].append(v)
+
+    commit_txn(p, "t0", 3)
+    commit_txn(p, "t1", 2)
+    b.kill()
+    b.restart()
+    commit_txn(p, "t2-after-kill", 3)
+
+    # Mid-transaction: half written and acknowledged, kill, restart, the other half, commit.
+    acked = []
+    p.begin_transaction()
+    first, second = rows("t3-before-kill", 2), rows("t3-after-kill", 2)
+    produce_tracked(p, topic, first, acked)
+    flush(p)
+    assert_delivered(acked, "t3's records before the kill")
+    acked_all.extend(acked)
+    b.kill()
+    b.restart()
+    acked = []
+    produce_tracked(p, topic, second, acked)
+    t3_must = None  # True: all of t3 visible; False: none; None: either (unknown outcome)
+    try:
+        p.commit_transaction(TIMEOUT)
+        outcome, t3_must = "committed", True
+        assert_delivered(acked, "t3's records after the kill (committed)")
+        acked_all.extend(acked)
+    except KafkaException as e:
+        err = e.args[0]
+        outcome = f"commit failed: {_txn_err(err)}"
+        if err.txn_requires_abort():
+            txn_call("t3: abort_transaction after its failed commit", p.abort_transaction, TIMEOUT)
+            outcome, t3_must = outcome + "; aborted", False
+        else:
+            p = txn_producer(ctx, txn_id, bootstrap=b.bootstrap, errors=errs)
+            txn_call("a new producer's init_transactions (after a fatal error)", p.init_transactions, TIMEOUT)
+            outcome += "; a new producer took over"
+    commit_txn(p, "t4", 2)
+
+    rc_rows = read_isolated(ctx, topic, parts, "read_committed", bootstrap=b.bootstrap)
+    ru_rows = read_isolated(ctx, topic, parts, "read_uncommitted", bootstrap=b.bootstrap)
+    rc = values_of(rc_rows)
+    t3_values = {v for _q, v in first + second}
+    t3_all = {q: [v for pq, v in first + second if pq == q] for q in range(parts)}
+    seen_t3 = {q: [v for v in rc[q] if v in t3_values] for q in range(parts)}
+    rest = {q: [v for v in rc[q] if v not in t3_values] for q in range(parts)}
+    why = f"(the transaction open at the kill: {outcome}; client errors: {errs[-5:]})"
+    assert rest == committed, f"read_committed read {_show(rest)} besides t3, want {_show(committed)} {why}"
+    whole = seen_t3 == t3_all
+    none = not any(seen_t3.values())
+    assert whole or none, f"t3 is partly visible to read_committed: {_show(seen_t3)} of {_show(t3_all)} {why}"
+    if t3_must is not None:
+        assert whole == t3_must, f"t3 {'fully' if whole else 'not'} visible to read_committed, want {'all' if t3_must else 'none'} of it {why}"
+    if whole:  # where it is: after t2, before t4, its first half before its second
+        for q in range(parts):
+            i = rc[q].index(t3_all[q][0])
+            assert rc[q][i:i + len(t3_all[q])] == t3_all[q], f"partition {q}: t3 read as {rc[q][i:i + len(t3_all[q])]}"
+    missing = [(q, o, v) for q, o, v, _e in acked_all if (o, v) not in ru_rows[q]]
+    assert not missing, f"acknowledged records not at their offsets after the kills: {missing[:5]} ({len(missing)}) {why}"
+    ends_ru = _ends(a, topic, parts, "read_uncommitted")
+    ends_rc = _ends(a, topic, parts, "read_committed")
+    assert ends_rc == ends_ru, f"list_offsets latest read_committed {ends_rc} != read_uncommitted {ends_ru}: a transaction is still open {why}"
+    return f"killed twice; the transaction open at the kill: {outcome}, {'visible' if whole else 'invisible'}"

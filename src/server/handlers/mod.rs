@@ -21,6 +21,7 @@ pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_quorum;
+pub mod describe_transactions;
 pub mod describe_configs;
 pub mod elect_leaders;
 pub mod end_txn;
@@ -33,6 +34,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -129,6 +131,12 @@ pub const SUPPORTED: &[ApiSpec] = &[
         min: describe_producers::VERSIONS.0,
         max: describe_producers::VERSIONS.1,
     },
+    ApiSpec {
+        key: ApiKey::DescribeTransactions,
+        min: describe_transactions::VERSIONS.0,
+        max: describe_transactions::VERSIONS.1,
+    },
+    ApiSpec { key: ApiKey::ListTransactions, min: list_transactions::VERSIONS.0, max: list_transactions::VERSIONS.1 },
     ApiSpec {
         key: ApiKey::ConsumerGroupHeartbeat,
         min: consumer_group_heartbeat::VERSIONS.0,
@@ -257,6 +265,10 @@ async fn dispatch(
         RequestKind::EndTxn(r) => Some(ResponseKind::EndTxn(end_txn::handle(shard, v, r).await)),
         RequestKind::WriteTxnMarkers(r) => Some(ResponseKind::WriteTxnMarkers(write_txn_markers::handle(shard, v, r).await)),
         RequestKind::TxnOffsetCommit(r) => Some(ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(shard, v, r).await)),
+        RequestKind::DescribeTransactions(r) => {
+            Some(ResponseKind::DescribeTransactions(describe_transactions::handle(shard, v, r).await))
+        }
+        RequestKind::ListTransactions(r) => Some(ResponseKind::ListTransactions(list_transactions::handle(shard, v, r).await)),
         RequestKind::DeleteGroups(r) => Some(ResponseKind::DeleteGroups(delete_groups::handle(shard, v, r).await)),
         RequestKind::OffsetDelete(r) => Some(ResponseKind::OffsetDelete(offset_delete::handle(shard, v, r).await)),
         RequestKind::ConsumerGroupHeartbeat(r) => Some(ResponseKind::ConsumerGroupHeartbeat(

@@ -598,7 +598,7 @@ fn aborted_transactions_are_indexed_per_segment_and_survive_reopen() {
         }
         let abort9 = log.append(&[marker_batch(9, 0, false, 1)], true).await.unwrap().base_offset;
         let first = *log.st.borrow().segments.keys().next().unwrap();
-        let file = std::fs::read(p.join(format!("{first:020}.txnindex"))).unwrap();
+        let file = fs::read(p.join(format!("{first:020}.txnindex"))).await.unwrap().expect("the closed segment's .txnindex");
         assert_eq!(file.len(), 34);
         assert_eq!(crate::storage::txn_index::decode(&file).unwrap()[0].last_offset, abort7);
         let expect = |log: &PartitionLog, what: &str| {
@@ -617,11 +617,9 @@ fn aborted_transactions_are_indexed_per_segment_and_survive_reopen() {
         drop(log);
         // Without the producer snapshots and the active segment's files, the entries come back
         // from the closed segments' .txnindex and from replaying the rest.
-        for f in std::fs::read_dir(&p).unwrap() {
-            let f = f.unwrap().path();
-            let name = f.file_name().unwrap().to_str().unwrap().to_string();
+        for name in fs::list_dir(p.clone()).await.unwrap() {
             if name.ends_with(".producers") {
-                std::fs::remove_file(&f).unwrap();
+                fs::remove_file(p.join(name)).await.unwrap();
             }
         }
         let log = PartitionLog::open(p.clone(), small_segments(), Rc::new(Notify::default())).await.unwrap();

@@ -8,6 +8,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Properties;
 import java.util.concurrent.TimeUnit;
+import java.util.function.Supplier;
 
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
@@ -16,6 +17,7 @@ import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
 import org.apache.kafka.common.serialization.StringDeserializer;
@@ -84,5 +86,47 @@ final class Clients {
         // Nothing more than expected (e.g. duplicates): one more short poll.
         consumer.poll(Duration.ofMillis(200)).forEach(out::add);
         return out;
+    }
+
+    /**
+     * Every record of partitions 0..{@code partitions}-1 of {@code topic}, one list per partition
+     * in offset order, read with a consumer of {@code props} (no group: assign) from the beginning
+     * to the end offsets as they are when it starts. Its {@code isolation.level} decides what
+     * that end is: the high watermark for read_uncommitted, the last stable offset for
+     * read_committed (which also leaves out aborted records and the transaction markers). Fails
+     * after 60 s with the positions reached, the end offsets and {@code context} (the broker log tail).
+     */
+    static <K, V> List<List<ConsumerRecord<K, V>>> readAll(Properties props, String topic, int partitions,
+            Supplier<String> context) {
+        List<TopicPartition> tps = new ArrayList<>();
+        List<List<ConsumerRecord<K, V>>> out = new ArrayList<>();
+        for (int p = 0; p < partitions; p++) {
+            tps.add(new TopicPartition(topic, p));
+            out.add(new ArrayList<>());
+        }
+        try (KafkaConsumer<K, V> c = new KafkaConsumer<>(props)) {
+            c.assign(tps);
+            c.seekToBeginning(tps);
+            Map<TopicPartition, Long> end = c.endOffsets(tps);
+            long deadline = System.currentTimeMillis() + 60_000;
+            while (true) {
+                boolean done = true;
+                for (TopicPartition tp : tps) {
+                    done &= c.position(tp) >= end.get(tp);
+                }
+                if (done) {
+                    return out;
+                }
+                if (System.currentTimeMillis() > deadline) {
+                    Map<TopicPartition, Long> at = new java.util.TreeMap<>(java.util.Comparator.comparing(TopicPartition::toString));
+                    tps.forEach(tp -> at.put(tp, c.position(tp)));
+                    fail("reading " + topic + " (" + props.getOrDefault(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_uncommitted") + ") to its end "
+                            + end + " took more than 60 s: positions " + at + "\n" + context.get());
+                }
+                for (ConsumerRecord<K, V> r : c.poll(Duration.ofMillis(200))) {
+                    out.get(r.partition()).add(r);
+                }
+            }
+        }
     }
 }

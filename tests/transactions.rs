@@ -1,0 +1,385 @@
+//! Transactions at the protocol level, where a test can say exactly what happens when: the last
+//! stable offset and the aborted-transaction list a read_committed reader gets, fencing of an
+//! older epoch and of partitions never added, a commit answered just before a kill -9 that the
+//! restarted coordinator completes, an open transaction aborted at its timeout after a crash,
+//! and transactional offset commits. (Real clients' transactions are in the client suites.)
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{create_topic, Broker, Raw};
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::txn_offset_commit_request::{TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+const INVALID_TXN_STATE: i16 = 48;
+const PRODUCER_FENCED: i16 = 90;
+const CONCURRENT_TRANSACTIONS: i16 = 51;
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn txn_id(s: &str) -> TransactionalId {
+    TransactionalId(StrBytes::from_string(s.to_string()))
+}
+
+/// Creates `__transaction_state` (FindCoordinator for the id), then InitProducerId, asking again
+/// while the answer is CONCURRENT_TRANSACTIONS (a previous incarnation's transaction is being
+/// aborted); (producer id, epoch).
+fn init(raw: &mut Raw, id: &str, timeout_ms: i32) -> (i64, i16) {
+    let coord: FindCoordinatorResponse =
+        raw.call(ApiKey::FindCoordinator, 4, &FindCoordinatorRequest::default().with_key_type(1).with_coordinator_keys(vec![StrBytes::from_string(id.into())]), 4);
+    assert_eq!(coord.coordinators[0].error_code, 0, "{coord:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r: InitProducerIdResponse = raw.call(
+            ApiKey::InitProducerId,
+            4,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(txn_id(id)))
+                .with_transaction_timeout_ms(timeout_ms)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+            4,
+        );
+        if r.error_code == CONCURRENT_TRANSACTIONS && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        assert_eq!(r.error_code, 0, "InitProducerId for {id}: {r:?}");
+        return (r.producer_id.0, r.producer_epoch);
+    }
+}
+
+/// AddPartitionsToTxn; asked again while the previous transaction's markers are being written
+/// (CONCURRENT_TRANSACTIONS), as clients do.
+fn add(raw: &mut Raw, id: &str, pe: (i64, i16), topic: &str, partitions: &[i32]) -> i16 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let code = add_once(raw, id, pe, topic, partitions);
+        if code != CONCURRENT_TRANSACTIONS || Instant::now() > deadline {
+            return code;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn add_once(raw: &mut Raw, id: &str, (pid, epoch): (i64, i16), topic: &str, partitions: &[i32]) -> i16 {
+    let r: AddPartitionsToTxnResponse = raw.call(
+        ApiKey::AddPartitionsToTxn,
+        3,
+        &AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(txn_id(id))
+            .with_v3_and_below_producer_id(ProducerId(pid))
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default().with_name(name(topic)).with_partitions(partitions.to_vec())]),
+        3,
+    );
+    r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+}
+
+fn end(raw: &mut Raw, id: &str, (pid, epoch): (i64, i16), commit: bool) -> i16 {
+    let r: EndTxnResponse = raw.call(
+        ApiKey::EndTxn,
+        3,
+        &EndTxnRequest::default().with_transactional_id(txn_id(id)).with_producer_id(ProducerId(pid)).with_producer_epoch(epoch).with_committed(commit),
+        3,
+    );
+    r.error_code
+}
+
+/// A transactional produce of `n` records (values `tag-i`) at sequence `seq`: (error, base offset).
+fn produce(raw: &mut Raw, id: &str, (pid, epoch): (i64, i16), topic: &str, partition: i32, seq: i32, n: usize, tag: &str) -> (i16, i64) {
+    let recs: Vec<_> = (0..n).map(|i| (None, Some(bytes::Bytes::from(format!("{tag}-{i}"))))).collect();
+    let mut b = spate::protocol::batch::build(&recs, 1_000).to_vec();
+    b[21..23].copy_from_slice(&0x10i16.to_be_bytes()); // transactional
+    b[43..51].copy_from_slice(&pid.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    let req = ProduceRequest::default()
+        .with_transactional_id(Some(txn_id(id)))
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(b.into()))])]);
+    let r: ProduceResponse = raw.call(ApiKey::Produce, 9, &req, 9);
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+/// ListOffsets latest at isolation level 0 (read_uncommitted) or 1 (read_committed).
+fn latest(raw: &mut Raw, topic: &str, partition: i32, isolation: i8) -> i64 {
+    let r: ListOffsetsResponse = raw.call(
+        ApiKey::ListOffsets,
+        7,
+        &ListOffsetsRequest::default().with_isolation_level(isolation).with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(-1)])]),
+        7,
+    );
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0, "{p:?}");
+    p.offset
+}
+
+/// What a Fetch from `offset` answers: (high watermark, last stable offset, aborted
+/// transactions (producer id, first offset), offsets of the data records returned).
+fn fetch(raw: &mut Raw, topic: &str, partition: i32, offset: i64, isolation: i8) -> (i64, i64, Option<Vec<(i64, i64)>>, Vec<i64>) {
+    let r: FetchResponse = raw.call(
+        ApiKey::Fetch,
+        11,
+        &FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_min_bytes(0)
+            .with_max_bytes(1 << 20)
+            .with_isolation_level(isolation)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default().with_topic(name(topic)).with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])]),
+        11,
+    );
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0, "{p:?}");
+    let aborted = p.aborted_transactions.as_ref().map(|v| v.iter().map(|a| (a.producer_id.0, a.first_offset)).collect());
+    let mut offsets = Vec::new();
+    let records = p.records.clone().unwrap_or_default();
+    spate::protocol::batch::scan(&records, |pos, h| {
+        if h.is_control() {
+            return;
+        }
+        let one = &records[pos..pos + h.total_len()];
+        for (i, _) in spate::protocol::batch::key_values(one, h).unwrap_or_default().into_iter().enumerate() {
+            offsets.push(h.base_offset + i as i64);
+        }
+    });
+    (p.high_watermark, p.last_stable_offset, aborted, offsets)
+}
+
+/// Waits until the read_committed end of `topic`-`partition` reaches its high watermark.
+fn wait_stable(raw: &mut Raw, topic: &str, partition: i32, broker: &Broker) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (hw, lso) = (latest(raw, topic, partition, 0), latest(raw, topic, partition, 1));
+        if hw == lso {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{topic}-{partition}: LSO {lso} stays below HW {hw}; log:\n{}", broker.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn read_committed_stops_at_the_last_stable_offset_and_lists_aborted_transactions() {
+    let broker = Broker::start(&[]);
+    create_topic(&broker.bootstrap(), "t", 2, &[]);
+    let mut raw = Raw::connect(broker.port);
+    let a = init(&mut raw, "tx-a", 60_000);
+    let b = init(&mut raw, "tx-b", 60_000);
+    assert_ne!(a.0, b.0);
+    assert_eq!(add(&mut raw, "tx-a", a, "t", &[0]), 0);
+    assert_eq!(produce(&mut raw, "tx-a", a, "t", 0, 0, 2, "a"), (0, 0));
+    assert_eq!((latest(&mut raw, "t", 0, 0), latest(&mut raw, "t", 0, 1)), (2, 0), "A's open transaction holds the LSO at its start");
+    assert_eq!(add(&mut raw, "tx-b", b, "t", &[0]), 0);
+    assert_eq!(produce(&mut raw, "tx-b", b, "t", 0, 0, 3, "b"), (0, 2));
+    // KIP-890: a partition not added to the transaction is refused (INVALID_TXN_STATE).
+    assert_eq!(produce(&mut raw, "tx-b", b, "t", 1, 0, 1, "b").0, INVALID_TXN_STATE);
+    assert_eq!(end(&mut raw, "tx-a", a, false), 0);
+    wait_stable_below(&mut raw, 2);
+    let (hw, lso, aborted, offsets) = fetch(&mut raw, "t", 0, 0, 1);
+    assert_eq!((hw, lso), (6, 2), "A's abort marker at 5; B's transaction still open at 2");
+    assert_eq!(aborted, Some(vec![(a.0, 0)]));
+    assert_eq!(offsets, vec![0, 1], "read_committed gets only what lies below the LSO");
+    assert_eq!(end(&mut raw, "tx-b", b, true), 0);
+    wait_stable(&mut raw, "t", 0, &broker);
+    let (hw, lso, aborted, offsets) = fetch(&mut raw, "t", 0, 0, 1);
+    assert_eq!((hw, lso), (7, 7));
+    assert_eq!(aborted, Some(vec![(a.0, 0)]), "the client drops A's records by this list");
+    assert_eq!(offsets, vec![0, 1, 2, 3, 4]);
+    let (_, _, aborted, _) = fetch(&mut raw, "t", 0, 2, 1);
+    assert_eq!(aborted, Some(vec![(a.0, 0)]), "A's abort marker (5) lies past the fetch offset");
+    let (_, _, aborted, offsets) = fetch(&mut raw, "t", 0, 0, 0);
+    assert_eq!((aborted, offsets.len()), (None, 5), "read_uncommitted: everything, no list");
+    // A new incarnation of A bumps the epoch: the old one is fenced at the coordinator and at
+    // the partitions.
+    let a2 = init(&mut raw, "tx-a", 60_000);
+    assert_eq!((a2.0, a2.1), (a.0, a.1 + 1));
+    assert_eq!(add(&mut raw, "tx-a", a, "t", &[0]), PRODUCER_FENCED);
+    assert_eq!(produce(&mut raw, "tx-a", a, "t", 1, 0, 1, "zombie").0, PRODUCER_FENCED);
+    assert_eq!(end(&mut raw, "tx-a", a, true), PRODUCER_FENCED);
+    assert_eq!(add(&mut raw, "tx-a", a2, "t", &[1]), 0);
+    assert_eq!(produce(&mut raw, "tx-a", a2, "t", 1, 0, 1, "a2"), (0, 0));
+    assert_eq!(end(&mut raw, "tx-a", a2, true), 0);
+    wait_stable(&mut raw, "t", 1, &broker);
+
+    fn wait_stable_below(raw: &mut Raw, lso: i64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while latest(raw, "t", 0, 1) != lso || latest(raw, "t", 0, 0) < 6 {
+            assert!(Instant::now() < deadline, "the abort marker did not land");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn a_commit_answered_just_before_a_kill9_is_completed_after_restart() {
+    let mut broker = Broker::start(&[]);
+    const PARTS: i32 = 16;
+    create_topic(&broker.bootstrap(), "c", PARTS, &[]);
+    let mut raw = Raw::connect(broker.port);
+    let id = "tx-crash";
+    let pe = init(&mut raw, id, 60_000);
+    let all: Vec<i32> = (0..PARTS).collect();
+    assert_eq!(add(&mut raw, id, pe, "c", &all), 0);
+    for p in 0..PARTS {
+        assert_eq!(produce(&mut raw, id, pe, "c", p, 0, 2, "c").0, 0);
+    }
+    // The answer comes once PrepareCommit is durable; the sixteen markers are written after it.
+    // Killed at once, the broker usually has not written them all.
+    assert_eq!(end(&mut raw, id, pe, true), 0);
+    broker.kill9();
+    broker.restart();
+    let resumed = broker.log().contains("resuming the markers of a transaction left prepared");
+    eprintln!("the restarted coordinator resumed prepared markers: {resumed}");
+    let mut raw = Raw::connect(broker.port);
+    for p in 0..PARTS {
+        wait_stable(&mut raw, "c", p, &broker);
+        let (hw, lso, aborted, offsets) = fetch(&mut raw, "c", p, 0, 1);
+        // The marker, or two of them when it was written before the kill and again by the
+        // restarted coordinator (harmless, as in Kafka: the second closes nothing).
+        assert!(hw == lso && (3..=4).contains(&hw), "partition {p}: HW {hw}, LSO {lso}");
+        assert_eq!((aborted, offsets), (Some(vec![]), vec![0, 1]), "partition {p}: the committed records");
+    }
+    // The transaction is complete at the coordinator: the next incarnation starts at once.
+    let next = init(&mut raw, id, 60_000);
+    assert_eq!(next, (pe.0, pe.1 + 1));
+}
+
+#[test]
+fn an_open_transaction_survives_a_kill9_and_is_aborted_at_its_timeout() {
+    let mut broker = Broker::start(&["--transaction-abort-timed-out-transaction-cleanup-interval-ms", "200"]);
+    create_topic(&broker.bootstrap(), "o", 1, &[]);
+    let mut raw = Raw::connect(broker.port);
+    let id = "tx-open";
+    let pe = init(&mut raw, id, 3_000);
+    assert_eq!(add(&mut raw, id, pe, "o", &[0]), 0);
+    assert_eq!(produce(&mut raw, id, pe, "o", 0, 0, 3, "o"), (0, 0));
+    broker.kill9();
+    broker.restart();
+    let mut raw = Raw::connect(broker.port);
+    // Right after the restart the transaction is still open (it has seconds left), unless the
+    // restart itself took longer than its timeout.
+    let started = Instant::now();
+    let lso = latest(&mut raw, "o", 0, 1);
+    assert!(lso == 0 || started.elapsed() > Duration::from_secs(3), "LSO {lso}: the open transaction was not rebuilt");
+    wait_stable(&mut raw, "o", 0, &broker);
+    let (hw, lso, aborted, offsets) = fetch(&mut raw, "o", 0, 0, 1);
+    assert_eq!((hw, lso, aborted, offsets), (4, 4, Some(vec![(pe.0, 0)]), vec![0, 1, 2]), "aborted at its timeout; the log:\n{}", broker.log());
+    assert!(broker.log().contains("aborting a transaction open past its timeout"), "{}", broker.log());
+    // The abort bumped the epoch: the producer that timed out is fenced.
+    assert_eq!(end(&mut raw, id, pe, true), PRODUCER_FENCED);
+    assert_eq!(init(&mut raw, id, 3_000), (pe.0, pe.1 + 2));
+}
+
+#[test]
+fn transactional_offsets_count_once_committed_and_survive_a_restart() {
+    let mut broker = Broker::start(&[]);
+    create_topic(&broker.bootstrap(), "in", 1, &[]);
+    create_topic(&broker.bootstrap(), "out", 1, &[]);
+    let mut raw = Raw::connect(broker.port);
+    let group = "txn-group";
+    let id = "tx-offsets";
+    let pe = init(&mut raw, id, 60_000);
+    let fetch_committed = |raw: &mut Raw| -> (i16, i64) {
+        let r: OffsetFetchResponse = raw.call(
+            ApiKey::OffsetFetch,
+            7,
+            &OffsetFetchRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(group.into())))
+                .with_require_stable(true)
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default().with_name(name("in")).with_partition_indexes(vec![0])])),
+            7,
+        );
+        assert_eq!(r.error_code, 0, "{r:?}");
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.committed_offset)
+    };
+    let commit_offset = |raw: &mut Raw, pe: (i64, i16), offset: i64| -> i16 {
+        let r: AddOffsetsToTxnResponse = raw.call(
+            ApiKey::AddOffsetsToTxn,
+            3,
+            &AddOffsetsToTxnRequest::default()
+                .with_transactional_id(txn_id(id))
+                .with_producer_id(ProducerId(pe.0))
+                .with_producer_epoch(pe.1)
+                .with_group_id(GroupId(StrBytes::from_string(group.into()))),
+            3,
+        );
+        assert_eq!(r.error_code, 0, "{r:?}");
+        let r: TxnOffsetCommitResponse = raw.call(
+            ApiKey::TxnOffsetCommit,
+            3,
+            &TxnOffsetCommitRequest::default()
+                .with_transactional_id(txn_id(id))
+                .with_group_id(GroupId(StrBytes::from_string(group.into())))
+                .with_producer_id(ProducerId(pe.0))
+                .with_producer_epoch(pe.1)
+                .with_generation_id(-1)
+                .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                    .with_name(name("in"))
+                    .with_partitions(vec![TxnOffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(offset)])]),
+            3,
+        );
+        r.topics[0].partitions[0].error_code
+    };
+    let wait_committed = |raw: &mut Raw, want: i64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = fetch_committed(raw);
+            if got == (0, want) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "committed offset {got:?}, want {want}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // First transaction: output and offsets, committed.
+    assert_eq!(add(&mut raw, id, pe, "out", &[0]), 0);
+    assert_eq!(produce(&mut raw, id, pe, "out", 0, 0, 1, "x").0, 0);
+    assert_eq!(commit_offset(&mut raw, pe, 10), 0);
+    assert_eq!(fetch_committed(&mut raw), (UNSTABLE_OFFSET_COMMIT, -1), "require_stable: the transaction is not over");
+    assert_eq!(end(&mut raw, id, pe, true), 0);
+    wait_committed(&mut raw, 10);
+    // Second transaction: aborted, its offsets never count.
+    assert_eq!(add(&mut raw, id, pe, "out", &[0]), 0);
+    assert_eq!(produce(&mut raw, id, pe, "out", 0, 1, 1, "y").0, 0);
+    assert_eq!(commit_offset(&mut raw, pe, 20), 0);
+    assert_eq!(end(&mut raw, id, pe, false), 0);
+    wait_committed(&mut raw, 10);
+    // Third: offsets written, then the broker dies with the transaction open; the restarted
+    // coordinator has it (pending), and the next incarnation aborts it.
+    assert_eq!(add(&mut raw, id, pe, "out", &[0]), 0);
+    assert_eq!(commit_offset(&mut raw, pe, 30), 0);
+    broker.restart();
+    let mut raw = Raw::connect(broker.port);
+    assert_eq!(fetch_committed(&mut raw), (UNSTABLE_OFFSET_COMMIT, -1), "the pending offsets were reloaded");
+    let next = init(&mut raw, id, 60_000);
+    assert_eq!(next.1, pe.1 + 2, "aborted under a bumped epoch, then bumped again");
+    wait_committed(&mut raw, 10);
+    broker.restart();
+    let mut raw = Raw::connect(broker.port);
+    wait_committed(&mut raw, 10);
+}
