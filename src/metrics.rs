@@ -74,6 +74,11 @@ struct Partition {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GroupPartition {
     group: String,
     topic: String,
@@ -455,6 +460,8 @@ pub struct PartitionStat {
     pub segments: usize,
     pub disk_bytes: u64,
     pub cache_bytes: u64,
+    /// The last stable offset (below the first open transaction, else the high watermark).
+    pub last_stable: i64,
     /// A replicated partition's state (None: one replica).
     pub replication: Option<ReplicaStat>,
 }
@@ -492,6 +499,12 @@ pub struct CoreSnapshot {
     /// Core 0 in a cluster: partitions led by nobody, cluster-wide.
     pub offline_partitions: Option<usize>,
     pub fetch_session_partitions: usize,
+    /// Transactions the core's coordinators have ongoing or being completed, and those
+    /// committed, aborted (by the producer) and aborted at their timeout since start.
+    pub txn_open: usize,
+    pub txn_committed: u64,
+    pub txn_aborted: u64,
+    pub txn_timed_out: u64,
 }
 
 struct State {
@@ -660,6 +673,9 @@ pub fn render() -> String {
     let p = |s: &PartitionStat| Partition { topic: s.topic.clone(), partition: s.partition.to_string() };
     let gauge_family = || Family::<Partition, Gauge>::default();
     let (leo, hw, start, segs, disk) = (gauge_family(), gauge_family(), gauge_family(), gauge_family(), gauge_family());
+    let lso = gauge_family();
+    let txn_open = Gauge::<i64>::default();
+    let txn_ended = Family::<Outcome, Counter>::default();
     let per_core_parts = Family::<CoreLabel, Gauge>::default();
     let per_core_cache = Family::<CoreLabel, Gauge>::default();
     let per_core_groups = Family::<CoreLabel, Gauge>::default();
@@ -698,6 +714,10 @@ pub fn render() -> String {
         per_core_parts.get_or_create(&cl).set(snap.partitions.len() as i64);
         per_core_cache.get_or_create(&cl).set(snap.partitions.iter().map(|s| s.cache_bytes).sum::<u64>() as i64);
         per_core_groups.get_or_create(&cl).set(snap.groups as i64);
+        txn_open.inc_by(snap.txn_open as i64);
+        for (outcome, n) in [("committed", snap.txn_committed), ("aborted", snap.txn_aborted), ("timed_out", snap.txn_timed_out)] {
+            txn_ended.get_or_create(&Outcome { outcome: outcome.to_string() }).inc_by(n);
+        }
         let pool = |pool: &str| CorePool { core: core as u32, pool: pool.to_string() };
         let cache = snap.partitions.iter().map(|s| s.cache_bytes).sum::<u64>() as i64;
         memory.get_or_create(&pool("cache")).set(cache);
@@ -710,10 +730,12 @@ pub fn render() -> String {
         for s in &snap.partitions {
             leo.get_or_create(&p(s)).set(s.log_end);
             hw.get_or_create(&p(s)).set(s.high_watermark);
+            lso.get_or_create(&p(s)).set(s.last_stable);
             start.get_or_create(&p(s)).set(s.log_start);
             segs.get_or_create(&p(s)).set(s.segments as i64);
             disk.get_or_create(&p(s)).set(s.disk_bytes as i64);
-            ends.insert((s.topic.clone(), s.partition), s.high_watermark);
+            // Lag is counted to where a read_committed consumer can go.
+            ends.insert((s.topic.clone(), s.partition), s.last_stable);
         }
     }
     let lag = Family::<GroupPartition, Gauge>::default();
@@ -737,6 +759,9 @@ pub fn render() -> String {
     build.get_or_create(&Version { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
     reg.register("spate_partition_log_end_offset", "Next offset to be assigned", leo);
     reg.register("spate_partition_high_watermark", "End of what consumers may read", hw);
+    reg.register("spate_partition_last_stable_offset", "End of what read_committed consumers may read (the first offset of the oldest open transaction, else the high watermark)", lso);
+    reg.register("spate_transactions_open", "Transactions ongoing or being completed at this broker's transaction coordinators", txn_open);
+    reg.register("spate_transactions_ended", "Transactions ended since start, by outcome: committed, aborted (by the producer or a new incarnation), timed_out (aborted by the coordinator)", txn_ended);
     reg.register("spate_partition_log_start_offset", "First offset in the log", start);
     reg.register("spate_partition_segments", "Segment files", segs);
     reg.register("spate_partition_in_sync_replicas", "ISR size of a replicated partition this broker leads", isr_size);
@@ -778,7 +803,7 @@ pub fn render() -> String {
     rss.set(crate::io::fs::resident_bytes().unwrap_or(0) as i64);
     reg.register("spate_process_resident_memory_bytes", "Resident memory of the whole process (all pools, code, allocator slack)", rss);
     reg.register("spate_group_committed_offset", "Committed offset, by group and partition", committed);
-    reg.register("spate_group_lag", "High watermark minus committed offset, by group and partition", lag);
+    reg.register("spate_group_lag", "Last stable offset (the high watermark without open transactions) minus committed offset, by group and partition", lag);
     reg.register("spate_connections", "Open client connections", connections);
     reg.register("spate_uptime_seconds", "Seconds since the process started", uptime);
     reg.register("spate_ready", "1 once every core recovered and clients are served", ready);

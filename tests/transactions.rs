@@ -224,6 +224,23 @@ fn read_committed_stops_at_the_last_stable_offset_and_lists_aborted_transactions
     assert_eq!(produce(&mut raw, "tx-a", a2, "t", 1, 0, 1, "a2"), (0, 0));
     assert_eq!(end(&mut raw, "tx-a", a2, true), 0);
     wait_stable(&mut raw, "t", 1, &broker);
+    // /metrics (published each second): two commits, one abort, nothing open; the LSO gauge.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = broker.metrics();
+        let line = |prefix: &str| m.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        let seen = (
+            line("spate_transactions_ended_total{outcome=\"committed\"}"),
+            line("spate_transactions_ended_total{outcome=\"aborted\"}"),
+            line("spate_transactions_open "),
+            line("spate_partition_last_stable_offset{topic=\"t\",partition=\"0\"}"),
+        );
+        if seen == (Some(2.0), Some(1.0), Some(0.0), Some(7.0)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "transaction metrics {seen:?}:\n{m}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     fn wait_stable_below(raw: &mut Raw, lso: i64) {
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -426,6 +426,7 @@ fn publish_metrics() {
                 segments: d.segments,
                 disk_bytes: d.bytes,
                 cache_bytes: d.cache_bytes,
+                last_stable: log.last_stable_offset(),
                 replication: shard.replication.stat(&shard, &image, &topic, partition),
                 topic,
                 partition,
@@ -433,6 +434,7 @@ fn publish_metrics() {
         })
         .collect();
     let (committed, groups) = shard.groups.metrics_snapshot();
+    let (txn_open, txns) = shard.transactions.metrics_snapshot();
     let (io_in_flight, io_in_flight_peak) = crate::io::file::ops_in_flight();
     let (fetch_sessions, fetch_session_partitions) = shard.fetch_sessions.borrow().sizes();
     crate::metrics::publish_core(
@@ -447,6 +449,10 @@ fn publish_metrics() {
             io_in_flight_peak: io_in_flight_peak as u64,
             fetch_sessions,
             fetch_session_partitions,
+            txn_open,
+            txn_committed: txns.committed,
+            txn_aborted: txns.aborted,
+            txn_timed_out: txns.timed_out,
             // Core 0 counts the cluster's partitions led by nobody (every core sees one image).
             offline_partitions: (shard.core == 0 && image.cluster.is_some())
                 .then(|| image.topics.values().flat_map(|t| t.placement.iter()).filter(|p| p.leader == -1).count()),

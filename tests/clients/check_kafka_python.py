@@ -605,3 +605,151 @@ def kp_idempotent_producer(ctx):
     for r in got:
         assert at.get((r.partition, r.offset)) == int(r.value), f"{r.partition}/{r.offset} holds {r.value!r}"
     return f"{n} idempotent records"
+
+
+def _bounded(what, fn, *args, timeout=TIMEOUT + 10):
+    """Runs a blocking kafka-python call in a thread, failing if it does not return within
+    `timeout` (its transactional calls wait without a deadline of their own). Returns its result;
+    re-raises its exception."""
+    import threading
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            out["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise AssertionError(f"{what}: no answer within {timeout:.0f}s")
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+def _read_isolated(ctx, topic, parts, isolation):
+    """Reads partitions 0..parts-1 from the beginning at `isolation` until each position reaches
+    the end the broker gives at that level (end_offsets: the last stable offset for
+    read_committed, else the high watermark). Returns ({partition: [values]}, {partition: end})."""
+    c = consumer(ctx, isolation_level=isolation)
+    got = {q: [] for q in range(parts)}
+    try:
+        tps = [TopicPartition(topic, q) for q in range(parts)]
+        c.assign(tps)
+        c.seek_to_beginning()
+        ends = {tp.partition: o for tp, o in c.end_offsets(tps).items()}
+        deadline = time.monotonic() + 30
+        while any(c.position(tp) < ends[tp.partition] for tp in tps):
+            assert time.monotonic() < deadline, (f"{isolation} read of {topic}: positions "
+                                                 f"{ {tp.partition: c.position(tp) for tp in tps} }, ends {ends} after 30s")
+            for tp, recs in c.poll(timeout_ms=500, max_records=1000).items():
+                got[tp.partition].extend(r.value for r in recs)
+    finally:
+        c.close()
+    return got, ends
+
+
+@check("kp_transactions")
+def kp_transactions(ctx):
+    """kafka-python's transactional producer (transactional_id): over a 3-partition topic, six
+    transactions, three committed and three aborted (flushed first, so their records are in the
+    log); a read_committed consumer reads exactly the committed records in order per partition
+    and its end offsets are the high watermarks (records plus one marker per transaction); a
+    read_uncommitted one reads every record. With a transaction open (flushed), read_committed's
+    end offsets are the open transaction's first offsets. A second producer with the same
+    transactional_id (init_transactions) fences the first: the first's commit fails with
+    ProducerFencedError (or InvalidProducerEpochError) and its open transaction never becomes
+    visible. The second then commits records together with a group's offsets
+    (send_offsets_to_transaction with a bare group id: AddOffsetsToTxn, TxnOffsetCommit), and
+    list_group_offsets shows them once it committed."""
+    _need(None)
+    from kafka.structs import OffsetAndMetadata
+
+    topic = ctx.topic("kp-txn")
+    group = f"{topic}-g"
+    parts = 3
+    a = admin(ctx)
+    try:
+        a.create_topics({topic: {"num_partitions": parts, "replication_factor": 1}})
+        txn_id = f"{topic}-tx"
+        visible = {q: [] for q in range(parts)}
+        written = {q: [] for q in range(parts)}
+        markers = {q: 0 for q in range(parts)}
+        p1 = producer(ctx, transactional_id=txn_id, enable_idempotence=True, retries=5)
+        p2 = None
+        try:
+            _bounded("p1: init_transactions", p1.init_transactions)
+            plan = ["commit", "abort", "abort", "commit", "abort", "commit"]
+            for t, end in enumerate(plan):
+                p1.begin_transaction()
+                rows = [(q, f"t{t}-{end}-q{q}-{i}".encode()) for q in range(parts) for i in range(1 + (t + q) % 3)]
+                futs = [p1.send(topic, partition=q, value=v) for q, v in rows]
+                p1.flush(timeout=TIMEOUT)
+                for f in futs:
+                    f.get(timeout=TIMEOUT)
+                _bounded(f"p1: {end}_transaction #{t}", p1.commit_transaction if end == "commit" else p1.abort_transaction)
+                for q, v in rows:
+                    written[q].append(v)
+                    if end == "commit":
+                        visible[q].append(v)
+                for q in {q for q, _v in rows}:
+                    markers[q] += 1  # one COMMIT or ABORT marker per partition of the transaction
+            rc, rc_ends = _read_isolated(ctx, topic, parts, "read_committed")
+            ru, ru_ends = _read_isolated(ctx, topic, parts, "read_uncommitted")
+            hwm = {q: len(written[q]) + markers[q] for q in range(parts)}
+            assert rc == visible, f"read_committed read {rc}, want {visible}"
+            assert ru == written, f"read_uncommitted read {ru}, want {written}"
+            assert rc_ends == hwm and ru_ends == hwm, f"end offsets read_committed {rc_ends}, read_uncommitted {ru_ends}, want {hwm}"
+
+            # An open transaction, flushed; then the fence.
+            p1.begin_transaction()
+            open_rows = [(q, f"p1-open-q{q}".encode()) for q in range(parts)]
+            futs = [p1.send(topic, partition=q, value=v) for q, v in open_rows]
+            p1.flush(timeout=TIMEOUT)
+            opened = {m.partition: m.offset for m in (f.get(timeout=TIMEOUT) for f in futs)}
+            assert opened == hwm, f"the open transaction's records at {opened}, want the ends {hwm}"
+            _, rc_ends = _read_isolated(ctx, topic, parts, "read_committed")
+            assert rc_ends == hwm, f"read_committed end offsets with a transaction open {rc_ends}, want its first offsets {hwm}"
+
+            p2 = producer(ctx, transactional_id=txn_id, enable_idempotence=True, retries=5)
+            _bounded("p2: init_transactions (fencing p1)", p2.init_transactions)
+            try:
+                _bounded("p1: commit_transaction after the fence", p1.commit_transaction)
+            except (kerrors.ProducerFencedError, kerrors.InvalidProducerEpochError) as e:
+                fenced = type(e).__name__
+            else:
+                raise AssertionError("p1 committed after p2 with the same transactional_id started")
+
+            p2.begin_transaction()
+            futs = [p2.send(topic, partition=q, value=f"p2-q{q}".encode()) for q in range(parts)]
+            offsets = {TopicPartition(topic, q): OffsetAndMetadata(10 + q, "", -1) for q in range(parts)}
+            _bounded("p2: send_offsets_to_transaction", p2.send_offsets_to_transaction, offsets, group)
+            p2.flush(timeout=TIMEOUT)
+            for f in futs:
+                f.get(timeout=TIMEOUT)
+            offs = a.list_group_offsets({group: None})[group]
+            assert not {tp: om for tp, om in offs.items() if tp.topic == topic and om.offset >= 0}, \
+                f"the group's offsets are visible before the transaction committed: {offs}"
+            _bounded("p2: commit_transaction", p2.commit_transaction)
+            for q in range(parts):
+                written[q].append(f"p1-open-q{q}".encode())
+                written[q].append(f"p2-q{q}".encode())
+                visible[q].append(f"p2-q{q}".encode())
+        finally:
+            p1.close(timeout=5)
+            if p2 is not None:
+                p2.close(timeout=5)
+        rc, rc_ends = _read_isolated(ctx, topic, parts, "read_committed")
+        ru, ru_ends = _read_isolated(ctx, topic, parts, "read_uncommitted")
+        assert rc == visible, f"read_committed after the fence read {rc}, want {visible} (nothing of p1's open transaction)"
+        assert ru == written, f"read_uncommitted after the fence read {ru}, want {written}"
+        assert rc_ends == ru_ends, f"end offsets read_committed {rc_ends} != read_uncommitted {ru_ends}: a transaction is still open"
+        offs = a.list_group_offsets({group: None})[group]
+        got = {tp.partition: om.offset for tp, om in offs.items() if tp.topic == topic}
+        assert got == {q: 10 + q for q in range(parts)}, f"the group's offsets after the commit {got}, want 10, 11, 12"
+    finally:
+        a.close()
+    return f"3 committed, 3 aborted; p1 fenced ({fenced}); offsets committed in a transaction"

@@ -228,8 +228,9 @@ def tools_transactions_describe_producers(ctx):
     7 records in two batches, 3 records), a last timestamp at or after its last send began
     (300 ms after its first: the last write, not the first) and no later than its
     acknowledgement, no coordinator epoch and no open transaction (the tool prints -1 and None:
-    Spate has no transactions); the plain producer (no producer id) has no row. A partition nobody wrote to
-    lists no producer."""
+    these producers are idempotent, not transactional, so no coordinator ever wrote a marker for
+    them and none opens a transaction); the plain producer (no producer id) has no row. A
+    partition nobody wrote to lists no producer."""
     try:
         from kafka.admin import KafkaAdminClient, NewTopic
     except ImportError as e:

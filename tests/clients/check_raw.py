@@ -5,8 +5,8 @@ import socket
 import struct
 import time
 
-from harness import (api_versions_v0_roundtrip, check, compact_string, parse_api_versions_v0, parse_api_versions_v3,
-                     recv_frame, request_frame, uvarint, wait_closed)
+from harness import (api_versions_v0_roundtrip, check, compact_string, kstring, parse_api_versions_v0,
+                     parse_api_versions_v3, recv_frame, request_frame, uvarint, wait_closed)
 
 UNSUPPORTED_VERSION = 35
 API_VERSIONS = 18
@@ -14,10 +14,11 @@ CORE_APIS = {0: "Produce", 1: "Fetch", 2: "ListOffsets", 3: "Metadata", 8: "Offs
              10: "FindCoordinator", 11: "JoinGroup", 12: "Heartbeat", 13: "LeaveGroup", 14: "SyncGroup",
              15: "DescribeGroups", 16: "ListGroups", 18: "ApiVersions", 19: "CreateTopics",
              20: "DeleteTopics", 21: "DeleteRecords", 22: "InitProducerId", 23: "OffsetForLeaderEpoch",
-             32: "DescribeConfigs", 33: "AlterConfigs", 35: "DescribeLogDirs", 37: "CreatePartitions",
+             24: "AddPartitionsToTxn", 25: "AddOffsetsToTxn", 26: "EndTxn", 27: "WriteTxnMarkers",
+             28: "TxnOffsetCommit", 32: "DescribeConfigs", 33: "AlterConfigs", 35: "DescribeLogDirs", 37: "CreatePartitions",
              42: "DeleteGroups", 43: "ElectLeaders", 44: "IncrementalAlterConfigs",
              45: "AlterPartitionReassignments", 46: "ListPartitionReassignments", 47: "OffsetDelete", 55: "DescribeQuorum", 60: "DescribeCluster",
-             61: "DescribeProducers",
+             61: "DescribeProducers", 65: "DescribeTransactions", 66: "ListTransactions",
              68: "ConsumerGroupHeartbeat", 69: "ConsumerGroupDescribe"}
 
 
@@ -167,13 +168,17 @@ def raw_truncated_frames(ctx):
 
 @check("raw_unimplemented_api_closes")
 def raw_unimplemented_api_closes(ctx):
-    """AddPartitionsToTxn (transactions) is not advertised; a client that sends it anyway is
-    disconnected (as Kafka does for APIs it does not know), and other connections are unaffected."""
+    """DescribeAcls (key 29: Spate has no ACLs) is not advertised; a client that sends it anyway
+    is disconnected (as Kafka does for APIs it does not know), and other connections are
+    unaffected."""
     bystander = connect(ctx)
     try:
-        # AddPartitionsToTxn v0: transactional id "t", producer id 1, epoch 0, no topics.
-        body = struct.pack(">h", 1) + b"t" + struct.pack(">qhi", 1, 0, 0)
-        _expect_closed(ctx, request_frame(24, 0, 77, body), "AddPartitionsToTxn v0")
+        _, _, apis = api_versions_v0_roundtrip(ctx.port)
+        assert 29 not in apis, f"DescribeAcls is advertised now ({apis[29]}): pick another unimplemented API here"
+        # DescribeAcls v0: resource type ANY, no name/principal/host filter, operation ANY,
+        # permission type ANY.
+        body = struct.pack(">b", 1) + kstring(None) + kstring(None) + kstring(None) + struct.pack(">bb", 1, 1)
+        _expect_closed(ctx, request_frame(29, 0, 77, body), "DescribeAcls v0")
         # Also an implemented API at a version outside the advertised range (Produce v0).
         _expect_closed(ctx, request_frame(0, 0, 78, struct.pack(">hii", 1, 1000, 0)), "Produce v0")
         bystander.sendall(request_frame(API_VERSIONS, 0, 79, b""))
