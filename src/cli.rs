@@ -32,6 +32,8 @@ enum Command {
     Consume(crate::admin::consume::ConsumeArgs),
     /// The cluster: brokers, controller, topics, API versions.
     Cluster(crate::admin::ClusterArgs),
+    /// Transactions on any Kafka-compatible broker: list, describe.
+    Txn(crate::admin::txn::TxnArgs),
     /// Benchmarks against any Kafka-compatible broker: produce, consume, e2e, sweep.
     Bench(crate::bench::BenchArgs),
     /// The settings of `spate serve`.
@@ -68,6 +70,7 @@ pub fn main() -> ExitCode {
         Command::Produce(args) => crate::admin::produce::run(args),
         Command::Consume(args) => crate::admin::consume::run(args),
         Command::Cluster(args) => crate::admin::run_cluster(args),
+        Command::Txn(args) => crate::admin::txn::run(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Config(ConfigCommand::PrintDefaults { format, markdown }) => {
             let text = match (format, markdown) {

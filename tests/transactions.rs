@@ -241,6 +241,22 @@ fn read_committed_stops_at_the_last_stable_offset_and_lists_aborted_transactions
         assert!(Instant::now() < deadline, "transaction metrics {seen:?}:\n{m}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // `spate txn`: both ids, as Kafka's kafka-transactions.sh shows them.
+    let spate = |args: &[&str]| {
+        let out = std::process::Command::new(common::spate_bin()).args(["txn", "-b", &broker.bootstrap()]).args(args).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, listed, _) = spate(&["list"]);
+    assert!(ok);
+    let rows: Vec<Vec<&str>> = listed.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    let (pa, pb) = (a.0.to_string(), b.0.to_string());
+    assert_eq!(rows, vec![vec!["tx-a", "0", pa.as_str(), "CompleteCommit"], vec!["tx-b", "0", pb.as_str(), "CompleteCommit"]], "{listed}");
+    let (ok, described, _) = spate(&["--json", "describe", "tx-a"]);
+    assert!(ok);
+    let d: serde_json::Value = serde_json::from_str(&described).unwrap();
+    assert_eq!((d[0]["producer_epoch"].as_i64(), d[0]["state"].as_str()), (Some(a2.1 as i64), Some("CompleteCommit")), "{described}");
+    let (ok, _, err) = spate(&["describe", "nobody"]);
+    assert!(!ok && err.contains("TRANSACTIONAL_ID_NOT_FOUND"), "{err}");
 
     fn wait_stable_below(raw: &mut Raw, lso: i64) {
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -25,7 +25,8 @@ use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
     BrokerId, ConsumerGroupDescribeRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest,
     DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId,
-    IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
+    DescribeTransactionsRequest, IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest, ListTransactionsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use uuid::Uuid;
@@ -593,17 +594,29 @@ impl Cluster {
 
     /// The host:port of `group`'s coordinator, retrying while the cluster is still electing one.
     pub fn coordinator(&mut self, group: &str) -> Result<String> {
-        if let Some(a) = self.coordinators.get(group) {
+        self.find_coordinator(0, group)
+    }
+
+    /// The host:port of transactional id `id`'s transaction coordinator.
+    pub fn txn_coordinator(&mut self, id: &str) -> Result<String> {
+        self.find_coordinator(1, id)
+    }
+
+    /// FindCoordinator for a group (`key_type` 0) or a transactional id (1).
+    fn find_coordinator(&mut self, key_type: i8, group: &str) -> Result<String> {
+        let cache_key = format!("{key_type}/{group}");
+        if let Some(a) = self.coordinators.get(&cache_key) {
             return Ok(a.clone());
         }
+        let what = if key_type == 1 { "transactional id" } else { "group" };
         let bootstrap = self.bootstrap.clone();
         for attempt in 1..=COORDINATOR_TRIES {
             let key = StrBytes::from_string(group.to_string());
             let (v, resp) = self.conn(&bootstrap)?.call(|v| {
                 if v >= 4 {
-                    FindCoordinatorRequest::default().with_coordinator_keys(vec![key])
+                    FindCoordinatorRequest::default().with_key_type(key_type).with_coordinator_keys(vec![key])
                 } else {
-                    FindCoordinatorRequest::default().with_key(key)
+                    FindCoordinatorRequest::default().with_key_type(key_type).with_key(key)
                 }
             })?;
             let (error, message, host, port) = if v >= 4 {
@@ -615,7 +628,7 @@ impl Cluster {
             match error {
                 0 => {
                     let addr = format!("{host}:{port}");
-                    self.coordinators.insert(group.to_string(), addr.clone());
+                    self.coordinators.insert(cache_key, addr.clone());
                     return Ok(addr);
                 }
                 codes::COORDINATOR_NOT_AVAILABLE | codes::COORDINATOR_LOAD_IN_PROGRESS | codes::NOT_COORDINATOR
@@ -623,7 +636,7 @@ impl Cluster {
                 {
                     std::thread::sleep(COORDINATOR_BACKOFF)
                 }
-                code => return Err(kafka_error(code, message.as_deref(), &format!("finding the coordinator of group '{group}'"))),
+                code => return Err(kafka_error(code, message.as_deref(), &format!("finding the coordinator of {what} '{group}'"))),
             }
         }
         unreachable!("the last attempt returns")
@@ -653,6 +666,38 @@ impl Cluster {
         out.sort_by(|a, b| a.group.cmp(&b.group));
         out.dedup_by(|a, b| a.group == b.group);
         Ok(out)
+    }
+
+    /// Every transactional id every broker coordinates (ListTransactions to each broker, as
+    /// Kafka's admin client does), sorted: (coordinator id, id, producer id, state).
+    pub fn list_transactions(&mut self, states: &[String]) -> Result<Vec<(i32, String, i64, String)>> {
+        let (brokers, _) = self.metadata(&[])?;
+        let mut out = Vec::new();
+        for (id, addr) in &brokers {
+            let (_, resp) = self.conn(addr)?.call(|_| {
+                ListTransactionsRequest::default()
+                    .with_state_filters(states.iter().map(|s| StrBytes::from_string(s.clone())).collect())
+                    .with_duration_filter(-1)
+            })?;
+            if resp.error_code != 0 {
+                return Err(kafka_error(resp.error_code, None, &format!("listing the transactions of {addr}")));
+            }
+            out.extend(resp.transaction_states.into_iter().map(|t| (*id, t.transactional_id.0.to_string(), t.producer_id.0, t.transaction_state.to_string())));
+        }
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(out)
+    }
+
+    /// A transactional id's state at its coordinator (DescribeTransactions).
+    pub fn describe_transaction(&mut self, id: &str) -> Result<kafka_protocol::messages::describe_transactions_response::TransactionState> {
+        let addr = self.txn_coordinator(id)?;
+        let key = TransactionalId(StrBytes::from_string(id.to_string()));
+        let (_, resp) = self.conn(&addr)?.call(|_| DescribeTransactionsRequest::default().with_transactional_ids(vec![key]))?;
+        let t = resp.transaction_states.into_iter().next().ok_or_else(|| anyhow!("DescribeTransactions gave no answer"))?;
+        if t.error_code != 0 {
+            return Err(kafka_error(t.error_code, None, &format!("describing transactional id '{id}'")));
+        }
+        Ok(t)
     }
 
     /// A group's state and members; `None` if the coordinator does not know it.

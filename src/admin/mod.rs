@@ -5,7 +5,8 @@
 //!   stdout, one per line, through librdkafka ([`librdkafka`], [`record`]);
 //! - `spate cluster info` ([`cluster_info`]): brokers, controller, topics and API versions;
 //! - `spate topic ...` ([`topic`]): create, list, describe, alter-config, add-partitions, delete
-//!   and trim-prefix, like Redpanda's `rpk topic`.
+//!   and trim-prefix, like Redpanda's `rpk topic`;
+//! - `spate txn list|describe` ([`txn`]): transactional ids, like `kafka-transactions.sh`.
 //!
 //! The group, topic and cluster commands ask the cluster through [`cluster::Cluster`], which speaks the
 //! Kafka protocol over the blocking `io::client`. Output is for people by default (aligned
@@ -25,6 +26,7 @@ pub mod rebalance;
 pub mod record;
 pub mod reset;
 pub mod topic;
+pub mod txn;
 
 use std::process::ExitCode;
 

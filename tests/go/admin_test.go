@@ -679,10 +679,9 @@ func TestAdminGroups(t *testing.T) {
 //     still works;
 //   - raw-unadvertised-request: sent anyway on a raw connection, DescribeAcls v0 makes the
 //     broker close the connection (as Kafka does with an API it does not serve) or answer, within
-//     5 s;
-//   - transactions: FindCoordinator for a transactional id and InitProducerId with one are
-//     answered with an error code, and a franz-go transactional produce fails with an error
-//     within 10 s instead of retrying until its caller gives up.
+//     5 s.
+//
+// Transactions, refused here until they were implemented, are tested in TestTransactions.
 func TestUnsupportedAPIs(t *testing.T) {
 	t.Run("admin-apis", func(t *testing.T) {
 		tt := begin(t)
@@ -763,68 +762,6 @@ func TestUnsupportedAPIs(t *testing.T) {
 		da := kmsg.NewPtrDescribeACLsRequest()
 		da.SetVersion(0)
 		tt.Logf("DescribeAcls v0 on a raw connection: %s", rawRequest(tt, da, 5*time.Second))
-	})
-
-	t.Run("transactions", func(t *testing.T) {
-		tt := begin(t)
-		const topic = "unsupported-txn"
-		createTopic(tt, newAdmin(tt, "unsupported-txn-admin"), topic, 1, nil)
-		// FindCoordinator for a transactional id and InitProducerId with one, sent straight to
-		// node 0, must be answered at once with an error code.
-		raw := newClient(tt, "unsupported-raw")
-		if err := raw.Ping(ctxFor(tt, opTimeout)); err != nil {
-			tt.Fatalf("ping: %v", err)
-		}
-		fc := kmsg.NewPtrFindCoordinatorRequest()
-		fc.CoordinatorType = 1 // transaction
-		fc.CoordinatorKey = "spate-go-txn"
-		fc.CoordinatorKeys = []string{"spate-go-txn"}
-		if resp, err := raw.Broker(0).Request(ctxFor(tt, 10*time.Second), fc); err != nil {
-			tt.Errorf("FindCoordinator for a transactional id: %v", err)
-		} else {
-			r := resp.(*kmsg.FindCoordinatorResponse)
-			code := r.ErrorCode
-			if len(r.Coordinators) > 0 {
-				code = r.Coordinators[0].ErrorCode
-			}
-			if code == 0 {
-				tt.Logf("FindCoordinator v%d for a transactional id found a coordinator", r.Version)
-			} else {
-				tt.Logf("FindCoordinator v%d for a transactional id: %v", r.Version, kerr.ErrorForCode(code))
-			}
-		}
-		ip := kmsg.NewPtrInitProducerIDRequest()
-		ip.TransactionalID = kmsg.StringPtr("spate-go-txn")
-		ip.TransactionTimeoutMillis = 60000
-		if resp, err := raw.Broker(0).Request(ctxFor(tt, 10*time.Second), ip); err != nil {
-			tt.Errorf("InitProducerId with a transactional id: %v", err)
-		} else if r := resp.(*kmsg.InitProducerIDResponse); r.ErrorCode == 0 {
-			tt.Errorf("InitProducerId v%d with a transactional id succeeded (producer id %d), but Spate has no transactions", r.Version, r.ProducerID)
-		} else {
-			tt.Logf("InitProducerId v%d with a transactional id: %v", r.Version, kerr.ErrorForCode(r.ErrorCode))
-		}
-
-		// What a franz-go transactional producer sees: it must fail, not wait for its caller's
-		// deadline. (franz-go retries a retriable error, such as COORDINATOR_NOT_AVAILABLE,
-		// while initializing its producer id for as long as the record's context allows.)
-		txn := newClient(tt, "unsupported-txn", kgo.TransactionalID("spate-go-txn"), kgo.RetryTimeout(3*time.Second))
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		start := time.Now()
-		err := txn.BeginTransaction()
-		if err == nil {
-			err = txn.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte("txn")}).FirstErr()
-		}
-		took := time.Since(start).Round(time.Millisecond)
-		switch {
-		case err == nil:
-			tt.Errorf("a transactional produce succeeded, but Spate has no transactions")
-		case errors.Is(err, context.DeadlineExceeded):
-			tt.Errorf("a franz-go transactional produce got no error, only its own 10 s deadline (%v): "+
-				"the transactional producer retried its producer id initialization until then; see the log below for the error it kept retrying", err)
-		default:
-			tt.Logf("a franz-go transactional produce failed after %v: %v", took, err)
-		}
 	})
 }
 

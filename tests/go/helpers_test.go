@@ -103,11 +103,10 @@ type Client struct {
 	once     sync.Once
 }
 
-// newClient makes a franz-go client for the shared broker. Options after the defaults win.
-func newClient(t *T, name string, opts ...kgo.Opt) *Client {
-	t.Helper()
-	rc := &requestCounter{}
-	base := []kgo.Opt{
+// baseOpts are the options every test client starts with: the shared broker, name as the client
+// id, franz-go's log into the test's buffer, rc counting the requests written.
+func baseOpts(t *T, name string, rc *requestCounter) []kgo.Opt {
+	return []kgo.Opt{
 		kgo.SeedBrokers(broker.Addr),
 		kgo.ClientID(name),
 		kgo.WithLogger(&clientLogger{name: name, ring: t.clientLog}),
@@ -115,7 +114,13 @@ func newClient(t *T, name string, opts ...kgo.Opt) *Client {
 		kgo.MetadataMinAge(250 * time.Millisecond),
 		kgo.RetryTimeout(opTimeout),
 	}
-	cl, err := kgo.NewClient(append(base, opts...)...)
+}
+
+// newClient makes a franz-go client for the shared broker. Options after the defaults win.
+func newClient(t *T, name string, opts ...kgo.Opt) *Client {
+	t.Helper()
+	rc := &requestCounter{}
+	cl, err := kgo.NewClient(append(baseOpts(t, name, rc), opts...)...)
 	if err != nil {
 		t.Fatalf("kgo.NewClient(%s): %v", name, err)
 	}

@@ -3,7 +3,7 @@ package spate.it;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
-import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 import static spate.it.Clients.TIMEOUT_S;
@@ -36,9 +36,7 @@ import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.producer.KafkaProducer;
-import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
-import org.apache.kafka.common.KafkaException;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.serialization.LongDeserializer;
@@ -62,6 +60,7 @@ import org.apache.kafka.streams.state.QueryableStoreTypes;
 import org.apache.kafka.streams.state.ReadOnlyKeyValueStore;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.extension.RegisterExtension;
 
 /**
@@ -224,7 +223,13 @@ class StreamsWordCountTest {
      * expected one (and no other word appears); fails with what it read otherwise.
      */
     private static void awaitCounts(String output, Map<String, Long> expected, App app) {
+        awaitCounts(output, expected, app, "read_uncommitted", RESULT_TIMEOUT_MS);
+    }
+
+    /** {@link #awaitCounts(String, Map, App)} with the consumer's isolation.level and how long to wait. */
+    private static void awaitCounts(String output, Map<String, Long> expected, App app, String isolation, long timeoutMs) {
         Properties cp = Clients.consumer(broker, true);
+        cp.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, isolation);
         cp.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, LongDeserializer.class.getName());
         cp.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
         Map<String, Long> latest = new TreeMap<>();
@@ -235,10 +240,10 @@ class StreamsWordCountTest {
             }
             c.assign(tps);
             c.seekToBeginning(tps);
-            long deadline = System.currentTimeMillis() + RESULT_TIMEOUT_MS;
+            long deadline = System.currentTimeMillis() + timeoutMs;
             while (!latest.equals(expected)) {
                 if (System.currentTimeMillis() > deadline || app.error.get() != null) {
-                    fail("word counts on " + output + " after " + RESULT_TIMEOUT_MS + " ms: " + diff(expected, latest)
+                    fail("word counts on " + output + " (" + isolation + ") after " + timeoutMs + " ms: " + diff(expected, latest)
                             + "\napp state " + app.streams.state() + " " + app.states + ", error " + app.error.get()
                             + "\nbroker log:\n" + broker.logTail(40));
                 }
@@ -409,66 +414,183 @@ class StreamsWordCountTest {
         return out;
     }
 
+    /** What the output of an exactly-once run holds, read to its end with read_committed and with read_uncommitted. */
+    private record Updates(Map<String, List<Long>> committed, int committedRecords, int allRecords) {}
+
     /**
-     * Spate has no transactions, so a transactional producer must be told so at once:
-     * initTransactions() fails within a few seconds with a non-retriable error, not a
-     * TimeoutException after max.block.ms (60 s by default, 10 s here).
+     * Every count on {@code output}: word -> its counts in offset order (a word's updates all go
+     * to the partition of its key, in order) as read_committed reads them from the beginning to
+     * the last stable offset, and how many records read_committed and read_uncommitted read
+     * (the difference is aborted records).
      */
-    @Test
-    void transactionalProducerFailsFast() {
-        Properties pp = Clients.producer(broker, true);
-        pp.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, "no-transactions-here");
-        pp.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, 10_000);
-        long start = System.nanoTime();
-        try (KafkaProducer<String, String> producer = new KafkaProducer<>(pp)) {
-            KafkaException e = assertThrows(KafkaException.class, producer::initTransactions);
-            long ms = (System.nanoTime() - start) / 1_000_000;
-            assertFalse(e instanceof org.apache.kafka.common.errors.TimeoutException,
-                    "initTransactions() timed out (" + ms + " ms) instead of failing at once: " + e);
-            assertFalse(e instanceof org.apache.kafka.common.errors.RetriableException, "a retriable error: " + e);
-            assertTrue(ms < 5_000, "initTransactions() took " + ms + " ms to fail: " + e);
+    private static Updates updates(String output) {
+        Properties cp = Clients.consumer(broker, true);
+        cp.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, LongDeserializer.class.getName());
+        cp.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
+        Map<String, List<Long>> committed = new TreeMap<>();
+        int committedRecords = 0;
+        for (List<ConsumerRecord<String, Long>> part : Clients.<String, Long>readAll(cp, output, PARTITIONS,
+                () -> "broker log:\n" + broker.logTail(40))) {
+            for (ConsumerRecord<String, Long> r : part) {
+                committed.computeIfAbsent(r.key(), k -> new ArrayList<>()).add(r.value());
+                committedRecords++;
+            }
         }
+        cp.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_uncommitted");
+        int all = 0;
+        for (List<ConsumerRecord<String, Long>> part : Clients.<String, Long>readAll(cp, output, PARTITIONS,
+                () -> "broker log:\n" + broker.logTail(40))) {
+            all += part.size();
+        }
+        return new Updates(committed, committedRecords, all);
     }
 
     /**
-     * processing.guarantee=exactly_once_v2 needs transactions, which Spate does not have: the app
-     * must stop with an error within 30 s (Streams' defaults otherwise: each task's producer waits
-     * max.block.ms, 60 s, for InitProducerId, and Streams retries the task for task.timeout.ms,
-     * 5 min), naming a non-retriable cause, and write nothing to the output topic.
+     * With the record cache off, count() emits one update per word it counts, so exactly once
+     * means that read_committed reads, for each word that appears N times, the counts 1, 2, ...,
+     * N in that order: not one repeated (an update of a transaction that was aborted and
+     * processed again), none missing, nothing after N, and no other word.
+     */
+    private static void assertEachCountOnce(Updates u, Map<String, Long> expected, String context) {
+        Map<String, String> wrong = new TreeMap<>();
+        for (Map.Entry<String, Long> e : expected.entrySet()) {
+            List<Long> want = java.util.stream.LongStream.rangeClosed(1, e.getValue()).boxed().toList();
+            List<Long> got = u.committed().getOrDefault(e.getKey(), List.of());
+            if (!want.equals(got)) {
+                wrong.put(e.getKey(), "expected 1.." + e.getValue() + ", read_committed read " + got);
+            }
+        }
+        for (String w : u.committed().keySet()) {
+            if (!expected.containsKey(w)) {
+                wrong.put(w, "not in the text, read_committed read " + u.committed().get(w));
+            }
+        }
+        assertTrue(wrong.isEmpty(), "counts on the output read with read_committed (" + wrong.size() + " words wrong): "
+                + wrong + "\n" + context + "\nbroker log:\n" + broker.logTail(40));
+    }
+
+    /** The Streams config of the exactly-once tests: exactly_once_v2, every update of the store sent on (no record cache). */
+    private static Properties eosConfig(String appId, Path stateDir) {
+        Properties config = streamsConfig(appId, stateDir, StreamsConfig.EXACTLY_ONCE_V2);
+        config.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0);
+        return config;
+    }
+
+    /**
+     * processing.guarantee=exactly_once_v2 (transactional producers, read_committed consumers,
+     * offsets committed in the transactions): the word count over all the text gives, read with
+     * read_committed, the latest count of each word that the text has (the counts at_least_once
+     * gives in {@link #wordCountAtLeastOnceRestoresFromChangelog}), and, with the record cache
+     * off, each word's updates are exactly 1, 2, ..., N: no update twice, none from aborted
+     * data, none missing. The store (queried interactively) holds the same counts.
      */
     @Test
-    void wordCountExactlyOnceV2FailsClearly() throws Exception {
+    void wordCountExactlyOnceV2() throws Exception {
         Path state = stateDir();
         String input = "eos-input";
         String output = "eos-output";
         Clients.createTopic(broker, input, PARTITIONS, Map.of());
         Clients.createTopic(broker, output, PARTITIONS, Map.of());
-        produce(input, TEXT_1);
-        try (App app = new App(topology(input, output), streamsConfig("wc-eos", state, StreamsConfig.EXACTLY_ONCE_V2))) {
-            long deadline = System.currentTimeMillis() + 30_000;
-            while (app.streams.state() != KafkaStreams.State.ERROR) {
-                if (System.currentTimeMillis() > deadline) {
-                    fail("the exactly_once_v2 app is " + app.streams.state() + " after 30 s (states " + app.states
-                            + ", error " + app.error.get() + ")\nbroker log:\n" + broker.logTail(30));
-                }
-                Thread.sleep(100);
+        List<String> all = new ArrayList<>(TEXT_1);
+        all.addAll(TEXT_2);
+        produce(input, all);
+        Map<String, Long> expected = expectedCounts(all);
+        try (App app = new App(topology(input, output), eosConfig("wc-eos", state))) {
+            app.awaitRunning();
+            awaitCounts(output, expected, app, "read_committed", RESULT_TIMEOUT_MS);
+            Updates u = updates(output);
+            assertEachCountOnce(u, expected, "app state " + app.streams.state() + " " + app.states + ", error " + app.error.get());
+            ReadOnlyKeyValueStore<String, Long> store = app.streams.store(
+                    StoreQueryParameters.fromNameAndType("word-counts", QueryableStoreTypes.keyValueStore()));
+            Map<String, Long> inStore = new TreeMap<>();
+            try (KeyValueIterator<String, Long> it = store.all()) {
+                it.forEachRemaining(kv -> inStore.put(kv.key, kv.value));
             }
-            List<Throwable> chain = new ArrayList<>();
-            for (Throwable t = app.error.get(); t != null; t = t.getCause()) {
-                chain.add(t);
-            }
-            assertFalse(chain.isEmpty(), "ERROR without an uncaught exception; states " + app.states);
-            assertTrue(chain.stream().noneMatch(t -> t instanceof org.apache.kafka.common.errors.TimeoutException),
-                    "the app failed on a timeout, not on a clear error: " + chain);
+            assertEquals(expected, inStore, "the store: " + diff(expected, inStore));
+            System.out.println("StreamsWordCountTest exactly_once_v2: " + all.size() + " lines, " + expected.size() + " words, "
+                    + u.committedRecords() + " updates read_committed, " + u.allRecords() + " read_uncommitted");
         }
-        try (Admin admin = Clients.admin(broker)) {
-            List<TopicPartition> tps = new ArrayList<>();
-            for (int p = 0; p < PARTITIONS; p++) {
-                tps.add(new TopicPartition(output, p));
+    }
+
+    /**
+     * exactly_once_v2 through a kill -9 of the broker: 240 lines (the text over and over) are
+     * produced one by one, idempotently, while the app counts; after 120 of them the broker is
+     * killed with SIGKILL and restarted on the same data directory, and the app goes on by
+     * itself (its uncaught exception handler would stop it: it must not be called). The input
+     * holds each line once; the output read with read_committed gives each word's count of the
+     * input, reached by exactly 1, 2, ..., N (whatever Streams aborted and processed again
+     * around the kill is never read by read_committed).
+     */
+    @Test
+    @Timeout(value = 5, unit = TimeUnit.MINUTES)
+    void wordCountExactlyOnceV2ThroughKill9() throws Exception {
+        Path state = stateDir();
+        String input = "eos-kill-input";
+        String output = "eos-kill-output";
+        int lines = 240;
+        Clients.createTopic(broker, input, PARTITIONS, Map.of());
+        Clients.createTopic(broker, output, PARTITIONS, Map.of());
+        List<String> pool = new ArrayList<>(TEXT_1);
+        pool.addAll(TEXT_2);
+        AtomicLong sent = new AtomicLong();
+        AtomicReference<Throwable> sendError = new AtomicReference<>();
+        String killed;
+        try (App app = new App(topology(input, output), eosConfig("wc-eos-kill", state))) {
+            app.awaitRunning();
+            Thread producer = new Thread(() -> {
+                try (KafkaProducer<String, String> p = new KafkaProducer<>(Clients.producer(broker, true))) {
+                    for (int i = 0; i < lines; i++) {
+                        p.send(new ProducerRecord<>(input, "line-" + i, pool.get(i % pool.size()))).get(60, TimeUnit.SECONDS);
+                        sent.incrementAndGet();
+                        Thread.sleep(25);
+                    }
+                } catch (Throwable t) {
+                    sendError.set(t);
+                }
+            }, "eos-kill-input");
+            producer.setDaemon(true);
+            producer.start();
+            long deadline = System.currentTimeMillis() + 120_000;
+            while (sent.get() < lines / 2) {
+                if (System.currentTimeMillis() > deadline || !producer.isAlive()) {
+                    fail("the input producer did not send " + lines / 2 + " lines (" + sent.get() + ", error " + sendError.get()
+                            + ")\nbroker log:\n" + broker.logTail(30));
+                }
+                Thread.sleep(10);
             }
-            for (Map.Entry<TopicPartition, Long> e : offsets(admin, tps, OffsetSpec.latest()).entrySet()) {
-                assertEquals(0L, e.getValue(), "records on " + e.getKey() + " from an app that could not start");
+            killed = "killed after " + sent.get() + " lines sent";
+            broker.kill();
+            Thread.sleep(500);
+            broker.restart();
+            producer.join(120_000);
+            assertFalse(producer.isAlive(), "the input producer did not finish within 120 s of the restart (" + sent.get()
+                    + " lines sent)\nbroker log:\n" + broker.logTail(30));
+            assertNull(sendError.get(), "the input producer failed after " + sent.get() + " lines: " + sendError.get());
+
+            // The input, read back: each line once (the idempotent producer through the kill).
+            Properties ip = Clients.consumer(broker, true);
+            List<String> text = new ArrayList<>();
+            Map<String, Integer> keys = new TreeMap<>();
+            for (List<ConsumerRecord<String, String>> part : Clients.<String, String>readAll(ip, input, PARTITIONS,
+                    () -> "broker log:\n" + broker.logTail(30))) {
+                for (ConsumerRecord<String, String> r : part) {
+                    text.add(r.value());
+                    keys.merge(r.key(), 1, Integer::sum);
+                }
             }
+            assertEquals(lines, keys.size(), "distinct lines in the input (" + killed + ")");
+            assertEquals(lines, text.size(), "records in the input, lines more than once: "
+                    + keys.entrySet().stream().filter(e -> e.getValue() > 1).toList() + " (" + killed + ")");
+
+            Map<String, Long> expected = expectedCounts(text);
+            awaitCounts(output, expected, app, "read_committed", 2 * RESULT_TIMEOUT_MS);
+            Updates u = updates(output);
+            String context = killed + "; app state " + app.streams.state() + " " + app.states + ", error " + app.error.get();
+            assertEachCountOnce(u, expected, context);
+            assertNull(app.error.get(), "the app's uncaught exception handler was called: " + context);
+            System.out.println("StreamsWordCountTest exactly_once_v2 through kill -9: " + killed + "; " + lines + " lines, "
+                    + expected.size() + " words, " + u.committedRecords() + " updates read_committed, " + u.allRecords()
+                    + " read_uncommitted (the difference aborted); app states " + app.states);
         }
     }
 

@@ -788,8 +788,13 @@ class TransactionsTest {
                 + summary + ")\n" + brokerLog());
     }
 
-    /** The last JSON object among a copier's stdout lines holding {@code field}, or null. */
-    private static JsonNode lastWith(List<String> lines, String field) {
+    /**
+     * The last of a copier's JSON progress lines (kafka-tools 4.1.1 prints
+     * {@code {"transactionalId", "stage", "time", "totalProcessed", "consumed", "remaining"}},
+     * stage "ProcessLoop" at each turn of its loop and "ShutdownComplete" from its shutdown
+     * hook) whose {@code stage} is {@code stage} (any stage if null), or null if none.
+     */
+    private static JsonNode lastProgress(List<String> lines, String stage) {
         JsonNode last = null;
         for (String line : lines) {
             if (!line.startsWith("{")) {
@@ -797,7 +802,7 @@ class TransactionsTest {
             }
             try {
                 JsonNode e = JSON.readTree(line);
-                if (e.has(field)) {
+                if (e.has("totalProcessed") && (stage == null || stage.equals(e.path("stage").asText()))) {
                     last = e;
                 }
             } catch (java.io.IOException ignored) {
@@ -816,7 +821,7 @@ class TransactionsTest {
      * its transactions abort and it goes back to its committed offsets) copies 2 x 4000 records
      * from a 2-partition topic to a 3-partition one while the broker is killed with SIGKILL and
      * restarted once both copiers have copied a fifth of their partition. Each copier reports
-     * its progress as JSON lines; both must finish (exit 0, "shutdown_complete" with 0
+     * its progress as JSON lines; both must finish (exit 0, stage "ShutdownComplete" with 0
      * remaining). Then, as the system test checks: the output read with read_committed is
      * exactly the input, each record once, in order per partition; the group's committed offsets
      * are the input's ends.
@@ -861,7 +866,7 @@ class TransactionsTest {
             while (true) {
                 boolean ready = true;
                 for (ChildJvm c : copiers) {
-                    JsonNode last = lastWith(c.lines(), "totalProcessed");
+                    JsonNode last = lastProgress(c.lines(), null);
                     ready &= last != null && last.get("totalProcessed").asLong() >= perPartition / 5;
                 }
                 if (ready) {
@@ -884,7 +889,7 @@ class TransactionsTest {
                 }
                 assertEquals(0, c.exitValue(), "the copier's exit status (" + killed + "); " + c.logs() + "\nstderr:\n"
                         + c.stderrTail(30) + "\n" + brokerLog());
-                JsonNode end = lastWith(c.lines(), "shutdown_complete");
+                JsonNode end = lastProgress(c.lines(), "ShutdownComplete");
                 assertTrue(end != null && end.get("remaining").asLong() == 0, "the copier ended with " + end + " (" + killed
                         + "); " + c.logs() + "\nstderr:\n" + c.stderrTail(30));
             }
@@ -915,7 +920,7 @@ class TransactionsTest {
     private static String progress(List<ChildJvm> copiers) {
         List<String> out = new ArrayList<>();
         for (int i = 0; i < copiers.size(); i++) {
-            JsonNode last = lastWith(copiers.get(i).lines(), "totalProcessed");
+            JsonNode last = lastProgress(copiers.get(i).lines(), null);
             out.add("copier-" + i + " " + (last == null ? "no progress yet" : "totalProcessed " + last.get("totalProcessed")
                     + ", remaining " + last.get("remaining")) + (copiers.get(i).isAlive() ? "" : " (exited)"));
         }
