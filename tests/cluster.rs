@@ -832,3 +832,128 @@ fn replicas_move_off_a_decommissioned_broker_and_back_by_a_rebalance_while_servi
     let all: Vec<&Broker> = nodes.iter().collect();
     assert_consistent(&all);
 }
+
+/// Transactions across brokers: a transactional librdkafka producer writes each transaction to
+/// three partitions led by the three brokers (so markers go out with WriteTxnMarkers and the
+/// leaders check new partitions with the coordinator, AddPartitionsToTxn v4), commits two of
+/// three and aborts the third; midway the broker coordinating its transactional id is killed
+/// and a replica of its `__transaction_state` partition takes over. A read_committed consumer
+/// then sees every committed transaction whole and nothing of an aborted one, and a
+/// transaction whose end was cut by the kill is all there or not at all.
+#[test]
+fn transactions_span_brokers_and_survive_the_loss_of_their_coordinator() {
+    use rdkafka::producer::Producer as _;
+    let mut nodes = cluster(&[
+        "--cores",
+        "2",
+        "--broker-heartbeat-interval-ms",
+        "200",
+        "--broker-session-timeout-ms",
+        "2000",
+        "--replica-lag-time-max-ms",
+        "3000",
+    ]);
+    common::create_replicated_topic(&nodes[0].bootstrap(), "txns", 3, 3, &[("min.insync.replicas", "2")]);
+    let led = leaders(&metadata(&nodes[0], Some(&["txns"])), "txns");
+    assert!((1..=3).all(|b| led.contains(&b)), "each broker leads one partition: {led:?}");
+    let bootstrap = nodes.iter().map(|n| n.bootstrap()).collect::<Vec<_>>().join(",");
+    let id = "cluster-txn";
+    let new_producer = || {
+        let p = producer(&bootstrap, &[("transactional.id", id), ("transaction.timeout.ms", "60000"), ("message.timeout.ms", "60000"), ("enable.idempotence", "true"), ("acks", "all")]);
+        p.init_transactions(Duration::from_secs(60)).expect("init_transactions");
+        p
+    };
+    let mut p = new_producer();
+    let coordinator = wait_for("the transaction coordinator", || {
+        let r: FindCoordinatorResponse = Raw::connect(nodes[0].port).call(
+            ApiKey::FindCoordinator,
+            4,
+            &FindCoordinatorRequest::default().with_key_type(1).with_coordinator_keys(vec![StrBytes::from_static_str(id)]),
+            4,
+        );
+        let c = &r.coordinators[0];
+        (c.error_code == 0).then_some(c.node_id.0)
+    });
+    // (transaction, committed: Some(true) / aborted: Some(false) / cut by the kill: None)
+    let mut outcomes: Vec<(usize, Option<bool>)> = Vec::new();
+    let mut killed = None;
+    for t in 0..45 {
+        if t == 20 {
+            let victim = coordinator as usize - 1;
+            nodes[victim].kill9();
+            killed = Some(victim);
+        }
+        let commit = t % 3 != 2;
+        let attempt = (|| -> Result<(), rdkafka::error::KafkaError> {
+            p.begin_transaction()?;
+            for part in 0..3 {
+                let v = format!("t{t}-p{part}");
+                p.send(BaseRecord::<(), _>::to("txns").payload(&v).partition(part)).map_err(|(e, _)| e)?;
+            }
+            if commit {
+                p.commit_transaction(Duration::from_secs(60))
+            } else {
+                p.flush(Duration::from_secs(60))?;
+                p.abort_transaction(Duration::from_secs(60))
+            }
+        })();
+        match attempt {
+            Ok(()) => outcomes.push((t, Some(commit))),
+            Err(e) => {
+                eprintln!("transaction {t}: {e}; starting a new producer");
+                outcomes.push((t, None));
+                drop(p);
+                p = new_producer();
+            }
+        }
+    }
+    let survivor = (killed.unwrap() + 1) % 3;
+    drop(p);
+    // Read everything committed, through a surviving broker.
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", nodes[survivor].bootstrap()).set("group.id", "txn-reader").set("isolation.level", "read_committed").set("enable.auto.commit", "false");
+    let consumer: rdkafka::consumer::BaseConsumer = c.create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for part in 0..3 {
+        tpl.add_partition_offset("txns", part, rdkafka::Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut seen: std::collections::BTreeMap<usize, Vec<i32>> = std::collections::BTreeMap::new();
+    let want_committed = outcomes.iter().filter(|(_, o)| *o == Some(true)).count();
+    let deadline = Instant::now() + PATIENCE;
+    let mut idle_since = Instant::now();
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(m) => {
+                let m = m.unwrap();
+                let v = std::str::from_utf8(m.payload().unwrap()).unwrap().to_string();
+                let (t, part) = v.trim_start_matches('t').split_once("-p").unwrap();
+                seen.entry(t.parse().unwrap()).or_default().push(part.parse().unwrap());
+                idle_since = Instant::now();
+            }
+            None if seen.len() >= want_committed && idle_since.elapsed() > Duration::from_secs(3) => break,
+            None => {}
+        }
+    }
+    for (t, outcome) in &outcomes {
+        let mut parts = seen.get(t).cloned().unwrap_or_default();
+        parts.sort();
+        match outcome {
+            Some(true) => assert_eq!(parts, vec![0, 1, 2], "committed transaction {t} not whole: {parts:?}"),
+            Some(false) => assert!(parts.is_empty(), "aborted transaction {t} visible: {parts:?}"),
+            None => assert!(parts.is_empty() || parts == vec![0, 1, 2], "transaction {t} cut by the kill is half there: {parts:?}"),
+        }
+    }
+    let committed_after_kill = outcomes.iter().filter(|(t, o)| *t > 20 && *o == Some(true)).count();
+    assert!(committed_after_kill > 0, "nothing committed after the coordinator was killed: {outcomes:?}");
+    let coordinator_now = wait_for("a new transaction coordinator", || {
+        let r: FindCoordinatorResponse = Raw::connect(nodes[survivor].port).call(
+            ApiKey::FindCoordinator,
+            4,
+            &FindCoordinatorRequest::default().with_key_type(1).with_coordinator_keys(vec![StrBytes::from_static_str(id)]),
+            4,
+        );
+        (r.coordinators[0].error_code == 0).then_some(r.coordinators[0].node_id.0)
+    });
+    assert_ne!(coordinator_now, coordinator, "the killed broker still coordinates");
+}

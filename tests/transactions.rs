@@ -21,6 +21,7 @@ use kafka_protocol::protocol::StrBytes;
 const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 const INVALID_TXN_STATE: i16 = 48;
 const PRODUCER_FENCED: i16 = 90;
+const INVALID_PRODUCER_EPOCH: i16 = 47;
 const CONCURRENT_TRANSACTIONS: i16 = 51;
 
 fn name(s: &str) -> TopicName {
@@ -218,7 +219,7 @@ fn read_committed_stops_at_the_last_stable_offset_and_lists_aborted_transactions
     let a2 = init(&mut raw, "tx-a", 60_000);
     assert_eq!((a2.0, a2.1), (a.0, a.1 + 1));
     assert_eq!(add(&mut raw, "tx-a", a, "t", &[0]), PRODUCER_FENCED);
-    assert_eq!(produce(&mut raw, "tx-a", a, "t", 1, 0, 1, "zombie").0, PRODUCER_FENCED);
+    assert_eq!(produce(&mut raw, "tx-a", a, "t", 1, 0, 1, "zombie").0, INVALID_PRODUCER_EPOCH, "as Kafka answers a fenced producer's produce");
     assert_eq!(end(&mut raw, "tx-a", a, true), PRODUCER_FENCED);
     assert_eq!(add(&mut raw, "tx-a", a2, "t", &[1]), 0);
     assert_eq!(produce(&mut raw, "tx-a", a2, "t", 1, 0, 1, "a2"), (0, 0));

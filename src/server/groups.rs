@@ -31,6 +31,13 @@ use crate::sync::{Ticket, Turns};
 /// The internal topic holding committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// Whether `topic` is one of the coordinators' internal topics (`__consumer_offsets`,
+/// `__transaction_state`): flagged internal in Metadata, and not for clients to delete records
+/// from, add partitions to or reconfigure.
+pub fn is_internal(topic: &str) -> bool {
+    topic == OFFSETS_TOPIC || topic == super::transactions::TXN_TOPIC
+}
+
 /// Partitions of `__consumer_offsets`, as Kafka's `offsets.topic.num.partitions` default.
 pub const OFFSETS_PARTITIONS: i32 = 50;
 

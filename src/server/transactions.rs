@@ -232,18 +232,31 @@ impl Transactions {
         rt::spawn(async move { current().transactions.finish(&id, prepared).await }).detach();
     }
 
+    /// Whether `id` is still in the `prepared` state here: not forgotten (leadership of its
+    /// partition left), reloaded or completed meanwhile.
+    fn still_prepared(&self, id: &str, prepared: &TxnMeta) -> bool {
+        self.entries.borrow().get(id) == Some(prepared)
+    }
+
     /// Writes the markers of `prepared` to every partition of its transaction, trying again
     /// until each is written or its partition is gone, then the Complete state. Gives up when
-    /// this broker stops coordinating the id (the next coordinator resumes from the log).
+    /// this broker stops coordinating the id (the next coordinator resumes from the log). A
+    /// partition loaded as its leadership comes here is loaded before the image that shows it
+    /// is installed: until then the markers wait.
     async fn finish(&self, id: &str, prepared: TxnMeta) {
         let shard = current();
         let commit = prepared.state == TxnState::PrepareCommit;
         let mut left: Vec<(String, i32)> = prepared.partitions.iter().cloned().collect();
         let mut rounds = 0u32;
         loop {
-            if coordinator_elsewhere(&shard, id).is_some() || shard.lifecycle.is_stopping() {
-                tracing::info!(transactional_id = %id, "no longer coordinating this transaction; its markers are left to the next coordinator");
+            if !self.still_prepared(id, &prepared) || shard.lifecycle.is_stopping() {
+                tracing::info!(transactional_id = %id, "no longer completing this transaction here; its markers are left to its coordinator");
                 return;
+            }
+            if coordinator_elsewhere(&shard, id).is_some() {
+                rounds += 1;
+                rt::sleep(MARKER_RETRY).await;
+                continue;
             }
             if !left.is_empty() {
                 let coordinator_epoch = coordinator_epoch(&shard, id);
@@ -271,6 +284,9 @@ impl Transactions {
                     rt::sleep(MARKER_RETRY).await;
                     continue;
                 };
+                if !self.still_prepared(id, &prepared) {
+                    return;
+                }
                 let done = txn::complete(&prepared, now_ms());
                 if self.write(id, done).await.is_ok() {
                     drop(busy);

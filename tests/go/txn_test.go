@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // txnRows is what a test expects in each partition of a topic, in order: record values.
@@ -170,6 +171,11 @@ func isFenced(err error) bool {
 
 // TestTransactions proves Kafka transactions (transaction version 1) through franz-go's
 // transactional client:
+//   - transaction-state-topic: FindCoordinator with key type 1 (transaction) for a transactional
+//     id names node 0 (once the first one created __transaction_state); the topic has 50
+//     partitions and is internal as in Kafka: Metadata marks it so (kadm leaves it out of a
+//     listing of all topics) and DeleteRecords on it is INVALID_TOPIC_EXCEPTION, as for
+//     __consumer_offsets.
 //   - commit-abort: one transactional producer (kgo.TransactionalID) runs six transactions over
 //     3 partitions, each writing 1-3 records to two or three of them with ProduceSync (so an
 //     aborted one's records are in the log), ended with kgo.TryCommit or kgo.TryAbort, with plain
@@ -182,9 +188,12 @@ func isFenced(err error) bool {
 //     in order per partition, and a read-uncommitted one every record.
 //   - fencing: a second client with the same transactional id fences the first (its
 //     InitProducerId bumps the epoch and aborts the first's open transaction): the first's
-//     EndTransaction(TryCommit) fails with PRODUCER_FENCED (or INVALID_PRODUCER_EPOCH), and so
-//     does its next transaction's produce; its open transaction never becomes visible to
-//     read_committed, while the second's commits do.
+//     EndTransaction(TryCommit) fails with PRODUCER_FENCED (or INVALID_PRODUCER_EPOCH); so does
+//     its next transaction's produce (franz-go first asks InitProducerId again with its old
+//     producer id and epoch, which must be refused, else it would fence the second in turn); its
+//     open transaction never becomes visible to read_committed, while the second's commits do.
+//     Once the second's transaction is complete, a raw InitProducerId with the first's producer
+//     id and epoch (KIP-360) is refused (PRODUCER_FENCED), and the second commits again.
 //   - group-transact-session: consume-transform-produce with kgo.GroupTransactSession (read
 //     committed input, 3 partitions of 20 records, at most 25 records a transaction, output to the
 //     same partition of another topic, offsets committed in the transaction with
@@ -194,6 +203,80 @@ func isFenced(err error) bool {
 //     uncommitted it is the aborted transaction's records followed by the same; the group's
 //     committed offsets (OffsetFetch with require_stable) are the input's end offsets.
 func TestTransactions(t *testing.T) {
+	t.Run("transaction-state-topic", func(t *testing.T) {
+		tt := begin(t)
+		const id, topic = "spate-go-txn-find-coordinator", "__transaction_state"
+		cl := newClient(tt, "txn-state-raw")
+		adm := kadm.NewClient(cl.Client)
+		if err := cl.Ping(ctxFor(tt, opTimeout)); err != nil {
+			tt.Fatalf("ping: %v", err)
+		}
+		// The first FindCoordinator for a transactional id creates the topic; until then the
+		// answer may be COORDINATOR_NOT_AVAILABLE, which clients retry.
+		eventually(tt, phaseTimeout, "FindCoordinator (key type 1) for a transactional id to name node 0", func() string {
+			fc := kmsg.NewPtrFindCoordinatorRequest()
+			fc.CoordinatorType = 1
+			fc.CoordinatorKey = id
+			fc.CoordinatorKeys = []string{id}
+			resp, err := cl.Broker(0).Request(ctxFor(tt, opTimeout), fc)
+			if err != nil {
+				return err.Error()
+			}
+			r := resp.(*kmsg.FindCoordinatorResponse)
+			code, node := r.ErrorCode, r.NodeID
+			if len(r.Coordinators) > 0 {
+				code, node = r.Coordinators[0].ErrorCode, r.Coordinators[0].NodeID
+			}
+			if code != 0 || node != 0 {
+				return fmt.Sprintf("FindCoordinator v%d: node %d, error %v", r.Version, node, kerr.ErrorForCode(code))
+			}
+			return ""
+		})
+		td, err := adm.ListTopics(ctxFor(tt, opTimeout), topic)
+		d := td[topic]
+		if err == nil {
+			err = d.Err
+		}
+		if err != nil {
+			tt.Fatalf("Metadata %s: %v", topic, err)
+		}
+		if len(d.Partitions) != 50 {
+			tt.Errorf("%s has %d partitions, want 50 (Kafka's transaction.state.log.num.partitions)", topic, len(d.Partitions))
+		}
+		if !d.IsInternal {
+			tt.Errorf("Metadata says %s is not internal; Kafka marks it internal, as __consumer_offsets", topic)
+		}
+		all, err := adm.ListTopics(ctxFor(tt, opTimeout))
+		if err != nil {
+			tt.Fatalf("Metadata of all topics: %v", err)
+		}
+		if all.Has(topic) {
+			tt.Errorf("kadm filters internal topics from a listing of all topics, yet %s is there", topic)
+		}
+		// DeleteRecords on it is refused as on __consumer_offsets (Kafka: "Cannot delete records
+		// of internal topic"). Before offset 0: nothing would go even if it were taken.
+		req := kmsg.NewPtrDeleteRecordsRequest()
+		req.TimeoutMillis = 5000
+		rt := kmsg.NewDeleteRecordsRequestTopic()
+		rt.Topic = topic
+		rp := kmsg.NewDeleteRecordsRequestTopicPartition()
+		rp.Partition = 0
+		rp.Offset = 0
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		kr, err := cl.Broker(0).Request(ctxFor(tt, opTimeout), req)
+		if err != nil {
+			tt.Fatalf("DeleteRecords %s: %v", topic, err)
+		}
+		resp := kr.(*kmsg.DeleteRecordsResponse)
+		if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
+			tt.Fatalf("DeleteRecords %s: answer %+v", topic, resp)
+		}
+		if code := resp.Topics[0].Partitions[0].ErrorCode; code != kerr.InvalidTopicException.Code {
+			tt.Errorf("DeleteRecords on %s[0]: %v, want INVALID_TOPIC_EXCEPTION as for __consumer_offsets", topic, kerr.ErrorForCode(code))
+		}
+	})
+
 	t.Run("commit-abort", func(t *testing.T) {
 		tt := begin(t)
 		adm := newAdmin(tt, "txn-ca-admin")
@@ -343,6 +426,10 @@ func TestTransactions(t *testing.T) {
 		produceSync(tt, first, rs...)
 		endTxn(tt, first, kgo.TryCommit, "the first's committed transaction")
 		note(rs, true)
+		firstID, firstEpoch, err := first.ProducerID(ctxFor(tt, opTimeout))
+		if err != nil {
+			tt.Fatalf("the first client's producer id: %v", err)
+		}
 		beginTxn(tt, first)
 		rs = records("first-open", 3)
 		produceSync(tt, first, rs...)
@@ -356,32 +443,70 @@ func TestTransactions(t *testing.T) {
 		produceSync(tt, second, rs...)
 		secondRecords := rs
 
-		err := first.EndTransaction(ctxFor(tt, opTimeout), kgo.TryCommit)
+		err = first.EndTransaction(ctxFor(tt, opTimeout), kgo.TryCommit)
 		if !isFenced(err) {
 			tt.Errorf("the fenced client's EndTransaction(TryCommit): %v, want PRODUCER_FENCED or INVALID_PRODUCER_EPOCH", err)
 		} else {
 			tt.Logf("the fenced client's commit: %v", err)
 		}
-		// Its next transaction fails too: the broker knows a newer epoch.
-		if err := first.BeginTransaction(); err != nil {
-			tt.Logf("the fenced client's BeginTransaction: %v", err)
-		} else {
-			ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-			err := first.ProduceSync(ctx, &kgo.Record{Partition: 0, Value: []byte("first-after-fence")}).FirstErr()
-			cancel()
-			switch {
-			case err == nil:
-				tt.Errorf("the fenced client produced again")
-			case errors.Is(err, context.DeadlineExceeded):
-				tt.Errorf("the fenced client's produce got no answer within %v, only its own deadline", opTimeout)
-			default:
-				tt.Logf("the fenced client's next produce: %v", err)
-			}
-			_ = first.EndTransaction(ctxFor(tt, opTimeout), kgo.TryAbort)
+		// After a failed end franz-go stays in the transaction with its outcome unconfirmed, and
+		// ends it only with an abort (which sends nothing: the producer id has failed). Its next
+		// transaction must fail, fenced: franz-go keeps a producer id that met PRODUCER_FENCED
+		// failed for good (BeginTransaction says so); after INVALID_PRODUCER_EPOCH it would first
+		// ask InitProducerId with its old id and epoch (KIP-360), which the coordinator must
+		// refuse, or the first would fence the second in turn.
+		if err := first.EndTransaction(ctxFor(tt, opTimeout), kgo.TryAbort); err != nil {
+			tt.Logf("the fenced client's abort: %v", err)
 		}
+		next := "BeginTransaction"
+		err = first.BeginTransaction()
+		if err == nil {
+			next = "produce"
+			ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+			err = first.ProduceSync(ctx, &kgo.Record{Partition: 0, Value: []byte("first-after-fence")}).FirstErr()
+			cancel()
+		}
+		switch {
+		case err == nil:
+			tt.Errorf("the fenced client produced again in a new transaction")
+		case errors.Is(err, context.DeadlineExceeded):
+			tt.Errorf("the fenced client's produce got no answer within %v, only its own deadline", opTimeout)
+		case !isFenced(err):
+			tt.Errorf("the fenced client's next %s: %v, want PRODUCER_FENCED or INVALID_PRODUCER_EPOCH", next, err)
+		default:
+			tt.Logf("the fenced client's next %s: %v", next, err)
+		}
+		_ = first.EndTransaction(ctxFor(tt, opTimeout), kgo.TryAbort)
 
 		endTxn(tt, second, kgo.TryCommit, "the second's transaction")
 		note(secondRecords, true)
+		// InitProducerId with the first's id and epoch (KIP-360, as a client recovering its
+		// producer id sends it), now that the id's last transaction is complete, must be refused:
+		// a newer epoch exists. Taking it would bump the epoch and fence the second, whose next
+		// commit would then fail. (While a transaction is ongoing, Kafka's coordinator checks
+		// only the producer id and aborts the transaction first, so this is asked after it.)
+		ip := kmsg.NewPtrInitProducerIDRequest()
+		ip.TransactionalID = kmsg.StringPtr(id)
+		ip.TransactionTimeoutMillis = 60000
+		ip.ProducerID, ip.ProducerEpoch = firstID, firstEpoch
+		// CONCURRENT_TRANSACTIONS (the commit's markers still being written) is retried, as
+		// clients do.
+		eventually(tt, phaseTimeout, "InitProducerId with the fenced producer's id and epoch to be answered PRODUCER_FENCED", func() string {
+			resp, err := first.Broker(0).Request(ctxFor(tt, opTimeout), ip)
+			if err != nil {
+				return err.Error()
+			}
+			r := resp.(*kmsg.InitProducerIDResponse)
+			if err := kerr.ErrorForCode(r.ErrorCode); !isFenced(err) {
+				msg := fmt.Sprintf("InitProducerId v%d with id %d and epoch %d: error %v, id %d, epoch %d", r.Version, firstID, firstEpoch, err, r.ProducerID, r.ProducerEpoch)
+				if !errors.Is(err, kerr.ConcurrentTransactions) {
+					tt.Fatalf("%s; want PRODUCER_FENCED", msg)
+				}
+				return msg
+			}
+			return ""
+		})
+
 		beginTxn(tt, second)
 		var ends []*kgo.Record
 		for p := int32(0); p < parts; p++ {
@@ -500,6 +625,9 @@ func TestTransactions(t *testing.T) {
 			if n != 1 {
 				tt.Errorf("input %s was in %d committed transactions", v, n)
 			}
+		}
+		if rc.count(kmsg.AddOffsetsToTxn) == 0 || rc.count(kmsg.TxnOffsetCommit) == 0 || rc.count(kmsg.OffsetCommit) != 0 {
+			tt.Errorf("the session's requests: %s; want AddOffsetsToTxn and TxnOffsetCommit, no OffsetCommit", rc)
 		}
 
 		// The output, read to a plain sentinel written after every transaction ended.

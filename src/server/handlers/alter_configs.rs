@@ -29,7 +29,7 @@ use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 
-use super::super::groups::OFFSETS_TOPIC;
+use super::super::groups::is_internal;
 use super::super::metadata::MetadataImage;
 use super::super::shard::{current, Shard};
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
@@ -167,8 +167,8 @@ fn target(shard: &Shard, image: &MetadataImage, resource_type: i8, name: &str, a
         return Err((ResponseError::InvalidRequest, format!("resource {name:?} appears more than once in the request")));
     }
     match resource_type {
-        RESOURCE_TOPIC if name == OFFSETS_TOPIC => {
-            Err((ResponseError::InvalidRequest, format!("{OFFSETS_TOPIC} holds the groups' state; its configs are fixed")))
+        RESOURCE_TOPIC if is_internal(name) => {
+            Err((ResponseError::InvalidRequest, format!("{name} holds the coordinators' state; its configs are fixed")))
         }
         RESOURCE_TOPIC if image.topic(name).is_some() => Ok(Target::Topic(name.to_string())),
         RESOURCE_TOPIC => Err((ResponseError::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))),

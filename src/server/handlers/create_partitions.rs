@@ -13,7 +13,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
-use super::super::groups::OFFSETS_TOPIC;
+use super::super::groups::is_internal;
 use super::super::shard::{current, Shard};
 use crate::config::limits;
 use crate::protocol::{ResponseError, StrBytes};
@@ -35,8 +35,8 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, req: CreatePartitionsReque
             if seen[&name] > 1 {
                 return Err((ResponseError::InvalidRequest, format!("topic {name:?} appears more than once in the request")));
             }
-            if name == OFFSETS_TOPIC {
-                return Err((ResponseError::InvalidRequest, format!("{OFFSETS_TOPIC}'s partition count places the groups; it is fixed")));
+            if is_internal(&name) {
+                return Err((ResponseError::InvalidRequest, format!("{name}'s partition count places the groups or transactional ids; it is fixed")));
             }
             let Some(meta) = image.topic(&name) else {
                 return Err((ResponseError::UnknownTopicOrPartition, format!("topic {name:?} does not exist")));

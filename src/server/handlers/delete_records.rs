@@ -10,7 +10,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
-use super::super::groups::OFFSETS_TOPIC;
+use super::super::groups::is_internal;
 use super::super::shard::Shard;
 use super::{log_error_code, on_partitions, PartWork};
 use crate::protocol::ResponseError;
@@ -29,7 +29,7 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, req: DeleteRecordsRequest)
         let meta = image.topic(name);
         for p in &t.partitions {
             let slot = answers.len();
-            if name == OFFSETS_TOPIC {
+            if is_internal(name) {
                 answers.push((ResponseError::InvalidTopicException.code(), -1));
                 continue;
             }

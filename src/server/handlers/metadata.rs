@@ -81,6 +81,13 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: MetadataRequest) -> Me
             tracing::warn!(code, "creating {} for a Metadata request failed", super::super::groups::OFFSETS_TOPIC);
         }
     }
+    // So is `__transaction_state`, as its coordinators make it.
+    if let Some(i) = to_create.iter().position(|n| n == super::super::transactions::TXN_TOPIC) {
+        to_create.remove(i);
+        if let Err(code) = super::super::transactions::ensure_txn_topic(shard).await {
+            tracing::warn!(code, "creating {} for a Metadata request failed", super::super::transactions::TXN_TOPIC);
+        }
+    }
     if !to_create.is_empty() {
         let specs: Vec<NewTopic> = to_create
             .iter()
@@ -126,7 +133,7 @@ fn topic_entry(image: &MetadataImage, t: &Arc<TopicMeta>, version: i16) -> Metad
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
         .with_topic_id(if version >= 10 { t.id } else { Uuid::nil() })
-        .with_is_internal(version >= 1 && t.name == super::super::groups::OFFSETS_TOPIC)
+        .with_is_internal(version >= 1 && super::super::groups::is_internal(&t.name))
         .with_partitions((0..t.partitions).map(|p| partition_entry(image, t, p, version)).collect())
 }
 

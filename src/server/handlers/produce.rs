@@ -123,7 +123,13 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, fr
                 let (pid, epoch) = (h.producer_id, h.producer_epoch);
                 super::super::transactions::verify_partition(&s, &txn_id, pid, epoch, &topic, partition).await.map_err(|code| {
                     let msg = format!("producer {pid} epoch {epoch} has no ongoing transaction with {topic}-{partition} at its coordinator");
-                    (ResponseError::try_from_code(code).unwrap_or(ResponseError::InvalidTxnState), msg)
+                    // Kafka answers a fenced producer's produce INVALID_PRODUCER_EPOCH (what
+                    // producers expect there), whatever the coordinator said.
+                    let e = match ResponseError::try_from_code(code) {
+                        Some(ResponseError::ProducerFenced) | None => ResponseError::InvalidProducerEpoch,
+                        Some(e) => e,
+                    };
+                    (e, msg)
                 })?;
             }
         }

@@ -1292,7 +1292,6 @@ class AdminClientTest {
                 () -> admin.describeClientQuotas(ClientQuotaFilter.all()).entities());
         calls.put("describeUserScramCredentials (DescribeUserScramCredentials, key 50)",
                 () -> admin.describeUserScramCredentials().all());
-        calls.put("listTransactions (ListTransactions, key 66)", () -> admin.listTransactions().all());
         return calls.entrySet().stream().map(e -> DynamicTest.dynamicTest(e.getKey(), () -> {
             long start = System.nanoTime();
             Throwable cause = failure(e.getValue().get());

@@ -676,10 +676,11 @@ class TransactionsTest {
         }
 
         String state() {
+            Map<String, Long> offsets = new TreeMap<>();
+            committed.forEach((tp, offset) -> offsets.put(tp.toString(), offset));
             return "app: " + committedRecords.get() + " records in " + transactions.get() + " committed transactions, "
-                    + producers.get() + " producers, committed offsets " + new TreeMap<>(Map.copyOf(committed).entrySet().stream()
-                            .collect(java.util.stream.Collectors.toMap(e -> e.getKey().toString(), Map.Entry::getValue)))
-                    + ", error " + error.get() + ", failures " + failures;
+                    + producers.get() + " producers, committed offsets " + offsets + ", error " + error.get()
+                    + ", failures " + failures;
         }
     }
 
