@@ -7,7 +7,8 @@
 //! Transactions (see "Transactions' shape" in ARCHITECTURE.md): a transactional batch opens its
 //! producer's transaction in the partition at its first offset; a control batch (a COMMIT or
 //! ABORT marker) closes it ([`ProducerStates::end_transaction`]). The smallest first offset of an
-//! open transaction bounds the last stable offset ([`ProducerStates::first_unstable_offset`]).
+//! open transaction, or of a closed one whose marker the high watermark has not passed, bounds the
+//! last stable offset ([`ProducerStates::first_unstable_offset`]).
 //!
 //! Pure: no I/O. The log snapshots it beside the segments when one rolls
 //! ([`ProducerStates::encode`]) and rebuilds it on open from the newest snapshot plus the
@@ -93,6 +94,11 @@ pub struct ProducerStates {
     /// marker whose write is rolled back ([`ProducerStates::truncate`]) reopens its transaction.
     /// Not in snapshots (they are taken of written data only).
     recently_closed: VecDeque<(i64, i64, i64)>,
+    /// Transactions closed by markers the high watermark has not passed yet: (marker offset,
+    /// first offset), in marker order. Their records stay unstable until the marker is readable
+    /// (as Kafka's unreplicated transactions), or a read_committed consumer could read a
+    /// transaction whose outcome a crash or a new leader can still take back.
+    closing: VecDeque<(i64, i64)>,
 }
 
 /// Equal when what a snapshot keeps is equal.
@@ -107,6 +113,11 @@ impl Eq for ProducerStates {}
 /// Closed transactions remembered for a rollback: far more than the writes a rollback can undo
 /// (those not yet written when a write fails).
 const RECENTLY_CLOSED_MAX: usize = 1024;
+
+/// Closed transactions kept until the high watermark passes their markers. Past it the oldest
+/// is forgotten, which can only let the last stable offset run ahead of markers not yet
+/// replicated when more than this many are waiting.
+const CLOSING_MAX: usize = 10_000;
 
 /// Kafka's `inSequence`: the next sequence, wrapping at i32::MAX.
 fn follows(last: i32, next: i32) -> bool {
@@ -265,7 +276,14 @@ impl ProducerStates {
     /// here; the transaction, if one was open.
     pub fn end_transaction(&mut self, h: &BatchHeader, marker: Marker, offset: i64, now_ms: i64) -> Option<CompletedTxn> {
         let e = self.entry(h.producer_id, h.producer_epoch, now_ms, h.max_timestamp);
-        e.epoch = e.epoch.max(h.producer_epoch);
+        if h.producer_epoch > e.epoch {
+            // A coordinator's fencing marker bumps the epoch: the batches remembered are the old
+            // epoch's, and the new epoch's sequences start again at 0 (found by the storage
+            // simulation: kept, they made the new producer's first batch a "retry" of the old
+            // one's, acknowledged and never written).
+            e.epoch = h.producer_epoch;
+            e.batches.clear();
+        }
         e.coordinator_epoch = e.coordinator_epoch.max(marker.coordinator_epoch);
         e.last_write_ms = now_ms;
         let first = e.txn_first_offset.take()?;
@@ -274,17 +292,38 @@ impl ProducerStates {
         if self.recently_closed.len() > RECENTLY_CLOSED_MAX {
             self.recently_closed.pop_front();
         }
+        self.closing.push_back((offset, first));
+        if self.closing.len() > CLOSING_MAX {
+            self.closing.pop_front();
+        }
         Some(CompletedTxn { producer_id: h.producer_id, first_offset: first, last_offset: offset, aborted: !marker.commit })
     }
 
-    /// The first offset of the oldest open transaction: the last stable offset is at most this.
     /// Whether producer `producer_id` has a transaction open in this partition.
     pub fn in_transaction(&self, producer_id: i64) -> bool {
         self.entries.get(&producer_id).is_some_and(|e| e.txn_first_offset.is_some())
     }
 
-    pub fn first_unstable_offset(&self) -> Option<i64> {
+    /// The first offset of the oldest open transaction.
+    pub fn first_open_offset(&self) -> Option<i64> {
         self.open.keys().next().copied()
+    }
+
+    /// The first offset of the oldest transaction that is open, or closed by a marker at or past
+    /// the high watermark `hw`: the last stable offset is at most this.
+    pub fn first_unstable_offset(&self, hw: i64) -> Option<i64> {
+        let closing = self.closing.iter().filter(|(marker, _)| *marker >= hw).map(|(_, first)| *first).min();
+        match (self.first_open_offset(), closing) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The high watermark is at `hw`: closed transactions whose markers lie below it are stable.
+    pub fn high_watermark_moved(&mut self, hw: i64) {
+        while self.closing.front().is_some_and(|(marker, _)| *marker < hw) {
+            self.closing.pop_front();
+        }
     }
 
     /// Forgets batches at or past `end` (a failed write rolled them back), so a retry of them is
@@ -301,6 +340,9 @@ impl ProducerStates {
                 e.txn_first_offset = Some(first);
                 self.open.insert(first, pid);
             }
+        }
+        while self.closing.back().is_some_and(|(m, _)| *m >= end) {
+            self.closing.pop_back();
         }
         self.entries.retain(|_, e| {
             while e.batches.back().is_some_and(|b| b.last_offset >= end) {
@@ -399,7 +441,7 @@ impl ProducerStates {
                 return None;
             }
         }
-        r.is_empty().then_some(ProducerStates { entries, open, recently_closed: VecDeque::new() })
+        r.is_empty().then_some(ProducerStates { entries, open, recently_closed: VecDeque::new(), closing: VecDeque::new() })
     }
 }
 
@@ -454,21 +496,52 @@ mod tests {
     const ABORT: Marker = Marker { commit: false, coordinator_epoch: 3 };
 
     #[test]
+    fn a_closed_transaction_stays_unstable_until_the_high_watermark_passes_its_marker() {
+        let mut s = ProducerStates::default();
+        s.record(&txn(7, 0, 0, 2), 10, 0, 0);
+        assert_eq!(s.first_unstable_offset(10), Some(10));
+        s.end_transaction(&marker(7, 0), Marker { commit: true, coordinator_epoch: 0 }, 12, 0);
+        assert_eq!(s.first_open_offset(), None);
+        assert_eq!(s.first_unstable_offset(12), Some(10), "the marker at 12 is not readable yet");
+        assert_eq!(s.first_unstable_offset(13), None, "readable once the high watermark passes it");
+        s.high_watermark_moved(12);
+        assert_eq!(s.first_unstable_offset(12), Some(10), "still waiting");
+        s.high_watermark_moved(13);
+        assert_eq!(s.first_unstable_offset(0), None, "forgotten once passed");
+        // A marker rolled back by a failed write leaves the transaction open, not closing.
+        s.record(&txn(7, 0, 2, 1), 20, 0, 0);
+        s.end_transaction(&marker(7, 0), Marker { commit: false, coordinator_epoch: 0 }, 21, 0);
+        s.truncate(21);
+        assert_eq!((s.first_open_offset(), s.first_unstable_offset(100)), (Some(20), Some(20)));
+    }
+
+    #[test]
+    fn a_fencing_marker_starts_the_new_epoch_afresh() {
+        let mut s = ProducerStates::default();
+        s.record(&txn(7, 0, 0, 3), 0, 0, 0);
+        // The coordinator aborts under epoch 1 (a new incarnation); its first batch, sequence 0
+        // at epoch 1, is new, not a retry of epoch 0's sequence 0.
+        s.end_transaction(&marker(7, 1), Marker { commit: false, coordinator_epoch: 0 }, 3, 0);
+        assert_eq!(s.check(&txn(7, 1, 0, 3)), Verdict::Append);
+        assert!(matches!(s.check(&txn(7, 0, 3, 1)), Verdict::StaleEpoch { current: 1 }));
+    }
+
+    #[test]
     fn transactions_open_at_their_first_batch_and_markers_close_them() {
         let mut s = ProducerStates::default();
         s.record(&h(1, 0, 0, 2), 0, 0, 0); // idempotent, not transactional
-        assert_eq!(s.first_unstable_offset(), None);
+        assert_eq!(s.first_open_offset(), None);
         s.record(&txn(7, 0, 0, 2), 2, 0, 0);
         s.record(&txn(8, 0, 0, 1), 4, 0, 0);
         s.record(&txn(7, 0, 2, 3), 5, 0, 0);
-        assert_eq!(s.first_unstable_offset(), Some(2), "producer 7's transaction began at 2");
+        assert_eq!(s.first_open_offset(), Some(2), "producer 7's transaction began at 2");
         assert_eq!(s.check(&txn(7, 0, 5, 1)), Verdict::Append, "sequences go on inside a transaction");
         // Producer 7 commits at 8: producer 8's transaction (from 4) bounds the LSO now.
         assert_eq!(s.check_marker(7, 0, 3), Ok(()));
         s.record(&marker(7, 0), 8, 0, 0);
         let done = s.end_transaction(&marker(7, 0), COMMIT, 8, 0);
         assert_eq!(done, Some(CompletedTxn { producer_id: 7, first_offset: 2, last_offset: 8, aborted: false }));
-        assert_eq!(s.first_unstable_offset(), Some(4));
+        assert_eq!(s.first_open_offset(), Some(4));
         assert_eq!(s.active()[1].txn_start_offset, -1);
         assert_eq!(s.active()[2].txn_start_offset, 4);
         // Its sequence is untouched by the marker; its next transaction opens at its first batch.
@@ -479,7 +552,7 @@ mod tests {
         // and so is a marker for an older producer epoch.
         let aborted = s.end_transaction(&marker(8, 0), ABORT, 10, 0);
         assert_eq!(aborted, Some(CompletedTxn { producer_id: 8, first_offset: 4, last_offset: 10, aborted: true }));
-        assert_eq!(s.first_unstable_offset(), Some(9));
+        assert_eq!(s.first_open_offset(), Some(9));
         assert_eq!(s.check_marker(8, 0, 2), Err(MarkerRefusal::StaleCoordinatorEpoch { current: 3 }));
         s.record(&txn(8, 1, 0, 1), 11, 0, 0);
         assert_eq!(s.check_marker(8, 0, 3), Err(MarkerRefusal::StaleProducerEpoch { current: 1 }));
@@ -488,7 +561,7 @@ mod tests {
         // The snapshot keeps open transactions and coordinator epochs.
         let again = ProducerStates::decode(&s.encode()).expect("a version 3 snapshot");
         assert_eq!(again, s);
-        assert_eq!(again.first_unstable_offset(), Some(9));
+        assert_eq!(again.first_open_offset(), Some(9));
         assert_eq!(again.check_marker(8, 1, 2), Err(MarkerRefusal::StaleCoordinatorEpoch { current: 3 }));
     }
 
@@ -499,10 +572,10 @@ mod tests {
         s.record(&txn(8, 0, 0, 2), 12, 0, 0);
         s.record(&marker(7, 0), 14, 0, 0);
         s.end_transaction(&marker(7, 0), COMMIT, 14, 0);
-        assert_eq!(s.first_unstable_offset(), Some(12));
+        assert_eq!(s.first_open_offset(), Some(12));
         // The write from 14 on failed: the marker is gone, producer 7's transaction is open again.
         s.truncate(14);
-        assert_eq!(s.first_unstable_offset(), Some(10));
+        assert_eq!(s.first_open_offset(), Some(10));
         assert_eq!(s.active()[0].txn_start_offset, 10);
         // The write from 12 on failed too: producer 8's transaction never began.
         s.truncate(12);
@@ -518,7 +591,7 @@ mod tests {
             s.record(&h(pid, 0, 0, 1), pid, 0, pid);
         }
         assert_eq!(s.len(), PRODUCERS_PER_PARTITION_MAX);
-        assert_eq!(s.first_unstable_offset(), Some(0));
+        assert_eq!(s.first_open_offset(), Some(0));
         assert!(s.active().iter().any(|p| p.producer_id == 0));
     }
 

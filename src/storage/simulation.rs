@@ -5,7 +5,9 @@
 //! A scenario (all from the seed): a topic config (segment size, flush policy, compaction), a
 //! fault plan (torn writes, failed fdatasyncs, slow I/O, or none at all), and a few hundred steps:
 //! appends (acks=all and acks=1, idempotent producers with retries and epoch bumps, plain
-//! producers with blind retries, one or two batches), left in flight so they pipeline and
+//! producers with blind retries, one or two batches; transactional producers' batches and
+//! their COMMIT/ABORT markers, a fencing ABORT at a bumped epoch after a failure or a crash),
+//! left in flight so they pipeline and
 //! group-commit; settling them; reads; compaction passes, interval flushes, DeleteRecords and
 //! (in seeds with a `retention.bytes`) retention passes running beside the appends; a full disk for a while (then a check that writes resume); clean restarts; kills
 //! (the process dies, the OS keeps what was written); power losses (unsynced writes dropped or
@@ -26,6 +28,11 @@
 //! - errors: a storage error only when a fault was injected; idempotence errors only for
 //!   idempotent batches; after a failed fdatasync of a segment nothing more is acknowledged
 //!   past the durable offset, and nothing new is accepted, until the log is reopened;
+//! - transactions: read as a consumer reads them (transactional batches open one per producer,
+//!   markers close it), no transaction still open may begin below the last stable offset the
+//!   log gave, and every aborted one is in the aborted-transaction index, across every crash;
+//!   once every producer's transaction is aborted, the last stable offset is the high watermark,
+//!   also after a restart;
 //! - liveness: after a full disk frees, or any failed write, a fault-free append succeeds.
 //!
 //! Replay one seed with `SPATE_SIM_SEED=<seed>` (add `SPATE_SIM_VERBOSE=1` for every step); run
@@ -71,6 +78,19 @@ struct Ack {
     durable: bool,
 }
 
+/// A transactional producer as a client and its coordinator drive it: data batches (with
+/// sequences) while a transaction is open, then a COMMIT or ABORT marker.
+struct TxnProducer {
+    pid: i64,
+    epoch: i16,
+    next_seq: i32,
+    /// A transaction may be open (data sent since its last marker was acknowledged).
+    open: bool,
+    /// A batch of it failed, or the broker crashed: the next step is an ABORT marker at a bumped
+    /// epoch, as its coordinator fences and aborts (then sequences start again at 0).
+    fence: bool,
+}
+
 /// An idempotent producer as a client drives it.
 struct Producer {
     pid: i64,
@@ -81,7 +101,8 @@ struct Producer {
 }
 
 enum Job {
-    Append { ids: Vec<u64>, wait_durable: bool, producer: Option<usize> },
+    /// `txn`: a transactional producer's batch or marker (by index into `Sim::txns`).
+    Append { ids: Vec<u64>, wait_durable: bool, producer: Option<usize>, txn: Option<usize> },
     Compact,
     Flush,
     DeleteRecords { target: i64 },
@@ -149,6 +170,9 @@ struct Sim {
     /// Draws for DeleteRecords and retention, apart from `rng`, so that every seed's other
     /// choices stay what they were before these steps existed.
     rng2: Rng,
+    /// Draws for transactions, apart from the others for the same reason.
+    rng3: Rng,
+    txns: Vec<TxnProducer>,
     /// The highest log start a DeleteRecords was answered with: never lost, by any crash.
     acked_start: i64,
     disk: Rc<SimDisk>,
@@ -272,10 +296,14 @@ impl Sim {
         let producers = (0..rng.below(4))
             .map(|i| Producer { pid: 1000 + i as i64, epoch: 0, next_seq: 0, recent: VecDeque::new() })
             .collect();
+        let mut rng3 = Rng::new(seed ^ 0x7a_c7_10_75);
+        let txns = (0..rng3.below(4)).map(|i| TxnProducer { pid: 5000 + i as i64, epoch: 0, next_seq: 0, open: false, fence: false }).collect();
         Sim {
             seed,
             rng,
             rng2,
+            rng3,
+            txns,
             acked_start: 0,
             disk,
             dir: PathBuf::from(format!("/sim/{seed}/topic-0")),
@@ -363,6 +391,63 @@ impl Sim {
         id
     }
 
+    /// A transactional batch of producer `pid` (its sequence `seq`), or with `marker` its
+    /// COMMIT/ABORT control batch; registered like any other so reads can name it.
+    fn build_txn(&mut self, pid: i64, epoch: i16, seq: i32, n: usize, marker: Option<bool>) -> u64 {
+        let id = self.sent.len() as u64;
+        let bytes = match marker {
+            Some(commit) => batch::build_marker(pid, epoch, batch::Marker { commit, coordinator_epoch: 0 }, T0 + id as i64),
+            None => {
+                let recs: Vec<_> = (0..n).map(|i| (None, Some(Bytes::from(format!("t{id}.{i}"))))).collect();
+                let mut b = batch::build_transactional(&recs, T0 + id as i64, pid, epoch).to_vec();
+                b[53..57].copy_from_slice(&seq.to_be_bytes());
+                let crc = crc32c::crc32c(&b[21..]);
+                b[17..21].copy_from_slice(&crc.to_be_bytes());
+                Bytes::from(b)
+            }
+        };
+        let header = batch::validate(&bytes).expect("a batch the simulation built is valid");
+        let mut records = Vec::new();
+        let mut keys = Vec::new();
+        batch::visit(&bytes, &header, |r, rb| {
+            records.push(rb.to_vec());
+            keys.push(r.key.map(Bytes::copy_from_slice));
+        })
+        .expect("an uncompressed batch");
+        self.sent.push(Sent { bytes, header, records, keys });
+        id
+    }
+
+    /// One step of a transactional producer that has nothing in flight: a fencing ABORT marker
+    /// after a failure or a crash, or the end of its open transaction, or more data in it.
+    fn txn_step(&mut self) {
+        let t = self.rng3.below(self.txns.len() as u64) as usize;
+        let busy = self.tasks.iter().any(|f| matches!(f.job, Job::Append { txn: Some(x), .. } if x == t));
+        if busy {
+            return;
+        }
+        let wait_durable = self.rng3.chance(600);
+        let pr = &self.txns[t];
+        let (pid, epoch, seq) = (pr.pid, pr.epoch, pr.next_seq);
+        let id = if pr.fence {
+            let id = self.build_txn(pid, epoch + 1, 0, 1, Some(false));
+            let pr = &mut self.txns[t];
+            (pr.epoch, pr.next_seq, pr.fence) = (epoch + 1, 0, false);
+            id
+        } else if pr.open && self.rng3.chance(300) {
+            let commit = self.rng3.chance(500);
+            self.build_txn(pid, epoch, 0, 1, Some(commit))
+        } else {
+            let n = 1 + self.rng3.below(4) as usize;
+            let id = self.build_txn(pid, epoch, seq, n, None);
+            let pr = &mut self.txns[t];
+            pr.next_seq += n as i32;
+            pr.open = true;
+            id
+        };
+        self.spawn_append_as(vec![id], wait_durable, None, Some(t));
+    }
+
     /// Checks a batch read from the log against the one sent, and names it.
     fn identify(&self, b: &Bytes, h: &BatchHeader) -> Seen {
         let id = (h.base_timestamp - T0) as u64;
@@ -394,16 +479,20 @@ impl Sim {
     // --- the steps ---
 
     fn spawn_append(&mut self, ids: Vec<u64>, wait_durable: bool, producer: Option<usize>) {
+        self.spawn_append_as(ids, wait_durable, producer, None)
+    }
+
+    fn spawn_append_as(&mut self, ids: Vec<u64>, wait_durable: bool, producer: Option<usize>, txn: Option<usize>) {
         let log = self.log();
         let disk = self.disk.clone();
         let batches: Vec<(Bytes, BatchHeader)> =
             ids.iter().map(|&id| (self.sent[id as usize].bytes.clone(), self.sent[id as usize].header)).collect();
-        self.say(|| format!("append {ids:?} acks={} producer {producer:?}", if wait_durable { "all" } else { "1" }));
+        self.say(|| format!("append {ids:?} acks={} producer {producer:?} txn {txn:?}", if wait_durable { "all" } else { "1" }));
         let task = rt::spawn(async move {
             let result = log.append(&batches, wait_durable).await;
             Outcome::Append { result, at: log.offsets(), segment_sync_errors: disk.stats().segment_sync_errors }
         });
-        self.tasks.push(InFlight { job: Job::Append { ids, wait_durable, producer }, task });
+        self.tasks.push(InFlight { job: Job::Append { ids, wait_durable, producer, txn }, task });
     }
 
     fn append_step(&mut self) {
@@ -453,9 +542,14 @@ impl Sim {
     /// Takes in a finished job's outcome.
     fn absorb(&mut self, job: Job, outcome: Outcome) {
         match (job, outcome) {
-            (Job::Append { ids, wait_durable, producer }, Outcome::Append { result, at, segment_sync_errors }) => match result {
+            (Job::Append { ids, wait_durable, producer, txn }, Outcome::Append { result, at, segment_sync_errors }) => match result {
                 Ok(info) => {
                     self.summary.acked += 1;
+                    if let Some(t) = txn.filter(|_| self.sent[ids[0] as usize].header.is_control()) {
+                        // The marker is written: its producer's transaction is over (a newer
+                        // one begun meanwhile cannot be: data waits for the marker's answer).
+                        self.txns[t].open = false;
+                    }
                     let mut base = info.base_offset;
                     for id in ids {
                         let end = base + self.sent[id as usize].header.last_offset_delta as i64 + 1;
@@ -464,7 +558,7 @@ impl Sim {
                             check!(self, end <= at.durable, "batch {id} acknowledged up to {end} after a failed fdatasync (durable {})", at.durable);
                         }
                         let durable = wait_durable && self.config.sync_on_ack();
-                        if let Some(prev) = self.acks.iter().find(|a| a.id == id && producer.is_some()) {
+                        if let Some(prev) = self.acks.iter().find(|a| a.id == id && (producer.is_some() || txn.is_some())) {
                             check!(self, prev.base == base, "idempotent batch {id} acknowledged at {} and again at {base}", prev.base);
                         }
                         self.acks.push(Ack { id, base, end, durable });
@@ -474,8 +568,19 @@ impl Sim {
                 Err(e) => {
                     self.summary.refused += 1;
                     self.say(|| format!("append {ids:?} refused: {e}"));
+                    if let Some(t) = txn {
+                        self.txns[t].fence = true;
+                    }
                     match &e {
                         LogError::Storage(_) => check!(self, self.faulty(), "storage error without a fault: {e}"),
+                        LogError::OutOfOrderSequence(_) | LogError::InvalidProducerEpoch(_) if txn.is_some() => {
+                            // Pipelined after a refused batch of its own, or an older epoch's
+                            // batch after a fencing marker: the transaction goes on fenced.
+                            let t = txn.expect("checked");
+                            check!(self, !self.sent[ids[0] as usize].header.is_control(), "a marker refused: {e}");
+                            self.txns[t].open = true;
+                            self.txns[t].fence = true;
+                        }
                         LogError::OutOfOrderSequence(_) | LogError::InvalidProducerEpoch(_) => {
                             check!(self, producer.is_some(), "an idempotence error for a plain batch: {e}");
                             let p = producer.expect("checked");
@@ -489,7 +594,7 @@ impl Sim {
                         }
                         _ => fail(format!("seed {} step {}: unexpected error {e:?}", self.seed, self.step)),
                     }
-                    if producer.is_none() {
+                    if producer.is_none() && txn.is_none() {
                         self.failed_plain.extend(ids);
                     }
                 }
@@ -674,6 +779,10 @@ impl Sim {
     /// that the reopened log keeps what the crash must not take.
     async fn crash(&mut self, power: bool) {
         self.abandon_jobs().await;
+        // A transaction left open by a crash is aborted by its coordinator, under a new epoch.
+        for t in self.txns.iter_mut().filter(|t| t.open) {
+            t.fence = true;
+        }
         let log = self.log.take().expect("open");
         let o = log.offsets();
         let before = scan(self, &log).await;
@@ -784,14 +893,17 @@ impl Sim {
         if let Ok(Some((max_ts_offset, _))) = log.max_timestamp().await {
             check!(self, max_ts_offset < o.high_watermark, "max_timestamp names offset {max_ts_offset}, past the high watermark {}", o.high_watermark);
         }
+        let lso = log.last_stable_offset();
+        check!(self, o.log_start <= lso && lso <= log.offsets().high_watermark, "last stable offset {lso} outside [{}, {}]", o.log_start, o.high_watermark);
         let seen = scan(self, &log).await;
+        self.check_transactions(&log, &seen, lso);
         // What lies below the start is gone by right (the start may have moved during the scan).
         let start = log.offsets().log_start;
         self.acks.retain(|a| a.end > start);
         let mut idempotent = HashMap::new();
         for s in &seen {
             let h = &self.sent[s.id as usize].header;
-            if h.producer_id >= 0 {
+            if h.producer_id >= 0 && !h.is_control() {
                 let prev = idempotent.insert((h.producer_id, h.producer_epoch, h.base_sequence), s.base);
                 check!(self, prev.is_none(), "idempotent batch {} is in the log twice: at {:?} and {}", s.id, prev, s.base);
             }
@@ -817,6 +929,48 @@ impl Sim {
         }
     }
 
+    /// The transactions the log holds, read from it as a consumer would (transactional batches
+    /// open one per producer, markers close it), against the partition's own view: no
+    /// transaction still open in what was read (up to the high watermark) may begin below the
+    /// last stable offset the log gave before the read, and every aborted one read must be in the
+    /// aborted-transaction index (a read_committed consumer would otherwise see its records).
+    fn check_transactions(&self, log: &PartitionLog, seen: &[Seen], lso: i64) {
+        // Per producer: its open transaction's first offset read, and whether that is where it
+        // began (a marker of the producer was read before it, or nothing lies below the read):
+        // else it may have begun below the log start, in what DeleteRecords or retention took.
+        let from_zero = seen.first().is_none_or(|s| s.base == 0);
+        let mut marker_seen: HashMap<i64, bool> = HashMap::new();
+        let mut open: HashMap<i64, (i64, bool)> = HashMap::new();
+        let mut aborted: Vec<(i64, i64, bool)> = Vec::new();
+        for s in seen {
+            let sent = &self.sent[s.id as usize];
+            let h = &sent.header;
+            if h.is_control() {
+                let m = batch::parse_marker(&sent.bytes, h);
+                check!(self, m.is_some(), "control batch {} at {} is not a marker", s.id, s.base);
+                if let Some((first, known)) = open.remove(&h.producer_id) {
+                    if !m.expect("checked").commit {
+                        aborted.push((h.producer_id, first, known));
+                    }
+                }
+                marker_seen.insert(h.producer_id, true);
+            } else if h.is_transactional() {
+                let known = from_zero || marker_seen.contains_key(&h.producer_id);
+                open.entry(h.producer_id).or_insert((s.base, known));
+            }
+        }
+        let start = log.offsets().log_start;
+        for (pid, (first, _)) in &open {
+            // DeleteRecords may have moved the start into its first batch.
+            check!(self, (*first).max(start) >= lso, "producer {pid}'s transaction from {first} is open, yet the last stable offset was {lso}");
+        }
+        let listed = log.aborted_transactions(start, i64::MAX);
+        for (pid, first, known) in aborted.iter().filter(|a| a.1 >= start) {
+            let found = listed.iter().any(|(p, f)| p == pid && (f == first || (!known && f < first)));
+            check!(self, found, "aborted transaction ({pid}, {first}) is not in the index {listed:?}");
+        }
+    }
+
     async fn run(&mut self) {
         let _installed = self.disk.install();
         self.disk.set_plan(FaultPlan::default());
@@ -839,6 +993,9 @@ impl Sim {
             }
             if self.config.retention_bytes >= 0 && self.rng2.chance(60) {
                 self.spawn_retention();
+            }
+            if !self.txns.is_empty() && self.rng3.chance(200) {
+                self.txn_step();
             }
             let r = self.rng.below(1000);
             match r {
@@ -869,8 +1026,24 @@ impl Sim {
         self.disk.set_plan(FaultPlan::default());
         self.settle(usize::MAX).await;
         self.check().await;
+        // Every transaction ends (aborted by its coordinator): then nothing is unstable. After
+        // a restart, as a partition offline after a failed fdatasync takes no markers.
         self.restart().await;
         self.check().await;
+        for t in 0..self.txns.len() {
+            self.txns[t].fence = true;
+            let pr = &self.txns[t];
+            let id = self.build_txn(pr.pid, pr.epoch + 1, 0, 1, Some(false));
+            self.spawn_append_as(vec![id], true, None, Some(t));
+        }
+        self.settle(usize::MAX).await;
+        self.check().await;
+        let log = self.log();
+        check!(self, log.last_stable_offset() == log.offsets().high_watermark, "transactions still unstable at the end: LSO {} HW {}", log.last_stable_offset(), log.offsets().high_watermark);
+        self.restart().await;
+        self.check().await;
+        let log = self.log();
+        check!(self, log.last_stable_offset() == log.offsets().high_watermark, "transactions unstable after the last restart: LSO {} HW {}", log.last_stable_offset(), log.offsets().high_watermark);
         self.summary.steps = steps as u64;
         self.summary.faults = self.disk.stats();
     }

@@ -17,7 +17,7 @@ pub(super) fn note_aborted(st: &mut State, t: CompletedTxn) {
     if !t.aborted {
         return;
     }
-    let lso = st.producers.first_unstable_offset().unwrap_or(t.last_offset + 1);
+    let lso = st.producers.first_open_offset().unwrap_or(t.last_offset + 1);
     let entry = AbortedTxn { producer_id: t.producer_id, first_offset: t.first_offset, last_offset: t.last_offset, last_stable_offset: lso };
     txn_index::insert(&mut st.active().aborted, entry);
 }
@@ -256,6 +256,8 @@ impl PartitionLog {
                         st.active().written = pos + len as u64;
                         assert!(new_end >= st.write_end, "high watermark would move back");
                         st.write_end = new_end;
+                        let hw = st.hw();
+                        st.producers.high_watermark_moved(hw);
                         st.max_ts_undo.retain(|&(base, _)| base >= new_end);
                     }
                     Err(e) => {

@@ -230,6 +230,14 @@ impl State {
         }
     }
 
+    /// The last stable offset: the high watermark, or the first offset of the oldest unstable
+    /// transaction if lower, but never below the log start (a transaction whose first records
+    /// DeleteRecords or retention removed still holds it there, as in Kafka).
+    fn lso(&self) -> i64 {
+        let hw = self.hw();
+        self.producers.first_unstable_offset(hw).map_or(hw, |f| f.min(hw)).max(self.log_start)
+    }
+
     fn active(&mut self) -> &mut Segment {
         self.segments.values_mut().next_back().expect("a log always has an active segment")
     }
@@ -340,14 +348,14 @@ impl PartitionLog {
     /// The first offset of the oldest transaction open in this partition: the last stable
     /// offset is at most this (see "Transactions' shape" in ARCHITECTURE.md).
     pub fn first_unstable_offset(&self) -> Option<i64> {
-        self.st.borrow().producers.first_unstable_offset()
+        let st = self.st.borrow();
+        st.producers.first_unstable_offset(st.hw())
     }
 
     /// The last stable offset: the high watermark, or the first offset of the oldest open
     /// transaction if that is lower. `read_committed` consumers read up to it.
     pub fn last_stable_offset(&self) -> i64 {
-        let st = self.st.borrow();
-        st.producers.first_unstable_offset().map_or(st.hw(), |f| f.min(st.hw()))
+        self.st.borrow().lso()
     }
 
     /// The aborted transactions (producer id, first offset) whose records may lie in

@@ -328,7 +328,7 @@ impl PartitionLog {
             let upto = match bound {
                 Upto::Written => st.write_end,
                 Upto::HighWatermark => hw,
-                Upto::Stable => st.producers.first_unstable_offset().map_or(hw, |f| f.min(hw)),
+                Upto::Stable => st.lso(),
             };
             if offset < st.log_start || offset > st.log_end {
                 return Err(LogError::OffsetOutOfRange { log_start: st.log_start, log_end: st.log_end });

@@ -54,6 +54,7 @@ pub(super) async fn load_producer_state(
         }
     }
     let mut replayed = 0u64;
+    let mut rebuilt: Vec<i64> = Vec::new();
     for seg in segments.values_mut().filter(|s| s.next_offset > from && s.written > 0) {
         let mut reader = compact::BatchReader::new(&seg.file, seg.written);
         while let Some(batches) = reader.next().await? {
@@ -63,9 +64,12 @@ pub(super) async fn load_producer_state(
                     // The aborted-transaction index of what is replayed is rebuilt here (the
                     // entries a `.txnindex` file gave are kept once).
                     if let Some(t) = state.end_transaction(h, marker, h.base_offset, now_ms()).filter(|t| t.aborted) {
-                        let lso = state.first_unstable_offset().unwrap_or(t.last_offset + 1);
+                        let lso = state.first_open_offset().unwrap_or(t.last_offset + 1);
                         let entry = AbortedTxn { producer_id: t.producer_id, first_offset: t.first_offset, last_offset: t.last_offset, last_stable_offset: lso };
                         txn_index::insert(&mut seg.aborted, entry);
+                        if rebuilt.last() != Some(&seg.base) {
+                            rebuilt.push(seg.base);
+                        }
                     }
                 }
                 replayed += 1;
@@ -76,6 +80,18 @@ pub(super) async fn load_producer_state(
         tracing::debug!(dir = %dir.display(), from, replayed, producers = state.len(), "rebuilt producer state");
     }
     if from < log_end {
+        // The snapshot ends the replay of what it covers, so the aborted transactions the
+        // replay found go to their segments' `.txnindex` first (the active segment's too: the
+        // next recovery reads it, then replays from the snapshot). If they cannot be written,
+        // neither is the snapshot.
+        for base in &rebuilt {
+            let path = segment_path(dir, *base, "txnindex");
+            let entries = &segments.get(base).expect("a replayed segment").aborted;
+            if let Err(e) = fs::write_atomic(path, txn_index::encode(entries)).await {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not write a rebuilt aborted-transaction index; the next open replays more");
+                return Ok(state);
+            }
+        }
         // Only saves the next open a replay: a full disk must not keep the partition closed.
         if let Err(e) = write_producer_snapshot(dir, log_end, state.encode()).await {
             tracing::warn!(dir = %dir.display(), error = %e, "could not write the producer-state snapshot; the next open replays more");

@@ -101,6 +101,8 @@ impl PartitionLog {
                 (Some(old), Some(new)) => Some(old.max(new)),
                 (_, new) => new,
             };
+            let now = st.hw();
+            st.producers.high_watermark_moved(now);
             st.hw() != before
         };
         if moved {
