@@ -92,6 +92,10 @@ pub struct CommonArgs {
     /// A librdkafka property for every client, applied after the options above; repeatable.
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
     pub properties: Vec<Property>,
+    /// Transactional producers: each commits a transaction every N messages (its own
+    /// `transactional.id`; needs --acks all). Latency is still each message's, send to delivery.
+    #[arg(long, value_name = "N")]
+    pub transaction_records: Option<u64>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -159,6 +163,7 @@ impl CommonArgs {
             messages: self.messages,
             warmup_s: self.warmup,
             properties: self.properties.clone(),
+            transaction_records: self.transaction_records,
         }
     }
 }

@@ -623,6 +623,7 @@ mod tests {
             messages: None,
             warmup_s: 0.0,
             properties: vec![],
+            transaction_records: None,
         }
     }
 

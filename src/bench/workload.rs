@@ -122,6 +122,8 @@ pub struct Settings {
     pub warmup_s: f64,
     /// `-X` properties, applied to every client after the settings above.
     pub properties: Vec<Property>,
+    /// Transactional producers committing every this many messages.
+    pub transaction_records: Option<u64>,
 }
 
 impl Settings {
@@ -145,6 +147,12 @@ impl Settings {
         }
         if self.messages == Some(0) {
             bail!("--messages must be at least 1");
+        }
+        if self.transaction_records == Some(0) {
+            bail!("--transaction-records must be at least 1");
+        }
+        if self.transaction_records.is_some() && self.acks != "all" {
+            bail!("--transaction-records needs --acks all (transactional producers are idempotent)");
         }
         Ok(())
     }
@@ -404,8 +412,10 @@ enum Quota {
 
 /// Sends until the quota is met, at `rate` messages per second (0: as fast as librdkafka takes
 /// them), then waits for every delivery report.
-fn send_loop(p: &ThreadedProducer<DeliveryCtx>, run: &Run, topic: &str, quota: Quota, rate: f64, payload: &Payload, stamp: bool) {
+#[allow(clippy::too_many_arguments)] // each is one knob of the loop; a struct would only rename them
+fn send_loop(p: &ThreadedProducer<DeliveryCtx>, run: &Run, topic: &str, quota: Quota, rate: f64, payload: &Payload, stamp: bool, txn: Option<u64>) {
     let mut measured_sent = 0u64;
+    let mut in_txn = 0u64;
     let mut i = 0u64;
     // One clock read per message serves the loop's checks, the send time and the record's
     // timestamp. In a 100 B run on the 2-core VM the producing thread spent a third of its time
@@ -453,10 +463,46 @@ fn send_loop(p: &ThreadedProducer<DeliveryCtx>, run: &Run, topic: &str, quota: Q
             measured_sent += 1;
         }
         i += 1;
+        in_txn += 1;
+        if txn.is_some_and(|n| in_txn >= n) {
+            in_txn = 0;
+            let ended = commit(p, Duration::from_secs(FLUSH_TIMEOUT_S)).and_then(|()| p.begin_transaction().map_err(|e| e.to_string()));
+            if let Err(e) = ended {
+                run.fail(format!("transaction: {e}"));
+                return;
+            }
+        }
         now = run.now_ns();
+    }
+    if txn.is_some() {
+        if let Err(e) = commit(p, Duration::from_secs(FLUSH_TIMEOUT_S)) {
+            run.fail(format!("the last transaction: {e}"));
+        }
     }
     if let Err(e) = p.flush(Duration::from_secs(FLUSH_TIMEOUT_S)) {
         run.note_error(format!("flush: {e}"));
+    }
+}
+
+/// Commits the producer's transaction. Not through the `rdkafka` crate's `commit_transaction`:
+/// it first flushes in a loop that polls the producer for up to 100 ms at a time, while the
+/// `ThreadedProducer`'s own thread takes every delivery report, so each commit waited about
+/// 100 ms whatever the broker (ten transactions a second, measured). librdkafka's commit flushes
+/// by itself, its queue served by that thread.
+fn commit(p: &ThreadedProducer<DeliveryCtx>, timeout: Duration) -> Result<(), String> {
+    use rdkafka::bindings as rd;
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: the handle is the producer's live librdkafka client, valid while `p` is borrowed;
+    // rd_kafka_commit_transaction may be called from any thread and returns NULL or an error
+    // object that the caller owns: it is read, then destroyed once, here.
+    unsafe {
+        let err = rd::rd_kafka_commit_transaction(p.client().native_ptr(), ms);
+        if err.is_null() {
+            return Ok(());
+        }
+        let msg = std::ffi::CStr::from_ptr(rd::rd_kafka_error_string(err)).to_string_lossy().into_owned();
+        rd::rd_kafka_error_destroy(err);
+        Err(msg)
     }
 }
 
@@ -594,10 +640,23 @@ pub fn run(mode: Mode, s: &Settings) -> Result<Report> {
     let producers: Vec<ThreadedProducer<DeliveryCtx>> = if mode == Mode::Consume {
         Vec::new()
     } else {
-        (0..s.producers)
-            .map(|_| producer_config(s).create_with_context(DeliveryCtx { run: run.clone() }))
+        let all: Vec<ThreadedProducer<DeliveryCtx>> = (0..s.producers)
+            .map(|i| {
+                let mut c = producer_config(s);
+                if s.transaction_records.is_some() {
+                    c.set("transactional.id", format!("spate-bench-{}-{i}", std::process::id()));
+                }
+                c.create_with_context(DeliveryCtx { run: run.clone() })
+            })
             .collect::<Result<_, _>>()
-            .context("creating a producer")?
+            .context("creating a producer")?;
+        if s.transaction_records.is_some() {
+            for p in &all {
+                p.init_transactions(Duration::from_secs(FLUSH_TIMEOUT_S)).context("initializing a transactional producer")?;
+                p.begin_transaction().context("beginning a transaction")?;
+            }
+        }
+        all
     };
 
     let warmup_ns = run.warmup_ns;
@@ -614,7 +673,8 @@ pub fn run(mode: Mode, s: &Settings) -> Result<Report> {
         let (run, payload, topic) = (run.clone(), payload.clone(), s.topic.clone());
         let rate = s.rate as f64 / count as f64;
         let stamp = matches!(mode, Mode::E2e);
-        producer_threads.push(std::thread::spawn(move || send_loop(&p, &run, &topic, quota, rate, &payload, stamp)));
+        let txn = s.transaction_records;
+        producer_threads.push(std::thread::spawn(move || send_loop(&p, &run, &topic, quota, rate, &payload, stamp, txn)));
     }
     let until = match (mode, s.messages, end_ns) {
         (Mode::E2e, _, _) => ReadUntil::Drained,

@@ -37,12 +37,19 @@ use crate::io::rt;
 use crate::protocol::batch::{self, Marker};
 use crate::protocol::{ResponseError, StrBytes};
 use crate::storage::now_ms;
+use crate::sync::Notify;
 
 /// The internal topic holding the transaction coordinators' state.
 pub const TXN_TOPIC: &str = "__transaction_state";
 
 /// Partitions of `__transaction_state` (Kafka's `transaction.state.log.num.partitions`).
 pub const TXN_PARTITIONS: i32 = 50;
+
+/// How long AddPartitionsToTxn waits for the previous transaction's markers before answering
+/// CONCURRENT_TRANSACTIONS. Clients back off 100 ms on that answer (librdkafka's
+/// `retry.backoff.ms`), many times what the markers take, so waiting here is what lets a
+/// producer commit more than ten transactions a second.
+const PREVIOUS_TXN_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a marker write to another broker may take before it is tried again.
 const PEER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -99,6 +106,8 @@ pub struct Transactions {
     /// until it ends (Kafka's pending state).
     busy: RefCell<HashSet<String>>,
     counts: Cell<TxnCounts>,
+    /// Woken whenever an id's state write ends (among them a transaction's Complete state).
+    changed: Notify,
 }
 
 /// Clears an id's busy flag when a state write ends, however it ends.
@@ -110,6 +119,7 @@ struct Busy<'a> {
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.txns.busy.borrow_mut().remove(self.id);
+        self.txns.changed.notify_all();
     }
 }
 
@@ -167,10 +177,23 @@ impl Transactions {
         }
     }
 
-    /// AddPartitionsToTxn / AddOffsetsToTxn: one code for all of `partitions`.
+    /// AddPartitionsToTxn / AddOffsetsToTxn: one code for all of `partitions`. While the
+    /// producer's previous transaction is being completed, waits for it (up to
+    /// [`PREVIOUS_TXN_WAIT`]) rather than answering CONCURRENT_TRANSACTIONS at once.
     pub async fn add_partitions(&self, id: &str, producer_id: i64, epoch: i16, partitions: Vec<(String, i32)>) -> Result<(), i16> {
-        let busy = self.take(id)?;
-        let Some(m) = self.meta(id) else { return Err(ResponseError::InvalidProducerIdMapping.code()) };
+        let deadline = std::time::Instant::now() + PREVIOUS_TXN_WAIT;
+        let (busy, m) = loop {
+            let busy = self.take(id);
+            let m = self.meta(id);
+            let completing = busy.is_err() || m.as_ref().is_some_and(|m| m.state.is_prepare() && m.producer_id == producer_id && m.producer_epoch == epoch);
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if !completing || left.is_zero() {
+                break (busy?, m);
+            }
+            drop(busy);
+            let _ = rt::timeout(left, self.changed.wait()).await;
+        };
+        let Some(m) = m else { return Err(ResponseError::InvalidProducerIdMapping.code()) };
         if let Some(next) = txn::add_partitions(&m, producer_id, epoch, &partitions, now_ms()).map_err(|e| e.code())? {
             self.write(id, next).await?;
         }
