@@ -417,3 +417,129 @@ fn transactional_offsets_count_once_committed_and_survive_a_restart() {
     let mut raw = Raw::connect(broker.port);
     wait_committed(&mut raw, 10);
 }
+
+/// librdkafka's consume-transform-produce (its transactional example, through the `rdkafka`
+/// crate): a read_committed consumer of `src` and a transactional producer copy it to `dst` with
+/// the input offsets committed in each transaction (`send_offsets_to_transaction`); the broker is
+/// killed (-9) twice with a transaction open (its records written) and restarted. librdkafka
+/// reconnects and the open transaction, which the coordinator reloaded, commits; had anything
+/// failed, the copier would start again as a real one does (a new producer with the same
+/// transactional id fences and aborts what the old one left, the consumer resumes from the
+/// committed offsets). `dst` ends with every record of `src` exactly once, in order per
+/// partition, and the group's offsets at `src`'s end.
+#[test]
+fn librdkafka_copies_a_topic_exactly_once_through_kill9() {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::message::Message;
+    use rdkafka::producer::{BaseRecord, Producer};
+    const N: usize = 3000;
+    let mut broker = Broker::start(&["--group-initial-rebalance-delay-ms", "0"]);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "src", 3, &[]);
+    create_topic(&bootstrap, "dst", 3, &[]);
+    let p = common::producer(&bootstrap, &[("enable.idempotence", "true"), ("acks", "all")]);
+    for i in 0..N {
+        let v = format!("r{i}");
+        p.send(BaseRecord::<(), _>::to("src").payload(&v).partition((i % 3) as i32)).expect("queued");
+    }
+    common::flush(&p);
+    drop(p);
+    let all_parts = || {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for part in 0..3 {
+            tpl.add_partition_offset("src", part, rdkafka::Offset::Stored).unwrap();
+        }
+        tpl
+    };
+    let mut kills = 0;
+    let mut transactions = 0;
+    let mut starts = 0;
+    'copier: loop {
+        starts += 1;
+        assert!(starts < 20, "the copier had to start again {starts} times");
+        let consumer = common::group_consumer(&bootstrap, "copier", &[("isolation.level", "read_committed")]);
+        consumer.assign(&all_parts()).unwrap();
+        let producer = common::producer(
+            &bootstrap,
+            &[("transactional.id", "copier"), ("enable.idempotence", "true"), ("acks", "all"), ("transaction.timeout.ms", "60000")],
+        );
+        if let Err(e) = producer.init_transactions(Duration::from_secs(60)) {
+            eprintln!("init_transactions: {e}; starting again");
+            continue;
+        }
+        loop {
+            let mut batch = Vec::new();
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while batch.len() < 100 && Instant::now() < deadline {
+                if let Some(m) = consumer.poll(Duration::from_millis(50)) {
+                    match m {
+                        Ok(m) => batch.push((m.partition(), m.payload().unwrap().to_vec())),
+                        Err(e) => eprintln!("consumer: {e}"),
+                    }
+                }
+            }
+            let positions = consumer.position().unwrap();
+            let consumed: i64 = positions.elements().iter().map(|e| e.offset().to_raw().unwrap_or(0).max(0)).sum();
+            if batch.is_empty() {
+                if consumed as usize >= N {
+                    break 'copier;
+                }
+                continue;
+            }
+            let attempt = (|| -> Result<(), rdkafka::error::KafkaError> {
+                producer.begin_transaction()?;
+                for (part, v) in &batch {
+                    producer.send(BaseRecord::<(), _>::to("dst").payload(v).partition(*part)).map_err(|(e, _)| e)?;
+                }
+                if transactions == 5 || transactions == 15 {
+                    // Killed with this transaction open: its records may be written, never
+                    // committed (or committed whole, if the commit gets through afterwards).
+                    producer.flush(Duration::from_secs(30))?;
+                    broker.kill9();
+                    broker.restart();
+                    kills += 1;
+                }
+                producer.send_offsets_to_transaction(&positions, &consumer.group_metadata().unwrap(), Duration::from_secs(60))?;
+                producer.commit_transaction(Duration::from_secs(60))
+            })();
+            transactions += 1;
+            if let Err(e) = attempt {
+                eprintln!("transaction {transactions}: {e}; the copier starts again");
+                continue 'copier;
+            }
+        }
+    }
+    assert_eq!(kills, 2);
+    // dst, read_committed: each source record once, in order per partition.
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", &bootstrap).set("group.id", "checker").set("isolation.level", "read_committed").set("enable.auto.commit", "false");
+    let checker: rdkafka::consumer::BaseConsumer = c.create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for part in 0..3 {
+        tpl.add_partition_offset("dst", part, rdkafka::Offset::Beginning).unwrap();
+    }
+    checker.assign(&tpl).unwrap();
+    let mut got: Vec<Vec<usize>> = vec![Vec::new(); 3];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.iter().map(Vec::len).sum::<usize>() < N && Instant::now() < deadline {
+        if let Some(Ok(m)) = checker.poll(Duration::from_millis(200)) {
+            let v: usize = std::str::from_utf8(m.payload().unwrap()).unwrap()[1..].parse().unwrap();
+            got[m.partition() as usize].push(v);
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    while let Some(Ok(m)) = checker.poll(Duration::from_millis(200)) {
+        let v: usize = std::str::from_utf8(m.payload().unwrap()).unwrap()[1..].parse().unwrap();
+        got[m.partition() as usize].push(v);
+    }
+    for (part, vals) in got.iter().enumerate() {
+        let want: Vec<usize> = (0..N).filter(|i| i % 3 == part).collect();
+        assert_eq!(vals, &want, "dst-{part}: not each source record exactly once, in order ({} read)", vals.len());
+    }
+    // The group's offsets: src's end.
+    let committed = common::group_consumer(&bootstrap, "copier", &[("isolation.level", "read_committed")]).committed_offsets(all_parts(), Duration::from_secs(30)).unwrap();
+    for e in committed.elements() {
+        assert_eq!(e.offset(), rdkafka::Offset::Offset(1000), "committed offset of src-{}", e.partition());
+    }
+    eprintln!("copied {N} records in {transactions} transactions; the copier started {starts} times");
+}
