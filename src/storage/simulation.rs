@@ -378,7 +378,13 @@ impl Sim {
             let crc = crc32c::crc32c(&b[21..]);
             b[17..21].copy_from_slice(&crc.to_be_bytes());
         }
-        let bytes = Bytes::from(b);
+        self.register(Bytes::from(b))
+    }
+
+    /// Keeps a batch the simulation built (named by its id, `T0 + id` in its timestamp) with
+    /// its records and keys, for checking what reads return.
+    fn register(&mut self, bytes: Bytes) -> u64 {
+        let id = self.sent.len() as u64;
         let header = batch::validate(&bytes).expect("a batch the simulation built is valid");
         let mut records = Vec::new();
         let mut keys = Vec::new();
@@ -406,16 +412,7 @@ impl Sim {
                 Bytes::from(b)
             }
         };
-        let header = batch::validate(&bytes).expect("a batch the simulation built is valid");
-        let mut records = Vec::new();
-        let mut keys = Vec::new();
-        batch::visit(&bytes, &header, |r, rb| {
-            records.push(rb.to_vec());
-            keys.push(r.key.map(Bytes::copy_from_slice));
-        })
-        .expect("an uncompressed batch");
-        self.sent.push(Sent { bytes, header, records, keys });
-        id
+        self.register(bytes)
     }
 
     /// One step of a transactional producer that has nothing in flight: a fencing ABORT marker
