@@ -66,8 +66,11 @@ fn the_first_coordinator_lookup_creates_the_offsets_topic() {
         let r: FindCoordinatorResponse = common::Raw::connect(broker.port).call(ApiKey::FindCoordinator, version, &req, version);
         if version >= 4 { r.coordinators[0].error_code } else { r.error_code }
     };
-    assert_eq!(lookup(3, 1), 42, "transactions: INVALID_REQUEST (not built yet; a retriable code would make clients wait)");
-    assert!(!offsets_dir.exists(), "a transaction coordinator lookup creates nothing");
+    assert_eq!(lookup(3, 7), 42, "an unknown coordinator type: INVALID_REQUEST");
+    assert_eq!(lookup(3, 1), 0, "a transactional id's coordinator");
+    assert!(!offsets_dir.exists(), "a transaction coordinator lookup creates __transaction_state, not __consumer_offsets");
+    let txn_dir = broker.data_dir().join("topics").join("__transaction_state");
+    assert_eq!(std::fs::read_dir(&txn_dir).unwrap().filter(|e| e.as_ref().unwrap().path().is_dir()).count(), 50);
     assert_eq!(lookup(3, 0), 0);
     // Answered once every partition exists.
     let partitions = std::fs::read_dir(&offsets_dir).unwrap().filter(|e| e.as_ref().unwrap().path().is_dir()).count();
@@ -397,7 +400,7 @@ fn committed_offsets_survive_a_broker_crash() {
     let first: BTreeSet<i64> = seen[0].iter().copied().collect();
     drop(c);
     broker.restart(); // kill -9, then start on the same data directory
-    assert!(broker.log().contains("reloaded committed offsets"), "{}", broker.log());
+    assert!(broker.log().contains("reloaded coordinator state"), "{}", broker.log());
     let c = group_consumer(&broker.bootstrap(), "g-durable", &[]);
     c.subscribe(&["durable-commits"]).unwrap();
     let mut rest = vec![Vec::new()];

@@ -87,6 +87,11 @@ fn api_versions_advertises_exactly_what_is_implemented() {
             (21, 0, 2),
             (22, 0, 5),
             (23, 2, 4),
+            (24, 0, 5),
+            (25, 0, 4),
+            (26, 0, 4),
+            (27, 1, 1),
+            (28, 0, 4),
             (32, 1, 4),
             (33, 0, 2),
             (35, 1, 4),
@@ -100,6 +105,8 @@ fn api_versions_advertises_exactly_what_is_implemented() {
             (55, 0, 2),
             (60, 0, 2),
             (61, 0, 0),
+            (65, 0, 0),
+            (66, 0, 2),
             (68, 0, 1),
             (69, 0, 1)
         ]
@@ -214,10 +221,10 @@ fn malformed_frames_close_only_their_connection() {
     let mut raw = Raw::connect(broker.port);
     raw.send_bytes(&(-5i32).to_be_bytes());
     assert!(raw.closed_by_broker());
-    // An unknown API key, an API Spate does not implement (AddPartitionsToTxn: transactional id
-    // "t", producer id 1, epoch 0, no topics), and a garbage body for one it does.
-    let add_partitions_to_txn = [0, 1, b't', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    for f in [hand_frame(999, 0, false, &[]), hand_frame(24, 0, false, &add_partitions_to_txn), hand_frame(0, 9, false, &[0xff; 4])] {
+    // An unknown API key, an API Spate does not implement (DescribeAcls v0: resource type 1,
+    // null names, any operation and permission), and a garbage body for one it does.
+    let describe_acls = [1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 1];
+    for f in [hand_frame(999, 0, false, &[]), hand_frame(29, 0, false, &describe_acls), hand_frame(0, 9, false, &[0xff; 4])] {
         let mut raw = Raw::connect(broker.port);
         raw.send_bytes(&f);
         assert!(raw.closed_by_broker());

@@ -104,7 +104,7 @@ fn describe(c: &mut Cluster, out: &Output, ids: &[String]) -> Result<bool> {
         out.json(&found);
         return Ok(ok);
     }
-    let now = crate::storage::now_ms();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let rows: Vec<Vec<String>> = found
         .iter()
         .map(|d| {

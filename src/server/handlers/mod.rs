@@ -85,6 +85,11 @@ pub const SUPPORTED: &[ApiSpec] = &[
     ApiSpec { key: ApiKey::DeleteRecords, min: delete_records::VERSIONS.0, max: delete_records::VERSIONS.1 },
     ApiSpec { key: ApiKey::InitProducerId, min: init_producer_id::VERSIONS.0, max: init_producer_id::VERSIONS.1 },
     ApiSpec {
+        key: ApiKey::OffsetForLeaderEpoch,
+        min: offset_for_leader_epoch::VERSIONS.0,
+        max: offset_for_leader_epoch::VERSIONS.1,
+    },
+    ApiSpec {
         key: ApiKey::AddPartitionsToTxn,
         min: add_partitions_to_txn::VERSIONS.0,
         max: add_partitions_to_txn::VERSIONS.1,
@@ -93,11 +98,6 @@ pub const SUPPORTED: &[ApiSpec] = &[
     ApiSpec { key: ApiKey::EndTxn, min: end_txn::VERSIONS.0, max: end_txn::VERSIONS.1 },
     ApiSpec { key: ApiKey::WriteTxnMarkers, min: write_txn_markers::VERSIONS.0, max: write_txn_markers::VERSIONS.1 },
     ApiSpec { key: ApiKey::TxnOffsetCommit, min: txn_offset_commit::VERSIONS.0, max: txn_offset_commit::VERSIONS.1 },
-    ApiSpec {
-        key: ApiKey::OffsetForLeaderEpoch,
-        min: offset_for_leader_epoch::VERSIONS.0,
-        max: offset_for_leader_epoch::VERSIONS.1,
-    },
     ApiSpec { key: ApiKey::DescribeConfigs, min: describe_configs::VERSIONS.0, max: describe_configs::VERSIONS.1 },
     ApiSpec { key: ApiKey::AlterConfigs, min: alter_configs::VERSIONS.0, max: alter_configs::VERSIONS.1 },
     ApiSpec { key: ApiKey::DescribeLogDirs, min: describe_log_dirs::VERSIONS.0, max: describe_log_dirs::VERSIONS.1 },
