@@ -2099,8 +2099,8 @@ def ck_txn_fencing(ctx):
       p2 starts with the same id; p1's next operation, its commit (EndTxn with the old epoch),
       fails with a fatal error (_FENCED / PRODUCER_FENCED), and so does everything after it.
     - p2 commits a transaction, then leaves one open and flushed; p3 starts with the same id;
-      p2's next operation, a produce, fails (its record is refused, never stored), p2 cannot
-      commit, and ends in a fatal fenced error.
+      p2's next operation, a produce, fails (its record is refused, never stored: INVALID_PRODUCER_EPOCH,
+      which librdkafka may take as fatal at once), p2 cannot commit, and ends in a fatal fenced error.
     p3 commits. read_committed reads exactly p1's, p2's and p3's committed records in order per
     partition, none of the fenced transactions'; read_uncommitted also reads the fenced
     transactions' flushed records (they are in the log, aborted), but never the record p2
@@ -2148,17 +2148,27 @@ def ck_txn_fencing(ctx):
     txn_call("p3: init_transactions (fencing p2)", p3.init_transactions, TIMEOUT)
     acked = []
     produce_tracked(p2, topic, [(0, b"p2-after-fence")], acked)
-    p2.flush(TIMEOUT)
-    assert len(acked) == 1 and acked[0][3] is not None, f"p2's produce after the fence: {acked}, want a delivery error"
-    produce_err = acked[0][3]
-    assert produce_err.code() in FENCED_CODES, f"p2's produce after the fence failed with {_txn_err(produce_err)}, want a fenced error"
-    err = txn_expect_failure("p2: commit_transaction after being fenced", p2.commit_transaction, TIMEOUT)
-    if not err.fatal():
-        # librdkafka takes a fenced produce as abortable; the abort's EndTxn meets the new epoch.
-        assert err.txn_requires_abort(), f"p2's commit after the fence: {_txn_err(err)}"
-        err = txn_expect_failure("p2: abort_transaction after being fenced", p2.abort_transaction, TIMEOUT)
-    assert err.fatal() and err.code() in FENCED_CODES, f"p2 after the fence: {_txn_err(err)}; want a fatal fenced error"
-    note2 = f"{produce_err.name()} on produce, then {err.name()}"
+    try:
+        p2.flush(TIMEOUT)
+    except KafkaException as e:
+        # The partition answers a fenced producer's produce INVALID_PRODUCER_EPOCH, as Kafka
+        # does; librdkafka takes that as fatal at once and flush raises it.
+        fatal = e.args[0]
+        assert fatal.fatal() and fatal.code() in FENCED_CODES, f"p2's flush after the fence: {_txn_err(fatal)}; want a fatal fenced error"
+        err = txn_expect_failure("p2: commit_transaction after being fenced", p2.commit_transaction, TIMEOUT)
+        assert err.fatal() and err.code() in FENCED_CODES, f"p2 after the fence: {_txn_err(err)}; want a fatal fenced error"
+        note2 = f"{fatal.name()} (fatal) on produce, then {err.name()}"
+    else:
+        assert len(acked) == 1 and acked[0][3] is not None, f"p2's produce after the fence: {acked}, want a delivery error"
+        produce_err = acked[0][3]
+        assert produce_err.code() in FENCED_CODES, f"p2's produce after the fence failed with {_txn_err(produce_err)}, want a fenced error"
+        err = txn_expect_failure("p2: commit_transaction after being fenced", p2.commit_transaction, TIMEOUT)
+        if not err.fatal():
+            # librdkafka takes a fenced produce as abortable; the abort's EndTxn meets the new epoch.
+            assert err.txn_requires_abort(), f"p2's commit after the fence: {_txn_err(err)}"
+            err = txn_expect_failure("p2: abort_transaction after being fenced", p2.abort_transaction, TIMEOUT)
+        assert err.fatal() and err.code() in FENCED_CODES, f"p2 after the fence: {_txn_err(err)}; want a fatal fenced error"
+        note2 = f"{produce_err.name()} on produce, then {err.name()}"
 
     txn(p3, "p3-committed", 3)
     rc = values_of(read_isolated(ctx, topic, parts, "read_committed"))
