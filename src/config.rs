@@ -126,6 +126,10 @@ pub struct Config {
     pub transaction_max_timeout_ms: i32,
     /// Kafka's `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
     pub transaction_timeout_check_interval_ms: i64,
+    /// Kafka's `transactional.id.expiration.ms`.
+    pub transactional_id_expiration_ms: i64,
+    /// Kafka's `transaction.remove.expired.transaction.cleanup.interval.ms`.
+    pub transactional_id_expiry_check_interval_ms: i64,
     /// Kafka's `replica.lag.time.max.ms`.
     pub replica_lag_time_max_ms: i64,
     /// Kafka's `auto.leader.rebalance.enable`.
@@ -478,6 +482,10 @@ settings! {
         "the longest `transaction.timeout.ms` a transactional producer may ask for; InitProducerId with more is refused with INVALID_TRANSACTION_TIMEOUT (Kafka `transaction.max.timeout.ms`)";
     transaction_abort_timed_out_transaction_cleanup_interval_ms: i64, "SPATE_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS", Toml("10000"), "ms", Some((1, I32_MAX)),
         "how often each transaction coordinator aborts the transactions open longer than their timeout (Kafka `transaction.abort.timed.out.transaction.cleanup.interval.ms`)";
+    transactional_id_expiration_ms: i64, "SPATE_TRANSACTIONAL_ID_EXPIRATION_MS", Toml("604800000"), "ms", Some((1, I32_MAX)),
+        "a transactional id with no transaction ongoing and no request for this long is forgotten (a tombstone in `__transaction_state`); its next InitProducerId gets a new producer id (Kafka `transactional.id.expiration.ms`)";
+    transaction_remove_expired_transaction_cleanup_interval_ms: i64, "SPATE_TRANSACTION_REMOVE_EXPIRED_TRANSACTION_CLEANUP_INTERVAL_MS", Toml("3600000"), "ms", Some((1, I32_MAX)),
+        "how often each transaction coordinator looks for transactional ids to forget (Kafka `transaction.remove.expired.transaction.cleanup.interval.ms`)";
     min_insync_replicas: i64, "SPATE_MIN_INSYNC_REPLICAS", Toml("1"), "replicas", Some((1, 32)),
         "an acks=all produce to a partition whose in-sync replicas are fewer is refused with NOT_ENOUGH_REPLICAS (Kafka `min.insync.replicas`; topic `min.insync.replicas`)";
     auto_leader_rebalance_enable: bool, "SPATE_AUTO_LEADER_REBALANCE_ENABLE", Toml("true"), "bool", None,
@@ -755,6 +763,8 @@ impl Config {
             transaction_state_log_replication_factor: g.transaction_state_log_replication_factor.or_default() as usize,
             transaction_max_timeout_ms: g.transaction_max_timeout_ms.or_default(),
             transaction_timeout_check_interval_ms: g.transaction_abort_timed_out_transaction_cleanup_interval_ms.or_default(),
+            transactional_id_expiration_ms: g.transactional_id_expiration_ms.or_default(),
+            transactional_id_expiry_check_interval_ms: g.transaction_remove_expired_transaction_cleanup_interval_ms.or_default(),
             replica_lag_time_max_ms: g.replica_lag_time_max_ms.or_default(),
             auto_leader_rebalance: g.auto_leader_rebalance_enable.or_default(),
             leader_imbalance_check_interval_ms: g.leader_imbalance_check_interval_seconds.or_default() * 1000,
@@ -787,6 +797,12 @@ impl Config {
                 "transaction.abort.timed.out.transaction.cleanup.interval.ms",
                 self.transaction_timeout_check_interval_ms.to_string(),
                 Some("transaction_abort_timed_out_transaction_cleanup_interval_ms"),
+            ),
+            e("transactional.id.expiration.ms", self.transactional_id_expiration_ms.to_string(), Some("transactional_id_expiration_ms")),
+            e(
+                "transaction.remove.expired.transaction.cleanup.interval.ms",
+                self.transactional_id_expiry_check_interval_ms.to_string(),
+                Some("transaction_remove_expired_transaction_cleanup_interval_ms"),
             ),
             e("min.insync.replicas", d.min_insync_replicas.to_string(), Some("min_insync_replicas")),
             e("unclean.leader.election.enable", d.unclean_leader_election.to_string(), None),

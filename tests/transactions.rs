@@ -543,3 +543,36 @@ fn librdkafka_copies_a_topic_exactly_once_through_kill9() {
     }
     eprintln!("copied {N} records in {transactions} transactions; the copier started {starts} times");
 }
+
+/// A transactional id idle longer than `transactional_id_expiration_ms` with no transaction
+/// under way is forgotten (a tombstone in `__transaction_state`, so also after a restart), and
+/// its next InitProducerId gets a new producer id at epoch 0.
+#[test]
+fn an_idle_transactional_id_expires_and_starts_afresh() {
+    let mut broker = Broker::start(&["--transactional-id-expiration-ms", "1000", "--transaction-remove-expired-transaction-cleanup-interval-ms", "200"]);
+    create_topic(&broker.bootstrap(), "e", 1, &[]);
+    let mut raw = Raw::connect(broker.port);
+    let id = "tx-idle";
+    let pe = init(&mut raw, id, 60_000);
+    assert_eq!(add(&mut raw, id, pe, "e", &[0]), 0);
+    assert_eq!(produce(&mut raw, id, pe, "e", 0, 0, 1, "e").0, 0);
+    assert_eq!(end(&mut raw, id, pe, true), 0);
+    wait_stable(&mut raw, "e", 0, &broker);
+    let describe = |raw: &mut Raw| -> i16 {
+        let r: DescribeTransactionsResponse =
+            raw.call(ApiKey::DescribeTransactions, 0, &DescribeTransactionsRequest::default().with_transactional_ids(vec![txn_id(id)]), 0);
+        r.transaction_states[0].error_code
+    };
+    const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while describe(&mut raw) != TRANSACTIONAL_ID_NOT_FOUND {
+        assert!(Instant::now() < deadline, "the idle id was never forgotten; log:\n{}", broker.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(broker.log().contains("transactional id expired"), "{}", broker.log());
+    broker.restart();
+    let mut raw = Raw::connect(broker.port);
+    assert_eq!(describe(&mut raw), TRANSACTIONAL_ID_NOT_FOUND, "the tombstone outlives a kill -9");
+    let again = init(&mut raw, id, 60_000);
+    assert!(again.0 != pe.0 && again.1 == 0, "a forgotten id starts afresh: {again:?} after {pe:?}");
+}

@@ -261,6 +261,13 @@ pub fn expire(m: &TxnMeta, now: i64) -> Option<TxnMeta> {
     Some(next)
 }
 
+/// Whether a transactional id unused since `m.last_update_ms` is to be forgotten at `now`: no
+/// transaction ongoing or being completed, and idle longer than `expiration_ms` (Kafka's
+/// `transactional.id.expiration.ms`).
+pub fn expired_id(m: &TxnMeta, now: i64, expiration_ms: i64) -> bool {
+    matches!(m.state, TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort) && now - m.last_update_ms > expiration_ms
+}
+
 /// Kafka's `TransactionLogKey` (version 0): the transactional id.
 pub fn encode_key(transactional_id: &str) -> Vec<u8> {
     let mut out = 0i16.to_be_bytes().to_vec();
@@ -455,6 +462,18 @@ mod tests {
         old.producer_epoch = i16::MAX - 1;
         let renewed = written(init_producer_id(Some(&old), 60_000, MAX, (-1, -1), 64_000, &mut || Some(555)));
         assert_eq!((renewed.producer_id, renewed.producer_epoch), (555, 0), "a new producer id once the epoch is spent");
+    }
+
+    #[test]
+    fn only_idle_ids_without_a_transaction_expire() {
+        let m = written(init(None, (-1, -1)));
+        assert!(!expired_id(&m, 1_000 + 500, 500), "not idle long enough");
+        assert!(expired_id(&m, 1_000 + 501, 500));
+        let ongoing = add_partitions(&m, 101, 0, &[tp("a", 0)], 1_000).unwrap().unwrap();
+        assert!(!expired_id(&ongoing, 1_000_000, 500), "an ongoing transaction is aborted by its timeout, not forgotten");
+        let End::Prepare(p) = end_txn(&ongoing, 101, 0, true, 1_000).unwrap() else { panic!() };
+        assert!(!expired_id(&p, 1_000_000, 500));
+        assert!(expired_id(&complete(&p, 1_000), 1_000_000, 500));
     }
 
     #[test]

@@ -340,7 +340,9 @@ async fn recover_and_bind(shard: &Shard, image: Arc<MetadataImage>) -> Result<Li
 /// Every 100 ms: expire group sessions and finish rebalances, and apply the time part of the
 /// interval flush policy (`flush.ms`) on this core's partitions. Every
 /// `offsets.retention.check.interval.ms`: expire committed offsets. Every
-/// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: abort timed-out transactions. Every
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: abort timed-out transactions.
+/// Every `transaction.remove.expired.transaction.cleanup.interval.ms`: forget idle
+/// transactional ids. Every
 /// `log.retention.check.interval.ms`: roll active segments older than `segment.ms` and delete
 /// the segments retention no longer keeps. Every `log.cleaner.backoff.ms`: compact the
 /// compacted topics. Ends at its next turn once shutdown stops background work (a compaction
@@ -354,6 +356,8 @@ async fn housekeeping() {
     let mut next_retention = crate::storage::now_ms() + retention_check;
     let txn_check = shard::current().config.transaction_timeout_check_interval_ms;
     let mut next_txn_check = crate::storage::now_ms() + txn_check;
+    let id_check = shard::current().config.transactional_id_expiry_check_interval_ms;
+    let mut next_id_check = crate::storage::now_ms() + id_check;
     let mut next_publish = 0;
     while !shard::current().lifecycle.is_background_stopping() {
         rt::sleep(Duration::from_millis(100)).await;
@@ -368,6 +372,11 @@ async fn housekeeping() {
         if now >= next_txn_check {
             next_txn_check = now + txn_check;
             shard::current().transactions.abort_expired().await;
+        }
+        if now >= next_id_check {
+            next_id_check = now + id_check;
+            let expiration = shard::current().config.transactional_id_expiration_ms;
+            shard::current().transactions.expire_ids(expiration).await;
         }
         if now >= next_publish {
             next_publish = now + 1000;

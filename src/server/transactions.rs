@@ -243,6 +243,28 @@ impl Transactions {
         }
     }
 
+    /// Forgets the transactional ids idle longer than `expiration_ms` with no transaction under
+    /// way ([`txn::expired_id`]): a tombstone in `__transaction_state` first, then memory. The
+    /// id's next InitProducerId starts afresh with a new producer id.
+    pub async fn expire_ids(&self, expiration_ms: i64) {
+        let now = now_ms();
+        let due: Vec<String> = self.entries.borrow().iter().filter(|(_, m)| txn::expired_id(m, now, expiration_ms)).map(|(id, _)| id.clone()).collect();
+        for id in due {
+            let Ok(busy) = self.take(&id) else { continue };
+            // Looked at again under the busy mark: a request may have used it meanwhile.
+            if !self.meta(&id).is_some_and(|m| txn::expired_id(&m, now_ms(), expiration_ms)) {
+                continue;
+            }
+            let record = [(Some(Bytes::from(txn::encode_key(&id))), None)];
+            if append_coordinator_batch(TXN_TOPIC, txn_partition(&id), batch::build(&record, now_ms()), &id).await.is_err() {
+                continue;
+            }
+            self.entries.borrow_mut().remove(&id);
+            drop(busy);
+            tracing::info!(transactional_id = %id, "transactional id expired (transactional.id.expiration.ms)");
+        }
+    }
+
     fn bump(&self, f: impl FnOnce(&mut TxnCounts)) {
         let mut c = self.counts.get();
         f(&mut c);
