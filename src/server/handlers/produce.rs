@@ -63,9 +63,9 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, fr
                     BatchError::Corrupt(_) => (ResponseError::CorruptMessage, e.to_string()),
                     BatchError::UnsupportedMagic(_) => (ResponseError::UnsupportedForMessageFormat, e.to_string()),
                 })?;
-                // Markers are the transaction coordinator's to write, as in Kafka; and a
-                // transactional batch needs a transaction the coordinator opened, which Spate
-                // does not run yet (issue 23): KIP-890's answer for a producer with none.
+                // Markers are the transaction coordinator's to write, as in Kafka; a producer's
+                // batch carries sequences; a transactional batch comes with its transactional id
+                // (its partition is checked with the coordinator below, on the owning core).
                 if batches.iter().any(|(_, h)| h.is_control()) {
                     return Err((ResponseError::InvalidRecord, "clients may not write control batches (transaction markers)".to_string()));
                 }
@@ -114,44 +114,44 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, fr
     let results = on_partitions(shard, work, move |log, (topic, partition, batches): (String, i32, Vec<(BytesMut, BatchHeader)>)| {
         let txn_id = txn_id.clone();
         async move {
-        // KIP-890 part 1: a producer's first transactional batch in this partition is taken
-        // only if its coordinator has the partition in the producer's ongoing transaction, so
-        // a late batch of an ended transaction cannot open one that nobody will close.
-        if let Some((_, h)) = batches.first().filter(|(_, h)| h.is_transactional()) {
-            if !log.in_transaction(h.producer_id) {
-                let s = super::super::shard::current();
-                let (pid, epoch) = (h.producer_id, h.producer_epoch);
-                super::super::transactions::verify_partition(&s, &txn_id, pid, epoch, &topic, partition).await.map_err(|code| {
-                    let msg = format!("producer {pid} epoch {epoch} has no ongoing transaction with {topic}-{partition} at its coordinator");
-                    // Kafka answers a fenced producer's produce INVALID_PRODUCER_EPOCH (what
-                    // producers expect there), whatever the coordinator said.
-                    let e = match ResponseError::try_from_code(code) {
-                        Some(ResponseError::ProducerFenced) | None => ResponseError::InvalidProducerEpoch,
-                        Some(e) => e,
-                    };
-                    (e, msg)
-                })?;
+            // KIP-890 part 1: a producer's first transactional batch in this partition is taken
+            // only if its coordinator has the partition in the producer's ongoing transaction, so
+            // a late batch of an ended transaction cannot open one that nobody will close.
+            if let Some((_, h)) = batches.first().filter(|(_, h)| h.is_transactional()) {
+                if !log.in_transaction(h.producer_id) {
+                    let s = super::super::shard::current();
+                    let (pid, epoch) = (h.producer_id, h.producer_epoch);
+                    super::super::transactions::verify_partition(&s, &txn_id, pid, epoch, &topic, partition).await.map_err(|code| {
+                        let msg = format!("producer {pid} epoch {epoch} has no ongoing transaction with {topic}-{partition} at its coordinator");
+                        // Kafka answers a fenced producer's produce INVALID_PRODUCER_EPOCH (what
+                        // producers expect there), whatever the coordinator said.
+                        let e = match ResponseError::try_from_code(code) {
+                            Some(ResponseError::ProducerFenced) | None => ResponseError::InvalidProducerEpoch,
+                            Some(e) => e,
+                        };
+                        (e, msg)
+                    })?;
+                }
             }
-        }
-        let bytes = batches.iter().map(|(b, _)| b.len() as u64).sum();
-        let records = batches.iter().map(|(_, h)| h.records_count.max(0) as u64).sum();
-        let s = super::super::shard::current();
-        // Leadership may have moved since the request was routed: a follower's log takes only
-        // its leader's batches (one that slipped in would be cut back, unacknowledged).
-        let image = s.image();
-        if !image.topic(&topic).is_some_and(|t| image.leads(t, partition)) {
-            return Err((ResponseError::NotLeaderOrFollower, format!("broker {} no longer leads {topic}-{partition}", image.node_id)));
-        }
-        // A replicated partition's acks=all waits for its in-sync replicas too (at the
-        // leadership the append was made under).
-        let epoch = if wait_durable { s.replication.leading_epoch(&topic, partition) } else { None };
-        let r = log.append_owned(batches, wait_durable).await.map_err(|e| (super::log_error_code(&e), e.to_string()));
-        if r.is_ok() {
-            crate::metrics::produced(&topic, bytes, records);
-        }
-        let a = r?;
-        crate::server::replication::wait_for_isr(&s, &topic, partition, &log, a.end, epoch, timeout_ms).await?;
-        Ok(a)
+            let bytes = batches.iter().map(|(b, _)| b.len() as u64).sum();
+            let records = batches.iter().map(|(_, h)| h.records_count.max(0) as u64).sum();
+            let s = super::super::shard::current();
+            // Leadership may have moved since the request was routed: a follower's log takes only
+            // its leader's batches (one that slipped in would be cut back, unacknowledged).
+            let image = s.image();
+            if !image.topic(&topic).is_some_and(|t| image.leads(t, partition)) {
+                return Err((ResponseError::NotLeaderOrFollower, format!("broker {} no longer leads {topic}-{partition}", image.node_id)));
+            }
+            // A replicated partition's acks=all waits for its in-sync replicas too (at the
+            // leadership the append was made under).
+            let epoch = if wait_durable { s.replication.leading_epoch(&topic, partition) } else { None };
+            let r = log.append_owned(batches, wait_durable).await.map_err(|e| (super::log_error_code(&e), e.to_string()));
+            if r.is_ok() {
+                crate::metrics::produced(&topic, bytes, records);
+            }
+            let a = r?;
+            crate::server::replication::wait_for_isr(&s, &topic, partition, &log, a.end, epoch, timeout_ms).await?;
+            Ok(a)
         }
     })
     .await;
