@@ -433,91 +433,76 @@ impl Groups {
         let Some(log) = shard.partition(OFFSETS_TOPIC, p) else {
             return Ok(0);
         };
-        let mut at = log.offsets().log_start;
         // KIP-848 groups come in several records each; they are put together, then restored.
         let mut consumers: HashMap<String, StoredGroup> = HashMap::new();
-        loop {
-            // All that is written: a replica that has just become the leader serves what it
-            // holds past its high watermark too (nothing will cut it now).
-            let r = log.read_for_replica(at, 1 << 20).await.map_err(|e| format!("reading {OFFSETS_TOPIC}-{p}: {e}"))?;
-            if r.records.is_empty() {
-                break;
-            }
-            let mut next = at;
+        replay_written(&log, OFFSETS_TOPIC, p, |bytes, h| {
             let mut entries = self.entries.borrow_mut();
-            batch::scan(&r.records, |pos, h| {
-                next = h.last_offset() + 1;
-                let bytes = &r.records[pos..pos + h.total_len()];
-                if h.is_control() {
-                    // A transaction's marker settles its offsets, as when it was written.
-                    if let Some(marker) = batch::parse_marker(bytes, h) {
-                        for (_, e) in entries.iter_mut().filter(|(id, _)| offsets_partition(id) == p) {
-                            if let Some(pending) = e.txn_offsets.remove(&h.producer_id) {
-                                if marker.commit {
-                                    e.offsets.extend(pending);
-                                }
+            if h.is_control() {
+                // A transaction's marker settles its offsets, as when it was written.
+                if let Some(marker) = batch::parse_marker(bytes, h) {
+                    for (_, e) in entries.iter_mut().filter(|(id, _)| offsets_partition(id) == p) {
+                        if let Some(pending) = e.txn_offsets.remove(&h.producer_id) {
+                            if marker.commit {
+                                e.offsets.extend(pending);
                             }
                         }
                     }
-                    return;
                 }
-                let Some(kvs) = batch::key_values(bytes, h) else {
-                    return;
-                };
-                for (k, v) in kvs {
-                    let Some(key) = k else { continue };
-                    match offsets::decode_record(&key, v.as_deref()) {
-                        Some(Record::Offset { group, topic, partition, committed: Some(c) }) if h.is_transactional() => {
-                            let e = self.entry(&mut entries, &group);
-                            e.txn_offsets.entry(h.producer_id).or_default().insert((topic, partition), c);
-                        }
-                        Some(Record::Offset { group, topic, partition, committed }) => {
-                            let offsets = &mut self.entry(&mut entries, &group).offsets;
-                            match committed {
-                                Some(c) => offsets.insert((topic, partition), c),
-                                None => offsets.remove(&(topic, partition)),
-                            };
-                        }
-                        Some(Record::Group { group, snapshot }) => {
-                            let e = self.entry(&mut entries, &group);
-                            (e.group, e.persisted, e.empty_since) = match snapshot {
-                                Some(snap) => {
-                                    let since = snap.members.is_empty().then_some(snap.state_ms);
-                                    let g = Group::restore(group, self.config, snap, now_ms());
-                                    let marker = (g.generation(), g.state());
-                                    (g, marker, since)
-                                }
-                                None => (Group::new(group, self.config), Group::initial_marker(), None),
-                            };
-                        }
-                        Some(Record::ConsumerGroupEpoch { group, epoch: Some(epoch) }) => {
-                            consumers.entry(group).or_default().group_epoch = epoch;
-                        }
-                        Some(Record::ConsumerGroupEpoch { group, epoch: None }) => {
-                            consumers.remove(&group);
-                        }
-                        Some(Record::ConsumerTargetEpoch { group, epoch }) => {
-                            consumers.entry(group).or_default().assignment_epoch = epoch.unwrap_or(0);
-                        }
-                        Some(Record::ConsumerMember { group, member, metadata }) => {
-                            consumers.entry(group).or_default().members.entry(member).or_default().metadata = metadata;
-                        }
-                        Some(Record::ConsumerTarget { group, member, partitions }) => {
-                            consumers.entry(group).or_default().members.entry(member).or_default().target = partitions;
-                        }
-                        Some(Record::ConsumerAssignment { group, member, assignment }) => {
-                            consumers.entry(group).or_default().members.entry(member).or_default().assignment = assignment;
-                        }
-                        None => continue,
-                    }
-                    applied += 1;
-                }
-            });
-            if next <= at {
-                return Err(format!("{OFFSETS_TOPIC}-{p}: no progress reading at offset {at}"));
+                return;
             }
-            at = next;
-        }
+            let Some(kvs) = batch::key_values(bytes, h) else {
+                return;
+            };
+            for (k, v) in kvs {
+                let Some(key) = k else { continue };
+                match offsets::decode_record(&key, v.as_deref()) {
+                    Some(Record::Offset { group, topic, partition, committed: Some(c) }) if h.is_transactional() => {
+                        let e = self.entry(&mut entries, &group);
+                        e.txn_offsets.entry(h.producer_id).or_default().insert((topic, partition), c);
+                    }
+                    Some(Record::Offset { group, topic, partition, committed }) => {
+                        let offsets = &mut self.entry(&mut entries, &group).offsets;
+                        match committed {
+                            Some(c) => offsets.insert((topic, partition), c),
+                            None => offsets.remove(&(topic, partition)),
+                        };
+                    }
+                    Some(Record::Group { group, snapshot }) => {
+                        let e = self.entry(&mut entries, &group);
+                        (e.group, e.persisted, e.empty_since) = match snapshot {
+                            Some(snap) => {
+                                let since = snap.members.is_empty().then_some(snap.state_ms);
+                                let g = Group::restore(group, self.config, snap, now_ms());
+                                let marker = (g.generation(), g.state());
+                                (g, marker, since)
+                            }
+                            None => (Group::new(group, self.config), Group::initial_marker(), None),
+                        };
+                    }
+                    Some(Record::ConsumerGroupEpoch { group, epoch: Some(epoch) }) => {
+                        consumers.entry(group).or_default().group_epoch = epoch;
+                    }
+                    Some(Record::ConsumerGroupEpoch { group, epoch: None }) => {
+                        consumers.remove(&group);
+                    }
+                    Some(Record::ConsumerTargetEpoch { group, epoch }) => {
+                        consumers.entry(group).or_default().assignment_epoch = epoch.unwrap_or(0);
+                    }
+                    Some(Record::ConsumerMember { group, member, metadata }) => {
+                        consumers.entry(group).or_default().members.entry(member).or_default().metadata = metadata;
+                    }
+                    Some(Record::ConsumerTarget { group, member, partitions }) => {
+                        consumers.entry(group).or_default().members.entry(member).or_default().target = partitions;
+                    }
+                    Some(Record::ConsumerAssignment { group, member, assignment }) => {
+                        consumers.entry(group).or_default().members.entry(member).or_default().assignment = assignment;
+                    }
+                    None => continue,
+                }
+                applied += 1;
+            }
+        })
+        .await?;
         let image = shard.image();
         let now = now_ms();
         let mut entries = self.entries.borrow_mut();
@@ -858,6 +843,29 @@ pub(crate) fn subscribed_topics(metadata: &bytes::Bytes) -> Vec<String> {
     match ConsumerProtocolSubscription::decode(&mut b, version) {
         Ok(sub) => sub.topics.into_iter().map(|t| t.to_string()).collect(),
         Err(_) => Vec::new(),
+    }
+}
+
+/// Hands every batch written to partition `p` of the internal topic `topic` to `f`, in order,
+/// from the log start: what a coordinator replays when it takes the partition. All that is
+/// written, past the high watermark too: a replica that has just become the leader serves it
+/// (nothing will cut it now).
+pub(super) async fn replay_written(log: &crate::storage::log::PartitionLog, topic: &str, p: i32, mut f: impl FnMut(&[u8], &batch::BatchHeader)) -> Result<(), String> {
+    let mut at = log.offsets().log_start;
+    loop {
+        let r = log.read_for_replica(at, 1 << 20).await.map_err(|e| format!("reading {topic}-{p}: {e}"))?;
+        if r.records.is_empty() {
+            return Ok(());
+        }
+        let mut next = at;
+        batch::scan(&r.records, |pos, h| {
+            next = h.last_offset() + 1;
+            f(&r.records[pos..pos + h.total_len()], h);
+        });
+        if next <= at {
+            return Err(format!("{topic}-{p}: no progress reading at offset {at}"));
+        }
+        at = next;
     }
 }
 

@@ -28,7 +28,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request};
 
-use super::groups::{append_coordinator_batch, ensure_internal_topic, kafka_partition_of, OFFSETS_TOPIC};
+use super::groups::{append_coordinator_batch, ensure_internal_topic, kafka_partition_of, replay_written, OFFSETS_TOPIC};
 use super::handlers::{on_partitions, PartWork};
 use super::shard::{current, Shard};
 use crate::coordinator::transaction::{self as txn, End, Init, TxnMeta, TxnState};
@@ -145,8 +145,7 @@ impl Transactions {
 
     /// Writes `next` as `id`'s state; on success it takes effect.
     async fn write(&self, id: &str, next: TxnMeta) -> Result<(), i16> {
-        let record = [(Some(Bytes::from(txn::encode_key(id))), Some(Bytes::from(txn::encode_value(&next))))];
-        append_coordinator_batch(TXN_TOPIC, txn_partition(id), batch::build(&record, now_ms()), id).await?;
+        append_state(id, Some(&next)).await?;
         self.entries.borrow_mut().insert(id.to_string(), next);
         Ok(())
     }
@@ -255,8 +254,7 @@ impl Transactions {
             if !self.meta(&id).is_some_and(|m| txn::expired_id(&m, now_ms(), expiration_ms)) {
                 continue;
             }
-            let record = [(Some(Bytes::from(txn::encode_key(&id))), None)];
-            if append_coordinator_batch(TXN_TOPIC, txn_partition(&id), batch::build(&record, now_ms()), &id).await.is_err() {
+            if append_state(&id, None).await.is_err() {
                 continue;
             }
             self.entries.borrow_mut().remove(&id);
@@ -350,37 +348,25 @@ impl Transactions {
     /// how many records were read.
     pub async fn load(&self, shard: &Shard, p: i32) -> Result<usize, String> {
         let Some(log) = shard.partition(TXN_TOPIC, p) else { return Ok(0) };
-        let mut at = log.offsets().log_start;
         let mut read = 0;
         let mut found: BTreeMap<String, Option<TxnMeta>> = BTreeMap::new();
-        loop {
-            let r = log.read_for_replica(at, 1 << 20).await.map_err(|e| format!("reading {TXN_TOPIC}-{p}: {e}"))?;
-            if r.records.is_empty() {
-                break;
-            }
-            let mut next = at;
-            batch::scan(&r.records, |pos, h| {
-                next = h.last_offset() + 1;
-                let Some(kvs) = batch::key_values(&r.records[pos..pos + h.total_len()], h) else { return };
-                for (k, v) in kvs {
-                    let Some(id) = k.as_deref().and_then(txn::decode_key) else { continue };
-                    read += 1;
-                    match v.as_deref().map(txn::decode_value) {
-                        None => {
-                            found.insert(id, None);
-                        }
-                        Some(Some(m)) => {
-                            found.insert(id, Some(m));
-                        }
-                        Some(None) => tracing::warn!(transactional_id = %id, "unreadable {TXN_TOPIC} record skipped"),
+        replay_written(&log, TXN_TOPIC, p, |bytes, h| {
+            let Some(kvs) = batch::key_values(bytes, h) else { return };
+            for (k, v) in kvs {
+                let Some(id) = k.as_deref().and_then(txn::decode_key) else { continue };
+                read += 1;
+                match v.as_deref().map(txn::decode_value) {
+                    None => {
+                        found.insert(id, None);
                     }
+                    Some(Some(m)) => {
+                        found.insert(id, Some(m));
+                    }
+                    Some(None) => tracing::warn!(transactional_id = %id, "unreadable {TXN_TOPIC} record skipped"),
                 }
-            });
-            if next <= at {
-                return Err(format!("{TXN_TOPIC}-{p}: no progress reading at offset {at}"));
             }
-            at = next;
-        }
+        })
+        .await?;
         let mut resume = Vec::new();
         {
             let mut entries = self.entries.borrow_mut();
@@ -484,6 +470,13 @@ pub async fn verify_partition(shard: &Rc<Shard>, id: &str, producer_id: i64, epo
     } else {
         Err(code)
     }
+}
+
+/// Appends `id`'s state record (`None`: its tombstone) to its `__transaction_state` partition,
+/// durably and to the in-sync replicas.
+async fn append_state(id: &str, state: Option<&TxnMeta>) -> Result<(), i16> {
+    let record = [(Some(Bytes::from(txn::encode_key(id))), state.map(|m| Bytes::from(txn::encode_value(m))))];
+    append_coordinator_batch(TXN_TOPIC, txn_partition(id), batch::build(&record, now_ms()), id).await
 }
 
 /// The coordinator epoch markers carry: the leader epoch of the id's `__transaction_state`

@@ -11,15 +11,20 @@ pub(super) fn last_bytes(parts: &[&[u8]], n: usize) -> Vec<u8> {
     out
 }
 
+/// The aborted-transaction index entry of a transaction a marker just closed (the marker is the
+/// last batch `producers` has seen), or `None` if it was committed. Appends and recovery's
+/// replay both build theirs here.
+pub(super) fn aborted_entry(producers: &ProducerStates, t: &CompletedTxn) -> Option<AbortedTxn> {
+    let lso = producers.first_open_offset().unwrap_or(t.last_offset + 1);
+    t.aborted.then_some(AbortedTxn { producer_id: t.producer_id, first_offset: t.first_offset, last_offset: t.last_offset, last_stable_offset: lso })
+}
+
 /// Adds a transaction a marker just closed to the active segment's aborted-transaction index,
-/// if it was aborted (the marker is the last batch appended).
+/// if it was aborted.
 pub(super) fn note_aborted(st: &mut State, t: CompletedTxn) {
-    if !t.aborted {
-        return;
+    if let Some(entry) = aborted_entry(&st.producers, &t) {
+        txn_index::insert(&mut st.active().aborted, entry);
     }
-    let lso = st.producers.first_open_offset().unwrap_or(t.last_offset + 1);
-    let entry = AbortedTxn { producer_id: t.producer_id, first_offset: t.first_offset, last_offset: t.last_offset, last_stable_offset: lso };
-    txn_index::insert(&mut st.active().aborted, entry);
 }
 
 impl PartitionLog {

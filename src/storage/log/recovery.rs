@@ -63,9 +63,8 @@ pub(super) async fn load_producer_state(
                 if let Some(marker) = h.is_control().then(|| crate::protocol::batch::parse_marker(bytes, h)).flatten() {
                     // The aborted-transaction index of what is replayed is rebuilt here (the
                     // entries a `.txnindex` file gave are kept once).
-                    if let Some(t) = state.end_transaction(h, marker, h.base_offset, now_ms()).filter(|t| t.aborted) {
-                        let lso = state.first_open_offset().unwrap_or(t.last_offset + 1);
-                        let entry = AbortedTxn { producer_id: t.producer_id, first_offset: t.first_offset, last_offset: t.last_offset, last_stable_offset: lso };
+                    let closed = state.end_transaction(h, marker, h.base_offset, now_ms());
+                    if let Some(entry) = closed.and_then(|t| super::append::aborted_entry(&state, &t)) {
                         txn_index::insert(&mut seg.aborted, entry);
                         if rebuilt.last() != Some(&seg.base) {
                             rebuilt.push(seg.base);
