@@ -124,6 +124,8 @@ pub struct Config {
     pub transaction_state_log_replication_factor: usize,
     /// Kafka's `transaction.max.timeout.ms`.
     pub transaction_max_timeout_ms: i32,
+    /// The `transaction.version` feature finalized in ApiVersions (1 or 2).
+    pub transaction_version: i16,
     /// Kafka's `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
     pub transaction_timeout_check_interval_ms: i64,
     /// Kafka's `transactional.id.expiration.ms`.
@@ -480,6 +482,8 @@ settings! {
         "replicas of each `__transaction_state` partition, in a cluster; fewer when fewer brokers are live when it is created (Kafka `transaction.state.log.replication.factor`)";
     transaction_max_timeout_ms: i32, "SPATE_TRANSACTION_MAX_TIMEOUT_MS", Toml("900000"), "ms", Some((1, I32_MAX)),
         "the longest `transaction.timeout.ms` a transactional producer may ask for; InitProducerId with more is refused with INVALID_TRANSACTION_TIMEOUT (Kafka `transaction.max.timeout.ms`)";
+    transaction_version: i64, "SPATE_TRANSACTION_VERSION", Toml("2"), "level", Some((1, 2)),
+        "the `transaction.version` feature ApiVersions advertises as finalized: 2 (Kafka 4.x's default) has Java 4.x clients bump the producer epoch with every transaction and leave adding partitions to the brokers (KIP-890 part 2: EndTxn v5, TxnOffsetCommit v5); 1 keeps every client on transaction version 1 (EndTxn and TxnOffsetCommit up to v4)";
     transaction_abort_timed_out_transaction_cleanup_interval_ms: i64, "SPATE_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS", Toml("10000"), "ms", Some((1, I32_MAX)),
         "how often each transaction coordinator aborts the transactions open longer than their timeout (Kafka `transaction.abort.timed.out.transaction.cleanup.interval.ms`)";
     transactional_id_expiration_ms: i64, "SPATE_TRANSACTIONAL_ID_EXPIRATION_MS", Toml("604800000"), "ms", Some((1, I32_MAX)),
@@ -762,6 +766,7 @@ impl Config {
             offsets_topic_replication_factor: g.offsets_topic_replication_factor.or_default() as usize,
             transaction_state_log_replication_factor: g.transaction_state_log_replication_factor.or_default() as usize,
             transaction_max_timeout_ms: g.transaction_max_timeout_ms.or_default(),
+            transaction_version: g.transaction_version.or_default() as i16,
             transaction_timeout_check_interval_ms: g.transaction_abort_timed_out_transaction_cleanup_interval_ms.or_default(),
             transactional_id_expiration_ms: g.transactional_id_expiration_ms.or_default(),
             transactional_id_expiry_check_interval_ms: g.transaction_remove_expired_transaction_cleanup_interval_ms.or_default(),

@@ -59,7 +59,7 @@ pub fn request(frame_bytes: &[u8]) -> RequestOutcome {
     };
     let v = header.request_api_version;
     if key == ApiKey::ApiVersions {
-        let (resp, version) = api_versions::handle(v, body);
+        let (resp, version) = api_versions::handle(v, body, 2);
         frame::encode_response(key, version, header.correlation_id, &resp)
             .expect("the ApiVersions answer encodes at the version handle() picked");
         return RequestOutcome::ApiVersions;

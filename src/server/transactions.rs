@@ -179,12 +179,14 @@ impl Transactions {
     /// AddPartitionsToTxn / AddOffsetsToTxn: one code for all of `partitions`. While the
     /// producer's previous transaction is being completed, waits for it (up to
     /// [`PREVIOUS_TXN_WAIT`]) rather than answering CONCURRENT_TRANSACTIONS at once.
-    pub async fn add_partitions(&self, id: &str, producer_id: i64, epoch: i16, partitions: Vec<(String, i32)>) -> Result<(), i16> {
+    /// `version2`: added by a partition leader or group coordinator for a client of transaction
+    /// version 2.
+    pub async fn add_partitions(&self, id: &str, producer_id: i64, epoch: i16, partitions: Vec<(String, i32)>, version2: bool) -> Result<(), i16> {
         let deadline = std::time::Instant::now() + PREVIOUS_TXN_WAIT;
         let (busy, m) = loop {
             let busy = self.take(id);
             let m = self.meta(id);
-            let completing = busy.is_err() || m.as_ref().is_some_and(|m| m.state.is_prepare() && m.producer_id == producer_id && m.producer_epoch == epoch);
+            let completing = busy.is_err() || m.as_ref().is_some_and(|m| m.state.is_prepare() && txn::after_completion(m) == (producer_id, epoch));
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if !completing || left.is_zero() {
                 break (busy?, m);
@@ -193,7 +195,7 @@ impl Transactions {
             let _ = rt::timeout(left, self.changed.wait()).await;
         };
         let Some(m) = m else { return Err(ResponseError::InvalidProducerIdMapping.code()) };
-        if let Some(next) = txn::add_partitions(&m, producer_id, epoch, &partitions, now_ms()).map_err(|e| e.code())? {
+        if let Some(next) = txn::add_partitions(&m, producer_id, epoch, &partitions, version2, now_ms()).map_err(|e| e.code())? {
             self.write(id, next).await?;
         }
         drop(busy);
@@ -206,17 +208,28 @@ impl Transactions {
         txn::verify(&m, producer_id, epoch, partition).map_err(|e| e.code())
     }
 
-    /// EndTxn: answered once the Prepare state is written; the markers follow.
-    pub async fn end_txn(&self, id: &str, producer_id: i64, epoch: i16, commit: bool) -> Result<(), i16> {
+    /// EndTxn: answered once the Prepare state is written; the markers follow. The answer is
+    /// the producer id and epoch the producer goes on with (transaction version 2 bumps it).
+    pub async fn end_txn(&self, id: &str, producer_id: i64, epoch: i16, commit: bool, version2: bool) -> Result<(i64, i16), i16> {
         let busy = self.take(id)?;
         let Some(m) = self.meta(id) else { return Err(ResponseError::InvalidProducerIdMapping.code()) };
-        match txn::end_txn(&m, producer_id, epoch, commit, now_ms()).map_err(|e| e.code())? {
-            End::Done => Ok(()),
+        let step = txn::end_txn(&m, producer_id, epoch, commit, version2, now_ms(), &mut super::handlers::init_producer_id::next_id)
+            .map_err(|e| e.code())?;
+        match step {
+            End::Done(pid, epoch) => Ok((pid, epoch)),
             End::Prepare(next) => {
+                let answer = txn::after_completion(&next);
                 self.write(id, next.clone()).await?;
                 drop(busy);
                 self.spawn_markers(id, next);
-                Ok(())
+                Ok(answer)
+            }
+            End::Complete(next) => {
+                let answer = (next.producer_id, next.producer_epoch);
+                self.write(id, next).await?;
+                drop(busy);
+                self.bump(|c| c.aborted += 1);
+                Ok(answer)
             }
         }
     }
@@ -426,17 +439,28 @@ impl Transactions {
     }
 }
 
-/// KIP-890 part 1, at a partition's leader: asks the coordinator of `id` (on this broker
-/// through its core, on another with AddPartitionsToTxn v4 `verify_only`) whether `topic`
-/// `partition` is in producer `producer_id`'s ongoing transaction at `epoch`.
-pub async fn verify_partition(shard: &Rc<Shard>, id: &str, producer_id: i64, epoch: i16, topic: &str, partition: i32) -> Result<(), i16> {
+/// KIP-890, at a partition's leader (or a group's coordinator, for `__consumer_offsets`):
+/// asks the coordinator of `id` (on this broker through its core, on another with
+/// AddPartitionsToTxn v5) whether `topic` `partition` is in producer `producer_id`'s ongoing
+/// transaction at `epoch` (part 1, `add` false: `verify_only`), or adds it there (part 2, for
+/// clients of transaction version 2, which leave that to the broker).
+pub async fn check_partition(shard: &Rc<Shard>, id: &str, producer_id: i64, epoch: i16, topic: &str, partition: i32, add: bool) -> Result<(), i16> {
     let tp = (topic.to_string(), partition);
     let image = shard.image();
     let Some(t) = image.topic(TXN_TOPIC) else { return Err(ResponseError::InvalidTxnState.code()) };
     let p = txn_partition(id);
     if image.leads(t, p) {
         let id = id.to_string();
-        return shard.invoke_on(txn_core(&id, shard.cores), move || async move { current().transactions.verify(&id, producer_id, epoch, &tp) }).await;
+        return shard
+            .invoke_on(txn_core(&id, shard.cores), move || async move {
+                let txns = &current().transactions;
+                if add {
+                    txns.add_partitions(&id, producer_id, epoch, vec![tp], true).await
+                } else {
+                    txns.verify(&id, producer_id, epoch, &tp)
+                }
+            })
+            .await;
     }
     let Some(addr) = image.broker(image.leader(t, p)).map(|b| format!("{}:{}", b.host, b.port)) else {
         return Err(ResponseError::NotEnoughReplicas.code());
@@ -445,12 +469,12 @@ pub async fn verify_partition(shard: &Rc<Shard>, id: &str, producer_id: i64, epo
         .with_transactional_id(TransactionalId(StrBytes::from_string(id.to_string())))
         .with_producer_id(ProducerId(producer_id))
         .with_producer_epoch(epoch)
-        .with_verify_only(true)
+        .with_verify_only(!add)
         .with_topics(vec![AddPartitionsToTxnTopic::default()
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_partitions(vec![partition])])]);
     let client_id = format!("spate-partition-leader-{}", shard.config.node_id);
-    let resp = call_peer(&addr, 4, &req, &client_id).await.map_err(|e| {
+    let resp = call_peer(&addr, if add { 5 } else { 4 }, &req, &client_id).await.map_err(|e| {
         tracing::debug!(%addr, error = %e, "transaction verification with the coordinator failed");
         ResponseError::NotEnoughReplicas.code()
     })?;

@@ -299,9 +299,10 @@ impl ProducerStates {
         Some(CompletedTxn { producer_id: h.producer_id, first_offset: first, last_offset: offset, aborted: !marker.commit })
     }
 
-    /// Whether producer `producer_id` has a transaction open in this partition.
-    pub fn in_transaction(&self, producer_id: i64) -> bool {
-        self.entries.get(&producer_id).is_some_and(|e| e.txn_first_offset.is_some())
+    /// Whether producer `producer_id` has a transaction open in this partition at `epoch`
+    /// (one left open at an older epoch is about to be closed by its marker, at a newer one).
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.entries.get(&producer_id).is_some_and(|e| e.txn_first_offset.is_some() && e.epoch == epoch)
     }
 
     /// The first offset of the oldest open transaction.

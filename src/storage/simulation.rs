@@ -6,7 +6,8 @@
 //! fault plan (torn writes, failed fdatasyncs, slow I/O, or none at all), and a few hundred steps:
 //! appends (acks=all and acks=1, idempotent producers with retries and epoch bumps, plain
 //! producers with blind retries, one or two batches; transactional producers' batches and
-//! their COMMIT/ABORT markers, a fencing ABORT at a bumped epoch after a failure or a crash),
+//! their COMMIT/ABORT markers, some at the bumped epoch of transaction version 2, a fencing ABORT
+//! at a bumped epoch after a failure or a crash),
 //! left in flight so they pipeline and
 //! group-commit; settling them; reads; compaction passes, interval flushes, DeleteRecords and
 //! (in seeds with a `retention.bytes`) retention passes running beside the appends; a full disk for a while (then a check that writes resume); clean restarts; kills
@@ -433,7 +434,16 @@ impl Sim {
             id
         } else if pr.open && self.rng3.chance(300) {
             let commit = self.rng3.chance(500);
-            self.build_txn(pid, epoch, 0, 1, Some(commit))
+            if self.rng3.chance(500) {
+                // Transaction version 2: the marker carries the epoch its coordinator bumped
+                // to, and the producer goes on at that epoch with sequences from 0.
+                let id = self.build_txn(pid, epoch + 1, 0, 1, Some(commit));
+                let pr = &mut self.txns[t];
+                (pr.epoch, pr.next_seq) = (epoch + 1, 0);
+                id
+            } else {
+                self.build_txn(pid, epoch, 0, 1, Some(commit))
+            }
         } else {
             let n = 1 + self.rng3.below(4) as usize;
             let id = self.build_txn(pid, epoch, seq, n, None);

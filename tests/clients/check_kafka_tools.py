@@ -57,6 +57,9 @@ def tools_topics_console_and_groups(ctx):
 def tools_api_versions_and_verifiable_clients(ctx):
     versions = tool(ctx, "kafka-broker-api-versions")
     assert "Produce(0)" in versions and "UNSUPPORTED" in versions, versions[:400]
+    # The features clients read from ApiVersions (KIP-584): transaction version 2 (KIP-890).
+    features = tool(ctx, "kafka-features", "describe")
+    assert "Feature: transaction.version\tSupportedMinVersion: 0\tSupportedMaxVersion: 2\tFinalizedVersionLevel: 2" in features, features
     topic, group = ctx.topic("tools-v"), f"tools-vg-{ctx.run_id}"
     out = tool(ctx, "kafka-verifiable-producer", "--topic", topic, "--max-messages", "200")
     done = [json.loads(line) for line in out.splitlines() if '"tool_data"' in line]
@@ -67,7 +70,7 @@ def tools_api_versions_and_verifiable_clients(ctx):
     committed = [e for e in events if e["name"] == "offsets_committed"]
     assert consumed == 200, f"the verifiable consumer read {consumed} of 200"
     assert committed and all(e["success"] for e in committed), committed
-    return "kafka-broker-api-versions; VerifiableProducer 200 acked, VerifiableConsumer 200 read and committed"
+    return "kafka-broker-api-versions, kafka-features (transaction.version 2); VerifiableProducer 200 acked, VerifiableConsumer 200 read and committed"
 
 
 # Every topic setting Spate knows (README's topic settings table).

@@ -28,7 +28,7 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, req: AddOffsetsToTxnReques
         let partition = (OFFSETS_TOPIC.to_string(), offsets_partition(&group));
         shard
             .invoke_on(txn_core(&id, shard.cores), move || async move {
-                current().transactions.add_partitions(&id, producer_id, epoch, vec![partition]).await
+                current().transactions.add_partitions(&id, producer_id, epoch, vec![partition], false).await
             })
             .await
             .err()

@@ -1,7 +1,8 @@
 //! AddPartitionsToTxn (key 24): adds partitions to a producer's ongoing transaction at its
 //! coordinator (see `server::transactions`). Versions 0-3 are the client's form (one
 //! transaction); 4 and 5 are the broker-to-broker form, several transactions at once, with
-//! `verify_only` asking whether partitions are in the transaction (KIP-890 part 1).
+//! `verify_only` asking whether partitions are in the transaction (KIP-890 part 1), or without
+//! it adding them for a client of transaction version 2 (part 2).
 //!
 //! As in Kafka, a partition of an unknown topic fails the whole request: it gets
 //! UNKNOWN_TOPIC_OR_PARTITION and the other partitions OPERATION_NOT_ATTEMPTED.
@@ -24,12 +25,12 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: AddPartitionsToTxnRequ
     let mut resp = AddPartitionsToTxnResponse::default();
     if version <= 3 {
         let topics = req.v3_and_below_topics;
-        let codes = one(shard, req.v3_and_below_transactional_id, req.v3_and_below_producer_id.0, req.v3_and_below_producer_epoch, &topics, false).await;
+        let codes = one(shard, req.v3_and_below_transactional_id, req.v3_and_below_producer_id.0, req.v3_and_below_producer_epoch, &topics, false, false).await;
         resp.results_by_topic_v3_and_below = results(topics, &codes);
         return resp;
     }
     for t in req.transactions {
-        let codes = one(shard, t.transactional_id.clone(), t.producer_id.0, t.producer_epoch, &t.topics, t.verify_only).await;
+        let codes = one(shard, t.transactional_id.clone(), t.producer_id.0, t.producer_epoch, &t.topics, t.verify_only, true).await;
         resp.results_by_transaction.push(
             AddPartitionsToTxnResult::default().with_transactional_id(t.transactional_id).with_topic_results(results(t.topics, &codes)),
         );
@@ -37,8 +38,17 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: AddPartitionsToTxnRequ
     resp
 }
 
-/// The code of each partition of `topics`, in order.
-async fn one(shard: &Rc<Shard>, id: TransactionalId, producer_id: i64, epoch: i16, topics: &[AddPartitionsToTxnTopic], verify_only: bool) -> Vec<i16> {
+/// The code of each partition of `topics`, in order. `from_broker`: the broker-to-broker form,
+/// whose adds are for clients of transaction version 2 (a leader adding a partition for them).
+async fn one(
+    shard: &Rc<Shard>,
+    id: TransactionalId,
+    producer_id: i64,
+    epoch: i16,
+    topics: &[AddPartitionsToTxnTopic],
+    verify_only: bool,
+    from_broker: bool,
+) -> Vec<i16> {
     let image = shard.image();
     let partitions: Vec<(String, i32)> = topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), *p))).collect();
     let unknown: Vec<bool> = partitions.iter().map(|(t, p)| !image.topic(t).is_some_and(|m| (0..m.partitions).contains(p))).collect();
@@ -64,7 +74,7 @@ async fn one(shard: &Rc<Shard>, id: TransactionalId, producer_id: i64, epoch: i1
             .await;
     }
     let code = shard
-        .invoke_on(core, move || async move { current().transactions.add_partitions(&id, producer_id, epoch, partitions).await })
+        .invoke_on(core, move || async move { current().transactions.add_partitions(&id, producer_id, epoch, partitions, from_broker).await })
         .await
         .err()
         .unwrap_or(0);

@@ -192,7 +192,7 @@ async fn dispatch(
 ) -> Result<Option<(ResponseKind, i16)>, String> {
     let v = header.request_api_version;
     if key == ApiKey::ApiVersions {
-        return Ok(Some(api_versions::handle(v, body)));
+        return Ok(Some(api_versions::handle(v, body, shard.config.transaction_version)));
     }
     let client = header.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
     let Some(s) = spec(key) else {

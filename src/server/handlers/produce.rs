@@ -114,19 +114,29 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, fr
     let results = on_partitions(shard, work, move |log, (topic, partition, batches): (String, i32, Vec<(BytesMut, BatchHeader)>)| {
         let txn_id = txn_id.clone();
         async move {
-            // KIP-890 part 1: a producer's first transactional batch in this partition is taken
-            // only if its coordinator has the partition in the producer's ongoing transaction, so
-            // a late batch of an ended transaction cannot open one that nobody will close.
+            // KIP-890: a producer's first transactional batch in this partition (at this epoch)
+            // is taken only if its coordinator has the partition in the producer's ongoing
+            // transaction (part 1), so a late batch of an ended transaction cannot open one that
+            // nobody will close; for Produce v12+ (clients of transaction version 2, which do
+            // not send AddPartitionsToTxn) the coordinator adds it (part 2).
             if let Some((_, h)) = batches.first().filter(|(_, h)| h.is_transactional()) {
-                if !log.in_transaction(h.producer_id) {
+                if !log.in_transaction(h.producer_id, h.producer_epoch) {
                     let s = super::super::shard::current();
                     let (pid, epoch) = (h.producer_id, h.producer_epoch);
-                    super::super::transactions::verify_partition(&s, &txn_id, pid, epoch, &topic, partition).await.map_err(|code| {
+                    let add = version >= 12;
+                    super::super::transactions::check_partition(&s, &txn_id, pid, epoch, &topic, partition, add).await.map_err(|code| {
                         let msg = format!("producer {pid} epoch {epoch} has no ongoing transaction with {topic}-{partition} at its coordinator");
-                        // Kafka answers a fenced producer's produce INVALID_PRODUCER_EPOCH (what
-                        // producers expect there), whatever the coordinator said.
+                        // As Kafka: a fenced producer's produce gets INVALID_PRODUCER_EPOCH (what
+                        // producers expect there), and a coordinator busy or moving
+                        // NOT_ENOUGH_REPLICAS, which every producer retries.
                         let e = match ResponseError::try_from_code(code) {
                             Some(ResponseError::ProducerFenced) | None => ResponseError::InvalidProducerEpoch,
+                            Some(
+                                ResponseError::ConcurrentTransactions
+                                | ResponseError::CoordinatorLoadInProgress
+                                | ResponseError::CoordinatorNotAvailable
+                                | ResponseError::NotCoordinator,
+                            ) => ResponseError::NotEnoughReplicas,
                             Some(e) => e,
                         };
                         (e, msg)

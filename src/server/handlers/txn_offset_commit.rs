@@ -1,19 +1,23 @@
 //! TxnOffsetCommit (key 28): a transactional producer's offsets for a group, committed with its
 //! transaction (`Groups::txn_commit`). From version 3 the consumer's member id and generation
 //! come along and are checked as OffsetCommit checks them (KIP-447); generation -1 skips that.
+//! From version 4 the coordinator checks with the transaction coordinator that the group's
+//! `__consumer_offsets` partition is in the producer's transaction (KIP-890 part 1); from version
+//! 5 (transaction version 2, whose clients send no AddOffsetsToTxn) it adds it there (part 2).
 
 use std::rc::Rc;
 
 use kafka_protocol::messages::txn_offset_commit_response::{TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic};
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
-use super::super::groups::{coordinator_elsewhere, group_core, Committed, Committer};
+use super::super::groups::{coordinator_elsewhere, group_core, offsets_partition, Committed, Committer, OFFSETS_TOPIC};
+use super::super::transactions::check_partition;
 use super::super::shard::{current, Shard};
 use super::offset_commit::OFFSET_METADATA_MAX_BYTES;
 use crate::protocol::ResponseError;
 use crate::storage::now_ms;
 
-pub const VERSIONS: (i16, i16) = (0, 4);
+pub const VERSIONS: (i16, i16) = (0, 5);
 
 pub async fn handle(shard: &Rc<Shard>, version: i16, req: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
     let image = shard.image();
@@ -47,6 +51,8 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: TxnOffsetCommitRequest
         ResponseError::InvalidGroupId.code()
     } else if let Some(code) = coordinator_elsewhere(shard, &group_id) {
         code
+    } else if let Err(code) = in_transaction(shard, version, &req, &group_id).await {
+        code
     } else {
         let core = group_core(&group_id, shard.cores);
         shard
@@ -67,4 +73,24 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: TxnOffsetCommitRequest
         resp.topics.push(TxnOffsetCommitResponseTopic::default().with_name(t.name).with_partitions(parts));
     }
     resp
+}
+
+/// KIP-890 from version 4: the group's `__consumer_offsets` partition is in the producer's
+/// transaction (checked, or added from version 5) before its offsets are taken.
+async fn in_transaction(shard: &Rc<Shard>, version: i16, req: &TxnOffsetCommitRequest, group_id: &str) -> Result<(), i16> {
+    if version < 4 {
+        return Ok(());
+    }
+    let id = req.transactional_id.0.to_string();
+    if id.is_empty() {
+        return Err(ResponseError::InvalidRequest.code());
+    }
+    let (producer_id, epoch) = (req.producer_id.0, req.producer_epoch);
+    check_partition(shard, &id, producer_id, epoch, OFFSETS_TOPIC, offsets_partition(group_id), version >= 5).await.map_err(|code| {
+        tracing::debug!(transactional_id = %id, group = %group_id, code, "transactional offsets refused: the group is not in the transaction");
+        match ResponseError::try_from_code(code) {
+            Some(ResponseError::ProducerFenced) => ResponseError::InvalidProducerEpoch.code(),
+            _ => code,
+        }
+    })
 }

@@ -372,9 +372,10 @@ impl PartitionLog {
             .collect()
     }
 
-    /// Whether producer `producer_id` has a transaction open in this partition.
-    pub fn in_transaction(&self, producer_id: i64) -> bool {
-        self.st.borrow().producers.in_transaction(producer_id)
+    /// Whether producer `producer_id` has a transaction open in this partition at `epoch`
+    /// (one left open at an older epoch is about to be closed by its marker, at a newer one).
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.st.borrow().producers.in_transaction(producer_id, epoch)
     }
 
     /// The idempotent producers this partition remembers (DescribeProducers).

@@ -48,6 +48,7 @@ import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.TopicPartitionInfo;
 import org.apache.kafka.common.errors.InvalidReplicationFactorException;
 import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -307,6 +308,85 @@ class ClusterTest {
             return true;
         });
         return new TreeMap<>(leaders);
+    }
+
+    /**
+     * Transactions of version 2 (KIP-890 part 2, the Java client's default against Spate)
+     * across the cluster: the partitions' leaders are spread over the three nodes, so leaders
+     * add partitions to transactions coordinated elsewhere (AddPartitionsToTxn v5 between
+     * brokers), and the group's coordinator adds its {@code __consumer_offsets} partition
+     * (TxnOffsetCommit v5). Committed transactions are read whole with read_committed, aborted
+     * ones not at all, and the group's offset is the last committed transaction's.
+     */
+    @Test
+    void transactionsOfVersion2SpanTheBrokers() throws Exception {
+        String topic = "txn-v2";
+        String input = "txn-v2-input";
+        String group = "txn-v2-group";
+        try (Admin a = admin(1)) {
+            a.createTopics(List.of(new NewTopic(topic, PARTITIONS, (short) 1), new NewTopic(input, 1, (short) 1)))
+                    .all().get(TIMEOUT_S, TimeUnit.SECONDS);
+            Map<Integer, Integer> leaders = waitForLeaders(a, topic);
+            assertEquals(3, new TreeSet<>(leaders.values()).size(), "the partitions' leaders: " + leaders);
+        }
+        Properties pp = new Properties();
+        pp.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, cluster.bootstrapAll());
+        pp.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, org.apache.kafka.common.serialization.StringSerializer.class.getName());
+        pp.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, org.apache.kafka.common.serialization.StringSerializer.class.getName());
+        pp.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, "txn-v2-tx");
+        pp.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, 60_000);
+        pp.put(ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, 20_000);
+        pp.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, 60_000);
+        Map<Integer, List<String>> committed = new TreeMap<>();
+        TopicPartition offsetsOf = new TopicPartition(input, 0);
+        long lastCommitted = -1;
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(pp)) {
+            producer.initTransactions();
+            for (int t = 0; t < 6; t++) {
+                producer.beginTransaction();
+                List<String[]> sent = new ArrayList<>();
+                for (int p = 0; p < PARTITIONS; p++) {
+                    for (int i = 0; i < 5; i++) {
+                        String v = "t" + t + "-p" + p + "-" + i;
+                        producer.send(new ProducerRecord<>(topic, p, "k", v));
+                        sent.add(new String[] {String.valueOf(p), v});
+                    }
+                }
+                producer.sendOffsetsToTransaction(Map.of(offsetsOf, new OffsetAndMetadata(10L * (t + 1))),
+                        new org.apache.kafka.clients.consumer.ConsumerGroupMetadata(group));
+                if (t % 3 == 1) {
+                    producer.abortTransaction();
+                } else {
+                    producer.commitTransaction();
+                    for (String[] pv : sent) {
+                        committed.computeIfAbsent(Integer.parseInt(pv[0]), k -> new ArrayList<>()).add(pv[1]);
+                    }
+                    lastCommitted = 10L * (t + 1);
+                }
+            }
+        }
+        Properties cp = new Properties();
+        cp.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, cluster.bootstrapAll());
+        cp.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, org.apache.kafka.common.serialization.StringDeserializer.class.getName());
+        cp.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, org.apache.kafka.common.serialization.StringDeserializer.class.getName());
+        cp.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
+        cp.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        List<List<ConsumerRecord<String, String>>> read = Clients.readAll(cp, topic, PARTITIONS, () -> cluster.logTails(30));
+        for (int p = 0; p < PARTITIONS; p++) {
+            assertEquals(committed.get(p), read.get(p).stream().map(ConsumerRecord::value).toList(),
+                    "read_committed, partition " + p + "\n" + cluster.logTails(30));
+        }
+        try (Admin a = admin(2)) {
+            long deadline = System.currentTimeMillis() + 30_000;
+            long offset;
+            // The offsets' marker follows the answer to the last EndTxn.
+            while ((offset = a.listConsumerGroupOffsets(group, new org.apache.kafka.clients.admin.ListConsumerGroupOffsetsOptions()
+                    .requireStable(true)).partitionsToOffsetAndMetadata().get(TIMEOUT_S, TimeUnit.SECONDS).get(offsetsOf).offset())
+                    != lastCommitted && System.currentTimeMillis() < deadline) {
+                Thread.sleep(100);
+            }
+            assertEquals(lastCommitted, offset, "the group's offset is the last committed transaction's\n" + cluster.logTails(30));
+        }
     }
 
     /** Kafka's Utils.abs: Integer.MIN_VALUE maps to 0. */
