@@ -1089,7 +1089,7 @@ pub struct TopicConfig {
     pub index_interval_bytes: i64,
     pub timestamp_type: TimestampType,
     pub cleanup_policy: String,
-    /// `delete.retention.ms`: how long compaction keeps tombstones.
+    /// `delete.retention.ms`: how long compaction keeps tombstones, and transaction markers once their transaction has no record left.
     pub delete_retention_ms: i64,
     /// `compression.type`: the codec batches are stored in.
     pub compression: Compression,

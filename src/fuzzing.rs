@@ -308,6 +308,7 @@ pub fn segment(data: &[u8]) {
         bytes_since_index: 0,
         max_ts: -1,
         next_offset: base,
+        controls: Vec::new(),
     };
     // Where recovery starts: at the last offset-index entry if it names the batch found there.
     let mut start = 0usize;

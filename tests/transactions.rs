@@ -576,3 +576,140 @@ fn an_idle_transactional_id_expires_and_starts_afresh() {
     let again = init(&mut raw, id, 60_000);
     assert!(again.0 != pe.0 && again.1 == 0, "a forgotten id starts afresh: {again:?} after {pe:?}");
 }
+
+/// A produce of keyed records (`pid` -1: a plain one), each `(key, value)`: the error code.
+fn produce_keyed(raw: &mut Raw, id: Option<&str>, (pid, epoch): (i64, i16), topic: &str, seq: i32, recs: &[(String, String)]) -> i16 {
+    let recs: Vec<_> = recs.iter().map(|(k, v)| (Some(bytes::Bytes::from(k.clone())), Some(bytes::Bytes::from(v.clone())))).collect();
+    let mut b = spate::protocol::batch::build(&recs, 1_000).to_vec();
+    if pid >= 0 {
+        b[21..23].copy_from_slice(&0x10i16.to_be_bytes()); // transactional
+        b[43..51].copy_from_slice(&pid.to_be_bytes());
+        b[51..53].copy_from_slice(&epoch.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
+    }
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    let req = ProduceRequest::default()
+        .with_transactional_id(id.map(txn_id))
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(b.into()))])]);
+    let r: ProduceResponse = raw.call(ApiKey::Produce, 9, &req, 9);
+    r.responses[0].partition_responses[0].error_code
+}
+
+/// Every data record of partition 0 of `topic` at isolation level `isolation`, as (offset, key,
+/// value), and the aborted transactions the Fetch from 0 lists (read_committed only).
+fn read_keyed(raw: &mut Raw, topic: &str, isolation: i8) -> (Vec<(i64, String, String)>, Vec<(i64, i64)>) {
+    let mut out = Vec::new();
+    let mut at = 0;
+    let mut aborted_listed = Vec::new();
+    loop {
+        let r: FetchResponse = raw.call(
+            ApiKey::Fetch,
+            11,
+            &FetchRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_max_wait_ms(0)
+                .with_min_bytes(0)
+                .with_max_bytes(1 << 20)
+                .with_isolation_level(isolation)
+                .with_session_epoch(-1)
+                .with_topics(vec![FetchTopic::default().with_topic(name(topic)).with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(at)
+                    .with_partition_max_bytes(1 << 20)])]),
+            11,
+        );
+        let p = &r.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0, "{p:?}");
+        if at == 0 {
+            aborted_listed = p.aborted_transactions.iter().flatten().map(|a| (a.producer_id.0, a.first_offset)).collect();
+        }
+        let records = p.records.clone().unwrap_or_default();
+        let before = at;
+        spate::protocol::batch::scan(&records, |pos, h| {
+            at = at.max(h.last_offset() + 1);
+            if h.is_control() {
+                return;
+            }
+            let one = &records[pos..pos + h.total_len()];
+            let mut offsets = Vec::new();
+            spate::protocol::batch::visit(one, h, |r, _| offsets.push(r.offset)).expect("uncompressed");
+            for (o, (k, v)) in offsets.into_iter().zip(spate::protocol::batch::key_values(one, h).expect("uncompressed")) {
+                let s = |b: Option<bytes::Bytes>| String::from_utf8(b.unwrap_or_default().to_vec()).unwrap();
+                out.push((o, s(k), s(v)));
+            }
+        });
+        let end = if isolation == 1 { p.last_stable_offset } else { p.high_watermark };
+        if at >= end || at == before {
+            return (out, aborted_listed);
+        }
+    }
+}
+
+/// Compaction by Kafka's rules, through the wire: an aborted transaction's records leave the
+/// log and supersede nothing, committed ones are compacted as plain ones, and once the abort
+/// marker's delete horizon has passed no Fetch lists the aborted transaction any more; the
+/// same after a kill -9.
+#[test]
+fn compaction_removes_aborted_transactions_and_their_markers_in_time() {
+    let mut broker = Broker::start(&["--log-cleaner-backoff-ms", "100"]);
+    let bootstrap = broker.bootstrap();
+    let topic = "compacted-txn";
+    create_topic(&bootstrap, topic, 1, &[("cleanup.policy", "compact"), ("segment.bytes", "1024"), ("delete.retention.ms", "1500")]);
+    let mut raw = Raw::connect(broker.port);
+    let keyed = |n: usize, value: &str| -> Vec<(String, String)> { (0..n).map(|i| (format!("k{i}"), value.to_string())).collect() };
+
+    let plain = (-1, -1);
+    assert_eq!(produce_keyed(&mut raw, None, plain, topic, 0, &keyed(10, "plain")), 0);
+    let a = init(&mut raw, "compact-a", 60_000);
+    assert_eq!(add(&mut raw, "compact-a", a, topic, &[0]), 0);
+    assert_eq!(produce_keyed(&mut raw, Some("compact-a"), a, topic, 0, &keyed(10, "aborted")), 0);
+    assert_eq!(end(&mut raw, "compact-a", a, false), 0);
+    let b = init(&mut raw, "compact-b", 60_000);
+    assert_eq!(add(&mut raw, "compact-b", b, topic, &[0]), 0);
+    assert_eq!(produce_keyed(&mut raw, Some("compact-b"), b, topic, 0, &keyed(5, "committed")), 0);
+    assert_eq!(end(&mut raw, "compact-b", b, true), 0);
+    wait_stable(&mut raw, topic, 0, &broker);
+    let (_, listed) = read_keyed(&mut raw, topic, 1);
+    assert_eq!(listed.len(), 1, "the aborted transaction is listed before compaction: {listed:?}");
+    // Enough plain records after them to close segments, so the cleaner takes them.
+    for i in 0..40 {
+        let filler: Vec<(String, String)> = (0..3).map(|j| (format!("f{j}"), format!("filler-{i}"))).collect();
+        assert_eq!(produce_keyed(&mut raw, None, plain, topic, 0, &filler), 0);
+    }
+    // In offset order: the plain records the committed transaction did not supersede, then it.
+    let expected: Vec<(String, String)> =
+        (5..10).map(|i| (format!("k{i}"), "plain".to_string())).chain((0..5).map(|i| (format!("k{i}"), "committed".to_string()))).collect();
+    let settled = |raw: &mut Raw| {
+        let (all, _) = read_keyed(raw, topic, 0);
+        let (_, listed) = read_keyed(raw, topic, 1);
+        let ks: Vec<(String, String)> = all.iter().filter(|(_, k, _)| k.starts_with('k')).map(|(_, k, v)| (k.clone(), v.clone())).collect();
+        (ks, listed)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ks, listed) = settled(&mut raw);
+        if ks == expected && listed.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "60 s on, read_uncommitted holds {ks:?} and read_committed lists {listed:?}; log:\n{}",
+            broker.log()
+        );
+        // Segments close as records come: the horizon passes with the cleaner's next look.
+        assert_eq!(produce_keyed(&mut raw, None, plain, topic, 0, &[("f0".into(), "more".into())]), 0);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (committed_view, _) = read_keyed(&mut raw, topic, 1);
+    assert!(committed_view.iter().all(|(_, _, v)| v != "aborted"), "{committed_view:?}");
+    broker.kill9();
+    broker.restart();
+    let mut raw = Raw::connect(broker.port);
+    let (ks, listed) = settled(&mut raw);
+    assert_eq!((ks, listed), (expected, vec![]), "after a kill -9");
+}

@@ -26,6 +26,9 @@ const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_TRANSACTIONAL: i16 = 1 << 4;
 /// A control batch: a transaction marker (COMMIT or ABORT), never shown to applications.
 const ATTR_CONTROL: i16 = 1 << 5;
+/// The base timestamp is the batch's delete horizon (KIP-534): set by compaction on a marker
+/// whose transaction's records are all gone, which goes once the horizon has passed.
+const ATTR_DELETE_HORIZON: i16 = 1 << 6;
 
 /// The decoded fixed header of one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,10 @@ impl BatchHeader {
     }
     pub fn is_control(&self) -> bool {
         self.attributes & ATTR_CONTROL != 0
+    }
+    /// The delete horizon compaction set on the batch (KIP-534), if any.
+    pub fn delete_horizon(&self) -> Option<i64> {
+        (self.attributes & ATTR_DELETE_HORIZON != 0).then_some(self.base_timestamp)
     }
 }
 
@@ -515,6 +522,43 @@ pub fn retain(b: &[u8], h: &BatchHeader, mut keep: impl FnMut(&RecordView<'_>) -
     let crc = crc32c::crc32c(&out[CRC_START..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
     Some(Some(Bytes::from(out)))
+}
+
+/// `b` with delete horizon `horizon_ms` (KIP-534, as Kafka's cleaner stamps a marker it may
+/// drop later): the base timestamp becomes the horizon, each record's timestamp delta moves so
+/// that its timestamp stays, attribute bit 6 is set and the CRC computed again. `None` for a
+/// compressed or malformed batch.
+pub fn with_delete_horizon(b: &[u8], h: &BatchHeader, horizon_ms: i64) -> Option<Bytes> {
+    let mut body = Vec::new();
+    let mut bad = false;
+    each_record(b, h, |r| {
+        // The record: its length, attributes, timestamp delta, then the rest unchanged.
+        let mut at = 0;
+        let Some(_) = read_varint(r.bytes, &mut at) else { return bad = true };
+        let attrs_at = at;
+        let mut c = attrs_at + 1;
+        if read_varint(r.bytes, &mut c).is_none() || r.bytes.len() < attrs_at + 1 {
+            return bad = true;
+        }
+        let mut rec = vec![r.bytes[attrs_at]];
+        put_varint(&mut rec, r.timestamp - horizon_ms);
+        rec.extend_from_slice(&r.bytes[c..]);
+        put_varint(&mut body, rec.len() as i64);
+        body.extend_from_slice(&rec);
+    })?;
+    if bad {
+        return None;
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(&b[..HEADER_LEN]);
+    out.extend_from_slice(&body);
+    let batch_length = (out.len() - LOG_OVERHEAD) as i32;
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    out[21..23].copy_from_slice(&(h.attributes | ATTR_DELETE_HORIZON).to_be_bytes());
+    out[27..35].copy_from_slice(&horizon_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Some(Bytes::from(out))
 }
 
 /// Calls `f` with each record of an uncompressed batch and the record's bytes; `None` (having

@@ -24,7 +24,8 @@
 //!   log at most once; every acknowledged append is readable at its offset until a crash may
 //!   take it (acks=all with the default flush policy: never), and everything below the durable
 //!   offset at a power loss is still there after it (on a compacted topic a record may instead be
-//!   superseded by a later one of its key that is still there), unless it lies below the log
+//!   superseded by a later one of its key that is still there, and an aborted transaction's
+//!   batch may be gone whole; a marker may carry a delete horizon), unless it lies below the log
 //!   start;
 //! - errors: a storage error only when a fault was injected; idempotence errors only for
 //!   idempotent batches; after a failed fdatasync of a segment nothing more is acknowledged
@@ -405,7 +406,15 @@ impl Sim {
         let bytes = match marker {
             Some(commit) => batch::build_marker(pid, epoch, batch::Marker { commit, coordinator_epoch: 0 }, T0 + id as i64),
             None => {
-                let recs: Vec<_> = (0..n).map(|i| (None, Some(Bytes::from(format!("t{id}.{i}"))))).collect();
+                // On a compacted topic the records share the plain ones' keys, so committed
+                // transactions supersede and are superseded, and aborted ones must not.
+                let (compacted, keys) = (self.compacted, self.keys);
+                let recs: Vec<_> = (0..n)
+                    .map(|i| {
+                        let key = compacted.then(|| Bytes::from(format!("k{}", self.rng3.below(keys))));
+                        (key, Some(Bytes::from(format!("t{id}.{i}"))))
+                    })
+                    .collect();
                 let mut b = batch::build_transactional(&recs, T0 + id as i64, pid, epoch).to_vec();
                 b[53..57].copy_from_slice(&seq.to_be_bytes());
                 let crc = crc32c::crc32c(&b[21..]);
@@ -457,15 +466,33 @@ impl Sim {
 
     /// Checks a batch read from the log against the one sent, and names it.
     fn identify(&self, b: &Bytes, h: &BatchHeader) -> Seen {
-        let id = (h.base_timestamp - T0) as u64;
-        check!(self, h.base_timestamp >= T0 && (id as usize) < self.sent.len(), "batch at {} was never appended", h.base_offset);
+        // A marker compaction stamped with a delete horizon carries it as its base timestamp;
+        // its one record keeps its time, the batch's largest.
+        let stamped = h.is_control() && h.delete_horizon().is_some();
+        let named = if stamped { h.max_timestamp } else { h.base_timestamp };
+        let id = (named - T0) as u64;
+        check!(self, named >= T0 && (id as usize) < self.sent.len(), "batch at {} was never appended", h.base_offset);
         let s = &self.sent[id as usize];
         let sh = &s.header;
+        let attributes = if stamped { sh.attributes | 0x40 } else { sh.attributes };
         let same = (h.producer_id, h.producer_epoch, h.base_sequence, h.last_offset_delta, h.attributes, h.max_timestamp)
-            == (sh.producer_id, sh.producer_epoch, sh.base_sequence, sh.last_offset_delta, sh.attributes, sh.max_timestamp);
+            == (sh.producer_id, sh.producer_epoch, sh.base_sequence, sh.last_offset_delta, attributes, sh.max_timestamp);
         check!(self, same, "batch {id} at {} has a header that was never sent: {h:?} vs {sh:?}", h.base_offset);
         let mut records = Vec::new();
-        if h.records_count == sh.records_count {
+        if stamped {
+            check!(self, self.compacted, "marker {id} at {} stamped without compaction", h.base_offset);
+            let horizon = h.delete_horizon().expect("stamped");
+            let want = batch::with_delete_horizon(&s.bytes, sh, horizon);
+            check!(
+                self,
+                want.is_some_and(|w| b[8..12] == w[8..12] && b[16..] == w[16..]),
+                "marker {id} at {} changed beyond its delete horizon",
+                h.base_offset
+            );
+            for (i, k) in s.keys.iter().enumerate() {
+                records.push((h.base_offset + i as i64, k.clone()));
+            }
+        } else if h.records_count == sh.records_count {
             check!(self, b[8..12] == s.bytes[8..12] && b[16..] == s.bytes[16..], "batch {id} at {} has changed bytes", h.base_offset);
             for (i, k) in s.keys.iter().enumerate() {
                 records.push((h.base_offset + i as i64, k.clone()));
@@ -839,7 +866,8 @@ impl Sim {
     /// are, or are superseded by later records of their key.
     fn kept(&self, before: &[Seen], after: &[Seen], keep: i64) {
         let by_base: HashMap<i64, &Seen> = after.iter().map(|s| (s.base, s)).collect();
-        let newest = newest_by_key(after);
+        let markers = markers_by_producer(self, after);
+        let newest = newest_by_key(self, after, &markers);
         let records: HashMap<i64, u64> = after.iter().flat_map(|s| s.records.iter().map(move |r| (r.0, s.id))).collect();
         for b in before.iter().filter(|b| b.end <= keep) {
             if let Some(a) = by_base.get(&b.base) {
@@ -848,6 +876,9 @@ impl Sim {
                 }
             }
             check!(self, self.compacted, "batch {} at {}..{} below {keep} did not survive the crash intact", b.id, b.base, b.end);
+            if aborted(self, &markers, b.id, b.base) {
+                continue;
+            }
             for (off, key) in &b.records {
                 let there = records.get(off) == Some(&b.id);
                 let superseded = key.as_ref().is_some_and(|k| newest.get(k).is_some_and(|n| n > off));
@@ -916,13 +947,17 @@ impl Sim {
             }
         }
         let by_base: HashMap<i64, &Seen> = seen.iter().map(|s| (s.base, s)).collect();
-        let newest = newest_by_key(&seen);
+        let markers = markers_by_producer(self, &seen);
+        let newest = newest_by_key(self, &seen, &markers);
         let records: HashMap<i64, u64> = seen.iter().flat_map(|s| s.records.iter().map(move |r| (r.0, s.id))).collect();
         for a in &self.acks {
             if by_base.get(&a.base).is_some_and(|s| s.id == a.id && s.end == a.end) {
                 continue;
             }
             check!(self, self.compacted, "acknowledged batch {} at {}..{} is not in the log (durable: {})", a.id, a.base, a.end, a.durable);
+            if aborted(self, &markers, a.id, a.base) {
+                continue;
+            }
             let sent = &self.sent[a.id as usize];
             for (i, key) in sent.keys.iter().enumerate() {
                 let off = a.base + i as i64;
@@ -973,7 +1008,9 @@ impl Sim {
         }
         let listed = log.aborted_transactions(start, i64::MAX);
         for (pid, first, known) in aborted.iter().filter(|a| a.1 >= start) {
-            let found = listed.iter().any(|(p, f)| p == pid && (f == first || (!known && f < first)));
+            // Compaction may have dropped the transaction's first batches (those below the
+            // last stable offset when it ran).
+            let found = listed.iter().any(|(p, f)| p == pid && (f == first || ((!known || self.compacted) && f < first)));
             check!(self, found, "aborted transaction ({pid}, {first}) is not in the index {listed:?}");
         }
     }
@@ -1056,9 +1093,43 @@ impl Sim {
     }
 }
 
-fn newest_by_key(seen: &[Seen]) -> HashMap<Bytes, i64> {
+/// Each producer's markers in `seen`: (offset, commit), in log order.
+fn markers_by_producer(sim: &Sim, seen: &[Seen]) -> HashMap<i64, Vec<(i64, bool)>> {
+    let mut out: HashMap<i64, Vec<(i64, bool)>> = HashMap::new();
+    for s in seen {
+        let sent = &sim.sent[s.id as usize];
+        if sent.header.is_control() {
+            if let Some(m) = batch::parse_marker(&sent.bytes, &sent.header) {
+                out.entry(sent.header.producer_id).or_default().push((s.base, m.commit));
+            }
+        }
+    }
+    out
+}
+
+/// How the transaction of producer `pid`'s batch at `base` ended: the first marker of the
+/// producer after it (`None`: not ended in what was read).
+fn outcome(markers: &HashMap<i64, Vec<(i64, bool)>>, pid: i64, base: i64) -> Option<bool> {
+    markers.get(&pid)?.iter().find(|(o, _)| *o > base).map(|(_, commit)| *commit)
+}
+
+/// Whether sent batch `id` at `base` belongs to an aborted transaction (compaction may drop it
+/// whole).
+fn aborted(sim: &Sim, markers: &HashMap<i64, Vec<(i64, bool)>>, id: u64, base: i64) -> bool {
+    let h = &sim.sent[id as usize].header;
+    h.is_transactional() && !h.is_control() && outcome(markers, h.producer_id, base) == Some(false)
+}
+
+/// The newest offset of each key among the records that may supersede others: plain ones and
+/// committed transactions' (an aborted or open transaction's records, and markers, supersede
+/// nothing).
+fn newest_by_key(sim: &Sim, seen: &[Seen], markers: &HashMap<i64, Vec<(i64, bool)>>) -> HashMap<Bytes, i64> {
     let mut newest = HashMap::new();
     for s in seen {
+        let h = &sim.sent[s.id as usize].header;
+        if h.is_control() || (h.is_transactional() && outcome(markers, h.producer_id, s.base) != Some(true)) {
+            continue;
+        }
         for (off, key) in &s.records {
             if let Some(k) = key {
                 let n = newest.entry(k.clone()).or_insert(*off);

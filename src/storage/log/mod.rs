@@ -195,9 +195,13 @@ struct State {
     cache_bytes: usize,
     read_ahead: ReadAhead,
     stats: LogStats,
-    /// Compaction: the end of the closed segments at the last pass (a pass runs again only once
-    /// another segment has closed).
+    /// Compaction: the end of the segments the last pass cleaned (the closed ones below the last
+    /// stable offset; a pass runs again only once that has moved, or a marker's delete horizon
+    /// has come).
     cleaned_through: i64,
+    /// The earliest delete horizon of a marker compaction stamped (or found stamped): a pass is
+    /// due from then even if no segment closes.
+    marker_horizon: Option<i64>,
     /// Idempotent producers' recent batches (see [`super::producers`]).
     producers: ProducerStates,
     /// Files of deleted segments kept for the next rolls (`<base>.free`, by the deleted

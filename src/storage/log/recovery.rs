@@ -139,6 +139,8 @@ pub(crate) struct SegmentScan {
     pub bytes_since_index: u64,
     pub max_ts: i64,
     pub next_offset: i64,
+    /// Offsets of the control batches (markers) scanned.
+    pub controls: Vec<i64>,
 }
 
 impl SegmentScan {
@@ -162,6 +164,9 @@ impl SegmentScan {
         self.bytes_since_index += h.total_len() as u64;
         self.max_ts = self.max_ts.max(h.max_timestamp);
         self.next_offset = last + 1;
+        if h.is_control() {
+            self.controls.push(h.base_offset);
+        }
         Ok(())
     }
 }
@@ -216,6 +221,7 @@ pub(super) async fn recover_segment(dir: &Path, base: i64, index_interval: i64, 
         bytes_since_index: 0,
         max_ts: seg.max_ts,
         next_offset: base,
+        controls: Vec::new(),
     };
     while pos < size {
         let want = ((size - pos) as usize).min(SEGMENT_READ_MAX_BYTES.max(need));
@@ -246,6 +252,18 @@ pub(super) async fn recover_segment(dir: &Path, base: i64, index_interval: i64, 
         match txn_index::decode(&bytes) {
             Some(mut entries) => {
                 entries.retain(|t| t.last_offset < walk.next_offset);
+                // Scanned whole (as after compaction, which removes the index files): an entry
+                // whose ABORT marker compaction dropped goes too, and the file is written
+                // again, so that no read_committed consumer is told of a transaction whose end
+                // it will never read.
+                if start == 0 {
+                    let before = entries.len();
+                    entries.retain(|t| walk.controls.binary_search(&t.last_offset).is_ok());
+                    if entries.len() < before {
+                        tracing::info!(segment = %path.display(), dropped = before - entries.len(), "aborted-transaction index entries without their marker dropped");
+                        fs::write_atomic(segment_path(dir, base, "txnindex"), txn_index::encode(&entries)).await?;
+                    }
+                }
                 seg.aborted = entries;
             }
             None => tracing::warn!(
@@ -417,6 +435,7 @@ impl PartitionLog {
             read_ahead: ReadAhead::default(),
             stats: LogStats::default(),
             cleaned_through: 0,
+            marker_horizon: None,
             producers,
             recycled,
         };

@@ -30,6 +30,7 @@ fn recovery_refuses_batches_whose_offsets_go_back_or_overflow() {
         bytes_since_index: 0,
         max_ts: -1,
         next_offset: 100,
+        controls: Vec::new(),
     };
     let at = |base: i64| {
         let mut m = crate::protocol::batch::tests::make_batch(3, 1_000).to_vec();
@@ -1342,5 +1343,122 @@ fn a_follower_appends_the_leaders_batches_as_they_are_and_cuts_back_where_it_div
         for log in [leader, fresh] {
             log.close().await.unwrap();
         }
+    });
+}
+
+/// A transactional batch of keyed records (`None` value: a tombstone).
+fn keyed_txn(pid: i64, epoch: i16, seq: i32, recs: &[(&str, Option<&str>)]) -> (Bytes, BatchHeader) {
+    let recs: Vec<_> = recs.iter().map(|(k, v)| (Some(Bytes::from(k.to_string())), v.map(|v| Bytes::from(v.to_string())))).collect();
+    let mut b = batch::build_transactional(&recs, 1_000, pid, epoch).to_vec();
+    b[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    let b = Bytes::from(b);
+    let h = batch::validate(&b).unwrap();
+    (b, h)
+}
+
+/// The control batches in the log: (offset, header).
+async fn markers_in(log: &PartitionLog) -> Vec<(i64, BatchHeader)> {
+    let mut out = Vec::new();
+    let mut at = log.offsets().log_start;
+    while at < log.offsets().high_watermark {
+        let r = log.read(at, 1 << 20).await.unwrap();
+        assert!(!r.records.is_empty(), "no progress at offset {at}");
+        batch::scan(&r.records, |_, h| {
+            if h.is_control() && h.base_offset >= at {
+                out.push((h.base_offset, *h));
+            }
+            at = at.max(h.last_offset() + 1);
+        });
+    }
+    out
+}
+
+/// Kafka's cleaner's rules for transactions: an aborted transaction's records go (and never
+/// supersede), a committed one's are compacted as others, a marker stays while its
+/// transaction has records in the log, is then stamped with a delete horizon, and goes after
+/// it, taking its aborted-index entry along; nothing at or past the last stable offset is
+/// cleaned.
+#[test]
+fn compaction_drops_aborted_transactions_then_their_markers_after_the_delete_horizon() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    rt::run_local(async move {
+        io_probe(&path).await;
+        let mut c = small_segments();
+        c.cleanup_policy = "compact".into();
+        c.delete_retention_ms = 60_000;
+        let p = path.join("p");
+        let log = PartitionLog::open(p.clone(), c.clone(), Rc::new(Notify::default())).await.unwrap();
+        let plain = |k: &str, v: &str| {
+            let b = batch::build(&[(Some(Bytes::from(k.to_string())), Some(Bytes::from(v.to_string())))], 1_000);
+            let h = batch::validate(&b).unwrap();
+            (b, h)
+        };
+        let filler = |log: Rc<PartitionLog>, n: usize, tag: &'static str| async move {
+            for i in 0..n {
+                log.append(&[plain(&format!("{tag}{}", i % 3), "x")], true).await.unwrap();
+            }
+        };
+        let v0 = log.append(&[plain("k0", "v0")], true).await.unwrap().base_offset;
+        // Producer 7 aborts k0 and k1; producer 8 commits k1 and k2; k2 is then written again.
+        let aborted = log.append(&[keyed_txn(7, 0, 0, &[("k0", Some("a")), ("k1", Some("a"))])], true).await.unwrap().base_offset;
+        let abort_at = log.append(&[marker_batch(7, 0, false, 0)], true).await.unwrap().base_offset;
+        let committed = log.append(&[keyed_txn(8, 0, 0, &[("k1", Some("c")), ("k2", Some("c"))])], true).await.unwrap().base_offset;
+        let commit_at = log.append(&[marker_batch(8, 0, true, 0)], true).await.unwrap().base_offset;
+        log.append(&[plain("k2", "v2")], true).await.unwrap();
+        filler(log.clone(), 30, "f").await;
+        assert_eq!(log.aborted_transactions(0, i64::MAX), vec![(7, aborted)]);
+        let now = now_ms();
+
+        let (rewritten, dropped) = log.compact(now).await.unwrap();
+        assert!(rewritten > 0, "{rewritten} {dropped}");
+        let values: Vec<(i64, Option<Bytes>, Option<Bytes>)> = read_all(&log).await;
+        let at = |o: i64| values.iter().find(|(x, _, _)| *x == o).map(|(_, k, v)| (k.clone(), v.clone()));
+        assert_eq!(at(v0), Some((Some(Bytes::from("k0")), Some(Bytes::from("v0")))), "an aborted record supersedes nothing");
+        assert_eq!(at(aborted), None, "the aborted transaction's records are gone");
+        assert_eq!(at(aborted + 1), None);
+        assert_eq!(at(committed), Some((Some(Bytes::from("k1")), Some(Bytes::from("c")))), "a committed record stays");
+        assert_eq!(at(committed + 1), None, "a committed record superseded by a later one goes");
+        let m: Vec<i64> = markers_in(&log).await.iter().map(|(o, _)| *o).collect();
+        assert_eq!(m, vec![abort_at, commit_at], "the pass that drops a transaction's records keeps its marker");
+
+        // The next pass (a segment closed since) finds the abort marker alone: stamped.
+        filler(log.clone(), 30, "g").await;
+        log.compact(now).await.unwrap();
+        let m = markers_in(&log).await;
+        assert_eq!(m.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![abort_at, commit_at]);
+        assert_eq!(m[0].1.delete_horizon(), Some(now + 60_000), "the abort marker's delete horizon");
+        assert_eq!(m[1].1.delete_horizon(), None, "the commit marker's transaction still has a record");
+        assert_eq!(log.aborted_transactions(0, i64::MAX), vec![(7, aborted)], "the index keeps the entry while its marker is there");
+
+        // Before the horizon nothing changes; past it, without a new segment, the marker goes,
+        // and its index entry with it, also after a reopen.
+        assert_eq!(log.compact(now + 59_000).await.unwrap(), (0, 0));
+        let (rewritten, _) = log.compact(now + 60_001).await.unwrap();
+        assert!(rewritten > 0);
+        assert_eq!(markers_in(&log).await.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![commit_at]);
+        assert_eq!(log.aborted_transactions(0, i64::MAX), vec![]);
+        let end = log.offsets().log_end;
+        drop(log);
+        let log = PartitionLog::open(p.clone(), c.clone(), Rc::new(Notify::default())).await.unwrap();
+        assert_eq!(log.aborted_transactions(0, i64::MAX), vec![], "after a reopen too");
+        assert_eq!(log.offsets().log_end, end);
+        assert_eq!(log.read_committed(0, 1 << 20).await.unwrap().records.is_empty(), false);
+
+        // An open transaction holds compaction back at its first offset: nothing from there on
+        // is cleaned, not even plain records superseded before it.
+        let open = log.append(&[keyed_txn(9, 0, 0, &[("k1", Some("open"))])], true).await.unwrap().base_offset;
+        filler(log.clone(), 40, "h").await;
+        let before = read_all(&log).await;
+        log.compact(now + 120_000).await.unwrap();
+        let after = read_all(&log).await;
+        assert_eq!(
+            before.iter().filter(|r| r.0 >= open).collect::<Vec<_>>(),
+            after.iter().filter(|r| r.0 >= open).collect::<Vec<_>>(),
+            "records at or past the last stable offset {open} are not cleaned"
+        );
+        assert_eq!(at(committed), read_all(&log).await.iter().find(|r| r.0 == committed).map(|(_, k, v)| (k.clone(), v.clone())), "the open transaction's k1 supersedes nothing yet");
     });
 }
