@@ -342,6 +342,7 @@ pub fn log_error_code(e: &crate::storage::log::LogError) -> crate::protocol::Res
         E::InvalidRecord(_) => R::InvalidRecord,
         E::FencedLeaderEpoch(_) => R::FencedLeaderEpoch,
         E::CoordinatorFenced(_) => R::TransactionCoordinatorFenced,
+        E::VerificationStale(_) => R::NotEnoughReplicas,
     }
 }
 

@@ -26,6 +26,11 @@ pub const VERSIONS: (i16, i16) = (3, 13);
 
 type Outcome = Result<AppendInfo, (ResponseError, String)>;
 
+/// How many times a transactional batch's partition is verified with its coordinator while
+/// markers of its producer keep landing on the partition during the check, before the produce
+/// is answered NOT_ENOUGH_REPLICAS (retried by the producer).
+const VERIFY_TRIES: u32 = 3;
+
 /// `frame` is the request body `req` was decoded from: once `req` lets go of its slices of it,
 /// the batches are appended in the frame's own bytes ([`batch::own_batches`]).
 pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, frame: Bytes) -> Option<ProduceResponse> {
@@ -119,8 +124,19 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, fr
             // transaction (part 1), so a late batch of an ended transaction cannot open one that
             // nobody will close; for Produce v12+ (clients of transaction version 2, which do
             // not send AddPartitionsToTxn) the coordinator adds it (part 2).
+            // The verification holds for the append only if no marker of the producer is
+            // written here in between (Kafka's verification guard): the append checks that, and
+            // a marker that came during the check itself has it asked again.
+            let mut verified_at = None;
             if let Some((_, h)) = batches.first().filter(|(_, h)| h.is_transactional()) {
-                if !log.in_transaction(h.producer_id, h.producer_epoch) {
+                let mut asked = 0;
+                while !log.in_transaction(h.producer_id, h.producer_epoch) {
+                    if asked == VERIFY_TRIES {
+                        let msg = format!("the producer's markers kept coming while {topic}-{partition}'s transaction was verified");
+                        return Err((ResponseError::NotEnoughReplicas, msg));
+                    }
+                    asked += 1;
+                    let before = log.marker_token(h.producer_id);
                     let s = super::super::shard::current();
                     let (pid, epoch) = (h.producer_id, h.producer_epoch);
                     let add = version >= 12;
@@ -141,6 +157,10 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, fr
                         };
                         (e, msg)
                     })?;
+                    if log.marker_token(h.producer_id) == before {
+                        verified_at = Some(before);
+                        break;
+                    }
                 }
             }
             let bytes = batches.iter().map(|(b, _)| b.len() as u64).sum();
@@ -155,7 +175,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, fr
             // A replicated partition's acks=all waits for its in-sync replicas too (at the
             // leadership the append was made under).
             let epoch = if wait_durable { s.replication.leading_epoch(&topic, partition) } else { None };
-            let r = log.append_owned(batches, wait_durable).await.map_err(|e| (super::log_error_code(&e), e.to_string()));
+            let r = log.append_owned_verified(batches, wait_durable, verified_at).await.map_err(|e| (super::log_error_code(&e), e.to_string()));
             if r.is_ok() {
                 crate::metrics::produced(&topic, bytes, records);
             }

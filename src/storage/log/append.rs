@@ -38,6 +38,20 @@ impl PartitionLog {
     /// and the batch cache. Returns once they are written (and, with `wait_durable` and the
     /// default flush policy, fdatasync'd). On a storage error nothing of this call is readable.
     pub async fn append_owned(&self, batches: Vec<(BytesMut, BatchHeader)>, wait_durable: bool) -> Result<AppendInfo, LogError> {
+        self.append_owned_verified(batches, wait_durable, None).await
+    }
+
+    /// [`append_owned`](Self::append_owned) of a producer's transactional batch that its
+    /// coordinator verified when the producer's [`marker_token`](Self::marker_token) was
+    /// `verified_at` (Kafka's verification guard): refused with [`LogError::VerificationStale`]
+    /// if a marker of the producer came since and it has no transaction open here at the
+    /// batch's epoch, for that marker may have ended the transaction the verification saw.
+    pub async fn append_owned_verified(
+        &self,
+        batches: Vec<(BytesMut, BatchHeader)>,
+        wait_durable: bool,
+        verified_at: Option<(u64, u64)>,
+    ) -> Result<AppendInfo, LogError> {
         let incoming: usize = batches.iter().map(|(b, _)| b.len()).sum();
         // Offsets are assigned in arrival order even when a roll makes this append wait.
         let mut turn = self.turns.ticket();
@@ -63,7 +77,7 @@ impl PartitionLog {
                 // no sequence, checked against the producer's and the coordinator's epochs.
                 let marker = batch::parse_marker(b, h).ok_or_else(|| LogError::InvalidRecord("a control batch that is not a transaction marker".into()))?;
                 match st.producers.check_marker(h.producer_id, h.producer_epoch, marker.coordinator_epoch) {
-                    Ok(()) => {}
+                    Ok(()) => st.count_marker(h.producer_id),
                     Err(MarkerRefusal::StaleProducerEpoch { current }) => {
                         return Err(LogError::InvalidProducerEpoch(format!(
                             "marker for producer {} epoch {} older than its current epoch {current}",
@@ -79,6 +93,15 @@ impl PartitionLog {
                 }
             } else if idempotent {
                 let h = &batches[0].1;
+                if verified_at.is_some_and(|at| at != st.marker_token(h.producer_id))
+                    && h.is_transactional()
+                    && !st.producers.in_transaction(h.producer_id, h.producer_epoch)
+                {
+                    return Err(LogError::VerificationStale(format!(
+                        "producer {} epoch {}: a marker of it was written here since its transaction was verified",
+                        h.producer_id, h.producer_epoch
+                    )));
+                }
                 match st.producers.check(h) {
                     Verdict::Append => {}
                     Verdict::Duplicate(m) => {

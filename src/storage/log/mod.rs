@@ -30,7 +30,7 @@
 //! segments, `recovery` opening a partition, `tests` the unit tests.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -69,6 +69,10 @@ pub enum LogError {
     /// TRANSACTION_COORDINATOR_FENCED: a marker from an older transaction coordinator than one
     /// that has written markers for its producer here.
     CoordinatorFenced(String),
+    /// A producer's first transactional batch here was verified with its coordinator, and a
+    /// marker was written before the batch could be (Kafka's verification guard): the
+    /// verification may no longer hold. NOT_ENOUGH_REPLICAS, which producers retry.
+    VerificationStale(String),
 }
 
 impl std::fmt::Display for LogError {
@@ -82,7 +86,8 @@ impl std::fmt::Display for LogError {
             | LogError::InvalidProducerEpoch(s)
             | LogError::InvalidRecord(s)
             | LogError::FencedLeaderEpoch(s)
-            | LogError::CoordinatorFenced(s) => f.write_str(s),
+            | LogError::CoordinatorFenced(s)
+            | LogError::VerificationStale(s) => f.write_str(s),
         }
     }
 }
@@ -202,6 +207,12 @@ struct State {
     /// The earliest delete horizon of a marker compaction stamped (or found stamped): a pass is
     /// due from then even if no segment closes.
     marker_horizon: Option<i64>,
+    /// Markers appended per producer since the log opened (forgotten all at once past
+    /// `MARKER_COUNTS_MAX` producers, counted in `marker_resets`): a transactional batch
+    /// verified with its coordinator is appended only if no marker of its producer came in
+    /// between (see `append_owned_verified`).
+    marker_counts: HashMap<i64, u64>,
+    marker_resets: u64,
     /// Idempotent producers' recent batches (see [`super::producers`]).
     producers: ProducerStates,
     /// Files of deleted segments kept for the next rolls (`<base>.free`, by the deleted
@@ -225,7 +236,22 @@ pub struct LogStats {
     pub syncs: u64,
 }
 
+/// Producers whose markers a partition counts for verification guards before it forgets them all.
+const MARKER_COUNTS_MAX: usize = 10_000;
+
 impl State {
+    fn marker_token(&self, producer_id: i64) -> (u64, u64) {
+        (self.marker_resets, self.marker_counts.get(&producer_id).copied().unwrap_or(0))
+    }
+
+    fn count_marker(&mut self, producer_id: i64) {
+        if self.marker_counts.len() >= MARKER_COUNTS_MAX && !self.marker_counts.contains_key(&producer_id) {
+            self.marker_counts.clear();
+            self.marker_resets += 1;
+        }
+        *self.marker_counts.entry(producer_id).or_default() += 1;
+    }
+
     /// The high watermark: what consumers may read.
     fn hw(&self) -> i64 {
         match self.replicated {
@@ -380,6 +406,12 @@ impl PartitionLog {
     /// (one left open at an older epoch is about to be closed by its marker, at a newer one).
     pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
         self.st.borrow().producers.in_transaction(producer_id, epoch)
+    }
+
+    /// A verification guard's token for producer `producer_id`: it changes whenever a marker
+    /// of the producer is appended.
+    pub fn marker_token(&self, producer_id: i64) -> (u64, u64) {
+        self.st.borrow().marker_token(producer_id)
     }
 
     /// The idempotent producers this partition remembers (DescribeProducers).

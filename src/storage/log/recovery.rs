@@ -436,6 +436,8 @@ impl PartitionLog {
             stats: LogStats::default(),
             cleaned_through: 0,
             marker_horizon: None,
+            marker_counts: HashMap::new(),
+            marker_resets: 0,
             producers,
             recycled,
         };

@@ -1462,3 +1462,32 @@ fn compaction_drops_aborted_transactions_then_their_markers_after_the_delete_hor
         assert_eq!(at(committed), read_all(&log).await.iter().find(|r| r.0 == committed).map(|(_, k, v)| (k.clone(), v.clone())), "the open transaction's k1 supersedes nothing yet");
     });
 }
+
+/// Kafka's verification guard: a transactional batch verified before a marker of its producer
+/// landed is refused (the marker may have ended the verified transaction), one verified after
+/// it, or after another producer's marker, is taken.
+#[test]
+fn a_verification_is_stale_once_a_marker_of_its_producer_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    rt::run_local(async move {
+        io_probe(&path).await;
+        let log = PartitionLog::open(path.join("p"), config(), Rc::new(Notify::default())).await.unwrap();
+        let owned = |(b, h): (Bytes, BatchHeader)| vec![(bytes::BytesMut::from(&b[..]), h)];
+        log.append(&[txn_batch(5, 0, 0, 2)], true).await.unwrap();
+        let verified = log.marker_token(5);
+        log.append(&[marker_batch(5, 0, true, 0)], true).await.unwrap();
+        assert_ne!(log.marker_token(5), verified);
+        let late = log.append_owned_verified(owned(txn_batch(5, 0, 2, 1)), true, Some(verified)).await;
+        assert!(matches!(late, Err(LogError::VerificationStale(_))), "{late:?}");
+        assert!(!log.in_transaction(5, 0), "the stale batch opened nothing");
+        let other = log.marker_token(5);
+        log.append(&[txn_batch(6, 0, 0, 1)], true).await.unwrap();
+        log.append(&[marker_batch(6, 0, false, 0)], true).await.unwrap();
+        assert_eq!(log.marker_token(5), other, "another producer's marker leaves it");
+        log.append_owned_verified(owned(txn_batch(5, 0, 2, 1)), true, Some(other)).await.unwrap();
+        assert!(log.in_transaction(5, 0));
+        // Once its transaction is open here, a further batch needs no verification.
+        log.append_owned_verified(owned(txn_batch(5, 0, 3, 1)), true, Some(verified)).await.unwrap();
+    });
+}
