@@ -127,8 +127,15 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, fr
             // The verification holds for the append only if no marker of the producer is
             // written here in between (Kafka's verification guard): the append checks that, and
             // a marker that came during the check itself has it asked again.
+            // A producer pipelines its batches: they must reach the append in request order,
+            // and a verification's wait would let a later batch of the producer pass an earlier
+            // one (found by Java's producer at transaction version 2, as OUT_OF_ORDER_SEQUENCE).
+            // So transactional batches take a turn here, in request order (the ticket is taken
+            // before any await), and hold it until their append has taken its own.
+            let mut txn_turn = batches.first().filter(|(_, h)| h.is_transactional()).map(|_| log.transactional_ticket());
             let mut verified_at = None;
-            if let Some((_, h)) = batches.first().filter(|(_, h)| h.is_transactional()) {
+            if let (Some(turn), Some((_, h))) = (txn_turn.as_mut(), batches.first()) {
+                turn.turn().await;
                 let mut asked = 0;
                 while !log.in_transaction(h.producer_id, h.producer_epoch) {
                     if asked == VERIFY_TRIES {
@@ -175,7 +182,11 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, mut req: ProduceRequest, fr
             // A replicated partition's acks=all waits for its in-sync replicas too (at the
             // leadership the append was made under).
             let epoch = if wait_durable { s.replication.leading_epoch(&topic, partition) } else { None };
-            let r = log.append_owned_verified(batches, wait_durable, verified_at).await.map_err(|e| (super::log_error_code(&e), e.to_string()));
+            let appended = log.append_owned_verified(batches, wait_durable, verified_at);
+            // The append's first poll (no yield before it) takes its place in the partition's
+            // line; only then may the next transactional batch go on.
+            drop(txn_turn);
+            let r = appended.await.map_err(|e| (super::log_error_code(&e), e.to_string()));
             if r.is_ok() {
                 crate::metrics::produced(&topic, bytes, records);
             }

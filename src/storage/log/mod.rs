@@ -295,6 +295,8 @@ pub struct PartitionLog {
     /// and holds the turn from offset assignment's wait (a roll) to the end of the synchronous
     /// part; dropping it, even when the append is cancelled, passes the turn on.
     turns: Turns,
+    /// Transactional batches' line before their append (see `transactional_ticket`).
+    txn_turns: Turns,
 }
 
 /// Clears an in-flight flag (`writing`, `syncing`, `rolling`, `compacting`) if the future that
@@ -406,6 +408,13 @@ impl PartitionLog {
     /// (one left open at an older epoch is about to be closed by its marker, at a newer one).
     pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
         self.st.borrow().producers.in_transaction(producer_id, epoch)
+    }
+
+    /// A place in the line of transactional batches on their way to the append: the produce
+    /// path holds its turn across its check with the coordinator, until the append has taken
+    /// its own place, so one producer's batches stay in request order.
+    pub fn transactional_ticket(&self) -> crate::sync::Ticket<'_> {
+        self.txn_turns.ticket()
     }
 
     /// A verification guard's token for producer `producer_id`: it changes whenever a marker

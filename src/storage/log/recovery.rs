@@ -451,6 +451,7 @@ impl PartitionLog {
             preallocate_step: Cell::new(0),
             io_done: Notify::default(),
             turns: Turns::default(),
+            txn_turns: Turns::default(),
         }))
     }
 }

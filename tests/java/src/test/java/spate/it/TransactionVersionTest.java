@@ -141,4 +141,38 @@ class TransactionVersionTest {
         assertEquals((double) TRANSACTIONS, r.addOffsetsRequests(), "AddOffsetsToTxn requests");
         assertEquals((double) TRANSACTIONS, r.endTxnRequests(), "EndTxn requests");
     }
+    /**
+     * Version 2 under pipelining: small batches (linger.ms 0, batch.size 256) pipelined five at a
+     * time into one partition, across many short transactions. Each transaction's first batch
+     * waits while its leader adds the partition, and the batches behind it must not pass it
+     * (they did once: OUT_OF_ORDER_SEQUENCE_NUMBER, found by kafka-producer-perf-test).
+     */
+    @Test
+    void version2KeepsPipelinedBatchesInOrder() throws Exception {
+        String topic = "tv2-pipelined";
+        Clients.createTopic(v2, topic, 1, Map.of());
+        Properties pp = Clients.producer(v2, true);
+        pp.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, topic + "-tx");
+        pp.put(ProducerConfig.LINGER_MS_CONFIG, 0);
+        pp.put(ProducerConfig.BATCH_SIZE_CONFIG, 256);
+        pp.put(ProducerConfig.MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION, 5);
+        List<String> sent = new ArrayList<>();
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(pp)) {
+            producer.initTransactions();
+            for (int t = 0; t < 40; t++) {
+                producer.beginTransaction();
+                for (int i = 0; i < 40; i++) {
+                    String v = "t" + t + "-" + i + "-" + "x".repeat(100);
+                    producer.send(new ProducerRecord<>(topic, 0, "k", v));
+                    sent.add(v);
+                }
+                producer.commitTransaction();
+            }
+        }
+        Properties rc = Clients.consumer(v2, true);
+        rc.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
+        String log = "broker log " + v2.logFile() + ":\n" + v2.logTail(40);
+        List<List<ConsumerRecord<String, String>>> read = Clients.readAll(rc, topic, 1, () -> log);
+        assertEquals(sent, read.get(0).stream().map(ConsumerRecord::value).toList(), "read_committed\n" + log);
+    }
 }
