@@ -60,7 +60,7 @@ fn cluster(extra: &[&str]) -> Vec<Broker> {
         })
         .collect();
     for n in &mut nodes {
-        n.wait_ready();
+        n.wait_ready_or_move();
     }
     // Ready is before the first heartbeat unfences a broker; placement uses unfenced ones.
     wait_for("all three brokers unfenced in every broker's Metadata", || {
@@ -127,7 +127,7 @@ fn three_nodes_agree_on_one_cluster_id_and_a_stray_data_directory_is_refused() {
         })
         .collect();
     for n in &mut nodes {
-        n.wait_ready();
+        n.wait_ready_or_move();
     }
     let ids: Vec<String> = nodes
         .iter()
@@ -180,7 +180,7 @@ fn three_nodes_register_as_brokers_show_the_quorum_and_a_terminated_one_is_fence
         })
         .collect();
     for n in &mut nodes {
-        n.wait_ready();
+        n.wait_ready_or_move();
     }
     // Every node: the same leader, and all three brokers registered, unfenced, as clients reach them.
     wait_for("every node showing one leader and three unfenced brokers", || {

@@ -97,16 +97,25 @@ fn end(raw: &mut Raw, id: &str, (pid, epoch): (i64, i16), commit: bool) -> i16 {
     r.error_code
 }
 
+/// A batch of `recs`: transactional, of producer `pid` at `epoch` from sequence `seq`, or plain
+/// for `pid` -1.
+fn batch_of((pid, epoch): (i64, i16), seq: i32, recs: &[(Option<bytes::Bytes>, Option<bytes::Bytes>)]) -> Vec<u8> {
+    let mut b = spate::protocol::batch::build(recs, 1_000).to_vec();
+    if pid >= 0 {
+        b[21..23].copy_from_slice(&0x10i16.to_be_bytes()); // transactional
+        b[43..51].copy_from_slice(&pid.to_be_bytes());
+        b[51..53].copy_from_slice(&epoch.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
+    }
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
 /// A transactional produce of `n` records (values `tag-i`) at sequence `seq`: (error, base offset).
 fn produce(raw: &mut Raw, id: &str, (pid, epoch): (i64, i16), topic: &str, partition: i32, seq: i32, n: usize, tag: &str) -> (i16, i64) {
     let recs: Vec<_> = (0..n).map(|i| (None, Some(bytes::Bytes::from(format!("{tag}-{i}"))))).collect();
-    let mut b = spate::protocol::batch::build(&recs, 1_000).to_vec();
-    b[21..23].copy_from_slice(&0x10i16.to_be_bytes()); // transactional
-    b[43..51].copy_from_slice(&pid.to_be_bytes());
-    b[51..53].copy_from_slice(&epoch.to_be_bytes());
-    b[53..57].copy_from_slice(&seq.to_be_bytes());
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    let b = batch_of((pid, epoch), seq, &recs);
     let req = ProduceRequest::default()
         .with_transactional_id(Some(txn_id(id)))
         .with_acks(-1)
@@ -134,9 +143,9 @@ fn latest(raw: &mut Raw, topic: &str, partition: i32, isolation: i8) -> i64 {
     p.offset
 }
 
-/// What a Fetch from `offset` answers: (high watermark, last stable offset, aborted
-/// transactions (producer id, first offset), offsets of the data records returned).
-fn fetch(raw: &mut Raw, topic: &str, partition: i32, offset: i64, isolation: i8) -> (i64, i64, Option<Vec<(i64, i64)>>, Vec<i64>) {
+/// One partition's answer to a Fetch (v11) from `offset` at isolation level `isolation`,
+/// checked for no error.
+fn fetch_partition(raw: &mut Raw, topic: &str, partition: i32, offset: i64, isolation: i8) -> fetch_response::PartitionData {
     let r: FetchResponse = raw.call(
         ApiKey::Fetch,
         11,
@@ -153,8 +162,15 @@ fn fetch(raw: &mut Raw, topic: &str, partition: i32, offset: i64, isolation: i8)
                 .with_partition_max_bytes(1 << 20)])]),
         11,
     );
-    let p = &r.responses[0].partitions[0];
+    let p = r.responses[0].partitions[0].clone();
     assert_eq!(p.error_code, 0, "{p:?}");
+    p
+}
+
+/// What a Fetch from `offset` answers: (high watermark, last stable offset, aborted
+/// transactions (producer id, first offset), offsets of the data records returned).
+fn fetch(raw: &mut Raw, topic: &str, partition: i32, offset: i64, isolation: i8) -> (i64, i64, Option<Vec<(i64, i64)>>, Vec<i64>) {
+    let p = &fetch_partition(raw, topic, partition, offset, isolation);
     let aborted = p.aborted_transactions.as_ref().map(|v| v.iter().map(|a| (a.producer_id.0, a.first_offset)).collect());
     let mut offsets = Vec::new();
     let records = p.records.clone().unwrap_or_default();
@@ -580,15 +596,7 @@ fn an_idle_transactional_id_expires_and_starts_afresh() {
 /// A produce of keyed records (`pid` -1: a plain one), each `(key, value)`: the error code.
 fn produce_keyed(raw: &mut Raw, id: Option<&str>, (pid, epoch): (i64, i16), topic: &str, seq: i32, recs: &[(String, String)]) -> i16 {
     let recs: Vec<_> = recs.iter().map(|(k, v)| (Some(bytes::Bytes::from(k.clone())), Some(bytes::Bytes::from(v.clone())))).collect();
-    let mut b = spate::protocol::batch::build(&recs, 1_000).to_vec();
-    if pid >= 0 {
-        b[21..23].copy_from_slice(&0x10i16.to_be_bytes()); // transactional
-        b[43..51].copy_from_slice(&pid.to_be_bytes());
-        b[51..53].copy_from_slice(&epoch.to_be_bytes());
-        b[53..57].copy_from_slice(&seq.to_be_bytes());
-    }
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    let b = batch_of((pid, epoch), seq, &recs);
     let req = ProduceRequest::default()
         .with_transactional_id(id.map(txn_id))
         .with_acks(-1)
@@ -607,24 +615,7 @@ fn read_keyed(raw: &mut Raw, topic: &str, isolation: i8) -> (Vec<(i64, String, S
     let mut at = 0;
     let mut aborted_listed = Vec::new();
     loop {
-        let r: FetchResponse = raw.call(
-            ApiKey::Fetch,
-            11,
-            &FetchRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_max_wait_ms(0)
-                .with_min_bytes(0)
-                .with_max_bytes(1 << 20)
-                .with_isolation_level(isolation)
-                .with_session_epoch(-1)
-                .with_topics(vec![FetchTopic::default().with_topic(name(topic)).with_partitions(vec![FetchPartition::default()
-                    .with_partition(0)
-                    .with_fetch_offset(at)
-                    .with_partition_max_bytes(1 << 20)])]),
-            11,
-        );
-        let p = &r.responses[0].partitions[0];
-        assert_eq!(p.error_code, 0, "{p:?}");
+        let p = &fetch_partition(raw, topic, 0, at, isolation);
         if at == 0 {
             aborted_listed = p.aborted_transactions.iter().flatten().map(|a| (a.producer_id.0, a.first_offset)).collect();
         }

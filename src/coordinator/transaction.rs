@@ -101,6 +101,24 @@ pub struct TxnMeta {
     pub last_update_ms: i64,
 }
 
+impl TxnMeta {
+    /// An id's state with no transaction under way, at transaction version 0.
+    pub fn new(producer_id: i64, producer_epoch: i16, timeout_ms: i32, state: TxnState, now: i64) -> TxnMeta {
+        TxnMeta {
+            producer_id,
+            previous_producer_id: -1,
+            next_producer_id: -1,
+            producer_epoch,
+            client_version: 0,
+            timeout_ms,
+            state,
+            partitions: BTreeSet::new(),
+            start_ms: -1,
+            last_update_ms: now,
+        }
+    }
+}
+
 /// What InitProducerId does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Init {
@@ -143,18 +161,7 @@ pub fn init_producer_id(
     if timeout_ms <= 0 || timeout_ms > max_timeout_ms {
         return Err(ResponseError::InvalidTransactionTimeout);
     }
-    let fresh = |producer_id: i64, producer_epoch: i16| TxnMeta {
-        producer_id,
-        previous_producer_id: -1,
-        next_producer_id: -1,
-        producer_epoch,
-        client_version: 0,
-        timeout_ms,
-        state: TxnState::Empty,
-        partitions: BTreeSet::new(),
-        start_ms: -1,
-        last_update_ms: now,
-    };
+    let fresh = |producer_id: i64, producer_epoch: i16| TxnMeta::new(producer_id, producer_epoch, timeout_ms, TxnState::Empty, now);
     let Some(m) = current else {
         let id = new_id().ok_or(ResponseError::UnknownServerError)?;
         return Ok(Init::Write(fresh(id, 0)));
@@ -558,18 +565,7 @@ pub fn decode_value(value: &[u8]) -> Option<TxnMeta> {
     }
     let last_update_ms = r.i64()?;
     let start_ms = r.i64()?;
-    let mut m = TxnMeta {
-        producer_id,
-        previous_producer_id: -1,
-        next_producer_id: -1,
-        producer_epoch,
-        client_version: 0,
-        timeout_ms,
-        state,
-        partitions,
-        start_ms,
-        last_update_ms,
-    };
+    let mut m = TxnMeta { partitions, start_ms, ..TxnMeta::new(producer_id, producer_epoch, timeout_ms, state, last_update_ms) };
     if flexible {
         let mut bad = false;
         r.tagged(|tag, data| match (tag, data.len()) {
@@ -613,6 +609,22 @@ mod tests {
 
     fn tp(t: &str, p: i32) -> (String, i32) {
         (t.to_string(), p)
+    }
+
+    /// A transaction of three partitions in `state`, of transaction version 0.
+    fn sample(state: TxnState) -> TxnMeta {
+        TxnMeta {
+            producer_id: 4242,
+            previous_producer_id: -1,
+            next_producer_id: -1,
+            producer_epoch: 3,
+            client_version: 0,
+            timeout_ms: 60_000,
+            state,
+            partitions: [tp("a", 2), tp("a", 0), tp("b", 1)].into_iter().collect(),
+            start_ms: 10,
+            last_update_ms: 20,
+        }
     }
 
     #[test]
@@ -732,18 +744,7 @@ mod tests {
 
     #[test]
     fn version_1_records_round_trip_and_skip_unknown_tags() {
-        let m = TxnMeta {
-            producer_id: 4242,
-            previous_producer_id: 4000,
-            next_producer_id: 4300,
-            producer_epoch: 3,
-            client_version: 2,
-            timeout_ms: 60_000,
-            state: TxnState::PrepareCommit,
-            partitions: [tp("a", 2), tp("a", 0), tp("b", 1)].into_iter().collect(),
-            start_ms: 10,
-            last_update_ms: 20,
-        };
+        let m = TxnMeta { previous_producer_id: 4000, next_producer_id: 4300, client_version: 2, ..sample(TxnState::PrepareCommit) };
         let v = encode_value(&m);
         assert_eq!(&v[..2], &[0, 1], "version 1");
         assert_eq!(decode_value(&v), Some(m.clone()));
@@ -761,18 +762,7 @@ mod tests {
 
     #[test]
     fn records_round_trip_in_kafkas_version_0_layout() {
-        let m = TxnMeta {
-            producer_id: 4242,
-            previous_producer_id: -1,
-            next_producer_id: -1,
-            producer_epoch: 3,
-            client_version: 0,
-            timeout_ms: 60_000,
-            state: TxnState::Ongoing,
-            partitions: [tp("a", 2), tp("a", 0), tp("b", 1)].into_iter().collect(),
-            start_ms: 10,
-            last_update_ms: 20,
-        };
+        let m = sample(TxnState::Ongoing);
         let v = encode_value(&m);
         // version, producer id, epoch, timeout, state, then 2 topics.
         assert_eq!(&v[..2], &[0, 0]);

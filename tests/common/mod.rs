@@ -162,6 +162,28 @@ impl Broker {
         }
     }
 
+    /// [`Broker::wait_ready`] for a broker started with [`Broker::start_without_waiting`]: if
+    /// another test took its Kafka or admin port between `free_port()` and its bind, it starts
+    /// again on fresh ones (its other flags, a cluster node's controller address among them,
+    /// stay as they were).
+    pub fn wait_ready_or_move(&mut self) {
+        for _ in 0..5 {
+            match self.ready_or_exit() {
+                Ok(()) => return,
+                Err(log)
+                    if log.lines().any(|l| {
+                        l.contains("already in use") && [self.port, self.admin_port].iter().any(|p| l.contains(&format!("127.0.0.1:{p}")))
+                    }) =>
+                {
+                    (self.port, self.admin_port) = (free_port(), free_port());
+                    self.spawn();
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("spate found its ports taken five times; log:\n{}", self.log());
+    }
+
     /// [`Broker::wait_ready`], telling an exit during start-up (with its log) to the caller.
     fn ready_or_exit(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -365,26 +365,47 @@ fn appends_keep_arrival_order_across_segment_rolls() {
     });
 }
 
-/// Every record from the log start: (offset, key, value).
-async fn read_all(log: &PartitionLog) -> Vec<(i64, Option<Bytes>, Option<Bytes>)> {
+/// Every batch from the log start to the high watermark, in order, each with the offset the
+/// read that returned it was asked for (its records below that were returned before).
+async fn batches_from_start(log: &PartitionLog) -> Vec<(Bytes, BatchHeader, i64)> {
     let mut out = Vec::new();
     let mut at = log.offsets().log_start;
     while at < log.offsets().high_watermark {
         let r = log.read(at, 1 << 20).await.unwrap();
         assert!(!r.records.is_empty(), "no progress at offset {at}");
         batch::scan(&r.records, |pos, h| {
-            let b = &r.records[pos..pos + h.total_len()];
-            let mut offsets = Vec::new();
-            batch::visit(b, h, |rec, _| offsets.push(rec.offset)).unwrap();
-            for (o, (k, v)) in offsets.into_iter().zip(batch::key_values(b, h).unwrap()) {
-                if o >= at {
-                    out.push((o, k, v));
-                }
-            }
+            out.push((r.records.slice(pos..pos + h.total_len()), *h, at));
             at = at.max(h.last_offset() + 1);
         });
     }
     out
+}
+
+/// Every record from the log start: (offset, key, value).
+async fn read_all(log: &PartitionLog) -> Vec<(i64, Option<Bytes>, Option<Bytes>)> {
+    let mut out = Vec::new();
+    for (b, h, at) in batches_from_start(log).await {
+        let mut offsets = Vec::new();
+        batch::visit(&b, &h, |rec, _| offsets.push(rec.offset)).unwrap();
+        for (o, (k, v)) in offsets.into_iter().zip(batch::key_values(&b, &h).unwrap()) {
+            if o >= at {
+                out.push((o, k, v));
+            }
+        }
+    }
+    out
+}
+
+/// A partition log of small segments with `cleanup.policy=compact` and a minute's
+/// `delete.retention.ms`: (its directory, its config, the log).
+async fn compacted_log(path: &Path) -> (PathBuf, TopicConfig, Rc<PartitionLog>) {
+    io_probe(path).await;
+    let mut c = small_segments();
+    c.cleanup_policy = "compact".into();
+    c.delete_retention_ms = 60_000;
+    let p = path.join("p");
+    let log = PartitionLog::open(p.clone(), c.clone(), Rc::new(Notify::default())).await.unwrap();
+    (p, c, log)
 }
 
 #[test]
@@ -392,12 +413,7 @@ fn compaction_keeps_each_keys_latest_record_at_its_offset_and_survives_reopen() 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     rt::run_local(async move {
-        io_probe(&path).await;
-        let mut c = small_segments();
-        c.cleanup_policy = "compact".into();
-        c.delete_retention_ms = 60_000;
-        let p = path.join("p");
-        let log = PartitionLog::open(p.clone(), c.clone(), Rc::new(Notify::default())).await.unwrap();
+        let (p, c, log) = compacted_log(&path).await;
         let now = now_ms();
         let key = |i: usize| Some(Bytes::from(format!("k{i}")));
         // (key, value or tombstone, timestamp)
@@ -473,7 +489,12 @@ fn txn_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> (Bytes, BatchHeader) {
 
 fn idem_with(pid: i64, epoch: i16, seq: i32, n: usize, attributes: i16) -> (Bytes, BatchHeader) {
     let recs: Vec<_> = (0..n).map(|i| (None, Some(Bytes::from(format!("r{}", seq as usize + i))))).collect();
-    let mut b = batch::build(&recs, 1_000).to_vec();
+    producer_batch(&recs, pid, epoch, seq, attributes)
+}
+
+/// A batch of `recs` from producer `pid` at `epoch` and sequence `seq`, with `attributes`.
+fn producer_batch(recs: &[(Option<Bytes>, Option<Bytes>)], pid: i64, epoch: i16, seq: i32, attributes: i16) -> (Bytes, BatchHeader) {
+    let mut b = batch::build(recs, 1_000).to_vec();
     b[21..23].copy_from_slice(&attributes.to_be_bytes());
     b[43..51].copy_from_slice(&pid.to_be_bytes());
     b[51..53].copy_from_slice(&epoch.to_be_bytes());
@@ -1349,30 +1370,12 @@ fn a_follower_appends_the_leaders_batches_as_they_are_and_cuts_back_where_it_div
 /// A transactional batch of keyed records (`None` value: a tombstone).
 fn keyed_txn(pid: i64, epoch: i16, seq: i32, recs: &[(&str, Option<&str>)]) -> (Bytes, BatchHeader) {
     let recs: Vec<_> = recs.iter().map(|(k, v)| (Some(Bytes::from(k.to_string())), v.map(|v| Bytes::from(v.to_string())))).collect();
-    let mut b = batch::build_transactional(&recs, 1_000, pid, epoch).to_vec();
-    b[53..57].copy_from_slice(&seq.to_be_bytes());
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    let b = Bytes::from(b);
-    let h = batch::validate(&b).unwrap();
-    (b, h)
+    producer_batch(&recs, pid, epoch, seq, 0x10)
 }
 
 /// The control batches in the log: (offset, header).
 async fn markers_in(log: &PartitionLog) -> Vec<(i64, BatchHeader)> {
-    let mut out = Vec::new();
-    let mut at = log.offsets().log_start;
-    while at < log.offsets().high_watermark {
-        let r = log.read(at, 1 << 20).await.unwrap();
-        assert!(!r.records.is_empty(), "no progress at offset {at}");
-        batch::scan(&r.records, |_, h| {
-            if h.is_control() && h.base_offset >= at {
-                out.push((h.base_offset, *h));
-            }
-            at = at.max(h.last_offset() + 1);
-        });
-    }
-    out
+    batches_from_start(log).await.into_iter().filter(|(_, h, at)| h.is_control() && h.base_offset >= *at).map(|(_, h, _)| (h.base_offset, h)).collect()
 }
 
 /// Kafka's cleaner's rules for transactions: an aborted transaction's records go (and never
@@ -1385,12 +1388,7 @@ fn compaction_drops_aborted_transactions_then_their_markers_after_the_delete_hor
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     rt::run_local(async move {
-        io_probe(&path).await;
-        let mut c = small_segments();
-        c.cleanup_policy = "compact".into();
-        c.delete_retention_ms = 60_000;
-        let p = path.join("p");
-        let log = PartitionLog::open(p.clone(), c.clone(), Rc::new(Notify::default())).await.unwrap();
+        let (p, c, log) = compacted_log(&path).await;
         let plain = |k: &str, v: &str| {
             let b = batch::build(&[(Some(Bytes::from(k.to_string())), Some(Bytes::from(v.to_string())))], 1_000);
             let h = batch::validate(&b).unwrap();
