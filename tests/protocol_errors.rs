@@ -89,9 +89,9 @@ fn api_versions_advertises_exactly_what_is_implemented() {
             (23, 2, 4),
             (24, 0, 5),
             (25, 0, 4),
-            (26, 0, 4),
+            (26, 0, 5),
             (27, 1, 1),
-            (28, 0, 4),
+            (28, 0, 5),
             (32, 1, 4),
             (33, 0, 2),
             (35, 1, 4),
@@ -111,10 +111,30 @@ fn api_versions_advertises_exactly_what_is_implemented() {
             (69, 0, 1)
         ]
     );
+    // The features (KIP-584): transaction.version, supported 0-2, finalized at 2 by default.
+    let features = |r: &ApiVersionsResponse| {
+        let supported: Vec<(String, i16, i16)> =
+            r.supported_features.iter().map(|f| (f.name.to_string(), f.min_version, f.max_version)).collect();
+        let finalized: Vec<(String, i16, i16)> =
+            r.finalized_features.iter().map(|f| (f.name.to_string(), f.min_version_level, f.max_version_level)).collect();
+        (supported, finalized, r.finalized_features_epoch)
+    };
+    let (supported, finalized, epoch) = features(&r);
+    assert_eq!(supported, vec![("transaction.version".to_string(), 0, 2)]);
+    assert_eq!(finalized, vec![("transaction.version".to_string(), 2, 2)]);
+    assert!(epoch > 0, "a finalized features epoch clients accept: {epoch}");
     // A newer ApiVersions than ours: v0 answer with UNSUPPORTED_VERSION and the list (KIP-511).
     let r: ApiVersionsResponse = raw.call(ApiKey::ApiVersions, 99, &ApiVersionsRequest::default(), 0);
     assert_eq!(r.error_code, code(ResponseError::UnsupportedVersion));
     assert_eq!(r.api_keys.len(), keys.len());
+
+    // At transaction version 1 the feature says so, and EndTxn and TxnOffsetCommit stop at v4.
+    let v1 = Broker::start(&["--transaction-version", "1"]);
+    let mut raw = Raw::connect(v1.port);
+    let r: ApiVersionsResponse = raw.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default(), 3);
+    assert_eq!(features(&r).1, vec![("transaction.version".to_string(), 1, 1)]);
+    let max = |key: i16| r.api_keys.iter().find(|k| k.api_key == key).map(|k| k.max_version);
+    assert_eq!((max(26), max(28), max(0)), (Some(4), Some(4), Some(13)), "EndTxn, TxnOffsetCommit, Produce");
 }
 
 #[test]
