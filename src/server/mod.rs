@@ -21,6 +21,7 @@
 //! (if any), writes the clean-shutdown marker and logs "shutdown complete". A second signal
 //! exits at once.
 
+pub mod acl;
 pub mod cluster;
 pub mod connection;
 pub mod fetch_sessions;
