@@ -17,6 +17,9 @@ tick=$(getconf CLK_TCK)
 pid=
 cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  # The rounds run in a subshell (the pipe to tee) whose broker pid this shell never sees: a
+  # failed run leaves its Spate to be found by its data directory, which is this run's alone.
+  pkill -f -- "--data-dir $dir/data" 2>/dev/null || true
   "$here/kafka/run" stop --dir "$dir/kafka" >/dev/null 2>&1 || true
   rm -rf "$dir"
 }
