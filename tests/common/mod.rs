@@ -53,19 +53,9 @@ impl Broker {
     /// [`Broker::start`] with `RUST_LOG` set to `level`.
     pub fn start_logging(level: &str, extra: &[&str]) -> Broker {
         let mut b = Broker::unstarted(level, extra);
-        // Another test may take a port between free_port() and the broker's bind: then start
-        // again on fresh ones.
-        for _ in 0..5 {
-            b.spawn();
-            match b.ready_or_exit() {
-                Ok(()) => return b,
-                Err(log) if log.contains("already in use") => {
-                    (b.port, b.admin_port) = (free_port(), free_port());
-                }
-                Err(log) => panic!("{log}"),
-            }
-        }
-        panic!("spate found its ports taken five times; log:\n{}", b.log());
+        b.spawn();
+        b.wait_ready_or_move();
+        b
     }
 
     /// Starts a broker like [`Broker::start`] without waiting for it to become ready (a cluster
@@ -162,10 +152,9 @@ impl Broker {
         }
     }
 
-    /// [`Broker::wait_ready`] for a broker started with [`Broker::start_without_waiting`]: if
-    /// another test took its Kafka or admin port between `free_port()` and its bind, it starts
-    /// again on fresh ones (its other flags, a cluster node's controller address among them,
-    /// stay as they were).
+    /// [`Broker::wait_ready`] that survives another test taking the broker's Kafka or admin port
+    /// between `free_port()` and its bind: it starts again on fresh ones (its other flags, a
+    /// cluster node's controller address among them, stay as they were).
     pub fn wait_ready_or_move(&mut self) {
         for _ in 0..5 {
             match self.ready_or_exit() {
