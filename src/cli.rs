@@ -34,6 +34,8 @@ enum Command {
     Cluster(crate::admin::ClusterArgs),
     /// Transactions on any Kafka-compatible broker: list, describe.
     Txn(crate::admin::txn::TxnArgs),
+    /// SCRAM users (SASL credentials) on any Kafka-compatible broker: create, list, delete.
+    User(crate::admin::user::UserArgs),
     /// Benchmarks against any Kafka-compatible broker: produce, consume, e2e, sweep.
     Bench(crate::bench::BenchArgs),
     /// The settings of `spate serve`.
@@ -71,6 +73,7 @@ pub fn main() -> ExitCode {
         Command::Consume(args) => crate::admin::consume::run(args),
         Command::Cluster(args) => crate::admin::run_cluster(args),
         Command::Txn(args) => crate::admin::txn::run(args),
+        Command::User(args) => crate::admin::user::run(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Config(ConfigCommand::PrintDefaults { format, markdown }) => {
             let text = match (format, markdown) {

@@ -15,6 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 /// Fixed bounds. Changing one is a code change, reviewed with the memory sums it affects.
+pub mod security;
+
 pub mod limits {
     /// Largest request frame accepted from a client (Kafka's `socket.request.max.bytes`). A frame
     /// announcing more is refused before anything is allocated for it, and the connection closed.
@@ -80,6 +82,10 @@ pub mod limits {
     /// listening sockets of a broker just killed outlive it by some milliseconds, until the kernel
     /// has torn down its io_uring instances (kernel-notes/io-uring-sockets-outlive-killed-process.md).
     pub const PORT_IN_USE_WAIT_MS: u64 = 2_000;
+    /// A client connection on a TLS listener must finish its handshake, and one on a SASL
+    /// listener its authentication, this long after it is accepted, or it is closed (a client
+    /// stuck mid-handshake holds nothing longer).
+    pub const AUTHENTICATION_DEADLINE_MS: u64 = 10_000;
     /// After the shutdown grace period, how long a core waits for the connections it cut to go.
     pub const SHUTDOWN_CUT_WAIT_MS: u64 = 1_000;
     /// On SIGTERM, how long a broker in a cluster waits for the controller to fence it before
@@ -98,9 +104,18 @@ pub mod limits {
 /// then cloned (read-only) into every shard.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address every core listens on (SO_REUSEPORT).
+    /// Address every core listens on (SO_REUSEPORT): the first listener's, the one brokers use
+    /// between themselves.
     pub listen: SocketAddr,
-    /// host:port given to clients in Metadata; defaults to `listen`.
+    /// Every listener, the first at `listen`; every core binds each (SO_REUSEPORT).
+    pub listeners: Vec<security::ListenerConfig>,
+    /// Present when a listener uses TLS.
+    pub tls: Option<security::TlsSettings>,
+    /// SASL mechanisms offered on SASL listeners.
+    pub sasl_mechanisms: Vec<&'static str>,
+    /// KIP-368's session lifetime (0: none).
+    pub connections_max_reauth_ms: i64,
+    /// host:port given to clients in Metadata by the first listener; defaults to `listen`.
     pub advertised_host: String,
     pub advertised_port: u16,
     /// Directory holding topics, segments and metadata.
@@ -455,6 +470,24 @@ settings! {
     advertised_listener: String, "SPATE_ADVERTISED_LISTENER",
         Computed { shown: "the listen address", example: "\"broker1.example.com:9092\"" }, "host:port", None,
         "address given to clients in Metadata";
+    listeners: String, "SPATE_LISTENERS",
+        Computed { shown: "`PLAINTEXT://` and the listen address", example: "\"PLAINTEXT://127.0.0.1:9092,SASL_SSL://0.0.0.0:9094\"" }, "NAME://host:port,...", None,
+        "Kafka clients' listeners, each bound on every core: the name is the security protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL), an empty host every interface; the first is the one brokers use between themselves (PLAINTEXT in a cluster). Replaces listen (Kafka `listeners`)";
+    advertised_listeners: String, "SPATE_ADVERTISED_LISTENERS",
+        Computed { shown: "each listener's own address", example: "\"SASL_SSL://kafka.example.com:9094\"" }, "NAME://host:port,...", None,
+        "addresses given to clients in Metadata, per listener: a client is told the brokers' addresses on the listener it connected to (Kafka `advertised.listeners`)";
+    ssl_cert_file: String, "SPATE_SSL_CERT_FILE", Toml("\"\""), "path", None,
+        "PEM certificate chain (leaf first) of the SSL and SASL_SSL listeners; reloaded when the file changes (Kafka `ssl.keystore.location`)";
+    ssl_key_file: String, "SPATE_SSL_KEY_FILE", Toml("\"\""), "path", None,
+        "PEM private key (PKCS#8, PKCS#1 or SEC1) of ssl_cert_file; reloaded with it";
+    ssl_ca_file: String, "SPATE_SSL_CA_FILE", Toml("\"\""), "path", None,
+        "PEM CA certificates that client certificates are checked against (Kafka `ssl.truststore.location`)";
+    ssl_client_auth: String, "SPATE_SSL_CLIENT_AUTH", Toml("\"none\""), "none|requested|required", None,
+        "mutual TLS: whether TLS clients must (`required`) or may (`requested`) present a certificate signed by ssl_ca_file; its subject becomes the principal (`User:CN=...`) unless SASL names one (Kafka `ssl.client.auth`)";
+    sasl_enabled_mechanisms: String, "SPATE_SASL_ENABLED_MECHANISMS", Toml("\"SCRAM-SHA-256,SCRAM-SHA-512\""), "mechanisms", None,
+        "SASL mechanisms the SASL_PLAINTEXT and SASL_SSL listeners offer: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512; every one checks the SCRAM credentials of `spate user` (PLAIN against either mechanism's) (Kafka `sasl.enabled.mechanisms`)";
+    connections_max_reauth_ms: i64, "SPATE_CONNECTIONS_MAX_REAUTH_MS", Toml("0"), "ms", Some((0, MAX)),
+        "KIP-368: a SASL session lasts this long, after which the client must authenticate again on the same connection or have it closed; 0: sessions never expire (Kafka `connections.max.reauth.ms`)";
     data_dir: PathBuf, "SPATE_DATA_DIR", Toml("\"./spate-data\""), "path", None,
         "topics, segments, indexes and cluster id; one broker at a time (`<data_dir>/.lock`)";
     cores: usize, "SPATE_CORES", Computed { shown: "all online cores", example: "4" }, "cores", Some((1, MAX)),
@@ -676,11 +709,31 @@ impl Config {
         };
         let g = Given::merge(args, file, args.config.as_deref());
         g.check_ranges()?;
-        let listen = g.listen.or_default();
-        let (advertised_host, advertised_port) = match g.advertised_listener.get() {
-            Some(s) => parse_host_port(&s)?,
-            None => (listen.ip().to_string(), listen.port()),
-        };
+        anyhow::ensure!(
+            g.listen.get().is_none() || g.listeners.get().is_none(),
+            "listen and listeners are both set: listen is the shorthand for one PLAINTEXT listener; give listeners only"
+        );
+        let advertised_first = g.advertised_listener.get().map(|s| parse_host_port(&s)).transpose()?;
+        let listeners = security::listeners(
+            g.listen.or_default(),
+            g.listeners.get().as_deref(),
+            advertised_first,
+            g.advertised_listeners.get().as_deref(),
+        )?;
+        let tls = security::tls_settings(
+            &listeners,
+            g.ssl_cert_file.get(),
+            g.ssl_key_file.get(),
+            g.ssl_ca_file.get(),
+            &g.ssl_client_auth.or_default(),
+        )?;
+        let sasl_mechanisms = security::sasl_mechanisms(&g.sasl_enabled_mechanisms.or_default())?;
+        anyhow::ensure!(
+            !sasl_mechanisms.is_empty() || !listeners.iter().any(|l| l.protocol.sasl()),
+            "sasl_enabled_mechanisms is empty but a listener is SASL_PLAINTEXT or SASL_SSL"
+        );
+        let listen = listeners[0].bind;
+        let (advertised_host, advertised_port) = (listeners[0].advertised_host.clone(), listeners[0].advertised_port);
         let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let cores = g.cores.get().unwrap_or(online);
         anyhow::ensure!(cores <= online, "cores = {cores} asked for but only {online} are online");
@@ -741,7 +794,16 @@ impl Config {
             )
         })
         .transpose()?;
+        anyhow::ensure!(
+            quorum.is_none() || listeners[0].protocol == security::SecurityProtocol::Plaintext,
+            "in a cluster the first listener ({}) is the one brokers use between themselves, which must be PLAINTEXT for now; list a PLAINTEXT listener first",
+            listeners[0].name()
+        );
         Ok(Config {
+            listeners,
+            tls,
+            sasl_mechanisms,
+            connections_max_reauth_ms: g.connections_max_reauth_ms.or_default(),
             groups,
             log_cleaner_backoff_ms: g.log_cleaner_backoff_ms.or_default(),
             log_retention_check_interval_ms: g.log_retention_check_interval_ms.or_default(),
@@ -780,6 +842,20 @@ impl Config {
         })
     }
 
+    /// The advertised `host:port` of this broker's `protocol` listener.
+    pub fn advertised_for(&self, protocol: security::SecurityProtocol) -> Option<(String, i32)> {
+        let l = self.listeners.iter().find(|l| l.protocol == protocol)?;
+        Some((l.advertised_host.clone(), l.advertised_port as i32))
+    }
+
+    /// What a broker registers with the metadata quorum: its first listener's `host:port` (the
+    /// one brokers use between themselves), then every listener as `NAME://host:port`.
+    pub fn registered_listeners(&self) -> Vec<String> {
+        let mut out = vec![format!("{}:{}", self.advertised_host, self.advertised_port)];
+        out.extend(self.listeners.iter().map(|l| l.advertised()));
+        out
+    }
+
     /// Broker configs as Kafka names them, with their values from the settings (before any
     /// dynamic change) and the `spate serve` setting each comes from, for DescribeConfigs on the
     /// broker resource and `/v1/config`.
@@ -789,8 +865,19 @@ impl Config {
         vec![
             e("broker.id", self.node_id.to_string(), Some("node_id")),
             e("node.id", self.node_id.to_string(), Some("node_id")),
-            e("advertised.listeners", format!("PLAINTEXT://{}:{}", self.advertised_host, self.advertised_port), Some("advertised_listener")),
-            e("listeners", format!("PLAINTEXT://{}", self.listen), Some("listen")),
+            e(
+                "advertised.listeners",
+                self.listeners.iter().map(|l| l.advertised()).collect::<Vec<_>>().join(","),
+                Some(if self.listeners.len() > 1 { "advertised_listeners" } else { "advertised_listener" }),
+            ),
+            e(
+                "listeners",
+                self.listeners.iter().map(|l| format!("{}://{}", l.name(), l.bind)).collect::<Vec<_>>().join(","),
+                Some(if self.listeners.len() > 1 { "listeners" } else { "listen" }),
+            ),
+            e("ssl.client.auth", self.tls.as_ref().map_or("none", |t| t.client_auth.name()).to_string(), Some("ssl_client_auth")),
+            e("sasl.enabled.mechanisms", self.sasl_mechanisms.join(","), Some("sasl_enabled_mechanisms")),
+            e("connections.max.reauth.ms", self.connections_max_reauth_ms.to_string(), Some("connections_max_reauth_ms")),
             e("log.dirs", self.data_dir.display().to_string(), Some("data_dir")),
             e("auto.create.topics.enable", self.auto_create_topics.to_string(), Some("auto_create_topics")),
             e("num.partitions", self.num_partitions.to_string(), Some("num_partitions")),

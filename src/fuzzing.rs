@@ -3,7 +3,7 @@
 //!
 //! Each function takes arbitrary bytes, runs exactly the code the broker runs on bytes it does
 //! not trust (a request frame, a record batch, a segment and its index files, a
-//! `__consumer_offsets` record), and asserts what that code promises beyond "no panic": round
+//! `__consumer_offsets` record, a SASL message), and asserts what that code promises beyond "no panic": round
 //! trips, and that whatever it accepts is well formed. A panic here is a bug in Spate (or in the
 //! vendored `kafka-protocol`), never in the input.
 //!
@@ -11,6 +11,10 @@
 //! [`FIX_CRC`] set, the CRC-32C of every batch whose length fits is recomputed before the bytes
 //! are used.
 
+use std::sync::OnceLock;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::Encodable;
@@ -22,6 +26,7 @@ use crate::protocol::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
 use crate::protocol::frame;
 use crate::server::groups::subscribed_topics;
 use crate::server::handlers::{self, api_versions};
+use crate::protocol::sasl::{self, ScramCredential, ScramMechanism, ScramServer};
 use crate::storage::index::SegmentIndex;
 use crate::storage::log::{index_entry_matches, SegmentScan};
 
@@ -363,4 +368,123 @@ fn check_index(idx: &SegmentIndex, off_file: &[u8], time_file: &[u8]) {
         let last = t.offsets.last().map(|&(o, _)| o);
         assert!(t.times.iter().all(|&(_, o)| last.is_some_and(|l| o <= l)));
     }
+}
+
+/// The `sasl` target's credential: RFC 7677's password, salt and iterations, so its exchange (with
+/// [`SASL_SERVER_NONCE`]) is a seed that authenticates.
+const SASL_PASSWORD: &[u8] = b"pencil";
+const SASL_SALT: &[u8] = &[
+    0x5b, 0x6d, 0x99, 0x68, 0x9d, 0x12, 0x35, 0x8e, 0xec, 0xa0, 0x4b, 0x14, 0x12, 0x36, 0xfa, 0x81,
+];
+const SASL_ITERATIONS: i32 = 4096;
+/// RFC 7677's server nonce, used in modes 2 and 3 in place of a random one.
+pub const SASL_SERVER_NONCE: &str = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+
+/// The salted password of [`SASL_PASSWORD`] under each mechanism, derived once (4096 rounds of
+/// PBKDF2 per input would slow the fuzzer a hundredfold).
+fn sasl_salted(m: ScramMechanism) -> &'static [u8] {
+    static SALTED: [OnceLock<Vec<u8>>; 2] = [OnceLock::new(), OnceLock::new()];
+    let i = ScramMechanism::ALL.iter().position(|&x| x == m).unwrap_or(0);
+    SALTED[i].get_or_init(|| sasl::salted_password(m, SASL_PASSWORD, SASL_SALT, SASL_ITERATIONS))
+}
+
+/// Every user but `nobody` has the fixed credential.
+fn sasl_lookup(m: ScramMechanism) -> impl FnOnce(&str) -> Option<ScramCredential> {
+    move |user| {
+        (user != "nobody").then(|| ScramCredential::from_salted_password(m, sasl_salted(m), SASL_SALT, SASL_ITERATIONS))
+    }
+}
+
+/// A SASL message as SaslAuthenticate carries it to `protocol::sasl`: a mode byte, then the input.
+/// Mode bit 2 picks SCRAM-SHA-512 over SCRAM-SHA-256; bits 0-1:
+///
+/// - 0: SASL/PLAIN (`parse_plain`): what it accepts has a non-empty user and password without
+///   NUL, and re-encodes (with and without an authzid) to a message that parses the same;
+/// - 1: a SCRAM client-first-message (`ScramServer::start`, random server nonce): an accepted
+///   one gets `r=<client nonce><24 chars>,s=<salt>,i=4096` back;
+/// - 2: client-first NUL client-final (`start` with [`SASL_SERVER_NONCE`], then `finish`), so
+///   inputs can echo the nonce and reach the proof check; a success names `start`'s user and
+///   answers `v=` with the server signature;
+/// - 3: client-first, then the final message an honest client (RFC 5802) builds from the server's
+///   answer with the right password: whatever `start` accepts, that authenticates, and the
+///   server's signature is the one the client expects.
+///
+/// Every user but `nobody` has RFC 7677's credential (password `pencil`).
+pub fn sasl(data: &[u8]) {
+    let Some((&mode, input)) = data.split_first() else { return };
+    let m = if mode & 4 == 0 { ScramMechanism::Sha256 } else { ScramMechanism::Sha512 };
+    match mode & 3 {
+        0 => sasl_plain(input),
+        1 => {
+            let Ok((server, reply)) = ScramServer::start(m, input, sasl_lookup(m)) else { return };
+            let reply = std::str::from_utf8(&reply).expect("server-first-message is UTF-8");
+            let (nonce, salt, iterations) = server_first_fields(reply);
+            let client_nonce = nonce.get(..nonce.len().saturating_sub(24)).unwrap_or_default();
+            assert!(!client_nonce.is_empty(), "server nonce {nonce:?} lacks the client's or its own 24 characters");
+            let sent = std::str::from_utf8(input).expect("an accepted client-first-message is UTF-8");
+            assert!(sent.contains(&format!(",r={client_nonce}")), "server nonce {nonce:?} does not start with the client's");
+            assert_eq!((salt.as_slice(), iterations), (SASL_SALT, SASL_ITERATIONS));
+            assert!(!server.user().is_empty());
+        }
+        2 => {
+            let (first, last) = match input.iter().position(|&b| b == 0) {
+                Some(at) => (&input[..at], &input[at + 1..]),
+                None => (input, &[][..]),
+            };
+            let Ok((server, _)) = ScramServer::start_with_nonce(m, first, SASL_SERVER_NONCE, sasl_lookup(m)) else { return };
+            let user = server.user().to_string();
+            if let Ok((who, v)) = server.finish(last) {
+                assert_eq!(who, user, "finish authenticated another user than start read");
+                let v = std::str::from_utf8(&v).expect("server-final-message is UTF-8");
+                let sig = B64.decode(v.strip_prefix("v=").expect("server-final-message is v=...")).expect("v= is base64");
+                assert_eq!(sig.len(), m.hash_len());
+            }
+        }
+        _ => sasl_honest_client(m, input),
+    }
+}
+
+/// `r=`, `s=` and `i=` of a server-first-message, which must have exactly those.
+fn server_first_fields(reply: &str) -> (&str, Vec<u8>, i32) {
+    let fields: Vec<&str> = reply.split(',').collect();
+    let [r, s, i] = fields[..] else { panic!("server-first-message {reply:?} does not have 3 attributes") };
+    let nonce = r.strip_prefix("r=").expect("r= first");
+    assert!(!nonce.is_empty() && nonce.bytes().all(|b| (0x21..=0x7e).contains(&b)), "nonce {nonce:?} is not printable");
+    let salt = B64.decode(s.strip_prefix("s=").expect("s= second")).expect("the salt is base64");
+    let iterations = i.strip_prefix("i=").expect("i= third").parse().expect("i= is a number");
+    (nonce, salt, iterations)
+}
+
+fn sasl_plain(input: &[u8]) {
+    let Ok((user, password)) = sasl::parse_plain(input) else { return };
+    assert!(!user.is_empty() && !user.contains('\0'), "PLAIN accepted user {user:?}");
+    assert!(!password.is_empty() && !password.contains(&0), "PLAIN accepted an empty password or one with NUL");
+    for authzid in ["", user.as_str()] {
+        let again = [authzid.as_bytes(), b"\0", user.as_bytes(), b"\0", &password].concat();
+        assert_eq!(sasl::parse_plain(&again), Ok((user.clone(), password.clone())), "PLAIN does not round-trip");
+    }
+}
+
+/// Mode 3 of [`sasl`]: RFC 5802's client side, answering whatever client-first `start` accepted.
+fn sasl_honest_client(m: ScramMechanism, first: &[u8]) {
+    let Ok((server, reply)) = ScramServer::start_with_nonce(m, first, SASL_SERVER_NONCE, sasl_lookup(m)) else { return };
+    let first = std::str::from_utf8(first).expect("an accepted client-first-message is UTF-8");
+    // The gs2 header ends at the second comma; the rest is client-first-message-bare.
+    let gs2_len = first.match_indices(',').nth(1).map(|(at, _)| at + 1).expect("an accepted message has a gs2 header");
+    let (gs2_header, bare) = first.split_at(gs2_len);
+    let server_first = std::str::from_utf8(&reply).expect("server-first-message is UTF-8");
+    let (nonce, salt, iterations) = server_first_fields(server_first);
+    assert!(nonce.ends_with(SASL_SERVER_NONCE));
+    assert_eq!((salt.as_slice(), iterations), (SASL_SALT, SASL_ITERATIONS));
+    let salted = sasl_salted(m);
+    let client_key = sasl::mac(m, salted, b"Client Key");
+    let without_proof = format!("c={},r={nonce}", B64.encode(gs2_header));
+    let auth_message = format!("{bare},{server_first},{without_proof}");
+    let proof = sasl::xor(&client_key, &sasl::mac(m, &sasl::hash(m, &client_key), auth_message.as_bytes()));
+    let user = server.user().to_string();
+    let last = format!("{without_proof},p={}", B64.encode(proof));
+    let (who, v) = server.finish(last.as_bytes()).unwrap_or_else(|e| panic!("an honest client's final message failed: {e:?}"));
+    assert_eq!(who, user);
+    let expected = sasl::mac(m, &sasl::mac(m, salted, b"Server Key"), auth_message.as_bytes());
+    assert_eq!(v, format!("v={}", B64.encode(expected)).into_bytes(), "the server signature is not the one the client expects");
 }

@@ -79,6 +79,13 @@ struct Outcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthLabel {
+    listener: String,
+    mechanism: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GroupPartition {
     group: String,
     topic: String,
@@ -118,6 +125,8 @@ struct Long {
     cross_core: Family<CoreLabel, Counter>,
     connections_opened: Counter,
     connections_refused: Counter,
+    authentications: Family<AuthLabel, Counter>,
+    tls_reloads: Family<Outcome, Counter>,
     memory_waits: Family<CoreLabel, Counter>,
     fetch_trimmed: Family<CoreLabel, Counter>,
     fetch_kinds: Family<CoreKind, Counter>,
@@ -147,6 +156,8 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
     let cross_core = Family::<CoreLabel, Counter>::default();
     let connections_opened = Counter::default();
     let connections_refused = Counter::default();
+    let authentications = Family::<AuthLabel, Counter>::default();
+    let tls_reloads = Family::<Outcome, Counter>::default();
     let memory_waits = Family::<CoreLabel, Counter>::default();
     let fetch_trimmed = Family::<CoreLabel, Counter>::default();
     let fetch_kinds = Family::<CoreKind, Counter>::default();
@@ -176,6 +187,16 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
     registry.register("spate_cross_core_requests", "Jobs sent to another core, by sending core", cross_core.clone());
     registry.register("spate_connections_opened", "Client connections accepted", connections_opened.clone());
     registry.register("spate_connections_refused", "Client connections closed at once (max_connections)", connections_refused.clone());
+    registry.register(
+        "spate_authentications",
+        "TLS handshakes (mechanism TLS) and SASL authentications on client connections, by listener, mechanism and outcome (ok, failed, timeout)",
+        authentications.clone(),
+    );
+    registry.register(
+        "spate_tls_reloads",
+        "Reloads of changed TLS files: ok (new connections get them) or failed (the previous ones stay)",
+        tls_reloads.clone(),
+    );
     registry.register(
         "spate_memory_waits",
         "Request frames that waited for the core's share of queued_max_request_bytes, by core",
@@ -229,6 +250,8 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
         cross_core,
         connections_opened,
         connections_refused,
+        authentications,
+        tls_reloads,
         memory_waits,
         fetch_trimmed,
         fetch_kinds,
@@ -399,6 +422,18 @@ pub fn connection_opened() {
 
 pub fn connection_refused() {
     LONG.connections_refused.inc();
+}
+
+/// A TLS handshake (`mechanism` "TLS") or SASL authentication ended: `outcome` is "ok",
+/// "failed" or "timeout".
+pub fn authentication(listener: &str, mechanism: &str, outcome: &str) {
+    LONG.authentications
+        .get_or_create(&AuthLabel { listener: listener.into(), mechanism: mechanism.into(), outcome: outcome.into() })
+        .inc();
+}
+
+pub fn tls_reload(ok: bool) {
+    LONG.tls_reloads.get_or_create(&Outcome { outcome: if ok { "ok" } else { "failed" }.into() }).inc();
 }
 
 pub fn memory_waited() {

@@ -15,6 +15,7 @@ const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("record_batch", spate::fuzzing::record_batch),
     ("index", spate::fuzzing::segment),
     ("offsets_record", spate::fuzzing::offsets_record),
+    ("sasl", spate::fuzzing::sasl),
 ];
 
 fn files(dir: &Path) -> Vec<PathBuf> {

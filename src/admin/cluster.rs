@@ -28,6 +28,9 @@ use kafka_protocol::messages::{
     DescribeTransactionsRequest, IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest, ListTransactionsRequest, MetadataRequest,
     OffsetCommitRequest, OffsetFetchRequest, TopicName, TransactionalId,
 };
+use kafka_protocol::messages::alter_user_scram_credentials_request::{ScramCredentialDeletion, ScramCredentialUpsertion};
+use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+use kafka_protocol::messages::{AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use uuid::Uuid;
 
@@ -686,6 +689,56 @@ impl Cluster {
         }
         out.sort_by(|a, b| a.1.cmp(&b.1));
         Ok(out)
+    }
+
+    /// Sets and removes SCRAM credentials (AlterUserScramCredentials): upsertions are (user,
+    /// Kafka mechanism code, iterations, salt, salted password), deletions (user, mechanism).
+    /// Each user's outcome: its error code and message.
+    pub fn alter_scram_credentials(
+        &mut self,
+        upsertions: Vec<(String, i8, i32, Vec<u8>, Vec<u8>)>,
+        deletions: Vec<(String, i8)>,
+    ) -> Result<Vec<(String, i16, Option<String>)>> {
+        let bootstrap = self.bootstrap.clone();
+        let (_, resp) = self.conn(&bootstrap)?.call(|_| {
+            AlterUserScramCredentialsRequest::default()
+                .with_upsertions(
+                    upsertions
+                        .iter()
+                        .map(|(u, m, i, salt, salted)| {
+                            ScramCredentialUpsertion::default()
+                                .with_name(str_bytes(u))
+                                .with_mechanism(*m)
+                                .with_iterations(*i)
+                                .with_salt(salt.clone().into())
+                                .with_salted_password(salted.clone().into())
+                        })
+                        .collect(),
+                )
+                .with_deletions(deletions.iter().map(|(u, m)| ScramCredentialDeletion::default().with_name(str_bytes(u)).with_mechanism(*m)).collect())
+        })?;
+        Ok(resp.results.into_iter().map(|r| (r.user.to_string(), r.error_code, r.error_message.map(|m| m.to_string()))).collect())
+    }
+
+    /// SCRAM users and their (mechanism code, iterations) (DescribeUserScramCredentials); `users`
+    /// empty: every user.
+    pub fn describe_scram_credentials(&mut self, users: &[String]) -> Result<Vec<(String, i16, Option<String>, Vec<(i8, i32)>)>> {
+        let bootstrap = self.bootstrap.clone();
+        let (_, resp) = self.conn(&bootstrap)?.call(|_| {
+            DescribeUserScramCredentialsRequest::default()
+                .with_users((!users.is_empty()).then(|| users.iter().map(|u| UserName::default().with_name(str_bytes(u))).collect()))
+        })?;
+        if resp.error_code != 0 {
+            return Err(kafka_error(resp.error_code, resp.error_message.as_deref(), "describing SCRAM users"));
+        }
+        Ok(resp
+            .results
+            .into_iter()
+            .map(|r| {
+                let infos = r.credential_infos.iter().map(|c| (c.mechanism, c.iterations)).collect();
+                (r.user.to_string(), r.error_code, r.error_message.map(|m| m.to_string()), infos)
+            })
+            .collect())
     }
 
     /// A transactional id's state at its coordinator (DescribeTransactions).

@@ -27,6 +27,7 @@ pub mod record;
 pub mod reset;
 pub mod topic;
 pub mod txn;
+pub mod user;
 
 use std::process::ExitCode;
 

@@ -215,14 +215,14 @@ pub async fn run_broker(raft: Raft<TypeConfig>, shared: Arc<Shared>, pool: Arc<P
         if !registered {
             let record = MetadataRecord::RegisterBroker {
                 id: shared.node_id as i32,
-                listeners: vec![cfg.listener.clone()],
+                listeners: cfg.listeners.clone(),
                 rack: cfg.rack.clone(),
                 incarnation,
                 fenced: true,
             };
             match propose(&raft, &shared, &pool, record, HEARTBEAT_TIMEOUT).await {
                 Ok(index) => {
-                    tracing::info!(%incarnation, index, listener = %cfg.listener, "broker registered with the controller (fenced until its first heartbeat)");
+                    tracing::info!(%incarnation, index, listeners = ?cfg.listeners, "broker registered with the controller (fenced until its first heartbeat)");
                     registered = true;
                 }
                 Err(e) => tracing::warn!(error = %e, "broker registration failed; trying again"),

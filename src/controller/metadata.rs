@@ -111,6 +111,23 @@ pub enum MetadataRecord {
         partition: i32,
         unclean: bool,
     },
+    /// A user's SCRAM credential for one mechanism ("SCRAM-SHA-256", "SCRAM-SHA-512"; Kafka's
+    /// UserScramCredentialRecord), or its removal (`credential` None). Never a password.
+    ScramCredential {
+        user: String,
+        mechanism: String,
+        credential: Option<StoredScramCredential>,
+    },
+}
+
+/// What is kept of a SCRAM password (RFC 5802): its salt and iteration count and the two keys
+/// derived from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredScramCredential {
+    pub salt: Vec<u8>,
+    pub iterations: i32,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
 }
 
 /// One partition's replicas and leadership (KRaft's PartitionRecord).
@@ -173,6 +190,9 @@ pub struct ClusterMetadata {
     /// Reassignments in progress.
     #[serde(default)]
     pub reassignments: Vec<Reassignment>,
+    /// SCRAM credentials by user, then mechanism.
+    #[serde(default)]
+    pub scram_credentials: BTreeMap<String, BTreeMap<String, StoredScramCredential>>,
 }
 
 /// A partition moving to other replicas (see `MetadataRecord::ReassignPartition`): while it
@@ -393,6 +413,20 @@ impl ClusterMetadata {
                 p.leader_epoch += 1;
                 p.partition_epoch += 1;
             }
+            MetadataRecord::ScramCredential { user, mechanism, credential } => {
+                let user_creds = self.scram_credentials.entry(user.clone()).or_default();
+                match credential {
+                    Some(c) => {
+                        user_creds.insert(mechanism.clone(), c.clone());
+                    }
+                    None => {
+                        user_creds.remove(mechanism);
+                    }
+                }
+                if user_creds.is_empty() {
+                    self.scram_credentials.remove(user);
+                }
+            }
             MetadataRecord::BrokerConfig { resource, key, value } => {
                 let configs = self.broker_configs.entry(resource.clone()).or_default();
                 match value {
@@ -583,6 +617,12 @@ mod tests {
         assert!(m.apply(13, &MetadataRecord::ProducerIdBlock { broker: 2, block: 0 }).unwrap_err().contains("next free one is 1"));
         assert!(m.apply(14, &MetadataRecord::DeleteTopic { name: "t".into() }).is_err());
         assert_eq!((m.applied_index, m.cluster_id.as_deref(), m.topics.len(), m.next_producer_id_block), (14, Some("abc"), 0, 1));
+        let cred = StoredScramCredential { salt: vec![1], iterations: 4096, stored_key: vec![2], server_key: vec![3] };
+        let scram = |c: Option<StoredScramCredential>| MetadataRecord::ScramCredential { user: "alice".into(), mechanism: "SCRAM-SHA-256".into(), credential: c };
+        m.apply(15, &scram(Some(cred.clone()))).unwrap();
+        assert_eq!(m.scram_credentials["alice"]["SCRAM-SHA-256"], cred);
+        m.apply(16, &scram(None)).unwrap();
+        assert!(m.scram_credentials.is_empty());
     }
 
     #[test]

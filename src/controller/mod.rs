@@ -132,8 +132,9 @@ pub struct ControllerConfig {
 /// What the broker's side of the lifecycle registers with and how often it heartbeats.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    /// `host:port` Kafka clients reach this broker at (the advertised listener).
-    pub listener: String,
+    /// The addresses Kafka clients reach this broker at: the first listener's `host:port`, then
+    /// every listener's `NAME://host:port` (`Config::registered_listeners`).
+    pub listeners: Vec<String>,
     pub rack: Option<String>,
     pub heartbeat_interval_ms: u64,
 }
@@ -149,7 +150,7 @@ impl ControllerConfig {
             listen: q.listen.clone(),
             voter: q.roles.controller,
             broker: q.roles.broker.then(|| BrokerConfig {
-                listener: format!("{}:{}", config.advertised_host, config.advertised_port),
+                listeners: config.registered_listeners(),
                 rack: q.broker_rack.clone(),
                 heartbeat_interval_ms: q.broker_heartbeat_interval_ms,
             }),

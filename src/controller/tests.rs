@@ -106,7 +106,7 @@ impl Cluster {
         for n in &mut c.nodes {
             if brokers {
                 n.cfg.broker = Some(BrokerConfig {
-                    listener: format!("broker{}.example:9092", n.cfg.node_id),
+                    listeners: vec![format!("broker{}.example:9092", n.cfg.node_id)],
                     rack: Some(format!("rack-{}", n.cfg.node_id % 2)),
                     heartbeat_interval_ms: HEARTBEAT_MS,
                 });

@@ -28,5 +28,6 @@ pub mod net;
 pub mod report;
 pub mod rt;
 pub mod signal;
+pub mod tls;
 #[cfg(test)]
 pub mod sim_disk;

@@ -1,5 +1,5 @@
 //! TCP: a per-core listener sharing the port through SO_REUSEPORT, and connections split into a
-//! reading and a writing half.
+//! reading and a writing half, over the socket itself or over TLS (`io::tls`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -9,6 +9,7 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use socket2::{Domain, Protocol, Socket, Type};
 
 type Stream = glommio::net::TcpStream;
+type TlsStream = futures_rustls::server::TlsStream<Stream>;
 
 /// Holds a port without listening on it, so every core can bind the same (possibly ephemeral)
 /// port with SO_REUSEPORT before any connection is accepted. Created on the main thread.
@@ -61,18 +62,65 @@ impl Listener {
         Ok(Listener(unsafe { glommio::net::TcpListener::from_raw_fd(s.into_raw_fd()) }))
     }
 
-    pub async fn accept(&self) -> io::Result<(ConnReader, ConnWriter, SocketAddr)> {
+    pub async fn accept(&self) -> io::Result<(Accepted, SocketAddr)> {
         let stream = self.0.accept().await.map_err(io::Error::from)?;
         stream.set_nodelay(true).map_err(io::Error::from)?;
         let peer = stream.peer_addr().map_err(io::Error::from)?;
         let fd = stream.as_raw_fd();
-        let (r, w) = futures_lite::io::split(stream);
-        Ok((ConnReader(r, fd), ConnWriter(w), peer))
+        Ok((Accepted { stream, fd }, peer))
     }
 }
 
+/// An accepted connection, before it is split (and, on a TLS listener, before its handshake).
+pub struct Accepted {
+    stream: Stream,
+    fd: RawFd,
+}
+
+/// What a TLS handshake learned about the client.
+pub struct TlsPeer {
+    /// The client's certificate chain, leaf first (empty without mutual TLS).
+    pub certificates: Vec<Vec<u8>>,
+    /// "TLSv1_3", "TLSv1_2".
+    pub version: String,
+}
+
+impl Accepted {
+    /// The connection as it is, unencrypted.
+    pub fn plain(self) -> (ConnReader, ConnWriter) {
+        let (r, w) = futures_lite::io::split(self.stream);
+        (ConnReader { half: ReadSide::Plain(r), fd: self.fd }, ConnWriter(WriteSide::Plain(w)))
+    }
+
+    /// Runs the server side of a TLS handshake (no deadline here: see `server::connection`).
+    pub async fn tls(self, acceptor: futures_rustls::TlsAcceptor) -> io::Result<(ConnReader, ConnWriter, TlsPeer)> {
+        let fd = self.fd;
+        let stream = acceptor.accept(self.stream).await?;
+        let (_, session) = stream.get_ref();
+        let peer = TlsPeer {
+            certificates: session.peer_certificates().unwrap_or_default().iter().map(|c| c.to_vec()).collect(),
+            version: session.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
+        };
+        let (r, w) = futures_lite::io::split(stream);
+        Ok((ConnReader { half: ReadSide::Tls(r), fd }, ConnWriter(WriteSide::Tls(w)), peer))
+    }
+}
+
+enum ReadSide {
+    Plain(ReadHalf<Stream>),
+    Tls(ReadHalf<TlsStream>),
+}
+
+enum WriteSide {
+    Plain(WriteHalf<Stream>),
+    Tls(WriteHalf<TlsStream>),
+}
+
 /// The reading half of a client connection.
-pub struct ConnReader(ReadHalf<Stream>, RawFd);
+pub struct ConnReader {
+    half: ReadSide,
+    fd: RawFd,
+}
 
 /// Ends a connection from outside its reader and writer (an idle timeout): both halves' pending
 /// and later operations see the connection closed. Valid while the connection's reader lives.
@@ -136,19 +184,36 @@ unsafe fn recv_now(fd: RawFd, ptr: *mut u8, len: usize) -> Option<io::Result<usi
 impl ConnReader {
     /// A handle that can shut the connection down from another task.
     pub fn closer(&self) -> ConnCloser {
-        ConnCloser(self.1)
+        ConnCloser(self.fd)
+    }
+
+    /// Whether the connection runs over TLS (its bytes are read through rustls, never straight
+    /// from the socket).
+    pub fn is_tls(&self) -> bool {
+        matches!(self.half, ReadSide::Tls(_))
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.half {
+            ReadSide::Plain(r) => r.read(buf).await,
+            ReadSide::Tls(r) => r.read(buf).await,
+        }
     }
 
     /// Reads what has arrived, without waiting: `None` when nothing has, `Some(Ok(0))` when the
-    /// peer has closed. A plain nonblocking recv(2), no ring.
+    /// peer has closed. A plain nonblocking recv(2), no ring; always `None` over TLS (whose
+    /// bytes must go through rustls).
     pub fn try_read(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        if self.is_tls() {
+            return None;
+        }
         // SAFETY: buf is valid for writes of buf.len() bytes.
-        unsafe { recv_now(self.1, buf.as_mut_ptr(), buf.len()) }
+        unsafe { recv_now(self.fd, buf.as_mut_ptr(), buf.len()) }
     }
 
     /// A handle that tells whether the peer has sent bytes not yet read, from another task.
     pub fn peeker(&self) -> ConnPeeker {
-        ConnPeeker(self.1)
+        ConnPeeker(self.fd)
     }
 
     /// Reads exactly `n` bytes into `v` (emptied first), without zeroing its memory first (a
@@ -158,14 +223,25 @@ impl ConnReader {
     pub async fn read_exact_into(&mut self, v: &mut Vec<u8>, n: usize) -> io::Result<ReadExact> {
         const WAIT_BYTES: usize = 512;
         v.clear();
-        v.reserve_exact(n);
         let ended = |got: usize| if got == 0 { ReadExact::Closed } else { ReadExact::Truncated(got) };
+        if self.is_tls() {
+            // Decrypted bytes come from rustls' buffer: read them into zeroed memory.
+            v.resize(n, 0);
+            return Ok(match self.read_exact(v).await? {
+                ReadExact::Full => ReadExact::Full,
+                r => {
+                    v.clear();
+                    r
+                }
+            });
+        }
+        v.reserve_exact(n);
         while v.len() < n {
             let missing = n - v.len();
             let spare = &mut v.spare_capacity_mut()[..missing];
             // SAFETY: spare is the vector's reserved, unused capacity, valid for writes of
             // `missing` bytes; exactly the bytes recv reports are then counted in.
-            match unsafe { recv_now(self.1, spare.as_mut_ptr().cast(), missing) } {
+            match unsafe { recv_now(self.fd, spare.as_mut_ptr().cast(), missing) } {
                 Some(Ok(0)) => return Ok(ended(v.len())),
                 // SAFETY: the r bytes after len were just written by recv, and len + r <= n <= capacity.
                 Some(Ok(r)) => unsafe { v.set_len(v.len() + r) },
@@ -173,7 +249,7 @@ impl ConnReader {
                 None => {
                     let mut small = [0u8; WAIT_BYTES];
                     let want = missing.min(WAIT_BYTES);
-                    let got = self.0.read(&mut small[..want]).await?;
+                    let got = self.read(&mut small[..want]).await?;
                     if got == 0 {
                         return Ok(ended(v.len()));
                     }
@@ -188,7 +264,7 @@ impl ConnReader {
     pub async fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<ReadExact> {
         let mut got = 0;
         while got < buf.len() {
-            let n = self.0.read(&mut buf[got..]).await?;
+            let n = self.read(&mut buf[got..]).await?;
             if n == 0 {
                 return Ok(if got == 0 { ReadExact::Closed } else { ReadExact::Truncated(got) });
             }
@@ -199,19 +275,33 @@ impl ConnReader {
 }
 
 /// The writing half of a client connection.
-pub struct ConnWriter(WriteHalf<Stream>);
+pub struct ConnWriter(WriteSide);
 
 impl ConnWriter {
     pub async fn write_all(&mut self, bufs: &[&[u8]]) -> io::Result<()> {
-        for b in bufs {
-            self.0.write_all(b).await?;
+        match &mut self.0 {
+            WriteSide::Plain(w) => {
+                for b in bufs {
+                    w.write_all(b).await?;
+                }
+                w.flush().await
+            }
+            WriteSide::Tls(w) => {
+                for b in bufs {
+                    w.write_all(b).await?;
+                }
+                w.flush().await
+            }
         }
-        self.0.flush().await
     }
 
-    /// Closes the write side (the client sees end of stream and closes its end).
+    /// Closes the write side (the client sees end of stream and closes its end; over TLS after
+    /// a close_notify alert).
     pub async fn close(&mut self) {
-        let _ = self.0.close().await;
+        let _ = match &mut self.0 {
+            WriteSide::Plain(w) => w.close().await,
+            WriteSide::Tls(w) => w.close().await,
+        };
     }
 }
 
@@ -235,8 +325,8 @@ impl PeerConn {
         let stream = Stream::connect_timeout(target, timeout).await.map_err(io::Error::from)?;
         stream.set_nodelay(true).map_err(io::Error::from)?;
         let fd = stream.as_raw_fd();
-        let (r, w) = futures_lite::io::split(stream);
-        Ok(PeerConn { reader: ConnReader(r, fd), writer: ConnWriter(w) })
+        let (reader, writer) = Accepted { stream, fd }.plain();
+        Ok(PeerConn { reader, writer })
     }
 
     /// Sends one frame: its 4-byte big-endian length, then `body`.

@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod codec;
 pub mod frame;
+pub mod sasl;
 
 pub use kafka_protocol::messages;
 pub use kafka_protocol::protocol::StrBytes;

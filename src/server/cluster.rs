@@ -30,8 +30,10 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use super::credentials::{self, CredentialChange, Credentials};
 use super::metadata::{self, BrokerNode, ClusterView, MetadataImage, TopicMeta};
 use super::shard::{NewTopic, Shard};
+use crate::config::security::SecurityProtocol;
 use crate::config::{Config, DynamicBrokerConfig, TopicConfig};
 use crate::controller::{placement, ClusterMetadata, ControllerError, ControllerHandle, MetadataRecord, PartitionRecord};
 use crate::io::{fs, rt};
@@ -128,9 +130,27 @@ pub fn image_of(config: &Config, meta: &ClusterMetadata) -> MetadataImage {
         .values()
         .map(|b| {
             let (host, port) = b.listeners.first().and_then(|l| l.rsplit_once(':')).unwrap_or(("", "-1"));
-            BrokerNode { id: b.id, host: host.to_string(), port: port.parse().unwrap_or(-1), rack: b.rack.clone(), fenced: b.fenced }
+            // Named listeners (`NAME://host:port`) after the first, plain `host:port`.
+            let endpoints = b
+                .listeners
+                .iter()
+                .filter_map(|l| {
+                    let (name, addr) = l.split_once("://")?;
+                    let (h, p) = addr.rsplit_once(':')?;
+                    Some((SecurityProtocol::from_name(name)?, h.to_string(), p.parse().ok()?))
+                })
+                .collect();
+            BrokerNode {
+                id: b.id,
+                host: host.to_string(),
+                port: port.parse().unwrap_or(-1),
+                rack: b.rack.clone(),
+                fenced: b.fenced,
+                endpoints,
+            }
         })
         .collect();
+    image.credentials = Arc::new(Credentials::from_cluster(&meta.scram_credentials));
     image.cluster = Some(Arc::new(ClusterView { applied_index: meta.applied_index, brokers, reassignments: meta.reassignments.clone() }));
     image
 }
@@ -580,6 +600,19 @@ impl Shard {
 
     /// Broker configs: the cluster-wide layer is resource "" in the metadata log, this node's
     /// layer its id; one record per key changed.
+    pub(super) async fn cluster_alter_credentials(&self, changes: Vec<CredentialChange>) -> Result<(), (ResponseError, String)> {
+        for c in changes {
+            let record = MetadataRecord::ScramCredential {
+                user: c.user.clone(),
+                mechanism: c.mechanism.name().to_string(),
+                credential: c.credential.as_ref().map(credentials::stored),
+            };
+            self.propose_and_install(record).await?;
+            tracing::info!(user = c.user, mechanism = c.mechanism.name(), removed = c.credential.is_none(), "SCRAM credential changed in the cluster");
+        }
+        Ok(())
+    }
+
     pub(super) async fn cluster_alter_broker_configs(
         &self,
         change: impl FnOnce(&mut DynamicBrokerConfig),

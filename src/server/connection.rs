@@ -29,12 +29,16 @@ use bytes::Bytes;
 
 use super::handlers;
 use super::shard::Shard;
+use super::session::Session;
 use crate::config::limits::{
-    CONNECTION_BUFFER_MAX_BYTES, CONNECTION_IN_FLIGHT_MAX, FETCH_RESPONSE_MAX_BYTES, REQUEST_FRAME_MAX_BYTES,
+    AUTHENTICATION_DEADLINE_MS, CONNECTION_BUFFER_MAX_BYTES, CONNECTION_IN_FLIGHT_MAX, FETCH_RESPONSE_MAX_BYTES,
+    REQUEST_FRAME_MAX_BYTES,
 };
-use crate::io::net::{ConnReader, ConnWriter, ReadExact};
+use crate::config::security::SecurityProtocol;
+use crate::io::net::{Accepted, ConnReader, ConnWriter, ReadExact};
 use crate::io::rt;
 use crate::protocol::frame;
+use crate::protocol::sasl::SASL_TOKEN_MAX_BYTES;
 use crate::sync::Notify;
 use crate::storage::now_ms;
 
@@ -116,7 +120,7 @@ struct Shared {
     pipelined_at: Cell<Option<Instant>>,
 }
 
-pub async fn run(shard: Rc<Shard>, reader: ConnReader, writer: ConnWriter, peer: SocketAddr) {
+pub async fn run(shard: Rc<Shard>, accepted: Accepted, peer: SocketAddr, protocol: SecurityProtocol) {
     let open = OPEN.fetch_add(1, Ordering::Relaxed) + 1;
     let _counted = Counted;
     crate::metrics::set_open_connections(open);
@@ -128,11 +132,49 @@ pub async fn run(shard: Rc<Shard>, reader: ConnReader, writer: ConnWriter, peer:
     }
     let life = &shard.lifecycle;
     let _open = life.connection_opened();
-    futures_lite::future::or(serve(shard.clone(), reader, writer, peer), async {
-        life.cut().await;
-        tracing::debug!(%peer, "shutdown grace period over; dropping the connection");
-    })
+    futures_lite::future::or(
+        async {
+            let Some((reader, writer)) = secure(accepted, peer, protocol).await else { return };
+            serve(shard.clone(), reader, writer, Rc::new(Session::new(peer, protocol))).await
+        },
+        async {
+            life.cut().await;
+            tracing::debug!(%peer, "shutdown grace period over; dropping the connection");
+        },
+    )
     .await;
+}
+
+/// The connection's halves, after its TLS handshake on an SSL or SASL_SSL listener; `None` (the
+/// connection is dropped, so closed) when the handshake fails or outlives
+/// [`AUTHENTICATION_DEADLINE_MS`].
+async fn secure(accepted: Accepted, peer: SocketAddr, protocol: SecurityProtocol) -> Option<(ConnReader, ConnWriter)> {
+    if !protocol.tls() {
+        return Some(accepted.plain());
+    }
+    let listener = protocol.name();
+    let Some(acceptor) = crate::io::tls::acceptor() else {
+        tracing::error!(%peer, listener, "no TLS configuration loaded; closing");
+        return None;
+    };
+    let deadline = Duration::from_millis(AUTHENTICATION_DEADLINE_MS);
+    match rt::timeout(deadline, accepted.tls(acceptor)).await {
+        Some(Ok((reader, writer, tls))) => {
+            tracing::debug!(%peer, listener, version = tls.version, client_certificates = tls.certificates.len(), "TLS handshake done");
+            crate::metrics::authentication(listener, "TLS", "ok");
+            Some((reader, writer))
+        }
+        Some(Err(e)) => {
+            tracing::info!(%peer, listener, error = %e, "TLS handshake failed; closing");
+            crate::metrics::authentication(listener, "TLS", "failed");
+            None
+        }
+        None => {
+            tracing::info!(%peer, listener, deadline_ms = AUTHENTICATION_DEADLINE_MS, "TLS handshake not done in time; closing");
+            crate::metrics::authentication(listener, "TLS", "timeout");
+            None
+        }
+    }
 }
 
 /// How long a connection that pipelined is not treated as quick (see [`read_frame_len`]).
@@ -178,7 +220,8 @@ async fn unless_stopping(shard: &Shard, read: impl Future<Output = std::io::Resu
 /// window of 0 every read waits on the ring.
 async fn read_frame_len(shard: &Shard, shared: &Shared, reader: &mut ConnReader, len: &mut [u8; 4]) -> std::io::Result<ReadExact> {
     let window = Duration::from_micros(shard.config.connection_busy_poll_us);
-    if window.is_zero() {
+    // Over TLS the bytes must go through rustls: no nonblocking polls of the socket.
+    if window.is_zero() || reader.is_tls() {
         return reader.read_exact(len).await;
     }
     if !shared.quick.get() {
@@ -235,7 +278,8 @@ async fn read_frame_len(shard: &Shard, shared: &Shared, reader: &mut ConnReader,
     })
 }
 
-async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter, peer: SocketAddr) {
+async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter, session: Rc<Session>) {
+    let peer = session.peer;
     let (tx, rx) = flume::bounded::<(Pending, Holds)>(CONNECTION_IN_FLIGHT_MAX);
     let shared = Rc::new(Shared {
         closing: Cell::new(false),
@@ -251,17 +295,29 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
     // The idle watchdog: shuts the socket (waking the reader) once nothing is in flight and
     // nothing has been read or written for connections_max_idle_ms, or once one response has
     // been waiting that long for the client to read it (which also wakes the writer).
+    // It also closes a SASL connection not authenticated within AUTHENTICATION_DEADLINE_MS.
     let idle_ms = shard.config.connections_max_idle_ms;
     let watchdog = rt::spawn({
-        let (closer, shared) = (reader.closer(), shared.clone());
+        let (closer, shared, session) = (reader.closer(), shared.clone(), session.clone());
+        let opened = now_ms();
         async move {
-            let tick = Duration::from_millis((idle_ms as u64 / 4).clamp(10, 1000));
+            let tick = Duration::from_millis((idle_ms as u64 / 4).clamp(10, 1000).min(AUTHENTICATION_DEADLINE_MS / 4));
             loop {
                 rt::sleep(tick).await;
                 if shared.closing.get() {
                     return;
                 }
                 let now = now_ms();
+                if session.protocol.sasl()
+                    && session.sasl_user.borrow().is_none()
+                    && now - opened >= AUTHENTICATION_DEADLINE_MS as i64
+                {
+                    tracing::info!(%peer, deadline_ms = AUTHENTICATION_DEADLINE_MS, "SASL authentication not done in time; closing");
+                    crate::metrics::authentication(session.protocol.name(), "SASL", "timeout");
+                    shared.closing.set(true);
+                    closer.shutdown();
+                    return;
+                }
                 if shared.in_flight.get() == 0 && now - shared.last_activity.get() >= idle_ms {
                     tracing::info!(%peer, idle_ms, "closing idle connection (connections_max_idle_ms)");
                     shared.closing.set(true);
@@ -349,6 +405,29 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
             break;
         }
         let n = i32::from_be_bytes(len);
+        if session.expects_raw_token() {
+            // After SaslHandshake v0: a bare token, answered (bare) before the next read.
+            if n < 0 || n as usize > SASL_TOKEN_MAX_BYTES {
+                tracing::warn!(%peer, frame_bytes = n, limit = SASL_TOKEN_MAX_BYTES, "SASL token size refused; closing connection");
+                break;
+            }
+            let mut token = Vec::new();
+            match unless_stopping(&shard, reader.read_exact_into(&mut token, n as usize)).await {
+                Some(Ok(ReadExact::Full)) => {}
+                _ => break,
+            }
+            let Some(answer) = handlers::sasl::raw_token(&shard, &session, token) else { break };
+            let frame = frame::Frame { chunks: vec![Bytes::copy_from_slice(&(answer.len() as u32).to_be_bytes()), answer] };
+            shared.in_flight.set(shared.in_flight.get() + 1);
+            let done = rt::spawn(async move { (Ok(Some(frame)), 0) });
+            if tx.send_async((Pending(Some(done)), Holds { connection: 0, request: 0 })).await.is_err() {
+                break;
+            }
+            while shared.in_flight.get() > 0 {
+                shared.answered.wait().await;
+            }
+            continue;
+        }
         if n < 8 || n as usize > REQUEST_FRAME_MAX_BYTES {
             tracing::warn!(%peer, frame_bytes = n, limit = REQUEST_FRAME_MAX_BYTES, "request frame size refused; closing connection");
             break;
@@ -384,16 +463,30 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
                 break;
             }
         };
+        // SASL (see `server::session`): nothing but ApiVersions and the SASL requests before
+        // authenticating, and those run one at a time.
+        let mut one_at_a_time = false;
+        if session.protocol.sasl() {
+            use kafka_protocol::messages::ApiKey as K;
+            let sasl_api = matches!(api_key, K::ApiVersions | K::SaslHandshake | K::SaslAuthenticate);
+            if !sasl_api && !session.may_serve(now_ms()) {
+                held.give_back(&shared, &shard);
+                let why = if session.sasl_user.borrow().is_some() { "after its SASL session expired (connections_max_reauth_ms)" } else { "before authenticating" };
+                tracing::warn!(%peer, api = ?api_key, "client sent {api_key:?} {why}; closing connection");
+                break;
+            }
+            one_at_a_time = sasl_api;
+        }
         if api_key == kafka_protocol::messages::ApiKey::Fetch {
             // A fetch answer may be large: reserve it before running the request.
             shared.budget.take(FETCH_RESPONSE_MAX_BYTES).await;
             held.connection += FETCH_RESPONSE_MAX_BYTES;
         }
         shared.in_flight.set(shared.in_flight.get() + 1);
-        let task_shard = shard.clone();
+        let (task_shard, task_session) = (shard.clone(), session.clone());
         let task = rt::spawn(async move {
             let shard = task_shard;
-            let out = handlers::respond(&shard, api_key, header, body, peer).await;
+            let out = handlers::respond(&shard, api_key, header, body, &task_session).await;
             // Charged here, before anything else runs on this core: a fetch gives back its own
             // hold on the records as it returns, and the response now holds them.
             let charged = match &out {
@@ -414,6 +507,15 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
             })
             .detach();
             break;
+        }
+        if one_at_a_time {
+            while shared.in_flight.get() > 0 {
+                shared.answered.wait().await;
+            }
+            if session.failed() {
+                tracing::debug!(%peer, "SASL authentication failed; closing the connection");
+                break;
+            }
         }
     }
     drop(tx);

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::config::security::SecurityProtocol;
 use crate::config::{limits, Config, DynamicBrokerConfig, TopicConfig};
 pub use crate::controller::PartitionRecord;
 use crate::io::fs;
@@ -45,10 +46,25 @@ impl TopicMeta {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerNode {
     pub id: i32,
+    /// Its first listener's address, the one brokers use between themselves.
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
     pub fenced: bool,
+    /// Every listener's advertised address (empty for a broker registered before listeners
+    /// were named: then only `host:port`, as PLAINTEXT).
+    pub endpoints: Vec<(SecurityProtocol, String, i32)>,
+}
+
+impl BrokerNode {
+    /// Where a client that came in by a `protocol` listener reaches this broker: None when the
+    /// broker has no such listener (Kafka leaves it out for that client).
+    pub fn address(&self, protocol: SecurityProtocol) -> Option<(String, i32)> {
+        if self.endpoints.is_empty() {
+            return (protocol == SecurityProtocol::Plaintext).then(|| (self.host.clone(), self.port));
+        }
+        self.endpoints.iter().find(|(p, _, _)| *p == protocol).map(|(_, h, port)| (h.clone(), *port))
+    }
 }
 
 /// What a cluster adds to the image: the metadata-log index it was built from and the brokers.
@@ -72,6 +88,8 @@ pub struct MetadataImage {
     pub node_id: i32,
     /// None on a single node.
     pub cluster: Option<Arc<ClusterView>>,
+    /// The SCRAM credentials SASL checks.
+    pub credentials: Arc<crate::server::credentials::Credentials>,
 }
 
 impl MetadataImage {
@@ -123,6 +141,15 @@ impl MetadataImage {
     /// The leader epoch of a partition (0 on a single node, where it never changes).
     pub fn leader_epoch(&self, t: &TopicMeta, partition: i32) -> i32 {
         usize::try_from(partition).ok().and_then(|p| t.placement.get(p)).map_or(0, |p| p.leader_epoch)
+    }
+
+    /// Where a client of a `protocol` listener reaches broker `id` (this node on a single node,
+    /// from its settings; a live broker of the cluster from its registration).
+    pub fn broker_address(&self, config: &Config, id: i32, protocol: SecurityProtocol) -> Option<(String, i32)> {
+        if self.cluster.is_none() {
+            return (id == self.node_id).then(|| config.advertised_for(protocol)).flatten();
+        }
+        self.broker(id)?.address(protocol)
     }
 
     /// A live broker by id (on a single node, only this one).

@@ -24,12 +24,14 @@
 pub mod acl;
 pub mod cluster;
 pub mod connection;
+pub mod credentials;
 pub mod fetch_sessions;
 pub mod groups;
 pub mod handlers;
 pub mod memory;
 pub mod metadata;
 pub mod replication;
+pub mod session;
 pub mod shard;
 pub mod shutdown;
 pub mod startup;
@@ -39,6 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::security::SecurityProtocol;
 use crate::config::Config;
 use crate::controller::{Controller, ControllerConfig, ControllerError};
 use crate::io::file::SegmentFile;
@@ -62,11 +65,19 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         ),
         startup::Previous::New => tracing::info!(data_dir = %config.data_dir.display(), "new data directory"),
     }
-    let mut config = config;
-    if config.advertised_port == 0 {
-        config.advertised_port = checked.reservation.addr.port();
+    if let Some(tls) = &config.tls {
+        crate::io::tls::init(tls)?;
     }
-    config.listen = checked.reservation.addr;
+    let mut config = config;
+    // A listener on port 0 takes the port its reservation got, and advertises it.
+    for (l, r) in config.listeners.iter_mut().zip(&checked.reservations) {
+        l.bind = r.addr;
+        if l.advertised_port == 0 {
+            l.advertised_port = r.addr.port();
+        }
+    }
+    config.listen = config.listeners[0].bind;
+    config.advertised_port = config.listeners[0].advertised_port;
     // With voters configured, the metadata quorum's controller thread starts first and the cores
     // take the cluster's id from it; without, the node keeps its own (`cluster.toml`).
     let controller = match ControllerConfig::from_config(&config) {
@@ -96,7 +107,9 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             let broker_configs = metadata::load_broker_configs(&config)?;
             let topics = metadata::load_topics(&config, &broker_configs)?;
             handlers::init_producer_id::set_block(metadata::reserve_producer_id_block(&config.data_dir)?);
-            (MetadataImage::new(config.node_id, topics, broker_configs), None)
+            let mut image = MetadataImage::new(config.node_id, topics, broker_configs);
+            image.credentials = Arc::new(credentials::load(&config.data_dir)?);
+            (image, None)
         }
     };
     tracing::info!(
@@ -141,7 +154,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             result
         }
     });
-    drop(checked.reservation);
+    drop(checked.reservations);
     result?;
     if let Some((controller, _)) = controller {
         controller.stop().map_err(|e| anyhow::anyhow!("the controller thread: {e}"))?;
@@ -283,15 +296,16 @@ async fn run_shard(
     }
     // Every core reaches the barrier, even one whose start failed, so none waits forever.
     all.wait(Round::Started).await;
-    let listener = match started {
+    let listeners = match started {
         Err(e) => anyhow::bail!("core {core}: {e}"),
         Ok(_) if all.failed() => return Ok(()),
-        Ok(listener) => listener,
+        Ok(listeners) => listeners,
     };
     shard.mesh.serve();
     if core == 0 {
         crate::metrics::set_ready();
-        tracing::info!(listen = %config.listen, "spate ready: accepting Kafka clients");
+        let listening: Vec<String> = config.listeners.iter().map(|l| format!("{}://{}", l.name(), l.bind)).collect();
+        tracing::info!(listeners = %listening.join(","), "spate ready: accepting Kafka clients");
     }
     let housekeeping = rt::spawn(housekeeping());
     // In a cluster, core 0 installs every metadata state the quorum applies; dropped (so
@@ -300,42 +314,49 @@ async fn run_shard(
     let group_writer = rt::spawn(async { shard::current().groups.write_metadata().await });
     let rebalance = (core == 0 && shard.cluster.is_some() && config.auto_leader_rebalance)
         .then(|| rt::spawn(async { shard::current().rebalance_leaders().await }));
-    loop {
-        let next = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shutdown.requested().await;
-            None
-        })
-        .await;
-        match next {
-            None => {
-                crate::metrics::set_stopping();
-                break;
-            }
-            Some(Ok((r, w, peer))) => {
-                tracing::debug!(%peer, core, "connection accepted");
-                rt::spawn(connection::run(shard.clone(), r, w, peer)).detach();
-            }
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, core, "accept failed");
-                rt::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-    drop(listener);
+    // One accepting task per listener; dropped (so cancelled) when serving stops.
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .zip(config.listeners.iter().map(|l| l.protocol))
+        .map(|(listener, protocol)| rt::spawn(accept(listener, protocol, core)))
+        .collect();
+    shutdown.requested().await;
+    crate::metrics::set_stopping();
+    drop(accepting);
     drop(follow);
     drop(rebalance);
     shutdown::run_core(&shard, &all, housekeeping, group_writer).await
 }
 
-/// Opens and recovers this core's partitions, reloads its groups, and binds its listener.
-async fn recover_and_bind(shard: &Shard, image: Arc<MetadataImage>) -> Result<Listener, String> {
+/// Accepts one listener's connections on this core, each served by its own task.
+async fn accept(listener: Listener, protocol: SecurityProtocol, core: usize) {
+    loop {
+        match listener.accept().await {
+            Ok((conn, peer)) => {
+                tracing::debug!(%peer, core, listener = protocol.name(), "connection accepted");
+                rt::spawn(connection::run(shard::current(), conn, peer, protocol)).detach();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, core, listener = protocol.name(), "accept failed");
+                rt::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Opens and recovers this core's partitions, reloads its groups, and binds its listeners.
+async fn recover_and_bind(shard: &Shard, image: Arc<MetadataImage>) -> Result<Vec<Listener>, String> {
     let (core, config) = (shard.core, &shard.config);
     SegmentFile::prime_device_probe(&config.data_dir, core)
         .await
         .map_err(|e| format!("probing direct I/O in {}: {e}", config.data_dir.display()))?;
     // Opening the partitions reloads the groups of the `__consumer_offsets` ones.
     shard.install_image(image).await?;
-    Listener::bind(config.listen).map_err(|e| format!("listening on {}: {e}", config.listen))
+    config
+        .listeners
+        .iter()
+        .map(|l| Listener::bind(l.bind).map_err(|e| format!("listening on {}://{}: {e}", l.name(), l.bind)))
+        .collect()
 }
 
 /// Every 100 ms: expire group sessions and finish rebalances, and apply the time part of the
@@ -382,6 +403,10 @@ async fn housekeeping() {
         if now >= next_publish {
             next_publish = now + 1000;
             publish_metrics();
+            // A renewed certificate: new connections get it (a few stat(2) calls a second).
+            if s.core == 0 && s.config.tls.is_some() {
+                crate::io::tls::reload_if_changed();
+            }
         }
         if now >= next_retention {
             next_retention = now + retention_check;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::credentials::{self, CredentialChange};
 use super::cluster::ClusterLink;
 use super::fetch_sessions::FetchSessionCache;
 use super::groups::Groups;
@@ -566,6 +567,34 @@ impl Shard {
         image.broker = broker;
         let mut result = [Ok(())];
         self.publish(image, &mut result).await;
+        let [result] = result;
+        result
+    }
+
+    /// Core 0: sets and removes SCRAM credentials (checked by the caller), durably, then
+    /// publishes them to every core.
+    pub async fn alter_credentials(&self, changes: Vec<CredentialChange>) -> Result<(), (ResponseError, String)> {
+        if self.cluster.is_some() {
+            return self.cluster_alter_credentials(changes).await;
+        }
+        self.lock_metadata().await;
+        let mut image = (*self.image()).clone();
+        let mut creds = (*image.credentials).clone();
+        creds.apply(&changes);
+        let file = credentials::file(&self.config.data_dir);
+        let stored = fs::write_atomic(file.clone(), credentials::encode(&creds)).await.map_err(|e| {
+            tracing::error!(file = %file.display(), error = %e, "could not store SCRAM credentials");
+            (ResponseError::KafkaStorageError, format!("storing SCRAM credentials: {e}"))
+        });
+        let mut result = [stored];
+        if result[0].is_ok() {
+            for c in &changes {
+                tracing::info!(user = c.user, mechanism = c.mechanism.name(), removed = c.credential.is_none(), "SCRAM credential changed");
+            }
+            image.credentials = Arc::new(creds);
+            self.publish(image, &mut result).await;
+        }
+        self.unlock_metadata();
         let [result] = result;
         result
     }

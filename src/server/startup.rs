@@ -32,10 +32,11 @@ pub const LOCK_FILE: &str = ".lock";
 /// Written last by a clean shutdown, removed at start.
 pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 
-/// What the checks hold on to while the broker runs: the data directory's lock and the port.
+/// What the checks hold on to while the broker runs: the data directory's lock and the ports,
+/// one per listener, in the order of `Config::listeners`.
 pub struct Checked {
     pub lock: FileLock,
-    pub reservation: PortReservation,
+    pub reservations: Vec<PortReservation>,
 }
 
 /// Runs every start-up check, in order; the first that fails is the error.
@@ -61,8 +62,8 @@ pub fn check(config: &Config) -> anyhow::Result<Checked> {
     if let Some(m) = memlock_message(memlock) {
         anyhow::bail!(m);
     }
-    let reservation = reserve_port(config.listen)?;
-    Ok(Checked { lock, reservation })
+    let reservations = config.listeners.iter().map(|l| reserve_port(l.bind)).collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Checked { lock, reservations })
 }
 
 /// Checks that nothing listens on `addr`, then reserves it. A port in use is probed again for up

@@ -127,9 +127,10 @@ impl Broker {
         self.starts += 1;
         let log = std::fs::File::create(self.log_path(self.starts)).unwrap();
         let mut cmd = Command::new(spate_bin());
+        // A test giving `--listeners` names the Kafka port as `{port}` in it (the PLAINTEXT one).
+        let listeners = self.args.iter().any(|a| a == "--listeners");
         cmd.arg("serve")
-            .arg("--listen")
-            .arg(self.bootstrap())
+            .args(if listeners { vec![] } else { vec!["--listen".to_string(), self.bootstrap()] })
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(if self.args.iter().any(|a| a == "--cores") { vec![] } else { vec!["--cores", "2"] })
@@ -138,7 +139,7 @@ impl Broker {
             } else {
                 vec!["--admin-listen".to_string(), format!("127.0.0.1:{}", self.admin_port)]
             })
-            .args(&self.args)
+            .args(self.args.iter().map(|a| a.replace("{port}", &self.port.to_string())))
             .env("RUST_LOG", &self.log_level)
             .stdout(Stdio::null())
             .stderr(log);

@@ -15,6 +15,7 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
 use super::super::shard::Shard;
+use crate::config::security::SecurityProtocol;
 use crate::protocol::StrBytes;
 
 pub const VERSIONS: (i16, i16) = (0, 2);
@@ -27,7 +28,7 @@ const CLUSTER_OPERATIONS: [u8; 9] = [5, 7, 8, 9, 10, 11, 12, 13, 14];
 /// KIP-919's endpoint type of the controllers.
 const ENDPOINT_CONTROLLERS: i8 = 2;
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, req: DescribeClusterRequest) -> DescribeClusterResponse {
+pub async fn handle(shard: &Rc<Shard>, version: i16, req: DescribeClusterRequest, protocol: SecurityProtocol) -> DescribeClusterResponse {
     let image = shard.image();
     let controllers = version >= 1 && req.endpoint_type == ENDPOINT_CONTROLLERS;
     let (brokers, controller) = match (&image.cluster, &shard.cluster) {
@@ -51,22 +52,27 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: DescribeClusterRequest
                 .brokers
                 .iter()
                 .filter(|b| version >= 2 || !b.fenced)
-                .map(|b| {
-                    DescribeClusterBroker::default()
+                .filter_map(|b| {
+                    let (host, port) = b.address(protocol)?;
+                    Some(DescribeClusterBroker::default()
                         .with_broker_id(BrokerId(b.id))
-                        .with_host(StrBytes::from_string(b.host.clone()))
-                        .with_port(b.port)
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(port)
                         .with_rack(b.rack.clone().map(StrBytes::from_string))
-                        .with_is_fenced(b.fenced)
+                        .with_is_fenced(b.fenced))
                 })
                 .collect();
             (brokers, link.controller_id(&image))
         }
         _ => {
+            let (host, port) = shard
+                .config
+                .advertised_for(protocol)
+                .unwrap_or_else(|| (shard.config.advertised_host.clone(), shard.config.advertised_port as i32));
             let broker = DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(shard.config.node_id))
-                .with_host(StrBytes::from_string(shard.config.advertised_host.clone()))
-                .with_port(shard.config.advertised_port as i32)
+                .with_host(StrBytes::from_string(host))
+                .with_port(port)
                 .with_rack(None);
             (vec![broker], shard.config.node_id)
         }

@@ -18,6 +18,7 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
 use super::super::groups::{ensure_offsets_topic, offsets_partition, OFFSETS_TOPIC};
+use crate::config::security::SecurityProtocol;
 use super::super::shard::Shard;
 use super::super::transactions::{ensure_txn_topic, txn_partition, TXN_TOPIC};
 use crate::protocol::{ResponseError, StrBytes};
@@ -27,7 +28,7 @@ pub const VERSIONS: (i16, i16) = (0, 6);
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+pub async fn handle(shard: &Rc<Shard>, version: i16, req: FindCoordinatorRequest, protocol: SecurityProtocol) -> FindCoordinatorResponse {
     let key_type = req.key_type;
     let (error, message) = if key_type != KEY_TYPE_GROUP && key_type != KEY_TYPE_TRANSACTION {
         (ResponseError::InvalidRequest.code(), Some(format!("coordinator type {key_type} is not supported by Spate")))
@@ -45,7 +46,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FindCoordinatorRequest
             .coordinator_keys
             .into_iter()
             .map(|key| {
-                let found = if error == 0 { coordinator(shard, key_type, &key) } else { Err((error, message.clone())) };
+                let found = if error == 0 { coordinator(shard, key_type, &key, protocol) } else { Err((error, message.clone())) };
                 let c = Coordinator::default().with_key(key);
                 match found {
                     Ok((node, host, port)) => c.with_node_id(node).with_host(host).with_port(port),
@@ -54,7 +55,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, req: FindCoordinatorRequest
             })
             .collect();
     } else {
-        let found = if error == 0 { coordinator(shard, key_type, &req.key) } else { Err((error, message)) };
+        let found = if error == 0 { coordinator(shard, key_type, &req.key, protocol) } else { Err((error, message)) };
         match found {
             Ok((node, host, port)) => {
                 resp.node_id = node;
@@ -79,16 +80,12 @@ type Found = Result<(BrokerId, StrBytes, i32), (i16, Option<StrBytes>)>;
 /// The broker leading the group's `__consumer_offsets` partition: this node on a single node;
 /// in a cluster whichever broker the image names (COORDINATOR_NOT_AVAILABLE while nobody leads
 /// it, as Kafka answers, and clients ask again).
-fn coordinator(shard: &Shard, key_type: i8, key: &str) -> Found {
+fn coordinator(shard: &Shard, key_type: i8, key: &str, protocol: SecurityProtocol) -> Found {
     let image = shard.image();
-    if image.cluster.is_none() {
-        let c = &shard.config;
-        return Ok((BrokerId(c.node_id), StrBytes::from_string(c.advertised_host.clone()), c.advertised_port as i32));
-    }
     let (topic, partition) = if key_type == KEY_TYPE_TRANSACTION { (TXN_TOPIC, txn_partition(key)) } else { (OFFSETS_TOPIC, offsets_partition(key)) };
-    let leader = image.topic(topic).map_or(-1, |t| image.leader(t, partition));
-    match image.broker(leader) {
-        Some(b) => Ok((BrokerId(b.id), StrBytes::from_string(b.host.clone()), b.port)),
+    let leader = if image.cluster.is_none() { shard.config.node_id } else { image.topic(topic).map_or(-1, |t| image.leader(t, partition)) };
+    match image.broker_address(&shard.config, leader, protocol) {
+        Some((host, port)) => Ok((BrokerId(leader), StrBytes::from_string(host), port)),
         None => Err((
             ResponseError::CoordinatorNotAvailable.code(),
             Some(StrBytes::from_string(format!("{topic} partition {partition} has no live leader"))),

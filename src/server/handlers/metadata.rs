@@ -11,15 +11,16 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use uuid::Uuid;
 
 use super::super::metadata::{validate_topic_name, MetadataImage, TopicMeta};
+use crate::config::security::SecurityProtocol;
 use super::super::shard::{current, NewTopic, Shard};
 use crate::protocol::{ResponseError, StrBytes};
 
 pub const VERSIONS: (i16, i16) = (0, 13);
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, req: MetadataRequest) -> MetadataResponse {
+pub async fn handle(shard: &Rc<Shard>, version: i16, req: MetadataRequest, protocol: SecurityProtocol) -> MetadataResponse {
     let image = shard.image();
     let mut resp = MetadataResponse::default();
-    resp.brokers = brokers(shard, &image, version);
+    resp.brokers = brokers(shard, &image, version, protocol);
     if version >= 2 {
         resp.cluster_id = Some(StrBytes::from_string(shard.cluster_id.to_string()));
     }
@@ -157,24 +158,27 @@ fn partition_entry(image: &MetadataImage, t: &TopicMeta, p: i32, version: i16) -
         .with_offline_replicas(if version >= 5 { ids(offline) } else { Vec::new() })
 }
 
-/// Every live broker in a cluster; this node alone otherwise.
-fn brokers(shard: &Shard, image: &MetadataImage, version: i16) -> Vec<MetadataResponseBroker> {
+/// Every live broker in a cluster; this node alone otherwise. Each at its address on the
+/// listener the client came in by; a broker without that listener is left out, as Kafka does.
+fn brokers(shard: &Shard, image: &MetadataImage, version: i16, protocol: SecurityProtocol) -> Vec<MetadataResponseBroker> {
+    let entry = |id: i32, (host, port): (String, i32), rack: Option<String>| {
+        MetadataResponseBroker::default()
+            .with_node_id(BrokerId(id))
+            .with_host(StrBytes::from_string(host))
+            .with_port(port)
+            .with_rack(if version >= 1 { rack.map(StrBytes::from_string) } else { None })
+    };
     match &image.cluster {
-        None => vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(shard.config.node_id))
-            .with_host(StrBytes::from_string(shard.config.advertised_host.clone()))
-            .with_port(shard.config.advertised_port as i32)],
+        None => image
+            .broker_address(&shard.config, shard.config.node_id, protocol)
+            .map(|a| entry(shard.config.node_id, a, None))
+            .into_iter()
+            .collect(),
         Some(c) => c
             .brokers
             .iter()
             .filter(|b| !b.fenced)
-            .map(|b| {
-                MetadataResponseBroker::default()
-                    .with_node_id(BrokerId(b.id))
-                    .with_host(StrBytes::from_string(b.host.clone()))
-                    .with_port(b.port)
-                    .with_rack(if version >= 1 { b.rack.clone().map(StrBytes::from_string) } else { None })
-            })
+            .filter_map(|b| Some(entry(b.id, b.address(protocol)?, b.rack.clone())))
             .collect(),
     }
 }

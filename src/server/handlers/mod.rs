@@ -42,6 +42,8 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod reassignments;
+pub mod sasl;
+pub mod scram_credentials;
 pub mod sync_group;
 pub mod txn_offset_commit;
 pub mod write_txn_markers;
@@ -52,6 +54,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::protocol::Decodable;
 
+use super::session::Session;
 use super::shard::{current, Shard};
 use crate::storage::log::PartitionLog;
 use crate::protocol::frame;
@@ -79,6 +82,7 @@ pub const SUPPORTED: &[ApiSpec] = &[
     ApiSpec { key: ApiKey::SyncGroup, min: sync_group::VERSIONS.0, max: sync_group::VERSIONS.1 },
     ApiSpec { key: ApiKey::DescribeGroups, min: describe_groups::VERSIONS.0, max: describe_groups::VERSIONS.1 },
     ApiSpec { key: ApiKey::ListGroups, min: list_groups::VERSIONS.0, max: list_groups::VERSIONS.1 },
+    ApiSpec { key: ApiKey::SaslHandshake, min: sasl::HANDSHAKE_VERSIONS.0, max: sasl::HANDSHAKE_VERSIONS.1 },
     ApiSpec { key: ApiKey::ApiVersions, min: api_versions::VERSIONS.0, max: api_versions::VERSIONS.1 },
     ApiSpec { key: ApiKey::CreateTopics, min: create_topics::VERSIONS.0, max: create_topics::VERSIONS.1 },
     ApiSpec { key: ApiKey::DeleteTopics, min: delete_topics::VERSIONS.0, max: delete_topics::VERSIONS.1 },
@@ -101,6 +105,7 @@ pub const SUPPORTED: &[ApiSpec] = &[
     ApiSpec { key: ApiKey::DescribeConfigs, min: describe_configs::VERSIONS.0, max: describe_configs::VERSIONS.1 },
     ApiSpec { key: ApiKey::AlterConfigs, min: alter_configs::VERSIONS.0, max: alter_configs::VERSIONS.1 },
     ApiSpec { key: ApiKey::DescribeLogDirs, min: describe_log_dirs::VERSIONS.0, max: describe_log_dirs::VERSIONS.1 },
+    ApiSpec { key: ApiKey::SaslAuthenticate, min: sasl::AUTHENTICATE_VERSIONS.0, max: sasl::AUTHENTICATE_VERSIONS.1 },
     ApiSpec {
         key: ApiKey::CreatePartitions,
         min: create_partitions::VERSIONS.0,
@@ -124,6 +129,16 @@ pub const SUPPORTED: &[ApiSpec] = &[
         max: reassignments::LIST_VERSIONS.1,
     },
     ApiSpec { key: ApiKey::OffsetDelete, min: offset_delete::VERSIONS.0, max: offset_delete::VERSIONS.1 },
+    ApiSpec {
+        key: ApiKey::DescribeUserScramCredentials,
+        min: scram_credentials::DESCRIBE_VERSIONS.0,
+        max: scram_credentials::DESCRIBE_VERSIONS.1,
+    },
+    ApiSpec {
+        key: ApiKey::AlterUserScramCredentials,
+        min: scram_credentials::ALTER_VERSIONS.0,
+        max: scram_credentials::ALTER_VERSIONS.1,
+    },
     ApiSpec { key: ApiKey::DescribeQuorum, min: describe_quorum::VERSIONS.0, max: describe_quorum::VERSIONS.1 },
     ApiSpec { key: ApiKey::DescribeCluster, min: describe_cluster::VERSIONS.0, max: describe_cluster::VERSIONS.1 },
     ApiSpec {
@@ -160,11 +175,11 @@ pub async fn respond(
     key: ApiKey,
     header: RequestHeader,
     body: Bytes,
-    peer: std::net::SocketAddr,
+    session: &Session,
 ) -> Result<Option<frame::Frame>, String> {
     let corr = header.correlation_id;
     let started = std::time::Instant::now();
-    let answer = dispatch(shard, key, &header, body, peer).await;
+    let answer = dispatch(shard, key, &header, body, session).await;
     crate::metrics::request(key as i16, api_name(key), started.elapsed().as_secs_f64());
     match &answer {
         Err(_) => crate::metrics::error(api_name(key), "CONNECTION_CLOSED"),
@@ -188,8 +203,9 @@ async fn dispatch(
     key: ApiKey,
     header: &RequestHeader,
     mut body: Bytes,
-    peer: std::net::SocketAddr,
+    session: &Session,
 ) -> Result<Option<(ResponseKind, i16)>, String> {
+    let peer = session.peer;
     let v = header.request_api_version;
     if key == ApiKey::ApiVersions {
         return Ok(Some(api_versions::handle(v, body, shard.config.transaction_version)));
@@ -214,13 +230,13 @@ async fn dispatch(
     let resp = match req {
         RequestKind::Fetch(r) => Some(ResponseKind::Fetch(fetch::handle(shard, v, r).await)),
         RequestKind::ListOffsets(r) => Some(ResponseKind::ListOffsets(list_offsets::handle(shard, v, r).await)),
-        RequestKind::Metadata(r) => Some(ResponseKind::Metadata(metadata::handle(shard, v, r).await)),
+        RequestKind::Metadata(r) => Some(ResponseKind::Metadata(metadata::handle(shard, v, r, session.protocol).await)),
         RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(create_topics::handle(shard, v, r).await)),
         RequestKind::DeleteTopics(r) => Some(ResponseKind::DeleteTopics(delete_topics::handle(shard, v, r).await)),
         RequestKind::CreatePartitions(r) => {
             Some(ResponseKind::CreatePartitions(create_partitions::handle(shard, v, r).await))
         }
-        RequestKind::DescribeCluster(r) => Some(ResponseKind::DescribeCluster(describe_cluster::handle(shard, v, r).await)),
+        RequestKind::DescribeCluster(r) => Some(ResponseKind::DescribeCluster(describe_cluster::handle(shard, v, r, session.protocol).await)),
         RequestKind::ElectLeaders(r) => Some(ResponseKind::ElectLeaders(elect_leaders::handle(shard, v, r).await)),
         RequestKind::AlterPartitionReassignments(r) => {
             Some(ResponseKind::AlterPartitionReassignments(reassignments::alter(shard, v, r).await))
@@ -245,7 +261,7 @@ async fn dispatch(
         RequestKind::OffsetCommit(r) => Some(ResponseKind::OffsetCommit(offset_commit::handle(shard, v, r).await)),
         RequestKind::OffsetFetch(r) => Some(ResponseKind::OffsetFetch(offset_fetch::handle(shard, v, r).await)),
         RequestKind::FindCoordinator(r) => {
-            Some(ResponseKind::FindCoordinator(find_coordinator::handle(shard, v, r).await))
+            Some(ResponseKind::FindCoordinator(find_coordinator::handle(shard, v, r, session.protocol).await))
         }
         RequestKind::JoinGroup(r) => {
             Some(ResponseKind::JoinGroup(join_group::handle(shard, v, r, client.to_string(), client_host(peer)).await))
@@ -276,6 +292,14 @@ async fn dispatch(
         )),
         RequestKind::ConsumerGroupDescribe(r) => {
             Some(ResponseKind::ConsumerGroupDescribe(consumer_group_describe::handle(shard, v, r).await))
+        }
+        RequestKind::SaslHandshake(r) => Some(ResponseKind::SaslHandshake(sasl::handshake(shard, session, v, r))),
+        RequestKind::SaslAuthenticate(r) => Some(ResponseKind::SaslAuthenticate(sasl::authenticate(shard, session, v, r))),
+        RequestKind::DescribeUserScramCredentials(r) => {
+            Some(ResponseKind::DescribeUserScramCredentials(scram_credentials::describe(shard, v, r).await))
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            Some(ResponseKind::AlterUserScramCredentials(scram_credentials::alter(shard, v, r).await))
         }
         other => unreachable!("{key:?} is in SUPPORTED but has no handler arm: {other:?}"),
     };
@@ -326,6 +350,10 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::OffsetDelete => "OffsetDelete",
         ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
         ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
+        ApiKey::SaslHandshake => "SaslHandshake",
+        ApiKey::SaslAuthenticate => "SaslAuthenticate",
+        ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
+        ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
         _ => "Other",
     }
 }

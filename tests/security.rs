@@ -1,0 +1,407 @@
+//! Listeners, TLS and SASL at the protocol level: a raw client and a rustls client against a
+//! broker with PLAINTEXT, SSL and SASL_PLAINTEXT listeners. Hostile handshakes (garbage and
+//! truncated TLS records, Kafka requests before SASL, oversized tokens, a client stuck
+//! mid-handshake) close that connection only, within the authentication deadline, while a
+//! well-behaved client goes on; certificates are reloaded without a restart; KIP-368 sessions
+//! expire. The real clients over every listener are in tests/clients (check_security.py),
+//! tests/java (SecurityTest) and tests/go.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, BytesMut};
+use common::{free_port, Broker, Raw};
+use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+/// A CA, a server certificate for localhost/127.0.0.1 and a client certificate, made with the
+/// `openssl` command.
+struct Pki {
+    dir: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("running openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        let d = dir.to_path_buf();
+        openssl(&d, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", "/CN=Test CA"]);
+        std::fs::write(d.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+        let pki = Pki { dir: d };
+        pki.server_cert("server", "localhost");
+        pki
+    }
+
+    /// A server certificate `<name>.pem` / `<name>.key` for `cn`, signed by the CA.
+    fn server_cert(&self, name: &str, cn: &str) {
+        let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+        openssl(&self.dir, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", &format!("/CN={cn}")]);
+        openssl(
+            &self.dir,
+            &["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &pem, "-days", "30", "-extfile", "san.ext"],
+        );
+    }
+
+    fn path(&self, f: &str) -> String {
+        self.dir.join(f).display().to_string()
+    }
+}
+
+fn tls_client(pki: &Pki) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(pki.dir.join("ca.pem")).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn tls_connect(config: &Arc<rustls::ClientConfig>, port: u16) -> std::io::Result<Tls> {
+    let tcp = TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let conn = rustls::ClientConnection::new(config.clone(), "localhost".try_into().unwrap()).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock)?;
+    }
+    Ok(s)
+}
+
+/// One request frame.
+fn frame<Q: Encodable>(key: ApiKey, version: i16, corr: i32, req: &Q) -> Vec<u8> {
+    let mut body = BytesMut::new();
+    let h = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(corr)
+        .with_client_id(Some(StrBytes::from_static_str("security-test")));
+    h.encode(&mut body, key.request_header_version(version)).unwrap();
+    req.encode(&mut body, version).unwrap();
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.put_i32(body.len() as i32);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A request and its response over any stream; None when the broker closed it instead.
+fn call<S: Read + Write, Q: Encodable, R: Decodable>(s: &mut S, key: ApiKey, version: i16, req: &Q) -> Option<R> {
+    s.write_all(&frame(key, version, 7, req)).ok()?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).ok()?;
+    let mut b = bytes::Bytes::from(buf);
+    let rhv = if key == ApiKey::ApiVersions { 0 } else { key.response_header_version(version) };
+    let h = ResponseHeader::decode(&mut b, rhv).unwrap();
+    assert_eq!(h.correlation_id, 7);
+    let r = R::decode(&mut b, version).unwrap();
+    assert_eq!(b.remaining(), 0);
+    Some(r)
+}
+
+/// Whether the broker closes `s` within `within`.
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// Creates `user` with a SCRAM-SHA-256 credential over the PLAINTEXT listener.
+fn create_user(broker: &Broker, user: &str, password: &str) {
+    let mut raw = Raw::connect(broker.port);
+    let salt = b"0123456789abcdef".to_vec();
+    let mut salted = [0u8; 32];
+    ring::pbkdf2::derive(ring::pbkdf2::PBKDF2_HMAC_SHA256, std::num::NonZeroU32::new(4096).unwrap(), &salt, password.as_bytes(), &mut salted);
+    let req = AlterUserScramCredentialsRequest::default().with_upsertions(vec![ScramCredentialUpsertion::default()
+        .with_name(StrBytes::from_string(user.into()))
+        .with_mechanism(1)
+        .with_iterations(4096)
+        .with_salt(salt.into())
+        .with_salted_password(salted.to_vec().into())]);
+    let resp: AlterUserScramCredentialsResponse = raw.call(ApiKey::AlterUserScramCredentials, 0, &req, 0);
+    assert_eq!(resp.results[0].error_code, 0, "{:?}", resp.results[0].error_message);
+}
+
+fn plain_token(user: &str, password: &str) -> bytes::Bytes {
+    format!("\0{user}\0{password}").into_bytes().into()
+}
+
+/// SaslHandshake PLAIN then SaslAuthenticate v1 with `user`/`password` on `s`.
+fn plain_login<S: Read + Write>(s: &mut S, user: &str, password: &str) -> Option<SaslAuthenticateResponse> {
+    let h: SaslHandshakeResponse =
+        call(s, ApiKey::SaslHandshake, 1, &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")))?;
+    assert_eq!(h.error_code, 0);
+    call(s, ApiKey::SaslAuthenticate, 1, &SaslAuthenticateRequest::default().with_auth_bytes(plain_token(user, password)))
+}
+
+fn security_broker(pki: &Pki, ssl: u16, sasl: u16, extra: &[&str]) -> Broker {
+    let listeners = format!("PLAINTEXT://127.0.0.1:{{port}},SSL://127.0.0.1:{ssl},SASL_PLAINTEXT://127.0.0.1:{sasl}");
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let mut args = vec!["--listeners", &listeners, "--ssl-cert-file", &cert, "--ssl-key-file", &key, "--sasl-enabled-mechanisms", "PLAIN,SCRAM-SHA-256"];
+    args.extend_from_slice(extra);
+    Broker::start(&args)
+}
+
+#[test]
+fn listeners_answer_with_their_own_addresses_and_sasl_gates_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let (ssl, sasl) = (free_port(), free_port());
+    let broker = security_broker(&pki, ssl, sasl, &[]);
+    create_user(&broker, "alice", "secret");
+
+    // TLS: ApiVersions and Metadata, which names the SSL port.
+    let config = tls_client(&pki);
+    let mut t = tls_connect(&config, ssl).expect("TLS handshake");
+    let v: ApiVersionsResponse = call(&mut t, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).unwrap();
+    assert_eq!(v.error_code, 0);
+    assert!(v.api_keys.iter().any(|k| k.api_key == ApiKey::SaslHandshake as i16 && k.min_version == 0 && k.max_version == 1));
+    let m: MetadataResponse = call(&mut t, ApiKey::Metadata, 9, &MetadataRequest::default()).unwrap();
+    assert_eq!(m.brokers.len(), 1);
+    assert_eq!(m.brokers[0].port, ssl as i32, "Metadata over SSL names the SSL listener");
+
+    // SASL: ApiVersions is allowed before authenticating; Metadata closes the connection.
+    let mut s = TcpStream::connect(("127.0.0.1", sasl)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let v: ApiVersionsResponse = call(&mut s, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).unwrap();
+    assert_eq!(v.error_code, 0);
+    assert!(call::<_, _, MetadataResponse>(&mut s, ApiKey::Metadata, 9, &MetadataRequest::default()).is_none());
+
+    // An unknown mechanism is refused with the list; SaslAuthenticate before a handshake is
+    // out of order.
+    let mut s = TcpStream::connect(("127.0.0.1", sasl)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let a: SaslAuthenticateResponse =
+        call(&mut s, ApiKey::SaslAuthenticate, 1, &SaslAuthenticateRequest::default().with_auth_bytes(plain_token("alice", "secret"))).unwrap();
+    assert_eq!(a.error_code, 34, "ILLEGAL_SASL_STATE");
+    let h: SaslHandshakeResponse =
+        call(&mut s, ApiKey::SaslHandshake, 1, &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("GSSAPI"))).unwrap();
+    assert_eq!(h.error_code, 33, "UNSUPPORTED_SASL_MECHANISM");
+    assert_eq!(h.mechanisms.iter().map(|m| m.to_string()).collect::<Vec<_>>(), vec!["PLAIN", "SCRAM-SHA-256"]);
+
+    // PLAIN: the right password serves Metadata (naming the SASL_PLAINTEXT port)...
+    let a = plain_login(&mut s, "alice", "secret").unwrap();
+    assert_eq!(a.error_code, 0, "{:?}", a.error_message);
+    let m: MetadataResponse = call(&mut s, ApiKey::Metadata, 9, &MetadataRequest::default()).unwrap();
+    assert_eq!(m.brokers[0].port, sasl as i32);
+
+    // ...a wrong one is refused with SASL_AUTHENTICATION_FAILED, and the connection closed.
+    let mut s = TcpStream::connect(("127.0.0.1", sasl)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let a = plain_login(&mut s, "alice", "wrong").unwrap();
+    assert_eq!(a.error_code, 58);
+    assert_eq!(a.error_message.as_deref(), Some("Authentication failed: Invalid username or password"));
+    assert!(closed_within(&mut s, Duration::from_secs(5)));
+    // An unknown user gets the same answer.
+    let mut s = TcpStream::connect(("127.0.0.1", sasl)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let a = plain_login(&mut s, "mallory", "secret").unwrap();
+    assert_eq!((a.error_code, a.error_message.as_deref()), (58, Some("Authentication failed: Invalid username or password")));
+
+    // SaslHandshake v0: the token goes bare, and so does the answer.
+    let mut s = TcpStream::connect(("127.0.0.1", sasl)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let h: SaslHandshakeResponse =
+        call(&mut s, ApiKey::SaslHandshake, 0, &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"))).unwrap();
+    assert_eq!(h.error_code, 0);
+    let token = plain_token("alice", "secret");
+    s.write_all(&(token.len() as i32).to_be_bytes()).unwrap();
+    s.write_all(&token).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    assert_eq!(i32::from_be_bytes(len), 0, "PLAIN's answer is an empty token");
+    let m: MetadataResponse = call(&mut s, ApiKey::Metadata, 9, &MetadataRequest::default()).unwrap();
+    assert_eq!(m.brokers[0].port, sasl as i32);
+
+    let metrics = broker.metrics();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("spate_authentications_total{") && l.contains("outcome=\"failed\"")),
+        "failed authentications counted:\n{}",
+        metrics.lines().filter(|l| l.contains("authentications")).collect::<Vec<_>>().join("\n")
+    );
+}
+
+#[test]
+fn hostile_handshakes_close_only_their_connection_within_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let (ssl, sasl) = (free_port(), free_port());
+    let broker = security_broker(&pki, ssl, sasl, &[]);
+    let started = Instant::now();
+
+    // Garbage instead of a ClientHello: refused at once.
+    let mut garbage = TcpStream::connect(("127.0.0.1", ssl)).unwrap();
+    garbage.write_all(&[0x47; 64]).unwrap();
+    // A Kafka request to the TLS port.
+    let mut kafka_on_tls = TcpStream::connect(("127.0.0.1", ssl)).unwrap();
+    kafka_on_tls.write_all(&frame(ApiKey::ApiVersions, 3, 1, &ApiVersionsRequest::default())).unwrap();
+    // A TLS record header announcing 16 KiB, then nothing: stuck mid-handshake.
+    let mut truncated = TcpStream::connect(("127.0.0.1", ssl)).unwrap();
+    truncated.write_all(&[0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00]).unwrap();
+    // Connected, silent: no handshake at all.
+    let mut silent_tls = TcpStream::connect(("127.0.0.1", ssl)).unwrap();
+    // SASL: handshake done, then nothing.
+    let mut stuck_sasl = TcpStream::connect(("127.0.0.1", sasl)).unwrap();
+    stuck_sasl.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let h: SaslHandshakeResponse =
+        call(&mut stuck_sasl, ApiKey::SaslHandshake, 1, &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("SCRAM-SHA-256")))
+            .unwrap();
+    assert_eq!(h.error_code, 0);
+    // An oversized SASL token (over 64 KiB) in SaslAuthenticate.
+    let mut oversized = TcpStream::connect(("127.0.0.1", sasl)).unwrap();
+    oversized.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let h: SaslHandshakeResponse =
+        call(&mut oversized, ApiKey::SaslHandshake, 1, &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")))
+            .unwrap();
+    assert_eq!(h.error_code, 0);
+    let big = SaslAuthenticateRequest::default().with_auth_bytes(vec![b'a'; 70_000].into());
+    let a: SaslAuthenticateResponse = call(&mut oversized, ApiKey::SaslAuthenticate, 1, &big).unwrap();
+    assert_eq!(a.error_code, 58);
+    assert!(closed_within(&mut oversized, Duration::from_secs(5)));
+    // An oversized bare token after SaslHandshake v0 is refused by its length.
+    let mut bare = TcpStream::connect(("127.0.0.1", sasl)).unwrap();
+    bare.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _: SaslHandshakeResponse =
+        call(&mut bare, ApiKey::SaslHandshake, 0, &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"))).unwrap();
+    bare.write_all(&(1_000_000i32).to_be_bytes()).unwrap();
+    assert!(closed_within(&mut bare, Duration::from_secs(5)));
+
+    assert!(closed_within(&mut garbage, Duration::from_secs(5)), "garbage closed at once");
+    assert!(closed_within(&mut kafka_on_tls, Duration::from_secs(5)), "plaintext Kafka on the TLS port closed at once");
+
+    // Meanwhile a TLS client is served.
+    let config = tls_client(&pki);
+    let mut t = tls_connect(&config, ssl).expect("TLS handshake while hostile ones hang");
+    let v: ApiVersionsResponse = call(&mut t, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).unwrap();
+    assert_eq!(v.error_code, 0);
+
+    // The stuck ones go within the deadline (10 s) and a little slack, not before.
+    for (name, s) in [("truncated TLS record", &mut truncated), ("silent TLS", &mut silent_tls), ("stuck SASL", &mut stuck_sasl)] {
+        assert!(closed_within(s, Duration::from_secs(20)), "{name} not closed");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(9), "{name} closed after {waited:?}, before the deadline");
+    }
+    // The broker is fine: the TLS client opened before goes on.
+    let v: ApiVersionsResponse = call(&mut t, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).unwrap();
+    assert_eq!(v.error_code, 0);
+    let log = broker.log();
+    assert!(log.contains("TLS handshake failed"), "{log}");
+    assert!(log.contains("TLS handshake not done in time"), "{log}");
+    assert!(log.contains("SASL authentication not done in time"), "{log}");
+}
+
+#[test]
+fn a_renewed_certificate_is_served_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let (ssl, sasl) = (free_port(), free_port());
+    let _broker = security_broker(&pki, ssl, sasl, &[]);
+    let config = tls_client(&pki);
+    let subject = |t: &Tls| {
+        let der = t.conn.peer_certificates().unwrap()[0].to_vec();
+        // The CN is in the DER as plain text: enough to tell the two certificates apart.
+        String::from_utf8_lossy(&der).contains("renewed.localhost")
+    };
+    let old = tls_connect(&config, ssl).unwrap();
+    assert!(!subject(&old));
+    // A half-written renewal (a key that does not match) keeps the old certificate...
+    pki.server_cert("next", "renewed.localhost");
+    std::fs::copy(pki.dir.join("next.pem"), pki.dir.join("server.pem")).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(!subject(&tls_connect(&config, ssl).expect("the old certificate still served")));
+    // ...and the key's arrival completes it.
+    std::fs::copy(pki.dir.join("next.key"), pki.dir.join("server.key")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if subject(&tls_connect(&config, ssl).unwrap()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the renewed certificate is not served");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The connection made before keeps working.
+    let mut old = old;
+    let v: ApiVersionsResponse = call(&mut old, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).unwrap();
+    assert_eq!(v.error_code, 0);
+}
+
+#[test]
+fn a_sasl_session_expires_unless_the_client_authenticates_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let (ssl, sasl) = (free_port(), free_port());
+    let broker = security_broker(&pki, ssl, sasl, &["--connections-max-reauth-ms", "1500"]);
+    create_user(&broker, "alice", "secret");
+    create_user(&broker, "bob", "secret");
+    let connect = || {
+        let s = TcpStream::connect(("127.0.0.1", sasl)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    };
+    // The lifetime is told (SaslAuthenticate v1); a client that lets it pass is closed at its
+    // next request.
+    let mut lazy = connect();
+    let a = plain_login(&mut lazy, "alice", "secret").unwrap();
+    assert_eq!((a.error_code, a.session_lifetime_ms), (0, 1500));
+    // One that authenticates again in time goes on.
+    let mut diligent = connect();
+    assert_eq!(plain_login(&mut diligent, "alice", "secret").unwrap().error_code, 0);
+    std::thread::sleep(Duration::from_millis(800));
+    let again = plain_login(&mut diligent, "alice", "secret").unwrap();
+    assert_eq!(again.error_code, 0);
+    // Re-authenticating as someone else is refused.
+    let mut switcher = connect();
+    assert_eq!(plain_login(&mut switcher, "alice", "secret").unwrap().error_code, 0);
+    let other = plain_login(&mut switcher, "bob", "secret").unwrap();
+    assert_eq!(other.error_code, 58);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(call::<_, _, MetadataResponse>(&mut lazy, ApiKey::Metadata, 9, &MetadataRequest::default()).is_none(), "expired session served");
+    let m: MetadataResponse = call(&mut diligent, ApiKey::Metadata, 9, &MetadataRequest::default()).unwrap();
+    assert_eq!(m.brokers[0].port, sasl as i32);
+    assert!(broker.log().contains("after its SASL session expired"));
+}
+
+#[test]
+fn settings_that_cannot_work_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let m = Broker::run_failing(&["serve", "--data-dir", data, "--listeners", "SSL://127.0.0.1:0"]);
+    assert!(m.contains("needs ssl_cert_file and ssl_key_file"), "{m}");
+    let m = Broker::run_failing(&["serve", "--data-dir", data, "--listen", "127.0.0.1:0", "--listeners", "PLAINTEXT://127.0.0.1:0"]);
+    assert!(m.contains("listen and listeners are both set"), "{m}");
+    let m = Broker::run_failing(&["serve", "--data-dir", data, "--listeners", "SASL_SSL://127.0.0.1:0", "--ssl-cert-file", "/nonexistent.pem", "--ssl-key-file", "/nonexistent.key"]);
+    assert!(m.contains("ssl_cert_file /nonexistent.pem"), "{m}");
+    let m = Broker::run_failing(&["serve", "--data-dir", data, "--sasl-enabled-mechanisms", "GSSAPI"]);
+    assert!(m.contains("GSSAPI"), "{m}");
+}
