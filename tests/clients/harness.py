@@ -53,15 +53,32 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(n):
+    """`n` distinct free ports on 127.0.0.1 (held open together while they are picked)."""
+    held = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
 class Broker:
     """One `spate serve` process on a free port with its own temporary data directory.
 
     `start()` returns once the broker logged `spate ready` and a TCP connection to the port
     succeeds (bounded wait); `stop()` kills the process and removes the directory and is safe to
     call more than once; `kill()` and `restart()` stop it with SIGKILL and start it again on the
-    same port and data directory."""
+    same port and data directory. With `listeners` (security protocols, e.g. ["PLAINTEXT", "SSL",
+    "SASL_PLAINTEXT", "SASL_SSL"]) each gets a free port of its own (`addr(name)`, `ports`),
+    passed as `--listeners`; `bootstrap` stays the PLAINTEXT one, and the admin listener gets a
+    known port (`admin_port`, `admin_get_text(path)`)."""
 
-    def __init__(self, binary, extra_args=(), cores=2, ready_timeout=30.0, log_path=None):
+    def __init__(self, binary, extra_args=(), cores=2, ready_timeout=30.0, log_path=None, listeners=None):
         self.binary = binary
         self.extra_args = list(extra_args)
         self.cores = cores
@@ -71,16 +88,44 @@ class Broker:
         self.tmp = None
         self.log_path = log_path  # where stderr goes; inside the temp dir unless given
         self._log_file = None
+        # Security protocols (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) to listen with, each on a
+        # free port of its own, passed as `--listeners` instead of `--listen`; the admin listener
+        # then gets a known free port too (`admin_port`). None: one `--listen` port, as before.
+        self.listeners = list(listeners) if listeners else None
+        self.ports = {}  # {listener name: port}
+        self.admin_port = None  # known only with `listeners`
 
     @property
     def bootstrap(self):
+        """The PLAINTEXT listener (with `listeners`: the first one when there is no PLAINTEXT)."""
         return f"127.0.0.1:{self.port}"
+
+    def addr(self, listener):
+        """The address of one listener ("SASL_SSL" -> "127.0.0.1:port")."""
+        return f"127.0.0.1:{self.ports[listener]}"
+
+    def admin_get_text(self, path):
+        """`GET path` on the admin listener (known with `listeners` only), as text."""
+        assert self.admin_port, "the admin port is known only for a broker started with listeners"
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=10) as r:
+            return r.read().decode("utf-8", "replace")
 
     def start(self):
         last_err = None
         for _attempt in range(3):  # the free port can be taken between probe and bind
             self.tmp = tempfile.mkdtemp(prefix="spate-clients-")
-            self.port = free_port()
+            if self.listeners:
+                ports = free_ports(len(self.listeners) + 1)
+                self.ports = dict(zip(self.listeners, ports))
+                self.admin_port = ports[-1]
+                self.port = self.ports.get("PLAINTEXT", ports[0])
+                listen = ["--listeners", ",".join(f"{n}://{self.addr(n)}" for n in self.listeners)]
+                admin = f"127.0.0.1:{self.admin_port}"
+            else:
+                self.port = free_port()
+                self.ports = {"PLAINTEXT": self.port}
+                listen = ["--listen", self.bootstrap]
+                admin = "127.0.0.1:0"
             data = os.path.join(self.tmp, "data")
             log_path = self.log_path or os.path.join(self.tmp, "broker.log")
             self._log_file = open(log_path, "ab")
@@ -88,10 +133,10 @@ class Broker:
             self._log_offset = os.path.getsize(log_path)
             self._cmd = [
                 self.binary, "serve",
-                "--listen", self.bootstrap,
+                *listen,
                 "--data-dir", data,
                 "--cores", str(self.cores),
-                "--admin-listen", "127.0.0.1:0",
+                "--admin-listen", admin,
             ] + self.extra_args
             self.proc = subprocess.Popen(
                 self._cmd, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=self._log_file,
@@ -448,6 +493,105 @@ class _PortTaken(Exception):
 
 
 # ---------------------------------------------------------------------------
+# Test PKI (openssl command line)
+# ---------------------------------------------------------------------------
+
+
+class TestPki:
+    """Certificates for the TLS checks, made by `make_test_pki(directory)`: every attribute is the
+    path of a PEM file in that directory.
+
+    ca / ca_key               the CA the brokers trust for clients and the clients trust for brokers
+    server / server_key       CN=localhost, SAN DNS:localhost and IP:127.0.0.1, signed by ca
+    expired_server / _key     the same names, signed by ca, valid 2020-01-01 to 2021-01-01
+    client / client_key       CN=alice,O=Team A, signed by ca (extendedKeyUsage clientAuth)
+    other_ca                  another CA, trusted by nobody
+    other_client / _key       CN=mallory, signed by other_ca
+    expired_client / _key     CN=alice,O=Team A, signed by ca, valid 2020-01-01 to 2021-01-01"""
+
+    __test__ = False  # not a pytest class
+
+
+def _openssl(*args, cwd):
+    r = subprocess.run(["openssl", *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"openssl {' '.join(args)} exited {r.returncode}: {r.stderr.decode(errors='replace')[-600:]}")
+
+
+_CA_CONF = """[ ca ]
+default_ca = test_ca
+[ test_ca ]
+database = {d}/index.txt
+new_certs_dir = {d}
+serial = {d}/serial
+default_md = sha256
+policy = any_name
+unique_subject = no
+email_in_dn = no
+copy_extensions = none
+[ any_name ]
+commonName = supplied
+organizationName = optional
+"""
+
+_SERVER_EXT = "basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature, keyEncipherment\n" \
+              "extendedKeyUsage = serverAuth\nsubjectAltName = DNS:localhost, IP:127.0.0.1\n"
+_CLIENT_EXT = "basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature, keyEncipherment\n" \
+              "extendedKeyUsage = clientAuth\n"
+
+
+def make_test_pki(directory):
+    """Makes a `TestPki` in `directory` with the `openssl` command line (OpenSSL 1.1 or 3.x):
+    RSA 2048 keys (unencrypted, PKCS#8), two self-signed CAs, leaf certificates signed with `openssl
+    ca` (whose -startdate/-enddate can backdate, which `openssl x509 -req -days` cannot). A second
+    or so."""
+    if not shutil.which("openssl"):
+        raise Skip("the openssl command line is not installed")
+    os.makedirs(directory, exist_ok=True)
+    pki = TestPki()
+
+    def path(name):
+        return os.path.join(directory, name)
+
+    for name, ext in (("server.ext", _SERVER_EXT), ("client.ext", _CLIENT_EXT)):
+        with open(path(name), "w") as f:
+            f.write(ext)
+
+    def new_ca(name, cn):
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem",
+                 "-days", "3650", "-subj", f"/CN={cn}",
+                 "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                 cwd=directory)
+        db = path(f"{name}.db")
+        os.makedirs(db, exist_ok=True)
+        open(os.path.join(db, "index.txt"), "w").close()
+        with open(os.path.join(db, "serial"), "w") as f:
+            f.write(uuid.uuid4().hex[:16].upper() + "\n")
+        with open(path(f"{name}.cnf"), "w") as f:
+            f.write(_CA_CONF.format(d=db))
+        return path(f"{name}.pem")
+
+    def leaf(name, ca, subject, ext, expired=False):
+        _openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                 "-subj", subject, cwd=directory)
+        dates = ["-startdate", "20200101000000Z", "-enddate", "20210101000000Z"] if expired else ["-days", "3650"]
+        _openssl("ca", "-batch", "-notext", "-config", f"{ca}.cnf", "-cert", f"{ca}.pem", "-keyfile", f"{ca}.key",
+                 "-in", f"{name}.csr", "-out", f"{name}.pem", "-extfile", ext, *dates, cwd=directory)
+        return path(f"{name}.pem"), path(f"{name}.key")
+
+    pki.ca, pki.ca_key = new_ca("ca", "Spate Test CA"), path("ca.key")
+    pki.other_ca = new_ca("other-ca", "Some Other CA")
+    pki.server, pki.server_key = leaf("server", "ca", "/CN=localhost", "server.ext")
+    pki.expired_server, pki.expired_server_key = leaf("expired-server", "ca", "/CN=localhost", "server.ext", expired=True)
+    pki.client, pki.client_key = leaf("client", "ca", "/CN=alice/O=Team A", "client.ext")
+    pki.other_client, pki.other_client_key = leaf("other-client", "other-ca", "/CN=mallory", "client.ext")
+    pki.expired_client, pki.expired_client_key = leaf("expired-client", "ca", "/CN=alice/O=Team A", "client.ext",
+                                                      expired=True)
+    return pki
+
+
+# ---------------------------------------------------------------------------
 # Context handed to every check
 # ---------------------------------------------------------------------------
 
@@ -474,10 +618,10 @@ class Context:
         """A topic name unique to this run and check."""
         return f"cc-{label}-{self.run_id}-{next(_counter)}"
 
-    def start_broker(self, extra_args):
-        """Starts another broker (own port and data dir); stopped by the runner at the end, or
-        earlier by the check calling `.stop()`."""
-        b = Broker(self.binary, extra_args=extra_args)
+    def start_broker(self, extra_args, listeners=None):
+        """Starts another broker (own port and data dir; `listeners` as `Broker` takes them);
+        stopped by the runner at the end, or earlier by the check calling `.stop()`."""
+        b = Broker(self.binary, extra_args=extra_args, listeners=listeners)
         self.extra_brokers.append(b)
         return b.start()
 

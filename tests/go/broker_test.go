@@ -62,13 +62,17 @@ func spateBin() string {
 
 // Broker is a running `spate serve`.
 type Broker struct {
-	Addr    string // 127.0.0.1:port, the Kafka listener
+	Addr    string // 127.0.0.1:port, the Kafka listener (the first of --listeners, if given)
 	root    string // temporary directory holding data/ and, unless SPATE_LOG_DIR is set, the log
 	dataDir string
 	logPath string
 	logFile *os.File
 	cmd     *exec.Cmd
 	args    []string
+
+	// Listeners are the addresses (host:port) of the listeners an extra `--listeners` named,
+	// by name (the security protocol); nil without it.
+	Listeners map[string]string
 
 	waitOnce sync.Once
 	exited   chan struct{} // closed when the process has exited
@@ -77,7 +81,9 @@ type Broker struct {
 
 // StartBroker starts bin as `spate serve` on a free 127.0.0.1 port, with the flags below and
 // then extra (`--cores 2` unless extra names --cores), and waits (30 s at most) until it logs
-// "spate ready" or its port accepts connections.
+// "spate ready" or its port accepts connections. With `--listeners NAME://host:port,...` among
+// extra (free ports chosen by the caller) there is no --listen: Addr is the first listener's
+// address and Listeners has each one's.
 func StartBroker(bin string, extra ...string) (*Broker, error) {
 	abs, err := filepath.Abs(bin)
 	if err != nil {
@@ -105,13 +111,28 @@ func StartBroker(bin string, extra ...string) (*Broker, error) {
 	if b.logFile, err = os.Create(b.logPath); err != nil {
 		return nil, err
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
+	b.args = []string{abs, "serve"}
+	if i := slices.Index(extra, "--listeners"); i >= 0 && i+1 < len(extra) {
+		b.Listeners = map[string]string{}
+		for j, l := range strings.Split(extra[i+1], ",") {
+			name, addr, ok := strings.Cut(l, "://")
+			if !ok {
+				return nil, fmt.Errorf("listener %q is not NAME://host:port", l)
+			}
+			b.Listeners[name] = addr
+			if j == 0 {
+				b.Addr = addr
+			}
+		}
+	} else {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		b.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		b.args = append(b.args, "--listen", b.Addr)
 	}
-	b.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	b.args = []string{abs, "serve",
-		"--listen", b.Addr,
+	b.args = append(b.args,
 		"--admin-listen", "127.0.0.1:0",
 		"--data-dir", b.dataDir,
 		// No 3 s wait before a new group's first rebalance, as in the Java suite.
@@ -119,7 +140,7 @@ func StartBroker(bin string, extra ...string) (*Broker, error) {
 		// KIP-848 members heartbeat every second instead of every 5 s, so that an assignment
 		// change reaches them quickly.
 		"--group-consumer-heartbeat-interval-ms", "1000",
-	}
+	)
 	if !slices.Contains(extra, "--cores") {
 		b.args = append(b.args, "--cores", "2")
 	}

@@ -1290,8 +1290,6 @@ class AdminClientTest {
         calls.put("describeAcls (DescribeAcls, key 29)", () -> admin.describeAcls(AclBindingFilter.ANY).values());
         calls.put("describeClientQuotas (DescribeClientQuotas, key 48)",
                 () -> admin.describeClientQuotas(ClientQuotaFilter.all()).entities());
-        calls.put("describeUserScramCredentials (DescribeUserScramCredentials, key 50)",
-                () -> admin.describeUserScramCredentials().all());
         return calls.entrySet().stream().map(e -> DynamicTest.dynamicTest(e.getKey(), () -> {
             long start = System.nanoTime();
             Throwable cause = failure(e.getValue().get());

@@ -16,7 +16,9 @@ import java.time.LocalDateTime;
 import java.time.format.DateTimeFormatter;
 import java.util.ArrayList;
 import java.util.Comparator;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 
@@ -34,12 +36,22 @@ import org.junit.jupiter.api.extension.ExtensionContext;
  * <p>A test may also {@link #kill()} the broker (SIGKILL, as {@code kill -9}: no shutdown of any
  * kind) and {@link #restart()} it on the same ports and the same data directory; each restart's
  * stderr is appended to the same log file, after a line naming the restart.
+ *
+ * <p>{@link #withListeners} starts it with several Kafka listeners ({@code --listeners}), one per
+ * security protocol, each on its own free port; {@link #bootstrap()} is then the first one's
+ * address and {@link #bootstrap(String)} any one's.
  */
 public final class SpateBroker implements BeforeAllCallback, AfterAllCallback {
     private static final long READY_TIMEOUT_MS = 30_000;
     private static final long STOP_TIMEOUT_MS = 30_000;
 
     private final List<String> extraArgs;
+    /** The listeners' security protocols ({@code --listeners}); empty: one {@code --listen}. */
+    private final List<String> protocols;
+    /** Each listener's port, by security protocol, in {@link #protocols} order. */
+    private final Map<String, Integer> listenerPorts = new LinkedHashMap<>();
+    /** Added to the log files' names ({@link #named}), for a class with several brokers. */
+    private String label = "";
     private Process process;
     private Path dataDir;
     private Path logFile;
@@ -53,15 +65,58 @@ public final class SpateBroker implements BeforeAllCallback, AfterAllCallback {
 
     /** @param extraArgs more {@code spate serve} flags, after the standard ones ({@code --cores 2} unless given) */
     public SpateBroker(String... extraArgs) {
+        this(List.of(), extraArgs);
+    }
+
+    private SpateBroker(List<String> protocols, String... extraArgs) {
+        this.protocols = List.copyOf(protocols);
         this.extraArgs = List.of(extraArgs);
     }
 
+    /**
+     * A broker with one listener per security protocol of {@code protocols} (PLAINTEXT, SSL,
+     * SASL_PLAINTEXT, SASL_SSL; the listener's name is its protocol), each on a free loopback
+     * port: {@code --listeners PLAINTEXT://127.0.0.1:<port>,...} in that order instead of
+     * {@code --listen}. The TLS and SASL flags go in {@code extraArgs}.
+     */
+    public static SpateBroker withListeners(List<String> protocols, String... extraArgs) {
+        if (protocols.isEmpty() || protocols.stream().distinct().count() != protocols.size()) {
+            throw new IllegalArgumentException("listeners must be distinct and at least one: " + protocols);
+        }
+        return new SpateBroker(protocols, extraArgs);
+    }
+
+    /**
+     * Names this broker's log files {@code <TestClass>-<label>-<time>.stderr.log}, so that the
+     * brokers of one class, started in the same second, do not share one. Returns this broker.
+     */
+    public SpateBroker named(String label) {
+        this.label = "-" + label;
+        return this;
+    }
+
+    /** The address of the (first) listener. */
     public String bootstrap() {
         return "127.0.0.1:" + port;
     }
 
+    /** The port of the (first) listener. */
     public int port() {
         return port;
+    }
+
+    /** The address of the listener of security protocol {@code protocol} (see {@link #withListeners}). */
+    public String bootstrap(String protocol) {
+        return "127.0.0.1:" + port(protocol);
+    }
+
+    /** The port of the listener of security protocol {@code protocol} (see {@link #withListeners}). */
+    public int port(String protocol) {
+        Integer p = listenerPorts.get(protocol);
+        if (p == null) {
+            throw new IllegalArgumentException("no " + protocol + " listener; the broker has " + listenerPorts.keySet());
+        }
+        return p;
     }
 
     public Path dataDir() {
@@ -117,7 +172,7 @@ public final class SpateBroker implements BeforeAllCallback, AfterAllCallback {
 
     @Override
     public void beforeAll(ExtensionContext context) throws Exception {
-        start(context.getRequiredTestClass().getSimpleName());
+        start(context.getRequiredTestClass().getSimpleName() + label);
     }
 
     @Override
@@ -136,14 +191,30 @@ public final class SpateBroker implements BeforeAllCallback, AfterAllCallback {
         logFile = logDir.resolve(name + "-" + stamp + ".stderr.log");
         stdoutFile = logDir.resolve(name + "-" + stamp + ".stdout.log");
         dataDir = Files.createTempDirectory("spate-it-" + name + "-");
-        port = freePort();
-        adminPort = freePort();
-        while (adminPort == port) {
-            adminPort = freePort();
+        List<Integer> taken = new ArrayList<>();
+        for (int i = 0; i < Math.max(1, protocols.size()) + 1; i++) {
+            int p = freePort();
+            while (taken.contains(p)) {
+                p = freePort();
+            }
+            taken.add(p);
         }
-        command = new ArrayList<>(List.of(
-                bin.toString(), "serve",
-                "--listen", "127.0.0.1:" + port,
+        port = taken.get(0);
+        adminPort = taken.get(taken.size() - 1);
+        List<String> listen;
+        if (protocols.isEmpty()) {
+            listen = List.of("--listen", "127.0.0.1:" + port);
+        } else {
+            List<String> listeners = new ArrayList<>();
+            for (int i = 0; i < protocols.size(); i++) {
+                listenerPorts.put(protocols.get(i), taken.get(i));
+                listeners.add(protocols.get(i) + "://127.0.0.1:" + taken.get(i));
+            }
+            listen = List.of("--listeners", String.join(",", listeners));
+        }
+        command = new ArrayList<>(List.of(bin.toString(), "serve"));
+        command.addAll(listen);
+        command.addAll(List.of(
                 "--admin-listen", "127.0.0.1:" + adminPort,
                 "--data-dir", dataDir.toString(),
                 "--group-initial-rebalance-delay-ms", "0"));
