@@ -86,6 +86,9 @@ pub mod limits {
     /// listener its authentication, this long after it is accepted, or it is closed (a client
     /// stuck mid-handshake holds nothing longer).
     pub const AUTHENTICATION_DEADLINE_MS: u64 = 10_000;
+    /// A connection whose SASL authentication failed is closed this long after the failure is
+    /// answered (Kafka's `connection.failed.authentication.delay.ms` default).
+    pub const FAILED_AUTHENTICATION_DELAY_MS: u64 = 100;
     /// After the shutdown grace period, how long a core waits for the connections it cut to go.
     pub const SHUTDOWN_CUT_WAIT_MS: u64 = 1_000;
     /// On SIGTERM, how long a broker in a cluster waits for the controller to fence it before

@@ -31,7 +31,8 @@ use super::handlers;
 use super::shard::Shard;
 use super::session::Session;
 use crate::config::limits::{
-    AUTHENTICATION_DEADLINE_MS, CONNECTION_BUFFER_MAX_BYTES, CONNECTION_IN_FLIGHT_MAX, FETCH_RESPONSE_MAX_BYTES,
+    AUTHENTICATION_DEADLINE_MS, CONNECTION_BUFFER_MAX_BYTES, CONNECTION_IN_FLIGHT_MAX, FAILED_AUTHENTICATION_DELAY_MS,
+    FETCH_RESPONSE_MAX_BYTES,
     REQUEST_FRAME_MAX_BYTES,
 };
 use crate::config::security::SecurityProtocol;
@@ -513,6 +514,10 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
                 shared.answered.wait().await;
             }
             if session.failed() {
+                // As Kafka (`connection.failed.authentication.delay.ms`): the answer is out; the
+                // close follows a little later, so the client reads the answer before it sees
+                // the connection go, and a password guesser is slowed down.
+                rt::sleep(Duration::from_millis(FAILED_AUTHENTICATION_DELAY_MS)).await;
                 tracing::debug!(%peer, "SASL authentication failed; closing the connection");
                 break;
             }
