@@ -36,6 +36,8 @@ enum Command {
     Txn(crate::admin::txn::TxnArgs),
     /// SCRAM users (SASL credentials) on any Kafka-compatible broker: create, list, delete.
     User(crate::admin::user::UserArgs),
+    /// ACLs on any Kafka-compatible broker: create, list, delete.
+    Acl(crate::admin::acl::AclArgs),
     /// Benchmarks against any Kafka-compatible broker: produce, consume, e2e, sweep.
     Bench(crate::bench::BenchArgs),
     /// The settings of `spate serve`.
@@ -74,6 +76,7 @@ pub fn main() -> ExitCode {
         Command::Cluster(args) => crate::admin::run_cluster(args),
         Command::Txn(args) => crate::admin::txn::run(args),
         Command::User(args) => crate::admin::user::run(args),
+        Command::Acl(args) => crate::admin::acl::run(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Config(ConfigCommand::PrintDefaults { format, markdown }) => {
             let text = match (format, markdown) {

@@ -118,6 +118,12 @@ pub struct Config {
     pub sasl_mechanisms: Vec<&'static str>,
     /// KIP-368's session lifetime (0: none).
     pub connections_max_reauth_ms: i64,
+    /// Whether requests are checked against the ACLs (`authorizer = "acl"`).
+    pub authorizer: bool,
+    /// Kafka's `super.users`.
+    pub super_users: Vec<String>,
+    /// Kafka's `allow.everyone.if.no.acl.found`.
+    pub allow_everyone_if_no_acl_found: bool,
     /// host:port given to clients in Metadata by the first listener; defaults to `listen`.
     pub advertised_host: String,
     pub advertised_port: u16,
@@ -489,6 +495,12 @@ settings! {
         "mutual TLS: whether TLS clients must (`required`) or may (`requested`) present a certificate signed by ssl_ca_file; its subject becomes the principal (`User:CN=...`) unless SASL names one (Kafka `ssl.client.auth`)";
     sasl_enabled_mechanisms: String, "SPATE_SASL_ENABLED_MECHANISMS", Toml("\"SCRAM-SHA-256,SCRAM-SHA-512\""), "mechanisms", None,
         "SASL mechanisms the SASL_PLAINTEXT and SASL_SSL listeners offer: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512; every one checks the SCRAM credentials of `spate user` (PLAIN against either mechanism's) (Kafka `sasl.enabled.mechanisms`)";
+    authorizer: String, "SPATE_AUTHORIZER", Toml("\"none\""), "none|acl", None,
+        "`acl`: every request is checked against the ACLs (CreateAcls, `spate acl`, `kafka-acls`) as Kafka's StandardAuthorizer checks it, and refused with its *_AUTHORIZATION_FAILED code; `none`: every client may do anything (Kafka `authorizer.class.name`)";
+    super_users: String, "SPATE_SUPER_USERS", Toml("\"\""), "principals", None,
+        "principals allowed everything whatever the ACLs say, separated by `;` (for example `User:admin;User:ops`) (Kafka `super.users`)";
+    allow_everyone_if_no_acl_found: bool, "SPATE_ALLOW_EVERYONE_IF_NO_ACL_FOUND", Toml("false"), "bool", None,
+        "with the ACL authorizer, whether a resource no ACL names is open to everyone (Kafka `allow.everyone.if.no.acl.found`)";
     connections_max_reauth_ms: i64, "SPATE_CONNECTIONS_MAX_REAUTH_MS", Toml("0"), "ms", Some((0, MAX)),
         "KIP-368: a SASL session lasts this long, after which the client must authenticate again on the same connection or have it closed; 0: sessions never expire (Kafka `connections.max.reauth.ms`)";
     data_dir: PathBuf, "SPATE_DATA_DIR", Toml("\"./spate-data\""), "path", None,
@@ -807,6 +819,23 @@ impl Config {
             tls,
             sasl_mechanisms,
             connections_max_reauth_ms: g.connections_max_reauth_ms.or_default(),
+            authorizer: match g.authorizer.or_default().to_ascii_lowercase().as_str() {
+                "none" => false,
+                "acl" => true,
+                other => anyhow::bail!("authorizer: expected none or acl, got {other:?}"),
+            },
+            super_users: g
+                .super_users
+                .or_default()
+                .split(';')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.split_once(':') {
+                    Some((k, n)) if !k.is_empty() && !n.is_empty() => Ok(p.to_string()),
+                    _ => Err(anyhow::anyhow!("super_users: {p:?} is not a principal (Type:name, like User:admin)")),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            allow_everyone_if_no_acl_found: g.allow_everyone_if_no_acl_found.or_default(),
             groups,
             log_cleaner_backoff_ms: g.log_cleaner_backoff_ms.or_default(),
             log_retention_check_interval_ms: g.log_retention_check_interval_ms.or_default(),
@@ -881,6 +910,9 @@ impl Config {
             e("ssl.client.auth", self.tls.as_ref().map_or("none", |t| t.client_auth.name()).to_string(), Some("ssl_client_auth")),
             e("sasl.enabled.mechanisms", self.sasl_mechanisms.join(","), Some("sasl_enabled_mechanisms")),
             e("connections.max.reauth.ms", self.connections_max_reauth_ms.to_string(), Some("connections_max_reauth_ms")),
+            e("authorizer.class.name", if self.authorizer { "acl" } else { "" }.to_string(), Some("authorizer")),
+            e("super.users", self.super_users.join(";"), Some("super_users")),
+            e("allow.everyone.if.no.acl.found", self.allow_everyone_if_no_acl_found.to_string(), Some("allow_everyone_if_no_acl_found")),
             e("log.dirs", self.data_dir.display().to_string(), Some("data_dir")),
             e("auto.create.topics.enable", self.auto_create_topics.to_string(), Some("auto_create_topics")),
             e("num.partitions", self.num_partitions.to_string(), Some("num_partitions")),

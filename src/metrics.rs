@@ -86,6 +86,12 @@ struct AuthLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DenialLabel {
+    resource_type: String,
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GroupPartition {
     group: String,
     topic: String,
@@ -127,6 +133,7 @@ struct Long {
     connections_refused: Counter,
     authentications: Family<AuthLabel, Counter>,
     tls_reloads: Family<Outcome, Counter>,
+    denials: Family<DenialLabel, Counter>,
     memory_waits: Family<CoreLabel, Counter>,
     fetch_trimmed: Family<CoreLabel, Counter>,
     fetch_kinds: Family<CoreKind, Counter>,
@@ -158,6 +165,7 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
     let connections_refused = Counter::default();
     let authentications = Family::<AuthLabel, Counter>::default();
     let tls_reloads = Family::<Outcome, Counter>::default();
+    let denials = Family::<DenialLabel, Counter>::default();
     let memory_waits = Family::<CoreLabel, Counter>::default();
     let fetch_trimmed = Family::<CoreLabel, Counter>::default();
     let fetch_kinds = Family::<CoreKind, Counter>::default();
@@ -191,6 +199,11 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
         "spate_authentications",
         "TLS handshakes (mechanism TLS) and SASL authentications on client connections, by listener, mechanism and outcome (ok, failed, timeout)",
         authentications.clone(),
+    );
+    registry.register(
+        "spate_authorization_denials",
+        "Requests (or parts of them: a topic of a produce) the ACL authorizer refused, by resource type and operation",
+        denials.clone(),
     );
     registry.register(
         "spate_tls_reloads",
@@ -252,6 +265,7 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
         connections_refused,
         authentications,
         tls_reloads,
+        denials,
         memory_waits,
         fetch_trimmed,
         fetch_kinds,
@@ -429,6 +443,12 @@ pub fn connection_refused() {
 pub fn authentication(listener: &str, mechanism: &str, outcome: &str) {
     LONG.authentications
         .get_or_create(&AuthLabel { listener: listener.into(), mechanism: mechanism.into(), outcome: outcome.into() })
+        .inc();
+}
+
+pub fn authorization_denied(resource: crate::server::acl::ResourceType, op: crate::server::acl::Operation) {
+    LONG.denials
+        .get_or_create(&DenialLabel { resource_type: format!("{resource:?}"), operation: format!("{op:?}") })
         .inc();
 }
 

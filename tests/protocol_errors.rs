@@ -93,6 +93,9 @@ fn api_versions_advertises_exactly_what_is_implemented() {
             (26, 0, 5),
             (27, 1, 1),
             (28, 0, 5),
+            (29, 1, 3),
+            (30, 1, 3),
+            (31, 1, 3),
             (32, 1, 4),
             (33, 0, 2),
             (35, 1, 4),
@@ -245,10 +248,10 @@ fn malformed_frames_close_only_their_connection() {
     let mut raw = Raw::connect(broker.port);
     raw.send_bytes(&(-5i32).to_be_bytes());
     assert!(raw.closed_by_broker());
-    // An unknown API key, an API Spate does not implement (DescribeAcls v0: resource type 1,
-    // null names, any operation and permission), and a garbage body for one it does.
-    let describe_acls = [1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 1];
-    for f in [hand_frame(999, 0, false, &[]), hand_frame(29, 0, false, &describe_acls), hand_frame(0, 9, false, &[0xff; 4])] {
+    // An unknown API key, an API Spate does not implement (DescribeClientQuotas v0: no
+    // components, not strict), and a garbage body for one it does.
+    let describe_quotas = [0, 0, 0, 0, 0];
+    for f in [hand_frame(999, 0, false, &[]), hand_frame(48, 0, false, &describe_quotas), hand_frame(0, 9, false, &[0xff; 4])] {
         let mut raw = Raw::connect(broker.port);
         raw.send_bytes(&f);
         assert!(raw.closed_by_broker());

@@ -405,3 +405,166 @@ fn settings_that_cannot_work_are_refused_at_start() {
     let m = Broker::run_failing(&["serve", "--data-dir", data, "--sasl-enabled-mechanisms", "GSSAPI"]);
     assert!(m.contains("GSSAPI"), "{m}");
 }
+
+fn produce_code<S: Read + Write>(s: &mut S, topic: &str) -> i16 {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_string(topic.into())))
+        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(common::batch(1)))])]);
+    let resp: ProduceResponse = call(s, ApiKey::Produce, 9, &req).expect("produce answered");
+    resp.responses[0].partition_responses[0].error_code
+}
+
+fn metadata_topics<S: Read + Write>(s: &mut S, names: Option<&[&str]>) -> Vec<(String, i16)> {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    let req = MetadataRequest::default().with_allow_auto_topic_creation(false).with_topics(names.map(|ns| {
+        ns.iter().map(|n| MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(n.to_string()))))).collect()
+    }));
+    let resp: MetadataResponse = call(s, ApiKey::Metadata, 9, &req).expect("metadata answered");
+    let mut out: Vec<(String, i16)> = resp.topics.iter().map(|t| (t.name.as_ref().map(|n| n.to_string()).unwrap_or_default(), t.error_code)).collect();
+    out.sort();
+    out
+}
+
+fn create_acl(raw: &mut Raw, resource_type: i8, name: &str, pattern: i8, principal: &str, operation: i8, permission: i8) -> i16 {
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    let req = CreateAclsRequest::default().with_creations(vec![AclCreation::default()
+        .with_resource_type(resource_type)
+        .with_resource_name(StrBytes::from_string(name.into()))
+        .with_resource_pattern_type(pattern)
+        .with_principal(StrBytes::from_string(principal.into()))
+        .with_host(StrBytes::from_static_str("*"))
+        .with_operation(operation)
+        .with_permission_type(permission)]);
+    let resp: CreateAclsResponse = raw.call(ApiKey::CreateAcls, 3, &req, 3);
+    resp.results[0].error_code
+}
+
+#[test]
+fn acls_refuse_with_kafka_codes_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let (ssl, sasl) = (free_port(), free_port());
+    // The PLAINTEXT listener's anonymous clients are the test's administrator.
+    let mut broker = security_broker(&pki, ssl, sasl, &["--authorizer", "acl", "--super-users", "User:ANONYMOUS"]);
+    create_user(&broker, "alice", "secret");
+    let mut admin = Raw::connect(broker.port);
+    for t in ["orders", "pre-1", "secret"] {
+        let req = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![kafka_protocol::messages::create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(t.into())))
+            .with_num_partitions(1)
+            .with_replication_factor(1)]);
+        let r: CreateTopicsResponse = admin.call(ApiKey::CreateTopics, 7, &req, 7);
+        assert_eq!(r.topics[0].error_code, 0);
+    }
+    let alice = || {
+        let mut s = TcpStream::connect(("127.0.0.1", sasl)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        assert_eq!(plain_login(&mut s, "alice", "secret").unwrap().error_code, 0);
+        s
+    };
+    let mut a = alice();
+    // Nothing granted: produce TOPIC_AUTHORIZATION_FAILED (29), the topic absent from Metadata
+    // and refused by name, a group GROUP_AUTHORIZATION_FAILED (30), topic creation 29, the
+    // cluster CLUSTER_AUTHORIZATION_FAILED (31), an idempotent producer id 31.
+    assert_eq!(produce_code(&mut a, "orders"), 29);
+    assert_eq!(metadata_topics(&mut a, None), vec![]);
+    assert_eq!(metadata_topics(&mut a, Some(&["orders"])), vec![("orders".to_string(), 29)]);
+    let join: JoinGroupResponse = call(
+        &mut a,
+        ApiKey::JoinGroup,
+        5,
+        &JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(StrBytes::from_static_str("consumer")),
+    )
+    .unwrap();
+    assert_eq!(join.error_code, 30);
+    let created: CreateTopicsResponse = call(
+        &mut a,
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![kafka_protocol::messages::create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("mine")))
+            .with_num_partitions(1)
+            .with_replication_factor(1)]),
+    )
+    .unwrap();
+    assert_eq!(created.topics[0].error_code, 29);
+    let cluster: DescribeClusterResponse = call(&mut a, ApiKey::DescribeCluster, 0, &DescribeClusterRequest::default()).unwrap();
+    assert_eq!(cluster.error_code, 31);
+    let pid: InitProducerIdResponse = call(&mut a, ApiKey::InitProducerId, 4, &InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(-1)).unwrap();
+    assert_eq!(pid.error_code, 31);
+
+    // WRITE on orders, and READ on every topic starting "pre-" (which implies DESCRIBE); a
+    // DENY on "secret" beats an ALLOW for everyone on every topic.
+    assert_eq!(create_acl(&mut admin, 2, "orders", 3, "User:alice", 4, 3), 0);
+    assert_eq!(create_acl(&mut admin, 2, "pre-", 4, "User:alice", 3, 3), 0);
+    assert_eq!(create_acl(&mut admin, 2, "*", 3, "User:*", 8, 3), 0);
+    assert_eq!(create_acl(&mut admin, 2, "secret", 3, "User:alice", 8, 2), 0);
+    // Refused bindings: a PREFIXED wildcard, a cluster not named kafka-cluster (INVALID_REQUEST).
+    assert_eq!(create_acl(&mut admin, 2, "*", 4, "User:alice", 3, 3), 42);
+    assert_eq!(create_acl(&mut admin, 4, "mycluster", 3, "User:alice", 8, 3), 42);
+    assert_eq!(produce_code(&mut a, "orders"), 0);
+    assert_eq!(produce_code(&mut a, "pre-1"), 29, "READ does not give WRITE");
+    assert_eq!(metadata_topics(&mut a, None), vec![("orders".to_string(), 0), ("pre-1".to_string(), 0)]);
+    assert_eq!(metadata_topics(&mut a, Some(&["secret"])), vec![("secret".to_string(), 29)]);
+    // WRITE on a topic is enough for an idempotent producer (Kafka's "WRITE on any topic").
+    let pid: InitProducerIdResponse = call(&mut a, ApiKey::InitProducerId, 4, &InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(-1)).unwrap();
+    assert_eq!(pid.error_code, 0);
+    // Alice may not manage ACLs or users.
+    let d: DescribeAclsResponse = call(
+        &mut a,
+        ApiKey::DescribeAcls,
+        3,
+        &DescribeAclsRequest::default().with_resource_type_filter(1).with_pattern_type_filter(1).with_operation(1).with_permission_type(1),
+    )
+    .unwrap();
+    assert_eq!(d.error_code, 31);
+
+    // DescribeAcls with a MATCH filter: every binding that applies to "pre-1".
+    let d: DescribeAclsResponse = admin.call(
+        ApiKey::DescribeAcls,
+        3,
+        &DescribeAclsRequest::default()
+            .with_resource_type_filter(2)
+            .with_resource_name_filter(Some(StrBytes::from_static_str("pre-1")))
+            .with_pattern_type_filter(2)
+            .with_principal_filter(None)
+            .with_host_filter(None)
+            .with_operation(1)
+            .with_permission_type(1),
+        3,
+    );
+    let mut names: Vec<String> = d.resources.iter().map(|r| r.resource_name.to_string()).collect();
+    names.sort();
+    assert_eq!(names, vec!["*", "pre-"]);
+
+    // The ACLs are durable: after kill -9 they hold as before.
+    broker.restart();
+    let mut a = alice();
+    assert_eq!(produce_code(&mut a, "orders"), 0);
+    assert_eq!(metadata_topics(&mut a, Some(&["secret"])), vec![("secret".to_string(), 29)]);
+    // DeleteAcls answers what it removed; then orders is closed to alice again.
+    let mut admin = Raw::connect(broker.port);
+    let del: DeleteAclsResponse = admin.call(
+        ApiKey::DeleteAcls,
+        3,
+        &DeleteAclsRequest::default().with_filters(vec![kafka_protocol::messages::delete_acls_request::DeleteAclsFilter::default()
+            .with_resource_type_filter(2)
+            .with_resource_name_filter(Some(StrBytes::from_static_str("orders")))
+            .with_pattern_type_filter(3)
+            .with_principal_filter(None)
+            .with_host_filter(None)
+            .with_operation(1)
+            .with_permission_type(1)]),
+        3,
+    );
+    assert_eq!(del.filter_results[0].error_code, 0);
+    assert_eq!(del.filter_results[0].matching_acls.len(), 1);
+    assert_eq!(produce_code(&mut a, "orders"), 29);
+    let metrics = broker.metrics();
+    assert!(metrics.lines().any(|l| l.starts_with("spate_authorization_denials_total{") && l.contains("resource_type=\"Topic\"")), "denials counted");
+}

@@ -31,6 +31,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::messages::alter_user_scram_credentials_request::{ScramCredentialDeletion, ScramCredentialUpsertion};
 use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
 use kafka_protocol::messages::{AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest};
+use kafka_protocol::messages::create_acls_request::AclCreation;
+use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+use kafka_protocol::messages::{CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use uuid::Uuid;
 
@@ -182,6 +185,30 @@ pub enum AlterOp {
     Delete = 1,
     Append = 2,
     Subtract = 3,
+}
+
+/// One ACL binding, with Kafka's codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclSpec {
+    pub resource_type: i8,
+    pub name: String,
+    pub pattern: i8,
+    pub principal: String,
+    pub host: String,
+    pub operation: i8,
+    pub permission: i8,
+}
+
+/// An ACL filter, with Kafka's codes (1: ANY; pattern 2: MATCH) and `None` for any name.
+#[derive(Debug, Clone, Default)]
+pub struct AclFilterSpec {
+    pub resource_type: i8,
+    pub name: Option<String>,
+    pub pattern: i8,
+    pub principal: Option<String>,
+    pub host: Option<String>,
+    pub operation: i8,
+    pub permission: i8,
 }
 
 /// ConfigResource type of a topic.
@@ -737,6 +764,105 @@ impl Cluster {
             .map(|r| {
                 let infos = r.credential_infos.iter().map(|c| (c.mechanism, c.iterations)).collect();
                 (r.user.to_string(), r.error_code, r.error_message.map(|m| m.to_string()), infos)
+            })
+            .collect())
+    }
+
+    /// Creates ACL bindings (CreateAcls); each one's error code and message.
+    pub fn create_acls(&mut self, acls: &[AclSpec]) -> Result<Vec<(i16, Option<String>)>> {
+        let bootstrap = self.bootstrap.clone();
+        let (_, resp) = self.conn(&bootstrap)?.call(|_| {
+            CreateAclsRequest::default().with_creations(
+                acls.iter()
+                    .map(|a| {
+                        AclCreation::default()
+                            .with_resource_type(a.resource_type)
+                            .with_resource_name(str_bytes(&a.name))
+                            .with_resource_pattern_type(a.pattern)
+                            .with_principal(str_bytes(&a.principal))
+                            .with_host(str_bytes(&a.host))
+                            .with_operation(a.operation)
+                            .with_permission_type(a.permission)
+                    })
+                    .collect(),
+            )
+        })?;
+        Ok(resp.results.into_iter().map(|r| (r.error_code, r.error_message.map(|m| m.to_string()))).collect())
+    }
+
+    /// The ACL bindings a filter matches (DescribeAcls); codes of ANY are 1, names None for any.
+    pub fn describe_acls(&mut self, f: &AclFilterSpec) -> Result<Vec<AclSpec>> {
+        let bootstrap = self.bootstrap.clone();
+        let (_, resp) = self.conn(&bootstrap)?.call(|_| {
+            DescribeAclsRequest::default()
+                .with_resource_type_filter(f.resource_type)
+                .with_resource_name_filter(f.name.as_deref().map(str_bytes))
+                .with_pattern_type_filter(f.pattern)
+                .with_principal_filter(f.principal.as_deref().map(str_bytes))
+                .with_host_filter(f.host.as_deref().map(str_bytes))
+                .with_operation(f.operation)
+                .with_permission_type(f.permission)
+        })?;
+        if resp.error_code != 0 {
+            return Err(kafka_error(resp.error_code, resp.error_message.as_deref(), "describing ACLs"));
+        }
+        let mut out = Vec::new();
+        for r in resp.resources {
+            for a in r.acls {
+                out.push(AclSpec {
+                    resource_type: r.resource_type,
+                    name: r.resource_name.to_string(),
+                    pattern: r.pattern_type,
+                    principal: a.principal.to_string(),
+                    host: a.host.to_string(),
+                    operation: a.operation,
+                    permission: a.permission_type,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the ACL bindings each filter matches (DeleteAcls): per filter, the bindings deleted
+    /// or the error.
+    pub fn delete_acls(&mut self, filters: &[AclFilterSpec]) -> Result<Vec<Result<Vec<AclSpec>>>> {
+        let bootstrap = self.bootstrap.clone();
+        let (_, resp) = self.conn(&bootstrap)?.call(|_| {
+            DeleteAclsRequest::default().with_filters(
+                filters
+                    .iter()
+                    .map(|f| {
+                        DeleteAclsFilter::default()
+                            .with_resource_type_filter(f.resource_type)
+                            .with_resource_name_filter(f.name.as_deref().map(str_bytes))
+                            .with_pattern_type_filter(f.pattern)
+                            .with_principal_filter(f.principal.as_deref().map(str_bytes))
+                            .with_host_filter(f.host.as_deref().map(str_bytes))
+                            .with_operation(f.operation)
+                            .with_permission_type(f.permission)
+                    })
+                    .collect(),
+            )
+        })?;
+        Ok(resp
+            .filter_results
+            .into_iter()
+            .map(|r| {
+                if r.error_code != 0 {
+                    return Err(kafka_error(r.error_code, r.error_message.as_deref(), "deleting ACLs"));
+                }
+                Ok(r.matching_acls
+                    .into_iter()
+                    .map(|a| AclSpec {
+                        resource_type: a.resource_type,
+                        name: a.resource_name.to_string(),
+                        pattern: a.pattern_type,
+                        principal: a.principal.to_string(),
+                        host: a.host.to_string(),
+                        operation: a.operation,
+                        permission: a.permission_type,
+                    })
+                    .collect())
             })
             .collect())
     }

@@ -16,6 +16,7 @@
 //! Architecture invariant: no broker code here; this module knows the server only through the
 //! wire.
 
+pub mod acl;
 pub mod cluster;
 pub mod cluster_info;
 pub mod consume;

@@ -118,6 +118,26 @@ pub enum MetadataRecord {
         mechanism: String,
         credential: Option<StoredScramCredential>,
     },
+    /// ACL bindings added (Kafka's AccessControlEntryRecord); one already there is no change.
+    CreateAcls {
+        acls: Vec<AclRecord>,
+    },
+    /// ACL bindings removed (RemoveAccessControlEntryRecord); one not there is no change.
+    DeleteAcls {
+        acls: Vec<AclRecord>,
+    },
+}
+
+/// One ACL binding with Kafka's codes (`ResourceType`, `PatternType`, `AclOperation`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AclRecord {
+    pub resource_type: i8,
+    pub name: String,
+    pub pattern: i8,
+    pub principal: String,
+    pub host: String,
+    pub operation: i8,
+    pub allow: bool,
 }
 
 /// What is kept of a SCRAM password (RFC 5802): its salt and iteration count and the two keys
@@ -193,6 +213,9 @@ pub struct ClusterMetadata {
     /// SCRAM credentials by user, then mechanism.
     #[serde(default)]
     pub scram_credentials: BTreeMap<String, BTreeMap<String, StoredScramCredential>>,
+    /// ACL bindings.
+    #[serde(default)]
+    pub acls: std::collections::BTreeSet<AclRecord>,
 }
 
 /// A partition moving to other replicas (see `MetadataRecord::ReassignPartition`): while it
@@ -427,6 +450,14 @@ impl ClusterMetadata {
                     self.scram_credentials.remove(user);
                 }
             }
+            MetadataRecord::CreateAcls { acls } => {
+                self.acls.extend(acls.iter().cloned());
+            }
+            MetadataRecord::DeleteAcls { acls } => {
+                for a in acls {
+                    self.acls.remove(a);
+                }
+            }
             MetadataRecord::BrokerConfig { resource, key, value } => {
                 let configs = self.broker_configs.entry(resource.clone()).or_default();
                 match value {
@@ -623,6 +654,11 @@ mod tests {
         assert_eq!(m.scram_credentials["alice"]["SCRAM-SHA-256"], cred);
         m.apply(16, &scram(None)).unwrap();
         assert!(m.scram_credentials.is_empty());
+        let acl = AclRecord { resource_type: 2, name: "t".into(), pattern: 3, principal: "User:a".into(), host: "*".into(), operation: 3, allow: true };
+        m.apply(17, &MetadataRecord::CreateAcls { acls: vec![acl.clone(), acl.clone()] }).unwrap();
+        assert_eq!(m.acls.len(), 1);
+        m.apply(18, &MetadataRecord::DeleteAcls { acls: vec![acl] }).unwrap();
+        assert!(m.acls.is_empty());
     }
 
     #[test]

@@ -1,5 +1,4 @@
-//! Kafka's authorization model, pure (issue 24; not yet consulted by any request: see
-//! ARCHITECTURE.md, "Security's shape"). An [`Acls`] holds ACL bindings (resource type, name
+//! Kafka's authorization model, pure (issue 24; see ARCHITECTURE.md, "Security's shape"). An [`Acls`] holds ACL bindings (resource type, name
 //! and pattern; principal, host, operation, allow or deny) indexed for lookups, and
 //! [`Acls::authorize`] answers as Kafka's `StandardAuthorizer` does:
 //!
@@ -17,6 +16,8 @@
 //! ACL APIs can carry them as they are.
 
 use std::collections::HashMap;
+
+use crate::controller::metadata::AclRecord;
 
 /// Kafka's `ResourceType` codes for the resources ACLs name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -118,6 +119,146 @@ pub struct Binding {
     pub allow: bool,
 }
 
+impl Binding {
+    /// From the metadata's form; None for codes this build does not know.
+    pub fn from_record(r: &AclRecord) -> Option<Binding> {
+        Some(Binding {
+            resource_type: ResourceType::from_code(r.resource_type)?,
+            name: r.name.clone(),
+            pattern: match r.pattern {
+                3 => PatternType::Literal,
+                4 => PatternType::Prefixed,
+                _ => return None,
+            },
+            principal: r.principal.clone(),
+            host: r.host.clone(),
+            operation: Operation::from_code(r.operation)?,
+            allow: r.allow,
+        })
+    }
+
+    pub fn record(&self) -> AclRecord {
+        AclRecord {
+            resource_type: self.resource_type as i8,
+            name: self.name.clone(),
+            pattern: self.pattern as i8,
+            principal: self.principal.clone(),
+            host: self.host.clone(),
+            operation: self.operation as i8,
+            allow: self.allow,
+        }
+    }
+
+    /// Kafka's permission type code: 2 DENY, 3 ALLOW.
+    pub fn permission_code(&self) -> i8 {
+        if self.allow {
+            3
+        } else {
+            2
+        }
+    }
+}
+
+/// An ACL filter as DescribeAcls and DeleteAcls carry it (Kafka's `AclBindingFilter`): codes
+/// with Kafka's ANY (1) and, for the pattern, MATCH (2); `None` strings match anything.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub resource_type: i8,
+    pub name: Option<String>,
+    pub pattern: i8,
+    pub principal: Option<String>,
+    pub host: Option<String>,
+    pub operation: i8,
+    pub permission: i8,
+}
+
+const ANY: i8 = 1;
+const MATCH: i8 = 2;
+
+impl Filter {
+    /// Whether `b` is one of the bindings the filter names.
+    pub fn matches(&self, b: &Binding) -> bool {
+        let resource = (self.resource_type == ANY || self.resource_type == b.resource_type as i8)
+            && match (self.pattern, &self.name) {
+                (ANY, None) => true,
+                (ANY, Some(n)) => *n == b.name,
+                (MATCH, None) => true,
+                (MATCH, Some(n)) => match b.pattern {
+                    PatternType::Literal => b.name == *n || b.name == WILDCARD,
+                    PatternType::Prefixed => n.starts_with(&b.name),
+                },
+                (p, n) => p == b.pattern as i8 && n.as_ref().is_none_or(|n| *n == b.name),
+            };
+        resource
+            && self.principal.as_ref().is_none_or(|p| *p == b.principal)
+            && self.host.as_ref().is_none_or(|h| *h == b.host)
+            && (self.operation == ANY || self.operation == b.operation as i8)
+            && (self.permission == ANY || self.permission == b.permission_code())
+    }
+
+    /// Refuses a filter no binding could match for a reason worth telling (Kafka's INVALID_REQUEST
+    /// on an UNKNOWN code).
+    pub fn check(&self) -> Result<(), String> {
+        if self.resource_type != ANY && ResourceType::from_code(self.resource_type).is_none() {
+            return Err(format!("unknown resource type {}", self.resource_type));
+        }
+        if !(1..=4).contains(&self.pattern) {
+            return Err(format!("unknown pattern type {}", self.pattern));
+        }
+        if self.operation != ANY && Operation::from_code(self.operation).is_none() {
+            return Err(format!("unknown operation {}", self.operation));
+        }
+        if !(1..=3).contains(&self.permission) {
+            return Err(format!("unknown permission type {}", self.permission));
+        }
+        Ok(())
+    }
+}
+
+/// The cluster resource's one name.
+pub const CLUSTER_NAME: &str = "kafka-cluster";
+
+/// A CreateAcls binding from its codes, checked as Kafka checks it.
+pub fn binding_to_create(
+    resource_type: i8,
+    name: &str,
+    pattern: i8,
+    principal: &str,
+    host: &str,
+    operation: i8,
+    permission: i8,
+) -> Result<Binding, String> {
+    let resource_type = ResourceType::from_code(resource_type).ok_or_else(|| format!("invalid resource type {resource_type}"))?;
+    let pattern = match pattern {
+        3 => PatternType::Literal,
+        4 => PatternType::Prefixed,
+        p => return Err(format!("invalid pattern type {p}: LITERAL (3) or PREFIXED (4)")),
+    };
+    let operation = Operation::from_code(operation).ok_or_else(|| format!("invalid operation {operation}"))?;
+    let allow = match permission {
+        2 => false,
+        3 => true,
+        p => return Err(format!("invalid permission type {p}: DENY (2) or ALLOW (3)")),
+    };
+    if name.is_empty() {
+        return Err("the resource name must not be empty".into());
+    }
+    if pattern == PatternType::Prefixed && name == WILDCARD {
+        return Err("a PREFIXED pattern cannot be the wildcard '*'".into());
+    }
+    if resource_type == ResourceType::Cluster && name != CLUSTER_NAME {
+        return Err(format!("the cluster resource is named {CLUSTER_NAME:?}, not {name:?}"));
+    }
+    match principal.split_once(':') {
+        Some((kind, who)) if !kind.is_empty() && !who.is_empty() => {}
+        _ => return Err(format!("invalid principal {principal:?}: expected Type:name, like User:alice")),
+    }
+    if host.is_empty() {
+        return Err("the host must not be empty ('*' for any)".into());
+    }
+    Ok(Binding { resource_type, name: name.to_string(), pattern, principal: principal.to_string(), host: host.to_string(), operation, allow })
+}
+
 /// The wildcard for names, principals' names and hosts.
 pub const WILDCARD: &str = "*";
 const ANY_USER: &str = "User:*";
@@ -147,6 +288,25 @@ impl Acls {
     /// `super_users`: principals allowed everything (Kafka's `super.users`).
     pub fn new(super_users: Vec<String>, allow_everyone_if_no_acl_found: bool) -> Acls {
         Acls { super_users, allow_everyone_if_no_acl_found, ..Acls::default() }
+    }
+
+    /// From the metadata's bindings (one of codes this build does not know is skipped with a
+    /// log line).
+    pub fn from_records<'a>(
+        records: impl IntoIterator<Item = &'a AclRecord>,
+        super_users: Vec<String>,
+        allow_everyone_if_no_acl_found: bool,
+    ) -> Acls {
+        let mut acls = Acls::new(super_users, allow_everyone_if_no_acl_found);
+        for r in records {
+            match Binding::from_record(r) {
+                Some(b) => {
+                    acls.add(b);
+                }
+                None => tracing::warn!(acl = ?r, "ACL binding with codes this build does not know ignored"),
+            }
+        }
+        acls
     }
 
     /// Adds a binding; false if it was there already (CreateAcls is idempotent).

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use super::acl::Acls;
 use super::credentials::{self, CredentialChange, Credentials};
 use super::metadata::{self, BrokerNode, ClusterView, MetadataImage, TopicMeta};
 use super::shard::{NewTopic, Shard};
@@ -151,6 +152,7 @@ pub fn image_of(config: &Config, meta: &ClusterMetadata) -> MetadataImage {
         })
         .collect();
     image.credentials = Arc::new(Credentials::from_cluster(&meta.scram_credentials));
+    image.acls = Arc::new(Acls::from_records(&meta.acls, config.super_users.clone(), config.allow_everyone_if_no_acl_found));
     image.cluster = Some(Arc::new(ClusterView { applied_index: meta.applied_index, brokers, reassignments: meta.reassignments.clone() }));
     image
 }
@@ -396,6 +398,11 @@ impl Shard {
 
     /// Core 0: proposes `record`, then waits until this broker has installed the image that
     /// holds it. Returns the record's log index.
+    /// Proposes a record to the quorum and waits until this broker serves it.
+    pub(super) async fn propose_metadata(&self, record: MetadataRecord) -> Result<u64, (ResponseError, String)> {
+        self.propose_and_install(record).await
+    }
+
     async fn propose_and_install(&self, record: MetadataRecord) -> Result<u64, (ResponseError, String)> {
         match self.link().handle.propose(record).await {
             Ok(index) => self.installed_at(index).await.map(|()| index),

@@ -90,6 +90,8 @@ pub struct MetadataImage {
     pub cluster: Option<Arc<ClusterView>>,
     /// The SCRAM credentials SASL checks.
     pub credentials: Arc<crate::server::credentials::Credentials>,
+    /// The ACLs the authorizer checks (with the settings' super users).
+    pub acls: Arc<crate::server::acl::Acls>,
 }
 
 impl MetadataImage {

@@ -22,6 +22,7 @@
 //! exits at once.
 
 pub mod acl;
+pub mod authz;
 pub mod cluster;
 pub mod connection;
 pub mod credentials;
@@ -109,6 +110,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             handlers::init_producer_id::set_block(metadata::reserve_producer_id_block(&config.data_dir)?);
             let mut image = MetadataImage::new(config.node_id, topics, broker_configs);
             image.credentials = Arc::new(credentials::load(&config.data_dir)?);
+            image.acls = Arc::new(acl::Acls::from_records(
+                &authz::load(&config.data_dir)?,
+                config.super_users.clone(),
+                config.allow_everyone_if_no_acl_found,
+            ));
             (image, None)
         }
     };

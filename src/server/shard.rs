@@ -524,7 +524,7 @@ impl Shard {
 
     /// Sends `image` to every core; if that fails, every change that had succeeded is answered
     /// with the failure instead (its `topic.toml` is written, so the next start has it).
-    async fn publish<T>(&self, image: MetadataImage, results: &mut [Result<T, (ResponseError, String)>]) {
+    pub(super) async fn publish<T>(&self, image: MetadataImage, results: &mut [Result<T, (ResponseError, String)>]) {
         if let Err(e) = self.broadcast(Arc::new(image)).await {
             tracing::error!(error = %e, "installing the new metadata failed");
             for r in results.iter_mut().filter(|r| r.is_ok()) {

@@ -168,17 +168,16 @@ def raw_truncated_frames(ctx):
 
 @check("raw_unimplemented_api_closes")
 def raw_unimplemented_api_closes(ctx):
-    """DescribeAcls (key 29: Spate has no ACLs) is not advertised; a client that sends it anyway
-    is disconnected (as Kafka does for APIs it does not know), and other connections are
-    unaffected."""
+    """DescribeClientQuotas (key 48: Spate has no quotas yet) is not advertised; a client that
+    sends it anyway is disconnected (as Kafka does for APIs it does not know), and other
+    connections are unaffected."""
     bystander = connect(ctx)
     try:
         _, _, apis = api_versions_v0_roundtrip(ctx.port)
-        assert 29 not in apis, f"DescribeAcls is advertised now ({apis[29]}): pick another unimplemented API here"
-        # DescribeAcls v0: resource type ANY, no name/principal/host filter, operation ANY,
-        # permission type ANY.
-        body = struct.pack(">b", 1) + kstring(None) + kstring(None) + kstring(None) + struct.pack(">bb", 1, 1)
-        _expect_closed(ctx, request_frame(29, 0, 77, body), "DescribeAcls v0")
+        assert 48 not in apis, f"DescribeClientQuotas is advertised now ({apis[48]}): pick another unimplemented API here"
+        # DescribeClientQuotas v0: no components, not strict.
+        body = struct.pack(">ib", 0, 0)
+        _expect_closed(ctx, request_frame(48, 0, 77, body), "DescribeClientQuotas v0")
         # Also an implemented API at a version outside the advertised range (Produce v0).
         _expect_closed(ctx, request_frame(0, 0, 78, struct.pack(">hii", 1, 1000, 0)), "Produce v0")
         bystander.sendall(request_frame(API_VERSIONS, 0, 79, b""))

@@ -26,7 +26,7 @@ use crate::protocol::{ResponseError, StrBytes};
 pub const VERSIONS: (i16, i16) = (0, 6);
 
 const KEY_TYPE_GROUP: i8 = 0;
-const KEY_TYPE_TRANSACTION: i8 = 1;
+pub const KEY_TYPE_TRANSACTION: i8 = 1;
 
 pub async fn handle(shard: &Rc<Shard>, version: i16, req: FindCoordinatorRequest, protocol: SecurityProtocol) -> FindCoordinatorResponse {
     let key_type = req.key_type;

@@ -5,10 +5,12 @@
 //! Kafka error code in the response; a request that cannot be decoded, or an API or version not
 //! in the table, closes the connection with a log line. Panics are kept for broken invariants.
 
+pub mod acls;
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
+pub mod authorize;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
 pub mod create_partitions;
@@ -102,6 +104,9 @@ pub const SUPPORTED: &[ApiSpec] = &[
     ApiSpec { key: ApiKey::EndTxn, min: end_txn::VERSIONS.0, max: end_txn::VERSIONS.1 },
     ApiSpec { key: ApiKey::WriteTxnMarkers, min: write_txn_markers::VERSIONS.0, max: write_txn_markers::VERSIONS.1 },
     ApiSpec { key: ApiKey::TxnOffsetCommit, min: txn_offset_commit::VERSIONS.0, max: txn_offset_commit::VERSIONS.1 },
+    ApiSpec { key: ApiKey::DescribeAcls, min: acls::VERSIONS.0, max: acls::VERSIONS.1 },
+    ApiSpec { key: ApiKey::CreateAcls, min: acls::VERSIONS.0, max: acls::VERSIONS.1 },
+    ApiSpec { key: ApiKey::DeleteAcls, min: acls::VERSIONS.0, max: acls::VERSIONS.1 },
     ApiSpec { key: ApiKey::DescribeConfigs, min: describe_configs::VERSIONS.0, max: describe_configs::VERSIONS.1 },
     ApiSpec { key: ApiKey::AlterConfigs, min: alter_configs::VERSIONS.0, max: alter_configs::VERSIONS.1 },
     ApiSpec { key: ApiKey::DescribeLogDirs, min: describe_log_dirs::VERSIONS.0, max: describe_log_dirs::VERSIONS.1 },
@@ -222,12 +227,31 @@ async fn dispatch(
         // The handler gets the body too, to append the batches in its bytes once the decoded
         // request has let go of them.
         let frame = body.clone();
-        let req = ProduceRequest::decode(&mut body, v).map_err(malformed)?;
+        let mut req = ProduceRequest::decode(&mut body, v).map_err(malformed)?;
         drop(body);
-        return Ok(produce::handle(shard, v, req, frame).await.map(|r| (ResponseKind::Produce(r), v)));
+        let withheld = if shard.config.authorizer { authorize::produce(shard, session, &mut req) } else { Default::default() };
+        return Ok(produce::handle(shard, v, req, frame).await.map(|mut r| {
+            authorize::produce_answer(withheld, &mut r);
+            (ResponseKind::Produce(r), v)
+        }));
     }
-    let req = RequestKind::decode(key, &mut body, v).map_err(malformed)?;
-    let resp = match req {
+    let mut req = RequestKind::decode(key, &mut body, v).map_err(malformed)?;
+    // The authorizer (see `authorize`): refused whole, or parts withheld and answered refused.
+    let mut withheld = authorize::Withheld::default();
+    let mut fetch_withheld = None;
+    let mut all_topics = false;
+    if shard.config.authorizer {
+        if let RequestKind::Fetch(r) = &mut req {
+            fetch_withheld = Some(authorize::fetch(shard, session, r));
+        }
+        if let RequestKind::Metadata(r) = &req {
+            all_topics = r.topics.is_none();
+        }
+        if let Some(refused) = authorize::refuse(shard, session, v, &mut req, &mut withheld)? {
+            return Ok(Some((refused, v)));
+        }
+    }
+    let mut resp = match req {
         RequestKind::Fetch(r) => Some(ResponseKind::Fetch(fetch::handle(shard, v, r).await)),
         RequestKind::ListOffsets(r) => Some(ResponseKind::ListOffsets(list_offsets::handle(shard, v, r).await)),
         RequestKind::Metadata(r) => Some(ResponseKind::Metadata(metadata::handle(shard, v, r, session.protocol).await)),
@@ -293,6 +317,9 @@ async fn dispatch(
         RequestKind::ConsumerGroupDescribe(r) => {
             Some(ResponseKind::ConsumerGroupDescribe(consumer_group_describe::handle(shard, v, r).await))
         }
+        RequestKind::DescribeAcls(r) => Some(ResponseKind::DescribeAcls(acls::describe(shard, session, v, r).await)),
+        RequestKind::CreateAcls(r) => Some(ResponseKind::CreateAcls(acls::create(shard, session, v, r).await)),
+        RequestKind::DeleteAcls(r) => Some(ResponseKind::DeleteAcls(acls::delete(shard, session, v, r).await)),
         RequestKind::SaslHandshake(r) => Some(ResponseKind::SaslHandshake(sasl::handshake(shard, session, v, r))),
         RequestKind::SaslAuthenticate(r) => Some(ResponseKind::SaslAuthenticate(sasl::authenticate(shard, session, v, r))),
         RequestKind::DescribeUserScramCredentials(r) => {
@@ -303,6 +330,15 @@ async fn dispatch(
         }
         other => unreachable!("{key:?} is in SUPPORTED but has no handler arm: {other:?}"),
     };
+    if shard.config.authorizer {
+        if let Some(r) = resp.as_mut() {
+            authorize::answer(withheld, r);
+            authorize::filter_answer(shard, session, all_topics, r);
+            if let (Some(w), ResponseKind::Fetch(f)) = (fetch_withheld, r) {
+                authorize::fetch_answer(w, f);
+            }
+        }
+    }
     Ok(resp.map(|r| (r, v)))
 }
 
@@ -350,6 +386,9 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::OffsetDelete => "OffsetDelete",
         ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
         ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
+        ApiKey::DescribeAcls => "DescribeAcls",
+        ApiKey::CreateAcls => "CreateAcls",
+        ApiKey::DeleteAcls => "DeleteAcls",
         ApiKey::SaslHandshake => "SaslHandshake",
         ApiKey::SaslAuthenticate => "SaslAuthenticate",
         ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",

@@ -70,7 +70,6 @@ import org.apache.kafka.common.errors.InvalidPartitionsException;
 import org.apache.kafka.common.TopicCollection;
 import org.apache.kafka.common.TopicPartitionInfo;
 import org.apache.kafka.common.Uuid;
-import org.apache.kafka.common.acl.AclBindingFilter;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.GroupNotEmptyException;
 import org.apache.kafka.common.errors.InvalidConfigurationException;
@@ -1287,7 +1286,6 @@ class AdminClientTest {
         get(admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all());
         TopicPartition tp = new TopicPartition(topic, 0);
         Map<String, java.util.function.Supplier<KafkaFuture<?>>> calls = new java.util.LinkedHashMap<>();
-        calls.put("describeAcls (DescribeAcls, key 29)", () -> admin.describeAcls(AclBindingFilter.ANY).values());
         calls.put("describeClientQuotas (DescribeClientQuotas, key 48)",
                 () -> admin.describeClientQuotas(ClientQuotaFilter.all()).entities());
         return calls.entrySet().stream().map(e -> DynamicTest.dynamicTest(e.getKey(), () -> {
