@@ -38,6 +38,8 @@ enum Command {
     User(crate::admin::user::UserArgs),
     /// ACLs on any Kafka-compatible broker: create, list, delete.
     Acl(crate::admin::acl::AclArgs),
+    /// Client quotas on any Kafka-compatible broker: set, list, remove.
+    Quota(crate::admin::quota::QuotaArgs),
     /// Benchmarks against any Kafka-compatible broker: produce, consume, e2e, sweep.
     Bench(crate::bench::BenchArgs),
     /// The settings of `spate serve`.
@@ -77,6 +79,7 @@ pub fn main() -> ExitCode {
         Command::Txn(args) => crate::admin::txn::run(args),
         Command::User(args) => crate::admin::user::run(args),
         Command::Acl(args) => crate::admin::acl::run(args),
+        Command::Quota(args) => crate::admin::quota::run(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Config(ConfigCommand::PrintDefaults { format, markdown }) => {
             let text = match (format, markdown) {

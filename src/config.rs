@@ -118,6 +118,8 @@ pub struct Config {
     pub sasl_mechanisms: Vec<&'static str>,
     /// KIP-368's session lifetime (0: none).
     pub connections_max_reauth_ms: i64,
+    /// Kafka's `ssl.principal.mapping.rules`, parsed.
+    pub principal_rules: crate::server::principal::MappingRules,
     /// Whether requests are checked against the ACLs (`authorizer = "acl"`).
     pub authorizer: bool,
     /// Kafka's `super.users`.
@@ -493,6 +495,8 @@ settings! {
         "PEM CA certificates that client certificates are checked against (Kafka `ssl.truststore.location`)";
     ssl_client_auth: String, "SPATE_SSL_CLIENT_AUTH", Toml("\"none\""), "none|requested|required", None,
         "mutual TLS: whether TLS clients must (`required`) or may (`requested`) present a certificate signed by ssl_ca_file; its subject becomes the principal (`User:CN=...`) unless SASL names one (Kafka `ssl.client.auth`)";
+    ssl_principal_mapping_rules: String, "SPATE_SSL_PRINCIPAL_MAPPING_RULES", Toml("\"DEFAULT\""), "rules", None,
+        "how a mutual-TLS client's certificate subject (RFC 2253, as Java prints it: `CN=alice,OU=eng,O=Team A`) becomes its principal `User:<name>`: Kafka's `RULE:pattern/replacement/[LU]` rules and `DEFAULT` (the subject unchanged), separated by commas or newlines, the first that matches wins; none matching refuses the client (Kafka `ssl.principal.mapping.rules`)";
     sasl_enabled_mechanisms: String, "SPATE_SASL_ENABLED_MECHANISMS", Toml("\"SCRAM-SHA-256,SCRAM-SHA-512\""), "mechanisms", None,
         "SASL mechanisms the SASL_PLAINTEXT and SASL_SSL listeners offer: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512; every one checks the SCRAM credentials of `spate user` (PLAIN against either mechanism's) (Kafka `sasl.enabled.mechanisms`)";
     authorizer: String, "SPATE_AUTHORIZER", Toml("\"none\""), "none|acl", None,
@@ -819,6 +823,8 @@ impl Config {
             tls,
             sasl_mechanisms,
             connections_max_reauth_ms: g.connections_max_reauth_ms.or_default(),
+            principal_rules: crate::server::principal::MappingRules::parse(&g.ssl_principal_mapping_rules.or_default())
+                .map_err(|e| anyhow::anyhow!("ssl_principal_mapping_rules: {e}"))?,
             authorizer: match g.authorizer.or_default().to_ascii_lowercase().as_str() {
                 "none" => false,
                 "acl" => true,

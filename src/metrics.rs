@@ -86,6 +86,11 @@ struct AuthLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabel {
+    api: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DenialLabel {
     resource_type: String,
     operation: String,
@@ -134,6 +139,8 @@ struct Long {
     authentications: Family<AuthLabel, Counter>,
     tls_reloads: Family<Outcome, Counter>,
     denials: Family<DenialLabel, Counter>,
+    throttled: Family<ApiLabel, Counter>,
+    throttled_ms: Family<ApiLabel, Counter>,
     memory_waits: Family<CoreLabel, Counter>,
     fetch_trimmed: Family<CoreLabel, Counter>,
     fetch_kinds: Family<CoreKind, Counter>,
@@ -166,6 +173,8 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
     let authentications = Family::<AuthLabel, Counter>::default();
     let tls_reloads = Family::<Outcome, Counter>::default();
     let denials = Family::<DenialLabel, Counter>::default();
+    let throttled = Family::<ApiLabel, Counter>::default();
+    let throttled_ms = Family::<ApiLabel, Counter>::default();
     let memory_waits = Family::<CoreLabel, Counter>::default();
     let fetch_trimmed = Family::<CoreLabel, Counter>::default();
     let fetch_kinds = Family::<CoreKind, Counter>::default();
@@ -205,6 +214,8 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
         "Requests (or parts of them: a topic of a produce) the ACL authorizer refused, by resource type and operation",
         denials.clone(),
     );
+    registry.register("spate_quota_throttles", "Responses that told a client over its quota to wait (throttle_time_ms), by API", throttled.clone());
+    registry.register("spate_quota_throttle_ms", "Milliseconds clients over their quotas were told to wait (and their connections muted), by API", throttled_ms.clone());
     registry.register(
         "spate_tls_reloads",
         "Reloads of changed TLS files: ok (new connections get them) or failed (the previous ones stay)",
@@ -266,6 +277,8 @@ static LONG: LazyLock<Long> = LazyLock::new(|| {
         authentications,
         tls_reloads,
         denials,
+        throttled,
+        throttled_ms,
         memory_waits,
         fetch_trimmed,
         fetch_kinds,
@@ -450,6 +463,13 @@ pub fn authorization_denied(resource: crate::server::acl::ResourceType, op: crat
     LONG.denials
         .get_or_create(&DenialLabel { resource_type: format!("{resource:?}"), operation: format!("{op:?}") })
         .inc();
+}
+
+/// A response told its client to wait `ms` (a quota).
+pub fn throttled(api: &str, ms: i64) {
+    let label = ApiLabel { api: api.into() };
+    LONG.throttled.get_or_create(&label).inc();
+    LONG.throttled_ms.get_or_create(&label).inc_by(ms.max(0) as u64);
 }
 
 pub fn tls_reload(ok: bool) {

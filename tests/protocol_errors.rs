@@ -107,6 +107,8 @@ fn api_versions_advertises_exactly_what_is_implemented() {
             (45, 0, 1),
             (46, 0, 0),
             (47, 0, 0),
+            (48, 0, 1),
+            (49, 0, 1),
             (50, 0, 0),
             (51, 0, 0),
             (55, 0, 2),
@@ -248,10 +250,10 @@ fn malformed_frames_close_only_their_connection() {
     let mut raw = Raw::connect(broker.port);
     raw.send_bytes(&(-5i32).to_be_bytes());
     assert!(raw.closed_by_broker());
-    // An unknown API key, an API Spate does not implement (DescribeClientQuotas v0: no
-    // components, not strict), and a garbage body for one it does.
-    let describe_quotas = [0, 0, 0, 0, 0];
-    for f in [hand_frame(999, 0, false, &[]), hand_frame(48, 0, false, &describe_quotas), hand_frame(0, 9, false, &[0xff; 4])] {
+    // An unknown API key, an API Spate does not implement (DescribeDelegationToken v0: null
+    // owners), and a garbage body for one it does.
+    let describe_tokens = [0xff, 0xff, 0xff, 0xff];
+    for f in [hand_frame(999, 0, false, &[]), hand_frame(41, 0, false, &describe_tokens), hand_frame(0, 9, false, &[0xff; 4])] {
         let mut raw = Raw::connect(broker.port);
         raw.send_bytes(&f);
         assert!(raw.closed_by_broker());

@@ -52,6 +52,17 @@ impl Pki {
         );
     }
 
+    /// A client certificate `<name>.pem` / `<name>.key` with `subject`, signed by the CA.
+    fn client_cert(&self, name: &str, subject: &str) {
+        let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+        openssl(&self.dir, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", subject]);
+        std::fs::write(self.dir.join("client.ext"), "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n").unwrap();
+        openssl(
+            &self.dir,
+            &["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &pem, "-days", "30", "-extfile", "client.ext"],
+        );
+    }
+
     fn path(&self, f: &str) -> String {
         self.dir.join(f).display().to_string()
     }
@@ -493,8 +504,13 @@ fn acls_refuse_with_kafka_codes_and_survive_a_restart() {
     )
     .unwrap();
     assert_eq!(created.topics[0].error_code, 29);
-    let cluster: DescribeClusterResponse = call(&mut a, ApiKey::DescribeCluster, 0, &DescribeClusterRequest::default()).unwrap();
-    assert_eq!(cluster.error_code, 31);
+    // Anyone may describe the cluster (as in Kafka), told only the operations it may do there;
+    // the log directories need DESCRIBE on it.
+    let cluster: DescribeClusterResponse =
+        call(&mut a, ApiKey::DescribeCluster, 0, &DescribeClusterRequest::default().with_include_cluster_authorized_operations(true)).unwrap();
+    assert_eq!((cluster.error_code, cluster.cluster_authorized_operations), (0, 0));
+    let dirs: DescribeLogDirsResponse = call(&mut a, ApiKey::DescribeLogDirs, 4, &DescribeLogDirsRequest::default()).unwrap();
+    assert_eq!(dirs.error_code, 31);
     let pid: InitProducerIdResponse = call(&mut a, ApiKey::InitProducerId, 4, &InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(-1)).unwrap();
     assert_eq!(pid.error_code, 31);
 
@@ -567,4 +583,190 @@ fn acls_refuse_with_kafka_codes_and_survive_a_restart() {
     assert_eq!(produce_code(&mut a, "orders"), 29);
     let metrics = broker.metrics();
     assert!(metrics.lines().any(|l| l.starts_with("spate_authorization_denials_total{") && l.contains("resource_type=\"Topic\"")), "denials counted");
+}
+
+/// A request frame from client id `client`.
+fn frame_from<Q: Encodable>(client: &str, key: ApiKey, version: i16, corr: i32, req: &Q) -> Vec<u8> {
+    let mut body = BytesMut::new();
+    let h = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(corr)
+        .with_client_id(Some(StrBytes::from_string(client.into())));
+    h.encode(&mut body, key.request_header_version(version)).unwrap();
+    req.encode(&mut body, version).unwrap();
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.put_i32(body.len() as i32);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Produces `payload`-byte records to partition 0 of `topic` as `client`, one request at a time
+/// (acks=1), for `run`: (bytes acknowledged after `warm_up`, the seconds after it, the largest
+/// throttle_time_ms answered).
+fn produce_for(port: u16, client: &str, topic: &str, payload: usize, warm_up: Duration, run: Duration) -> (usize, f64, i32) {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: 0,
+        timestamp: 1_000,
+        key: None,
+        value: Some(vec![b'q'; payload].into()),
+        headers: Default::default(),
+    };
+    let mut batch = BytesMut::new();
+    RecordBatchEncoder::encode(&mut batch, &[record], &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
+    let req = ProduceRequest::default().with_acks(1).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_string(topic.into())))
+        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch.freeze()))])]);
+    let f = frame_from(client, ApiKey::Produce, 9, 1, &req);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let start = Instant::now();
+    let (mut bytes, mut max_throttle) = (0, 0);
+    while start.elapsed() < run {
+        s.write_all(&f).unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
+        s.read_exact(&mut buf).unwrap();
+        let mut b = bytes::Bytes::from(buf);
+        ResponseHeader::decode(&mut b, ApiKey::Produce.response_header_version(9)).unwrap();
+        let r = ProduceResponse::decode(&mut b, 9).unwrap();
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+        max_throttle = max_throttle.max(r.throttle_time_ms);
+        if start.elapsed() > warm_up {
+            bytes += f.len();
+        }
+    }
+    (bytes, (start.elapsed() - warm_up).as_secs_f64(), max_throttle)
+}
+
+#[test]
+fn a_producer_over_its_quota_is_slowed_to_it_and_others_are_not() {
+    let broker = Broker::start(&[]);
+    let mut raw = Raw::connect(broker.port);
+    for t in ["slow", "fast"] {
+        let req = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![kafka_protocol::messages::create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(t.into())))
+            .with_num_partitions(1)
+            .with_replication_factor(1)]);
+        let r: CreateTopicsResponse = raw.call(ApiKey::CreateTopics, 7, &req, 7);
+        assert_eq!(r.topics[0].error_code, 0);
+    }
+    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+    let quota = |client: Option<&str>, key: &str, value: f64| {
+        EntryData::default()
+            .with_entity(vec![EntityData::default().with_entity_type(StrBytes::from_static_str("client-id")).with_entity_name(client.map(|c| StrBytes::from_string(c.into())))])
+            .with_ops(vec![OpData::default().with_key(StrBytes::from_string(key.into())).with_value(value)])
+    };
+    // 50 KB/s for client "throttled"; an unknown key and a negative rate are refused.
+    let alter = AlterClientQuotasRequest::default().with_entries(vec![
+        quota(Some("throttled"), "producer_byte_rate", 50_000.0),
+        quota(Some("x"), "bogus_rate", 1.0),
+        quota(Some("y"), "producer_byte_rate", -1.0),
+    ]);
+    let r: AlterClientQuotasResponse = raw.call(ApiKey::AlterClientQuotas, 1, &alter, 1);
+    assert_eq!(r.entries.iter().map(|e| e.error_code).collect::<Vec<_>>(), vec![0, 42, 42]);
+    let d: DescribeClientQuotasResponse = raw.call(ApiKey::DescribeClientQuotas, 1, &DescribeClientQuotasRequest::default(), 1);
+    let entries = d.entries.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!((entries[0].values[0].key.as_str(), entries[0].values[0].value), ("producer_byte_rate", 50_000.0));
+
+    // Both run at once for 10 s; the throttled one is measured after its first 3 s (the rate is
+    // measured over up to 11 s, so a client's first second at full speed counts until then).
+    let port = broker.port;
+    let fast = std::thread::spawn(move || produce_for(port, "unlimited", "fast", 5_000, Duration::from_secs(3), Duration::from_secs(10)));
+    let (bytes, secs, throttle) = produce_for(port, "throttled", "slow", 5_000, Duration::from_secs(3), Duration::from_secs(10));
+    let (fast_bytes, fast_secs, fast_throttle) = fast.join().unwrap();
+    let rate = bytes as f64 / secs;
+    eprintln!("throttled client: {rate:.0} B/s (quota 50000), largest throttle {throttle} ms; unlimited client: {:.0} B/s", fast_bytes as f64 / fast_secs);
+    assert!(rate <= 55_000.0, "the throttled client ran at {rate:.0} B/s, over its quota of 50,000 by more than 10%");
+    // 50 KB/s is far below what any machine does: a slower one means a throttle gone wrong.
+    assert!(rate >= 40_000.0, "the throttled client ran at only {rate:.0} B/s");
+    assert!(throttle > 0, "the throttled client was told to wait");
+    assert_eq!(fast_throttle, 0, "the unlimited client was never throttled");
+    assert!(broker.metrics().lines().any(|l| l.starts_with("spate_quota_throttles_total{") && l.contains("Produce")));
+}
+
+fn tls_client_with_cert(pki: &Pki, name: &str) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(pki.dir.join("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(pki.dir.join(format!("{name}.pem"))).unwrap().map(|c| c.unwrap()).collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(pki.dir.join(format!("{name}.key"))).unwrap();
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .unwrap(),
+    )
+}
+
+#[test]
+fn a_client_certificate_names_the_principal_by_the_mapping_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    pki.client_cert("alice", "/O=Team A/CN=Alice");
+    pki.client_cert("mallory", "/O=Elsewhere/CN=Mallory");
+    pki.client_cert("nameless", "/O=Team A");
+    let (ssl, sasl) = (free_port(), free_port());
+    let ca = pki.path("ca.pem");
+    // CN lower-cased for Team A; no rule for anyone else (refused in the handshake's wake).
+    let broker = security_broker(
+        &pki,
+        ssl,
+        sasl,
+        &[
+            "--ssl-ca-file",
+            &ca,
+            "--ssl-client-auth",
+            "required",
+            "--ssl-principal-mapping-rules",
+            "RULE:^CN=([^,]+),O=Team A$/$1/L,RULE:^CN=Mallory,.*$/mallory/",
+            "--authorizer",
+            "acl",
+            "--super-users",
+            "User:ANONYMOUS",
+        ],
+    );
+    let mut admin = Raw::connect(broker.port);
+    let req = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![kafka_protocol::messages::create_topics_request::CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("certs")))
+        .with_num_partitions(1)
+        .with_replication_factor(1)]);
+    let r: CreateTopicsResponse = admin.call(ApiKey::CreateTopics, 7, &req, 7);
+    assert_eq!(r.topics[0].error_code, 0);
+    assert_eq!(create_acl(&mut admin, 2, "certs", 3, "User:alice", 4, 3), 0);
+    let mut alice = tls_connect(&tls_client_with_cert(&pki, "alice"), ssl).expect("alice's handshake");
+    assert_eq!(produce_code(&mut alice, "certs"), 0, "User:alice may write");
+    let mut mallory = tls_connect(&tls_client_with_cert(&pki, "mallory"), ssl).expect("mallory's handshake");
+    assert_eq!(produce_code(&mut mallory, "certs"), 29, "User:mallory may not");
+    // No rule applies to a subject without CN: the connection is closed.
+    let mut nameless = tls_connect(&tls_client_with_cert(&pki, "nameless"), ssl);
+    if let Ok(s) = nameless.as_mut() {
+        assert!(call::<_, _, ApiVersionsResponse>(s, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).is_none());
+    }
+    // Without a certificate the handshake fails.
+    assert!(tls_connect(&tls_client(&pki), ssl).and_then(|mut s| {
+        s.write_all(&frame(ApiKey::ApiVersions, 3, 1, &ApiVersionsRequest::default()))?;
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b)
+    })
+    .is_err());
+    assert!(broker.log().contains("No rules apply to"), "{}", broker.log());
 }

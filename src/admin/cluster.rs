@@ -34,6 +34,7 @@ use kafka_protocol::messages::{AlterUserScramCredentialsRequest, DescribeUserScr
 use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
 use kafka_protocol::messages::{CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest};
+use kafka_protocol::messages::{AlterClientQuotasRequest, DescribeClientQuotasRequest};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use uuid::Uuid;
 
@@ -865,6 +866,40 @@ impl Cluster {
                     .collect())
             })
             .collect())
+    }
+
+    /// Every client quota (DescribeClientQuotas): (entity as (type, name or None for the
+    /// default), [(key, value)]).
+    pub fn describe_quotas(&mut self) -> Result<Vec<(Vec<(String, Option<String>)>, Vec<(String, f64)>)>> {
+        let bootstrap = self.bootstrap.clone();
+        let (_, resp) = self.conn(&bootstrap)?.call(|_| DescribeClientQuotasRequest::default())?;
+        if resp.error_code != 0 {
+            return Err(kafka_error(resp.error_code, resp.error_message.as_deref(), "describing client quotas"));
+        }
+        Ok(resp
+            .entries
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| {
+                (
+                    e.entity.iter().map(|x| (x.entity_type.to_string(), x.entity_name.as_ref().map(|n| n.to_string()))).collect(),
+                    e.values.iter().map(|v| (v.key.to_string(), v.value)).collect(),
+                )
+            })
+            .collect())
+    }
+
+    /// Sets (`Some`) and removes (`None`) quota keys of one entity (AlterClientQuotas).
+    pub fn alter_quotas(&mut self, entity: &[(String, Option<String>)], ops: &[(String, Option<f64>)]) -> Result<(i16, Option<String>)> {
+        use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+        let bootstrap = self.bootstrap.clone();
+        let (_, resp) = self.conn(&bootstrap)?.call(|_| {
+            AlterClientQuotasRequest::default().with_entries(vec![EntryData::default()
+                .with_entity(entity.iter().map(|(t, n)| EntityData::default().with_entity_type(str_bytes(t)).with_entity_name(n.as_deref().map(str_bytes))).collect())
+                .with_ops(ops.iter().map(|(k, v)| OpData::default().with_key(str_bytes(k)).with_value(v.unwrap_or(0.0)).with_remove(v.is_none())).collect())])
+        })?;
+        let e = resp.entries.into_iter().next().ok_or_else(|| anyhow!("AlterClientQuotas gave no answer"))?;
+        Ok((e.error_code, e.error_message.map(|m| m.to_string())))
     }
 
     /// A transactional id's state at its coordinator (DescribeTransactions).

@@ -23,6 +23,7 @@ pub mod consume;
 pub mod group;
 pub mod librdkafka;
 pub mod produce;
+pub mod quota;
 pub mod rebalance;
 pub mod record;
 pub mod reset;

@@ -126,6 +126,13 @@ pub enum MetadataRecord {
     DeleteAcls {
         acls: Vec<AclRecord>,
     },
+    /// A client quota set or removed (Kafka's ClientQuotaRecord): `entity` is the broker's
+    /// form of the (user, client id) entity, `value` the number as text, None to remove.
+    ClientQuota {
+        entity: String,
+        key: String,
+        value: Option<String>,
+    },
 }
 
 /// One ACL binding with Kafka's codes (`ResourceType`, `PatternType`, `AclOperation`).
@@ -216,6 +223,9 @@ pub struct ClusterMetadata {
     /// ACL bindings.
     #[serde(default)]
     pub acls: std::collections::BTreeSet<AclRecord>,
+    /// Client quotas by entity (the broker's form), then key (the value as text).
+    #[serde(default)]
+    pub client_quotas: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// A partition moving to other replicas (see `MetadataRecord::ReassignPartition`): while it
@@ -456,6 +466,20 @@ impl ClusterMetadata {
             MetadataRecord::DeleteAcls { acls } => {
                 for a in acls {
                     self.acls.remove(a);
+                }
+            }
+            MetadataRecord::ClientQuota { entity, key, value } => {
+                let keys = self.client_quotas.entry(entity.clone()).or_default();
+                match value {
+                    Some(v) => {
+                        keys.insert(key.clone(), v.clone());
+                    }
+                    None => {
+                        keys.remove(key);
+                    }
+                }
+                if keys.is_empty() {
+                    self.client_quotas.remove(entity);
                 }
             }
             MetadataRecord::BrokerConfig { resource, key, value } => {

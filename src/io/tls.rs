@@ -125,3 +125,176 @@ pub fn reload_if_changed() -> bool {
 pub fn acceptor() -> Option<TlsAcceptor> {
     CURRENT.read().expect("TLS config lock").clone().map(TlsAcceptor::from)
 }
+
+/// The subject of a client's certificate (DER) as Kafka names a mutual-TLS client: Java's
+/// `X500Principal.getName()`, RFC 2253. The RDNs from the last encoded to the first (most
+/// specific first: `CN=alice,OU=eng,O=Team A,C=US`), a multi-valued RDN's values joined by `+`;
+/// CN, C, L, ST, O, OU, STREET, DC and UID by keyword, other attributes (emailAddress, SN,
+/// serialNumber...) as `dotted.oid=#` and the hex of the value's DER; in values, `,` `=` `+` `<`
+/// `>` `#` `;` `"` `\` and leading or trailing spaces (and carriage returns) take a backslash and
+/// NUL is `\00`. String values are decoded by their type, as Java 25 does (UTF8String as UTF-8,
+/// BMPString as UTF-16, the 8-bit types as Latin-1; Java 17 decodes every type as UTF-8, which
+/// only differs for non-ASCII text in the deprecated TeletexString and BMPString). A
+/// string value of another type is written as hex too. The values of a multi-valued RDN come in
+/// DER's order (the only one a DER encoding may have; Java keeps a non-DER encoding's). None
+/// when the certificate does not parse (x509-cert knows no UniversalString, for one).
+pub fn subject_dn(cert_der: &[u8]) -> Option<String> {
+    use std::fmt::Write;
+    use x509_cert::attr::AttributeTypeAndValue;
+    use x509_cert::der::oid::db::rfc4519 as at;
+    use x509_cert::der::{Decode, Encode, Tag, Tagged};
+
+    fn value_text(ava: &AttributeTypeAndValue) -> Option<String> {
+        let bytes = ava.value.value();
+        Some(match ava.value.tag() {
+            Tag::Utf8String => String::from_utf8_lossy(bytes).into_owned(),
+            Tag::PrintableString | Tag::TeletexString | Tag::Ia5String | Tag::GeneralString => bytes.iter().map(|&b| b as char).collect(),
+            Tag::BmpString => {
+                let units = bytes.chunks(2).map(|u| if u.len() == 2 { u16::from_be_bytes([u[0], u[1]]) } else { 0xFFFD });
+                char::decode_utf16(units).map(|c| c.unwrap_or('\u{FFFD}')).collect()
+            }
+            _ => return None,
+        })
+    }
+
+    // Java's `AVA.toRFC2253String`: escape, then escape the leading and trailing spaces of that.
+    fn escaped(value: &str) -> String {
+        let mut chars = Vec::with_capacity(value.len());
+        for c in value.chars() {
+            match c {
+                ',' | '=' | '+' | '<' | '>' | '#' | ';' | '"' | '\\' => chars.extend(['\\', c]),
+                '\0' => chars.extend(['\\', '0', '0']),
+                c => chars.push(c),
+            }
+        }
+        let blank = |c: &char| *c == ' ' || *c == '\r';
+        let lead = chars.iter().position(|c| !blank(c)).unwrap_or(chars.len());
+        let trail = chars.iter().rposition(|c| !blank(c));
+        let mut out = String::with_capacity(chars.len());
+        for (i, &c) in chars.iter().enumerate() {
+            if i < lead || trail.is_none_or(|t| i > t) {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    fn ava_text(ava: &AttributeTypeAndValue) -> Option<String> {
+        const KEYWORDS: [(x509_cert::der::oid::ObjectIdentifier, &str); 9] = [
+            (at::CN, "CN"),
+            (at::C, "C"),
+            (at::L, "L"),
+            (at::ST, "ST"),
+            (at::O, "O"),
+            (at::OU, "OU"),
+            (at::STREET, "STREET"),
+            (at::DC, "DC"),
+            (at::UID, "UID"),
+        ];
+        let keyword = KEYWORDS.iter().find(|(oid, _)| *oid == ava.oid).map(|(_, k)| *k);
+        if let (Some(keyword), Some(text)) = (keyword, value_text(ava)) {
+            return Some(format!("{keyword}={}", escaped(&text)));
+        }
+        let mut out = match keyword {
+            Some(k) => format!("{k}=#"),
+            None => format!("{}=#", ava.oid),
+        };
+        for b in ava.value.to_der().ok()? {
+            let _ = write!(out, "{b:02x}");
+        }
+        Some(out)
+    }
+
+    let cert = x509_cert::Certificate::from_der(cert_der).ok()?;
+    let mut rdns = Vec::new();
+    for rdn in cert.tbs_certificate().subject().iter_rdn() {
+        rdns.push(rdn.iter().map(ava_text).collect::<Option<Vec<_>>>()?.join("+"));
+    }
+    rdns.reverse();
+    Some(rdns.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::process::Command;
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    use super::subject_dn;
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("running openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A certificate for `subject` (openssl's `-subj` syntax) signed by the test CA; its subject
+    /// as `subject_dn` writes it.
+    fn dn(dir: &Path, name: &str, args: &[&str]) -> Option<String> {
+        let pem = format!("{name}.pem");
+        let mut all = vec!["req", "-new", "-x509", "-key", "leaf.key", "-CA", "ca.pem", "-CAkey", "ca.key", "-days", "1", "-out", &pem];
+        all.extend(args);
+        openssl(dir, &all);
+        subject_dn(CertificateDer::from_pem_file(dir.join(&pem)).unwrap().as_ref())
+    }
+
+    /// Each expected name is what Java printed for the same certificate
+    /// (`CertificateFactory`, `getSubjectX500Principal().getName()`), on Java 17 and on Java 25
+    /// unless said otherwise.
+    #[test]
+    fn subject_as_java_names_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        openssl(d, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"]);
+        openssl(d, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "leaf.key"]);
+        openssl(d, &["req", "-new", "-x509", "-key", "ca.key", "-days", "1", "-out", "ca.pem", "-subj", "/CN=Test CA"]);
+        std::fs::write(d.join("nombstr.cnf"), "[req]\ndistinguished_name=dn\nstring_mask=nombstr\n[dn]\n").unwrap();
+        std::fs::write(d.join("bmp.cnf"), "[req]\ndistinguished_name=dn\nstring_mask=MASK:0x800\n[dn]\n").unwrap();
+        let cases: [(&str, &[&str], &str); 14] = [
+            ("basic", &["-subj", "/C=US/O=Team A/OU=eng/CN=alice"], "CN=alice,OU=eng,O=Team A,C=US"),
+            ("comma", &["-subj", r"/CN=Doe\, John"], r"CN=Doe\, John"),
+            (
+                "email",
+                &["-subj", "/CN=alice/emailAddress=alice@example.com"],
+                "1.2.840.113549.1.9.1=#1611616c696365406578616d706c652e636f6d,CN=alice",
+            ),
+            ("multi", &["-multivalue-rdn", "-subj", "/CN=a+UID=b"], "CN=a+UID=b"),
+            ("multi2", &["-multivalue-rdn", "-subj", "/UID=b+CN=a/O=x+OU=y+C=US"], "O=x+OU=y+C=US,CN=a+UID=b"),
+            (
+                "special",
+                &["-subj", r#"/CN= #lead=eq\+plus;semi<lt>gt"quote\\back\, trail /O=#hash/OU=  two  "#],
+                r#"OU=\ \ two\ \ ,O=\#hash,CN=\ \#lead\=eq\+plus\;semi\<lt\>gt\"quote\\back\, trail\ "#,
+            ),
+            ("dc", &["-subj", "/DC=com/DC=example/CN=svc"], "CN=svc,DC=example,DC=com"),
+            (
+                "others",
+                &[
+                    "-subj",
+                    "/C=US/ST=California/L=San Francisco/street=1 Main St/O=Org/OU=Unit/UID=jdoe/SN=Doe/GN=John/title=Boss/serialNumber=1234/CN=john",
+                ],
+                "CN=john,2.5.4.5=#130431323334,2.5.4.12=#0c04426f7373,2.5.4.42=#0c044a6f686e,2.5.4.4=#0c03446f65,\
+                 UID=jdoe,OU=Unit,O=Org,STREET=1 Main St,L=San Francisco,ST=California,C=US",
+            ),
+            ("utf8", &["-utf8", "-subj", "/CN=Zoë Ünïcødé/O=日本/OU=😀"], "OU=😀,O=日本,CN=Zoë Ünïcødé"),
+            ("spaces", &["-subj", "/CN=   /O= /OU=a b"], r"OU=a b,O=\ ,CN=\ \ \ "),
+            ("controls", &["-subj", "/CN=a\tb/O=ab\r/OU=\ra"], "OU=\\\ra,O=ab\\\r,CN=a\tb"),
+            // TeletexString (Latin-1) and BMPString: Java 25's names; Java 17 decodes them as
+            // UTF-8 (`O=Zo\u{FFFD}`, and NULs between BMP's characters).
+            ("t61", &["-config", "nombstr.cnf", "-utf8", "-subj", "/CN=a@b_c/O=Zoë"], "O=Zoë,CN=a@b_c"),
+            ("bmp", &["-config", "bmp.cnf", "-utf8", "-subj", "/CN=Zoë, 日本"], r"CN=Zoë\, 日本"),
+            // No subject at all (Java takes it with a critical subjectAltName).
+            ("empty", &["-subj", "/", "-addext", "subjectAltName=critical,DNS:client.example"], ""),
+        ];
+        for (name, args, java) in cases {
+            assert_eq!(dn(d, name, args).as_deref(), Some(java), "{name}");
+        }
+    }
+
+    #[test]
+    fn not_a_certificate() {
+        assert_eq!(subject_dn(b""), None);
+        assert_eq!(subject_dn(b"\x30\x03\x02\x01\x01"), None);
+    }
+}

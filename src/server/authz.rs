@@ -29,17 +29,28 @@ thread_local! {
     static DENIALS_LOGGED: Cell<(i64, u64)> = const { Cell::new((0, 0)) };
 }
 
+/// Whether `session` may do `op` on `name` of `resource`, quietly: for what a refusal only
+/// hides (a topic left out of Metadata for every topic, an operation left out of authorized
+/// operations), which Kafka neither logs nor counts as a denial.
+pub fn permits(shard: &Shard, session: &Session, op: Operation, resource: ResourceType, name: &str) -> bool {
+    if !shard.config.authorizer {
+        return true;
+    }
+    let principal = session.principal();
+    let host = session.peer.ip().to_string();
+    shard.image().acls.authorize(&Request { principal: &principal, host: &host, operation: op, resource_type: resource, name })
+}
+
 /// Whether `session` may do `op` on `name` of `resource`; a denial is logged (bounded) and
 /// counted.
 pub fn allowed(shard: &Shard, session: &Session, op: Operation, resource: ResourceType, name: &str) -> bool {
     if !shard.config.authorizer {
         return true;
     }
-    let principal = session.principal();
-    let host = session.peer.ip().to_string();
-    let image = shard.image();
-    let ok = image.acls.authorize(&Request { principal: &principal, host: &host, operation: op, resource_type: resource, name });
+    let ok = permits(shard, session, op, resource, name);
     if !ok {
+        let principal = session.principal();
+        let host = session.peer.ip().to_string();
         crate::metrics::authorization_denied(resource, op);
         let second = now_ms() / 1000;
         DENIALS_LOGGED.with(|d| {

@@ -153,6 +153,7 @@ pub fn image_of(config: &Config, meta: &ClusterMetadata) -> MetadataImage {
         .collect();
     image.credentials = Arc::new(Credentials::from_cluster(&meta.scram_credentials));
     image.acls = Arc::new(Acls::from_records(&meta.acls, config.super_users.clone(), config.allow_everyone_if_no_acl_found));
+    image.quotas = Arc::new(super::quota::Quotas::from_cluster(&meta.client_quotas));
     image.cluster = Some(Arc::new(ClusterView { applied_index: meta.applied_index, brokers, reassignments: meta.reassignments.clone() }));
     image
 }

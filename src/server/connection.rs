@@ -135,8 +135,12 @@ pub async fn run(shard: Rc<Shard>, accepted: Accepted, peer: SocketAddr, protoco
     let _open = life.connection_opened();
     futures_lite::future::or(
         async {
-            let Some((reader, writer)) = secure(accepted, peer, protocol).await else { return };
-            serve(shard.clone(), reader, writer, Rc::new(Session::new(peer, protocol))).await
+            let Some((reader, writer, certificate_user)) = secure(&shard, accepted, peer, protocol).await else { return };
+            let session = Session::new(peer, protocol);
+            if let Some(user) = certificate_user {
+                *session.user.borrow_mut() = user;
+            }
+            serve(shard.clone(), reader, writer, Rc::new(session)).await
         },
         async {
             life.cut().await;
@@ -146,12 +150,15 @@ pub async fn run(shard: Rc<Shard>, accepted: Accepted, peer: SocketAddr, protoco
     .await;
 }
 
-/// The connection's halves, after its TLS handshake on an SSL or SASL_SSL listener; `None` (the
-/// connection is dropped, so closed) when the handshake fails or outlives
-/// [`AUTHENTICATION_DEADLINE_MS`].
-async fn secure(accepted: Accepted, peer: SocketAddr, protocol: SecurityProtocol) -> Option<(ConnReader, ConnWriter)> {
+/// The connection's halves, after its TLS handshake on an SSL or SASL_SSL listener, with the
+/// user a client certificate names on an SSL listener (`ssl_principal_mapping_rules`; on
+/// SASL_SSL, SASL names the user, as in Kafka); `None` (the connection is dropped, so closed)
+/// when the handshake fails or outlives [`AUTHENTICATION_DEADLINE_MS`], or no mapping rule
+/// applies to the certificate's subject.
+async fn secure(shard: &Shard, accepted: Accepted, peer: SocketAddr, protocol: SecurityProtocol) -> Option<(ConnReader, ConnWriter, Option<String>)> {
     if !protocol.tls() {
-        return Some(accepted.plain());
+        let (r, w) = accepted.plain();
+        return Some((r, w, None));
     }
     let listener = protocol.name();
     let Some(acceptor) = crate::io::tls::acceptor() else {
@@ -162,8 +169,22 @@ async fn secure(accepted: Accepted, peer: SocketAddr, protocol: SecurityProtocol
     match rt::timeout(deadline, accepted.tls(acceptor)).await {
         Some(Ok((reader, writer, tls))) => {
             tracing::debug!(%peer, listener, version = tls.version, client_certificates = tls.certificates.len(), "TLS handshake done");
+            let user = match tls.certificates.first() {
+                Some(leaf) if !protocol.sasl() => {
+                    let dn = crate::io::tls::subject_dn(leaf).unwrap_or_default();
+                    match shard.config.principal_rules.name(&dn) {
+                        Ok(name) => Some(name),
+                        Err(e) => {
+                            tracing::info!(%peer, listener, subject = dn, error = e, "client certificate refused (ssl_principal_mapping_rules); closing");
+                            crate::metrics::authentication(listener, "TLS", "failed");
+                            return None;
+                        }
+                    }
+                }
+                _ => None,
+            };
             crate::metrics::authentication(listener, "TLS", "ok");
-            Some((reader, writer))
+            Some((reader, writer, user))
         }
         Some(Err(e)) => {
             tracing::info!(%peer, listener, error = %e, "TLS handshake failed; closing");
@@ -382,6 +403,23 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
     });
     let mut len = [0u8; 4];
     loop {
+        // Muted: a client over its quota is not read until its throttle time is over.
+        let muted = session.muted_until_ms.get() - now_ms();
+        if muted > 0 {
+            let pause = futures_lite::future::or(
+                async {
+                    rt::sleep(Duration::from_millis(muted as u64)).await;
+                    true
+                },
+                async {
+                    shard.lifecycle.stopping().await;
+                    false
+                },
+            );
+            if !pause.await {
+                break;
+            }
+        }
         let Some(read) = unless_stopping(&shard, read_frame_len(&shard, &shared, &mut reader, &mut len)).await else {
             tracing::debug!(%peer, "shutting down: answering the requests read, then closing");
             break;

@@ -92,6 +92,8 @@ pub struct MetadataImage {
     pub credentials: Arc<crate::server::credentials::Credentials>,
     /// The ACLs the authorizer checks (with the settings' super users).
     pub acls: Arc<crate::server::acl::Acls>,
+    /// The client quotas configured.
+    pub quotas: Arc<crate::server::quota::Quotas>,
 }
 
 impl MetadataImage {

@@ -23,6 +23,8 @@
 
 pub mod acl;
 pub mod authz;
+pub mod principal;
+pub mod quota;
 pub mod cluster;
 pub mod connection;
 pub mod credentials;
@@ -115,6 +117,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
                 config.super_users.clone(),
                 config.allow_everyone_if_no_acl_found,
             ));
+            image.quotas = Arc::new(quota::load(&config.data_dir)?);
             (image, None)
         }
     };

@@ -45,6 +45,9 @@ pub struct Session {
     /// SaslHandshake v0 was used: the tokens come as bare length-prefixed frames, not in
     /// SaslAuthenticate requests (clients from before Kafka 1.0).
     pub raw_tokens: Cell<bool>,
+    /// Until when (ms since the epoch) the connection is not read: a client over its quota
+    /// (Kafka's muting; see `server::quota`).
+    pub muted_until_ms: Cell<i64>,
 }
 
 impl Session {
@@ -56,6 +59,7 @@ impl Session {
             sasl: RefCell::new(if protocol.sasl() { Sasl::Handshake } else { Sasl::NotUsed }),
             sasl_user: RefCell::new(None),
             raw_tokens: Cell::new(false),
+            muted_until_ms: Cell::new(0),
         }
     }
 

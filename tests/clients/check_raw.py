@@ -168,16 +168,16 @@ def raw_truncated_frames(ctx):
 
 @check("raw_unimplemented_api_closes")
 def raw_unimplemented_api_closes(ctx):
-    """DescribeClientQuotas (key 48: Spate has no quotas yet) is not advertised; a client that
-    sends it anyway is disconnected (as Kafka does for APIs it does not know), and other
-    connections are unaffected."""
+    """DescribeDelegationToken (key 41: Spate has no delegation tokens) is not advertised; a
+    client that sends it anyway is disconnected (as Kafka does for APIs it does not know), and
+    other connections are unaffected."""
     bystander = connect(ctx)
     try:
         _, _, apis = api_versions_v0_roundtrip(ctx.port)
-        assert 48 not in apis, f"DescribeClientQuotas is advertised now ({apis[48]}): pick another unimplemented API here"
-        # DescribeClientQuotas v0: no components, not strict.
-        body = struct.pack(">ib", 0, 0)
-        _expect_closed(ctx, request_frame(48, 0, 77, body), "DescribeClientQuotas v0")
+        assert 41 not in apis, f"DescribeDelegationToken is advertised now ({apis[41]}): pick another unimplemented API here"
+        # DescribeDelegationToken v0: owners null (every owner).
+        body = struct.pack(">i", -1)
+        _expect_closed(ctx, request_frame(41, 0, 77, body), "DescribeDelegationToken v0")
         # Also an implemented API at a version outside the advertised range (Produce v0).
         _expect_closed(ctx, request_frame(0, 0, 78, struct.pack(">hii", 1, 1000, 0)), "Produce v0")
         bystander.sendall(request_frame(API_VERSIONS, 0, 79, b""))

@@ -6,7 +6,11 @@ Most checks share one broker with the four listeners (PLAINTEXT, SSL, SASL_PLAIN
 PLAIN and both SCRAM mechanisms enabled and one user (`USER`, both SCRAM mechanisms), started on
 first use and stopped when the suite exits; the certificates are a test PKI made once with the
 openssl command line (`harness.make_test_pki`). Checks that need other broker flags (mutual TLS
-required, an expired server certificate, kill -9 and restart) start their own broker."""
+required, an expired server certificate, kill -9 and restart) start their own broker.
+
+The `security_acl_*` checks share another broker, with the ACL authorizer (`--authorizer acl`,
+`--super-users User:ANONYMOUS`: the PLAINTEXT listener does their admin work) and users alice and
+bob on SASL_PLAINTEXT; each names its own topics, groups and prefixes."""
 
 import atexit
 import json
@@ -25,7 +29,8 @@ from harness import (Broker, Skip, check, kstring, make_test_pki, recv_frame, re
 
 try:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
-    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient,
+                                       NewTopic, ResourcePatternType, ResourceType)
 except ImportError as _e:  # pragma: no cover - reported per check
     _CK_IMPORT_ERROR = _e
 else:
@@ -59,6 +64,7 @@ class _Shared:
     pki_dir = None
     pki = None
     broker = None
+    acl_broker = None  # the ACL checks' broker (--authorizer acl), see `acl_broker`
 
 
 _S = _Shared()
@@ -99,9 +105,11 @@ def sec(ctx):
 
 @atexit.register
 def _stop_shared():
-    if _S.broker is not None:
-        _S.broker.stop()
-        _S.broker = None
+    for attr in ("broker", "acl_broker"):
+        b = getattr(_S, attr)
+        if b is not None:
+            b.stop()
+            setattr(_S, attr, None)
     if _S.pki_dir is not None:
         shutil.rmtree(_S.pki_dir, ignore_errors=True)
         _S.pki_dir = None
@@ -615,11 +623,12 @@ def security_users_survive_kill(ctx):
     return f"after kill -9 and restart: {after}"
 
 
-def kafka_tool(ctx, b, name, *args, timeout=120):
-    """A Kafka tool (perf/kafka/run tool) against b's PLAINTEXT listener: (exit code, stdout, stderr)."""
+def kafka_tool(ctx, b, name, *args, timeout=120, bootstrap=None):
+    """A Kafka tool (perf/kafka/run tool) against b's PLAINTEXT listener (or `bootstrap`): (exit
+    code, stdout, stderr)."""
     if not (shutil.which("java") and shutil.which("mvn")):
         raise Skip("java or mvn is not installed")
-    cmd = [RUN, "tool", name, "--bootstrap-server", b.bootstrap, *args]
+    cmd = [RUN, "tool", name, "--bootstrap-server", bootstrap or b.bootstrap, *args]
     ctx.log(" ".join(cmd))
     r = run_cmd(cmd, timeout=timeout)
     return r.returncode, r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace")
@@ -782,3 +791,525 @@ def security_raw_unfinished_handshakes_time_out(ctx):
     assert all(v >= 1 for v in timeouts.values()), \
         f"outcome=\"timeout\" counted {timeouts}; /metrics: {[l for l in after.splitlines() if 'authentications' in l]}"
     return f"closed after {took['TLS']:.1f}s (TLS) and {took['SASL']:.1f}s (SASL); timeouts counted {timeouts}"
+
+
+# ---------------------------------------------------------------------------
+# ACLs (--authorizer acl): kafka-acls, confluent-kafka, kafka-python
+# ---------------------------------------------------------------------------
+
+ACL_MECHANISMS = ["PLAIN", "SCRAM-SHA-256"]
+ACL_USERS = {"alice": "alice-secret", "bob": "bob-secret"}
+# The broker flags of the ACL checks: the PLAINTEXT listener's principal (User:ANONYMOUS) is a
+# super user, for the checks' own admin work; alice and bob come in by SASL_PLAINTEXT.
+ACL_ARGS = ["--authorizer", "acl", "--super-users", "User:ANONYMOUS",
+            "--sasl-enabled-mechanisms", ",".join(ACL_MECHANISMS)]
+
+
+def _create_acl_users(ctx, b):
+    """alice and bob (`ACL_USERS`, both SCRAM mechanisms) on `b`, with `spate user create`."""
+    for user, password in ACL_USERS.items():
+        spate_user(ctx, b, "create", user, "--password", password)
+    return b
+
+
+def acl_broker(ctx):
+    """The ACL checks' shared broker (PLAINTEXT and SASL_PLAINTEXT, `ACL_ARGS`), started on first
+    use with alice and bob created (both SCRAM mechanisms; PLAIN checks against them). Each check
+    names its own topics, groups and prefixes (with its run id), so that the ACLs of one do not
+    open or close anything another check looks at. A broker that died fails the check as
+    `sec(ctx)` does."""
+    b = _S.acl_broker
+    if b is not None and not b.alive():
+        code, tail = b.proc.returncode if b.proc else None, b.log_tail(20)
+        b.stop()
+        _S.acl_broker = None
+        raise AssertionError(f"the ACL broker died (exit {code}) before this check; its log tail:\n{tail}")
+    if b is None:
+        b = Broker(ctx.binary, listeners=["PLAINTEXT", "SASL_PLAINTEXT"], extra_args=ACL_ARGS)
+        b.start()
+        _S.acl_broker = b
+        ctx.log(f"ACL broker: {b.ports}, admin {b.admin_port}, data {b.tmp}")
+        _create_acl_users(ctx, b)
+    return b
+
+
+def as_user(b, user, mechanism="PLAIN"):
+    """librdkafka settings for `user` (alice or bob) on b's SASL_PLAINTEXT listener."""
+    return ck_conf(b, "SASL_PLAINTEXT", mechanism, user, ACL_USERS[user])
+
+
+def super_admin(b):
+    """An AdminClient on b's PLAINTEXT listener, whose User:ANONYMOUS is a super user: one per
+    broker, kept on it (a client dropped while its futures are pending fails them with _DESTROY)."""
+    _need_ck()
+    if getattr(b, "_acl_admin", None) is None:
+        b._acl_admin = AdminClient({"bootstrap.servers": b.bootstrap, "log_level": 0})
+    return b._acl_admin
+
+
+def binding(principal, rtype, name, operation, pattern="LITERAL", permission="ALLOW", host="*"):
+    return AclBinding(ResourceType[rtype], name, ResourcePatternType[pattern], principal, host,
+                      AclOperation[operation], AclPermissionType[permission])
+
+
+def acl_add(b, *bindings):
+    """CreateAcls of `bindings` as the super user; fails the check if any is refused."""
+    futs = super_admin(b).create_acls(list(bindings), request_timeout=TIMEOUT)
+    for bnd, f in futs.items():
+        try:
+            f.result(timeout=TIMEOUT)
+        except Exception as e:  # noqa: BLE001
+            raise AssertionError(f"create_acls {bnd}: {e}") from None
+
+
+def acl_describe(b, flt=None):
+    """DescribeAcls as the super user: the bindings as sorted tuples (resource type, name, pattern
+    type, principal, host, operation, permission)."""
+    flt = flt or AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                                  AclOperation.ANY, AclPermissionType.ANY)
+    got = super_admin(b).describe_acls(flt, request_timeout=TIMEOUT).result(timeout=TIMEOUT)
+    return sorted((x.restype.name, x.name, x.resource_pattern_type.name, x.principal, x.host, x.operation.name,
+                   x.permission_type.name) for x in got)
+
+
+def acl_topics(ctx, b, *labels, partitions=1):
+    """Creates one topic per label as the super user; their names."""
+    names = [ctx.topic(label) for label in labels]
+    futs = super_admin(b).create_topics([NewTopic(n, partitions, 1) for n in names], request_timeout=TIMEOUT)
+    for n, f in futs.items():
+        f.result(timeout=TIMEOUT)
+    return names
+
+
+def ck_produce(conf, topic, n=1, idempotent=False):
+    """n records to partition 0 of `topic` through `conf`: (the delivery reports, offsets or
+    KafkaError, in order; the errors error_cb got)."""
+    _need_ck()
+    errors = []
+    p = Producer(dict(conf, **{"acks": "all", "enable.idempotence": idempotent, "linger.ms": 5,
+                               "message.timeout.ms": 10000, "error_cb": errors.append, "log_level": 0}))
+    out = []
+    for i in range(n):
+        p.produce(topic, key=f"k{i}", value=f"v{i}", partition=0,
+                  on_delivery=lambda err, msg: out.append(err if err else msg.offset()))
+    p.flush(TIMEOUT)
+    return out, errors
+
+
+def ck_read(conf, topic, n, group, subscribe=True, commit=False, timeout=TIMEOUT):
+    """A consumer through `conf` in `group` that subscribes to `topic` (or is assigned its
+    partition 0 from the beginning) and reads until it has n values or the consumer reports an
+    error (a consume() error or error_cb). Returns (values, the first error or None, with commit:
+    the offset committed synchronously then read back with committed(), else None)."""
+    _need_ck()
+    errors = []
+    c = Consumer(dict(conf, **{"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                               "error_cb": errors.append, "log_level": 0}))
+    got, err, committed = [], None, None
+    try:
+        if subscribe:
+            c.subscribe([topic])
+        else:
+            c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        deadline = time.monotonic() + timeout
+        while len(got) < n and err is None and time.monotonic() < deadline:
+            for m in c.consume(num_messages=n, timeout=0.5):
+                if m.error():
+                    err = m.error()
+                    break
+                got.append(m.value().decode())
+            if err is None and errors:
+                err = errors[0]
+        if commit and err is None and len(got) == n:
+            parts = c.commit(asynchronous=False)
+            bad = [(p.topic, p.partition, str(p.error)) for p in parts if p.error]
+            assert not bad, f"commit: {bad}"
+            committed = [p.offset for p in c.committed([TopicPartition(topic, 0)], timeout=TIMEOUT)][0]
+    finally:
+        c.close()
+    return got, err, committed
+
+
+def _denials(b):
+    """{(resource_type, operation): count} of spate_authorization_denials_total."""
+    out = {}
+    for line in b.admin_get_text("/metrics").splitlines():
+        m = re.match(r'^spate_authorization_denials_total\{resource_type="(\w+)",operation="(\w+)"\} (\S+)$', line)
+        if m:
+            out[(m.group(1), m.group(2))] = float(m.group(3))
+    return out
+
+
+def _code(err):
+    return err.name() if err is not None else None
+
+
+def _codes(reports):
+    """Delivery reports with the errors by name (offsets stay)."""
+    return [r if isinstance(r, int) else _code(r) for r in reports]
+
+
+@check("security_acl_tools_kafka_acls")
+def security_acl_tools_kafka_acls(ctx):
+    """Kafka's kafka-acls (AclCommand, Admin's CreateAcls/DescribeAcls/DeleteAcls) as the super
+    user: --add a LITERAL topic READ for alice, a PREFIXED topic WRITE+DESCRIBE and a group READ;
+    --list shows the three resources with their ACLs, --list --principal User:alice the same,
+    --list --topic T only T's, --list with --resource-pattern-type match the PREFIXED one for a
+    name under the prefix; alice's rights follow (she produces under the prefix); --remove
+    --force of the prefix's ACLs removes them (--list no longer shows them and alice's produce
+    is refused) and keeps the others. kafka-acls as alice (over SASL_PLAINTEXT, --command-config)
+    is refused: the ACL APIs need the cluster's ALTER (or DESCRIBE)."""
+    b = acl_broker(ctx)
+    t, = acl_topics(ctx, b, "acl-tool")
+    prefix, group = f"acl-tool-pfx-{ctx.run_id}-", f"acl-tool-g-{ctx.run_id}"
+    under = prefix + "x"  # a topic under the prefix
+    super_admin(b).create_topics([NewTopic(under, 1, 1)], request_timeout=TIMEOUT)[under].result(timeout=TIMEOUT)
+
+    def tool(*args):
+        rc, out, err = kafka_tool(ctx, b, "kafka-acls", *args)
+        assert rc == 0, f"kafka-acls {' '.join(args)} exited {rc}: {_tool_error(out + err)}"
+        return out
+
+    out = tool("--add", "--allow-principal", "User:alice", "--operation", "Read", "--topic", t)
+    assert f"resourceType=TOPIC, name={t}, patternType=LITERAL" in out, out
+    out = tool("--add", "--allow-principal", "User:alice", "--operation", "Write", "--operation", "Describe",
+               "--topic", prefix, "--resource-pattern-type", "prefixed")
+    assert f"name={prefix}, patternType=PREFIXED" in out, out
+    tool("--add", "--allow-principal", "User:alice", "--operation", "Read", "--group", group)
+
+    def blocks(text):
+        """{resource line: sorted ACL lines} of kafka-acls' listing."""
+        got, current = {}, None
+        for line in text.splitlines():
+            m = re.search(r"ResourcePattern\(resourceType=(\w+), name=(.*), patternType=(\w+)\)", line)
+            if m:
+                current = m.groups()
+                got[current] = []
+            elif current and line.strip().startswith("(principal="):
+                got[current].append(line.strip())
+                got[current].sort()
+        return got
+
+    def acl_line(op):
+        return f"(principal=User:alice, host=*, operation={op}, permissionType=ALLOW)"
+
+    want = {("TOPIC", t, "LITERAL"): [acl_line("READ")],
+            ("TOPIC", prefix, "PREFIXED"): sorted([acl_line("WRITE"), acl_line("DESCRIBE")]),
+            ("GROUP", group, "LITERAL"): [acl_line("READ")]}
+    listed = blocks(tool("--list"))
+    assert {k: listed.get(k) for k in want} == want, f"kafka-acls --list: {listed}"
+    by_principal = blocks(tool("--list", "--principal", "User:alice"))
+    assert {k: by_principal.get(k) for k in want} == want, f"kafka-acls --list --principal User:alice: {by_principal}"
+    assert blocks(tool("--list", "--topic", t)) == {("TOPIC", t, "LITERAL"): [acl_line("READ")]}
+    matched = blocks(tool("--list", "--topic", under, "--resource-pattern-type", "match"))
+    assert matched == {("TOPIC", prefix, "PREFIXED"): want[("TOPIC", prefix, "PREFIXED")]}, \
+        f"kafka-acls --list --topic {under} --resource-pattern-type match: {matched}"
+
+    got, _ = ck_produce(as_user(b, "alice"), under)
+    assert got == [0], f"alice's produce to {under} (WRITE on the prefix {prefix}): {got}"
+
+    tool("--remove", "--force", "--topic", prefix, "--resource-pattern-type", "prefixed")
+    listed = blocks(tool("--list"))
+    assert ("TOPIC", prefix, "PREFIXED") not in listed, f"after --remove: {listed}"
+    assert listed.get(("TOPIC", t, "LITERAL")) == [acl_line("READ")] and ("GROUP", group, "LITERAL") in listed, listed
+    got, _ = ck_produce(as_user(b, "alice"), under)
+    assert _codes(got) == ["TOPIC_AUTHORIZATION_FAILED"], \
+        f"alice's produce to {under} after the prefix's ACLs were removed: {got}"
+    tool("--remove", "--force", "--allow-principal", "User:alice", "--operation", "Read", "--topic", t)
+    assert ("TOPIC", t, "LITERAL") not in blocks(tool("--list")), "the topic's READ was not removed"
+
+    cfg = os.path.join(b.tmp, "alice.properties")
+    with open(cfg, "w") as f:
+        f.write("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\n"
+                "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="alice" password="{ACL_USERS["alice"]}";\n')
+    rc, out, err = kafka_tool(ctx, b, "kafka-acls", "--command-config", cfg, "--list",
+                              bootstrap=b.addr("SASL_PLAINTEXT"))
+    assert rc != 0 and "ClusterAuthorizationException" in out + err, \
+        f"kafka-acls --list as alice exited {rc}: {_tool_error(out + err)}"
+    return "add (literal, prefixed, group), list (all, --principal, --topic, match), remove --force; as alice: ClusterAuthorizationException"
+
+
+@check("security_acl_ck_produce")
+def security_acl_ck_produce(ctx):
+    """confluent-kafka as alice (SASL PLAIN): a produce to a topic she has no ACL for fails with
+    TOPIC_AUTHORIZATION_FAILED in its delivery report (Metadata: she may not describe it); with
+    an ALLOW for WRITE (which implies DESCRIBE) the records are written, by a plain and by an
+    idempotent producer (InitProducerId: WRITE on some topic stands for IDEMPOTENT_WRITE); the
+    super user reads them back over PLAINTEXT."""
+    b = acl_broker(ctx)
+    t, = acl_topics(ctx, b, "acl-produce")
+    alice = as_user(b, "alice")
+    got, errors = ck_produce(alice, t)
+    assert _codes(got) == ["TOPIC_AUTHORIZATION_FAILED"], \
+        f"alice's produce without WRITE: {got}, errors {_errs(errors)}"
+    acl_add(b, binding("User:alice", "TOPIC", t, "WRITE"))
+    got, errors = ck_produce(alice, t, n=3)
+    assert got == [0, 1, 2], f"alice's produce with WRITE: {got}, errors {_errs(errors)}"
+    got, errors = ck_produce(alice, t, n=2, idempotent=True)
+    assert got == [3, 4], f"alice's idempotent produce with WRITE on the topic: {got}, errors {_errs(errors)}"
+    values, err, _ = ck_read({"bootstrap.servers": b.bootstrap}, t, 5, f"acl-super-{ctx.run_id}", subscribe=False)
+    assert err is None and values == ["v0", "v1", "v2", "v0", "v1"], f"the super user read {values}, {_code(err)}"
+    return "TOPIC_AUTHORIZATION_FAILED without WRITE; 3 + 2 (idempotent) records with it"
+
+
+@check("security_acl_ck_group_consume")
+def security_acl_ck_group_consume(ctx):
+    """confluent-kafka group consumer as alice: with READ on the topic but no ACL for the group
+    it gets GROUP_AUTHORIZATION_FAILED (FindCoordinator: DESCRIBE on the group); with READ on the
+    group too it joins, reads the 4 records and commits, and committed() reads the offset back
+    (OffsetFetch)."""
+    b = acl_broker(ctx)
+    t, = acl_topics(ctx, b, "acl-group")
+    group = f"acl-group-{ctx.run_id}"
+    got, errors = ck_produce({"bootstrap.servers": b.bootstrap}, t, n=4)
+    assert got == [0, 1, 2, 3], f"the super user's produce: {got} {_errs(errors)}"
+    alice = as_user(b, "alice")
+    acl_add(b, binding("User:alice", "TOPIC", t, "READ"))
+    values, err, _ = ck_read(alice, t, 4, group)
+    assert _code(err) == "GROUP_AUTHORIZATION_FAILED" and not values, \
+        f"alice's group consumer without READ on the group: {values}, error {_code(err)} {err and err.str()}"
+    acl_add(b, binding("User:alice", "GROUP", group, "READ"))
+    values, err, committed = ck_read(alice, t, 4, group, commit=True)
+    assert err is None and values == ["v0", "v1", "v2", "v3"], f"alice with READ on group and topic: {values}, {_code(err)}"
+    assert committed == 4, f"alice's committed offset: {committed}"
+    return f"GROUP_AUTHORIZATION_FAILED, then 4 records read and offset {committed} committed"
+
+
+@check("security_acl_ck_fetch_without_read")
+def security_acl_ck_fetch_without_read(ctx):
+    """confluent-kafka as alice with only DESCRIBE on a topic: an assigned consumer's Fetch is
+    refused with TOPIC_AUTHORIZATION_FAILED (its metadata and ListOffsets are allowed); with
+    READ it reads the record; the refusal counts as a Topic/Read denial. (librdkafka looks the group's coordinator up even for an assigned consumer, and
+    reports GROUP_AUTHORIZATION_FAILED first when it may not describe the group: alice gets READ
+    on the group here, so that the topic's ACLs are what is tested.)"""
+    b = acl_broker(ctx)
+    t, = acl_topics(ctx, b, "acl-fetch")
+    ck_produce({"bootstrap.servers": b.bootstrap}, t)
+    alice, group = as_user(b, "alice"), f"acl-fetch-{ctx.run_id}"
+    acl_add(b, binding("User:alice", "TOPIC", t, "DESCRIBE"), binding("User:alice", "GROUP", group, "READ"))
+    before = _denials(b).get(("Topic", "Read"), 0)
+    values, err, _ = ck_read(alice, t, 1, group, subscribe=False)
+    assert _code(err) == "TOPIC_AUTHORIZATION_FAILED" and not values, f"Fetch with DESCRIBE only: {values}, {_code(err)}"
+    after = _denials(b).get(("Topic", "Read"), 0)
+    assert after > before, f"Topic/Read denials {before} -> {after}"
+    acl_add(b, binding("User:alice", "TOPIC", t, "READ"))
+    values, err, _ = ck_read(alice, t, 1, group, subscribe=False)
+    assert err is None and values == ["v0"], f"with READ: {values}, {_code(err)}"
+    return f"TOPIC_AUTHORIZATION_FAILED with DESCRIBE only (Topic/Read denials +{after - before:.0f}); READ reads"
+
+
+@check("security_acl_ck_create_topics_and_prefixed")
+def security_acl_ck_create_topics_and_prefixed(ctx):
+    """confluent-kafka's AdminClient as alice: create_topics without CREATE fails with
+    TOPIC_AUTHORIZATION_FAILED; a PREFIXED ALLOW (CREATE, WRITE) on `acl-pfx-<run>-` lets her
+    create `acl-pfx-<run>-a` and produce to it, while a topic whose name only nearly matches
+    (`acl-pfx-<run>` without the dash) stays refused for both."""
+    _need_ck()
+    b = acl_broker(ctx)
+    prefix = f"acl-pfx-{ctx.run_id}-"
+    inside, outside = prefix + "a", prefix[:-1]
+    alice = as_user(b, "alice")
+    admin = AdminClient(dict(alice, log_level=0))
+
+    def create(name):
+        try:
+            admin.create_topics([NewTopic(name, 1, 1)], request_timeout=TIMEOUT)[name].result(timeout=TIMEOUT)
+            return None
+        except Exception as e:  # noqa: BLE001
+            return e.args[0] if e.args and isinstance(e.args[0], KafkaError) else e
+
+    err = create(inside)
+    assert isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, \
+        f"create_topics {inside} without CREATE: {err!r}"
+    acl_add(b, binding("User:alice", "TOPIC", prefix, "CREATE", pattern="PREFIXED"),
+            binding("User:alice", "TOPIC", prefix, "WRITE", pattern="PREFIXED"))
+    err = create(inside)
+    assert err is None, f"create_topics {inside} with CREATE on the prefix {prefix}: {err!r}"
+    err = create(outside)
+    assert isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, \
+        f"create_topics {outside} (not under the prefix {prefix}): {err!r}"
+    got, errors = ck_produce(alice, inside, n=2)
+    assert got == [0, 1], f"produce to {inside} under the prefix: {got} {_errs(errors)}"
+    super_admin(b).create_topics([NewTopic(outside, 1, 1)], request_timeout=TIMEOUT)[outside].result(timeout=TIMEOUT)
+    got, errors = ck_produce(alice, outside)
+    assert _codes(got) == ["TOPIC_AUTHORIZATION_FAILED"], \
+        f"produce to {outside} (not under the prefix): {got}"
+    return f"TOPIC_AUTHORIZATION_FAILED, then prefix {prefix}: created and wrote {inside}; {outside} refused"
+
+
+@check("security_acl_ck_auto_create_needs_create")
+def security_acl_ck_auto_create_needs_create(ctx):
+    """Auto-creation by a producer's Metadata needs CREATE (on the cluster or the topic): alice,
+    with WRITE (so DESCRIBE) on a prefix but no CREATE, produces to a topic under it that does not
+    exist; Kafka answers that topic's Metadata TOPIC_AUTHORIZATION_FAILED (KafkaApis: a topic the
+    principal may describe but not create is "unauthorizedForCreateTopics"), so the delivery
+    report says so at once. With CREATE on the prefix too the topic is created and written."""
+    b = acl_broker(ctx)
+    prefix = f"acl-auto-{ctx.run_id}-"
+    acl_add(b, binding("User:alice", "TOPIC", prefix, "WRITE", pattern="PREFIXED"))
+    t0 = time.monotonic()
+    got, _ = ck_produce(as_user(b, "alice"), prefix + "a")
+    took = time.monotonic() - t0
+    assert _codes(got) == ["TOPIC_AUTHORIZATION_FAILED"], \
+        f"alice's produce to the missing {prefix}a (WRITE, no CREATE): {_codes(got)} after {took:.1f}s; Kafka answers " \
+        f"its Metadata TOPIC_AUTHORIZATION_FAILED (Spate: {_metadata_error(b, 'alice', prefix + 'a')})"
+    acl_add(b, binding("User:alice", "TOPIC", prefix, "CREATE", pattern="PREFIXED"))
+    got, errors = ck_produce(as_user(b, "alice"), prefix + "b")
+    assert got == [0], f"alice's produce to the missing {prefix}b with CREATE: {got} {_errs(errors)}"
+    return f"TOPIC_AUTHORIZATION_FAILED after {took:.1f}s without CREATE; auto-created with it"
+
+
+def _metadata_error(b, user, topic):
+    """What `user` gets for `topic` from list_topics (Metadata without auto-creation), for the
+    failure message: Spate turns auto-creation off for the whole request when the principal may
+    not create a missing topic, and the topic is then UNKNOWN_TOPIC_OR_PART, which librdkafka
+    waits out until message.timeout.ms."""
+    md = AdminClient(dict(as_user(b, user), log_level=0)).list_topics(topic=topic, timeout=TIMEOUT)
+    err = md.topics[topic].error
+    return f"list_topics({topic}) without auto-creation: {err.name() if err else 'no error'}"
+
+
+@check("security_acl_ck_list_topics_filtered")
+def security_acl_ck_list_topics_filtered(ctx):
+    """list_topics (Metadata for all topics) as alice lists the topics she may describe (READ
+    implies DESCRIBE, and DESCRIBE itself) and leaves out one she has no ACL for; asked for that
+    one by name she gets TOPIC_AUTHORIZATION_FAILED. The super user (PLAINTEXT, User:ANONYMOUS)
+    sees all three, and bob, with no ACL, none of them."""
+    b = acl_broker(ctx)
+    t_read, t_desc, t_none = acl_topics(ctx, b, "acl-list-read", "acl-list-describe", "acl-list-none")
+    acl_add(b, binding("User:alice", "TOPIC", t_read, "READ"), binding("User:alice", "TOPIC", t_desc, "DESCRIBE"))
+    mine = {t_read, t_desc, t_none}
+    seen = {who: set(ck_metadata(conf).topics) & mine
+            for who, conf in (("alice", as_user(b, "alice")), ("bob", as_user(b, "bob", "SCRAM-SHA-256")),
+                              ("super", {"bootstrap.servers": b.bootstrap}))}
+    assert seen == {"alice": {t_read, t_desc}, "bob": set(), "super": mine}, f"topics listed: {seen}"
+    _need_ck()
+    md = AdminClient(dict(as_user(b, "alice"), log_level=0)).list_topics(topic=t_none, timeout=TIMEOUT)
+    err = md.topics[t_none].error
+    assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, f"Metadata for {t_none}: {err}"
+    return "alice sees her 2 of 3, bob 0, the super user 3; the third by name: TOPIC_AUTHORIZATION_FAILED"
+
+
+@check("security_acl_ck_deny_beats_allow")
+def security_acl_ck_deny_beats_allow(ctx):
+    """A DENY wins over any ALLOW: with ALLOW WRITE for User:* on two topics, a LITERAL DENY
+    WRITE for alice on the first and a PREFIXED DENY WRITE for alice on a prefix of the second,
+    alice's produce to either fails with TOPIC_AUTHORIZATION_FAILED (the Produce itself: WRITE
+    still implies DESCRIBE for her) while bob (through User:*) writes to both."""
+    b = acl_broker(ctx)
+    t1, t2 = acl_topics(ctx, b, "acl-deny-literal", "acl-deny-prefixed")
+    acl_add(b, binding("User:*", "TOPIC", t1, "WRITE"), binding("User:*", "TOPIC", t2, "WRITE"),
+            binding("User:alice", "TOPIC", t1, "WRITE", permission="DENY"),
+            binding("User:alice", "TOPIC", t2[:-3], "WRITE", pattern="PREFIXED", permission="DENY"))
+    before = _denials(b).get(("Topic", "Write"), 0)
+    for t in (t1, t2):
+        got, _ = ck_produce(as_user(b, "alice"), t)
+        assert _codes(got) == ["TOPIC_AUTHORIZATION_FAILED"], \
+            f"alice (DENY) to {t}: {got}"
+        got, errors = ck_produce(as_user(b, "bob", "SCRAM-SHA-256"), t)
+        assert got == [0], f"bob (ALLOW User:*) to {t}: {got} {_errs(errors)}"
+    after = _denials(b).get(("Topic", "Write"), 0)
+    assert after >= before + 2, f"Topic/Write denials {before} -> {after}"
+    return "alice refused on both (literal and prefixed DENY), bob wrote both"
+
+
+@check("security_acl_kp_refusals")
+def security_acl_kp_refusals(ctx):
+    """kafka-python 3.0 as bob (SCRAM-SHA-256) without ACLs: KafkaProducer.send() to a topic
+    raises TopicAuthorizationFailedError (its Metadata is refused), and a KafkaConsumer in a group
+    raises GroupAuthorizationFailedError from poll() (FindCoordinator) even with READ on the
+    topic; with READ on the group it reads the record."""
+    _need_kp()
+    b = acl_broker(ctx)
+    t, = acl_topics(ctx, b, "acl-kp")
+    ck_produce({"bootstrap.servers": b.bootstrap}, t)
+    group = f"acl-kp-{ctx.run_id}"
+    conf = kp_conf(b, "SASL_PLAINTEXT", "SCRAM-SHA-256", "bob", ACL_USERS["bob"])
+    p = KafkaProducer(max_block_ms=10000, request_timeout_ms=10000, **conf)
+    try:
+        try:
+            p.send(t, b"refused").get(timeout=TIMEOUT)
+            raise AssertionError("bob's send without WRITE succeeded")
+        except kerrors.TopicAuthorizationFailedError as e:
+            produce_err = e
+    finally:
+        p.close(timeout=5)
+    acl_add(b, binding("User:bob", "TOPIC", t, "READ"))
+
+    def consume():
+        c = KafkaConsumer(t, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False,
+                          request_timeout_ms=int(TIMEOUT * 1000) + 5000, **conf)
+        got = []
+        try:
+            deadline = time.monotonic() + TIMEOUT
+            while not got and time.monotonic() < deadline:
+                for recs in c.poll(timeout_ms=500).values():
+                    got.extend(r.value.decode() for r in recs)
+        finally:
+            c.close()
+        return got
+
+    try:
+        consume()
+        raise AssertionError("bob's group consumer without READ on the group read")
+    except kerrors.GroupAuthorizationFailedError as e:
+        group_err = e
+    acl_add(b, binding("User:bob", "GROUP", group, "READ"))
+    got = consume()
+    assert got == ["v0"], f"bob with READ on the group: {got}"
+    return f"{type(produce_err).__name__}, {type(group_err).__name__}; then read {got}"
+
+
+@check("security_acl_metrics_denials")
+def security_acl_metrics_denials(ctx):
+    """/metrics spate_authorization_denials_total{resource_type,operation} grows for the refusals:
+    a Metadata for a topic bob may not describe (Topic/Describe), a group join without the group
+    (Group/Describe at FindCoordinator), a Produce alice may describe but not write
+    (Topic/Write)."""
+    b = acl_broker(ctx)
+    t, t2 = acl_topics(ctx, b, "acl-metrics", "acl-metrics-w")
+    acl_add(b, binding("User:alice", "TOPIC", t2, "DESCRIBE"), binding("User:bob", "TOPIC", t, "READ"))
+    before = _denials(b)
+    got, _ = ck_produce(as_user(b, "bob", "SCRAM-SHA-256"), t2)
+    assert _codes(got) == ["TOPIC_AUTHORIZATION_FAILED"], got
+    _, err, _ = ck_read(as_user(b, "bob", "SCRAM-SHA-256"), t, 1, f"acl-metrics-{ctx.run_id}")
+    assert _code(err) == "GROUP_AUTHORIZATION_FAILED", _code(err)
+    got, _ = ck_produce(as_user(b, "alice"), t2)
+    assert _codes(got) == ["TOPIC_AUTHORIZATION_FAILED"], got
+    after = _denials(b)
+    grew = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) > before.get(k, 0)}
+    for k in (("Topic", "Describe"), ("Group", "Describe"), ("Topic", "Write")):
+        assert grew.get(k, 0) >= 1, f"spate_authorization_denials_total{k} did not grow: grew {grew}; now {after}"
+    return "grew: " + ", ".join(f"{r}/{o} +{v:.0f}" for (r, o), v in sorted(grew.items()))
+
+
+@check("security_acl_survive_kill")
+def security_acl_survive_kill(ctx):
+    """ACLs are durable: on a broker of its own, ACLs created (a literal topic WRITE, a prefixed
+    topic READ, a group READ) and one created then deleted (DeleteAcls); after kill -9 and a
+    restart on the same data directory DescribeAcls gives the same bindings, alice still writes
+    to the topic and the deleted ACL's WRITE stays refused."""
+    b = ctx.start_broker(ACL_ARGS, listeners=["PLAINTEXT", "SASL_PLAINTEXT"])
+    _create_acl_users(ctx, b)
+    t, gone = acl_topics(ctx, b, "acl-kill", "acl-kill-gone")
+    acl_add(b, binding("User:alice", "TOPIC", t, "WRITE"),
+            binding("User:alice", "TOPIC", "acl-kill-", "READ", pattern="PREFIXED"),
+            binding("User:alice", "GROUP", f"acl-kill-{ctx.run_id}", "READ"),
+            binding("User:alice", "TOPIC", gone, "WRITE"))
+    flt = AclBindingFilter(ResourceType.TOPIC, gone, ResourcePatternType.LITERAL, None, None,
+                           AclOperation.ANY, AclPermissionType.ANY)
+    deleted = super_admin(b).delete_acls([flt], request_timeout=TIMEOUT)[flt].result(timeout=TIMEOUT)
+    assert [(x.name, x.operation.name) for x in deleted] == [(gone, "WRITE")], f"delete_acls answered {deleted}"
+    before = acl_describe(b)
+    assert len(before) == 3, before
+    b.kill()
+    b.restart()
+    after = acl_describe(b)
+    assert after == before, f"ACLs before kill -9: {before}; after the restart: {after}"
+    got, errors = ck_produce(as_user(b, "alice"), t)
+    assert got == [0], f"alice's produce after the restart: {got} {_errs(errors)}"
+    got, _ = ck_produce(as_user(b, "alice"), gone)
+    assert _codes(got) == ["TOPIC_AUTHORIZATION_FAILED"], \
+        f"alice's produce to {gone} (its ACL deleted before the kill): {got}"
+    return f"{len(after)} ACLs the same after kill -9 and restart; the deleted one stays deleted"

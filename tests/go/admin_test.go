@@ -674,10 +674,10 @@ func TestAdminGroups(t *testing.T) {
 
 // TestUnsupportedAPIs proves that what Spate does not implement fails at once and cleanly:
 //   - admin-apis: each kadm call below needs an API Spate's ApiVersions does not list
-//     (DescribeClientQuotas; ElectLeaders, advertised since issue 22, is answered with an error on
-//     a single node, ELECTION_NOT_NEEDED); each comes back with an error within 10 s, and the
-//     client still works (the ACL APIs, refused here until issue 24, are in TestSecurity's suite);
-//   - raw-unadvertised-request: sent anyway on a raw connection, DescribeClientQuotas v0 makes the
+//     (DescribeDelegationToken; ElectLeaders, advertised since issue 22, is answered with an error
+//     on a single node, ELECTION_NOT_NEEDED); each comes back with an error within 10 s, and the
+//     client still works (the ACL and quota APIs, refused here until issue 24, are served now);
+//   - raw-unadvertised-request: sent anyway on a raw connection, DescribeDelegationToken v0 makes the
 //     broker close the connection (as Kafka does with an API it does not serve) or answer, within
 //     5 s.
 //
@@ -702,8 +702,8 @@ func TestUnsupportedAPIs(t *testing.T) {
 			key  kmsg.Key
 			call func(ctx context.Context) error
 		}{
-			{kmsg.DescribeClientQuotas, func(ctx context.Context) error {
-				_, err := adm.DescribeClientQuotas(ctx, false, nil)
+			{kmsg.DescribeDelegationToken, func(ctx context.Context) error {
+				_, err := adm.DescribeDelegationTokens(ctx)
 				return err
 			}},
 			{kmsg.ElectLeaders, func(ctx context.Context) error {
@@ -747,9 +747,9 @@ func TestUnsupportedAPIs(t *testing.T) {
 
 	t.Run("raw-unadvertised-request", func(t *testing.T) {
 		tt := begin(t)
-		dq := kmsg.NewPtrDescribeClientQuotasRequest()
-		dq.SetVersion(0)
-		tt.Logf("DescribeClientQuotas v0 on a raw connection: %s", rawRequest(tt, dq, 5*time.Second))
+		dt := kmsg.NewPtrDescribeDelegationTokenRequest()
+		dt.SetVersion(0)
+		tt.Logf("DescribeDelegationToken v0 on a raw connection: %s", rawRequest(tt, dt, 5*time.Second))
 	})
 }
 

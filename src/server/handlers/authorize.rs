@@ -8,7 +8,8 @@
 //!   touch are taken out before the handler runs and put back in its answer with
 //!   TOPIC_AUTHORIZATION_FAILED (or the resource's code), so the rest of the request is served;
 //! - [`filter_answer`]: what a principal may not describe is left out of an answer (Metadata
-//!   for every topic, ListGroups, ListTransactions).
+//!   for every topic, ListGroups, ListTransactions), quietly, and DescribeCluster's authorized
+//!   operations are the principal's.
 //!
 //! An API added later without its own line here needs the cluster's ALTER with the authorizer
 //! on, and a principal without it has its connection closed with a log line naming it: stricter
@@ -28,7 +29,8 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::*;
 
 use super::super::acl::{Operation, ResourceType};
-use super::super::authz::{allowed, cluster_allowed};
+use super::super::acl::CLUSTER_NAME;
+use super::super::authz::{allowed, cluster_allowed, permits};
 use super::super::session::Session;
 use super::super::shard::Shard;
 use super::find_coordinator::KEY_TYPE_TRANSACTION;
@@ -170,12 +172,18 @@ pub fn refuse(shard: &Shard, session: &Session, version: i16, req: &mut RequestK
                     }
                     ok
                 });
-                // Auto-creation needs CREATE on the cluster or on the topic.
-                if r.allow_auto_topic_creation && !cluster(O::Create) {
-                    let creatable = topics.iter().all(|t| {
-                        t.name.as_ref().is_none_or(|n| image.topic(n.as_str()).is_some() || topic(shard, session, O::Create, n.as_str()))
+                // Auto-creation needs CREATE on the cluster or on the topic: a missing topic
+                // the principal may not create is refused, the others go on.
+                if r.allow_auto_topic_creation && shard.config.auto_create_topics {
+                    let cluster_create = permits(shard, session, O::Create, ResourceType::Cluster, CLUSTER_NAME);
+                    topics.retain(|t| {
+                        let Some(n) = t.name.as_ref() else { return true };
+                        let ok = cluster_create || image.topic(n.as_str()).is_some() || topic(shard, session, O::Create, n.as_str());
+                        if !ok {
+                            w.topics.push((n.clone(), t.topic_id, Vec::new(), TOPIC_DENIED));
+                        }
+                        ok
                     });
-                    r.allow_auto_topic_creation = creatable;
                 }
             }
             None
@@ -377,8 +385,6 @@ pub fn refuse(shard: &Shard, session: &Session, version: i16, req: &mut RequestK
         }
         RequestKind::AddPartitionsToTxn(_) => (!cluster(O::ClusterAction))
             .then(|| ResponseKind::AddPartitionsToTxn(AddPartitionsToTxnResponse::default().with_error_code(code(CLUSTER_DENIED)))),
-        RequestKind::DescribeCluster(_) => (!cluster(O::Describe))
-            .then(|| ResponseKind::DescribeCluster(DescribeClusterResponse::default().with_error_code(code(CLUSTER_DENIED)).with_controller_id(BrokerId(-1)))),
         RequestKind::DescribeLogDirs(_) => (!cluster(O::Describe))
             .then(|| ResponseKind::DescribeLogDirs(DescribeLogDirsResponse::default().with_error_code(code(CLUSTER_DENIED)))),
         RequestKind::ElectLeaders(_) => (!cluster(O::Alter))
@@ -391,6 +397,22 @@ pub fn refuse(shard: &Shard, session: &Session, version: i16, req: &mut RequestK
         }),
         RequestKind::DescribeQuorum(_) => (!cluster(O::Describe))
             .then(|| ResponseKind::DescribeQuorum(DescribeQuorumResponse::default().with_error_code(code(CLUSTER_DENIED)))),
+        RequestKind::DescribeClientQuotas(_) => (!cluster(O::DescribeConfigs)).then(|| {
+            ResponseKind::DescribeClientQuotas(DescribeClientQuotasResponse::default().with_error_code(code(CLUSTER_DENIED)))
+        }),
+        RequestKind::AlterClientQuotas(r) if !cluster(O::AlterConfigs) => {
+            use kafka_protocol::messages::alter_client_quotas_response::{EntityData, EntryData};
+            Some(ResponseKind::AlterClientQuotas(AlterClientQuotasResponse::default().with_entries(
+                r.entries
+                    .iter()
+                    .map(|e| {
+                        EntryData::default()
+                            .with_error_code(code(CLUSTER_DENIED))
+                            .with_entity(e.entity.iter().map(|x| EntityData::default().with_entity_type(x.entity_type.clone()).with_entity_name(x.entity_name.clone())).collect())
+                    })
+                    .collect(),
+            )))
+        }
         RequestKind::DescribeUserScramCredentials(_) => (!cluster(O::Describe)).then(|| {
             ResponseKind::DescribeUserScramCredentials(DescribeUserScramCredentialsResponse::default().with_error_code(code(CLUSTER_DENIED)))
         }),
@@ -573,7 +595,11 @@ pub fn refuse(shard: &Shard, session: &Session, version: i16, req: &mut RequestK
             )))
         }
         // Checked in their handlers (ALTER or DESCRIBE on the cluster), or free for everyone.
-        RequestKind::WriteTxnMarkers(_)
+        // Anyone may describe the cluster, as in Kafka (its authorized operations are the
+        // principal's own, see `filter_answer`).
+        RequestKind::DescribeCluster(_)
+        | RequestKind::WriteTxnMarkers(_)
+        | RequestKind::AlterClientQuotas(_)
         | RequestKind::Fetch(_)
         | RequestKind::AlterUserScramCredentials(_)
         | RequestKind::DescribeAcls(_)
@@ -767,12 +793,31 @@ pub fn answer(w: Withheld, resp: &mut ResponseKind) {
     }
 }
 
+/// The operations on the cluster Kafka reports in authorized operations.
+const CLUSTER_OPERATIONS: [Operation; 9] = [
+    Operation::Create,
+    Operation::Alter,
+    Operation::Describe,
+    Operation::ClusterAction,
+    Operation::DescribeConfigs,
+    Operation::AlterConfigs,
+    Operation::IdempotentWrite,
+    Operation::CreateTokens,
+    Operation::DescribeTokens,
+];
+
 /// Leaves out of an answer what the principal may not describe: every topic's Metadata, and
 /// ListGroups and ListTransactions without DESCRIBE on the cluster.
 pub fn filter_answer(shard: &Shard, session: &Session, asked_all_topics: bool, resp: &mut ResponseKind) {
     match resp {
         ResponseKind::Metadata(r) if asked_all_topics => {
-            r.topics.retain(|t| t.name.as_ref().is_some_and(|n| topic(shard, session, Operation::Describe, n.as_str())));
+            r.topics.retain(|t| t.name.as_ref().is_some_and(|n| permits(shard, session, Operation::Describe, ResourceType::Topic, n.as_str())));
+        }
+        ResponseKind::DescribeCluster(r) if r.cluster_authorized_operations != i32::MIN => {
+            r.cluster_authorized_operations = CLUSTER_OPERATIONS
+                .iter()
+                .filter(|op| permits(shard, session, **op, ResourceType::Cluster, CLUSTER_NAME))
+                .fold(0, |bits, op| bits | (1 << (*op as i32)));
         }
         ResponseKind::ListGroups(r) if !cluster_allowed(shard, session, Operation::Describe) => {
             r.groups.retain(|g| group(shard, session, Operation::Describe, g.group_id.as_str()));

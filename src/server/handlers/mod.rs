@@ -10,6 +10,7 @@ pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
+pub mod client_quotas;
 pub mod authorize;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
@@ -134,6 +135,8 @@ pub const SUPPORTED: &[ApiSpec] = &[
         max: reassignments::LIST_VERSIONS.1,
     },
     ApiSpec { key: ApiKey::OffsetDelete, min: offset_delete::VERSIONS.0, max: offset_delete::VERSIONS.1 },
+    ApiSpec { key: ApiKey::DescribeClientQuotas, min: client_quotas::VERSIONS.0, max: client_quotas::VERSIONS.1 },
+    ApiSpec { key: ApiKey::AlterClientQuotas, min: client_quotas::VERSIONS.0, max: client_quotas::VERSIONS.1 },
     ApiSpec {
         key: ApiKey::DescribeUserScramCredentials,
         min: scram_credentials::DESCRIBE_VERSIONS.0,
@@ -184,7 +187,10 @@ pub async fn respond(
 ) -> Result<Option<frame::Frame>, String> {
     let corr = header.correlation_id;
     let started = std::time::Instant::now();
-    let answer = dispatch(shard, key, &header, body, session).await;
+    let request_bytes = body.len();
+    let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+    let mut answer = dispatch(shard, key, &header, body, session).await;
+    throttle(shard, session, key, &client_id, request_bytes, started, &mut answer);
     crate::metrics::request(key as i16, api_name(key), started.elapsed().as_secs_f64());
     match &answer {
         Err(_) => crate::metrics::error(api_name(key), "CONNECTION_CLOSED"),
@@ -200,6 +206,51 @@ pub async fn respond(
         Some((resp, version)) => frame::encode_response(key, version, corr, &resp)
             .map(|b| Some(b.into()))
             .map_err(|e| format!("encoding {key:?} v{version} response failed: {e}")),
+    }
+}
+
+/// Client quotas (`server::quota`): charges the request to its client's meters on this core and,
+/// over a quota, tells the client how long to wait (`throttle_time_ms` of Produce and Fetch) and
+/// mutes the connection that long. Produce counts its request's bytes (acks=0 ones too), Fetch
+/// its records' bytes, every request its handling time against `request_percentage`.
+fn throttle(
+    shard: &Shard,
+    session: &Session,
+    key: ApiKey,
+    client_id: &str,
+    request_bytes: usize,
+    started: std::time::Instant,
+    answer: &mut Result<Option<(ResponseKind, i16)>, String>,
+) {
+    use super::quota::{charge, CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE, REQUEST_PERCENTAGE};
+    let image = shard.image();
+    if image.quotas.is_empty() {
+        return;
+    }
+    let user = session.user.borrow().clone();
+    let now = crate::storage::now_ms();
+    let mut ms = charge(&image.quotas, &user, client_id, REQUEST_PERCENTAGE, started.elapsed().as_secs_f64() * 1000.0, now);
+    let kind = match (key, answer.as_ref().ok().and_then(|a| a.as_ref())) {
+        (ApiKey::Produce, _) => Some((PRODUCER_BYTE_RATE, request_bytes as f64)),
+        (ApiKey::Fetch, Some((ResponseKind::Fetch(f), _))) => {
+            let bytes: usize = f.responses.iter().flat_map(|t| t.partitions.iter()).map(|p| p.records.as_ref().map_or(0, |r| r.len())).sum();
+            Some((CONSUMER_BYTE_RATE, bytes as f64))
+        }
+        _ => None,
+    };
+    if let Some((quota, amount)) = kind {
+        ms = ms.max(charge(&image.quotas, &user, client_id, quota, amount, now));
+    }
+    if ms == 0 {
+        return;
+    }
+    crate::metrics::throttled(api_name(key), ms);
+    session.muted_until_ms.set(session.muted_until_ms.get().max(now + ms));
+    let ms = i32::try_from(ms).unwrap_or(i32::MAX);
+    match answer {
+        Ok(Some((ResponseKind::Produce(r), _))) => r.throttle_time_ms = ms,
+        Ok(Some((ResponseKind::Fetch(r), _))) => r.throttle_time_ms = ms,
+        _ => {}
     }
 }
 
@@ -317,6 +368,8 @@ async fn dispatch(
         RequestKind::ConsumerGroupDescribe(r) => {
             Some(ResponseKind::ConsumerGroupDescribe(consumer_group_describe::handle(shard, v, r).await))
         }
+        RequestKind::DescribeClientQuotas(r) => Some(ResponseKind::DescribeClientQuotas(client_quotas::describe(shard, v, r).await)),
+        RequestKind::AlterClientQuotas(r) => Some(ResponseKind::AlterClientQuotas(client_quotas::alter(shard, v, r).await)),
         RequestKind::DescribeAcls(r) => Some(ResponseKind::DescribeAcls(acls::describe(shard, session, v, r).await)),
         RequestKind::CreateAcls(r) => Some(ResponseKind::CreateAcls(acls::create(shard, session, v, r).await)),
         RequestKind::DeleteAcls(r) => Some(ResponseKind::DeleteAcls(acls::delete(shard, session, v, r).await)),
@@ -386,6 +439,8 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::OffsetDelete => "OffsetDelete",
         ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
         ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
+        ApiKey::DescribeClientQuotas => "DescribeClientQuotas",
+        ApiKey::AlterClientQuotas => "AlterClientQuotas",
         ApiKey::DescribeAcls => "DescribeAcls",
         ApiKey::CreateAcls => "CreateAcls",
         ApiKey::DeleteAcls => "DeleteAcls",

@@ -80,7 +80,6 @@ import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.errors.UnknownTopicIdException;
 import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
 import org.apache.kafka.common.errors.UnsupportedVersionException;
-import org.apache.kafka.common.quota.ClientQuotaFilter;
 import org.apache.kafka.common.utils.ProducerIdAndEpoch;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -1286,8 +1285,8 @@ class AdminClientTest {
         get(admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all());
         TopicPartition tp = new TopicPartition(topic, 0);
         Map<String, java.util.function.Supplier<KafkaFuture<?>>> calls = new java.util.LinkedHashMap<>();
-        calls.put("describeClientQuotas (DescribeClientQuotas, key 48)",
-                () -> admin.describeClientQuotas(ClientQuotaFilter.all()).entities());
+        calls.put("describeDelegationToken (DescribeDelegationToken, key 41)",
+                () -> admin.describeDelegationToken().delegationTokens());
         return calls.entrySet().stream().map(e -> DynamicTest.dynamicTest(e.getKey(), () -> {
             long start = System.nanoTime();
             Throwable cause = failure(e.getValue().get());
