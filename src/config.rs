@@ -197,6 +197,10 @@ pub struct Config {
     pub segment_preallocate_bytes: u64,
     /// The admin HTTP listener (`/metrics`, `/v1/...`).
     pub admin_listen: SocketAddr,
+    /// Whether it serves HTTPS (with the listeners' certificate).
+    pub admin_tls: bool,
+    /// The bearer token its requests must carry, if any.
+    pub admin_token: Option<String>,
     /// On SIGTERM/SIGINT, how long in-flight requests may take before their connections close.
     pub shutdown_grace_ms: i64,
     /// The settings given by flag, variable or file rather than left at their defaults (for
@@ -604,6 +608,10 @@ settings! {
         "recent batches kept in memory for tailing consumers, all partitions together: split evenly between the cores, then between each core's partitions, at most 1 MiB and at least one batch each";
     admin_listen: SocketAddr, "SPATE_ADMIN_LISTEN", Toml("\"127.0.0.1:9644\""), "host:port", None,
         "admin HTTP listener: /metrics (Prometheus), /v1/health, /v1/ready, /v1/status, /v1/config";
+    admin_tls: bool, "SPATE_ADMIN_TLS", Toml("false"), "bool", None,
+        "serve the admin HTTP listener over TLS with ssl_cert_file and ssl_key_file (HTTPS)";
+    admin_token: String, "SPATE_ADMIN_TOKEN", Toml("\"\""), "secret", None,
+        "when set, every admin HTTP request but /v1/health and /v1/ready must carry `Authorization: Bearer <token>` (401 otherwise); prefer the variable to the flag, which other users of the host can read";
     shutdown_grace_ms: i64, "SPATE_SHUTDOWN_GRACE_MS", Toml("10000"), "ms", Some((0, MAX)),
         "on SIGTERM or SIGINT, how long in-flight requests may take to finish before their connections are closed";
 }
@@ -739,8 +747,10 @@ impl Config {
             advertised_first,
             g.advertised_listeners.get().as_deref(),
         )?;
+        let admin_tls = g.admin_tls.or_default();
         let tls = security::tls_settings(
             &listeners,
+            admin_tls,
             g.ssl_cert_file.get(),
             g.ssl_key_file.get(),
             g.ssl_ca_file.get(),
@@ -854,6 +864,8 @@ impl Config {
             batch_cache_max_bytes: g.batch_cache_max_bytes.or_default() as usize,
             segment_preallocate_bytes: g.segment_preallocate_bytes.or_default() as u64,
             admin_listen: g.admin_listen.or_default(),
+            admin_tls,
+            admin_token: g.admin_token.get().filter(|t| !t.is_empty()),
             listen,
             advertised_host,
             advertised_port,

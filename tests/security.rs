@@ -770,3 +770,57 @@ fn a_client_certificate_names_the_principal_by_the_mapping_rules() {
     .is_err());
     assert!(broker.log().contains("No rules apply to"), "{}", broker.log());
 }
+
+/// `GET path` on the admin port, over TLS when `tls` is given, with `token` as a bearer token:
+/// the status line and the body.
+fn admin_get(port: u16, tls: Option<&Arc<rustls::ClientConfig>>, path: &str, token: Option<&str>) -> (String, String) {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{}\r\n",
+        token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default()
+    );
+    let mut text = String::new();
+    match tls {
+        Some(config) => {
+            let mut s = tls_connect(config, port).expect("admin TLS handshake");
+            s.write_all(request.as_bytes()).unwrap();
+            // The server closes after its answer, without close_notify: read what came.
+            let _ = s.read_to_string(&mut text);
+        }
+        None => {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(request.as_bytes()).unwrap();
+            s.read_to_string(&mut text).unwrap();
+        }
+    }
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.lines().next().unwrap_or("").to_string(), body.to_string())
+}
+
+#[test]
+fn the_admin_port_can_require_a_token_and_serve_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let admin_port = free_port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    let broker = Broker::start(&["--admin-listen", &admin, "--admin-tls", "true", "--ssl-cert-file", &cert, "--ssl-key-file", &key]);
+    let config = tls_client(&pki);
+    let (status, body) = admin_get(admin_port, Some(&config), "/metrics", None);
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("spate_"), "metrics over HTTPS");
+    drop(broker);
+
+    let admin_port = free_port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    // (An operator gives the token by SPATE_ADMIN_TOKEN; a test's environment is shared by the
+    // brokers of every test, so the flag here.)
+    let _broker = Broker::start(&["--admin-listen", &admin, "--admin-token", "s3cret-token"]);
+    assert!(admin_get(admin_port, None, "/metrics", None).0.contains("401"));
+    assert!(admin_get(admin_port, None, "/metrics", Some("wrong")).0.contains("401"));
+    let (status, body) = admin_get(admin_port, None, "/metrics", Some("s3cret-token"));
+    assert!(status.contains("200") && body.contains("spate_"), "{status}");
+    assert!(admin_get(admin_port, None, "/v1/status", None).0.contains("401"));
+    // The probes stay open.
+    assert!(admin_get(admin_port, None, "/v1/health", None).0.contains("200"));
+    assert!(admin_get(admin_port, None, "/v1/ready", None).0.contains("200"));
+}

@@ -192,6 +192,7 @@ pub fn listeners(
 /// The TLS settings, required when a listener uses TLS and refused as pointless otherwise.
 pub fn tls_settings(
     listeners: &[ListenerConfig],
+    admin_tls: bool,
     cert: Option<String>,
     key: Option<String>,
     ca: Option<String>,
@@ -200,16 +201,19 @@ pub fn tls_settings(
     let client_auth = ClientAuth::parse(client_auth)?;
     let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty()).map(PathBuf::from);
     let (cert, key, ca) = (nonempty(cert), nonempty(key), nonempty(ca));
-    let tls = listeners.iter().find(|l| l.protocol.tls());
-    let Some(l) = tls else {
-        anyhow::ensure!(
-            cert.is_none() && key.is_none(),
-            "ssl_cert_file/ssl_key_file are set but no listener is SSL or SASL_SSL (see listeners)"
-        );
-        return Ok(None);
+    let user = match listeners.iter().find(|l| l.protocol.tls()) {
+        Some(l) => format!("listener {}", l.name()),
+        None if admin_tls => "admin_tls".to_string(),
+        None => {
+            anyhow::ensure!(
+                cert.is_none() && key.is_none(),
+                "ssl_cert_file/ssl_key_file are set but no listener is SSL or SASL_SSL (see listeners) and admin_tls is off"
+            );
+            return Ok(None);
+        }
     };
     let (Some(cert_file), Some(key_file)) = (cert, key) else {
-        anyhow::bail!("listener {} needs ssl_cert_file and ssl_key_file (PEM)", l.name());
+        anyhow::bail!("{user} needs ssl_cert_file and ssl_key_file (PEM)");
     };
     anyhow::ensure!(
         client_auth == ClientAuth::None || ca.is_some(),
@@ -284,14 +288,14 @@ mod tests {
     #[test]
     fn tls_files_are_required_exactly_when_a_listener_uses_tls() {
         let plain = listeners(listen(), None, None, None).unwrap();
-        assert_eq!(tls_settings(&plain, None, None, None, "none").unwrap(), None);
-        assert!(tls_settings(&plain, Some("c".into()), Some("k".into()), None, "none").is_err());
+        assert_eq!(tls_settings(&plain, false, None, None, None, "none").unwrap(), None);
+        assert!(tls_settings(&plain, false, Some("c".into()), Some("k".into()), None, "none").is_err());
         let ssl = listeners(listen(), Some("SSL://127.0.0.1:9093"), None, None).unwrap();
-        assert!(tls_settings(&ssl, None, None, None, "none").unwrap_err().to_string().contains("ssl_cert_file"));
-        assert!(tls_settings(&ssl, Some("c".into()), Some("k".into()), None, "required").unwrap_err().to_string().contains("ssl_ca_file"));
-        let t = tls_settings(&ssl, Some("c".into()), Some("k".into()), Some("ca".into()), "Requested").unwrap().unwrap();
+        assert!(tls_settings(&ssl, false, None, None, None, "none").unwrap_err().to_string().contains("ssl_cert_file"));
+        assert!(tls_settings(&ssl, false, Some("c".into()), Some("k".into()), None, "required").unwrap_err().to_string().contains("ssl_ca_file"));
+        let t = tls_settings(&ssl, false, Some("c".into()), Some("k".into()), Some("ca".into()), "Requested").unwrap().unwrap();
         assert_eq!(t.client_auth, ClientAuth::Requested);
-        assert!(tls_settings(&ssl, Some("c".into()), Some("k".into()), None, "maybe").is_err());
+        assert!(tls_settings(&ssl, false, Some("c".into()), Some("k".into()), None, "maybe").is_err());
     }
 
     #[test]

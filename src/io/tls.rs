@@ -121,6 +121,11 @@ pub fn reload_if_changed() -> bool {
     }
 }
 
+/// The current server configuration (None: no TLS set up).
+pub fn current() -> Option<Arc<ServerConfig>> {
+    CURRENT.read().expect("TLS config lock").clone()
+}
+
 /// The acceptor for a new connection, from the current configuration (None: no TLS set up).
 pub fn acceptor() -> Option<TlsAcceptor> {
     CURRENT.read().expect("TLS config lock").clone().map(TlsAcceptor::from)

@@ -145,7 +145,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         }
         _ => shutdown.clone(),
     };
-    let admin = crate::io::http::serve(config.admin_listen, crate::metrics::route)
+    let access = crate::io::http::Access { tls: config.admin_tls, token: config.admin_token.clone() };
+    let admin = crate::io::http::serve(config.admin_listen, access, crate::metrics::route)
         .map_err(|e| anyhow::anyhow!("cannot bind the admin listener {} (--admin-listen): {e}", config.admin_listen))?;
     tracing::info!(admin = %admin, "admin HTTP listening: /metrics /v1/health /v1/ready /v1/status /v1/config");
     let data_dir = config.data_dir.clone();
