@@ -488,3 +488,78 @@ fn sasl_honest_client(m: ScramMechanism, first: &[u8]) {
     let expected = sasl::mac(m, &sasl::mac(m, salted, b"Server Key"), auth_message.as_bytes());
     assert_eq!(v, format!("v={}", B64.encode(expected)).into_bytes(), "the server signature is not the one the client expects");
 }
+
+/// What the broker parses of ACLs and principals, from a mode byte and the input:
+///
+/// - 0: `ssl_principal_mapping_rules` text, then (after a NUL) a subject DN: parsing and
+///   naming never panic; a rule set that parses names or refuses every DN;
+/// - 1: a CreateAcls binding (four codes, then NUL-separated name, principal, host): one
+///   `binding_to_create` accepts survives its metadata record unchanged, and an ALLOW binding
+///   allows its own principal its own operation on its own literal name from any host (a DENY
+///   denies it);
+/// - 2: a DescribeAcls/DeleteAcls filter (codes, then optional names): `check` and `matches`
+///   against a few bindings never panic, and a filter of ANY everything matches them all.
+pub fn acl(data: &[u8]) {
+    use crate::server::acl::{binding_to_create, Acls, Binding, Filter, Request, WILDCARD};
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let text = String::from_utf8_lossy(rest);
+    let mut parts = text.split('\0');
+    match mode % 3 {
+        0 => {
+            let rules = parts.next().unwrap_or("");
+            let dn = parts.next().unwrap_or("");
+            if let Ok(r) = crate::server::principal::MappingRules::parse(rules) {
+                let _ = r.name(dn);
+            }
+        }
+        1 => {
+            if rest.len() < 4 {
+                return;
+            }
+            let codes = [rest[0] as i8, rest[1] as i8, rest[2] as i8, rest[3] as i8];
+            let text = String::from_utf8_lossy(&rest[4..]);
+            let mut p = text.split('\0');
+            let (name, principal, host) = (p.next().unwrap_or(""), p.next().unwrap_or(""), p.next().unwrap_or(""));
+            let Ok(b) = binding_to_create(codes[0], name, codes[1], principal, host, codes[2], codes[3]) else { return };
+            assert_eq!(Binding::from_record(&b.record()).as_ref(), Some(&b), "a binding survives its record");
+            if b.pattern != crate::server::acl::PatternType::Literal {
+                return;
+            }
+            let mut acls = Acls::new(Vec::new(), false);
+            acls.add(b.clone());
+            let host = if b.host == WILDCARD { "10.0.0.1" } else { b.host.as_str() };
+            let principal = if b.principal == "User:*" { "User:someone" } else { b.principal.as_str() };
+            let name = if b.name == WILDCARD { "any-topic" } else { b.name.as_str() };
+            let allowed = acls.authorize(&Request { principal, host, operation: b.operation, resource_type: b.resource_type, name });
+            assert_eq!(allowed, b.allow, "a lone binding decides its own request: {b:?}");
+        }
+        _ => {
+            if rest.len() < 4 {
+                return;
+            }
+            let text = String::from_utf8_lossy(&rest[4..]);
+            let mut p = text.split('\0');
+            let mut opt = || p.next().filter(|s| !s.is_empty()).map(String::from);
+            let f = Filter {
+                resource_type: rest[0] as i8,
+                name: opt(),
+                pattern: rest[1] as i8,
+                principal: opt(),
+                host: opt(),
+                operation: rest[2] as i8,
+                permission: rest[3] as i8,
+            };
+            let bindings: Vec<Binding> = [(2, "t", 3), (2, "pre", 4), (3, "*", 3), (4, "kafka-cluster", 3)]
+                .iter()
+                .filter_map(|(t, n, pat)| binding_to_create(*t, n, *pat, "User:alice", "*", 3, 3).ok())
+                .collect();
+            if f.check().is_ok() {
+                for b in &bindings {
+                    let _ = f.matches(b);
+                }
+            }
+            let any = Filter { resource_type: 1, pattern: 1, operation: 1, permission: 1, ..Filter::default() };
+            assert!(bindings.iter().all(|b| any.matches(b)));
+        }
+    }
+}

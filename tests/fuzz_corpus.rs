@@ -16,6 +16,7 @@ const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("index", spate::fuzzing::segment),
     ("offsets_record", spate::fuzzing::offsets_record),
     ("sasl", spate::fuzzing::sasl),
+    ("acl", spate::fuzzing::acl),
 ];
 
 fn files(dir: &Path) -> Vec<PathBuf> {
