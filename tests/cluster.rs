@@ -963,3 +963,109 @@ fn transactions_span_brokers_and_survive_the_loss_of_their_coordinator() {
     });
     assert_ne!(coordinator_now, coordinator, "the killed broker still coordinates");
 }
+
+/// SCRAM users, ACLs and quotas are cluster metadata: each made through another broker, every
+/// broker serves them; a SASL client on a third broker's SASL_PLAINTEXT listener logs in, is
+/// told every broker's SASL address, and is authorized by the ACL. The images stay consistent.
+#[test]
+fn users_acls_and_quotas_reach_every_broker() {
+    use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
+    let voters = voters();
+    let sasl: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes: Vec<Broker> = (1..=3)
+        .map(|id| {
+            let listeners = format!("PLAINTEXT://127.0.0.1:{{port}},SASL_PLAINTEXT://127.0.0.1:{}", sasl[id - 1]);
+            let id = id.to_string();
+            Broker::start_without_waiting(&[
+                "--node-id",
+                &id,
+                "--controller-quorum-voters",
+                &voters,
+                "--listeners",
+                &listeners,
+                "--sasl-enabled-mechanisms",
+                "PLAIN",
+                "--authorizer",
+                "acl",
+                "--super-users",
+                "User:ANONYMOUS",
+            ])
+        })
+        .collect();
+    for n in &mut nodes {
+        n.wait_ready_or_move();
+    }
+    wait_for("all three brokers unfenced", || nodes.iter().all(|n| metadata(n, Some(&[])).brokers.len() == 3).then_some(()));
+    create_topic(&nodes[0].bootstrap(), "guarded", 1, &[]);
+
+    // The user through broker 1...
+    let mut salted = [0u8; 32];
+    ring::pbkdf2::derive(ring::pbkdf2::PBKDF2_HMAC_SHA256, std::num::NonZeroU32::new(4096).unwrap(), b"salt-salt-salt-1", b"secret", &mut salted);
+    let user = AlterUserScramCredentialsRequest::default().with_upsertions(vec![ScramCredentialUpsertion::default()
+        .with_name(StrBytes::from_static_str("alice"))
+        .with_mechanism(1)
+        .with_iterations(4096)
+        .with_salt(b"salt-salt-salt-1".to_vec().into())
+        .with_salted_password(salted.to_vec().into())]);
+    let r: AlterUserScramCredentialsResponse = Raw::connect(nodes[0].port).call(ApiKey::AlterUserScramCredentials, 0, &user, 0);
+    assert_eq!(r.results[0].error_code, 0, "{:?}", r.results[0].error_message);
+    // ...her READ on the topic through broker 2...
+    let acl = CreateAclsRequest::default().with_creations(vec![kafka_protocol::messages::create_acls_request::AclCreation::default()
+        .with_resource_type(2)
+        .with_resource_name(StrBytes::from_static_str("guarded"))
+        .with_resource_pattern_type(3)
+        .with_principal(StrBytes::from_static_str("User:alice"))
+        .with_host(StrBytes::from_static_str("*"))
+        .with_operation(3)
+        .with_permission_type(3)]);
+    let r: CreateAclsResponse = Raw::connect(nodes[1].port).call(ApiKey::CreateAcls, 3, &acl, 3);
+    assert_eq!(r.results[0].error_code, 0);
+    // ...and a quota through broker 3.
+    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+    let quota = AlterClientQuotasRequest::default().with_entries(vec![EntryData::default()
+        .with_entity(vec![EntityData::default().with_entity_type(StrBytes::from_static_str("user")).with_entity_name(Some(StrBytes::from_static_str("alice")))])
+        .with_ops(vec![OpData::default().with_key(StrBytes::from_static_str("consumer_byte_rate")).with_value(1_000_000.0)])]);
+    let r: AlterClientQuotasResponse = Raw::connect(nodes[2].port).call(ApiKey::AlterClientQuotas, 1, &quota, 1);
+    assert_eq!(r.entries[0].error_code, 0);
+    assert_consistent(&nodes.iter().collect::<Vec<_>>());
+
+    // Every broker serves all three.
+    for n in &nodes {
+        let mut raw = Raw::connect(n.port);
+        let d: DescribeUserScramCredentialsResponse =
+            raw.call(ApiKey::DescribeUserScramCredentials, 0, &DescribeUserScramCredentialsRequest::default().with_users(None), 0);
+        assert_eq!(d.results.iter().map(|r| r.user.to_string()).collect::<Vec<_>>(), vec!["alice"]);
+        let a: DescribeAclsResponse = raw.call(
+            ApiKey::DescribeAcls,
+            3,
+            &DescribeAclsRequest::default()
+                .with_resource_type_filter(1)
+                .with_pattern_type_filter(1)
+                .with_resource_name_filter(None)
+                .with_principal_filter(None)
+                .with_host_filter(None)
+                .with_operation(1)
+                .with_permission_type(1),
+            3,
+        );
+        assert_eq!(a.resources.len(), 1, "broker on port {}", n.port);
+        let q: DescribeClientQuotasResponse = raw.call(ApiKey::DescribeClientQuotas, 1, &DescribeClientQuotasRequest::default(), 1);
+        assert_eq!(q.entries.map(|e| e.len()), Some(1), "broker on port {}", n.port);
+    }
+
+    // Alice on broker 3's SASL listener: logged in, told the brokers' SASL addresses, and may
+    // see the topic she may read.
+    let mut s = Raw::connect(sasl[2]);
+    let h: SaslHandshakeResponse = s.call(ApiKey::SaslHandshake, 1, &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")), 1);
+    assert_eq!(h.error_code, 0);
+    let a: SaslAuthenticateResponse =
+        s.call(ApiKey::SaslAuthenticate, 1, &SaslAuthenticateRequest::default().with_auth_bytes(b"\0alice\0secret".to_vec().into()), 1);
+    assert_eq!(a.error_code, 0, "{:?}", a.error_message);
+    let m: MetadataResponse = s.call(ApiKey::Metadata, 12, &MetadataRequest::default().with_topics(None), 12);
+    let mut ports: Vec<i32> = m.brokers.iter().map(|b| b.port).collect();
+    ports.sort();
+    let mut want: Vec<i32> = sasl.iter().map(|p| *p as i32).collect();
+    want.sort();
+    assert_eq!(ports, want, "every broker at its SASL_PLAINTEXT address");
+    assert_eq!(m.topics.iter().map(|t| t.name.as_ref().unwrap().to_string()).collect::<Vec<_>>(), vec!["guarded"]);
+}
