@@ -37,8 +37,7 @@ pub fn permits(shard: &Shard, session: &Session, op: Operation, resource: Resour
         return true;
     }
     let principal = session.principal();
-    let host = session.peer.ip().to_string();
-    shard.image().acls.authorize(&Request { principal: &principal, host: &host, operation: op, resource_type: resource, name })
+    shard.image().acls.authorize(&Request { principal: &principal, host: &session.host, operation: op, resource_type: resource, name })
 }
 
 /// Whether `session` may do `op` on `name` of `resource`; a denial is logged (bounded) and
@@ -49,14 +48,13 @@ pub fn allowed(shard: &Shard, session: &Session, op: Operation, resource: Resour
     }
     let ok = permits(shard, session, op, resource, name);
     if !ok {
-        let principal = session.principal();
-        let host = session.peer.ip().to_string();
+        let (principal, host) = (session.principal(), &session.host);
         crate::metrics::authorization_denied(resource, op);
         let second = now_ms() / 1000;
         DENIALS_LOGGED.with(|d| {
             let (last, quiet) = d.get();
             if second != last {
-                tracing::info!(principal, host, operation = ?op, resource = ?resource, name, not_logged_since = quiet, "authorization denied");
+                tracing::info!(principal = principal.as_str(), host, operation = ?op, resource = ?resource, name, not_logged_since = quiet, "authorization denied");
                 d.set((second, 0));
             } else {
                 d.set((last, quiet + 1));

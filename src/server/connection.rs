@@ -138,7 +138,7 @@ pub async fn run(shard: Rc<Shard>, accepted: Accepted, peer: SocketAddr, protoco
             let Some((reader, writer, certificate_user)) = secure(&shard, accepted, peer, protocol).await else { return };
             let session = Session::new(peer, protocol);
             if let Some(user) = certificate_user {
-                *session.user.borrow_mut() = user;
+                session.set_user(user);
             }
             serve(shard.clone(), reader, writer, Rc::new(session)).await
         },

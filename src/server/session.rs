@@ -37,8 +37,13 @@ pub enum Sasl {
 pub struct Session {
     pub peer: SocketAddr,
     pub protocol: SecurityProtocol,
-    /// The user name of the principal (`User:<name>`): ANONYMOUS until proven.
+    /// The user name of the principal (`User:<name>`): ANONYMOUS until proven. Changed only
+    /// with [`Session::set_user`], which keeps `principal` with it.
     pub user: RefCell<String>,
+    /// `User:<user>`, kept for the authorizer.
+    principal: RefCell<String>,
+    /// The client's address as the ACLs name hosts.
+    pub host: String,
     pub sasl: RefCell<Sasl>,
     /// The user SASL proved first: re-authentication must prove the same one.
     pub sasl_user: RefCell<Option<String>>,
@@ -56,6 +61,8 @@ impl Session {
             peer,
             protocol,
             user: RefCell::new(ANONYMOUS.to_string()),
+            principal: RefCell::new(format!("User:{ANONYMOUS}")),
+            host: peer.ip().to_string(),
             sasl: RefCell::new(if protocol.sasl() { Sasl::Handshake } else { Sasl::NotUsed }),
             sasl_user: RefCell::new(None),
             raw_tokens: Cell::new(false),
@@ -89,7 +96,13 @@ impl Session {
     }
 
     /// `User:<name>`, as Kafka writes principals.
-    pub fn principal(&self) -> String {
-        format!("User:{}", self.user.borrow())
+    pub fn principal(&self) -> std::cell::Ref<'_, String> {
+        self.principal.borrow()
+    }
+
+    /// The user proven (SASL, a client certificate).
+    pub fn set_user(&self, name: String) {
+        *self.principal.borrow_mut() = format!("User:{name}");
+        *self.user.borrow_mut() = name;
     }
 }

@@ -638,13 +638,13 @@ fn config_denied(resource_type: i8) -> ResponseError {
 /// for WRITE (or ALL) on some topic for the principal (or everyone), from any host or its own.
 fn may_write_some_topic(shard: &Shard, session: &Session) -> bool {
     let principal = session.principal();
-    let host = session.peer.ip().to_string();
+    let host = &session.host;
     shard.image().acls.all().into_iter().any(|b| {
         b.allow
             && b.resource_type == ResourceType::Topic
             && matches!(b.operation, Operation::Write | Operation::All)
-            && (b.principal == principal || b.principal == "User:*")
-            && (b.host == host || b.host == "*")
+            && (b.principal == *principal || b.principal == "User:*")
+            && (b.host == *host || b.host == "*")
     })
 }
 

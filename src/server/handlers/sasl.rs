@@ -104,7 +104,7 @@ pub fn authenticate(shard: &Shard, session: &Session, version: i16, req: SaslAut
             let expires_at_ms = (lifetime > 0).then(|| now_ms() + lifetime);
             tracing::debug!(peer = %session.peer, user, mechanism, "SASL authentication succeeded");
             crate::metrics::authentication(listener, mechanism, "ok");
-            *session.user.borrow_mut() = user.clone();
+            session.set_user(user.clone());
             *session.sasl_user.borrow_mut() = Some(user);
             *session.sasl.borrow_mut() = Sasl::Done { mechanism, expires_at_ms };
             let mut resp = resp.with_auth_bytes(token);
