@@ -68,22 +68,33 @@ impl Pki {
     }
 }
 
-fn tls_client(pki: &Pki) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(pki.dir.join("ca.pem")).unwrap();
+/// A TLS client trusting the test CA, presenting the client certificate `<cert>.pem` if given.
+fn tls_client_as(pki: &Pki, cert: Option<&str>) -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(pki.dir.join("ca.pem")).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
+    let builder = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots);
+    Arc::new(match cert {
+        None => builder.with_no_client_auth(),
+        Some(name) => {
+            let certs: Vec<_> =
+                rustls::pki_types::CertificateDer::pem_file_iter(pki.dir.join(format!("{name}.pem"))).unwrap().map(|c| c.unwrap()).collect();
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(pki.dir.join(format!("{name}.key"))).unwrap();
+            builder.with_client_auth_cert(certs, key).unwrap()
+        }
+    })
+}
+
+fn tls_client(pki: &Pki) -> Arc<rustls::ClientConfig> {
+    tls_client_as(pki, None)
+}
+
+fn tls_client_with_cert(pki: &Pki, name: &str) -> Arc<rustls::ClientConfig> {
+    tls_client_as(pki, Some(name))
 }
 
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
@@ -695,26 +706,6 @@ fn a_producer_over_its_quota_is_slowed_to_it_and_others_are_not() {
     assert!(throttle > 0, "the throttled client was told to wait");
     assert_eq!(fast_throttle, 0, "the unlimited client was never throttled");
     assert!(broker.metrics().lines().any(|l| l.starts_with("spate_quota_throttles_total{") && l.contains("Produce")));
-}
-
-fn tls_client_with_cert(pki: &Pki, name: &str) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(pki.dir.join("ca.pem")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(pki.dir.join(format!("{name}.pem"))).unwrap().map(|c| c.unwrap()).collect();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(pki.dir.join(format!("{name}.key"))).unwrap();
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(certs, key)
-            .unwrap(),
-    )
 }
 
 #[test]
