@@ -516,6 +516,15 @@ async fn serve(shard: Rc<Shard>, mut reader: ConnReader, mut writer: ConnWriter,
             }
             one_at_a_time = sasl_api;
         }
+        // A client with a quota: one request at a time, so a throttle mutes the connection
+        // before the next is read (see `server::quota`).
+        {
+            let image = shard.image();
+            if !image.quotas.is_empty() {
+                let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
+                one_at_a_time |= image.quotas.applies(&session.user.borrow(), client_id);
+            }
+        }
         if api_key == kafka_protocol::messages::ApiKey::Fetch {
             // A fetch answer may be large: reserve it before running the request.
             shared.budget.take(FETCH_RESPONSE_MAX_BYTES).await;

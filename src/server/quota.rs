@@ -13,6 +13,9 @@
 //! back to it: `(rate - quota) / quota * window`. The answer carries that time
 //! (`throttle_time_ms`, KIP-219: the client waits before sending again) and the connection is
 //! not read for as long (Kafka's muting), so a client that ignores the hint is slowed anyway.
+//! A client with a quota has its requests read one at a time, as Kafka reads every
+//! connection's, so a pipelining client (librdkafka does not wait out throttle times) cannot
+//! have a backlog of requests served before the mute begins.
 //!
 //! Each core measures and throttles the traffic it serves, with no cross-core traffic on the
 //! data path: a client's connection is served by one core, so its quota holds; a client with
@@ -127,6 +130,12 @@ impl Quotas {
                 }
             }
         }
+    }
+
+    /// Whether any quota applies to a client (its requests are then read one at a time, so
+    /// that a throttle mutes the connection before the next one: see `server::connection`).
+    pub fn applies(&self, user: &str, client_id: &str) -> bool {
+        !self.entries.is_empty() && KEYS.iter().any(|k| self.limit(user, client_id, k).is_some())
     }
 
     /// The quota on `key` for a client, by Kafka's precedence (see the module's comment).
@@ -246,7 +255,10 @@ impl Meter {
         }
         let total: f64 = self.windows.iter().map(|(_, a)| a).sum();
         // The time measured over: the full windows before this one plus this one's elapsed
-        // part, at least one second (Kafka's `Rate.windowSize`).
+        // part, at least one second. (Kafka's `Rate.windowSize` pads it to ten whole windows,
+        // which lets a new client send about ten seconds of its quota at once; counted this
+        // way a new client's burst is about one second of it, and its first seconds run up to
+        // twice the quota before the windows even out.)
         let first = self.windows.front().map_or(second, |(s, _)| *s);
         let elapsed_ms = ((second - first) * 1000 + now_ms.rem_euclid(1000)).max(1000) as f64;
         let rate = total / (elapsed_ms / 1000.0);

@@ -30,6 +30,7 @@ import check_kafka_python  # noqa: E402,F401
 import check_raw  # noqa: E402,F401
 import check_kafka_tools  # noqa: E402,F401
 import check_security  # noqa: E402,F401
+import check_quotas  # noqa: E402,F401
 import check_spate_cli_kafka  # noqa: E402,F401
 import check_cluster  # noqa: E402,F401
 import check_cluster_netns  # noqa: E402,F401
