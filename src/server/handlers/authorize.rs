@@ -305,7 +305,8 @@ pub fn refuse(shard: &Shard, session: &Session, version: i16, req: &mut RequestK
             None
         }
         RequestKind::CreateTopics(r) => {
-            if !cluster(O::Create) {
+            // CREATE on the cluster, else on each topic (the cluster's asked quietly, as Kafka).
+            if !permits(shard, session, O::Create, ResourceType::Cluster, CLUSTER_NAME) {
                 r.topics.retain(|t| {
                     let ok = topic(shard, session, O::Create, t.name.as_str());
                     if !ok {
@@ -340,7 +341,9 @@ pub fn refuse(shard: &Shard, session: &Session, version: i16, req: &mut RequestK
                 Some(ResponseKind::InitProducerId(InitProducerIdResponse::default().with_error_code(code(TXN_DENIED)).with_producer_id(ProducerId(-1)).with_producer_epoch(-1)))
             }
             Some(_) => None,
-            None if cluster(O::IdempotentWrite) || may_write_some_topic(shard, session) => None,
+            None if permits(shard, session, O::IdempotentWrite, ResourceType::Cluster, CLUSTER_NAME) || may_write_some_topic(shard, session) => None,
+            // Asked again, so that the refusal is logged and counted.
+            None if cluster(O::IdempotentWrite) => None,
             None => Some(ResponseKind::InitProducerId(
                 InitProducerIdResponse::default().with_error_code(code(CLUSTER_DENIED)).with_producer_id(ProducerId(-1)).with_producer_epoch(-1),
             )),
