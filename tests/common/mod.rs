@@ -40,8 +40,20 @@ pub struct Broker {
     log_level: String,
 }
 
+/// A port free now, never handed out before in this test process. The kernel may give a port
+/// just released to the next bind to port 0, and two brokers starting side by side on one port
+/// can both pass the start-up check before either reserves it; their listeners (SO_REUSEPORT,
+/// same user) then share it, and one test's client talks to another test's broker.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 impl Broker {
