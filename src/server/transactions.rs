@@ -318,12 +318,17 @@ impl Transactions {
                 let coordinator_epoch = coordinator_epoch(&shard, id);
                 let marker = Marker { commit, coordinator_epoch };
                 let results = write_markers(&shard, prepared.producer_id, prepared.producer_epoch, marker, left.clone()).await;
+                let image = shard.image();
                 left = results
                     .into_iter()
                     .filter(|(tp, code)| {
                         let done = *code == 0
-                            // A deleted topic takes its transaction's records with it.
-                            || *code == ResponseError::UnknownTopicOrPartition.code()
+                            // A deleted topic takes its transaction's records with it. (One the
+                            // image still has is not open yet on its core, as at start-up when a
+                            // coordinator resumes its markers before every core has opened its
+                            // partitions: asked again.)
+                            || (*code == ResponseError::UnknownTopicOrPartition.code()
+                                && image.topic(&tp.0).is_none_or(|t| tp.1 >= t.partitions))
                             // A newer epoch or coordinator has written its own marker there.
                             || *code == ResponseError::InvalidProducerEpoch.code()
                             || *code == ResponseError::TransactionCoordinatorFenced.code();
