@@ -110,20 +110,9 @@ fn tls_connect(config: &Arc<rustls::ClientConfig>, port: u16) -> std::io::Result
     Ok(s)
 }
 
-/// One request frame.
+/// One request frame, from client id "security-test".
 fn frame<Q: Encodable>(key: ApiKey, version: i16, corr: i32, req: &Q) -> Vec<u8> {
-    let mut body = BytesMut::new();
-    let h = RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(corr)
-        .with_client_id(Some(StrBytes::from_static_str("security-test")));
-    h.encode(&mut body, key.request_header_version(version)).unwrap();
-    req.encode(&mut body, version).unwrap();
-    let mut out = Vec::with_capacity(body.len() + 4);
-    out.put_i32(body.len() as i32);
-    out.extend_from_slice(&body);
-    out
+    frame_from("security-test", key, version, corr, req)
 }
 
 /// A request and its response over any stream; None when the broker closed it instead.
